@@ -1,0 +1,72 @@
+// nanoserve: the command line. Subcommands:
+//   tokenize --text T          prints the ids as a JSON array
+//   detokenize --ids 1,2,3     prints the text
+//   generate [flags]           runs the engine in this process and streams text
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "client/commands.h"
+#include "engine/model_loader.h"
+
+ABSL_FLAG(std::string, text, "", "tokenize: the text");
+ABSL_FLAG(std::string, ids, "", "detokenize: comma-separated token ids");
+ABSL_FLAG(std::string, model, "", "checkpoint dir, .safetensors file, or random:gpt2|gpt2-medium|gpt2-large|gpt2-xl (default: $NANOSERVE_MODEL, ./models/gpt2, else random:gpt2)");
+ABSL_FLAG(std::string, prompt, "", "the prompt text");
+ABSL_FLAG(std::string, prompt_file, "", "read the prompt from this file");
+ABSL_FLAG(std::string, prompts_file, "", "a batch: one prompt per line, or a JSON array of strings");
+ABSL_FLAG(int64_t, max_new_tokens, 32, "tokens to generate per prompt");
+ABSL_FLAG(std::string, kv_cache, "on", "off (Part A), on (Part B) or prefix (Part C)");
+ABSL_FLAG(std::string, attention, "naive", "naive or fused");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda");
+ABSL_FLAG(std::string, dtype, "fp32", "fp32, bf16 or fp16");
+ABSL_FLAG(double, temperature, 0.0, "0 = greedy");
+ABSL_FLAG(int64_t, top_k, 0, "keep the k most likely tokens (0 = all)");
+ABSL_FLAG(double, top_p, 1.0, "nucleus sampling threshold in (0, 1]");
+ABSL_FLAG(uint64_t, seed, 0, "seed for sampling and random weights");
+ABSL_FLAG(int64_t, prefill_chunk, 0, "prefill at most this many tokens per pass (0 = all)");
+ABSL_FLAG(int64_t, page_size, 16, "prefix cache page size in tokens");
+ABSL_FLAG(int64_t, prefix_cache_mb, 512, "prefix cache pool budget in MiB");
+ABSL_FLAG(int64_t, repeat, 1, "run the batch this many times in one process");
+ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
+ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "nanoserve tokenize|detokenize|generate [flags]; see --help");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const std::string command = args.size() > 1 ? args[1] : "";
+  if (command == "tokenize") return nanoserve::RunTokenize(absl::GetFlag(FLAGS_text));
+  if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
+  if (command == "generate") {
+    nanoserve::GenerateCommandOptions o;
+    o.model = absl::GetFlag(FLAGS_model);
+    if (o.model.empty()) o.model = nanoserve::DefaultModelSpec();
+    o.prompt = absl::GetFlag(FLAGS_prompt);
+    o.prompt_file = absl::GetFlag(FLAGS_prompt_file);
+    o.prompts_file = absl::GetFlag(FLAGS_prompts_file);
+    o.device = absl::GetFlag(FLAGS_device);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.attention = absl::GetFlag(FLAGS_attention);
+    o.kv_cache = absl::GetFlag(FLAGS_kv_cache);
+    o.page_size = absl::GetFlag(FLAGS_page_size);
+    o.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
+    o.repeat = absl::GetFlag(FLAGS_repeat);
+    o.seed = absl::GetFlag(FLAGS_seed);
+    o.json = absl::GetFlag(FLAGS_json);
+    o.generate.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+    o.generate.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+    o.generate.stop_at_end_of_text = !absl::GetFlag(FLAGS_ignore_eos);
+    o.generate.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+    o.generate.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+    o.generate.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+    o.generate.sampling.seed = absl::GetFlag(FLAGS_seed);
+    return nanoserve::RunGenerate(o);
+  }
+  std::fprintf(stderr, "nanoserve: unknown command '%s' (tokenize, detokenize, generate)\n",
+               command.c_str());
+  return 2;
+}

@@ -1,0 +1,39 @@
+// Device helpers: parsing --device/--dtype, synchronizing before a clock is
+// read, and peak memory (the CUDA allocator's on GPU, the process's peak
+// resident set on CPU).
+#ifndef NANOSERVE_ENGINE_DEVICE_H_
+#define NANOSERVE_ENGINE_DEVICE_H_
+
+#include <cstdint>
+#include <string>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace nanoserve {
+
+// "cpu" or "cuda" (or "cuda:N"); UNAVAILABLE for CUDA without a GPU.
+absl::StatusOr<torch::Device> ParseDevice(absl::string_view name);
+// "fp32", "bf16" or "fp16".
+absl::StatusOr<torch::Dtype> ParseDtype(absl::string_view name);
+std::string DtypeName(torch::Dtype dtype);
+
+// Waits for the device's queued work (no-op on CPU).
+void Synchronize(const torch::Device& device);
+
+struct MemoryStats {
+  int64_t peak_bytes = 0;      // CUDA: allocator's peak allocated; CPU: peak RSS
+  int64_t reserved_bytes = 0;  // CUDA: allocator's peak reserved; CPU: 0
+  std::string source;          // "cuda-allocator" or "process-rss"
+};
+
+// Starts a new peak measurement (CUDA: resets the allocator's peak stats;
+// CPU: resets the kernel's VmHWM through /proc/self/clear_refs).
+void ResetPeakMemory(const torch::Device& device);
+MemoryStats PeakMemory(const torch::Device& device);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_ENGINE_DEVICE_H_

@@ -1,0 +1,221 @@
+#include "engine/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <numeric>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/prefill.h"
+
+namespace nanoserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+torch::Tensor LongTensor(const std::vector<int64_t>& values, int64_t rows, int64_t cols) {
+  return torch::tensor(values, torch::kLong).view({rows, cols});
+}
+
+// Positions begin..begin+n-1 as a (1, n) tensor.
+torch::Tensor Positions(int64_t begin, int64_t n) {
+  return torch::arange(begin, begin + n, torch::kLong).view({1, n});
+}
+
+}  // namespace
+
+absl::StatusOr<KvCacheMode> ParseKvCacheMode(absl::string_view name) {
+  if (name == "off") return KvCacheMode::kOff;
+  if (name == "on") return KvCacheMode::kOn;
+  if (name == "prefix") return KvCacheMode::kPrefix;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown --kv-cache '", name, "' (expected off, on or prefix)"));
+}
+
+std::string KvCacheModeName(KvCacheMode mode) {
+  switch (mode) {
+    case KvCacheMode::kOff: return "off";
+    case KvCacheMode::kOn: return "on";
+    case KvCacheMode::kPrefix: return "prefix";
+  }
+  return "?";
+}
+
+absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
+                                 const GenerateOptions& options) const {
+  const Gpt2Config& config = model_->config();
+  if (prompts.empty()) return absl::InvalidArgumentError("no prompts: the batch is empty");
+  if (options.max_new_tokens < 1 || options.max_new_tokens > config.n_positions) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be in [1, ",
+                                                   config.n_positions, "], got ",
+                                                   options.max_new_tokens));
+  }
+  if (options.prefill_chunk < 0) {
+    return absl::InvalidArgumentError("prefill_chunk must be >= 0");
+  }
+  if (options.kv_cache == KvCacheMode::kPrefix && prefix_cache_ == nullptr) {
+    return absl::FailedPreconditionError("--kv-cache prefix needs a prefix cache");
+  }
+  if (absl::Status s = ValidateSamplingOptions(options.sampling); !s.ok()) return s;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& p = prompts[i];
+    const std::string which = prompts.size() > 1 ? absl::StrCat("prompt ", i, ": ") : "";
+    if (p.empty()) return absl::InvalidArgumentError(which + "the prompt is empty");
+    for (int id : p) {
+      if (id < 0 || id >= config.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(which, "token id ", id,
+                                                       " is outside the vocabulary [0, ",
+                                                       config.vocab_size, ")"));
+      }
+    }
+    const int64_t total = static_cast<int64_t>(p.size()) + options.max_new_tokens;
+    if (total > config.n_positions) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          which, "prompt (", p.size(), " tokens) + max_new_tokens (", options.max_new_tokens,
+          ") = ", total, " exceeds the context length ", config.n_positions));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector<int>>& prompts,
+                                                   const GenerateOptions& options,
+                                                   const TokenSink& sink) {
+  if (absl::Status s = Validate(prompts, options); !s.ok()) return s;
+  try {
+    return Run(prompts, options, sink);
+  } catch (const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    if (absl::StrContains(what, "out of memory")) {
+      return absl::ResourceExhaustedError(absl::StrCat("out of memory: ", what));
+    }
+    return absl::InternalError(absl::StrCat("generation failed: ", what));
+  }
+}
+
+absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>>& prompts,
+                                              const GenerateOptions& options,
+                                              const TokenSink& sink) {
+  const Gpt2Model& model = *model_;
+  const torch::Device device = model.options().device;
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  GenerateResult result;
+  GenerateStats& stats = result.stats;
+  result.sequences.resize(B);
+  int64_t max_prompt = 0;
+  for (int64_t r = 0; r < B; ++r) {
+    result.sequences[r].prompt_ids = prompts[r];
+    stats.prompt_tokens += static_cast<int64_t>(prompts[r].size());
+    max_prompt = std::max<int64_t>(max_prompt, prompts[r].size());
+  }
+
+  Synchronize(device);
+  ResetPeakMemory(device);
+  const auto start = Clock::now();
+  Sampler sampler(options.sampling);
+  std::vector<bool> finished(B, false);
+  int64_t steps = 0;
+
+  // Appends one sampled token per row; returns true when every row is done.
+  auto accept = [&](const std::vector<int64_t>& next) {
+    ++steps;
+    bool all_done = true;
+    for (int64_t r = 0; r < B; ++r) {
+      if (finished[r]) continue;
+      SequenceResult& seq = result.sequences[r];
+      const int token = static_cast<int>(next[r]);
+      seq.output_ids.push_back(token);
+      if (sink) sink(r, token);
+      if (options.stop_at_end_of_text && token == options.end_of_text_id) {
+        finished[r] = true;
+        seq.finish_reason = "stop";
+      } else if (static_cast<int64_t>(seq.output_ids.size()) >= options.max_new_tokens) {
+        finished[r] = true;
+        seq.finish_reason = "length";
+      }
+      all_done = all_done && finished[r];
+    }
+    return all_done;
+  };
+  auto mark_first_token = [&]() {
+    Synchronize(device);
+    stats.ttft_ms = MsSince(start);
+  };
+
+  if (options.kv_cache == KvCacheMode::kOff) {
+    // Part A: the whole (cropped) sequence through the model at every step.
+    std::vector<std::vector<int>> seqs = prompts;
+    const int64_t ctx = model.config().n_positions;
+    bool done = false;
+    while (!done) {
+      std::vector<torch::Tensor> last_logits;
+      for (int64_t r = 0; r < B; ++r) {
+        const auto& s = seqs[r];
+        const int64_t n = std::min<int64_t>(static_cast<int64_t>(s.size()), ctx);
+        std::vector<int64_t> ids(s.end() - n, s.end());
+        torch::Tensor hidden = model.Forward(LongTensor(ids, 1, n), Positions(0, n));
+        last_logits.push_back(model.Logits(hidden.select(1, n - 1)));  // (1, V)
+      }
+      if (steps == 0) stats.prompt_tokens_computed = stats.prompt_tokens;
+      auto next = sampler.Sample(torch::cat(last_logits));
+      for (int64_t r = 0; r < B; ++r) seqs[r].push_back(static_cast<int>(next[r]));
+      if (steps == 0) {
+        stats.prefill_ms = MsSince(start);
+      }
+      done = accept(next);
+      if (steps == 1) mark_first_token();
+    }
+  } else {
+    // Parts B and C: prefill each prompt into its cache row, then decode the
+    // batch one token per row per step.
+    KvCache cache(model.config(), B, max_prompt + options.max_new_tokens,
+                  model.options().dtype, device);
+    std::vector<torch::Tensor> first_logits(B);
+    if (options.kv_cache == KvCacheMode::kPrefix) {
+      PrefixPrefill prefill(model, *prefix_cache_, options.prefill_chunk);
+      auto status = prefill.Run(prompts, cache, first_logits);
+      if (!status.ok()) return status;
+      for (int64_t r = 0; r < B; ++r) {
+        result.sequences[r].cached_prompt_tokens = prefill.reused_tokens()[r];
+        stats.prompt_tokens_reused += prefill.reused_tokens()[r];
+      }
+      stats.prompt_tokens_computed = stats.prompt_tokens - stats.prompt_tokens_reused;
+    } else {
+      for (int64_t r = 0; r < B; ++r) {
+        first_logits[r] = PrefillRow(model, cache, r, prompts[r], options.prefill_chunk);
+      }
+      stats.prompt_tokens_computed = stats.prompt_tokens;
+    }
+    auto next = sampler.Sample(torch::cat(first_logits));
+    stats.prefill_ms = MsSince(start);
+    bool done = accept(next);
+    mark_first_token();
+    while (!done) {
+      std::vector<int64_t> positions(cache.lengths().begin(), cache.lengths().end());
+      torch::Tensor hidden = model.Forward(LongTensor(next, B, 1), LongTensor(positions, B, 1),
+                                           {&cache, 0});
+      next = sampler.Sample(model.Logits(hidden.select(1, 0)));  // (B, V)
+      done = accept(next);
+    }
+  }
+
+  Synchronize(device);
+  stats.total_ms = MsSince(start);
+  stats.memory = PeakMemory(device);
+  int64_t longest = 0;
+  for (const auto& seq : result.sequences) {
+    stats.output_tokens += static_cast<int64_t>(seq.output_ids.size());
+    longest = std::max<int64_t>(longest, seq.output_ids.size());
+  }
+  stats.ms_per_output_token = stats.total_ms / static_cast<double>(longest);
+  stats.decode_ms_per_step = steps > 1 ? (stats.total_ms - stats.ttft_ms) / (steps - 1) : 0.0;
+  stats.tokens_per_second = stats.output_tokens / (stats.total_ms / 1000.0);
+  return result;
+}
+
+}  // namespace nanoserve

@@ -1,0 +1,47 @@
+#include "engine/model_loader.h"
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/checkpoint.h"
+
+namespace nanoserve {
+
+std::string DefaultModelSpec() {
+  if (const char* env = std::getenv("NANOSERVE_MODEL"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  std::error_code ec;
+  if (std::filesystem::exists("models/gpt2/model.safetensors", ec)) return "models/gpt2";
+  return "random:gpt2";
+}
+
+absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const ModelOptions& options,
+                                      uint64_t seed) {
+  LoadedModel loaded;
+  Checkpoint checkpoint;
+  if (absl::StartsWith(spec, "random:")) {
+    auto config = Gpt2Preset(spec.substr(7));
+    if (!config.ok()) return config.status();
+    checkpoint = RandomCheckpoint(*config, seed);
+    loaded.random_weights = true;
+    loaded.description = absl::StrFormat("%s (%.0fM parameters, random weights, seed %d)", spec,
+                                         config->num_parameters() / 1e6, seed);
+  } else {
+    auto read = LoadCheckpoint(spec);
+    if (!read.ok()) return read.status();
+    checkpoint = *std::move(read);
+    loaded.description = absl::StrFormat("%s (%.0fM parameters)", spec,
+                                         checkpoint.config.num_parameters() / 1e6);
+  }
+  auto model = Gpt2Model::Create(checkpoint, options);
+  if (!model.ok()) return model.status();
+  loaded.model = *std::move(model);
+  return loaded;
+}
+
+}  // namespace nanoserve

@@ -1,0 +1,32 @@
+// Resolves a --model spec to a loaded model: a checkpoint directory (HF
+// config.json + model.safetensors), a .safetensors file, or
+// "random:<preset>" for seeded random weights of a preset's real size.
+#ifndef NANOSERVE_ENGINE_MODEL_LOADER_H_
+#define NANOSERVE_ENGINE_MODEL_LOADER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+
+namespace nanoserve {
+
+struct LoadedModel {
+  std::unique_ptr<Gpt2Model> model;
+  bool random_weights = false;
+  std::string description;  // e.g. "random:gpt2 (124M parameters, seed 0)"
+};
+
+// The model used when none is named: $NANOSERVE_MODEL if set, else an HF
+// checkpoint found at ./models/gpt2, else "random:gpt2".
+std::string DefaultModelSpec();
+
+// Loads `spec` onto options.device in options.dtype. Random weights are
+// drawn from `seed`. Errors name the spec and the problem.
+absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const ModelOptions& options,
+                                      uint64_t seed = 0);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_ENGINE_MODEL_LOADER_H_

@@ -1,0 +1,54 @@
+#include "engine/sampler.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace nanoserve {
+
+absl::Status ValidateSamplingOptions(const SamplingOptions& o) {
+  if (!(o.temperature >= 0.0 && o.temperature <= 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("temperature must be in [0, 100], got ", o.temperature));
+  }
+  if (o.top_k < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", o.top_k));
+  }
+  if (!(o.top_p > 0.0 && o.top_p <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", o.top_p));
+  }
+  return absl::OkStatus();
+}
+
+Sampler::Sampler(const SamplingOptions& options)
+    : options_(options), generator_(at::make_generator<at::CPUGeneratorImpl>(options.seed)) {}
+
+std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
+  torch::InferenceMode guard;
+  torch::Tensor chosen;
+  if (options_.temperature == 0.0) {
+    chosen = logits.argmax(-1);  // (B,)
+  } else {
+    torch::Tensor l = logits.to(torch::kCPU, torch::kFloat) / options_.temperature;  // (B, V)
+    const float kMinusInf = -std::numeric_limits<float>::infinity();
+    if (options_.top_k > 0 && options_.top_k < l.size(-1)) {
+      auto kth = std::get<0>(l.topk(options_.top_k, -1)).narrow(-1, options_.top_k - 1, 1);
+      l = l.masked_fill(l < kth, kMinusInf);
+    }
+    if (options_.top_p < 1.0) {
+      auto [sorted, order] = l.sort(-1, /*descending=*/true);
+      auto cum = sorted.softmax(-1).cumsum(-1);
+      // Drop a token once the tokens before it already reach top_p.
+      auto drop_sorted = (cum - sorted.softmax(-1)) >= options_.top_p;
+      auto drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
+      l = l.masked_fill(drop, kMinusInf);
+    }
+    chosen = torch::multinomial(l.softmax(-1), 1, /*replacement=*/false, generator_).squeeze(-1);
+  }
+  chosen = chosen.to(torch::kCPU, torch::kLong).contiguous();
+  return std::vector<int64_t>(chosen.data_ptr<int64_t>(), chosen.data_ptr<int64_t>() + chosen.numel());
+}
+
+}  // namespace nanoserve

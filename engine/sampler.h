@@ -1,0 +1,47 @@
+// Next-token selection from logits: greedy, temperature, top-k, top-p.
+// Sampling draws from a seeded generator, so a seed fixes the output.
+// Not thread safe: one Sampler per generation loop.
+#ifndef NANOSERVE_ENGINE_SAMPLER_H_
+#define NANOSERVE_ENGINE_SAMPLER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+
+namespace nanoserve {
+
+struct SamplingOptions {
+  // 0 picks the most likely token (greedy); > 0 divides the logits before
+  // sampling. At most 100.
+  double temperature = 0.0;
+  // Keep only the k most likely tokens; 0 keeps all.
+  int64_t top_k = 0;
+  // Keep the smallest set of most likely tokens whose probability reaches
+  // top_p; 1 keeps all. In (0, 1].
+  double top_p = 1.0;
+  // Seed of the sampling generator.
+  uint64_t seed = 0;
+};
+
+// INVALID_ARGUMENT naming the first bad field.
+absl::Status ValidateSamplingOptions(const SamplingOptions& options);
+
+class Sampler {
+ public:
+  // REQUIRES: ValidateSamplingOptions(options).ok().
+  explicit Sampler(const SamplingOptions& options);
+
+  // logits: (B, V) fp32 on any device. Returns one token id per row.
+  std::vector<int64_t> Sample(const torch::Tensor& logits);
+
+ private:
+  SamplingOptions options_;
+  at::Generator generator_;  // CPU generator: same draws on every device
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_ENGINE_SAMPLER_H_
