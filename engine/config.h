@@ -29,12 +29,15 @@ struct Gpt2Config {
 absl::StatusOr<Gpt2Config> Gpt2Preset(absl::string_view name);
 
 // Parses HF's config.json text (n_layer, n_head, n_embd, vocab_size,
-// n_positions or n_ctx, layer_norm_epsilon). Missing fields take GPT-2's
-// defaults; malformed JSON or inconsistent values (n_embd not divisible by
-// n_head, non-positive sizes) give INVALID_ARGUMENT.
+// n_positions or n_ctx, layer_norm_epsilon; other keys are ignored). Missing
+// fields take GPT-2's defaults; n_positions wins over n_ctx when both are
+// present. Malformed JSON, a non-object, non-integer sizes or inconsistent
+// values (n_embd not divisible by n_head, sizes outside [1, 2^24], a
+// non-positive epsilon) give INVALID_ARGUMENT.
 absl::StatusOr<Gpt2Config> Gpt2ConfigFromJson(absl::string_view json_text);
 
 // Reads and parses a config.json file; NOT_FOUND if it does not exist.
+// Parse errors are those of Gpt2ConfigFromJson, prefixed with `path`.
 absl::StatusOr<Gpt2Config> LoadGpt2Config(const std::string& path);
 
 }  // namespace nanoserve
