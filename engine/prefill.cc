@@ -42,11 +42,15 @@ absl::Status PrefixPrefill::Run(const std::vector<std::vector<int>>& prompts, Kv
     const int64_t n = static_cast<int64_t>(prompt.size());
     // At most n - 1 tokens from the cache: the last one must run for logits.
     auto match = prefix_cache_.Match(absl::MakeConstSpan(prompt.data(), n - 1));
-    absl::Cleanup release_match = [&] { prefix_cache_.Release(match.lease_id).IgnoreError(); };
+    absl::Cleanup release_match = [&] {
+      if (match.lease_id != PrefixCache::kNoLease) prefix_cache_.Release(match.lease_id).IgnoreError();
+    };
     const int64_t reused = match.matched_tokens;
     cache.set_length(r, 0);
     if (reused > 0) {
-      cache.LoadRow(r, GatherPages(prefix_cache_.storage(), match.pages));
+      auto kv = GatherPages(prefix_cache_.storage(), match.pages);  // (L, 2, H, P, D)
+      if (!kv.ok()) return kv.status();
+      cache.LoadRow(r, *kv);
     }
     reused_[r] = reused;
     first_logits[r] = PrefillRow(model_, cache, r, prompt, chunk_);
@@ -58,8 +62,9 @@ absl::Status PrefixPrefill::Run(const std::vector<std::vector<int>>& prompts, Kv
     auto pages = prefix_cache_.AllocatePages((full - reused) / page_size);
     if (!pages.ok()) continue;
     // Until Insert adopts them, the new pages are ours to give back.
-    absl::Cleanup free_pages = [&] { prefix_cache_.FreePages(*pages); };
-    ScatterPages(prefix_cache_.storage(), *pages, cache.ReadRow(r, reused, full));
+    absl::Cleanup free_pages = [&] { prefix_cache_.FreePages(*pages).IgnoreError(); };
+    absl::Status written = ScatterPages(prefix_cache_.storage(), *pages, cache.ReadRow(r, reused, full));
+    if (!written.ok()) return written;
     std::vector<int32_t> all_pages = match.pages;
     all_pages.insert(all_pages.end(), pages->begin(), pages->end());
     auto inserted = prefix_cache_.Insert(absl::MakeConstSpan(prompt.data(), full), all_pages);

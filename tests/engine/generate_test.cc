@@ -1,0 +1,135 @@
+// Generation in every KV cache mode gives the same greedy tokens; bad input
+// is refused with a clear error.
+#include "engine/generate.h"
+
+#include <gtest/gtest.h>
+
+#include "kv_store/prefix_cache.h"
+#include "tests/engine/test_model.h"
+
+namespace nanoserve {
+namespace {
+
+using testing::ExpectSameGreedy;
+using testing::TinyModel;
+
+std::vector<int> Seq(int n, int start, int step, int vocab = 512) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = (start + i * step) % vocab;
+  return v;
+}
+
+GenerateOptions Greedy(KvCacheMode mode, int64_t max_new) {
+  GenerateOptions o;
+  o.kv_cache = mode;
+  o.max_new_tokens = max_new;
+  o.stop_at_end_of_text = false;
+  return o;
+}
+
+TEST(GenerateTest, CacheOnGivesTheSameGreedyTokensAsCacheOff) {
+  auto model = TinyModel();
+  Generator generator(model.get());
+  // Prompt and output lengths up to the context limit (96).
+  for (auto [prompt_len, max_new] : std::vector<std::pair<int, int>>{{1, 20}, {9, 30}, {40, 56}, {90, 6}}) {
+    SCOPED_TRACE(::testing::Message() << "prompt " << prompt_len << " new " << max_new);
+    std::vector<int> prompt = Seq(prompt_len, prompt_len * 7, 13);
+    auto off = generator.Generate({prompt}, Greedy(KvCacheMode::kOff, max_new)).value();
+    auto on = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, max_new)).value();
+    ASSERT_EQ(off.sequences[0].output_ids.size(), static_cast<size_t>(max_new));
+    ExpectSameGreedy(*model, prompt, off.sequences[0].output_ids, on.sequences[0].output_ids);
+    EXPECT_EQ(on.stats.prompt_tokens_computed, prompt_len);
+  }
+}
+
+TEST(GenerateTest, BatchOfUnequalPromptsEqualsEachAlone) {
+  auto model = TinyModel();
+  Generator generator(model.get());
+  std::vector<std::vector<int>> prompts = {Seq(3, 1, 5), Seq(17, 2, 3), Seq(8, 9, 11)};
+  for (KvCacheMode mode : {KvCacheMode::kOff, KvCacheMode::kOn}) {
+    auto batch = generator.Generate(prompts, Greedy(mode, 12)).value();
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      auto alone = generator.Generate({prompts[r]}, Greedy(KvCacheMode::kOff, 12)).value();
+      ExpectSameGreedy(*model, prompts[r], alone.sequences[0].output_ids, batch.sequences[r].output_ids);
+    }
+  }
+}
+
+TEST(GenerateTest, ChunkedPrefillGivesTheSameTokens) {
+  auto model = TinyModel();
+  Generator generator(model.get());
+  std::vector<int> prompt = Seq(50, 4, 9);
+  auto whole = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, 10)).value();
+  GenerateOptions chunked = Greedy(KvCacheMode::kOn, 10);
+  chunked.prefill_chunk = 16;
+  auto out = generator.Generate({prompt}, chunked).value();
+  ExpectSameGreedy(*model, prompt, whole.sequences[0].output_ids, out.sequences[0].output_ids);
+}
+
+TEST(GenerateTest, StopsAtEndOfText) {
+  auto model = TinyModel();
+  Generator generator(model.get());
+  std::vector<int> prompt = Seq(6, 3, 7);
+  auto free_run = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, 8)).value();
+  // Declare the third generated token the end-of-text token.
+  GenerateOptions o = Greedy(KvCacheMode::kOn, 8);
+  o.stop_at_end_of_text = true;
+  o.end_of_text_id = free_run.sequences[0].output_ids[2];
+  auto stopped = generator.Generate({prompt}, o).value();
+  const auto& ids = stopped.sequences[0].output_ids;
+  EXPECT_EQ(stopped.sequences[0].finish_reason, "stop");
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids.back(), o.end_of_text_id);
+  EXPECT_LE(ids.size(), 3u);
+  EXPECT_EQ(free_run.sequences[0].finish_reason, "length");
+}
+
+TEST(GenerateTest, SamplingIsReproducibleForASeedAndTopKOneIsGreedy) {
+  auto model = TinyModel();
+  Generator generator(model.get());
+  std::vector<int> prompt = Seq(5, 1, 1);
+  GenerateOptions o = Greedy(KvCacheMode::kOn, 16);
+  o.sampling.temperature = 1.0;
+  o.sampling.top_p = 0.9;
+  o.sampling.seed = 42;
+  auto a = generator.Generate({prompt}, o).value();
+  auto b = generator.Generate({prompt}, o).value();
+  EXPECT_EQ(a.sequences[0].output_ids, b.sequences[0].output_ids);
+  o.sampling.seed = 43;
+  auto c = generator.Generate({prompt}, o).value();
+  EXPECT_NE(a.sequences[0].output_ids, c.sequences[0].output_ids);
+  o.sampling.top_k = 1;
+  auto greedy = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, 16)).value();
+  EXPECT_EQ(generator.Generate({prompt}, o).value().sequences[0].output_ids, greedy.sequences[0].output_ids);
+}
+
+TEST(GenerateTest, RefusesBadInputWithClearErrors) {
+  auto model = TinyModel();
+  Generator generator(model.get());
+  auto expect_error = [&](const std::vector<std::vector<int>>& prompts, const GenerateOptions& o,
+                          const std::string& needle) {
+    auto r = generator.Generate(prompts, o);
+    ASSERT_FALSE(r.ok()) << needle;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status();
+  };
+  GenerateOptions ok = Greedy(KvCacheMode::kOn, 4);
+  expect_error({}, ok, "empty");
+  expect_error({{}}, ok, "empty");
+  expect_error({{1, 2}, {}}, ok, "prompt 1");
+  expect_error({{1, 512}}, ok, "512");
+  expect_error({{-1}}, ok, "-1");
+  expect_error({Seq(90, 0, 1)}, Greedy(KvCacheMode::kOn, 7), "context length");
+  expect_error({{1}}, Greedy(KvCacheMode::kOn, 0), "max_new_tokens");
+  expect_error({{1}}, Greedy(KvCacheMode::kOn, -5), "max_new_tokens");
+  GenerateOptions bad = ok;
+  bad.sampling.temperature = -1;
+  expect_error({{1}}, bad, "temperature");
+  bad = ok;
+  bad.sampling.top_p = 0;
+  expect_error({{1}}, bad, "top_p");
+  EXPECT_FALSE(ParseKvCacheMode("maybe").ok());
+}
+
+}  // namespace
+}  // namespace nanoserve
