@@ -1,7 +1,7 @@
 #include "engine/model_loader.h"
 
 #include <cstdlib>
-#include <filesystem>
+#include <sys/stat.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -15,8 +15,9 @@ std::string DefaultModelSpec() {
   if (const char* env = std::getenv("NANOSERVE_MODEL"); env != nullptr && *env != '\0') {
     return env;
   }
-  std::error_code ec;
-  if (std::filesystem::exists("models/gpt2/model.safetensors", ec)) return "models/gpt2";
+  // stat, not std::filesystem: the pip LibTorch exports clashing copies.
+  struct stat st;
+  if (stat("models/gpt2/model.safetensors", &st) == 0) return "models/gpt2";
   return "random:gpt2";
 }
 
