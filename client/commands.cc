@@ -193,6 +193,7 @@ int RunGenerate(const GenerateCommandOptions& o) {
   const bool stream = !o.json && prompts.size() == 1;
   nlohmann::json runs = nlohmann::json::array();
   for (int64_t run = 0; run < o.repeat; ++run) {
+    if (prefix_cache != nullptr && o.cold_prefix_cache) prefix_cache->EvictAll();
     StreamingDecoder decoder(**tokenizer);
     TokenSink sink;
     if (stream) {

@@ -10,6 +10,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "client/commands.h"
+#include "client/flag_names.h"
 #include "engine/model_loader.h"
 
 ABSL_FLAG(std::string, text, "", "tokenize: the text");
@@ -31,13 +32,19 @@ ABSL_FLAG(int64_t, prefill_chunk, 0, "prefill at most this many tokens per pass 
 ABSL_FLAG(int64_t, page_size, 16, "prefix cache page size in tokens");
 ABSL_FLAG(int64_t, prefix_cache_mb, 512, "prefix cache pool budget in MiB");
 ABSL_FLAG(int64_t, repeat, 1, "run the batch this many times in one process");
+ABSL_FLAG(bool, cold_prefix_cache, false,
+          "empty the prefix cache before each --repeat run (time a cold batch each time)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "nanoserve tokenize|detokenize|generate [flags]; see --help");
-  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> spelled = nanoserve::NormalizeFlagNames(argc, argv);
+  std::vector<char*> normalized;
+  for (std::string& arg : spelled) normalized.push_back(arg.data());
+  std::vector<char*> args =
+      absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
   const std::string command = args.size() > 1 ? args[1] : "";
   if (command == "tokenize") return nanoserve::RunTokenize(absl::GetFlag(FLAGS_text));
   if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
@@ -55,6 +62,7 @@ int main(int argc, char** argv) {
     o.page_size = absl::GetFlag(FLAGS_page_size);
     o.prefix_cache_mb = absl::GetFlag(FLAGS_prefix_cache_mb);
     o.repeat = absl::GetFlag(FLAGS_repeat);
+    o.cold_prefix_cache = absl::GetFlag(FLAGS_cold_prefix_cache);
     o.seed = absl::GetFlag(FLAGS_seed);
     o.json = absl::GetFlag(FLAGS_json);
     o.generate.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);

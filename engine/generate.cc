@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/prefill.h"
+#include "kv_store/prefix_cache.h"
 
 namespace nanoserve {
 namespace {
@@ -78,6 +79,15 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
       return absl::InvalidArgumentError(absl::StrCat(
           which, "prompt (", p.size(), " tokens) + max_new_tokens (", options.max_new_tokens,
           ") = ", total, " exceeds the context length ", config.n_positions));
+    }
+    if (options.kv_cache == KvCacheMode::kPrefix) {
+      const int64_t pool_tokens = prefix_cache_->num_pages() * prefix_cache_->page_size();
+      if (static_cast<int64_t>(p.size()) > pool_tokens) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            which, "prompt of ", p.size(), " tokens is longer than the prefix cache pool holds (",
+            pool_tokens, " tokens: ", prefix_cache_->num_pages(), " pages of ",
+            prefix_cache_->page_size(), "); raise its byte budget"));
+      }
     }
   }
   return absl::OkStatus();
@@ -175,20 +185,19 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     // batch one token per row per step.
     KvCache cache(model.config(), B, max_prompt + options.max_new_tokens,
                   model.options().dtype, device);
-    std::vector<torch::Tensor> first_logits(B);
+    std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {
       PrefixPrefill prefill(model, *prefix_cache_, options.prefill_chunk);
-      auto status = prefill.Run(prompts, cache, first_logits);
-      if (!status.ok()) return status;
+      auto logits = prefill.Run(prompts, cache);
+      if (!logits.ok()) return logits.status();
+      first_logits = *std::move(logits);
       for (int64_t r = 0; r < B; ++r) {
         result.sequences[r].cached_prompt_tokens = prefill.reused_tokens()[r];
         stats.prompt_tokens_reused += prefill.reused_tokens()[r];
       }
-      stats.prompt_tokens_computed = stats.prompt_tokens - stats.prompt_tokens_reused;
+      stats.prompt_tokens_computed = prefill.computed_tokens();
     } else {
-      for (int64_t r = 0; r < B; ++r) {
-        first_logits[r] = PrefillRow(model, cache, r, prompts[r], options.prefill_chunk);
-      }
+      first_logits = PrefillBatch(model, cache, prompts, options.prefill_chunk);
       stats.prompt_tokens_computed = stats.prompt_tokens;
     }
     auto next = sampler.Sample(torch::cat(first_logits));

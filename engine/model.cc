@@ -109,18 +109,25 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer,
       values = v_rows.narrow(2, 0, p0 + T);
       if (T > 1) mask = CausalMask(p0, T, p0 + T, x.device());          // (T, P+T)
     } else {
-      TORCH_CHECK(T == 1, "rows of unequal cached lengths take one token each");
+      // Unequal cached lengths (batched decode, or suffixes after prefixes
+      // of different lengths): row b writes its T keys at len_b..len_b+T-1
+      // and its query t sees keys 0..len_b+t.
       std::vector<int64_t> row_lens(lens.begin() + r0, lens.begin() + r0 + B);
-      auto len_t = torch::tensor(row_lens, torch::kLong).to(x.device());            // (B,)
-      auto row_idx = torch::arange(B, torch::TensorOptions(torch::kLong).device(x.device()));
+      const int64_t k_len = *std::max_element(row_lens.begin(), row_lens.end()) + T;
+      TORCH_CHECK(k_len <= cache.capacity(), "KV cache rows overflow: ", k_len, " > ",
+                  cache.capacity());
+      auto opts = torch::TensorOptions(torch::kLong).device(x.device());
+      auto len_t = torch::tensor(row_lens, torch::kLong).to(x.device());               // (B,)
+      auto write_pos = len_t.unsqueeze(1) + torch::arange(T, opts);                     // (B, T)
+      auto row_idx = torch::arange(B, opts).unsqueeze(1);                               // (B, 1)
       using torch::indexing::Slice;
-      k_rows.index_put_({row_idx, Slice(), len_t}, k.squeeze(2));       // (B, H, D) at len
-      v_rows.index_put_({row_idx, Slice(), len_t}, v.squeeze(2));
-      const int64_t k_len = *std::max_element(row_lens.begin(), row_lens.end()) + 1;
-      keys = k_rows.narrow(2, 0, k_len);
+      k_rows.index_put_({row_idx, Slice(), write_pos}, k.transpose(1, 2));  // (B, T, H, D)
+      v_rows.index_put_({row_idx, Slice(), write_pos}, v.transpose(1, 2));
+      keys = k_rows.narrow(2, 0, k_len);                                   // (B, H, Tk, D)
       values = v_rows.narrow(2, 0, k_len);
-      auto key_pos = torch::arange(k_len, len_t.options());             // (Tk,)
-      mask = (key_pos.unsqueeze(0) <= len_t.unsqueeze(1)).view({B, 1, 1, k_len});
+      auto key_pos = torch::arange(k_len, opts);                                        // (Tk,)
+      mask = (key_pos.view({1, 1, k_len}) <= write_pos.unsqueeze(2))
+                 .view({B, 1, T, k_len});                                 // (B, 1, T, Tk)
     }
   }
   torch::Tensor y = Attention(options_.attention, q, keys, values, mask);  // (B, H, T, D)

@@ -61,10 +61,10 @@ class Gpt2Model {
   // Without a cache (rows.cache == nullptr) attention is causal over the T
   // tokens (square mask). With a cache, rows [row_begin, row_begin + B) are
   // used: each row's keys/values are written at positions length..length+T-1
-  // and its length grows by T. Rows of equal length may take any T >= 1
-  // (a prefill chunk: rectangular causal mask over length + T keys); rows of
-  // unequal lengths take T == 1 (decode: each row attends to its own
-  // length + 1 keys). The caller gives the matching positions
+  // and its length grows by T; query t of a row attends to the row's first
+  // length + t + 1 keys (a rectangular causal mask; for rows of equal length
+  // one (T, length + T) mask, for unequal lengths a per-row key mask, e.g.
+  // batched decode with T == 1). The caller gives the matching positions
   // (length..length+T-1 per row); positions must be < n_positions.
   // Throws c10::Error on misuse (callers validate input first).
   torch::Tensor Forward(const torch::Tensor& ids, const torch::Tensor& positions,

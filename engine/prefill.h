@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 
@@ -23,35 +24,60 @@ class PrefixCache;
 torch::Tensor PrefillRow(const Gpt2Model& model, KvCache& cache, int64_t row,
                          const std::vector<int>& prompt, int64_t chunk);
 
-// Prefills a batch with prefix reuse. Prompts are visited in lexicographic
-// order (a depth-first walk of the batch's radix tree), so a prefix shared by
-// several prompts is computed by the first of them, parents before children,
-// and reused by the rest. Each prompt:
-//  1. matches its longest cached, page-aligned prefix P (at most len - 1
-//     tokens, so the last token always runs and yields logits),
-//  2. copies those P tokens' K/V from the pool into its cache row,
-//  3. runs the suffix at positions P..len-1 (rectangular causal mask),
-//  4. writes its new full pages into the pool and inserts them in the tree.
-// When the pool is full and nothing can be evicted, step 4 is skipped for
-// that prompt (its own generation is unaffected). Leases are released
+// Prefills every row r of `cache` with what prompts[r] has beyond the row's
+// current length (its cached prefix, possibly empty). Consecutive rows with
+// as many tokens left run together in one forward pass per chunk (at most
+// kMaxPrefillBatchTokens tokens a pass), each at its own positions.
+// Returns each row's last-position logits, (1, V) fp32.
+// REQUIRES: prompts.size() <= cache.batch(); cache.length(r) < prompts[r].size().
+std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
+                                        const std::vector<std::vector<int>>& prompts,
+                                        int64_t chunk);
+inline constexpr int64_t kMaxPrefillBatchTokens = 16384;
+
+// Prefills a batch with prefix reuse (Part C), in two phases:
+//  1. Shared prefixes, parents before children. In lexicographic order (a
+//     depth-first walk of the batch's radix tree) each prompt's longest
+//     prefix shared with a neighbour, page aligned and at most len - 1
+//     tokens, is a branch point of the tree. Branch points are computed in
+//     order of length, each once, starting from what the cache already
+//     holds, and inserted into the cache.
+//  2. Suffixes. Every prompt matches its longest cached prefix P (at most
+//     len - 1 tokens, so the last token always runs and yields logits),
+//     copies those P tokens' K/V from the pool into its row (pinning the
+//     pages only while copying), and the suffixes
+//     run batched (PrefillBatch) at positions P..len-1 with rectangular
+//     causal masks. Each prompt's new full pages go into the pool and tree.
+// So a prefix shared by several prompts of a batch is computed once. When
+// the pool is full and nothing can be evicted, a prompt's pages are simply
+// not inserted (its own generation is unaffected). Leases are released
 // before Run returns, whatever happens.
 class PrefixPrefill {
  public:
   PrefixPrefill(const Gpt2Model& model, PrefixCache& cache, int64_t chunk)
       : model_(model), prefix_cache_(cache), chunk_(chunk) {}
 
-  // Fills rows 0..prompts.size()-1 of `cache` and first_logits[r] (1, V).
-  absl::Status Run(const std::vector<std::vector<int>>& prompts, KvCache& cache,
-                   std::vector<torch::Tensor>& first_logits);
+  // Fills rows 0..prompts.size()-1 of `cache` and returns each row's
+  // last-position logits (1, V).
+  absl::StatusOr<std::vector<torch::Tensor>> Run(const std::vector<std::vector<int>>& prompts,
+                                                 KvCache& cache);
 
-  // Per prompt, tokens taken from the prefix cache (valid after Run).
+  // Valid after Run. Per prompt, tokens its row took from the prefix cache.
   const std::vector<int64_t>& reused_tokens() const { return reused_; }
+  // Prompt tokens that ran through the model, both phases.
+  int64_t computed_tokens() const { return computed_; }
 
  private:
+  // Stores the whole pages of `tokens` that the tree lacks from cache row
+  // `row` (which holds their K/V) into new pages and inserts them. A pool
+  // that cannot make room is not an error: nothing is inserted.
+  absl::Status StorePages(KvCache& cache, int64_t row, const std::vector<int>& tokens);
+
   const Gpt2Model& model_;
   PrefixCache& prefix_cache_;
   int64_t chunk_;
   std::vector<int64_t> reused_;
+  int64_t computed_ = 0;
 };
 
 }  // namespace nanoserve

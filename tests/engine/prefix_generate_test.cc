@@ -1,0 +1,201 @@
+// Part C end to end: generation with --kv-cache prefix gives the greedy
+// tokens of the cache off, for batches of many sharing shapes, page sizes 1
+// and 16, and a pool so small that it evicts mid-batch; a batch computes each
+// shared token once; the pool's limits give clear errors.
+#include <gtest/gtest.h>
+
+#include "engine/generate.h"
+#include "engine/prefill.h"
+#include "kv_store/prefix_cache.h"
+#include "tests/engine/test_model.h"
+
+namespace nanoserve {
+namespace {
+
+using testing::ExpectSameGreedy;
+using testing::TinyModel;
+using Batch = std::vector<std::vector<int>>;
+
+GenerateOptions Greedy(KvCacheMode mode, int64_t max_new) {
+  GenerateOptions o;
+  o.kv_cache = mode;
+  o.max_new_tokens = max_new;
+  o.stop_at_end_of_text = false;
+  return o;
+}
+
+std::unique_ptr<PrefixCache> MakeCache(const Gpt2Model& model, int64_t page_size,
+                                       int64_t pages) {
+  const Gpt2Config& c = model.config();
+  PrefixCacheOptions o;
+  o.pool.page_size = page_size;
+  o.pool.n_layer = c.n_layer;
+  o.pool.n_head = c.n_head;
+  o.pool.head_dim = c.head_dim();
+  o.pool.dtype = model.options().dtype;
+  o.pool.device = model.options().device;
+  const int64_t page_bytes = c.n_layer * 2 * c.n_embd * page_size *
+                             torch::elementSize(model.options().dtype);
+  o.pool.byte_budget = pages * page_bytes;
+  auto cache = PrefixCache::Create(o);
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ((*cache)->num_pages(), pages);
+  return *std::move(cache);
+}
+
+// n tokens from a simple deterministic walk through the vocabulary.
+std::vector<int> Tokens(int n, int start, int step = 7) {
+  std::vector<int> v(n);
+  for (int i = 0; i < n; ++i) v[i] = (start + i * step) % 512;
+  return v;
+}
+
+std::vector<int> Concat(std::vector<int> a, const std::vector<int>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Batches of many sharing shapes.
+std::vector<std::pair<std::string, Batch>> Shapes() {
+  const std::vector<int> system = Tokens(37, 3);
+  return {
+      {"seed", {{1, 2, 3, 4}, {1, 2, 3, 5}, {1, 2, 6}}},
+      {"identical", {Tokens(20, 9), Tokens(20, 9), Tokens(20, 9)}},
+      {"prefix_of_another", {Tokens(18, 5), Tokens(40, 5), Tokens(33, 5)}},
+      {"no_sharing", {Tokens(12, 1), Tokens(25, 100), Tokens(7, 300)}},
+      {"system_prompt", {Concat(system, Tokens(9, 50)), Concat(system, Tokens(21, 60)),
+                         Concat(system, Tokens(9, 70)), Concat(system, Tokens(4, 80))}},
+      {"nested", {Concat(Tokens(20, 1), Tokens(20, 2)), Concat(Tokens(20, 1), Concat(Tokens(8, 2), Tokens(5, 9))),
+                  Concat(Tokens(20, 1), Tokens(17, 11)), Tokens(20, 1)}},
+  };
+}
+
+class PrefixGenerateTest : public ::testing::TestWithParam<int64_t> {};
+
+TEST_P(PrefixGenerateTest, GreedyTokensEqualCacheOffForEverySharingShape) {
+  auto model = TinyModel();
+  auto cache = MakeCache(*model, GetParam(), 512);
+  Generator generator(model.get(), cache.get());
+  for (const auto& [name, batch] : Shapes()) {
+    SCOPED_TRACE(name);
+    auto off = generator.Generate(batch, Greedy(KvCacheMode::kOff, 10)).value();
+    // Twice: a cold cache (sharing within the batch), then a warm one.
+    for (int pass = 0; pass < 2; ++pass) {
+      auto prefix = generator.Generate(batch, Greedy(KvCacheMode::kPrefix, 10));
+      ASSERT_TRUE(prefix.ok()) << prefix.status();
+      for (size_t r = 0; r < batch.size(); ++r) {
+        ExpectSameGreedy(*model, batch[r], off.sequences[r].output_ids,
+                         prefix->sequences[r].output_ids);
+      }
+      if (pass == 1 && GetParam() == 1) {
+        // Warm: everything but each prompt's last token came from the cache.
+        EXPECT_EQ(prefix->stats.prompt_tokens_computed, static_cast<int64_t>(batch.size()));
+      }
+    }
+    ASSERT_TRUE(cache->CheckInvariants().ok());
+    EXPECT_EQ(cache->Stats().pages_pinned, 0);
+    EXPECT_EQ(cache->Stats().active_leases, 0);
+  }
+}
+
+TEST_P(PrefixGenerateTest, TinyPoolEvictsMidBatchAndStaysExact) {
+  auto model = TinyModel();
+  // Room for 48 tokens: less than the batch's 119 distinct ones.
+  const int64_t page_size = GetParam();
+  auto cache = MakeCache(*model, page_size, 48 / page_size);
+  Generator generator(model.get(), cache.get());
+  const std::vector<int> system = Tokens(33, 3);
+  Batch batch;
+  for (int i = 0; i < 6; ++i) batch.push_back(Concat(system, Tokens(6 + i, 40 * i + 1, 3)));
+  batch.push_back(Tokens(35, 200));
+  auto off = generator.Generate(batch, Greedy(KvCacheMode::kOff, 8)).value();
+  for (int pass = 0; pass < 3; ++pass) {
+    auto prefix = generator.Generate(batch, Greedy(KvCacheMode::kPrefix, 8));
+    ASSERT_TRUE(prefix.ok()) << prefix.status();
+    for (size_t r = 0; r < batch.size(); ++r) {
+      ExpectSameGreedy(*model, batch[r], off.sequences[r].output_ids,
+                       prefix->sequences[r].output_ids);
+    }
+    ASSERT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+  }
+  PrefixCacheStats stats = cache->Stats();
+  EXPECT_GT(stats.evicted_pages, 0);
+  EXPECT_EQ(stats.pages_pinned, 0);
+  EXPECT_EQ(cache->EvictAll() + stats.pages_free, cache->num_pages());
+}
+
+INSTANTIATE_TEST_SUITE_P(PageSize, PrefixGenerateTest, ::testing::Values(1, 16),
+                         [](const auto& info) { return "page" + std::to_string(info.param); });
+
+TEST(PrefixBatchTest, SeedBatchComputesEachSharedTokenOnce) {
+  auto model = TinyModel();
+  auto cache = MakeCache(*model, 1, 64);
+  Generator generator(model.get(), cache.get());
+  // The seed's example: the batch's radix tree has 6 distinct tokens.
+  Batch seed = {{1, 2, 3, 4}, {1, 2, 3, 5}, {1, 2, 6}};
+  auto result = generator.Generate(seed, Greedy(KvCacheMode::kPrefix, 3)).value();
+  EXPECT_EQ(result.stats.prompt_tokens, 11);
+  EXPECT_EQ(result.stats.prompt_tokens_computed, 6);
+  EXPECT_EQ(result.sequences[0].cached_prompt_tokens, 3);
+  EXPECT_EQ(result.sequences[1].cached_prompt_tokens, 3);
+  EXPECT_EQ(result.sequences[2].cached_prompt_tokens, 2);
+  EXPECT_EQ(result.stats.prompt_tokens_reused, 8);
+  // Whole-prompt reuse: the same batch again computes only last tokens.
+  auto again = generator.Generate(seed, Greedy(KvCacheMode::kPrefix, 3)).value();
+  EXPECT_EQ(again.stats.prompt_tokens_computed, 3);
+  EXPECT_EQ(again.sequences[0].output_ids, result.sequences[0].output_ids);
+}
+
+TEST(PrefixBatchTest, SharedSystemPromptIsComputedOnce) {
+  auto model = TinyModel();
+  auto cache = MakeCache(*model, 16, 64);
+  Generator generator(model.get(), cache.get());
+  const std::vector<int> system = Tokens(48, 11);
+  Batch batch;
+  for (int i = 0; i < 8; ++i) batch.push_back(Concat(system, Tokens(10, 30 * i + 7, 5)));
+  auto result = generator.Generate(batch, Greedy(KvCacheMode::kPrefix, 2)).value();
+  // 48 shared tokens once (3 pages), then 8 suffixes of 10.
+  EXPECT_EQ(result.stats.prompt_tokens_computed, 48 + 8 * 10);
+  EXPECT_EQ(result.stats.prompt_tokens_reused, 8 * 48);
+}
+
+TEST(PrefixBatchTest, BatchedRaggedPrefillEqualsRowByRow) {
+  // Rows with different cached lengths and as many tokens left run in one
+  // pass; their logits equal prefilling each row alone.
+  auto model = TinyModel();
+  Batch prompts = {Tokens(30, 1), Tokens(22, 2), Tokens(26, 3)};
+  KvCache batched(model->config(), 3, 40, model->options().dtype, model->options().device);
+  KvCache alone(model->config(), 3, 40, model->options().dtype, model->options().device);
+  const std::vector<int64_t> cached = {20, 12, 16};  // 10 tokens left in each row
+  for (int64_t r = 0; r < 3; ++r) {
+    std::vector<int> head(prompts[r].begin(), prompts[r].begin() + cached[r]);
+    PrefillRow(*model, batched, r, head, 0);
+    PrefillRow(*model, alone, r, head, 0);
+  }
+  std::vector<torch::Tensor> together = PrefillBatch(*model, batched, prompts, 0);
+  for (int64_t r = 0; r < 3; ++r) {
+    torch::Tensor single = PrefillRow(*model, alone, r, prompts[r], 0);
+    EXPECT_LT((together[r] - single).abs().max().item<double>(), testing::LogitTolerance());
+    EXPECT_EQ(batched.length(r), static_cast<int64_t>(prompts[r].size()));
+  }
+}
+
+TEST(PrefixBatchTest, PoolLimitsGiveClearErrors) {
+  auto model = TinyModel();
+  auto cache = MakeCache(*model, 16, 2);  // 32 tokens
+  Generator generator(model.get(), cache.get());
+  auto r = generator.Generate({Tokens(40, 1)}, Greedy(KvCacheMode::kPrefix, 4));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("prefix cache pool"), std::string::npos) << r.status();
+  EXPECT_FALSE(generator.Generate({}, Greedy(KvCacheMode::kPrefix, 4)).ok());
+  EXPECT_FALSE(generator.Generate({{1, 2}, {}}, Greedy(KvCacheMode::kPrefix, 4)).ok());
+  // Nothing was left pinned or half-inserted.
+  EXPECT_EQ(cache->Stats().pages_in_use, 0);
+  Generator no_cache(model.get());
+  EXPECT_EQ(no_cache.Generate({{1}}, Greedy(KvCacheMode::kPrefix, 4)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace nanoserve
