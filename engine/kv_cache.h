@@ -38,6 +38,8 @@ class KvCache {
   // (B, H, capacity, D): all rows of one layer.
   torch::Tensor& k(int64_t layer) { return k_[layer]; }
   torch::Tensor& v(int64_t layer) { return v_[layer]; }
+  const torch::Tensor& k(int64_t layer) const { return k_[layer]; }
+  const torch::Tensor& v(int64_t layer) const { return v_[layer]; }
 
   // Sets a row's cached length (e.g. 0 to reuse the row for a new sequence,
   // or P after copying P cached tokens into it). REQUIRES: 0 <= n <= capacity.

@@ -6,7 +6,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/types/span.h"
-#include "kv_store/page_copy.h"
+#include "engine/page_transfer.h"
 #include "kv_store/prefix_cache.h"
 
 namespace nanoserve {
@@ -71,27 +71,83 @@ std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
   return logits;
 }
 
-absl::Status PrefixPrefill::StorePages(KvCache& cache, int64_t row,
-                                       const std::vector<int>& tokens) {
+absl::Status PrefixPrefill::StoreRows(
+    const KvCache& cache, const std::vector<std::pair<int64_t, const std::vector<int>*>>& rows) {
   const int64_t page_size = prefix_cache_.page_size();
-  const int64_t full = (static_cast<int64_t>(tokens.size()) / page_size) * page_size;
-  // What the tree holds now (it may have changed since the row was loaded).
-  PrefixCache::MatchResult held = prefix_cache_.Match(absl::MakeConstSpan(tokens.data(), full));
-  absl::Cleanup release = [&] { prefix_cache_.Release(held.lease_id).IgnoreError(); };
-  if (full <= held.matched_tokens) return absl::OkStatus();
-  auto pages = prefix_cache_.AllocatePages((full - held.matched_tokens) / page_size);
-  if (!pages.ok()) return absl::OkStatus();  // full and nothing evictable: skip
-  // Until Insert adopts them, the new pages are ours to give back.
-  absl::Cleanup free_pages = [&] { prefix_cache_.FreePages(*pages).IgnoreError(); };
-  absl::Status written = ScatterPages(prefix_cache_.storage(), *pages,
-                                      cache.ReadRow(row, held.matched_tokens, full));
-  if (!written.ok()) return written;
-  std::vector<int32_t> all_pages = held.pages;
-  all_pages.insert(all_pages.end(), pages->begin(), pages->end());
-  auto inserted = prefix_cache_.Insert(absl::MakeConstSpan(tokens.data(), full), all_pages);
-  if (!inserted.ok()) return inserted.status();
-  std::move(free_pages).Cancel();
-  return prefix_cache_.Release(inserted->lease_id);
+  struct Pending {
+    int64_t row;
+    absl::Span<const int> tokens;   // whole pages only
+    PrefixCache::MatchResult held;  // what the tree holds now, pinned
+    std::vector<int32_t> pages;     // caller-held until inserted
+  };
+  std::vector<Pending> pending;
+  auto release = [&] {
+    for (Pending& p : pending) {
+      prefix_cache_.Release(p.held.lease_id).IgnoreError();
+      if (!p.pages.empty()) prefix_cache_.FreePages(p.pages).IgnoreError();
+    }
+    pending.clear();
+  };
+  absl::Cleanup release_on_exit = release;
+  // Writes the pending rows' pages in one scatter and inserts them; their
+  // pages become evictable again.
+  auto flush = [&]() -> absl::Status {
+    std::vector<PageRun> runs;
+    for (const Pending& p : pending) {
+      if (!p.pages.empty()) runs.push_back({p.row, p.held.matched_tokens, p.pages});
+    }
+    if (!runs.empty()) StoreRuns(cache, runs, prefix_cache_.storage());
+    for (Pending& p : pending) {
+      if (p.pages.empty()) continue;
+      std::vector<int32_t> all_pages = p.held.pages;
+      all_pages.insert(all_pages.end(), p.pages.begin(), p.pages.end());
+      auto inserted = prefix_cache_.Insert(p.tokens, all_pages);
+      if (!inserted.ok()) return inserted.status();
+      p.pages.clear();  // adopted (or freed as duplicates) by the tree
+      prefix_cache_.Release(inserted->lease_id).IgnoreError();
+    }
+    release();
+    return absl::OkStatus();
+  };
+  for (const auto& [row, tokens] : rows) {
+    const int64_t full = (static_cast<int64_t>(tokens->size()) / page_size) * page_size;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      Pending p{row, absl::MakeConstSpan(tokens->data(), full), {}, {}};
+      p.held = prefix_cache_.Match(p.tokens);
+      const int64_t missing = (full - p.held.matched_tokens) / page_size;
+      auto pages = prefix_cache_.AllocatePages(std::max<int64_t>(missing, 0));
+      if (pages.ok()) {
+        p.pages = *std::move(pages);
+        pending.push_back(std::move(p));
+        break;
+      }
+      prefix_cache_.Release(p.held.lease_id).IgnoreError();
+      // No room while earlier rows hold theirs: store those, then try once
+      // more. Still no room: this row is simply not inserted.
+      if (pending.empty()) break;
+      if (absl::Status s = flush(); !s.ok()) return s;
+    }
+  }
+  return flush();
+}
+
+absl::Status PrefixPrefill::LoadRows(KvCache& cache,
+                                     const std::vector<std::pair<int64_t, absl::Span<const int>>>& rows,
+                                     std::vector<int64_t>& matched) {
+  std::vector<PrefixCache::MatchResult> matches;
+  absl::Cleanup release = [&] {
+    for (const auto& m : matches) prefix_cache_.Release(m.lease_id).IgnoreError();
+  };
+  std::vector<PageRun> runs;
+  matched.clear();
+  for (const auto& [row, tokens] : rows) {
+    matches.push_back(prefix_cache_.Match(tokens));
+    matched.push_back(matches.back().matched_tokens);
+    runs.push_back({row, 0, matches.back().pages});
+  }
+  // The leases pin the pages only while copying: the rows then hold their own K/V.
+  LoadRuns(prefix_cache_.storage(), runs, cache);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
@@ -100,19 +156,6 @@ absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
   const size_t n = prompts.size();
   reused_.assign(n, 0);
   computed_ = 0;
-  // Loads the longest cached prefix of `tokens` into `row` (its length
-  // becomes the match). The lease is held only while copying: the row then
-  // has its own copy of the K/V.
-  auto load_prefix = [&](int64_t row, absl::Span<const int> tokens) -> absl::StatusOr<int64_t> {
-    PrefixCache::MatchResult m = prefix_cache_.Match(tokens);
-    absl::Cleanup release = [&] { prefix_cache_.Release(m.lease_id).IgnoreError(); };
-    cache.set_length(row, 0);
-    if (m.matched_tokens == 0) return 0;
-    auto kv = GatherPages(prefix_cache_.storage(), m.pages);  // (L, 2, H, P, D)
-    if (!kv.ok()) return kv.status();
-    cache.LoadRow(row, *kv);
-    return m.matched_tokens;
-  };
 
   // Phase 1: the batch's branch points, shortest first.
   std::vector<size_t> order(n);
@@ -136,32 +179,32 @@ absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
   }
   std::stable_sort(branch_points.begin(), branch_points.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<int64_t> matched;
   for (const auto& [length, r] : branch_points) {
     const int64_t row = static_cast<int64_t>(r);
     const std::vector<int> prefix(prompts[r].begin(), prompts[r].begin() + length);
-    auto cached = load_prefix(row, prefix);
-    if (!cached.ok()) return cached.status();
-    if (*cached == length) continue;  // computed already
-    computed_ += length - *cached;
+    if (absl::Status s = LoadRows(cache, {{row, prefix}}, matched); !s.ok()) return s;
+    if (matched[0] == length) continue;  // computed already
+    computed_ += length - matched[0];
     PrefillRow(model_, cache, row, prefix, chunk_);
-    if (absl::Status s = StorePages(cache, row, prefix); !s.ok()) return s;
+    if (absl::Status s = StoreRows(cache, {{row, &prefix}}); !s.ok()) return s;
   }
 
-  // Phase 2: every prompt from its longest cached prefix, suffixes batched.
+  // Phase 2: every prompt from its longest cached prefix (at most len - 1
+  // tokens), suffixes batched.
+  std::vector<std::pair<int64_t, absl::Span<const int>>> heads;
+  std::vector<std::pair<int64_t, const std::vector<int>*>> rows;
   for (size_t r = 0; r < n; ++r) {
-    const std::vector<int>& prompt = prompts[r];
-    auto cached = load_prefix(static_cast<int64_t>(r),
-                              absl::MakeConstSpan(prompt.data(), prompt.size() - 1));
-    if (!cached.ok()) return cached.status();
-    reused_[r] = *cached;
-    computed_ += static_cast<int64_t>(prompt.size()) - reused_[r];
+    heads.emplace_back(r, absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1));
+    rows.emplace_back(r, &prompts[r]);
+  }
+  if (absl::Status s = LoadRows(cache, heads, matched); !s.ok()) return s;
+  for (size_t r = 0; r < n; ++r) {
+    reused_[r] = matched[r];
+    computed_ += static_cast<int64_t>(prompts[r].size()) - matched[r];
   }
   std::vector<torch::Tensor> logits = PrefillBatch(model_, cache, prompts, chunk_);
-  for (size_t r = 0; r < n; ++r) {
-    if (absl::Status s = StorePages(cache, static_cast<int64_t>(r), prompts[r]); !s.ok()) {
-      return s;
-    }
-  }
+  if (absl::Status s = StoreRows(cache, rows); !s.ok()) return s;
   return logits;
 }
 

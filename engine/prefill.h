@@ -4,12 +4,14 @@
 #define NANOSERVE_ENGINE_PREFILL_H_
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 
@@ -68,10 +70,16 @@ class PrefixPrefill {
   int64_t computed_tokens() const { return computed_; }
 
  private:
-  // Stores the whole pages of `tokens` that the tree lacks from cache row
-  // `row` (which holds their K/V) into new pages and inserts them. A pool
-  // that cannot make room is not an error: nothing is inserted.
-  absl::Status StorePages(KvCache& cache, int64_t row, const std::vector<int>& tokens);
+  // Copies the longest cached prefix of each (row, tokens) into its row
+  // (setting the row's length to it); matched[i] is its length.
+  absl::Status LoadRows(KvCache& cache,
+                        const std::vector<std::pair<int64_t, absl::Span<const int>>>& rows,
+                        std::vector<int64_t>& matched);
+  // Stores the whole pages of each (row, tokens) that the tree lacks, from
+  // the row (which holds their K/V), into new pages and inserts them. A
+  // pool that cannot make room is not an error: that row is not inserted.
+  absl::Status StoreRows(const KvCache& cache,
+                         const std::vector<std::pair<int64_t, const std::vector<int>*>>& rows);
 
   const Gpt2Model& model_;
   PrefixCache& prefix_cache_;
