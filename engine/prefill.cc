@@ -180,11 +180,24 @@ absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
   std::stable_sort(branch_points.begin(), branch_points.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<int64_t> matched;
-  for (const auto& [length, r] : branch_points) {
+  for (size_t i = 0; i < branch_points.size(); ++i) {
+    const auto [length, r] = branch_points[i];
+    const std::vector<int>& prompt = prompts[r];
+    // Neighbours in the walk with the same branch point: computed once.
+    if (i > 0 && branch_points[i - 1].first == length &&
+        std::equal(prompt.begin(), prompt.begin() + length,
+                   prompts[branch_points[i - 1].second].begin())) {
+      continue;
+    }
     const int64_t row = static_cast<int64_t>(r);
-    const std::vector<int> prefix(prompts[r].begin(), prompts[r].begin() + length);
+    const std::vector<int> prefix(prompt.begin(), prompt.begin() + length);
+    {
+      PrefixCache::MatchResult m = prefix_cache_.Match(prefix);
+      prefix_cache_.Release(m.lease_id).IgnoreError();
+      if (m.matched_tokens == length) continue;  // cached already
+    }
     if (absl::Status s = LoadRows(cache, {{row, prefix}}, matched); !s.ok()) return s;
-    if (matched[0] == length) continue;  // computed already
+    if (matched[0] == length) continue;  // inserted meanwhile by another thread
     computed_ += length - matched[0];
     PrefillRow(model_, cache, row, prefix, chunk_);
     if (absl::Status s = StoreRows(cache, {{row, &prefix}}); !s.ok()) return s;
