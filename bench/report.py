@@ -149,21 +149,18 @@ def sweep_figure(group, sweep, out_dir):
     if gpu:
         panels.append(("CUDA peak reserved (MiB)", lambda r: r["reserved_mem_bytes"] / MIB, False))
     png = "%s_%s.png" % (group.slug, sweep)
-    script = ["set terminal pngcairo size %d,430 font 'Sans,9'" % (440 * len(panels)),
+    script = ["set terminal pngcairo noenhanced size %d,480 font 'Sans,9'" % (440 * len(panels)),
               "set output '%s'" % os.path.join(out_dir, png)]
     for i, (key, rs) in enumerate(series.items()):
         script.append(datablock("s%d" % i, [[r[xkey]] + [p[1](r) for p in panels] for r in rs]))
     script += ["set multiplot layout 1,%d title '%s: %s sweep (%s), median of repeats'"
                % (len(panels), group.title().replace("'", ""), sweep, fixed),
-               "set grid", "set logscale x 2", "set key top left font ',8'",
+               "set grid", "set logscale x 2", "set key top left opaque box font ',8' samplen 2 spacing 0.9",
                "set xlabel '%s length (tokens)'" % sweep]
     for col, (ylabel, _, logy) in enumerate(panels):
         script.append("set ylabel '%s'" % ylabel)
         script.append("set logscale y" if logy else "unset logscale y")
-        if not logy:
-            script.append("set yrange [0:*]")
-        else:
-            script.append("set yrange [*:*]")
+        script.append("set yrange [*:*]")  # memory: the growth above the weights shows
         plots = []
         for i, (key, rs) in enumerate(series.items()):
             engine, attention, mode = key
@@ -186,7 +183,7 @@ def prefix_figures(group, out_dir):
         for r in sorted(rows, key=lambda r: (r["engine"] != "nanoserve", r["kv_cache"], r["batch"], r["shared_len"])):
             series.setdefault((r["engine"], r["kv_cache"], int(r["batch"])), []).append(r)
         png = "%s_prefix_%s.png" % (group.slug, attention)
-        script = ["set terminal pngcairo size 1300,860 font 'Sans,9'",
+        script = ["set terminal pngcairo noenhanced size 1300,900 font 'Sans,9'",
                   "set output '%s'" % os.path.join(out_dir, png)]
         for i, (key, rs) in enumerate(series.items()):
             script.append(datablock("s%d" % i, [[r["shared_len"], r["total_ms"], r["prompt_tokens"],
@@ -202,7 +199,8 @@ def prefix_figures(group, out_dir):
         suffix = int(rows[0]["prompt_len"] - rows[0]["shared_len"])
         script += ["set multiplot layout 2,2 title '%s: Part C, batches sharing a prefix (+%d own tokens per prompt, %d output; attention %s)'"
                    % (group.title().replace("'", ""), suffix, int(rows[0]["output_len"]), attention),
-                   "set grid", "set key top left font ',8'", "set xlabel 'shared prefix length (tokens)'"]
+                   "set grid", "set key top left opaque box font ',8' samplen 2 spacing 0.9",
+                   "set xlabel 'shared prefix length (tokens)'"]
 
         def style(key):
             engine, mode, b = key
@@ -227,7 +225,7 @@ def prefix_figures(group, out_dir):
                        % (i, 3 if k[1] == "on" else 4, style(k),
                           ("asked B=%d" % k[2]) if k[1] == "on" else ("computed with reuse B=%d" % k[2]))
                        for i, (k, rs) in enumerate(series.items()) if k[0] == "nanoserve")]
-        script += ["unset logscale y", "set yrange [0:*]",
+        script += ["unset logscale y", "set yrange [*:*]",
                    "set ylabel '%s'" % ("CUDA peak allocated (MiB)" if group.kind == "gpu" else "peak memory (MiB)"),
                    plot_all(5), "unset multiplot"]
         run_gnuplot("\n".join(script), png)
@@ -347,7 +345,7 @@ class Findings:
         got = self.items.get((kind, key))
         if not got:
             return None
-        return " ".join(got)
+        return "".join("\n  - " + text for text in got)
 
 
 def ref(group, png, anchor):
@@ -529,12 +527,50 @@ def summary(rows):
     return table(headers, body, ["---"] * 6 + ["---:"] * 7)
 
 
+def brief(groups):
+    """One line per machine, model, engine and attention: the largest point of each sweep."""
+    headers = ["kind", "card", "model", "engine", "attn", "prompt sweep: off / on ms at max P",
+               "output sweep: off / on ms/token at max O", "Part C: on / prefix ms at max S, max B", "max peak MiB"]
+    body = []
+    for g in groups:
+        for engine in ("nanoserve", "hf"):
+            for att in sorted({r["attention"] for r in g.select(engine=engine)}):
+                rows = g.select(engine=engine, attention=att)
+                cells = []
+                for sweep, xkey, measure, d in (("prompt", "prompt_len", "total_ms", 1),
+                                                ("output", "output_len", "ms_per_output_token", 2)):
+                    rs = [r for r in rows if r["sweep"] == sweep]
+                    if not rs:
+                        cells.append("-")
+                        continue
+                    x = max(r[xkey] for r in rs)
+                    by = {r["kv_cache"]: r for r in rs if r[xkey] == x}
+                    a, b = by.get("off"), by.get("on")
+                    cells.append("%d: %s / %s%s" % (x, fmt(a[measure], d) if a else "-", fmt(b[measure], d) if b else "-",
+                                                    (" (%.1fx)" % (a[measure] / b[measure])) if a and b else ""))
+                rs = [r for r in rows if r["sweep"] == "prefix"]
+                if rs:
+                    bmax = max(r["batch"] for r in rs)
+                    smax = max(r["shared_len"] for r in rs if r["batch"] == bmax)
+                    by = {r["kv_cache"]: r for r in rs if r["batch"] == bmax and r["shared_len"] == smax}
+                    a, b = by.get("on"), by.get("prefix")
+                    cells.append("B=%d S=%d: %s / %s%s" % (bmax, smax, fmt(a["total_ms"]) if a else "-",
+                                                          fmt(b["total_ms"]) if b else "-",
+                                                          (" (%.1fx)" % (a["total_ms"] / b["total_ms"])) if a and b else ""))
+                else:
+                    cells.append("-")
+                cells.append(fmt(max(r["peak_mem_bytes"] for r in rows) / MIB))
+                body.append([g.kind, " / ".join(g.cards), g.name, engine, attention_label(engine, att)] + cells)
+    return table(headers, body, ["---"] * 5 + ["---:"] * 4)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", required=True, help="folder with <kind>/*.csv (kind: cpu, gpu)")
     parser.add_argument("--report", help="write the report here (from --template)")
     parser.add_argument("--template", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md"))
     parser.add_argument("--summary", action="store_true", help="print a short markdown table of every row")
+    parser.add_argument("--brief", action="store_true", help="print one line per model, engine and attention")
     parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args()
 
@@ -565,6 +601,8 @@ def main():
         print("report: wrote %s (%d rows, %d figures)" % (args.report, len(rows), len(figs)), file=sys.stderr)
     if args.summary:
         print(summary(rows))
+    if args.brief:
+        print(brief(groups))
 
 
 if __name__ == "__main__":
