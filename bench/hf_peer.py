@@ -93,7 +93,8 @@ def card_name(torch, device):
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    return "%s (%d threads)" % (name, torch.get_num_threads())
+    n = torch.get_num_threads()
+    return "%s (%d %s)" % (name, n, "thread" if n == 1 else "threads")
 
 
 def reset_peak(torch, device):

@@ -462,11 +462,15 @@ PENDING = {"gpu": "_GPU: not measured yet in this copy of the report: run `scrip
            "cpu": "_CPU: no CPU results in docs/results/cpu/: run `bench/report.sh --cpu`._"}
 
 
-def machine_section(kind, groups, figs):
+def machine_section(kind, groups, figs, results_dir):
     gs = [g for g in groups if g.kind == kind]
     if not gs:
         return PENDING[kind] + "\n"
     out = []
+    info = os.path.join(results_dir, kind, "machine.txt")
+    if os.path.exists(info):
+        with open(info) as f:
+            out.append("The machine during the run (`results/%s/machine.txt`):\n\n```\n%s```\n" % (kind, f.read()))
     for g in gs:
         out.append("### %s\n" % g.title())
         csvs = sorted({r["csv"] for r in g.rows})
@@ -497,7 +501,7 @@ def machine_section(kind, groups, figs):
     return "\n".join(out)
 
 
-def fill_template(template, groups, figs, findings):
+def fill_template(template, groups, figs, findings, results_dir):
     def machine_line(kind):
         cards = sorted({c for g in groups if g.kind == kind for c in g.cards})
         return ", ".join(cards) if cards else "(not measured yet)"
@@ -505,7 +509,7 @@ def fill_template(template, groups, figs, findings):
     def sub(m):
         field = m.group(1)
         if field.startswith("section:"):
-            return machine_section(field.split(":", 1)[1], groups, figs)
+            return machine_section(field.split(":", 1)[1], groups, figs, results_dir)
         if field.startswith("machine:"):
             return machine_line(field.split(":", 1)[1])
         kind, key = field.split(":", 1)
@@ -597,7 +601,7 @@ def main():
             template = f.read()
         findings = compute_findings(groups, figs)
         with open(args.report, "w") as f:
-            f.write(fill_template(template, groups, figs, findings))
+            f.write(fill_template(template, groups, figs, findings, args.results))
         print("report: wrote %s (%d rows, %d figures)" % (args.report, len(rows), len(figs)), file=sys.stderr)
     if args.summary:
         print(summary(rows))

@@ -41,7 +41,8 @@ std::string CardName(const torch::Device& device) {
       break;
     }
   }
-  return absl::StrCat(name, " (", torch::get_num_threads(), " threads)");
+  const int threads = torch::get_num_threads();
+  return absl::StrCat(name, " (", threads, threads == 1 ? " thread)" : " threads)");
 }
 
 // An empty prefix cache big enough for every prompt of `point`.

@@ -15,7 +15,11 @@ R="$OUT/results/gpu"
 mkdir -p "$R"
 SCALE=${BENCH_SCALE:-1}
 budget() { echo $(( $1 * SCALE )); }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+{
+  echo "gpu: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+  echo "host: $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2-) ($(nproc) CPUs); $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "torch $(python3 -c 'import torch; print(torch.__version__)'), transformers $(python3 -c 'import transformers; print(transformers.__version__)' 2>&1 | tail -1)"
+} | tee "$R/machine.txt"
 COMMON=(--device cuda --dtype bf16 --attention naive,fused --progress=false)
 stage() {  # name, budget seconds, then the command
   local name=$1 seconds=$2; shift 2
