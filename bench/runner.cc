@@ -166,14 +166,14 @@ std::string ResultLine(const BenchRow& r) {
 
 void PrintTable(const std::vector<BenchRow>& rows) {
   absl::PrintF("| model | attention | sweep | kv_cache | batch | prompt | shared | output | "
-              "total ms | ms/token | ttft ms | computed/asked | peak MiB | reserved MiB |\n"
-              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+               "total ms | ms/token | ttft ms | computed/asked | peak MiB | reserved MiB |\n"
+               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const BenchRow& r : rows) {
     absl::PrintF("| %s | %s | %s | %s | %d | %d | %d | %d | %.1f | %.2f | %.1f | %d/%d | %.1f | %.1f |\n",
-                r.model, r.attention, r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len,
-                r.output_len, r.total_ms, r.ms_per_output_token, r.ttft_ms,
-                r.prompt_tokens_computed, r.prompt_tokens, r.peak_mem_bytes / 1048576.0,
-                r.reserved_mem_bytes / 1048576.0);
+                 r.model, r.attention, r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len,
+                 r.output_len, r.total_ms, r.ms_per_output_token, r.ttft_ms,
+                 r.prompt_tokens_computed, r.prompt_tokens, r.peak_mem_bytes / 1048576.0,
+                 r.reserved_mem_bytes / 1048576.0);
   }
   std::fflush(stdout);
 }
