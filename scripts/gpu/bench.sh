@@ -41,7 +41,7 @@ stage gpt2 "$(budget 100)" "$BIN" bench --model random:gpt2 "${COMMON[@]}" \
 HF_DIR=/tmp/nanoserve-hf-gpt2
 "$BIN" export-hf --model random:gpt2 --out "$HF_DIR" >"$OUT/bench-export.log" 2>&1 \
   || { echo "export-hf failed:"; tail -5 "$OUT/bench-export.log"; }
-stage hf-gpt2 "$(budget 110)" python3 bench/hf_peer.py --model random:gpt2 --hf-checkpoint "$HF_DIR" \
+stage hf-gpt2 "$(budget 110)" python3 "$ROOT/bench/hf_peer.py" --model random:gpt2 --hf-checkpoint "$HF_DIR" \
   --device cuda --dtype bf16 --attention naive,fused --sweeps prompt,output,prefix \
   --prompt-lens 8..1000*2 --output-lens 8..256*2 --shared-lens 0,128,256,512,900 --batch-sizes 1,4,16 \
   --repeats 2 --max-seconds "$(budget 110)" --out "$R/hf-gpt2.csv"
@@ -51,7 +51,8 @@ stage gpt2-xl "$(budget 180)" "$BIN" bench --model random:gpt2-xl "${COMMON[@]}"
   --shared_lens 0,128,256,512,900 --batch_sizes 1,4,16 --repeats 2 \
   --max_seconds "$(budget 180)" --out "$R/nanoserve-gpt2-xl.csv"
 
-python3 bench/report.py --results "$OUT/results" --report "$OUT/report.md" >"$OUT/report.log" 2>&1 \
+python3 "$ROOT/bench/report.py" --results "$OUT/results" --report "$OUT/report.md" >"$OUT/report.log" 2>&1 \
   || { echo "report failed:"; tail -20 "$OUT/report.log"; }
-echo "plots: $(cd "$R" && ls *.png 2>/dev/null | tr '\n' ' ')"
-python3 bench/report.py --results "$OUT/results" --brief --no-plots
+PNGS=$(cd "$R" && ls *.png 2>/dev/null | tr '\n' ' ' || true)
+echo "plots: ${PNGS:-none (no gnuplot on this machine: bench/report.sh --gpu-dir DIR draws them on the dev machine)}"
+python3 "$ROOT/bench/report.py" --results "$OUT/results" --brief --no-plots
