@@ -1,5 +1,6 @@
 #include "bench/runner.h"
 
+#include <dirent.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include <memory>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,30 +19,49 @@
 #include "engine/model_loader.h"
 #include "kv_store/prefix_cache.h"
 
-#ifdef NANOSERVE_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
-#endif
-
 namespace nanoserve {
 namespace {
 
-// The card's name: the GPU's, or the CPU's model name with the threads
-// LibTorch uses.
-std::string CardName(const torch::Device& device) {
-#ifdef NANOSERVE_WITH_CUDA
-  if (device.is_cuda()) {
-    return at::cuda::getDeviceProperties(device.index() < 0 ? 0 : device.index())->name;
-  }
-#endif
-  (void)device;
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, name = "unknown CPU";
+// The value after "key:" on the first line of `path` that starts with `key`.
+std::string FieldOf(const std::string& path, const std::string& key) {
+  std::ifstream in(path);
+  std::string line;
   while (std::getline(in, line)) {
-    if (absl::StartsWith(line, "model name")) {
-      name = line.substr(line.find(':') + 2);
-      break;
+    if (absl::StartsWith(line, key) && line.find(':') != std::string::npos) {
+      return std::string(absl::StripAsciiWhitespace(line.substr(line.find(':') + 1)));
     }
   }
+  return "";
+}
+
+// The model name the NVIDIA driver gives the first GPU it lists (by PCI
+// address), "" if there is none. Plain POSIX: no std::filesystem beside
+// LibTorch, and no CUDA headers.
+std::string FirstNvidiaGpuModel() {
+  const std::string root = "/proc/driver/nvidia/gpus";
+  DIR* dir = opendir(root.c_str());
+  if (dir == nullptr) return "";
+  std::vector<std::string> entries;
+  while (const dirent* e = readdir(dir)) {
+    if (e->d_name[0] != '.') entries.emplace_back(e->d_name);
+  }
+  closedir(dir);
+  if (entries.empty()) return "";
+  std::sort(entries.begin(), entries.end());
+  return FieldOf(root + "/" + entries[0] + "/information", "Model");
+}
+
+// The card's name, from the kernel's files: the GPU's model (device 0's:
+// pass BenchOptions::card where that is not the one), or the CPU's model
+// name with the threads LibTorch uses.
+std::string CardName(const torch::Device& device) {
+  if (device.is_cuda()) {
+    const std::string model = FirstNvidiaGpuModel();
+    return model.empty() ? absl::StrCat("CUDA device ", device.index() < 0 ? 0 : device.index())
+                         : model;
+  }
+  std::string name = FieldOf("/proc/cpuinfo", "model name");
+  if (name.empty()) name = "unknown CPU";
   const int threads = torch::get_num_threads();
   return absl::StrCat(name, " (", threads, threads == 1 ? " thread)" : " threads)");
 }
@@ -202,7 +223,7 @@ absl::Status RunBench(const BenchOptions& options) {
   double total_cost = 0;
   for (const BenchPoint& p : points) total_cost += EstimatedCost(p) * options.repeats;
   ProgressBar progress(stderr, options.progress && isatty(STDERR_FILENO), points.size(), total_cost);
-  const std::string card = CardName(*device);
+  const std::string card = options.card.empty() ? CardName(*device) : options.card;
   std::fprintf(stderr, "bench: %zu points on %s (%s), %lld timed repeats after %lld warm-up\n",
                points.size(), card.c_str(), options.dtype.c_str(),
                static_cast<long long>(options.repeats), static_cast<long long>(options.warmup));

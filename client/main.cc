@@ -50,6 +50,7 @@ ABSL_FLAG(int64_t, repeats, 3, "bench: timed runs per point (the median is kept)
 ABSL_FLAG(int64_t, warmup, 1, "bench: untimed short runs (<= 4 output tokens) per point first");
 ABSL_FLAG(double, max_seconds, 0, "bench: skip points not started within this time (0 = no limit)");
 ABSL_FLAG(bool, progress, true, "bench: progress bar on stderr");
+ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default: from /proc)");
 ABSL_FLAG(std::string, out, "", "bench: CSV path; export-hf: checkpoint directory");
 
 int main(int argc, char** argv) {
@@ -107,6 +108,7 @@ int main(int argc, char** argv) {
     o.bench.csv_path = absl::GetFlag(FLAGS_out);
     o.bench.max_seconds = absl::GetFlag(FLAGS_max_seconds);
     o.bench.progress = absl::GetFlag(FLAGS_progress);
+    o.bench.card = absl::GetFlag(FLAGS_card);
     return nanoserve::RunBenchCommand(o);
   }
   if (command == "export-hf") {

@@ -22,7 +22,9 @@ budget() { echo $(( $1 * PCT / 100 )); }
   echo "host: $(grep 'model name' /proc/cpuinfo | head -1 | cut -d: -f2-) ($(nproc) CPUs); $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "torch $(python3 -c 'import torch; print(torch.__version__)'), transformers $(python3 -c 'import transformers; print(transformers.__version__)' 2>&1 | tail -1)"
 } | tee "$R/machine.txt"
-COMMON=(--device cuda --dtype bf16 --attention naive,fused --progress=false)
+# The card's name as HF's peer writes it (torch.cuda.get_device_name), for the CSVs.
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader -i 0 2>/dev/null | head -1 || true)
+COMMON=(--device cuda --dtype bf16 --attention naive,fused --progress=false ${CARD:+--card "$CARD"})
 stage() {  # name, budget seconds, then the command
   local name=$1 seconds=$2; shift 2
   local t0=$SECONDS
