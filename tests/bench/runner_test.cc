@@ -26,7 +26,9 @@ class RunBenchTest : public ::testing::Test {
     config.n_embd = 32;
     config.vocab_size = 300;
     config.n_positions = 96;
-    dir_ = ::testing::TempDir() + "/bench_runner_test_model";
+    // Per-test paths: ctest runs the tests of this fixture in parallel.
+    const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    dir_ = ::testing::TempDir() + "/bench_runner_test_model_" + name;
     ASSERT_TRUE(SaveCheckpoint(dir_, RandomCheckpoint(config, 1)).ok());
     options_.spec.models = {dir_};
     options_.spec.prompt_lens = {4, 80, 90};  // 90 + 8 > 96: skipped
@@ -40,7 +42,7 @@ class RunBenchTest : public ::testing::Test {
     options_.repeats = 2;
     options_.warmup = 1;
     options_.progress = false;
-    options_.csv_path = ::testing::TempDir() + "/bench_runner_test.csv";
+    options_.csv_path = ::testing::TempDir() + "/bench_runner_test_" + name + ".csv";
   }
 
   // The CSV's rows as column -> value maps.
