@@ -35,7 +35,7 @@ if ((CPU)); then
     echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   } >"$R/machine.txt"
   BENCH=(build/bin/nanoserve bench --device cpu --dtype fp32 --model random:gpt2 --attention naive)
-  "${BENCH[@]}" --sweeps prompt --prompt_lens 8..512*2 --fixed_output 8 --repeats 3 --out "$R/nanoserve-gpt2-prompt.csv"
+  "${BENCH[@]}" --sweeps prompt --prompt_lens 8..512*2 --fixed_output 8 --repeats 5 --out "$R/nanoserve-gpt2-prompt.csv"
   "${BENCH[@]}" --sweeps output --output_lens 8..256*2 --fixed_prompt 8 --repeats 2 --out "$R/nanoserve-gpt2-output.csv"
   "${BENCH[@]}" --sweeps prefix --shared_lens 0,128,256,512 --batch_sizes 1,4,8 --suffix_len 16 \
     --prefix_output 4 --repeats 3 --out "$R/nanoserve-gpt2-prefix.csv"
