@@ -2,6 +2,8 @@
 //   tokenize --text T          prints the ids as a JSON array
 //   detokenize --ids 1,2,3     prints the text
 //   generate [flags]           runs the engine in this process and streams text
+//   bench [flags]              the Parts A-C sweeps: CSV of every point + a table
+//   export-hf --model M --out D  writes M as an HF checkpoint (for bench/hf_peer.py)
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "client/bench_command.h"
 #include "client/commands.h"
 #include "client/flag_names.h"
 #include "engine/model_loader.h"
@@ -36,10 +39,26 @@ ABSL_FLAG(bool, cold_prefix_cache, false,
           "empty the prefix cache before each --repeat run (time a cold batch each time)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
+// bench (--model and --attention take comma lists there; ranges: a..b*factor, a..b+step)
+ABSL_FLAG(std::string, sweeps, "prompt,output,prefix", "bench: sweeps to run");
+ABSL_FLAG(std::string, prompt_lens, "8..1000*2", "bench: prompt lengths of the prompt sweep");
+ABSL_FLAG(std::string, output_lens, "8..1000*2", "bench: output lengths of the output sweep");
+ABSL_FLAG(int64_t, fixed_output, 16, "bench: output length of the prompt sweep");
+ABSL_FLAG(int64_t, fixed_prompt, 16, "bench: prompt length of the output sweep");
+ABSL_FLAG(std::string, shared_lens, "0,128,256,512,900", "bench: shared prefix lengths (prefix sweep)");
+ABSL_FLAG(std::string, batch_sizes, "1,4,16", "bench: batch sizes (prefix sweep)");
+ABSL_FLAG(int64_t, suffix_len, 32, "bench: tokens of each prompt after the shared prefix");
+ABSL_FLAG(int64_t, prefix_output, 16, "bench: output length of the prefix sweep");
+ABSL_FLAG(int64_t, repeats, 3, "bench: timed runs per point (the median is kept)");
+ABSL_FLAG(int64_t, warmup, 1, "bench: untimed short runs (<= 4 output tokens) per point first");
+ABSL_FLAG(double, max_seconds, 0, "bench: skip points not started within this time (0 = no limit)");
+ABSL_FLAG(bool, progress, true, "bench: progress bar on stderr");
+ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default: from /proc)");
+ABSL_FLAG(std::string, out, "", "bench: CSV path; export-hf: checkpoint directory");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "nanoserve tokenize|detokenize|generate [flags]; see --help");
+      "nanoserve tokenize|detokenize|generate|bench|export-hf [flags]; see --help");
   std::vector<std::string> spelled = nanoserve::NormalizeFlagNames(argc, argv);
   std::vector<char*> normalized;
   for (std::string& arg : spelled) normalized.push_back(arg.data());
@@ -74,7 +93,39 @@ int main(int argc, char** argv) {
     o.generate.sampling.seed = absl::GetFlag(FLAGS_seed);
     return nanoserve::RunGenerate(o);
   }
-  std::fprintf(stderr, "nanoserve: unknown command '%s' (tokenize, detokenize, generate)\n",
+  if (command == "bench") {
+    nanoserve::BenchCommandOptions o;
+    o.models = absl::GetFlag(FLAGS_model);
+    if (o.models.empty()) o.models = nanoserve::DefaultModelSpec();
+    o.attentions = absl::GetFlag(FLAGS_attention);
+    o.sweeps = absl::GetFlag(FLAGS_sweeps);
+    o.prompt_lens = absl::GetFlag(FLAGS_prompt_lens);
+    o.output_lens = absl::GetFlag(FLAGS_output_lens);
+    o.shared_lens = absl::GetFlag(FLAGS_shared_lens);
+    o.batch_sizes = absl::GetFlag(FLAGS_batch_sizes);
+    o.fixed_output = absl::GetFlag(FLAGS_fixed_output);
+    o.fixed_prompt = absl::GetFlag(FLAGS_fixed_prompt);
+    o.suffix_len = absl::GetFlag(FLAGS_suffix_len);
+    o.prefix_output = absl::GetFlag(FLAGS_prefix_output);
+    o.bench.device = absl::GetFlag(FLAGS_device);
+    o.bench.dtype = absl::GetFlag(FLAGS_dtype);
+    o.bench.seed = absl::GetFlag(FLAGS_seed);
+    o.bench.repeats = absl::GetFlag(FLAGS_repeats);
+    o.bench.warmup = absl::GetFlag(FLAGS_warmup);
+    o.bench.page_size = absl::GetFlag(FLAGS_page_size);
+    o.bench.csv_path = absl::GetFlag(FLAGS_out);
+    o.bench.max_seconds = absl::GetFlag(FLAGS_max_seconds);
+    o.bench.progress = absl::GetFlag(FLAGS_progress);
+    o.bench.card = absl::GetFlag(FLAGS_card);
+    return nanoserve::RunBenchCommand(o);
+  }
+  if (command == "export-hf") {
+    std::string model = absl::GetFlag(FLAGS_model);
+    if (model.empty()) model = nanoserve::DefaultModelSpec();
+    return nanoserve::RunExportHf(model, absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_out));
+  }
+  std::fprintf(stderr,
+               "nanoserve: unknown command '%s' (tokenize, detokenize, generate, bench, export-hf)\n",
                command.c_str());
   return 2;
 }

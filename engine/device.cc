@@ -1,5 +1,7 @@
 #include "engine/device.h"
 
+#include <malloc.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -97,6 +99,17 @@ MemoryStats PeakMemory(const torch::Device& device) {
   stats.peak_bytes = ReadStatusKb("VmHWM:") * 1024;
   stats.source = "process-rss";
   return stats;
+}
+
+void ReleaseCachedMemory(const torch::Device& device) {
+#ifdef NANOSERVE_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    return;
+  }
+#endif
+  (void)device;
+  malloc_trim(0);
 }
 
 }  // namespace nanoserve

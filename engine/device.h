@@ -34,6 +34,12 @@ struct MemoryStats {
 void ResetPeakMemory(const torch::Device& device);
 MemoryStats PeakMemory(const torch::Device& device);
 
+// Gives memory that is cached but unused back to the system, so that the next
+// peak measures what the next piece of work needs rather than what earlier
+// work left cached (CUDA: empties the caching allocator; CPU: malloc_trim).
+// Costs time: call it between measurements, not inside one.
+void ReleaseCachedMemory(const torch::Device& device);
+
 }  // namespace nanoserve
 
 #endif  // NANOSERVE_ENGINE_DEVICE_H_

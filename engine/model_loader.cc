@@ -7,7 +7,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/checkpoint.h"
 
 namespace nanoserve {
 
@@ -21,25 +20,33 @@ std::string DefaultModelSpec() {
   return "random:gpt2";
 }
 
-absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const ModelOptions& options,
-                                      uint64_t seed) {
-  LoadedModel loaded;
-  Checkpoint checkpoint;
+absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec, uint64_t seed) {
+  ResolvedCheckpoint resolved;
   if (absl::StartsWith(spec, "random:")) {
     auto config = Gpt2Preset(spec.substr(7));
     if (!config.ok()) return config.status();
-    checkpoint = RandomCheckpoint(*config, seed);
-    loaded.random_weights = true;
-    loaded.description = absl::StrFormat("%s (%.0fM parameters, random weights, seed %d)", spec,
-                                         config->num_parameters() / 1e6, seed);
+    resolved.checkpoint = RandomCheckpoint(*config, seed);
+    resolved.random_weights = true;
+    resolved.description = absl::StrFormat("%s (%.0fM parameters, random weights, seed %d)",
+                                           spec, config->num_parameters() / 1e6, seed);
   } else {
     auto read = LoadCheckpoint(spec);
     if (!read.ok()) return read.status();
-    checkpoint = *std::move(read);
-    loaded.description = absl::StrFormat("%s (%.0fM parameters)", spec,
-                                         checkpoint.config.num_parameters() / 1e6);
+    resolved.checkpoint = *std::move(read);
+    resolved.description = absl::StrFormat("%s (%.0fM parameters)", spec,
+                                           resolved.checkpoint.config.num_parameters() / 1e6);
   }
-  auto model = Gpt2Model::Create(checkpoint, options);
+  return resolved;
+}
+
+absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const ModelOptions& options,
+                                      uint64_t seed) {
+  auto resolved = ResolveCheckpoint(spec, seed);
+  if (!resolved.ok()) return resolved.status();
+  LoadedModel loaded;
+  loaded.random_weights = resolved->random_weights;
+  loaded.description = resolved->description;
+  auto model = Gpt2Model::Create(resolved->checkpoint, options);
   if (!model.ok()) return model.status();
   loaded.model = *std::move(model);
   return loaded;

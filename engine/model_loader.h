@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/checkpoint.h"
 #include "engine/model.h"
 
 namespace nanoserve {
@@ -21,6 +22,19 @@ struct LoadedModel {
 // The model used when none is named: $NANOSERVE_MODEL if set, else an HF
 // checkpoint found at ./models/gpt2, else "random:gpt2".
 std::string DefaultModelSpec();
+
+// A --model spec's weights on the host, before any model is built from them
+// (one checkpoint can make several models, e.g. one per attention kind).
+struct ResolvedCheckpoint {
+  Checkpoint checkpoint;
+  bool random_weights = false;
+  std::string description;  // as LoadedModel::description
+};
+
+// Reads or (for "random:<preset>") makes the checkpoint that `spec` names.
+// Errors: INVALID_ARGUMENT for an unknown preset; those of LoadCheckpoint.
+absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec,
+                                                     uint64_t seed = 0);
 
 // Loads `spec` onto options.device in options.dtype. Random weights are
 // drawn from `seed`. Errors name the spec and the problem.

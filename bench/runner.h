@@ -1,0 +1,48 @@
+// Runs a BenchSpec on the engine: for each model (its weights made or read
+// once) and attention kind, each point of ExpandPoints is warmed up, then
+// timed `repeats` times; the median of each measure goes to one CSV row.
+//
+// Every run generates exactly output_len tokens per prompt (end of text does
+// not stop it), from seeded random prompts of exact lengths, greedy. Memory:
+// cached-but-free memory is given back before each point's warm-up
+// (ReleaseCachedMemory), and Generate measures the peak of each run.
+// Prefix-mode repeats each start from an empty prefix cache, so reuse is
+// within the batch only (Part C: one batch sharing a system prompt).
+#ifndef NANOSERVE_BENCH_RUNNER_H_
+#define NANOSERVE_BENCH_RUNNER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "bench/sweep.h"
+
+namespace nanoserve {
+
+struct BenchOptions {
+  BenchSpec spec;
+  std::string device = "cpu";  // cpu or cuda[:N]
+  std::string dtype = "fp32";  // fp32, bf16, fp16
+  uint64_t seed = 0;           // random weights and prompts
+  int64_t repeats = 3;         // timed runs per point, >= 1
+  int64_t warmup = 1;          // untimed short runs (<= 4 tokens) per point first, >= 0
+  int64_t page_size = 16;      // prefix cache page, tokens
+  std::string csv_path;        // where the rows go; required
+  // Points not started within this many seconds of the start are skipped
+  // (and counted); 0 = no limit. Keeps a device call within its limit.
+  double max_seconds = 0;
+  bool progress = true;        // progress bar (or per-point lines) on stderr
+  // The machine's name in the CSV's card column; empty: found from /proc
+  // (the NVIDIA driver's GPU model, or the CPU's model name and threads).
+  std::string card;
+};
+
+// Runs every point, writes the CSV as it goes and prints a short table of
+// the results to stdout. A point that fails (out of memory, say) is reported
+// on stderr and left out; the run goes on. Errors: INVALID_ARGUMENT for bad
+// options; the CSV's write errors; a model that cannot be loaded.
+absl::Status RunBench(const BenchOptions& options);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_BENCH_RUNNER_H_
