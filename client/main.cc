@@ -2,6 +2,10 @@
 //   tokenize --text T          prints the ids as a JSON array
 //   detokenize --ids 1,2,3     prints the text
 //   generate [flags]           runs the engine in this process and streams text
+//   generate --target H:P      streams from a running decode service instead
+//   stats --target H:P         prints a KV store's statistics as JSON
+//   serve [flags]              starts kv store, prefill and decode on loopback
+//   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -9,7 +13,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "client/commands.h"
+#include "client/remote_commands.h"
+#include "rpc/subprocess.h"
 #include "engine/model_loader.h"
 
 ABSL_FLAG(std::string, text, "", "tokenize: the text");
@@ -33,15 +41,26 @@ ABSL_FLAG(int64_t, prefix_cache_mb, 512, "prefix cache pool budget in MiB");
 ABSL_FLAG(int64_t, repeat, 1, "run the batch this many times in one process");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
+ABSL_FLAG(std::string, target, "", "generate: a decode service (host:port); stats: a KV store");
+ABSL_FLAG(int64_t, timeout_s, 600, "generate --target: deadline of the call in seconds");
+ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
+ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
+ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
+ABSL_FLAG(std::string, work_dir, "/tmp", "serve/bench-services: where service logs and port files go");
+ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
+ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
+ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt lengths in tokens");
+ABSL_FLAG(int64_t, repeats, 3, "bench-services: runs per row (median)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "nanoserve tokenize|detokenize|generate [flags]; see --help");
+      "nanoserve tokenize|detokenize|generate|stats|serve|bench-services [flags]; see --help");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() > 1 ? args[1] : "";
   if (command == "tokenize") return nanoserve::RunTokenize(absl::GetFlag(FLAGS_text));
   if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
-  if (command == "generate") {
+  if (command == "stats") return nanoserve::RunStats(absl::GetFlag(FLAGS_target));
+  if (command == "generate" || command == "serve" || command == "bench-services") {
     nanoserve::GenerateCommandOptions o;
     o.model = absl::GetFlag(FLAGS_model);
     if (o.model.empty()) o.model = nanoserve::DefaultModelSpec();
@@ -64,9 +83,40 @@ int main(int argc, char** argv) {
     o.generate.sampling.top_k = absl::GetFlag(FLAGS_top_k);
     o.generate.sampling.top_p = absl::GetFlag(FLAGS_top_p);
     o.generate.sampling.seed = absl::GetFlag(FLAGS_seed);
-    return nanoserve::RunGenerate(o);
+    if (command == "generate" && absl::GetFlag(FLAGS_target).empty()) return nanoserve::RunGenerate(o);
+    if (command == "generate") {
+      return nanoserve::RunRemoteGenerate(o, absl::GetFlag(FLAGS_target),
+                                          absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+    }
+    nanoserve::ServiceStackOptions stack;
+    stack.bin_dir = nanoserve::ExecutableDir();
+    stack.work_dir = absl::GetFlag(FLAGS_work_dir);
+    stack.model = o.model;
+    stack.seed = o.seed;
+    stack.device = o.device;
+    stack.dtype = o.dtype;
+    stack.page_size = o.page_size;
+    stack.pool_mb = absl::GetFlag(FLAGS_pool_mb);
+    stack.max_batch = absl::GetFlag(FLAGS_max_batch);
+    if (command == "serve") {
+      stack.kv_store_port = absl::GetFlag(FLAGS_kv_store_port);
+      stack.prefill_port = absl::GetFlag(FLAGS_prefill_port);
+      stack.decode_port = absl::GetFlag(FLAGS_decode_port);
+      return nanoserve::RunServe(stack, o);
+    }
+    nanoserve::BenchServicesOptions bench;
+    bench.stack = stack;
+    bench.attention = o.attention;
+    bench.max_new_tokens = o.generate.max_new_tokens;
+    bench.repeats = absl::GetFlag(FLAGS_repeats);
+    bench.prompt_lengths.clear();
+    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_prompt_lengths), ',')) {
+      int64_t n = 0;
+      if (absl::SimpleAtoi(part, &n) && n > 0) bench.prompt_lengths.push_back(n);
+    }
+    return nanoserve::RunBenchServices(bench);
   }
-  std::fprintf(stderr, "nanoserve: unknown command '%s' (tokenize, detokenize, generate)\n",
+  std::fprintf(stderr, "nanoserve: unknown command '%s' (tokenize, detokenize, generate, stats, serve, bench-services)\n",
                command.c_str());
   return 2;
 }

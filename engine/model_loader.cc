@@ -21,6 +21,16 @@ std::string DefaultModelSpec() {
   return "random:gpt2";
 }
 
+absl::StatusOr<Gpt2Config> LoadModelConfig(const std::string& spec) {
+  if (absl::StartsWith(spec, "random:")) return Gpt2Preset(spec.substr(7));
+  std::string dir = spec;
+  if (absl::EndsWith(spec, ".safetensors")) {
+    const size_t slash = spec.rfind('/');
+    dir = slash == std::string::npos ? "." : spec.substr(0, slash);
+  }
+  return LoadGpt2Config(dir + "/config.json");
+}
+
 absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const ModelOptions& options,
                                       uint64_t seed) {
   LoadedModel loaded;
