@@ -4,6 +4,7 @@
 //   generate [flags]           runs the engine in this process and streams text
 //   generate --target H:P      streams from a running decode service instead
 //   stats --target H:P         prints a KV store's statistics as JSON
+//   health --target H:P        exits 0 if the service answers SERVING (for probes)
 //   serve [flags]              starts kv store, prefill and decode on loopback
 //   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "client/commands.h"
 #include "client/remote_commands.h"
+#include "rpc/server_runner.h"
 #include "rpc/subprocess.h"
 #include "engine/model_loader.h"
 
@@ -42,7 +44,7 @@ ABSL_FLAG(int64_t, repeat, 1, "run the batch this many times in one process");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
 ABSL_FLAG(std::string, target, "", "generate: a decode service (host:port); stats: a KV store");
-ABSL_FLAG(int64_t, timeout_s, 600, "generate --target: deadline of the call in seconds");
+ABSL_FLAG(int64_t, timeout_s, 600, "generate --target: deadline of the call; health: how long to wait (seconds)");
 ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
 ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
 ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
@@ -54,12 +56,18 @@ ABSL_FLAG(int64_t, repeats, 3, "bench-services: runs per row (median)");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "nanoserve tokenize|detokenize|generate|stats|serve|bench-services [flags]; see --help");
+      "nanoserve tokenize|detokenize|generate|stats|health|serve|bench-services [flags]; see --help");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   const std::string command = args.size() > 1 ? args[1] : "";
   if (command == "tokenize") return nanoserve::RunTokenize(absl::GetFlag(FLAGS_text));
   if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
   if (command == "stats") return nanoserve::RunStats(absl::GetFlag(FLAGS_target));
+  if (command == "health") {
+    const absl::Status serving =
+        nanoserve::WaitForServing(absl::GetFlag(FLAGS_target), absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+    if (!serving.ok()) std::fprintf(stderr, "nanoserve: %s\n", serving.ToString().c_str());
+    return serving.ok() ? 0 : 1;
+  }
   if (command == "generate" || command == "serve" || command == "bench-services") {
     nanoserve::GenerateCommandOptions o;
     o.model = absl::GetFlag(FLAGS_model);
@@ -116,7 +124,7 @@ int main(int argc, char** argv) {
     }
     return nanoserve::RunBenchServices(bench);
   }
-  std::fprintf(stderr, "nanoserve: unknown command '%s' (tokenize, detokenize, generate, stats, serve, bench-services)\n",
+  std::fprintf(stderr, "nanoserve: unknown command '%s' (tokenize, detokenize, generate, stats, health, serve, bench-services)\n",
                command.c_str());
   return 2;
 }
