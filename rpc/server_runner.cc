@@ -19,6 +19,10 @@
 namespace nanoserve {
 namespace {
 
+// The HTTP/2 flow-control window a receiver offers each stream: a few page
+// chunks, so a bulk Fetch or Put is not paced by round trips.
+constexpr int kStreamWindowBytes = 8 << 20;
+
 // The metrics page: GET /metrics on its own thread.
 class MetricsHttpServer {
  public:
@@ -82,6 +86,8 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  // Page streams: let a sender have several chunks in flight (HTTP/2 window).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
@@ -130,6 +136,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t ma
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
   // A restarted peer on loopback is found again within two seconds.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kv_store/client/kv_wire.h"
@@ -75,20 +76,28 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
   v1::FetchResponse message;
   v1::FetchHeader header;
   bool have_header = false;
-  std::string bytes;
+  torch::Tensor pages;  // (n, L, 2, H, P, D): the chunks land here directly
+  char* data = nullptr;
+  int64_t received = 0;
   absl::Status bad;
   while (reader->Read(&message)) {
     if (message.has_header() && !have_header) {
       header = message.header();
-      have_header = ValidateKvLayout(header.layout()).ok() && header.total_bytes() >= 0 &&
+      have_header = ValidateKvLayout(header.layout()).ok() && header.pages() >= 0 &&
                     header.total_bytes() == header.pages() * KvBytesPerPage(header.layout());
-      if (!have_header) bad = absl::InternalError("kv store Fetch: malformed header");
-      else bytes.reserve(header.total_bytes());
+      if (!have_header) {
+        bad = absl::InternalError("kv store Fetch: malformed header");
+      } else {
+        const v1::KvLayout& l = header.layout();
+        pages = torch::empty({header.pages(), l.n_layer(), 2, l.n_head(), l.page_size(), l.head_dim()},
+                             torch::TensorOptions().dtype(*KvLayoutDtype(l)));
+        data = static_cast<char*>(pages.data_ptr());
+      }
     } else if (message.has_chunk() && have_header &&
-               message.chunk().offset() == bytes.size() &&
-               static_cast<int64_t>(bytes.size() + message.chunk().data().size()) <=
-                   header.total_bytes()) {
-      bytes.append(message.chunk().data());
+               static_cast<int64_t>(message.chunk().offset()) == received &&
+               received + static_cast<int64_t>(message.chunk().data().size()) <= header.total_bytes()) {
+      std::memcpy(data + received, message.chunk().data().data(), message.chunk().data().size());
+      received += static_cast<int64_t>(message.chunk().data().size());
     } else if (bad.ok()) {
       bad = absl::InternalError("kv store Fetch: out-of-order or unexpected message");
     }
@@ -97,13 +106,11 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
   grpc::Status status = reader->Finish();
   if (!bad.ok()) return bad;
   if (!status.ok()) return FromGrpcStatus(status, "kv store Fetch");
-  if (!have_header || static_cast<int64_t>(bytes.size()) != header.total_bytes()) {
+  if (!have_header || received != header.total_bytes()) {
     return absl::InternalError("kv store Fetch: stream ended early");
   }
-  auto pages = PagesFromBytes(bytes, header.layout());
-  if (!pages.ok()) return pages.status();
   Fetched fetched;
-  fetched.kv = PagesToKv(*pages);
+  fetched.kv = PagesToKv(pages);
   fetched.tokens = header.tokens();
   fetched.bytes = header.total_bytes();
   return fetched;

@@ -231,14 +231,24 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request,
   if (!pages.ok()) return ToGrpcStatus(pages.status());
   cache_->RenewLease(request.lease_id()).IgnoreError();
   auto s = std::unique_ptr<FetchSession>(new FetchSession());
-  try {
-    torch::Tensor index = torch::tensor(std::vector<int64_t>(pages->begin(), pages->end()),
-                                        torch::kLong)
-                              .to(cache_->storage().device());
-    // Leased pages are read-only while the lease lives.
-    s->pages_ = cache_->storage().index_select(0, index).cpu().contiguous();
-  } catch (const c10::Error& e) {
-    return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("Fetch: copy: ", e.what_without_backtrace()));
+  const torch::Tensor& storage = cache_->storage();
+  if (storage.is_cpu()) {
+    // Straight from the pool: leased pages are read-only while the lease lives.
+    s->cache_ = cache_;
+    s->lease_id_ = request.lease_id();
+    s->pool_ = static_cast<const char*>(storage.data_ptr());
+    s->pages_.assign(pages->begin(), pages->end());
+    s->bytes_per_page_ = bytes_per_page_;
+  } else {
+    try {
+      torch::Tensor index = torch::tensor(std::vector<int64_t>(pages->begin(), pages->end()),
+                                          torch::kLong)
+                                .to(storage.device());
+      s->gathered_ = storage.index_select(0, index).cpu().contiguous();
+    } catch (const c10::Error& e) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("Fetch: copy: ", e.what_without_backtrace()));
+    }
   }
   *s->header_.mutable_layout() = layout_;
   s->header_.set_pages(static_cast<int64_t>(pages->size()));
@@ -263,9 +273,29 @@ bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
   if (offset_ >= total) return false;
   const int64_t n = std::min(chunk_bytes_, total - offset_);
   message->mutable_chunk()->set_offset(offset_);
-  message->mutable_chunk()->set_data(static_cast<const char*>(pages_.data_ptr()) + offset_, n);
+  std::string* data = message->mutable_chunk()->mutable_data();
+  if (pool_ == nullptr) {
+    data->assign(static_cast<const char*>(gathered_.data_ptr()) + offset_, n);
+  } else {
+    data->resize(n);
+    for (int64_t done = 0; done < n;) {  // the chunk may span pages
+      const int64_t at = offset_ + done;
+      const int64_t page = at / bytes_per_page_, within = at % bytes_per_page_;
+      const int64_t len = std::min(n - done, bytes_per_page_ - within);
+      std::memcpy(&(*data)[done], pool_ + pages_[page] * bytes_per_page_ + within, len);
+      done += len;
+    }
+  }
   offset_ += n;
   return true;
+}
+
+grpc::Status KvStoreHandler::FetchSession::Done() const {
+  if (pool_ != nullptr && !cache_->RenewLease(lease_id_).ok()) {
+    return grpc::Status(grpc::StatusCode::ABORTED,
+                        "Fetch: the lease was released while its pages streamed");
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace nanoserve

@@ -69,16 +69,27 @@ class KvStoreHandler {
   };
   std::unique_ptr<PutSession> StartPut() { return std::unique_ptr<PutSession>(new PutSession(this)); }
 
-  // One Fetch call: the header, then chunks, until Next returns false.
+  // One Fetch call: the header, then chunks, until Next returns false; then
+  // Done() is the call's status. Pages of a CPU pool are read in place while
+  // they stream, so the caller must hold the lease until the Fetch ends:
+  // Done() is ABORTED if the lease was released (or expired) meanwhile.
   class FetchSession {
    public:
     bool Next(v1::FetchResponse* message);
+    grpc::Status Done() const;
 
    private:
     friend class KvStoreHandler;
     FetchSession() = default;
     v1::FetchHeader header_;
-    torch::Tensor pages_;  // (n, L, 2, H, P, D) on the CPU, contiguous
+    // A CPU pool is read in place (pool_, pages_); another device's pages are
+    // gathered to the CPU first (gathered_: (n, L, 2, H, P, D), contiguous).
+    PrefixCache* cache_ = nullptr;
+    uint64_t lease_id_ = 0;
+    const char* pool_ = nullptr;
+    std::vector<int64_t> pages_;
+    int64_t bytes_per_page_ = 0;
+    torch::Tensor gathered_;
     int64_t chunk_bytes_ = 0;
     int64_t offset_ = 0;
     bool header_sent_ = false;

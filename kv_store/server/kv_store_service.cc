@@ -63,7 +63,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
     if (session_->Next(&message_)) {
       StartWrite(&message_);
     } else {
-      Finish(grpc::Status::OK);
+      Finish(session_->Done());
     }
   }
   std::unique_ptr<KvStoreHandler::FetchSession> session_;

@@ -79,6 +79,7 @@ class KvStoreHandlerTest : public ::testing::Test {
       bytes += message.chunk().data();
     }
     EXPECT_EQ(static_cast<int64_t>(bytes.size()), header.total_bytes());
+    EXPECT_TRUE(session->Done().ok());
     return PagesToKv(PagesFromBytes(bytes, header.layout()).value());
   }
 
@@ -166,6 +167,24 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
     *header.mutable_header()->mutable_layout() = handler_->layout();
     header.mutable_header()->mutable_layout()->set_dtype("bf16");
     EXPECT_EQ(code(session->OnMessage(header)), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {  // A lease released while its pages stream: the Fetch fails.
+    v1::PutResponse held;
+    ASSERT_TRUE(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0), &held).ok());
+    v1::FetchRequest request;
+    request.set_lease_id(held.lease_id());
+    std::unique_ptr<KvStoreHandler::FetchSession> streaming;
+    ASSERT_TRUE(handler_->StartFetch(request, &streaming).ok());
+    v1::FetchResponse message;
+    ASSERT_TRUE(streaming->Next(&message));
+    v1::ReleaseRequest release;
+    release.set_lease_id(held.lease_id());
+    v1::ReleaseResponse released;
+    ASSERT_TRUE(handler_->Release(release, &released).ok());
+    while (streaming->Next(&message)) {
+    }
+    EXPECT_EQ(streaming->Done().error_code(), grpc::StatusCode::ABORTED);
+    EXPECT_EQ(cache_->EvictAll(), 1);
   }
   v1::FetchRequest fetch;
   std::unique_ptr<KvStoreHandler::FetchSession> session;
