@@ -1,5 +1,6 @@
 // A child process: started with fork/exec, its stdout and stderr appended to
-// a log file, signalled and reaped by its owner. `nanoserve serve` and the
+// a log file, signalled and reaped by its owner; it gets SIGTERM if the
+// thread that started it exits first (PR_SET_PDEATHSIG). `nanoserve serve` and the
 // integration tests start the service binaries with it.
 //
 // Thread safety: thread-compatible (one owner).
