@@ -35,8 +35,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return buffer.str();
 }
 
-// The prompts of a run: --prompt, --prompt-file (one prompt), or
-// --prompts-file (a JSON array of strings, or one prompt per line).
+}  // namespace
+
 absl::StatusOr<std::vector<std::string>> ReadPrompts(const GenerateCommandOptions& o) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.prompts_file.empty();
   if (sources > 1) {
@@ -84,6 +84,8 @@ absl::StatusOr<std::vector<std::string>> ReadPrompts(const GenerateCommandOption
   }
   return std::vector<std::string>{o.prompt};
 }
+
+namespace {
 
 nlohmann::json StatsJson(const GenerateStats& s) {
   return {{"prompt_tokens", s.prompt_tokens},

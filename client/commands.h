@@ -6,6 +6,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
 
 #include "engine/generate.h"
 
@@ -28,6 +31,10 @@ struct GenerateCommandOptions {
   uint64_t seed = 0;                  // random weights' seed
   bool json = false;
 };
+
+// The prompts of a run: --prompt, --prompt-file (one prompt), or
+// --prompts-file (a JSON array of strings, or one prompt per line).
+absl::StatusOr<std::vector<std::string>> ReadPrompts(const GenerateCommandOptions& options);
 
 int RunTokenize(const std::string& text);
 int RunDetokenize(const std::string& ids);

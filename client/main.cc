@@ -4,6 +4,11 @@
 //   generate [flags]           runs the engine in this process and streams text
 //   bench [flags]              the Parts A-C sweeps: CSV of every point + a table
 //   export-hf --model M --out D  writes M as an HF checkpoint (for bench/hf_peer.py)
+//   generate --target H:P      streams from a running decode service instead
+//   stats --target H:P         prints a KV store's statistics as JSON
+//   health --target H:P        exits 0 if the service answers SERVING (for probes)
+//   serve [flags]              starts kv store, prefill and decode on loopback
+//   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -11,9 +16,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "client/bench_command.h"
 #include "client/commands.h"
 #include "client/flag_names.h"
+#include "client/remote_commands.h"
+#include "rpc/server_runner.h"
+#include "rpc/subprocess.h"
 #include "engine/model_loader.h"
 
 ABSL_FLAG(std::string, text, "", "tokenize: the text");
@@ -49,16 +59,28 @@ ABSL_FLAG(std::string, shared_lens, "0,128,256,512,900", "bench: shared prefix l
 ABSL_FLAG(std::string, batch_sizes, "1,4,16", "bench: batch sizes (prefix sweep)");
 ABSL_FLAG(int64_t, suffix_len, 32, "bench: tokens of each prompt after the shared prefix");
 ABSL_FLAG(int64_t, prefix_output, 16, "bench: output length of the prefix sweep");
-ABSL_FLAG(int64_t, repeats, 3, "bench: timed runs per point (the median is kept)");
+ABSL_FLAG(int64_t, repeats, 3, "bench, bench-services: timed runs per point (the median is kept)");
 ABSL_FLAG(int64_t, warmup, 1, "bench: untimed short runs (<= 4 output tokens) per point first");
 ABSL_FLAG(double, max_seconds, 0, "bench: skip points not started within this time (0 = no limit)");
 ABSL_FLAG(bool, progress, true, "bench: progress bar on stderr");
 ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default: from /proc)");
 ABSL_FLAG(std::string, out, "", "bench: CSV path; export-hf: checkpoint directory");
 
+ABSL_FLAG(std::string, target, "", "generate: a decode service (host:port); stats: a KV store");
+ABSL_FLAG(int64_t, timeout_s, 600, "generate --target: deadline of the call; health: how long to wait (seconds)");
+ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
+ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
+ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
+ABSL_FLAG(std::string, work_dir, "/tmp", "serve/bench-services: where service logs and port files go");
+ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
+ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
+ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt lengths in tokens");
+
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "nanoserve tokenize|detokenize|generate|bench|export-hf [flags]; see --help");
+      "nanoserve tokenize|detokenize|generate|bench|export-hf|stats|health|serve|bench-services "
+      "[flags]; see --help");
   std::vector<std::string> spelled = nanoserve::NormalizeFlagNames(argc, argv);
   std::vector<char*> normalized;
   for (std::string& arg : spelled) normalized.push_back(arg.data());
@@ -67,7 +89,14 @@ int main(int argc, char** argv) {
   const std::string command = args.size() > 1 ? args[1] : "";
   if (command == "tokenize") return nanoserve::RunTokenize(absl::GetFlag(FLAGS_text));
   if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
-  if (command == "generate") {
+  if (command == "stats") return nanoserve::RunStats(absl::GetFlag(FLAGS_target));
+  if (command == "health") {
+    const absl::Status serving =
+        nanoserve::WaitForServing(absl::GetFlag(FLAGS_target), absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+    if (!serving.ok()) std::fprintf(stderr, "nanoserve: %s\n", serving.ToString().c_str());
+    return serving.ok() ? 0 : 1;
+  }
+  if (command == "generate" || command == "serve" || command == "bench-services") {
     nanoserve::GenerateCommandOptions o;
     o.model = absl::GetFlag(FLAGS_model);
     if (o.model.empty()) o.model = nanoserve::DefaultModelSpec();
@@ -91,7 +120,38 @@ int main(int argc, char** argv) {
     o.generate.sampling.top_k = absl::GetFlag(FLAGS_top_k);
     o.generate.sampling.top_p = absl::GetFlag(FLAGS_top_p);
     o.generate.sampling.seed = absl::GetFlag(FLAGS_seed);
-    return nanoserve::RunGenerate(o);
+    if (command == "generate" && absl::GetFlag(FLAGS_target).empty()) return nanoserve::RunGenerate(o);
+    if (command == "generate") {
+      return nanoserve::RunRemoteGenerate(o, absl::GetFlag(FLAGS_target),
+                                          absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+    }
+    nanoserve::ServiceStackOptions stack;
+    stack.bin_dir = nanoserve::ExecutableDir();
+    stack.work_dir = absl::GetFlag(FLAGS_work_dir);
+    stack.model = o.model;
+    stack.seed = o.seed;
+    stack.device = o.device;
+    stack.dtype = o.dtype;
+    stack.page_size = o.page_size;
+    stack.pool_mb = absl::GetFlag(FLAGS_pool_mb);
+    stack.max_batch = absl::GetFlag(FLAGS_max_batch);
+    if (command == "serve") {
+      stack.kv_store_port = absl::GetFlag(FLAGS_kv_store_port);
+      stack.prefill_port = absl::GetFlag(FLAGS_prefill_port);
+      stack.decode_port = absl::GetFlag(FLAGS_decode_port);
+      return nanoserve::RunServe(stack, o);
+    }
+    nanoserve::BenchServicesOptions bench;
+    bench.stack = stack;
+    bench.attention = o.attention;
+    bench.max_new_tokens = o.generate.max_new_tokens;
+    bench.repeats = absl::GetFlag(FLAGS_repeats);
+    bench.prompt_lengths.clear();
+    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_prompt_lengths), ',')) {
+      int64_t n = 0;
+      if (absl::SimpleAtoi(part, &n) && n > 0) bench.prompt_lengths.push_back(n);
+    }
+    return nanoserve::RunBenchServices(bench);
   }
   if (command == "bench") {
     nanoserve::BenchCommandOptions o;
@@ -125,7 +185,8 @@ int main(int argc, char** argv) {
     return nanoserve::RunExportHf(model, absl::GetFlag(FLAGS_seed), absl::GetFlag(FLAGS_out));
   }
   std::fprintf(stderr,
-               "nanoserve: unknown command '%s' (tokenize, detokenize, generate, bench, export-hf)\n",
+               "nanoserve: unknown command '%s' (tokenize, detokenize, generate, bench, export-hf, "
+               "stats, health, serve, bench-services)\n",
                command.c_str());
   return 2;
 }

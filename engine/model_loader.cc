@@ -20,6 +20,16 @@ std::string DefaultModelSpec() {
   return "random:gpt2";
 }
 
+absl::StatusOr<Gpt2Config> LoadModelConfig(const std::string& spec) {
+  if (absl::StartsWith(spec, "random:")) return Gpt2Preset(spec.substr(7));
+  std::string dir = spec;
+  if (absl::EndsWith(spec, ".safetensors")) {
+    const size_t slash = spec.rfind('/');
+    dir = slash == std::string::npos ? "." : spec.substr(0, slash);
+  }
+  return LoadGpt2Config(dir + "/config.json");
+}
+
 absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec, uint64_t seed) {
   ResolvedCheckpoint resolved;
   if (absl::StartsWith(spec, "random:")) {

@@ -36,6 +36,11 @@ struct ResolvedCheckpoint {
 absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec,
                                                      uint64_t seed = 0);
 
+// The shape of the model `spec` names, without loading weights: a preset's
+// for "random:<preset>", else the config.json of the checkpoint directory
+// (or of the directory holding a .safetensors file).
+absl::StatusOr<Gpt2Config> LoadModelConfig(const std::string& spec);
+
 // Loads `spec` onto options.device in options.dtype. Random weights are
 // drawn from `seed`. Errors name the spec and the problem.
 absl::StatusOr<LoadedModel> LoadModel(const std::string& spec, const ModelOptions& options,

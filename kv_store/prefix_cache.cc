@@ -179,6 +179,17 @@ absl::Status PrefixCache::Release(uint64_t lease_id) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int32_t>> PrefixCache::LeasedPages(uint64_t lease_id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) {
+    return absl::NotFoundError(absl::StrCat("LeasedPages: no lease ", lease_id));
+  }
+  std::vector<int32_t> pages;
+  Tree::AppendPathValues(it->second.node, &pages);
+  return pages;
+}
+
 absl::Status PrefixCache::RenewLease(uint64_t lease_id, absl::Time now) {
   absl::MutexLock lock(&mu_);
   auto it = leases_.find(lease_id);

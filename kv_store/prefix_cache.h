@@ -159,6 +159,12 @@ class PrefixCache {
   // expired) id; kNoLease is accepted and does nothing.
   absl::Status Release(uint64_t lease_id) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // The tree's pages of the path a lease pins, in order (page i holds
+  // positions [i*page_size, (i+1)*page_size)). They stay unchanged while the
+  // lease lives. NOT_FOUND for an unknown id or kNoLease.
+  absl::StatusOr<std::vector<int32_t>> LeasedPages(uint64_t lease_id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   // Restarts a lease's time to live at `now`. NOT_FOUND for an unknown id.
   absl::Status RenewLease(uint64_t lease_id, absl::Time now = absl::Now())
       ABSL_LOCKS_EXCLUDED(mu_);

@@ -224,6 +224,22 @@ TEST(PrefixCacheTest, LeasedPagesSurviveEvictionPressureIntact) {
   EXPECT_EQ(cache->Match(a).matched_tokens, 6);
 }
 
+TEST(PrefixCacheTest, LeasedPagesAreThePinnedPathsPages) {
+  auto cache = MakeCache(/*page_size=*/2, /*num_pages=*/8);
+  const Pages all = Cache(*cache, {1, 2, 3, 4, 5, 6}).pages;
+  ASSERT_EQ(all.size(), 3u);
+  PrefixCache::MatchResult m = cache->Match(Tokens{1, 2, 3, 4, 9, 9});
+  ASSERT_EQ(m.matched_tokens, 4);
+  auto leased = cache->LeasedPages(m.lease_id);
+  ASSERT_TRUE(leased.ok()) << leased.status();
+  EXPECT_EQ(*leased, Pages(all.begin(), all.begin() + 2));
+  EXPECT_EQ(*leased, m.pages);
+  ASSERT_TRUE(cache->Release(m.lease_id).ok());
+  EXPECT_EQ(cache->LeasedPages(m.lease_id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cache->LeasedPages(PrefixCache::kNoLease).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
 TEST(PrefixCacheTest, EvictsLeastRecentlyUsedFirst) {
   auto cache = MakeCache(/*page_size=*/1, /*num_pages=*/8);
   Cache(*cache, {1});

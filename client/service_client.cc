@@ -1,0 +1,184 @@
+#include "client/service_client.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "rpc/server_runner.h"
+#include "rpc/status.h"
+
+namespace nanoserve {
+
+absl::StatusOr<GenerateOutcome> StreamGenerate(
+    v1::Decode::StubInterface& stub, const v1::GenerateRequest& request, absl::Duration timeout,
+    const std::function<bool(const v1::Token&)>& on_token) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  const absl::Time start = absl::Now();
+  std::unique_ptr<grpc::ClientReaderInterface<v1::GenerateResponse>> reader =
+      stub.Generate(&context, request);
+  GenerateOutcome outcome;
+  v1::GenerateResponse message;
+  bool stopped = false;
+  while (reader->Read(&message)) {
+    if (message.has_token()) {
+      if (outcome.output_ids.empty()) {
+        outcome.client_ttft_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+      }
+      outcome.output_ids.push_back(message.token().id());
+      outcome.text += message.token().text();
+      if (!stopped && on_token && !on_token(message.token())) {
+        stopped = true;
+        context.TryCancel();
+      }
+    } else if (message.has_finished()) {
+      outcome.finished = message.finished();
+      outcome.text += message.finished().trailing_text();
+    }
+  }
+  grpc::Status status = reader->Finish();
+  outcome.client_total_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return outcome;
+}
+
+namespace {
+
+const char* const kBinary[] = {"nanoserve-kv-store", "nanoserve-prefill", "nanoserve-decode"};
+
+// A port free on 127.0.0.1 right now (the kernel's pick for port 0).
+absl::StatusOr<int> PickFreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return absl::InternalError("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof(addr);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  close(fd);
+  if (!ok) return absl::InternalError("cannot pick a free port");
+  return ntohs(addr.sin_port);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServiceStack>> ServiceStack::Start(
+    const ServiceStackOptions& options) {
+  auto stack = std::unique_ptr<ServiceStack>(new ServiceStack(options));
+  // Every address is known up front, so the three start side by side.
+  const int wanted[3] = {options.kv_store_port, options.prefill_port, options.decode_port};
+  for (Which which : {kKvStore, kPrefill, kDecode}) {
+    stack->ports_[which] = wanted[which];
+    if (wanted[which] == 0) {
+      auto port = PickFreePort();
+      if (!port.ok()) return port.status();
+      stack->ports_[which] = *port;
+    }
+  }
+  for (Which which : {kKvStore, kPrefill, kDecode}) {
+    if (absl::Status s = stack->Launch(which); !s.ok()) return s;
+  }
+  for (Which which : {kKvStore, kPrefill, kDecode}) {
+    if (absl::Status s = stack->AwaitServing(which); !s.ok()) return s;
+  }
+  return stack;
+}
+
+ServiceStack::~ServiceStack() { Stop().IgnoreError(); }
+
+std::string ServiceStack::target(Which which) const {
+  return absl::StrCat("127.0.0.1:", ports_[which]);
+}
+
+std::string ServiceStack::log_path(Which which) const {
+  return absl::StrCat(options_.work_dir, "/", kBinary[which], ".log");
+}
+
+std::vector<std::string> ServiceStack::Argv(Which which) const {
+  const ServiceStackOptions& o = options_;
+  std::vector<std::string> argv = {
+      absl::StrCat(o.bin_dir, "/", kBinary[which]),
+      absl::StrCat("--listen=127.0.0.1:", ports_[which]),
+      absl::StrCat("--metrics_listen=", o.metrics ? "127.0.0.1:0" : ""),
+      absl::StrCat("--port_file=", PortFile(which)),
+      absl::StrCat("--model=", o.model),
+      absl::StrCat("--device=", o.device),
+      absl::StrCat("--dtype=", o.dtype)};
+  const std::vector<std::string>* extra = nullptr;
+  if (which == kKvStore) {
+    argv.push_back(absl::StrCat("--page_size=", o.page_size));
+    argv.push_back(absl::StrCat("--pool_mb=", o.pool_mb));
+    argv.push_back(absl::StrCat("--lease_ttl_s=", o.lease_ttl_s));
+    extra = &o.kv_store_flags;
+  } else {
+    argv.push_back(absl::StrCat("--seed=", o.seed));
+    argv.push_back(absl::StrCat("--kv_store=", target(kKvStore)));
+    if (which == kPrefill) {
+      extra = &o.prefill_flags;
+    } else {
+      argv.push_back(absl::StrCat("--prefill=", target(kPrefill)));
+      argv.push_back(absl::StrCat("--max_batch=", o.max_batch));
+      argv.push_back(absl::StrCat("--max_context=", o.max_context));
+      extra = &o.decode_flags;
+    }
+  }
+  argv.insert(argv.end(), extra->begin(), extra->end());
+  return argv;
+}
+
+std::string ServiceStack::PortFile(Which which) const {
+  return absl::StrCat(options_.work_dir, "/", kBinary[which], ".ports");
+}
+
+absl::Status ServiceStack::Launch(Which which) {
+  unlink(PortFile(which).c_str());
+  auto process = Subprocess::Start(Argv(which), log_path(which));
+  if (!process.ok()) return process.status();
+  processes_[which] = *std::move(process);
+  return absl::OkStatus();
+}
+
+absl::Status ServiceStack::AwaitServing(Which which) {
+  const std::string port_file = PortFile(which);
+  auto ports = ReadPortFile(port_file, processes_[which].get(), options_.start_timeout);
+  if (!ports.ok()) {
+    return absl::UnavailableError(absl::StrCat(kBinary[which], " did not start (",
+                                               ports.status().message(), "); see ", log_path(which)));
+  }
+  ports_[which] = ports->first;
+  metrics_ports_[which] = ports->second;
+  return WaitForServing(target(which), options_.start_timeout);
+}
+
+absl::Status ServiceStack::Restart(Which which) {
+  if (processes_[which] != nullptr && processes_[which]->running()) {
+    processes_[which]->Stop().IgnoreError();
+  }
+  if (absl::Status s = Launch(which); !s.ok()) return s;
+  return AwaitServing(which);
+}
+
+absl::Status ServiceStack::Stop() {
+  absl::Status first;
+  for (Which which : {kDecode, kPrefill, kKvStore}) {
+    if (processes_[which] == nullptr) continue;
+    if (processes_[which]->running()) {
+      auto code = processes_[which]->Stop();
+      if (first.ok() && (!code.ok() || *code != 0)) {
+        first = absl::InternalError(absl::StrCat(kBinary[which], " exited with ",
+                                                 code.ok() ? *code : -1));
+      }
+    }
+    processes_[which].reset();
+  }
+  return first;
+}
+
+}  // namespace nanoserve

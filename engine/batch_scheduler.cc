@@ -1,0 +1,254 @@
+#include "engine/batch_scheduler.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/prefill.h"
+
+namespace nanoserve {
+
+BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options)
+    : model_(model),
+      options_(options),
+      capacity_(options.capacity > 0
+                    ? std::min(options.capacity, model->config().n_positions)
+                    : model->config().n_positions),
+      cache_(model->config(), options.max_batch, capacity_, model->options().dtype,
+             model->options().device),
+      slots_(options.max_batch) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+BatchScheduler::~BatchScheduler() { Shutdown(); }
+
+void BatchScheduler::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    wake_.notify_all();
+  }
+  std::lock_guard<std::mutex> lock(join_mu_);
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
+  const Gpt2Config& config = model_->config();
+  const int64_t n = static_cast<int64_t>(r.prompt.size());
+  if (n == 0) return absl::InvalidArgumentError("empty prompt");
+  for (int id : r.prompt) {
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", id, " outside the vocabulary [0, ", config.vocab_size, ")"));
+    }
+  }
+  if (r.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", r.max_new_tokens, " < 1"));
+  }
+  if (n + r.max_new_tokens > capacity_) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", n, " tokens) + max_new_tokens (",
+                                                   r.max_new_tokens, ") exceeds the context of ",
+                                                   capacity_, " tokens"));
+  }
+  if (absl::Status s = ValidateSamplingOptions(r.sampling); !s.ok()) return s;
+  if (r.first_token >= config.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("first_token ", r.first_token, " outside the vocabulary"));
+  }
+  if (r.prompt_kv.defined()) {
+    const auto& kv = r.prompt_kv;
+    if (kv.dim() != 5 || kv.size(0) != config.n_layer || kv.size(1) != 2 ||
+        kv.size(2) != config.n_head || kv.size(4) != config.head_dim() || kv.size(3) > n) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt K/V of shape ", c10::str(kv.sizes()),
+                                                     " does not fit a ", n, "-token prompt"));
+    }
+    if (kv.size(3) == n && r.first_token < 0) {
+      return absl::InvalidArgumentError("prompt K/V covers the whole prompt but no first_token");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> BatchScheduler::Submit(BatchRequest request) {
+  if (absl::Status s = Validate(request); !s.ok()) return s;
+  auto entry = std::make_unique<Entry>();
+  entry->sampler = std::make_unique<Sampler>(request.sampling);
+  entry->request = std::move(request);
+  entry->submitted = absl::Now();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return absl::UnavailableError("the decode scheduler is shutting down");
+  if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("decode queue full (", options_.max_queue, " requests waiting)"));
+  }
+  entry->id = next_id_++;
+  const uint64_t id = entry->id;
+  waiting_.push_back(std::move(entry));
+  queued_.store(static_cast<int64_t>(waiting_.size()));
+  wake_.notify_all();
+  return id;
+}
+
+void BatchScheduler::Cancel(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancelled_.insert(id);
+  wake_.notify_all();
+}
+
+void BatchScheduler::End(Entry& entry, const absl::Status& status) {
+  if (entry.request.on_done) entry.request.on_done(status, entry.result);
+}
+
+void BatchScheduler::HandleCancels(absl::flat_hash_set<uint64_t> ids) {
+  for (int64_t slot = 0; slot < static_cast<int64_t>(slots_.size()); ++slot) {
+    if (slots_[slot] != nullptr && ids.contains(slots_[slot]->id)) {
+      Finish(slot, absl::CancelledError("cancelled"));
+    }
+  }
+}
+
+void BatchScheduler::Loop() {
+  for (;;) {
+    std::vector<std::unique_ptr<Entry>> admitted, cancelled_waiting;
+    absl::flat_hash_set<uint64_t> cancels;
+    bool stop = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] {
+        return stop_ || !cancelled_.empty() || active_.load() > 0 ||
+               (!waiting_.empty());
+      });
+      stop = stop_;
+      cancels.swap(cancelled_);
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        if (stop || cancels.contains((*it)->id)) {
+          cancelled_waiting.push_back(std::move(*it));
+          it = waiting_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      int64_t free_slots = 0;
+      for (const auto& s : slots_) free_slots += s == nullptr ? 1 : 0;
+      while (!stop && free_slots > 0 && !waiting_.empty()) {
+        admitted.push_back(std::move(waiting_.front()));
+        waiting_.pop_front();
+        --free_slots;
+      }
+      queued_.store(static_cast<int64_t>(waiting_.size()));
+    }
+    const absl::Status ended = stop ? absl::UnavailableError("the decode scheduler is shutting down")
+                                    : absl::CancelledError("cancelled");
+    for (auto& e : cancelled_waiting) End(*e, ended);
+    if (stop) {
+      for (int64_t slot = 0; slot < static_cast<int64_t>(slots_.size()); ++slot) {
+        if (slots_[slot] != nullptr) Finish(slot, ended);
+      }
+      return;
+    }
+    HandleCancels(std::move(cancels));
+    for (auto& e : admitted) {
+      int64_t slot = 0;
+      while (slots_[slot] != nullptr) ++slot;
+      Admit(slot, std::move(e));
+    }
+    if (active_.load() > 0) Step();
+  }
+}
+
+void BatchScheduler::Admit(int64_t slot, std::unique_ptr<Entry> entry) {
+  Entry& e = *entry;
+  e.result.queue_ms = absl::ToDoubleMilliseconds(absl::Now() - e.submitted);
+  slots_[slot] = std::move(entry);
+  active_.fetch_add(1);
+  const BatchRequest& r = e.request;
+  try {
+    cache_.set_length(slot, 0);
+    if (r.prompt_kv.defined() && r.prompt_kv.size(3) > 0) cache_.LoadRow(slot, r.prompt_kv);
+    int first = r.first_token;
+    const int64_t n = static_cast<int64_t>(r.prompt.size());
+    if (cache_.length(slot) < n) {
+      e.result.computed_prompt_tokens = n - cache_.length(slot);
+      torch::Tensor logits = PrefillRow(*model_, cache_, slot, r.prompt, options_.prefill_chunk);
+      if (first < 0) first = static_cast<int>(e.sampler->Sample(logits)[0]);
+    }
+    Emit(slot, first);
+  } catch (const c10::Error& err) {
+    Finish(slot, absl::InternalError(absl::StrCat("prefill: ", err.what_without_backtrace())));
+  } catch (const std::exception& err) {
+    Finish(slot, absl::InternalError(absl::StrCat("prefill: ", err.what())));
+  }
+}
+
+void BatchScheduler::Step() {
+  int64_t hi = 0;  // rows [0, hi) run
+  for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
+    if (slots_[s] != nullptr) hi = s + 1;
+  }
+  std::vector<int64_t> ids(hi, 0), positions(hi, 0);
+  bool all_greedy = true;
+  for (int64_t s = 0; s < hi; ++s) {
+    if (slots_[s] == nullptr) {
+      cache_.set_length(s, 0);
+      continue;
+    }
+    ids[s] = slots_[s]->last_token;
+    positions[s] = cache_.length(s);
+    all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
+  }
+  std::vector<int64_t> tokens(hi, 0);
+  try {
+    const torch::Device device = model_->options().device;
+    torch::Tensor hidden = model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
+                                           torch::tensor(positions, torch::kLong).view({hi, 1}).to(device),
+                                           {&cache_, 0});                  // (hi, 1, C)
+    torch::Tensor logits = model_->Logits(hidden.select(1, 0));            // (hi, V)
+    if (all_greedy) {
+      torch::Tensor best = logits.argmax(-1).cpu();
+      for (int64_t s = 0; s < hi; ++s) tokens[s] = best[s].item<int64_t>();
+    } else {
+      for (int64_t s = 0; s < hi; ++s) {
+        if (slots_[s] != nullptr) tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0];
+      }
+    }
+  } catch (const c10::Error& err) {
+    const absl::Status failed =
+        absl::InternalError(absl::StrCat("decode step: ", err.what_without_backtrace()));
+    for (int64_t s = 0; s < hi; ++s) {
+      if (slots_[s] != nullptr) Finish(s, failed);
+    }
+    return;
+  }
+  steps_.fetch_add(1);
+  for (int64_t s = 0; s < hi; ++s) {
+    if (slots_[s] == nullptr) {
+      cache_.set_length(s, 0);  // the dummy token's
+    } else {
+      Emit(s, static_cast<int>(tokens[s]));
+    }
+  }
+}
+
+void BatchScheduler::Emit(int64_t slot, int token) {
+  Entry& e = *slots_[slot];
+  e.last_token = token;
+  e.result.output_ids.push_back(token);
+  if (e.request.on_token) e.request.on_token(token);
+  if (e.request.stop_at_end_of_text && token == options_.end_of_text_id) {
+    e.result.finish_reason = "stop";
+  } else if (static_cast<int64_t>(e.result.output_ids.size()) >= e.request.max_new_tokens) {
+    e.result.finish_reason = "length";
+  } else {
+    return;
+  }
+  Finish(slot, absl::OkStatus());
+}
+
+void BatchScheduler::Finish(int64_t slot, const absl::Status& status) {
+  std::unique_ptr<Entry> entry = std::move(slots_[slot]);
+  cache_.set_length(slot, 0);
+  active_.fetch_sub(1);
+  if (!status.ok()) entry->result.finish_reason.clear();
+  End(*entry, status);
+}
+
+}  // namespace nanoserve

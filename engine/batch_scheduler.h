@@ -1,0 +1,162 @@
+// Continuous batching: a thread that owns a static KvCache of `max_batch`
+// rows ("slots") and decodes every admitted sequence one token per step.
+// A request that arrives joins the running batch at the next step: the
+// scheduler loads the K/V it was given (e.g. pages fetched from the KV
+// store) into a free slot, runs the rest of the prompt through the model,
+// and from then on it advances with the others. A request that finishes or
+// is cancelled leaves at once and frees its slot; waiting requests take free
+// slots in arrival order.
+//
+// Each step runs Forward over slots [0, highest busy slot]: busy slots feed
+// their last token at their own position (rows of unequal length, T == 1),
+// idle slots in that range feed a dummy token at position 0 and are reset.
+// Admission takes the lowest free slot, so the range stays tight.
+//
+// With greedy sampling the tokens equal the offline Generator's (kOn) for
+// the same prompt, whatever else is in the batch (tests check it).
+//
+// Callbacks (on_token, on_done) run on the scheduler thread, in order, and
+// must not block: they delay every sequence in the batch. on_done is called
+// exactly once per accepted request, and no callback follows it.
+//
+// Thread safety: Submit, Cancel and stats may be called from any thread.
+#ifndef NANOSERVE_ENGINE_BATCH_SCHEDULER_H_
+#define NANOSERVE_ENGINE_BATCH_SCHEDULER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+
+namespace nanoserve {
+
+struct BatchSchedulerOptions {
+  // Slots: sequences decoded together. >= 1.
+  int64_t max_batch = 16;
+  // Token capacity of each slot; 0 = the model's context (n_positions).
+  int64_t capacity = 0;
+  // Requests waiting for a slot beyond this are refused (RESOURCE_EXHAUSTED).
+  int64_t max_queue = 1024;
+  // Prompt tokens per forward pass when a request's prompt is computed
+  // here; 0 = all at once.
+  int64_t prefill_chunk = 0;
+  int end_of_text_id = 50256;
+};
+
+struct BatchResult {
+  std::vector<int> output_ids;
+  std::string finish_reason;             // "stop" or "length"; empty on error
+  int64_t computed_prompt_tokens = 0;    // prompt tokens run through the model here
+  double queue_ms = 0;                   // Submit to admission into a slot
+};
+
+struct BatchRequest {
+  std::vector<int> prompt;  // >= 1 token
+  // Optional K/V of prompt[0, n), n <= prompt.size():
+  // (n_layer, 2, n_head, n, head_dim), any device and dtype. The rest of the
+  // prompt is computed here.
+  torch::Tensor prompt_kv;
+  // The first output token if already chosen (e.g. by a prefill service),
+  // else -1. Needed when prompt_kv covers the whole prompt.
+  int first_token = -1;
+  int64_t max_new_tokens = 16;  // >= 1; prompt + max_new_tokens <= capacity
+  SamplingOptions sampling;
+  bool stop_at_end_of_text = true;
+  // Each output token as it is made (scheduler thread).
+  std::function<void(int token)> on_token;
+  // Once at the end: OK with finish_reason "stop"/"length", CANCELLED after
+  // Cancel, UNAVAILABLE at shutdown, INTERNAL on a LibTorch error.
+  std::function<void(const absl::Status& status, const BatchResult& result)> on_done;
+};
+
+class BatchScheduler {
+ public:
+  // Allocates the slots' KvCache and starts the thread. `model` is not owned.
+  // REQUIRES: options.max_batch >= 1.
+  BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options);
+  // Shutdown().
+  ~BatchScheduler();
+
+  // INVALID_ARGUMENT naming the first problem: empty prompt, an unknown
+  // token id, prompt + max_new_tokens over the capacity, bad sampling
+  // options, prompt_kv of the wrong shape or longer than the prompt, or a
+  // whole-prompt prompt_kv without first_token.
+  absl::Status Validate(const BatchRequest& request) const;
+
+  // Queues a request; returns its id. Validate's errors; RESOURCE_EXHAUSTED
+  // when the queue is full; UNAVAILABLE after Shutdown.
+  absl::StatusOr<uint64_t> Submit(BatchRequest request);
+
+  // Ends a request (on_done with CANCELLED at the next step). Unknown or
+  // finished ids are ignored.
+  void Cancel(uint64_t id);
+
+  // Ends every request with UNAVAILABLE (their on_done has run when this
+  // returns) and joins the thread; idempotent. Not from a callback.
+  void Shutdown();
+
+  int64_t max_batch() const { return options_.max_batch; }
+  int64_t capacity() const { return capacity_; }
+  int64_t active() const { return active_.load(); }
+  int64_t queued() const { return queued_.load(); }
+  int64_t steps() const { return steps_.load(); }
+
+ private:
+  struct Entry {
+    uint64_t id = 0;
+    BatchRequest request;
+    std::unique_ptr<Sampler> sampler;
+    BatchResult result;
+    absl::Time submitted;
+    int last_token = -1;
+  };
+
+  void Loop();
+  // Ends the waiting and active requests whose ids are in `ids`.
+  void HandleCancels(absl::flat_hash_set<uint64_t> ids);
+  void Admit(int64_t slot, std::unique_ptr<Entry> entry);
+  void Step();
+  // Records `token` for the entry in `slot`; ends it if it is done.
+  void Emit(int64_t slot, int token);
+  void Finish(int64_t slot, const absl::Status& status);
+  static void End(Entry& entry, const absl::Status& status);
+
+  const Gpt2Model* model_;
+  const BatchSchedulerOptions options_;
+  const int64_t capacity_;
+  KvCache cache_;                               // scheduler thread only
+  std::vector<std::unique_ptr<Entry>> slots_;  // scheduler thread only
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Entry>> waiting_;  // guarded by mu_
+  absl::flat_hash_set<uint64_t> cancelled_;     // guarded by mu_
+  uint64_t next_id_ = 1;                        // guarded by mu_
+  bool stop_ = false;                           // guarded by mu_
+
+  std::mutex join_mu_;  // serializes joining thread_
+  std::atomic<int64_t> active_{0};
+  std::atomic<int64_t> queued_{0};
+  std::atomic<int64_t> steps_{0};
+  std::thread thread_;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_ENGINE_BATCH_SCHEDULER_H_

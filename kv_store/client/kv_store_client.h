@@ -1,0 +1,76 @@
+// A blocking client of the KV store service (nanoserve.v1.KvStore) in engine
+// terms: token ids and K/V tensors in, absl::Status out. Every call has a
+// deadline; an unreachable store fails fast with UNAVAILABLE (no waiting for
+// the channel), so callers can fall back to computing K/V themselves.
+//
+// Thread safety: thread-safe (gRPC stubs are).
+#ifndef NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
+#define NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "nanoserve/v1/kv_store.grpc.pb.h"
+
+namespace nanoserve {
+
+struct KvStoreClientOptions {
+  // host:port of the store.
+  std::string target;
+  // Bound on any one message, either way.
+  int64_t max_message_bytes = 8 << 20;
+  // Page bytes per Put chunk, and asked of Fetch.
+  int64_t chunk_bytes = 1 << 20;
+  // Deadline of each call (a Put or Fetch counts as one call).
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+class KvStoreClient {
+ public:
+  explicit KvStoreClient(const KvStoreClientOptions& options);
+
+  struct Match {
+    int64_t matched_tokens = 0;
+    uint64_t lease_id = 0;
+    v1::KvLayout layout;
+  };
+  absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens);
+
+  // Caches `tokens` (whole pages); the first base_tokens are pinned by
+  // base_lease_id, and kv holds K/V of the rest:
+  // (n_layer, 2, n_head, tokens.size() - base_tokens, head_dim).
+  absl::StatusOr<v1::PutResponse> Put(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
+                                      int64_t base_tokens, const torch::Tensor& kv,
+                                      const v1::KvLayout& layout);
+
+  struct Fetched {
+    torch::Tensor kv;  // (n_layer, 2, n_head, tokens, head_dim), CPU, layout dtype
+    int64_t tokens = 0;
+    int64_t bytes = 0;  // page bytes received
+  };
+  absl::StatusOr<Fetched> Fetch(uint64_t lease_id);
+
+  absl::Status Release(uint64_t lease_id);
+  // The ids among `lease_ids` the store no longer knows.
+  absl::StatusOr<std::vector<uint64_t>> Renew(const std::vector<uint64_t>& lease_ids);
+  absl::StatusOr<v1::StatsResponse> Stats();
+
+  const std::string& target() const { return options_.target; }
+
+ private:
+  void SetDeadline(grpc::ClientContext* context) const;
+
+  KvStoreClientOptions options_;
+  std::unique_ptr<v1::KvStore::Stub> stub_;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_

@@ -1,0 +1,301 @@
+#include "kv_store/server/kv_store_handler.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "engine/device.h"
+#include "kv_store/client/kv_wire.h"
+#include "rpc/status.h"
+
+namespace nanoserve {
+namespace {
+
+grpc::Status Invalid(const std::string& message) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
+}
+
+}  // namespace
+
+KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
+                               MetricsRegistry* metrics)
+    : cache_(cache), options_(options) {
+  const PagePoolOptions& pool = cache->options().pool;
+  layout_.set_dtype(DtypeName(pool.dtype));
+  layout_.set_n_layer(pool.n_layer);
+  layout_.set_n_head(pool.n_head);
+  layout_.set_head_dim(pool.head_dim);
+  layout_.set_page_size(pool.page_size);
+  bytes_per_page_ = KvBytesPerPage(layout_);
+  if (metrics == nullptr) return;
+  fetched_bytes_ = metrics->AddCounter("nanoserve_kv_store_fetched_bytes_total",
+                                       "Page bytes sent by Fetch.");
+  put_bytes_ = metrics->AddCounter("nanoserve_kv_store_put_bytes_total",
+                                   "Page bytes received by Put and inserted.");
+  auto stat = [cache](int64_t PrefixCacheStats::*field) {
+    return [cache, field] { return static_cast<double>(cache->Stats().*field); };
+  };
+  metrics->AddGauge("nanoserve_kv_store_pages_total", "Pages in the pool.",
+                    stat(&PrefixCacheStats::pages_total));
+  metrics->AddGauge("nanoserve_kv_store_pages_in_use", "Pages cached or being written.",
+                    stat(&PrefixCacheStats::pages_in_use));
+  metrics->AddGauge("nanoserve_kv_store_pages_pinned", "Cached pages pinned by a lease.",
+                    stat(&PrefixCacheStats::pages_pinned));
+  metrics->AddGauge("nanoserve_kv_store_active_leases", "Leases held.",
+                    stat(&PrefixCacheStats::active_leases));
+  metrics->AddObservedCounter("nanoserve_kv_store_evicted_pages_total",
+                    "Cached pages evicted (LRU) since start.",
+                    stat(&PrefixCacheStats::evicted_pages));
+  metrics->AddObservedCounter("nanoserve_kv_store_expired_leases_total",
+                    "Leases released because their holder stopped renewing them.",
+                    stat(&PrefixCacheStats::expired_leases));
+  metrics->AddObservedCounter("nanoserve_kv_store_lookup_tokens_total", "Tokens passed to Match.",
+                    stat(&PrefixCacheStats::lookup_tokens));
+  metrics->AddObservedCounter("nanoserve_kv_store_hit_tokens_total", "Tokens Match found cached.",
+                    stat(&PrefixCacheStats::hit_tokens));
+  metrics->AddGauge("nanoserve_kv_store_prefix_hit_rate",
+                    "hit_tokens / lookup_tokens since start (0 before any lookup).", [cache] {
+                      const PrefixCacheStats s = cache->Stats();
+                      return s.lookup_tokens == 0
+                                 ? 0.0
+                                 : static_cast<double>(s.hit_tokens) / s.lookup_tokens;
+                    });
+}
+
+grpc::Status KvStoreHandler::CheckTokens(
+    const google::protobuf::RepeatedField<int32_t>& tokens) const {
+  if (tokens.size() > options_.max_tokens) {
+    return Invalid(absl::StrCat(tokens.size(), " tokens, more than the limit ", options_.max_tokens));
+  }
+  for (int32_t t : tokens) {
+    if (t < 0 || t >= options_.vocab_size) {
+      return Invalid(absl::StrCat("token id ", t, " outside [0, ", options_.vocab_size, ")"));
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, v1::MatchResponse* response) {
+  if (grpc::Status bad = CheckTokens(request.tokens()); !bad.ok()) return bad;
+  PrefixCache::MatchResult match = cache_->Match(request.tokens());
+  response->set_matched_tokens(match.matched_tokens);
+  response->set_lease_id(match.lease_id);
+  *response->mutable_layout() = layout_;
+  const absl::Duration ttl = cache_->options().lease_ttl;
+  response->set_lease_ttl_ms(ttl == absl::InfiniteDuration() ? 0 : absl::ToInt64Milliseconds(ttl));
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, v1::ReleaseResponse*) {
+  if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Release: lease_id 0");
+  return ToGrpcStatus(cache_->Release(request.lease_id()));
+}
+
+grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,
+                                        v1::RenewLeaseResponse* response) {
+  for (uint64_t id : request.lease_ids()) {
+    if (!cache_->RenewLease(id).ok()) response->add_unknown_lease_ids(id);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* response) {
+  const PrefixCacheStats s = cache_->Stats();
+  *response->mutable_layout() = layout_;
+  response->set_bytes_per_page(bytes_per_page_);
+  response->set_lookups(s.lookups);
+  response->set_lookup_tokens(s.lookup_tokens);
+  response->set_hit_tokens(s.hit_tokens);
+  response->set_inserted_tokens(s.inserted_tokens);
+  response->set_evicted_pages(s.evicted_pages);
+  response->set_expired_leases(s.expired_leases);
+  response->set_pages_total(s.pages_total);
+  response->set_pages_free(s.pages_free);
+  response->set_pages_in_use(s.pages_in_use);
+  response->set_pages_cached(s.pages_cached);
+  response->set_pages_pinned(s.pages_pinned);
+  response->set_nodes(s.nodes);
+  response->set_active_leases(s.active_leases);
+  if (fetched_bytes_ != nullptr) {
+    response->set_fetched_bytes(static_cast<int64_t>(fetched_bytes_->value()));
+    response->set_put_bytes(static_cast<int64_t>(put_bytes_->value()));
+  }
+  return grpc::Status::OK;
+}
+
+// ---- Put ----
+
+KvStoreHandler::PutSession::~PutSession() {
+  if (!new_pages_.empty()) handler_->cache_->FreePages(new_pages_).IgnoreError();
+}
+
+grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
+  KvStoreHandler& h = *handler_;
+  if (!SameKvLayout(header.layout(), h.layout_)) {
+    return Invalid(absl::StrCat("Put: layout ", KvLayoutString(header.layout()),
+                                " is not the store's ", KvLayoutString(h.layout_)));
+  }
+  if (grpc::Status bad = h.CheckTokens(header.tokens()); !bad.ok()) return bad;
+  const int64_t ps = h.layout_.page_size();
+  const int64_t n = header.tokens_size();
+  const int64_t base = header.base_tokens();
+  if (n == 0 || n % ps != 0) {
+    return Invalid(absl::StrCat("Put: ", n, " tokens is not a positive multiple of page_size ", ps));
+  }
+  if (base < 0 || base > n || base % ps != 0) {
+    return Invalid(absl::StrCat("Put: base_tokens ", base, " is not a page multiple in [0, ", n, "]"));
+  }
+  if ((base > 0) != (header.base_lease_id() != PrefixCache::kNoLease)) {
+    return Invalid("Put: base_lease_id must be set exactly when base_tokens > 0");
+  }
+  if (base > 0) {
+    auto leased = h.cache_->LeasedPages(header.base_lease_id());
+    if (!leased.ok()) return ToGrpcStatus(leased.status());
+    if (static_cast<int64_t>(leased->size()) < base / ps) {
+      return Invalid(absl::StrCat("Put: base lease pins ", leased->size() * ps,
+                                  " tokens, fewer than base_tokens ", base));
+    }
+    base_pages_.assign(leased->begin(), leased->begin() + base / ps);
+  }
+  auto pages = h.cache_->AllocatePages((n - base) / ps);
+  if (!pages.ok()) return ToGrpcStatus(pages.status());
+  new_pages_ = *std::move(pages);
+  tokens_.assign(header.tokens().begin(), header.tokens().end());
+  expected_bytes_ = static_cast<int64_t>(new_pages_.size()) * h.bytes_per_page_;
+  bytes_.reserve(expected_bytes_);
+  have_header_ = true;
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message) {
+  if (message.has_header()) {
+    if (have_header_) return Invalid("Put: a second header");
+    return OnHeader(message.header());
+  }
+  if (!message.has_chunk()) return Invalid("Put: empty message");
+  if (!have_header_) return Invalid("Put: page bytes before the header");
+  const v1::PageChunk& chunk = message.chunk();
+  if (chunk.offset() != bytes_.size()) {
+    return Invalid(absl::StrCat("Put: chunk at offset ", chunk.offset(), ", expected ", bytes_.size()));
+  }
+  if (static_cast<int64_t>(bytes_.size() + chunk.data().size()) > expected_bytes_) {
+    return Invalid(absl::StrCat("Put: more than the ", expected_bytes_, " bytes of ",
+                                new_pages_.size(), " pages"));
+  }
+  bytes_.append(chunk.data());
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
+  KvStoreHandler& h = *handler_;
+  if (!have_header_) return Invalid("Put: no header");
+  if (static_cast<int64_t>(bytes_.size()) != expected_bytes_) {
+    return Invalid(absl::StrCat("Put: got ", bytes_.size(), " of ", expected_bytes_, " page bytes"));
+  }
+  if (!new_pages_.empty()) {
+    auto staged = PagesFromBytes(bytes_, h.layout_);
+    if (!staged.ok()) return ToGrpcStatus(staged.status());
+    try {
+      torch::Tensor index = torch::tensor(std::vector<int64_t>(new_pages_.begin(), new_pages_.end()),
+                                          torch::kLong)
+                                .to(h.cache_->storage().device());
+      // Writing caller-held pages needs no lock (see PrefixCache).
+      torch::Tensor storage = h.cache_->storage();
+      storage.index_copy_(0, index, staged->to(storage.device()));
+    } catch (const c10::Error& e) {
+      return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("Put: copy: ", e.what_without_backtrace()));
+    }
+  }
+  std::vector<int32_t> pages = base_pages_;
+  pages.insert(pages.end(), new_pages_.begin(), new_pages_.end());
+  auto inserted = h.cache_->Insert(tokens_, pages);
+  if (!inserted.ok()) return ToGrpcStatus(inserted.status());
+  new_pages_.clear();  // adopted (or freed as duplicates) by the tree
+  if (h.put_bytes_ != nullptr) h.put_bytes_->Increment(static_cast<double>(bytes_.size()));
+  response->set_lease_id(inserted->lease_id);
+  response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
+  response->set_inserted_tokens(inserted->inserted_tokens);
+  return grpc::Status::OK;
+}
+
+// ---- Fetch ----
+
+grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request,
+                                        std::unique_ptr<FetchSession>* session) {
+  if (request.transport() != v1::TRANSPORT_BYTES) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Fetch: only TRANSPORT_BYTES is served");
+  }
+  if (request.max_chunk_bytes() < 0) return Invalid("Fetch: negative max_chunk_bytes");
+  if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Fetch: lease_id 0");
+  auto pages = cache_->LeasedPages(request.lease_id());
+  if (!pages.ok()) return ToGrpcStatus(pages.status());
+  cache_->RenewLease(request.lease_id()).IgnoreError();
+  auto s = std::unique_ptr<FetchSession>(new FetchSession());
+  const torch::Tensor& storage = cache_->storage();
+  if (storage.is_cpu()) {
+    // Straight from the pool: leased pages are read-only while the lease lives.
+    s->cache_ = cache_;
+    s->lease_id_ = request.lease_id();
+    s->pool_ = static_cast<const char*>(storage.data_ptr());
+    s->pages_.assign(pages->begin(), pages->end());
+    s->bytes_per_page_ = bytes_per_page_;
+  } else {
+    try {
+      torch::Tensor index = torch::tensor(std::vector<int64_t>(pages->begin(), pages->end()),
+                                          torch::kLong)
+                                .to(storage.device());
+      s->gathered_ = storage.index_select(0, index).cpu().contiguous();
+    } catch (const c10::Error& e) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          absl::StrCat("Fetch: copy: ", e.what_without_backtrace()));
+    }
+  }
+  *s->header_.mutable_layout() = layout_;
+  s->header_.set_pages(static_cast<int64_t>(pages->size()));
+  s->header_.set_tokens(static_cast<int64_t>(pages->size()) * layout_.page_size());
+  s->header_.set_total_bytes(static_cast<int64_t>(pages->size()) * bytes_per_page_);
+  s->chunk_bytes_ = request.max_chunk_bytes() == 0
+                        ? options_.max_chunk_bytes
+                        : std::min(request.max_chunk_bytes(), options_.max_chunk_bytes);
+  if (fetched_bytes_ != nullptr) fetched_bytes_->Increment(static_cast<double>(s->header_.total_bytes()));
+  *session = std::move(s);
+  return grpc::Status::OK;
+}
+
+bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
+  message->Clear();
+  if (!header_sent_) {
+    header_sent_ = true;
+    *message->mutable_header() = header_;
+    return true;
+  }
+  const int64_t total = header_.total_bytes();
+  if (offset_ >= total) return false;
+  const int64_t n = std::min(chunk_bytes_, total - offset_);
+  message->mutable_chunk()->set_offset(offset_);
+  std::string* data = message->mutable_chunk()->mutable_data();
+  if (pool_ == nullptr) {
+    data->assign(static_cast<const char*>(gathered_.data_ptr()) + offset_, n);
+  } else {
+    data->resize(n);
+    for (int64_t done = 0; done < n;) {  // the chunk may span pages
+      const int64_t at = offset_ + done;
+      const int64_t page = at / bytes_per_page_, within = at % bytes_per_page_;
+      const int64_t len = std::min(n - done, bytes_per_page_ - within);
+      std::memcpy(&(*data)[done], pool_ + pages_[page] * bytes_per_page_ + within, len);
+      done += len;
+    }
+  }
+  offset_ += n;
+  return true;
+}
+
+grpc::Status KvStoreHandler::FetchSession::Done() const {
+  if (pool_ != nullptr && !cache_->RenewLease(lease_id_).ok()) {
+    return grpc::Status(grpc::StatusCode::ABORTED,
+                        "Fetch: the lease was released while its pages streamed");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace nanoserve

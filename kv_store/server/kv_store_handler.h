@@ -1,0 +1,115 @@
+// The KV store service's logic in proto terms: validates requests, calls the
+// PrefixCache, and turns its absl::Status into grpc::Status. The service
+// class (kv_store_service.h) only wires these calls to gRPC reactors, so
+// unit tests drive the handler directly, without a network.
+//
+// Page bytes travel in the wire format of kv_store/client/kv_wire.h. A Put
+// allocates its pages when its header arrives (RESOURCE_EXHAUSTED then if
+// the pool is full of pinned pages) and gives them back if the stream fails.
+//
+// Thread safety: thread-safe; sessions are used by one call at a time.
+#ifndef NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
+#define NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/support/status.h>
+#include <torch/torch.h>
+
+#include "kv_store/prefix_cache.h"
+#include "nanoserve/v1/kv_store.pb.h"
+#include "rpc/metrics.h"
+
+namespace nanoserve {
+
+struct KvStoreHandlerOptions {
+  // Largest page chunk a Fetch sends (a request may ask for less).
+  int64_t max_chunk_bytes = 1 << 20;
+  // Token ids must be in [0, vocab_size).
+  int64_t vocab_size = 50257;
+  // Longest token run a Match or Put accepts.
+  int64_t max_tokens = 1 << 16;
+};
+
+class KvStoreHandler {
+ public:
+  // `cache` and `metrics` (may be null) are not owned.
+  KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
+                 MetricsRegistry* metrics);
+
+  const v1::KvLayout& layout() const { return layout_; }
+
+  grpc::Status Match(const v1::MatchRequest& request, v1::MatchResponse* response);
+  grpc::Status Release(const v1::ReleaseRequest& request, v1::ReleaseResponse* response);
+  grpc::Status RenewLease(const v1::RenewLeaseRequest& request, v1::RenewLeaseResponse* response);
+  grpc::Status Stats(const v1::StatsRequest& request, v1::StatsResponse* response);
+
+  // One Put call: OnMessage for each message in order, then Finish.
+  class PutSession {
+   public:
+    ~PutSession();  // frees pages that were allocated and not inserted
+    grpc::Status OnMessage(const v1::PutRequest& message);
+    grpc::Status Finish(v1::PutResponse* response);
+
+   private:
+    friend class KvStoreHandler;
+    explicit PutSession(KvStoreHandler* handler) : handler_(handler) {}
+    grpc::Status OnHeader(const v1::PutHeader& header);
+
+    KvStoreHandler* handler_;
+    bool have_header_ = false;
+    std::vector<int32_t> tokens_;
+    std::vector<int32_t> base_pages_;
+    std::vector<int32_t> new_pages_;  // caller-held until inserted
+    std::string bytes_;               // the new pages, as they arrive
+    int64_t expected_bytes_ = 0;
+  };
+  std::unique_ptr<PutSession> StartPut() { return std::unique_ptr<PutSession>(new PutSession(this)); }
+
+  // One Fetch call: the header, then chunks, until Next returns false; then
+  // Done() is the call's status. Pages of a CPU pool are read in place while
+  // they stream, so the caller must hold the lease until the Fetch ends:
+  // Done() is ABORTED if the lease was released (or expired) meanwhile.
+  class FetchSession {
+   public:
+    bool Next(v1::FetchResponse* message);
+    grpc::Status Done() const;
+
+   private:
+    friend class KvStoreHandler;
+    FetchSession() = default;
+    v1::FetchHeader header_;
+    // A CPU pool is read in place (pool_, pages_); another device's pages are
+    // gathered to the CPU first (gathered_: (n, L, 2, H, P, D), contiguous).
+    PrefixCache* cache_ = nullptr;
+    uint64_t lease_id_ = 0;
+    const char* pool_ = nullptr;
+    std::vector<int64_t> pages_;
+    int64_t bytes_per_page_ = 0;
+    torch::Tensor gathered_;
+    int64_t chunk_bytes_ = 0;
+    int64_t offset_ = 0;
+    bool header_sent_ = false;
+  };
+  grpc::Status StartFetch(const v1::FetchRequest& request, std::unique_ptr<FetchSession>* session);
+
+  // Releases leases not renewed within the TTL; returns how many.
+  int64_t ReapExpiredLeases() { return cache_->ReapExpiredLeases(); }
+
+ private:
+  grpc::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& tokens) const;
+
+  PrefixCache* cache_;
+  const KvStoreHandlerOptions options_;
+  v1::KvLayout layout_;
+  int64_t bytes_per_page_;
+  Counter* fetched_bytes_ = nullptr;
+  Counter* put_bytes_ = nullptr;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_

@@ -1,0 +1,20 @@
+#include "prefill_service/prefill_service.h"
+
+#include "absl/time/clock.h"
+
+namespace nanoserve {
+
+grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* context,
+                                                  const v1::PrefillRequest* request,
+                                                  v1::PrefillResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time deadline = absl::FromChrono(context->deadline());
+  workers_->Schedule([this, context, reactor, request, response, deadline] {
+    grpc::Status status = handler_->Prefill(*request, deadline, response);
+    if (status.ok() && context->IsCancelled()) handler_->Abandon(*response);
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+}  // namespace nanoserve

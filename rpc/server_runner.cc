@@ -1,0 +1,166 @@
+#include "rpc/server_runner.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include <grpcpp/health_check_service_interface.h>
+#include <httplib.h>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace nanoserve {
+namespace {
+
+// The HTTP/2 flow-control window a receiver offers each stream: a few page
+// chunks, so a bulk Fetch or Put is not paced by round trips.
+constexpr int kStreamWindowBytes = 8 << 20;
+
+// The metrics page: GET /metrics on its own thread.
+class MetricsHttpServer {
+ public:
+  explicit MetricsHttpServer(const MetricsRegistry* metrics) {
+    server_.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics->Render(), "text/plain; version=0.0.4");
+    });
+    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("ok\n", "text/plain");
+    });
+  }
+  ~MetricsHttpServer() { Stop(); }
+
+  // Binds host:port (port 0: any free one); returns the port.
+  absl::StatusOr<int> Start(const std::string& address) {
+    const size_t colon = address.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad metrics address '", address, "'"));
+    }
+    const std::string host = address.substr(0, colon);
+    if (port == 0) {
+      port = server_.bind_to_any_port(host);
+    } else if (!server_.bind_to_port(host, port)) {
+      port = -1;
+    }
+    if (port <= 0) return absl::UnavailableError(absl::StrCat("cannot bind metrics on ", address));
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    return port;
+  }
+
+  void Stop() {
+    if (thread_.joinable()) {
+      server_.stop();
+      thread_.join();
+    }
+  }
+
+ private:
+  httplib::Server server_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+void BlockTerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+absl::Status ServeUntilSignal(const ServerOptions& options,
+                              const std::vector<grpc::Service*>& services,
+                              const MetricsRegistry* metrics,
+                              const std::function<void()>& before_stop) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  // Page streams: let a sender have several chunks in flight (HTTP/2 window).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    return absl::UnavailableError(absl::StrCat(options.name, ": cannot listen on ", options.listen));
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+
+  MetricsHttpServer http(metrics);
+  int metrics_port = 0;
+  if (!options.metrics_listen.empty() && metrics != nullptr) {
+    auto port = http.Start(options.metrics_listen);
+    if (!port.ok()) {
+      server->Shutdown();
+      return port.status();
+    }
+    metrics_port = *port;
+  }
+  if (!options.port_file.empty()) {
+    std::ofstream(options.port_file) << grpc_port << "\n" << metrics_port << "\n";
+  }
+  std::fprintf(stderr, "%s: serving on port %d (metrics port %d)\n", options.name.c_str(),
+               grpc_port, metrics_port);
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int signal_number = 0;
+  sigwait(&set, &signal_number);
+  std::fprintf(stderr, "%s: signal %d, shutting down\n", options.name.c_str(), signal_number);
+
+  server->GetHealthCheckService()->SetServingStatus(false);
+  if (before_stop) before_stop();
+  const auto deadline = std::chrono::system_clock::now() +
+                        absl::ToChronoMilliseconds(options.shutdown_grace);
+  const absl::Time stopping = absl::Now();
+  server->Shutdown(deadline);
+  server->Wait();
+  http.Stop();
+  std::fprintf(stderr, "%s: stopped in %.0f ms\n", options.name.c_str(),
+               absl::ToDoubleMilliseconds(absl::Now() - stopping));
+  return absl::OkStatus();
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
+  // A restarted peer on loopback is found again within two seconds.
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::Status WaitForServing(const std::string& target, absl::Duration timeout) {
+  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(target, 1 << 20));
+  const absl::Time end = absl::Now() + timeout;
+  std::string last = "no answer";
+  while (absl::Now() < end) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    grpc::health::v1::HealthCheckRequest request;
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::Status status = stub->Check(&context, request, &response);
+    if (status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+      return absl::OkStatus();
+    }
+    last = status.ok() ? "not serving" : status.error_message();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat(target, " not serving after ", absl::FormatDuration(timeout), ": ", last));
+}
+
+}  // namespace nanoserve

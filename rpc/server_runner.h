@@ -1,0 +1,64 @@
+// Runs a gRPC server the way every nanoserve service does: listening on a
+// configured address (loopback by default), with bounded message sizes,
+// gRPC health checking (grpc.health.v1), an optional Prometheus metrics page
+// over HTTP, and a graceful shutdown on SIGTERM or SIGINT: health turns
+// NOT_SERVING, new calls are refused, calls in flight get `shutdown_grace`
+// to finish and are then cancelled.
+#ifndef NANOSERVE_RPC_SERVER_RUNNER_H_
+#define NANOSERVE_RPC_SERVER_RUNNER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "rpc/metrics.h"
+
+namespace nanoserve {
+
+struct ServerOptions {
+  // Service name for logs, e.g. "nanoserve-kv-store".
+  std::string name;
+  // gRPC address, host:port. Port 0 picks a free port (see port_file).
+  std::string listen = "127.0.0.1:0";
+  // host:port of the HTTP metrics page (GET /metrics); empty: no page.
+  std::string metrics_listen;
+  // Largest message received or sent, in bytes.
+  int64_t max_message_bytes = 8 << 20;
+  // If set, written once serving: the gRPC port, then the metrics port (0
+  // when none), one per line. Tests and `nanoserve serve` read it.
+  std::string port_file;
+  // How long calls in flight may take to finish after a shutdown signal.
+  absl::Duration shutdown_grace = absl::Seconds(5);
+};
+
+// Blocks SIGTERM and SIGINT in the calling thread so that they are received
+// only by ServeUntilSignal's sigwait. Call first thing in main, before any
+// thread starts (threads inherit the mask).
+void BlockTerminationSignals();
+
+// Starts the server with `services` (not owned; they must outlive the call),
+// serves until SIGTERM or SIGINT, then shuts down gracefully. `before_stop`
+// (optional) runs after the server stopped taking calls and before it waits
+// for them, e.g. to cancel long streams. UNAVAILABLE if the address cannot
+// be bound.
+absl::Status ServeUntilSignal(const ServerOptions& options,
+                              const std::vector<grpc::Service*>& services,
+                              const MetricsRegistry* metrics,
+                              const std::function<void()>& before_stop = nullptr);
+
+// A channel to `target` (host:port) with the given message size bound,
+// without transport security (the services listen on loopback by default).
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes);
+
+// Polls grpc.health.v1 Check on `target` until it answers SERVING;
+// DEADLINE_EXCEEDED if it does not within `timeout`.
+absl::Status WaitForServing(const std::string& target, absl::Duration timeout);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_RPC_SERVER_RUNNER_H_

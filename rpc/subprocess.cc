@@ -1,0 +1,112 @@
+#include "rpc/subprocess.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace nanoserve {
+
+absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<std::string>& argv,
+                                                              const std::string& log_path) {
+  if (argv.empty()) return absl::InvalidArgumentError("Subprocess: empty argv");
+  std::vector<char*> args;
+  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: errno ", errno));
+  if (pid == 0) {
+    // The child: default signal mask and handlers, output to the log.
+    sigset_t all;
+    sigemptyset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, nullptr);
+    // A parent that dies without stopping its services takes them along.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (!log_path.empty()) {
+      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd >= 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        close(fd);
+      }
+    }
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return std::unique_ptr<Subprocess>(new Subprocess(pid));
+}
+
+Subprocess::~Subprocess() {
+  if (!reaped_) {
+    kill(pid_, SIGKILL);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+  }
+}
+
+bool Subprocess::running() {
+  if (reaped_) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    reaped_ = true;
+    exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return false;
+  }
+  return true;
+}
+
+void Subprocess::Signal(int signal_number) {
+  if (!reaped_) kill(pid_, signal_number);
+}
+
+absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  while (running()) {
+    if (absl::Now() >= end) {
+      return absl::DeadlineExceededError(absl::StrCat("process ", pid_, " still running"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return exit_code_;
+}
+
+absl::StatusOr<int> Subprocess::Stop(absl::Duration grace) {
+  Signal(SIGTERM);
+  auto code = Wait(grace);
+  if (code.ok()) return code;
+  Signal(SIGKILL);
+  return Wait(absl::Seconds(10));
+}
+
+std::string ExecutableDir() {
+  char buf[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string path(buf, n);
+  return path.substr(0, path.rfind('/'));
+}
+
+absl::StatusOr<std::pair<int, int>> ReadPortFile(const std::string& path, Subprocess* child,
+                                                 absl::Duration timeout) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    std::ifstream in(path);
+    int grpc_port = 0, metrics_port = -1;
+    if (in >> grpc_port >> metrics_port && grpc_port > 0) return std::make_pair(grpc_port, metrics_port);
+    if (child != nullptr && !child->running()) {
+      return absl::UnavailableError(absl::StrCat("process exited before writing ", path));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return absl::DeadlineExceededError(absl::StrCat("no ports in ", path));
+}
+
+}  // namespace nanoserve

@@ -1,0 +1,57 @@
+// A child process: started with fork/exec, its stdout and stderr appended to
+// a log file, signalled and reaped by its owner; it gets SIGTERM if the
+// thread that started it exits first (PR_SET_PDEATHSIG). `nanoserve serve` and the
+// integration tests start the service binaries with it.
+//
+// Thread safety: thread-compatible (one owner).
+#ifndef NANOSERVE_RPC_SUBPROCESS_H_
+#define NANOSERVE_RPC_SUBPROCESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace nanoserve {
+
+class Subprocess {
+ public:
+  // Runs argv[0] (a path) with argv; output goes to `log_path` ("" keeps
+  // the parent's). INTERNAL if fork fails; a failed exec shows as exit 127.
+  static absl::StatusOr<std::unique_ptr<Subprocess>> Start(const std::vector<std::string>& argv,
+                                                           const std::string& log_path = "");
+  // Kills (SIGKILL) and reaps the child if it still runs.
+  ~Subprocess();
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  void Signal(int signal_number);
+  // Waits for the child to exit; its exit code (128 + signal if killed).
+  // DEADLINE_EXCEEDED if it still runs after `timeout`.
+  absl::StatusOr<int> Wait(absl::Duration timeout);
+  // SIGTERM, then SIGKILL if it has not exited within `grace`.
+  absl::StatusOr<int> Stop(absl::Duration grace = absl::Seconds(10));
+
+ private:
+  explicit Subprocess(pid_t pid) : pid_(pid) {}
+  pid_t pid_;
+  bool reaped_ = false;
+  int exit_code_ = 0;
+};
+
+// Directory of the running executable (/proc/self/exe), for finding the
+// service binaries next to it.
+std::string ExecutableDir();
+
+// Reads a ServerOptions::port_file: {grpc port, metrics port}. Polls until
+// the file is complete, the child exits, or `timeout` passes.
+absl::StatusOr<std::pair<int, int>> ReadPortFile(const std::string& path, Subprocess* child,
+                                                 absl::Duration timeout);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_RPC_SUBPROCESS_H_

@@ -1,0 +1,202 @@
+// The continuous-batching scheduler against the offline Generator: same
+// greedy tokens whatever joins or leaves the batch, K/V handed in from
+// elsewhere, cancellation, queueing, bad requests.
+#include "engine/batch_scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "engine/generate.h"
+#include "engine/prefill.h"
+#include "tests/engine/test_model.h"
+
+namespace nanoserve {
+namespace {
+
+using ::nanoserve::testing::ExpectSameGreedy;
+using ::nanoserve::testing::TinyModel;
+
+// Collects one request's callbacks.
+struct Outcome {
+  absl::Mutex mu;
+  std::vector<int> streamed;
+  absl::Status status;
+  BatchResult result;
+  absl::Notification done;
+};
+
+BatchRequest MakeRequest(const std::vector<int>& prompt, int64_t max_new, Outcome* out) {
+  BatchRequest r;
+  r.prompt = prompt;
+  r.max_new_tokens = max_new;
+  r.stop_at_end_of_text = false;
+  r.on_token = [out](int t) {
+    absl::MutexLock lock(&out->mu);
+    out->streamed.push_back(t);
+  };
+  r.on_done = [out](const absl::Status& s, const BatchResult& res) {
+    out->status = s;
+    out->result = res;
+    out->done.Notify();
+  };
+  return r;
+}
+
+std::vector<int> Offline(const Gpt2Model& model, const std::vector<int>& prompt, int64_t max_new) {
+  Generator generator(&model);
+  GenerateOptions options;
+  options.max_new_tokens = max_new;
+  options.stop_at_end_of_text = false;
+  return generator.Generate({prompt}, options).value().sequences[0].output_ids;
+}
+
+std::vector<int> Prompt(int length, int salt) {
+  std::vector<int> p;
+  for (int i = 0; i < length; ++i) p.push_back((i * 37 + salt * 101 + 5) % 512);
+  return p;
+}
+
+TEST(BatchSchedulerTest, StaggeredRequestsMatchTheOfflineEngine) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 3;  // fewer slots than requests: some wait, then join
+  BatchScheduler scheduler(model.get(), options);
+  const std::vector<std::vector<int>> prompts = {Prompt(5, 1), Prompt(17, 2), Prompt(1, 3),
+                                                 Prompt(30, 4), Prompt(9, 5)};
+  const std::vector<int64_t> max_new = {12, 4, 20, 7, 15};
+  std::vector<std::unique_ptr<Outcome>> outcomes;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    outcomes.push_back(std::make_unique<Outcome>());
+    ASSERT_TRUE(scheduler.Submit(MakeRequest(prompts[i], max_new[i], outcomes[i].get())).ok());
+    if (i == 1) outcomes[0]->done.WaitForNotificationWithTimeout(absl::Milliseconds(1));
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(outcomes[i]->status.ok()) << outcomes[i]->status;
+    EXPECT_EQ(outcomes[i]->result.finish_reason, "length");
+    EXPECT_EQ(outcomes[i]->result.output_ids, outcomes[i]->streamed);
+    EXPECT_EQ(outcomes[i]->result.computed_prompt_tokens, static_cast<int64_t>(prompts[i].size()));
+    ExpectSameGreedy(*model, prompts[i], Offline(*model, prompts[i], max_new[i]),
+                     outcomes[i]->result.output_ids);
+  }
+  EXPECT_EQ(scheduler.active(), 0);
+  EXPECT_EQ(scheduler.queued(), 0);
+}
+
+TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
+  auto model = TinyModel();
+  const std::vector<int> prompt = Prompt(21, 7);
+  const std::vector<int> expected = Offline(*model, prompt, 10);
+  // K/V of the first 16 tokens, computed elsewhere (as the KV store holds it).
+  KvCache other(model->config(), 1, 64, testing::TestDtype(), testing::TestDevice());
+  std::vector<int> head(prompt.begin(), prompt.begin() + 16);
+  PrefillRow(*model, other, 0, head, 0);
+  BatchScheduler scheduler(model.get(), {});
+
+  Outcome partial;
+  BatchRequest r = MakeRequest(prompt, 10, &partial);
+  r.prompt_kv = other.ReadRow(0, 0, 16);
+  r.first_token = expected[0];
+  ASSERT_TRUE(scheduler.Submit(std::move(r)).ok());
+  ASSERT_TRUE(partial.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(partial.status.ok()) << partial.status;
+  EXPECT_EQ(partial.result.computed_prompt_tokens, 5);
+  ExpectSameGreedy(*model, prompt, expected, partial.result.output_ids);
+
+  // The whole prompt's K/V: nothing is computed; the given first token is
+  // emitted as is, even if the model would not pick it.
+  other.set_length(0, 0);
+  PrefillRow(*model, other, 0, prompt, 0);
+  Outcome whole;
+  BatchRequest w = MakeRequest(prompt, 3, &whole);
+  w.prompt_kv = other.ReadRow(0, 0, static_cast<int64_t>(prompt.size()));
+  w.first_token = (expected[0] + 1) % 512;
+  ASSERT_TRUE(scheduler.Submit(std::move(w)).ok());
+  ASSERT_TRUE(whole.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(whole.result.computed_prompt_tokens, 0);
+  ASSERT_EQ(whole.result.output_ids.size(), 3u);
+  EXPECT_EQ(whole.result.output_ids[0], (expected[0] + 1) % 512);
+}
+
+TEST(BatchSchedulerTest, CancelFreesTheSlotForTheNextRequest) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 1;
+  BatchScheduler scheduler(model.get(), options);
+  Outcome first, second;
+  absl::Notification started;
+  BatchRequest r = MakeRequest(Prompt(4, 1), 80, &first);
+  r.on_token = [&started](int) {
+    if (!started.HasBeenNotified()) started.Notify();
+  };
+  auto id = scheduler.Submit(std::move(r));
+  ASSERT_TRUE(id.ok());
+  auto id2 = scheduler.Submit(MakeRequest(Prompt(6, 2), 5, &second));
+  ASSERT_TRUE(id2.ok());
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(scheduler.queued(), 1);  // one slot: the second waits
+  scheduler.Cancel(*id);
+  ASSERT_TRUE(first.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(first.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(first.result.output_ids.size(), 80u);
+  ASSERT_TRUE(second.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  ExpectSameGreedy(*model, Prompt(6, 2), Offline(*model, Prompt(6, 2), 5), second.result.output_ids);
+  scheduler.Cancel(*id);  // finished already: ignored
+  EXPECT_EQ(scheduler.active(), 0);
+}
+
+TEST(BatchSchedulerTest, BadRequestsAreRefusedAndNothingRuns) {
+  auto model = TinyModel();
+  BatchScheduler scheduler(model.get(), {});
+  Outcome out;
+  auto code = [&](BatchRequest r) { return scheduler.Submit(std::move(r)).status().code(); };
+  EXPECT_EQ(code(MakeRequest({}, 4, &out)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(MakeRequest({1, 512}, 4, &out)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(MakeRequest({1, -1}, 4, &out)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(MakeRequest({1, 2}, 0, &out)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(MakeRequest(Prompt(90, 1), 7, &out)), absl::StatusCode::kInvalidArgument);
+  BatchRequest bad_sampling = MakeRequest({1, 2}, 4, &out);
+  bad_sampling.sampling.top_p = 2.0;
+  EXPECT_EQ(code(std::move(bad_sampling)), absl::StatusCode::kInvalidArgument);
+  BatchRequest bad_kv = MakeRequest({1, 2}, 4, &out);
+  bad_kv.prompt_kv = torch::zeros({2, 2, 4, 3, 16});  // 3 tokens for a 2-token prompt
+  EXPECT_EQ(code(std::move(bad_kv)), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(out.done.HasBeenNotified());
+  EXPECT_EQ(scheduler.steps(), 0);
+}
+
+TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 1;
+  auto scheduler = std::make_unique<BatchScheduler>(model.get(), options);
+  Outcome a, b;
+  absl::Notification started;
+  BatchRequest first = MakeRequest(Prompt(3, 1), 80, &a);
+  first.on_token = [&](int) {  // holds the scheduler at a's first token a while
+    if (!started.HasBeenNotified()) {
+      started.Notify();
+      absl::SleepFor(absl::Milliseconds(300));
+    }
+  };
+  ASSERT_TRUE(scheduler->Submit(std::move(first)).ok());
+  ASSERT_TRUE(scheduler->Submit(MakeRequest(Prompt(3, 2), 80, &b)).ok());
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  scheduler->Shutdown();  // during a's first token: a and b end unfinished
+  scheduler.reset();
+  ASSERT_TRUE(a.done.HasBeenNotified());
+  ASSERT_TRUE(b.done.HasBeenNotified());
+  EXPECT_EQ(a.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(b.status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(b.result.output_ids.empty());
+}
+
+}  // namespace
+}  // namespace nanoserve

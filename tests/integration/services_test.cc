@@ -1,0 +1,273 @@
+// Integration: the three real service binaries (nanoserve-kv-store,
+// nanoserve-prefill, nanoserve-decode) started as processes on free loopback
+// ports with a tiny saved checkpoint, driven through gRPC like a user would.
+// Each test starts its own stack (a second or two) and stops it with
+// SIGTERM, expecting a clean exit.
+#include <stdlib.h>
+#include <cstdio>
+#include <signal.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include "absl/strings/str_cat.h"
+#include "client/service_client.h"
+#include "engine/checkpoint.h"
+#include "engine/generate.h"
+#include "engine/model_loader.h"
+#include "kv_store/client/kv_store_client.h"
+#include "rpc/server_runner.h"
+#include "tests/engine/test_model.h"
+
+namespace nanoserve {
+namespace {
+
+using ::nanoserve::testing::ExpectSameGreedy;
+
+constexpr int64_t kPageSize = 8;
+
+class ServicesTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/nanoserve_it_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    const std::string model_dir = dir_ + "/model";
+    ASSERT_TRUE(SaveCheckpoint(model_dir, testing::TinyCheckpoint()).ok());
+    ModelOptions model_options;  // CPU fp32, as the services run here
+    model_ = LoadModel(model_dir, model_options).value().model;
+
+    ServiceStackOptions o;
+    o.bin_dir = NANOSERVE_BIN_DIR;
+    o.work_dir = dir_;
+    o.model = model_dir;
+    o.page_size = kPageSize;
+    o.pool_mb = 16;
+    o.max_batch = 16;
+    o.prefill_flags = {"--store_timeout_ms=2000"};
+    o.decode_flags = {"--store_timeout_ms=2000", "--workers=16"};
+    const absl::Time start = absl::Now();
+    auto stack = ServiceStack::Start(o);
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    std::fprintf(stderr, "services started in %.0f ms\n",
+                 absl::ToDoubleMilliseconds(absl::Now() - start));
+    stack_ = *std::move(stack);
+    decode_ = v1::Decode::NewStub(MakeChannel(stack_->target(ServiceStack::kDecode), 8 << 20));
+    KvStoreClientOptions s;
+    s.target = stack_->target(ServiceStack::kKvStore);
+    store_ = std::make_unique<KvStoreClient>(s);
+  }
+
+  void TearDown() override {
+    // Our connections first: a server's graceful shutdown waits (up to its
+    // grace period) for its clients to go.
+    decode_.reset();
+    store_.reset();
+    if (stack_ != nullptr) {
+      const absl::Time start = absl::Now();
+      absl::Status stopped = stack_->Stop();  // SIGTERM: each must exit 0
+      EXPECT_TRUE(stopped.ok()) << stopped;
+      std::fprintf(stderr, "services stopped in %.0f ms\n",
+                   absl::ToDoubleMilliseconds(absl::Now() - start));
+    }
+    if (std::getenv("NANOSERVE_KEEP_TEST_DIR") == nullptr) {
+      std::system(absl::StrCat("rm -rf ", dir_).c_str());
+    } else {
+      std::fprintf(stderr, "service logs kept in %s\n", dir_.c_str());
+    }
+  }
+
+  static std::vector<int> Prompt(int length, int salt) {
+    std::vector<int> p;
+    for (int i = 0; i < length; ++i) p.push_back((i * 31 + salt * 97 + 3) % 512);
+    return p;
+  }
+
+  static v1::GenerateRequest Request(const std::vector<int>& prompt, int64_t max_new) {
+    v1::GenerateRequest r;
+    r.mutable_prompt_ids()->Add(prompt.begin(), prompt.end());
+    r.set_max_new_tokens(max_new);
+    r.set_ignore_eos(true);
+    return r;
+  }
+
+  std::vector<int> Offline(const std::vector<int>& prompt, int64_t max_new) {
+    Generator generator(model_.get());
+    GenerateOptions options;
+    options.max_new_tokens = max_new;
+    options.stop_at_end_of_text = false;
+    return generator.Generate({prompt}, options).value().sequences[0].output_ids;
+  }
+
+  absl::StatusOr<GenerateOutcome> Generate(const v1::GenerateRequest& request,
+                                           absl::Duration timeout = absl::Seconds(60)) {
+    return StreamGenerate(*decode_, request, timeout);
+  }
+
+  std::string Metrics(ServiceStack::Which which) {
+    httplib::Client http("127.0.0.1", stack_->metrics_port(which));
+    auto res = http.Get("/metrics");
+    return res && res->status == 200 ? res->body : "";
+  }
+
+  std::string dir_;
+  std::unique_ptr<Gpt2Model> model_;
+  std::unique_ptr<ServiceStack> stack_;
+  std::unique_ptr<v1::Decode::Stub> decode_;
+  std::unique_ptr<KvStoreClient> store_;
+};
+
+TEST_F(ServicesTest, GreedyTokensEqualTheOfflineEngine) {
+  for (int length : {1, 5, 8, 17, 33}) {
+    const std::vector<int> prompt = Prompt(length, length);
+    auto out = Generate(Request(prompt, 12));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const v1::Finished& f = out->finished;
+    EXPECT_EQ(f.finish_reason(), "length");
+    EXPECT_EQ(f.fallback_reason(), "");
+    EXPECT_EQ(f.usage().prompt_tokens(), length);
+    EXPECT_EQ(f.usage().output_tokens(), 12);
+    // Whole pages came from the store; decode computed only the last partial page.
+    EXPECT_EQ(f.usage().fetched_prompt_tokens(), length / kPageSize * kPageSize);
+    EXPECT_EQ(f.usage().recomputed_prompt_tokens(), length % kPageSize);
+    EXPECT_GT(f.timings().ttft_ms(), 0);
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 12), out->output_ids);
+  }
+}
+
+TEST_F(ServicesTest, SharedPrefixIsACacheHit) {
+  const std::vector<int> a = Prompt(26, 1);
+  auto first = Generate(Request(a, 6));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->finished.usage().cached_prompt_tokens(), 0);
+  const v1::StatsResponse before = store_->Stats().value();
+
+  std::vector<int> b(a.begin(), a.begin() + 20);
+  for (int t : {7, 8, 9, 10, 11}) b.push_back(t);
+  auto second = Generate(Request(b, 6));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->finished.usage().cached_prompt_tokens(), 16);  // two whole shared pages
+  ExpectSameGreedy(*model_, b, Offline(b, 6), second->output_ids);
+
+  const v1::StatsResponse after = store_->Stats().value();
+  EXPECT_EQ(after.hit_tokens() - before.hit_tokens(), 16);
+  EXPECT_GT(after.fetched_bytes(), before.fetched_bytes());
+  const std::string metrics = Metrics(ServiceStack::kKvStore);
+  EXPECT_NE(metrics.find("nanoserve_kv_store_prefix_hit_rate"), std::string::npos);
+  EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_ttft_ms_count 2"),
+            std::string::npos);
+}
+
+TEST_F(ServicesTest, SixteenConcurrentClientsGetTheirOwnOutputs) {
+  constexpr int kClients = 16;
+  std::vector<absl::StatusOr<GenerateOutcome>> outs(kClients, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i) {
+    threads.emplace_back([&, i] { outs[i] = Generate(Request(Prompt(3 + 2 * i, 100 + i), 10 + i % 5)); });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    ASSERT_TRUE(outs[i].ok()) << i << ": " << outs[i].status();
+    const std::vector<int> prompt = Prompt(3 + 2 * i, 100 + i);
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 10 + i % 5), outs[i]->output_ids);
+  }
+  const v1::StatsResponse stats = store_->Stats().value();
+  EXPECT_EQ(stats.pages_pinned(), 0);
+  EXPECT_EQ(stats.active_leases(), 0);
+}
+
+TEST_F(ServicesTest, CancelMidStreamFreesTheLease) {
+  std::atomic<int64_t> pinned_while_streaming{-1};
+  int seen = 0;
+  auto out = StreamGenerate(*decode_, Request(Prompt(20, 5), 70), absl::Seconds(60),
+                            [&](const v1::Token&) {
+                              if (++seen == 2) pinned_while_streaming = store_->Stats()->pages_pinned();
+                              return seen < 3;  // cancel after the third token
+                            });
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(pinned_while_streaming.load(), 2);  // the prompt's two whole pages
+  absl::Time end = absl::Now() + absl::Seconds(10);
+  v1::StatsResponse stats;
+  do {
+    stats = store_->Stats().value();
+    if (stats.pages_pinned() == 0 && stats.active_leases() == 0) break;
+    absl::SleepFor(absl::Milliseconds(20));
+  } while (absl::Now() < end);
+  EXPECT_EQ(stats.pages_pinned(), 0);
+  EXPECT_EQ(stats.active_leases(), 0);
+  // The slot is free again: a full-size request still runs.
+  auto next = Generate(Request(Prompt(4, 6), 5));
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_requests_total{code=\"CANCELLED\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(ServicesTest, BadInputGetsItsStatusCodeAndChangesNothing) {
+  const v1::StatsResponse before = store_->Stats().value();
+  auto code = [&](const v1::GenerateRequest& r) { return Generate(r).status().code(); };
+  EXPECT_EQ(code(Request({}, 5)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(Request({1, 600}, 5)), absl::StatusCode::kInvalidArgument);   // vocab is 512
+  EXPECT_EQ(code(Request(Prompt(90, 1), 10)), absl::StatusCode::kInvalidArgument);  // context 96
+  EXPECT_EQ(code(Request({1, 2}, 0)), absl::StatusCode::kInvalidArgument);
+  v1::GenerateRequest bad_sampling = Request({1, 2}, 5);
+  bad_sampling.mutable_sampling()->set_top_p(1.5);
+  EXPECT_EQ(code(bad_sampling), absl::StatusCode::kInvalidArgument);
+  const v1::StatsResponse after = store_->Stats().value();
+  EXPECT_EQ(after.lookups(), before.lookups());  // refused before reaching the store
+  EXPECT_EQ(after.pages_in_use(), before.pages_in_use());
+  // A deadline too short for the work.
+  EXPECT_EQ(Generate(Request(Prompt(30, 2), 60), absl::Milliseconds(5)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  // Nothing stuck afterwards.
+  auto ok = Generate(Request(Prompt(9, 3), 4));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+}
+
+TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
+  // Kill the store while a stream runs: that stream still completes.
+  std::atomic<bool> killed{false};
+  const std::vector<int> running = Prompt(24, 9);
+  auto during = StreamGenerate(*decode_, Request(running, 30), absl::Seconds(60),
+                               [&](const v1::Token&) {
+                                 if (!killed.exchange(true)) {
+                                   stack_->process(ServiceStack::kKvStore)->Signal(SIGKILL);
+                                 }
+                                 return true;
+                               });
+  ASSERT_TRUE(during.ok()) << during.status();
+  ExpectSameGreedy(*model_, running, Offline(running, 30), during->output_ids);
+  ASSERT_FALSE(stack_->process(ServiceStack::kKvStore)->running());
+
+  // With the store gone, requests are computed by prefill/decode and say so.
+  for (int length : {5, 19}) {
+    const std::vector<int> prompt = Prompt(length, 40 + length);
+    auto out = Generate(Request(prompt, 8), absl::Seconds(30));
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_NE(out->finished.fallback_reason(), "");
+    EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 0);
+    EXPECT_EQ(out->finished.usage().recomputed_prompt_tokens(), length);
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
+  }
+  EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_fallbacks_total 2"),
+            std::string::npos);
+
+  // A restarted store is used again.
+  ASSERT_TRUE(stack_->Restart(ServiceStack::kKvStore).ok());
+  std::string reason = "not tried";
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (!reason.empty() && absl::Now() < end) {
+    auto out = Generate(Request(Prompt(12, 77), 4));
+    ASSERT_TRUE(out.ok()) << out.status();
+    reason = out->finished.fallback_reason();
+    if (!reason.empty()) absl::SleepFor(absl::Milliseconds(200));
+  }
+  EXPECT_EQ(reason, "");
+}
+
+}  // namespace
+}  // namespace nanoserve

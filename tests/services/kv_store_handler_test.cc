@@ -1,0 +1,209 @@
+// The KV store handler without a network: Put then Fetch returns the same
+// bytes in bounded chunks, prefix matches and leases behave, and every bad
+// request gets its code and changes nothing (no page leaks).
+#include "kv_store/server/kv_store_handler.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "kv_store/client/kv_wire.h"
+
+namespace nanoserve {
+namespace {
+
+constexpr int64_t kPageSize = 4;
+
+class KvStoreHandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    PrefixCacheOptions o;
+    o.pool.page_size = kPageSize;
+    o.pool.n_layer = 2;
+    o.pool.n_head = 2;
+    o.pool.head_dim = 3;
+    o.pool.byte_budget = 6 * PagePool::BytesPerPage(o.pool);  // 6 pages
+    cache_ = PrefixCache::Create(o).value();
+    KvStoreHandlerOptions h;
+    h.max_chunk_bytes = 100;  // a page is 2*2*2*4*3*4 = 384 bytes: several chunks each
+    h.vocab_size = 50;
+    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, &metrics_);
+  }
+
+  // K/V of `n` tokens whose values encode (token position, salt).
+  torch::Tensor Kv(int64_t begin, int64_t n, float salt) {
+    return (torch::arange(begin, begin + n, torch::kFloat).view({1, 1, 1, n, 1}) + salt)
+        .expand({2, 2, 2, n, 3})
+        .contiguous();
+  }
+
+  grpc::Status Put(const std::vector<int32_t>& tokens, uint64_t base_lease, int64_t base_tokens,
+                   const torch::Tensor& kv, v1::PutResponse* response) {
+    auto session = handler_->StartPut();
+    v1::PutRequest header;
+    header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    header.mutable_header()->set_base_lease_id(base_lease);
+    header.mutable_header()->set_base_tokens(base_tokens);
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    if (grpc::Status s = session->OnMessage(header); !s.ok()) return s;
+    torch::Tensor pages = KvToPages(kv, handler_->layout()).value();
+    const char* data = static_cast<const char*>(pages.data_ptr());
+    const int64_t total = pages.numel() * 4;
+    for (int64_t off = 0; off < total; off += 150) {
+      v1::PutRequest chunk;
+      chunk.mutable_chunk()->set_offset(off);
+      chunk.mutable_chunk()->set_data(data + off, std::min<int64_t>(150, total - off));
+      if (grpc::Status s = session->OnMessage(chunk); !s.ok()) return s;
+    }
+    return session->Finish(response);
+  }
+
+  // Fetches a lease; checks chunk bounds and order; returns the K/V.
+  torch::Tensor Fetch(uint64_t lease) {
+    v1::FetchRequest request;
+    request.set_lease_id(lease);
+    std::unique_ptr<KvStoreHandler::FetchSession> session;
+    grpc::Status s = handler_->StartFetch(request, &session);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) return {};
+    v1::FetchResponse message;
+    EXPECT_TRUE(session->Next(&message));
+    EXPECT_TRUE(message.has_header());
+    const v1::FetchHeader header = message.header();
+    std::string bytes;
+    while (session->Next(&message)) {
+      EXPECT_TRUE(message.has_chunk());
+      EXPECT_LE(message.chunk().data().size(), 100u);
+      EXPECT_EQ(message.chunk().offset(), bytes.size());
+      bytes += message.chunk().data();
+    }
+    EXPECT_EQ(static_cast<int64_t>(bytes.size()), header.total_bytes());
+    EXPECT_TRUE(session->Done().ok());
+    return PagesToKv(PagesFromBytes(bytes, header.layout()).value());
+  }
+
+  MetricsRegistry metrics_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<KvStoreHandler> handler_;
+};
+
+TEST_F(KvStoreHandlerTest, PutThenMatchAndFetchReturnTheSameKv) {
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0.5f), &put).ok());
+  EXPECT_EQ(put.cached_tokens(), 8);
+  EXPECT_EQ(put.inserted_tokens(), 8);
+  EXPECT_TRUE(torch::equal(Fetch(put.lease_id()), Kv(0, 8, 0.5f)));
+
+  // A prompt sharing the first page, extended by one page after it.
+  v1::MatchRequest match_request;
+  for (int32_t t : {1, 2, 3, 4, 9, 9, 9, 9, 9}) match_request.add_tokens(t);
+  v1::MatchResponse match;
+  ASSERT_TRUE(handler_->Match(match_request, &match).ok());
+  EXPECT_EQ(match.matched_tokens(), 4);
+  EXPECT_EQ(match.layout().page_size(), kPageSize);
+  v1::PutResponse put2;
+  ASSERT_TRUE(Put({1, 2, 3, 4, 9, 9, 9, 9}, match.lease_id(), 4, Kv(4, 4, 7.0f), &put2).ok());
+  EXPECT_EQ(put2.inserted_tokens(), 4);
+  torch::Tensor both = Fetch(put2.lease_id());
+  EXPECT_TRUE(torch::equal(both.narrow(3, 0, 4), Kv(0, 4, 0.5f)));
+  EXPECT_TRUE(torch::equal(both.narrow(3, 4, 4), Kv(4, 4, 7.0f)));
+
+  v1::StatsResponse stats;
+  ASSERT_TRUE(handler_->Stats({}, &stats).ok());
+  EXPECT_EQ(stats.pages_cached(), 3);
+  EXPECT_EQ(stats.active_leases(), 3);
+  EXPECT_EQ(stats.hit_tokens(), 4);
+  EXPECT_EQ(stats.put_bytes(), 3 * stats.bytes_per_page());
+  for (uint64_t id : {put.lease_id(), match.lease_id(), put2.lease_id()}) {
+    v1::ReleaseRequest release;
+    release.set_lease_id(id);
+    v1::ReleaseResponse released;
+    EXPECT_TRUE(handler_->Release(release, &released).ok());
+  }
+  ASSERT_TRUE(handler_->Stats({}, &stats).ok());
+  EXPECT_EQ(stats.pages_pinned(), 0);
+  EXPECT_EQ(stats.active_leases(), 0);
+  EXPECT_NE(metrics_.Render().find("nanoserve_kv_store_pages_in_use 3"), std::string::npos);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
+  v1::PutResponse put;
+  auto code = [](const grpc::Status& s) { return s.error_code(); };
+  // Not a page multiple; bad token id; a base without its lease; an unknown lease.
+  EXPECT_EQ(code(Put({1, 2, 3}, 0, 0, Kv(0, 4, 0), &put)), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(code(Put({1, 2, 3, 50}, 0, 0, Kv(0, 4, 0), &put)), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(code(Put({1, 2, 3, 4}, 0, 4, Kv(0, 0, 0), &put)), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(code(Put({1, 2, 3, 4, 5, 6, 7, 8}, 77, 4, Kv(4, 4, 0), &put)),
+            grpc::StatusCode::NOT_FOUND);
+  // More pages than the pool holds.
+  std::vector<int32_t> long_run(7 * kPageSize, 3);
+  EXPECT_EQ(code(Put(long_run, 0, 0, Kv(0, 7 * kPageSize, 0), &put)),
+            grpc::StatusCode::RESOURCE_EXHAUSTED);
+  {  // Too few bytes: refused at the end, its pages given back.
+    auto session = handler_->StartPut();
+    v1::PutRequest header;
+    for (int t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    ASSERT_TRUE(session->OnMessage(header).ok());
+    v1::PutRequest chunk;
+    chunk.mutable_chunk()->set_data(std::string(10, 'x'));
+    ASSERT_TRUE(session->OnMessage(chunk).ok());
+    v1::PutRequest gap;
+    gap.mutable_chunk()->set_offset(500);
+    gap.mutable_chunk()->set_data("y");
+    EXPECT_EQ(code(session->OnMessage(gap)), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(code(session->Finish(&put)), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {  // Wrong layout; bytes before the header.
+    auto session = handler_->StartPut();
+    v1::PutRequest chunk;
+    chunk.mutable_chunk()->set_data("z");
+    EXPECT_EQ(code(session->OnMessage(chunk)), grpc::StatusCode::INVALID_ARGUMENT);
+    v1::PutRequest header;
+    for (int t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    header.mutable_header()->mutable_layout()->set_dtype("bf16");
+    EXPECT_EQ(code(session->OnMessage(header)), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {  // A lease released while its pages stream: the Fetch fails.
+    v1::PutResponse held;
+    ASSERT_TRUE(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0), &held).ok());
+    v1::FetchRequest request;
+    request.set_lease_id(held.lease_id());
+    std::unique_ptr<KvStoreHandler::FetchSession> streaming;
+    ASSERT_TRUE(handler_->StartFetch(request, &streaming).ok());
+    v1::FetchResponse message;
+    ASSERT_TRUE(streaming->Next(&message));
+    v1::ReleaseRequest release;
+    release.set_lease_id(held.lease_id());
+    v1::ReleaseResponse released;
+    ASSERT_TRUE(handler_->Release(release, &released).ok());
+    while (streaming->Next(&message)) {
+    }
+    EXPECT_EQ(streaming->Done().error_code(), grpc::StatusCode::ABORTED);
+    EXPECT_EQ(cache_->EvictAll(), 1);
+  }
+  v1::FetchRequest fetch;
+  std::unique_ptr<KvStoreHandler::FetchSession> session;
+  fetch.set_lease_id(12345);
+  EXPECT_EQ(code(handler_->StartFetch(fetch, &session)), grpc::StatusCode::NOT_FOUND);
+  fetch.set_transport(v1::TRANSPORT_CUDA_IPC);
+  EXPECT_EQ(code(handler_->StartFetch(fetch, &session)), grpc::StatusCode::UNIMPLEMENTED);
+  v1::MatchRequest match;
+  match.add_tokens(-1);
+  v1::MatchResponse matched;
+  EXPECT_EQ(code(handler_->Match(match, &matched)), grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::StatsResponse stats;
+  ASSERT_TRUE(handler_->Stats({}, &stats).ok());
+  EXPECT_EQ(stats.pages_free(), stats.pages_total());
+  EXPECT_EQ(stats.active_leases(), 0);
+  EXPECT_EQ(stats.lookups(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+}  // namespace
+}  // namespace nanoserve
