@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/device.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -78,6 +79,7 @@ ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt len
 
 
 int main(int argc, char** argv) {
+  nanoserve::KeepFreedHostMemoryForReuse();
   absl::SetProgramUsageMessage(
       "nanoserve tokenize|detokenize|generate|bench|export-hf|stats|health|serve|bench-services "
       "[flags]; see --help");

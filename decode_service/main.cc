@@ -106,6 +106,7 @@ int Run() {
 }  // namespace nanoserve
 
 int main(int argc, char** argv) {
+  nanoserve::KeepFreedHostMemoryForReuse();
   nanoserve::BlockTerminationSignals();
   absl::ParseCommandLine(argc, argv);
   return nanoserve::Run();

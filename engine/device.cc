@@ -14,7 +14,19 @@
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 namespace nanoserve {
+
+void KeepFreedHostMemoryForReuse() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);                // large blocks from the heap, reused
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);    // give back only over 1 GiB free
+#endif
+}
+
 
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view name) {
   if (name == "cpu") return torch::Device(torch::kCPU);
