@@ -206,6 +206,8 @@ def prefix_figures(group, out_dir):
             pts = [[s, on[s]["total_ms"] / pre[s]["total_ms"]] for s in sorted(on) if s in pre]
             speed.append((b, pts))
             script.append(datablock("sp%d" % b, pts))
+        if not any(pts for _, pts in speed):
+            continue  # no shared length with both modes measured: nothing to compare
         suffix = int(rows[0]["prompt_len"] - rows[0]["shared_len"])
         script += ["set multiplot layout 2,2 title '%s: Part C, batches sharing a prefix (+%d own tokens per prompt, %d output; attention %s)'"
                    % (group.title().replace("'", ""), suffix, int(rows[0]["output_len"]), attention),
