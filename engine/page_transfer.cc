@@ -38,13 +38,14 @@ TokenIndex Index(absl::Span<const PageRun> runs, int64_t page_size, int64_t num_
 void LoadRuns(const torch::Tensor& storage, absl::Span<const PageRun> runs, KvCache& cache) {
   TORCH_CHECK(storage.dim() == 6, "LoadRuns: storage must be 6-D");
   TokenIndex index = Index(runs, storage.size(4), storage.size(0), cache.k(0).device());
-  if (index.size > 0) {
-    torch::Tensor kv = storage.index({index.page, Slice(), Slice(), Slice(), index.offset})
-                           .to(cache.k(0).dtype());  // (N, L, 2, H, D)
-    for (int64_t l = 0; l < cache.n_layer(); ++l) {
-      cache.k(l).index_put_({index.row, Slice(), index.position}, kv.select(1, l).select(1, 0));
-      cache.v(l).index_put_({index.row, Slice(), index.position}, kv.select(1, l).select(1, 1));
-    }
+  // Layer by layer, so the gathered copy is one layer's (N, 2, H, D), not
+  // all layers' at once.
+  for (int64_t l = 0; index.size > 0 && l < cache.n_layer(); ++l) {
+    torch::Tensor kv = storage.select(1, l)
+                           .index({index.page, Slice(), Slice(), index.offset})
+                           .to(cache.k(l).dtype());  // (N, 2, H, D)
+    cache.k(l).index_put_({index.row, Slice(), index.position}, kv.select(1, 0));
+    cache.v(l).index_put_({index.row, Slice(), index.position}, kv.select(1, 1));
   }
   for (const PageRun& run : runs) {
     cache.set_length(run.row, run.begin + static_cast<int64_t>(run.pages.size()) * storage.size(4));
