@@ -151,16 +151,9 @@ int RunGenerate(const GenerateCommandOptions& o) {
   generate.kv_cache = *mode;
   if (auto s = ValidateSamplingOptions(generate.sampling); !s.ok()) return Fail(s);
   if (o.repeat < 1) return Fail(absl::InvalidArgumentError("--repeat must be >= 1"));
-  ModelOptions model_options;
-  auto device = ParseDevice(o.device);
-  if (!device.ok()) return Fail(device.status());
-  auto dtype = ParseDtype(o.dtype);
-  if (!dtype.ok()) return Fail(dtype.status());
-  auto attention = ParseAttentionKind(o.attention);
-  if (!attention.ok()) return Fail(attention.status());
-  model_options.device = *device;
-  model_options.dtype = *dtype;
-  model_options.attention = *attention;
+  auto parsed = ParseModelOptions(o.device, o.dtype, o.attention);
+  if (!parsed.ok()) return Fail(parsed.status());
+  const ModelOptions model_options = *parsed;
 
   auto tokenizer = Gpt2Tokenizer::LoadDefault();
   if (!tokenizer.ok()) return Fail(tokenizer.status());

@@ -142,14 +142,9 @@ int RunServe(const ServiceStackOptions& stack_options, const GenerateCommandOpti
 }
 
 int RunBenchServices(const BenchServicesOptions& o) {
-  auto device = ParseDevice(o.stack.device);
-  if (!device.ok()) return Fail(device.status());
-  auto dtype = ParseDtype(o.stack.dtype);
-  if (!dtype.ok()) return Fail(dtype.status());
-  ModelOptions model_options;
-  model_options.device = *device;
-  model_options.dtype = *dtype;
-  model_options.attention = o.attention == "fused" ? AttentionKind::kFused : AttentionKind::kNaive;
+  auto parsed = ParseModelOptions(o.stack.device, o.stack.dtype, o.attention);
+  if (!parsed.ok()) return Fail(parsed.status());
+  const ModelOptions model_options = *parsed;
   auto loaded = LoadModel(o.stack.model, model_options, o.stack.seed);
   if (!loaded.ok()) return Fail(loaded.status());
   const Gpt2Model& model = *loaded->model;
@@ -181,7 +176,7 @@ int RunBenchServices(const BenchServicesOptions& o) {
   StreamGenerate(*stub, request_for(make_prompt(8, 998)), absl::Minutes(5)).IgnoreError();
 
   std::printf("model %s, device %s, dtype %s, batch 1, greedy, %lld output tokens, median of %lld\n\n",
-              loaded->description.c_str(), device->str().c_str(), DtypeName(*dtype).c_str(),
+              loaded->description.c_str(), model_options.device.str().c_str(), DtypeName(model_options.dtype).c_str(),
               static_cast<long long>(o.max_new_tokens), static_cast<long long>(o.repeats));
   std::printf("| prompt tokens | offline TTFT ms | services TTFT ms (cold) | services TTFT ms (prefix cached) "
               "| offline ms/token | services ms/token | KV fetched MiB | handoff MB/s | same tokens |\n");

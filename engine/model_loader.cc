@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/device.h"
 
 namespace nanoserve {
 
@@ -18,6 +19,22 @@ std::string DefaultModelSpec() {
   struct stat st;
   if (stat("models/gpt2/model.safetensors", &st) == 0) return "models/gpt2";
   return "random:gpt2";
+}
+
+absl::StatusOr<ModelOptions> ParseModelOptions(absl::string_view device,
+                                               absl::string_view dtype,
+                                               absl::string_view attention) {
+  ModelOptions options;
+  auto parsed_device = ParseDevice(device);
+  if (!parsed_device.ok()) return parsed_device.status();
+  auto parsed_dtype = ParseDtype(dtype);
+  if (!parsed_dtype.ok()) return parsed_dtype.status();
+  auto parsed_attention = ParseAttentionKind(attention);
+  if (!parsed_attention.ok()) return parsed_attention.status();
+  options.device = *parsed_device;
+  options.dtype = *parsed_dtype;
+  options.attention = *parsed_attention;
+  return options;
 }
 
 absl::StatusOr<Gpt2Config> LoadModelConfig(const std::string& spec) {

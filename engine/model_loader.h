@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/checkpoint.h"
 #include "engine/model.h"
 
@@ -40,6 +41,12 @@ absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec,
 // for "random:<preset>", else the config.json of the checkpoint directory
 // (or of the directory holding a .safetensors file).
 absl::StatusOr<Gpt2Config> LoadModelConfig(const std::string& spec);
+
+// Model options from their command-line names: device "cpu"|"cuda", dtype
+// "fp32"|"bf16"|"fp16", attention "naive"|"fused". INVALID_ARGUMENT naming
+// the value that is not one of them.
+absl::StatusOr<ModelOptions> ParseModelOptions(absl::string_view device, absl::string_view dtype,
+                                               absl::string_view attention);
 
 // Loads `spec` onto options.device in options.dtype. Random weights are
 // drawn from `seed`. Errors name the spec and the problem.

@@ -35,15 +35,10 @@ int Fail(const absl::Status& status) {
 }
 
 int Run() {
-  auto device = ParseDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) return Fail(device.status());
-  auto dtype = ParseDtype(absl::GetFlag(FLAGS_dtype));
-  if (!dtype.ok()) return Fail(dtype.status());
-  ModelOptions model_options;
-  model_options.device = *device;
-  model_options.dtype = *dtype;
-  model_options.attention = absl::GetFlag(FLAGS_attention) == "fused" ? AttentionKind::kFused
-                                                                      : AttentionKind::kNaive;
+  auto parsed = ParseModelOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype),
+                                  absl::GetFlag(FLAGS_attention));
+  if (!parsed.ok()) return Fail(parsed.status());
+  const ModelOptions model_options = *parsed;
   std::string spec = absl::GetFlag(FLAGS_model);
   if (spec.empty()) spec = DefaultModelSpec();
   auto loaded = LoadModel(spec, model_options, absl::GetFlag(FLAGS_seed));
