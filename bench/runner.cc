@@ -77,12 +77,8 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& mo
       point.shared_len + point.batch * (point.prompt_len - point.shared_len + page_size) +
       page_size;
   PrefixCacheOptions options;
-  options.pool.page_size = page_size;
+  options.pool.layout = KvPageLayout(c, model.options().dtype, page_size);
   options.pool.byte_budget = tokens * bytes_per_token;
-  options.pool.n_layer = c.n_layer;
-  options.pool.n_head = c.n_head;
-  options.pool.head_dim = c.head_dim();
-  options.pool.dtype = model.options().dtype;
   options.pool.device = model.options().device;
   return PrefixCache::Create(options);
 }

@@ -172,12 +172,8 @@ int RunGenerate(const GenerateCommandOptions& o) {
   std::unique_ptr<PrefixCache> prefix_cache;
   if (generate.kv_cache == KvCacheMode::kPrefix) {
     PrefixCacheOptions cache_options;
-    cache_options.pool.page_size = o.page_size;
+    cache_options.pool.layout = KvPageLayout(model.config(), model_options.dtype, o.page_size);
     cache_options.pool.byte_budget = o.prefix_cache_mb << 20;
-    cache_options.pool.n_layer = model.config().n_layer;
-    cache_options.pool.n_head = model.config().n_head;
-    cache_options.pool.head_dim = model.config().head_dim();
-    cache_options.pool.dtype = model_options.dtype;
     cache_options.pool.device = model_options.device;
     auto created = PrefixCache::Create(cache_options);
     if (!created.ok()) return Fail(created.status());

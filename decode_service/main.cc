@@ -8,6 +8,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "decode_service/decode_handler.h"
+#include "kv_store/client/remote_prefix_store.h"
+#include "prefill_service/prefill_client.h"
 #include "decode_service/decode_service.h"
 #include "engine/device.h"
 #include "engine/model_loader.h"
@@ -58,13 +60,20 @@ int Run() {
   if (!absl::GetFlag(FLAGS_prefill).empty()) {
     prefill = v1::Prefill::NewStub(MakeChannel(absl::GetFlag(FLAGS_prefill), max_message_bytes));
   }
-  std::unique_ptr<KvStoreClient> store;
+  std::unique_ptr<KvStoreClient> store_client;
+  std::unique_ptr<RemotePrefixStore> store;
   if (!absl::GetFlag(FLAGS_kv_store).empty()) {
     KvStoreClientOptions o;
     o.target = absl::GetFlag(FLAGS_kv_store);
     o.max_message_bytes = max_message_bytes;
     o.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_store_timeout_ms));
-    store = std::make_unique<KvStoreClient>(o);
+    store_client = std::make_unique<KvStoreClient>(o);
+    store = std::make_unique<RemotePrefixStore>(store_client.get());
+  }
+  std::unique_ptr<PrefillClient> prefill_client;
+  if (prefill != nullptr) {
+    prefill_client = std::make_unique<PrefillClient>(
+        prefill.get(), store.get(), absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms)));
   }
 
   BatchSchedulerOptions scheduler_options;
@@ -76,10 +85,9 @@ int Run() {
   BatchScheduler scheduler(loaded->model.get(), scheduler_options);
   auto workers = std::make_unique<WorkerPool>(absl::GetFlag(FLAGS_workers));
   MetricsRegistry metrics;
-  DecodeHandlerOptions handler_options;
-  handler_options.prefill_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
-  DecodeHandler handler(tokenizer->get(), &scheduler, prefill.get(), store.get(), workers.get(),
-                        handler_options, &metrics);
+  DecodeStage stage(tokenizer->get(), &scheduler, prefill_client.get(), store.get(),
+                    workers.get(), DecodeStageOptions(), &metrics);
+  DecodeHandler handler(&stage);
   DecodeService service(&handler);
 
   ServerOptions server;

@@ -5,6 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/prefill.h"
+#include "engine/prompt_check.h"
+#include "kv_store/page_layout.h"
+#include "kv_store/torch_status.h"
 
 namespace nanoserve {
 
@@ -35,34 +38,24 @@ void BatchScheduler::Shutdown() {
 absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   const Gpt2Config& config = model_->config();
   const int64_t n = static_cast<int64_t>(r.prompt.size());
-  if (n == 0) return absl::InvalidArgumentError("empty prompt");
-  for (int id : r.prompt) {
-    if (id < 0 || id >= config.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", id, " outside the vocabulary [0, ", config.vocab_size, ")"));
-    }
-  }
-  if (r.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens ", r.max_new_tokens, " < 1"));
-  }
-  if (n + r.max_new_tokens > capacity_) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt (", n, " tokens) + max_new_tokens (",
-                                                   r.max_new_tokens, ") exceeds the context of ",
-                                                   capacity_, " tokens"));
+  if (absl::Status s = ValidatePrompt(r.prompt, config.vocab_size, capacity_); !s.ok()) return s;
+  if (absl::Status s = ValidateGenerationLength(n, r.max_new_tokens, capacity_); !s.ok()) {
+    return s;
   }
   if (absl::Status s = ValidateSamplingOptions(r.sampling); !s.ok()) return s;
   if (r.first_token >= config.vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("first_token ", r.first_token, " outside the vocabulary"));
   }
-  if (r.prompt_kv.defined()) {
-    const auto& kv = r.prompt_kv;
-    if (kv.dim() != 5 || kv.size(0) != config.n_layer || kv.size(1) != 2 ||
-        kv.size(2) != config.n_head || kv.size(4) != config.head_dim() || kv.size(3) > n) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt K/V of shape ", c10::str(kv.sizes()),
-                                                     " does not fit a ", n, "-token prompt"));
+  if (r.prompt_pages.defined()) {
+    const torch::Tensor& p = r.prompt_pages;
+    if (p.dim() != 6 || p.size(1) != config.n_layer || p.size(2) != 2 ||
+        p.size(3) != config.n_head || p.size(5) != config.head_dim() ||
+        p.size(0) * p.size(4) > n) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt pages of shape ", c10::str(p.sizes()),
+                                                     " do not fit a ", n, "-token prompt"));
     }
-    if (kv.size(3) == n && r.first_token < 0) {
-      return absl::InvalidArgumentError("prompt K/V covers the whole prompt but no first_token");
+    if (p.size(0) * p.size(4) == n && r.first_token < 0) {
+      return absl::InvalidArgumentError("prompt pages cover the whole prompt but no first_token");
     }
   }
   return absl::OkStatus();
@@ -161,9 +154,15 @@ void BatchScheduler::Admit(int64_t slot, std::unique_ptr<Entry> entry) {
   slots_[slot] = std::move(entry);
   active_.fetch_add(1);
   const BatchRequest& r = e.request;
-  try {
+  const absl::Status status = RunTorch("prefill", [&] {
     cache_.set_length(slot, 0);
-    if (r.prompt_kv.defined() && r.prompt_kv.size(3) > 0) cache_.LoadRow(slot, r.prompt_kv);
+    if (r.prompt_pages.defined() && r.prompt_pages.size(0) > 0) {
+      PageRun run{slot, 0, {}};
+      for (int32_t i = 0; i < r.prompt_pages.size(0); ++i) run.pages.push_back(i);
+      const absl::Status loaded = LoadRuns(r.prompt_pages, {run}, cache_.rows());
+      TORCH_CHECK(loaded.ok(), loaded.ToString());  // Validate checked the shape
+      cache_.set_length(slot, r.prompt_pages.size(0) * r.prompt_pages.size(4));
+    }
     int first = r.first_token;
     const int64_t n = static_cast<int64_t>(r.prompt.size());
     if (cache_.length(slot) < n) {
@@ -171,11 +170,12 @@ void BatchScheduler::Admit(int64_t slot, std::unique_ptr<Entry> entry) {
       torch::Tensor logits = PrefillRow(*model_, cache_, slot, r.prompt, options_.prefill_chunk);
       if (first < 0) first = static_cast<int>(e.sampler->Sample(logits)[0]);
     }
-    Emit(slot, first);
-  } catch (const c10::Error& err) {
-    Finish(slot, absl::InternalError(absl::StrCat("prefill: ", err.what_without_backtrace())));
-  } catch (const std::exception& err) {
-    Finish(slot, absl::InternalError(absl::StrCat("prefill: ", err.what())));
+    e.last_token = first;
+  });
+  if (status.ok()) {
+    Emit(slot, e.last_token);
+  } else {
+    Finish(slot, status);
   }
 }
 
@@ -196,7 +196,7 @@ void BatchScheduler::Step() {
     all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
   }
   std::vector<int64_t> tokens(hi, 0);
-  try {
+  const absl::Status status = RunTorch("decode step", [&] {
     const torch::Device device = model_->options().device;
     torch::Tensor hidden = model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
                                            torch::tensor(positions, torch::kLong).view({hi, 1}).to(device),
@@ -210,11 +210,10 @@ void BatchScheduler::Step() {
         if (slots_[s] != nullptr) tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0];
       }
     }
-  } catch (const c10::Error& err) {
-    const absl::Status failed =
-        absl::InternalError(absl::StrCat("decode step: ", err.what_without_backtrace()));
+  });
+  if (!status.ok()) {
     for (int64_t s = 0; s < hi; ++s) {
-      if (slots_[s] != nullptr) Finish(s, failed);
+      if (slots_[s] != nullptr) Finish(s, status);
     }
     return;
   }

@@ -68,12 +68,12 @@ struct BatchResult {
 
 struct BatchRequest {
   std::vector<int> prompt;  // >= 1 token
-  // Optional K/V of prompt[0, n), n <= prompt.size():
-  // (n_layer, 2, n_head, n, head_dim), any device and dtype. The rest of the
-  // prompt is computed here.
-  torch::Tensor prompt_kv;
+  // Optional K/V of prompt[0, n), n <= prompt.size(), as a run of pages
+  // (kv_store/page_layout.h): (n / page_size, n_layer, 2, n_head, page_size,
+  // head_dim), any device and dtype. The rest of the prompt is computed here.
+  torch::Tensor prompt_pages;
   // The first output token if already chosen (e.g. by a prefill service),
-  // else -1. Needed when prompt_kv covers the whole prompt.
+  // else -1. Needed when prompt_pages cover the whole prompt.
   int first_token = -1;
   int64_t max_new_tokens = 16;  // >= 1; prompt + max_new_tokens <= capacity
   SamplingOptions sampling;
@@ -95,8 +95,8 @@ class BatchScheduler {
 
   // INVALID_ARGUMENT naming the first problem: empty prompt, an unknown
   // token id, prompt + max_new_tokens over the capacity, bad sampling
-  // options, prompt_kv of the wrong shape or longer than the prompt, or a
-  // whole-prompt prompt_kv without first_token.
+  // options, prompt_pages of the wrong shape or longer than the prompt, or
+  // whole-prompt prompt_pages without first_token.
   absl::Status Validate(const BatchRequest& request) const;
 
   // Queues a request; returns its id. Validate's errors; RESOURCE_EXHAUSTED

@@ -8,7 +8,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/prefill.h"
+#include "engine/prompt_check.h"
 #include "kv_store/prefix_cache.h"
+#include "kv_store/prefix_store.h"
+#include "kv_store/torch_status.h"
 
 namespace nanoserve {
 namespace {
@@ -51,11 +54,6 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
                                  const GenerateOptions& options) const {
   const Gpt2Config& config = model_->config();
   if (prompts.empty()) return absl::InvalidArgumentError("no prompts: the batch is empty");
-  if (options.max_new_tokens < 1 || options.max_new_tokens > config.n_positions) {
-    return absl::InvalidArgumentError(absl::StrCat("max_new_tokens must be in [1, ",
-                                                   config.n_positions, "], got ",
-                                                   options.max_new_tokens));
-  }
   if (options.prefill_chunk < 0) {
     return absl::InvalidArgumentError("prefill_chunk must be >= 0");
   }
@@ -66,19 +64,15 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto& p = prompts[i];
     const std::string which = prompts.size() > 1 ? absl::StrCat("prompt ", i, ": ") : "";
-    if (p.empty()) return absl::InvalidArgumentError(which + "the prompt is empty");
-    for (int id : p) {
-      if (id < 0 || id >= config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(which, "token id ", id,
-                                                       " is outside the vocabulary [0, ",
-                                                       config.vocab_size, ")"));
-      }
+    if (absl::Status s = ValidatePrompt(p, config.vocab_size, config.n_positions, which);
+        !s.ok()) {
+      return s;
     }
-    const int64_t total = static_cast<int64_t>(p.size()) + options.max_new_tokens;
-    if (total > config.n_positions) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          which, "prompt (", p.size(), " tokens) + max_new_tokens (", options.max_new_tokens,
-          ") = ", total, " exceeds the context length ", config.n_positions));
+    if (absl::Status s = ValidateGenerationLength(static_cast<int64_t>(p.size()),
+                                                  options.max_new_tokens, config.n_positions,
+                                                  which);
+        !s.ok()) {
+      return s;
     }
     if (options.kv_cache == KvCacheMode::kPrefix) {
       const int64_t pool_tokens = prefix_cache_->num_pages() * prefix_cache_->page_size();
@@ -97,15 +91,7 @@ absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector
                                                    const GenerateOptions& options,
                                                    const TokenSink& sink) {
   if (absl::Status s = Validate(prompts, options); !s.ok()) return s;
-  try {
-    return Run(prompts, options, sink);
-  } catch (const c10::Error& e) {
-    std::string what = e.what_without_backtrace();
-    if (absl::StrContains(what, "out of memory")) {
-      return absl::ResourceExhaustedError(absl::StrCat("out of memory: ", what));
-    }
-    return absl::InternalError(absl::StrCat("generation failed: ", what));
-  }
+  return TorchResult("generation", [&] { return Run(prompts, options, sink); });
 }
 
 absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>>& prompts,
@@ -187,15 +173,15 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
                   model.options().dtype, device);
     std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {
-      PrefixPrefill prefill(model, *prefix_cache_, options.prefill_chunk);
-      auto logits = prefill.Run(prompts, cache);
-      if (!logits.ok()) return logits.status();
-      first_logits = *std::move(logits);
+      LocalPrefixStore store(prefix_cache_);
+      auto prefilled = PrefixPrefill(model, store, options.prefill_chunk).Run(prompts, cache);
+      if (!prefilled.ok()) return prefilled.status();
+      first_logits = std::move(prefilled->logits);
       for (int64_t r = 0; r < B; ++r) {
-        result.sequences[r].cached_prompt_tokens = prefill.reused_tokens()[r];
-        stats.prompt_tokens_reused += prefill.reused_tokens()[r];
+        result.sequences[r].cached_prompt_tokens = prefilled->reused_tokens[r];
+        stats.prompt_tokens_reused += prefilled->reused_tokens[r];
       }
-      stats.prompt_tokens_computed = prefill.computed_tokens();
+      stats.prompt_tokens_computed = prefilled->computed_tokens;
     } else {
       first_logits = PrefillBatch(model, cache, prompts, options.prefill_chunk);
       stats.prompt_tokens_computed = stats.prompt_tokens;

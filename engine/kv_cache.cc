@@ -1,7 +1,16 @@
 #include "engine/kv_cache.h"
 
-
 namespace nanoserve {
+
+PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t page_size) {
+  PageLayout layout;
+  layout.n_layer = config.n_layer;
+  layout.n_head = config.n_head;
+  layout.head_dim = config.head_dim();
+  layout.page_size = page_size;
+  layout.dtype = dtype;
+  return layout;
+}
 
 KvCache::KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity,
                  torch::Dtype dtype, torch::Device device)
@@ -23,17 +32,6 @@ int64_t KvCache::bytes() const {
 
 void KvCache::set_length(int64_t row, int64_t n) {
   TORCH_CHECK(n >= 0 && n <= capacity_, "KV length ", n, " outside [0, ", capacity_, "]");
-  lengths_[row] = n;
-}
-
-void KvCache::LoadRow(int64_t row, const torch::Tensor& kv) {
-  const int64_t n = kv.size(3);
-  TORCH_CHECK(kv.dim() == 5 && kv.size(0) == n_layer(), "LoadRow: kv must be (n_layer, 2, H, n, D)");
-  TORCH_CHECK(n <= capacity_, "LoadRow: ", n, " tokens exceed capacity ", capacity_);
-  for (int64_t l = 0; l < n_layer(); ++l) {
-    k_[l][row].narrow(1, 0, n).copy_(kv[l][0]);
-    v_[l][row].narrow(1, 0, n).copy_(kv[l][1]);
-  }
   lengths_[row] = n;
 }
 

@@ -18,8 +18,12 @@
 #include <torch/torch.h>
 
 #include "engine/config.h"
+#include "kv_store/page_layout.h"
 
 namespace nanoserve {
+
+// The KV page layout of `config`'s K/V in `dtype`, `page_size` tokens a page.
+PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t page_size);
 
 class KvCache {
  public:
@@ -45,9 +49,9 @@ class KvCache {
   // or P after copying P cached tokens into it). REQUIRES: 0 <= n <= capacity.
   void set_length(int64_t row, int64_t n);
 
-  // Copies K/V of `n` tokens into row `row` at positions 0..n-1 and sets its
-  // length to n. kv: (n_layer, 2, H, n, D), any device/dtype.
-  void LoadRow(int64_t row, const torch::Tensor& kv);
+  // Every layer's K and V, for copies to and from pages (page_layout.h).
+  RowsKv rows() const { return {k_, v_}; }
+
   // K/V of positions [begin, end) of row `row`: (n_layer, 2, H, end-begin, D).
   torch::Tensor ReadRow(int64_t row, int64_t begin, int64_t end) const;
 

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "kv_store/torch_status.h"
 
 namespace nanoserve {
 namespace {
@@ -33,36 +35,32 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
     }
   }
   std::unique_ptr<Gpt2Model> model(new Gpt2Model(config, options));
-  try {
-    auto to_device = [&](const std::string& name) {
-      return checkpoint.weights.at(name).to(options.device, options.dtype).contiguous();
-    };
-    model->wte_ = to_device("wte.weight");
-    model->wpe_ = to_device("wpe.weight");
-    for (int64_t i = 0; i < config.n_layer; ++i) {
-      const std::string p = absl::StrCat("h.", i, ".");
-      Block b;
-      b.ln_1_w = to_device(p + "ln_1.weight");
-      b.ln_1_b = to_device(p + "ln_1.bias");
-      b.c_attn_w = to_device(p + "attn.c_attn.weight");
-      b.c_attn_b = to_device(p + "attn.c_attn.bias");
-      b.c_proj_w = to_device(p + "attn.c_proj.weight");
-      b.c_proj_b = to_device(p + "attn.c_proj.bias");
-      b.ln_2_w = to_device(p + "ln_2.weight");
-      b.ln_2_b = to_device(p + "ln_2.bias");
-      b.fc_w = to_device(p + "mlp.c_fc.weight");
-      b.fc_b = to_device(p + "mlp.c_fc.bias");
-      b.mlp_proj_w = to_device(p + "mlp.c_proj.weight");
-      b.mlp_proj_b = to_device(p + "mlp.c_proj.bias");
-      model->blocks_.push_back(std::move(b));
-    }
-    model->ln_f_w_ = to_device("ln_f.weight");
-    model->ln_f_b_ = to_device("ln_f.bias");
-  } catch (const c10::Error& e) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("could not place the weights on ", options.device.str(), ": ",
-                     e.what_without_backtrace()));
-  }
+  // Each block's tensors and their names in the checkpoint.
+  static constexpr std::pair<torch::Tensor Block::*, const char*> kBlockTensors[] = {
+      {&Block::ln_1_w, "ln_1.weight"},         {&Block::ln_1_b, "ln_1.bias"},
+      {&Block::c_attn_w, "attn.c_attn.weight"}, {&Block::c_attn_b, "attn.c_attn.bias"},
+      {&Block::c_proj_w, "attn.c_proj.weight"}, {&Block::c_proj_b, "attn.c_proj.bias"},
+      {&Block::ln_2_w, "ln_2.weight"},         {&Block::ln_2_b, "ln_2.bias"},
+      {&Block::fc_w, "mlp.c_fc.weight"},       {&Block::fc_b, "mlp.c_fc.bias"},
+      {&Block::mlp_proj_w, "mlp.c_proj.weight"}, {&Block::mlp_proj_b, "mlp.c_proj.bias"}};
+  const absl::Status placed =
+      RunTorch(absl::StrCat("placing the weights on ", options.device.str()), [&] {
+        auto to_device = [&](const std::string& name) {
+          return checkpoint.weights.at(name).to(options.device, options.dtype).contiguous();
+        };
+        model->wte_ = to_device("wte.weight");
+        model->wpe_ = to_device("wpe.weight");
+        for (int64_t i = 0; i < config.n_layer; ++i) {
+          Block b;
+          for (const auto& [member, name] : kBlockTensors) {
+            b.*member = to_device(absl::StrCat("h.", i, ".", name));
+          }
+          model->blocks_.push_back(std::move(b));
+        }
+        model->ln_f_w_ = to_device("ln_f.weight");
+        model->ln_f_b_ = to_device("ln_f.bias");
+      });
+  if (!placed.ok()) return placed;
   return model;
 }
 

@@ -5,12 +5,19 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "absl/types/span.h"
-#include "engine/page_transfer.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_store/torch_status.h"
 
 namespace nanoserve {
 namespace {
+
+const absl::Status& StatusOf(const absl::Status& status) { return status; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& value) {
+  return value.status();
+}
 
 // Runs rows [row_begin, row_begin + count) whose prompts (rows_prompts[i]
 // for row row_begin + i) all have `left` tokens beyond their cached lengths.
@@ -71,93 +78,33 @@ std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
   return logits;
 }
 
-absl::Status PrefixPrefill::StoreRows(
-    const KvCache& cache, const std::vector<std::pair<int64_t, const std::vector<int>*>>& rows) {
-  const int64_t page_size = prefix_cache_.page_size();
-  struct Pending {
-    int64_t row;
-    absl::Span<const int> tokens;   // whole pages only
-    PrefixCache::MatchResult held;  // what the tree holds now, pinned
-    std::vector<int32_t> pages;     // caller-held until inserted
-  };
-  std::vector<Pending> pending;
-  auto release = [&] {
-    for (Pending& p : pending) {
-      prefix_cache_.Release(p.held.lease_id).IgnoreError();
-      if (!p.pages.empty()) prefix_cache_.FreePages(p.pages).IgnoreError();
-    }
-    pending.clear();
-  };
-  absl::Cleanup release_on_exit = release;
-  // Writes the pending rows' pages in one scatter and inserts them; their
-  // pages become evictable again.
-  auto flush = [&]() -> absl::Status {
-    std::vector<PageRun> runs;
-    for (const Pending& p : pending) {
-      if (!p.pages.empty()) runs.push_back({p.row, p.held.matched_tokens, p.pages});
-    }
-    if (!runs.empty()) StoreRuns(cache, runs, prefix_cache_.storage());
-    for (Pending& p : pending) {
-      if (p.pages.empty()) continue;
-      std::vector<int32_t> all_pages = p.held.pages;
-      all_pages.insert(all_pages.end(), p.pages.begin(), p.pages.end());
-      auto inserted = prefix_cache_.Insert(p.tokens, all_pages);
-      if (!inserted.ok()) return inserted.status();
-      p.pages.clear();  // adopted (or freed as duplicates) by the tree
-      prefix_cache_.Release(inserted->lease_id).IgnoreError();
-    }
-    release();
-    return absl::OkStatus();
-  };
-  for (const auto& [row, tokens] : rows) {
-    const int64_t full = (static_cast<int64_t>(tokens->size()) / page_size) * page_size;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      Pending p{row, absl::MakeConstSpan(tokens->data(), full), {}, {}};
-      p.held = prefix_cache_.Match(p.tokens);
-      const int64_t missing = (full - p.held.matched_tokens) / page_size;
-      auto pages = prefix_cache_.AllocatePages(std::max<int64_t>(missing, 0));
-      if (pages.ok()) {
-        p.pages = *std::move(pages);
-        pending.push_back(std::move(p));
-        break;
-      }
-      prefix_cache_.Release(p.held.lease_id).IgnoreError();
-      // No room while earlier rows hold theirs: store those, then try once
-      // more. Still no room: this row is simply not inserted.
-      if (pending.empty()) break;
-      if (absl::Status s = flush(); !s.ok()) return s;
-    }
-  }
-  return flush();
+template <typename F>
+auto PrefixPrefill::StoreCall(PrefixPrefillResult& result, F&& call) {
+  const absl::Time start = absl::Now();
+  auto out = call();
+  result.store_ms += absl::ToDoubleMilliseconds(absl::Now() - start);
+  const absl::Status& status = StatusOf(out);
+  if (!status.ok() && result.store_status.ok()) result.store_status = status;
+  return out;
 }
 
-absl::Status PrefixPrefill::LoadRows(KvCache& cache,
-                                     const std::vector<std::pair<int64_t, absl::Span<const int>>>& rows,
-                                     std::vector<int64_t>& matched) {
-  std::vector<PrefixCache::MatchResult> matches;
-  absl::Cleanup release = [&] {
-    for (const auto& m : matches) prefix_cache_.Release(m.lease_id).IgnoreError();
-  };
-  std::vector<PageRun> runs;
-  matched.clear();
-  for (const auto& [row, tokens] : rows) {
-    matches.push_back(prefix_cache_.Match(tokens));
-    matched.push_back(matches.back().matched_tokens);
-    runs.push_back({row, 0, matches.back().pages});
+int64_t PrefixPrefill::UsablePageSize(PrefixPrefillResult& result) {
+  absl::StatusOr<PageLayout> layout = StoreCall(result, [&] { return store_.Layout(); });
+  if (!layout.ok()) return 0;
+  const PageLayout ours =
+      KvPageLayout(model_.config(), model_.options().dtype, layout->page_size);
+  if (*layout != ours) {
+    result.store_status = absl::FailedPreconditionError(absl::StrCat(
+        "the store's layout ", layout->ToString(), " is not this model's ", ours.ToString()));
+    return 0;
   }
-  // The leases pin the pages only while copying: the rows then hold their own K/V.
-  LoadRuns(prefix_cache_.storage(), runs, cache);
-  return absl::OkStatus();
+  return layout->page_size;
 }
 
-absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
-    const std::vector<std::vector<int>>& prompts, KvCache& cache) {
-  const int64_t page_size = prefix_cache_.page_size();
+bool PrefixPrefill::ComputeBranchPoints(const std::vector<std::vector<int>>& prompts,
+                                        int64_t page_size, KvCache& cache,
+                                        PrefixPrefillResult& result) {
   const size_t n = prompts.size();
-  reused_.assign(n, 0);
-  computed_ = 0;
-
-  // Phase 1: the batch's branch points, shortest first.
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(),
@@ -179,7 +126,6 @@ absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
   }
   std::stable_sort(branch_points.begin(), branch_points.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::vector<int64_t> matched;
   for (size_t i = 0; i < branch_points.size(); ++i) {
     const auto [length, r] = branch_points[i];
     const std::vector<int>& prompt = prompts[r];
@@ -191,34 +137,96 @@ absl::StatusOr<std::vector<torch::Tensor>> PrefixPrefill::Run(
     }
     const int64_t row = static_cast<int64_t>(r);
     const std::vector<int> prefix(prompt.begin(), prompt.begin() + length);
-    {
-      PrefixCache::MatchResult m = prefix_cache_.Match(prefix);
-      prefix_cache_.Release(m.lease_id).IgnoreError();
-      if (m.matched_tokens == length) continue;  // cached already
+    auto match = StoreCall(result, [&] { return store_.MatchPrefix(prefix); });
+    if (!match.ok()) return false;
+    absl::Cleanup release = [&] { store_.Release(match->lease_id).IgnoreError(); };
+    if (match->matched_tokens == length) continue;  // cached already
+    cache.set_length(row, 0);
+    const PrefixStore::LeasedRow load{row, match->lease_id, match->matched_tokens};
+    if (!StoreCall(result, [&] { return store_.Load({load}, cache.rows()); }).ok()) return false;
+    cache.set_length(row, match->matched_tokens);
+    PrefixStore::RowTokens store{row, prefix};
+    if (store_.UsesBaseLeases()) {
+      store.base_lease_id = match->lease_id;
+      store.base_tokens = match->matched_tokens;
+    } else {
+      std::move(release).Invoke();
     }
-    if (absl::Status s = LoadRows(cache, {{row, prefix}}, matched); !s.ok()) return s;
-    if (matched[0] == length) continue;  // inserted meanwhile by another thread
-    computed_ += length - matched[0];
+    result.computed_tokens += length - cache.length(row);
     PrefillRow(model_, cache, row, prefix, chunk_);
-    if (absl::Status s = StoreRows(cache, {{row, &prefix}}); !s.ok()) return s;
+    auto stored =
+        StoreCall(result, [&] { return store_.Store({store}, cache.rows(), /*pin=*/false); });
+    if (!stored.ok()) return false;
   }
+  return true;
+}
 
-  // Phase 2: every prompt from its longest cached prefix (at most len - 1
-  // tokens), suffixes batched.
-  std::vector<std::pair<int64_t, absl::Span<const int>>> heads;
-  std::vector<std::pair<int64_t, const std::vector<int>*>> rows;
-  for (size_t r = 0; r < n; ++r) {
-    heads.emplace_back(r, absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1));
-    rows.emplace_back(r, &prompts[r]);
+bool PrefixPrefill::LoadPrefixes(const std::vector<std::vector<int>>& prompts, KvCache& cache,
+                                 PrefixPrefillResult& result,
+                                 std::vector<PrefixStore::LeasedRow>& loads) {
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    const absl::Span<const int> head(prompts[r].data(), prompts[r].size() - 1);
+    auto match = StoreCall(result, [&] { return store_.MatchPrefix(head); });
+    if (!match.ok()) return false;
+    loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens});
   }
-  if (absl::Status s = LoadRows(cache, heads, matched); !s.ok()) return s;
-  for (size_t r = 0; r < n; ++r) {
-    reused_[r] = matched[r];
-    computed_ += static_cast<int64_t>(prompts[r].size()) - matched[r];
+  if (!StoreCall(result, [&] { return store_.Load(loads, cache.rows()); }).ok()) return false;
+  for (const auto& load : loads) {
+    cache.set_length(load.row, load.tokens);
+    result.reused_tokens[load.row] = load.tokens;
   }
-  std::vector<torch::Tensor> logits = PrefillBatch(model_, cache, prompts, chunk_);
-  if (absl::Status s = StoreRows(cache, rows); !s.ok()) return s;
-  return logits;
+  return true;
+}
+
+absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(
+    const std::vector<std::vector<int>>& prompts, KvCache& cache, bool keep_leases) {
+  const size_t n = prompts.size();
+  PrefixPrefillResult result;
+  result.reused_tokens.assign(n, 0);
+  result.stored.assign(n, {});
+  const int64_t page_size = UsablePageSize(result);
+  bool use_store = page_size > 0 && ComputeBranchPoints(prompts, page_size, cache, result);
+  for (size_t r = 0; r < n; ++r) cache.set_length(r, 0);
+  // The loaded prefixes stay pinned until the rows are stored: the store
+  // then needs only what comes after them.
+  std::vector<PrefixStore::LeasedRow> loads;
+  absl::Cleanup release = [&] {
+    for (const auto& load : loads) store_.Release(load.lease_id).IgnoreError();
+  };
+  use_store = use_store && LoadPrefixes(prompts, cache, result, loads);
+  if (!store_.UsesBaseLeases()) std::move(release).Invoke();
+  for (size_t r = 0; r < n; ++r) {
+    result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
+  }
+  result.logits = PrefillBatch(model_, cache, prompts, chunk_);
+  if (!use_store) return result;
+  std::vector<PrefixStore::RowTokens> stores;
+  for (size_t r = 0; r < n; ++r) {
+    const int64_t whole = static_cast<int64_t>(prompts[r].size()) / page_size * page_size;
+    PrefixStore::RowTokens store{static_cast<int64_t>(r),
+                                 absl::MakeConstSpan(prompts[r].data(), whole)};
+    if (store_.UsesBaseLeases()) {
+      store.base_lease_id = loads[r].lease_id;
+      store.base_tokens = loads[r].tokens;
+    }
+    stores.push_back(store);
+  }
+  auto stored = StoreCall(result, [&] { return store_.Store(stores, cache.rows(), keep_leases); });
+  if (stored.ok()) result.stored = *std::move(stored);
+  return result;
+}
+
+absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(
+    const std::vector<std::vector<int>>& prompts, KvCache& cache, bool keep_leases) {
+  if (prompts.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty batch");
+  if (static_cast<int64_t>(prompts.size()) > cache.batch()) {
+    return absl::InvalidArgumentError(absl::StrCat("PrefixPrefill: ", prompts.size(),
+                                                   " prompts for ", cache.batch(), " rows"));
+  }
+  for (const auto& p : prompts) {
+    if (p.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty prompt");
+  }
+  return TorchResult("prefix prefill", [&] { return RunBatch(prompts, cache, keep_leases); });
 }
 
 }  // namespace nanoserve

@@ -1,5 +1,5 @@
 // Prompt prefill into KV cache rows: plain (Part B) and with prefix reuse
-// from a PrefixCache (Part C).
+// from a PrefixStore (Part C).
 #ifndef NANOSERVE_ENGINE_PREFILL_H_
 #define NANOSERVE_ENGINE_PREFILL_H_
 
@@ -14,10 +14,9 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
+#include "kv_store/prefix_store.h"
 
 namespace nanoserve {
-
-class PrefixCache;
 
 // Runs prompt[cache.length(row):] through the model into cache row `row`,
 // `chunk` tokens per pass (0 = all at once), positions continuing from the
@@ -37,55 +36,73 @@ std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
                                         int64_t chunk);
 inline constexpr int64_t kMaxPrefillBatchTokens = 16384;
 
-// Prefills a batch with prefix reuse (Part C), in two phases:
+// What PrefixPrefill::Run did, per prompt and for the batch.
+struct PrefixPrefillResult {
+  std::vector<torch::Tensor> logits;        // per prompt: last position's, (1, V) fp32
+  std::vector<int64_t> reused_tokens;       // per prompt: loaded from the store
+  std::vector<PrefixStore::Stored> stored;  // per prompt: what the store now holds
+  int64_t computed_tokens = 0;              // prompt tokens run through the model
+  // OK, or why the store could not be used (unreachable, another layout,
+  // ...): from that call on, the batch was computed without it.
+  absl::Status store_status;
+  double store_ms = 0;  // time spent in store calls
+};
+
+// Prefills a batch with prefix reuse (Part C) from a PrefixStore (in this
+// process or remote), in two phases:
 //  1. Shared prefixes, parents before children. In lexicographic order (a
 //     depth-first walk of the batch's radix tree) each prompt's longest
 //     prefix shared with a neighbour, page aligned and at most len - 1
 //     tokens, is a branch point of the tree. Branch points are computed in
-//     order of length, each once, starting from what the cache already
-//     holds, and inserted into the cache.
+//     order of length, each once, starting from what the store already
+//     holds, and stored.
 //  2. Suffixes. Every prompt matches its longest cached prefix P (at most
 //     len - 1 tokens, so the last token always runs and yields logits),
-//     copies those P tokens' K/V from the pool into its row (pinning the
-//     pages only while copying), and the suffixes
-//     run batched (PrefillBatch) at positions P..len-1 with rectangular
-//     causal masks. Each prompt's new full pages go into the pool and tree.
-// So a prefix shared by several prompts of a batch is computed once. When
-// the pool is full and nothing can be evicted, a prompt's pages are simply
-// not inserted (its own generation is unaffected). Leases are released
-// before Run returns, whatever happens.
+//     loads those P tokens' K/V into its row, and the suffixes run batched
+//     (PrefillBatch) at positions P..len-1 with rectangular causal masks.
+//     Each prompt's whole pages go into the store.
+// So a prefix shared by several prompts of a batch is computed once. A store
+// with no room simply does not store a prompt (its own generation is
+// unaffected); a store that fails is left alone for the rest of the batch,
+// which is computed without it (result.store_status says why).
 class PrefixPrefill {
  public:
-  PrefixPrefill(const Gpt2Model& model, PrefixCache& cache, int64_t chunk)
-      : model_(model), prefix_cache_(cache), chunk_(chunk) {}
+  // Nothing is owned.
+  PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk)
+      : model_(model), store_(store), chunk_(chunk) {}
 
-  // Fills rows 0..prompts.size()-1 of `cache` and returns each row's
-  // last-position logits (1, V).
-  absl::StatusOr<std::vector<torch::Tensor>> Run(const std::vector<std::vector<int>>& prompts,
-                                                 KvCache& cache);
-
-  // Valid after Run. Per prompt, tokens its row took from the prefix cache.
-  const std::vector<int64_t>& reused_tokens() const { return reused_; }
-  // Prompt tokens that ran through the model, both phases.
-  int64_t computed_tokens() const { return computed_; }
+  // Fills rows 0..prompts.size()-1 of `cache`. With keep_leases, the leases
+  // in result.stored are the caller's to release; without, they are
+  // released before Run returns (stored_tokens still say what was stored).
+  // Every other lease is released before Run returns, whatever happens.
+  // Errors: INVALID_ARGUMENT for an empty batch or prompt or more prompts
+  // than rows; RESOURCE_EXHAUSTED / INTERNAL from LibTorch (RunTorch).
+  // REQUIRES: every prompt fits the cache's capacity; token ids are valid.
+  absl::StatusOr<PrefixPrefillResult> Run(const std::vector<std::vector<int>>& prompts,
+                                          KvCache& cache, bool keep_leases = false);
 
  private:
-  // Copies the longest cached prefix of each (row, tokens) into its row
-  // (setting the row's length to it); matched[i] is its length.
-  absl::Status LoadRows(KvCache& cache,
-                        const std::vector<std::pair<int64_t, absl::Span<const int>>>& rows,
-                        std::vector<int64_t>& matched);
-  // Stores the whole pages of each (row, tokens) that the tree lacks, from
-  // the row (which holds their K/V), into new pages and inserts them. A
-  // pool that cannot make room is not an error: that row is not inserted.
-  absl::Status StoreRows(const KvCache& cache,
-                         const std::vector<std::pair<int64_t, const std::vector<int>*>>& rows);
+  // Runs `call` (a store call), adds its time to result.store_ms, and
+  // records the first failure in result.store_status.
+  template <typename F>
+  auto StoreCall(PrefixPrefillResult& result, F&& call);
+  absl::StatusOr<PrefixPrefillResult> RunBatch(const std::vector<std::vector<int>>& prompts,
+                                               KvCache& cache, bool keep_leases);
+  // The store's page size, or 0 (and result.store_status) if it cannot be
+  // used with this model.
+  int64_t UsablePageSize(PrefixPrefillResult& result);
+  // Phase 1. False if the store failed.
+  bool ComputeBranchPoints(const std::vector<std::vector<int>>& prompts, int64_t page_size,
+                           KvCache& cache, PrefixPrefillResult& result);
+  // Phase 2's loads: each row from its longest cached prefix (at most
+  // len - 1 tokens), whose leases land in `loads` (the caller releases
+  // them). False if the store failed (rows are then empty).
+  bool LoadPrefixes(const std::vector<std::vector<int>>& prompts, KvCache& cache,
+                    PrefixPrefillResult& result, std::vector<PrefixStore::LeasedRow>& loads);
 
   const Gpt2Model& model_;
-  PrefixCache& prefix_cache_;
+  PrefixStore& store_;
   int64_t chunk_;
-  std::vector<int64_t> reused_;
-  int64_t computed_ = 0;
 };
 
 }  // namespace nanoserve

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kv_store/torch_status.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; this code copies it as is");
@@ -305,14 +306,7 @@ torch::Tensor EmptyCpuTensorToFill(c10::IntArrayRef shape,
 absl::StatusOr<SafetensorsFile> ReadSafetensorsFile(const std::string& path) {
   absl::StatusOr<MappedFile> file = MappedFile::Open(path);
   if (!file.ok()) return file.status();
-  try {
-    return ReadMapped(path, *file);
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(path, ": out of memory reading tensors"));
-  } catch (const std::exception& e) {  // c10::Error included
-    return absl::InternalError(absl::StrCat(path, ": ", e.what()));
-  }
+  return TorchResult(path, [&] { return ReadMapped(path, *file); });
 }
 
 absl::StatusOr<TensorMap> ReadSafetensors(const std::string& path) {
@@ -352,13 +346,8 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
   header_text.append((8 - header_text.size() % 8) % 8, ' ');
 
   const std::string temp_path = absl::StrCat(path, ".tmp.", ::getpid());
-  absl::Status status;
-  try {
-    status = WriteFile(temp_path, header_text, tensors);
-  } catch (const std::exception& e) {  // c10::Error from a device copy
-    status = absl::InternalError(
-        absl::StrCat("cannot write ", path, ": ", e.what()));
-  }
+  absl::Status status = TorchResult(absl::StrCat("cannot write ", path),
+                                    [&] { return WriteFile(temp_path, header_text, tensors); });
   if (status.ok() && std::rename(temp_path.c_str(), path.c_str()) != 0) {
     const int err = errno;
     status = absl::ErrnoToStatus(

@@ -8,22 +8,12 @@
 
 namespace nanoserve {
 
-int64_t PagePool::BytesPerPage(const PagePoolOptions& options) {
-  return options.n_layer * 2 * options.n_head * options.page_size *
-         options.head_dim *
-         static_cast<int64_t>(c10::elementSize(options.dtype));
-}
-
 absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(
     const PagePoolOptions& options) {
-  if (options.page_size < 1 || options.n_layer < 1 || options.n_head < 1 ||
-      options.head_dim < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagePool: page_size, n_layer, n_head and head_dim must be >= 1; got ",
-        options.page_size, ", ", options.n_layer, ", ", options.n_head, ", ",
-        options.head_dim));
+  if (absl::Status s = options.layout.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("PagePool: ", s.message()));
   }
-  const int64_t page_bytes = BytesPerPage(options);
+  const int64_t page_bytes = options.layout.bytes_per_page();
   const int64_t num_pages =
       options.byte_budget > 0 ? options.byte_budget / page_bytes : 0;
   if (num_pages < 1) {
@@ -35,18 +25,14 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "PagePool: ", num_pages, " pages do not fit 32-bit page indices"));
   }
-  torch::Tensor storage;
-  try {
-    storage = torch::empty(
-        {num_pages, options.n_layer, 2, options.n_head, options.page_size,
-         options.head_dim},
-        torch::TensorOptions().dtype(options.dtype).device(options.device));
-  } catch (const c10::Error& e) {
+  absl::StatusOr<torch::Tensor> storage =
+      EmptyPages(options.layout, num_pages, options.device);
+  if (!storage.ok()) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("PagePool: cannot allocate ", num_pages * page_bytes,
-                     " bytes on ", options.device.str(), ": ", e.what()));
+        absl::StrCat("PagePool: cannot allocate ", num_pages * page_bytes, " bytes on ",
+                     options.device.str(), ": ", storage.status().message()));
   }
-  return std::unique_ptr<PagePool>(new PagePool(options, std::move(storage)));
+  return std::unique_ptr<PagePool>(new PagePool(options, *std::move(storage)));
 }
 
 PagePool::PagePool(const PagePoolOptions& options, torch::Tensor storage)

@@ -1,6 +1,6 @@
 // A fixed pool of KV cache pages in one preallocated tensor.
 //
-// The pool owns `storage()`, a tensor of shape
+// The pool owns `storage()`, a run of pages in the layout of page_layout.h,
 //   (num_pages, n_layer, 2, n_head, page_size, head_dim)    // 2 = K, V
 // allocated once at creation; it is never resized or reallocated, so its
 // address is stable for the pool's lifetime (another process can map it, and
@@ -32,24 +32,19 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "kv_store/page_layout.h"
 
 namespace nanoserve {
 
 struct PagePoolOptions {
-  // Tokens per page. Every page holds exactly this many positions; a prefix
-  // cache built on the pool stores and matches whole pages only. >= 1.
-  int64_t page_size = 16;
+  // What one page holds (see page_layout.h). Its page_size is the unit a
+  // prefix cache built on the pool stores and matches.
+  PageLayout layout;
   // Upper bound on the bytes of storage(); the pool holds
   // byte_budget / bytes_per_page whole pages (at least one, else creation
   // fails with INVALID_ARGUMENT).
   int64_t byte_budget = 0;
-  // Model geometry: transformer layers, attention heads per layer, and the
-  // size of one head. Each >= 1.
-  int64_t n_layer = 0;
-  int64_t n_head = 0;
-  int64_t head_dim = 0;
-  // Element type and device of storage().
-  torch::Dtype dtype = torch::kFloat;
+  // Where storage() lives.
   torch::Device device = torch::kCPU;
 };
 
@@ -64,12 +59,10 @@ class PagePool {
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
 
-  // Bytes of one page: n_layer * 2 * n_head * page_size * head_dim * itemsize.
-  static int64_t BytesPerPage(const PagePoolOptions& options);
-
   const PagePoolOptions& options() const { return options_; }
-  int64_t page_size() const { return options_.page_size; }
-  int64_t bytes_per_page() const { return BytesPerPage(options_); }
+  const PageLayout& layout() const { return options_.layout; }
+  int64_t page_size() const { return options_.layout.page_size; }
+  int64_t bytes_per_page() const { return options_.layout.bytes_per_page(); }
   int64_t num_pages() const { return static_cast<int64_t>(is_free_.size()); }
   int64_t num_free() const { return static_cast<int64_t>(free_list_.size()); }
 

@@ -7,6 +7,7 @@
 #include "absl/flags/parse.h"
 #include "engine/device.h"
 #include "engine/model_loader.h"
+#include "kv_store/client/remote_prefix_store.h"
 #include "prefill_service/prefill_handler.h"
 #include "prefill_service/prefill_service.h"
 #include "rpc/server_runner.h"
@@ -46,19 +47,22 @@ int Run() {
   std::fprintf(stderr, "nanoserve-prefill: model %s\n", loaded->description.c_str());
 
   const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
-  std::unique_ptr<KvStoreClient> store;
+  std::unique_ptr<KvStoreClient> store_client;
+  std::unique_ptr<RemotePrefixStore> store;
   if (!absl::GetFlag(FLAGS_kv_store).empty()) {
     KvStoreClientOptions o;
     o.target = absl::GetFlag(FLAGS_kv_store);
     o.max_message_bytes = max_message_bytes;
     o.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) << 10;
     o.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_store_timeout_ms));
-    store = std::make_unique<KvStoreClient>(o);
+    store_client = std::make_unique<KvStoreClient>(o);
+    store = std::make_unique<RemotePrefixStore>(store_client.get());
   }
   MetricsRegistry metrics;
-  PrefillHandlerOptions handler_options;
-  handler_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
-  PrefillHandler handler(loaded->model.get(), store.get(), handler_options, &metrics);
+  PrefillStageOptions stage_options;
+  stage_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  PrefillStage stage(loaded->model.get(), store.get(), stage_options, &metrics);
+  PrefillHandler handler(&stage);
   WorkerPool workers(absl::GetFlag(FLAGS_workers));
   PrefillService service(&handler, &workers);
 

@@ -28,19 +28,25 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
   v1::MatchResponse response;
   grpc::Status status = stub_->Match(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status, "kv store Match");
-  Match match;
-  match.matched_tokens = response.matched_tokens();
-  match.lease_id = response.lease_id();
-  match.layout = response.layout();
-  return match;
+  absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
+  if (!layout.ok()) {
+    Release(response.lease_id()).IgnoreError();
+    return absl::InternalError(absl::StrCat("kv store Match: ", layout.status().message()));
+  }
+  return Match{response.matched_tokens(), response.lease_id(), *layout};
 }
 
 absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tokens,
                                                    uint64_t base_lease_id, int64_t base_tokens,
-                                                   const torch::Tensor& kv,
-                                                   const v1::KvLayout& layout) {
-  auto pages = KvToPages(kv, layout);
-  if (!pages.ok()) return pages.status();
+                                                   const torch::Tensor& pages,
+                                                   const PageLayout& layout) {
+  const int64_t n_pages = (static_cast<int64_t>(tokens.size()) - base_tokens) / layout.page_size;
+  if (!pages.is_cpu() || !pages.is_contiguous() || !pages.sizes().equals(layout.shape(n_pages)) ||
+      pages.scalar_type() != layout.dtype) {
+    return absl::InvalidArgumentError(absl::StrCat("kv store Put: pages of shape ",
+                                                   c10::str(pages.sizes()), " are not ", n_pages,
+                                                   " CPU pages of ", layout.ToString()));
+  }
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::PutResponse response;
@@ -49,10 +55,10 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tok
   header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
   header.mutable_header()->set_base_lease_id(base_lease_id);
   header.mutable_header()->set_base_tokens(base_tokens);
-  *header.mutable_header()->mutable_layout() = layout;
+  *header.mutable_header()->mutable_layout() = KvLayoutToProto(layout);
   bool ok = writer->Write(header);
-  const char* data = static_cast<const char*>(pages->data_ptr());
-  const int64_t total = pages->numel() * pages->element_size();
+  const char* data = static_cast<const char*>(pages.data_ptr());
+  const int64_t total = pages.numel() * pages.element_size();
   for (int64_t offset = 0; ok && offset < total; offset += options_.chunk_bytes) {
     v1::PutRequest chunk;
     chunk.mutable_chunk()->set_offset(offset);
@@ -75,22 +81,28 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
   std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> reader = stub_->Fetch(&context, request);
   v1::FetchResponse message;
   v1::FetchHeader header;
+  PageLayout layout;
   bool have_header = false;
-  torch::Tensor pages;  // (n, L, 2, H, P, D): the chunks land here directly
+  torch::Tensor pages;  // a run of pages: the chunks land here directly
   char* data = nullptr;
   int64_t received = 0;
   absl::Status bad;
   while (reader->Read(&message)) {
     if (message.has_header() && !have_header) {
       header = message.header();
-      have_header = ValidateKvLayout(header.layout()).ok() && header.pages() >= 0 &&
-                    header.total_bytes() == header.pages() * KvBytesPerPage(header.layout());
+      absl::StatusOr<PageLayout> parsed = KvLayoutFromProto(header.layout());
+      have_header = parsed.ok() && header.pages() >= 0 &&
+                    header.total_bytes() == header.pages() * parsed->bytes_per_page();
+      absl::StatusOr<torch::Tensor> allocated;
+      if (have_header) {
+        layout = *parsed;
+        allocated = EmptyPages(layout, header.pages(), torch::kCPU);
+        have_header = allocated.ok();
+      }
       if (!have_header) {
         bad = absl::InternalError("kv store Fetch: malformed header");
       } else {
-        const v1::KvLayout& l = header.layout();
-        pages = torch::empty({header.pages(), l.n_layer(), 2, l.n_head(), l.page_size(), l.head_dim()},
-                             torch::TensorOptions().dtype(*KvLayoutDtype(l)));
+        pages = *std::move(allocated);
         data = static_cast<char*>(pages.data_ptr());
       }
     } else if (message.has_chunk() && have_header &&
@@ -110,7 +122,8 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
     return absl::InternalError("kv store Fetch: stream ended early");
   }
   Fetched fetched;
-  fetched.kv = PagesToKv(pages);
+  fetched.pages = std::move(pages);
+  fetched.layout = layout;
   fetched.tokens = header.tokens();
   fetched.bytes = header.total_bytes();
   return fetched;

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kv_store/page_layout.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
 
 namespace nanoserve {
@@ -39,19 +40,22 @@ class KvStoreClient {
   struct Match {
     int64_t matched_tokens = 0;
     uint64_t lease_id = 0;
-    v1::KvLayout layout;
+    PageLayout layout;  // the store's
   };
+  // INTERNAL if the store answers with a malformed layout.
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens);
 
   // Caches `tokens` (whole pages); the first base_tokens are pinned by
-  // base_lease_id, and kv holds K/V of the rest:
-  // (n_layer, 2, n_head, tokens.size() - base_tokens, head_dim).
+  // base_lease_id, and `pages` holds the rest: a run of
+  // (tokens.size() - base_tokens) / page_size pages of `layout` (the
+  // store's) on the CPU, contiguous (kv_store/page_layout.h).
   absl::StatusOr<v1::PutResponse> Put(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
-                                      int64_t base_tokens, const torch::Tensor& kv,
-                                      const v1::KvLayout& layout);
+                                      int64_t base_tokens, const torch::Tensor& pages,
+                                      const PageLayout& layout);
 
   struct Fetched {
-    torch::Tensor kv;  // (n_layer, 2, n_head, tokens, head_dim), CPU, layout dtype
+    torch::Tensor pages;  // a run of pages of `layout` on the CPU
+    PageLayout layout;
     int64_t tokens = 0;
     int64_t bytes = 0;  // page bytes received
   };

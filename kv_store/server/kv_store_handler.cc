@@ -4,8 +4,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "engine/device.h"
+#include "engine/prompt_check.h"
 #include "kv_store/client/kv_wire.h"
+#include "kv_store/page_layout.h"
 #include "rpc/status.h"
 
 namespace nanoserve {
@@ -19,14 +20,11 @@ grpc::Status Invalid(const std::string& message) {
 
 KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
                                MetricsRegistry* metrics)
-    : cache_(cache), options_(options) {
-  const PagePoolOptions& pool = cache->options().pool;
-  layout_.set_dtype(DtypeName(pool.dtype));
-  layout_.set_n_layer(pool.n_layer);
-  layout_.set_n_head(pool.n_head);
-  layout_.set_head_dim(pool.head_dim);
-  layout_.set_page_size(pool.page_size);
-  bytes_per_page_ = KvBytesPerPage(layout_);
+    : cache_(cache),
+      options_(options),
+      layout_(cache->options().pool.layout),
+      layout_proto_(KvLayoutToProto(layout_)),
+      bytes_per_page_(layout_.bytes_per_page()) {
   if (metrics == nullptr) return;
   fetched_bytes_ = metrics->AddCounter("nanoserve_kv_store_fetched_bytes_total",
                                        "Page bytes sent by Fetch.");
@@ -64,15 +62,9 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
 
 grpc::Status KvStoreHandler::CheckTokens(
     const google::protobuf::RepeatedField<int32_t>& tokens) const {
-  if (tokens.size() > options_.max_tokens) {
-    return Invalid(absl::StrCat(tokens.size(), " tokens, more than the limit ", options_.max_tokens));
-  }
-  for (int32_t t : tokens) {
-    if (t < 0 || t >= options_.vocab_size) {
-      return Invalid(absl::StrCat("token id ", t, " outside [0, ", options_.vocab_size, ")"));
-    }
-  }
-  return grpc::Status::OK;
+  if (tokens.empty()) return grpc::Status::OK;  // matches nothing
+  return ToGrpcStatus(ValidatePrompt(absl::MakeConstSpan(tokens.data(), tokens.size()),
+                                     options_.vocab_size, options_.max_tokens));
 }
 
 grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, v1::MatchResponse* response) {
@@ -80,7 +72,7 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, v1::MatchRes
   PrefixCache::MatchResult match = cache_->Match(request.tokens());
   response->set_matched_tokens(match.matched_tokens);
   response->set_lease_id(match.lease_id);
-  *response->mutable_layout() = layout_;
+  *response->mutable_layout() = layout_proto_;
   const absl::Duration ttl = cache_->options().lease_ttl;
   response->set_lease_ttl_ms(ttl == absl::InfiniteDuration() ? 0 : absl::ToInt64Milliseconds(ttl));
   return grpc::Status::OK;
@@ -101,7 +93,7 @@ grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,
 
 grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* response) {
   const PrefixCacheStats s = cache_->Stats();
-  *response->mutable_layout() = layout_;
+  *response->mutable_layout() = layout_proto_;
   response->set_bytes_per_page(bytes_per_page_);
   response->set_lookups(s.lookups);
   response->set_lookup_tokens(s.lookup_tokens);
@@ -131,12 +123,14 @@ KvStoreHandler::PutSession::~PutSession() {
 
 grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   KvStoreHandler& h = *handler_;
-  if (!SameKvLayout(header.layout(), h.layout_)) {
-    return Invalid(absl::StrCat("Put: layout ", KvLayoutString(header.layout()),
-                                " is not the store's ", KvLayoutString(h.layout_)));
+  absl::StatusOr<PageLayout> layout = KvLayoutFromProto(header.layout());
+  if (!layout.ok()) return Invalid(absl::StrCat("Put: ", layout.status().message()));
+  if (*layout != h.layout_) {
+    return Invalid(absl::StrCat("Put: layout ", layout->ToString(), " is not the store's ",
+                                h.layout_.ToString()));
   }
   if (grpc::Status bad = h.CheckTokens(header.tokens()); !bad.ok()) return bad;
-  const int64_t ps = h.layout_.page_size();
+  const int64_t ps = h.layout_.page_size;
   const int64_t n = header.tokens_size();
   const int64_t base = header.base_tokens();
   if (n == 0 || n % ps != 0) {
@@ -193,18 +187,11 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
     return Invalid(absl::StrCat("Put: got ", bytes_.size(), " of ", expected_bytes_, " page bytes"));
   }
   if (!new_pages_.empty()) {
-    auto staged = PagesFromBytes(bytes_, h.layout_);
+    absl::StatusOr<torch::Tensor> staged = PagesFromBytes(h.layout_, bytes_);
     if (!staged.ok()) return ToGrpcStatus(staged.status());
-    try {
-      torch::Tensor index = torch::tensor(std::vector<int64_t>(new_pages_.begin(), new_pages_.end()),
-                                          torch::kLong)
-                                .to(h.cache_->storage().device());
-      // Writing caller-held pages needs no lock (see PrefixCache).
-      torch::Tensor storage = h.cache_->storage();
-      storage.index_copy_(0, index, staged->to(storage.device()));
-    } catch (const c10::Error& e) {
-      return grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("Put: copy: ", e.what_without_backtrace()));
-    }
+    // Writing caller-held pages needs no lock (see PrefixCache).
+    absl::Status written = WritePages(h.cache_->storage(), new_pages_, *staged);
+    if (!written.ok()) return ToGrpcStatus(written);
   }
   std::vector<int32_t> pages = base_pages_;
   pages.insert(pages.end(), new_pages_.begin(), new_pages_.end());
@@ -236,23 +223,16 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request,
     // Straight from the pool: leased pages are read-only while the lease lives.
     s->cache_ = cache_;
     s->lease_id_ = request.lease_id();
-    s->pool_ = static_cast<const char*>(storage.data_ptr());
-    s->pages_.assign(pages->begin(), pages->end());
-    s->bytes_per_page_ = bytes_per_page_;
+    s->pages_ = *pages;
   } else {
-    try {
-      torch::Tensor index = torch::tensor(std::vector<int64_t>(pages->begin(), pages->end()),
-                                          torch::kLong)
-                                .to(storage.device());
-      s->gathered_ = storage.index_select(0, index).cpu().contiguous();
-    } catch (const c10::Error& e) {
-      return grpc::Status(grpc::StatusCode::INTERNAL,
-                          absl::StrCat("Fetch: copy: ", e.what_without_backtrace()));
-    }
+    absl::StatusOr<torch::Tensor> gathered = ReadPages(storage, *pages, torch::kCPU);
+    if (!gathered.ok()) return ToGrpcStatus(gathered.status());
+    s->gathered_ = *std::move(gathered);
   }
-  *s->header_.mutable_layout() = layout_;
+  s->layout_ = layout_;
+  *s->header_.mutable_layout() = layout_proto_;
   s->header_.set_pages(static_cast<int64_t>(pages->size()));
-  s->header_.set_tokens(static_cast<int64_t>(pages->size()) * layout_.page_size());
+  s->header_.set_tokens(static_cast<int64_t>(pages->size()) * layout_.page_size);
   s->header_.set_total_bytes(static_cast<int64_t>(pages->size()) * bytes_per_page_);
   s->chunk_bytes_ = request.max_chunk_bytes() == 0
                         ? options_.max_chunk_bytes
@@ -274,24 +254,18 @@ bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
   const int64_t n = std::min(chunk_bytes_, total - offset_);
   message->mutable_chunk()->set_offset(offset_);
   std::string* data = message->mutable_chunk()->mutable_data();
-  if (pool_ == nullptr) {
+  if (cache_ == nullptr) {
     data->assign(static_cast<const char*>(gathered_.data_ptr()) + offset_, n);
   } else {
     data->resize(n);
-    for (int64_t done = 0; done < n;) {  // the chunk may span pages
-      const int64_t at = offset_ + done;
-      const int64_t page = at / bytes_per_page_, within = at % bytes_per_page_;
-      const int64_t len = std::min(n - done, bytes_per_page_ - within);
-      std::memcpy(&(*data)[done], pool_ + pages_[page] * bytes_per_page_ + within, len);
-      done += len;
-    }
+    CopyPoolBytes(cache_->storage(), layout_, pages_, offset_, n, data->data());
   }
   offset_ += n;
   return true;
 }
 
 grpc::Status KvStoreHandler::FetchSession::Done() const {
-  if (pool_ != nullptr && !cache_->RenewLease(lease_id_).ok()) {
+  if (cache_ != nullptr && !cache_->RenewLease(lease_id_).ok()) {
     return grpc::Status(grpc::StatusCode::ABORTED,
                         "Fetch: the lease was released while its pages streamed");
   }

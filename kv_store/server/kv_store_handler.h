@@ -3,7 +3,7 @@
 // class (kv_store_service.h) only wires these calls to gRPC reactors, so
 // unit tests drive the handler directly, without a network.
 //
-// Page bytes travel in the wire format of kv_store/client/kv_wire.h. A Put
+// Page bytes travel as runs of pages (kv_store/page_layout.h). A Put
 // allocates its pages when its header arrives (RESOURCE_EXHAUSTED then if
 // the pool is full of pinned pages) and gives them back if the stream fails.
 //
@@ -40,7 +40,7 @@ class KvStoreHandler {
   KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
                  MetricsRegistry* metrics);
 
-  const v1::KvLayout& layout() const { return layout_; }
+  const v1::KvLayout& layout() const { return layout_proto_; }
 
   grpc::Status Match(const v1::MatchRequest& request, v1::MatchResponse* response);
   grpc::Status Release(const v1::ReleaseRequest& request, v1::ReleaseResponse* response);
@@ -84,11 +84,10 @@ class KvStoreHandler {
     v1::FetchHeader header_;
     // A CPU pool is read in place (pool_, pages_); another device's pages are
     // gathered to the CPU first (gathered_: (n, L, 2, H, P, D), contiguous).
-    PrefixCache* cache_ = nullptr;
+    PrefixCache* cache_ = nullptr;  // set when the pool is read in place
     uint64_t lease_id_ = 0;
-    const char* pool_ = nullptr;
-    std::vector<int64_t> pages_;
-    int64_t bytes_per_page_ = 0;
+    std::vector<int32_t> pages_;
+    PageLayout layout_;
     torch::Tensor gathered_;
     int64_t chunk_bytes_ = 0;
     int64_t offset_ = 0;
@@ -104,8 +103,9 @@ class KvStoreHandler {
 
   PrefixCache* cache_;
   const KvStoreHandlerOptions options_;
-  v1::KvLayout layout_;
-  int64_t bytes_per_page_;
+  const PageLayout layout_;      // the pool's
+  const v1::KvLayout layout_proto_;
+  const int64_t bytes_per_page_;
   Counter* fetched_bytes_ = nullptr;
   Counter* put_bytes_ = nullptr;
 };

@@ -7,6 +7,7 @@
 #include "absl/flags/parse.h"
 #include "absl/synchronization/notification.h"
 #include "engine/device.h"
+#include "engine/kv_cache.h"
 #include "engine/model_loader.h"
 #include "kv_store/prefix_cache.h"
 #include "kv_store/server/kv_store_handler.h"
@@ -39,12 +40,8 @@ int Run() {
     }
   }
   PrefixCacheOptions cache_options;
-  cache_options.pool.page_size = absl::GetFlag(FLAGS_page_size);
+  cache_options.pool.layout = KvPageLayout(*config, *dtype, absl::GetFlag(FLAGS_page_size));
   cache_options.pool.byte_budget = absl::GetFlag(FLAGS_pool_mb) << 20;
-  cache_options.pool.n_layer = config->n_layer;
-  cache_options.pool.n_head = config->n_head;
-  cache_options.pool.head_dim = config->head_dim();
-  cache_options.pool.dtype = *dtype;
   cache_options.pool.device = *device;
   const int64_t ttl_s = absl::GetFlag(FLAGS_lease_ttl_s);
   cache_options.lease_ttl = ttl_s > 0 ? absl::Seconds(ttl_s) : absl::InfiniteDuration();

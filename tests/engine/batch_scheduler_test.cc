@@ -98,10 +98,16 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   std::vector<int> head(prompt.begin(), prompt.begin() + 16);
   PrefillRow(*model, other, 0, head, 0);
   BatchScheduler scheduler(model.get(), {});
+  // Positions [0, n) of `other` as pages of `page_size` tokens.
+  auto pages_of = [&](int64_t n, int64_t page_size) {
+    const PageLayout layout = KvPageLayout(model->config(), testing::TestDtype(), page_size);
+    return StageRowPages(other.rows(), layout, 0, 0, n / page_size, testing::TestDevice())
+        .value();
+  };
 
   Outcome partial;
   BatchRequest r = MakeRequest(prompt, 10, &partial);
-  r.prompt_kv = other.ReadRow(0, 0, 16);
+  r.prompt_pages = pages_of(16, 8);
   r.first_token = expected[0];
   ASSERT_TRUE(scheduler.Submit(std::move(r)).ok());
   ASSERT_TRUE(partial.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
@@ -115,7 +121,7 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   PrefillRow(*model, other, 0, prompt, 0);
   Outcome whole;
   BatchRequest w = MakeRequest(prompt, 3, &whole);
-  w.prompt_kv = other.ReadRow(0, 0, static_cast<int64_t>(prompt.size()));
+  w.prompt_pages = pages_of(21, 7);
   w.first_token = (expected[0] + 1) % 512;
   ASSERT_TRUE(scheduler.Submit(std::move(w)).ok());
   ASSERT_TRUE(whole.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
@@ -166,7 +172,7 @@ TEST(BatchSchedulerTest, BadRequestsAreRefusedAndNothingRuns) {
   bad_sampling.sampling.top_p = 2.0;
   EXPECT_EQ(code(std::move(bad_sampling)), absl::StatusCode::kInvalidArgument);
   BatchRequest bad_kv = MakeRequest({1, 2}, 4, &out);
-  bad_kv.prompt_kv = torch::zeros({2, 2, 4, 3, 16});  // 3 tokens for a 2-token prompt
+  bad_kv.prompt_pages = torch::zeros({3, 2, 2, 4, 1, 16});  // 3 tokens for a 2-token prompt
   EXPECT_EQ(code(std::move(bad_kv)), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(out.done.HasBeenNotified());
   EXPECT_EQ(scheduler.steps(), 0);

@@ -28,15 +28,9 @@ std::unique_ptr<PrefixCache> MakeCache(const Gpt2Model& model, int64_t page_size
                                        int64_t pages) {
   const Gpt2Config& c = model.config();
   PrefixCacheOptions o;
-  o.pool.page_size = page_size;
-  o.pool.n_layer = c.n_layer;
-  o.pool.n_head = c.n_head;
-  o.pool.head_dim = c.head_dim();
-  o.pool.dtype = model.options().dtype;
+  o.pool.layout = KvPageLayout(c, model.options().dtype, page_size);
   o.pool.device = model.options().device;
-  const int64_t page_bytes = c.n_layer * 2 * c.n_embd * page_size *
-                             torch::elementSize(model.options().dtype);
-  o.pool.byte_budget = pages * page_bytes;
+  o.pool.byte_budget = pages * o.pool.layout.bytes_per_page();
   auto cache = PrefixCache::Create(o);
   EXPECT_TRUE(cache.ok()) << cache.status();
   EXPECT_EQ((*cache)->num_pages(), pages);

@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 #include "engine/generate.h"
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
+#include "nanoserve/v1/prefill.grpc.pb.h"
 #include "rpc/server_runner.h"
 #include "tests/engine/test_model.h"
 
@@ -241,6 +243,11 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
                                });
   ASSERT_TRUE(during.ok()) << during.status();
   ExpectSameGreedy(*model_, running, Offline(running, 30), during->output_ids);
+  // SIGKILL is asynchronous: the stream may end before the store is reaped.
+  const absl::Time reaped_by = absl::Now() + absl::Seconds(10);
+  while (stack_->process(ServiceStack::kKvStore)->running() && absl::Now() < reaped_by) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   ASSERT_FALSE(stack_->process(ServiceStack::kKvStore)->running());
 
   // With the store gone, requests are computed by prefill/decode and say so.
@@ -267,6 +274,53 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
     if (!reason.empty()) absl::SleepFor(absl::Milliseconds(200));
   }
   EXPECT_EQ(reason, "");
+}
+
+}  // namespace
+}  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// One Prefill call carrying four prompts that share a prefix: the service
+// runs the engine's batch plan against the store, so the shared pages are
+// computed once; then each prompt generates through decode, reusing them,
+// with the offline engine's greedy tokens.
+TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
+  auto prefill =
+      v1::Prefill::NewStub(MakeChannel(stack_->target(ServiceStack::kPrefill), 8 << 20));
+  const std::vector<int> shared = Prompt(3 * kPageSize, 1);
+  std::vector<std::vector<int>> prompts;
+  v1::PrefillRequest request;
+  for (int i = 0; i < 4; ++i) {
+    std::vector<int> p = shared;
+    const std::vector<int> own = Prompt(5, 10 + i);
+    p.insert(p.end(), own.begin(), own.end());
+    prompts.push_back(p);
+    request.add_prompts()->mutable_tokens()->Add(p.begin(), p.end());
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::PrefillResponse response;
+  grpc::Status status = prefill->Prefill(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(response.store_used()) << response.store_error();
+  EXPECT_EQ(response.computed_tokens(), 3 * kPageSize + 4 * 5);  // not 4 x 29
+  ASSERT_EQ(response.prompts_size(), 4);
+  for (int i = 0; i < 4; ++i) {
+    const v1::PrefilledPrompt& p = response.prompts(i);
+    EXPECT_EQ(p.cached_tokens(), 3 * kPageSize) << i;
+    EXPECT_EQ(p.stored_tokens(), 3 * kPageSize) << i;
+    ExpectSameGreedy(*model_, prompts[i], Offline(prompts[i], 1), {p.first_token()});
+    EXPECT_TRUE(store_->Release(p.lease_id()).ok()) << i;
+  }
+  for (const std::vector<int>& prompt : prompts) {
+    auto out = Generate(Request(prompt, 8));
+    ASSERT_TRUE(out.ok()) << out.status();
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
+    EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 3 * kPageSize);
+    EXPECT_TRUE(out->finished.fallback_reason().empty()) << out->finished.fallback_reason();
+  }
 }
 
 }  // namespace

@@ -7,10 +7,10 @@ namespace {
 
 PagePoolOptions SmallOptions() {
   PagePoolOptions options;
-  options.page_size = 4;
-  options.n_layer = 2;
-  options.n_head = 3;
-  options.head_dim = 5;
+  options.layout.page_size = 4;
+  options.layout.n_layer = 2;
+  options.layout.n_head = 3;
+  options.layout.head_dim = 5;
   // bytes per page: 2 * 2 * 3 * 4 * 5 * 4 = 960
   options.byte_budget = 960 * 7 + 959;
   return options;
@@ -28,8 +28,8 @@ TEST(PagePoolTest, SizesStorageFromTheBudget) {
 
 TEST(PagePoolTest, BytesPerPageFollowsDtype) {
   PagePoolOptions options = SmallOptions();
-  options.dtype = torch::kHalf;
-  EXPECT_EQ(PagePool::BytesPerPage(options), 480);
+  options.layout.dtype = torch::kHalf;
+  EXPECT_EQ(options.layout.bytes_per_page(), 480);
 }
 
 TEST(PagePoolTest, RejectsBadOptions) {
@@ -38,11 +38,11 @@ TEST(PagePoolTest, RejectsBadOptions) {
   EXPECT_EQ(PagePool::Create(options).status().code(),
             absl::StatusCode::kInvalidArgument);
   options = SmallOptions();
-  options.head_dim = 0;
+  options.layout.head_dim = 0;
   EXPECT_EQ(PagePool::Create(options).status().code(),
             absl::StatusCode::kInvalidArgument);
   options = SmallOptions();
-  options.page_size = -1;
+  options.layout.page_size = -1;
   EXPECT_EQ(PagePool::Create(options).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

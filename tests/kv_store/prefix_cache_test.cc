@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kv_store/page_copy.h"
+#include "kv_store/page_layout.h"
 #include "tests/kv_store/test_util.h"
 
 namespace nanoserve {
@@ -210,10 +210,10 @@ TEST(PrefixCacheTest, LeasedPagesSurviveEvictionPressureIntact) {
   for (int i = 0; i < 4; ++i) {
     EXPECT_TRUE(PageHolds(storage, a_pages[i], 100.0f + i)) << i;
   }
-  auto gathered = GatherPages(storage, m.pages);
-  ASSERT_TRUE(gathered.ok());
-  // (n_layer, 2, n_head, 8, head_dim): position 7 lies in A's last page.
-  EXPECT_TRUE(gathered->select(3, 7).eq(103.0f).all().item<bool>());
+  auto read = ReadPages(storage, m.pages, torch::kCPU);
+  ASSERT_TRUE(read.ok());
+  // (4 pages, n_layer, 2, n_head, page_size, head_dim): A's last page.
+  EXPECT_TRUE(read->select(0, 3).eq(103.0f).all().item<bool>());
 
   // Once both leases go, A's tail is evictable.
   ASSERT_TRUE(cache->Release(m.lease_id).ok());
@@ -289,7 +289,7 @@ TEST(PrefixCacheTest, LeasesNeverExpireWithoutATtl) {
 
 TEST(PrefixCacheTest, CreateRejectsBadOptions) {
   PrefixCacheOptions options;
-  options.pool.n_layer = options.pool.n_head = options.pool.head_dim = 1;
+  options.pool.layout.n_layer = options.pool.layout.n_head = options.pool.layout.head_dim = 1;
   options.pool.byte_budget = 1;  // less than a page
   EXPECT_EQ(PrefixCache::Create(options).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -21,11 +21,11 @@ inline std::unique_ptr<PrefixCache> MakeCache(
     int64_t page_size, int64_t num_pages,
     absl::Duration lease_ttl = absl::InfiniteDuration()) {
   PrefixCacheOptions options;
-  options.pool.page_size = page_size;
-  options.pool.n_layer = 1;
-  options.pool.n_head = 1;
-  options.pool.head_dim = 1;
-  options.pool.byte_budget = num_pages * PagePool::BytesPerPage(options.pool);
+  options.pool.layout.page_size = page_size;
+  options.pool.layout.n_layer = 1;
+  options.pool.layout.n_head = 1;
+  options.pool.layout.head_dim = 1;
+  options.pool.byte_budget = num_pages * options.pool.layout.bytes_per_page();
   options.lease_ttl = lease_ttl;
   auto cache = PrefixCache::Create(options);
   EXPECT_TRUE(cache.ok()) << cache.status();

@@ -51,7 +51,8 @@ class DecodeHandlerTest : public ::testing::Test {
         tokenizer_(Gpt2Tokenizer::LoadDefault().value()),
         scheduler_(model_.get(), BatchSchedulerOptions{}),
         workers_(2),
-        handler_(tokenizer_.get(), &scheduler_, nullptr, nullptr, &workers_, {}, &metrics_) {}
+        stage_(tokenizer_.get(), &scheduler_, nullptr, nullptr, &workers_, {}, &metrics_),
+        handler_(&stage_) {}
 
   static v1::GenerateRequest Request(const std::vector<int>& prompt, int64_t max_new) {
     v1::GenerateRequest r;
@@ -66,6 +67,7 @@ class DecodeHandlerTest : public ::testing::Test {
   BatchScheduler scheduler_;
   WorkerPool workers_;
   MetricsRegistry metrics_;
+  DecodeStage stage_;
   DecodeHandler handler_;
 };
 

@@ -19,11 +19,11 @@ class KvStoreHandlerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     PrefixCacheOptions o;
-    o.pool.page_size = kPageSize;
-    o.pool.n_layer = 2;
-    o.pool.n_head = 2;
-    o.pool.head_dim = 3;
-    o.pool.byte_budget = 6 * PagePool::BytesPerPage(o.pool);  // 6 pages
+    o.pool.layout.page_size = kPageSize;
+    o.pool.layout.n_layer = 2;
+    o.pool.layout.n_head = 2;
+    o.pool.layout.head_dim = 3;
+    o.pool.byte_budget = 6 * o.pool.layout.bytes_per_page();  // 6 pages
     cache_ = PrefixCache::Create(o).value();
     KvStoreHandlerOptions h;
     h.max_chunk_bytes = 100;  // a page is 2*2*2*4*3*4 = 384 bytes: several chunks each
@@ -31,10 +31,13 @@ class KvStoreHandlerTest : public ::testing::Test {
     handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, &metrics_);
   }
 
-  // K/V of `n` tokens whose values encode (token position, salt).
+  // Pages of `n` tokens (a run of pages, page_layout.h) whose values encode
+  // (token position, salt).
   torch::Tensor Kv(int64_t begin, int64_t n, float salt) {
-    return (torch::arange(begin, begin + n, torch::kFloat).view({1, 1, 1, n, 1}) + salt)
-        .expand({2, 2, 2, n, 3})
+    const int64_t pages = n / kPageSize;
+    return (torch::arange(begin, begin + n, torch::kFloat).view({pages, 1, 1, 1, kPageSize, 1}) +
+            salt)
+        .expand({pages, 2, 2, 2, kPageSize, 3})
         .contiguous();
   }
 
@@ -47,7 +50,7 @@ class KvStoreHandlerTest : public ::testing::Test {
     header.mutable_header()->set_base_tokens(base_tokens);
     *header.mutable_header()->mutable_layout() = handler_->layout();
     if (grpc::Status s = session->OnMessage(header); !s.ok()) return s;
-    torch::Tensor pages = KvToPages(kv, handler_->layout()).value();
+    const torch::Tensor& pages = kv;
     const char* data = static_cast<const char*>(pages.data_ptr());
     const int64_t total = pages.numel() * 4;
     for (int64_t off = 0; off < total; off += 150) {
@@ -80,7 +83,7 @@ class KvStoreHandlerTest : public ::testing::Test {
     }
     EXPECT_EQ(static_cast<int64_t>(bytes.size()), header.total_bytes());
     EXPECT_TRUE(session->Done().ok());
-    return PagesToKv(PagesFromBytes(bytes, header.layout()).value());
+    return PagesFromBytes(KvLayoutFromProto(header.layout()).value(), bytes).value();
   }
 
   MetricsRegistry metrics_;
@@ -107,8 +110,8 @@ TEST_F(KvStoreHandlerTest, PutThenMatchAndFetchReturnTheSameKv) {
   ASSERT_TRUE(Put({1, 2, 3, 4, 9, 9, 9, 9}, match.lease_id(), 4, Kv(4, 4, 7.0f), &put2).ok());
   EXPECT_EQ(put2.inserted_tokens(), 4);
   torch::Tensor both = Fetch(put2.lease_id());
-  EXPECT_TRUE(torch::equal(both.narrow(3, 0, 4), Kv(0, 4, 0.5f)));
-  EXPECT_TRUE(torch::equal(both.narrow(3, 4, 4), Kv(4, 4, 7.0f)));
+  EXPECT_TRUE(torch::equal(both.narrow(0, 0, 1), Kv(0, 4, 0.5f)));
+  EXPECT_TRUE(torch::equal(both.narrow(0, 1, 1), Kv(4, 4, 7.0f)));
 
   v1::StatsResponse stats;
   ASSERT_TRUE(handler_->Stats({}, &stats).ok());

@@ -1,0 +1,305 @@
+#include "decode_service/decode_stage.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace nanoserve {
+
+class DecodeStage::Call {
+ public:
+  Call(GenerateParams params, absl::Time deadline, std::shared_ptr<GenerateEvents> events,
+       const Gpt2Tokenizer& tokenizer)
+      : params(std::move(params)),
+        deadline(deadline),
+        arrived(absl::Now()),
+        events(std::move(events)),
+        decoder(tokenizer) {}
+
+  const GenerateParams params;
+  const absl::Time deadline;
+  const absl::Time arrived;
+  const std::shared_ptr<GenerateEvents> events;
+
+  std::mutex mu;
+  bool cancelled = false;     // guarded by mu
+  bool finished = false;      // guarded by mu
+  uint64_t scheduler_id = 0;  // guarded by mu; 0 until submitted
+
+  // Written by Prepare before Submit, then by the scheduler thread only.
+  uint64_t lease_id = PrefixStore::kNoLease;
+  StreamingDecoder decoder;
+  absl::Time first_token_at;
+  GenerateSummary summary;
+};
+
+namespace {
+
+double MsBetween(absl::Time a, absl::Time b) { return absl::ToDoubleMilliseconds(b - a); }
+
+}  // namespace
+
+DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* scheduler,
+                         Prefiller* prefill, PrefixStore* store, WorkerPool* workers,
+                         const DecodeStageOptions& options, MetricsRegistry* metrics)
+    : tokenizer_(tokenizer),
+      scheduler_(scheduler),
+      prefill_(prefill),
+      store_(store),
+      workers_(workers),
+      options_(options) {
+  if (metrics != nullptr) {
+    const std::string calls = "Generate calls by outcome.";
+    metrics_.ok = metrics->AddCounter("nanoserve_decode_requests_total", calls, "code=\"OK\"");
+    metrics_.failed = metrics->AddCounter("nanoserve_decode_requests_total", calls, "code=\"error\"");
+    metrics_.cancelled =
+        metrics->AddCounter("nanoserve_decode_requests_total", calls, "code=\"CANCELLED\"");
+    metrics_.output_tokens =
+        metrics->AddCounter("nanoserve_decode_output_tokens_total", "Tokens streamed.");
+    metrics_.prompt_tokens =
+        metrics->AddCounter("nanoserve_decode_prompt_tokens_total", "Prompt tokens of finished calls.");
+    metrics_.cached_tokens = metrics->AddCounter(
+        "nanoserve_decode_cached_prompt_tokens_total", "Prompt tokens prefill reused from the KV store.");
+    metrics_.fetched_bytes = metrics->AddCounter("nanoserve_decode_kv_fetched_bytes_total",
+                                                 "K/V page bytes pulled from the store.");
+    metrics_.fallbacks = metrics->AddCounter(
+        "nanoserve_decode_fallbacks_total",
+        "Calls whose prompt decode computed itself because prefill or the store failed.");
+    metrics_.ttft_ms = metrics->AddHistogram("nanoserve_decode_ttft_ms",
+                                             "Time to first token.", LatencyBucketsMs());
+    metrics_.tpot_ms = metrics->AddHistogram("nanoserve_decode_time_per_output_token_ms",
+                                             "Time per output token after the first.",
+                                             LatencyBucketsMs());
+    metrics_.fetch_ms = metrics->AddHistogram("nanoserve_decode_kv_fetch_ms",
+                                              "Pulling a prompt's pages from the store.",
+                                              LatencyBucketsMs());
+    metrics->AddGauge("nanoserve_decode_active_sequences", "Sequences in the running batch.",
+                      [scheduler] { return static_cast<double>(scheduler->active()); });
+    metrics->AddGauge("nanoserve_decode_queued_requests", "Requests waiting for a slot.",
+                      [scheduler] { return static_cast<double>(scheduler->queued()); });
+    metrics->AddObservedCounter("nanoserve_decode_steps_total", "Batched decode steps run.",
+                      [scheduler] { return static_cast<double>(scheduler->steps()); });
+  }
+  if (store_ != nullptr) {
+    renewer_ = std::thread([this] {
+      while (!stop_.WaitForNotificationWithTimeout(options_.lease_renew_period)) RenewLeases();
+    });
+  }
+}
+
+DecodeStage::~DecodeStage() {
+  stop_.Notify();
+  if (renewer_.joinable()) renewer_.join();
+}
+
+std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, absl::Time deadline,
+                                                      std::shared_ptr<GenerateEvents> events) {
+  auto call = std::make_shared<Call>(std::move(params), deadline, std::move(events), *tokenizer_);
+  workers_->Schedule([this, call] { Prepare(call); });
+  return call;
+}
+
+void DecodeStage::Cancel(const std::shared_ptr<Call>& call) {
+  std::lock_guard<std::mutex> lock(call->mu);
+  if (call->finished || call->cancelled) return;
+  call->cancelled = true;
+  if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
+}
+
+void DecodeStage::CountEnd(const absl::Status& status) {
+  if (metrics_.ok == nullptr || status.ok()) return;
+  (status.code() == absl::StatusCode::kCancelled ? metrics_.cancelled : metrics_.failed)
+      ->Increment();
+}
+
+void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status& status) {
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->finished = true;
+  }
+  ReleaseLease(call->lease_id);
+  call->lease_id = PrefixStore::kNoLease;
+  CountEnd(status);
+  call->events->OnFinish(status, GenerateSummary());
+}
+
+void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
+  auto cancelled = [&] {
+    std::lock_guard<std::mutex> lock(call->mu);
+    return call->cancelled;
+  };
+  if (cancelled()) return EndEarly(call, absl::CancelledError("cancelled"));
+
+  // 1. Validate and tokenize.
+  const GenerateParams& params = call->params;
+  BatchRequest batch;
+  batch.prompt = params.prompt_ids.empty() ? tokenizer_->Encode(params.prompt) : params.prompt_ids;
+  batch.max_new_tokens = params.max_new_tokens;
+  batch.sampling = params.sampling;
+  batch.stop_at_end_of_text = params.stop_at_end_of_text;
+  if (absl::Status bad = scheduler_->Validate(batch); !bad.ok()) return EndEarly(call, bad);
+  call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
+
+  // 2, 3.
+  if (!RunPrefill(call, batch)) return;
+  if (cancelled()) return EndEarly(call, absl::CancelledError("cancelled"));
+  ReadPages(*call, batch);
+  if (!call->summary.fallback_reason.empty() && metrics_.fallbacks != nullptr) {
+    metrics_.fallbacks->Increment();
+  }
+  // 4.
+  Submit(call, std::move(batch));
+}
+
+bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch) {
+  if (prefill_ == nullptr) return true;
+  GenerateSummary& summary = call->summary;
+  const PrefillPrompt prompt{batch.prompt, batch.sampling};
+  const absl::Time t = absl::Now();
+  absl::StatusOr<PrefillOutcome> outcome = prefill_->Prefill({prompt}, call->deadline);
+  summary.prefill_ms = MsBetween(t, absl::Now());
+  if (outcome.ok()) {
+    const PrefilledPrompt& p = outcome->prompts[0];
+    batch.first_token = p.first_token;
+    call->lease_id = p.lease_id;
+    summary.cached_prompt_tokens = p.cached_tokens;
+    if (!outcome->store_status.ok()) {
+      summary.fallback_reason = absl::StrCat("prefill could not use the kv store: ",
+                                             outcome->store_status.message());
+    }
+  } else if (outcome.status().code() == absl::StatusCode::kInvalidArgument) {
+    EndEarly(call, outcome.status());
+    return false;
+  } else if (absl::Now() >= call->deadline) {
+    EndEarly(call, absl::DeadlineExceededError(
+                       absl::StrCat("deadline passed in prefill: ", outcome.status().message())));
+    return false;
+  } else {
+    summary.fallback_reason = absl::StrCat("prefill failed: ", outcome.status().ToString());
+  }
+  return true;
+}
+
+void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
+  if (call.lease_id == PrefixStore::kNoLease || store_ == nullptr) return;
+  GenerateSummary& summary = call.summary;
+  const absl::Time t = absl::Now();
+  absl::StatusOr<torch::Tensor> pages = store_->ReadLeased(call.lease_id, torch::kCPU);
+  summary.fetch_ms = MsBetween(t, absl::Now());
+  const int64_t tokens = pages.ok() ? pages->size(0) * pages->size(4) : 0;
+  if (pages.ok() && tokens <= static_cast<int64_t>(batch.prompt.size())) {
+    batch.prompt_pages = *std::move(pages);
+    summary.fetched_prompt_tokens = tokens;
+    summary.kv_bytes_fetched = static_cast<int64_t>(batch.prompt_pages.nbytes());
+    if (metrics_.fetch_ms != nullptr) {
+      metrics_.fetch_ms->Observe(summary.fetch_ms);
+      metrics_.fetched_bytes->Increment(static_cast<double>(summary.kv_bytes_fetched));
+    }
+    return;
+  }
+  summary.fallback_reason = pages.ok() ? "kv store returned more tokens than the prompt"
+                                       : absl::StrCat("kv store fetch failed: ",
+                                                      pages.status().ToString());
+  ReleaseLease(call.lease_id);
+  call.lease_id = PrefixStore::kNoLease;
+}
+
+void DecodeStage::Submit(const std::shared_ptr<Call>& call, BatchRequest batch) {
+  Call* raw = call.get();
+  batch.on_token = [this, raw](int token) { OnToken(*raw, token); };
+  batch.on_done = [this, call](const absl::Status& status, const BatchResult& result) {
+    OnDone(call, status, result);
+  };
+  if (call->lease_id != PrefixStore::kNoLease) {
+    std::lock_guard<std::mutex> lock(leases_mu_);
+    leases_.insert(call->lease_id);
+  }
+  absl::Status refused = absl::CancelledError("cancelled");
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (!call->cancelled) {
+      absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(batch));
+      if (id.ok()) {
+        call->scheduler_id = *id;
+        return;
+      }
+      refused = id.status();
+    }
+  }
+  EndEarly(call, refused);
+}
+
+void DecodeStage::OnToken(Call& call, int token) {
+  const absl::Time now = absl::Now();
+  if (call.summary.output_tokens == 0) call.first_token_at = now;
+  StreamedToken t;
+  t.id = token;
+  absl::StatusOr<std::string> text = call.decoder.Push(token);
+  if (text.ok()) t.text = *std::move(text);
+  t.index = call.summary.output_tokens++;
+  call.events->OnToken(t);
+}
+
+void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& status,
+                         const BatchResult& result) {
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->finished = true;
+  }
+  if (call->lease_id != PrefixStore::kNoLease) {
+    {
+      std::lock_guard<std::mutex> lock(leases_mu_);
+      leases_.erase(call->lease_id);
+    }
+    // Off the scheduler thread: a Release may be a network call.
+    const uint64_t lease = call->lease_id;
+    workers_->Schedule([this, lease] { ReleaseLease(lease); });
+    call->lease_id = PrefixStore::kNoLease;
+  }
+  if (!status.ok()) {
+    CountEnd(status);
+    call->events->OnFinish(status, GenerateSummary());
+    return;
+  }
+  const absl::Time now = absl::Now();
+  GenerateSummary& s = call->summary;
+  const int64_t produced = static_cast<int64_t>(result.output_ids.size());
+  s.finish_reason = result.finish_reason;
+  s.trailing_text = call->decoder.Flush();
+  s.output_tokens = produced;
+  s.recomputed_prompt_tokens = result.computed_prompt_tokens;
+  s.queue_ms = result.queue_ms;
+  s.ttft_ms = MsBetween(call->arrived, call->first_token_at);
+  s.total_ms = MsBetween(call->arrived, now);
+  s.ms_per_output_token =
+      produced > 1 ? MsBetween(call->first_token_at, now) / static_cast<double>(produced - 1) : 0;
+  if (metrics_.ok != nullptr) {
+    metrics_.ok->Increment();
+    metrics_.output_tokens->Increment(static_cast<double>(produced));
+    metrics_.prompt_tokens->Increment(static_cast<double>(s.prompt_tokens));
+    metrics_.cached_tokens->Increment(static_cast<double>(s.cached_prompt_tokens));
+    metrics_.ttft_ms->Observe(s.ttft_ms);
+    if (produced > 1) metrics_.tpot_ms->Observe(s.ms_per_output_token);
+  }
+  call->events->OnFinish(absl::OkStatus(), s);
+}
+
+void DecodeStage::ReleaseLease(uint64_t lease_id) {
+  if (lease_id == PrefixStore::kNoLease || store_ == nullptr) return;
+  {
+    std::lock_guard<std::mutex> lock(leases_mu_);
+    leases_.erase(lease_id);
+  }
+  store_->Release(lease_id).IgnoreError();  // an expired lease is released already
+}
+
+void DecodeStage::RenewLeases() {
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(leases_mu_);
+    ids.assign(leases_.begin(), leases_.end());
+  }
+  if (!ids.empty()) store_->Renew(ids).IgnoreError();
+}
+
+}  // namespace nanoserve

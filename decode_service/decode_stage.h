@@ -1,0 +1,153 @@
+// The decode stage as a library (no gRPC): one generation end to end.
+//
+//   1. validate and tokenize (INVALID_ARGUMENT before anything else runs);
+//   2. prefill: a Prefiller (the prefill service, or a PrefillStage in this
+//      process) computes the prompt, reusing the KV store's cached prefix,
+//      and returns the first token and a lease on the prompt's whole pages;
+//   3. read those pages from the store (PrefixStore::ReadLeased);
+//   4. submit to the BatchScheduler, which loads them into a free slot,
+//      computes the prompt's last partial page, and decodes with the batch;
+//   5. each token to the caller's GenerateEvents as it is made, then the
+//      summary (usage, timings); the lease is released.
+// If prefill or the store fails (unreachable, deadline, full), the stage
+// computes what is missing itself and says so in the summary's
+// fallback_reason and the metrics; bad input is not retried. A cancelled
+// call leaves the batch at the next step and frees its slot and lease.
+// Leases held by running calls are renewed periodically.
+//
+// Thread safety: thread-safe. Blocking steps (2, 3) run on the worker pool.
+#ifndef NANOSERVE_DECODE_SERVICE_DECODE_STAGE_H_
+#define NANOSERVE_DECODE_SERVICE_DECODE_STAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "engine/batch_scheduler.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+#include "kv_store/prefix_store.h"
+#include "prefill_service/prefill_stage.h"
+#include "rpc/metrics.h"
+#include "rpc/worker_pool.h"
+
+namespace nanoserve {
+
+struct DecodeStageOptions {
+  // How often leases of running calls are renewed at the store.
+  absl::Duration lease_renew_period = absl::Seconds(10);
+};
+
+struct GenerateParams {
+  std::string prompt;            // text; used when prompt_ids is empty
+  std::vector<int> prompt_ids;   // wins when not empty
+  int64_t max_new_tokens = 16;   // >= 1
+  SamplingOptions sampling;
+  bool stop_at_end_of_text = true;
+};
+
+struct StreamedToken {
+  int id = 0;
+  std::string text;   // the UTF-8 text this token completes (may be empty)
+  int64_t index = 0;  // 0 for the first output token
+};
+
+struct GenerateSummary {
+  std::string finish_reason;    // "stop" or "length"
+  std::string fallback_reason;  // empty when prefill and the store served the prompt
+  std::string trailing_text;    // bytes that never formed a character (U+FFFD each)
+  int64_t prompt_tokens = 0;
+  int64_t cached_prompt_tokens = 0;      // reused from the store by prefill
+  int64_t fetched_prompt_tokens = 0;     // read from the store by decode
+  int64_t recomputed_prompt_tokens = 0;  // computed by decode itself
+  int64_t output_tokens = 0;
+  double queue_ms = 0;
+  double prefill_ms = 0;
+  double fetch_ms = 0;
+  double ttft_ms = 0;
+  double ms_per_output_token = 0;
+  double total_ms = 0;
+  int64_t kv_bytes_fetched = 0;
+};
+
+// Where one call's results go.
+class GenerateEvents {
+ public:
+  virtual ~GenerateEvents() = default;
+  // A token; called in order, never after OnFinish.
+  virtual void OnToken(const StreamedToken& token) = 0;
+  // The end, once: the summary is meaningful only if status is OK.
+  virtual void OnFinish(const absl::Status& status, const GenerateSummary& summary) = 0;
+};
+
+class DecodeStage {
+ public:
+  class Call;
+
+  // `prefill` and `store` may be null (the stage computes prompts itself);
+  // `metrics` may be null. Nothing is owned; all must outlive the stage.
+  DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* scheduler, Prefiller* prefill,
+              PrefixStore* store, WorkerPool* workers, const DecodeStageOptions& options,
+              MetricsRegistry* metrics);
+  // Stops renewing leases. REQUIRES: every call has finished.
+  ~DecodeStage();
+
+  // Starts a call; `events` gets its results. The handle cancels it.
+  std::shared_ptr<Call> Start(GenerateParams params, absl::Time deadline,
+                              std::shared_ptr<GenerateEvents> events);
+  // Ends the call (CANCELLED) wherever it is; idempotent.
+  void Cancel(const std::shared_ptr<Call>& call);
+
+ private:
+  void Prepare(const std::shared_ptr<Call>& call);
+  // Step 2; false if the call ended.
+  bool RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch);
+  // Step 3.
+  void ReadPages(Call& call, BatchRequest& batch);
+  void Submit(const std::shared_ptr<Call>& call, BatchRequest batch);
+  void OnToken(Call& call, int token);
+  void OnDone(const std::shared_ptr<Call>& call, const absl::Status& status,
+              const BatchResult& result);
+  // Ends a call that never reached the scheduler.
+  void EndEarly(const std::shared_ptr<Call>& call, const absl::Status& status);
+  void ReleaseLease(uint64_t lease_id);
+  void RenewLeases();
+  void CountEnd(const absl::Status& status);
+
+  const Gpt2Tokenizer* tokenizer_;
+  BatchScheduler* scheduler_;
+  Prefiller* prefill_;
+  PrefixStore* store_;
+  WorkerPool* workers_;
+  const DecodeStageOptions options_;
+
+  std::mutex leases_mu_;
+  absl::flat_hash_set<uint64_t> leases_;  // held by running calls
+  absl::Notification stop_;
+  std::thread renewer_;
+
+  struct Metrics {
+    Counter* ok = nullptr;
+    Counter* failed = nullptr;
+    Counter* cancelled = nullptr;
+    Counter* output_tokens = nullptr;
+    Counter* prompt_tokens = nullptr;
+    Counter* cached_tokens = nullptr;
+    Counter* fetched_bytes = nullptr;
+    Counter* fallbacks = nullptr;
+    Histogram* ttft_ms = nullptr;
+    Histogram* tpot_ms = nullptr;
+    Histogram* fetch_ms = nullptr;
+  } metrics_;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_DECODE_SERVICE_DECODE_STAGE_H_

@@ -1,0 +1,135 @@
+#include "kv_store/client/remote_prefix_store.h"
+
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "kv_store/client/kv_wire.h"
+#include "kv_store/torch_status.h"
+
+namespace nanoserve {
+
+absl::StatusOr<PageLayout> RemotePrefixStore::Layout() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (layout_.has_value()) return *layout_;
+  }
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  if (!stats.ok()) return stats.status();
+  absl::StatusOr<PageLayout> layout = KvLayoutFromProto(stats->layout());
+  if (!layout.ok()) return absl::InternalError(absl::StrCat("kv store: ", layout.status().message()));
+  absl::MutexLock lock(&mu_);
+  layout_ = *layout;
+  return *layout;
+}
+
+absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(
+    absl::Span<const int32_t> tokens) {
+  absl::StatusOr<KvStoreClient::Match> match = client_->MatchPrefix(tokens);
+  if (!match.ok()) return match.status();
+  absl::MutexLock lock(&mu_);
+  if (layout_.has_value() && *layout_ != match->layout) {
+    client_->Release(match->lease_id).IgnoreError();
+    const std::string was = layout_->ToString();
+    layout_ = match->layout;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the kv store's layout changed from ", was, " to ", match->layout.ToString()));
+  }
+  layout_ = match->layout;
+  return Match{match->matched_tokens, match->lease_id};
+}
+
+absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) {
+  for (const LeasedRow& load : loads) {
+    if (load.tokens == 0) continue;
+    absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(load.lease_id);
+    if (!fetched.ok()) return fetched.status();
+    const int64_t page_size = fetched->layout.page_size;
+    if (load.tokens % page_size != 0 || load.tokens > fetched->tokens) {
+      return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
+                                              fetched->tokens, " tokens, not ", load.tokens));
+    }
+    PageRun run{load.row, 0, {}};
+    for (int32_t i = 0; i < load.tokens / page_size; ++i) run.pages.push_back(i);
+    if (absl::Status s = LoadRuns(fetched->pages, {run}, rows); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
+                                                           torch::Device device) {
+  absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(lease_id);
+  if (!fetched.ok()) return fetched.status();
+  if (device.is_cpu()) return std::move(fetched->pages);
+  return TorchResult("copying fetched pages", [&] { return fetched->pages.to(device); });
+}
+
+absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens& store,
+                                                                const RowsKv& rows, bool pin) {
+  const int64_t n = static_cast<int64_t>(store.tokens.size());
+  absl::StatusOr<PageLayout> known = Layout();
+  if (!known.ok()) return known.status();
+  absl::StatusOr<KvStoreClient::Match> match =
+      KvStoreClient::Match{store.base_tokens, store.base_lease_id, *known};
+  bool own_lease = false;  // a lease of ours, not the caller's base
+  if (store.base_lease_id == kNoLease) {
+    match = client_->MatchPrefix(store.tokens);
+    if (!match.ok()) return match.status();
+    own_lease = true;
+  }
+  absl::Cleanup release = [&] {
+    if (own_lease) client_->Release(match->lease_id).IgnoreError();
+  };
+  const PageLayout& layout = match->layout;
+  if (n % layout.page_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Store: ", n, " tokens is not a multiple of page_size ",
+                                                   layout.page_size));
+  }
+  if (match->matched_tokens == n && (!pin || own_lease)) {
+    if (!pin) return Stored{kNoLease, n, 0};
+    own_lease = false;  // the match lease pins all of it: it is the caller's now
+    return Stored{match->lease_id, n, 0};
+  }
+  absl::StatusOr<torch::Tensor> staged =
+      StageRowPages(rows, layout, store.row, match->matched_tokens,
+                    (n - match->matched_tokens) / layout.page_size, torch::kCPU);
+  if (!staged.ok()) return staged.status();
+  absl::StatusOr<v1::PutResponse> put =
+      client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout);
+  if (!put.ok()) {
+    if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
+    return put.status();
+  }
+  if (!pin) {
+    client_->Release(put->lease_id()).IgnoreError();
+    return Stored{kNoLease, n, put->inserted_tokens()};
+  }
+  return Stored{put->lease_id(), n, put->inserted_tokens()};
+}
+
+absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
+    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin) {
+  std::vector<Stored> out;
+  for (const RowTokens& store : stores) {
+    absl::StatusOr<Stored> stored = Stored{};
+    if (!store.tokens.empty()) stored = StoreRow(store, rows, pin);
+    if (!stored.ok()) {
+      for (const Stored& s : out) Release(s.lease_id).IgnoreError();
+      return stored.status();
+    }
+    out.push_back(*stored);
+  }
+  return out;
+}
+
+absl::Status RemotePrefixStore::Release(uint64_t lease_id) {
+  if (lease_id == kNoLease) return absl::OkStatus();
+  return client_->Release(lease_id);
+}
+
+absl::StatusOr<std::vector<uint64_t>> RemotePrefixStore::Renew(
+    absl::Span<const uint64_t> lease_ids) {
+  return client_->Renew(std::vector<uint64_t>(lease_ids.begin(), lease_ids.end()));
+}
+
+}  // namespace nanoserve

@@ -1,0 +1,129 @@
+// The KV page layout, and every copy in or out of pages.
+//
+// A page holds the keys and values of `page_size` consecutive token positions
+// for every layer and head. A run of n pages, wherever it lives, is one tensor
+//
+//   pages: (n, n_layer, 2, n_head, page_size, head_dim)      // 2 = K, V
+//
+// in the layout's dtype: the KV store's pool is such a tensor (n = its page
+// count), and so is a run of pages staged for the wire, where it is exactly
+// its bytes in C order (page after page). The engine keeps a batch's K/V in
+// rows instead (RowsKv: per layer K and V of shape (B, n_head, capacity,
+// head_dim)); LoadRuns and StoreRuns move whole pages between the two, for
+// many rows in one gather or scatter per layer.
+//
+// This module is the only code that knows the page layout: the pool, the
+// store's service, its client and the engine's prefix prefill call it.
+//
+// Errors: INVALID_ARGUMENT for a tensor or page list that does not fit the
+// layout (no data is changed then); LibTorch failures map as RunTorch says
+// (kv_store/torch_status.h). Thread safety: stateless; concurrent calls are
+// safe when they do not write the same pages or rows.
+#ifndef NANOSERVE_KV_STORE_PAGE_LAYOUT_H_
+#define NANOSERVE_KV_STORE_PAGE_LAYOUT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+
+namespace nanoserve {
+
+struct PageLayout {
+  // Transformer layers, attention heads per layer, size of one head. >= 1.
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t head_dim = 0;
+  // Token positions per page. >= 1.
+  int64_t page_size = 16;
+  // Element type of K and V.
+  torch::Dtype dtype = torch::kFloat;
+
+  // n_layer * 2 * n_head * page_size * head_dim * sizeof(dtype).
+  int64_t bytes_per_page() const;
+  // {n, n_layer, 2, n_head, page_size, head_dim}.
+  std::vector<int64_t> shape(int64_t n_pages) const;
+  // INVALID_ARGUMENT for a size below 1 or absurdly large (a layer, head or
+  // head_dim count over 65536, a page over 65536 positions).
+  absl::Status Validate() const;
+  // "{fp32, n_layer 12, n_head 12, head_dim 64, page_size 16}".
+  std::string ToString() const;
+
+  bool operator==(const PageLayout& o) const {
+    return n_layer == o.n_layer && n_head == o.n_head && head_dim == o.head_dim &&
+           page_size == o.page_size && dtype == o.dtype;
+  }
+  bool operator!=(const PageLayout& o) const { return !(*this == o); }
+};
+
+// n_pages pages of `layout` on `device`, contents undefined.
+// RESOURCE_EXHAUSTED if the device cannot hold them.
+absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pages,
+                                         torch::Device device);
+
+// ---- pages <-> rows ----
+
+// A batch's K/V in rows: per layer l, k[l] and v[l] are (B, n_head,
+// capacity, head_dim). The spans must outlive the call.
+struct RowsKv {
+  absl::Span<const torch::Tensor> k;
+  absl::Span<const torch::Tensor> v;
+};
+
+// Positions [begin, begin + pages.size() * page_size) of row `row` are held
+// by `pages` (page i: positions begin + i * page_size, ...).
+struct PageRun {
+  int64_t row = 0;
+  int64_t begin = 0;
+  std::vector<int32_t> pages;
+};
+
+// Pages -> rows: copies each run's pages of `pages` into its row positions.
+// The rows' dtype wins (pages are converted). INVALID_ARGUMENT if `pages` is
+// not 6-D, a page is out of range, a run passes a row's capacity, or the
+// geometry of pages and rows differ.
+absl::Status LoadRuns(const torch::Tensor& pages, absl::Span<const PageRun> runs,
+                      const RowsKv& rows);
+
+// Rows -> pages (written in place, converted to their dtype). The same
+// errors as LoadRuns, and a page listed twice.
+absl::Status StoreRuns(const RowsKv& rows, absl::Span<const PageRun> runs,
+                       const torch::Tensor& pages);
+
+// Positions [begin, begin + n_pages * page_size) of one row as a new run of
+// pages on `device` (e.g. the CPU, to send them).
+absl::StatusOr<torch::Tensor> StageRowPages(const RowsKv& rows, const PageLayout& layout,
+                                            int64_t row, int64_t begin, int64_t n_pages,
+                                            torch::Device device);
+
+// ---- pages of a pool <-> a staged run ----
+
+// pool[pages[0]], pool[pages[1]], ... as a new run on `device`.
+absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool,
+                                        absl::Span<const int32_t> pages, torch::Device device);
+// pool[pages[i]] = staged[i] for each i (pool written in place).
+absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
+                        const torch::Tensor& staged);
+
+// ---- the wire: a staged run's bytes ----
+
+// `bytes` (whole pages in C order) as a new run on the CPU.
+// INVALID_ARGUMENT if it is not a whole number of pages.
+absl::StatusOr<torch::Tensor> PagesFromBytes(const PageLayout& layout, absl::string_view bytes);
+
+// Copies bytes [offset, offset + size) of the run pool[pages[0]],
+// pool[pages[1]], ... into `out`, straight from a CPU pool (no staging).
+// REQUIRES: pool is a contiguous CPU pool of `layout`; pages are in range;
+// the range lies within pages.size() * layout.bytes_per_page().
+void CopyPoolBytes(const torch::Tensor& pool, const PageLayout& layout,
+                   absl::Span<const int32_t> pages, int64_t offset, int64_t size, char* out);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_KV_STORE_PAGE_LAYOUT_H_

@@ -1,0 +1,137 @@
+// PrefixStore: what prefix prefill (engine/prefill.h) needs of a KV store,
+// whether the store is a PrefixCache in this process (LocalPrefixStore,
+// below) or the KV store service across the network (RemotePrefixStore in
+// kv_store/client/).
+//
+// A caller that prefills a prompt:
+//   1. MatchPrefix(tokens): the longest cached whole-page prefix, pinned by a
+//      lease;
+//   2. Load: copies the leased pages into rows of its K/V (page_layout.h);
+//   3. computes the rest into its rows, then Store: caches the rows' whole
+//      pages that the store lacks and returns a lease on each stored path;
+//   4. Release every lease it got.
+// A lease pins its pages: they are neither evicted nor changed while it
+// lives. kNoLease (0) pins nothing.
+//
+// Errors: a store that cannot be reached, is overloaded or has another
+// layout fails a call with its status; the caller decides whether to compute
+// without it. Bad arguments (rows, runs) are INVALID_ARGUMENT.
+//
+// Thread safety: implementations are thread-safe.
+#ifndef NANOSERVE_KV_STORE_PREFIX_STORE_H_
+#define NANOSERVE_KV_STORE_PREFIX_STORE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "kv_store/page_layout.h"
+#include "kv_store/prefix_cache.h"
+
+namespace nanoserve {
+
+class PrefixStore {
+ public:
+  static constexpr uint64_t kNoLease = 0;
+
+  struct Match {
+    int64_t matched_tokens = 0;  // a multiple of the page size
+    uint64_t lease_id = kNoLease;
+  };
+  // Row `row` of the rows takes the pages a lease pins: positions
+  // [0, tokens).
+  struct LeasedRow {
+    int64_t row = 0;
+    uint64_t lease_id = kNoLease;
+    int64_t tokens = 0;
+  };
+  // Row `row` holds the K/V of `tokens` (whole pages) at positions 0...
+  // Optionally the caller holds a lease (from MatchPrefix) pinning
+  // tokens[0, base_tokens); a store may use it instead of matching again.
+  struct RowTokens {
+    int64_t row = 0;
+    absl::Span<const int32_t> tokens;
+    uint64_t base_lease_id = kNoLease;
+    int64_t base_tokens = 0;
+  };
+  struct Stored {
+    uint64_t lease_id = kNoLease;  // pins the row's tokens; kNoLease if not stored
+    int64_t stored_tokens = 0;     // tokens the lease pins (0 if not stored)
+    int64_t inserted_tokens = 0;   // of those, new to the store
+  };
+
+  virtual ~PrefixStore() = default;
+
+  // The store's page layout. Its page_size is the unit of matching.
+  virtual absl::StatusOr<PageLayout> Layout() = 0;
+
+  // True if Store uses RowTokens' base leases. A caller then keeps the
+  // leases it loaded rows from until it stores them; otherwise it releases
+  // them after loading, so that those pages stay evictable meanwhile.
+  virtual bool UsesBaseLeases() const = 0;
+
+  // The longest cached prefix of `tokens` in whole pages, pinned by a lease
+  // (kNoLease when nothing matched).
+  virtual absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens) = 0;
+
+  // Copies each leased prefix into its row. The rows' lengths are the
+  // caller's to set.
+  virtual absl::Status Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) = 0;
+
+  // The pages a lease pins, as a run of pages on `device`
+  // (page_layout.h): (n, n_layer, 2, n_head, page_size, head_dim).
+  virtual absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) = 0;
+
+  // Caches each row's tokens (a multiple of the page size long; their K/V in
+  // the row at positions 0..) that the store lacks; one Stored per entry, in
+  // order. With `pin`, each stored path is pinned by a new lease, the
+  // caller's to release; without, no lease is left (and a row stored early
+  // may be evicted to make room for a later one). A store that has no room
+  // for a row does not store it (stored_tokens 0), which is not an error.
+  virtual absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores,
+                                                    const RowsKv& rows, bool pin) = 0;
+
+  // Ends a lease. kNoLease does nothing. NOT_FOUND for an unknown id.
+  virtual absl::Status Release(uint64_t lease_id) = 0;
+
+  // Keeps leases alive (stores whose leases expire). Returns the ids the
+  // store no longer knows.
+  virtual absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) = 0;
+};
+
+// A PrefixStore over a PrefixCache in this process. Pages are copied between
+// the cache's pool and the rows in one gather or scatter per layer for a
+// whole batch.
+class LocalPrefixStore : public PrefixStore {
+ public:
+  // `cache` is not owned and must outlive the store.
+  explicit LocalPrefixStore(PrefixCache* cache) : cache_(cache) {}
+
+  PrefixCache& cache() { return *cache_; }
+
+  absl::StatusOr<PageLayout> Layout() override;
+  bool UsesBaseLeases() const override { return false; }
+  absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens) override;
+  absl::Status Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) override;
+  absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
+  // Matches each row again (ignoring base leases), so that only pages the
+  // tree lacks right now are allocated. Rows are written in one scatter; when
+  // the pool runs out of room, the rows gathered so far are written and
+  // inserted first (without `pin`, their pages then become evictable), and
+  // the row is tried once more.
+  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores,
+                                            const RowsKv& rows, bool pin) override;
+  absl::Status Release(uint64_t lease_id) override;
+  absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
+
+ private:
+  PrefixCache* cache_;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_KV_STORE_PREFIX_STORE_H_

@@ -1,0 +1,30 @@
+#include "prefill_service/prefill_client.h"
+
+#include <algorithm>
+
+#include "prefill_service/prefill_proto.h"
+#include "rpc/status.h"
+
+namespace nanoserve {
+
+absl::StatusOr<PrefillOutcome> PrefillClient::Prefill(absl::Span<const PrefillPrompt> prompts,
+                                                      absl::Time deadline) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + timeout_)));
+  v1::PrefillResponse response;
+  grpc::Status status = stub_->Prefill(&context, PrefillRequestToProto(prompts), &response);
+  if (!status.ok()) return FromGrpcStatus(status, "prefill");
+  if (response.prompts_size() != static_cast<int>(prompts.size())) {
+    PrefillOutcome outcome = PrefillOutcomeFromProto(response);
+    Abandon(outcome);
+    return absl::InternalError("prefill: the response does not answer every prompt");
+  }
+  return PrefillOutcomeFromProto(response);
+}
+
+void PrefillClient::Abandon(const PrefillOutcome& outcome) {
+  if (store_ == nullptr) return;
+  for (const PrefilledPrompt& p : outcome.prompts) store_->Release(p.lease_id).IgnoreError();
+}
+
+}  // namespace nanoserve

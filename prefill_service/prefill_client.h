@@ -1,0 +1,36 @@
+// A Prefiller (prefill_stage.h) across the network: the nanoserve-prefill
+// service through its gRPC stub. Leases of outcomes that are abandoned are
+// released at the KV store the service wrote to.
+//
+// Thread safety: thread-safe (gRPC stubs are).
+#ifndef NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_
+#define NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_
+
+#include "absl/time/time.h"
+#include "kv_store/prefix_store.h"
+#include "nanoserve/v1/prefill.grpc.pb.h"
+#include "prefill_service/prefill_stage.h"
+
+namespace nanoserve {
+
+class PrefillClient : public Prefiller {
+ public:
+  // `stub` and `store` (may be null: nothing to release) are not owned.
+  // Each call's deadline is the caller's or `timeout` from now, if sooner.
+  PrefillClient(v1::Prefill::StubInterface* stub, PrefixStore* store, absl::Duration timeout)
+      : stub_(stub), store_(store), timeout_(timeout) {}
+
+  // The call's gRPC status as an absl::Status on failure.
+  absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
+                                         absl::Time deadline) override;
+  void Abandon(const PrefillOutcome& outcome) override;
+
+ private:
+  v1::Prefill::StubInterface* stub_;
+  PrefixStore* store_;
+  const absl::Duration timeout_;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_

@@ -1,0 +1,137 @@
+// The decode stage end to end without a network: prefill runs in this
+// process (a PrefillStage over a PrefixCache), pages are read from the same
+// cache, and the tokens equal the offline engine's; a prompt sharing a
+// cached prefix reuses it; every lease is released when calls end.
+#include "decode_service/decode_stage.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "engine/generate.h"
+#include "engine/kv_cache.h"
+#include "kv_store/prefix_cache.h"
+#include "tests/engine/test_model.h"
+
+namespace nanoserve {
+namespace {
+
+constexpr int64_t kPageSize = 8;
+
+class RecordingEvents : public GenerateEvents {
+ public:
+  void OnToken(const StreamedToken& token) override {
+    absl::MutexLock lock(&mu_);
+    ids_.push_back(token.id);
+  }
+  void OnFinish(const absl::Status& status, const GenerateSummary& summary) override {
+    absl::MutexLock lock(&mu_);
+    status_ = status;
+    summary_ = summary;
+    done_.Notify();
+  }
+
+  absl::Mutex mu_;
+  std::vector<int> ids_;
+  absl::Status status_;
+  GenerateSummary summary_;
+  absl::Notification done_;
+};
+
+class DecodeStageTest : public ::testing::Test {
+ protected:
+  DecodeStageTest()
+      : model_(testing::TinyModel()),
+        tokenizer_(Gpt2Tokenizer::LoadDefault().value()),
+        scheduler_(model_.get(), BatchSchedulerOptions{}),
+        workers_(2) {
+    PrefixCacheOptions o;
+    o.pool.layout = KvPageLayout(model_->config(), testing::TestDtype(), kPageSize);
+    o.pool.device = testing::TestDevice();
+    o.pool.byte_budget = 64 * o.pool.layout.bytes_per_page();
+    cache_ = PrefixCache::Create(o).value();
+    store_ = std::make_unique<LocalPrefixStore>(cache_.get());
+    prefill_ = std::make_unique<PrefillStage>(model_.get(), store_.get(), PrefillStageOptions(),
+                                              nullptr);
+    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), &scheduler_, prefill_.get(),
+                                           store_.get(), &workers_, DecodeStageOptions(),
+                                           nullptr);
+  }
+
+  std::shared_ptr<RecordingEvents> Run(const std::vector<int>& prompt, int64_t max_new) {
+    GenerateParams params;
+    params.prompt_ids = prompt;
+    params.max_new_tokens = max_new;
+    params.stop_at_end_of_text = false;
+    auto events = std::make_shared<RecordingEvents>();
+    stage_->Start(params, absl::InfiniteFuture(), events);
+    EXPECT_TRUE(events->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    return events;
+  }
+
+  std::vector<int> Offline(const std::vector<int>& prompt, int64_t max_new) {
+    GenerateOptions options;
+    options.max_new_tokens = max_new;
+    options.stop_at_end_of_text = false;
+    return Generator(model_.get()).Generate({prompt}, options).value().sequences[0].output_ids;
+  }
+
+  // Lease releases run on the worker pool after a call ends.
+  void ExpectNothingPinned() {
+    const absl::Time end = absl::Now() + absl::Seconds(10);
+    while (cache_->Stats().active_leases > 0 && absl::Now() < end) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_EQ(cache_->Stats().active_leases, 0);
+    EXPECT_EQ(cache_->Stats().pages_pinned, 0);
+  }
+
+  std::unique_ptr<Gpt2Model> model_;
+  std::unique_ptr<Gpt2Tokenizer> tokenizer_;
+  BatchScheduler scheduler_;
+  WorkerPool workers_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<LocalPrefixStore> store_;
+  std::unique_ptr<PrefillStage> prefill_;
+  std::unique_ptr<DecodeStage> stage_;
+};
+
+TEST_F(DecodeStageTest, PrefillAndPagesFromTheStoreGiveTheOfflineTokens) {
+  std::vector<int> prompt;
+  for (int i = 0; i < 21; ++i) prompt.push_back((i * 37 + 5) % 512);
+  auto first = Run(prompt, 10);
+  ASSERT_TRUE(first->status_.ok()) << first->status_;
+  testing::ExpectSameGreedy(*model_, prompt, Offline(prompt, 10), first->ids_);
+  const GenerateSummary& s = first->summary_;
+  EXPECT_TRUE(s.fallback_reason.empty()) << s.fallback_reason;
+  EXPECT_EQ(s.prompt_tokens, 21);
+  EXPECT_EQ(s.cached_prompt_tokens, 0);
+  EXPECT_EQ(s.fetched_prompt_tokens, 16);   // two whole pages, read from the store
+  EXPECT_EQ(s.recomputed_prompt_tokens, 5);  // the partial page
+  EXPECT_GT(s.kv_bytes_fetched, 0);
+  ExpectNothingPinned();
+
+  // A longer prompt with the same start: prefill reuses the cached pages.
+  std::vector<int> longer = prompt;
+  for (int i = 0; i < 6; ++i) longer.push_back((i * 11 + 1) % 512);
+  auto second = Run(longer, 6);
+  ASSERT_TRUE(second->status_.ok()) << second->status_;
+  testing::ExpectSameGreedy(*model_, longer, Offline(longer, 6), second->ids_);
+  EXPECT_EQ(second->summary_.cached_prompt_tokens, 16);
+  EXPECT_EQ(second->summary_.fetched_prompt_tokens, 24);
+  ExpectNothingPinned();
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+TEST_F(DecodeStageTest, BadInputEndsTheCallBeforePrefill) {
+  auto events = Run({1, 9999}, 4);
+  EXPECT_EQ(events->status_.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(events->ids_.empty());
+  EXPECT_EQ(cache_->Stats().lookups, 0);
+}
+
+}  // namespace
+}  // namespace nanoserve

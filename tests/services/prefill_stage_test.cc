@@ -1,0 +1,122 @@
+// The prefill stage without a network, over a PrefixCache in this process:
+// a batch sharing a prefix computes it once, first tokens are the offline
+// engine's, leases are the caller's and nothing stays pinned when a call
+// fails or is abandoned.
+#include "prefill_service/prefill_stage.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "engine/generate.h"
+#include "engine/kv_cache.h"
+#include "kv_store/prefix_cache.h"
+#include "kv_store/prefix_store.h"
+#include "tests/engine/test_model.h"
+
+namespace nanoserve {
+namespace {
+
+constexpr int64_t kPageSize = 8;
+
+std::vector<int> Tokens(int length, int salt) {
+  std::vector<int> p;
+  for (int i = 0; i < length; ++i) p.push_back((i * 31 + salt * 97 + 3) % 512);
+  return p;
+}
+
+class PrefillStageTest : public ::testing::Test {
+ protected:
+  PrefillStageTest() : model_(testing::TinyModel()) {
+    PrefixCacheOptions o;
+    o.pool.layout = KvPageLayout(model_->config(), testing::TestDtype(), kPageSize);
+    o.pool.device = testing::TestDevice();
+    o.pool.byte_budget = 64 * o.pool.layout.bytes_per_page();
+    cache_ = PrefixCache::Create(o).value();
+    store_ = std::make_unique<LocalPrefixStore>(cache_.get());
+  }
+
+  int FirstToken(const std::vector<int>& prompt) {
+    GenerateOptions options;
+    options.max_new_tokens = 1;
+    return Generator(model_.get()).Generate({prompt}, options).value().sequences[0].output_ids[0];
+  }
+
+  std::unique_ptr<Gpt2Model> model_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<LocalPrefixStore> store_;
+};
+
+TEST_F(PrefillStageTest, ABatchSharingAPrefixComputesItOnce) {
+  PrefillStage stage(model_.get(), store_.get(), {}, nullptr);
+  // Four prompts: 24 shared tokens (3 pages) + 5 of their own.
+  const std::vector<int> shared = Tokens(24, 1);
+  std::vector<PrefillPrompt> prompts;
+  for (int i = 0; i < 4; ++i) {
+    PrefillPrompt p{shared, {}};
+    const std::vector<int> own = Tokens(5, 10 + i);
+    p.tokens.insert(p.tokens.end(), own.begin(), own.end());
+    prompts.push_back(p);
+  }
+  auto outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_TRUE(outcome->store_status.ok()) << outcome->store_status;
+  EXPECT_EQ(outcome->computed_tokens, 24 + 4 * 5);
+  ASSERT_EQ(outcome->prompts.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    const PrefilledPrompt& p = outcome->prompts[i];
+    EXPECT_EQ(p.cached_tokens, 24) << i;
+    EXPECT_EQ(p.stored_tokens, 24) << i;  // 29 tokens: three whole pages
+    EXPECT_NE(p.lease_id, PrefixStore::kNoLease) << i;
+    testing::ExpectSameGreedy(*model_, prompts[i].tokens, {FirstToken(prompts[i].tokens)},
+                              {p.first_token});
+  }
+  EXPECT_EQ(cache_->Stats().pages_pinned, 3);  // the leases are ours
+  stage.Abandon(*outcome);
+  EXPECT_EQ(cache_->Stats().pages_pinned, 0);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+
+  // Again: everything but each prompt's last page comes from the store.
+  outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok());
+  EXPECT_EQ(outcome->computed_tokens, 4 * 5);
+  stage.Abandon(*outcome);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {
+  PrefillStage stage(model_.get(), nullptr, {}, nullptr);
+  const std::vector<PrefillPrompt> prompts = {{Tokens(20, 1), {}}, {Tokens(20, 1), {}}};
+  auto outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_FALSE(outcome->store_status.ok());
+  EXPECT_EQ(outcome->computed_tokens, 40);
+  EXPECT_EQ(outcome->prompts[0].lease_id, PrefixStore::kNoLease);
+  EXPECT_EQ(outcome->prompts[0].first_token, outcome->prompts[1].first_token);
+}
+
+TEST_F(PrefillStageTest, BadBatchesAndLateCallsHoldNothing) {
+  PrefillStageOptions options;
+  options.max_prompts = 2;
+  PrefillStage stage(model_.get(), store_.get(), options, nullptr);
+  auto code = [&](const std::vector<PrefillPrompt>& prompts) {
+    return stage.Prefill(prompts, absl::InfiniteFuture()).status().code();
+  };
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  EXPECT_EQ(code({}), kInvalid);
+  EXPECT_EQ(code({{{}, {}}}), kInvalid);
+  EXPECT_EQ(code({{{1, 512}, {}}}), kInvalid);
+  EXPECT_EQ(code({{Tokens(97, 1), {}}}), kInvalid);  // over the context
+  EXPECT_EQ(code({{{1}, {}}, {{2}, {}}, {{3}, {}}}), kInvalid);
+  SamplingOptions bad;
+  bad.top_p = 0;
+  EXPECT_EQ(code({{{1, 2}, bad}}), kInvalid);
+  EXPECT_EQ(stage.Prefill({{Tokens(20, 3), {}}}, absl::Now() - absl::Seconds(1)).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(cache_->Stats().pages_pinned, 0);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+}
+
+}  // namespace
+}  // namespace nanoserve
