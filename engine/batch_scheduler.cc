@@ -196,6 +196,7 @@ void BatchScheduler::Step() {
     all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
   }
   std::vector<int64_t> tokens(hi, 0);
+  std::vector<absl::Status> row_status(hi);
   const absl::Status status = RunTorch("decode step", [&] {
     const torch::Device device = model_->options().device;
     torch::Tensor hidden = model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
@@ -205,10 +206,15 @@ void BatchScheduler::Step() {
     if (all_greedy) {
       torch::Tensor best = logits.argmax(-1).cpu();
       for (int64_t s = 0; s < hi; ++s) tokens[s] = best[s].item<int64_t>();
-    } else {
-      for (int64_t s = 0; s < hi; ++s) {
-        if (slots_[s] != nullptr) tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0];
-      }
+      return;
+    }
+    // A row's sampling trouble (say, non-finite probabilities) is its own:
+    // it ends that row only.
+    for (int64_t s = 0; s < hi; ++s) {
+      if (slots_[s] == nullptr) continue;
+      row_status[s] = RunTorch("sampling", [&] {
+        tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0];
+      });
     }
   });
   if (!status.ok()) {
@@ -221,6 +227,8 @@ void BatchScheduler::Step() {
   for (int64_t s = 0; s < hi; ++s) {
     if (slots_[s] == nullptr) {
       cache_.set_length(s, 0);  // the dummy token's
+    } else if (!row_status[s].ok()) {
+      Finish(s, row_status[s]);
     } else {
       Emit(s, static_cast<int>(tokens[s]));
     }

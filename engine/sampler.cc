@@ -9,15 +9,18 @@
 namespace nanoserve {
 
 absl::Status ValidateSamplingOptions(const SamplingOptions& o) {
-  if (!(o.temperature >= 0.0 && o.temperature <= 100.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("temperature must be in [0, 100], got ", o.temperature));
+  if (!(o.temperature == 0.0 ||
+        (o.temperature >= kMinTemperature && o.temperature <= kMaxTemperature))) {
+    return absl::InvalidArgumentError(absl::StrCat("temperature must be 0 (greedy) or in [",
+                                                   kMinTemperature, ", ", kMaxTemperature,
+                                                   "], got ", o.temperature));
   }
   if (o.top_k < 0) {
     return absl::InvalidArgumentError(absl::StrCat("top_k must be >= 0, got ", o.top_k));
   }
-  if (!(o.top_p > 0.0 && o.top_p <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat("top_p must be in (0, 1], got ", o.top_p));
+  if (!(o.top_p >= kMinTopP && o.top_p <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("top_p must be in [", kMinTopP, ", 1], got ", o.top_p));
   }
   return absl::OkStatus();
 }
@@ -40,8 +43,10 @@ std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
     if (options_.top_p < 1.0) {
       auto [sorted, order] = l.sort(-1, /*descending=*/true);
       auto cum = sorted.softmax(-1).cumsum(-1);
-      // Drop a token once the tokens before it already reach top_p.
+      // Drop a token once the tokens before it already reach top_p; never
+      // the most likely one.
       auto drop_sorted = (cum - sorted.softmax(-1)) >= options_.top_p;
+      drop_sorted.select(-1, 0).fill_(false);
       auto drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
       l = l.masked_fill(drop, kMinusInf);
     }

@@ -13,14 +13,21 @@
 
 namespace nanoserve {
 
+// Below these, sampling is greedy in all but rounding, and the arithmetic
+// stops being computable (logits / temperature overflow; top_p underflows
+// fp32): ValidateSamplingOptions refuses them.
+inline constexpr double kMinTemperature = 1e-5;
+inline constexpr double kMaxTemperature = 100.0;
+inline constexpr double kMinTopP = 1e-6;
+
 struct SamplingOptions {
-  // 0 picks the most likely token (greedy); > 0 divides the logits before
-  // sampling. At most 100.
+  // 0 picks the most likely token (greedy); otherwise in [kMinTemperature,
+  // kMaxTemperature], dividing the logits before sampling.
   double temperature = 0.0;
   // Keep only the k most likely tokens; 0 keeps all.
   int64_t top_k = 0;
   // Keep the smallest set of most likely tokens whose probability reaches
-  // top_p; 1 keeps all. In (0, 1].
+  // top_p; 1 keeps all. In [kMinTopP, 1].
   double top_p = 1.0;
   // Seed of the sampling generator.
   uint64_t seed = 0;

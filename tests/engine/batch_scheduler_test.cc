@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <future>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -176,6 +177,46 @@ TEST(BatchSchedulerTest, BadRequestsAreRefusedAndNothingRuns) {
   EXPECT_EQ(code(std::move(bad_kv)), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(out.done.HasBeenNotified());
   EXPECT_EQ(scheduler.steps(), 0);
+}
+
+// Requests whose lengths overflow or whose sampling cannot be computed are
+// refused up front; the running batch never sees them. Sampling at the
+// stated minimums runs to the end beside a greedy victim.
+TEST(BatchSchedulerTest, UncomputableRequestsAreRefusedAndHurtNoOne) {
+  auto model = TinyModel();
+  BatchScheduler scheduler(model.get(), {});
+  const std::vector<int> prompt = Prompt(12, 8);
+  Outcome victim;
+  ASSERT_TRUE(scheduler.Submit(MakeRequest(prompt, 40, &victim)).ok());
+  Outcome minimums;
+  BatchRequest edge = MakeRequest(Prompt(7, 9), 30, &minimums);
+  edge.sampling.temperature = kMinTemperature;
+  edge.sampling.top_p = kMinTopP;
+  ASSERT_TRUE(scheduler.Submit(std::move(edge)).ok());
+
+  Outcome refused;
+  auto code = [&](BatchRequest r) { return scheduler.Submit(std::move(r)).status().code(); };
+  const auto kInvalid = absl::StatusCode::kInvalidArgument;
+  EXPECT_EQ(code(MakeRequest({1, 2}, std::numeric_limits<int64_t>::max(), &refused)), kInvalid);
+  for (double temperature : {1e-310, 5e-6, 100.5}) {
+    BatchRequest r = MakeRequest({1, 2}, 4, &refused);
+    r.sampling.temperature = temperature;
+    EXPECT_EQ(code(std::move(r)), kInvalid) << temperature;
+  }
+  for (double top_p : {1e-310, 5e-7}) {
+    BatchRequest r = MakeRequest({1, 2}, 4, &refused);
+    r.sampling.temperature = 1.0;
+    r.sampling.top_p = top_p;
+    EXPECT_EQ(code(std::move(r)), kInvalid) << top_p;
+  }
+
+  ASSERT_TRUE(victim.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(victim.status.ok()) << victim.status;
+  ExpectSameGreedy(*model, prompt, Offline(*model, prompt, 40), victim.result.output_ids);
+  ASSERT_TRUE(minimums.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(minimums.status.ok()) << minimums.status;
+  EXPECT_EQ(minimums.result.output_ids.size(), 30u);
+  EXPECT_FALSE(refused.done.HasBeenNotified());
 }
 
 TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
