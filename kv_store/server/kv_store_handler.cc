@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "engine/prompt_check.h"
 #include "kv_store/client/kv_wire.h"
@@ -118,7 +119,7 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
 // ---- Put ----
 
 KvStoreHandler::PutSession::~PutSession() {
-  if (!new_pages_.empty()) handler_->cache_->FreePages(new_pages_).IgnoreError();
+  handler_->put_bytes_in_flight_.fetch_sub(expected_bytes_);
 }
 
 grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
@@ -142,22 +143,42 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   if ((base > 0) != (header.base_lease_id() != PrefixCache::kNoLease)) {
     return Invalid("Put: base_lease_id must be set exactly when base_tokens > 0");
   }
+  base_lease_id_ = header.base_lease_id();
+  base_pages_ = base / ps;
   if (base > 0) {
-    auto leased = h.cache_->LeasedPages(header.base_lease_id());
-    if (!leased.ok()) return ToGrpcStatus(leased.status());
-    if (static_cast<int64_t>(leased->size()) < base / ps) {
-      return Invalid(absl::StrCat("Put: base lease pins ", leased->size() * ps,
-                                  " tokens, fewer than base_tokens ", base));
-    }
-    base_pages_.assign(leased->begin(), leased->begin() + base / ps);
+    if (grpc::Status bad = BasePages(nullptr); !bad.ok()) return bad;
   }
-  auto pages = h.cache_->AllocatePages((n - base) / ps);
-  if (!pages.ok()) return ToGrpcStatus(pages.status());
-  new_pages_ = *std::move(pages);
+  new_pages_ = (n - base) / ps;
+  if (new_pages_ > h.cache_->num_pages()) {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("Put: ", new_pages_, " pages, more than the pool's ",
+                                     h.cache_->num_pages()));
+  }
+  // The bytes wait here until the stream ends; pages are taken only then,
+  // so a stream that stalls holds memory under a bound, never pages.
+  const int64_t bytes = new_pages_ * h.bytes_per_page_;
+  if (h.put_bytes_in_flight_.fetch_add(bytes) + bytes > h.options_.max_put_buffer_bytes) {
+    h.put_bytes_in_flight_.fetch_sub(bytes);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("Put: ", bytes, " bytes would pass the store's ",
+                                     h.options_.max_put_buffer_bytes,
+                                     "-byte bound on Put streams in flight"));
+  }
+  expected_bytes_ = bytes;
   tokens_.assign(header.tokens().begin(), header.tokens().end());
-  expected_bytes_ = static_cast<int64_t>(new_pages_.size()) * h.bytes_per_page_;
   bytes_.reserve(expected_bytes_);
   have_header_ = true;
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) const {
+  auto leased = handler_->cache_->LeasedPages(base_lease_id_);
+  if (!leased.ok()) return ToGrpcStatus(leased.status());
+  if (static_cast<int64_t>(leased->size()) < base_pages_) {
+    return Invalid(absl::StrCat("Put: base lease pins ", leased->size(), " pages, fewer than the ",
+                                base_pages_, " of base_tokens"));
+  }
+  if (pages != nullptr) pages->assign(leased->begin(), leased->begin() + base_pages_);
   return grpc::Status::OK;
 }
 
@@ -174,7 +195,7 @@ grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message
   }
   if (static_cast<int64_t>(bytes_.size() + chunk.data().size()) > expected_bytes_) {
     return Invalid(absl::StrCat("Put: more than the ", expected_bytes_, " bytes of ",
-                                new_pages_.size(), " pages"));
+                                new_pages_, " pages"));
   }
   bytes_.append(chunk.data());
   return grpc::Status::OK;
@@ -186,18 +207,29 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   if (static_cast<int64_t>(bytes_.size()) != expected_bytes_) {
     return Invalid(absl::StrCat("Put: got ", bytes_.size(), " of ", expected_bytes_, " page bytes"));
   }
-  if (!new_pages_.empty()) {
+  std::vector<int32_t> pages;
+  if (base_pages_ > 0) {
+    if (grpc::Status gone = BasePages(&pages); !gone.ok()) {
+      return grpc::Status(grpc::StatusCode::ABORTED,
+                          absl::StrCat("Put: the base lease ended during the stream: ",
+                                       gone.error_message()));
+    }
+  }
+  auto allocated = h.cache_->AllocatePages(new_pages_);
+  if (!allocated.ok()) return ToGrpcStatus(allocated.status());
+  // Caller-held until inserted; freed if anything below fails.
+  absl::Cleanup free_pages = [&] { h.cache_->FreePages(*allocated).IgnoreError(); };
+  if (new_pages_ > 0) {
     absl::StatusOr<torch::Tensor> staged = PagesFromBytes(h.layout_, bytes_);
     if (!staged.ok()) return ToGrpcStatus(staged.status());
     // Writing caller-held pages needs no lock (see PrefixCache).
-    absl::Status written = WritePages(h.cache_->storage(), new_pages_, *staged);
+    absl::Status written = WritePages(h.cache_->storage(), *allocated, *staged);
     if (!written.ok()) return ToGrpcStatus(written);
   }
-  std::vector<int32_t> pages = base_pages_;
-  pages.insert(pages.end(), new_pages_.begin(), new_pages_.end());
+  pages.insert(pages.end(), allocated->begin(), allocated->end());
   auto inserted = h.cache_->Insert(tokens_, pages);
   if (!inserted.ok()) return ToGrpcStatus(inserted.status());
-  new_pages_.clear();  // adopted (or freed as duplicates) by the tree
+  std::move(free_pages).Cancel();  // adopted (or freed as duplicates) by the tree
   if (h.put_bytes_ != nullptr) h.put_bytes_->Increment(static_cast<double>(bytes_.size()));
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));

@@ -4,13 +4,15 @@
 // unit tests drive the handler directly, without a network.
 //
 // Page bytes travel as runs of pages (kv_store/page_layout.h). A Put
-// allocates its pages when its header arrives (RESOURCE_EXHAUSTED then if
-// the pool is full of pinned pages) and gives them back if the stream fails.
+// buffers its bytes (under a bound on all Puts in flight) and takes its
+// pages only when its stream ends, so a stream that stalls or fails holds
+// no page.
 //
 // Thread safety: thread-safe; sessions are used by one call at a time.
 #ifndef NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
 #define NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -32,6 +34,10 @@ struct KvStoreHandlerOptions {
   int64_t vocab_size = 50257;
   // Longest token run a Match or Put accepts.
   int64_t max_tokens = 1 << 16;
+  // Bound on the page bytes of all Put streams in flight (they are buffered
+  // until each stream ends); a Put that would pass it gets
+  // RESOURCE_EXHAUSTED at its header.
+  int64_t max_put_buffer_bytes = int64_t{256} << 20;
 };
 
 class KvStoreHandler {
@@ -58,14 +64,18 @@ class KvStoreHandler {
     friend class KvStoreHandler;
     explicit PutSession(KvStoreHandler* handler) : handler_(handler) {}
     grpc::Status OnHeader(const v1::PutHeader& header);
+    // The first base_pages_ pages the base lease pins (into *pages if not
+    // null); NOT_FOUND if the lease is gone.
+    grpc::Status BasePages(std::vector<int32_t>* pages) const;
 
     KvStoreHandler* handler_;
     bool have_header_ = false;
     std::vector<int32_t> tokens_;
-    std::vector<int32_t> base_pages_;
-    std::vector<int32_t> new_pages_;  // caller-held until inserted
-    std::string bytes_;               // the new pages, as they arrive
-    int64_t expected_bytes_ = 0;
+    uint64_t base_lease_id_ = 0;
+    int64_t base_pages_ = 0;
+    int64_t new_pages_ = 0;      // taken from the pool at Finish
+    std::string bytes_;          // the new pages, as they arrive
+    int64_t expected_bytes_ = 0;  // counted in the handler's put_bytes_in_flight_
   };
   std::unique_ptr<PutSession> StartPut() { return std::unique_ptr<PutSession>(new PutSession(this)); }
 
@@ -108,6 +118,7 @@ class KvStoreHandler {
   const int64_t bytes_per_page_;
   Counter* fetched_bytes_ = nullptr;
   Counter* put_bytes_ = nullptr;
+  std::atomic<int64_t> put_bytes_in_flight_{0};
 };
 
 }  // namespace nanoserve

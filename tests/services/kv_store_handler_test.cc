@@ -210,3 +210,56 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
 
 }  // namespace
 }  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// A Put stream that stalls after its header holds no page: a dozen of them
+// leave the pool to everyone else. Their buffered bytes are bounded.
+TEST_F(KvStoreHandlerTest, StalledPutsHoldNoPages) {
+  std::vector<std::unique_ptr<KvStoreHandler::PutSession>> stalled;
+  for (int i = 0; i < 12; ++i) {
+    auto session = handler_->StartPut();
+    v1::PutRequest header;
+    for (int32_t t : {1, 2, 3, 4, 5, 6, 7, 8}) header.mutable_header()->add_tokens(t + i);
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    ASSERT_TRUE(session->OnMessage(header).ok()) << i;
+    stalled.push_back(std::move(session));
+  }
+  EXPECT_EQ(cache_->Stats().pages_in_use, 0);
+  // The whole pool is still there for a Put that finishes.
+  v1::PutResponse put;
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 6 * kPageSize; ++i) tokens.push_back(i % 50);
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 6 * kPageSize, 0), &put).ok());
+  EXPECT_EQ(cache_->Stats().pages_in_use, 6);
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, &released).ok());
+  stalled.clear();  // the streams end: their bytes are let go, no page to free
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+TEST_F(KvStoreHandlerTest, PutStreamsInFlightAreBounded) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.max_put_buffer_bytes = 3 * cache_->options().pool.layout.bytes_per_page();
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  auto header = [&](int pages) {
+    v1::PutRequest h;
+    for (int i = 0; i < pages * kPageSize; ++i) h.mutable_header()->add_tokens(i % 50);
+    *h.mutable_header()->mutable_layout() = handler.layout();
+    return h;
+  };
+  auto first = handler.StartPut();
+  ASSERT_TRUE(first->OnMessage(header(2)).ok());
+  auto second = handler.StartPut();
+  EXPECT_EQ(second->OnMessage(header(2)).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  first.reset();  // ends: its bytes no longer count
+  auto third = handler.StartPut();
+  EXPECT_TRUE(third->OnMessage(header(3)).ok());
+}
+
+}  // namespace
+}  // namespace nanoserve
