@@ -24,7 +24,7 @@
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
 #include "rpc/server_runner.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
@@ -92,9 +92,7 @@ class ServicesTest : public ::testing::Test {
 
   std::vector<int> Offline(const std::vector<int>& prompt, int64_t max_new) {
     Generator generator(model_.get());
-    GenerateOptions options;
-    options.max_new_tokens = max_new;
-    options.stop_at_end_of_text = false;
+    const GenerateOptions options = testing::GreedyOptions(KvCacheMode::kOn, max_new);
     return generator.Generate({prompt}, options).value().sequences[0].output_ids;
   }
 

@@ -12,7 +12,7 @@
 #include "absl/synchronization/notification.h"
 #include "client/service_client.h"
 #include "engine/generate.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
