@@ -236,7 +236,10 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
                                });
   ASSERT_TRUE(during.ok()) << during.status();
   ExpectSameGreedy(*model_, running, Offline(running, 30), during->output_ids);
-  ASSERT_FALSE(stack_->process(ServiceStack::kKvStore)->running());
+  // SIGKILL ends the process asynchronously (the stream may finish first).
+  auto killed_with = stack_->process(ServiceStack::kKvStore)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(killed_with.ok()) << killed_with.status();
+  EXPECT_EQ(*killed_with, 128 + SIGKILL);
 
   // With the store gone, requests are computed by prefill/decode and say so.
   for (int length : {5, 19}) {
