@@ -1,7 +1,5 @@
 #include "client/remote_commands.h"
 
-#include <signal.h>
-
 #include <cstdio>
 
 #include <nlohmann/json.hpp>
@@ -115,12 +113,7 @@ int RunServe(const ServiceStackOptions& stack_options, const GenerateCommandOpti
     code = RunRemoteGenerate(generate, s.target(ServiceStack::kDecode), absl::Minutes(10));
   } else {
     std::fprintf(stderr, "nanoserve serve: serving until Ctrl-C or SIGTERM\n");
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    int signal_number = 0;
-    sigwait(&set, &signal_number);
+    WaitForTerminationSignal();
   }
   absl::Status stopped = s.Stop();
   if (!stopped.ok()) std::fprintf(stderr, "nanoserve serve: %s\n", stopped.ToString().c_str());
