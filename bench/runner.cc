@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <fstream>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -84,7 +86,7 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& mo
 }
 
 // Runs `point` once; prefix mode starts from an empty cache.
-absl::StatusOr<GenerateStats> RunOnce(const Gpt2Model& model, const BenchPoint& point,
+absl::StatusOr<GenerateResult> RunOnce(const Gpt2Model& model, const BenchPoint& point,
                                       const std::vector<std::vector<int>>& prompts,
                                       int64_t page_size) {
   std::unique_ptr<PrefixCache> cache;
@@ -98,13 +100,17 @@ absl::StatusOr<GenerateStats> RunOnce(const Gpt2Model& model, const BenchPoint& 
   options.kv_cache = point.mode;
   options.stop_at_end_of_text = false;
   Generator generator(&model, cache.get());
-  auto result = generator.Generate(prompts, options);
-  if (!result.ok()) return result.status();
-  return result->stats;
+  return generator.Generate(prompts, options);
 }
 
+// A point's row and the greedy tokens of its last timed run, per prompt.
+struct Measured {
+  BenchRow row;
+  std::vector<std::vector<int>> outputs;
+};
+
 // Warm-up and timed repeats of one point, as a row (model fields unset).
-absl::StatusOr<BenchRow> MeasurePoint(const Gpt2Model& model, const BenchPoint& point,
+absl::StatusOr<Measured> MeasurePoint(const Gpt2Model& model, const BenchPoint& point,
                                       const BenchOptions& options) {
   const torch::Device device = model.options().device;
   const auto prompts = MakePrompts(point, model.config().vocab_size, options.seed);
@@ -118,17 +124,20 @@ absl::StatusOr<BenchRow> MeasurePoint(const Gpt2Model& model, const BenchPoint& 
     if (!stats.ok()) return stats.status();
   }
   std::vector<GenerateStats> runs;
+  Measured measured;
   for (int64_t i = 0; i < options.repeats; ++i) {
-    auto stats = RunOnce(model, point, prompts, options.page_size);
-    if (!stats.ok()) return stats.status();
-    runs.push_back(*stats);
+    auto result = RunOnce(model, point, prompts, options.page_size);
+    if (!result.ok()) return result.status();
+    runs.push_back(result->stats);
+    measured.outputs.clear();
+    for (const SequenceResult& s : result->sequences) measured.outputs.push_back(s.output_ids);
   }
   auto median = [&](auto field) {
     std::vector<double> values;
     for (const GenerateStats& s : runs) values.push_back(static_cast<double>(field(s)));
     return Median(values);
   };
-  BenchRow row;
+  BenchRow& row = measured.row;
   row.sweep = SweepKindName(point.sweep);
   row.kv_cache = KvCacheModeName(point.mode);
   row.attention = AttentionKindName(point.attention);
@@ -154,7 +163,7 @@ absl::StatusOr<BenchRow> MeasurePoint(const Gpt2Model& model, const BenchPoint& 
   row.reserved_mem_bytes = static_cast<int64_t>(
       median([](const GenerateStats& s) { return s.memory.reserved_bytes; }));
   row.mem_source = runs[0].memory.source;
-  return row;
+  return measured;
 }
 
 // One generation of each mode on a small input: first-call costs (library
@@ -173,31 +182,60 @@ absl::Status WarmUpModel(const Gpt2Model& model, const BenchOptions& options) {
   return absl::OkStatus();
 }
 
-std::string ResultLine(const BenchRow& r) {
-  return absl::StrFormat("%-6s %-6s B=%-3d P=%-4d S=%-4d O=%-4d total %9.1f ms  %8.2f ms/token  "
-                         "ttft %8.1f ms  peak %7.1f MiB",
-                         r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len, r.output_len,
-                         r.total_ms, r.ms_per_output_token, r.ttft_ms,
-                         r.peak_mem_bytes / 1048576.0);
+// "yes" or "no" for a point compared with the one before it, "" otherwise.
+std::string SameTokensText(const std::optional<bool>& same) {
+  return same.has_value() ? (*same ? "yes" : "no") : "";
 }
 
-void PrintTable(const std::vector<BenchRow>& rows) {
+std::string ResultLine(const BenchResult& result) {
+  const BenchRow& r = result.row;
+  return absl::StrFormat("%-6s %-6s B=%-3d P=%-4d S=%-4d O=%-4d total %9.1f ms  %8.2f ms/token  "
+                         "ttft %8.1f ms  peak %7.1f MiB%s",
+                         r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len, r.output_len,
+                         r.total_ms, r.ms_per_output_token, r.ttft_ms,
+                         r.peak_mem_bytes / 1048576.0,
+                         result.same_tokens == false ? "  TOKENS DIFFER" : "");
+}
+
+void PrintTable(const std::vector<BenchResult>& results) {
   absl::PrintF("| model | attention | sweep | kv_cache | batch | prompt | shared | output | "
-               "total ms | ms/token | ttft ms | computed/asked | peak MiB | reserved MiB |\n"
-               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-  for (const BenchRow& r : rows) {
-    absl::PrintF("| %s | %s | %s | %s | %d | %d | %d | %d | %.1f | %.2f | %.1f | %d/%d | %.1f | %.1f |\n",
+               "total ms | ms/token | ttft ms | computed/asked | peak MiB | reserved MiB | "
+               "same tokens |\n"
+               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+  for (const BenchResult& result : results) {
+    const BenchRow& r = result.row;
+    absl::PrintF("| %s | %s | %s | %s | %d | %d | %d | %d | %.1f | %.2f | %.1f | %d/%d | %.1f | "
+                 "%.1f | %s |\n",
                  r.model, r.attention, r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len,
                  r.output_len, r.total_ms, r.ms_per_output_token, r.ttft_ms,
                  r.prompt_tokens_computed, r.prompt_tokens, r.peak_mem_bytes / 1048576.0,
-                 r.reserved_mem_bytes / 1048576.0);
+                 r.reserved_mem_bytes / 1048576.0, SameTokensText(result.same_tokens));
   }
   std::fflush(stdout);
 }
 
+// Pairs each measured point with the measured point before it when both have
+// one shape (SameShape; ExpandPoints puts the compared modes side by side).
+class SameTokensCheck {
+ public:
+  // Whether `outputs` equal the tokens of the point before `point` if that
+  // one had its shape; notes `point` and `outputs` for the next call.
+  std::optional<bool> Check(const BenchPoint& point, std::vector<std::vector<int>> outputs) {
+    std::optional<bool> same;
+    if (last_.has_value() && SameShape(*last_, point)) same = outputs == last_outputs_;
+    last_ = point;
+    last_outputs_ = std::move(outputs);
+    return same;
+  }
+
+ private:
+  std::optional<BenchPoint> last_;
+  std::vector<std::vector<int>> last_outputs_;
+};
+
 }  // namespace
 
-absl::Status RunBench(const BenchOptions& options) {
+absl::StatusOr<std::vector<BenchResult>> RunBench(const BenchOptions& options) {
   if (absl::Status s = ValidateBenchSpec(options.spec); !s.ok()) return s;
   if (options.repeats < 1) return absl::InvalidArgumentError("--repeats must be >= 1");
   if (options.warmup < 0) return absl::InvalidArgumentError("--warmup must be >= 0");
@@ -224,8 +262,9 @@ absl::Status RunBench(const BenchOptions& options) {
                points.size(), card.c_str(), options.dtype.c_str(),
                static_cast<long long>(options.repeats), static_cast<long long>(options.warmup));
 
-  std::vector<BenchRow> rows;
-  int64_t failed = 0, skipped = 0;
+  std::vector<BenchResult> results;
+  SameTokensCheck same_tokens;
+  int64_t failed = 0, skipped = 0, differing = 0;
   size_t next = 0;
   while (next < points.size()) {
     const std::string model_spec = points[next].model;
@@ -265,30 +304,37 @@ absl::Status RunBench(const BenchOptions& options) {
           continue;
         }
         progress.Start(label);
-        auto row = MeasurePoint(*model, point, options);
-        if (!row.ok()) {
+        auto measured = MeasurePoint(*model, point, options);
+        if (!measured.ok()) {
           ++failed;
-          progress.Finish(cost, absl::StrCat("FAILED ", label, ": ", row.status().message()));
+          progress.Finish(cost, absl::StrCat("FAILED ", label, ": ", measured.status().message()));
           continue;
         }
-        row->card = card;
-        row->device = device->is_cuda() ? "cuda" : "cpu";
-        row->model = model_spec;
-        row->params_m = config.num_parameters() / 1e6;
-        row->dtype = DtypeName(*dtype);
-        row->weights_bytes = model->weight_bytes();
-        if (absl::Status s = csv->Write(*row); !s.ok()) return s;
-        rows.push_back(*row);
-        progress.Finish(cost, absl::StrCat(model_spec, " ", row->attention, " ", ResultLine(*row)));
+        BenchResult result{measured->row, same_tokens.Check(point, std::move(measured->outputs))};
+        BenchRow& row = result.row;
+        row.card = card;
+        row.device = device->is_cuda() ? "cuda" : "cpu";
+        row.model = model_spec;
+        row.params_m = config.num_parameters() / 1e6;
+        row.dtype = DtypeName(*dtype);
+        row.weights_bytes = model->weight_bytes();
+        if (absl::Status s = csv->Write(row); !s.ok()) return s;
+        if (result.same_tokens == false) ++differing;
+        results.push_back(result);
+        progress.Finish(cost,
+                        absl::StrCat(model_spec, " ", row.attention, " ", ResultLine(result)));
       }
     }
   }
   progress.Close();
-  PrintTable(rows);
-  std::fprintf(stderr, "bench: %zu points written to %s, %lld skipped, %lld failed, %s\n",
-               rows.size(), options.csv_path.c_str(), static_cast<long long>(skipped),
-               static_cast<long long>(failed), FormatDuration(progress.ElapsedSeconds()).c_str());
-  return absl::OkStatus();
+  PrintTable(results);
+  std::fprintf(stderr,
+               "bench: %zu points written to %s, %lld skipped, %lld failed, %lld with other "
+               "tokens than their compared mode, %s\n",
+               results.size(), options.csv_path.c_str(), static_cast<long long>(skipped),
+               static_cast<long long>(failed), static_cast<long long>(differing),
+               FormatDuration(progress.ElapsedSeconds()).c_str());
+  return results;
 }
 
 }  // namespace nanoserve

@@ -7,14 +7,20 @@
 // cached-but-free memory is given back before each point's warm-up
 // (ReleaseCachedMemory), and Generate measures the peak of each run.
 // Prefix-mode repeats each start from an empty prefix cache, so reuse is
-// within the batch only (Part C: one batch sharing a system prompt).
+// within the batch only (Part C: one batch sharing a system prompt). The
+// greedy tokens of each point are checked against those of the mode it is
+// compared with (SameShape): the caches must not change what is generated.
 #ifndef NANOSERVE_BENCH_RUNNER_H_
 #define NANOSERVE_BENCH_RUNNER_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "bench/results.h"
 #include "bench/sweep.h"
 
 namespace nanoserve {
@@ -37,11 +43,22 @@ struct BenchOptions {
   std::string card;
 };
 
-// Runs every point, writes the CSV as it goes and prints a short table of
-// the results to stdout. A point that fails (out of memory, say) is reported
-// on stderr and left out; the run goes on. Errors: INVALID_ARGUMENT for bad
-// options; the CSV's write errors; a model that cannot be loaded.
-absl::Status RunBench(const BenchOptions& options);
+// One measured point.
+struct BenchResult {
+  BenchRow row;  // as written to the CSV
+  // Whether the point's greedy tokens (every prompt's, in its last timed run)
+  // equal those of the point before it of the same shape (SameShape), the
+  // sweep's first mode: off for "prompt" and "output", on for "prefix".
+  // Empty for that first mode itself, or when it was not measured.
+  std::optional<bool> same_tokens;
+};
+
+// Runs every point, writes the CSV as it goes, prints a short table of the
+// results to stdout (with the same-tokens check, which the CSV leaves out)
+// and returns them in run order. A point that fails (out of memory, say) is
+// reported on stderr and left out; the run goes on. Errors: INVALID_ARGUMENT
+// for bad options; the CSV's write errors; a model that cannot be loaded.
+absl::StatusOr<std::vector<BenchResult>> RunBench(const BenchOptions& options);
 
 }  // namespace nanoserve
 

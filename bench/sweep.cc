@@ -139,6 +139,12 @@ std::vector<KvCacheMode> SweepModes(SweepKind kind) {
   return {KvCacheMode::kOff, KvCacheMode::kOn};
 }
 
+bool SameShape(const BenchPoint& a, const BenchPoint& b) {
+  return a.model == b.model && a.attention == b.attention && a.sweep == b.sweep &&
+         a.batch == b.batch && a.shared_len == b.shared_len && a.prompt_len == b.prompt_len &&
+         a.output_len == b.output_len;
+}
+
 std::vector<BenchPoint> ExpandPoints(const BenchSpec& spec) {
   std::vector<BenchPoint> points;
   for (const std::string& model : spec.models) {

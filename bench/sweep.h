@@ -82,6 +82,11 @@ struct BenchPoint {
 // prefix for "prefix".
 std::vector<KvCacheMode> SweepModes(SweepKind kind);
 
+// True if `a` and `b` differ at most in their KV cache mode: the same model,
+// attention, sweep and lengths, so the same prompts (MakePrompts) and, with
+// greedy decoding, the same output tokens.
+bool SameShape(const BenchPoint& a, const BenchPoint& b);
+
 // Every point of `spec` in run order: model, attention, sweep, then the
 // swept value(s) ascending, the compared modes adjacent (so that a run cut
 // short still holds both modes of each length it reached).

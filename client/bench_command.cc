@@ -59,7 +59,8 @@ absl::Status ParseSpec(const BenchCommandOptions& o, BenchSpec& spec) {
 int RunBenchCommand(const BenchCommandOptions& o) {
   BenchOptions options = o.bench;
   if (absl::Status s = ParseSpec(o, options.spec); !s.ok()) return Fail(s);
-  if (absl::Status s = RunBench(options); !s.ok()) return Fail(s);
+  auto results = RunBench(options);
+  if (!results.ok()) return Fail(results.status());
   return 0;
 }
 

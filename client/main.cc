@@ -13,19 +13,20 @@
 #include <string>
 #include <vector>
 
-#include "engine/device.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/services_bench.h"
 #include "client/bench_command.h"
 #include "client/commands.h"
 #include "client/flag_names.h"
 #include "client/remote_commands.h"
-#include "rpc/server_runner.h"
-#include "rpc/subprocess.h"
+#include "client/subprocess.h"
+#include "engine/device.h"
 #include "engine/model_loader.h"
+#include "rpc/server_runner.h"
 
 ABSL_FLAG(std::string, text, "", "tokenize: the text");
 ABSL_FLAG(std::string, ids, "", "detokenize: comma-separated token ids");
@@ -130,10 +131,11 @@ int main(int argc, char** argv) {
     nanoserve::ServiceStackOptions stack;
     stack.bin_dir = nanoserve::ExecutableDir();
     stack.work_dir = absl::GetFlag(FLAGS_work_dir);
-    stack.model = o.model;
-    stack.seed = o.seed;
-    stack.device = o.device;
-    stack.dtype = o.dtype;
+    stack.model.spec = o.model;
+    stack.model.seed = o.seed;
+    stack.model.device = o.device;
+    stack.model.dtype = o.dtype;
+    stack.model.attention = o.attention;
     stack.page_size = o.page_size;
     stack.pool_mb = absl::GetFlag(FLAGS_pool_mb);
     stack.max_batch = absl::GetFlag(FLAGS_max_batch);
@@ -145,7 +147,6 @@ int main(int argc, char** argv) {
     }
     nanoserve::BenchServicesOptions bench;
     bench.stack = stack;
-    bench.attention = o.attention;
     bench.max_new_tokens = o.generate.max_new_tokens;
     bench.repeats = absl::GetFlag(FLAGS_repeats);
     bench.prompt_lengths.clear();

@@ -14,6 +14,14 @@
 
 namespace nanoserve {
 
+v1::GenerateRequest GreedyRequest(const std::vector<int>& prompt_ids, int64_t max_new_tokens) {
+  v1::GenerateRequest request;
+  request.mutable_prompt_ids()->Add(prompt_ids.begin(), prompt_ids.end());
+  request.set_max_new_tokens(max_new_tokens);
+  request.set_ignore_eos(true);
+  return request;
+}
+
 absl::StatusOr<GenerateOutcome> StreamGenerate(
     v1::Decode::StubInterface& stub, const v1::GenerateRequest& request, absl::Duration timeout,
     const std::function<bool(const v1::Token&)>& on_token) {
@@ -67,6 +75,11 @@ absl::StatusOr<int> PickFreePort() {
   return ntohs(addr.sin_port);
 }
 
+// Where service `which` of a stack writes its ports (ServerOptions::port_file).
+std::string PortFile(const std::string& work_dir, ServiceStack::Which which) {
+  return absl::StrCat(work_dir, "/", kBinary[which], ".ports");
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ServiceStack>> ServiceStack::Start(
@@ -101,29 +114,34 @@ std::string ServiceStack::log_path(Which which) const {
   return absl::StrCat(options_.work_dir, "/", kBinary[which], ".log");
 }
 
-std::vector<std::string> ServiceStack::Argv(Which which) const {
-  const ServiceStackOptions& o = options_;
+std::vector<std::string> ModelFlags(const ServiceModel& model) {
+  return {absl::StrCat("--model=", model.spec), absl::StrCat("--seed=", model.seed),
+          absl::StrCat("--device=", model.device), absl::StrCat("--dtype=", model.dtype),
+          absl::StrCat("--attention=", model.attention)};
+}
+
+std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack::Which which,
+                                     const std::array<int, 3>& ports) {
+  auto target = [&](ServiceStack::Which peer) { return absl::StrCat("127.0.0.1:", ports[peer]); };
   std::vector<std::string> argv = {
       absl::StrCat(o.bin_dir, "/", kBinary[which]),
-      absl::StrCat("--listen=127.0.0.1:", ports_[which]),
+      absl::StrCat("--listen=", target(which)),
       absl::StrCat("--metrics_listen=", o.metrics ? "127.0.0.1:0" : ""),
-      absl::StrCat("--port_file=", PortFile(which)),
-      absl::StrCat("--model=", o.model),
-      absl::StrCat("--device=", o.device),
-      absl::StrCat("--dtype=", o.dtype)};
+      absl::StrCat("--port_file=", PortFile(o.work_dir, which))};
+  const std::vector<std::string> model = ModelFlags(o.model);
+  argv.insert(argv.end(), model.begin(), model.end());
   const std::vector<std::string>* extra = nullptr;
-  if (which == kKvStore) {
+  if (which == ServiceStack::kKvStore) {
     argv.push_back(absl::StrCat("--page_size=", o.page_size));
     argv.push_back(absl::StrCat("--pool_mb=", o.pool_mb));
     argv.push_back(absl::StrCat("--lease_ttl_s=", o.lease_ttl_s));
     extra = &o.kv_store_flags;
   } else {
-    argv.push_back(absl::StrCat("--seed=", o.seed));
-    argv.push_back(absl::StrCat("--kv_store=", target(kKvStore)));
-    if (which == kPrefill) {
+    argv.push_back(absl::StrCat("--kv_store=", target(ServiceStack::kKvStore)));
+    if (which == ServiceStack::kPrefill) {
       extra = &o.prefill_flags;
     } else {
-      argv.push_back(absl::StrCat("--prefill=", target(kPrefill)));
+      argv.push_back(absl::StrCat("--prefill=", target(ServiceStack::kPrefill)));
       argv.push_back(absl::StrCat("--max_batch=", o.max_batch));
       argv.push_back(absl::StrCat("--max_context=", o.max_context));
       extra = &o.decode_flags;
@@ -133,20 +151,16 @@ std::vector<std::string> ServiceStack::Argv(Which which) const {
   return argv;
 }
 
-std::string ServiceStack::PortFile(Which which) const {
-  return absl::StrCat(options_.work_dir, "/", kBinary[which], ".ports");
-}
-
 absl::Status ServiceStack::Launch(Which which) {
-  unlink(PortFile(which).c_str());
-  auto process = Subprocess::Start(Argv(which), log_path(which));
+  unlink(PortFile(options_.work_dir, which).c_str());
+  auto process = Subprocess::Start(ServiceArgv(options_, which, ports_), log_path(which));
   if (!process.ok()) return process.status();
   processes_[which] = *std::move(process);
   return absl::OkStatus();
 }
 
 absl::Status ServiceStack::AwaitServing(Which which) {
-  const std::string port_file = PortFile(which);
+  const std::string port_file = PortFile(options_.work_dir, which);
   auto ports = ReadPortFile(port_file, processes_[which].get(), options_.start_timeout);
   if (!ports.ok()) {
     return absl::UnavailableError(absl::StrCat(kBinary[which], " did not start (",

@@ -1,11 +1,13 @@
 // Client-side pieces of the services, shared by the `nanoserve` command, the
 // service benchmark and the integration tests:
-//  - StreamGenerate: one Generate call on the decode service, token by token;
+//  - GreedyRequest, StreamGenerate: one Generate call on the decode service,
+//    token by token;
 //  - ServiceStack: the three service binaries started as child processes on
 //    loopback, waited for until healthy, stopped with SIGTERM.
 #ifndef NANOSERVE_CLIENT_SERVICE_CLIENT_H_
 #define NANOSERVE_CLIENT_SERVICE_CLIENT_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -14,8 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/subprocess.h"
 #include "nanoserve/v1/decode.grpc.pb.h"
-#include "rpc/subprocess.h"
 
 namespace nanoserve {
 
@@ -27,6 +29,11 @@ struct GenerateOutcome {
   double client_total_ms = 0;
 };
 
+// A Generate request for `prompt_ids` that makes exactly `max_new_tokens`
+// tokens (end of text does not stop it), greedy: what benchmarks and tests
+// send.
+v1::GenerateRequest GreedyRequest(const std::vector<int>& prompt_ids, int64_t max_new_tokens);
+
 // Runs Generate to the end. `on_token` (optional) sees each token as it
 // arrives; returning false cancels the call (the result is then CANCELLED).
 // The call's gRPC status as an absl::Status on failure.
@@ -34,15 +41,28 @@ absl::StatusOr<GenerateOutcome> StreamGenerate(
     v1::Decode::StubInterface& stub, const v1::GenerateRequest& request,
     absl::Duration timeout, const std::function<bool(const v1::Token&)>& on_token = nullptr);
 
+// The model every service runs, in the words of the services' flags
+// (rpc/service_main.h): prefill and decode load it, the KV store sizes its
+// pages from its shape.
+struct ServiceModel {
+  std::string spec = "random:gpt2";  // --model: checkpoint dir, .safetensors, random:<preset>
+  uint64_t seed = 0;                 // --seed of random weights
+  std::string device = "cpu";        // --device: cpu or cuda
+  std::string dtype = "fp32";        // --dtype: fp32, bf16 or fp16
+  std::string attention = "naive";   // --attention: naive or fused
+};
+
+// --model, --seed, --device, --dtype and --attention, as every service
+// binary takes them.
+std::vector<std::string> ModelFlags(const ServiceModel& model);
+
 struct ServiceStackOptions {
   // Directory of nanoserve-kv-store, nanoserve-prefill, nanoserve-decode.
   std::string bin_dir;
   // Where the services write their logs and port files.
   std::string work_dir;
-  std::string model = "random:gpt2";
-  uint64_t seed = 0;
-  std::string device = "cpu";
-  std::string dtype = "fp32";
+  // The model of all three services.
+  ServiceModel model;
   // Fixed ports, or 0 to let each service pick a free one.
   int kv_store_port = 0;
   int prefill_port = 0;
@@ -82,16 +102,22 @@ class ServiceStack {
 
  private:
   explicit ServiceStack(const ServiceStackOptions& options) : options_(options) {}
-  std::string PortFile(Which which) const;
   absl::Status Launch(Which which);        // starts the process
   absl::Status AwaitServing(Which which);  // its port file, then health SERVING
-  std::vector<std::string> Argv(Which which) const;
 
   ServiceStackOptions options_;
-  int ports_[3] = {0, 0, 0};
+  std::array<int, 3> ports_ = {0, 0, 0};  // by Which
   int metrics_ports_[3] = {0, 0, 0};
   std::unique_ptr<Subprocess> processes_[3];
 };
+
+// The command line ServiceStack starts `which` with, given every service's
+// gRPC port (by ServiceStack::Which): its binary in options.bin_dir; its
+// --listen on 127.0.0.1; its metrics on a free port (or off); its port file
+// in options.work_dir (<binary>.ports); the model flags (ModelFlags); the
+// addresses of the services it calls; its own options; then its extra flags.
+std::vector<std::string> ServiceArgv(const ServiceStackOptions& options, ServiceStack::Which which,
+                                     const std::array<int, 3>& ports);
 
 }  // namespace nanoserve
 

@@ -66,14 +66,27 @@ class MetricsHttpServer {
   std::thread thread_;
 };
 
-}  // namespace
-
-void BlockTerminationSignals() {
+// SIGTERM and SIGINT: the signals that stop a service.
+sigset_t TerminationSignals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  return set;
+}
+
+}  // namespace
+
+void BlockTerminationSignals() {
+  const sigset_t set = TerminationSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForTerminationSignal() {
+  const sigset_t set = TerminationSignals();
+  int signal_number = 0;
+  sigwait(&set, &signal_number);
+  return signal_number;
 }
 
 absl::Status ServeUntilSignal(const ServerOptions& options,
@@ -111,12 +124,7 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   std::fprintf(stderr, "%s: serving on port %d (metrics port %d)\n", options.name.c_str(),
                grpc_port, metrics_port);
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  int signal_number = 0;
-  sigwait(&set, &signal_number);
+  const int signal_number = WaitForTerminationSignal();
   std::fprintf(stderr, "%s: signal %d, shutting down\n", options.name.c_str(), signal_number);
 
   server->GetHealthCheckService()->SetServingStatus(false);

@@ -41,6 +41,11 @@ struct ServerOptions {
 // thread starts (threads inherit the mask).
 void BlockTerminationSignals();
 
+// Waits until SIGTERM or SIGINT arrives and returns its number.
+// REQUIRES: BlockTerminationSignals() was called (else the signal's default
+// action, ending the process, may run first).
+int WaitForTerminationSignal();
+
 // Starts the server with `services` (not owned; they must outlive the call),
 // serves until SIGTERM or SIGINT, then shuts down gracefully. `before_stop`
 // (optional) runs after the server stopped taking calls and before it waits

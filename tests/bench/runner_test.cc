@@ -1,6 +1,6 @@
 // RunBench end to end on a tiny checkpoint: the CSV has one row per point
 // that fits the context, both modes of each sweep, exact lengths, and Part C's
-// prompt token accounting.
+// prompt token accounting; the compared modes give the same greedy tokens.
 #include "bench/runner.h"
 
 #include <fstream>
@@ -13,6 +13,7 @@
 
 #include "bench/results.h"
 #include "engine/checkpoint.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
@@ -20,16 +21,12 @@ namespace {
 class RunBenchTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    Gpt2Config config;
-    config.n_layer = 2;
-    config.n_head = 2;
-    config.n_embd = 32;
-    config.vocab_size = 300;
-    config.n_positions = 96;
     // Per-test paths: ctest runs the tests of this fixture in parallel.
     const std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     dir_ = ::testing::TempDir() + "/bench_runner_test_model_" + name;
-    ASSERT_TRUE(SaveCheckpoint(dir_, RandomCheckpoint(config, 1)).ok());
+    // A context of 96 tokens; logits spread out, so greedy tokens have clear
+    // margins and the compared modes must agree.
+    ASSERT_TRUE(SaveCheckpoint(dir_, testing::TinyCheckpoint()).ok());
     options_.spec.models = {dir_};
     options_.spec.prompt_lens = {4, 80, 90};  // 90 + 8 > 96: skipped
     options_.spec.fixed_output = 8;
@@ -66,7 +63,8 @@ class RunBenchTest : public ::testing::Test {
 };
 
 TEST_F(RunBenchTest, WritesEveryFittingPointWithBothModes) {
-  ASSERT_TRUE(RunBench(options_).ok());
+  auto results = RunBench(options_);
+  ASSERT_TRUE(results.ok()) << results.status();
   const auto rows = ReadRows();
   // prompt: 2 fitting lengths x 2 modes; output: 2 x 2; prefix: 2 batches x 2 shared x 2.
   ASSERT_EQ(rows.size(), 4u + 4u + 8u);
@@ -104,24 +102,48 @@ TEST_F(RunBenchTest, WritesEveryFittingPointWithBothModes) {
   EXPECT_EQ(prefix.at("prompt_tokens"), "120");
   EXPECT_EQ(prefix.at("prompt_tokens_computed"), "56");
   EXPECT_EQ(prefix.at("prompt_tokens_reused"), "96");
+  // The results are the CSV's rows, in order.
+  ASSERT_EQ(results->size(), rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    EXPECT_EQ((*results)[i].row.kv_cache, rows[i].at("kv_cache")) << i;
+    EXPECT_EQ(std::to_string((*results)[i].row.prompt_len), rows[i].at("prompt_len")) << i;
+  }
+}
+
+TEST_F(RunBenchTest, ComparedModesGiveTheSameGreedyTokens) {
+  auto results = RunBench(options_);
+  ASSERT_TRUE(results.ok()) << results.status();
+  ASSERT_EQ(results->size(), 16u);
+  // Each shape's first mode (off; on for prefix) has nothing to compare
+  // with; the second is compared with it.
+  for (size_t i = 0; i < results->size(); i += 2) {
+    const BenchResult& first = (*results)[i];
+    const BenchResult& second = (*results)[i + 1];
+    EXPECT_FALSE(first.same_tokens.has_value()) << i << " " << first.row.kv_cache;
+    ASSERT_TRUE(second.same_tokens.has_value()) << i + 1 << " " << second.row.kv_cache;
+    EXPECT_TRUE(*second.same_tokens) << i + 1 << " " << second.row.sweep << " "
+                                     << second.row.kv_cache << " P=" << second.row.prompt_len;
+  }
 }
 
 TEST_F(RunBenchTest, TimeLimitSkipsTheRest) {
   options_.max_seconds = 1e-9;  // over before the first point starts
-  ASSERT_TRUE(RunBench(options_).ok());
+  auto results = RunBench(options_);
+  ASSERT_TRUE(results.ok()) << results.status();
+  EXPECT_TRUE(results->empty());
   EXPECT_TRUE(ReadRows().empty());
 }
 
 TEST_F(RunBenchTest, BadOptionsAreErrors) {
   BenchOptions bad = options_;
   bad.repeats = 0;
-  EXPECT_EQ(RunBench(bad).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunBench(bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = options_;
   bad.csv_path.clear();
-  EXPECT_EQ(RunBench(bad).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunBench(bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = options_;
   bad.spec.batch_sizes = {0};
-  EXPECT_EQ(RunBench(bad).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RunBench(bad).status().code(), absl::StatusCode::kInvalidArgument);
   bad = options_;
   bad.spec.models = {"random:no-such-preset"};
   EXPECT_FALSE(RunBench(bad).ok());

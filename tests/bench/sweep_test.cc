@@ -1,6 +1,8 @@
 #include "bench/sweep.h"
 
 #include <set>
+#include <tuple>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -93,6 +95,68 @@ TEST(ExpandPoints, CountsOrderAndModes) {
   EXPECT_EQ(points[13].prompt_len, 64);
   EXPECT_EQ(points[14].attention, AttentionKind::kFused);
   EXPECT_EQ(points[28].model, "m2");
+}
+
+TEST(SameShape, PairsTheComparedModesOfEachShape) {
+  const auto points = ExpandPoints(SmallSpec());
+  for (size_t i = 0; i + 1 < points.size(); i += 2) {
+    EXPECT_TRUE(SameShape(points[i], points[i + 1])) << points[i].Label();
+    EXPECT_NE(points[i].mode, points[i + 1].mode);
+    if (i + 2 < points.size()) EXPECT_FALSE(SameShape(points[i + 1], points[i + 2])) << i;
+  }
+}
+
+TEST(SameShape, EveryFieldButTheModeCounts) {
+  BenchPoint a;
+  a.model = "m";
+  a.batch = 4;
+  a.shared_len = 32;
+  a.prompt_len = 40;
+  a.output_len = 8;
+  BenchPoint b = a;
+  b.mode = KvCacheMode::kPrefix;
+  EXPECT_TRUE(SameShape(a, b));
+  std::vector<BenchPoint> others(7, a);
+  others[0].model = "n";
+  others[1].attention = AttentionKind::kFused;
+  others[2].sweep = SweepKind::kPrefix;
+  others[3].batch = 1;
+  others[4].shared_len = 0;
+  others[5].prompt_len = 41;
+  others[6].output_len = 9;
+  for (const BenchPoint& other : others) EXPECT_FALSE(SameShape(a, other)) << other.Label();
+}
+
+// The points scripts/timings.py used to time: single prompts (batch 1) of
+// (prompt, output) 8+128, 128+128, 512+128, 896+128 and 128+512, cache off
+// and on; a batch of 32 sharing 900 tokens + 50 own, 64 output tokens, cache
+// on and prefix reuse. One spec holds them all (scripts/gpu/all.sh runs it).
+TEST(ExpandPoints, CoversTheFormerTimingsScript) {
+  BenchSpec spec;
+  spec.prompt_lens = {8, 128, 512, 896};
+  spec.fixed_output = 128;
+  spec.output_lens = {512};
+  spec.fixed_prompt = 128;
+  spec.shared_lens = {900};
+  spec.batch_sizes = {32};
+  spec.suffix_len = 50;
+  spec.prefix_output = 64;
+  ASSERT_TRUE(ValidateBenchSpec(spec).ok());
+  std::set<std::tuple<SweepKind, KvCacheMode, int64_t, int64_t, int64_t, int64_t>> got;
+  for (const BenchPoint& p : ExpandPoints(spec)) {
+    EXPECT_TRUE(FitsContext(p, 1024)) << p.Label();
+    got.insert({p.sweep, p.mode, p.batch, p.shared_len, p.prompt_len, p.output_len});
+  }
+  for (KvCacheMode mode : {KvCacheMode::kOff, KvCacheMode::kOn}) {
+    for (int64_t prompt : {8, 128, 512, 896}) {
+      EXPECT_EQ(got.count({SweepKind::kPrompt, mode, 1, 0, prompt, 128}), 1u) << prompt;
+    }
+    EXPECT_EQ(got.count({SweepKind::kOutput, mode, 1, 0, 128, 512}), 1u);
+  }
+  for (KvCacheMode mode : {KvCacheMode::kOn, KvCacheMode::kPrefix}) {
+    EXPECT_EQ(got.count({SweepKind::kPrefix, mode, 32, 900, 950, 64}), 1u);
+  }
+  EXPECT_EQ(got.size(), 2u * 4u + 2u + 2u);
 }
 
 TEST(FitsContext, PromptPlusOutput) {

@@ -15,7 +15,7 @@
 #include "absl/synchronization/notification.h"
 #include "engine/generate.h"
 #include "engine/prefill.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {

@@ -15,21 +15,14 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
 
+// TinyConfig(): 2 layers, 4 heads, 64 wide, a vocabulary of 512, context 96.
+using ::nanoserve::testing::TinyConfig;
 using ::testing::HasSubstr;
-
-Gpt2Config TinyConfig() {
-  Gpt2Config config;
-  config.n_layer = 2;
-  config.n_embd = 32;
-  config.n_head = 4;
-  config.vocab_size = 100;
-  config.n_positions = 64;
-  return config;
-}
 
 // A directory path under the test temp dir, unique to this process, whose
 // tree is removed on destruction. POSIX calls, not std::filesystem: see
@@ -98,11 +91,11 @@ TEST(Gpt2ParameterShapesTest, CountsMatchConfig) {
   }
   const auto shapes = Gpt2ParameterShapes(TinyConfig());
   EXPECT_EQ(shapes.front().first, "wte.weight");
-  EXPECT_EQ(shapes.front().second, (std::vector<int64_t>{100, 32}));
+  EXPECT_EQ(shapes.front().second, (std::vector<int64_t>{512, 64}));
   EXPECT_EQ(shapes[4].first, "h.0.attn.c_attn.weight");
-  EXPECT_EQ(shapes[4].second, (std::vector<int64_t>{32, 96}));
+  EXPECT_EQ(shapes[4].second, (std::vector<int64_t>{64, 192}));
   EXPECT_EQ(shapes[12].first, "h.0.mlp.c_proj.weight");
-  EXPECT_EQ(shapes[12].second, (std::vector<int64_t>{128, 32}));
+  EXPECT_EQ(shapes[12].second, (std::vector<int64_t>{256, 64}));
   EXPECT_EQ(shapes.back().first, "ln_f.bias");
 }
 
@@ -116,10 +109,10 @@ TEST(RandomCheckpointTest, ShapesAndInitialisation) {
     EXPECT_EQ(t.scalar_type(), torch::kFloat32) << name;
   }
   const TensorMap& w = checkpoint.weights;
-  EXPECT_TRUE(torch::equal(w.at("h.1.ln_1.weight"), torch::ones({32})));
-  EXPECT_TRUE(torch::equal(w.at("ln_f.bias"), torch::zeros({32})));
-  EXPECT_TRUE(torch::equal(w.at("h.0.mlp.c_fc.bias"), torch::zeros({128})));
-  // 3200 to 4096 samples each: the std estimate is within a few percent.
+  EXPECT_TRUE(torch::equal(w.at("h.1.ln_1.weight"), torch::ones({64})));
+  EXPECT_TRUE(torch::equal(w.at("ln_f.bias"), torch::zeros({64})));
+  EXPECT_TRUE(torch::equal(w.at("h.0.mlp.c_fc.bias"), torch::zeros({256})));
+  // 6144 to 32768 samples each: the std estimate is within a few percent.
   for (const char* name : {"wte.weight", "wpe.weight", "h.0.attn.c_attn.weight",
                            "h.1.mlp.c_fc.weight"}) {
     EXPECT_NEAR(w.at(name).std().item<double>(), 0.02, 0.002) << name;
@@ -175,7 +168,7 @@ TEST_P(SaveLoadTest, RoundTrip) {
   const nlohmann::json config_json = nlohmann::json::parse(config_in);
   EXPECT_EQ(config_json["model_type"], "gpt2");
   EXPECT_EQ(config_json["architectures"][0], "GPT2LMHeadModel");
-  EXPECT_EQ(config_json["n_ctx"], 64);
+  EXPECT_EQ(config_json["n_ctx"], 96);
   EXPECT_EQ(config_json["activation_function"], "gelu_new");
 
   for (const std::string& path : {dir, dir + "/model.safetensors"}) {
@@ -184,9 +177,9 @@ TEST_P(SaveLoadTest, RoundTrip) {
     ASSERT_TRUE(loaded.ok()) << loaded.status();
     EXPECT_EQ(loaded->config.n_layer, 2);
     EXPECT_EQ(loaded->config.n_head, 4);
-    EXPECT_EQ(loaded->config.n_embd, 32);
-    EXPECT_EQ(loaded->config.vocab_size, 100);
-    EXPECT_EQ(loaded->config.n_positions, 64);
+    EXPECT_EQ(loaded->config.n_embd, 64);
+    EXPECT_EQ(loaded->config.vocab_size, 512);
+    EXPECT_EQ(loaded->config.n_positions, 96);
     ExpectSameWeights(saved.weights, loaded->weights);
   }
 }
@@ -216,9 +209,9 @@ TEST(LoadCheckpointTest, IgnoresHfBuffersAndTiedHead) {
     stored.emplace("transformer." + name, tensor);
   }
   stored.emplace("transformer.h.0.attn.bias",
-                 torch::ones({1, 1, 64, 64}).tril());
+                 torch::ones({1, 1, 96, 96}).tril());
   stored.emplace("transformer.h.1.attn.masked_bias", torch::tensor(-1e4f));
-  stored.emplace("lm_head.weight", torch::zeros({100, 32}));
+  stored.emplace("lm_head.weight", torch::zeros({512, 64}));
   const ScopedTempDir temp("hf_buffers");
   const std::string& dir = temp.path();
   WriteRawCheckpoint(dir, stored, &config);
@@ -230,14 +223,14 @@ TEST(LoadCheckpointTest, IgnoresHfBuffersAndTiedHead) {
 TEST(LoadCheckpointTest, RejectsUntiedHeadShape) {
   const Gpt2Config config = TinyConfig();
   TensorMap stored = RandomCheckpoint(config, 5).weights;
-  stored.emplace("lm_head.weight", torch::zeros({99, 32}));
+  stored.emplace("lm_head.weight", torch::zeros({511, 64}));
   const ScopedTempDir temp("lm_head");
   const std::string& dir = temp.path();
   WriteRawCheckpoint(dir, stored, &config);
   absl::StatusOr<Checkpoint> loaded = LoadCheckpoint(dir);
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(loaded.status().message(),
-              HasSubstr("lm_head.weight has shape [99, 32]"));
+              HasSubstr("lm_head.weight has shape [511, 64]"));
 }
 
 TEST(LoadCheckpointTest, InfersConfigOfPresetSizes) {
@@ -285,15 +278,15 @@ TEST(LoadCheckpointTest, MissingTensor) {
   TensorMap tensors = RandomCheckpoint(TinyConfig(), 1).weights;
   tensors.erase("h.1.mlp.c_fc.bias");
   ExpectLoadError("missing", tensors,
-                  "missing tensor h.1.mlp.c_fc.bias (expected [128])");
+                  "missing tensor h.1.mlp.c_fc.bias (expected [256])");
 }
 
 TEST(LoadCheckpointTest, WrongShape) {
   TensorMap tensors = RandomCheckpoint(TinyConfig(), 1).weights;
-  tensors["h.0.attn.c_attn.weight"] = torch::zeros({96, 32});
+  tensors["h.0.attn.c_attn.weight"] = torch::zeros({192, 64});
   ExpectLoadError("wrong_shape", tensors,
-                  "tensor h.0.attn.c_attn.weight has shape [96, 32], "
-                  "expected [32, 96]");
+                  "tensor h.0.attn.c_attn.weight has shape [192, 64], "
+                  "expected [64, 192]");
 }
 
 TEST(LoadCheckpointTest, UnexpectedTensor) {
@@ -317,9 +310,9 @@ TEST(LoadCheckpointTest, ConfigDoesNotMatchTensors) {
   ExpectLoadError("more_layers", RandomCheckpoint(TinyConfig(), 1).weights,
                   "missing tensor h.2.ln_1.weight", three_layers);
   Gpt2Config wider = TinyConfig();
-  wider.n_embd = 64;
+  wider.n_embd = 128;
   ExpectLoadError("wider", RandomCheckpoint(TinyConfig(), 1).weights,
-                  "tensor wte.weight has shape [100, 32], expected [100, 64]",
+                  "tensor wte.weight has shape [512, 64], expected [512, 128]",
                   wider);
 }
 

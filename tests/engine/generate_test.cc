@@ -5,26 +5,19 @@
 #include <gtest/gtest.h>
 
 #include "kv_store/prefix_cache.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
 
 using testing::ExpectSameGreedy;
+using testing::GreedyOptions;
 using testing::TinyModel;
 
 std::vector<int> Seq(int n, int start, int step, int vocab = 512) {
   std::vector<int> v(n);
   for (int i = 0; i < n; ++i) v[i] = (start + i * step) % vocab;
   return v;
-}
-
-GenerateOptions Greedy(KvCacheMode mode, int64_t max_new) {
-  GenerateOptions o;
-  o.kv_cache = mode;
-  o.max_new_tokens = max_new;
-  o.stop_at_end_of_text = false;
-  return o;
 }
 
 TEST(GenerateTest, CacheOnGivesTheSameGreedyTokensAsCacheOff) {
@@ -34,8 +27,8 @@ TEST(GenerateTest, CacheOnGivesTheSameGreedyTokensAsCacheOff) {
   for (auto [prompt_len, max_new] : std::vector<std::pair<int, int>>{{1, 20}, {9, 30}, {40, 56}, {90, 6}}) {
     SCOPED_TRACE(::testing::Message() << "prompt " << prompt_len << " new " << max_new);
     std::vector<int> prompt = Seq(prompt_len, prompt_len * 7, 13);
-    auto off = generator.Generate({prompt}, Greedy(KvCacheMode::kOff, max_new)).value();
-    auto on = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, max_new)).value();
+    auto off = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOff, max_new)).value();
+    auto on = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOn, max_new)).value();
     ASSERT_EQ(off.sequences[0].output_ids.size(), static_cast<size_t>(max_new));
     ExpectSameGreedy(*model, prompt, off.sequences[0].output_ids, on.sequences[0].output_ids);
     EXPECT_EQ(on.stats.prompt_tokens_computed, prompt_len);
@@ -47,9 +40,9 @@ TEST(GenerateTest, BatchOfUnequalPromptsEqualsEachAlone) {
   Generator generator(model.get());
   std::vector<std::vector<int>> prompts = {Seq(3, 1, 5), Seq(17, 2, 3), Seq(8, 9, 11)};
   for (KvCacheMode mode : {KvCacheMode::kOff, KvCacheMode::kOn}) {
-    auto batch = generator.Generate(prompts, Greedy(mode, 12)).value();
+    auto batch = generator.Generate(prompts, GreedyOptions(mode, 12)).value();
     for (size_t r = 0; r < prompts.size(); ++r) {
-      auto alone = generator.Generate({prompts[r]}, Greedy(KvCacheMode::kOff, 12)).value();
+      auto alone = generator.Generate({prompts[r]}, GreedyOptions(KvCacheMode::kOff, 12)).value();
       ExpectSameGreedy(*model, prompts[r], alone.sequences[0].output_ids, batch.sequences[r].output_ids);
     }
   }
@@ -59,8 +52,8 @@ TEST(GenerateTest, ChunkedPrefillGivesTheSameTokens) {
   auto model = TinyModel();
   Generator generator(model.get());
   std::vector<int> prompt = Seq(50, 4, 9);
-  auto whole = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, 10)).value();
-  GenerateOptions chunked = Greedy(KvCacheMode::kOn, 10);
+  auto whole = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOn, 10)).value();
+  GenerateOptions chunked = GreedyOptions(KvCacheMode::kOn, 10);
   chunked.prefill_chunk = 16;
   auto out = generator.Generate({prompt}, chunked).value();
   ExpectSameGreedy(*model, prompt, whole.sequences[0].output_ids, out.sequences[0].output_ids);
@@ -70,9 +63,9 @@ TEST(GenerateTest, StopsAtEndOfText) {
   auto model = TinyModel();
   Generator generator(model.get());
   std::vector<int> prompt = Seq(6, 3, 7);
-  auto free_run = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, 8)).value();
+  auto free_run = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOn, 8)).value();
   // Declare the third generated token the end-of-text token.
-  GenerateOptions o = Greedy(KvCacheMode::kOn, 8);
+  GenerateOptions o = GreedyOptions(KvCacheMode::kOn, 8);
   o.stop_at_end_of_text = true;
   o.end_of_text_id = free_run.sequences[0].output_ids[2];
   auto stopped = generator.Generate({prompt}, o).value();
@@ -88,7 +81,7 @@ TEST(GenerateTest, SamplingIsReproducibleForASeedAndTopKOneIsGreedy) {
   auto model = TinyModel();
   Generator generator(model.get());
   std::vector<int> prompt = Seq(5, 1, 1);
-  GenerateOptions o = Greedy(KvCacheMode::kOn, 16);
+  GenerateOptions o = GreedyOptions(KvCacheMode::kOn, 16);
   o.sampling.temperature = 1.0;
   o.sampling.top_p = 0.9;
   o.sampling.seed = 42;
@@ -99,7 +92,7 @@ TEST(GenerateTest, SamplingIsReproducibleForASeedAndTopKOneIsGreedy) {
   auto c = generator.Generate({prompt}, o).value();
   EXPECT_NE(a.sequences[0].output_ids, c.sequences[0].output_ids);
   o.sampling.top_k = 1;
-  auto greedy = generator.Generate({prompt}, Greedy(KvCacheMode::kOn, 16)).value();
+  auto greedy = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOn, 16)).value();
   EXPECT_EQ(generator.Generate({prompt}, o).value().sequences[0].output_ids, greedy.sequences[0].output_ids);
 }
 
@@ -113,15 +106,15 @@ TEST(GenerateTest, RefusesBadInputWithClearErrors) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(r.status().message().find(needle), std::string::npos) << r.status();
   };
-  GenerateOptions ok = Greedy(KvCacheMode::kOn, 4);
+  GenerateOptions ok = GreedyOptions(KvCacheMode::kOn, 4);
   expect_error({}, ok, "empty");
   expect_error({{}}, ok, "empty");
   expect_error({{1, 2}, {}}, ok, "prompt 1");
   expect_error({{1, 512}}, ok, "512");
   expect_error({{-1}}, ok, "-1");
-  expect_error({Seq(90, 0, 1)}, Greedy(KvCacheMode::kOn, 7), "context length");
-  expect_error({{1}}, Greedy(KvCacheMode::kOn, 0), "max_new_tokens");
-  expect_error({{1}}, Greedy(KvCacheMode::kOn, -5), "max_new_tokens");
+  expect_error({Seq(90, 0, 1)}, GreedyOptions(KvCacheMode::kOn, 7), "context length");
+  expect_error({{1}}, GreedyOptions(KvCacheMode::kOn, 0), "max_new_tokens");
+  expect_error({{1}}, GreedyOptions(KvCacheMode::kOn, -5), "max_new_tokens");
   GenerateOptions bad = ok;
   bad.sampling.temperature = -1;
   expect_error({{1}}, bad, "temperature");

@@ -15,7 +15,7 @@
 #include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/tokenizer.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "engine/prefill.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {

@@ -7,22 +7,15 @@
 #include "engine/generate.h"
 #include "engine/prefill.h"
 #include "kv_store/prefix_cache.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
 
 using testing::ExpectSameGreedy;
+using testing::GreedyOptions;
 using testing::TinyModel;
 using Batch = std::vector<std::vector<int>>;
-
-GenerateOptions Greedy(KvCacheMode mode, int64_t max_new) {
-  GenerateOptions o;
-  o.kv_cache = mode;
-  o.max_new_tokens = max_new;
-  o.stop_at_end_of_text = false;
-  return o;
-}
 
 std::unique_ptr<PrefixCache> MakeCache(const Gpt2Model& model, int64_t page_size,
                                        int64_t pages) {
@@ -72,10 +65,10 @@ TEST_P(PrefixGenerateTest, GreedyTokensEqualCacheOffForEverySharingShape) {
   Generator generator(model.get(), cache.get());
   for (const auto& [name, batch] : Shapes()) {
     SCOPED_TRACE(name);
-    auto off = generator.Generate(batch, Greedy(KvCacheMode::kOff, 10)).value();
+    auto off = generator.Generate(batch, GreedyOptions(KvCacheMode::kOff, 10)).value();
     // Twice: a cold cache (sharing within the batch), then a warm one.
     for (int pass = 0; pass < 2; ++pass) {
-      auto prefix = generator.Generate(batch, Greedy(KvCacheMode::kPrefix, 10));
+      auto prefix = generator.Generate(batch, GreedyOptions(KvCacheMode::kPrefix, 10));
       ASSERT_TRUE(prefix.ok()) << prefix.status();
       for (size_t r = 0; r < batch.size(); ++r) {
         ExpectSameGreedy(*model, batch[r], off.sequences[r].output_ids,
@@ -102,9 +95,9 @@ TEST_P(PrefixGenerateTest, TinyPoolEvictsMidBatchAndStaysExact) {
   Batch batch;
   for (int i = 0; i < 6; ++i) batch.push_back(Concat(system, Tokens(6 + i, 40 * i + 1, 3)));
   batch.push_back(Tokens(35, 200));
-  auto off = generator.Generate(batch, Greedy(KvCacheMode::kOff, 8)).value();
+  auto off = generator.Generate(batch, GreedyOptions(KvCacheMode::kOff, 8)).value();
   for (int pass = 0; pass < 3; ++pass) {
-    auto prefix = generator.Generate(batch, Greedy(KvCacheMode::kPrefix, 8));
+    auto prefix = generator.Generate(batch, GreedyOptions(KvCacheMode::kPrefix, 8));
     ASSERT_TRUE(prefix.ok()) << prefix.status();
     for (size_t r = 0; r < batch.size(); ++r) {
       ExpectSameGreedy(*model, batch[r], off.sequences[r].output_ids,
@@ -127,7 +120,7 @@ TEST(PrefixBatchTest, SeedBatchComputesEachSharedTokenOnce) {
   Generator generator(model.get(), cache.get());
   // The seed's example: the batch's radix tree has 6 distinct tokens.
   Batch seed = {{1, 2, 3, 4}, {1, 2, 3, 5}, {1, 2, 6}};
-  auto result = generator.Generate(seed, Greedy(KvCacheMode::kPrefix, 3)).value();
+  auto result = generator.Generate(seed, GreedyOptions(KvCacheMode::kPrefix, 3)).value();
   EXPECT_EQ(result.stats.prompt_tokens, 11);
   EXPECT_EQ(result.stats.prompt_tokens_computed, 6);
   EXPECT_EQ(result.sequences[0].cached_prompt_tokens, 3);
@@ -135,7 +128,7 @@ TEST(PrefixBatchTest, SeedBatchComputesEachSharedTokenOnce) {
   EXPECT_EQ(result.sequences[2].cached_prompt_tokens, 2);
   EXPECT_EQ(result.stats.prompt_tokens_reused, 8);
   // Whole-prompt reuse: the same batch again computes only last tokens.
-  auto again = generator.Generate(seed, Greedy(KvCacheMode::kPrefix, 3)).value();
+  auto again = generator.Generate(seed, GreedyOptions(KvCacheMode::kPrefix, 3)).value();
   EXPECT_EQ(again.stats.prompt_tokens_computed, 3);
   EXPECT_EQ(again.sequences[0].output_ids, result.sequences[0].output_ids);
 }
@@ -147,7 +140,7 @@ TEST(PrefixBatchTest, SharedSystemPromptIsComputedOnce) {
   const std::vector<int> system = Tokens(48, 11);
   Batch batch;
   for (int i = 0; i < 8; ++i) batch.push_back(Concat(system, Tokens(10, 30 * i + 7, 5)));
-  auto result = generator.Generate(batch, Greedy(KvCacheMode::kPrefix, 2)).value();
+  auto result = generator.Generate(batch, GreedyOptions(KvCacheMode::kPrefix, 2)).value();
   // 48 shared tokens once (3 pages), then 8 suffixes of 10.
   EXPECT_EQ(result.stats.prompt_tokens_computed, 48 + 8 * 10);
   EXPECT_EQ(result.stats.prompt_tokens_reused, 8 * 48);
@@ -178,16 +171,16 @@ TEST(PrefixBatchTest, PoolLimitsGiveClearErrors) {
   auto model = TinyModel();
   auto cache = MakeCache(*model, 16, 2);  // 32 tokens
   Generator generator(model.get(), cache.get());
-  auto r = generator.Generate({Tokens(40, 1)}, Greedy(KvCacheMode::kPrefix, 4));
+  auto r = generator.Generate({Tokens(40, 1)}, GreedyOptions(KvCacheMode::kPrefix, 4));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("prefix cache pool"), std::string::npos) << r.status();
-  EXPECT_FALSE(generator.Generate({}, Greedy(KvCacheMode::kPrefix, 4)).ok());
-  EXPECT_FALSE(generator.Generate({{1, 2}, {}}, Greedy(KvCacheMode::kPrefix, 4)).ok());
+  EXPECT_FALSE(generator.Generate({}, GreedyOptions(KvCacheMode::kPrefix, 4)).ok());
+  EXPECT_FALSE(generator.Generate({{1, 2}, {}}, GreedyOptions(KvCacheMode::kPrefix, 4)).ok());
   // Nothing was left pinned or half-inserted.
   EXPECT_EQ(cache->Stats().pages_in_use, 0);
   Generator no_cache(model.get());
-  EXPECT_EQ(no_cache.Generate({{1}}, Greedy(KvCacheMode::kPrefix, 4)).status().code(),
+  EXPECT_EQ(no_cache.Generate({{1}}, GreedyOptions(KvCacheMode::kPrefix, 4)).status().code(),
             absl::StatusCode::kFailedPrecondition);
 }
 

@@ -17,14 +17,16 @@
 #include <httplib.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "client/service_client.h"
+#include "client/subprocess.h"
 #include "engine/checkpoint.h"
 #include "engine/generate.h"
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "rpc/server_runner.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
@@ -47,7 +49,7 @@ class ServicesTest : public ::testing::Test {
     ServiceStackOptions o;
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = dir_;
-    o.model = model_dir;
+    o.model.spec = model_dir;
     o.page_size = kPageSize;
     o.pool_mb = 16;
     o.max_batch = 16;
@@ -90,19 +92,9 @@ class ServicesTest : public ::testing::Test {
     return p;
   }
 
-  static v1::GenerateRequest Request(const std::vector<int>& prompt, int64_t max_new) {
-    v1::GenerateRequest r;
-    r.mutable_prompt_ids()->Add(prompt.begin(), prompt.end());
-    r.set_max_new_tokens(max_new);
-    r.set_ignore_eos(true);
-    return r;
-  }
-
   std::vector<int> Offline(const std::vector<int>& prompt, int64_t max_new) {
     Generator generator(model_.get());
-    GenerateOptions options;
-    options.max_new_tokens = max_new;
-    options.stop_at_end_of_text = false;
+    const GenerateOptions options = testing::GreedyOptions(KvCacheMode::kOn, max_new);
     return generator.Generate({prompt}, options).value().sequences[0].output_ids;
   }
 
@@ -127,7 +119,7 @@ class ServicesTest : public ::testing::Test {
 TEST_F(ServicesTest, GreedyTokensEqualTheOfflineEngine) {
   for (int length : {1, 5, 8, 17, 33}) {
     const std::vector<int> prompt = Prompt(length, length);
-    auto out = Generate(Request(prompt, 12));
+    auto out = Generate(GreedyRequest(prompt, 12));
     ASSERT_TRUE(out.ok()) << out.status();
     const v1::Finished& f = out->finished;
     EXPECT_EQ(f.finish_reason(), "length");
@@ -144,14 +136,14 @@ TEST_F(ServicesTest, GreedyTokensEqualTheOfflineEngine) {
 
 TEST_F(ServicesTest, SharedPrefixIsACacheHit) {
   const std::vector<int> a = Prompt(26, 1);
-  auto first = Generate(Request(a, 6));
+  auto first = Generate(GreedyRequest(a, 6));
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->finished.usage().cached_prompt_tokens(), 0);
   const v1::StatsResponse before = store_->Stats().value();
 
   std::vector<int> b(a.begin(), a.begin() + 20);
   for (int t : {7, 8, 9, 10, 11}) b.push_back(t);
-  auto second = Generate(Request(b, 6));
+  auto second = Generate(GreedyRequest(b, 6));
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->finished.usage().cached_prompt_tokens(), 16);  // two whole shared pages
   ExpectSameGreedy(*model_, b, Offline(b, 6), second->output_ids);
@@ -170,7 +162,9 @@ TEST_F(ServicesTest, SixteenConcurrentClientsGetTheirOwnOutputs) {
   std::vector<absl::StatusOr<GenerateOutcome>> outs(kClients, absl::UnknownError("not run"));
   std::vector<std::thread> threads;
   for (int i = 0; i < kClients; ++i) {
-    threads.emplace_back([&, i] { outs[i] = Generate(Request(Prompt(3 + 2 * i, 100 + i), 10 + i % 5)); });
+    threads.emplace_back([&, i] {
+      outs[i] = Generate(GreedyRequest(Prompt(3 + 2 * i, 100 + i), 10 + i % 5));
+    });
   }
   for (auto& t : threads) t.join();
   for (int i = 0; i < kClients; ++i) {
@@ -186,7 +180,7 @@ TEST_F(ServicesTest, SixteenConcurrentClientsGetTheirOwnOutputs) {
 TEST_F(ServicesTest, CancelMidStreamFreesTheLease) {
   std::atomic<int64_t> pinned_while_streaming{-1};
   int seen = 0;
-  auto out = StreamGenerate(*decode_, Request(Prompt(20, 5), 70), absl::Seconds(60),
+  auto out = StreamGenerate(*decode_, GreedyRequest(Prompt(20, 5), 70), absl::Seconds(60),
                             [&](const v1::Token&) {
                               if (++seen == 2) pinned_while_streaming = store_->Stats()->pages_pinned();
                               return seen < 3;  // cancel after the third token
@@ -203,7 +197,7 @@ TEST_F(ServicesTest, CancelMidStreamFreesTheLease) {
   EXPECT_EQ(stats.pages_pinned(), 0);
   EXPECT_EQ(stats.active_leases(), 0);
   // The slot is free again: a full-size request still runs.
-  auto next = Generate(Request(Prompt(4, 6), 5));
+  auto next = Generate(GreedyRequest(Prompt(4, 6), 5));
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_requests_total{code=\"CANCELLED\"} 1"),
             std::string::npos);
@@ -212,21 +206,22 @@ TEST_F(ServicesTest, CancelMidStreamFreesTheLease) {
 TEST_F(ServicesTest, BadInputGetsItsStatusCodeAndChangesNothing) {
   const v1::StatsResponse before = store_->Stats().value();
   auto code = [&](const v1::GenerateRequest& r) { return Generate(r).status().code(); };
-  EXPECT_EQ(code(Request({}, 5)), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(code(Request({1, 600}, 5)), absl::StatusCode::kInvalidArgument);   // vocab is 512
-  EXPECT_EQ(code(Request(Prompt(90, 1), 10)), absl::StatusCode::kInvalidArgument);  // context 96
-  EXPECT_EQ(code(Request({1, 2}, 0)), absl::StatusCode::kInvalidArgument);
-  v1::GenerateRequest bad_sampling = Request({1, 2}, 5);
+  EXPECT_EQ(code(GreedyRequest({}, 5)), absl::StatusCode::kInvalidArgument);
+  // The vocabulary is 512 tokens, the context 96.
+  EXPECT_EQ(code(GreedyRequest({1, 600}, 5)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(GreedyRequest(Prompt(90, 1), 10)), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(GreedyRequest({1, 2}, 0)), absl::StatusCode::kInvalidArgument);
+  v1::GenerateRequest bad_sampling = GreedyRequest({1, 2}, 5);
   bad_sampling.mutable_sampling()->set_top_p(1.5);
   EXPECT_EQ(code(bad_sampling), absl::StatusCode::kInvalidArgument);
   const v1::StatsResponse after = store_->Stats().value();
   EXPECT_EQ(after.lookups(), before.lookups());  // refused before reaching the store
   EXPECT_EQ(after.pages_in_use(), before.pages_in_use());
   // A deadline too short for the work.
-  EXPECT_EQ(Generate(Request(Prompt(30, 2), 60), absl::Milliseconds(5)).status().code(),
+  EXPECT_EQ(Generate(GreedyRequest(Prompt(30, 2), 60), absl::Milliseconds(5)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   // Nothing stuck afterwards.
-  auto ok = Generate(Request(Prompt(9, 3), 4));
+  auto ok = Generate(GreedyRequest(Prompt(9, 3), 4));
   ASSERT_TRUE(ok.ok()) << ok.status();
 }
 
@@ -234,7 +229,7 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
   // Kill the store while a stream runs: that stream still completes.
   std::atomic<bool> killed{false};
   const std::vector<int> running = Prompt(24, 9);
-  auto during = StreamGenerate(*decode_, Request(running, 30), absl::Seconds(60),
+  auto during = StreamGenerate(*decode_, GreedyRequest(running, 30), absl::Seconds(60),
                                [&](const v1::Token&) {
                                  if (!killed.exchange(true)) {
                                    stack_->process(ServiceStack::kKvStore)->Signal(SIGKILL);
@@ -243,17 +238,15 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
                                });
   ASSERT_TRUE(during.ok()) << during.status();
   ExpectSameGreedy(*model_, running, Offline(running, 30), during->output_ids);
-  // SIGKILL is asynchronous: the stream may end before the store is reaped.
-  const absl::Time reaped_by = absl::Now() + absl::Seconds(10);
-  while (stack_->process(ServiceStack::kKvStore)->running() && absl::Now() < reaped_by) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  ASSERT_FALSE(stack_->process(ServiceStack::kKvStore)->running());
+  // SIGKILL ends the process asynchronously (the stream may finish first).
+  auto killed_with = stack_->process(ServiceStack::kKvStore)->Wait(absl::Seconds(10));
+  ASSERT_TRUE(killed_with.ok()) << killed_with.status();
+  EXPECT_EQ(*killed_with, 128 + SIGKILL);
 
   // With the store gone, requests are computed by prefill/decode and say so.
   for (int length : {5, 19}) {
     const std::vector<int> prompt = Prompt(length, 40 + length);
-    auto out = Generate(Request(prompt, 8), absl::Seconds(30));
+    auto out = Generate(GreedyRequest(prompt, 8), absl::Seconds(30));
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_NE(out->finished.fallback_reason(), "");
     EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 0);
@@ -268,12 +261,32 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
   std::string reason = "not tried";
   const absl::Time end = absl::Now() + absl::Seconds(20);
   while (!reason.empty() && absl::Now() < end) {
-    auto out = Generate(Request(Prompt(12, 77), 4));
+    auto out = Generate(GreedyRequest(Prompt(12, 77), 4));
     ASSERT_TRUE(out.ok()) << out.status();
     reason = out->finished.fallback_reason();
     if (!reason.empty()) absl::SleepFor(absl::Milliseconds(200));
   }
   EXPECT_EQ(reason, "");
+}
+
+// Each binary takes every flag ServiceStack gives it, the model's included
+// (absl's --only_check_args parses the command line, then exits 0, or 1 on
+// a flag the binary does not define).
+TEST(ServiceFlagsTest, EveryBinaryTakesTheFlagsServiceStackGivesIt) {
+  ServiceStackOptions o;
+  o.bin_dir = NANOSERVE_BIN_DIR;
+  o.work_dir = ::testing::TempDir();
+  o.model.attention = "fused";
+  for (ServiceStack::Which which :
+       {ServiceStack::kKvStore, ServiceStack::kPrefill, ServiceStack::kDecode}) {
+    std::vector<std::string> argv = ServiceArgv(o, which, {50051, 50052, 50053});
+    argv.push_back("--only_check_args");
+    auto child = Subprocess::Start(argv);
+    ASSERT_TRUE(child.ok()) << child.status();
+    auto code = (*child)->Wait(absl::Seconds(60));
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 0) << absl::StrJoin(argv, " ");
+  }
 }
 
 }  // namespace
@@ -315,7 +328,7 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
     EXPECT_TRUE(store_->Release(p.lease_id()).ok()) << i;
   }
   for (const std::vector<int>& prompt : prompts) {
-    auto out = Generate(Request(prompt, 8));
+    auto out = Generate(GreedyRequest(prompt, 8));
     ASSERT_TRUE(out.ok()) << out.status();
     ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
     EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 3 * kPageSize);

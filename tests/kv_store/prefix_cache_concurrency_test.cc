@@ -12,15 +12,11 @@
 #include <vector>
 
 #include "kv_store/prefix_cache.h"
-#include "tests/kv_store/test_util.h"
+#include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
 namespace {
 
-using ::nanoserve::testing::FillPage;
-using ::nanoserve::testing::MakeCache;
-using ::nanoserve::testing::PageHolds;
-using ::nanoserve::testing::PrefixTag;
 using Tokens = std::vector<int32_t>;
 
 constexpr int64_t kPageSize = 2;
@@ -35,11 +31,7 @@ struct Counts {
 // True if pages[i] holds the tag of t's first (i + 1) pages for every i.
 bool PagesHoldPrefix(const PrefixCache& cache, const Tokens& t,
                      const std::vector<int32_t>& pages) {
-  for (size_t i = 0; i < pages.size(); ++i) {
-    const Tokens prefix(t.begin(), t.begin() + (i + 1) * kPageSize);
-    if (!PageHolds(cache.storage(), pages[i], PrefixTag(prefix))) return false;
-  }
-  return true;
+  return testing::PagesHoldPrefix(cache.storage(), t, pages, kPageSize);
 }
 
 void Worker(PrefixCache& cache, uint32_t seed, int ops, Counts& counts) {
@@ -82,7 +74,7 @@ void Worker(PrefixCache& cache, uint32_t seed, int ops, Counts& counts) {
       for (int32_t page : *fresh) {
         pages.push_back(page);
         const Tokens prefix(t.begin(), t.begin() + pages.size() * kPageSize);
-        FillPage(cache.storage(), page, PrefixTag(prefix));
+        testing::TagPage(cache.storage(), page, prefix);
       }
       auto inserted = cache.Insert(t, pages);
       release(m.lease_id);
@@ -124,7 +116,7 @@ TEST(PrefixCacheConcurrencyTest, ThreadsLeaveTheCacheConsistent) {
   constexpr int kOps = 2000;
   constexpr int64_t kPages = 16;
   torch::set_num_threads(1);
-  auto cache = MakeCache(kPageSize, kPages);
+  auto cache = testing::MakeCache(kPageSize, kPages);
   ASSERT_NE(cache, nullptr);
   Counts counts;
   std::atomic<bool> done{false};

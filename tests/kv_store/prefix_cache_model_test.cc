@@ -12,15 +12,15 @@
 #include <vector>
 
 #include "kv_store/prefix_cache.h"
-#include "tests/kv_store/test_util.h"
+#include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
 namespace {
 
 using ::nanoserve::testing::FillPage;
+using ::nanoserve::testing::HasTag;
 using ::nanoserve::testing::MakeCache;
-using ::nanoserve::testing::PageHolds;
-using ::nanoserve::testing::PrefixTag;
+using ::nanoserve::testing::TagPage;
 using Tokens = std::vector<int32_t>;
 using Pages = std::vector<int32_t>;
 
@@ -228,8 +228,7 @@ class PrefixCacheModelTest : public ::testing::TestWithParam<int> {
         continue;
       }
       pages.push_back(TakeHeld());
-      FillPage(cache_->storage(), pages.back(),
-               PrefixTag(Prefix(t, (i + 1) * ps_)));
+      TagPage(cache_->storage(), pages.back(), Prefix(t, (i + 1) * ps_));
     }
     // Now and then, a cached page in a wrong place: rejected, no change.
     if (n > k && !model_->entries.empty() && Rand(10) == 0) {
@@ -301,7 +300,7 @@ class PrefixCacheModelTest : public ::testing::TestWithParam<int> {
     ASSERT_EQ(stats.pages_pinned, model_->Pinned());
     ASSERT_EQ(stats.active_leases, static_cast<int64_t>(model_->leases.size()));
     for (const auto& [key, e] : model_->entries) {
-      ASSERT_TRUE(PageHolds(cache_->storage(), e.page, PrefixTag(key)))
+      ASSERT_TRUE(HasTag(cache_->storage(), e.page, key))
           << "cached page " << e.page << " was overwritten";
     }
   }

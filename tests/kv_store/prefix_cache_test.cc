@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "kv_store/page_layout.h"
-#include "tests/kv_store/test_util.h"
+#include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
 namespace {

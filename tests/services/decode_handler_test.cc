@@ -10,8 +10,9 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "client/service_client.h"
 #include "engine/generate.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {
@@ -54,14 +55,6 @@ class DecodeHandlerTest : public ::testing::Test {
         stage_(tokenizer_.get(), &scheduler_, nullptr, nullptr, &workers_, {}, &metrics_),
         handler_(&stage_) {}
 
-  static v1::GenerateRequest Request(const std::vector<int>& prompt, int64_t max_new) {
-    v1::GenerateRequest r;
-    r.mutable_prompt_ids()->Add(prompt.begin(), prompt.end());
-    r.set_max_new_tokens(max_new);
-    r.set_ignore_eos(true);
-    return r;
-  }
-
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<Gpt2Tokenizer> tokenizer_;
   BatchScheduler scheduler_;
@@ -74,7 +67,7 @@ class DecodeHandlerTest : public ::testing::Test {
 TEST_F(DecodeHandlerTest, StreamsTokensThenFinished) {
   const std::vector<int> prompt = {10, 20, 30, 40, 50};
   auto sink = std::make_shared<RecordingSink>();
-  handler_.Start(Request(prompt, 9), absl::InfiniteFuture(), sink);
+  handler_.Start(GreedyRequest(prompt, 9), absl::InfiniteFuture(), sink);
   ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
   ASSERT_TRUE(sink->status_.ok()) << sink->status_.error_message();
   Generator generator(model_.get());
@@ -107,7 +100,7 @@ TEST_F(DecodeHandlerTest, StreamsTokensThenFinished) {
 
 TEST_F(DecodeHandlerTest, CancelEndsTheCallAndFreesTheSlot) {
   auto sink = std::make_shared<RecordingSink>();
-  auto call = handler_.Start(Request({1, 2, 3}, 80), absl::InfiniteFuture(), sink);
+  auto call = handler_.Start(GreedyRequest({1, 2, 3}, 80), absl::InfiniteFuture(), sink);
   ASSERT_TRUE(sink->two_tokens_.WaitForNotificationWithTimeout(absl::Seconds(60)));
   handler_.Cancel(call);
   ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
@@ -120,7 +113,8 @@ TEST_F(DecodeHandlerTest, CancelEndsTheCallAndFreesTheSlot) {
 
 TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
   for (const v1::GenerateRequest& r :
-       {Request({}, 4), Request({1, 9999}, 4), Request({1, 2}, 0), Request({1, 2}, 200)}) {
+       {GreedyRequest({}, 4), GreedyRequest({1, 9999}, 4), GreedyRequest({1, 2}, 0),
+        GreedyRequest({1, 2}, 200)}) {
     auto sink = std::make_shared<RecordingSink>();
     handler_.Start(r, absl::InfiniteFuture(), sink);
     ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));

@@ -14,7 +14,7 @@
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
 #include "kv_store/prefix_cache.h"
-#include "tests/engine/test_model.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace {

@@ -1,6 +1,9 @@
-// Helpers shared by the kv_store tests.
-#ifndef NANOSERVE_TESTS_KV_STORE_TEST_UTIL_H_
-#define NANOSERVE_TESTS_KV_STORE_TEST_UTIL_H_
+// Helpers of the tests that drive a PrefixCache directly: a tiny CPU cache,
+// and page contents tagged with the token prefix they belong to, so that a
+// page handed out twice, overwritten or evicted while pinned shows up as a
+// wrong tag.
+#ifndef NANOSERVE_TESTS_TEST_UTIL_PREFIX_CACHE_H_
+#define NANOSERVE_TESTS_TEST_UTIL_PREFIX_CACHE_H_
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -49,6 +52,32 @@ inline bool PageHolds(const torch::Tensor& storage, int32_t page, float value) {
   return storage[page].eq(value).all().item<bool>();
 }
 
+// Writes into page `page` the tag of `prefix`: the tokens of the page's
+// sequence up to the end of this page.
+inline void TagPage(const torch::Tensor& storage, int32_t page,
+                    absl::Span<const int32_t> prefix) {
+  FillPage(storage, page, PrefixTag(prefix));
+}
+
+// True if page `page` holds the tag of `prefix` (see TagPage).
+inline bool HasTag(const torch::Tensor& storage, int32_t page,
+                   absl::Span<const int32_t> prefix) {
+  return PageHolds(storage, page, PrefixTag(prefix));
+}
+
+// True if pages[i] holds the tag of the first (i + 1) pages of `tokens` for
+// every i: the pages hold `tokens`' K/V as TagPage wrote it.
+inline bool PagesHoldPrefix(const torch::Tensor& storage,
+                            absl::Span<const int32_t> tokens,
+                            absl::Span<const int32_t> pages,
+                            int64_t page_size) {
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const auto prefix = tokens.subspan(0, (i + 1) * page_size);
+    if (!HasTag(storage, pages[i], prefix)) return false;
+  }
+  return true;
+}
+
 }  // namespace nanoserve::testing
 
-#endif  // NANOSERVE_TESTS_KV_STORE_TEST_UTIL_H_
+#endif  // NANOSERVE_TESTS_TEST_UTIL_PREFIX_CACHE_H_

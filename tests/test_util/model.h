@@ -1,9 +1,10 @@
-// Shared set-up of the engine tests: the device and dtype under test
-// (NANOSERVE_TEST_DEVICE=cpu|cuda, NANOSERVE_TEST_DTYPE=fp32|bf16|fp16; CPU
-// fp32 by default), tiny GPT-2 models, and greedy comparisons that tolerate
-// only genuine near-ties.
-#ifndef NANOSERVE_TESTS_ENGINE_TEST_MODEL_H_
-#define NANOSERVE_TESTS_ENGINE_TEST_MODEL_H_
+// Shared set-up of the tests that run a model (engine, bench, services,
+// integration): the device and dtype under test (NANOSERVE_TEST_DEVICE=
+// cpu|cuda, NANOSERVE_TEST_DTYPE=fp32|bf16|fp16; CPU fp32 by default), tiny
+// GPT-2 models, greedy generation options, and greedy comparisons that
+// tolerate only genuine near-ties.
+#ifndef NANOSERVE_TESTS_TEST_UTIL_MODEL_H_
+#define NANOSERVE_TESTS_TEST_UTIL_MODEL_H_
 
 #include <cstdlib>
 #include <memory>
@@ -15,6 +16,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/device.h"
+#include "engine/generate.h"
 #include "engine/model.h"
 
 namespace nanoserve::testing {
@@ -33,6 +35,7 @@ inline torch::Dtype TestDtype() {
 // 8-bit mantissa of bf16/fp16 on logits of magnitude ~10.
 inline double LogitTolerance() { return TestDtype() == torch::kFloat ? 2e-3 : 0.3; }
 
+// 2 layers, 4 heads, 64 wide, a vocabulary of 512 and a context of 96.
 inline Gpt2Config TinyConfig() {
   Gpt2Config c;
   c.n_layer = 2;
@@ -60,6 +63,16 @@ inline std::unique_ptr<Gpt2Model> TinyModel(AttentionKind attention = AttentionK
   options.dtype = TestDtype();
   options.attention = attention;
   return Gpt2Model::Create(ckpt, options).value();
+}
+
+// Greedy generation of exactly `max_new` tokens (end of text does not stop
+// it) with the KV cache in `mode`.
+inline GenerateOptions GreedyOptions(KvCacheMode mode, int64_t max_new) {
+  GenerateOptions options;
+  options.kv_cache = mode;
+  options.max_new_tokens = max_new;
+  options.stop_at_end_of_text = false;
+  return options;
 }
 
 // Logits at every position of `ids` with no cache: (T, V).
@@ -98,4 +111,4 @@ inline size_t ExpectSameGreedy(const Gpt2Model& model, const std::vector<int>& p
 
 }  // namespace nanoserve::testing
 
-#endif  // NANOSERVE_TESTS_ENGINE_TEST_MODEL_H_
+#endif  // NANOSERVE_TESTS_TEST_UTIL_MODEL_H_

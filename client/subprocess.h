@@ -4,8 +4,8 @@
 // integration tests start the service binaries with it.
 //
 // Thread safety: thread-compatible (one owner).
-#ifndef NANOSERVE_RPC_SUBPROCESS_H_
-#define NANOSERVE_RPC_SUBPROCESS_H_
+#ifndef NANOSERVE_CLIENT_SUBPROCESS_H_
+#define NANOSERVE_CLIENT_SUBPROCESS_H_
 
 #include <sys/types.h>
 
@@ -54,4 +54,4 @@ absl::StatusOr<std::pair<int, int>> ReadPortFile(const std::string& path, Subpro
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_SUBPROCESS_H_
+#endif  // NANOSERVE_CLIENT_SUBPROCESS_H_

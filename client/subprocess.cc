@@ -1,4 +1,4 @@
-#include "rpc/subprocess.h"
+#include "client/subprocess.h"
 
 #include <fcntl.h>
 #include <signal.h>

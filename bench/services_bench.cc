@@ -1,0 +1,162 @@
+#include "bench/services_bench.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "bench/results.h"
+#include "engine/device.h"
+#include "engine/generate.h"
+#include "engine/model_loader.h"
+#include "kv_store/client/kv_store_client.h"
+#include "rpc/server_runner.h"
+
+namespace nanoserve {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "nanoserve: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+// The median, or 0 when nothing was measured.
+double MedianOrZero(const std::vector<double>& values) {
+  return values.empty() ? 0 : Median(values);
+}
+
+// `length` synthetic token ids below `vocab`, different for each `salt`.
+std::vector<int> SyntheticPrompt(int64_t length, int64_t salt, int64_t vocab) {
+  std::vector<int> prompt;
+  for (int64_t i = 0; i < length; ++i) {
+    prompt.push_back(static_cast<int>((i * 7919 + salt * 104729 + 11) % vocab));
+  }
+  return prompt;
+}
+
+// What the two paths measured for one prompt length, over the repeats.
+struct RowTimes {
+  std::vector<double> offline_ttft, offline_tpot, cold_ttft, cached_ttft, service_tpot, handoff;
+  double fetched_mib = 0;
+  bool same_tokens = true;
+};
+
+// One prompt through the offline engine, then twice through the services
+// (cold, then prefix-cached), into `times`.
+absl::Status MeasurePrompt(Generator& generator, const GenerateOptions& offline,
+                           v1::Decode::Stub& decode, const std::vector<int>& prompt,
+                           RowTimes& times) {
+  auto off = generator.Generate({prompt}, offline);
+  if (!off.ok()) return off.status();
+  times.offline_ttft.push_back(off->stats.ttft_ms);
+  times.offline_tpot.push_back(off->stats.decode_ms_per_step);
+  for (int pass = 0; pass < 2; ++pass) {
+    auto served = StreamGenerate(decode, GreedyRequest(prompt, offline.max_new_tokens),
+                                 absl::Minutes(5));
+    if (!served.ok()) return served.status();
+    const v1::Timings& t = served->finished.timings();
+    (pass == 0 ? times.cold_ttft : times.cached_ttft).push_back(t.ttft_ms());
+    times.service_tpot.push_back(t.ms_per_output_token());
+    if (t.fetch_ms() > 0 && t.kv_bytes_fetched() > 0) {
+      times.handoff.push_back(t.kv_bytes_fetched() / 1e6 / (t.fetch_ms() / 1e3));
+      times.fetched_mib = t.kv_bytes_fetched() / 1048576.0;
+    }
+    times.same_tokens = times.same_tokens && served->output_ids == off->sequences[0].output_ids;
+  }
+  return absl::OkStatus();
+}
+
+// The store -> reader handoff alone: Fetch the pages cached for `prompt` a
+// few times from this process, for a few chunk sizes.
+absl::Status PrintFetchTable(const std::string& store_target, const std::vector<int>& prompt,
+                             int64_t repeats) {
+  KvStoreClientOptions options;
+  options.target = store_target;
+  KvStoreClient store(options);
+  auto match = store.MatchPrefix(std::vector<int32_t>(prompt.begin(), prompt.end()));
+  if (!match.ok() || match->matched_tokens == 0) return absl::OkStatus();
+  std::printf("\nKV handoff, Fetch alone (store -> this process, %lld tokens):\n\n"
+              "| chunk KiB | MiB | MB/s (median of %lld) |\n|---|---|---|\n",
+              static_cast<long long>(match->matched_tokens), static_cast<long long>(repeats));
+  for (int64_t chunk_kb : {256, 1024, 4096}) {
+    options.chunk_bytes = chunk_kb << 10;
+    KvStoreClient chunked(options);
+    std::vector<double> rates;
+    int64_t bytes = 0;
+    for (int64_t r = 0; r < repeats; ++r) {
+      const absl::Time start = absl::Now();
+      auto fetched = chunked.Fetch(match->lease_id);
+      if (!fetched.ok()) return fetched.status();
+      bytes = fetched->bytes;
+      rates.push_back(bytes / 1e6 / absl::ToDoubleSeconds(absl::Now() - start));
+    }
+    std::printf("| %lld | %.2f | %.0f |\n", static_cast<long long>(chunk_kb), bytes / 1048576.0,
+                Median(rates));
+  }
+  store.Release(match->lease_id).IgnoreError();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunBenchServices(const BenchServicesOptions& o) {
+  const ServiceModel& m = o.stack.model;
+  auto model_options = ParseModelOptions(m.device, m.dtype, m.attention);
+  if (!model_options.ok()) return Fail(model_options.status());
+  auto loaded = LoadModel(m.spec, *model_options, m.seed);
+  if (!loaded.ok()) return Fail(loaded.status());
+  const Gpt2Model& model = *loaded->model;
+  const int64_t vocab = std::min<int64_t>(model.config().vocab_size, 50256);
+  ServiceStackOptions stack_options = o.stack;
+  stack_options.kv_store_flags.push_back("--chunk_kb=4096");  // lets Fetch alone try 4 MiB
+  auto stack = ServiceStack::Start(stack_options);
+  if (!stack.ok()) return Fail(stack.status());
+  auto decode = v1::Decode::NewStub(MakeChannel((*stack)->target(ServiceStack::kDecode), 8 << 20));
+
+  Generator generator(&model);
+  GenerateOptions offline;
+  offline.max_new_tokens = o.max_new_tokens;
+  offline.stop_at_end_of_text = false;
+  // Warm-up: first calls pay allocation and thread start-up.
+  generator.Generate({SyntheticPrompt(8, 999, vocab)}, offline).IgnoreError();
+  StreamGenerate(*decode, GreedyRequest(SyntheticPrompt(8, 998, vocab), o.max_new_tokens),
+                 absl::Minutes(5))
+      .IgnoreError();
+
+  std::printf("model %s, device %s, dtype %s, attention %s, batch 1, greedy, %lld output tokens, "
+              "median of %lld\n\n",
+              loaded->description.c_str(), model_options->device.str().c_str(),
+              DtypeName(model_options->dtype).c_str(), m.attention.c_str(),
+              static_cast<long long>(o.max_new_tokens), static_cast<long long>(o.repeats));
+  std::printf("| prompt tokens | offline TTFT ms | services TTFT ms (cold) | services TTFT ms (prefix cached) "
+              "| offline ms/token | services ms/token | KV fetched MiB | handoff MB/s | same tokens |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  int64_t salt = 0;
+  for (int64_t length : o.prompt_lengths) {
+    if (length + o.max_new_tokens > model.config().n_positions) continue;
+    RowTimes t;
+    for (int64_t r = 0; r < o.repeats; ++r) {
+      const absl::Status s =
+          MeasurePrompt(generator, offline, *decode, SyntheticPrompt(length, ++salt, vocab), t);
+      if (!s.ok()) return Fail(s);
+    }
+    std::printf("| %lld | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.0f | %s |\n",
+                static_cast<long long>(length), MedianOrZero(t.offline_ttft),
+                MedianOrZero(t.cold_ttft), MedianOrZero(t.cached_ttft),
+                MedianOrZero(t.offline_tpot), MedianOrZero(t.service_tpot), t.fetched_mib,
+                MedianOrZero(t.handoff), t.same_tokens ? "yes" : "no");
+    std::fflush(stdout);
+  }
+  if (!o.prompt_lengths.empty()) {  // the longest prompt above, cached by now
+    const int64_t longest = *std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end());
+    const std::vector<int> cached = SyntheticPrompt(
+        std::min(longest, model.config().n_positions - o.max_new_tokens), salt, vocab);
+    const absl::Status fetched = PrintFetchTable((*stack)->target(ServiceStack::kKvStore), cached,
+                                                 std::max<int64_t>(o.repeats, 5));
+    if (!fetched.ok()) return Fail(fetched);
+  }
+  return (*stack)->Stop().ok() ? 0 : 1;
+}
+
+}  // namespace nanoserve

@@ -1,0 +1,112 @@
+#include "rpc/service_main.h"
+
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/string_view.h"
+
+// The server. The addresses' defaults are set per service by InitService.
+ABSL_FLAG(std::string, listen, "",
+          "gRPC address, host:port (port 0 = any); by default the service's own: kv store "
+          "127.0.0.1:50051, prefill 127.0.0.1:50052, decode 127.0.0.1:50053");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Prometheus /metrics address, host:port; empty = off; by default the service's own: "
+          "kv store 127.0.0.1:9151, prefill 127.0.0.1:9152, decode 127.0.0.1:9153");
+ABSL_FLAG(std::string, port_file, "", "write the gRPC and metrics ports here once serving");
+ABSL_FLAG(int64_t, max_message_mb, 8, "largest gRPC message in MiB");
+// The model. Prefill and decode must be given the same --model and --seed.
+ABSL_FLAG(std::string, model, "",
+          "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
+          "./models/gpt2, else random:gpt2 (the KV store reads only its shape)");
+ABSL_FLAG(uint64_t, seed, 0,
+          "seed of random weights, the same for prefill and decode (the KV store does not use it)");
+ABSL_FLAG(std::string, device, "cpu", "cpu or cuda (the KV store's page pool lives there)");
+ABSL_FLAG(std::string, dtype, "fp32",
+          "fp32, bf16 or fp16 (the KV store's must match the engines')");
+ABSL_FLAG(std::string, attention, "naive", "naive or fused (the KV store does not use it)");
+
+namespace nanoserve {
+namespace {
+
+// Set once by InitService, before any thread starts; read-only after.
+ServiceInfo& Info() {
+  static ServiceInfo* info = new ServiceInfo();
+  return *info;
+}
+
+// The source files whose flags a service binary takes: its own main.cc and
+// the shared flag files of rpc/ (not Abseil's own flags, e.g. --flagfile).
+bool IsServiceFlagFile(absl::string_view file) {
+  return absl::EndsWith(file, "/main.cc") || absl::EndsWith(file, "rpc/service_main.cc") ||
+         absl::EndsWith(file, "rpc/store_client_flags.cc");
+}
+
+// --help shows paths relative to the source tree.
+std::string RelativeToSourceTree(absl::string_view file) {
+  absl::ConsumePrefix(&file, NANOSERVE_SOURCE_DIR "/");
+  return std::string(file);
+}
+
+}  // namespace
+
+void InitService(int argc, char** argv, const ServiceInfo& info) {
+  BlockTerminationSignals();
+  Info() = info;
+  absl::SetProgramUsageMessage(
+      "serves until SIGTERM or SIGINT.\n\nA flag whose default this service sets shows it as "
+      "'currently'.");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = IsServiceFlagFile;
+  usage.contains_helpshort_flags = IsServiceFlagFile;
+  usage.normalize_filename = RelativeToSourceTree;
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetFlag(&FLAGS_listen, info.listen);
+  absl::SetFlag(&FLAGS_metrics_listen, info.metrics_listen);
+  if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
+  absl::ParseCommandLine(argc, argv);
+}
+
+ServerOptions ServerOptionsFromFlags() {
+  ServerOptions server;
+  server.name = Info().name;
+  server.listen = absl::GetFlag(FLAGS_listen);
+  server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  server.port_file = absl::GetFlag(FLAGS_port_file);
+  server.max_message_bytes = MaxMessageBytesFromFlags();
+  return server;
+}
+
+int64_t MaxMessageBytesFromFlags() { return absl::GetFlag(FLAGS_max_message_mb) << 20; }
+
+absl::StatusOr<ModelOptions> ModelOptionsFromFlags() {
+  return ParseModelOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype),
+                           absl::GetFlag(FLAGS_attention));
+}
+
+std::string ModelSpecFromFlags() {
+  const std::string spec = absl::GetFlag(FLAGS_model);
+  return spec.empty() ? DefaultModelSpec() : spec;
+}
+
+absl::StatusOr<Gpt2Config> ModelConfigFromFlags() { return LoadModelConfig(ModelSpecFromFlags()); }
+
+absl::StatusOr<LoadedModel> LoadModelFromFlags() {
+  auto options = ModelOptionsFromFlags();
+  if (!options.ok()) return options.status();
+  auto loaded = LoadModel(ModelSpecFromFlags(), *options, absl::GetFlag(FLAGS_seed));
+  if (!loaded.ok()) return loaded.status();
+  std::fprintf(stderr, "%s: model %s\n", Info().name.c_str(), loaded->description.c_str());
+  return loaded;
+}
+
+int ServiceError(const absl::Status& status, int exit_code) {
+  std::fprintf(stderr, "%s: %s\n", Info().name.c_str(), status.ToString().c_str());
+  return exit_code;
+}
+
+}  // namespace nanoserve

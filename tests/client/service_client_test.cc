@@ -1,0 +1,103 @@
+// The command lines ServiceStack starts the services with: every service
+// gets every model flag (--attention included) from one ServiceModel, the
+// addresses of the services it calls, its own options, then its extra flags.
+#include "client/service_client.h"
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace nanoserve {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+
+ServiceStackOptions Options() {
+  ServiceStackOptions o;
+  o.bin_dir = "/opt/bin";
+  o.work_dir = "/tmp/stack";
+  o.model.spec = "random:gpt2-xl";
+  o.model.seed = 7;
+  o.model.device = "cuda";
+  o.model.dtype = "bf16";
+  o.model.attention = "fused";
+  o.page_size = 8;
+  o.pool_mb = 64;
+  o.lease_ttl_s = 30;
+  o.max_batch = 4;
+  o.max_context = 256;
+  o.kv_store_flags = {"--chunk_kb=4096"};
+  o.prefill_flags = {"--store_timeout_ms=500"};
+  o.decode_flags = {"--workers=2"};
+  return o;
+}
+
+constexpr std::array<int, 3> kPorts = {5001, 5002, 5003};  // by ServiceStack::Which
+
+TEST(ModelFlagsTest, SpellsEveryFieldAsTheServicesFlags) {
+  EXPECT_THAT(ModelFlags(Options().model),
+              ElementsAre("--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                          "--attention=fused"));
+  EXPECT_THAT(ModelFlags(ServiceModel{}),
+              ElementsAre("--model=random:gpt2", "--seed=0", "--device=cpu", "--dtype=fp32",
+                          "--attention=naive"));
+}
+
+TEST(ServiceArgvTest, KvStore) {
+  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kKvStore, kPorts),
+              ElementsAre("/opt/bin/nanoserve-kv-store", "--listen=127.0.0.1:5001",
+                          "--metrics_listen=127.0.0.1:0",
+                          "--port_file=/tmp/stack/nanoserve-kv-store.ports",
+                          "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                          "--attention=fused", "--page_size=8", "--pool_mb=64", "--lease_ttl_s=30",
+                          "--chunk_kb=4096"));
+}
+
+TEST(ServiceArgvTest, Prefill) {
+  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kPrefill, kPorts),
+              ElementsAre("/opt/bin/nanoserve-prefill", "--listen=127.0.0.1:5002",
+                          "--metrics_listen=127.0.0.1:0",
+                          "--port_file=/tmp/stack/nanoserve-prefill.ports",
+                          "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                          "--attention=fused", "--kv_store=127.0.0.1:5001",
+                          "--store_timeout_ms=500"));
+}
+
+TEST(ServiceArgvTest, Decode) {
+  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kDecode, kPorts),
+              ElementsAre("/opt/bin/nanoserve-decode", "--listen=127.0.0.1:5003",
+                          "--metrics_listen=127.0.0.1:0",
+                          "--port_file=/tmp/stack/nanoserve-decode.ports",
+                          "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                          "--attention=fused", "--kv_store=127.0.0.1:5001",
+                          "--prefill=127.0.0.1:5002", "--max_batch=4", "--max_context=256",
+                          "--workers=2"));
+}
+
+TEST(ServiceArgvTest, MetricsOffLeavesTheAddressEmpty) {
+  ServiceStackOptions o = Options();
+  o.metrics = false;
+  for (ServiceStack::Which which :
+       {ServiceStack::kKvStore, ServiceStack::kPrefill, ServiceStack::kDecode}) {
+    EXPECT_EQ(ServiceArgv(o, which, kPorts)[2], "--metrics_listen=") << which;
+  }
+}
+
+TEST(ServiceArgvTest, EveryServiceGetsTheSameModelFlags) {
+  const std::vector<std::string> model = ModelFlags(Options().model);
+  for (ServiceStack::Which which :
+       {ServiceStack::kKvStore, ServiceStack::kPrefill, ServiceStack::kDecode}) {
+    const std::vector<std::string> argv = ServiceArgv(Options(), which, kPorts);
+    ASSERT_GE(argv.size(), 4 + model.size());
+    EXPECT_THAT(std::vector<std::string>(argv.begin() + 4, argv.begin() + 4 + model.size()),
+                ElementsAreArray(model))
+        << which;
+  }
+}
+
+}  // namespace
+}  // namespace nanoserve
