@@ -47,13 +47,9 @@ DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* schedul
       prefill_(prefill),
       store_(store),
       workers_(workers),
-      options_(options) {
+      options_(options),
+      calls_(metrics, "nanoserve_decode_requests_total", "Generate calls by outcome.") {
   if (metrics != nullptr) {
-    const std::string calls = "Generate calls by outcome.";
-    metrics_.ok = metrics->AddCounter("nanoserve_decode_requests_total", calls, "code=\"OK\"");
-    metrics_.failed = metrics->AddCounter("nanoserve_decode_requests_total", calls, "code=\"error\"");
-    metrics_.cancelled =
-        metrics->AddCounter("nanoserve_decode_requests_total", calls, "code=\"CANCELLED\"");
     metrics_.output_tokens =
         metrics->AddCounter("nanoserve_decode_output_tokens_total", "Tokens streamed.");
     metrics_.prompt_tokens =
@@ -106,12 +102,6 @@ void DecodeStage::Cancel(const std::shared_ptr<Call>& call) {
   if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
 }
 
-void DecodeStage::CountEnd(const absl::Status& status) {
-  if (metrics_.ok == nullptr || status.ok()) return;
-  (status.code() == absl::StatusCode::kCancelled ? metrics_.cancelled : metrics_.failed)
-      ->Increment();
-}
-
 void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status& status) {
   {
     std::lock_guard<std::mutex> lock(call->mu);
@@ -119,7 +109,7 @@ void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status
   }
   ReleaseLease(call->lease_id);
   call->lease_id = PrefixStore::kNoLease;
-  CountEnd(status);
+  calls_.Count(status);
   call->events->OnFinish(status, GenerateSummary());
 }
 
@@ -256,8 +246,8 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
     workers_->Schedule([this, lease] { ReleaseLease(lease); });
     call->lease_id = PrefixStore::kNoLease;
   }
+  calls_.Count(status);
   if (!status.ok()) {
-    CountEnd(status);
     call->events->OnFinish(status, GenerateSummary());
     return;
   }
@@ -273,8 +263,7 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
   s.total_ms = MsBetween(call->arrived, now);
   s.ms_per_output_token =
       produced > 1 ? MsBetween(call->first_token_at, now) / static_cast<double>(produced - 1) : 0;
-  if (metrics_.ok != nullptr) {
-    metrics_.ok->Increment();
+  if (metrics_.output_tokens != nullptr) {
     metrics_.output_tokens->Increment(static_cast<double>(produced));
     metrics_.prompt_tokens->Increment(static_cast<double>(s.prompt_tokens));
     metrics_.cached_tokens->Increment(static_cast<double>(s.cached_prompt_tokens));

@@ -119,7 +119,6 @@ class DecodeStage {
   void EndEarly(const std::shared_ptr<Call>& call, const absl::Status& status);
   void ReleaseLease(uint64_t lease_id);
   void RenewLeases();
-  void CountEnd(const absl::Status& status);
 
   const Gpt2Tokenizer* tokenizer_;
   BatchScheduler* scheduler_;
@@ -133,10 +132,8 @@ class DecodeStage {
   absl::Notification stop_;
   std::thread renewer_;
 
+  OutcomeCounter calls_;
   struct Metrics {
-    Counter* ok = nullptr;
-    Counter* failed = nullptr;
-    Counter* cancelled = nullptr;
     Counter* output_tokens = nullptr;
     Counter* prompt_tokens = nullptr;
     Counter* cached_tokens = nullptr;

@@ -19,11 +19,11 @@ double MsSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now()
 
 PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
                            const PrefillStageOptions& options, MetricsRegistry* metrics)
-    : model_(model), store_(store), options_(options) {
+    : model_(model),
+      store_(store),
+      options_(options),
+      calls_(metrics, "nanoserve_prefill_requests_total", "Prefill calls by outcome.") {
   if (metrics == nullptr) return;
-  const std::string calls = "Prefill calls by outcome.";
-  metrics_.ok = metrics->AddCounter("nanoserve_prefill_requests_total", calls, "code=\"OK\"");
-  metrics_.failed = metrics->AddCounter("nanoserve_prefill_requests_total", calls, "code=\"error\"");
   metrics_.prompts = metrics->AddCounter("nanoserve_prefill_prompts_total", "Prompts prefilled.");
   metrics_.cached_tokens = metrics->AddCounter("nanoserve_prefill_cached_tokens_total",
                                                "Prompt tokens reused from the KV store.");
@@ -150,12 +150,8 @@ void PrefillStage::Abandon(const PrefillOutcome& outcome) {
 }
 
 void PrefillStage::Count(const absl::StatusOr<PrefillOutcome>& outcome) {
-  if (metrics_.ok == nullptr) return;
-  if (!outcome.ok()) {
-    metrics_.failed->Increment();
-    return;
-  }
-  metrics_.ok->Increment();
+  calls_.Count(outcome.status());
+  if (!outcome.ok() || metrics_.prompts == nullptr) return;
   metrics_.latency_ms->Observe(outcome->total_ms);
   metrics_.prompts->Increment(static_cast<double>(outcome->prompts.size()));
   for (const PrefilledPrompt& p : outcome->prompts) {

@@ -104,9 +104,8 @@ class PrefillStage : public Prefiller {
   const PrefillStageOptions options_;
   absl::Mutex mu_;  // one batch at a time
 
+  OutcomeCounter calls_;
   struct Metrics {
-    Counter* ok = nullptr;
-    Counter* failed = nullptr;
     Counter* prompts = nullptr;
     Counter* cached_tokens = nullptr;
     Counter* computed_tokens = nullptr;

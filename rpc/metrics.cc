@@ -43,6 +43,18 @@ Histogram::Snapshot Histogram::snapshot() const {
   return s;
 }
 
+OutcomeCounter::OutcomeCounter(MetricsRegistry* registry, std::string name, std::string help)
+    : registry_(registry), name_(std::move(name)), help_(std::move(help)) {
+  if (registry_ != nullptr) registry_->AddCounter(name_, help_, "code=\"OK\"");
+}
+
+void OutcomeCounter::Count(const absl::Status& status) {
+  if (registry_ == nullptr) return;
+  const std::string labels =
+      absl::StrCat("code=\"", absl::StatusCodeToString(status.code()), "\"");
+  registry_->AddCounter(name_, help_, labels)->Increment();
+}
+
 std::vector<double> LatencyBucketsMs() {
   return {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 60000};
 }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 
 namespace nanoserve {
@@ -87,6 +88,21 @@ class MetricsRegistry {
 
   mutable absl::Mutex mu_;
   std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);
+};
+
+// Calls of one kind by outcome: a counter family `name` with one label set
+// per canonical status code (`code="OK"`, `code="INVALID_ARGUMENT"`,
+// `code="INTERNAL"`, ...), each made when its code is first counted.
+class OutcomeCounter {
+ public:
+  // `registry` (not owned) may be null: nothing is counted.
+  OutcomeCounter(MetricsRegistry* registry, std::string name, std::string help);
+  void Count(const absl::Status& status);
+
+ private:
+  MetricsRegistry* registry_;
+  const std::string name_;
+  const std::string help_;
 };
 
 }  // namespace nanoserve

@@ -122,6 +122,12 @@ TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
     EXPECT_TRUE(sink->tokens_.empty());
   }
   EXPECT_EQ(scheduler_.steps(), 0);
+  // Counted by their code, apart from other failures.
+  const std::string page = metrics_.Render();
+  EXPECT_NE(page.find("nanoserve_decode_requests_total{code=\"INVALID_ARGUMENT\"} 4"),
+            std::string::npos)
+      << page;
+  EXPECT_NE(page.find("nanoserve_decode_requests_total{code=\"OK\"} 0"), std::string::npos);
 }
 
 }  // namespace
