@@ -39,28 +39,68 @@ double Median(std::vector<double> values) {
 }
 
 const std::vector<std::string>& CsvColumns() {
-  static const auto* columns = new std::vector<std::string>{
-      "engine", "card", "device", "model", "params_m", "dtype", "attention", "sweep",
-      "kv_cache", "batch", "prompt_len", "shared_len", "output_len", "repeats", "total_ms",
-      "total_ms_min", "total_ms_max", "ms_per_output_token", "ttft_ms", "decode_ms_per_step",
-      "tokens_per_second", "prompt_tokens", "prompt_tokens_computed", "prompt_tokens_reused",
-      "peak_mem_bytes", "reserved_mem_bytes", "weights_bytes", "mem_source"};
+  static const auto* columns = new std::vector<std::string>{"engine",
+                                                            "card",
+                                                            "device",
+                                                            "model",
+                                                            "params_m",
+                                                            "dtype",
+                                                            "attention",
+                                                            "sweep",
+                                                            "kv_cache",
+                                                            "batch",
+                                                            "prompt_len",
+                                                            "shared_len",
+                                                            "output_len",
+                                                            "repeats",
+                                                            "total_ms",
+                                                            "total_ms_min",
+                                                            "total_ms_max",
+                                                            "ms_per_output_token",
+                                                            "ttft_ms",
+                                                            "decode_ms_per_step",
+                                                            "tokens_per_second",
+                                                            "prompt_tokens",
+                                                            "prompt_tokens_computed",
+                                                            "prompt_tokens_reused",
+                                                            "peak_mem_bytes",
+                                                            "reserved_mem_bytes",
+                                                            "weights_bytes",
+                                                            "mem_source"};
   return *columns;
 }
 
 std::string CsvHeader() { return absl::StrJoin(CsvColumns(), ","); }
 
 std::string FormatCsvRow(const BenchRow& r) {
-  const std::vector<std::string> fields = {
-      Quote(r.engine), Quote(r.card), Quote(r.device), Quote(r.model),
-      absl::StrFormat("%.1f", r.params_m), Quote(r.dtype), Quote(r.attention),
-      Quote(r.sweep), Quote(r.kv_cache), absl::StrCat(r.batch), absl::StrCat(r.prompt_len),
-      absl::StrCat(r.shared_len), absl::StrCat(r.output_len), absl::StrCat(r.repeats),
-      Num(r.total_ms), Num(r.total_ms_min), Num(r.total_ms_max), Num(r.ms_per_output_token),
-      Num(r.ttft_ms), Num(r.decode_ms_per_step), Num(r.tokens_per_second),
-      absl::StrCat(r.prompt_tokens), absl::StrCat(r.prompt_tokens_computed),
-      absl::StrCat(r.prompt_tokens_reused), absl::StrCat(r.peak_mem_bytes),
-      absl::StrCat(r.reserved_mem_bytes), absl::StrCat(r.weights_bytes), Quote(r.mem_source)};
+  const std::vector<std::string> fields = {Quote(r.engine),
+                                           Quote(r.card),
+                                           Quote(r.device),
+                                           Quote(r.model),
+                                           absl::StrFormat("%.1f", r.params_m),
+                                           Quote(r.dtype),
+                                           Quote(r.attention),
+                                           Quote(r.sweep),
+                                           Quote(r.kv_cache),
+                                           absl::StrCat(r.batch),
+                                           absl::StrCat(r.prompt_len),
+                                           absl::StrCat(r.shared_len),
+                                           absl::StrCat(r.output_len),
+                                           absl::StrCat(r.repeats),
+                                           Num(r.total_ms),
+                                           Num(r.total_ms_min),
+                                           Num(r.total_ms_max),
+                                           Num(r.ms_per_output_token),
+                                           Num(r.ttft_ms),
+                                           Num(r.decode_ms_per_step),
+                                           Num(r.tokens_per_second),
+                                           absl::StrCat(r.prompt_tokens),
+                                           absl::StrCat(r.prompt_tokens_computed),
+                                           absl::StrCat(r.prompt_tokens_reused),
+                                           absl::StrCat(r.peak_mem_bytes),
+                                           absl::StrCat(r.reserved_mem_bytes),
+                                           absl::StrCat(r.weights_bytes),
+                                           Quote(r.mem_source)};
   return absl::StrJoin(fields, ",");
 }
 

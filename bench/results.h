@@ -31,24 +31,24 @@ struct BenchRow {
   std::string sweep;                 // prompt, output, prefix
   std::string kv_cache;              // off, on, prefix
   int64_t batch = 1;
-  int64_t prompt_len = 0;            // per prompt, shared tokens included
+  int64_t prompt_len = 0;  // per prompt, shared tokens included
   int64_t shared_len = 0;
-  int64_t output_len = 0;            // per prompt
-  int64_t repeats = 0;               // timed runs; the times below are their median
+  int64_t output_len = 0;  // per prompt
+  int64_t repeats = 0;     // timed runs; the times below are their median
   double total_ms = 0;
   double total_ms_min = 0;
   double total_ms_max = 0;
-  double ms_per_output_token = 0;    // total_ms / output_len
-  double ttft_ms = 0;                // time to the first token of every prompt
-  double decode_ms_per_step = 0;     // (total - ttft) / (output_len - 1)
-  double tokens_per_second = 0;      // all prompts' output tokens / total
-  int64_t prompt_tokens = 0;         // asked for, all prompts
+  double ms_per_output_token = 0;  // total_ms / output_len
+  double ttft_ms = 0;              // time to the first token of every prompt
+  double decode_ms_per_step = 0;   // (total - ttft) / (output_len - 1)
+  double tokens_per_second = 0;    // all prompts' output tokens / total
+  int64_t prompt_tokens = 0;       // asked for, all prompts
   int64_t prompt_tokens_computed = 0;
   int64_t prompt_tokens_reused = 0;
-  int64_t peak_mem_bytes = 0;        // CUDA allocator peak allocated, or peak RSS
-  int64_t reserved_mem_bytes = 0;    // CUDA allocator peak reserved; 0 on CPU
-  int64_t weights_bytes = 0;         // the model's parameters on the device
-  std::string mem_source;            // cuda-allocator or process-rss
+  int64_t peak_mem_bytes = 0;      // CUDA allocator peak allocated, or peak RSS
+  int64_t reserved_mem_bytes = 0;  // CUDA allocator peak reserved; 0 on CPU
+  int64_t weights_bytes = 0;       // the model's parameters on the device
+  std::string mem_source;          // cuda-allocator or process-rss
 };
 
 // The column names, in order; the first line of every bench CSV.

@@ -3,8 +3,8 @@
 #include <dirent.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <optional>
@@ -75,9 +75,9 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& mo
   const Gpt2Config& c = model.config();
   const int64_t elem = torch::elementSize(model.options().dtype);
   const int64_t bytes_per_token = 2 * c.n_layer * c.n_embd * elem;
-  const int64_t tokens =
-      point.shared_len + point.batch * (point.prompt_len - point.shared_len + page_size) +
-      page_size;
+  const int64_t tokens = point.shared_len +
+                         point.batch * (point.prompt_len - point.shared_len + page_size) +
+                         page_size;
   PrefixCacheOptions options;
   options.pool.layout = KvPageLayout(c, model.options().dtype, page_size);
   options.pool.byte_budget = tokens * bytes_per_token;
@@ -87,8 +87,8 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& mo
 
 // Runs `point` once; prefix mode starts from an empty cache.
 absl::StatusOr<GenerateResult> RunOnce(const Gpt2Model& model, const BenchPoint& point,
-                                      const std::vector<std::vector<int>>& prompts,
-                                      int64_t page_size) {
+                                       const std::vector<std::vector<int>>& prompts,
+                                       int64_t page_size) {
   std::unique_ptr<PrefixCache> cache;
   if (point.mode == KvCacheMode::kPrefix) {
     auto created = MakePrefixCache(model, point, page_size);
@@ -158,10 +158,10 @@ absl::StatusOr<Measured> MeasurePoint(const Gpt2Model& model, const BenchPoint& 
   row.prompt_tokens = runs[0].prompt_tokens;
   row.prompt_tokens_computed = runs[0].prompt_tokens_computed;
   row.prompt_tokens_reused = runs[0].prompt_tokens_reused;
-  row.peak_mem_bytes = static_cast<int64_t>(
-      median([](const GenerateStats& s) { return s.memory.peak_bytes; }));
-  row.reserved_mem_bytes = static_cast<int64_t>(
-      median([](const GenerateStats& s) { return s.memory.reserved_bytes; }));
+  row.peak_mem_bytes =
+      static_cast<int64_t>(median([](const GenerateStats& s) { return s.memory.peak_bytes; }));
+  row.reserved_mem_bytes =
+      static_cast<int64_t>(median([](const GenerateStats& s) { return s.memory.reserved_bytes; }));
   row.mem_source = runs[0].memory.source;
   return measured;
 }
@@ -189,27 +189,29 @@ std::string SameTokensText(const std::optional<bool>& same) {
 
 std::string ResultLine(const BenchResult& result) {
   const BenchRow& r = result.row;
-  return absl::StrFormat("%-6s %-6s B=%-3d P=%-4d S=%-4d O=%-4d total %9.1f ms  %8.2f ms/token  "
-                         "ttft %8.1f ms  peak %7.1f MiB%s",
-                         r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len, r.output_len,
-                         r.total_ms, r.ms_per_output_token, r.ttft_ms,
-                         r.peak_mem_bytes / 1048576.0,
-                         result.same_tokens == false ? "  TOKENS DIFFER" : "");
+  return absl::StrFormat(
+      "%-6s %-6s B=%-3d P=%-4d S=%-4d O=%-4d total %9.1f ms  %8.2f ms/token  "
+      "ttft %8.1f ms  peak %7.1f MiB%s",
+      r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len, r.output_len, r.total_ms,
+      r.ms_per_output_token, r.ttft_ms, r.peak_mem_bytes / 1048576.0,
+      result.same_tokens == false ? "  TOKENS DIFFER" : "");
 }
 
 void PrintTable(const std::vector<BenchResult>& results) {
-  absl::PrintF("| model | attention | sweep | kv_cache | batch | prompt | shared | output | "
-               "total ms | ms/token | ttft ms | computed/asked | peak MiB | reserved MiB | "
-               "same tokens |\n"
-               "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+  absl::PrintF(
+      "| model | attention | sweep | kv_cache | batch | prompt | shared | output | "
+      "total ms | ms/token | ttft ms | computed/asked | peak MiB | reserved MiB | "
+      "same tokens |\n"
+      "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   for (const BenchResult& result : results) {
     const BenchRow& r = result.row;
-    absl::PrintF("| %s | %s | %s | %s | %d | %d | %d | %d | %.1f | %.2f | %.1f | %d/%d | %.1f | "
-                 "%.1f | %s |\n",
-                 r.model, r.attention, r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len,
-                 r.output_len, r.total_ms, r.ms_per_output_token, r.ttft_ms,
-                 r.prompt_tokens_computed, r.prompt_tokens, r.peak_mem_bytes / 1048576.0,
-                 r.reserved_mem_bytes / 1048576.0, SameTokensText(result.same_tokens));
+    absl::PrintF(
+        "| %s | %s | %s | %s | %d | %d | %d | %d | %.1f | %.2f | %.1f | %d/%d | %.1f | "
+        "%.1f | %s |\n",
+        r.model, r.attention, r.sweep, r.kv_cache, r.batch, r.prompt_len, r.shared_len,
+        r.output_len, r.total_ms, r.ms_per_output_token, r.ttft_ms, r.prompt_tokens_computed,
+        r.prompt_tokens, r.peak_mem_bytes / 1048576.0, r.reserved_mem_bytes / 1048576.0,
+        SameTokensText(result.same_tokens));
   }
   std::fflush(stdout);
 }
@@ -239,7 +241,8 @@ absl::StatusOr<std::vector<BenchResult>> RunBench(const BenchOptions& options) {
   if (absl::Status s = ValidateBenchSpec(options.spec); !s.ok()) return s;
   if (options.repeats < 1) return absl::InvalidArgumentError("--repeats must be >= 1");
   if (options.warmup < 0) return absl::InvalidArgumentError("--warmup must be >= 0");
-  if (options.csv_path.empty()) return absl::InvalidArgumentError("--out (the CSV path) is required");
+  if (options.csv_path.empty())
+    return absl::InvalidArgumentError("--out (the CSV path) is required");
   auto device = ParseDevice(options.device);
   if (!device.ok()) return device.status();
   auto dtype = ParseDtype(options.dtype);
@@ -256,7 +259,8 @@ absl::StatusOr<std::vector<BenchResult>> RunBench(const BenchOptions& options) {
   const std::vector<BenchPoint> points = ExpandPoints(options.spec);
   double total_cost = 0;
   for (const BenchPoint& p : points) total_cost += EstimatedCost(p) * options.repeats;
-  ProgressBar progress(stderr, options.progress && isatty(STDERR_FILENO), points.size(), total_cost);
+  ProgressBar progress(stderr, options.progress && isatty(STDERR_FILENO), points.size(),
+                       total_cost);
   const std::string card = options.card.empty() ? CardName(*device) : options.card;
   std::fprintf(stderr, "bench: %zu points on %s (%s), %lld timed repeats after %lld warm-up\n",
                points.size(), card.c_str(), options.dtype.c_str(),
@@ -290,8 +294,8 @@ absl::StatusOr<std::vector<BenchResult>> RunBench(const BenchOptions& options) {
            ++next) {
         const BenchPoint& point = points[next];
         const double cost = EstimatedCost(point) * options.repeats;
-        const std::string label = absl::StrCat(model_spec, " ", AttentionKindName(attention),
-                                               " ", point.Label());
+        const std::string label =
+            absl::StrCat(model_spec, " ", AttentionKindName(attention), " ", point.Label());
         if (options.max_seconds > 0 && progress.ElapsedSeconds() > options.max_seconds) {
           ++skipped;
           progress.Finish(cost, "skipped (--max-seconds): " + label);

@@ -37,7 +37,7 @@ struct BenchOptions {
   // Points not started within this many seconds of the start are skipped
   // (and counted); 0 = no limit. Keeps a device call within its limit.
   double max_seconds = 0;
-  bool progress = true;        // progress bar (or per-point lines) on stderr
+  bool progress = true;  // progress bar (or per-point lines) on stderr
   // The machine's name in the CSV's card column; empty: found from /proc
   // (the NVIDIA driver's GPU model, or the CPU's model name and threads).
   std::string card;

@@ -52,8 +52,8 @@ absl::Status MeasurePrompt(Generator& generator, const GenerateOptions& offline,
   times.offline_ttft.push_back(off->stats.ttft_ms);
   times.offline_tpot.push_back(off->stats.decode_ms_per_step);
   for (int pass = 0; pass < 2; ++pass) {
-    auto served = StreamGenerate(decode, GreedyRequest(prompt, offline.max_new_tokens),
-                                 absl::Minutes(5));
+    auto served =
+        StreamGenerate(decode, GreedyRequest(prompt, offline.max_new_tokens), absl::Minutes(5));
     if (!served.ok()) return served.status();
     const v1::Timings& t = served->finished.timings();
     (pass == 0 ? times.cold_ttft : times.cached_ttft).push_back(t.ttft_ms());
@@ -76,9 +76,10 @@ absl::Status PrintFetchTable(const std::string& store_target, const std::vector<
   KvStoreClient store(options);
   auto match = store.MatchPrefix(std::vector<int32_t>(prompt.begin(), prompt.end()));
   if (!match.ok() || match->matched_tokens == 0) return absl::OkStatus();
-  std::printf("\nKV handoff, Fetch alone (store -> this process, %lld tokens):\n\n"
-              "| chunk KiB | MiB | MB/s (median of %lld) |\n|---|---|---|\n",
-              static_cast<long long>(match->matched_tokens), static_cast<long long>(repeats));
+  std::printf(
+      "\nKV handoff, Fetch alone (store -> this process, %lld tokens):\n\n"
+      "| chunk KiB | MiB | MB/s (median of %lld) |\n|---|---|---|\n",
+      static_cast<long long>(match->matched_tokens), static_cast<long long>(repeats));
   for (int64_t chunk_kb : {256, 1024, 4096}) {
     options.chunk_bytes = chunk_kb << 10;
     KvStoreClient chunked(options);
@@ -124,13 +125,16 @@ int RunBenchServices(const BenchServicesOptions& o) {
                  absl::Minutes(5))
       .IgnoreError();
 
-  std::printf("model %s, device %s, dtype %s, attention %s, batch 1, greedy, %lld output tokens, "
-              "median of %lld\n\n",
-              loaded->description.c_str(), model_options->device.str().c_str(),
-              DtypeName(model_options->dtype).c_str(), m.attention.c_str(),
-              static_cast<long long>(o.max_new_tokens), static_cast<long long>(o.repeats));
-  std::printf("| prompt tokens | offline TTFT ms | services TTFT ms (cold) | services TTFT ms (prefix cached) "
-              "| offline ms/token | services ms/token | KV fetched MiB | handoff MB/s | same tokens |\n");
+  std::printf(
+      "model %s, device %s, dtype %s, attention %s, batch 1, greedy, %lld output tokens, "
+      "median of %lld\n\n",
+      loaded->description.c_str(), model_options->device.str().c_str(),
+      DtypeName(model_options->dtype).c_str(), m.attention.c_str(),
+      static_cast<long long>(o.max_new_tokens), static_cast<long long>(o.repeats));
+  std::printf(
+      "| prompt tokens | offline TTFT ms | services TTFT ms (cold) | services TTFT ms (prefix "
+      "cached) "
+      "| offline ms/token | services ms/token | KV fetched MiB | handoff MB/s | same tokens |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   int64_t salt = 0;
   for (int64_t length : o.prompt_lengths) {

@@ -39,7 +39,8 @@ absl::Status ParseRange(absl::string_view item, std::vector<int64_t>& out) {
     return BadItem(item, "not a..b*factor or a..b+step with integers");
   }
   if (a < 0 || b < a) return BadItem(item, "needs 0 <= a <= b");
-  if (op == '*' && (step < 2 || a < 1)) return BadItem(item, "a geometric range needs a >= 1, factor >= 2");
+  if (op == '*' && (step < 2 || a < 1))
+    return BadItem(item, "a geometric range needs a >= 1, factor >= 2");
   if (op == '+' && step < 1) return BadItem(item, "an arithmetic range needs step >= 1");
   if (op == '+' && (b - a) / step >= kMaxListItems) return BadItem(item, "too many items");
   for (int64_t v = a; v <= b;) {
@@ -67,9 +68,12 @@ absl::StatusOr<SweepKind> ParseSweepKind(absl::string_view name) {
 
 std::string SweepKindName(SweepKind kind) {
   switch (kind) {
-    case SweepKind::kPrompt: return "prompt";
-    case SweepKind::kOutput: return "output";
-    case SweepKind::kPrefix: return "prefix";
+    case SweepKind::kPrompt:
+      return "prompt";
+    case SweepKind::kOutput:
+      return "output";
+    case SweepKind::kPrefix:
+      return "prefix";
   }
   return "?";
 }
@@ -78,7 +82,8 @@ absl::StatusOr<std::vector<int64_t>> ParseIntList(absl::string_view spec) {
   std::vector<int64_t> out;
   for (absl::string_view raw : absl::StrSplit(spec, ',')) {
     absl::string_view item = absl::StripAsciiWhitespace(raw);
-    if (item.empty()) return absl::InvalidArgumentError(absl::StrCat("empty item in list '", spec, "'"));
+    if (item.empty())
+      return absl::InvalidArgumentError(absl::StrCat("empty item in list '", spec, "'"));
     if (item.find("..") != absl::string_view::npos) {
       if (absl::Status s = ParseRange(item, out); !s.ok()) return s;
     } else {
@@ -97,7 +102,8 @@ absl::StatusOr<std::vector<std::string>> ParseNameList(absl::string_view spec) {
   std::vector<std::string> out;
   for (absl::string_view raw : absl::StrSplit(spec, ',')) {
     absl::string_view item = absl::StripAsciiWhitespace(raw);
-    if (item.empty()) return absl::InvalidArgumentError(absl::StrCat("empty item in list '", spec, "'"));
+    if (item.empty())
+      return absl::InvalidArgumentError(absl::StrCat("empty item in list '", spec, "'"));
     out.emplace_back(item);
   }
   return out;
@@ -130,8 +136,8 @@ absl::Status ValidateBenchSpec(const BenchSpec& spec) {
 }
 
 std::string BenchPoint::Label() const {
-  return absl::StrFormat("%s %s B=%d P=%d S=%d O=%d", SweepKindName(sweep),
-                         KvCacheModeName(mode), batch, prompt_len, shared_len, output_len);
+  return absl::StrFormat("%s %s B=%d P=%d S=%d O=%d", SweepKindName(sweep), KvCacheModeName(mode),
+                         batch, prompt_len, shared_len, output_len);
 }
 
 std::vector<KvCacheMode> SweepModes(SweepKind kind) {

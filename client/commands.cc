@@ -80,7 +80,8 @@ absl::StatusOr<std::vector<std::string>> ReadPrompts(const GenerateCommandOption
     return prompts;
   }
   if (o.prompt.empty()) {
-    return absl::InvalidArgumentError("the prompt is empty: give --prompt, --prompt-file or --prompts-file");
+    return absl::InvalidArgumentError(
+        "the prompt is empty: give --prompt, --prompt-file or --prompts-file");
   }
   return std::vector<std::string>{o.prompt};
 }
@@ -104,16 +105,16 @@ nlohmann::json StatsJson(const GenerateStats& s) {
 }
 
 void PrintSummary(const GenerateStats& s, int64_t batch) {
-  std::fprintf(stderr,
-               "\n--- batch %lld: prompt tokens %lld (computed %lld, reused %lld), output tokens %lld\n"
-               "    time to first token %.2f ms, total %.2f ms, %.3f ms per output token, "
-               "%.1f tokens/s, peak memory %.1f MiB (%s)\n",
-               static_cast<long long>(batch), static_cast<long long>(s.prompt_tokens),
-               static_cast<long long>(s.prompt_tokens_computed),
-               static_cast<long long>(s.prompt_tokens_reused),
-               static_cast<long long>(s.output_tokens), s.ttft_ms, s.total_ms,
-               s.ms_per_output_token, s.tokens_per_second, s.memory.peak_bytes / 1048576.0,
-               s.memory.source.c_str());
+  std::fprintf(
+      stderr,
+      "\n--- batch %lld: prompt tokens %lld (computed %lld, reused %lld), output tokens %lld\n"
+      "    time to first token %.2f ms, total %.2f ms, %.3f ms per output token, "
+      "%.1f tokens/s, peak memory %.1f MiB (%s)\n",
+      static_cast<long long>(batch), static_cast<long long>(s.prompt_tokens),
+      static_cast<long long>(s.prompt_tokens_computed),
+      static_cast<long long>(s.prompt_tokens_reused), static_cast<long long>(s.output_tokens),
+      s.ttft_ms, s.total_ms, s.ms_per_output_token, s.tokens_per_second,
+      s.memory.peak_bytes / 1048576.0, s.memory.source.c_str());
 }
 
 }  // namespace
@@ -166,7 +167,8 @@ int RunGenerate(const GenerateCommandOptions& o) {
   if (loaded->random_weights) {
     std::fprintf(stderr,
                  "nanoserve: warning: %s has random weights: the text will be meaningless "
-                 "(timings are real)\n", loaded->description.c_str());
+                 "(timings are real)\n",
+                 loaded->description.c_str());
   }
 
   std::unique_ptr<PrefixCache> prefix_cache;

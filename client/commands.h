@@ -23,12 +23,12 @@ struct GenerateCommandOptions {
   std::string dtype = "fp32";
   std::string attention = "naive";
   std::string kv_cache = "on";
-  int64_t page_size = 16;             // prefix cache page size (tokens)
-  int64_t prefix_cache_mb = 512;      // prefix cache pool budget
-  int64_t repeat = 1;                 // run the batch this many times (prefix cache lives on)
-  bool cold_prefix_cache = false;     // empty the prefix cache before each run
-  GenerateOptions generate;           // max_new_tokens, sampling, chunking
-  uint64_t seed = 0;                  // random weights' seed
+  int64_t page_size = 16;          // prefix cache page size (tokens)
+  int64_t prefix_cache_mb = 512;   // prefix cache pool budget
+  int64_t repeat = 1;              // run the batch this many times (prefix cache lives on)
+  bool cold_prefix_cache = false;  // empty the prefix cache before each run
+  GenerateOptions generate;        // max_new_tokens, sampling, chunking
+  uint64_t seed = 0;               // random weights' seed
   bool json = false;
 };
 

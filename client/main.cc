@@ -30,10 +30,13 @@
 
 ABSL_FLAG(std::string, text, "", "tokenize: the text");
 ABSL_FLAG(std::string, ids, "", "detokenize: comma-separated token ids");
-ABSL_FLAG(std::string, model, "", "checkpoint dir, .safetensors file, or random:gpt2|gpt2-medium|gpt2-large|gpt2-xl (default: $NANOSERVE_MODEL, ./models/gpt2, else random:gpt2)");
+ABSL_FLAG(std::string, model, "",
+          "checkpoint dir, .safetensors file, or random:gpt2|gpt2-medium|gpt2-large|gpt2-xl "
+          "(default: $NANOSERVE_MODEL, ./models/gpt2, else random:gpt2)");
 ABSL_FLAG(std::string, prompt, "", "the prompt text");
 ABSL_FLAG(std::string, prompt_file, "", "read the prompt from this file");
-ABSL_FLAG(std::string, prompts_file, "", "a batch: one prompt per line, or a JSON array of strings");
+ABSL_FLAG(std::string, prompts_file, "",
+          "a batch: one prompt per line, or a JSON array of strings");
 ABSL_FLAG(int64_t, max_new_tokens, 32, "tokens to generate per prompt");
 ABSL_FLAG(std::string, kv_cache, "on", "off (Part A), on (Part B) or prefix (Part C)");
 ABSL_FLAG(std::string, attention, "naive", "naive or fused");
@@ -57,7 +60,8 @@ ABSL_FLAG(std::string, prompt_lens, "8..1000*2", "bench: prompt lengths of the p
 ABSL_FLAG(std::string, output_lens, "8..1000*2", "bench: output lengths of the output sweep");
 ABSL_FLAG(int64_t, fixed_output, 16, "bench: output length of the prompt sweep");
 ABSL_FLAG(int64_t, fixed_prompt, 16, "bench: prompt length of the output sweep");
-ABSL_FLAG(std::string, shared_lens, "0,128,256,512,900", "bench: shared prefix lengths (prefix sweep)");
+ABSL_FLAG(std::string, shared_lens, "0,128,256,512,900",
+          "bench: shared prefix lengths (prefix sweep)");
 ABSL_FLAG(std::string, batch_sizes, "1,4,16", "bench: batch sizes (prefix sweep)");
 ABSL_FLAG(int64_t, suffix_len, 32, "bench: tokens of each prompt after the shared prefix");
 ABSL_FLAG(int64_t, prefix_output, 16, "bench: output length of the prefix sweep");
@@ -69,15 +73,16 @@ ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default:
 ABSL_FLAG(std::string, out, "", "bench: CSV path; export-hf: checkpoint directory");
 
 ABSL_FLAG(std::string, target, "", "generate: a decode service (host:port); stats: a KV store");
-ABSL_FLAG(int64_t, timeout_s, 600, "generate --target: deadline of the call; health: how long to wait (seconds)");
+ABSL_FLAG(int64_t, timeout_s, 600,
+          "generate --target: deadline of the call; health: how long to wait (seconds)");
 ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
 ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
 ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
-ABSL_FLAG(std::string, work_dir, "/tmp", "serve/bench-services: where service logs and port files go");
+ABSL_FLAG(std::string, work_dir, "/tmp",
+          "serve/bench-services: where service logs and port files go");
 ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
 ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
 ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt lengths in tokens");
-
 
 int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
@@ -94,8 +99,8 @@ int main(int argc, char** argv) {
   if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
   if (command == "stats") return nanoserve::RunStats(absl::GetFlag(FLAGS_target));
   if (command == "health") {
-    const absl::Status serving =
-        nanoserve::WaitForServing(absl::GetFlag(FLAGS_target), absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+    const absl::Status serving = nanoserve::WaitForServing(
+        absl::GetFlag(FLAGS_target), absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
     if (!serving.ok()) std::fprintf(stderr, "nanoserve: %s\n", serving.ToString().c_str());
     return serving.ok() ? 0 : 1;
   }
@@ -123,7 +128,8 @@ int main(int argc, char** argv) {
     o.generate.sampling.top_k = absl::GetFlag(FLAGS_top_k);
     o.generate.sampling.top_p = absl::GetFlag(FLAGS_top_p);
     o.generate.sampling.seed = absl::GetFlag(FLAGS_seed);
-    if (command == "generate" && absl::GetFlag(FLAGS_target).empty()) return nanoserve::RunGenerate(o);
+    if (command == "generate" && absl::GetFlag(FLAGS_target).empty())
+      return nanoserve::RunGenerate(o);
     if (command == "generate") {
       return nanoserve::RunRemoteGenerate(o, absl::GetFlag(FLAGS_target),
                                           absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));

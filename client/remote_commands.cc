@@ -66,19 +66,20 @@ int RunRemoteGenerate(const GenerateCommandOptions& o, const std::string& target
     return 0;
   }
   if (!f.trailing_text().empty()) std::printf("%s\n", f.trailing_text().c_str());
-  std::fprintf(stderr,
-               "\n--- %s: prompt tokens %lld (cached %lld, fetched %lld, recomputed by decode %lld), "
-               "output tokens %lld, finish %s\n"
-               "    time to first token %.2f ms (prefill %.2f, fetch %.2f, queue %.2f), "
-               "%.3f ms per output token, total %.2f ms, KV fetched %.2f MiB\n",
-               target.c_str(), static_cast<long long>(f.usage().prompt_tokens()),
-               static_cast<long long>(f.usage().cached_prompt_tokens()),
-               static_cast<long long>(f.usage().fetched_prompt_tokens()),
-               static_cast<long long>(f.usage().recomputed_prompt_tokens()),
-               static_cast<long long>(f.usage().output_tokens()), f.finish_reason().c_str(),
-               f.timings().ttft_ms(), f.timings().prefill_ms(), f.timings().fetch_ms(),
-               f.timings().queue_ms(), f.timings().ms_per_output_token(), f.timings().total_ms(),
-               f.timings().kv_bytes_fetched() / 1048576.0);
+  std::fprintf(
+      stderr,
+      "\n--- %s: prompt tokens %lld (cached %lld, fetched %lld, recomputed by decode %lld), "
+      "output tokens %lld, finish %s\n"
+      "    time to first token %.2f ms (prefill %.2f, fetch %.2f, queue %.2f), "
+      "%.3f ms per output token, total %.2f ms, KV fetched %.2f MiB\n",
+      target.c_str(), static_cast<long long>(f.usage().prompt_tokens()),
+      static_cast<long long>(f.usage().cached_prompt_tokens()),
+      static_cast<long long>(f.usage().fetched_prompt_tokens()),
+      static_cast<long long>(f.usage().recomputed_prompt_tokens()),
+      static_cast<long long>(f.usage().output_tokens()), f.finish_reason().c_str(),
+      f.timings().ttft_ms(), f.timings().prefill_ms(), f.timings().fetch_ms(),
+      f.timings().queue_ms(), f.timings().ms_per_output_token(), f.timings().total_ms(),
+      f.timings().kv_bytes_fetched() / 1048576.0);
   if (!f.fallback_reason().empty()) {
     std::fprintf(stderr, "    fallback: %s\n", f.fallback_reason().c_str());
   }

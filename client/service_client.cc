@@ -124,8 +124,7 @@ std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack:
                                      const std::array<int, 3>& ports) {
   auto target = [&](ServiceStack::Which peer) { return absl::StrCat("127.0.0.1:", ports[peer]); };
   std::vector<std::string> argv = {
-      absl::StrCat(o.bin_dir, "/", kBinary[which]),
-      absl::StrCat("--listen=", target(which)),
+      absl::StrCat(o.bin_dir, "/", kBinary[which]), absl::StrCat("--listen=", target(which)),
       absl::StrCat("--metrics_listen=", o.metrics ? "127.0.0.1:0" : ""),
       absl::StrCat("--port_file=", PortFile(o.work_dir, which))};
   const std::vector<std::string> model = ModelFlags(o.model);
@@ -163,8 +162,8 @@ absl::Status ServiceStack::AwaitServing(Which which) {
   const std::string port_file = PortFile(options_.work_dir, which);
   auto ports = ReadPortFile(port_file, processes_[which].get(), options_.start_timeout);
   if (!ports.ok()) {
-    return absl::UnavailableError(absl::StrCat(kBinary[which], " did not start (",
-                                               ports.status().message(), "); see ", log_path(which)));
+    return absl::UnavailableError(absl::StrCat(
+        kBinary[which], " did not start (", ports.status().message(), "); see ", log_path(which)));
   }
   ports_[which] = ports->first;
   metrics_ports_[which] = ports->second;
@@ -186,8 +185,8 @@ absl::Status ServiceStack::Stop() {
     if (processes_[which]->running()) {
       auto code = processes_[which]->Stop();
       if (first.ok() && (!code.ok() || *code != 0)) {
-        first = absl::InternalError(absl::StrCat(kBinary[which], " exited with ",
-                                                 code.ok() ? *code : -1));
+        first = absl::InternalError(
+            absl::StrCat(kBinary[which], " exited with ", code.ok() ? *code : -1));
       }
     }
     processes_[which].reset();

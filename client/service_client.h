@@ -38,8 +38,8 @@ v1::GenerateRequest GreedyRequest(const std::vector<int>& prompt_ids, int64_t ma
 // arrives; returning false cancels the call (the result is then CANCELLED).
 // The call's gRPC status as an absl::Status on failure.
 absl::StatusOr<GenerateOutcome> StreamGenerate(
-    v1::Decode::StubInterface& stub, const v1::GenerateRequest& request,
-    absl::Duration timeout, const std::function<bool(const v1::Token&)>& on_token = nullptr);
+    v1::Decode::StubInterface& stub, const v1::GenerateRequest& request, absl::Duration timeout,
+    const std::function<bool(const v1::Token&)>& on_token = nullptr);
 
 // The model every service runs, in the words of the services' flags
 // (rpc/service_main.h): prefill and decode load it, the KV store sizes its

@@ -100,7 +100,8 @@ absl::StatusOr<std::pair<int, int>> ReadPortFile(const std::string& path, Subpro
   while (absl::Now() < end) {
     std::ifstream in(path);
     int grpc_port = 0, metrics_port = -1;
-    if (in >> grpc_port >> metrics_port && grpc_port > 0) return std::make_pair(grpc_port, metrics_port);
+    if (in >> grpc_port >> metrics_port && grpc_port > 0)
+      return std::make_pair(grpc_port, metrics_port);
     if (child != nullptr && !child->running()) {
       return absl::UnavailableError(absl::StrCat("process exited before writing ", path));
     }

@@ -52,29 +52,29 @@ DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* schedul
   if (metrics != nullptr) {
     metrics_.output_tokens =
         metrics->AddCounter("nanoserve_decode_output_tokens_total", "Tokens streamed.");
-    metrics_.prompt_tokens =
-        metrics->AddCounter("nanoserve_decode_prompt_tokens_total", "Prompt tokens of finished calls.");
-    metrics_.cached_tokens = metrics->AddCounter(
-        "nanoserve_decode_cached_prompt_tokens_total", "Prompt tokens prefill reused from the KV store.");
+    metrics_.prompt_tokens = metrics->AddCounter("nanoserve_decode_prompt_tokens_total",
+                                                 "Prompt tokens of finished calls.");
+    metrics_.cached_tokens = metrics->AddCounter("nanoserve_decode_cached_prompt_tokens_total",
+                                                 "Prompt tokens prefill reused from the KV store.");
     metrics_.fetched_bytes = metrics->AddCounter("nanoserve_decode_kv_fetched_bytes_total",
                                                  "K/V page bytes pulled from the store.");
     metrics_.fallbacks = metrics->AddCounter(
         "nanoserve_decode_fallbacks_total",
         "Calls whose prompt decode computed itself because prefill or the store failed.");
-    metrics_.ttft_ms = metrics->AddHistogram("nanoserve_decode_ttft_ms",
-                                             "Time to first token.", LatencyBucketsMs());
-    metrics_.tpot_ms = metrics->AddHistogram("nanoserve_decode_time_per_output_token_ms",
-                                             "Time per output token after the first.",
+    metrics_.ttft_ms = metrics->AddHistogram("nanoserve_decode_ttft_ms", "Time to first token.",
                                              LatencyBucketsMs());
-    metrics_.fetch_ms = metrics->AddHistogram("nanoserve_decode_kv_fetch_ms",
-                                              "Pulling a prompt's pages from the store.",
-                                              LatencyBucketsMs());
+    metrics_.tpot_ms =
+        metrics->AddHistogram("nanoserve_decode_time_per_output_token_ms",
+                              "Time per output token after the first.", LatencyBucketsMs());
+    metrics_.fetch_ms =
+        metrics->AddHistogram("nanoserve_decode_kv_fetch_ms",
+                              "Pulling a prompt's pages from the store.", LatencyBucketsMs());
     metrics->AddGauge("nanoserve_decode_active_sequences", "Sequences in the running batch.",
                       [scheduler] { return static_cast<double>(scheduler->active()); });
     metrics->AddGauge("nanoserve_decode_queued_requests", "Requests waiting for a slot.",
                       [scheduler] { return static_cast<double>(scheduler->queued()); });
     metrics->AddObservedCounter("nanoserve_decode_steps_total", "Batched decode steps run.",
-                      [scheduler] { return static_cast<double>(scheduler->steps()); });
+                                [scheduler] { return static_cast<double>(scheduler->steps()); });
   }
   if (store_ != nullptr) {
     renewer_ = std::thread([this] {
@@ -154,8 +154,8 @@ bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& ba
     call->lease_id = p.lease_id;
     summary.cached_prompt_tokens = p.cached_tokens;
     if (!outcome->store_status.ok()) {
-      summary.fallback_reason = absl::StrCat("prefill could not use the kv store: ",
-                                             outcome->store_status.message());
+      summary.fallback_reason =
+          absl::StrCat("prefill could not use the kv store: ", outcome->store_status.message());
     }
   } else if (outcome.status().code() == absl::StatusCode::kInvalidArgument) {
     EndEarly(call, outcome.status());
@@ -187,9 +187,9 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
     }
     return;
   }
-  summary.fallback_reason = pages.ok() ? "kv store returned more tokens than the prompt"
-                                       : absl::StrCat("kv store fetch failed: ",
-                                                      pages.status().ToString());
+  summary.fallback_reason =
+      pages.ok() ? "kv store returned more tokens than the prompt"
+                 : absl::StrCat("kv store fetch failed: ", pages.status().ToString());
   ReleaseLease(call.lease_id);
   call.lease_id = PrefixStore::kNoLease;
 }

@@ -46,9 +46,9 @@ struct DecodeStageOptions {
 };
 
 struct GenerateParams {
-  std::string prompt;            // text; used when prompt_ids is empty
-  std::vector<int> prompt_ids;   // wins when not empty
-  int64_t max_new_tokens = 16;   // >= 1
+  std::string prompt;           // text; used when prompt_ids is empty
+  std::vector<int> prompt_ids;  // wins when not empty
+  int64_t max_new_tokens = 16;  // >= 1
   SamplingOptions sampling;
   bool stop_at_end_of_text = true;
 };

@@ -10,11 +10,13 @@
 #include "rpc/service_main.h"
 #include "rpc/store_client_flags.h"
 
-ABSL_FLAG(std::string, prefill, "127.0.0.1:50052", "prefill service address; empty = compute prompts here");
+ABSL_FLAG(std::string, prefill, "127.0.0.1:50052",
+          "prefill service address; empty = compute prompts here");
 ABSL_FLAG(int64_t, max_batch, 16, "sequences decoded together (KV cache slots)");
 ABSL_FLAG(int64_t, max_context, 0, "tokens per slot, prompt + output (0 = the model's context)");
 ABSL_FLAG(int64_t, max_queue, 256, "requests waiting for a slot before RESOURCE_EXHAUSTED");
-ABSL_FLAG(int64_t, prefill_chunk, 0, "prompt tokens per pass when decode computes a prompt (0 = all)");
+ABSL_FLAG(int64_t, prefill_chunk, 0,
+          "prompt tokens per pass when decode computes a prompt (0 = all)");
 ABSL_FLAG(int64_t, prefill_timeout_ms, 60000, "deadline of the Prefill call");
 ABSL_FLAG(int32_t, workers, 8, "threads for the blocking prefill/fetch steps of calls");
 

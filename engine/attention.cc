@@ -40,8 +40,7 @@ std::string AttentionKindName(AttentionKind kind) {
   return kind == AttentionKind::kNaive ? "naive" : "fused";
 }
 
-torch::Tensor CausalMask(int64_t q_offset, int64_t q_len, int64_t k_len,
-                         torch::Device device) {
+torch::Tensor CausalMask(int64_t q_offset, int64_t q_len, int64_t k_len, torch::Device device) {
   auto opts = torch::TensorOptions().dtype(torch::kLong).device(device);
   torch::Tensor q_pos = torch::arange(q_offset, q_offset + q_len, opts).unsqueeze(1);  // (Tq, 1)
   torch::Tensor k_pos = torch::arange(0, k_len, opts).unsqueeze(0);                    // (1, Tk)
@@ -50,8 +49,8 @@ torch::Tensor CausalMask(int64_t q_offset, int64_t q_len, int64_t k_len,
 
 namespace {
 
-torch::Tensor NaiveAttention(const torch::Tensor& q, const torch::Tensor& k,
-                             const torch::Tensor& v, const torch::Tensor& mask) {
+torch::Tensor NaiveAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                             const torch::Tensor& mask) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor att = torch::matmul(q, k.transpose(-2, -1)) * scale;  // (B, H, Tq, Tk)
   if (mask.defined()) {
@@ -63,9 +62,8 @@ torch::Tensor NaiveAttention(const torch::Tensor& q, const torch::Tensor& k,
 
 }  // namespace
 
-torch::Tensor Attention(AttentionKind kind, const torch::Tensor& q,
-                        const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& mask) {
+torch::Tensor Attention(AttentionKind kind, const torch::Tensor& q, const torch::Tensor& k,
+                        const torch::Tensor& v, const torch::Tensor& mask) {
 #ifdef NANOSERVE_HAVE_SDPA
   if (kind == AttentionKind::kFused) {
     c10::optional<torch::Tensor> attn_mask;

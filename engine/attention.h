@@ -36,9 +36,8 @@ torch::Tensor CausalMask(int64_t q_offset, int64_t q_len, int64_t k_len,
 // q: (B, H, Tq, D); k, v: (B, H, Tk, D); mask: undefined (attend to all
 // keys), or bool broadcastable to (B, H, Tq, Tk), true = attend.
 // Returns (B, H, Tq, D) in q's dtype.
-torch::Tensor Attention(AttentionKind kind, const torch::Tensor& q,
-                        const torch::Tensor& k, const torch::Tensor& v,
-                        const torch::Tensor& mask);
+torch::Tensor Attention(AttentionKind kind, const torch::Tensor& q, const torch::Tensor& k,
+                        const torch::Tensor& v, const torch::Tensor& mask);
 
 }  // namespace nanoserve
 

@@ -14,9 +14,8 @@ namespace nanoserve {
 BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options)
     : model_(model),
       options_(options),
-      capacity_(options.capacity > 0
-                    ? std::min(options.capacity, model->config().n_positions)
-                    : model->config().n_positions),
+      capacity_(options.capacity > 0 ? std::min(options.capacity, model->config().n_positions)
+                                     : model->config().n_positions),
       cache_(model->config(), options.max_batch, capacity_, model->options().dtype,
              model->options().device),
       slots_(options.max_batch) {
@@ -44,13 +43,13 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   }
   if (absl::Status s = ValidateSamplingOptions(r.sampling); !s.ok()) return s;
   if (r.first_token >= config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("first_token ", r.first_token, " outside the vocabulary"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("first_token ", r.first_token, " outside the vocabulary"));
   }
   if (r.prompt_pages.defined()) {
     const torch::Tensor& p = r.prompt_pages;
     if (p.dim() != 6 || p.size(1) != config.n_layer || p.size(2) != 2 ||
-        p.size(3) != config.n_head || p.size(5) != config.head_dim() ||
-        p.size(0) * p.size(4) > n) {
+        p.size(3) != config.n_head || p.size(5) != config.head_dim() || p.size(0) * p.size(4) > n) {
       return absl::InvalidArgumentError(absl::StrCat("prompt pages of shape ", c10::str(p.sizes()),
                                                      " do not fit a ", n, "-token prompt"));
     }
@@ -107,8 +106,7 @@ void BatchScheduler::Loop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait(lock, [&] {
-        return stop_ || !cancelled_.empty() || active_.load() > 0 ||
-               (!waiting_.empty());
+        return stop_ || !cancelled_.empty() || active_.load() > 0 || (!waiting_.empty());
       });
       stop = stop_;
       cancels.swap(cancelled_);
@@ -129,8 +127,9 @@ void BatchScheduler::Loop() {
       }
       queued_.store(static_cast<int64_t>(waiting_.size()));
     }
-    const absl::Status ended = stop ? absl::UnavailableError("the decode scheduler is shutting down")
-                                    : absl::CancelledError("cancelled");
+    const absl::Status ended = stop
+                                   ? absl::UnavailableError("the decode scheduler is shutting down")
+                                   : absl::CancelledError("cancelled");
     for (auto& e : cancelled_waiting) End(*e, ended);
     if (stop) {
       for (int64_t slot = 0; slot < static_cast<int64_t>(slots_.size()); ++slot) {
@@ -199,10 +198,11 @@ void BatchScheduler::Step() {
   std::vector<absl::Status> row_status(hi);
   const absl::Status status = RunTorch("decode step", [&] {
     const torch::Device device = model_->options().device;
-    torch::Tensor hidden = model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
-                                           torch::tensor(positions, torch::kLong).view({hi, 1}).to(device),
-                                           {&cache_, 0});                  // (hi, 1, C)
-    torch::Tensor logits = model_->Logits(hidden.select(1, 0));            // (hi, V)
+    torch::Tensor hidden =
+        model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
+                        torch::tensor(positions, torch::kLong).view({hi, 1}).to(device),
+                        {&cache_, 0});                           // (hi, 1, C)
+    torch::Tensor logits = model_->Logits(hidden.select(1, 0));  // (hi, V)
     if (all_greedy) {
       torch::Tensor best = logits.argmax(-1).cpu();
       for (int64_t s = 0; s < hi; ++s) tokens[s] = best[s].item<int64_t>();
@@ -212,9 +212,8 @@ void BatchScheduler::Step() {
     // it ends that row only.
     for (int64_t s = 0; s < hi; ++s) {
       if (slots_[s] == nullptr) continue;
-      row_status[s] = RunTorch("sampling", [&] {
-        tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0];
-      });
+      row_status[s] = RunTorch(
+          "sampling", [&] { tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0]; });
     }
   });
   if (!status.ok()) {

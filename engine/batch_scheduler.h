@@ -61,9 +61,9 @@ struct BatchSchedulerOptions {
 
 struct BatchResult {
   std::vector<int> output_ids;
-  std::string finish_reason;             // "stop" or "length"; empty on error
-  int64_t computed_prompt_tokens = 0;    // prompt tokens run through the model here
-  double queue_ms = 0;                   // Submit to admission into a slot
+  std::string finish_reason;           // "stop" or "length"; empty on error
+  int64_t computed_prompt_tokens = 0;  // prompt tokens run through the model here
+  double queue_ms = 0;                 // Submit to admission into a slot
 };
 
 struct BatchRequest {
@@ -140,7 +140,7 @@ class BatchScheduler {
   const Gpt2Model* model_;
   const BatchSchedulerOptions options_;
   const int64_t capacity_;
-  KvCache cache_;                               // scheduler thread only
+  KvCache cache_;                              // scheduler thread only
   std::vector<std::unique_ptr<Entry>> slots_;  // scheduler thread only
 
   std::mutex mu_;

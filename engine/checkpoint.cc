@@ -62,8 +62,7 @@ absl::Status CreateDirectories(const std::string& dir) {
     const std::string prefix = dir.substr(0, end);
     if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
       const int err = errno;
-      return absl::ErrnoToStatus(
-          err, absl::StrCat("cannot create directory ", prefix));
+      return absl::ErrnoToStatus(err, absl::StrCat("cannot create directory ", prefix));
     }
     if (end == std::string::npos) break;
   }
@@ -79,8 +78,7 @@ std::string ShapeString(c10::IntArrayRef shape) {
 }
 
 // If `name` is "h.{digits}.<rest>", sets *layer and *rest and returns true.
-bool ParseLayerName(absl::string_view name, int64_t* layer,
-                    absl::string_view* rest) {
+bool ParseLayerName(absl::string_view name, int64_t* layer, absl::string_view* rest) {
   if (!absl::ConsumePrefix(&name, "h.")) return false;
   size_t digits = 0;
   while (digits < name.size() && digits < 9 &&
@@ -100,8 +98,7 @@ bool ParseLayerName(absl::string_view name, int64_t* layer,
 bool IsHfAttentionBuffer(absl::string_view name) {
   int64_t layer;
   absl::string_view rest;
-  return ParseLayerName(name, &layer, &rest) &&
-         (rest == "attn.bias" || rest == "attn.masked_bias");
+  return ParseLayerName(name, &layer, &rest) && (rest == "attn.bias" || rest == "attn.masked_bias");
 }
 
 // Config from the tensor shapes, for a checkpoint without config.json.
@@ -128,16 +125,15 @@ absl::StatusOr<Gpt2Config> InferConfig(const TensorMap& weights) {
   }
   for (const char* preset : {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl"}) {
     const Gpt2Config candidate = *Gpt2Preset(preset);
-    if (candidate.n_embd == config.n_embd &&
-        candidate.n_layer == config.n_layer) {
+    if (candidate.n_embd == config.n_embd && candidate.n_layer == config.n_layer) {
       config.n_head = candidate.n_head;
       return config;
     }
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "no config.json, and n_head cannot be inferred: no GPT-2 preset has "
-      "n_embd ",
-      config.n_embd, " and n_layer ", config.n_layer));
+  return absl::InvalidArgumentError(
+      absl::StrCat("no config.json, and n_head cannot be inferred: no GPT-2 preset has "
+                   "n_embd ",
+                   config.n_embd, " and n_layer ", config.n_layer));
 }
 
 // SplitMix64's finaliser: spreads nearby integers over all 64 bits.
@@ -148,8 +144,7 @@ uint64_t SplitMix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-absl::Status WriteConfigJson(const std::string& path,
-                             const Gpt2Config& config) {
+absl::Status WriteConfigJson(const std::string& path, const Gpt2Config& config) {
   const nlohmann::json json = {
       {"model_type", "gpt2"},
       {"architectures", {"GPT2LMHeadModel"}},
@@ -202,22 +197,21 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> Gpt2ParameterShapes(
   return shapes;
 }
 
-absl::Status ValidateGpt2Weights(const Gpt2Config& config,
-                                 const TensorMap& weights) {
+absl::Status ValidateGpt2Weights(const Gpt2Config& config, const TensorMap& weights) {
   std::vector<std::string> problems;
   std::set<std::string> expected;
   for (const auto& [name, shape] : Gpt2ParameterShapes(config)) {
     expected.insert(name);
     auto it = weights.find(name);
     if (it == weights.end()) {
-      problems.push_back(absl::StrCat("missing tensor ", name, " (expected ",
-                                      ShapeString(shape), ")"));
+      problems.push_back(
+          absl::StrCat("missing tensor ", name, " (expected ", ShapeString(shape), ")"));
     } else if (!it->second.defined()) {
       problems.push_back(absl::StrCat("tensor ", name, " is undefined"));
     } else if (it->second.sizes() != c10::IntArrayRef(shape)) {
       problems.push_back(absl::StrCat("tensor ", name, " has shape ",
-                                      ShapeString(it->second.sizes()),
-                                      ", expected ", ShapeString(shape)));
+                                      ShapeString(it->second.sizes()), ", expected ",
+                                      ShapeString(shape)));
     } else if (!it->second.is_floating_point()) {
       problems.push_back(absl::StrCat("tensor ", name, " has dtype ",
                                       c10::toString(it->second.scalar_type()),
@@ -231,20 +225,17 @@ absl::Status ValidateGpt2Weights(const Gpt2Config& config,
   }
   if (problems.empty()) return absl::OkStatus();
   const size_t listed = std::min(problems.size(), kMaxListedProblems);
-  std::string message =
-      absl::StrJoin(problems.begin(), problems.begin() + listed, "; ");
+  std::string message = absl::StrJoin(problems.begin(), problems.begin() + listed, "; ");
   if (listed < problems.size()) {
     absl::StrAppend(&message, "; and ", problems.size() - listed, " more");
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "weights do not match GPT-2 config (n_layer ", config.n_layer,
-      ", n_embd ", config.n_embd, ", vocab_size ", config.vocab_size,
-      ", n_positions ", config.n_positions, "): ", message));
+      "weights do not match GPT-2 config (n_layer ", config.n_layer, ", n_embd ", config.n_embd,
+      ", vocab_size ", config.vocab_size, ", n_positions ", config.n_positions, "): ", message));
 }
 
 absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path) {
-  const std::string weights_path =
-      IsDirectory(path) ? JoinPath(path, kWeightsFile) : path;
+  const std::string weights_path = IsDirectory(path) ? JoinPath(path, kWeightsFile) : path;
   const std::string dir = ParentDir(weights_path);
 
   absl::StatusOr<TensorMap> stored = ReadSafetensors(weights_path);
@@ -262,68 +253,54 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path) {
       continue;
     }
     if (!weights.emplace(std::string(name), std::move(tensor)).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          weights_path, ": tensor ", name,
-          " is stored both with and without the \"transformer.\" prefix"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(weights_path, ": tensor ", name,
+                       " is stored both with and without the \"transformer.\" prefix"));
     }
   }
 
   Checkpoint checkpoint;
   const std::string config_path = JoinPath(dir, kConfigFile);
-  absl::StatusOr<Gpt2Config> config = PathExists(config_path)
-                                          ? LoadGpt2Config(config_path)
-                                          : InferConfig(weights);
+  absl::StatusOr<Gpt2Config> config =
+      PathExists(config_path) ? LoadGpt2Config(config_path) : InferConfig(weights);
   if (!config.ok()) {
-    return absl::Status(
-        config.status().code(),
-        absl::StrCat(weights_path, ": ", config.status().message()));
+    return absl::Status(config.status().code(),
+                        absl::StrCat(weights_path, ": ", config.status().message()));
   }
   checkpoint.config = *config;
 
   auto wte = weights.find("wte.weight");
-  if (lm_head.defined() && wte != weights.end() &&
-      lm_head.sizes() != wte->second.sizes()) {
+  if (lm_head.defined() && wte != weights.end() && lm_head.sizes() != wte->second.sizes()) {
     return absl::InvalidArgumentError(
         absl::StrCat(weights_path, ": tensor ", kLmHead, " has shape ",
                      ShapeString(lm_head.sizes()), " but wte.weight has ",
-                     ShapeString(wte->second.sizes()),
-                     "; only a head tied to wte is supported"));
+                     ShapeString(wte->second.sizes()), "; only a head tied to wte is supported"));
   }
-  if (absl::Status s = ValidateGpt2Weights(checkpoint.config, weights);
-      !s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat(weights_path, ": ", s.message()));
+  if (absl::Status s = ValidateGpt2Weights(checkpoint.config, weights); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(weights_path, ": ", s.message()));
   }
   checkpoint.weights = std::move(weights);
   return checkpoint;
 }
 
-absl::Status SaveCheckpoint(const std::string& dir,
-                            const Checkpoint& checkpoint,
+absl::Status SaveCheckpoint(const std::string& dir, const Checkpoint& checkpoint,
                             const std::string& name_prefix) {
   if (name_prefix != "" && name_prefix != kHfPrefix) {
     return absl::InvalidArgumentError(
-        absl::StrCat("name prefix must be \"\" or \"transformer.\", got \"",
-                     name_prefix, "\""));
+        absl::StrCat("name prefix must be \"\" or \"transformer.\", got \"", name_prefix, "\""));
   }
-  if (absl::Status s =
-          ValidateGpt2Weights(checkpoint.config, checkpoint.weights);
-      !s.ok()) {
-    return absl::Status(
-        s.code(), absl::StrCat("cannot save to ", dir, ": ", s.message()));
+  if (absl::Status s = ValidateGpt2Weights(checkpoint.config, checkpoint.weights); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("cannot save to ", dir, ": ", s.message()));
   }
   if (absl::Status s = CreateDirectories(dir); !s.ok()) return s;
-  if (absl::Status s =
-          WriteConfigJson(JoinPath(dir, kConfigFile), checkpoint.config);
-      !s.ok()) {
+  if (absl::Status s = WriteConfigJson(JoinPath(dir, kConfigFile), checkpoint.config); !s.ok()) {
     return s;
   }
   TensorMap named;
   for (const auto& [name, tensor] : checkpoint.weights) {
     named.emplace(name_prefix + name, tensor);
   }
-  return WriteSafetensors(JoinPath(dir, kWeightsFile), named,
-                          {{"format", "pt"}});
+  return WriteSafetensors(JoinPath(dir, kWeightsFile), named, {{"format", "pt"}});
 }
 
 Checkpoint RandomCheckpoint(const Gpt2Config& config, uint64_t seed) {
@@ -340,13 +317,11 @@ Checkpoint RandomCheckpoint(const Gpt2Config& config, uint64_t seed) {
   for (const auto& [name, shape] : Gpt2ParameterShapes(config)) {
     torch::Tensor tensor;
     if (absl::StrContains(name, "ln_")) {
-      tensor = absl::EndsWith(name, ".weight") ? torch::ones(shape)
-                                               : torch::zeros(shape);
+      tensor = absl::EndsWith(name, ".weight") ? torch::ones(shape) : torch::zeros(shape);
     } else if (absl::EndsWith(name, ".bias")) {
       tensor = torch::zeros(shape);
     } else {
-      const double std =
-          absl::EndsWith(name, "c_proj.weight") ? proj_std : kStd;
+      const double std = absl::EndsWith(name, "c_proj.weight") ? proj_std : kStd;
       tensor = EmptyCpuTensorToFill(shape, torch::kFloat32);
       torch::Tensor flat = tensor.view({-1});
       const int64_t numel = flat.numel();
@@ -354,10 +329,9 @@ Checkpoint RandomCheckpoint(const Gpt2Config& config, uint64_t seed) {
       const uint64_t first_chunk = next_chunk;
       at::parallel_for(0, num_chunks, 1, [&](int64_t begin, int64_t end) {
         for (int64_t k = begin; k < end; ++k) {
-          at::Generator generator = at::detail::createCPUGenerator(
-              SplitMix64(seed ^ SplitMix64(first_chunk + k)));
-          flat.slice(0, k * kChunk, std::min(numel, (k + 1) * kChunk))
-              .normal_(0.0, std, generator);
+          at::Generator generator =
+              at::detail::createCPUGenerator(SplitMix64(seed ^ SplitMix64(first_chunk + k)));
+          flat.slice(0, k * kChunk, std::min(numel, (k + 1) * kChunk)).normal_(0.0, std, generator);
         }
       });
       next_chunk += num_chunks;

@@ -48,8 +48,7 @@ struct Checkpoint {
 // with their shapes and floating dtypes. INVALID_ARGUMENT otherwise, listing
 // each missing tensor, unexpected tensor and wrong shape (name, expected and
 // found) in the message.
-absl::Status ValidateGpt2Weights(const Gpt2Config& config,
-                                 const TensorMap& weights);
+absl::Status ValidateGpt2Weights(const Gpt2Config& config, const TensorMap& weights);
 
 // Loads a checkpoint from `path`: a directory holding model.safetensors, or
 // the .safetensors file itself. config.json beside the weights gives the
@@ -73,8 +72,7 @@ absl::StatusOr<Checkpoint> LoadCheckpoint(const std::string& path);
 // INVALID_ARGUMENT for a prefix other than "" and "transformer.", and for
 // weights that fail ValidateGpt2Weights (nothing is written then); OS errors
 // as their canonical codes.
-absl::Status SaveCheckpoint(const std::string& dir,
-                            const Checkpoint& checkpoint,
+absl::Status SaveCheckpoint(const std::string& dir, const Checkpoint& checkpoint,
                             const std::string& name_prefix = "transformer.");
 
 // Random fp32 CPU weights with GPT-2's (nanoGPT's) scheme: embeddings and

@@ -17,23 +17,20 @@ namespace {
 constexpr int64_t kMaxDimension = int64_t{1} << 24;
 
 // Reads the integer field `key` of `json` into `*value` if present.
-absl::Status ReadPositiveInt(const nlohmann::json& json, const char* key,
-                             int64_t* value) {
+absl::Status ReadPositiveInt(const nlohmann::json& json, const char* key, int64_t* value) {
   auto it = json.find(key);
   if (it == json.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_number_integer()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config field \"", key, "\" must be an integer, got ", it->dump()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config field \"", key, "\" must be an integer, got ", it->dump()));
   }
   const int64_t v = it->get<int64_t>();
   if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t{INT64_MAX}) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config field \"", key, "\" is out of range"));
+    return absl::InvalidArgumentError(absl::StrCat("config field \"", key, "\" is out of range"));
   }
   if (v <= 0 || v > kMaxDimension) {
     return absl::InvalidArgumentError(
-        absl::StrCat("config field \"", key, "\" must be in [1, ",
-                     kMaxDimension, "], got ", v));
+        absl::StrCat("config field \"", key, "\" must be in [1, ", kMaxDimension, "], got ", v));
   }
   *value = v;
   return absl::OkStatus();
@@ -60,9 +57,8 @@ absl::StatusOr<Gpt2Config> Gpt2Preset(absl::string_view name) {
   } else if (name == "gpt2-xl") {
     config.n_layer = 48, config.n_head = 25, config.n_embd = 1600;
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown GPT-2 preset \"", name,
-                     "\"; expected gpt2, gpt2-medium, gpt2-large or gpt2-xl"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown GPT-2 preset \"", name, "\"; expected gpt2, gpt2-medium, gpt2-large or gpt2-xl"));
   }
   return config;
 }
@@ -79,28 +75,24 @@ absl::StatusOr<Gpt2Config> Gpt2ConfigFromJson(absl::string_view json_text) {
         absl::StrCat("config must be a JSON object, got ", json.type_name()));
   }
   Gpt2Config config;
-  for (const auto& [key, field] :
-       {std::pair<const char*, int64_t*>{"n_layer", &config.n_layer},
-        {"n_head", &config.n_head},
-        {"n_embd", &config.n_embd},
-        {"vocab_size", &config.vocab_size},
-        {"n_ctx", &config.n_positions},  // older alias, overridden below
-        {"n_positions", &config.n_positions}}) {
+  for (const auto& [key, field] : {std::pair<const char*, int64_t*>{"n_layer", &config.n_layer},
+                                   {"n_head", &config.n_head},
+                                   {"n_embd", &config.n_embd},
+                                   {"vocab_size", &config.vocab_size},
+                                   {"n_ctx", &config.n_positions},  // older alias, overridden below
+                                   {"n_positions", &config.n_positions}}) {
     if (absl::Status s = ReadPositiveInt(json, key, field); !s.ok()) return s;
   }
-  if (auto it = json.find("layer_norm_epsilon");
-      it != json.end() && !it->is_null()) {
+  if (auto it = json.find("layer_norm_epsilon"); it != json.end() && !it->is_null()) {
     if (!it->is_number() || it->get<double>() <= 0.0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "config field \"layer_norm_epsilon\" must be a positive number, got ",
-          it->dump()));
+          "config field \"layer_norm_epsilon\" must be a positive number, got ", it->dump()));
     }
     config.layer_norm_epsilon = it->get<double>();
   }
   if (config.n_embd % config.n_head != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("n_embd (", config.n_embd,
-                     ") is not divisible by n_head (", config.n_head, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "n_embd (", config.n_embd, ") is not divisible by n_head (", config.n_head, ")"));
   }
   return config;
 }
@@ -109,8 +101,7 @@ absl::StatusOr<Gpt2Config> LoadGpt2Config(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int err = errno;
-    return absl::ErrnoToStatus(err != 0 ? err : ENOENT,
-                               absl::StrCat("cannot open config ", path));
+    return absl::ErrnoToStatus(err != 0 ? err : ENOENT, absl::StrCat("cannot open config ", path));
   }
   std::stringstream text;
   text << in.rdbuf();

@@ -22,11 +22,10 @@ namespace nanoserve {
 
 void KeepFreedHostMemoryForReuse() {
 #if defined(__GLIBC__)
-  mallopt(M_MMAP_MAX, 0);                // large blocks from the heap, reused
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);    // give back only over 1 GiB free
+  mallopt(M_MMAP_MAX, 0);              // large blocks from the heap, reused
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // give back only over 1 GiB free
 #endif
 }
-
 
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view name) {
   if (name == "cpu") return torch::Device(torch::kCPU);
@@ -52,15 +51,20 @@ absl::StatusOr<torch::Dtype> ParseDtype(absl::string_view name) {
   if (name == "fp32" || name == "float32") return torch::kFloat;
   if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
   if (name == "fp16" || name == "float16") return torch::kHalf;
-  return absl::InvalidArgumentError(absl::StrCat("unknown dtype '", name, "' (fp32, bf16 or fp16)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown dtype '", name, "' (fp32, bf16 or fp16)"));
 }
 
 std::string DtypeName(torch::Dtype dtype) {
   switch (dtype) {
-    case torch::kFloat: return "fp32";
-    case torch::kBFloat16: return "bf16";
-    case torch::kHalf: return "fp16";
-    default: return std::string(c10::toString(dtype));
+    case torch::kFloat:
+      return "fp32";
+    case torch::kBFloat16:
+      return "bf16";
+    case torch::kHalf:
+      return "fp16";
+    default:
+      return std::string(c10::toString(dtype));
   }
 }
 
@@ -100,7 +104,8 @@ MemoryStats PeakMemory(const torch::Device& device) {
   MemoryStats stats;
 #ifdef NANOSERVE_WITH_CUDA
   if (device.is_cuda()) {
-    auto s = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    auto s =
+        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
     constexpr size_t kAll = 0;  // StatType::AGGREGATE (its namespace moved between versions)
     stats.peak_bytes = s.allocated_bytes[kAll].peak;
     stats.reserved_bytes = s.reserved_bytes[kAll].peak;

@@ -43,9 +43,12 @@ absl::StatusOr<KvCacheMode> ParseKvCacheMode(absl::string_view name) {
 
 std::string KvCacheModeName(KvCacheMode mode) {
   switch (mode) {
-    case KvCacheMode::kOff: return "off";
-    case KvCacheMode::kOn: return "on";
-    case KvCacheMode::kPrefix: return "prefix";
+    case KvCacheMode::kOff:
+      return "off";
+    case KvCacheMode::kOn:
+      return "on";
+    case KvCacheMode::kPrefix:
+      return "prefix";
   }
   return "?";
 }
@@ -64,13 +67,11 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto& p = prompts[i];
     const std::string which = prompts.size() > 1 ? absl::StrCat("prompt ", i, ": ") : "";
-    if (absl::Status s = ValidatePrompt(p, config.vocab_size, config.n_positions, which);
-        !s.ok()) {
+    if (absl::Status s = ValidatePrompt(p, config.vocab_size, config.n_positions, which); !s.ok()) {
       return s;
     }
-    if (absl::Status s = ValidateGenerationLength(static_cast<int64_t>(p.size()),
-                                                  options.max_new_tokens, config.n_positions,
-                                                  which);
+    if (absl::Status s = ValidateGenerationLength(
+            static_cast<int64_t>(p.size()), options.max_new_tokens, config.n_positions, which);
         !s.ok()) {
       return s;
     }
@@ -169,8 +170,8 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
   } else {
     // Parts B and C: prefill each prompt into its cache row, then decode the
     // batch one token per row per step.
-    KvCache cache(model.config(), B, max_prompt + options.max_new_tokens,
-                  model.options().dtype, device);
+    KvCache cache(model.config(), B, max_prompt + options.max_new_tokens, model.options().dtype,
+                  device);
     std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {
       LocalPrefixStore store(prefix_cache_);
@@ -192,8 +193,8 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     mark_first_token();
     while (!done) {
       std::vector<int64_t> positions(cache.lengths().begin(), cache.lengths().end());
-      torch::Tensor hidden = model.Forward(LongTensor(next, B, 1), LongTensor(positions, B, 1),
-                                           {&cache, 0});
+      torch::Tensor hidden =
+          model.Forward(LongTensor(next, B, 1), LongTensor(positions, B, 1), {&cache, 0});
       next = sampler.Sample(model.Logits(hidden.select(1, 0)));  // (B, V)
       done = accept(next);
     }

@@ -50,7 +50,7 @@ struct GenerateOptions {
 struct SequenceResult {
   std::vector<int> prompt_ids;
   std::vector<int> output_ids;
-  std::string finish_reason;  // "stop" (end of text) or "length"
+  std::string finish_reason;         // "stop" (end of text) or "length"
   int64_t cached_prompt_tokens = 0;  // reused from the prefix cache
 };
 
@@ -59,12 +59,12 @@ struct GenerateStats {
   int64_t prompt_tokens_computed = 0;  // ran through the model in prefill
   int64_t prompt_tokens_reused = 0;    // taken from the prefix cache
   int64_t output_tokens = 0;
-  double prefill_ms = 0;               // includes prefix-cache lookups and copies
-  double ttft_ms = 0;                  // start to the first token of every sequence
+  double prefill_ms = 0;  // includes prefix-cache lookups and copies
+  double ttft_ms = 0;     // start to the first token of every sequence
   double total_ms = 0;
-  double ms_per_output_token = 0;      // total_ms / output tokens of the longest sequence
-  double decode_ms_per_step = 0;       // (total - ttft) / (steps - 1)
-  double tokens_per_second = 0;        // all sequences' output tokens / total
+  double ms_per_output_token = 0;  // total_ms / output tokens of the longest sequence
+  double decode_ms_per_step = 0;   // (total - ttft) / (steps - 1)
+  double tokens_per_second = 0;    // all sequences' output tokens / total
   MemoryStats memory;
 };
 

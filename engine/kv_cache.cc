@@ -12,8 +12,8 @@ PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t pa
   return layout;
 }
 
-KvCache::KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity,
-                 torch::Dtype dtype, torch::Device device)
+KvCache::KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity, torch::Dtype dtype,
+                 torch::Device device)
     : capacity_(capacity), lengths_(batch, 0) {
   TORCH_CHECK(batch >= 1, "KvCache batch must be >= 1");
   TORCH_CHECK(capacity >= 1, "KvCache capacity must be >= 1");
@@ -40,8 +40,8 @@ torch::Tensor KvCache::ReadRow(int64_t row, int64_t begin, int64_t end) const {
   std::vector<torch::Tensor> layers;
   layers.reserve(k_.size());
   for (size_t l = 0; l < k_.size(); ++l) {
-    layers.push_back(torch::stack({k_[l][row].narrow(1, begin, end - begin),
-                                   v_[l][row].narrow(1, begin, end - begin)}));
+    layers.push_back(torch::stack(
+        {k_[l][row].narrow(1, begin, end - begin), v_[l][row].narrow(1, begin, end - begin)}));
   }
   return torch::stack(layers);  // (n_layer, 2, H, end-begin, D)
 }

@@ -28,8 +28,8 @@ PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t pa
 class KvCache {
  public:
   // REQUIRES: batch >= 1, capacity >= 1.
-  KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity,
-          torch::Dtype dtype, torch::Device device);
+  KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity, torch::Dtype dtype,
+          torch::Device device);
 
   int64_t batch() const { return static_cast<int64_t>(lengths_.size()); }
   int64_t capacity() const { return capacity_; }

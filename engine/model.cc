@@ -31,17 +31,18 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
       return absl::InvalidArgumentError(absl::StrCat("checkpoint lacks tensor ", name));
     }
     if (it->second.sizes().vec() != shape) {
-      return absl::InvalidArgumentError(absl::StrCat("checkpoint tensor ", name, " has the wrong shape"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint tensor ", name, " has the wrong shape"));
     }
   }
   std::unique_ptr<Gpt2Model> model(new Gpt2Model(config, options));
   // Each block's tensors and their names in the checkpoint.
   static constexpr std::pair<torch::Tensor Block::*, const char*> kBlockTensors[] = {
-      {&Block::ln_1_w, "ln_1.weight"},         {&Block::ln_1_b, "ln_1.bias"},
-      {&Block::c_attn_w, "attn.c_attn.weight"}, {&Block::c_attn_b, "attn.c_attn.bias"},
-      {&Block::c_proj_w, "attn.c_proj.weight"}, {&Block::c_proj_b, "attn.c_proj.bias"},
-      {&Block::ln_2_w, "ln_2.weight"},         {&Block::ln_2_b, "ln_2.bias"},
-      {&Block::fc_w, "mlp.c_fc.weight"},       {&Block::fc_b, "mlp.c_fc.bias"},
+      {&Block::ln_1_w, "ln_1.weight"},           {&Block::ln_1_b, "ln_1.bias"},
+      {&Block::c_attn_w, "attn.c_attn.weight"},  {&Block::c_attn_b, "attn.c_attn.bias"},
+      {&Block::c_proj_w, "attn.c_proj.weight"},  {&Block::c_proj_b, "attn.c_proj.bias"},
+      {&Block::ln_2_w, "ln_2.weight"},           {&Block::ln_2_b, "ln_2.bias"},
+      {&Block::fc_w, "mlp.c_fc.weight"},         {&Block::fc_b, "mlp.c_fc.bias"},
       {&Block::mlp_proj_w, "mlp.c_proj.weight"}, {&Block::mlp_proj_b, "mlp.c_proj.bias"}};
   const absl::Status placed =
       RunTorch(absl::StrCat("placing the weights on ", options.device.str()), [&] {
@@ -67,22 +68,22 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
 int64_t Gpt2Model::weight_bytes() const {
   int64_t total = wte_.nbytes() + wpe_.nbytes() + ln_f_w_.nbytes() + ln_f_b_.nbytes();
   for (const Block& b : blocks_) {
-    for (const torch::Tensor* t : {&b.ln_1_w, &b.ln_1_b, &b.c_attn_w, &b.c_attn_b, &b.c_proj_w,
-                                   &b.c_proj_b, &b.ln_2_w, &b.ln_2_b, &b.fc_w, &b.fc_b,
-                                   &b.mlp_proj_w, &b.mlp_proj_b}) {
+    for (const torch::Tensor* t :
+         {&b.ln_1_w, &b.ln_1_b, &b.c_attn_w, &b.c_attn_b, &b.c_proj_w, &b.c_proj_b, &b.ln_2_w,
+          &b.ln_2_b, &b.fc_w, &b.fc_b, &b.mlp_proj_w, &b.mlp_proj_b}) {
       total += t->nbytes();
     }
   }
   return total;
 }
 
-torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer,
-                                          const torch::Tensor& x, const CacheRows& rows) const {
+torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer, const torch::Tensor& x,
+                                          const CacheRows& rows) const {
   const int64_t B = x.size(0), T = x.size(1), C = config_.n_embd;
   const int64_t H = config_.n_head, D = config_.head_dim();
-  auto qkv = Linear(x, block.c_attn_w, block.c_attn_b).split(C, -1);   // 3 × (B, T, C)
+  auto qkv = Linear(x, block.c_attn_w, block.c_attn_b).split(C, -1);  // 3 × (B, T, C)
   auto heads = [&](const torch::Tensor& t) {
-    return t.view({B, T, H, D}).transpose(1, 2);                        // (B, H, T, D)
+    return t.view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
   };
   torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
 
@@ -90,22 +91,22 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer,
   if (rows.cache == nullptr) {
     keys = k;
     values = v;
-    if (T > 1) mask = CausalMask(0, T, T, x.device());                  // (T, T)
+    if (T > 1) mask = CausalMask(0, T, T, x.device());  // (T, T)
   } else {
     KvCache& cache = *rows.cache;
     const auto& lens = cache.lengths();
     const int64_t r0 = rows.row_begin;
-    torch::Tensor k_rows = cache.k(layer).narrow(0, r0, B);             // (B, H, cap, D)
+    torch::Tensor k_rows = cache.k(layer).narrow(0, r0, B);  // (B, H, cap, D)
     torch::Tensor v_rows = cache.v(layer).narrow(0, r0, B);
     const int64_t p0 = lens[r0];
-    const bool uniform = std::all_of(lens.begin() + r0, lens.begin() + r0 + B,
-                                     [&](int64_t n) { return n == p0; });
+    const bool uniform =
+        std::all_of(lens.begin() + r0, lens.begin() + r0 + B, [&](int64_t n) { return n == p0; });
     if (uniform) {
       k_rows.narrow(2, p0, T).copy_(k);
       v_rows.narrow(2, p0, T).copy_(v);
-      keys = k_rows.narrow(2, 0, p0 + T);                               // (B, H, P+T, D)
+      keys = k_rows.narrow(2, 0, p0 + T);  // (B, H, P+T, D)
       values = v_rows.narrow(2, 0, p0 + T);
-      if (T > 1) mask = CausalMask(p0, T, p0 + T, x.device());          // (T, P+T)
+      if (T > 1) mask = CausalMask(p0, T, p0 + T, x.device());  // (T, P+T)
     } else {
       // Unequal cached lengths (batched decode, or suffixes after prefixes
       // of different lengths): row b writes its T keys at len_b..len_b+T-1
@@ -115,17 +116,17 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer,
       TORCH_CHECK(k_len <= cache.capacity(), "KV cache rows overflow: ", k_len, " > ",
                   cache.capacity());
       auto opts = torch::TensorOptions(torch::kLong).device(x.device());
-      auto len_t = torch::tensor(row_lens, torch::kLong).to(x.device());               // (B,)
-      auto write_pos = len_t.unsqueeze(1) + torch::arange(T, opts);                     // (B, T)
-      auto row_idx = torch::arange(B, opts).unsqueeze(1);                               // (B, 1)
+      auto len_t = torch::tensor(row_lens, torch::kLong).to(x.device());  // (B,)
+      auto write_pos = len_t.unsqueeze(1) + torch::arange(T, opts);       // (B, T)
+      auto row_idx = torch::arange(B, opts).unsqueeze(1);                 // (B, 1)
       using torch::indexing::Slice;
       k_rows.index_put_({row_idx, Slice(), write_pos}, k.transpose(1, 2));  // (B, T, H, D)
       v_rows.index_put_({row_idx, Slice(), write_pos}, v.transpose(1, 2));
-      keys = k_rows.narrow(2, 0, k_len);                                   // (B, H, Tk, D)
+      keys = k_rows.narrow(2, 0, k_len);  // (B, H, Tk, D)
       values = v_rows.narrow(2, 0, k_len);
-      auto key_pos = torch::arange(k_len, opts);                                        // (Tk,)
+      auto key_pos = torch::arange(k_len, opts);  // (Tk,)
       mask = (key_pos.view({1, 1, k_len}) <= write_pos.unsqueeze(2))
-                 .view({B, 1, T, k_len});                                 // (B, 1, T, Tk)
+                 .view({B, 1, T, k_len});  // (B, 1, T, Tk)
     }
   }
   torch::Tensor y = Attention(options_.attention, q, keys, values, mask);  // (B, H, T, D)
@@ -135,7 +136,7 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer,
 
 torch::Tensor Gpt2Model::MlpForward(const Block& block, const torch::Tensor& x) const {
   auto h = torch::gelu(Linear(x, block.fc_w, block.fc_b), "tanh");  // (B, T, 4C)
-  return Linear(h, block.mlp_proj_w, block.mlp_proj_b);                // (B, T, C)
+  return Linear(h, block.mlp_proj_w, block.mlp_proj_b);             // (B, T, C)
 }
 
 torch::Tensor Gpt2Model::Forward(const torch::Tensor& ids, const torch::Tensor& positions,
@@ -145,7 +146,7 @@ torch::Tensor Gpt2Model::Forward(const torch::Tensor& ids, const torch::Tensor& 
   auto dev_ids = ids.to(options_.device);
   auto dev_pos = positions.to(options_.device);
   torch::Tensor x = wte_.index_select(0, dev_ids.reshape(-1)) +
-                    wpe_.index_select(0, dev_pos.reshape(-1));         // (B*T, C)
+                    wpe_.index_select(0, dev_pos.reshape(-1));  // (B*T, C)
   x = x.view({B, T, C});
   const double eps = config_.layer_norm_epsilon;
   for (size_t l = 0; l < blocks_.size(); ++l) {
@@ -159,12 +160,12 @@ torch::Tensor Gpt2Model::Forward(const torch::Tensor& ids, const torch::Tensor& 
       rows.cache->set_length(r, rows.cache->length(r) + T);
     }
   }
-  return torch::layer_norm(x, {C}, ln_f_w_, ln_f_b_, eps);              // (B, T, C)
+  return torch::layer_norm(x, {C}, ln_f_w_, ln_f_b_, eps);  // (B, T, C)
 }
 
 torch::Tensor Gpt2Model::Logits(const torch::Tensor& hidden) const {
   torch::InferenceMode guard;
-  return torch::matmul(hidden, wte_.t()).to(torch::kFloat);             // (..., V)
+  return torch::matmul(hidden, wte_.t()).to(torch::kFloat);  // (..., V)
 }
 
 }  // namespace nanoserve

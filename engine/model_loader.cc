@@ -1,7 +1,7 @@
 #include "engine/model_loader.h"
 
-#include <cstdlib>
 #include <sys/stat.h>
+#include <cstdlib>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
@@ -21,8 +21,7 @@ std::string DefaultModelSpec() {
   return "random:gpt2";
 }
 
-absl::StatusOr<ModelOptions> ParseModelOptions(absl::string_view device,
-                                               absl::string_view dtype,
+absl::StatusOr<ModelOptions> ParseModelOptions(absl::string_view device, absl::string_view dtype,
                                                absl::string_view attention) {
   ModelOptions options;
   auto parsed_device = ParseDevice(device);
@@ -54,8 +53,8 @@ absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec, ui
     if (!config.ok()) return config.status();
     resolved.checkpoint = RandomCheckpoint(*config, seed);
     resolved.random_weights = true;
-    resolved.description = absl::StrFormat("%s (%.0fM parameters, random weights, seed %d)",
-                                           spec, config->num_parameters() / 1e6, seed);
+    resolved.description = absl::StrFormat("%s (%.0fM parameters, random weights, seed %d)", spec,
+                                           config->num_parameters() / 1e6, seed);
   } else {
     auto read = LoadCheckpoint(spec);
     if (!read.ok()) return read.status();

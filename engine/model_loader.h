@@ -34,8 +34,7 @@ struct ResolvedCheckpoint {
 
 // Reads or (for "random:<preset>") makes the checkpoint that `spec` names.
 // Errors: INVALID_ARGUMENT for an unknown preset; those of LoadCheckpoint.
-absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec,
-                                                     uint64_t seed = 0);
+absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec, uint64_t seed = 0);
 
 // The shape of the model `spec` names, without loading weights: a preset's
 // for "random:<preset>", else the config.json of the checkpoint directory

@@ -23,8 +23,8 @@ const absl::Status& StatusOf(const absl::StatusOr<T>& value) {
 // for row row_begin + i) all have `left` tokens beyond their cached lengths.
 // Returns (count, V) logits.
 torch::Tensor PrefillRows(const Gpt2Model& model, KvCache& cache, int64_t row_begin,
-                          absl::Span<const std::vector<int>* const> rows_prompts,
-                          int64_t left, int64_t chunk) {
+                          absl::Span<const std::vector<int>* const> rows_prompts, int64_t left,
+                          int64_t chunk) {
   const int64_t count = static_cast<int64_t>(rows_prompts.size());
   if (chunk <= 0) chunk = left;
   torch::Tensor hidden;  // (count, T, C) of the last chunk
@@ -91,8 +91,7 @@ auto PrefixPrefill::StoreCall(PrefixPrefillResult& result, F&& call) {
 int64_t PrefixPrefill::UsablePageSize(PrefixPrefillResult& result) {
   absl::StatusOr<PageLayout> layout = StoreCall(result, [&] { return store_.Layout(); });
   if (!layout.ok()) return 0;
-  const PageLayout ours =
-      KvPageLayout(model_.config(), model_.options().dtype, layout->page_size);
+  const PageLayout ours = KvPageLayout(model_.config(), model_.options().dtype, layout->page_size);
   if (*layout != ours) {
     result.store_status = absl::FailedPreconditionError(absl::StrCat(
         "the store's layout ", layout->ToString(), " is not this model's ", ours.ToString()));
@@ -112,8 +111,9 @@ bool PrefixPrefill::ComputeBranchPoints(const std::vector<std::vector<int>>& pro
   auto common = [&](size_t a, size_t b) {
     const auto& x = prompts[a];
     const auto& y = prompts[b];
-    return static_cast<int64_t>(std::mismatch(x.begin(), x.begin() + std::min(x.size(), y.size()),
-                                              y.begin()).first - x.begin());
+    return static_cast<int64_t>(
+        std::mismatch(x.begin(), x.begin() + std::min(x.size(), y.size()), y.begin()).first -
+        x.begin());
   };
   std::vector<std::pair<int64_t, size_t>> branch_points;  // (length, prompt)
   for (size_t i = 0; i < n; ++i) {
@@ -216,12 +216,12 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(
   return result;
 }
 
-absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(
-    const std::vector<std::vector<int>>& prompts, KvCache& cache, bool keep_leases) {
+absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(const std::vector<std::vector<int>>& prompts,
+                                                       KvCache& cache, bool keep_leases) {
   if (prompts.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty batch");
   if (static_cast<int64_t>(prompts.size()) > cache.batch()) {
-    return absl::InvalidArgumentError(absl::StrCat("PrefixPrefill: ", prompts.size(),
-                                                   " prompts for ", cache.batch(), " rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PrefixPrefill: ", prompts.size(), " prompts for ", cache.batch(), " rows"));
   }
   for (const auto& p : prompts) {
     if (p.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty prompt");

@@ -15,8 +15,8 @@ namespace nanoserve {
 // INVALID_ARGUMENT naming the first problem: an empty prompt, more than
 // `max_tokens` tokens, a token id outside [0, vocab_size). `which`
 // ("prompt 3: ") starts the message.
-absl::Status ValidatePrompt(absl::Span<const int> prompt, int64_t vocab_size,
-                            int64_t max_tokens, absl::string_view which = "");
+absl::Status ValidatePrompt(absl::Span<const int> prompt, int64_t vocab_size, int64_t max_tokens,
+                            absl::string_view which = "");
 
 // INVALID_ARGUMENT unless max_new_tokens >= 1 and prompt_tokens +
 // max_new_tokens <= capacity. Exact for any int64 values (no overflow).

@@ -37,11 +37,10 @@ struct DtypeInfo {
 };
 
 constexpr DtypeInfo kDtypes[] = {
-    {"F64", torch::kFloat64, 8}, {"F32", torch::kFloat32, 4},
-    {"F16", torch::kFloat16, 2}, {"BF16", torch::kBFloat16, 2},
-    {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
-    {"I16", torch::kInt16, 2},   {"I8", torch::kInt8, 1},
-    {"U8", torch::kUInt8, 1},    {"BOOL", torch::kBool, 1},
+    {"F64", torch::kFloat64, 8},   {"F32", torch::kFloat32, 4}, {"F16", torch::kFloat16, 2},
+    {"BF16", torch::kBFloat16, 2}, {"I64", torch::kInt64, 8},   {"I32", torch::kInt32, 4},
+    {"I16", torch::kInt16, 2},     {"I8", torch::kInt8, 1},     {"U8", torch::kUInt8, 1},
+    {"BOOL", torch::kBool, 1},
 };
 
 const DtypeInfo* DtypeByName(const std::string& name) {
@@ -66,8 +65,7 @@ class MappedFile {
     file.fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (file.fd_ < 0) {
       const int err = errno;
-      return absl::ErrnoToStatus(
-          err, absl::StrCat("cannot open safetensors file ", path));
+      return absl::ErrnoToStatus(err, absl::StrCat("cannot open safetensors file ", path));
     }
     struct stat st;
     if (::fstat(file.fd_, &st) != 0) {
@@ -75,13 +73,11 @@ class MappedFile {
       return absl::ErrnoToStatus(err, absl::StrCat("cannot stat ", path));
     }
     if (!S_ISREG(st.st_mode)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": not a regular file"));
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
     }
     file.size_ = static_cast<uint64_t>(st.st_size);
     if (file.size_ == 0) return file;
-    void* data =
-        ::mmap(nullptr, file.size_, PROT_READ, MAP_PRIVATE, file.fd_, 0);
+    void* data = ::mmap(nullptr, file.size_, PROT_READ, MAP_PRIVATE, file.fd_, 0);
     if (data == MAP_FAILED) {
       const int err = errno;
       return absl::ErrnoToStatus(err, absl::StrCat("cannot mmap ", path));
@@ -119,8 +115,7 @@ void ParallelCopy(void* dst, const char* src, uint64_t size) {
   char* out = static_cast<char*>(dst);
   at::parallel_for(0, static_cast<int64_t>(size), kGrain,
                    [&](int64_t chunk_begin, int64_t chunk_end) {
-                     std::memcpy(out + chunk_begin, src + chunk_begin,
-                                 chunk_end - chunk_begin);
+                     std::memcpy(out + chunk_begin, src + chunk_begin, chunk_end - chunk_begin);
                    });
 }
 
@@ -137,8 +132,7 @@ bool ReadUintArray(const nlohmann::json& json, std::vector<uint64_t>* out) {
 
 // Parses one header entry and copies its bytes out of `data` (the data
 // section, `data_size` bytes). `where` prefixes every message.
-absl::StatusOr<torch::Tensor> ReadEntry(const std::string& where,
-                                        const nlohmann::json& entry,
+absl::StatusOr<torch::Tensor> ReadEntry(const std::string& where, const nlohmann::json& entry,
                                         const char* data, uint64_t data_size) {
   if (!entry.is_object()) {
     return absl::DataLossError(absl::StrCat(where, " is not a JSON object"));
@@ -156,21 +150,18 @@ absl::StatusOr<torch::Tensor> ReadEntry(const std::string& where,
   std::vector<uint64_t> shape, offsets;
   auto shape_it = entry.find("shape");
   if (shape_it == entry.end() || !ReadUintArray(*shape_it, &shape)) {
-    return absl::DataLossError(absl::StrCat(
-        where, " has no \"shape\" array of non-negative integers"));
+    return absl::DataLossError(
+        absl::StrCat(where, " has no \"shape\" array of non-negative integers"));
   }
   auto offsets_it = entry.find("data_offsets");
-  if (offsets_it == entry.end() || !ReadUintArray(*offsets_it, &offsets) ||
-      offsets.size() != 2) {
-    return absl::DataLossError(absl::StrCat(
-        where,
-        " has no \"data_offsets\" [begin, end] of non-negative integers"));
+  if (offsets_it == entry.end() || !ReadUintArray(*offsets_it, &offsets) || offsets.size() != 2) {
+    return absl::DataLossError(
+        absl::StrCat(where, " has no \"data_offsets\" [begin, end] of non-negative integers"));
   }
   const uint64_t begin = offsets[0], end = offsets[1];
   if (end < begin || end > data_size) {
-    return absl::DataLossError(
-        absl::StrCat(where, " has data_offsets [", begin, ", ", end,
-                     "] outside the data section of ", data_size, " bytes"));
+    return absl::DataLossError(absl::StrCat(where, " has data_offsets [", begin, ", ", end,
+                                            "] outside the data section of ", data_size, " bytes"));
   }
   // numel * itemsize, with overflow meaning "more bytes than any file has".
   uint64_t nbytes = static_cast<uint64_t>(dtype->itemsize);
@@ -182,47 +173,42 @@ absl::StatusOr<torch::Tensor> ReadEntry(const std::string& where,
     sizes.push_back(static_cast<int64_t>(dim));
   }
   if (overflow || nbytes != end - begin) {
-    return absl::DataLossError(absl::StrCat(
-        where, " has shape [", absl::StrJoin(shape, ", "), "] of ", dtype_name,
-        (overflow ? " (size overflows)" : ""), " needing ",
-        overflow ? std::string("too many") : absl::StrCat(nbytes),
-        " bytes, but data_offsets span ", end - begin));
+    return absl::DataLossError(
+        absl::StrCat(where, " has shape [", absl::StrJoin(shape, ", "), "] of ", dtype_name,
+                     (overflow ? " (size overflows)" : ""), " needing ",
+                     overflow ? std::string("too many") : absl::StrCat(nbytes),
+                     " bytes, but data_offsets span ", end - begin));
   }
   torch::Tensor tensor = EmptyCpuTensorToFill(sizes, dtype->type);
   if (nbytes > 0) ParallelCopy(tensor.data_ptr(), data + begin, nbytes);
   return tensor;
 }
 
-absl::StatusOr<SafetensorsFile> ReadMapped(const std::string& path,
-                                           const MappedFile& file) {
+absl::StatusOr<SafetensorsFile> ReadMapped(const std::string& path, const MappedFile& file) {
   if (file.size() < 8) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": file is ", file.size(),
-                     " bytes, shorter than the 8-byte header length"));
+    return absl::DataLossError(absl::StrCat(path, ": file is ", file.size(),
+                                            " bytes, shorter than the 8-byte header length"));
   }
   uint64_t header_size;
   std::memcpy(&header_size, file.data(), 8);
   if (header_size > kMaxHeaderBytes) {
-    return absl::DataLossError(absl::StrCat(path, ": header length ",
-                                            header_size, " is absurd (limit ",
-                                            kMaxHeaderBytes, " bytes)"));
+    return absl::DataLossError(absl::StrCat(path, ": header length ", header_size,
+                                            " is absurd (limit ", kMaxHeaderBytes, " bytes)"));
   }
   if (header_size > file.size() - 8) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": header length ", header_size,
-        " runs past the end of the file (", file.size(), " bytes)"));
+    return absl::DataLossError(absl::StrCat(path, ": header length ", header_size,
+                                            " runs past the end of the file (", file.size(),
+                                            " bytes)"));
   }
   const char* header_begin = file.data() + 8;
-  const nlohmann::json header =
-      nlohmann::json::parse(header_begin, header_begin + header_size,
-                            /*cb=*/nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json header = nlohmann::json::parse(header_begin, header_begin + header_size,
+                                                      /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded()) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": header is not valid JSON"));
+    return absl::DataLossError(absl::StrCat(path, ": header is not valid JSON"));
   }
   if (!header.is_object()) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": header is a JSON ", header.type_name(), ", not an object"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": header is a JSON ", header.type_name(), ", not an object"));
   }
   const char* data = header_begin + header_size;
   const uint64_t data_size = file.size() - 8 - header_size;
@@ -232,20 +218,19 @@ absl::StatusOr<SafetensorsFile> ReadMapped(const std::string& path,
     if (name == kMetadataKey) {
       if (entry.is_null()) continue;
       if (!entry.is_object()) {
-        return absl::DataLossError(
-            absl::StrCat(path, ": __metadata__ is not a JSON object"));
+        return absl::DataLossError(absl::StrCat(path, ": __metadata__ is not a JSON object"));
       }
       for (const auto& [key, value] : entry.items()) {
         if (!value.is_string()) {
-          return absl::DataLossError(absl::StrCat(
-              path, ": __metadata__ value for \"", key, "\" is not a string"));
+          return absl::DataLossError(
+              absl::StrCat(path, ": __metadata__ value for \"", key, "\" is not a string"));
         }
         result.metadata[key] = value.get<std::string>();
       }
       continue;
     }
-    absl::StatusOr<torch::Tensor> tensor = ReadEntry(
-        absl::StrCat(path, ": tensor \"", name, "\""), entry, data, data_size);
+    absl::StatusOr<torch::Tensor> tensor =
+        ReadEntry(absl::StrCat(path, ": tensor \"", name, "\""), entry, data, data_size);
     if (!tensor.ok()) return tensor.status();
     result.tensors.emplace(name, *std::move(tensor));
   }
@@ -253,8 +238,7 @@ absl::StatusOr<SafetensorsFile> ReadMapped(const std::string& path,
 }
 
 // fwrite that reports failure as a status naming `path`.
-absl::Status WriteBytes(std::FILE* out, const void* bytes, size_t size,
-                        const std::string& path) {
+absl::Status WriteBytes(std::FILE* out, const void* bytes, size_t size, const std::string& path) {
   if (size > 0 && std::fwrite(bytes, 1, size, out) != size) {
     const int err = errno;
     return absl::ErrnoToStatus(err, absl::StrCat("cannot write ", path));
@@ -286,8 +270,7 @@ absl::Status WriteFile(const std::string& path, const std::string& header,
 
 }  // namespace
 
-torch::Tensor EmptyCpuTensorToFill(c10::IntArrayRef shape,
-                                   torch::ScalarType dtype) {
+torch::Tensor EmptyCpuTensorToFill(c10::IntArrayRef shape, torch::ScalarType dtype) {
   constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
   torch::Tensor tensor = torch::empty(shape, torch::dtype(dtype));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(tensor.data_ptr());
@@ -297,8 +280,7 @@ torch::Tensor EmptyCpuTensorToFill(c10::IntArrayRef shape,
   if (aligned_end > aligned_begin) {
     // A hint: where THP is off or the range is not anonymous memory, the call
     // fails and nothing changes.
-    ::madvise(reinterpret_cast<void*>(aligned_begin),
-              aligned_end - aligned_begin, MADV_HUGEPAGE);
+    ::madvise(reinterpret_cast<void*>(aligned_begin), aligned_end - aligned_begin, MADV_HUGEPAGE);
   }
   return tensor;
 }
@@ -322,19 +304,18 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
   uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     if (name.empty() || name == kMetadataKey) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot write ", path, ": invalid tensor name \"", name, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot write ", path, ": invalid tensor name \"", name, "\""));
     }
     if (!tensor.defined()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "cannot write ", path, ": tensor \"", name, "\" is undefined"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot write ", path, ": tensor \"", name, "\" is undefined"));
     }
     const DtypeInfo* dtype = DtypeByType(tensor.scalar_type());
     if (dtype == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot write ", path, ": tensor \"", name,
-                       "\" has dtype ", c10::toString(tensor.scalar_type()),
-                       " which safetensors does not support here"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot write ", path, ": tensor \"", name, "\" has dtype ",
+          c10::toString(tensor.scalar_type()), " which safetensors does not support here"));
     }
     const uint64_t nbytes = tensor.numel() * dtype->itemsize;
     header[name] = {{"dtype", dtype->name},
@@ -350,8 +331,7 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
                                     [&] { return WriteFile(temp_path, header_text, tensors); });
   if (status.ok() && std::rename(temp_path.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    status = absl::ErrnoToStatus(
-        err, absl::StrCat("cannot rename ", temp_path, " to ", path));
+    status = absl::ErrnoToStatus(err, absl::StrCat("cannot rename ", temp_path, " to ", path));
   }
   if (!status.ok()) std::remove(temp_path.c_str());
   return status;

@@ -65,8 +65,7 @@ absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors,
 // byte of it (a load, a random fill). The 2 MB-aligned interior of a large one
 // is advised onto transparent huge pages: on Linux, first-touch page faults
 // otherwise cost more than the fill itself.
-torch::Tensor EmptyCpuTensorToFill(c10::IntArrayRef shape,
-                                   torch::ScalarType dtype);
+torch::Tensor EmptyCpuTensorToFill(c10::IntArrayRef shape, torch::ScalarType dtype);
 
 }  // namespace nanoserve
 

@@ -53,7 +53,8 @@ std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
     chosen = torch::multinomial(l.softmax(-1), 1, /*replacement=*/false, generator_).squeeze(-1);
   }
   chosen = chosen.to(torch::kCPU, torch::kLong).contiguous();
-  return std::vector<int64_t>(chosen.data_ptr<int64_t>(), chosen.data_ptr<int64_t>() + chosen.numel());
+  return std::vector<int64_t>(chosen.data_ptr<int64_t>(),
+                              chosen.data_ptr<int64_t>() + chosen.numel());
 }
 
 }  // namespace nanoserve

@@ -46,8 +46,8 @@ std::array<int, 512> CodePointToByte() {
   byte_of.fill(-1);
   int next_unprintable = 256;
   for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) ||
-                           (b >= 0xAE && b <= 0xFF);
+    const bool printable =
+        (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
     byte_of[printable ? b : next_unprintable++] = b;
   }
   return byte_of;
@@ -131,16 +131,14 @@ class Gpt2Tokenizer::Pretokenizer {
     int error;
     PCRE2_SIZE error_offset;
     const std::string pattern = Gpt2Pattern();
-    pcre2_code* code = pcre2_compile(
-        reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-        PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error, &error_offset,
-        nullptr);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &error,
+                                     &error_offset, nullptr);
     if (code == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof(message));
-      return absl::InternalError(
-          absl::StrCat("PCRE2 cannot compile GPT-2's pattern: ",
-                       reinterpret_cast<const char*>(message)));
+      return absl::InternalError(absl::StrCat("PCRE2 cannot compile GPT-2's pattern: ",
+                                              reinterpret_cast<const char*>(message)));
     }
     // Without JIT support, matching falls back to the interpreter.
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
@@ -154,8 +152,7 @@ class Gpt2Tokenizer::Pretokenizer {
   // of one byte each.
   template <typename OnPiece>
   void Split(absl::string_view text, OnPiece on_piece) const {
-    pcre2_match_data* match =
-        pcre2_match_data_create_from_pattern(code_, nullptr);
+    pcre2_match_data* match = pcre2_match_data_create_from_pattern(code_, nullptr);
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t offset = 0;
     while (offset < text.size()) {
@@ -184,8 +181,7 @@ class Gpt2Tokenizer::Pretokenizer {
 Gpt2Tokenizer::Gpt2Tokenizer() = default;
 Gpt2Tokenizer::~Gpt2Tokenizer() = default;
 
-absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::Load(
-    const std::string& dir) {
+absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::Load(const std::string& dir) {
   const std::string encoder_path = dir + "/encoder.json";
   const std::string merges_path = dir + "/vocab.bpe";
   absl::StatusOr<std::string> encoder_text = ReadFile(encoder_path);
@@ -206,11 +202,9 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::Load(
   std::string bytes;
   for (const auto& [key, value] : encoder.items()) {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-        value.get<int64_t>() >= static_cast<int64_t>(encoder.size()) ||
-        seen[value.get<int>()]) {
-      return Malformed(
-          encoder_path,
-          absl::StrCat("ids are not 0..n-1 each once (at \"", key, "\")"));
+        value.get<int64_t>() >= static_cast<int64_t>(encoder.size()) || seen[value.get<int>()]) {
+      return Malformed(encoder_path,
+                       absl::StrCat("ids are not 0..n-1 each once (at \"", key, "\")"));
     }
     if (!VocabStringToBytes(key, &bytes)) {
       return Malformed(encoder_path, absl::StrCat("bad token \"", key, "\""));
@@ -220,10 +214,8 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::Load(
     id_to_bytes[id] = bytes;
     bytes_to_id.emplace(bytes, id);
   }
-  if (id_to_bytes.size() <= kEndOfText ||
-      id_to_bytes[kEndOfText] != kEndOfTextText) {
-    return Malformed(encoder_path, absl::StrCat("id ", kEndOfText, " is not ",
-                                                kEndOfTextText));
+  if (id_to_bytes.size() <= kEndOfText || id_to_bytes[kEndOfText] != kEndOfTextText) {
+    return Malformed(encoder_path, absl::StrCat("id ", kEndOfText, " is not ", kEndOfTextText));
   }
   for (int b = 0; b < 256; ++b) {
     const auto it = bytes_to_id.find(std::string(1, static_cast<char>(b)));
@@ -251,15 +243,13 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::Load(
     if (left_id == bytes_to_id.end() || right_id == bytes_to_id.end() ||
         result_id == bytes_to_id.end()) {
       return Malformed(merges_path,
-                       absl::StrCat("line ", line_number,
-                                    " uses a token not in encoder.json"));
+                       absl::StrCat("line ", line_number, " uses a token not in encoder.json"));
     }
     tokenizer->merges_.emplace(PairKey(left_id->second, right_id->second),
                                Merge{rank++, result_id->second});
   }
 
-  absl::StatusOr<std::unique_ptr<Pretokenizer>> pretokenizer =
-      Pretokenizer::Create();
+  absl::StatusOr<std::unique_ptr<Pretokenizer>> pretokenizer = Pretokenizer::Create();
   if (!pretokenizer.ok()) return pretokenizer.status();
   tokenizer->pretokenizer_ = *std::move(pretokenizer);
   return tokenizer;
@@ -275,8 +265,7 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::LoadDefault() {
   const ssize_t length = readlink("/proc/self/exe", exe, sizeof(exe));
   if (length > 0 && length < static_cast<ssize_t>(sizeof(exe))) {
     const absl::string_view exe_path(exe, length);
-    dirs.push_back(absl::StrCat(exe_path.substr(0, exe_path.rfind('/')),
-                                "/../../data/gpt2"));
+    dirs.push_back(absl::StrCat(exe_path.substr(0, exe_path.rfind('/')), "/../../data/gpt2"));
   }
 #ifdef NANOSERVE_SOURCE_DIR
   dirs.push_back(absl::StrCat(NANOSERVE_SOURCE_DIR, "/data/gpt2"));
@@ -285,12 +274,11 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::LoadDefault() {
     if (access((dir + "/encoder.json").c_str(), R_OK) == 0) return Load(dir);
   }
   return absl::NotFoundError(absl::StrCat(
-      "GPT-2 vocabulary (encoder.json, vocab.bpe) not found in any of: ",
-      absl::StrJoin(dirs, ", "), "; run scripts/setup.sh to fetch it"));
+      "GPT-2 vocabulary (encoder.json, vocab.bpe) not found in any of: ", absl::StrJoin(dirs, ", "),
+      "; run scripts/setup.sh to fetch it"));
 }
 
-void Gpt2Tokenizer::AppendPieceTokens(absl::string_view piece,
-                                      std::vector<int>* ids) const {
+void Gpt2Tokenizer::AppendPieceTokens(absl::string_view piece, std::vector<int>* ids) const {
   std::vector<int> parts;
   parts.reserve(piece.size());
   for (const unsigned char byte : piece) parts.push_back(byte_to_id_[byte]);
@@ -301,8 +289,7 @@ void Gpt2Tokenizer::AppendPieceTokens(absl::string_view piece,
     int best_left = 0, best_right = 0;
     for (size_t i = 0; i + 1 < parts.size(); ++i) {
       const auto it = merges_.find(PairKey(parts[i], parts[i + 1]));
-      if (it != merges_.end() &&
-          (best == nullptr || it->second.rank < best->rank)) {
+      if (it != merges_.end() && (best == nullptr || it->second.rank < best->rank)) {
         best = &it->second;
         best_left = parts[i];
         best_right = parts[i + 1];
@@ -311,8 +298,7 @@ void Gpt2Tokenizer::AppendPieceTokens(absl::string_view piece,
     if (best == nullptr) break;
     size_t out = 0;
     for (size_t i = 0; i < parts.size(); ++i) {
-      if (i + 1 < parts.size() && parts[i] == best_left &&
-          parts[i + 1] == best_right) {
+      if (i + 1 < parts.size() && parts[i] == best_left && parts[i + 1] == best_right) {
         parts[out++] = best->result;
         ++i;
       } else {
@@ -324,10 +310,8 @@ void Gpt2Tokenizer::AppendPieceTokens(absl::string_view piece,
   ids->insert(ids->end(), parts.begin(), parts.end());
 }
 
-void Gpt2Tokenizer::AppendOrdinary(absl::string_view text,
-                                   std::vector<int>* ids) const {
-  pretokenizer_->Split(
-      text, [&](absl::string_view piece) { AppendPieceTokens(piece, ids); });
+void Gpt2Tokenizer::AppendOrdinary(absl::string_view text, std::vector<int>* ids) const {
+  pretokenizer_->Split(text, [&](absl::string_view piece) { AppendPieceTokens(piece, ids); });
 }
 
 std::vector<int> Gpt2Tokenizer::EncodeOrdinary(absl::string_view text) const {
@@ -347,34 +331,26 @@ std::vector<int> Gpt2Tokenizer::Encode(absl::string_view text) const {
   return ids;
 }
 
-absl::StatusOr<std::string> Gpt2Tokenizer::Decode(
-    absl::Span<const int> ids) const {
+absl::StatusOr<std::string> Gpt2Tokenizer::Decode(absl::Span<const int> ids) const {
   std::string text;
   for (size_t i = 0; i < ids.size(); ++i) {
     if (!IsValidId(ids[i])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("token id ", ids[i], " at position ", i,
-                       " is outside [0, ", vocab_size(), ")"));
+      return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " at position ", i,
+                                                     " is outside [0, ", vocab_size(), ")"));
     }
     text += id_to_bytes_[ids[i]];
   }
   return text;
 }
 
-bool Gpt2Tokenizer::IsValidId(int id) const {
-  return id >= 0 && id < vocab_size();
-}
+bool Gpt2Tokenizer::IsValidId(int id) const { return id >= 0 && id < vocab_size(); }
 
-int Gpt2Tokenizer::vocab_size() const {
-  return static_cast<int>(id_to_bytes_.size());
-}
+int Gpt2Tokenizer::vocab_size() const { return static_cast<int>(id_to_bytes_.size()); }
 
-StreamingDecoder::StreamingDecoder(const Gpt2Tokenizer& tokenizer)
-    : tokenizer_(tokenizer) {}
+StreamingDecoder::StreamingDecoder(const Gpt2Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
 
 absl::StatusOr<std::string> StreamingDecoder::Push(int id) {
-  absl::StatusOr<std::string> bytes =
-      tokenizer_.Decode(absl::MakeConstSpan(&id, 1));
+  absl::StatusOr<std::string> bytes = tokenizer_.Decode(absl::MakeConstSpan(&id, 1));
   if (!bytes.ok()) return bytes.status();
   pending_ += *bytes;
   std::string text;

@@ -29,8 +29,7 @@ class Gpt2Tokenizer {
 
   // Loads encoder.json and vocab.bpe from dir. NOT_FOUND if a file cannot be
   // read, INVALID_ARGUMENT if one is malformed; the message names the file.
-  static absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Load(
-      const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Load(const std::string& dir);
 
   // Loads from the first of these directories that holds encoder.json:
   // $NANOSERVE_VOCAB_DIR, ./data/gpt2, <dir of the executable>/../../data/gpt2,

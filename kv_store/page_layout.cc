@@ -40,8 +40,7 @@ absl::Status CheckIndices(absl::Span<const int32_t> pages, int64_t num_pages, bo
 }
 
 torch::Tensor IndexTensor(absl::Span<const int32_t> pages, torch::Device device) {
-  return torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong)
-      .to(device);
+  return torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong).to(device);
 }
 
 // Per token of the runs: row, position, page and offset, each (N,) int64 on
@@ -135,8 +134,7 @@ absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pag
 
 absl::Status LoadRuns(const torch::Tensor& pages, absl::Span<const PageRun> runs,
                       const RowsKv& rows) {
-  absl::StatusOr<TokenIndex> index =
-      IndexRuns(runs, pages, rows, /*unique_pages=*/false);
+  absl::StatusOr<TokenIndex> index = IndexRuns(runs, pages, rows, /*unique_pages=*/false);
   if (!index.ok()) return index.status();
   return RunTorch("loading KV pages into rows", [&] {
     // Layer by layer: the gathered copy is one layer's (N, 2, H, D).
@@ -154,8 +152,7 @@ absl::Status LoadRuns(const torch::Tensor& pages, absl::Span<const PageRun> runs
 
 absl::Status StoreRuns(const RowsKv& rows, absl::Span<const PageRun> runs,
                        const torch::Tensor& pages) {
-  absl::StatusOr<TokenIndex> index =
-      IndexRuns(runs, pages, rows, /*unique_pages=*/true);
+  absl::StatusOr<TokenIndex> index = IndexRuns(runs, pages, rows, /*unique_pages=*/true);
   if (!index.ok()) return index.status();
   if (index->size == 0) return absl::OkStatus();
   return RunTorch("storing KV rows into pages", [&] {
@@ -184,8 +181,8 @@ absl::StatusOr<torch::Tensor> StageRowPages(const RowsKv& rows, const PageLayout
   return staged;
 }
 
-absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool,
-                                        absl::Span<const int32_t> pages, torch::Device device) {
+absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
+                                        torch::Device device) {
   if (absl::Status s = CheckPages(pool); !s.ok()) return s;
   if (absl::Status s = CheckIndices(pages, pool.size(0), false); !s.ok()) return s;
   return TorchResult("reading KV pages", [&] {
@@ -200,8 +197,8 @@ absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pag
   std::vector<int64_t> want = pool.sizes().vec();
   want[0] = static_cast<int64_t>(pages.size());
   if (!staged.sizes().equals(want)) {
-    return absl::InvalidArgumentError(absl::StrCat("pages of shape ", c10::str(staged.sizes()),
-                                                   " do not fit ", c10::str(want)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("pages of shape ", c10::str(staged.sizes()), " do not fit ", c10::str(want)));
   }
   return RunTorch("writing KV pages", [&] {
     torch::Tensor out = pool;

@@ -105,8 +105,8 @@ absl::StatusOr<torch::Tensor> StageRowPages(const RowsKv& rows, const PageLayout
 // ---- pages of a pool <-> a staged run ----
 
 // pool[pages[0]], pool[pages[1]], ... as a new run on `device`.
-absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool,
-                                        absl::Span<const int32_t> pages, torch::Device device);
+absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
+                                        torch::Device device);
 // pool[pages[i]] = staged[i] for each i (pool written in place).
 absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
                         const torch::Tensor& staged);

@@ -8,25 +8,22 @@
 
 namespace nanoserve {
 
-absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(
-    const PagePoolOptions& options) {
+absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(const PagePoolOptions& options) {
   if (absl::Status s = options.layout.Validate(); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("PagePool: ", s.message()));
   }
   const int64_t page_bytes = options.layout.bytes_per_page();
-  const int64_t num_pages =
-      options.byte_budget > 0 ? options.byte_budget / page_bytes : 0;
+  const int64_t num_pages = options.byte_budget > 0 ? options.byte_budget / page_bytes : 0;
   if (num_pages < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("PagePool: byte_budget ", options.byte_budget,
-                     " is less than one page of ", page_bytes, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat("PagePool: byte_budget ", options.byte_budget,
+                                                   " is less than one page of ", page_bytes,
+                                                   " bytes"));
   }
   if (num_pages > std::numeric_limits<int32_t>::max()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PagePool: ", num_pages, " pages do not fit 32-bit page indices"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PagePool: ", num_pages, " pages do not fit 32-bit page indices"));
   }
-  absl::StatusOr<torch::Tensor> storage =
-      EmptyPages(options.layout, num_pages, options.device);
+  absl::StatusOr<torch::Tensor> storage = EmptyPages(options.layout, num_pages, options.device);
   if (!storage.ok()) {
     return absl::ResourceExhaustedError(
         absl::StrCat("PagePool: cannot allocate ", num_pages * page_bytes, " bytes on ",
@@ -46,13 +43,11 @@ PagePool::PagePool(const PagePoolOptions& options, torch::Tensor storage)
 
 absl::StatusOr<std::vector<int32_t>> PagePool::Allocate(int64_t n) {
   if (n < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("PagePool::Allocate: negative page count ", n));
+    return absl::InvalidArgumentError(absl::StrCat("PagePool::Allocate: negative page count ", n));
   }
   if (n > num_free()) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("PagePool::Allocate: need ", n, " pages, ", num_free(),
-                     " of ", num_pages(), " free"));
+    return absl::ResourceExhaustedError(absl::StrCat("PagePool::Allocate: need ", n, " pages, ",
+                                                     num_free(), " of ", num_pages(), " free"));
   }
   std::vector<int32_t> pages(free_list_.end() - n, free_list_.end());
   std::reverse(pages.begin(), pages.end());
@@ -70,13 +65,12 @@ absl::Status PagePool::Free(absl::Span<const int32_t> pages) {
     const int32_t page = pages[checked];
     if (!is_valid(page)) {
       status = absl::InvalidArgumentError(
-          absl::StrCat("PagePool::Free: page ", page, " out of range [0, ",
-                       num_pages(), ")"));
+          absl::StrCat("PagePool::Free: page ", page, " out of range [0, ", num_pages(), ")"));
       break;
     }
     if (is_free_[page]) {
-      status = absl::InvalidArgumentError(absl::StrCat(
-          "PagePool::Free: page ", page, " is already free or listed twice"));
+      status = absl::InvalidArgumentError(
+          absl::StrCat("PagePool::Free: page ", page, " is already free or listed twice"));
       break;
     }
     is_free_[page] = 1;
@@ -96,22 +90,20 @@ absl::Status PagePool::CheckInvariants() const {
   std::vector<uint8_t> seen(is_free_.size(), 0);
   for (int32_t page : free_list_) {
     if (!is_valid(page)) {
-      return absl::InternalError(
-          absl::StrCat("free list holds out-of-range page ", page));
+      return absl::InternalError(absl::StrCat("free list holds out-of-range page ", page));
     }
     if (seen[page]++) {
-      return absl::InternalError(
-          absl::StrCat("page ", page, " is on the free list twice"));
+      return absl::InternalError(absl::StrCat("page ", page, " is on the free list twice"));
     }
     if (!is_free_[page]) {
-      return absl::InternalError(absl::StrCat(
-          "page ", page, " is on the free list but marked allocated"));
+      return absl::InternalError(
+          absl::StrCat("page ", page, " is on the free list but marked allocated"));
     }
   }
   for (size_t page = 0; page < is_free_.size(); ++page) {
     if (is_free_[page] && !seen[page]) {
-      return absl::InternalError(absl::StrCat(
-          "page ", page, " is marked free but not on the free list"));
+      return absl::InternalError(
+          absl::StrCat("page ", page, " is marked free but not on the free list"));
     }
   }
   return absl::OkStatus();

@@ -53,8 +53,7 @@ class PagePool {
   // Validates `options` and allocates storage. INVALID_ARGUMENT for bad
   // geometry or a budget below one page (or above 2^31 - 1 pages);
   // RESOURCE_EXHAUSTED if the device cannot allocate the storage.
-  static absl::StatusOr<std::unique_ptr<PagePool>> Create(
-      const PagePoolOptions& options);
+  static absl::StatusOr<std::unique_ptr<PagePool>> Create(const PagePoolOptions& options);
 
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;

@@ -15,8 +15,7 @@ namespace {
 // Aborts on a broken internal invariant (never on bad input).
 void CheckOk(const absl::Status& status, const char* what) {
   if (!status.ok()) {
-    std::fprintf(stderr, "PrefixCache: %s: %s\n", what,
-                 status.ToString().c_str());
+    std::fprintf(stderr, "PrefixCache: %s: %s\n", what, status.ToString().c_str());
     std::abort();
   }
 }
@@ -28,15 +27,12 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(
   if (options.lease_ttl <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("PrefixCache: lease_ttl must be > 0");
   }
-  absl::StatusOr<std::unique_ptr<PagePool>> pool =
-      PagePool::Create(options.pool);
+  absl::StatusOr<std::unique_ptr<PagePool>> pool = PagePool::Create(options.pool);
   if (!pool.ok()) return pool.status();
-  return std::unique_ptr<PrefixCache>(
-      new PrefixCache(options, *std::move(pool)));
+  return std::unique_ptr<PrefixCache>(new PrefixCache(options, *std::move(pool)));
 }
 
-PrefixCache::PrefixCache(const PrefixCacheOptions& options,
-                         std::unique_ptr<PagePool> pool)
+PrefixCache::PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool)
     : options_(options),
       page_size_(pool->page_size()),
       num_pages_(pool->num_pages()),
@@ -60,8 +56,7 @@ PrefixCache::MatchResult PrefixCache::Match(absl::Span<const int32_t> tokens) {
 absl::StatusOr<std::vector<int32_t>> PrefixCache::AllocatePages(int64_t n) {
   absl::MutexLock lock(&mu_);
   if (n < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("AllocatePages: negative page count ", n));
+    return absl::InvalidArgumentError(absl::StrCat("AllocatePages: negative page count ", n));
   }
   const int64_t free = pool_->num_free();
   if (n > free) {
@@ -69,10 +64,9 @@ absl::StatusOr<std::vector<int32_t>> PrefixCache::AllocatePages(int64_t n) {
     if (n > free + evictable) {
       const int64_t caller_held = num_pages_ - free - tree_.num_values();
       return absl::ResourceExhaustedError(absl::StrCat(
-          "KV cache pool exhausted: need ", n, " pages of ", num_pages_, "; ",
-          free, " free, ", evictable, " evictable, ", tree_.num_pinned_values(),
-          " pinned by ", leases_.size(), " leases, ", caller_held,
-          " held by callers"));
+          "KV cache pool exhausted: need ", n, " pages of ", num_pages_, "; ", free, " free, ",
+          evictable, " evictable, ", tree_.num_pinned_values(), " pinned by ", leases_.size(),
+          " leases, ", caller_held, " held by callers"));
     }
     EvictLocked(n - free);
   }
@@ -83,58 +77,52 @@ absl::Status PrefixCache::FreePages(absl::Span<const int32_t> pages) {
   absl::MutexLock lock(&mu_);
   for (int32_t page : pages) {
     if (pool_->is_valid(page) && cached_[page]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("FreePages: page ", page,
-                       " is cached; only caller-held pages can "
-                       "be freed"));
+      return absl::InvalidArgumentError(absl::StrCat("FreePages: page ", page,
+                                                     " is cached; only caller-held pages can "
+                                                     "be freed"));
     }
   }
   return pool_->Free(pages);
 }
 
-absl::Status PrefixCache::CheckPagesLocked(
-    absl::Span<const int32_t> pages,
-    absl::Span<const int32_t> tree_pages) const {
+absl::Status PrefixCache::CheckPagesLocked(absl::Span<const int32_t> pages,
+                                           absl::Span<const int32_t> tree_pages) const {
   absl::flat_hash_set<int32_t> seen;
   for (size_t i = 0; i < pages.size(); ++i) {
     const int32_t page = pages[i];
     if (!pool_->is_valid(page)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Insert: page ", page, " out of range [0, ", num_pages_, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Insert: page ", page, " out of range [0, ", num_pages_, ")"));
     }
     if (!seen.insert(page).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Insert: page ", page, " listed twice"));
+      return absl::InvalidArgumentError(absl::StrCat("Insert: page ", page, " listed twice"));
     }
     if (i < tree_pages.size() && page == tree_pages[i]) continue;
     if (pool_->is_free(page)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "Insert: page ", page, " is free; pass pages from AllocatePages"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("Insert: page ", page, " is free; pass pages from AllocatePages"));
     }
     if (cached_[page]) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Insert: page ", page,
-                       " is cached for other tokens "
-                       "than those of position ",
-                       i));
+      return absl::InvalidArgumentError(absl::StrCat("Insert: page ", page,
+                                                     " is cached for other tokens "
+                                                     "than those of position ",
+                                                     i));
     }
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(
-    absl::Span<const int32_t> tokens, absl::Span<const int32_t> pages) {
+absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const int32_t> tokens,
+                                                              absl::Span<const int32_t> pages) {
   absl::MutexLock lock(&mu_);
   if (static_cast<int64_t>(tokens.size()) % page_size_ != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "Insert: ", tokens.size(),
-        " tokens are not a whole number of pages of ", page_size_));
+        "Insert: ", tokens.size(), " tokens are not a whole number of pages of ", page_size_));
   }
   const int64_t n_pages = static_cast<int64_t>(tokens.size()) / page_size_;
   if (static_cast<int64_t>(pages.size()) != n_pages) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("Insert: ", tokens.size(), " tokens need ", n_pages,
-                     " pages, got ", pages.size()));
+    return absl::InvalidArgumentError(absl::StrCat("Insert: ", tokens.size(), " tokens need ",
+                                                   n_pages, " pages, got ", pages.size()));
   }
   std::vector<int32_t> tree_pages;
   tree_.Peek(tokens, &tree_pages);
@@ -152,8 +140,7 @@ absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(
     }
   }
   CheckOk(pool_->Free(duplicates), "freeing duplicate pages");
-  result.inserted_tokens =
-      static_cast<int64_t>(tokens.size()) - inserted.existing_length;
+  result.inserted_tokens = static_cast<int64_t>(tokens.size()) - inserted.existing_length;
   result.lease_id = NewLeaseLocked(inserted.node);
   counters_.inserted_tokens += result.inserted_tokens;
   return result;
@@ -277,32 +264,30 @@ absl::Status PrefixCache::CheckInvariants() const {
     for (int32_t page : node.values()) {
       if (!status.ok()) return;
       if (!pool_->is_valid(page) || in_tree[page]++ || pool_->is_free(page)) {
-        status = absl::InternalError(absl::StrCat(
-            "cached page ", page, " is out of range, cached twice or free"));
+        status = absl::InternalError(
+            absl::StrCat("cached page ", page, " is out of range, cached twice or free"));
       }
     }
   });
   if (!status.ok()) return status;
   for (int64_t page = 0; page < num_pages_; ++page) {
     if (in_tree[page] != cached_[page]) {
-      return absl::InternalError(
-          absl::StrCat("page ", page, " cached flag ", int{cached_[page]},
-                       " but in tree ", int{in_tree[page]}));
+      return absl::InternalError(absl::StrCat("page ", page, " cached flag ", int{cached_[page]},
+                                              " but in tree ", int{in_tree[page]}));
     }
   }
   // Leases: each pins a node of the tree, accounting for all direct pins.
   for (const auto& [id, lease] : leases_) {
     auto it = pins.find(lease.node);
     if (it == pins.end()) {
-      return absl::InternalError(
-          absl::StrCat("lease ", id, " pins a node not in the tree"));
+      return absl::InternalError(absl::StrCat("lease ", id, " pins a node not in the tree"));
     }
     ++it->second;
   }
   for (const auto& [node, count] : pins) {
     if (node->direct_pins() != count) {
-      return absl::InternalError(absl::StrCat(
-          "a node has ", node->direct_pins(), " pins but ", count, " leases"));
+      return absl::InternalError(
+          absl::StrCat("a node has ", node->direct_pins(), " pins but ", count, " leases"));
     }
   }
   return absl::OkStatus();

@@ -109,8 +109,7 @@ class PrefixCache {
   };
 
   // Creates the pool (see PagePool::Create for errors) and an empty tree.
-  static absl::StatusOr<std::unique_ptr<PrefixCache>> Create(
-      const PrefixCacheOptions& options);
+  static absl::StatusOr<std::unique_ptr<PrefixCache>> Create(const PrefixCacheOptions& options);
 
   PrefixCache(const PrefixCache&) = delete;
   PrefixCache& operator=(const PrefixCache&) = delete;
@@ -132,13 +131,11 @@ class PrefixCache {
   // cached pages as needed. All or nothing: RESOURCE_EXHAUSTED, evicting
   // nothing, if free plus evictable pages are fewer than n (everything else
   // pinned or caller-held). INVALID_ARGUMENT if n < 0.
-  absl::StatusOr<std::vector<int32_t>> AllocatePages(int64_t n)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::vector<int32_t>> AllocatePages(int64_t n) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Returns caller-held pages to the pool. All or nothing: INVALID_ARGUMENT,
   // and no change, if a page is out of range, free, cached, or listed twice.
-  absl::Status FreePages(absl::Span<const int32_t> pages)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status FreePages(absl::Span<const int32_t> pages) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Caches `tokens` with their K/V in `pages` (pages[i] holds positions
   // [i*page_size, (i+1)*page_size)) and pins the whole path with a new lease
@@ -151,8 +148,7 @@ class PrefixCache {
   // tokens.size() / page_size, a page is listed twice, or a page is neither
   // caller-held nor the tree's page for its position.
   absl::StatusOr<InsertResult> Insert(absl::Span<const int32_t> tokens,
-                                      absl::Span<const int32_t> pages)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                                      absl::Span<const int32_t> pages) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Ends a lease; its pages become evictable once no other lease pins them.
   // NOT_FOUND, and no change, for an unknown (or already released or
@@ -166,13 +162,11 @@ class PrefixCache {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Restarts a lease's time to live at `now`. NOT_FOUND for an unknown id.
-  absl::Status RenewLease(uint64_t lease_id, absl::Time now = absl::Now())
-      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status RenewLease(uint64_t lease_id, absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Releases every lease last created or renewed more than lease_ttl before
   // `now`; returns how many. Does nothing with an infinite lease_ttl.
-  int64_t ReapExpiredLeases(absl::Time now = absl::Now())
-      ABSL_LOCKS_EXCLUDED(mu_);
+  int64_t ReapExpiredLeases(absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Evicts up to `n_pages` unpinned cached pages in LRU order; returns how
   // many it freed. EvictAll() evicts everything unpinned.
@@ -196,8 +190,7 @@ class PrefixCache {
     absl::Time renewed;  // created or last renewed
   };
 
-  PrefixCache(const PrefixCacheOptions& options,
-              std::unique_ptr<PagePool> pool);
+  PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool);
 
   // Creates a lease pinning `node`, or returns kNoLease for the root.
   uint64_t NewLeaseLocked(Tree::Node* node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -10,8 +10,7 @@ namespace nanoserve {
 
 absl::StatusOr<PageLayout> LocalPrefixStore::Layout() { return cache_->options().pool.layout; }
 
-absl::StatusOr<PrefixStore::Match> LocalPrefixStore::MatchPrefix(
-    absl::Span<const int32_t> tokens) {
+absl::StatusOr<PrefixStore::Match> LocalPrefixStore::MatchPrefix(absl::Span<const int32_t> tokens) {
   PrefixCache::MatchResult m = cache_->Match(tokens);
   return Match{m.matched_tokens, m.lease_id};
 }
@@ -35,7 +34,7 @@ absl::Status LocalPrefixStore::Load(absl::Span<const LeasedRow> loads, const Row
 }
 
 absl::StatusOr<torch::Tensor> LocalPrefixStore::ReadLeased(uint64_t lease_id,
-                                                          torch::Device device) {
+                                                           torch::Device device) {
   absl::StatusOr<std::vector<int32_t>> pages = cache_->LeasedPages(lease_id);
   if (!pages.ok()) return pages.status();
   return ReadPages(cache_->storage(), *pages, device);

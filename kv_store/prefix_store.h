@@ -123,8 +123,8 @@ class LocalPrefixStore : public PrefixStore {
   // the pool runs out of room, the rows gathered so far are written and
   // inserted first (without `pin`, their pages then become evictable), and
   // the row is tried once more.
-  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores,
-                                            const RowsKv& rows, bool pin) override;
+  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, const RowsKv& rows,
+                                            bool pin) override;
   absl::Status Release(uint64_t lease_id) override;
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 

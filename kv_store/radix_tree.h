@@ -78,24 +78,19 @@ class RadixTree {
     struct GranuleLess {
       using is_transparent = void;
       static bool Less(absl::Span<const Token> a, absl::Span<const Token> b) {
-        return std::lexicographical_compare(a.begin(), a.end(), b.begin(),
-                                            b.end());
+        return std::lexicographical_compare(a.begin(), a.end(), b.begin(), b.end());
       }
-      bool operator()(const std::vector<Token>& a,
-                      const std::vector<Token>& b) const {
+      bool operator()(const std::vector<Token>& a, const std::vector<Token>& b) const {
         return Less(a, b);
       }
-      bool operator()(const std::vector<Token>& a,
-                      absl::Span<const Token> b) const {
+      bool operator()(const std::vector<Token>& a, absl::Span<const Token> b) const {
         return Less(a, b);
       }
-      bool operator()(absl::Span<const Token> a,
-                      const std::vector<Token>& b) const {
+      bool operator()(absl::Span<const Token> a, const std::vector<Token>& b) const {
         return Less(a, b);
       }
     };
-    using Children =
-        std::map<std::vector<Token>, std::unique_ptr<Node>, GranuleLess>;
+    using Children = std::map<std::vector<Token>, std::unique_ptr<Node>, GranuleLess>;
 
     std::vector<Token> tokens_;
     std::vector<Value> values_;
@@ -137,8 +132,7 @@ class RadixTree {
   MatchResult Match(absl::Span<const Token> key, std::vector<Value>* values) {
     ++clock_;
     Position pos = Walk(key);
-    Node* node =
-        pos.partial ? Split(pos.partial, pos.partial_granules) : pos.node;
+    Node* node = pos.partial ? Split(pos.partial, pos.partial_granules) : pos.node;
     Touch(node);
     if (values != nullptr) AppendPathValues(node, values);
     return {pos.length, node};
@@ -152,8 +146,7 @@ class RadixTree {
       AppendPathValues(pos.node, values);
       if (pos.partial != nullptr) {
         const auto& v = pos.partial->values_;
-        values->insert(values->end(), v.begin(),
-                       v.begin() + pos.partial_granules);
+        values->insert(values->end(), v.begin(), v.begin() + pos.partial_granules);
       }
     }
     return pos.length;
@@ -167,22 +160,19 @@ class RadixTree {
   // *tree_values when it is not null.
   // REQUIRES: key.size() % granularity == 0,
   //           values.size() == key.size() / granularity.
-  InsertResult Insert(absl::Span<const Token> key,
-                      absl::Span<const Value> values,
+  InsertResult Insert(absl::Span<const Token> key, absl::Span<const Value> values,
                       std::vector<Value>* tree_values) {
-    Require(static_cast<int64_t>(key.size()) % granularity_ == 0 &&
-                static_cast<int64_t>(values.size()) * granularity_ ==
-                    static_cast<int64_t>(key.size()),
-            "RadixTree::Insert: key and values disagree");
+    Require(
+        static_cast<int64_t>(key.size()) % granularity_ == 0 &&
+            static_cast<int64_t>(values.size()) * granularity_ == static_cast<int64_t>(key.size()),
+        "RadixTree::Insert: key and values disagree");
     ++clock_;
     Position pos = Walk(key);
-    Node* node =
-        pos.partial ? Split(pos.partial, pos.partial_granules) : pos.node;
+    Node* node = pos.partial ? Split(pos.partial, pos.partial_granules) : pos.node;
     if (pos.length < static_cast<int64_t>(key.size())) {
       auto leaf = std::make_unique<Node>();
       leaf->tokens_.assign(key.begin() + pos.length, key.end());
-      leaf->values_.assign(values.begin() + pos.length / granularity_,
-                           values.end());
+      leaf->values_.assign(values.begin() + pos.length / granularity_, values.end());
       leaf->parent_ = node;
       num_values_ += static_cast<int64_t>(leaf->values_.size());
       ++num_nodes_;
@@ -209,8 +199,7 @@ class RadixTree {
 
   // Undoes one Pin(node). REQUIRES: node has a direct pin.
   void Unpin(Node* node) {
-    Require(node != &root_ && node->direct_pins_ > 0,
-            "RadixTree::Unpin: node is not pinned");
+    Require(node != &root_ && node->direct_pins_ > 0, "RadixTree::Unpin: node is not pinned");
     --node->direct_pins_;
     for (Node* n = node; n != &root_; n = n->parent_) {
       if (--n->ref_count_ == 0) {
@@ -224,16 +213,14 @@ class RadixTree {
   // leaves that become empty (whose parents may then become evictable
   // leaves). Calls on_evict(value) for each removed value. Returns how many
   // were removed: min(max_values, num_values() - num_pinned_values()).
-  int64_t Evict(int64_t max_values,
-                const std::function<void(const Value&)>& on_evict) {
+  int64_t Evict(int64_t max_values, const std::function<void(const Value&)>& on_evict) {
     if (max_values <= 0) return 0;
     using Entry = std::pair<uint64_t, Node*>;
     auto older_last = [](const Entry& a, const Entry& b) {
       if (a.first != b.first) return a.first > b.first;
       return std::less<Node*>()(b.second, a.second);
     };
-    std::priority_queue<Entry, std::vector<Entry>, decltype(older_last)> lru(
-        older_last);
+    std::priority_queue<Entry, std::vector<Entry>, decltype(older_last)> lru(older_last);
     ForEachMutableNode([&](Node* n) {
       if (n->is_leaf() && n->ref_count_ == 0) lru.push({n->last_access_, n});
     });
@@ -254,8 +241,7 @@ class RadixTree {
         break;  // evicted == max_values
       }
       Node* parent = leaf->parent_;
-      parent->children_.erase(
-          parent->children_.find(FirstGranule(*leaf)));  // destroys leaf
+      parent->children_.erase(parent->children_.find(FirstGranule(*leaf)));  // destroys leaf
       --num_nodes_;
       if (parent != &root_ && parent->is_leaf() && parent->ref_count_ == 0) {
         lru.push({parent->last_access_, parent});
@@ -310,9 +296,8 @@ class RadixTree {
       int64_t child_refs = 0;
       for (const auto& [key, child] : n->children_) {
         auto where = [&child] {
-          return absl::StrCat(
-              "node at token offset ",
-              PathTokens(child.get()).size() - child->tokens_.size());
+          return absl::StrCat("node at token offset ",
+                              PathTokens(child.get()).size() - child->tokens_.size());
         };
         if (child->parent_ != n) {
           return absl::InternalError(where() + ": wrong parent link");
@@ -320,9 +305,9 @@ class RadixTree {
         if (child->values_.empty() ||
             static_cast<int64_t>(child->tokens_.size()) !=
                 granularity_ * static_cast<int64_t>(child->values_.size())) {
-          return absl::InternalError(
-              absl::StrCat(where(), ": ", child->tokens_.size(), " tokens for ",
-                           child->values_.size(), " granules"));
+          return absl::InternalError(absl::StrCat(where(), ": ", child->tokens_.size(),
+                                                  " tokens for ", child->values_.size(),
+                                                  " granules"));
         }
         if (absl::MakeConstSpan(key) != FirstGranule(*child)) {
           return absl::InternalError(where() + ": child key != first granule");
@@ -339,17 +324,14 @@ class RadixTree {
         stack.push_back(child.get());
       }
       if (n != &root_ && n->ref_count_ != n->direct_pins_ + child_refs) {
-        return absl::InternalError(
-            absl::StrCat("ref_count ", n->ref_count_, " != direct pins ",
-                         n->direct_pins_, " + children's ", child_refs));
+        return absl::InternalError(absl::StrCat("ref_count ", n->ref_count_, " != direct pins ",
+                                                n->direct_pins_, " + children's ", child_refs));
       }
     }
-    if (nodes != num_nodes_ || values != num_values_ ||
-        pinned != num_pinned_values_) {
-      return absl::InternalError(
-          absl::StrCat("counters (nodes, values, pinned) = (", num_nodes_, ", ",
-                       num_values_, ", ", num_pinned_values_, "), tree has (",
-                       nodes, ", ", values, ", ", pinned, ")"));
+    if (nodes != num_nodes_ || values != num_values_ || pinned != num_pinned_values_) {
+      return absl::InternalError(absl::StrCat(
+          "counters (nodes, values, pinned) = (", num_nodes_, ", ", num_values_, ", ",
+          num_pinned_values_, "), tree has (", nodes, ", ", values, ", ", pinned, ")"));
     }
     return absl::OkStatus();
   }
@@ -378,8 +360,7 @@ class RadixTree {
   }
 
   std::vector<Token> FirstGranuleKey(const Node& n) const {
-    return std::vector<Token>(n.tokens_.begin(),
-                              n.tokens_.begin() + granularity_);
+    return std::vector<Token>(n.tokens_.begin(), n.tokens_.begin() + granularity_);
   }
 
   Position Walk(absl::Span<const Token> key) const {
@@ -393,13 +374,11 @@ class RadixTree {
       Node* child = it->second.get();
       const int64_t run = static_cast<int64_t>(child->tokens_.size());
       int64_t same = g;  // the first granule matched by lookup
-      while (same < run && length + same < usable &&
-             child->tokens_[same] == key[length + same]) {
+      while (same < run && length + same < usable && child->tokens_[same] == key[length + same]) {
         ++same;
       }
       const int64_t granules = same / g;
-      if (granules * g < run)
-        return {node, length + granules * g, child, granules};
+      if (granules * g < run) return {node, length + granules * g, child, granules};
       node = child;
       length += run;
     }
@@ -415,8 +394,7 @@ class RadixTree {
     Node* parent = node->parent_;
     auto upper = std::make_unique<Node>();
     upper->tokens_.assign(node->tokens_.begin(), node->tokens_.begin() + cut);
-    upper->values_.assign(node->values_.begin(),
-                          node->values_.begin() + granules);
+    upper->values_.assign(node->values_.begin(), node->values_.begin() + granules);
     upper->parent_ = parent;
     upper->ref_count_ = node->ref_count_;
     upper->last_access_ = node->last_access_;
@@ -424,8 +402,7 @@ class RadixTree {
     std::unique_ptr<Node> lower = std::move(slot->second);
     parent->children_.erase(slot);
     node->tokens_.erase(node->tokens_.begin(), node->tokens_.begin() + cut);
-    node->values_.erase(node->values_.begin(),
-                        node->values_.begin() + granules);
+    node->values_.erase(node->values_.begin(), node->values_.begin() + granules);
     node->parent_ = upper.get();
     Node* raw = upper.get();
     raw->children_.emplace(FirstGranuleKey(*node), std::move(lower));

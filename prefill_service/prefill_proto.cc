@@ -18,8 +18,8 @@ std::vector<PrefillPrompt> PrefillPromptsFromProto(const v1::PrefillRequest& req
   std::vector<PrefillPrompt> prompts;
   prompts.reserve(request.prompts_size());
   for (const v1::PrefillPrompt& p : request.prompts()) {
-    prompts.push_back({std::vector<int>(p.tokens().begin(), p.tokens().end()),
-                       SamplingFromProto(p.sampling())});
+    prompts.push_back(
+        {std::vector<int>(p.tokens().begin(), p.tokens().end()), SamplingFromProto(p.sampling())});
   }
   return prompts;
 }
@@ -43,8 +43,8 @@ void PrefillOutcomeToProto(const PrefillOutcome& outcome, v1::PrefillResponse* r
 PrefillOutcome PrefillOutcomeFromProto(const v1::PrefillResponse& response) {
   PrefillOutcome outcome;
   for (const v1::PrefilledPrompt& p : response.prompts()) {
-    outcome.prompts.push_back({p.first_token(), p.lease_id(), p.stored_tokens(),
-                               p.cached_tokens()});
+    outcome.prompts.push_back(
+        {p.first_token(), p.lease_id(), p.stored_tokens(), p.cached_tokens()});
   }
   outcome.computed_tokens = response.computed_tokens();
   if (!response.store_used()) outcome.store_status = absl::UnknownError(response.store_error());

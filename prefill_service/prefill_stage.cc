@@ -29,9 +29,9 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
                                                "Prompt tokens reused from the KV store.");
   metrics_.computed_tokens = metrics->AddCounter("nanoserve_prefill_computed_tokens_total",
                                                  "Prompt tokens run through the model.");
-  metrics_.store_fallbacks = metrics->AddCounter(
-      "nanoserve_prefill_store_fallbacks_total",
-      "Batches computed without the KV store because it could not be used.");
+  metrics_.store_fallbacks =
+      metrics->AddCounter("nanoserve_prefill_store_fallbacks_total",
+                          "Batches computed without the KV store because it could not be used.");
   metrics_.latency_ms = metrics->AddHistogram("nanoserve_prefill_latency_ms",
                                               "Prefill call latency.", LatencyBucketsMs());
 }
@@ -88,9 +88,8 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   if (!cache.ok()) return cache.status();
   std::vector<torch::Tensor> logits;
   if (store_ == nullptr) {
-    absl::StatusOr<std::vector<torch::Tensor>> computed = TorchResult("prefill", [&] {
-      return PrefillBatch(model, *cache, tokens, options_.prefill_chunk);
-    });
+    absl::StatusOr<std::vector<torch::Tensor>> computed = TorchResult(
+        "prefill", [&] { return PrefillBatch(model, *cache, tokens, options_.prefill_chunk); });
     if (!computed.ok()) return computed.status();
     logits = *std::move(computed);
     for (const auto& t : tokens) outcome.computed_tokens += static_cast<int64_t>(t.size());

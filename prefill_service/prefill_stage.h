@@ -34,7 +34,7 @@
 namespace nanoserve {
 
 struct PrefillPrompt {
-  std::vector<int> tokens;  // >= 1
+  std::vector<int> tokens;   // >= 1
   SamplingOptions sampling;  // chooses the first token
 };
 

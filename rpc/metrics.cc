@@ -50,8 +50,7 @@ OutcomeCounter::OutcomeCounter(MetricsRegistry* registry, std::string name, std:
 
 void OutcomeCounter::Count(const absl::Status& status) {
   if (registry_ == nullptr) return;
-  const std::string labels =
-      absl::StrCat("code=\"", absl::StatusCodeToString(status.code()), "\"");
+  const std::string labels = absl::StrCat("code=\"", absl::StatusCodeToString(status.code()), "\"");
   registry_->AddCounter(name_, help_, labels)->Increment();
 }
 
@@ -128,8 +127,8 @@ std::string MetricsRegistry::Render() const {
       for (size_t i = 0; i <= s.upper_bounds.size(); ++i) {
         const std::string le =
             i < s.upper_bounds.size() ? Number(s.upper_bounds[i]) : std::string("+Inf");
-        absl::StrAppend(&out, name, "_bucket", Braced(labels, absl::StrCat("le=\"", le, "\"")),
-                        " ", s.cumulative_counts[i], "\n");
+        absl::StrAppend(&out, name, "_bucket", Braced(labels, absl::StrCat("le=\"", le, "\"")), " ",
+                        s.cumulative_counts[i], "\n");
       }
       absl::StrAppend(&out, name, "_sum", Braced(labels), " ", Number(s.sum), "\n");
       absl::StrAppend(&out, name, "_count", Braced(labels), " ", s.count, "\n");

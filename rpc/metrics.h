@@ -62,11 +62,10 @@ class MetricsRegistry {
   Counter* AddCounter(const std::string& name, const std::string& help,
                       const std::string& labels = "");
   Histogram* AddHistogram(const std::string& name, const std::string& help,
-                          std::vector<double> upper_bounds,
-                          const std::string& labels = "");
+                          std::vector<double> upper_bounds, const std::string& labels = "");
   // `read` is called at every Render, on the rendering thread.
-  void AddGauge(const std::string& name, const std::string& help,
-                std::function<double()> read, const std::string& labels = "");
+  void AddGauge(const std::string& name, const std::string& help, std::function<double()> read,
+                const std::string& labels = "");
 
   // A counter kept elsewhere (monotonic), read at every Render.
   void AddObservedCounter(const std::string& name, const std::string& help,
@@ -83,8 +82,8 @@ class MetricsRegistry {
     std::map<std::string, std::unique_ptr<Histogram>> histograms;
     std::map<std::string, std::function<double()>> observed;  // gauges, observed counters
   };
-  Family& FamilyLocked(const std::string& name, const std::string& help,
-                       const std::string& type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Family& FamilyLocked(const std::string& name, const std::string& help, const std::string& type)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Family> families_ ABSL_GUARDED_BY(mu_);

@@ -104,7 +104,8 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    return absl::UnavailableError(absl::StrCat(options.name, ": cannot listen on ", options.listen));
+    return absl::UnavailableError(
+        absl::StrCat(options.name, ": cannot listen on ", options.listen));
   }
   server->GetHealthCheckService()->SetServingStatus(true);
 
@@ -129,8 +130,8 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
 
   server->GetHealthCheckService()->SetServingStatus(false);
   if (before_stop) before_stop();
-  const auto deadline = std::chrono::system_clock::now() +
-                        absl::ToChronoMilliseconds(options.shutdown_grace);
+  const auto deadline =
+      std::chrono::system_clock::now() + absl::ToChronoMilliseconds(options.shutdown_grace);
   const absl::Time stopping = absl::Now();
   server->Shutdown(deadline);
   server->Wait();

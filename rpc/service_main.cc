@@ -7,8 +7,8 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 
 // The server. The addresses' defaults are set per service by InitService.
 ABSL_FLAG(std::string, listen, "",

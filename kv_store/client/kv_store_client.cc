@@ -107,7 +107,8 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
       }
     } else if (message.has_chunk() && have_header &&
                static_cast<int64_t>(message.chunk().offset()) == received &&
-               received + static_cast<int64_t>(message.chunk().data().size()) <= header.total_bytes()) {
+               received + static_cast<int64_t>(message.chunk().data().size()) <=
+                   header.total_bytes()) {
       std::memcpy(data + received, message.chunk().data().data(), message.chunk().data().size());
       received += static_cast<int64_t>(message.chunk().data().size());
     } else if (bad.ok()) {

@@ -17,7 +17,8 @@ absl::StatusOr<PageLayout> RemotePrefixStore::Layout() {
   absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
   if (!stats.ok()) return stats.status();
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(stats->layout());
-  if (!layout.ok()) return absl::InternalError(absl::StrCat("kv store: ", layout.status().message()));
+  if (!layout.ok())
+    return absl::InternalError(absl::StrCat("kv store: ", layout.status().message()));
   absl::MutexLock lock(&mu_);
   layout_ = *layout;
   return *layout;
@@ -32,8 +33,8 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(
     client_->Release(match->lease_id).IgnoreError();
     const std::string was = layout_->ToString();
     layout_ = match->layout;
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the kv store's layout changed from ", was, " to ", match->layout.ToString()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the kv store's layout changed from ", was, " to ", match->layout.ToString()));
   }
   layout_ = match->layout;
   return Match{match->matched_tokens, match->lease_id};
@@ -57,7 +58,7 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, const Ro
 }
 
 absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
-                                                           torch::Device device) {
+                                                            torch::Device device) {
   absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(lease_id);
   if (!fetched.ok()) return fetched.status();
   if (device.is_cpu()) return std::move(fetched->pages);
@@ -82,8 +83,8 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
   };
   const PageLayout& layout = match->layout;
   if (n % layout.page_size != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Store: ", n, " tokens is not a multiple of page_size ",
-                                                   layout.page_size));
+    return absl::InvalidArgumentError(
+        absl::StrCat("Store: ", n, " tokens is not a multiple of page_size ", layout.page_size));
   }
   if (match->matched_tokens == n && (!pin || own_lease)) {
     if (!pin) return Stored{kNoLease, n, 0};

@@ -38,8 +38,8 @@ class RemotePrefixStore : public PrefixStore {
   // Per row: Put of the pages beyond the row's base lease, or, without one,
   // Match first and Put what the store lacks. A store without room
   // (RESOURCE_EXHAUSTED) does not store the row.
-  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores,
-                                            const RowsKv& rows, bool pin) override;
+  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, const RowsKv& rows,
+                                            bool pin) override;
   absl::Status Release(uint64_t lease_id) override;
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 

@@ -27,8 +27,8 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
       layout_proto_(KvLayoutToProto(layout_)),
       bytes_per_page_(layout_.bytes_per_page()) {
   if (metrics == nullptr) return;
-  fetched_bytes_ = metrics->AddCounter("nanoserve_kv_store_fetched_bytes_total",
-                                       "Page bytes sent by Fetch.");
+  fetched_bytes_ =
+      metrics->AddCounter("nanoserve_kv_store_fetched_bytes_total", "Page bytes sent by Fetch.");
   put_bytes_ = metrics->AddCounter("nanoserve_kv_store_put_bytes_total",
                                    "Page bytes received by Put and inserted.");
   auto stat = [cache](int64_t PrefixCacheStats::*field) {
@@ -43,22 +43,21 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
   metrics->AddGauge("nanoserve_kv_store_active_leases", "Leases held.",
                     stat(&PrefixCacheStats::active_leases));
   metrics->AddObservedCounter("nanoserve_kv_store_evicted_pages_total",
-                    "Cached pages evicted (LRU) since start.",
-                    stat(&PrefixCacheStats::evicted_pages));
+                              "Cached pages evicted (LRU) since start.",
+                              stat(&PrefixCacheStats::evicted_pages));
   metrics->AddObservedCounter("nanoserve_kv_store_expired_leases_total",
-                    "Leases released because their holder stopped renewing them.",
-                    stat(&PrefixCacheStats::expired_leases));
+                              "Leases released because their holder stopped renewing them.",
+                              stat(&PrefixCacheStats::expired_leases));
   metrics->AddObservedCounter("nanoserve_kv_store_lookup_tokens_total", "Tokens passed to Match.",
-                    stat(&PrefixCacheStats::lookup_tokens));
+                              stat(&PrefixCacheStats::lookup_tokens));
   metrics->AddObservedCounter("nanoserve_kv_store_hit_tokens_total", "Tokens Match found cached.",
-                    stat(&PrefixCacheStats::hit_tokens));
-  metrics->AddGauge("nanoserve_kv_store_prefix_hit_rate",
-                    "hit_tokens / lookup_tokens since start (0 before any lookup).", [cache] {
-                      const PrefixCacheStats s = cache->Stats();
-                      return s.lookup_tokens == 0
-                                 ? 0.0
-                                 : static_cast<double>(s.hit_tokens) / s.lookup_tokens;
-                    });
+                              stat(&PrefixCacheStats::hit_tokens));
+  metrics->AddGauge(
+      "nanoserve_kv_store_prefix_hit_rate",
+      "hit_tokens / lookup_tokens since start (0 before any lookup).", [cache] {
+        const PrefixCacheStats s = cache->Stats();
+        return s.lookup_tokens == 0 ? 0.0 : static_cast<double>(s.hit_tokens) / s.lookup_tokens;
+      });
 }
 
 grpc::Status KvStoreHandler::CheckTokens(
@@ -135,10 +134,12 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   const int64_t n = header.tokens_size();
   const int64_t base = header.base_tokens();
   if (n == 0 || n % ps != 0) {
-    return Invalid(absl::StrCat("Put: ", n, " tokens is not a positive multiple of page_size ", ps));
+    return Invalid(
+        absl::StrCat("Put: ", n, " tokens is not a positive multiple of page_size ", ps));
   }
   if (base < 0 || base > n || base % ps != 0) {
-    return Invalid(absl::StrCat("Put: base_tokens ", base, " is not a page multiple in [0, ", n, "]"));
+    return Invalid(
+        absl::StrCat("Put: base_tokens ", base, " is not a page multiple in [0, ", n, "]"));
   }
   if ((base > 0) != (header.base_lease_id() != PrefixCache::kNoLease)) {
     return Invalid("Put: base_lease_id must be set exactly when base_tokens > 0");
@@ -150,19 +151,19 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   }
   new_pages_ = (n - base) / ps;
   if (new_pages_ > h.cache_->num_pages()) {
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("Put: ", new_pages_, " pages, more than the pool's ",
-                                     h.cache_->num_pages()));
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("Put: ", new_pages_, " pages, more than the pool's ", h.cache_->num_pages()));
   }
   // The bytes wait here until the stream ends; pages are taken only then,
   // so a stream that stalls holds memory under a bound, never pages.
   const int64_t bytes = new_pages_ * h.bytes_per_page_;
   if (h.put_bytes_in_flight_.fetch_add(bytes) + bytes > h.options_.max_put_buffer_bytes) {
     h.put_bytes_in_flight_.fetch_sub(bytes);
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("Put: ", bytes, " bytes would pass the store's ",
-                                     h.options_.max_put_buffer_bytes,
-                                     "-byte bound on Put streams in flight"));
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("Put: ", bytes, " bytes would pass the store's ",
+                     h.options_.max_put_buffer_bytes, "-byte bound on Put streams in flight"));
   }
   expected_bytes_ = bytes;
   tokens_.assign(header.tokens().begin(), header.tokens().end());
@@ -191,11 +192,12 @@ grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message
   if (!have_header_) return Invalid("Put: page bytes before the header");
   const v1::PageChunk& chunk = message.chunk();
   if (chunk.offset() != bytes_.size()) {
-    return Invalid(absl::StrCat("Put: chunk at offset ", chunk.offset(), ", expected ", bytes_.size()));
+    return Invalid(
+        absl::StrCat("Put: chunk at offset ", chunk.offset(), ", expected ", bytes_.size()));
   }
   if (static_cast<int64_t>(bytes_.size() + chunk.data().size()) > expected_bytes_) {
-    return Invalid(absl::StrCat("Put: more than the ", expected_bytes_, " bytes of ",
-                                new_pages_, " pages"));
+    return Invalid(
+        absl::StrCat("Put: more than the ", expected_bytes_, " bytes of ", new_pages_, " pages"));
   }
   bytes_.append(chunk.data());
   return grpc::Status::OK;
@@ -205,14 +207,15 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   KvStoreHandler& h = *handler_;
   if (!have_header_) return Invalid("Put: no header");
   if (static_cast<int64_t>(bytes_.size()) != expected_bytes_) {
-    return Invalid(absl::StrCat("Put: got ", bytes_.size(), " of ", expected_bytes_, " page bytes"));
+    return Invalid(
+        absl::StrCat("Put: got ", bytes_.size(), " of ", expected_bytes_, " page bytes"));
   }
   std::vector<int32_t> pages;
   if (base_pages_ > 0) {
     if (grpc::Status gone = BasePages(&pages); !gone.ok()) {
-      return grpc::Status(grpc::StatusCode::ABORTED,
-                          absl::StrCat("Put: the base lease ended during the stream: ",
-                                       gone.error_message()));
+      return grpc::Status(
+          grpc::StatusCode::ABORTED,
+          absl::StrCat("Put: the base lease ended during the stream: ", gone.error_message()));
     }
   }
   auto allocated = h.cache_->AllocatePages(new_pages_);
@@ -269,7 +272,8 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request,
   s->chunk_bytes_ = request.max_chunk_bytes() == 0
                         ? options_.max_chunk_bytes
                         : std::min(request.max_chunk_bytes(), options_.max_chunk_bytes);
-  if (fetched_bytes_ != nullptr) fetched_bytes_->Increment(static_cast<double>(s->header_.total_bytes()));
+  if (fetched_bytes_ != nullptr)
+    fetched_bytes_->Increment(static_cast<double>(s->header_.total_bytes()));
   *session = std::move(s);
   return grpc::Status::OK;
 }

@@ -73,11 +73,13 @@ class KvStoreHandler {
     std::vector<int32_t> tokens_;
     uint64_t base_lease_id_ = 0;
     int64_t base_pages_ = 0;
-    int64_t new_pages_ = 0;      // taken from the pool at Finish
-    std::string bytes_;          // the new pages, as they arrive
+    int64_t new_pages_ = 0;       // taken from the pool at Finish
+    std::string bytes_;           // the new pages, as they arrive
     int64_t expected_bytes_ = 0;  // counted in the handler's put_bytes_in_flight_
   };
-  std::unique_ptr<PutSession> StartPut() { return std::unique_ptr<PutSession>(new PutSession(this)); }
+  std::unique_ptr<PutSession> StartPut() {
+    return std::unique_ptr<PutSession>(new PutSession(this));
+  }
 
   // One Fetch call: the header, then chunks, until Next returns false; then
   // Done() is the call's status. Pages of a CPU pool are read in place while
@@ -113,7 +115,7 @@ class KvStoreHandler {
 
   PrefixCache* cache_;
   const KvStoreHandlerOptions options_;
-  const PageLayout layout_;      // the pool's
+  const PageLayout layout_;  // the pool's
   const v1::KvLayout layout_proto_;
   const int64_t bytes_per_page_;
   Counter* fetched_bytes_ = nullptr;

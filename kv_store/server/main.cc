@@ -46,7 +46,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   // The store reads only the model's shape: random:gpt2's unless told.
-  nanoserve::InitService(argc, argv, {"nanoserve-kv-store", "127.0.0.1:50051", "127.0.0.1:9151",
-                                      "random:gpt2"});
+  nanoserve::InitService(
+      argc, argv, {"nanoserve-kv-store", "127.0.0.1:50051", "127.0.0.1:9151", "random:gpt2"});
   return nanoserve::Run();
 }

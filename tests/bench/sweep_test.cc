@@ -14,8 +14,7 @@ using ::testing::ElementsAre;
 
 TEST(ParseIntList, NumbersAndRanges) {
   EXPECT_THAT(ParseIntList("8,16, 32").value(), ElementsAre(8, 16, 32));
-  EXPECT_THAT(ParseIntList("8..1000*2").value(),
-              ElementsAre(8, 16, 32, 64, 128, 256, 512, 1000));
+  EXPECT_THAT(ParseIntList("8..1000*2").value(), ElementsAre(8, 16, 32, 64, 128, 256, 512, 1000));
   EXPECT_THAT(ParseIntList("8..512*2").value(), ElementsAre(8, 16, 32, 64, 128, 256, 512));
   EXPECT_THAT(ParseIntList("0..900+300").value(), ElementsAre(0, 300, 600, 900));
   EXPECT_THAT(ParseIntList("0..100+300").value(), ElementsAre(0, 100));
@@ -23,8 +22,8 @@ TEST(ParseIntList, NumbersAndRanges) {
 }
 
 TEST(ParseIntList, RejectsBadInput) {
-  for (const char* bad : {"", "8,", "x", "-1", "8..4*2", "0..8*2", "8..16*1", "8..16",
-                          "8..16+0", "1..100000000+1", "8..a*2"}) {
+  for (const char* bad : {"", "8,", "x", "-1", "8..4*2", "0..8*2", "8..16*1", "8..16", "8..16+0",
+                          "1..100000000+1", "8..a*2"}) {
     EXPECT_FALSE(ParseIntList(bad).ok()) << bad;
   }
 }

@@ -48,34 +48,32 @@ TEST(ModelFlagsTest, SpellsEveryFieldAsTheServicesFlags) {
 }
 
 TEST(ServiceArgvTest, KvStore) {
-  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kKvStore, kPorts),
-              ElementsAre("/opt/bin/nanoserve-kv-store", "--listen=127.0.0.1:5001",
-                          "--metrics_listen=127.0.0.1:0",
-                          "--port_file=/tmp/stack/nanoserve-kv-store.ports",
-                          "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
-                          "--attention=fused", "--page_size=8", "--pool_mb=64", "--lease_ttl_s=30",
-                          "--chunk_kb=4096"));
+  EXPECT_THAT(
+      ServiceArgv(Options(), ServiceStack::kKvStore, kPorts),
+      ElementsAre("/opt/bin/nanoserve-kv-store", "--listen=127.0.0.1:5001",
+                  "--metrics_listen=127.0.0.1:0", "--port_file=/tmp/stack/nanoserve-kv-store.ports",
+                  "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                  "--attention=fused", "--page_size=8", "--pool_mb=64", "--lease_ttl_s=30",
+                  "--chunk_kb=4096"));
 }
 
 TEST(ServiceArgvTest, Prefill) {
-  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kPrefill, kPorts),
-              ElementsAre("/opt/bin/nanoserve-prefill", "--listen=127.0.0.1:5002",
-                          "--metrics_listen=127.0.0.1:0",
-                          "--port_file=/tmp/stack/nanoserve-prefill.ports",
-                          "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
-                          "--attention=fused", "--kv_store=127.0.0.1:5001",
-                          "--store_timeout_ms=500"));
+  EXPECT_THAT(
+      ServiceArgv(Options(), ServiceStack::kPrefill, kPorts),
+      ElementsAre("/opt/bin/nanoserve-prefill", "--listen=127.0.0.1:5002",
+                  "--metrics_listen=127.0.0.1:0", "--port_file=/tmp/stack/nanoserve-prefill.ports",
+                  "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                  "--attention=fused", "--kv_store=127.0.0.1:5001", "--store_timeout_ms=500"));
 }
 
 TEST(ServiceArgvTest, Decode) {
-  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kDecode, kPorts),
-              ElementsAre("/opt/bin/nanoserve-decode", "--listen=127.0.0.1:5003",
-                          "--metrics_listen=127.0.0.1:0",
-                          "--port_file=/tmp/stack/nanoserve-decode.ports",
-                          "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
-                          "--attention=fused", "--kv_store=127.0.0.1:5001",
-                          "--prefill=127.0.0.1:5002", "--max_batch=4", "--max_context=256",
-                          "--workers=2"));
+  EXPECT_THAT(
+      ServiceArgv(Options(), ServiceStack::kDecode, kPorts),
+      ElementsAre("/opt/bin/nanoserve-decode", "--listen=127.0.0.1:5003",
+                  "--metrics_listen=127.0.0.1:0", "--port_file=/tmp/stack/nanoserve-decode.ports",
+                  "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
+                  "--attention=fused", "--kv_store=127.0.0.1:5001", "--prefill=127.0.0.1:5002",
+                  "--max_batch=4", "--max_context=256", "--workers=2"));
 }
 
 TEST(ServiceArgvTest, MetricsOffLeavesTheAddressEmpty) {

@@ -30,13 +30,15 @@ TEST(CausalMaskTest, SingleNewRowSeesEveryKey) {
 
 TEST(AttentionTest, NaiveMatchesDirectFormula) {
   torch::manual_seed(0);
-  auto q = torch::randn({2, 3, 4, 8}), k = torch::randn({2, 3, 6, 8}), v = torch::randn({2, 3, 6, 8});
+  auto q = torch::randn({2, 3, 4, 8}), k = torch::randn({2, 3, 6, 8}),
+       v = torch::randn({2, 3, 6, 8});
   auto mask = CausalMask(2, 4, 6);
   auto out = Attention(AttentionKind::kNaive, q, k, v, mask);
   // Row by row: query i sees keys 0..2+i.
   for (int64_t i = 0; i < 4; ++i) {
     auto keys = k.narrow(2, 0, 3 + i), values = v.narrow(2, 0, 3 + i);
-    auto w = torch::softmax(torch::matmul(q.narrow(2, i, 1), keys.transpose(-2, -1)) / std::sqrt(8.0), -1);
+    auto w = torch::softmax(
+        torch::matmul(q.narrow(2, i, 1), keys.transpose(-2, -1)) / std::sqrt(8.0), -1);
     EXPECT_TRUE(torch::allclose(out.narrow(2, i, 1), torch::matmul(w, values), 1e-5, 1e-6)) << i;
   }
 }
@@ -47,7 +49,8 @@ TEST(AttentionTest, FusedMatchesNaiveWhereAvailable) {
     GTEST_SKIP() << "LibTorch " << TORCH_VERSION << " has no scaled_dot_product_attention";
   }
   torch::manual_seed(1);
-  auto q = torch::randn({1, 2, 5, 16}), k = torch::randn({1, 2, 9, 16}), v = torch::randn({1, 2, 9, 16});
+  auto q = torch::randn({1, 2, 5, 16}), k = torch::randn({1, 2, 9, 16}),
+       v = torch::randn({1, 2, 9, 16});
   for (auto mask : {CausalMask(4, 5, 9), torch::Tensor()}) {
     auto a = Attention(AttentionKind::kNaive, q, k, v, mask);
     auto b = Attention(AttentionKind::kFused, q, k, v, mask);

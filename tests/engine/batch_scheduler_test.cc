@@ -102,8 +102,7 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   // Positions [0, n) of `other` as pages of `page_size` tokens.
   auto pages_of = [&](int64_t n, int64_t page_size) {
     const PageLayout layout = KvPageLayout(model->config(), testing::TestDtype(), page_size);
-    return StageRowPages(other.rows(), layout, 0, 0, n / page_size, testing::TestDevice())
-        .value();
+    return StageRowPages(other.rows(), layout, 0, 0, n / page_size, testing::TestDevice()).value();
   };
 
   Outcome partial;
@@ -154,7 +153,8 @@ TEST(BatchSchedulerTest, CancelFreesTheSlotForTheNextRequest) {
   EXPECT_LT(first.result.output_ids.size(), 80u);
   ASSERT_TRUE(second.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
   ASSERT_TRUE(second.status.ok()) << second.status;
-  ExpectSameGreedy(*model, Prompt(6, 2), Offline(*model, Prompt(6, 2), 5), second.result.output_ids);
+  ExpectSameGreedy(*model, Prompt(6, 2), Offline(*model, Prompt(6, 2), 5),
+                   second.result.output_ids);
   scheduler.Cancel(*id);  // finished already: ignored
   EXPECT_EQ(scheduler.active(), 0);
 }

@@ -11,8 +11,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 #include "tests/test_util/model.h"
@@ -35,9 +35,7 @@ class ScopedTempDir {
   ~ScopedTempDir() {
     ::nftw(
         path_.c_str(),
-        [](const char* path, const struct stat*, int, struct FTW*) {
-          return std::remove(path);
-        },
+        [](const char* path, const struct stat*, int, struct FTW*) { return std::remove(path); },
         16, FTW_DEPTH | FTW_PHYS);
   }
   const std::string& path() const { return path_; }
@@ -113,8 +111,8 @@ TEST(RandomCheckpointTest, ShapesAndInitialisation) {
   EXPECT_TRUE(torch::equal(w.at("ln_f.bias"), torch::zeros({64})));
   EXPECT_TRUE(torch::equal(w.at("h.0.mlp.c_fc.bias"), torch::zeros({256})));
   // 6144 to 32768 samples each: the std estimate is within a few percent.
-  for (const char* name : {"wte.weight", "wpe.weight", "h.0.attn.c_attn.weight",
-                           "h.1.mlp.c_fc.weight"}) {
+  for (const char* name :
+       {"wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.1.mlp.c_fc.weight"}) {
     EXPECT_NEAR(w.at(name).std().item<double>(), 0.02, 0.002) << name;
     EXPECT_NEAR(w.at(name).mean().item<double>(), 0.0, 0.002) << name;
   }
@@ -130,10 +128,9 @@ TEST(RandomCheckpointTest, DeterministicPerSeed) {
   const Checkpoint b = RandomCheckpoint(TinyConfig(), 7);
   ExpectSameWeights(a.weights, b.weights);
   const Checkpoint c = RandomCheckpoint(TinyConfig(), 8);
+  EXPECT_FALSE(torch::equal(a.weights.at("wte.weight"), c.weights.at("wte.weight")));
   EXPECT_FALSE(
-      torch::equal(a.weights.at("wte.weight"), c.weights.at("wte.weight")));
-  EXPECT_FALSE(torch::equal(a.weights.at("h.1.mlp.c_proj.weight"),
-                            c.weights.at("h.1.mlp.c_proj.weight")));
+      torch::equal(a.weights.at("h.1.mlp.c_proj.weight"), c.weights.at("h.1.mlp.c_proj.weight")));
 }
 
 TEST(RandomCheckpointTest, LargeTensorsDeterministicAndDistinctChunks) {
@@ -148,8 +145,7 @@ TEST(RandomCheckpointTest, LargeTensorsDeterministicAndDistinctChunks) {
   EXPECT_NEAR(a.std().item<double>(), 0.02, 0.0002);
   // No two chunks repeat one stream: the first rows of each 1M block differ.
   const torch::Tensor flat = a.view({-1});
-  EXPECT_FALSE(torch::equal(flat.slice(0, 0, 1000),
-                            flat.slice(0, 1 << 20, (1 << 20) + 1000)));
+  EXPECT_FALSE(torch::equal(flat.slice(0, 0, 1000), flat.slice(0, 1 << 20, (1 << 20) + 1000)));
 }
 
 class SaveLoadTest : public ::testing::TestWithParam<std::string> {};
@@ -184,8 +180,7 @@ TEST_P(SaveLoadTest, RoundTrip) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Prefixes, SaveLoadTest,
-                         ::testing::Values("", "transformer."));
+INSTANTIATE_TEST_SUITE_P(Prefixes, SaveLoadTest, ::testing::Values("", "transformer."));
 
 TEST(LoadCheckpointTest, KeepsStoredDtype) {
   Checkpoint checkpoint = RandomCheckpoint(TinyConfig(), 4);
@@ -208,8 +203,7 @@ TEST(LoadCheckpointTest, IgnoresHfBuffersAndTiedHead) {
   for (const auto& [name, tensor] : checkpoint.weights) {
     stored.emplace("transformer." + name, tensor);
   }
-  stored.emplace("transformer.h.0.attn.bias",
-                 torch::ones({1, 1, 96, 96}).tril());
+  stored.emplace("transformer.h.0.attn.bias", torch::ones({1, 1, 96, 96}).tril());
   stored.emplace("transformer.h.1.attn.masked_bias", torch::tensor(-1e4f));
   stored.emplace("lm_head.weight", torch::zeros({512, 64}));
   const ScopedTempDir temp("hf_buffers");
@@ -229,8 +223,7 @@ TEST(LoadCheckpointTest, RejectsUntiedHeadShape) {
   WriteRawCheckpoint(dir, stored, &config);
   absl::StatusOr<Checkpoint> loaded = LoadCheckpoint(dir);
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(loaded.status().message(),
-              HasSubstr("lm_head.weight has shape [511, 64]"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("lm_head.weight has shape [511, 64]"));
 }
 
 TEST(LoadCheckpointTest, InfersConfigOfPresetSizes) {
@@ -256,14 +249,12 @@ TEST(LoadCheckpointTest, CannotInferHeadsOfUnknownSize) {
   WriteRawCheckpoint(dir, RandomCheckpoint(TinyConfig(), 6).weights, nullptr);
   absl::StatusOr<Checkpoint> loaded = LoadCheckpoint(dir);
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(loaded.status().message(),
-              HasSubstr("n_head cannot be inferred"));
+  EXPECT_THAT(loaded.status().message(), HasSubstr("n_head cannot be inferred"));
 }
 
 // Loading `tensors` with TinyConfig's config.json fails naming `substring`.
 void ExpectLoadError(const std::string& name, const TensorMap& tensors,
-                     const std::string& substring,
-                     const Gpt2Config& config = TinyConfig()) {
+                     const std::string& substring, const Gpt2Config& config = TinyConfig()) {
   const ScopedTempDir temp(name);
   const std::string& dir = temp.path();
   WriteRawCheckpoint(dir, tensors, &config);
@@ -277,8 +268,7 @@ void ExpectLoadError(const std::string& name, const TensorMap& tensors,
 TEST(LoadCheckpointTest, MissingTensor) {
   TensorMap tensors = RandomCheckpoint(TinyConfig(), 1).weights;
   tensors.erase("h.1.mlp.c_fc.bias");
-  ExpectLoadError("missing", tensors,
-                  "missing tensor h.1.mlp.c_fc.bias (expected [256])");
+  ExpectLoadError("missing", tensors, "missing tensor h.1.mlp.c_fc.bias (expected [256])");
 }
 
 TEST(LoadCheckpointTest, WrongShape) {
@@ -300,8 +290,7 @@ TEST(LoadCheckpointTest, CAttnBiasIsNotABuffer) {
   // shape is still checked.
   TensorMap tensors = RandomCheckpoint(TinyConfig(), 1).weights;
   tensors["h.0.attn.c_attn.bias"] = torch::zeros({1, 1, 64, 64});
-  ExpectLoadError("c_attn_bias", tensors,
-                  "tensor h.0.attn.c_attn.bias has shape [1, 1, 64, 64]");
+  ExpectLoadError("c_attn_bias", tensors, "tensor h.0.attn.c_attn.bias has shape [1, 1, 64, 64]");
 }
 
 TEST(LoadCheckpointTest, ConfigDoesNotMatchTensors) {
@@ -312,30 +301,25 @@ TEST(LoadCheckpointTest, ConfigDoesNotMatchTensors) {
   Gpt2Config wider = TinyConfig();
   wider.n_embd = 128;
   ExpectLoadError("wider", RandomCheckpoint(TinyConfig(), 1).weights,
-                  "tensor wte.weight has shape [512, 64], expected [512, 128]",
-                  wider);
+                  "tensor wte.weight has shape [512, 64], expected [512, 128]", wider);
 }
 
 TEST(LoadCheckpointTest, DuplicatePrefixedName) {
   TensorMap tensors = RandomCheckpoint(TinyConfig(), 1).weights;
   tensors["transformer.wte.weight"] = tensors.at("wte.weight");
-  ExpectLoadError("duplicate", tensors,
-                  "wte.weight is stored both with and without");
+  ExpectLoadError("duplicate", tensors, "wte.weight is stored both with and without");
 }
 
 TEST(LoadCheckpointTest, MissingCheckpoint) {
-  absl::StatusOr<Checkpoint> loaded =
-      LoadCheckpoint(ScopedTempDir("does_not_exist").path());
+  absl::StatusOr<Checkpoint> loaded = LoadCheckpoint(ScopedTempDir("does_not_exist").path());
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(loaded.status().message(), HasSubstr("does_not_exist"));
 }
 
 TEST(SaveCheckpointTest, RejectsBadInput) {
   const Checkpoint checkpoint = RandomCheckpoint(TinyConfig(), 1);
-  EXPECT_EQ(
-      SaveCheckpoint(ScopedTempDir("bad_prefix").path(), checkpoint, "model.")
-          .code(),
-      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SaveCheckpoint(ScopedTempDir("bad_prefix").path(), checkpoint, "model.").code(),
+            absl::StatusCode::kInvalidArgument);
   Checkpoint missing = checkpoint;
   missing.weights.erase("ln_f.weight");
   const ScopedTempDir temp("bad_weights");

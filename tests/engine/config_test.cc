@@ -19,10 +19,9 @@ TEST(Gpt2PresetTest, KnownSizes) {
     int64_t n_layer, n_head, n_embd, num_parameters;
   };
   // Parameter counts of HF's models with the tied head counted once.
-  for (const Case& c : {Case{"gpt2", 12, 12, 768, 124439808},
-                        Case{"gpt2-medium", 24, 16, 1024, 354823168},
-                        Case{"gpt2-large", 36, 20, 1280, 774030080},
-                        Case{"gpt2-xl", 48, 25, 1600, 1557611200}}) {
+  for (const Case& c :
+       {Case{"gpt2", 12, 12, 768, 124439808}, Case{"gpt2-medium", 24, 16, 1024, 354823168},
+        Case{"gpt2-large", 36, 20, 1280, 774030080}, Case{"gpt2-xl", 48, 25, 1600, 1557611200}}) {
     SCOPED_TRACE(c.name);
     absl::StatusOr<Gpt2Config> config = Gpt2Preset(c.name);
     ASSERT_TRUE(config.ok()) << config.status();
@@ -102,8 +101,7 @@ TEST(Gpt2ConfigFromJsonTest, Malformed) {
 }
 
 TEST(Gpt2ConfigFromJsonTest, InconsistentHeads) {
-  absl::StatusOr<Gpt2Config> config =
-      Gpt2ConfigFromJson(R"({"n_embd": 32, "n_head": 5})");
+  absl::StatusOr<Gpt2Config> config = Gpt2ConfigFromJson(R"({"n_embd": 32, "n_head": 5})");
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(config.status().message(), HasSubstr("not divisible"));
 }

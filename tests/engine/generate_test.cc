@@ -24,7 +24,8 @@ TEST(GenerateTest, CacheOnGivesTheSameGreedyTokensAsCacheOff) {
   auto model = TinyModel();
   Generator generator(model.get());
   // Prompt and output lengths up to the context limit (96).
-  for (auto [prompt_len, max_new] : std::vector<std::pair<int, int>>{{1, 20}, {9, 30}, {40, 56}, {90, 6}}) {
+  for (auto [prompt_len, max_new] :
+       std::vector<std::pair<int, int>>{{1, 20}, {9, 30}, {40, 56}, {90, 6}}) {
     SCOPED_TRACE(::testing::Message() << "prompt " << prompt_len << " new " << max_new);
     std::vector<int> prompt = Seq(prompt_len, prompt_len * 7, 13);
     auto off = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOff, max_new)).value();
@@ -43,7 +44,8 @@ TEST(GenerateTest, BatchOfUnequalPromptsEqualsEachAlone) {
     auto batch = generator.Generate(prompts, GreedyOptions(mode, 12)).value();
     for (size_t r = 0; r < prompts.size(); ++r) {
       auto alone = generator.Generate({prompts[r]}, GreedyOptions(KvCacheMode::kOff, 12)).value();
-      ExpectSameGreedy(*model, prompts[r], alone.sequences[0].output_ids, batch.sequences[r].output_ids);
+      ExpectSameGreedy(*model, prompts[r], alone.sequences[0].output_ids,
+                       batch.sequences[r].output_ids);
     }
   }
 }
@@ -93,7 +95,8 @@ TEST(GenerateTest, SamplingIsReproducibleForASeedAndTopKOneIsGreedy) {
   EXPECT_NE(a.sequences[0].output_ids, c.sequences[0].output_ids);
   o.sampling.top_k = 1;
   auto greedy = generator.Generate({prompt}, GreedyOptions(KvCacheMode::kOn, 16)).value();
-  EXPECT_EQ(generator.Generate({prompt}, o).value().sequences[0].output_ids, greedy.sequences[0].output_ids);
+  EXPECT_EQ(generator.Generate({prompt}, o).value().sequences[0].output_ids,
+            greedy.sequences[0].output_ids);
 }
 
 TEST(GenerateTest, RefusesBadInputWithClearErrors) {

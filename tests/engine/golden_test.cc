@@ -8,8 +8,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "engine/checkpoint.h"
 #include "engine/generate.h"
@@ -24,7 +24,8 @@ const char kDataDir[] = NANOSERVE_SOURCE_DIR "/tests/data";
 
 nlohmann::json LoadRecord() {
   std::ifstream in(std::string(kDataDir) + "/hf_golden.json");
-  EXPECT_TRUE(in.good()) << "missing " << kDataDir << "/hf_golden.json (scripts/gpu/make_golden.py)";
+  EXPECT_TRUE(in.good()) << "missing " << kDataDir
+                         << "/hf_golden.json (scripts/gpu/make_golden.py)";
   if (!in.good()) return nlohmann::json::object();
   return nlohmann::json::parse(in);
 }
@@ -63,8 +64,7 @@ TEST_P(GoldenTest, LastPositionLogitsMatchHf) {
     std::vector<float> expected = g["last_logits"].get<std::vector<float>>();
     torch::Tensor logits = testing::FullLogits(*model, prompt)[prompt.size() - 1];  // (V,)
     ASSERT_EQ(logits.size(0), static_cast<int64_t>(expected.size()));
-    const double diff =
-        (logits - torch::tensor(expected)).abs().max().item<double>();
+    const double diff = (logits - torch::tensor(expected)).abs().max().item<double>();
     EXPECT_LT(diff, tolerance) << "prompt of " << prompt.size() << " tokens";
   }
 }

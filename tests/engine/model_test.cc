@@ -26,7 +26,9 @@ torch::Tensor Ids(const std::vector<int>& ids, int64_t begin, int64_t len) {
   return torch::tensor(v).view({1, len});
 }
 
-torch::Tensor Pos(int64_t begin, int64_t len) { return torch::arange(begin, begin + len).view({1, len}); }
+torch::Tensor Pos(int64_t begin, int64_t len) {
+  return torch::arange(begin, begin + len).view({1, len});
+}
 
 // Prefill `prompt_len` tokens with the cache, then feed the rest one at a
 // time: every position's logits equal the no-cache pass over the whole sequence.
@@ -35,7 +37,8 @@ void ExpectCachedStepsMatchFullPass(AttentionKind attention, int64_t total, int6
   auto ids = RandomIds(total, model->config().vocab_size, total * 31 + prompt_len);
   torch::Tensor full = FullLogits(*model, ids);  // (T, V)
   KvCache cache(model->config(), 1, total, model->options().dtype, model->options().device);
-  torch::Tensor first = PrefillRow(*model, cache, 0, std::vector<int>(ids.begin(), ids.begin() + prompt_len), 0);
+  torch::Tensor first =
+      PrefillRow(*model, cache, 0, std::vector<int>(ids.begin(), ids.begin() + prompt_len), 0);
   EXPECT_LE((first[0].cpu() - full[prompt_len - 1]).abs().max().item<double>(), LogitTolerance());
   for (int64_t t = prompt_len; t < total; ++t) {
     auto hidden = model->Forward(Ids(ids, t, 1), Pos(t, 1), {&cache, 0});
@@ -46,7 +49,8 @@ void ExpectCachedStepsMatchFullPass(AttentionKind attention, int64_t total, int6
 }
 
 TEST(ModelTest, CachedDecodeMatchesFullPassUpToTheContextLimit) {
-  for (auto [total, prompt] : std::vector<std::pair<int64_t, int64_t>>{{12, 1}, {40, 17}, {96, 50}, {96, 95}}) {
+  for (auto [total, prompt] :
+       std::vector<std::pair<int64_t, int64_t>>{{12, 1}, {40, 17}, {96, 50}, {96, 95}}) {
     SCOPED_TRACE(::testing::Message() << "total " << total << " prompt " << prompt);
     ExpectCachedStepsMatchFullPass(AttentionKind::kNaive, total, prompt);
   }
@@ -76,18 +80,21 @@ TEST(ModelTest, ChunkedPrefillEqualsOnePass) {
 TEST(ModelTest, BatchedDecodeOfUnequalLengthsMatchesEachRowAlone) {
   auto model = TinyModel();
   const auto& cfg = model->config();
-  std::vector<std::vector<int>> prompts = {RandomIds(5, cfg.vocab_size, 1), RandomIds(23, cfg.vocab_size, 2),
+  std::vector<std::vector<int>> prompts = {RandomIds(5, cfg.vocab_size, 1),
+                                           RandomIds(23, cfg.vocab_size, 2),
                                            RandomIds(11, cfg.vocab_size, 3)};
   KvCache batch(cfg, 3, 40, model->options().dtype, model->options().device);
   for (int64_t r = 0; r < 3; ++r) PrefillRow(*model, batch, r, prompts[r], 0);
   std::vector<int64_t> next = {7, 8, 9}, positions = {5, 23, 11};
-  auto hidden = model->Forward(torch::tensor(next).view({3, 1}), torch::tensor(positions).view({3, 1}), {&batch, 0});
+  auto hidden = model->Forward(torch::tensor(next).view({3, 1}),
+                               torch::tensor(positions).view({3, 1}), {&batch, 0});
   auto batched = model->Logits(hidden).cpu();  // (3, 1, V)
   for (int64_t r = 0; r < 3; ++r) {
     std::vector<int> seq = prompts[r];
     seq.push_back(static_cast<int>(next[r]));
     auto alone = FullLogits(*model, seq);
-    EXPECT_LE((batched[r][0] - alone[seq.size() - 1]).abs().max().item<double>(), LogitTolerance()) << "row " << r;
+    EXPECT_LE((batched[r][0] - alone[seq.size() - 1]).abs().max().item<double>(), LogitTolerance())
+        << "row " << r;
     EXPECT_EQ(batch.length(r), positions[r] + 1);
   }
 }
@@ -98,7 +105,8 @@ TEST(ModelTest, CacheBuffersNeverMove) {
   void* k0 = cache.k(0).data_ptr();
   void* v1 = cache.v(1).data_ptr();
   PrefillRow(*model, cache, 0, RandomIds(10, model->config().vocab_size, 9), 4);
-  for (int64_t t = 10; t < 30; ++t) model->Forward(torch::tensor({int64_t{3}}).view({1, 1}), Pos(t, 1), {&cache, 0});
+  for (int64_t t = 10; t < 30; ++t)
+    model->Forward(torch::tensor({int64_t{3}}).view({1, 1}), Pos(t, 1), {&cache, 0});
   EXPECT_EQ(cache.k(0).data_ptr(), k0);
   EXPECT_EQ(cache.v(1).data_ptr(), v1);
   EXPECT_EQ(cache.length(0), 30);

@@ -17,8 +17,7 @@ using testing::GreedyOptions;
 using testing::TinyModel;
 using Batch = std::vector<std::vector<int>>;
 
-std::unique_ptr<PrefixCache> MakeCache(const Gpt2Model& model, int64_t page_size,
-                                       int64_t pages) {
+std::unique_ptr<PrefixCache> MakeCache(const Gpt2Model& model, int64_t page_size, int64_t pages) {
   const Gpt2Config& c = model.config();
   PrefixCacheOptions o;
   o.pool.layout = KvPageLayout(c, model.options().dtype, page_size);
@@ -50,10 +49,13 @@ std::vector<std::pair<std::string, Batch>> Shapes() {
       {"identical", {Tokens(20, 9), Tokens(20, 9), Tokens(20, 9)}},
       {"prefix_of_another", {Tokens(18, 5), Tokens(40, 5), Tokens(33, 5)}},
       {"no_sharing", {Tokens(12, 1), Tokens(25, 100), Tokens(7, 300)}},
-      {"system_prompt", {Concat(system, Tokens(9, 50)), Concat(system, Tokens(21, 60)),
-                         Concat(system, Tokens(9, 70)), Concat(system, Tokens(4, 80))}},
-      {"nested", {Concat(Tokens(20, 1), Tokens(20, 2)), Concat(Tokens(20, 1), Concat(Tokens(8, 2), Tokens(5, 9))),
-                  Concat(Tokens(20, 1), Tokens(17, 11)), Tokens(20, 1)}},
+      {"system_prompt",
+       {Concat(system, Tokens(9, 50)), Concat(system, Tokens(21, 60)),
+        Concat(system, Tokens(9, 70)), Concat(system, Tokens(4, 80))}},
+      {"nested",
+       {Concat(Tokens(20, 1), Tokens(20, 2)),
+        Concat(Tokens(20, 1), Concat(Tokens(8, 2), Tokens(5, 9))),
+        Concat(Tokens(20, 1), Tokens(17, 11)), Tokens(20, 1)}},
   };
 }
 

@@ -11,8 +11,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
 
@@ -57,13 +57,11 @@ TEST(SafetensorsTest, RoundTripsDtypesAndMetadata) {
       {"transposed", torch::arange(12, torch::kFloat32).reshape({3, 4}).t()},
   };
   const std::string path = TempPath("round_trip.safetensors");
-  ASSERT_TRUE(
-      WriteSafetensors(path, tensors, {{"format", "pt"}, {"k", "v"}}).ok());
+  ASSERT_TRUE(WriteSafetensors(path, tensors, {{"format", "pt"}, {"k", "v"}}).ok());
 
   absl::StatusOr<SafetensorsFile> file = ReadSafetensorsFile(path);
   ASSERT_TRUE(file.ok()) << file.status();
-  EXPECT_EQ(file->metadata,
-            (SafetensorsMetadata{{"format", "pt"}, {"k", "v"}}));
+  EXPECT_EQ(file->metadata, (SafetensorsMetadata{{"format", "pt"}, {"k", "v"}}));
   ASSERT_EQ(file->tensors.size(), tensors.size());
   for (const auto& [name, expected] : tensors) {
     SCOPED_TRACE(name);
@@ -81,8 +79,7 @@ TEST(SafetensorsTest, RoundTripsDtypesAndMetadata) {
 TEST(SafetensorsTest, WritesHfLayout) {
   const std::string path = TempPath("layout.safetensors");
   ASSERT_TRUE(
-      WriteSafetensors(path, {{"b", torch::ones({3})},
-                              {"a", torch::zeros({2}, torch::kFloat16)}})
+      WriteSafetensors(path, {{"b", torch::ones({3})}, {"a", torch::zeros({2}, torch::kFloat16)}})
           .ok());
   const std::string bytes = ReadAll(path);
   ASSERT_GE(bytes.size(), 8u);
@@ -106,16 +103,13 @@ TEST(SafetensorsTest, RejectsUnwritableInput) {
                              {{"c", torch::zeros({2}, torch::kComplexFloat)}})
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(
-      WriteSafetensors(TempPath("bad.safetensors"), {{"u", torch::Tensor()}})
-          .code(),
-      absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(WriteSafetensors(TempPath("bad.safetensors"),
-                             {{"__metadata__", torch::zeros({1})}})
-                .code(),
+  EXPECT_EQ(WriteSafetensors(TempPath("bad.safetensors"), {{"u", torch::Tensor()}}).code(),
             absl::StatusCode::kInvalidArgument);
-  const absl::Status no_dir = WriteSafetensors(
-      TempPath("no_such_dir/x.safetensors"), {{"a", torch::zeros({1})}});
+  EXPECT_EQ(
+      WriteSafetensors(TempPath("bad.safetensors"), {{"__metadata__", torch::zeros({1})}}).code(),
+      absl::StatusCode::kInvalidArgument);
+  const absl::Status no_dir =
+      WriteSafetensors(TempPath("no_such_dir/x.safetensors"), {{"a", torch::zeros({1})}});
   EXPECT_EQ(no_dir.code(), absl::StatusCode::kNotFound);
   struct stat st;
   EXPECT_NE(::stat(TempPath("bad.safetensors").c_str(), &st), 0);
@@ -133,9 +127,8 @@ class CorruptSafetensorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     good_path_ = TempPath("good.safetensors");
-    ASSERT_TRUE(WriteSafetensors(good_path_,
-                                 {{"w", torch::ones({2, 3})},
-                                  {"x", torch::ones({4}, torch::kBFloat16)}})
+    ASSERT_TRUE(WriteSafetensors(good_path_, {{"w", torch::ones({2, 3})},
+                                              {"x", torch::ones({4}, torch::kBFloat16)}})
                     .ok());
     good_ = ReadAll(good_path_);
     std::memcpy(&header_size_, good_.data(), 8);
@@ -145,8 +138,7 @@ class CorruptSafetensorsTest : public ::testing::Test {
 
   // Writes `bytes` to a file and expects reading it to fail with `code` and a
   // message containing the path and `substring`.
-  void ExpectError(const std::string& bytes, absl::StatusCode code,
-                   const std::string& substring) {
+  void ExpectError(const std::string& bytes, absl::StatusCode code, const std::string& substring) {
     const std::string path = TempPath("corrupt.safetensors");
     WriteAll(path, bytes);
     absl::StatusOr<TensorMap> read = ReadSafetensors(path);
@@ -165,8 +157,7 @@ class CorruptSafetensorsTest : public ::testing::Test {
 
 TEST_F(CorruptSafetensorsTest, GoodFileReads) {
   EXPECT_TRUE(ReadSafetensors(good_path_).ok());
-  EXPECT_TRUE(ReadSafetensors(TempPath("x")).status().code() ==
-              absl::StatusCode::kNotFound);
+  EXPECT_TRUE(ReadSafetensors(TempPath("x")).status().code() == absl::StatusCode::kNotFound);
   // Rebuilding the file from its parsed parts gives a readable file too.
   WriteAll(TempPath("rebuilt.safetensors"), MakeFile(header_.dump(), data_));
   EXPECT_TRUE(ReadSafetensors(TempPath("rebuilt.safetensors")).ok());
@@ -184,8 +175,8 @@ TEST_F(CorruptSafetensorsTest, TruncatedData) {
 }
 
 TEST_F(CorruptSafetensorsTest, TruncatedHeader) {
-  ExpectError(good_.substr(0, 8 + header_size_ / 2),
-              absl::StatusCode::kDataLoss, "runs past the end of the file");
+  ExpectError(good_.substr(0, 8 + header_size_ / 2), absl::StatusCode::kDataLoss,
+              "runs past the end of the file");
 }
 
 TEST_F(CorruptSafetensorsTest, AbsurdHeaderLength) {
@@ -202,14 +193,12 @@ TEST_F(CorruptSafetensorsTest, HeaderNotJson) {
 }
 
 TEST_F(CorruptSafetensorsTest, HeaderNotObject) {
-  ExpectError(MakeFile("[1, 2, 3]", data_), absl::StatusCode::kDataLoss,
-              "not an object");
+  ExpectError(MakeFile("[1, 2, 3]", data_), absl::StatusCode::kDataLoss, "not an object");
 }
 
 TEST_F(CorruptSafetensorsTest, UnknownDtype) {
   header_["w"]["dtype"] = "F8_E4M3";
-  ExpectError(MakeFile(header_.dump(), data_),
-              absl::StatusCode::kInvalidArgument,
+  ExpectError(MakeFile(header_.dump(), data_), absl::StatusCode::kInvalidArgument,
               "tensor \"w\" has unsupported dtype \"F8_E4M3\"");
 }
 
@@ -220,8 +209,7 @@ TEST_F(CorruptSafetensorsTest, MissingFields) {
     header["x"].erase(field);
     ExpectError(MakeFile(header.dump(), data_), absl::StatusCode::kDataLoss,
                 std::string("tensor \"x\" has no ") +
-                    (field == std::string("dtype") ? "string " : "") + "\"" +
-                    field + "\"");
+                    (field == std::string("dtype") ? "string " : "") + "\"" + field + "\"");
   }
 }
 
@@ -259,8 +247,7 @@ TEST_F(CorruptSafetensorsTest, ShapeBytesMismatch) {
 
 TEST_F(CorruptSafetensorsTest, ShapeOverflow) {
   header_["w"]["shape"] = {uint64_t{1} << 40, uint64_t{1} << 40};
-  ExpectError(MakeFile(header_.dump(), data_), absl::StatusCode::kDataLoss,
-              "size overflows");
+  ExpectError(MakeFile(header_.dump(), data_), absl::StatusCode::kDataLoss, "size overflows");
 }
 
 TEST_F(CorruptSafetensorsTest, NonStringMetadata) {
@@ -275,8 +262,7 @@ TEST(SafetensorsTest, LargeFileRoundTrips) {
   // 240 MB, the size class of GPT-2's checkpoints: every tensor comes back.
   TensorMap tensors;
   for (int i = 0; i < 10; ++i) {
-    tensors.emplace("t" + std::to_string(i),
-                    torch::full({1 << 20, 6}, static_cast<float>(i)));
+    tensors.emplace("t" + std::to_string(i), torch::full({1 << 20, 6}, static_cast<float>(i)));
   }
   const std::string path = TempPath("large.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, tensors).ok());

@@ -53,8 +53,7 @@ Gpt2Tokenizer* TokenizerTest::tokenizer_ = nullptr;
 // The exact ids below are tiktoken's gpt2 outputs.
 TEST_F(TokenizerTest, KnownIds) {
   EXPECT_EQ(tokenizer_->vocab_size(), 50257);
-  EXPECT_THAT(tokenizer_->Encode("Hello, world!"),
-              ElementsAre(15496, 11, 995, 0));
+  EXPECT_THAT(tokenizer_->Encode("Hello, world!"), ElementsAre(15496, 11, 995, 0));
   EXPECT_THAT(tokenizer_->Encode(" hello world"), ElementsAre(23748, 995));
   // \s+(?!\S) leaves the last space to join the next word.
   EXPECT_THAT(tokenizer_->Encode("hello  world"), ElementsAre(31373, 220, 995));
@@ -62,24 +61,20 @@ TEST_F(TokenizerTest, KnownIds) {
 }
 
 TEST_F(TokenizerTest, EndOfText) {
-  EXPECT_THAT(tokenizer_->Encode("<|endoftext|>"),
-              ElementsAre(Gpt2Tokenizer::kEndOfText));
+  EXPECT_THAT(tokenizer_->Encode("<|endoftext|>"), ElementsAre(Gpt2Tokenizer::kEndOfText));
   const std::vector<int> ordinary = tokenizer_->EncodeOrdinary("<|endoftext|>");
   EXPECT_GT(ordinary.size(), 1u);
   EXPECT_THAT(ordinary, Not(Contains(Gpt2Tokenizer::kEndOfText)));
   EXPECT_EQ(Decoded(ordinary), "<|endoftext|>");
 
-  const std::vector<int> ids =
-      tokenizer_->Encode("a<|endoftext|><|endoftext|>b");
-  EXPECT_THAT(
-      ids, ElementsAre(tokenizer_->Encode("a")[0], Gpt2Tokenizer::kEndOfText,
-                       Gpt2Tokenizer::kEndOfText, tokenizer_->Encode("b")[0]));
+  const std::vector<int> ids = tokenizer_->Encode("a<|endoftext|><|endoftext|>b");
+  EXPECT_THAT(ids, ElementsAre(tokenizer_->Encode("a")[0], Gpt2Tokenizer::kEndOfText,
+                               Gpt2Tokenizer::kEndOfText, tokenizer_->Encode("b")[0]));
   EXPECT_EQ(Decoded(ids), "a<|endoftext|><|endoftext|>b");
 }
 
 TEST_F(TokenizerTest, SplitsLikeGpt2) {
-  EXPECT_THAT(Pieces("I'm can't we'll"),
-              ElementsAre("I", "'m", " can", "'t", " we", "'ll"));
+  EXPECT_THAT(Pieces("I'm can't we'll"), ElementsAre("I", "'m", " can", "'t", " we", "'ll"));
   EXPECT_THAT(Pieces("12345"), ElementsAre("123", "45"));
   EXPECT_THAT(Pieces("a   b"), ElementsAre("a", " ", " ", " b"));
   // Trailing whitespace is one piece, " \n\n", which BPE splits in two.
@@ -89,16 +84,14 @@ TEST_F(TokenizerTest, SplitsLikeGpt2) {
   EXPECT_THAT(tokenizer_->Encode("x \u180ey"), Not(Contains(220)));
   EXPECT_THAT(tokenizer_->Encode("x \u2003y"),
               Contains(220));  // U+2003 is White_Space
-  for (const char* text :
-       {"I'm can't we'll", "12345", "a   b", "x \t\n  ", "  \n"}) {
+  for (const char* text : {"I'm can't we'll", "12345", "a   b", "x \t\n  ", "  \n"}) {
     ExpectRoundTrip(text);
   }
 }
 
 TEST_F(TokenizerTest, NonAsciiRoundTrips) {
-  for (const char* text :
-       {"héllo wörld", "日本語", "👋🌍🤖", "Ελληνικά  κείμενο\n",
-        "e\u0301\u00a0\u3000x", "٣٤٥ ①②"}) {
+  for (const char* text : {"héllo wörld", "日本語", "👋🌍🤖", "Ελληνικά  κείμενο\n",
+                           "e\u0301\u00a0\u3000x", "٣٤٥ ①②"}) {
     ExpectRoundTrip(text);
   }
   // "日本語" needs byte-level tokens: each character is split over two.
@@ -108,10 +101,9 @@ TEST_F(TokenizerTest, NonAsciiRoundTrips) {
 TEST_F(TokenizerTest, RandomUnicodeRoundTrips) {
   // Code points from ranges with letters, digits, marks, spaces, symbols.
   const std::vector<std::pair<char32_t, char32_t>> ranges = {
-      {0x20, 0x7E},     {0x09, 0x0D},       {0xA0, 0x24F},
-      {0x300, 0x36F},   {0x391, 0x3C9},     {0x400, 0x4FF},
-      {0x600, 0x6FF},   {0x2000, 0x206F},   {0x3000, 0x30FF},
-      {0x4E00, 0x9FFF}, {0x1F300, 0x1F6FF}, {0x10000, 0x10FFFF}};
+      {0x20, 0x7E},     {0x09, 0x0D},     {0xA0, 0x24F},      {0x300, 0x36F},
+      {0x391, 0x3C9},   {0x400, 0x4FF},   {0x600, 0x6FF},     {0x2000, 0x206F},
+      {0x3000, 0x30FF}, {0x4E00, 0x9FFF}, {0x1F300, 0x1F6FF}, {0x10000, 0x10FFFF}};
   std::mt19937 rng(1234);
   for (int trial = 0; trial < 3000; ++trial) {
     std::string text;
@@ -155,8 +147,7 @@ TEST_F(TokenizerTest, RandomBytesRoundTrip) {
     ASSERT_THAT(ids, Not(Contains(Gpt2Tokenizer::kEndOfText)));
     ASSERT_EQ(Decoded(ids), bytes) << "trial " << trial;
   }
-  ExpectRoundTrip(
-      std::string("\xff\xfe a\x80\xc3(\xed\xa0\x80 \xf0\x9f\x98", 15));
+  ExpectRoundTrip(std::string("\xff\xfe a\x80\xc3(\xed\xa0\x80 \xf0\x9f\x98", 15));
   ExpectRoundTrip(std::string("a\0b", 3));
 }
 
@@ -179,15 +170,13 @@ TEST_F(TokenizerTest, DecodeRejectsUnknownIds) {
 }
 
 TEST_F(TokenizerTest, ConcurrentEncodesAgree) {
-  const std::string text =
-      "The quick brown fox, 12 times: 日本語 👋 <|endoftext|> done.\n";
+  const std::string text = "The quick brown fox, 12 times: 日本語 👋 <|endoftext|> done.\n";
   const std::vector<int> expected = tokenizer_->Encode(text);
   std::vector<std::thread> threads;
   std::vector<bool> agreed(4, true);
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
-      for (int i = 0; i < 200; ++i)
-        agreed[t] = agreed[t] && tokenizer_->Encode(text) == expected;
+      for (int i = 0; i < 200; ++i) agreed[t] = agreed[t] && tokenizer_->Encode(text) == expected;
     });
   }
   for (std::thread& thread : threads) thread.join();
@@ -225,9 +214,7 @@ TEST_F(TokenizerTest, StreamingHoldsBackSplitCharacters) {
 }
 
 TEST_F(TokenizerTest, StreamingReplacesInvalidBytes) {
-  const auto byte_token = [](const char* byte) {
-    return tokenizer_->EncodeOrdinary(byte)[0];
-  };
+  const auto byte_token = [](const char* byte) { return tokenizer_->EncodeOrdinary(byte)[0]; };
   StreamingDecoder decoder(*tokenizer_);
   EXPECT_EQ(*decoder.Push(byte_token("\xff")), "\xEF\xBF\xBD");
   EXPECT_EQ(*decoder.Push(byte_token("\xe6")), "");
@@ -238,13 +225,11 @@ TEST_F(TokenizerTest, StreamingReplacesInvalidBytes) {
   EXPECT_EQ(*decoder.Push(byte_token("\xf0")), "");
   EXPECT_EQ(decoder.Flush(), "\xEF\xBF\xBD");
   EXPECT_EQ(decoder.Flush(), "");
-  EXPECT_EQ(decoder.Push(50257).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(decoder.Push(50257).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TokenizerLoadTest, LoadDefaultFindsVocabulary) {
-  absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> tokenizer =
-      Gpt2Tokenizer::LoadDefault();
+  absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> tokenizer = Gpt2Tokenizer::LoadDefault();
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ((*tokenizer)->vocab_size(), 50257);
 }
@@ -253,8 +238,7 @@ TEST(TokenizerLoadTest, ErrorsNameTheFile) {
   absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> missing =
       Gpt2Tokenizer::Load("/nonexistent/vocab");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(missing.status().message(),
-              HasSubstr("/nonexistent/vocab/encoder.json"));
+  EXPECT_THAT(missing.status().message(), HasSubstr("/nonexistent/vocab/encoder.json"));
 
   const std::string dir = ::testing::TempDir();
   for (const char* name : {"encoder.json", "vocab.bpe"}) {
@@ -263,8 +247,7 @@ TEST(TokenizerLoadTest, ErrorsNameTheFile) {
     std::fputs("{not json", file);
     std::fclose(file);
   }
-  absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> malformed =
-      Gpt2Tokenizer::Load(dir);
+  absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> malformed = Gpt2Tokenizer::Load(dir);
   EXPECT_EQ(malformed.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(malformed.status().message(), HasSubstr(dir + "/encoder.json"));
 }

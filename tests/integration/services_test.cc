@@ -3,9 +3,9 @@
 // ports with a tiny saved checkpoint, driven through gRPC like a user would.
 // Each test starts its own stack (a second or two) and stops it with
 // SIGTERM, expecting a clean exit.
+#include <signal.h>
 #include <stdlib.h>
 #include <cstdio>
-#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -162,9 +162,8 @@ TEST_F(ServicesTest, SixteenConcurrentClientsGetTheirOwnOutputs) {
   std::vector<absl::StatusOr<GenerateOutcome>> outs(kClients, absl::UnknownError("not run"));
   std::vector<std::thread> threads;
   for (int i = 0; i < kClients; ++i) {
-    threads.emplace_back([&, i] {
-      outs[i] = Generate(GreedyRequest(Prompt(3 + 2 * i, 100 + i), 10 + i % 5));
-    });
+    threads.emplace_back(
+        [&, i] { outs[i] = Generate(GreedyRequest(Prompt(3 + 2 * i, 100 + i), 10 + i % 5)); });
   }
   for (auto& t : threads) t.join();
   for (int i = 0; i < kClients; ++i) {
@@ -182,7 +181,8 @@ TEST_F(ServicesTest, CancelMidStreamFreesTheLease) {
   int seen = 0;
   auto out = StreamGenerate(*decode_, GreedyRequest(Prompt(20, 5), 70), absl::Seconds(60),
                             [&](const v1::Token&) {
-                              if (++seen == 2) pinned_while_streaming = store_->Stats()->pages_pinned();
+                              if (++seen == 2)
+                                pinned_while_streaming = store_->Stats()->pages_pinned();
                               return seen < 3;  // cancel after the third token
                             });
   EXPECT_EQ(out.status().code(), absl::StatusCode::kCancelled);
@@ -199,8 +199,9 @@ TEST_F(ServicesTest, CancelMidStreamFreesTheLease) {
   // The slot is free again: a full-size request still runs.
   auto next = Generate(GreedyRequest(Prompt(4, 6), 5));
   ASSERT_TRUE(next.ok()) << next.status();
-  EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_requests_total{code=\"CANCELLED\"} 1"),
-            std::string::npos);
+  EXPECT_NE(
+      Metrics(ServiceStack::kDecode).find("nanoserve_decode_requests_total{code=\"CANCELLED\"} 1"),
+      std::string::npos);
 }
 
 TEST_F(ServicesTest, BadInputGetsItsStatusCodeAndChangesNothing) {
@@ -300,8 +301,7 @@ namespace {
 // computed once; then each prompt generates through decode, reusing them,
 // with the offline engine's greedy tokens.
 TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
-  auto prefill =
-      v1::Prefill::NewStub(MakeChannel(stack_->target(ServiceStack::kPrefill), 8 << 20));
+  auto prefill = v1::Prefill::NewStub(MakeChannel(stack_->target(ServiceStack::kPrefill), 8 << 20));
   const std::vector<int> shared = Prompt(3 * kPageSize, 1);
   std::vector<std::vector<int>> prompts;
   v1::PrefillRequest request;

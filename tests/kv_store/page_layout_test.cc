@@ -103,8 +103,8 @@ TEST(PageLayoutTest, CopiesConvertDtypes) {
   Rows rows = RandomRows(l, 1, 8);
   torch::Tensor pages = RandomPages(l, 2).to(torch::kDouble);
   ASSERT_TRUE(StoreRuns(rows.view(), {{0, 0, {1, 0}}}, pages).ok());
-  EXPECT_TRUE(torch::equal(pages[1][0][0].select(1, 0).to(torch::kFloat),
-                           rows.k[0][0].select(1, 0)));
+  EXPECT_TRUE(
+      torch::equal(pages[1][0][0].select(1, 0).to(torch::kFloat), rows.k[0][0].select(1, 0)));
 }
 
 TEST(PageLayoutTest, BadRunsChangeNothing) {
@@ -114,10 +114,10 @@ TEST(PageLayoutTest, BadRunsChangeNothing) {
   const torch::Tensor before = pages.clone();
   auto code = [](const absl::Status& s) { return s.code(); };
   const auto kInvalid = absl::StatusCode::kInvalidArgument;
-  EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 0, {4}}}, pages)), kInvalid);      // out of range
-  EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 0, {1, 1}}}, pages)), kInvalid);   // twice
-  EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 4, {1, 2}}}, pages)), kInvalid);   // past capacity
-  EXPECT_EQ(code(StoreRuns(rows.view(), {{2, 0, {1}}}, pages)), kInvalid);      // no row 2
+  EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 0, {4}}}, pages)), kInvalid);     // out of range
+  EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 0, {1, 1}}}, pages)), kInvalid);  // twice
+  EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 4, {1, 2}}}, pages)), kInvalid);  // past capacity
+  EXPECT_EQ(code(StoreRuns(rows.view(), {{2, 0, {1}}}, pages)), kInvalid);     // no row 2
   EXPECT_EQ(code(StoreRuns(rows.view(), {{0, 0, {1}}}, pages.flatten())), kInvalid);
   EXPECT_EQ(code(LoadRuns(pages, {{0, 0, {-1}}}, rows.view())), kInvalid);
   Rows other = RandomRows(SmallLayout(), 2, 8);
@@ -136,8 +136,7 @@ TEST(PageLayoutTest, PoolPagesRoundTripThroughStagedRuns) {
   EXPECT_TRUE(torch::equal(*read, staged));
   EXPECT_EQ(WritePages(pool, {4, 4, 3}, staged).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(WritePages(pool, {4, 1}, staged).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ReadPages(pool, {6}, torch::kCPU).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadPages(pool, {6}, torch::kCPU).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PageLayoutTest, WireBytesAreTheStagedRun) {
@@ -151,8 +150,7 @@ TEST(PageLayoutTest, WireBytesAreTheStagedRun) {
   auto received = PagesFromBytes(l, bytes);
   ASSERT_TRUE(received.ok());
   EXPECT_TRUE(torch::equal(*received, *staged));
-  EXPECT_EQ(PagesFromBytes(l, bytes.substr(1)).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PagesFromBytes(l, bytes.substr(1)).status().code(), absl::StatusCode::kInvalidArgument);
 
   // A CPU pool streams the same bytes in place, in any chunking.
   torch::Tensor pool = RandomPages(l, 5);

@@ -35,16 +35,13 @@ TEST(PagePoolTest, BytesPerPageFollowsDtype) {
 TEST(PagePoolTest, RejectsBadOptions) {
   PagePoolOptions options = SmallOptions();
   options.byte_budget = 959;  // less than one page
-  EXPECT_EQ(PagePool::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PagePool::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
   options = SmallOptions();
   options.layout.head_dim = 0;
-  EXPECT_EQ(PagePool::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PagePool::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
   options = SmallOptions();
   options.layout.page_size = -1;
-  EXPECT_EQ(PagePool::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PagePool::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PagePoolTest, AllocateIsAllOrNothing) {
@@ -55,8 +52,7 @@ TEST(PagePoolTest, AllocateIsAllOrNothing) {
   auto too_many = pool->Allocate(3);
   EXPECT_EQ(too_many.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(pool->num_free(), 2);
-  EXPECT_EQ(pool->Allocate(-1).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pool->Allocate(-1).status().code(), absl::StatusCode::kInvalidArgument);
   auto rest = pool->Allocate(2);
   ASSERT_TRUE(rest.ok());
   EXPECT_EQ(*rest, (std::vector<int32_t>{5, 6}));

@@ -29,8 +29,7 @@ struct Counts {
 };
 
 // True if pages[i] holds the tag of t's first (i + 1) pages for every i.
-bool PagesHoldPrefix(const PrefixCache& cache, const Tokens& t,
-                     const std::vector<int32_t>& pages) {
+bool PagesHoldPrefix(const PrefixCache& cache, const Tokens& t, const std::vector<int32_t>& pages) {
   return testing::PagesHoldPrefix(cache.storage(), t, pages, kPageSize);
 }
 
@@ -57,8 +56,8 @@ void Worker(PrefixCache& cache, uint32_t seed, int ops, Counts& counts) {
       PrefixCache::MatchResult m = cache.Match(t);
       counts.hit_tokens += m.matched_tokens;
       if (!PagesHoldPrefix(cache, t, m.pages)) ++counts.corrupt;
-      const int64_t need = static_cast<int64_t>(t.size()) / kPageSize -
-                           static_cast<int64_t>(m.pages.size());
+      const int64_t need =
+          static_cast<int64_t>(t.size()) / kPageSize - static_cast<int64_t>(m.pages.size());
       auto fresh = cache.AllocatePages(need);
       if (!fresh.ok()) {
         if (fresh.status().code() == absl::StatusCode::kResourceExhausted) {
@@ -92,8 +91,7 @@ void Worker(PrefixCache& cache, uint32_t seed, int ops, Counts& counts) {
       for (int i = 0; i < 20; ++i) {
         PrefixCache::MatchResult m = cache.Match(t);
         if (m.matched_tokens % kPageSize != 0 ||
-            m.pages.size() * kPageSize !=
-                static_cast<size_t>(m.matched_tokens)) {
+            m.pages.size() * kPageSize != static_cast<size_t>(m.matched_tokens)) {
           ++counts.corrupt;
         }
         release(m.lease_id);
@@ -130,8 +128,7 @@ TEST(PrefixCacheConcurrencyTest, ThreadsLeaveTheCacheConsistent) {
   });
   std::vector<std::thread> workers;
   for (int i = 0; i < kThreads; ++i) {
-    workers.emplace_back(Worker, std::ref(*cache), 1000 + i, kOps,
-                         std::ref(counts));
+    workers.emplace_back(Worker, std::ref(*cache), 1000 + i, kOps, std::ref(counts));
   }
   for (std::thread& w : workers) w.join();
   done = true;

@@ -24,9 +24,7 @@ using ::nanoserve::testing::TagPage;
 using Tokens = std::vector<int32_t>;
 using Pages = std::vector<int32_t>;
 
-Tokens Prefix(const Tokens& t, int64_t n) {
-  return Tokens(t.begin(), t.begin() + n);
-}
+Tokens Prefix(const Tokens& t, int64_t n) { return Tokens(t.begin(), t.begin() + n); }
 
 // The cache as a plain map from every cached page-aligned prefix to the page
 // holding its last page of tokens, with LRU stamps and pin counts per entry.
@@ -38,8 +36,7 @@ class Model {
     int pins;
   };
 
-  Model(int64_t page_size, int64_t num_pages)
-      : ps_(page_size), num_pages_(num_pages) {}
+  Model(int64_t page_size, int64_t num_pages) : ps_(page_size), num_pages_(num_pages) {}
 
   // Pages of the longest cached prefix of t; returns its length in pages.
   int64_t Peek(const Tokens& t, Pages* pages) const {
@@ -56,8 +53,7 @@ class Model {
   // Stamps the first n pages of t as one access.
   void Touch(const Tokens& t, int64_t n) {
     ++clock_;
-    for (int64_t i = 1; i <= n; ++i)
-      entries.at(Prefix(t, i * ps_)).stamp = clock_;
+    for (int64_t i = 1; i <= n; ++i) entries.at(Prefix(t, i * ps_)).stamp = clock_;
   }
 
   void Pin(const Tokens& t, int delta) {
@@ -79,12 +75,8 @@ class Model {
     for (const auto& [key, e] : entries) n += e.pins == 0;
     return n;
   }
-  int64_t Pinned() const {
-    return static_cast<int64_t>(entries.size()) - Evictable();
-  }
-  int64_t Free() const {
-    return num_pages_ - static_cast<int64_t>(entries.size() + held.size());
-  }
+  int64_t Pinned() const { return static_cast<int64_t>(entries.size()) - Evictable(); }
+  int64_t Free() const { return num_pages_ - static_cast<int64_t>(entries.size() + held.size()); }
 
   // Evicts up to n pages: each time the unpinned leaf entry with the oldest
   // stamp (stamps of leaf entries are distinct, as the tree's are).
@@ -215,8 +207,7 @@ class PrefixCacheModelTest : public ::testing::TestWithParam<int> {
     std::vector<bool> duplicate(n, false);
     int64_t need = n - k;
     for (int64_t i = 0; i < k; ++i) {
-      duplicate[i] =
-          Rand(3) == 0 && need < static_cast<int64_t>(model_->held.size());
+      duplicate[i] = Rand(3) == 0 && need < static_cast<int64_t>(model_->held.size());
       need += duplicate[i];
     }
     if (need > static_cast<int64_t>(model_->held.size())) return;
@@ -234,8 +225,7 @@ class PrefixCacheModelTest : public ::testing::TestWithParam<int> {
     if (n > k && !model_->entries.empty() && Rand(10) == 0) {
       Pages bad = pages;
       bad[k] = model_->entries.begin()->second.page;
-      ASSERT_EQ(cache_->Insert(t, bad).status().code(),
-                absl::StatusCode::kInvalidArgument);
+      ASSERT_EQ(cache_->Insert(t, bad).status().code(), absl::StatusCode::kInvalidArgument);
     }
     auto inserted = cache_->Insert(t, pages);
     ASSERT_TRUE(inserted.ok()) << inserted.status();
@@ -243,8 +233,7 @@ class PrefixCacheModelTest : public ::testing::TestWithParam<int> {
     Pages expected = tree_pages;
     expected.insert(expected.end(), pages.begin() + k, pages.end());
     ASSERT_EQ(inserted->pages, expected);
-    for (int64_t i = k; i < n; ++i)
-      model_->Add(Prefix(t, (i + 1) * ps_), pages[i]);
+    for (int64_t i = k; i < n; ++i) model_->Add(Prefix(t, (i + 1) * ps_), pages[i]);
     model_->Touch(t, n);
     if (n == 0) {
       ASSERT_EQ(inserted->lease_id, PrefixCache::kNoLease);
@@ -256,8 +245,7 @@ class PrefixCacheModelTest : public ::testing::TestWithParam<int> {
 
   void DoRelease() {
     if (model_->leases.empty() || Rand(10) == 0) {
-      ASSERT_EQ(cache_->Release(uint64_t{1} << 40).code(),
-                absl::StatusCode::kNotFound);
+      ASSERT_EQ(cache_->Release(uint64_t{1} << 40).code(), absl::StatusCode::kNotFound);
       return;
     }
     auto it = model_->leases.begin();
@@ -361,8 +349,7 @@ TEST_P(PrefixCacheModelTest, AgreesWithBruteForceOverRandomOperations) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(PageSizes, PrefixCacheModelTest,
-                         ::testing::Values(1, 2, 4));
+INSTANTIATE_TEST_SUITE_P(PageSizes, PrefixCacheModelTest, ::testing::Values(1, 2, 4));
 
 }  // namespace
 }  // namespace nanoserve

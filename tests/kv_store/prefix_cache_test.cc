@@ -81,8 +81,7 @@ TEST(PrefixCacheTest, MatchesArePageAligned) {
   EXPECT_EQ(stats.hit_tokens, 0 + 4 + 0 + 4);
   // Inserts must be whole pages.
   auto pages = *cache->AllocatePages(1);
-  EXPECT_EQ(cache->Insert({1, 2, 3}, pages).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->Insert({1, 2, 3}, pages).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PrefixCacheTest, InsertKeepsTheTreesPagesAndFreesDuplicates) {
@@ -134,8 +133,7 @@ TEST(PrefixCacheTest, BadInsertsAndFreesChangeNothing) {
   const Tokens six = {1, 1, 3, 3, 4, 4};
   Pages free_page;
   for (int32_t p = 0; p < cache->num_pages(); ++p) {
-    if (p != m.pages[0] && p != m.pages[1] && p != held[0] && p != held[1] &&
-        p != held[2]) {
+    if (p != m.pages[0] && p != m.pages[1] && p != held[0] && p != held[1] && p != held[2]) {
       free_page.push_back(p);
     }
   }
@@ -146,8 +144,7 @@ TEST(PrefixCacheTest, BadInsertsAndFreesChangeNothing) {
            {held[0], m.pages[1], held[1]},    // a cached page, other place
            {held[0], held[1], 99},            // out of range
        }) {
-    EXPECT_EQ(cache->Insert(six, bad).status().code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(cache->Insert(six, bad).status().code(), absl::StatusCode::kInvalidArgument);
   }
   EXPECT_EQ(cache->Insert({1, 1, 3}, {held[0], held[1]}).status().code(),
             absl::StatusCode::kInvalidArgument);  // not whole pages
@@ -156,8 +153,7 @@ TEST(PrefixCacheTest, BadInsertsAndFreesChangeNothing) {
   EXPECT_EQ(cache->FreePages({held[0], free_page[0]}).code(),
             absl::StatusCode::kInvalidArgument);  // free
   EXPECT_EQ(cache->Release(12345).code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(cache->AllocatePages(-1).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache->AllocatePages(-1).status().code(), absl::StatusCode::kInvalidArgument);
 
   const PrefixCacheStats after = cache->Stats();
   EXPECT_EQ(after.pages_free, before.pages_free);
@@ -195,8 +191,7 @@ TEST(PrefixCacheTest, LeasedPagesSurviveEvictionPressureIntact) {
   const PrefixCacheStats before = cache->Stats();
   auto one = cache->AllocatePages(1);
   EXPECT_EQ(one.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(one.status().message().find("4 pinned"), std::string::npos)
-      << one.status();
+  EXPECT_NE(one.status().message().find("4 pinned"), std::string::npos) << one.status();
   EXPECT_EQ(cache->Evict(10), 0);
   EXPECT_EQ(cache->EvictAll(), 0);
   const PrefixCacheStats after = cache->Stats();
@@ -236,8 +231,7 @@ TEST(PrefixCacheTest, LeasedPagesAreThePinnedPathsPages) {
   EXPECT_EQ(*leased, m.pages);
   ASSERT_TRUE(cache->Release(m.lease_id).ok());
   EXPECT_EQ(cache->LeasedPages(m.lease_id).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(cache->LeasedPages(PrefixCache::kNoLease).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(cache->LeasedPages(PrefixCache::kNoLease).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(PrefixCacheTest, EvictsLeastRecentlyUsedFirst) {
@@ -291,12 +285,10 @@ TEST(PrefixCacheTest, CreateRejectsBadOptions) {
   PrefixCacheOptions options;
   options.pool.layout.n_layer = options.pool.layout.n_head = options.pool.layout.head_dim = 1;
   options.pool.byte_budget = 1;  // less than a page
-  EXPECT_EQ(PrefixCache::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PrefixCache::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
   options.pool.byte_budget = 1 << 20;
   options.lease_ttl = absl::ZeroDuration();
-  EXPECT_EQ(PrefixCache::Create(options).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PrefixCache::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -23,8 +23,7 @@ std::vector<std::string> Names(const std::string& prefix, int n) {
 std::vector<Tokens> ChildRuns(const Tree& tree, const Tree::Node* node) {
   std::vector<Tokens> runs;
   tree.ForEachNode([&](const Tree::Node& n) {
-    if (n.parent() == node)
-      runs.emplace_back(n.tokens().begin(), n.tokens().end());
+    if (n.parent() == node) runs.emplace_back(n.tokens().begin(), n.tokens().end());
   });
   std::sort(runs.begin(), runs.end());
   return runs;
@@ -92,8 +91,7 @@ TEST(RadixTreeTest, GranulesKeepDivergingPagesApart) {
   // so they are two children of the root although both start with 1.
   Tree tree(4);
   tree.Insert({1, 2, 3, 4, 9, 9, 9, 9}, Names("a", 2), nullptr);
-  EXPECT_EQ(tree.Insert({1, 2, 3, 5}, Names("b", 1), nullptr).existing_length,
-            0);
+  EXPECT_EQ(tree.Insert({1, 2, 3, 5}, Names("b", 1), nullptr).existing_length, 0);
   EXPECT_EQ(ChildRuns(tree, tree.root()),
             (std::vector<Tokens>{{1, 2, 3, 4, 9, 9, 9, 9}, {1, 2, 3, 5}}));
   // Matches count whole granules only.
@@ -101,9 +99,7 @@ TEST(RadixTreeTest, GranulesKeepDivergingPagesApart) {
   EXPECT_EQ(tree.Peek({1, 2, 3, 4, 9, 9, 9, 8}, nullptr), 4);
   EXPECT_EQ(tree.Peek({1, 2, 3}, nullptr), 0);
   // Diverging in the second granule splits at the granule boundary.
-  EXPECT_EQ(tree.Insert({1, 2, 3, 4, 9, 9, 0, 0}, Names("c", 2), nullptr)
-                .existing_length,
-            4);
+  EXPECT_EQ(tree.Insert({1, 2, 3, 4, 9, 9, 0, 0}, Names("c", 2), nullptr).existing_length, 4);
   EXPECT_NE(FindNode(tree, {1, 2, 3, 4}), nullptr);
   EXPECT_EQ(tree.num_nodes(), 4);
   EXPECT_TRUE(tree.CheckInvariants().ok()) << tree.CheckInvariants();
@@ -134,8 +130,7 @@ TEST(RadixTreeTest, PinnedPathsSurviveEviction) {
   tree.Pin(b.node);  // pins [1 2] and [4 5]
   EXPECT_EQ(tree.num_pinned_values(), 4);
   std::vector<std::string> evicted;
-  EXPECT_EQ(
-      tree.Evict(100, [&](const std::string& v) { evicted.push_back(v); }), 1);
+  EXPECT_EQ(tree.Evict(100, [&](const std::string& v) { evicted.push_back(v); }), 1);
   EXPECT_EQ(evicted, (std::vector<std::string>{"a2"}));
   EXPECT_EQ(tree.Peek({1, 2, 4, 5}, nullptr), 4);
   // A split under a pin keeps the pin on both halves.

@@ -74,7 +74,8 @@ TEST_F(DecodeHandlerTest, StreamsTokensThenFinished) {
   GenerateOptions options;
   options.max_new_tokens = 9;
   options.stop_at_end_of_text = false;
-  const std::vector<int> expected = generator.Generate({prompt}, options).value().sequences[0].output_ids;
+  const std::vector<int> expected =
+      generator.Generate({prompt}, options).value().sequences[0].output_ids;
   testing::ExpectSameGreedy(*model_, prompt, expected, sink->ids());
   std::string text;
   for (size_t i = 0; i < sink->tokens_.size(); ++i) {
@@ -112,9 +113,8 @@ TEST_F(DecodeHandlerTest, CancelEndsTheCallAndFreesTheSlot) {
 }
 
 TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
-  for (const v1::GenerateRequest& r :
-       {GreedyRequest({}, 4), GreedyRequest({1, 9999}, 4), GreedyRequest({1, 2}, 0),
-        GreedyRequest({1, 2}, 200)}) {
+  for (const v1::GenerateRequest& r : {GreedyRequest({}, 4), GreedyRequest({1, 9999}, 4),
+                                       GreedyRequest({1, 2}, 0), GreedyRequest({1, 2}, 200)}) {
     auto sink = std::make_shared<RecordingSink>();
     handler_.Start(r, absl::InfiniteFuture(), sink);
     ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));

@@ -54,11 +54,10 @@ class DecodeStageTest : public ::testing::Test {
     o.pool.byte_budget = 64 * o.pool.layout.bytes_per_page();
     cache_ = PrefixCache::Create(o).value();
     store_ = std::make_unique<LocalPrefixStore>(cache_.get());
-    prefill_ = std::make_unique<PrefillStage>(model_.get(), store_.get(), PrefillStageOptions(),
-                                              nullptr);
+    prefill_ =
+        std::make_unique<PrefillStage>(model_.get(), store_.get(), PrefillStageOptions(), nullptr);
     stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), &scheduler_, prefill_.get(),
-                                           store_.get(), &workers_, DecodeStageOptions(),
-                                           nullptr);
+                                           store_.get(), &workers_, DecodeStageOptions(), nullptr);
   }
 
   std::shared_ptr<RecordingEvents> Run(const std::vector<int>& prompt, int64_t max_new) {
@@ -109,7 +108,7 @@ TEST_F(DecodeStageTest, PrefillAndPagesFromTheStoreGiveTheOfflineTokens) {
   EXPECT_TRUE(s.fallback_reason.empty()) << s.fallback_reason;
   EXPECT_EQ(s.prompt_tokens, 21);
   EXPECT_EQ(s.cached_prompt_tokens, 0);
-  EXPECT_EQ(s.fetched_prompt_tokens, 16);   // two whole pages, read from the store
+  EXPECT_EQ(s.fetched_prompt_tokens, 16);    // two whole pages, read from the store
   EXPECT_EQ(s.recomputed_prompt_tokens, 5);  // the partial page
   EXPECT_GT(s.kv_bytes_fetched, 0);
   ExpectNothingPinned();

@@ -20,9 +20,8 @@ namespace nanoserve::testing {
 
 // A CPU float cache of `num_pages` pages with the smallest geometry
 // (1 layer, 1 head, head_dim 1): a page holds 2 * page_size floats.
-inline std::unique_ptr<PrefixCache> MakeCache(
-    int64_t page_size, int64_t num_pages,
-    absl::Duration lease_ttl = absl::InfiniteDuration()) {
+inline std::unique_ptr<PrefixCache> MakeCache(int64_t page_size, int64_t num_pages,
+                                              absl::Duration lease_ttl = absl::InfiniteDuration()) {
   PrefixCacheOptions options;
   options.pool.layout.page_size = page_size;
   options.pool.layout.n_layer = 1;
@@ -54,23 +53,19 @@ inline bool PageHolds(const torch::Tensor& storage, int32_t page, float value) {
 
 // Writes into page `page` the tag of `prefix`: the tokens of the page's
 // sequence up to the end of this page.
-inline void TagPage(const torch::Tensor& storage, int32_t page,
-                    absl::Span<const int32_t> prefix) {
+inline void TagPage(const torch::Tensor& storage, int32_t page, absl::Span<const int32_t> prefix) {
   FillPage(storage, page, PrefixTag(prefix));
 }
 
 // True if page `page` holds the tag of `prefix` (see TagPage).
-inline bool HasTag(const torch::Tensor& storage, int32_t page,
-                   absl::Span<const int32_t> prefix) {
+inline bool HasTag(const torch::Tensor& storage, int32_t page, absl::Span<const int32_t> prefix) {
   return PageHolds(storage, page, PrefixTag(prefix));
 }
 
 // True if pages[i] holds the tag of the first (i + 1) pages of `tokens` for
 // every i: the pages hold `tokens`' K/V as TagPage wrote it.
-inline bool PagesHoldPrefix(const torch::Tensor& storage,
-                            absl::Span<const int32_t> tokens,
-                            absl::Span<const int32_t> pages,
-                            int64_t page_size) {
+inline bool PagesHoldPrefix(const torch::Tensor& storage, absl::Span<const int32_t> tokens,
+                            absl::Span<const int32_t> pages, int64_t page_size) {
   for (size_t i = 0; i < pages.size(); ++i) {
     const auto prefix = tokens.subspan(0, (i + 1) * page_size);
     if (!HasTag(storage, pages[i], prefix)) return false;
