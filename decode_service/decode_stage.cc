@@ -91,6 +91,12 @@ DecodeStage::~DecodeStage() {
 std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, absl::Time deadline,
                                                       std::shared_ptr<GenerateEvents> events) {
   auto call = std::make_shared<Call>(std::move(params), deadline, std::move(events), *tokenizer_);
+  const int64_t limit = scheduler_->max_batch() + scheduler_->max_queue();
+  if (calls_in_flight_.fetch_add(1) >= limit) {
+    EndEarly(call, absl::ResourceExhaustedError(absl::StrCat(
+                       "decode is full: ", limit, " calls in flight (max_batch + max_queue)")));
+    return call;
+  }
   workers_->Schedule([this, call] { Prepare(call); });
   return call;
 }
@@ -109,6 +115,7 @@ void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status
   }
   ReleaseLease(call->lease_id);
   call->lease_id = PrefixStore::kNoLease;
+  calls_in_flight_.fetch_sub(1);
   calls_.Count(status);
   call->events->OnFinish(status, GenerateSummary());
 }
@@ -123,6 +130,13 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   // 1. Validate and tokenize.
   const GenerateParams& params = call->params;
   BatchRequest batch;
+  // A text too long for any slot is refused before it is tokenized.
+  const int64_t max_bytes = scheduler_->capacity() * tokenizer_->max_token_bytes();
+  if (params.prompt_ids.empty() && static_cast<int64_t>(params.prompt.size()) > max_bytes) {
+    return EndEarly(call, absl::InvalidArgumentError(absl::StrCat(
+                              "prompt of ", params.prompt.size(), " bytes is more than the ",
+                              scheduler_->capacity(), "-token context can hold")));
+  }
   batch.prompt = params.prompt_ids.empty() ? tokenizer_->Encode(params.prompt) : params.prompt_ids;
   batch.max_new_tokens = params.max_new_tokens;
   batch.sampling = params.sampling;
@@ -236,6 +250,7 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
     std::lock_guard<std::mutex> lock(call->mu);
     call->finished = true;
   }
+  calls_in_flight_.fetch_sub(1);
   if (call->lease_id != PrefixStore::kNoLease) {
     {
       std::lock_guard<std::mutex> lock(leases_mu_);

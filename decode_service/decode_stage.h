@@ -19,6 +19,7 @@
 #ifndef NANOSERVE_DECODE_SERVICE_DECODE_STAGE_H_
 #define NANOSERVE_DECODE_SERVICE_DECODE_STAGE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -99,7 +100,10 @@ class DecodeStage {
   // Stops renewing leases. REQUIRES: every call has finished.
   ~DecodeStage();
 
-  // Starts a call; `events` gets its results. The handle cancels it.
+  // Starts a call; `events` gets its results. The handle cancels it. A call
+  // beyond the scheduler's slots and queue (max_batch + max_queue calls in
+  // flight, counting those still in prefill) ends at once with
+  // RESOURCE_EXHAUSTED, before any work.
   std::shared_ptr<Call> Start(GenerateParams params, absl::Time deadline,
                               std::shared_ptr<GenerateEvents> events);
   // Ends the call (CANCELLED) wherever it is; idempotent.
@@ -127,6 +131,7 @@ class DecodeStage {
   WorkerPool* workers_;
   const DecodeStageOptions options_;
 
+  std::atomic<int64_t> calls_in_flight_{0};
   std::mutex leases_mu_;
   absl::flat_hash_set<uint64_t> leases_;  // held by running calls
   absl::Notification stop_;

@@ -2,23 +2,21 @@
 #include <memory>
 #include <string>
 
-#include "absl/flags/flag.h"
 #include "decode_service/decode_handler.h"
 #include "decode_service/decode_service.h"
 #include "engine/device.h"
 #include "prefill_service/prefill_client.h"
+#include "rpc/flag_range.h"
 #include "rpc/service_main.h"
 #include "rpc/store_client_flags.h"
 
-ABSL_FLAG(std::string, prefill, "127.0.0.1:50052",
-          "prefill service address; empty = compute prompts here");
-ABSL_FLAG(int64_t, max_batch, 16, "sequences decoded together (KV cache slots)");
-ABSL_FLAG(int64_t, max_context, 0, "tokens per slot, prompt + output (0 = the model's context)");
-ABSL_FLAG(int64_t, max_queue, 256, "requests waiting for a slot before RESOURCE_EXHAUSTED");
-ABSL_FLAG(int64_t, prefill_chunk, 0,
-          "prompt tokens per pass when decode computes a prompt (0 = all)");
-ABSL_FLAG(int64_t, prefill_timeout_ms, 60000, "deadline of the Prefill call");
-ABSL_FLAG(int32_t, workers, 8, "threads for the blocking prefill/fetch steps of calls");
+ABSL_FLAG(std::string, prefill, "127.0.0.1:50052", "prefill address; empty = compute here");
+NANOSERVE_FLAG_IN_RANGE(max_batch, 16, 1, 4096, "sequences decoded together (KV cache slots)");
+NANOSERVE_FLAG_IN_RANGE(max_context, 0, 0, 1048576, "tokens per slot (0 = the model's context)");
+NANOSERVE_FLAG_IN_RANGE(max_queue, 256, 0, 1048576, "calls waiting for a slot, at most");
+NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass here (0 = all)");
+NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the Prefill call");
+NANOSERVE_FLAG_IN_RANGE(workers, 8, 1, 1024, "threads for the calls' blocking steps");
 
 namespace nanoserve {
 namespace {
@@ -38,7 +36,7 @@ int Run() {
   scheduler_options.max_queue = absl::GetFlag(FLAGS_max_queue);
   scheduler_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   BatchScheduler scheduler(loaded->model.get(), scheduler_options);
-  auto workers = std::make_unique<WorkerPool>(absl::GetFlag(FLAGS_workers));
+  auto workers = std::make_unique<WorkerPool>(static_cast<int>(absl::GetFlag(FLAGS_workers)));
   MetricsRegistry metrics;
   DecodeStage stage(tokenizer->get(), &scheduler, prefill != nullptr ? &prefill_client : nullptr,
                     store.store.get(), workers.get(), DecodeStageOptions(), &metrics);

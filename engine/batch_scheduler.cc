@@ -68,7 +68,9 @@ absl::StatusOr<uint64_t> BatchScheduler::Submit(BatchRequest request) {
   entry->submitted = absl::Now();
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the decode scheduler is shutting down");
-  if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue) {
+  // Free slots take requests at the next step; beyond them, max_queue wait.
+  const int64_t free_slots = std::max<int64_t>(options_.max_batch - active_.load(), 0);
+  if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue + free_slots) {
     return absl::ResourceExhaustedError(
         absl::StrCat("decode queue full (", options_.max_queue, " requests waiting)"));
   }

@@ -51,7 +51,8 @@ struct BatchSchedulerOptions {
   int64_t max_batch = 16;
   // Token capacity of each slot; 0 = the model's context (n_positions).
   int64_t capacity = 0;
-  // Requests waiting for a slot beyond this are refused (RESOURCE_EXHAUSTED).
+  // Requests waiting beyond the free slots: more are refused
+  // (RESOURCE_EXHAUSTED). 0: only as many as there are free slots.
   int64_t max_queue = 1024;
   // Prompt tokens per forward pass when a request's prompt is computed
   // here; 0 = all at once.
@@ -112,6 +113,7 @@ class BatchScheduler {
   void Shutdown();
 
   int64_t max_batch() const { return options_.max_batch; }
+  int64_t max_queue() const { return options_.max_queue; }
   int64_t capacity() const { return capacity_; }
   int64_t active() const { return active_.load(); }
   int64_t queued() const { return queued_.load(); }

@@ -15,6 +15,12 @@ namespace {
 // Sizes above this are certainly not GPT-2 and would overflow parameter
 // counts; rejecting them keeps every later size computation in int64.
 constexpr int64_t kMaxDimension = int64_t{1} << 24;
+// Layers and heads beyond these, or more parameters than this (GPT-2 XL has
+// 1.6e9), are refused before anything is allocated.
+constexpr int64_t kMaxLayersOrHeads = 1024;
+constexpr int64_t kMaxParameters = int64_t{1} << 35;
+// layer_norm_epsilon must be in (0, kMaxLayerNormEpsilon] (GPT-2: 1e-5).
+constexpr double kMaxLayerNormEpsilon = 0.1;
 
 // Reads the integer field `key` of `json` into `*value` if present.
 absl::Status ReadPositiveInt(const nlohmann::json& json, const char* key, int64_t* value) {
@@ -84,15 +90,27 @@ absl::StatusOr<Gpt2Config> Gpt2ConfigFromJson(absl::string_view json_text) {
     if (absl::Status s = ReadPositiveInt(json, key, field); !s.ok()) return s;
   }
   if (auto it = json.find("layer_norm_epsilon"); it != json.end() && !it->is_null()) {
-    if (!it->is_number() || it->get<double>() <= 0.0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config field \"layer_norm_epsilon\" must be a positive number, got ", it->dump()));
+    if (!it->is_number() || !(it->get<double>() > 0.0) ||
+        !(it->get<double>() <= kMaxLayerNormEpsilon)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("config field \"layer_norm_epsilon\" must be in (0, ", kMaxLayerNormEpsilon,
+                       "], got ", it->dump()));
     }
     config.layer_norm_epsilon = it->get<double>();
   }
   if (config.n_embd % config.n_head != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "n_embd (", config.n_embd, ") is not divisible by n_head (", config.n_head, ")"));
+  }
+  if (config.n_layer > kMaxLayersOrHeads || config.n_head > kMaxLayersOrHeads) {
+    return absl::InvalidArgumentError(absl::StrCat("n_layer (", config.n_layer, ") and n_head (",
+                                                   config.n_head, ") must be at most ",
+                                                   kMaxLayersOrHeads));
+  }
+  if (config.num_parameters() > kMaxParameters) {
+    return absl::InvalidArgumentError(absl::StrCat("the config describes ", config.num_parameters(),
+                                                   " parameters, more than the limit of ",
+                                                   kMaxParameters));
   }
   return config;
 }

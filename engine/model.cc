@@ -34,6 +34,13 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
       return absl::InvalidArgumentError(
           absl::StrCat("checkpoint tensor ", name, " has the wrong shape"));
     }
+    absl::StatusOr<bool> finite = TorchResult(
+        "checking weights", [&] { return torch::isfinite(it->second).all().item<bool>(); });
+    if (!finite.ok()) return finite.status();
+    if (!*finite) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("checkpoint tensor ", name, " holds NaN or infinite values"));
+    }
   }
   std::unique_ptr<Gpt2Model> model(new Gpt2Model(config, options));
   // Each block's tensors and their names in the checkpoint.

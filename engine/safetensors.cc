@@ -5,11 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -214,6 +216,7 @@ absl::StatusOr<SafetensorsFile> ReadMapped(const std::string& path, const Mapped
   const uint64_t data_size = file.size() - 8 - header_size;
 
   SafetensorsFile result;
+  std::vector<std::tuple<uint64_t, uint64_t, std::string>> spans;  // [begin, end), name
   for (const auto& [name, entry] : header.items()) {
     if (name == kMetadataKey) {
       if (entry.is_null()) continue;
@@ -233,6 +236,18 @@ absl::StatusOr<SafetensorsFile> ReadMapped(const std::string& path, const Mapped
         ReadEntry(absl::StrCat(path, ": tensor \"", name, "\""), entry, data, data_size);
     if (!tensor.ok()) return tensor.status();
     result.tensors.emplace(name, *std::move(tensor));
+    const nlohmann::json& offsets = entry["data_offsets"];  // checked by ReadEntry
+    spans.push_back({offsets[0].get<uint64_t>(), offsets[1].get<uint64_t>(), name});
+  }
+  // Each byte of the data belongs to one tensor at most.
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i) {
+    const auto& [begin, end, name] = spans[i];
+    const auto& [previous_begin, previous_end, previous_name] = spans[i - 1];
+    if (begin < previous_end && begin < end) {
+      return absl::DataLossError(absl::StrCat(path, ": tensors \"", previous_name, "\" and \"",
+                                              name, "\" overlap in the file"));
+    }
   }
   return result;
 }

@@ -4,6 +4,7 @@
 #include <pcre2.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <cstdlib>
@@ -213,6 +214,8 @@ absl::StatusOr<std::unique_ptr<Gpt2Tokenizer>> Gpt2Tokenizer::Load(const std::st
     seen[id] = true;
     id_to_bytes[id] = bytes;
     bytes_to_id.emplace(bytes, id);
+    tokenizer->max_token_bytes_ =
+        std::max<int64_t>(tokenizer->max_token_bytes_, static_cast<int64_t>(bytes.size()));
   }
   if (id_to_bytes.size() <= kEndOfText || id_to_bytes[kEndOfText] != kEndOfTextText) {
     return Malformed(encoder_path, absl::StrCat("id ", kEndOfText, " is not ", kEndOfTextText));
@@ -346,6 +349,8 @@ absl::StatusOr<std::string> Gpt2Tokenizer::Decode(absl::Span<const int> ids) con
 bool Gpt2Tokenizer::IsValidId(int id) const { return id >= 0 && id < vocab_size(); }
 
 int Gpt2Tokenizer::vocab_size() const { return static_cast<int>(id_to_bytes_.size()); }
+
+int64_t Gpt2Tokenizer::max_token_bytes() const { return max_token_bytes_; }
 
 StreamingDecoder::StreamingDecoder(const Gpt2Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
 

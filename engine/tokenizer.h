@@ -57,6 +57,9 @@ class Gpt2Tokenizer {
   // True iff 0 <= id < vocab_size().
   bool IsValidId(int id) const;
   int vocab_size() const;  // 50257 for GPT-2
+  // The most bytes one token stands for (128 for GPT-2): a text of more
+  // than n * max_token_bytes() bytes encodes to more than n tokens.
+  int64_t max_token_bytes() const;
 
  private:
   class Pretokenizer;  // GPT-2's regex, compiled with PCRE2
@@ -72,6 +75,7 @@ class Gpt2Tokenizer {
   void AppendOrdinary(absl::string_view text, std::vector<int>* ids) const;
 
   std::vector<std::string> id_to_bytes_;  // token id -> its bytes
+  int64_t max_token_bytes_ = 1;           // the longest of them
   int byte_to_id_[256];                   // byte -> its single-byte token
   // (left id << 32 | right id) -> the merge of that adjacent pair.
   std::unordered_map<uint64_t, Merge> merges_;

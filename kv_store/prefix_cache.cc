@@ -149,7 +149,9 @@ absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const i
 uint64_t PrefixCache::NewLeaseLocked(Tree::Node* node) {
   if (node == tree_.root()) return kNoLease;
   tree_.Pin(node);
-  const uint64_t id = next_lease_id_++;
+  // Random, so that a holder cannot guess (and release) another's lease.
+  uint64_t id = kNoLease;
+  while (id == kNoLease || leases_.contains(id)) id = absl::Uniform<uint64_t>(bitgen_);
   leases_.emplace(id, Lease{node, absl::Now()});
   return id;
 }

@@ -31,11 +31,12 @@
 //     Insert makes its whole path most recent), from the leaf's tail, so the
 //     cached set stays prefix closed.
 //
-// Leases. Lease ids are never reused; kNoLease (0) means "no lease" and comes
-// back when nothing is pinned (a zero-length match or insert). A holder that
-// may die (a remote client) should be given a lease_ttl: leases not renewed
-// within it are released by ReapExpiredLeases(), which the owner calls
-// periodically.
+// Leases. Lease ids are random 64-bit numbers, so that one holder cannot
+// guess another's (nor, in practice, is an id handed out twice); kNoLease
+// (0) means "no lease" and comes back when nothing is pinned (a zero-length
+// match or insert). A holder that may die (a remote client) should be given
+// a lease_ttl: leases not renewed within it are released by
+// ReapExpiredLeases(), which the owner calls periodically.
 //
 // Thread safety: thread-safe; every method takes one internal mutex, so calls
 // are linearizable. storage() may be read and written without the lock,
@@ -51,6 +52,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -209,7 +211,7 @@ class PrefixCache {
   Tree tree_ ABSL_GUARDED_BY(mu_);
   std::vector<uint8_t> cached_ ABSL_GUARDED_BY(mu_);  // per page: in tree
   absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);        // lease ids
   PrefixCacheStats counters_ ABSL_GUARDED_BY(mu_);  // the cumulative fields
 };
 

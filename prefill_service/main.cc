@@ -5,11 +5,12 @@
 #include "engine/device.h"
 #include "prefill_service/prefill_handler.h"
 #include "prefill_service/prefill_service.h"
+#include "rpc/flag_range.h"
 #include "rpc/service_main.h"
 #include "rpc/store_client_flags.h"
 
-ABSL_FLAG(int64_t, prefill_chunk, 0, "prompt tokens per forward pass (0 = all)");
-ABSL_FLAG(int32_t, workers, 4, "threads serving calls (prompts are computed one at a time)");
+NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass (0 = all)");
+NANOSERVE_FLAG_IN_RANGE(workers, 4, 1, 1024, "threads serving calls (batches run one at a time)");
 
 namespace nanoserve {
 namespace {
@@ -23,7 +24,7 @@ int Run() {
   stage_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   PrefillStage stage(loaded->model.get(), store.store.get(), stage_options, &metrics);
   PrefillHandler handler(&stage);
-  WorkerPool workers(absl::GetFlag(FLAGS_workers));
+  WorkerPool workers(static_cast<int>(absl::GetFlag(FLAGS_workers)));
   PrefillService service(&handler, &workers);
   absl::Status served = ServeUntilSignal(ServerOptionsFromFlags(), {&service}, &metrics);
   return served.ok() ? 0 : ServiceError(served);

@@ -2,9 +2,11 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <thread>
 
@@ -23,15 +25,27 @@ namespace {
 // chunks, so a bulk Fetch or Put is not paced by round trips.
 constexpr int kStreamWindowBytes = 8 << 20;
 
-// The metrics page: GET /metrics on its own thread.
+// Threads of the metrics page, and how long a connection may sit idle or
+// half-sent: slow or idle clients may not starve /metrics and /healthz.
+constexpr int kHttpThreads = 32;
+constexpr int kHttpTimeoutSeconds = 1;
+
+// The metrics page: GET /metrics, and GET /healthz, which says what the
+// gRPC health service says (200 "ok" while serving, 503 once stopping).
 class MetricsHttpServer {
  public:
-  explicit MetricsHttpServer(const MetricsRegistry* metrics) {
+  MetricsHttpServer(const MetricsRegistry* metrics, const std::atomic<bool>* serving) {
+    server_.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
+    server_.set_read_timeout(kHttpTimeoutSeconds, 0);
+    server_.set_write_timeout(kHttpTimeoutSeconds, 0);
+    server_.set_keep_alive_timeout(kHttpTimeoutSeconds);
     server_.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics->Render(), "text/plain; version=0.0.4");
     });
-    server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content("ok\n", "text/plain");
+    server_.Get("/healthz", [serving](const httplib::Request&, httplib::Response& res) {
+      const bool up = serving->load();
+      res.status = up ? 200 : 503;
+      res.set_content(up ? "ok\n" : "not serving\n", "text/plain");
     });
   }
   ~MetricsHttpServer() { Stop(); }
@@ -89,10 +103,34 @@ int WaitForTerminationSignal() {
   return signal_number;
 }
 
+absl::Status ValidateAddress(absl::string_view address) {
+  const size_t colon = address.rfind(':');
+  int port = -1;
+  if (colon == absl::string_view::npos || colon == 0 ||
+      !absl::SimpleAtoi(address.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address '", address, "' is not host:port with a port in [0, 65535]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServerOptions::Validate() const {
+  if (absl::Status s = ValidateAddress(listen); !s.ok()) return s;
+  if (!metrics_listen.empty()) {
+    if (absl::Status s = ValidateAddress(metrics_listen); !s.ok()) return s;
+  }
+  if (max_message_bytes < 1024 || max_message_bytes > std::numeric_limits<int>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_message_bytes ", max_message_bytes, " is outside [1024, 2^31 - 1]"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ServeUntilSignal(const ServerOptions& options,
                               const std::vector<grpc::Service*>& services,
                               const MetricsRegistry* metrics,
                               const std::function<void()>& before_stop) {
+  if (absl::Status bad = options.Validate(); !bad.ok()) return bad;
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
@@ -107,9 +145,10 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
     return absl::UnavailableError(
         absl::StrCat(options.name, ": cannot listen on ", options.listen));
   }
+  std::atomic<bool> serving{true};  // what the gRPC health service says, for /healthz
   server->GetHealthCheckService()->SetServingStatus(true);
 
-  MetricsHttpServer http(metrics);
+  MetricsHttpServer http(metrics, &serving);
   int metrics_port = 0;
   if (!options.metrics_listen.empty() && metrics != nullptr) {
     auto port = http.Start(options.metrics_listen);
@@ -129,6 +168,7 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   std::fprintf(stderr, "%s: signal %d, shutting down\n", options.name.c_str(), signal_number);
 
   server->GetHealthCheckService()->SetServingStatus(false);
+  serving.store(false);
   if (before_stop) before_stop();
   const auto deadline =
       std::chrono::system_clock::now() + absl::ToChronoMilliseconds(options.shutdown_grace);

@@ -15,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "rpc/metrics.h"
 
@@ -34,7 +35,15 @@ struct ServerOptions {
   std::string port_file;
   // How long calls in flight may take to finish after a shutdown signal.
   absl::Duration shutdown_grace = absl::Seconds(5);
+
+  // INVALID_ARGUMENT naming the first bad field: an address that is not
+  // host:port with a port in [0, 65535], a message bound outside
+  // [1024, 2^31 - 1].
+  absl::Status Validate() const;
 };
+
+// OK if `address` is host:port with a port in [0, 65535].
+absl::Status ValidateAddress(absl::string_view address);
 
 // Blocks SIGTERM and SIGINT in the calling thread so that they are received
 // only by ServeUntilSignal's sigwait. Call first thing in main, before any
@@ -50,7 +59,7 @@ int WaitForTerminationSignal();
 // serves until SIGTERM or SIGINT, then shuts down gracefully. `before_stop`
 // (optional) runs after the server stopped taking calls and before it waits
 // for them, e.g. to cancel long streams. UNAVAILABLE if the address cannot
-// be bound.
+// be bound; options.Validate()'s errors.
 absl::Status ServeUntilSignal(const ServerOptions& options,
                               const std::vector<grpc::Service*>& services,
                               const MetricsRegistry* metrics,

@@ -1,6 +1,7 @@
 #include "rpc/service_main.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -9,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "rpc/flag_range.h"
 
 // The server. The addresses' defaults are set per service by InitService.
 ABSL_FLAG(std::string, listen, "",
@@ -18,7 +20,7 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "Prometheus /metrics address, host:port; empty = off; by default the service's own: "
           "kv store 127.0.0.1:9151, prefill 127.0.0.1:9152, decode 127.0.0.1:9153");
 ABSL_FLAG(std::string, port_file, "", "write the gRPC and metrics ports here once serving");
-ABSL_FLAG(int64_t, max_message_mb, 8, "largest gRPC message in MiB");
+NANOSERVE_FLAG_IN_RANGE(max_message_mb, 8, 1, 2047, "largest gRPC message in MiB");
 // The model. Prefill and decode must be given the same --model and --seed.
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
@@ -69,6 +71,7 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
   absl::SetFlag(&FLAGS_metrics_listen, info.metrics_listen);
   if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status bad = CheckFlagRanges(); !bad.ok()) std::exit(ServiceError(bad));
 }
 
 ServerOptions ServerOptionsFromFlags() {

@@ -4,12 +4,14 @@
 
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
+#include "rpc/flag_range.h"
 #include "rpc/service_main.h"
 
 ABSL_FLAG(std::string, kv_store, "127.0.0.1:50051",
           "KV store address; empty = no store: prompts are computed in full");
-ABSL_FLAG(int64_t, store_timeout_ms, 10000, "deadline of each KV store call");
-ABSL_FLAG(int64_t, chunk_kb, 1024, "page bytes per Put chunk, and asked of Fetch, in KiB");
+NANOSERVE_FLAG_IN_RANGE(store_timeout_ms, 10000, 1, 3600000, "deadline of each KV store call");
+NANOSERVE_FLAG_IN_RANGE(chunk_kb, 1024, 1, 2096128,
+                        "page bytes per Put chunk, and asked of Fetch, in KiB");
 
 namespace nanoserve {
 

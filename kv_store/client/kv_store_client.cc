@@ -13,7 +13,14 @@ namespace nanoserve {
 
 KvStoreClient::KvStoreClient(const KvStoreClientOptions& options)
     : options_(options),
+      breaker_(absl::StrCat("kv store ", options.target), options.breaker),
       stub_(v1::KvStore::NewStub(MakeChannel(options.target, options.max_message_bytes))) {}
+
+absl::Status KvStoreClient::Finished(const grpc::Status& status, const char* what) {
+  absl::Status result = FromGrpcStatus(status, what);
+  breaker_.Record(result);
+  return result;
+}
 
 void KvStoreClient::SetDeadline(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() +
@@ -21,13 +28,14 @@ void KvStoreClient::SetDeadline(grpc::ClientContext* context) const {
 }
 
 absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const int32_t> tokens) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::MatchRequest request;
   request.mutable_tokens()->Add(tokens.begin(), tokens.end());
   v1::MatchResponse response;
   grpc::Status status = stub_->Match(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status, "kv store Match");
+  if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
   if (!layout.ok()) {
     Release(response.lease_id()).IgnoreError();
@@ -47,6 +55,7 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tok
                                                    c10::str(pages.sizes()), " are not ", n_pages,
                                                    " CPU pages of ", layout.ToString()));
   }
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::PutResponse response;
@@ -67,11 +76,12 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tok
   }
   writer->WritesDone();
   grpc::Status status = writer->Finish();
-  if (!status.ok()) return FromGrpcStatus(status, "kv store Put");
+  if (absl::Status failed = Finished(status, "kv store Put"); !failed.ok()) return failed;
   return response;
 }
 
 absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::FetchRequest request;
@@ -118,7 +128,7 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
   }
   grpc::Status status = reader->Finish();
   if (!bad.ok()) return bad;
-  if (!status.ok()) return FromGrpcStatus(status, "kv store Fetch");
+  if (absl::Status failed = Finished(status, "kv store Fetch"); !failed.ok()) return failed;
   if (!have_header || received != header.total_bytes()) {
     return absl::InternalError("kv store Fetch: stream ended early");
   }
@@ -131,32 +141,35 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
 }
 
 absl::Status KvStoreClient::Release(uint64_t lease_id) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::ReleaseRequest request;
   request.set_lease_id(lease_id);
   v1::ReleaseResponse response;
-  return FromGrpcStatus(stub_->Release(&context, request, &response), "kv store Release");
+  return Finished(stub_->Release(&context, request, &response), "kv store Release");
 }
 
 absl::StatusOr<std::vector<uint64_t>> KvStoreClient::Renew(const std::vector<uint64_t>& lease_ids) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::RenewLeaseRequest request;
   request.mutable_lease_ids()->Add(lease_ids.begin(), lease_ids.end());
   v1::RenewLeaseResponse response;
   grpc::Status status = stub_->RenewLease(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status, "kv store RenewLease");
+  if (absl::Status failed = Finished(status, "kv store RenewLease"); !failed.ok()) return failed;
   return std::vector<uint64_t>(response.unknown_lease_ids().begin(),
                                response.unknown_lease_ids().end());
 }
 
 absl::StatusOr<v1::StatsResponse> KvStoreClient::Stats() {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::StatsResponse response;
   grpc::Status status = stub_->Stats(&context, v1::StatsRequest(), &response);
-  if (!status.ok()) return FromGrpcStatus(status, "kv store Stats");
+  if (absl::Status failed = Finished(status, "kv store Stats"); !failed.ok()) return failed;
   return response;
 }
 

@@ -1,7 +1,8 @@
 // A blocking client of the KV store service (nanoserve.v1.KvStore) in engine
 // terms: token ids and K/V tensors in, absl::Status out. Every call has a
 // deadline; an unreachable store fails fast with UNAVAILABLE (no waiting for
-// the channel), so callers can fall back to computing K/V themselves.
+// the channel), and a hung one fails fast once the circuit breaker opens, so
+// callers can fall back to computing K/V themselves.
 //
 // Thread safety: thread-safe (gRPC stubs are).
 #ifndef NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
@@ -17,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kv_store/client/circuit_breaker.h"
 #include "kv_store/page_layout.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
 
@@ -31,6 +33,10 @@ struct KvStoreClientOptions {
   int64_t chunk_bytes = 1 << 20;
   // Deadline of each call (a Put or Fetch counts as one call).
   absl::Duration timeout = absl::Seconds(10);
+  // A store that times out or is unreachable this many calls in a row is
+  // not called for a while: calls fail at once with UNAVAILABLE, so callers
+  // compute without it instead of each waiting out `timeout`.
+  CircuitBreakerOptions breaker;
 };
 
 class KvStoreClient {
@@ -70,8 +76,11 @@ class KvStoreClient {
 
  private:
   void SetDeadline(grpc::ClientContext* context) const;
+  // The call's gRPC status as an absl::Status, recorded by the breaker.
+  absl::Status Finished(const grpc::Status& status, const char* what);
 
   KvStoreClientOptions options_;
+  CircuitBreaker breaker_;
   std::unique_ptr<v1::KvStore::Stub> stub_;
 };
 

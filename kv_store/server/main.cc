@@ -5,12 +5,14 @@
 #include "kv_store/server/kv_store_handler.h"
 #include "kv_store/server/kv_store_service.h"
 #include "kv_store/server/lease_reaper.h"
+#include "rpc/flag_range.h"
 #include "rpc/service_main.h"
 
-ABSL_FLAG(int64_t, page_size, 16, "tokens per page");
-ABSL_FLAG(int64_t, pool_mb, 1024, "page pool budget in MiB");
-ABSL_FLAG(int64_t, lease_ttl_s, 60, "release leases not renewed for this long (0 = never)");
-ABSL_FLAG(int64_t, chunk_kb, 1024, "largest Fetch page chunk in KiB");
+NANOSERVE_FLAG_IN_RANGE(page_size, 16, 1, 4096, "tokens per page");
+NANOSERVE_FLAG_IN_RANGE(pool_mb, 1024, 1, 16777216, "page pool budget in MiB");
+NANOSERVE_FLAG_IN_RANGE(lease_ttl_s, 60, 0, 86400,
+                        "release leases not renewed so long (0 = never)");
+NANOSERVE_FLAG_IN_RANGE(chunk_kb, 1024, 1, 2096128, "largest Fetch page chunk in KiB");
 
 namespace nanoserve {
 namespace {
@@ -38,7 +40,7 @@ int Run() {
   KvStoreService service(&handler);
   LeaseReaper reaper(&handler, cache_options.lease_ttl);
   absl::Status served = ServeUntilSignal(ServerOptionsFromFlags(), {&service}, &metrics);
-  return served.ok() ? 0 : ServiceError(served, /*exit_code=*/1);
+  return served.ok() ? 0 : ServiceError(served);
 }
 
 }  // namespace

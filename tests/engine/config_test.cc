@@ -92,6 +92,10 @@ TEST(Gpt2ConfigFromJsonTest, Malformed) {
            Case{R"({"n_head": -4})", "n_head"},
            Case{R"({"n_positions": 99999999999})", "n_positions"},
            Case{R"({"layer_norm_epsilon": 0})", "layer_norm_epsilon"},
+           Case{R"({"layer_norm_epsilon": 1e30})", "layer_norm_epsilon"},
+           // Absurd sizes are refused before anything is allocated.
+           Case{R"({"n_layer": 16000000})", "n_layer"},
+           Case{R"({"n_embd": 1048576, "n_head": 16})", "parameters"},
        }) {
     SCOPED_TRACE(c.json);
     absl::StatusOr<Gpt2Config> config = Gpt2ConfigFromJson(c.json);

@@ -4,6 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "engine/prefill.h"
 #include "tests/test_util/model.h"
 
@@ -118,6 +120,27 @@ TEST(ModelTest, CreateRejectsMisshapenWeights) {
   auto model = Gpt2Model::Create(ckpt, {});
   ASSERT_FALSE(model.ok());
   EXPECT_NE(model.status().message().find("h.1.mlp.c_fc.weight"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// A checkpoint with a NaN or an infinity anywhere is refused, naming the
+// tensor (it loaded silently before and poisoned every output).
+TEST(ModelTest, NonFiniteWeightsAreRefused) {
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    Checkpoint ckpt = testing::TinyCheckpoint();
+    ckpt.weights.at("h.1.mlp.c_fc.weight")[3][5] = bad;
+    auto model = Gpt2Model::Create(ckpt, ModelOptions());
+    ASSERT_FALSE(model.ok());
+    EXPECT_EQ(model.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(model.status().message().find("h.1.mlp.c_fc.weight"), std::string::npos)
+        << model.status();
+  }
 }
 
 }  // namespace

@@ -232,6 +232,11 @@ TEST_F(CorruptSafetensorsTest, OffsetsOutOfRange) {
               "section of 32 bytes");
 }
 
+TEST_F(CorruptSafetensorsTest, OverlappingTensors) {
+  header_["x"]["data_offsets"] = {16, 24};  // inside w's [0, 24)
+  ExpectError(MakeFile(header_.dump(), data_), absl::StatusCode::kDataLoss, "overlap");
+}
+
 TEST_F(CorruptSafetensorsTest, OffsetsEndBeforeBegin) {
   header_["x"]["data_offsets"] = {24, 16};
   ExpectError(MakeFile(header_.dump(), data_), absl::StatusCode::kDataLoss,

@@ -58,6 +58,8 @@ TEST_F(TokenizerTest, KnownIds) {
   // \s+(?!\S) leaves the last space to join the next word.
   EXPECT_THAT(tokenizer_->Encode("hello  world"), ElementsAre(31373, 220, 995));
   EXPECT_TRUE(tokenizer_->Encode("").empty());
+  // The longest GPT-2 token stands for 128 bytes: a bound on text per token.
+  EXPECT_EQ(tokenizer_->max_token_bytes(), 128);
 }
 
 TEST_F(TokenizerTest, EndOfText) {

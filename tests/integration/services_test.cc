@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +18,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/service_client.h"
@@ -334,6 +337,77 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
     EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 3 * kPageSize);
     EXPECT_TRUE(out->finished.fallback_reason().empty()) << out->finished.fallback_reason();
   }
+}
+
+}  // namespace
+}  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// A service refuses flag values outside their ranges with a clear message
+// and exit code 2, before it loads anything (they crashed, hung or wrapped
+// around before).
+TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
+  const std::string log = ::testing::TempDir() + "/bad_flags.log";
+  const std::string bin = NANOSERVE_BIN_DIR;
+  const std::vector<std::vector<std::string>> cases = {
+      {bin + "/nanoserve-decode", "--max_batch=0"},
+      {bin + "/nanoserve-decode", "--workers=0"},
+      {bin + "/nanoserve-decode", "--max_message_mb=4096"},
+      {bin + "/nanoserve-prefill", "--chunk_kb=0"},
+      {bin + "/nanoserve-kv-store", "--pool_mb=99999999999"},
+      {bin + "/nanoserve-kv-store", "--listen=127.0.0.1:99999"},
+  };
+  for (const std::vector<std::string>& argv : cases) {
+    auto child = Subprocess::Start(argv, log);
+    ASSERT_TRUE(child.ok()) << child.status();
+    auto code = (*child)->Wait(absl::Seconds(60));
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 2) << argv[1];
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string flag = argv[1].substr(0, argv[1].find('='));
+    EXPECT_NE(text.find(flag == "--listen" ? "not host:port" : flag + " must be in"),
+              std::string::npos)
+        << text;
+  }
+}
+
+// /healthz answers what gRPC health says.
+TEST_F(ServicesTest, HealthzSaysServing) {
+  httplib::Client http("127.0.0.1", stack_->metrics_port(ServiceStack::kDecode));
+  auto res = http.Get("/healthz");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(res->body, "ok\n");
+}
+
+}  // namespace
+}  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// A hung store (SIGSTOP): the first calls wait out its deadline and are
+// computed without it; once the clients' circuit breakers open, calls skip
+// it at once. Every call completes with the offline engine's tokens.
+TEST_F(ServicesTest, HungStoreIsSkippedAfterAFewTimeouts) {
+  Subprocess* store = stack_->process(ServiceStack::kKvStore);
+  store->Signal(SIGSTOP);
+  absl::Cleanup resume = [store] { store->Signal(SIGCONT); };
+  std::vector<double> seconds;
+  for (int i = 0; i < 6; ++i) {
+    const std::vector<int> prompt = Prompt(20, 300 + i);
+    const absl::Time start = absl::Now();
+    auto out = Generate(GreedyRequest(prompt, 4), absl::Seconds(30));
+    seconds.push_back(absl::ToDoubleSeconds(absl::Now() - start));
+    ASSERT_TRUE(out.ok()) << i << ": " << out.status();
+    EXPECT_NE(out->finished.fallback_reason(), "") << i;
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 4), out->output_ids);
+  }
+  EXPECT_GT(seconds.front(), 1.5);  // waited out the 2 s store deadline
+  EXPECT_LT(seconds.back(), 1.5) << "the breaker did not open";
 }
 
 }  // namespace

@@ -293,3 +293,26 @@ TEST(PrefixCacheTest, CreateRejectsBadOptions) {
 
 }  // namespace
 }  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// Lease ids are random: a holder cannot guess another's from its own.
+TEST(PrefixCacheLeaseTest, IdsAreNotGuessable) {
+  auto cache = testing::MakeCache(/*page_size=*/1, /*num_pages=*/8);
+  std::vector<int32_t> pages = cache->AllocatePages(1).value();
+  auto inserted = cache->Insert({5}, pages).value();
+  std::vector<uint64_t> ids = {inserted.lease_id};
+  for (int i = 0; i < 64; ++i) ids.push_back(cache->Match({5}).lease_id);
+  int consecutive = 0;
+  for (size_t i = 1; i < ids.size(); ++i) {
+    EXPECT_NE(ids[i], PrefixCache::kNoLease);
+    consecutive += ids[i] == ids[i - 1] + 1;
+  }
+  EXPECT_LT(consecutive, 2);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
+}
+
+}  // namespace
+}  // namespace nanoserve

@@ -125,6 +125,43 @@ TEST_F(DecodeStageTest, PrefillAndPagesFromTheStoreGiveTheOfflineTokens) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
+// Calls beyond the slots and the queue are refused at once, not parked in
+// the worker pool; a text prompt longer than any slot is refused before it
+// is tokenized.
+TEST_F(DecodeStageTest, AdmissionIsBoundedBySlotsAndQueue) {
+  BatchSchedulerOptions one;
+  one.max_batch = 1;
+  one.max_queue = 0;
+  BatchScheduler scheduler(model_.get(), one);
+  DecodeStage stage(tokenizer_.get(), &scheduler, nullptr, nullptr, &workers_, DecodeStageOptions(),
+                    nullptr);
+  GenerateParams params;
+  params.prompt_ids = {1, 2, 3};
+  params.max_new_tokens = 60;
+  params.stop_at_end_of_text = false;
+  auto running = std::make_shared<RecordingEvents>();
+  stage.Start(params, absl::InfiniteFuture(), running);
+  auto refused = std::make_shared<RecordingEvents>();
+  stage.Start(params, absl::InfiniteFuture(), refused);
+  ASSERT_TRUE(refused->done_.HasBeenNotified());  // at once
+  EXPECT_EQ(refused->status_.code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(running->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_TRUE(running->status_.ok()) << running->status_;
+  auto later = std::make_shared<RecordingEvents>();
+  params.max_new_tokens = 2;
+  stage.Start(params, absl::InfiniteFuture(), later);
+  ASSERT_TRUE(later->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_TRUE(later->status_.ok()) << later->status_;
+
+  GenerateParams huge;
+  huge.prompt.assign(scheduler.capacity() * tokenizer_->max_token_bytes() + 1, 'a');
+  auto too_long = std::make_shared<RecordingEvents>();
+  stage.Start(huge, absl::InfiniteFuture(), too_long);
+  ASSERT_TRUE(too_long->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(too_long->status_.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(too_long->status_.message().find("bytes"), std::string::npos);
+}
+
 TEST_F(DecodeStageTest, BadInputEndsTheCallBeforePrefill) {
   auto events = Run({1, 9999}, 4);
   EXPECT_EQ(events->status_.code(), absl::StatusCode::kInvalidArgument);

@@ -1,0 +1,26 @@
+#include "kv_store/client/circuit_breaker.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace nanoserve {
+
+absl::Status CircuitBreaker::Allow(absl::Time now) const {
+  absl::MutexLock lock(&mu_);
+  if (now >= open_until_) return absl::OkStatus();
+  return absl::UnavailableError(
+      absl::StrCat(peer_, ": not called for ", absl::FormatDuration(open_until_ - now),
+                   " more, after ", consecutive_failures_, " calls in a row found it unreachable"));
+}
+
+void CircuitBreaker::Record(const absl::Status& outcome, absl::Time now) {
+  const bool unreachable = outcome.code() == absl::StatusCode::kDeadlineExceeded ||
+                           outcome.code() == absl::StatusCode::kUnavailable;
+  absl::MutexLock lock(&mu_);
+  if (!unreachable) {
+    consecutive_failures_ = 0;
+    return;
+  }
+  if (++consecutive_failures_ >= options_.failures_to_open) open_until_ = now + options_.open_for;
+}
+
+}  // namespace nanoserve
