@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -31,7 +32,14 @@ std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
   if (options_.temperature == 0.0) {
     chosen = logits.argmax(-1);  // (B,)
   } else {
-    torch::Tensor l = logits.to(torch::kCPU, torch::kFloat) / options_.temperature;  // (B, V)
+    // A tiny valid temperature must act as its limit, greedy, not give NaN
+    // (softmax of inf; 0/0 once it rounds to 0 as a float), which made
+    // multinomial throw. So each row's best logit is shifted to 0 and the
+    // others go to -inf at worst, and the divisor is a nonzero float.
+    const float temperature =
+        std::max<float>(options_.temperature, std::numeric_limits<float>::min());
+    torch::Tensor l = logits.to(torch::kCPU, torch::kFloat);  // (B, V)
+    l = (l - std::get<0>(l.max(-1, /*keepdim=*/true))) / temperature;
     const float kMinusInf = -std::numeric_limits<float>::infinity();
     if (options_.top_k > 0 && options_.top_k < l.size(-1)) {
       auto kth = std::get<0>(l.topk(options_.top_k, -1)).narrow(-1, options_.top_k - 1, 1);

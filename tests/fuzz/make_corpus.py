@@ -202,6 +202,9 @@ def request_corpus():
     write(t, "bad_sampling", request(4, 32, prompt([1], sampling(-1.0, -5, 2.0))))
     write(t, "too_long", request(2**62, 2**63 - 1, prompt(list(range(33)))))
     write(t, "empty", request(0, -1))
+    # Regression: a valid temperature so small that logits / temperature was
+    # inf or 0/0 made the sampler throw (engine/sampler.cc).
+    write(t, "tiny_temperature", request(4, 32, prompt([3, 4], sampling(5e-324, 0, 1.0))))
 
 
 def main():
