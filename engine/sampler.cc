@@ -50,6 +50,9 @@ std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
       auto cum = sorted.softmax(-1).cumsum(-1);
       // Drop a token once the tokens before it already reach top_p.
       auto drop_sorted = (cum - sorted.softmax(-1)) >= options_.top_p;
+      // The best token always stays: a top_p that rounds to 0 as a float
+      // would drop it too, leaving nothing to sample.
+      drop_sorted.narrow(-1, 0, 1).fill_(false);
       auto drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
       l = l.masked_fill(drop, kMinusInf);
     }

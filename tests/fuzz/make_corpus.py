@@ -205,6 +205,8 @@ def request_corpus():
     # Regression: a valid temperature so small that logits / temperature was
     # inf or 0/0 made the sampler throw (engine/sampler.cc).
     write(t, "tiny_temperature", request(4, 32, prompt([3, 4], sampling(5e-324, 0, 1.0))))
+    # Regression: a valid top_p that rounds to 0 as a float dropped every token.
+    write(t, "tiny_top_p", request(4, 32, prompt([3, 4], sampling(1.0, 0, 5e-324))))
 
 
 def main():
