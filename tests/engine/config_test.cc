@@ -93,6 +93,9 @@ TEST(Gpt2ConfigFromJsonTest, Malformed) {
            Case{R"({"n_head": -4})", "n_head"},
            Case{R"({"n_positions": 99999999999})", "n_positions"},
            Case{R"({"layer_norm_epsilon": 0})", "layer_norm_epsilon"},
+           // Found with tests/fuzz/config_fuzzer: sizes within their limits
+           // whose parameter count overflowed int64 in num_parameters().
+           Case{R"({"n_layer": 16777216, "n_embd": 16777216, "n_head": 1})", "parameters"},
        }) {
     SCOPED_TRACE(c.json);
     absl::StatusOr<Gpt2Config> config = Gpt2ConfigFromJson(c.json);

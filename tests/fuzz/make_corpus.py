@@ -135,6 +135,9 @@ def config_corpus():
     write(t, "defaults", "{}")
     write(t, "nulls", '{"n_layer": null, "layer_norm_epsilon": null, "extra": [1, {"a": "b"}]}')
     write(t, "not_divisible", '{"n_embd": 10, "n_head": 3}')
+    # Regression: sizes within their limits whose parameter count overflowed
+    # int64 (engine/config.cc).
+    write(t, "parameters_overflow", '{"n_layer": 16777216, "n_embd": 16777216, "n_head": 1}')
 
 
 # ---- the KV wire format: n, KvLayout (n bytes), page bytes ----
