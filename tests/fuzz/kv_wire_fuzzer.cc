@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include <google/protobuf/stubs/logging.h>
 #include <torch/torch.h>
 
 #include "absl/strings/string_view.h"
@@ -22,6 +23,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1 || size - 1 < data[0]) return 0;
   const size_t proto_size = data[0];
+  // Protobuf logs each string field that is not UTF-8; inputs do that often.
+  const google::protobuf::LogSilencer quiet;
   nanoserve::v1::KvLayout proto;
   if (!proto.ParseFromArray(data + 1, static_cast<int>(proto_size))) return 0;
   const absl::string_view bytes(reinterpret_cast<const char*>(data) + 1 + proto_size,

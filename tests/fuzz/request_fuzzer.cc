@@ -18,6 +18,7 @@
 #include <memory>
 #include <vector>
 
+#include <google/protobuf/stubs/logging.h>
 #include <torch/torch.h>
 
 #include "absl/time/time.h"
@@ -91,6 +92,8 @@ void Run(const uint8_t* data, size_t size) {
   int64_t max_new_tokens, capacity;
   std::memcpy(&max_new_tokens, data, 8);
   std::memcpy(&capacity, data + 8, 8);
+  // Protobuf logs each string field that is not UTF-8; inputs do that often.
+  const google::protobuf::LogSilencer quiet;
   v1::PrefillRequest request;
   if (!request.ParseFromArray(data + 16, static_cast<int>(size - 16))) return;
 
