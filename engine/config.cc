@@ -12,8 +12,8 @@
 namespace nanoserve {
 namespace {
 
-// Sizes above this are certainly not GPT-2 and would overflow parameter
-// counts; rejecting them keeps every later size computation in int64.
+// Sizes above this are certainly not GPT-2; with the parameter count checked
+// too (ParameterCount), every later size computation stays in int64.
 constexpr int64_t kMaxDimension = int64_t{1} << 24;
 // Layers and heads beyond these, or more parameters than this (GPT-2 XL has
 // 1.6e9), are refused before anything is allocated.
@@ -21,6 +21,15 @@ constexpr int64_t kMaxLayersOrHeads = 1024;
 constexpr int64_t kMaxParameters = int64_t{1} << 35;
 // layer_norm_epsilon must be in (0, kMaxLayerNormEpsilon] (GPT-2: 1e-5).
 constexpr double kMaxLayerNormEpsilon = 0.1;
+
+// num_parameters() in 128 bits: sizes of up to kMaxDimension reach 2^77.
+__int128 ParameterCount(const Gpt2Config& config) {
+  const __int128 c = config.n_embd;
+  // ln_1 (2C) + c_attn (C*3C + 3C) + attn c_proj (C*C + C) + ln_2 (2C)
+  // + c_fc (C*4C + 4C) + mlp c_proj (4C*C + C) = 12C² + 13C.
+  const __int128 per_layer = 12 * c * c + 13 * c;
+  return config.vocab_size * c + config.n_positions * c + config.n_layer * per_layer + 2 * c;
+}
 
 // Reads the integer field `key` of `json` into `*value` if present.
 absl::Status ReadPositiveInt(const nlohmann::json& json, const char* key, int64_t* value) {
@@ -45,11 +54,7 @@ absl::Status ReadPositiveInt(const nlohmann::json& json, const char* key, int64_
 }  // namespace
 
 int64_t Gpt2Config::num_parameters() const {
-  const int64_t c = n_embd;
-  // ln_1 (2C) + c_attn (C*3C + 3C) + attn c_proj (C*C + C) + ln_2 (2C)
-  // + c_fc (C*4C + 4C) + mlp c_proj (4C*C + C) = 12C² + 13C.
-  const int64_t per_layer = 12 * c * c + 13 * c;
-  return vocab_size * c + n_positions * c + n_layer * per_layer + 2 * c;
+  return static_cast<int64_t>(ParameterCount(*this));
 }
 
 absl::StatusOr<Gpt2Config> Gpt2Preset(absl::string_view name) {
@@ -97,6 +102,10 @@ absl::StatusOr<Gpt2Config> Gpt2ConfigFromJson(absl::string_view json_text) {
                        "], got ", it->dump()));
     }
     config.layer_norm_epsilon = it->get<double>();
+  }
+  if (ParameterCount(config) > INT64_MAX) {
+    return absl::InvalidArgumentError(
+        "config has more parameters than an int64 counts (n_layer, n_embd too large)");
   }
   if (config.n_embd % config.n_head != 0) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -32,8 +32,9 @@ absl::StatusOr<Gpt2Config> Gpt2Preset(absl::string_view name);
 // n_positions or n_ctx, layer_norm_epsilon; other keys are ignored). Missing
 // fields take GPT-2's defaults; n_positions wins over n_ctx when both are
 // present. Malformed JSON, a non-object, non-integer sizes or inconsistent
-// values (n_embd not divisible by n_head, sizes outside [1, 2^24], a
-// non-positive epsilon) give INVALID_ARGUMENT.
+// values (n_embd not divisible by n_head, sizes outside [1, 2^24], more
+// parameters than an int64 counts, a non-positive epsilon) give
+// INVALID_ARGUMENT.
 absl::StatusOr<Gpt2Config> Gpt2ConfigFromJson(absl::string_view json_text);
 
 // Reads and parses a config.json file; NOT_FOUND if it does not exist.

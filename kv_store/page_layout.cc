@@ -13,6 +13,8 @@ namespace {
 using torch::indexing::Slice;
 
 constexpr int64_t kMaxDim = 65536;
+// Four sizes of up to kMaxDim would overflow int64 bytes; 1 TiB is absurd.
+constexpr int64_t kMaxPageBytes = int64_t{1} << 40;
 
 absl::Status CheckPages(const torch::Tensor& pages) {
   if (pages.dim() != 6 || pages.size(2) != 2) {
@@ -109,6 +111,13 @@ absl::Status PageLayout::Validate() const {
     if (v < 1 || v > kMaxDim) {
       return absl::InvalidArgumentError(absl::StrCat("bad KV page layout ", ToString()));
     }
+  }
+  // bytes_per_page() in 128 bits: at most 2^(4 * 16 + 1 + 3).
+  const __int128 page_bytes = static_cast<__int128>(n_layer) * 2 * n_head * page_size *
+                              head_dim * static_cast<int64_t>(c10::elementSize(dtype));
+  if (page_bytes > kMaxPageBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV page layout ", ToString(), " has pages over ", kMaxPageBytes, " bytes"));
   }
   return absl::OkStatus();
 }
@@ -208,6 +217,7 @@ absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pag
 }
 
 absl::StatusOr<torch::Tensor> PagesFromBytes(const PageLayout& layout, absl::string_view bytes) {
+  if (absl::Status s = layout.Validate(); !s.ok()) return s;
   const int64_t per_page = layout.bytes_per_page();
   const int64_t size = static_cast<int64_t>(bytes.size());
   if (per_page <= 0 || size % per_page != 0) {

@@ -50,7 +50,7 @@ struct PageLayout {
   // {n, n_layer, 2, n_head, page_size, head_dim}.
   std::vector<int64_t> shape(int64_t n_pages) const;
   // INVALID_ARGUMENT for a size below 1 or absurdly large (a layer, head or
-  // head_dim count over 65536, a page over 65536 positions).
+  // head_dim count over 65536, a page over 65536 positions or 2^40 bytes).
   absl::Status Validate() const;
   // "{fp32, n_layer 12, n_head 12, head_dim 64, page_size 16}".
   std::string ToString() const;
@@ -114,7 +114,7 @@ absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pag
 // ---- the wire: a staged run's bytes ----
 
 // `bytes` (whole pages in C order) as a new run on the CPU.
-// INVALID_ARGUMENT if it is not a whole number of pages.
+// INVALID_ARGUMENT if it is not a whole number of pages or the layout is bad.
 absl::StatusOr<torch::Tensor> PagesFromBytes(const PageLayout& layout, absl::string_view bytes);
 
 // Copies bytes [offset, offset + size) of the run pool[pages[0]],

@@ -295,7 +295,8 @@ class RadixTree {
       stack.pop_back();
       int64_t child_refs = 0;
       for (const auto& [key, child] : n->children_) {
-        auto where = [&child] {
+        // An init-capture: C++17 cannot capture a structured binding.
+        auto where = [&child = child] {
           return absl::StrCat("node at token offset ",
                               PathTokens(child.get()).size() - child->tokens_.size());
         };

@@ -96,6 +96,9 @@ TEST(Gpt2ConfigFromJsonTest, Malformed) {
            // Absurd sizes are refused before anything is allocated.
            Case{R"({"n_layer": 16000000})", "n_layer"},
            Case{R"({"n_embd": 1048576, "n_head": 16})", "parameters"},
+           // Found with tests/fuzz/config_fuzzer: sizes within their limits
+           // whose parameter count overflowed int64 in num_parameters().
+           Case{R"({"n_layer": 16777216, "n_embd": 16777216, "n_head": 1})", "parameters"},
        }) {
     SCOPED_TRACE(c.json);
     absl::StatusOr<Gpt2Config> config = Gpt2ConfigFromJson(c.json);

@@ -73,6 +73,17 @@ TEST(PageLayoutTest, SizesAndValidation) {
   EXPECT_NE(SmallLayout(), l);
 }
 
+// Found with tests/fuzz/kv_wire_fuzzer: each size within its limit, but the
+// page's bytes overflowed int64 (undefined behaviour) for a layout a peer sent.
+TEST(PageLayoutTest, LayoutsWithPagesTooLargeToCountAreRefused) {
+  PageLayout l = SmallLayout();
+  l.n_layer = l.n_head = l.head_dim = l.page_size = 65536;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PagesFromBytes(l, "").status().code(), absl::StatusCode::kInvalidArgument);
+  l.n_layer = l.n_head = 1;  // 2^32 * 2 * 4 bytes: large but countable
+  EXPECT_TRUE(l.Validate().ok());
+}
+
 TEST(PageLayoutTest, LoadRunsCopiesEveryTokenOfEveryRun) {
   const PageLayout l = SmallLayout();
   const torch::Tensor pages = RandomPages(l, 10);
