@@ -3,7 +3,8 @@
 # UndefinedBehaviorSanitizer (GCC, -DNANOSERVE_SANITIZE=address,undefined) into
 # build-asan/ and runs them. Only nanoserve's own code is instrumented; LibTorch,
 # gRPC and the rest are Debian's prebuilt libraries. Any report fails the run.
-# Run scripts/setup.sh first. docs/testing.md says what it finds and how long it takes.
+# Arguments go to ctest (e.g. -R Tokenizer). Run scripts/setup.sh first;
+# docs/testing.md says what it checks and how long it takes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
