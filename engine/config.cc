@@ -53,9 +53,7 @@ absl::Status ReadPositiveInt(const nlohmann::json& json, const char* key, int64_
 
 }  // namespace
 
-int64_t Gpt2Config::num_parameters() const {
-  return static_cast<int64_t>(ParameterCount(*this));
-}
+int64_t Gpt2Config::num_parameters() const { return static_cast<int64_t>(ParameterCount(*this)); }
 
 absl::StatusOr<Gpt2Config> Gpt2Preset(absl::string_view name) {
   Gpt2Config config;

@@ -113,8 +113,8 @@ absl::Status PageLayout::Validate() const {
     }
   }
   // bytes_per_page() in 128 bits: at most 2^(4 * 16 + 1 + 3).
-  const __int128 page_bytes = static_cast<__int128>(n_layer) * 2 * n_head * page_size *
-                              head_dim * static_cast<int64_t>(c10::elementSize(dtype));
+  const __int128 page_bytes = static_cast<__int128>(n_layer) * 2 * n_head * page_size * head_dim *
+                              static_cast<int64_t>(c10::elementSize(dtype));
   if (page_bytes > kMaxPageBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("KV page layout ", ToString(), " has pages over ", kMaxPageBytes, " bytes"));

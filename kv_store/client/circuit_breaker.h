@@ -36,8 +36,7 @@ class CircuitBreaker {
   // OK if a call may go ahead; UNAVAILABLE while the breaker is open.
   absl::Status Allow(absl::Time now = absl::Now()) const ABSL_LOCKS_EXCLUDED(mu_);
   // Records how an allowed call ended.
-  void Record(const absl::Status& outcome, absl::Time now = absl::Now())
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void Record(const absl::Status& outcome, absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   const std::string peer_;

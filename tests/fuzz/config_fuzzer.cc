@@ -12,14 +12,14 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   constexpr int64_t kMaxDimension = int64_t{1} << 24;
-  absl::StatusOr<nanoserve::Gpt2Config> config = nanoserve::Gpt2ConfigFromJson(
-      absl::string_view(reinterpret_cast<const char*>(data), size));
+  absl::StatusOr<nanoserve::Gpt2Config> config =
+      nanoserve::Gpt2ConfigFromJson(absl::string_view(reinterpret_cast<const char*>(data), size));
   if (!config.ok()) {
     FUZZ_CHECK(config.status().code() == absl::StatusCode::kInvalidArgument);
     return 0;
   }
-  for (int64_t v : {config->n_layer, config->n_head, config->n_embd, config->vocab_size,
-                    config->n_positions}) {
+  for (int64_t v :
+       {config->n_layer, config->n_head, config->n_embd, config->vocab_size, config->n_positions}) {
     FUZZ_CHECK(v >= 1 && v <= kMaxDimension);
   }
   FUZZ_CHECK(config->n_embd % config->n_head == 0);

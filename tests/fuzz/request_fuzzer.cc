@@ -59,10 +59,9 @@ bool ShouldAccept(const std::vector<PrefillPrompt>& prompts) {
       if (id < 0 || id >= kVocab) return false;
     }
     const SamplingOptions& s = p.sampling;
-    if (!(s.temperature >= 0 && s.temperature <= 100 && s.top_k >= 0 && s.top_p > 0 &&
-          s.top_p <= 1)) {
-      return false;
-    }
+    const bool temperature_ok = s.temperature == 0 || (s.temperature >= kMinTemperature &&
+                                                       s.temperature <= kMaxTemperature);
+    if (!(temperature_ok && s.top_k >= 0 && s.top_p >= kMinTopP && s.top_p <= 1)) return false;
     longest = std::max<int64_t>(longest, p.tokens.size());
   }
   return static_cast<int64_t>(prompts.size()) * longest <= kMaxBatchTokens;
