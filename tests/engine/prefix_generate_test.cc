@@ -8,6 +8,7 @@
 #include "engine/prefill.h"
 #include "kv_store/prefix_cache.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
 namespace {
@@ -16,18 +17,6 @@ using testing::ExpectSameGreedy;
 using testing::GreedyOptions;
 using testing::TinyModel;
 using Batch = std::vector<std::vector<int>>;
-
-std::unique_ptr<PrefixCache> MakeCache(const Gpt2Model& model, int64_t page_size, int64_t pages) {
-  const Gpt2Config& c = model.config();
-  PrefixCacheOptions o;
-  o.pool.layout = KvPageLayout(c, model.options().dtype, page_size);
-  o.pool.device = model.options().device;
-  o.pool.byte_budget = pages * o.pool.layout.bytes_per_page();
-  auto cache = PrefixCache::Create(o);
-  EXPECT_TRUE(cache.ok()) << cache.status();
-  EXPECT_EQ((*cache)->num_pages(), pages);
-  return *std::move(cache);
-}
 
 // n tokens from a simple deterministic walk through the vocabulary.
 std::vector<int> Tokens(int n, int start, int step = 7) {
@@ -63,7 +52,7 @@ class PrefixGenerateTest : public ::testing::TestWithParam<int64_t> {};
 
 TEST_P(PrefixGenerateTest, GreedyTokensEqualCacheOffForEverySharingShape) {
   auto model = TinyModel();
-  auto cache = MakeCache(*model, GetParam(), 512);
+  auto cache = testing::ModelCache(*model, GetParam(), 512);
   Generator generator(model.get(), cache.get());
   for (const auto& [name, batch] : Shapes()) {
     SCOPED_TRACE(name);
@@ -91,7 +80,7 @@ TEST_P(PrefixGenerateTest, TinyPoolEvictsMidBatchAndStaysExact) {
   auto model = TinyModel();
   // Room for 48 tokens: less than the batch's 119 distinct ones.
   const int64_t page_size = GetParam();
-  auto cache = MakeCache(*model, page_size, 48 / page_size);
+  auto cache = testing::ModelCache(*model, page_size, 48 / page_size);
   Generator generator(model.get(), cache.get());
   const std::vector<int> system = Tokens(33, 3);
   Batch batch;
@@ -118,7 +107,7 @@ INSTANTIATE_TEST_SUITE_P(PageSize, PrefixGenerateTest, ::testing::Values(1, 16),
 
 TEST(PrefixBatchTest, SeedBatchComputesEachSharedTokenOnce) {
   auto model = TinyModel();
-  auto cache = MakeCache(*model, 1, 64);
+  auto cache = testing::ModelCache(*model, 1, 64);
   Generator generator(model.get(), cache.get());
   // The seed's example: the batch's radix tree has 6 distinct tokens.
   Batch seed = {{1, 2, 3, 4}, {1, 2, 3, 5}, {1, 2, 6}};
@@ -137,7 +126,7 @@ TEST(PrefixBatchTest, SeedBatchComputesEachSharedTokenOnce) {
 
 TEST(PrefixBatchTest, SharedSystemPromptIsComputedOnce) {
   auto model = TinyModel();
-  auto cache = MakeCache(*model, 16, 64);
+  auto cache = testing::ModelCache(*model, 16, 64);
   Generator generator(model.get(), cache.get());
   const std::vector<int> system = Tokens(48, 11);
   Batch batch;
@@ -171,7 +160,7 @@ TEST(PrefixBatchTest, BatchedRaggedPrefillEqualsRowByRow) {
 
 TEST(PrefixBatchTest, PoolLimitsGiveClearErrors) {
   auto model = TinyModel();
-  auto cache = MakeCache(*model, 16, 2);  // 32 tokens
+  auto cache = testing::ModelCache(*model, 16, 2);  // 32 tokens
   Generator generator(model.get(), cache.get());
   auto r = generator.Generate({Tokens(40, 1)}, GreedyOptions(KvCacheMode::kPrefix, 4));
   ASSERT_FALSE(r.ok());

@@ -15,6 +15,7 @@
 #include "engine/kv_cache.h"
 #include "kv_store/prefix_cache.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
 namespace {
@@ -48,11 +49,7 @@ class DecodeStageTest : public ::testing::Test {
         tokenizer_(Gpt2Tokenizer::LoadDefault().value()),
         scheduler_(model_.get(), BatchSchedulerOptions{}),
         workers_(2) {
-    PrefixCacheOptions o;
-    o.pool.layout = KvPageLayout(model_->config(), testing::TestDtype(), kPageSize);
-    o.pool.device = testing::TestDevice();
-    o.pool.byte_budget = 64 * o.pool.layout.bytes_per_page();
-    cache_ = PrefixCache::Create(o).value();
+    cache_ = testing::ModelCache(*model_, kPageSize, 64);
     store_ = std::make_unique<LocalPrefixStore>(cache_.get());
     prefill_ =
         std::make_unique<PrefillStage>(model_.get(), store_.get(), PrefillStageOptions(), nullptr);

@@ -14,6 +14,7 @@
 #include "kv_store/prefix_cache.h"
 #include "kv_store/prefix_store.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
 namespace {
@@ -29,11 +30,7 @@ std::vector<int> Tokens(int length, int salt) {
 class PrefillStageTest : public ::testing::Test {
  protected:
   PrefillStageTest() : model_(testing::TinyModel()) {
-    PrefixCacheOptions o;
-    o.pool.layout = KvPageLayout(model_->config(), testing::TestDtype(), kPageSize);
-    o.pool.device = testing::TestDevice();
-    o.pool.byte_budget = 64 * o.pool.layout.bytes_per_page();
-    cache_ = PrefixCache::Create(o).value();
+    cache_ = testing::ModelCache(*model_, kPageSize, 64);
     store_ = std::make_unique<LocalPrefixStore>(cache_.get());
   }
 

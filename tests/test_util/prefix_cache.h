@@ -14,6 +14,8 @@
 
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
 #include "kv_store/prefix_cache.h"
 
 namespace nanoserve::testing {
@@ -71,6 +73,20 @@ inline bool PagesHoldPrefix(const torch::Tensor& storage, absl::Span<const int32
     if (!HasTag(storage, pages[i], prefix)) return false;
   }
   return true;
+}
+
+// A cache of `pages` pages for `model`'s K/V, on its device and dtype.
+inline std::unique_ptr<PrefixCache> ModelCache(const Gpt2Model& model, int64_t page_size,
+                                               int64_t pages) {
+  PrefixCacheOptions o;
+  o.pool.layout = KvPageLayout(model.config(), model.options().dtype, page_size);
+  o.pool.device = model.options().device;
+  o.pool.byte_budget = pages * o.pool.layout.bytes_per_page();
+  auto cache = PrefixCache::Create(o);
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  if (!cache.ok()) return nullptr;
+  EXPECT_EQ((*cache)->num_pages(), pages);
+  return *std::move(cache);
 }
 
 }  // namespace nanoserve::testing
