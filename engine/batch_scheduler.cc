@@ -19,7 +19,22 @@ BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptio
       cache_(model->config(), options.max_batch, capacity_, model->options().dtype,
              model->options().device),
       slots_(options.max_batch) {
+  decode_ = MakeDecodeStep(model_, &cache_, options.decode).value();
   thread_ = std::thread([this] { Loop(); });
+}
+
+absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
+    const Gpt2Model* model, const BatchSchedulerOptions& options) {
+  if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  if (options.decode == DecodeKind::kCudaGraph) {
+    // Checked on a cache of one row: the step's constraints do not depend
+    // on the row count.
+    KvCache probe(model->config(), 1, 1, model->options().dtype, model->options().device);
+    absl::StatusOr<std::unique_ptr<DecodeStep>> step =
+        MakeDecodeStep(model, &probe, DecodeKind::kCudaGraph);
+    if (!step.ok()) return step.status();
+  }
+  return std::make_unique<BatchScheduler>(model, options);
 }
 
 BatchScheduler::~BatchScheduler() { Shutdown(); }
@@ -101,6 +116,10 @@ void BatchScheduler::HandleCancels(absl::flat_hash_set<uint64_t> ids) {
 }
 
 void BatchScheduler::Loop() {
+  // Captures the decode step's graphs before any request waits on them. A
+  // failure here leaves the step to capture (or fail) at its first use.
+  const absl::Status prepared = RunTorch("preparing the decode step", [&] { decode_->Prepare(); });
+  (void)prepared;
   for (;;) {
     std::vector<std::unique_ptr<Entry>> admitted, cancelled_waiting;
     absl::flat_hash_set<uint64_t> cancels;
@@ -185,7 +204,7 @@ void BatchScheduler::Step() {
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
     if (slots_[s] != nullptr) hi = s + 1;
   }
-  std::vector<int64_t> ids(hi, 0), positions(hi, 0);
+  std::vector<int64_t> ids(hi, 0);
   bool all_greedy = true;
   for (int64_t s = 0; s < hi; ++s) {
     if (slots_[s] == nullptr) {
@@ -193,23 +212,13 @@ void BatchScheduler::Step() {
       continue;
     }
     ids[s] = slots_[s]->last_token;
-    positions[s] = cache_.length(s);
     all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
   }
   std::vector<int64_t> tokens(hi, 0);
   std::vector<absl::Status> row_status(hi);
   const absl::Status status = RunTorch("decode step", [&] {
-    const torch::Device device = model_->options().device;
-    torch::Tensor hidden =
-        model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
-                        torch::tensor(positions, torch::kLong).view({hi, 1}).to(device),
-                        {&cache_, 0});                           // (hi, 1, C)
-    torch::Tensor logits = model_->Logits(hidden.select(1, 0));  // (hi, V)
-    if (all_greedy) {
-      torch::Tensor best = logits.argmax(-1).cpu();
-      for (int64_t s = 0; s < hi; ++s) tokens[s] = best[s].item<int64_t>();
-      return;
-    }
+    torch::Tensor logits = decode_->Run(ids, all_greedy ? &tokens : nullptr);  // (hi, V)
+    if (all_greedy) return;
     // A row's sampling trouble (say, non-finite probabilities) is its own:
     // it ends that row only.
     for (int64_t s = 0; s < hi; ++s) {

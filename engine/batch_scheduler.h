@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/decode_step.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -58,6 +59,9 @@ struct BatchSchedulerOptions {
   // here; 0 = all at once.
   int64_t prefill_chunk = 0;
   int end_of_text_id = 50256;
+  // The decode step: cuda-graph on a GPU (every batch-size bucket captured
+  // when the scheduler starts) unless asked otherwise.
+  DecodeKind decode = DecodeKind::kAuto;
 };
 
 struct BatchResult {
@@ -88,7 +92,12 @@ struct BatchRequest {
 
 class BatchScheduler {
  public:
-  // Allocates the slots' KvCache and starts the thread. `model` is not owned.
+  // Allocates the slots' KvCache, makes the decode step and starts the
+  // thread (which prepares the step before it takes requests). `model` is
+  // not owned. INVALID_ARGUMENT if options.decode cannot run here.
+  static absl::StatusOr<std::unique_ptr<BatchScheduler>> Create(
+      const Gpt2Model* model, const BatchSchedulerOptions& options);
+  // As Create, for a decode kind that can run (kAuto, kReference).
   // REQUIRES: options.max_batch >= 1.
   BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options);
   // Shutdown().
@@ -118,6 +127,8 @@ class BatchScheduler {
   int64_t active() const { return active_.load(); }
   int64_t queued() const { return queued_.load(); }
   int64_t steps() const { return steps_.load(); }
+  // "reference" or "cuda-graph".
+  std::string decode_step() const { return decode_->name(); }
 
  private:
   struct Entry {
@@ -143,6 +154,7 @@ class BatchScheduler {
   const BatchSchedulerOptions options_;
   const int64_t capacity_;
   KvCache cache_;                              // scheduler thread only
+  std::unique_ptr<DecodeStep> decode_;         // over cache_; scheduler thread only
   std::vector<std::unique_ptr<Entry>> slots_;  // scheduler thread only
 
   std::mutex mu_;

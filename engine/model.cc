@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
           absl::StrCat("checkpoint tensor ", name, " holds NaN or infinite values"));
     }
   }
+  if (options.attention == AttentionKind::kFused) PrepareFusedAttention();
   std::unique_ptr<Gpt2Model> model(new Gpt2Model(config, options));
   // Each block's tensors and their names in the checkpoint.
   static constexpr std::pair<torch::Tensor Block::*, const char*> kBlockTensors[] = {
