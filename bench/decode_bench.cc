@@ -15,6 +15,9 @@
 #include "engine/device.h"
 #include "engine/generate.h"
 #include "engine/model_loader.h"
+#ifdef NANOSERVE_WITH_CUDA
+#include "engine/cuda/decode_profile.h"
+#endif
 
 namespace nanoserve {
 namespace {
@@ -42,6 +45,33 @@ struct Row {
   double step_ms = 0, tokens_per_s = 0, ttft_ms = 0;
   std::string same_tokens;  // "yes", "no", or "-" for the baseline
 };
+
+// The profile tables of BenchDecodeOptions::profile.
+absl::Status PrintProfiles(const Gpt2Model& model, const BenchDecodeOptions& o) {
+#ifdef NANOSERVE_WITH_CUDA
+  const int64_t capacity = o.prompt_len + o.output_len;
+  for (int64_t batch : o.batch_sizes) {
+    KvCache cache(model.config(), batch, capacity, model.options().dtype, model.options().device);
+    for (int64_t r = 0; r < batch; ++r) cache.set_length(r, o.prompt_len + o.output_len / 2);
+    auto timings = cuda::ProfileDecodeStep(model, cache, batch);
+    if (!timings.ok()) return timings.status();
+    std::printf("\nwhere a cuda-graph decode step goes, batch %lld, %lld cached tokens a row "
+                "(device time per step):\n\n| operation | launches | us |\n| --- | --- | --- |\n",
+                static_cast<long long>(batch),
+                static_cast<long long>(o.prompt_len + o.output_len / 2));
+    for (const cuda::OpTiming& t : *timings) {
+      std::printf("| %s | %lld | %.1f |\n", t.op.c_str(), static_cast<long long>(t.per_step),
+                  t.us);
+    }
+  }
+  std::fflush(stdout);
+  return absl::OkStatus();
+#else
+  (void)model;
+  (void)o;
+  return absl::FailedPreconditionError("bench-decode --profile needs a CUDA build");
+#endif
+}
 
 std::vector<std::vector<int>> Outputs(const GenerateResult& r) {
   std::vector<std::vector<int>> out;
@@ -154,6 +184,12 @@ int RunBenchDecode(const BenchDecodeOptions& o) {
         std::fflush(stdout);
       }
     }
+  }
+  if (o.profile) {
+    ModelOptions mo = *base;
+    auto model = Gpt2Model::Create(resolved->checkpoint, mo);
+    if (!model.ok()) return Fail(model.status());
+    if (absl::Status s = PrintProfiles(**model, o); !s.ok()) return Fail(s);
   }
   if (!o.csv_path.empty()) {
     std::ofstream csv(o.csv_path);

@@ -37,6 +37,10 @@ struct BenchDecodeOptions {
   int64_t repeats = 3;   // warm passes; the median is printed
   std::string csv_path;  // empty: no CSV
   std::string card;      // the machine's name for the CSV; empty: found from /proc
+  // Also print where a cuda-graph step's time goes at each batch size, the
+  // rows at prompt_len + output_len / 2 tokens (engine/cuda/decode_profile.h;
+  // CUDA builds).
+  bool profile = false;
 };
 
 // Fills options' attentions, decodes and batch_sizes from comma lists

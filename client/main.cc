@@ -91,6 +91,7 @@ ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt len
 ABSL_FLAG(std::string, decode_batches, "1,8,64", "bench-decode: batch sizes");
 ABSL_FLAG(int64_t, decode_prompt, 128, "bench-decode: prompt tokens per sequence");
 ABSL_FLAG(int64_t, decode_output, 128, "bench-decode: new tokens per sequence");
+ABSL_FLAG(bool, profile, false, "bench-decode: also where a cuda-graph step's time goes");
 
 int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
@@ -215,6 +216,7 @@ int main(int argc, char** argv) {
     o.output_len = absl::GetFlag(FLAGS_decode_output);
     o.csv_path = absl::GetFlag(FLAGS_out);
     o.card = absl::GetFlag(FLAGS_card);
+    o.profile = absl::GetFlag(FLAGS_profile);
     absl::Status parsed = nanoserve::ParseBenchDecodeLists(absl::GetFlag(FLAGS_attention),
                                                            absl::GetFlag(FLAGS_decode_step),
                                                            absl::GetFlag(FLAGS_decode_batches), o);

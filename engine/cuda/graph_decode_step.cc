@@ -145,6 +145,18 @@ void GraphDecodeStep::Prepare() {
   c10::cuda::getCurrentCUDAStream().synchronize();
 }
 
+double GraphDecodeStep::ReplayMicros(int64_t rows, int replays) {
+  at::cuda::CUDAGraph& graph = *graphs_.at(BucketFor(rows)).graph;
+  graph.replay();
+  at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
+  c10::cuda::CUDAStream stream = c10::cuda::getCurrentCUDAStream();
+  start.record(stream);
+  for (int i = 0; i < replays; ++i) graph.replay();
+  stop.record(stream);
+  stop.synchronize();
+  return start.elapsed_time(stop) * 1000.0 / replays;
+}
+
 torch::Tensor GraphDecodeStep::Run(const std::vector<int64_t>& tokens,
                                    std::vector<int64_t>* greedy) {
   torch::InferenceMode guard;

@@ -53,6 +53,11 @@ class GraphDecodeStep final : public DecodeStep {
   // The batch-size buckets: 1, 2, 4, ... below the cache's rows, and its rows.
   const std::vector<int64_t>& buckets() const { return buckets_; }
 
+  // Device microseconds of one replay of the graph for `rows` rows (its
+  // bucket), replayed `replays` times back to back with the inputs of the
+  // last Run. REQUIRES: a Run of that bucket has captured it.
+  double ReplayMicros(int64_t rows, int replays);
+
  private:
   struct Outputs {
     torch::Tensor logits;  // (bucket, V) fp32
