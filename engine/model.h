@@ -81,6 +81,10 @@ class Gpt2Model {
   // The weights, for fast paths that run the same math with their own
   // kernels (engine/cuda/).
   const torch::Tensor& wte() const { return wte_; }  // (V, C)
+  // wte with zero rows after V up to a multiple of 64: (V64, C). The
+  // lm_head as a fast path multiplies by it (aligned shapes); logits past V
+  // are 0 and to be ignored.
+  const torch::Tensor& lm_head() const { return lm_head_; }
   const torch::Tensor& wpe() const { return wpe_; }  // (n_positions, C)
   const std::vector<Block>& blocks() const { return blocks_; }
   const torch::Tensor& ln_f_w() const { return ln_f_w_; }
@@ -97,7 +101,8 @@ class Gpt2Model {
 
   Gpt2Config config_;
   ModelOptions options_;
-  torch::Tensor wte_;  // (V, C), also the lm_head
+  torch::Tensor lm_head_;  // (V rounded up to 64, C): wte and zero rows
+  torch::Tensor wte_;      // (V, C), the first rows of lm_head_; also the lm_head
   torch::Tensor wpe_;  // (n_positions, C)
   std::vector<Block> blocks_;
   torch::Tensor ln_f_w_, ln_f_b_;

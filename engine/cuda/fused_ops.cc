@@ -135,4 +135,15 @@ torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
   return out;
 }
 
+torch::Tensor ArgmaxRows(const torch::Tensor& logits) {
+  TORCH_CHECK(logits.is_cuda() && logits.is_contiguous() && logits.dim() == 2 &&
+                  logits.scalar_type() == torch::kFloat,
+              "logits must be a contiguous (N, V) fp32 CUDA tensor");
+  torch::Tensor out = torch::empty({logits.size(0)}, logits.options().dtype(torch::kLong));
+  CheckLaunch(LaunchArgmaxRows(logits.data_ptr<float>(), logits.size(0), logits.size(1),
+                               out.data_ptr<int64_t>(), at::cuda::getCurrentCUDAStream()),
+              "ArgmaxRows");
+  return out;
+}
+
 }  // namespace nanoserve::cuda

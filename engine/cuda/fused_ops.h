@@ -32,6 +32,10 @@ torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
                               torch::Tensor& v_cache, const torch::Tensor& lengths,
                               int64_t splits);
 
+// logits: (N, V) fp32. Returns each row's argmax, (N,) int64 (LibTorch's
+// argmax, with ties to the lower index).
+torch::Tensor ArgmaxRows(const torch::Tensor& logits);
+
 // The number of multiprocessors of the current device.
 int MultiprocessorCount();
 

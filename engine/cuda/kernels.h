@@ -87,6 +87,11 @@ struct EmbedLayerNormParams {
 };
 cudaError_t LaunchEmbedLayerNorm(const EmbedLayerNormParams& p, cudaStream_t stream);
 
+// out[r] = the index of row r's largest value (x: (rows, cols) fp32,
+// contiguous); NaN counts as largest, ties go to the lower index.
+cudaError_t LaunchArgmaxRows(const float* x, int64_t rows, int64_t cols, int64_t* out,
+                             cudaStream_t stream);
+
 }  // namespace nanoserve::cuda
 
 #endif  // NANOSERVE_ENGINE_CUDA_KERNELS_H_

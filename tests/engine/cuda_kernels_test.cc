@@ -126,6 +126,23 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
   }
 }
 
+TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(3);
+  auto opts = torch::TensorOptions().dtype(torch::kFloat).device(torch::kCUDA);
+  for (int64_t cols : {1, 31, 1024, 1025, 50257}) {
+    torch::Tensor x = torch::randn({5, cols}, opts);
+    EXPECT_TRUE(torch::equal(ArgmaxRows(x), x.argmax(-1))) << cols;
+  }
+  torch::Tensor ties = torch::zeros({2, 3000}, opts);
+  ties[0][2999] = 1;
+  ties[0][17] = 1;  // equal maxima: the first wins
+  ties[1][5] = std::numeric_limits<float>::quiet_NaN();  // NaN counts as largest
+  torch::Tensor got = ArgmaxRows(ties).cpu();
+  EXPECT_EQ(got[0].item<int64_t>(), 17);
+  EXPECT_EQ(got[1].item<int64_t>(), 5);
+}
+
 TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   torch::Tensor qkv = torch::randn({2, 3 * 64}, Opts());
   torch::Tensor k = torch::randn({2, 4, 8, 16}, Opts()), v = torch::randn({2, 4, 8, 16}, Opts());
