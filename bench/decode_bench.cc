@@ -55,13 +55,12 @@ absl::Status PrintProfiles(const Gpt2Model& model, const BenchDecodeOptions& o) 
     for (int64_t r = 0; r < batch; ++r) cache.set_length(r, o.prompt_len + o.output_len / 2);
     auto timings = cuda::ProfileDecodeStep(model, cache, batch);
     if (!timings.ok()) return timings.status();
-    std::printf("\nwhere a cuda-graph decode step goes, batch %lld, %lld cached tokens a row "
-                "(device time per step):\n\n| operation | launches | us |\n| --- | --- | --- |\n",
-                static_cast<long long>(batch),
-                static_cast<long long>(o.prompt_len + o.output_len / 2));
+    std::printf(
+        "\nwhere a cuda-graph decode step goes, batch %lld, %lld cached tokens a row "
+        "(device time per step):\n\n| operation | launches | us |\n| --- | --- | --- |\n",
+        static_cast<long long>(batch), static_cast<long long>(o.prompt_len + o.output_len / 2));
     for (const cuda::OpTiming& t : *timings) {
-      std::printf("| %s | %lld | %.1f |\n", t.op.c_str(), static_cast<long long>(t.per_step),
-                  t.us);
+      std::printf("| %s | %lld | %.1f |\n", t.op.c_str(), static_cast<long long>(t.per_step), t.us);
     }
   }
   std::fflush(stdout);
@@ -121,18 +120,21 @@ int RunBenchDecode(const BenchDecodeOptions& o) {
   if (!resolved.ok()) return Fail(resolved.status());
   const Gpt2Config& config = resolved->checkpoint.config;
   if (o.prompt_len + o.output_len > config.n_positions) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat(
-        "prompt + output (", o.prompt_len + o.output_len, ") exceed the context of ",
-        config.n_positions)));
+    return Fail(
+        absl::InvalidArgumentError(absl::StrCat("prompt + output (", o.prompt_len + o.output_len,
+                                                ") exceed the context of ", config.n_positions)));
   }
   auto base = ParseModelOptions(o.device, o.dtype, "naive");
   if (!base.ok()) return Fail(base.status());
   const std::string card = o.card.empty() ? CardName(base->device) : o.card;
-  std::printf("bench-decode: %s, %s %s on %s; %lld-token prompts, %lld new tokens, median of %lld\n\n",
-              resolved->description.c_str(), o.device.c_str(), o.dtype.c_str(), card.c_str(),
-              static_cast<long long>(o.prompt_len), static_cast<long long>(o.output_len),
-              static_cast<long long>(o.repeats));
-  std::printf("| attention | decode | batch | pass | decode step (ms) | output tokens/s | TTFT (ms) | same tokens |\n");
+  std::printf(
+      "bench-decode: %s, %s %s on %s; %lld-token prompts, %lld new tokens, median of %lld\n\n",
+      resolved->description.c_str(), o.device.c_str(), o.dtype.c_str(), card.c_str(),
+      static_cast<long long>(o.prompt_len), static_cast<long long>(o.output_len),
+      static_cast<long long>(o.repeats));
+  std::printf(
+      "| attention | decode | batch | pass | decode step (ms) | output tokens/s | TTFT (ms) | same "
+      "tokens |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
   std::vector<Row> rows;
   GenerateOptions generate;
@@ -156,9 +158,9 @@ int RunBenchDecode(const BenchDecodeOptions& o) {
           if (!r.ok()) return Fail(r.status());
           tokens = Outputs(*r);
           if (pass == 0) {
-            Row first{AttentionKindName(attention), r->stats.decode_step, "first", batch,
-                      r->stats.decode_ms_per_step, r->stats.tokens_per_second, r->stats.ttft_ms,
-                      ""};
+            Row first{
+                AttentionKindName(attention), r->stats.decode_step,       "first",          batch,
+                r->stats.decode_ms_per_step,  r->stats.tokens_per_second, r->stats.ttft_ms, ""};
             rows.push_back(first);
             continue;
           }

@@ -244,7 +244,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots) {
     for (size_t i = 0; i < slots.size(); ++i) {
       Entry& e = *slots_[slots[i]];
       first[i] = e.request.first_token >= 0 ? e.request.first_token
-                                             : static_cast<int>(e.sampler->Sample(logits[i])[0]);
+                                            : static_cast<int>(e.sampler->Sample(logits[i])[0]);
     }
   });
   if (!status.ok()) {
@@ -257,8 +257,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots) {
   }
   for (size_t i = 0; i < slots.size(); ++i) {
     Entry& e = *slots_[slots[i]];
-    e.result.computed_prompt_tokens =
-        static_cast<int64_t>(e.request.prompt.size()) - cached[i];
+    e.result.computed_prompt_tokens = static_cast<int64_t>(e.request.prompt.size()) - cached[i];
     e.last_token = first[i];
     Emit(slots[i], e.last_token);
   }

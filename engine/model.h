@@ -103,7 +103,7 @@ class Gpt2Model {
   ModelOptions options_;
   torch::Tensor lm_head_;  // (V rounded up to 64, C): wte and zero rows
   torch::Tensor wte_;      // (V, C), the first rows of lm_head_; also the lm_head
-  torch::Tensor wpe_;  // (n_positions, C)
+  torch::Tensor wpe_;      // (n_positions, C)
   std::vector<Block> blocks_;
   torch::Tensor ln_f_w_, ln_f_b_;
 };

@@ -57,8 +57,8 @@ torch::Tensor PrefillRow(const Gpt2Model& model, KvCache& cache, int64_t row,
 }
 
 std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
-                                        const std::vector<std::vector<int>>& prompts,
-                                        int64_t chunk, int64_t row_begin) {
+                                        const std::vector<std::vector<int>>& prompts, int64_t chunk,
+                                        int64_t row_begin) {
   const int64_t B = static_cast<int64_t>(prompts.size());
   TORCH_CHECK(row_begin >= 0 && row_begin + B <= cache.batch(), "PrefillBatch: rows ", row_begin,
               "..", row_begin + B, " outside the cache's ", cache.batch());

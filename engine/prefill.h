@@ -33,8 +33,8 @@ torch::Tensor PrefillRow(const Gpt2Model& model, KvCache& cache, int64_t row,
 // REQUIRES: row_begin + prompts.size() <= cache.batch();
 // cache.length(row_begin + r) < prompts[r].size().
 std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
-                                        const std::vector<std::vector<int>>& prompts,
-                                        int64_t chunk, int64_t row_begin = 0);
+                                        const std::vector<std::vector<int>>& prompts, int64_t chunk,
+                                        int64_t row_begin = 0);
 inline constexpr int64_t kMaxPrefillBatchTokens = 16384;
 
 // What PrefixPrefill::Run did, per prompt and for the batch.

@@ -51,8 +51,8 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
     torch::Tensor lengths = torch::tensor(lens, torch::kInt).to(int_opts.device());
     torch::Tensor ids = torch::zeros({rows}, int_opts);
     torch::Tensor x = torch::empty({rows, C}, model.wte().options());
-    torch::Tensor h = EmbedLayerNorm(model.wte(), model.wpe(), ids, lengths, b.ln_1_w, b.ln_1_b,
-                                     eps, x);
+    torch::Tensor h =
+        EmbedLayerNorm(model.wte(), model.wpe(), ids, lengths, b.ln_1_w, b.ln_1_b, eps, x);
     torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);
     const int64_t splits =
         DecodeAttentionSplits(static_cast<int>(rows), static_cast<int>(config.n_head),
@@ -62,13 +62,15 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, true);
     torch::Tensor m = torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w);
     torch::Tensor logits_lp = torch::mm(h, model.lm_head().t());
-    torch::Tensor logits = torch::empty({rows, config.vocab_size}, h.options().dtype(torch::kFloat));
+    torch::Tensor logits =
+        torch::empty({rows, config.vocab_size}, h.options().dtype(torch::kFloat));
     std::vector<OpTiming> out;
     auto add = [&](const std::string& name, int64_t per_step, const std::function<void()>& op) {
       out.push_back({name, per_step, per_step * GraphMicros(op, reps)});
     };
-    add("embedding + LayerNorm (fused)", 1,
-        [&] { EmbedLayerNorm(model.wte(), model.wpe(), ids, lengths, b.ln_1_w, b.ln_1_b, eps, x); });
+    add("embedding + LayerNorm (fused)", 1, [&] {
+      EmbedLayerNorm(model.wte(), model.wpe(), ids, lengths, b.ln_1_w, b.ln_1_b, eps, x);
+    });
     add("qkv: addmm (cuBLAS)", layers, [&] { torch::addmm(b.c_attn_b, h, b.c_attn_w); });
     add("decode attention (fused, appends K/V)", layers,
         [&] { DecodeAttention(qkv, cache.k(0), cache.v(0), lengths, splits); });

@@ -107,16 +107,16 @@ torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
                 head_dim = k_cache.size(3);
   TORCH_CHECK(qkv.dim() == 2 && qkv.size(1) == 3 * heads * head_dim, "qkv must be (N, 3C)");
   TORCH_CHECK(n <= k_cache.size(0), "more rows than the cache holds");
-  TORCH_CHECK(lengths.scalar_type() == torch::kInt && lengths.is_contiguous() &&
-                  lengths.numel() == n,
-              "lengths must be (N,) contiguous int32");
+  TORCH_CHECK(
+      lengths.scalar_type() == torch::kInt && lengths.is_contiguous() && lengths.numel() == n,
+      "lengths must be (N,) contiguous int32");
   TORCH_CHECK(splits >= 1, "splits must be >= 1");
   torch::Tensor out = torch::empty({n, heads * head_dim}, qkv.options());
-  torch::Tensor workspace = torch::empty(
-      {static_cast<int64_t>(DecodeAttentionWorkspaceFloats(
-          static_cast<int>(n), static_cast<int>(heads), static_cast<int>(splits),
-          static_cast<int>(head_dim)))},
-      qkv.options().dtype(torch::kFloat));
+  torch::Tensor workspace =
+      torch::empty({static_cast<int64_t>(DecodeAttentionWorkspaceFloats(
+                       static_cast<int>(n), static_cast<int>(heads), static_cast<int>(splits),
+                       static_cast<int>(head_dim)))},
+                   qkv.options().dtype(torch::kFloat));
   DecodeAttentionParams p;
   p.dtype = ElementType(qkv);
   p.qkv = qkv.data_ptr();

@@ -29,8 +29,7 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
 // query over keys 0..lengths[b], (N, C). `splits` key ranges per (row, head)
 // (DecodeAttentionSplits); any value >= 1 gives the same result.
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
-                              torch::Tensor& v_cache, const torch::Tensor& lengths,
-                              int64_t splits);
+                              torch::Tensor& v_cache, const torch::Tensor& lengths, int64_t splits);
 
 // logits: (N, V) fp32. Returns each row's argmax, (N,) int64 (LibTorch's
 // argmax, with ties to the lower index).

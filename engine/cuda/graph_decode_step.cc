@@ -48,13 +48,15 @@ GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache)
   buckets_.push_back(rows);
   const int sms = MultiprocessorCount();
   for (int64_t b : buckets_) {
-    splits_[b] = DecodeAttentionSplits(static_cast<int>(b), static_cast<int>(model->config().n_head),
-                                       static_cast<int>(cache->capacity()), sms);
+    splits_[b] =
+        DecodeAttentionSplits(static_cast<int>(b), static_cast<int>(model->config().n_head),
+                              static_cast<int>(cache->capacity()), sms);
   }
   auto int_opts = torch::TensorOptions().dtype(torch::kInt);
   host_inputs_ = torch::zeros({2, rows}, int_opts.pinned_memory(true));
   inputs_ = torch::zeros({2, rows}, int_opts.device(model->options().device));
-  host_tokens_ = torch::zeros({rows}, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
+  host_tokens_ =
+      torch::zeros({rows}, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
 }
 
 int64_t GraphDecodeStep::BucketFor(int64_t rows) const {

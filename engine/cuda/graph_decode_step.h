@@ -82,12 +82,12 @@ class GraphDecodeStep final : public DecodeStep {
   KvCache* cache_;
   std::vector<int64_t> buckets_;
   std::map<int64_t, int64_t> splits_;  // bucket -> key ranges of DecodeAttention
-  torch::Tensor host_inputs_;         // (2, rows) int32, pinned
-  torch::Tensor inputs_;              // (2, rows) int32, device: tokens, lengths
-  torch::Tensor host_tokens_;         // (rows,) int64, pinned
+  torch::Tensor host_inputs_;          // (2, rows) int32, pinned
+  torch::Tensor inputs_;               // (2, rows) int32, device: tokens, lengths
+  torch::Tensor host_tokens_;          // (rows,) int64, pinned
   at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
-  c10::cuda::CUDAStream side_;        // eager runs and captures
-  at::cuda::MempoolId_t pool_;        // shared by all buckets' graphs
+  c10::cuda::CUDAStream side_;         // eager runs and captures
+  at::cuda::MempoolId_t pool_;         // shared by all buckets' graphs
   std::map<int64_t, Graph> graphs_;
 };
 

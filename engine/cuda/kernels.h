@@ -26,17 +26,17 @@ enum class DType { kFloat, kBFloat16, kHalf };
 // the new key and value into the cache there.
 struct DecodeAttentionParams {
   DType dtype = DType::kFloat;
-  const void* qkv = nullptr;        // (batch, 3 * C): q | k | v of each row's new token
-  void* k_cache = nullptr;          // (rows >= batch, heads, capacity, head_dim), one layer
-  void* v_cache = nullptr;          // same shape
+  const void* qkv = nullptr;         // (batch, 3 * C): q | k | v of each row's new token
+  void* k_cache = nullptr;           // (rows >= batch, heads, capacity, head_dim), one layer
+  void* v_cache = nullptr;           // same shape
   const int32_t* lengths = nullptr;  // (batch,): cached tokens per row; < capacity
-  void* out = nullptr;              // (batch, C): heads side by side
-  float* workspace = nullptr;       // DecodeAttentionWorkspaceFloats(...) floats
+  void* out = nullptr;               // (batch, C): heads side by side
+  float* workspace = nullptr;        // DecodeAttentionWorkspaceFloats(...) floats
   int batch = 0;
   int heads = 0;
   int head_dim = 0;  // <= kMaxHeadDim
   int capacity = 0;
-  int splits = 1;  // >= 1
+  int splits = 1;      // >= 1
   float scale = 1.0f;  // 1 / sqrt(head_dim)
 };
 inline constexpr int kMaxHeadDim = 128;
@@ -54,8 +54,8 @@ cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t s
 // one thread block per row. REQUIRES: cols <= kMaxLayerNormCols.
 struct AddLayerNormParams {
   DType dtype = DType::kFloat;
-  void* x = nullptr;            // (rows, cols), updated in place
-  const void* delta = nullptr;  // (rows, cols) or null
+  void* x = nullptr;             // (rows, cols), updated in place
+  const void* delta = nullptr;   // (rows, cols) or null
   const void* weight = nullptr;  // (cols)
   const void* bias = nullptr;    // (cols)
   void* out = nullptr;           // (rows, cols)
@@ -73,14 +73,14 @@ cudaError_t LaunchAddLayerNorm(const AddLayerNormParams& p, cudaStream_t stream)
 // cols <= kMaxLayerNormCols.
 struct EmbedLayerNormParams {
   DType dtype = DType::kFloat;
-  const void* wte = nullptr;          // (vocab, cols)
-  const void* wpe = nullptr;          // (n_positions, cols)
-  const int32_t* ids = nullptr;       // (rows,)
+  const void* wte = nullptr;           // (vocab, cols)
+  const void* wpe = nullptr;           // (n_positions, cols)
+  const int32_t* ids = nullptr;        // (rows,)
   const int32_t* positions = nullptr;  // (rows,)
-  const void* weight = nullptr;       // (cols)
-  const void* bias = nullptr;         // (cols)
-  void* x = nullptr;                  // (rows, cols)
-  void* out = nullptr;                // (rows, cols)
+  const void* weight = nullptr;        // (cols)
+  const void* bias = nullptr;          // (cols)
+  void* x = nullptr;                   // (rows, cols)
+  void* out = nullptr;                 // (rows, cols)
   int rows = 0;
   int cols = 0;
   float eps = 1e-5f;

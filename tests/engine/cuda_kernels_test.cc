@@ -50,14 +50,16 @@ TEST_P(CudaKernelsTest, AddLayerNormMatchesLibTorch) {
 
 TEST_P(CudaKernelsTest, EmbedLayerNormMatchesLibTorch) {
   const int64_t vocab = 300, positions = 50, cols = 96;
-  torch::Tensor wte = torch::randn({vocab, cols}, Opts()), wpe = torch::randn({positions, cols}, Opts());
+  torch::Tensor wte = torch::randn({vocab, cols}, Opts()),
+                wpe = torch::randn({positions, cols}, Opts());
   torch::Tensor w = torch::randn({cols}, Opts()), b = torch::randn({cols}, Opts());
   auto int_opts = torch::TensorOptions().dtype(torch::kInt).device(torch::kCUDA);
   torch::Tensor ids = torch::tensor({0, 299, 17, 5}, int_opts);
   torch::Tensor pos = torch::tensor({0, 49, 3, 3}, int_opts);
   torch::Tensor x = torch::empty({4, cols}, Opts());
   torch::Tensor out = EmbedLayerNorm(wte, wpe, ids, pos, w, b, 1e-5, x);
-  torch::Tensor sum = wte.index_select(0, ids.to(torch::kLong)) + wpe.index_select(0, pos.to(torch::kLong));
+  torch::Tensor sum =
+      wte.index_select(0, ids.to(torch::kLong)) + wpe.index_select(0, pos.to(torch::kLong));
   EXPECT_EQ(MaxDiff(x, sum), 0.0);
   EXPECT_LT(MaxDiff(out, torch::layer_norm(sum, {cols}, w, b, 1e-5)), Tol() * 10);
 }
@@ -76,7 +78,8 @@ torch::Tensor ReferenceDecodeAttention(const torch::Tensor& qkv, const torch::Te
     torch::Tensor v_new = qkv[b].narrow(0, 2 * c, c).view({heads, 1, d}).to(torch::kFloat);
     torch::Tensor k = torch::cat({k_cache[b].narrow(1, 0, len).to(torch::kFloat), k_new}, 1);
     torch::Tensor v = torch::cat({v_cache[b].narrow(1, 0, len).to(torch::kFloat), v_new}, 1);
-    torch::Tensor att = torch::softmax(torch::matmul(q, k.transpose(1, 2)) / std::sqrt(double(d)), -1);
+    torch::Tensor att =
+        torch::softmax(torch::matmul(q, k.transpose(1, 2)) / std::sqrt(double(d)), -1);
     rows.push_back(torch::matmul(att, v).view({c}));  // (H, 1, D) -> (C)
   }
   return torch::stack(rows);
@@ -104,8 +107,8 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
       torch::Tensor k_cache = torch::randn({n + 1, t.heads, t.capacity, t.head_dim}, Opts());
       torch::Tensor v_cache = torch::randn({n + 1, t.heads, t.capacity, t.head_dim}, Opts());
       torch::Tensor k_before = k_cache.clone(), v_before = v_cache.clone();
-      torch::Tensor lengths = torch::tensor(t.lengths, torch::TensorOptions().dtype(torch::kInt))
-                                  .to(torch::kCUDA);
+      torch::Tensor lengths =
+          torch::tensor(t.lengths, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
       torch::Tensor expected = ReferenceDecodeAttention(qkv, k_cache, v_cache, t.lengths);
       torch::Tensor out = DecodeAttention(qkv, k_cache, v_cache, lengths, splits);
       EXPECT_LT(MaxDiff(out, expected), Tol())
@@ -113,10 +116,12 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
       // The new K/V went to position len of each row, nothing else moved.
       for (int64_t b = 0; b < n; ++b) {
         const int64_t len = t.lengths[b];
-        EXPECT_EQ(MaxDiff(k_cache[b].select(1, len),
-                          qkv[b].narrow(0, c, c).view({t.heads, t.head_dim})), 0.0);
+        EXPECT_EQ(
+            MaxDiff(k_cache[b].select(1, len), qkv[b].narrow(0, c, c).view({t.heads, t.head_dim})),
+            0.0);
         EXPECT_EQ(MaxDiff(v_cache[b].select(1, len),
-                          qkv[b].narrow(0, 2 * c, c).view({t.heads, t.head_dim})), 0.0);
+                          qkv[b].narrow(0, 2 * c, c).view({t.heads, t.head_dim})),
+                  0.0);
         k_before[b].select(1, len).copy_(k_cache[b].select(1, len));
         v_before[b].select(1, len).copy_(v_cache[b].select(1, len));
       }
@@ -136,7 +141,7 @@ TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
   }
   torch::Tensor ties = torch::zeros({2, 3000}, opts);
   ties[0][2999] = 1;
-  ties[0][17] = 1;  // equal maxima: the first wins
+  ties[0][17] = 1;                                       // equal maxima: the first wins
   ties[1][5] = std::numeric_limits<float>::quiet_NaN();  // NaN counts as largest
   torch::Tensor got = ArgmaxRows(ties).cpu();
   EXPECT_EQ(got[0].item<int64_t>(), 17);
@@ -146,7 +151,8 @@ TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
 TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   torch::Tensor qkv = torch::randn({2, 3 * 64}, Opts());
   torch::Tensor k = torch::randn({2, 4, 8, 16}, Opts()), v = torch::randn({2, 4, 8, 16}, Opts());
-  torch::Tensor lengths = torch::zeros({2}, torch::TensorOptions().dtype(torch::kInt).device(torch::kCUDA));
+  torch::Tensor lengths =
+      torch::zeros({2}, torch::TensorOptions().dtype(torch::kInt).device(torch::kCUDA));
   EXPECT_THROW(DecodeAttention(qkv, k, v, lengths.to(torch::kLong), 1), c10::Error);
   EXPECT_THROW(DecodeAttention(qkv.narrow(1, 0, 64), k, v, lengths, 1), c10::Error);
   EXPECT_THROW(DecodeAttention(qkv, k, v, lengths, 0), c10::Error);
@@ -161,7 +167,7 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, CudaKernelsTest,
                          [](const auto& info) {
                            return std::string(info.param == torch::kFloat      ? "fp32"
                                               : info.param == torch::kBFloat16 ? "bf16"
-                                                                                : "fp16");
+                                                                               : "fp16");
                          });
 
 }  // namespace
