@@ -15,8 +15,8 @@ __device__ __forceinline__ bool Beats(float v, int64_t i, float best, int64_t be
   return v > best || (v == best && i < best_i);
 }
 
-__global__ void __launch_bounds__(kThreads) ArgmaxRowsKernel(const float* x, int64_t cols,
-                                                             int64_t* out) {
+__global__ void __launch_bounds__(kThreads)
+    ArgmaxRowsKernel(const float* x, int64_t cols, int64_t* out) {
   const float* row = x + static_cast<int64_t>(blockIdx.x) * cols;
   float best = -INFINITY;
   int64_t best_i = cols;  // loses to any real index

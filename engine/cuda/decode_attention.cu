@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
     const float m_new = fmaxf(m, BlockReduce<true>(score, scratch));
     const float weight = j < end ? __expf(score - m_new) : 0.0f;
     p_s[threadIdx.x] = weight;
-    const float rescale = __expf(m - m_new);  // 0 on the first tile
+    const float rescale = __expf(m - m_new);                // 0 on the first tile
     l = l * rescale + BlockReduce<false>(weight, scratch);  // syncs: p_s is complete
     acc *= rescale;
     if (sums_values) {
