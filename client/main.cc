@@ -8,7 +8,8 @@
 //   stats --target H:P         prints a KV store's statistics as JSON
 //   health --target H:P        exits 0 if the service answers SERVING (for probes)
 //   serve [flags]              starts kv store, prefill and decode on loopback
-//   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff
+//   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff;
+//                              --front_door: gRPC vs the OpenAI HTTP API
 //   bench-decode [flags]       the decode step: reference vs CUDA graph, batch 1/8/64
 #include <cstdio>
 #include <string>
@@ -20,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/decode_bench.h"
+#include "bench/front_door_bench.h"
 #include "bench/services_bench.h"
 #include "client/bench_command.h"
 #include "client/commands.h"
@@ -83,11 +85,15 @@ ABSL_FLAG(int64_t, timeout_s, 600,
 ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
 ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
 ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
+ABSL_FLAG(int32_t, http_port, 8000,
+          "serve: decode's OpenAI-compatible HTTP port on 127.0.0.1 (0 = any free one, -1 = off)");
 ABSL_FLAG(std::string, work_dir, "/tmp",
           "serve/bench-services: where service logs and port files go");
 ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
 ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
 ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt lengths in tokens");
+ABSL_FLAG(bool, front_door, false,
+          "bench-services: decode's gRPC against its OpenAI HTTP API (client TTFT, ms/token)");
 ABSL_FLAG(std::string, decode_batches, "1,8,64", "bench-decode: batch sizes");
 ABSL_FLAG(int64_t, decode_prompt, 128, "bench-decode: prompt tokens per sequence");
 ABSL_FLAG(int64_t, decode_output, 128, "bench-decode: new tokens per sequence");
@@ -165,6 +171,7 @@ int main(int argc, char** argv) {
       stack.kv_store_port = absl::GetFlag(FLAGS_kv_store_port);
       stack.prefill_port = absl::GetFlag(FLAGS_prefill_port);
       stack.decode_port = absl::GetFlag(FLAGS_decode_port);
+      stack.http_port = absl::GetFlag(FLAGS_http_port);
       return nanoserve::RunServe(stack, o);
     }
     nanoserve::BenchServicesOptions bench;
@@ -176,6 +183,7 @@ int main(int argc, char** argv) {
       int64_t n = 0;
       if (absl::SimpleAtoi(part, &n) && n > 0) bench.prompt_lengths.push_back(n);
     }
+    if (absl::GetFlag(FLAGS_front_door)) return nanoserve::RunBenchFrontDoor(bench);
     return nanoserve::RunBenchServices(bench);
   }
   if (command == "bench") {

@@ -109,6 +109,10 @@ int RunServe(const ServiceStackOptions& stack_options, const GenerateCommandOpti
                s.target(ServiceStack::kDecode).c_str(), s.metrics_port(ServiceStack::kKvStore),
                s.metrics_port(ServiceStack::kPrefill), s.metrics_port(ServiceStack::kDecode),
                stack_options.work_dir.c_str());
+  if (s.http_port() != 0) {
+    std::fprintf(stderr, "nanoserve serve: OpenAI-compatible API at %s/v1\n",
+                 s.http_base_url().c_str());
+  }
   int code = 0;
   if (!generate.prompt.empty() || !generate.prompt_file.empty()) {
     code = RunRemoteGenerate(generate, s.target(ServiceStack::kDecode), absl::Minutes(10));

@@ -110,6 +110,10 @@ std::string ServiceStack::target(Which which) const {
   return absl::StrCat("127.0.0.1:", ports_[which]);
 }
 
+std::string ServiceStack::http_base_url() const {
+  return absl::StrCat("http://127.0.0.1:", http_port_);
+}
+
 std::string ServiceStack::log_path(Which which) const {
   return absl::StrCat(options_.work_dir, "/", kBinary[which], ".log");
 }
@@ -143,6 +147,8 @@ std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack:
       argv.push_back(absl::StrCat("--prefill=", target(ServiceStack::kPrefill)));
       argv.push_back(absl::StrCat("--max_batch=", o.max_batch));
       argv.push_back(absl::StrCat("--max_context=", o.max_context));
+      argv.push_back(o.http_port < 0 ? "--http_listen="
+                                     : absl::StrCat("--http_listen=127.0.0.1:", o.http_port));
       extra = &o.decode_flags;
     }
   }
@@ -165,8 +171,9 @@ absl::Status ServiceStack::AwaitServing(Which which) {
     return absl::UnavailableError(absl::StrCat(
         kBinary[which], " did not start (", ports.status().message(), "); see ", log_path(which)));
   }
-  ports_[which] = ports->first;
-  metrics_ports_[which] = ports->second;
+  ports_[which] = ports->grpc;
+  metrics_ports_[which] = ports->metrics;
+  if (which == kDecode) http_port_ = ports->http;
   return WaitForServing(target(which), options_.start_timeout);
 }
 

@@ -68,6 +68,9 @@ struct ServiceStackOptions {
   int prefill_port = 0;
   int decode_port = 0;
   bool metrics = true;  // metrics pages on free ports
+  // Decode's OpenAI-compatible HTTP API (--http_listen on 127.0.0.1): this
+  // port, 0 for a free one, -1 for none.
+  int http_port = 0;
   int64_t page_size = 16;
   int64_t pool_mb = 512;
   int64_t lease_ttl_s = 60;
@@ -92,6 +95,10 @@ class ServiceStack {
   std::string target(Which which) const;  // "127.0.0.1:PORT"
   int port(Which which) const { return ports_[which]; }
   int metrics_port(Which which) const { return metrics_ports_[which]; }
+  // Decode's HTTP API port; 0 when it has none.
+  int http_port() const { return http_port_; }
+  // "http://127.0.0.1:PORT", the base of decode's HTTP API.
+  std::string http_base_url() const;
   Subprocess* process(Which which) { return processes_[which].get(); }
   std::string log_path(Which which) const;
 
@@ -108,13 +115,15 @@ class ServiceStack {
   ServiceStackOptions options_;
   std::array<int, 3> ports_ = {0, 0, 0};  // by Which
   int metrics_ports_[3] = {0, 0, 0};
+  int http_port_ = 0;
   std::unique_ptr<Subprocess> processes_[3];
 };
 
 // The command line ServiceStack starts `which` with, given every service's
 // gRPC port (by ServiceStack::Which): its binary in options.bin_dir; its
 // --listen on 127.0.0.1; its metrics on a free port (or off); its port file
-// in options.work_dir (<binary>.ports); the model flags (ModelFlags); the
+// in options.work_dir (<binary>.ports); decode's --http_listen; the model
+// flags (ModelFlags); the
 // addresses of the services it calls; its own options; then its extra flags.
 std::vector<std::string> ServiceArgv(const ServiceStackOptions& options, ServiceStack::Which which,
                                      const std::array<int, 3>& ports);

@@ -94,14 +94,16 @@ std::string ExecutableDir() {
   return path.substr(0, path.rfind('/'));
 }
 
-absl::StatusOr<std::pair<int, int>> ReadPortFile(const std::string& path, Subprocess* child,
-                                                 absl::Duration timeout) {
+absl::StatusOr<ServicePorts> ReadPortFile(const std::string& path, Subprocess* child,
+                                          absl::Duration timeout) {
   const absl::Time end = absl::Now() + timeout;
   while (absl::Now() < end) {
     std::ifstream in(path);
-    int grpc_port = 0, metrics_port = -1;
-    if (in >> grpc_port >> metrics_port && grpc_port > 0)
-      return std::make_pair(grpc_port, metrics_port);
+    ServicePorts ports;
+    if (in >> ports.grpc >> ports.metrics && ports.grpc > 0) {
+      if (!(in >> ports.http)) ports.http = 0;
+      return ports;
+    }
     if (child != nullptr && !child->running()) {
       return absl::UnavailableError(absl::StrCat("process exited before writing ", path));
     }

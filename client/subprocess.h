@@ -47,10 +47,17 @@ class Subprocess {
 // service binaries next to it.
 std::string ExecutableDir();
 
-// Reads a ServerOptions::port_file: {grpc port, metrics port}. Polls until
-// the file is complete, the child exits, or `timeout` passes.
-absl::StatusOr<std::pair<int, int>> ReadPortFile(const std::string& path, Subprocess* child,
-                                                 absl::Duration timeout);
+// The ports in a ServerOptions::port_file.
+struct ServicePorts {
+  int grpc = 0;
+  int metrics = 0;  // 0: no metrics page
+  int http = 0;     // the first side server's (decode's HTTP API); 0: none
+};
+
+// Reads a ServerOptions::port_file. Polls until the file is complete, the
+// child exits, or `timeout` passes.
+absl::StatusOr<ServicePorts> ReadPortFile(const std::string& path, Subprocess* child,
+                                          absl::Duration timeout);
 
 }  // namespace nanoserve
 

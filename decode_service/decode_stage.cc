@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "decode_service/stop_matcher.h"
 
 namespace nanoserve {
 
@@ -14,7 +15,8 @@ class DecodeStage::Call {
         deadline(deadline),
         arrived(absl::Now()),
         events(std::move(events)),
-        decoder(tokenizer) {}
+        decoder(tokenizer),
+        stop(this->params.stop) {}
 
   const GenerateParams params;
   const absl::Time deadline;
@@ -25,10 +27,12 @@ class DecodeStage::Call {
   bool cancelled = false;     // guarded by mu
   bool finished = false;      // guarded by mu
   uint64_t scheduler_id = 0;  // guarded by mu; 0 until submitted
+  bool stopped = false;       // guarded by mu; a stop string was found
 
   // Written by Prepare before Submit, then by the scheduler thread only.
   uint64_t lease_id = PrefixStore::kNoLease;
   StreamingDecoder decoder;
+  StopMatcher stop;
   absl::Time first_token_at;
   GenerateSummary summary;
 };
@@ -36,6 +40,21 @@ class DecodeStage::Call {
 namespace {
 
 double MsBetween(absl::Time a, absl::Time b) { return absl::ToDoubleMilliseconds(b - a); }
+
+absl::Status ValidateStopStrings(const std::vector<std::string>& stop) {
+  if (stop.size() > kMaxStopStrings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(stop.size(), " stop strings; at most ", kMaxStopStrings));
+  }
+  for (const std::string& s : stop) {
+    if (s.empty() || s.size() > kMaxStopBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("a stop string of ", s.size(),
+                                                     " bytes; each must have 1 to ",
+                                                     kMaxStopBytes));
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -130,6 +149,7 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   // 1. Validate and tokenize.
   const GenerateParams& params = call->params;
   BatchRequest batch;
+  if (absl::Status bad = ValidateStopStrings(params.stop); !bad.ok()) return EndEarly(call, bad);
   // A text too long for any slot is refused before it is tokenized.
   const int64_t max_bytes = scheduler_->capacity() * tokenizer_->max_token_bytes();
   if (params.prompt_ids.empty() && static_cast<int64_t>(params.prompt.size()) > max_bytes) {
@@ -234,22 +254,35 @@ void DecodeStage::Submit(const std::shared_ptr<Call>& call, BatchRequest batch) 
 }
 
 void DecodeStage::OnToken(Call& call, int token) {
+  if (call.stop.stopped()) return;  // the step that made it ran before the cancel
   const absl::Time now = absl::Now();
   if (call.summary.output_tokens == 0) call.first_token_at = now;
   StreamedToken t;
   t.id = token;
   absl::StatusOr<std::string> text = call.decoder.Push(token);
-  if (text.ok()) t.text = *std::move(text);
+  t.text = call.stop.Push(text.ok() ? *text : "");
   t.index = call.summary.output_tokens++;
   call.events->OnToken(t);
+  if (call.stop.stopped()) StopAtString(call);
 }
 
-void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& status,
+void DecodeStage::StopAtString(Call& call) {
+  std::lock_guard<std::mutex> lock(call.mu);
+  call.stopped = true;
+  if (call.scheduler_id != 0) scheduler_->Cancel(call.scheduler_id);
+}
+
+void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& given,
                          const BatchResult& result) {
+  absl::Status status = given;
+  bool stopped = false;
   {
     std::lock_guard<std::mutex> lock(call->mu);
     call->finished = true;
+    stopped = call->stopped;
   }
+  // Cancelled at a stop string: a call that ended as asked.
+  if (stopped && status.code() == absl::StatusCode::kCancelled) status = absl::OkStatus();
   calls_in_flight_.fetch_sub(1);
   if (call->lease_id != PrefixStore::kNoLease) {
     {
@@ -268,10 +301,10 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
   }
   const absl::Time now = absl::Now();
   GenerateSummary& s = call->summary;
-  const int64_t produced = static_cast<int64_t>(result.output_ids.size());
-  s.finish_reason = result.finish_reason;
-  s.trailing_text = call->decoder.Flush();
-  s.output_tokens = produced;
+  const int64_t produced = s.output_tokens;  // those streamed
+  s.finish_reason = stopped ? "stop" : result.finish_reason;
+  s.trailing_text = call->stop.Push(call->decoder.Flush());
+  s.trailing_text += call->stop.Flush();
   s.recomputed_prompt_tokens = result.computed_prompt_tokens;
   s.queue_ms = result.queue_ms;
   s.ttft_ms = MsBetween(call->arrived, call->first_token_at);

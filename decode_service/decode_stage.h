@@ -8,7 +8,9 @@
 //   4. submit to the BatchScheduler, which loads them into a free slot,
 //      computes the prompt's last partial page, and decodes with the batch;
 //   5. each token to the caller's GenerateEvents as it is made, then the
-//      summary (usage, timings); the lease is released.
+//      summary (usage, timings); the lease is released. With stop strings,
+//      text that may begin one is held back until it cannot, and the call
+//      ends (finish reason "stop") where one occurs.
 // If prefill or the store fails (unreachable, deadline, full), the stage
 // computes what is missing itself and says so in the summary's
 // fallback_reason and the metrics; bad input is not retried. A cancelled
@@ -46,24 +48,35 @@ struct DecodeStageOptions {
   absl::Duration lease_renew_period = absl::Seconds(10);
 };
 
+// Stop strings a call may have, and the longest one, in bytes.
+inline constexpr int kMaxStopStrings = 4;
+inline constexpr int kMaxStopBytes = 256;
+
 struct GenerateParams {
   std::string prompt;           // text; used when prompt_ids is empty
   std::vector<int> prompt_ids;  // wins when not empty
   int64_t max_new_tokens = 16;  // >= 1
   SamplingOptions sampling;
   bool stop_at_end_of_text = true;
+  // The output ends before the first occurrence of any of these in its text
+  // (not included). At most kMaxStopStrings, each 1 to kMaxStopBytes bytes.
+  std::vector<std::string> stop;
 };
 
 struct StreamedToken {
   int id = 0;
-  std::string text;   // the UTF-8 text this token completes (may be empty)
+  // The UTF-8 text this token completes (may be empty); with stop strings,
+  // the text now known to come before any of them.
+  std::string text;
   int64_t index = 0;  // 0 for the first output token
 };
 
 struct GenerateSummary {
-  std::string finish_reason;    // "stop" or "length"
+  std::string finish_reason;    // "stop" (end of text or a stop string) or "length"
   std::string fallback_reason;  // empty when prefill and the store served the prompt
-  std::string trailing_text;    // bytes that never formed a character (U+FFFD each)
+  // Text not yet sent with a token: bytes that never formed a character
+  // (U+FFFD each), and text held back for a stop string that did not come.
+  std::string trailing_text;
   int64_t prompt_tokens = 0;
   int64_t cached_prompt_tokens = 0;      // reused from the store by prefill
   int64_t fetched_prompt_tokens = 0;     // read from the store by decode
@@ -119,6 +132,8 @@ class DecodeStage {
   void OnToken(Call& call, int token);
   void OnDone(const std::shared_ptr<Call>& call, const absl::Status& status,
               const BatchResult& result);
+  // Ends a call at its stop string (scheduler thread).
+  void StopAtString(Call& call);
   // Ends a call that never reached the scheduler.
   void EndEarly(const std::shared_ptr<Call>& call, const absl::Status& status);
   void ReleaseLease(uint64_t lease_id);

@@ -4,6 +4,7 @@
 
 #include "decode_service/decode_handler.h"
 #include "decode_service/decode_service.h"
+#include "decode_service/openai_server.h"
 #include "engine/device.h"
 #include "prefill_service/prefill_client.h"
 #include "rpc/flag_range.h"
@@ -17,6 +18,15 @@ NANOSERVE_FLAG_IN_RANGE(max_queue, 256, 0, 1048576, "calls waiting for a slot, a
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass here (0 = all)");
 NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the Prefill call");
 NANOSERVE_FLAG_IN_RANGE(workers, 8, 1, 1024, "threads for the calls' blocking steps");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8000",
+          "OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health), host:port "
+          "(port 0 = any); empty = off");
+NANOSERVE_FLAG_IN_RANGE(http_threads, 64, 1, 4096,
+                        "HTTP connections served at once (each stream holds one)");
+NANOSERVE_FLAG_IN_RANGE(http_max_body_kb, 1024, 1, 1048576, "largest HTTP request body in KiB");
+NANOSERVE_FLAG_IN_RANGE(http_timeout_s, 600, 1, 86400, "deadline of each HTTP completion");
+ABSL_FLAG(std::string, served_model_name, "",
+          "the model's id in the HTTP API (empty: the --model value)");
 ABSL_FLAG(std::string, decode_step, "auto",
           "auto (cuda-graph on a GPU, else reference), reference or cuda-graph");
 
@@ -49,7 +59,20 @@ int Run() {
                     store.store.get(), workers.get(), DecodeStageOptions(), &metrics);
   DecodeHandler handler(&stage);
   DecodeService service(&handler);
-  absl::Status served = ServeUntilSignal(ServerOptionsFromFlags(), {&service}, &metrics);
+  ServerOptions server = ServerOptionsFromFlags();
+  OpenAiServerOptions http;
+  http.listen = absl::GetFlag(FLAGS_http_listen);
+  http.model_id = absl::GetFlag(FLAGS_served_model_name);
+  if (http.model_id.empty()) http.model_id = ModelSpecFromFlags();
+  http.http.threads = static_cast<int>(absl::GetFlag(FLAGS_http_threads));
+  http.http.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_kb) << 10;
+  http.http.read_timeout = absl::Seconds(10);
+  http.http.write_timeout = absl::Seconds(10);
+  http.http.keep_alive_timeout = absl::Seconds(5);
+  http.timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_s));
+  OpenAiServer openai(&stage, http, &metrics);
+  if (!http.listen.empty()) server.side_servers.push_back(&openai);
+  absl::Status served = ServeUntilSignal(server, {&service}, &metrics);
   // End the calls the grace period cancelled, then let queued lease releases run.
   scheduler.Shutdown();
   workers.reset();

@@ -10,13 +10,14 @@
 #include <memory>
 #include <thread>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <httplib.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "rpc/http_server.h"
 
 namespace nanoserve {
 namespace {
@@ -25,59 +26,30 @@ namespace {
 // chunks, so a bulk Fetch or Put is not paced by round trips.
 constexpr int kStreamWindowBytes = 8 << 20;
 
-// Threads of the metrics page, and how long a connection may sit idle or
-// half-sent: slow or idle clients may not starve /metrics and /healthz.
-constexpr int kHttpThreads = 32;
-constexpr int kHttpTimeoutSeconds = 1;
-
 // The metrics page: GET /metrics, and GET /healthz, which says what the
 // gRPC health service says (200 "ok" while serving, 503 once stopping).
+// Slow or idle clients may not starve it: 32 threads, 1 s timeouts
+// (HttpServerOptions' defaults).
 class MetricsHttpServer {
  public:
-  MetricsHttpServer(const MetricsRegistry* metrics, const std::atomic<bool>* serving) {
-    server_.new_task_queue = [] { return new httplib::ThreadPool(kHttpThreads); };
-    server_.set_read_timeout(kHttpTimeoutSeconds, 0);
-    server_.set_write_timeout(kHttpTimeoutSeconds, 0);
-    server_.set_keep_alive_timeout(kHttpTimeoutSeconds);
-    server_.Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
+  MetricsHttpServer(const MetricsRegistry* metrics, const std::atomic<bool>* serving)
+      : http_(HttpServerOptions()) {
+    http_.routes().Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
       res.set_content(metrics->Render(), "text/plain; version=0.0.4");
     });
-    server_.Get("/healthz", [serving](const httplib::Request&, httplib::Response& res) {
+    http_.routes().Get("/healthz", [serving](const httplib::Request&, httplib::Response& res) {
       const bool up = serving->load();
       res.status = up ? 200 : 503;
       res.set_content(up ? "ok\n" : "not serving\n", "text/plain");
     });
   }
-  ~MetricsHttpServer() { Stop(); }
 
   // Binds host:port (port 0: any free one); returns the port.
-  absl::StatusOr<int> Start(const std::string& address) {
-    const size_t colon = address.rfind(':');
-    int port = 0;
-    if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad metrics address '", address, "'"));
-    }
-    const std::string host = address.substr(0, colon);
-    if (port == 0) {
-      port = server_.bind_to_any_port(host);
-    } else if (!server_.bind_to_port(host, port)) {
-      port = -1;
-    }
-    if (port <= 0) return absl::UnavailableError(absl::StrCat("cannot bind metrics on ", address));
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    return port;
-  }
-
-  void Stop() {
-    if (thread_.joinable()) {
-      server_.stop();
-      thread_.join();
-    }
-  }
+  absl::StatusOr<int> Start(const std::string& address) { return http_.Start(address); }
+  void Stop() { http_.Stop(); }
 
  private:
-  httplib::Server server_;
-  std::thread thread_;
+  HttpServer http_;
 };
 
 // SIGTERM and SIGINT: the signals that stop a service.
@@ -94,6 +66,10 @@ sigset_t TerminationSignals() {
 void BlockTerminationSignals() {
   const sigset_t set = TerminationSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // A peer that closes its socket must not end the process: cpp-httplib
+  // writes without MSG_NOSIGNAL, so a write to a closed connection would
+  // raise SIGPIPE; ignored, the write fails with EPIPE instead.
+  signal(SIGPIPE, SIG_IGN);
 }
 
 int WaitForTerminationSignal() {
@@ -132,6 +108,9 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
                               const std::function<void()>& before_stop) {
   if (absl::Status bad = options.Validate(); !bad.ok()) return bad;
   grpc::EnableDefaultHealthCheckService(true);
+  // Server reflection (grpc.reflection.v1alpha): generic tools (grpcurl,
+  // grpc_cli, Postman) list and call the services without the protos.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
@@ -158,23 +137,38 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
     }
     metrics_port = *port;
   }
-  if (!options.port_file.empty()) {
-    std::ofstream(options.port_file) << grpc_port << "\n" << metrics_port << "\n";
+  std::vector<int> side_ports;
+  for (SideServer* side : options.side_servers) {
+    absl::StatusOr<int> port = side->Start();
+    if (!port.ok()) {
+      for (size_t i = 0; i < side_ports.size(); ++i) options.side_servers[i]->Stop(absl::Now());
+      server->Shutdown();
+      return port.status();
+    }
+    side_ports.push_back(*port);
   }
-  std::fprintf(stderr, "%s: serving on port %d (metrics port %d)\n", options.name.c_str(),
-               grpc_port, metrics_port);
+  if (!options.port_file.empty()) {
+    std::ofstream out(options.port_file);
+    out << grpc_port << "\n" << metrics_port << "\n";
+    for (int port : side_ports) out << port << "\n";
+  }
+  std::fprintf(stderr, "%s: serving on port %d (metrics port %d", options.name.c_str(), grpc_port,
+               metrics_port);
+  for (int port : side_ports) std::fprintf(stderr, ", HTTP port %d", port);
+  std::fprintf(stderr, ")\n");
 
   const int signal_number = WaitForTerminationSignal();
   std::fprintf(stderr, "%s: signal %d, shutting down\n", options.name.c_str(), signal_number);
 
   server->GetHealthCheckService()->SetServingStatus(false);
   serving.store(false);
+  for (SideServer* side : options.side_servers) side->Drain();
   if (before_stop) before_stop();
-  const auto deadline =
-      std::chrono::system_clock::now() + absl::ToChronoMilliseconds(options.shutdown_grace);
   const absl::Time stopping = absl::Now();
-  server->Shutdown(deadline);
+  const absl::Time deadline = stopping + options.shutdown_grace;
+  server->Shutdown(absl::ToChronoTime(deadline));
   server->Wait();
+  for (SideServer* side : options.side_servers) side->Stop(deadline);
   http.Stop();
   std::fprintf(stderr, "%s: stopped in %.0f ms\n", options.name.c_str(),
                absl::ToDoubleMilliseconds(absl::Now() - stopping));

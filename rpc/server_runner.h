@@ -1,9 +1,11 @@
 // Runs a gRPC server the way every nanoserve service does: listening on a
 // configured address (loopback by default), with bounded message sizes,
-// gRPC health checking (grpc.health.v1), an optional Prometheus metrics page
-// over HTTP, and a graceful shutdown on SIGTERM or SIGINT: health turns
-// NOT_SERVING, new calls are refused, calls in flight get `shutdown_grace`
-// to finish and are then cancelled.
+// gRPC health checking (grpc.health.v1), server reflection
+// (grpc.reflection.v1alpha), an optional Prometheus metrics page over HTTP,
+// optional side servers (decode's OpenAI-compatible HTTP API), and a
+// graceful shutdown on SIGTERM or SIGINT: health turns NOT_SERVING, new
+// calls are refused, calls in flight get `shutdown_grace` to finish and are
+// then cancelled.
 #ifndef NANOSERVE_RPC_SERVER_RUNNER_H_
 #define NANOSERVE_RPC_SERVER_RUNNER_H_
 
@@ -15,11 +17,28 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "rpc/metrics.h"
 
 namespace nanoserve {
+
+// What a service serves beside its gRPC port for as long as it runs, e.g.
+// decode's OpenAI-compatible HTTP API (decode_service/openai_server.h).
+// ServeUntilSignal starts it after the gRPC server and stops it with it.
+class SideServer {
+ public:
+  virtual ~SideServer() = default;
+  // Binds and starts serving; returns the port bound. UNAVAILABLE if its
+  // address cannot be bound.
+  virtual absl::StatusOr<int> Start() = 0;
+  // A shutdown began: refuse new calls from now on; calls in flight go on.
+  virtual void Drain() = 0;
+  // Lets calls in flight run until `deadline`, cancels the rest, and stops
+  // serving; returns when nothing runs. REQUIRES: Start succeeded.
+  virtual void Stop(absl::Time deadline) = 0;
+};
 
 struct ServerOptions {
   // Service name for logs, e.g. "nanoserve-kv-store".
@@ -31,10 +50,13 @@ struct ServerOptions {
   // Largest message received or sent, in bytes.
   int64_t max_message_bytes = 8 << 20;
   // If set, written once serving: the gRPC port, then the metrics port (0
-  // when none), one per line. Tests and `nanoserve serve` read it.
+  // when none), then each side server's port, one per line. Tests and
+  // `nanoserve serve` read it.
   std::string port_file;
   // How long calls in flight may take to finish after a shutdown signal.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // Served beside the gRPC port, in this order (not owned).
+  std::vector<SideServer*> side_servers;
 
   // INVALID_ARGUMENT naming the first bad field: an address that is not
   // host:port with a port in [0, 65535], a message bound outside

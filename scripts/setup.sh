@@ -9,7 +9,10 @@ PKGS=(build-essential cmake pkg-config
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
       libabsl-dev libgtest-dev libgmock-dev googletest
       nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev gnuplot-nox
-      clang-14 libclang-rt-14-dev)  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
+      clang-14 libclang-rt-14-dev  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
+      # the front door's clients in the integration tests (README): curl, the
+      # Python gRPC example and reflection tool, the openai npm package's node
+      curl python3-grpcio python3-grpc-tools grpc-proto)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -24,3 +27,9 @@ if ((${#missing[@]})); then
 fi
 
 scripts/fetch_vocab.sh
+
+# The official openai npm package, pinned (package-lock.json), for the
+# OpenAI-compatible API's example and its integration test.
+if [ ! -f client/examples/openai/node_modules/openai/package.json ]; then
+  (cd client/examples/openai && npm ci --silent --no-audit --no-fund)
+fi

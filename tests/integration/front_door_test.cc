@@ -1,0 +1,325 @@
+// Integration: the clients nanoserve did not write, against the real
+// binaries (nanoserve-kv-store, nanoserve-prefill, nanoserve-decode with its
+// OpenAI-compatible HTTP API) on free loopback ports with a tiny saved
+// checkpoint: `curl -N` and the official `openai` npm package stream a
+// completion and get the greedy tokens `nanoserve generate --target` gets
+// over gRPC; so does the Python gRPC example (Debian's python3-grpcio); a
+// client that hangs up mid-stream frees its slot and lease; every service
+// lists itself through gRPC server reflection, and Decode.Generate is
+// called from reflected descriptors alone. A test whose tool is missing
+// (scripts/setup.sh installs them all) is skipped and says which.
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/service_client.h"
+#include "client/subprocess.h"
+#include "engine/checkpoint.h"
+#include "kv_store/client/kv_store_client.h"
+#include "tests/test_util/model.h"
+
+namespace nanoserve {
+namespace {
+
+using nlohmann::json;
+
+// Tokens below the tiny model's 512-word vocabulary: "a b c d e f g h" is
+// one whole page (8 tokens), the rest a partial one.
+constexpr char kPrompt[] = "a b c d e f g h The in of to and";
+constexpr int kNewTokens = 12;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Single quotes for /bin/sh.
+std::string Quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+struct ToolRun {
+  int code = -1;
+  std::string out, err;
+};
+
+class FrontDoorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char dir[] = "/tmp/nanoserve_front_XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = new std::string(dir);
+    const std::string model_dir = *dir_ + "/model";
+    ASSERT_TRUE(SaveCheckpoint(model_dir, testing::TinyCheckpoint()).ok());
+    ServiceStackOptions o;
+    o.bin_dir = NANOSERVE_BIN_DIR;
+    o.work_dir = *dir_;
+    o.model.spec = model_dir;
+    o.page_size = 8;
+    o.pool_mb = 16;
+    o.decode_flags = {"--served_model_name=tiny", "--workers=16"};
+    auto stack = ServiceStack::Start(o);
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    stack_ = stack->release();
+  }
+
+  static void TearDownTestSuite() {
+    if (stack_ != nullptr) {
+      absl::Status stopped = stack_->Stop();  // SIGTERM: each must exit 0
+      EXPECT_TRUE(stopped.ok()) << stopped;
+      delete stack_;
+      stack_ = nullptr;
+    }
+    if (std::getenv("NANOSERVE_KEEP_TEST_DIR") == nullptr) {
+      std::system(absl::StrCat("rm -rf ", *dir_).c_str());
+    }
+  }
+
+  void SetUp() override { ASSERT_NE(stack_, nullptr); }
+
+  // Runs `command` with /bin/sh; its stdout and stderr.
+  static ToolRun Run(const std::string& command, absl::Duration timeout = absl::Seconds(60)) {
+    static int runs = 0;
+    const std::string out = absl::StrCat(*dir_, "/tool", ++runs, ".out");
+    const std::string err = absl::StrCat(*dir_, "/tool", runs, ".err");
+    ToolRun run;
+    auto child = Subprocess::Start(
+        {"/bin/sh", "-c", absl::StrCat(command, " >", out, " 2>", err)});
+    if (!child.ok()) return run;
+    auto code = (*child)->Wait(timeout);
+    run.code = code.ok() ? *code : -1;
+    run.out = ReadFile(out);
+    run.err = ReadFile(err);
+    return run;
+  }
+
+  static bool Have(const std::string& check) { return Run(check + " >/dev/null 2>&1").code == 0; }
+
+  // The reference: `nanoserve generate --target` over gRPC, greedy.
+  static json GrpcReference() {
+    ToolRun r = Run(absl::StrCat(NANOSERVE_BIN_DIR, "/nanoserve generate --target ",
+                                 stack_->target(ServiceStack::kDecode), " --prompt ",
+                                 Quote(kPrompt), " --max_new_tokens ", kNewTokens,
+                                 " --ignore_eos --json"));
+    EXPECT_EQ(r.code, 0) << r.err;
+    return json::parse(r.out, nullptr, false);
+  }
+
+  static json CompletionBody(bool stream, int max_tokens) {
+    return {{"model", "tiny"},       {"prompt", kPrompt},      {"max_tokens", max_tokens},
+            {"temperature", 0},      {"ignore_eos", true},     {"stream", stream},
+            {"return_token_ids", true}, {"stream_options", {{"include_usage", true}}}};
+  }
+
+  // The "data:" events of an SSE stream ("[DONE]" as a string).
+  static std::vector<json> Events(const std::string& sse) {
+    std::vector<json> events;
+    for (absl::string_view line : absl::StrSplit(sse, '\n')) {
+      if (!absl::ConsumePrefix(&line, "data: ")) continue;
+      events.push_back(line == "[DONE]" ? json("[DONE]") : json::parse(line, nullptr, false));
+    }
+    return events;
+  }
+
+  static std::string Metrics() {
+    httplib::Client http("127.0.0.1", stack_->metrics_port(ServiceStack::kDecode));
+    auto res = http.Get("/metrics");
+    return res && res->status == 200 ? res->body : "";
+  }
+
+  // The value of a metric line (name with labels), or -1.
+  static double MetricValue(const std::string& page, const std::string& name) {
+    for (absl::string_view line : absl::StrSplit(page, '\n')) {
+      if (absl::ConsumePrefix(&line, name + " ")) return std::stod(std::string(line));
+    }
+    return -1;
+  }
+
+  static std::string* dir_;
+  static ServiceStack* stack_;
+};
+
+std::string* FrontDoorTest::dir_ = nullptr;
+ServiceStack* FrontDoorTest::stack_ = nullptr;
+
+TEST_F(FrontDoorTest, CurlStreamsTheGrpcGreedyTokens) {
+  if (!Have("command -v curl")) GTEST_SKIP() << "curl is not installed (scripts/setup.sh)";
+  const json reference = GrpcReference();
+  ASSERT_TRUE(reference.contains("output_ids")) << reference;
+  ToolRun r = Run(absl::StrCat("curl -sSN --fail-with-body ", stack_->http_base_url(),
+                               "/v1/completions -H 'Content-Type: application/json' -d ",
+                               Quote(CompletionBody(true, kNewTokens).dump())));
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const std::vector<json> events = Events(r.out);
+  ASSERT_GE(events.size(), 3u) << r.out;
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::vector<int> ids;
+  std::string text;
+  std::string finish;
+  json usage;
+  for (const json& e : events) {
+    if (!e.is_object()) continue;
+    if (e.contains("usage") && !e["usage"].is_null()) usage = e["usage"];
+    for (const json& c : e["choices"]) {
+      for (int id : c["token_ids"]) ids.push_back(id);
+      text += c["text"].get<std::string>();
+      if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+    }
+  }
+  EXPECT_EQ(ids, reference["output_ids"].get<std::vector<int>>());
+  EXPECT_EQ(text, reference["text"]);
+  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(usage["prompt_tokens"], 13);
+  EXPECT_EQ(usage["completion_tokens"], kNewTokens);
+  // The gRPC call put the prompt's whole page in the store: reused here.
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], 8);
+
+  // Not streamed: the same, in one JSON object.
+  ToolRun whole = Run(absl::StrCat("curl -sS ", stack_->http_base_url(),
+                                   "/v1/completions -H 'Content-Type: application/json' -d ",
+                                   Quote(CompletionBody(false, kNewTokens).dump())));
+  const json w = json::parse(whole.out, nullptr, false);
+  ASSERT_TRUE(w.contains("choices")) << whole.out << whole.err;
+  EXPECT_EQ(w["choices"][0]["token_ids"], reference["output_ids"]);
+  EXPECT_EQ(w["object"], "text_completion");
+}
+
+TEST_F(FrontDoorTest, OpenAiNpmClientStreamsTheGrpcGreedyTokens) {
+  if (!Have("command -v node")) GTEST_SKIP() << "node is not installed (scripts/setup.sh)";
+  const std::string example = absl::StrCat(NANOSERVE_SOURCE_DIR, "/client/examples/openai");
+  if (access((example + "/node_modules/openai/package.json").c_str(), R_OK) != 0) {
+    GTEST_SKIP() << "the openai npm package is not installed in " << example
+                 << "/node_modules (scripts/setup.sh installs it)";
+  }
+  const json reference = GrpcReference();
+  ToolRun r = Run(absl::StrCat("node ", example, "/stream.mjs --base_url ",
+                               stack_->http_base_url(), "/v1 --model tiny --prompt ",
+                               Quote(kPrompt), " --max_tokens ", kNewTokens,
+                               " --temperature 0 --ignore_eos --json"));
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const json out = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(out.contains("token_ids")) << r.out;
+  EXPECT_EQ(out["token_ids"], reference["output_ids"]);
+  EXPECT_EQ(out["text"], reference["text"]);
+  EXPECT_EQ(out["finish_reason"], "length");
+  EXPECT_GE(out["chunks"].get<int>(), kNewTokens);  // streamed, not one response
+  EXPECT_EQ(out["usage"]["completion_tokens"], kNewTokens);
+  EXPECT_EQ(out["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+
+  // The SDK raises OpenAI's errors: an unknown model is a 404 NotFoundError.
+  ToolRun bad = Run(absl::StrCat("node ", example, "/stream.mjs --base_url ",
+                                 stack_->http_base_url(), "/v1 --model gpt-4 --prompt x"));
+  EXPECT_NE(bad.code, 0);
+  EXPECT_TRUE(absl::StrContains(bad.err, "404")) << bad.err;
+}
+
+TEST_F(FrontDoorTest, PythonGrpcExampleGetsTheSameTokens) {
+  if (!Have("/usr/bin/python3 -c 'import grpc, grpc_tools'")) {
+    GTEST_SKIP() << "Debian's python3-grpcio and python3-grpc-tools are not installed "
+                    "(scripts/setup.sh)";
+  }
+  const json reference = GrpcReference();
+  ToolRun r = Run(absl::StrCat("/usr/bin/python3 ", NANOSERVE_SOURCE_DIR,
+                               "/client/examples/python/generate.py --target ",
+                               stack_->target(ServiceStack::kDecode), " --prompt ", Quote(kPrompt),
+                               " --max_new_tokens ", kNewTokens, " --ignore_eos --json"));
+  ASSERT_EQ(r.code, 0) << r.err << r.out;
+  const json out = json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(out.contains("output_ids")) << r.out;
+  EXPECT_EQ(out["output_ids"], reference["output_ids"]);
+  EXPECT_EQ(out["text"], reference["text"]);
+}
+
+// curl hangs up after the first events (head exits, curl's next write
+// fails): decode cancels the call, the slot and the lease are freed.
+TEST_F(FrontDoorTest, ClientDisconnectFreesTheSlotAndTheLease) {
+  if (!Have("command -v curl")) GTEST_SKIP() << "curl is not installed (scripts/setup.sh)";
+  const std::string before = Metrics();
+  const double cancelled_before =
+      MetricValue(before, "nanoserve_decode_requests_total{code=\"CANCELLED\"}");
+  json body = CompletionBody(true, 80);  // 13 + 80 tokens: nearly the 96-token context
+  body["prompt"] = "h g f e d c b a The in of to and";  // not cached: prefill, lease, fetch
+  ToolRun r = Run(absl::StrCat("curl -sSN ", stack_->http_base_url(),
+                               "/v1/completions -H 'Content-Type: application/json' -d ",
+                               Quote(body.dump()), " | head -n 4"));
+  EXPECT_EQ(Events(r.out).size(), 2u) << r.out;  // two events, then the hang-up
+  KvStoreClientOptions store_options;
+  store_options.target = stack_->target(ServiceStack::kKvStore);
+  KvStoreClient store(store_options);
+  std::string page;
+  v1::StatsResponse stats;
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  do {
+    absl::SleepFor(absl::Milliseconds(20));
+    page = Metrics();
+    stats = store.Stats().value();
+  } while ((MetricValue(page, "nanoserve_decode_active_sequences") != 0 ||
+            MetricValue(page, "nanoserve_decode_http_requests_in_flight") != 0 ||
+            stats.pages_pinned() != 0 || stats.active_leases() != 0) &&
+           absl::Now() < end);
+  EXPECT_EQ(MetricValue(page, "nanoserve_decode_active_sequences"), 0);
+  EXPECT_EQ(MetricValue(page, "nanoserve_decode_http_requests_in_flight"), 0);
+  EXPECT_EQ(stats.pages_pinned(), 0);
+  EXPECT_EQ(stats.active_leases(), 0);
+  // Cancelled, not run to its 80 tokens.
+  EXPECT_EQ(MetricValue(page, "nanoserve_decode_requests_total{code=\"CANCELLED\"}"),
+            std::max(cancelled_before, 0.0) + 1)
+      << page;
+}
+
+TEST_F(FrontDoorTest, ReflectionListsAndCallsEveryService) {
+  if (!Have("/usr/bin/python3 -c 'import grpc, grpc_tools'") ||
+      access("/usr/share/grpc-proto/grpc/reflection/v1alpha/reflection.proto", R_OK) != 0) {
+    GTEST_SKIP() << "Debian's python3-grpcio, python3-grpc-tools or grpc-proto is not "
+                    "installed (scripts/setup.sh)";
+  }
+  const std::string tool =
+      absl::StrCat("/usr/bin/python3 ", NANOSERVE_SOURCE_DIR, "/client/examples/python/reflect.py");
+  const struct {
+    ServiceStack::Which which;
+    const char* service;
+    const char* method;
+  } expected[] = {
+      {ServiceStack::kKvStore, "nanoserve.v1.KvStore", "Fetch(nanoserve.v1.FetchRequest)"},
+      {ServiceStack::kPrefill, "nanoserve.v1.Prefill", "Prefill(nanoserve.v1.PrefillRequest)"},
+      {ServiceStack::kDecode, "nanoserve.v1.Decode", "Generate(nanoserve.v1.GenerateRequest)"},
+  };
+  for (const auto& e : expected) {
+    ToolRun r = Run(absl::StrCat(tool, " --target ", stack_->target(e.which)));
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(absl::StrContains(r.out, absl::StrCat(e.service, "\n"))) << r.out;
+    EXPECT_TRUE(absl::StrContains(r.out, e.method)) << r.out;
+    EXPECT_TRUE(absl::StrContains(r.out, "grpc.health.v1.Health\n")) << r.out;
+    EXPECT_TRUE(absl::StrContains(r.out, "grpc.reflection.v1alpha.ServerReflection\n")) << r.out;
+  }
+  // A call built from reflected descriptors: the offline greedy tokens.
+  ToolRun call = Run(absl::StrCat(tool, " --target ", stack_->target(ServiceStack::kDecode),
+                                  " --generate_prompt_ids 5,6,7 --max_new_tokens 6"));
+  ASSERT_EQ(call.code, 0) << call.err;
+  const json out = json::parse(call.out, nullptr, false);
+  ASSERT_TRUE(out.contains("output_ids")) << call.out;
+  auto grpc = StreamGenerate(
+      *v1::Decode::NewStub(MakeChannel(stack_->target(ServiceStack::kDecode), 8 << 20)),
+      GreedyRequest({5, 6, 7}, 6), absl::Seconds(60));
+  ASSERT_TRUE(grpc.ok()) << grpc.status();
+  EXPECT_EQ(out["output_ids"].get<std::vector<int>>(), grpc->output_ids);
+}
+
+}  // namespace
+}  // namespace nanoserve

@@ -1,0 +1,235 @@
+// The OpenAI-compatible HTTP API in this process: a DecodeStage over a tiny
+// model (no prefill service, no store) behind an OpenAiServer on a free
+// loopback port, driven with cpp-httplib's client. Errors get OpenAI's shape
+// and their HTTP codes, including the stage's own validation for streamed
+// requests; a streaming client that goes away frees its slot.
+#include "decode_service/openai_server.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "tests/test_util/model.h"
+
+namespace nanoserve {
+namespace {
+
+using nlohmann::json;
+
+class OpenAiServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartServer(BatchSchedulerOptions{}); }
+
+  void StartServer(const BatchSchedulerOptions& scheduler_options) {
+    server_.reset();
+    stage_.reset();
+    scheduler_ = std::make_unique<BatchScheduler>(model_.get(), scheduler_options);
+    metrics_ = std::make_unique<MetricsRegistry>();  // gauges read the new scheduler
+    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), nullptr, nullptr,
+                                           &workers_, DecodeStageOptions(), metrics_.get());
+    OpenAiServerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.model_id = "tiny";
+    o.http.max_body_bytes = 4096;
+    o.heartbeat = absl::Milliseconds(100);
+    server_ = std::make_unique<OpenAiServer>(stage_.get(), o, metrics_.get());
+    auto port = server_->Start();
+    ASSERT_TRUE(port.ok()) << port.status();
+    port_ = *port;
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Stop(absl::Now() + absl::Seconds(5));
+  }
+
+  httplib::Result Post(const json& body) {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_read_timeout(60, 0);
+    return client.Post("/v1/completions", body.dump(), "application/json");
+  }
+
+  // The JSON of every "data:" event of a streamed response, and the
+  // "[DONE]" marker as the string "[DONE]".
+  static std::vector<json> Events(const std::string& body) {
+    std::vector<json> events;
+    for (absl::string_view line : absl::StrSplit(body, '\n')) {
+      if (!absl::ConsumePrefix(&line, "data: ")) continue;
+      events.push_back(line == "[DONE]" ? json("[DONE]") : json::parse(line));
+    }
+    return events;
+  }
+
+  static json Greedy(std::vector<int> prompt, int max_tokens) {
+    return {{"model", "tiny"}, {"prompt", prompt},        {"max_tokens", max_tokens},
+            {"temperature", 0}, {"ignore_eos", true}, {"return_token_ids", true}};
+  }
+
+  std::unique_ptr<Gpt2Model> model_ = testing::TinyModel();
+  std::unique_ptr<Gpt2Tokenizer> tokenizer_ = Gpt2Tokenizer::LoadDefault().value();
+  WorkerPool workers_{2};
+  std::unique_ptr<BatchScheduler> scheduler_;
+  std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<DecodeStage> stage_;
+  std::unique_ptr<OpenAiServer> server_;
+  int port_ = 0;
+};
+
+TEST_F(OpenAiServerTest, WholeAndStreamedResponsesCarryTheSameGreedyTokens) {
+  auto whole = Post(Greedy({1, 2, 3}, 8));
+  ASSERT_TRUE(whole);
+  ASSERT_EQ(whole->status, 200) << whole->body;
+  const json w = json::parse(whole->body);
+  EXPECT_EQ(w["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(w["usage"]["completion_tokens"], 8);
+  EXPECT_EQ(w["choices"][0]["finish_reason"], "length");
+  const std::vector<int> ids = w["choices"][0]["token_ids"];
+  EXPECT_EQ(ids.size(), 8u);
+
+  json body = Greedy({1, 2, 3}, 8);
+  body["stream"] = true;
+  body["stream_options"] = {{"include_usage", true}};
+  auto streamed = Post(body);
+  ASSERT_TRUE(streamed);
+  ASSERT_EQ(streamed->status, 200) << streamed->body;
+  EXPECT_EQ(streamed->get_header_value("Content-Type"), "text/event-stream");
+  const std::vector<json> events = Events(streamed->body);
+  ASSERT_EQ(events.size(), 8 + 1 + 1 + 1u);  // tokens, finish, usage, [DONE]
+  std::vector<int> streamed_ids;
+  std::string text;
+  for (int i = 0; i < 9; ++i) {
+    for (int id : events[i]["choices"][0]["token_ids"]) streamed_ids.push_back(id);
+    text += events[i]["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(streamed_ids, ids);
+  EXPECT_EQ(text, w["choices"][0]["text"]);
+  EXPECT_EQ(events[8]["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(events[9]["choices"].empty());
+  EXPECT_EQ(events[9]["usage"]["completion_tokens"], 8);
+  EXPECT_EQ(events[10], "[DONE]");
+}
+
+TEST_F(OpenAiServerTest, NChoicesAndStopStrings) {
+  json body = Greedy({4, 5}, 6);
+  body["n"] = 3;
+  auto three = Post(body);
+  ASSERT_TRUE(three);
+  ASSERT_EQ(three->status, 200) << three->body;
+  const json t = json::parse(three->body);
+  ASSERT_EQ(t["choices"].size(), 3u);
+  EXPECT_EQ(t["choices"][2]["index"], 2);
+  EXPECT_EQ(t["choices"][0]["text"], t["choices"][2]["text"]);  // greedy: the same
+  EXPECT_EQ(t["usage"]["completion_tokens"], 18);
+
+  // Stop at a piece of the greedy text: the text ends before it.
+  auto plain = Post(Greedy({4, 5}, 30));
+  ASSERT_TRUE(plain);
+  const std::string full = json::parse(plain->body)["choices"][0]["text"];
+  ASSERT_GE(full.size(), 6u);
+  const std::string stop = full.substr(full.size() / 2, 2);
+  json stopped = Greedy({4, 5}, 30);
+  stopped["stop"] = stop;
+  auto cut = Post(stopped);
+  ASSERT_TRUE(cut);
+  ASSERT_EQ(cut->status, 200) << cut->body;
+  const json c = json::parse(cut->body);
+  EXPECT_EQ(c["choices"][0]["text"], full.substr(0, full.find(stop)));
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
+  EXPECT_LT(c["usage"]["completion_tokens"].get<int>(), 30);
+}
+
+TEST_F(OpenAiServerTest, ErrorsHaveOpenAisShapeAndCodes) {
+  auto expect = [&](const httplib::Result& res, int status) {
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, status) << res->body;
+    const json e = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(e.contains("error")) << res->body;
+    EXPECT_TRUE(e["error"]["message"].is_string());
+  };
+  httplib::Client client("127.0.0.1", port_);
+  expect(client.Post("/v1/completions", "{oops", "application/json"), 400);
+  expect(Post({{"model", "tiny"}, {"prompt", "x"}, {"logprobs", 3}}), 400);
+  expect(Post({{"model", "gpt-4"}, {"prompt", "x"}}), 404);
+  // The stage's own checks, whole and streamed: an unknown token id,
+  // max_tokens 0, a prompt over the context, a bad top_p, five stop strings.
+  for (bool stream : {false, true}) {
+    for (json body : {Greedy({1, 9999}, 4), Greedy({1}, 0), Greedy(std::vector<int>(90, 1), 10)}) {
+      body["stream"] = stream;
+      expect(Post(body), 400);
+    }
+    json top_p = Greedy({1}, 2);
+    top_p["top_p"] = 1.5;
+    top_p["stream"] = stream;
+    expect(Post(top_p), 400);
+    json stops = Greedy({1}, 2);
+    stops["stop"] = {"a", "b", "c", "d", "e"};
+    stops["stream"] = stream;
+    expect(Post(stops), 400);
+  }
+  expect(client.Post("/v1/completions", std::string(5000, ' '), "application/json"), 413);
+  expect(client.Get("/v1/chat/nothing"), 404);
+  auto models = client.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny");
+  auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(scheduler_->active(), 0);
+}
+
+// A full decode (one slot, no queue) refuses with 429, like gRPC's
+// RESOURCE_EXHAUSTED; a streaming client that leaves frees the slot.
+TEST_F(OpenAiServerTest, FullIs429AndADisconnectFreesTheSlot) {
+  BatchSchedulerOptions one;
+  one.max_batch = 1;
+  one.max_queue = 0;
+  StartServer(one);
+  json body = Greedy({1, 2, 3}, 90);
+  body["stream"] = true;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  int chunks = 0;
+  httplib::Result refused;
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+    if (++chunks == 2) refused = Post(Greedy({1}, 2));  // while the stream holds the slot
+    return chunks < 3;                                   // then hang up
+  };
+  httplib::Client client("127.0.0.1", port_);
+  client.send(req);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429) << refused->body;
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while ((scheduler_->active() > 0 || !absl::StrContains(metrics_->Render(), "code=\"CANCELLED\"} 1")) &&
+         absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(scheduler_->active(), 0);
+  EXPECT_TRUE(absl::StrContains(metrics_->Render(),
+                                "nanoserve_decode_requests_total{code=\"CANCELLED\"} 1"))
+      << metrics_->Render();
+  auto after = Post(Greedy({1}, 2));
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200) << after->body;
+}
+
+TEST_F(OpenAiServerTest, DrainingRefusesNewRequests) {
+  server_->Drain();
+  auto refused = Post(Greedy({1}, 2));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  httplib::Client client("127.0.0.1", port_);
+  auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+}
+
+}  // namespace
+}  // namespace nanoserve
