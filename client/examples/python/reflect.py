@@ -14,6 +14,7 @@ grpc-proto package (/usr/share/grpc-proto) with grpc_tools.protoc.
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -27,14 +28,20 @@ REFLECTION = "grpc/reflection/v1alpha/reflection.proto"
 
 
 def load_reflection_stubs(out_dir):
-    if not os.path.exists(os.path.join(GRPC_PROTO, REFLECTION)):
-        sys.exit("reflect.py: %s not found (Debian package grpc-proto)" %
-                 os.path.join(GRPC_PROTO, REFLECTION))
-    if protoc.main(["protoc", "-I" + GRPC_PROTO, "--python_out=" + out_dir,
-                    "--grpc_python_out=" + out_dir, os.path.join(GRPC_PROTO, REFLECTION)]) != 0:
-        sys.exit("reflect.py: protoc failed on " + REFLECTION)
+    """Generates the reflection protocol's stubs into out_dir and imports them.
+    The .proto is copied to out_dir's top: under its own path its Python
+    package would be grpc.reflection, which the grpc module hides."""
+    source = os.path.join(GRPC_PROTO, REFLECTION)
+    if not os.path.exists(source):
+        sys.exit("reflect.py: %s not found (Debian package grpc-proto)" % source)
+    shutil.copy(source, os.path.join(out_dir, "reflection.proto"))
+    if protoc.main(["protoc", "-I" + out_dir, "--python_out=" + out_dir,
+                    "--grpc_python_out=" + out_dir,
+                    os.path.join(out_dir, "reflection.proto")]) != 0:
+        sys.exit("reflect.py: protoc failed on " + source)
     sys.path.insert(0, out_dir)
-    from grpc.reflection.v1alpha import reflection_pb2, reflection_pb2_grpc  # pylint: disable=all
+    import reflection_pb2  # pylint: disable=import-outside-toplevel,import-error
+    import reflection_pb2_grpc  # pylint: disable=import-outside-toplevel,import-error
     return reflection_pb2, reflection_pb2_grpc
 
 
