@@ -59,8 +59,8 @@ absl::StatusOr<ClientTimes> ViaGrpc(v1::Decode::Stub& decode, const std::vector<
 
 absl::StatusOr<ClientTimes> ViaHttp(httplib::Client& http, const std::string& model,
                                     const std::vector<int>& prompt, int64_t max_new) {
-  const json body = {{"model", model},      {"prompt", prompt},   {"max_tokens", max_new},
-                     {"temperature", 0},    {"ignore_eos", true}, {"stream", true},
+  const json body = {{"model", model},          {"prompt", prompt},   {"max_tokens", max_new},
+                     {"temperature", 0},        {"ignore_eos", true}, {"stream", true},
                      {"return_token_ids", true}};
   ClientTimes t;
   absl::Time first, last;

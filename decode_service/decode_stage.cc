@@ -48,9 +48,8 @@ absl::Status ValidateStopStrings(const std::vector<std::string>& stop) {
   }
   for (const std::string& s : stop) {
     if (s.empty() || s.size() > kMaxStopBytes) {
-      return absl::InvalidArgumentError(absl::StrCat("a stop string of ", s.size(),
-                                                     " bytes; each must have 1 to ",
-                                                     kMaxStopBytes));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a stop string of ", s.size(), " bytes; each must have 1 to ", kMaxStopBytes));
     }
   }
   return absl::OkStatus();

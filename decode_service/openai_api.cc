@@ -73,8 +73,7 @@ absl::StatusOr<int64_t> Integer(const json& body, const char* field, int64_t fal
   auto it = body.find(field);
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_number_integer()) return NotA(field, "an integer");
-  return it->is_number_unsigned() ? static_cast<int64_t>(it->get<uint64_t>())
-                                  : it->get<int64_t>();
+  return it->is_number_unsigned() ? static_cast<int64_t>(it->get<uint64_t>()) : it->get<int64_t>();
 }
 
 absl::StatusOr<bool> Boolean(const json& body, const char* field) {
@@ -100,11 +99,27 @@ absl::StatusOr<std::vector<std::string>> StopStrings(const json& body) {
 // Refuses fields this server does not know, and OpenAI fields it does not
 // implement unless they hold their defaults.
 absl::Status CheckFields(const json& body) {
-  static const char* const kKnown[] = {
-      "model",  "prompt",         "max_tokens", "temperature",  "top_p", "seed",
-      "stop",   "n",              "stream",     "stream_options", "user", "top_k",
-      "ignore_eos", "return_token_ids", "logprobs", "echo",   "best_of", "suffix",
-      "logit_bias", "presence_penalty", "frequency_penalty"};
+  static const char* const kKnown[] = {"model",
+                                       "prompt",
+                                       "max_tokens",
+                                       "temperature",
+                                       "top_p",
+                                       "seed",
+                                       "stop",
+                                       "n",
+                                       "stream",
+                                       "stream_options",
+                                       "user",
+                                       "top_k",
+                                       "ignore_eos",
+                                       "return_token_ids",
+                                       "logprobs",
+                                       "echo",
+                                       "best_of",
+                                       "suffix",
+                                       "logit_bias",
+                                       "presence_penalty",
+                                       "frequency_penalty"};
   for (auto it = body.begin(); it != body.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
@@ -141,9 +156,9 @@ absl::Status ParseShared(const json& body, uint64_t random_seed, GenerateParams&
   auto seed = Integer(body, "seed", static_cast<int64_t>(random_seed));
   auto ignore_eos = Boolean(body, "ignore_eos");
   auto stop = StopStrings(body);
-  for (const absl::Status& s : {max_tokens.status(), temperature.status(), top_p.status(),
-                                top_k.status(), seed.status(), ignore_eos.status(),
-                                stop.status()}) {
+  for (const absl::Status& s :
+       {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(), seed.status(),
+        ignore_eos.status(), stop.status()}) {
     if (!s.ok()) return s;
   }
   shared.max_new_tokens = *max_tokens;
@@ -183,8 +198,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
     if (!s.ok()) return s;
   }
   if (*best_of != *n) return Bad("'best_of' is not supported (only best_of = n)");
-  if (*n < 1 || *n > max_choices ||
-      static_cast<int64_t>(prompts.size()) > max_choices / *n) {
+  if (*n < 1 || *n > max_choices || static_cast<int64_t>(prompts.size()) > max_choices / *n) {
     return Bad(absl::StrCat("'n' times the number of prompts must be in [1, ", max_choices, "]"));
   }
   request.n = *n;
@@ -222,8 +236,7 @@ nlohmann::json UsageJson(const std::vector<GenerateSummary>& summaries) {
 }
 
 nlohmann::json CompletionJson(const CompletionHeader& header,
-                              const std::vector<CompletionChoice>& choices,
-                              bool return_token_ids) {
+                              const std::vector<CompletionChoice>& choices, bool return_token_ids) {
   json list = json::array();
   std::vector<GenerateSummary> summaries;
   for (size_t i = 0; i < choices.size(); ++i) {
@@ -262,8 +275,7 @@ nlohmann::json UsageChunkJson(const CompletionHeader& header, const nlohmann::js
 std::string SseEvent(const nlohmann::json& json) {
   // Invalid UTF-8 cannot occur (token texts are whole characters or U+FFFD);
   // replace, never throw, should it.
-  return absl::StrCat("data: ", json.dump(-1, ' ', false, json::error_handler_t::replace),
-                      "\n\n");
+  return absl::StrCat("data: ", json.dump(-1, ' ', false, json::error_handler_t::replace), "\n\n");
 }
 
 int HttpStatusFor(const absl::Status& status) {
@@ -293,18 +305,18 @@ nlohmann::json ErrorJson(int http_status, absl::string_view message, absl::strin
   const char* type = http_status == 429   ? "rate_limit_error"
                      : http_status >= 500 ? "server_error"
                                           : "invalid_request_error";
-  json error = {{"message", std::string(message)}, {"type", type}, {"param", nullptr},
-                {"code", nullptr}};
+  json error = {
+      {"message", std::string(message)}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
   if (!code.empty()) error["code"] = std::string(code);
   return {{"error", std::move(error)}};
 }
 
 nlohmann::json ModelsJson(const std::string& id, int64_t created) {
-  return {{"object", "list"},
-          {"data", json::array({{{"id", id},
-                                 {"object", "model"},
-                                 {"created", created},
-                                 {"owned_by", "nanoserve"}}})}};
+  return {
+      {"object", "list"},
+      {"data",
+       json::array(
+           {{{"id", id}, {"object", "model"}, {"created", created}, {"owned_by", "nanoserve"}}})}};
 }
 
 }  // namespace nanoserve

@@ -51,8 +51,7 @@ struct CompletionRequest {
 // beyond `max_choices` (prompts x n) are refused too. `random_seed` is the
 // seed of requests that give none.
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(absl::string_view body,
-                                                         int64_t max_choices,
-                                                         uint64_t random_seed);
+                                                         int64_t max_choices, uint64_t random_seed);
 
 // What one choice produced, for the whole (not streamed) response.
 struct CompletionChoice {
@@ -75,8 +74,7 @@ nlohmann::json UsageJson(const std::vector<GenerateSummary>& summaries);
 
 // The whole response: object "text_completion", one entry per choice.
 nlohmann::json CompletionJson(const CompletionHeader& header,
-                              const std::vector<CompletionChoice>& choices,
-                              bool return_token_ids);
+                              const std::vector<CompletionChoice>& choices, bool return_token_ids);
 
 // One streamed chunk for choice `index`: `text` (and `token_ids`, when
 // asked for), finish_reason null until the last chunk of that choice.

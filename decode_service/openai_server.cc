@@ -143,8 +143,8 @@ class OpenAiServer::InFlight {
 
   void Start(const std::vector<GenerateParams>& choices, absl::Time deadline) {
     for (size_t i = 0; i < choices.size(); ++i) {
-      auto call = server_->stage_->Start(choices[i], deadline,
-                                         std::make_shared<ChoiceEvents>(queue_, i));
+      auto call =
+          server_->stage_->Start(choices[i], deadline, std::make_shared<ChoiceEvents>(queue_, i));
       std::lock_guard<std::mutex> lock(mu_);
       calls_.push_back(std::move(call));
     }
@@ -196,8 +196,8 @@ class SseStream {
       if (done_) break;
       if (!e.finished) {
         const std::vector<int> id = {e.token.id};
-        out += SseEvent(ChunkJson(header_, e.choice, e.token.text, token_ids_ ? &id : nullptr,
-                                  "", include_usage_));
+        out += SseEvent(ChunkJson(header_, e.choice, e.token.text, token_ids_ ? &id : nullptr, "",
+                                  include_usage_));
         continue;
       }
       if (!e.status.ok()) {  // after the first tokens: an error event ends the stream
@@ -255,9 +255,9 @@ OpenAiServer::OpenAiServer(DecodeStage* stage, const OpenAiServerOptions& option
   // Unknown paths, wrong methods, bodies over the bound: OpenAI's shape.
   routes.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    const std::string message =
-        res.status == 413 ? "the request body is too large"
-                          : absl::StrCat("no such endpoint: ", req.method, " ", req.path);
+    const std::string message = res.status == 413
+                                    ? "the request body is too large"
+                                    : absl::StrCat("no such endpoint: ", req.method, " ", req.path);
     SetJson(res, res.status, ErrorJson(res.status, message));
   });
   if (metrics_ != nullptr) {
@@ -284,7 +284,8 @@ void OpenAiServer::Drain() { draining_.store(true); }
 void OpenAiServer::Stop(absl::Time deadline) {
   draining_.store(true);
   std::unique_lock<std::mutex> lock(mu_);
-  idle_.wait_for(lock, absl::ToChronoMicroseconds(std::max(deadline - absl::Now(), absl::ZeroDuration())),
+  idle_.wait_for(lock,
+                 absl::ToChronoMicroseconds(std::max(deadline - absl::Now(), absl::ZeroDuration())),
                  [&] { return requests_.empty(); });
   for (InFlight* request : requests_) request->CancelAll();
   // Cancelled calls end at the scheduler's next step; their streams then end.
@@ -308,8 +309,8 @@ void OpenAiServer::Unregister(InFlight* request) {
 void OpenAiServer::Count(int http_status) {
   if (metrics_ == nullptr) return;
   metrics_
-      ->AddCounter("nanoserve_decode_http_requests_total",
-                   "OpenAI API completions by HTTP status.", absl::StrCat("code=\"", http_status, "\""))
+      ->AddCounter("nanoserve_decode_http_requests_total", "OpenAI API completions by HTTP status.",
+                   absl::StrCat("code=\"", http_status, "\""))
       ->Increment();
 }
 
@@ -323,10 +324,11 @@ void OpenAiServer::Completions(const std::string& body, httplib::Response& res) 
       ParseCompletionRequest(body, options_.max_choices, RandomSeed());
   if (!parsed.ok()) return respond_error(parsed.status());
   if (parsed->model != options_.model_id) {
-    return respond_error(
-        absl::NotFoundError(absl::StrCat("the model '", parsed->model, "' does not exist; this "
-                                         "server has '", options_.model_id, "'")),
-        "model_not_found");
+    return respond_error(absl::NotFoundError(absl::StrCat("the model '", parsed->model,
+                                                          "' does not exist; this "
+                                                          "server has '",
+                                                          options_.model_id, "'")),
+                         "model_not_found");
   }
   auto request = std::make_shared<InFlight>(this);
   request->Start(parsed->choices, absl::Now() + options_.timeout);
@@ -348,12 +350,12 @@ void OpenAiServer::Completions(const std::string& body, httplib::Response& res) 
     SetJson(res, 200, CompletionJson(header, progress.choices, parsed->return_token_ids));
     return;
   }
-  auto stream = std::make_shared<SseStream>(request, header, *parsed, std::move(taken),
-                                            options_.heartbeat);
+  auto stream =
+      std::make_shared<SseStream>(request, header, *parsed, std::move(taken), options_.heartbeat);
   res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [stream](size_t, httplib::DataSink& sink) { return stream->Provide(sink); });
+  res.set_chunked_content_provider("text/event-stream", [stream](size_t, httplib::DataSink& sink) {
+    return stream->Provide(sink);
+  });
 }
 
 }  // namespace nanoserve

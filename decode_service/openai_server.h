@@ -90,8 +90,8 @@ class OpenAiServer final : public SideServer {
   std::atomic<bool> draining_{false};
 
   std::mutex mu_;
-  std::condition_variable idle_;                 // requests_ became empty
-  absl::flat_hash_set<InFlight*> requests_;      // guarded by mu_
+  std::condition_variable idle_;             // requests_ became empty
+  absl::flat_hash_set<InFlight*> requests_;  // guarded by mu_
 };
 
 }  // namespace nanoserve

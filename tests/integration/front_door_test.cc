@@ -99,8 +99,7 @@ class FrontDoorTest : public ::testing::Test {
     const std::string out = absl::StrCat(*dir_, "/tool", ++runs, ".out");
     const std::string err = absl::StrCat(*dir_, "/tool", runs, ".err");
     ToolRun run;
-    auto child = Subprocess::Start(
-        {"/bin/sh", "-c", absl::StrCat(command, " >", out, " 2>", err)});
+    auto child = Subprocess::Start({"/bin/sh", "-c", absl::StrCat(command, " >", out, " 2>", err)});
     if (!child.ok()) return run;
     auto code = (*child)->Wait(timeout);
     run.code = code.ok() ? *code : -1;
@@ -113,17 +112,17 @@ class FrontDoorTest : public ::testing::Test {
 
   // The reference: `nanoserve generate --target` over gRPC, greedy.
   static json GrpcReference() {
-    ToolRun r = Run(absl::StrCat(NANOSERVE_BIN_DIR, "/nanoserve generate --target ",
-                                 stack_->target(ServiceStack::kDecode), " --prompt ",
-                                 Quote(kPrompt), " --max_new_tokens ", kNewTokens,
-                                 " --ignore_eos --json"));
+    ToolRun r = Run(absl::StrCat(
+        NANOSERVE_BIN_DIR, "/nanoserve generate --target ", stack_->target(ServiceStack::kDecode),
+        " --prompt ", Quote(kPrompt), " --max_new_tokens ", kNewTokens, " --ignore_eos --json"));
     EXPECT_EQ(r.code, 0) << r.err;
     return json::parse(r.out, nullptr, false);
   }
 
   static json CompletionBody(bool stream, int max_tokens) {
-    return {{"model", "tiny"},       {"prompt", kPrompt},      {"max_tokens", max_tokens},
-            {"temperature", 0},      {"ignore_eos", true},     {"stream", stream},
+    return {{"model", "tiny"},          {"prompt", kPrompt},
+            {"max_tokens", max_tokens}, {"temperature", 0},
+            {"ignore_eos", true},       {"stream", stream},
             {"return_token_ids", true}, {"stream_options", {{"include_usage", true}}}};
   }
 
@@ -208,10 +207,9 @@ TEST_F(FrontDoorTest, OpenAiNpmClientStreamsTheGrpcGreedyTokens) {
                  << "/node_modules (scripts/setup.sh installs it)";
   }
   const json reference = GrpcReference();
-  ToolRun r = Run(absl::StrCat("node ", example, "/stream.mjs --base_url ",
-                               stack_->http_base_url(), "/v1 --model tiny --prompt ",
-                               Quote(kPrompt), " --max_tokens ", kNewTokens,
-                               " --temperature 0 --ignore_eos --json"));
+  ToolRun r = Run(absl::StrCat("node ", example, "/stream.mjs --base_url ", stack_->http_base_url(),
+                               "/v1 --model tiny --prompt ", Quote(kPrompt), " --max_tokens ",
+                               kNewTokens, " --temperature 0 --ignore_eos --json"));
   ASSERT_EQ(r.code, 0) << r.err << r.out;
   const json out = json::parse(r.out, nullptr, false);
   ASSERT_TRUE(out.contains("token_ids")) << r.out;

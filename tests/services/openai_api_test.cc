@@ -78,13 +78,13 @@ TEST(OpenAiApiTest, PromptsTimesNAreTheChoicesWithTheirOwnSeeds) {
 
 TEST(OpenAiApiTest, BadShapesAreInvalidArgument) {
   const json bad[] = {
-      {{"prompt", "x"}},                                        // no model
-      {{"model", "m"}},                                         // no prompt
-      {{"model", "m"}, {"prompt", 5}},                          // not a prompt
-      {{"model", "m"}, {"prompt", json::array()}},              // empty
-      {{"model", "m"}, {"prompt", {1, "a"}}},                   // mixed
-      {{"model", "m"}, {"prompt", {1, 5000000000LL}}},          // not an int
-      {{"model", "m"}, {"prompt", "x"}, {"max_tokens", 1.5}},   // not an integer
+      {{"prompt", "x"}},                                       // no model
+      {{"model", "m"}},                                        // no prompt
+      {{"model", "m"}, {"prompt", 5}},                         // not a prompt
+      {{"model", "m"}, {"prompt", json::array()}},             // empty
+      {{"model", "m"}, {"prompt", {1, "a"}}},                  // mixed
+      {{"model", "m"}, {"prompt", {1, 5000000000LL}}},         // not an int
+      {{"model", "m"}, {"prompt", "x"}, {"max_tokens", 1.5}},  // not an integer
       {{"model", "m"}, {"prompt", "x"}, {"temperature", "hot"}},
       {{"model", "m"}, {"prompt", "x"}, {"stop", {1}}},
       {{"model", "m"}, {"prompt", "x"}, {"stream", "yes"}},
@@ -95,7 +95,7 @@ TEST(OpenAiApiTest, BadShapesAreInvalidArgument) {
       {{"model", "m"}, {"prompt", "x"}, {"echo", true}},
       {{"model", "m"}, {"prompt", "x"}, {"best_of", 2}},
       {{"model", "m"}, {"prompt", "x"}, {"presence_penalty", 0.5}},
-      {{"model", "m"}, {"prompt", "x"}, {"max_token", 5}},      // unknown (a typo)
+      {{"model", "m"}, {"prompt", "x"}, {"max_token", 5}},  // unknown (a typo)
   };
   for (const json& body : bad) {
     EXPECT_EQ(Parse(body).status().code(), absl::StatusCode::kInvalidArgument) << body.dump();
@@ -108,8 +108,11 @@ TEST(OpenAiApiTest, BadShapesAreInvalidArgument) {
 
 // Values are not checked here: the stage checks them, as for gRPC.
 TEST(OpenAiApiTest, ValuesAreLeftToTheStage) {
-  auto r = Parse({{"model", "m"}, {"prompt", {-1, 99999}}, {"max_tokens", 0},
-                  {"temperature", -3}, {"stop", {"", "a", "b", "c", "d"}}});
+  auto r = Parse({{"model", "m"},
+                  {"prompt", {-1, 99999}},
+                  {"max_tokens", 0},
+                  {"temperature", -3},
+                  {"stop", {"", "a", "b", "c", "d"}}});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->choices[0].max_new_tokens, 0);
   EXPECT_EQ(r->choices[0].stop.size(), 5u);

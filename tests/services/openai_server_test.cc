@@ -66,7 +66,7 @@ class OpenAiServerTest : public ::testing::Test {
   }
 
   static json Greedy(std::vector<int> prompt, int max_tokens) {
-    return {{"model", "tiny"}, {"prompt", prompt},        {"max_tokens", max_tokens},
+    return {{"model", "tiny"},  {"prompt", prompt},   {"max_tokens", max_tokens},
             {"temperature", 0}, {"ignore_eos", true}, {"return_token_ids", true}};
   }
 
@@ -200,14 +200,15 @@ TEST_F(OpenAiServerTest, FullIs429AndADisconnectFreesTheSlot) {
   httplib::Result refused;
   req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
     if (++chunks == 2) refused = Post(Greedy({1}, 2));  // while the stream holds the slot
-    return chunks < 3;                                   // then hang up
+    return chunks < 3;                                  // then hang up
   };
   httplib::Client client("127.0.0.1", port_);
   client.send(req);
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 429) << refused->body;
   const absl::Time end = absl::Now() + absl::Seconds(10);
-  while ((scheduler_->active() > 0 || !absl::StrContains(metrics_->Render(), "code=\"CANCELLED\"} 1")) &&
+  while ((scheduler_->active() > 0 ||
+          !absl::StrContains(metrics_->Render(), "code=\"CANCELLED\"} 1")) &&
          absl::Now() < end) {
     absl::SleepFor(absl::Milliseconds(10));
   }

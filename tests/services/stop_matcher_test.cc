@@ -54,8 +54,8 @@ TEST(StopMatcherTest, EveryWayOfCuttingGivesTheSameText) {
   for (size_t cut1 = 0; cut1 <= text.size(); ++cut1) {
     for (size_t cut2 = cut1; cut2 <= text.size(); ++cut2) {
       StopMatcher m({"abcaby", "zz"});
-      const std::string out = Feed(m, {text.substr(0, cut1), text.substr(cut1, cut2 - cut1),
-                                       text.substr(cut2)});
+      const std::string out =
+          Feed(m, {text.substr(0, cut1), text.substr(cut1, cut2 - cut1), text.substr(cut2)});
       EXPECT_EQ(out, "abcabx") << cut1 << " " << cut2;
       EXPECT_TRUE(m.stopped());
     }
