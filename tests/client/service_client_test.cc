@@ -67,13 +67,23 @@ TEST(ServiceArgvTest, Prefill) {
 }
 
 TEST(ServiceArgvTest, Decode) {
-  EXPECT_THAT(
-      ServiceArgv(Options(), ServiceStack::kDecode, kPorts),
-      ElementsAre("/opt/bin/nanoserve-decode", "--listen=127.0.0.1:5003",
-                  "--metrics_listen=127.0.0.1:0", "--port_file=/tmp/stack/nanoserve-decode.ports",
-                  "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
-                  "--attention=fused", "--kv_store=127.0.0.1:5001", "--prefill=127.0.0.1:5002",
-                  "--max_batch=4", "--max_context=256", "--workers=2"));
+  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kDecode, kPorts),
+              ElementsAre("/opt/bin/nanoserve-decode", "--listen=127.0.0.1:5003",
+                          "--metrics_listen=127.0.0.1:0",
+                          "--port_file=/tmp/stack/nanoserve-decode.ports", "--model=random:gpt2-xl",
+                          "--seed=7", "--device=cuda", "--dtype=bf16", "--attention=fused",
+                          "--kv_store=127.0.0.1:5001", "--prefill=127.0.0.1:5002", "--max_batch=4",
+                          "--max_context=256", "--http_listen=127.0.0.1:0", "--workers=2"));
+}
+
+// Decode's HTTP API: a fixed port, or none.
+TEST(ServiceArgvTest, DecodeHttpPortOrNone) {
+  ServiceStackOptions o = Options();
+  o.http_port = 8000;
+  EXPECT_THAT(ServiceArgv(o, ServiceStack::kDecode, kPorts),
+              ::testing::Contains("--http_listen=127.0.0.1:8000"));
+  o.http_port = -1;
+  EXPECT_THAT(ServiceArgv(o, ServiceStack::kDecode, kPorts), ::testing::Contains("--http_listen="));
 }
 
 TEST(ServiceArgvTest, MetricsOffLeavesTheAddressEmpty) {
