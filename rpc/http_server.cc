@@ -9,6 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace nanoserve {
 namespace {
@@ -95,6 +96,10 @@ absl::StatusOr<int> HttpServer::Start(const std::string& address) {
   }
   if (port <= 0) return absl::UnavailableError(absl::StrCat("cannot bind HTTP on ", address));
   thread_ = std::thread([this] { server_.listen_after_bind(); });
+  // httplib's stop() ends only a server already in its accept loop: wait
+  // until it is, or a Stop right after Start would leave it accepting.
+  const absl::Time end = absl::Now() + absl::Seconds(10);
+  while (!server_.is_running() && absl::Now() < end) absl::SleepFor(absl::Milliseconds(1));
   return port;
 }
 

@@ -30,6 +30,7 @@
 #include "client/subprocess.h"
 #include "engine/checkpoint.h"
 #include "kv_store/client/kv_store_client.h"
+#include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {

@@ -131,7 +131,11 @@ TEST_F(OpenAiServerTest, NChoicesAndStopStrings) {
   ASSERT_TRUE(plain);
   const std::string full = json::parse(plain->body)["choices"][0]["text"];
   ASSERT_GE(full.size(), 6u);
-  const std::string stop = full.substr(full.size() / 2, 2);
+  // Two ASCII bytes from the second half (not half a UTF-8 character).
+  size_t at = full.size() / 2;
+  while (at + 1 < full.size() && (full[at] & 0x80 || full[at + 1] & 0x80)) ++at;
+  ASSERT_LT(at + 1, full.size()) << full;
+  const std::string stop = full.substr(at, 2);
   json stopped = Greedy({4, 5}, 30);
   stopped["stop"] = stop;
   auto cut = Post(stopped);
