@@ -100,7 +100,8 @@ class FrontDoorTest : public ::testing::Test {
     const std::string out = absl::StrCat(*dir_, "/tool", ++runs, ".out");
     const std::string err = absl::StrCat(*dir_, "/tool", runs, ".err");
     ToolRun run;
-    auto child = Subprocess::Start({"/bin/sh", "-c", absl::StrCat(command, " >", out, " 2>", err)});
+    auto child =
+        Subprocess::Start({"/bin/sh", "-c", absl::StrCat("( ", command, " ) >", out, " 2>", err)});
     if (!child.ok()) return run;
     auto code = (*child)->Wait(timeout);
     run.code = code.ok() ? *code : -1;
