@@ -284,12 +284,21 @@ void BatchScheduler::Step() {
   const absl::Status status = RunTorch("decode step", [&] {
     torch::Tensor logits = decode_->Run(ids, all_greedy ? &tokens : nullptr);  // (hi, V)
     if (all_greedy) return;
-    // A row's sampling trouble (say, non-finite probabilities) is its own:
-    // it ends that row only.
+    // All rows sampled together on the logits' device; a row's trouble
+    // (say, non-finite logits) is its own: it ends that row only. Idle rows
+    // take a greedy sampler (their token is thrown away).
+    Sampler idle(SamplingOptions{});
+    std::vector<Sampler*> samplers(hi, &idle);
     for (int64_t s = 0; s < hi; ++s) {
-      if (slots_[s] == nullptr) continue;
-      row_status[s] = RunTorch(
-          "sampling", [&] { tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0]; });
+      if (slots_[s] != nullptr) samplers[s] = slots_[s]->sampler.get();
+    }
+    std::vector<absl::StatusOr<int64_t>> sampled = SampleRows(logits, samplers);
+    for (int64_t s = 0; s < hi; ++s) {
+      if (sampled[s].ok()) {
+        tokens[s] = *sampled[s];
+      } else {
+        row_status[s] = sampled[s].status();
+      }
     }
   });
   if (!status.ok()) {
