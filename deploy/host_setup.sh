@@ -18,7 +18,7 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 
 PKGS=(buildah podman podman-compose debootstrap uidmap runc slirp4netns fuse-overlayfs
       containernetworking-plugins golang-github-containernetworking-plugin-dnsname
-      iproute2 python3-yaml)
+      catatonit iproute2)  # catatonit: the pause process of `podman kube play` pods
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -63,5 +63,7 @@ echo "deb http://deb.debian.org/debian-security bookworm-security main" \
   | $SUDO tee "$ROOTFS/etc/apt/sources.list.d/security.list" >/dev/null
 $SUDO rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/var/lib/apt/lists/*
 $SUDO tar -C "$ROOTFS" -c . | $SUDO podman import \
-  --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' - "$BASE_IMAGE" >/dev/null
+  --change 'CMD ["bash"]' --change 'ENV LANG=C.UTF-8' \
+  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  - "$BASE_IMAGE" >/dev/null
 echo "host_setup: made $BASE_IMAGE"
