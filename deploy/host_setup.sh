@@ -18,7 +18,7 @@ SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 
 PKGS=(buildah podman podman-compose debootstrap uidmap runc slirp4netns fuse-overlayfs
       containernetworking-plugins golang-github-containernetworking-plugin-dnsname
-      catatonit iproute2)  # catatonit: the pause process of `podman kube play` pods
+      catatonit iproute2 python3-yaml)  # catatonit: the pause process of kube play pods
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
