@@ -16,6 +16,7 @@ BIN=$(cd "${1:-build/bin}" && pwd)
 for b in nanoserve nanoserve-kv-store nanoserve-prefill nanoserve-decode; do
   [ -x "$BIN/$b" ] || { echo "netns_check: no $BIN/$b" >&2; exit 1; }
 done
+command -v ip >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2
 TAG=nsv$$                                  # names unique to this run
 WORK=$(mktemp -d /tmp/netns_check.XXXXXX)
 declare -A ADDR=([kv]=10.231.0.11 [prefill]=10.231.0.12 [decode]=10.231.0.13 [client]=10.231.0.14)
