@@ -8,8 +8,10 @@ implement (Namespace, Service, NetworkPolicy). Without Services, names like
 network instead. This script changes only that and the image name:
 
   podman_kube.py RENDERED OUT_DIR IMAGE
-      writes OUT_DIR/backends.yaml (the PVC, the KV store, prefill) with
-      --kv_store pointing at the store's pod, and prints the prefill pod names;
+      writes OUT_DIR/pvc.yaml (the PVC: played first, so that the volume can be
+      filled before a pod mounts it; kube play refuses to make a volume that
+      exists) and OUT_DIR/backends.yaml (the KV store, prefill) with --kv_store
+      pointing at the store's pod, and prints the prefill pod names;
   podman_kube.py RENDERED OUT_DIR IMAGE PREFILL_TARGET
       writes OUT_DIR/decode.yaml with --kv_store as above and --prefill set to
       PREFILL_TARGET (e.g. ipv4:10.89.0.5:50052,10.89.0.6:50052: every prefill
@@ -42,7 +44,7 @@ def main():
     rendered, out_dir, image = sys.argv[1:4]
     prefill_target = sys.argv[4] if len(sys.argv) > 4 else None
     docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
-    keep = []
+    keep, pvcs = [], []
     for doc in docs:
         if doc["kind"] == "Deployment":
             for container in doc["spec"]["template"]["spec"]["containers"]:
@@ -51,7 +53,9 @@ def main():
         name = doc["metadata"]["name"]
         is_decode = doc["kind"] == "Deployment" and name == "nanoserve-decode"
         if prefill_target is None:
-            if doc["kind"] == "PersistentVolumeClaim" or (doc["kind"] == "Deployment" and not is_decode):
+            if doc["kind"] == "PersistentVolumeClaim":
+                pvcs.append(doc)
+            elif doc["kind"] == "Deployment" and not is_decode:
                 keep.append(doc)
         elif is_decode:
             keep.append(doc)
@@ -59,6 +63,8 @@ def main():
     with open(out, "w") as f:
         yaml.safe_dump_all(keep, f, sort_keys=False)
     if prefill_target is None:
+        with open(f"{out_dir}/pvc.yaml", "w") as f:
+            yaml.safe_dump_all(pvcs, f, sort_keys=False)
         prefill = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "nanoserve-prefill")
         print(" ".join(pod_name("nanoserve-prefill", i) for i in range(prefill["spec"]["replicas"])))
 

@@ -175,11 +175,11 @@ say "kube play (logs: $OUT/kube/)"
 mkdir -p "$OUT/kube"
 OUT_DIR="$OUT/kube/rendered" deploy/validate.sh | tee -a "$SUMMARY"
 podman network create "$KUBE_NET" >/dev/null
-# The PVC nanoserve-models is a podman volume of that name: fill it first.
-podman volume create nanoserve-models >/dev/null
+prefill_pods=$(deploy/podman_kube.py "$OUT/kube/rendered/cpu.yaml" "$OUT/kube" "$IMAGE")
+# The PVC nanoserve-models becomes a podman volume of that name: fill it.
+podman kube play "$OUT/kube/pvc.yaml" >"$OUT/kube/play-pvc.log" 2>&1 || fail "kube play (PVC)"
 podman run --rm --user 0 -v nanoserve-models:/m -v "$OUT/models:/src:ro" "$IMAGE" \
   sh -c 'cp -r /src/gpt2 /m/ && chmod -R a+rX /m' || fail "kube: filling the models volume"
-prefill_pods=$(deploy/podman_kube.py "$OUT/kube/rendered/cpu.yaml" "$OUT/kube" "$IMAGE")
 t0=$(now)
 podman kube play --network "$KUBE_NET" "$OUT/kube/backends.yaml" >"$OUT/kube/play-backends.log" 2>&1 \
   || { cat "$OUT/kube/play-backends.log"; fail "kube play (store, prefill)"; }
