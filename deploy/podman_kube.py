@@ -5,7 +5,10 @@ podman 4.3 plays Deployments (one pod per replica, named <deployment>-pod-<i>)
 and PersistentVolumeClaims (a named volume), and skips what it does not
 implement (Namespace, Service, NetworkPolicy). Without Services, names like
 "kv-store" do not resolve; pods are found by their pod names on the podman
-network instead. This script changes only that and the image name:
+network instead. And podman publishes every containerPort on the host (as if
+it were a hostPort): two prefill pods would both claim the host's port 9152,
+and the store would be open on the host. This script changes only those (the
+addresses, no `ports`) and the image name:
 
   podman_kube.py RENDERED OUT_DIR IMAGE
       writes OUT_DIR/pvc.yaml (the PVC: played first, so that the volume can be
@@ -49,6 +52,7 @@ def main():
         if doc["kind"] == "Deployment":
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 container["image"] = image
+                container.pop("ports", None)
             rewrite_args(doc, prefill_target)
         name = doc["metadata"]["name"]
         is_decode = doc["kind"] == "Deployment" and name == "nanoserve-decode"
