@@ -207,7 +207,7 @@ note "kube: 1 store, 2 prefill, 2 decode pods on $KUBE_NET serving $(since "$t0"
 c=nanoserve-prefill-pod-0-prefill
 note "kube: prefill pod as played: user $(podman inspect $c --format '{{.Config.User}}'), read-only root $(podman inspect $c --format '{{.HostConfig.ReadonlyRootfs}}'), memory limit $(( $(podman inspect $c --format '{{.HostConfig.Memory}}') / 1073741824 )) GiB, caps dropped: $(podman inspect $c --format '{{.HostConfig.CapDrop}}' | wc -w), model: $(podman logs $c 2>&1 | grep -o 'model .*' | head -1)"
 i=0
-for pod in $decode_pods $decode_pods; do
+for pod in $decode_pods $decode_pods $decode_pods $decode_pods; do
   i=$((i + 1))
   net_client "$KUBE_NET" generate --target="$pod:50053" --prompt "$PROMPT (request $i)" \
     --max_new_tokens 8 --json >"$OUT/kube/generate-$i.json" || fail "kube: generate through $pod"
@@ -219,9 +219,9 @@ for pod in $prefill_pods; do
   served="$served $pod=${n:-0}"
   [ "${n:-0}" != 0 ] || fail "kube: $pod served no Prefill call (round robin over the prefill pods?)"
 done
-note "kube: 4 generations (8 tokens each) through both decode pods; Prefill calls per prefill pod:$served"
-cached=$(json_field "$OUT/kube/generate-4.json" finished usage cached_prompt_tokens)
-note "kube: the 4th prompt had $cached prompt tokens cached in the store pod"
+note "kube: 8 generations (8 tokens each), 4 through each decode pod; Prefill calls per prefill pod:$served"
+cached=$(json_field "$OUT/kube/generate-8.json" finished usage cached_prompt_tokens)
+note "kube: the 8th prompt had $cached prompt tokens cached in the store pod"
 t0=$(now)
 podman kube play --down "$OUT/kube/decode.yaml" >/dev/null
 podman kube play --down "$OUT/kube/backends.yaml" >/dev/null
