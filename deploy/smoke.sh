@@ -177,7 +177,7 @@ OUT_DIR="$OUT/kube/rendered" deploy/validate.sh | tee -a "$SUMMARY"
 podman network create "$KUBE_NET" >/dev/null
 prefill_pods=$(deploy/podman_kube.py "$OUT/kube/rendered/cpu.yaml" "$OUT/kube" "$IMAGE")
 # The PVC nanoserve-models becomes a podman volume of that name: fill it.
-podman kube play "$OUT/kube/pvc.yaml" >"$OUT/kube/play-pvc.log" 2>&1 || fail "kube play (PVC)"
+podman kube play --network "$KUBE_NET" "$OUT/kube/pvc.yaml" >"$OUT/kube/play-pvc.log" 2>&1 || fail "kube play (PVC)"
 podman run --rm --user 0 -v nanoserve-models:/m -v "$OUT/models:/src:ro" "$IMAGE" \
   sh -c 'cp -r /src/gpt2 /m/ && chmod -R a+rX /m' || fail "kube: filling the models volume"
 t0=$(now)
@@ -205,7 +205,7 @@ for pod in $decode_pods; do
 done
 note "kube: 1 store, 2 prefill, 2 decode pods on $KUBE_NET serving $(since "$t0") s after play; decode's --prefill=ipv4:$targets"
 c=nanoserve-prefill-pod-0-prefill
-note "kube: prefill pod as played: user $(podman inspect $c --format '{{.Config.User}}'), read-only root $(podman inspect $c --format '{{.HostConfig.ReadonlyRootfs}}'), memory limit $(( $(podman inspect $c --format '{{.HostConfig.Memory}}') / 1073741824 )) GiB, caps dropped: $(podman inspect $c --format '{{.HostConfig.CapDrop}}' | wc -w), model: $(podman logs $c 2>&1 | grep -o 'model .*' | head -1)"
+note "kube: prefill pod as played: user $(podman inspect $c --format '{{.Config.User}}'), read-only root $(podman inspect $c --format '{{.HostConfig.ReadonlyRootfs}}'), memory limit $(( $(podman inspect $c --format '{{.HostConfig.Memory}}') / 1073741824 )) GiB, capabilities dropped: $(podman inspect $c --format "{{.HostConfig.CapDrop}}" | wc -w) (all of podman's default 14), model: $(podman logs $c 2>&1 | grep -o 'model .*' | head -1)"
 i=0
 for pod in $decode_pods $decode_pods $decode_pods $decode_pods; do
   i=$((i + 1))
