@@ -169,6 +169,15 @@ podman logs "${CTR[decode]}" >"$OUT/compose-decode.log" 2>&1
 note "compose: decode SIGTERM -> exit $code in $(since "$t0") s ($(grep -o 'stopped in [0-9]* ms' "$OUT/compose-decode.log" | tail -1))"
 [ "$code" = 0 ] || fail "compose: decode exit code $code"
 compose down >"$OUT/compose-down.log" 2>&1 || fail "compose down"
+# The GPU and TLS overrides cannot run here (no GPU; main's binaries have no TLS
+# flags): check that they merge into the commands they are meant to give.
+gpu=$(podman-compose --dry-run -p "$PROJECT" -f deploy/compose.yaml -f deploy/compose.gpu.yaml up -d 2>&1)
+[ "$(grep '^podman run' <<<"$gpu" | grep -- '--device=cuda' | grep -c 'nanoserve:gpu')" = 2 ] \
+  || fail "compose.gpu.yaml: not two services on cuda with the GPU image"
+tls=$(TLS_DIR=$OUT podman-compose --dry-run -p "$PROJECT" -f deploy/compose.yaml -f deploy/compose.tls.yaml up -d 2>&1)
+[ "$(grep '^podman run' <<<"$tls" | grep -c -- '--tls_ca=/etc/nanoserve/tls/ca.crt')" = 3 ] \
+  || fail "compose.tls.yaml: not three services with TLS"
+note "compose: the GPU and TLS overrides merge (podman-compose --dry-run): 2 services on cuda, 3 with --tls_*"
 
 # --- 4. Kubernetes through podman kube play ---------------------------------------
 say "kube play (logs: $OUT/kube/)"
