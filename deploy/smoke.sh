@@ -3,7 +3,8 @@
 #   1. deploy/host_setup.sh (podman, buildah, podman-compose, base image)
 #   2. builds the CPU image (deploy/Dockerfile) and checks what it is: non-root,
 #      HEALTHCHECK, no compilers; its default command serves, answers a
-#      generation from the host and stops gracefully on SIGTERM
+#      generation from the host and stops gracefully on SIGTERM; builds the GPU
+#      recipe (deploy/Dockerfile.gpu) with CPU stand-ins and runs it
 #   3. compose: the three services in three containers on their own podman
 #      network, a checkpoint from the mounted models folder; waits for health
 #      (the compose healthchecks), streams a generation through decode from the
@@ -59,7 +60,7 @@ compose() {
 }
 cleanup() {
   set +e
-  podman rm -f -t 0 nanoserve-smoke-serve >/dev/null 2>&1
+  podman rm -f -t 0 nanoserve-smoke-serve nanoserve-smoke-standin >/dev/null 2>&1
   compose down >/dev/null 2>&1
   podman network rm -f "$NET" >/dev/null 2>&1
   for f in "$OUT/kube/decode.yaml" "$OUT/kube/backends.yaml"; do
@@ -107,6 +108,23 @@ code=$(podman inspect nanoserve-smoke-serve --format '{{.State.ExitCode}}')
 note "default command: 8 tokens from the host; SIGTERM -> exit $code in $(since "$t0") s"
 [ "$code" = 0 ] || { podman logs nanoserve-smoke-serve | tail; fail "default command exit code $code"; }
 podman rm nanoserve-smoke-serve >/dev/null
+
+# The GPU recipe with CPU stand-ins (no CUDA image registry or PyTorch index
+# here): deploy/Dockerfile.gpu on localhost/debian:12 with Debian's CPU LibTorch.
+# Checks its stages, the library collection and the runtime layout, not CUDA.
+say "building the GPU recipe with CPU stand-ins (logs: $OUT/build-gpu-standin.log)"
+t0=$(now)
+$NICE podman build --format docker -f deploy/Dockerfile.gpu --build-arg CUDA_DEVEL_IMAGE="$BASE_IMAGE" \
+  --build-arg CUDA_RUNTIME_IMAGE="$BASE_IMAGE" --build-arg TORCH_FROM=debian -t "$IMAGE-gpu-standin" . \
+  >"$OUT/build-gpu-standin.log" 2>&1 || { tail -30 "$OUT/build-gpu-standin.log"; fail "GPU recipe (stand-ins)"; }
+podman run -d --name nanoserve-smoke-standin -p "127.0.0.1:$SERVE_PORT:50053" "$IMAGE-gpu-standin" \
+  nanoserve serve --work_dir=/tmp >/dev/null   # its default command asks for cuda
+host_client health --target="127.0.0.1:$SERVE_PORT" --timeout_s=180 || fail "GPU recipe (stand-ins): not serving"
+host_client generate --target="127.0.0.1:$SERVE_PORT" --prompt "The stand-in" --max_new_tokens 8 --json \
+  >"$OUT/standin.json" || fail "GPU recipe (stand-ins): generate"
+[ "$(json_field "$OUT/standin.json" finished usage output_tokens)" = 8 ] || fail "GPU recipe (stand-ins): not 8 tokens"
+podman rm -f -t 30 nanoserve-smoke-standin >/dev/null
+note "GPU recipe with CPU stand-ins: built in $(since "$t0") s, $(( $(podman image inspect "$IMAGE-gpu-standin" --format '{{.Size}}') / 1000000 )) MB, served 8 tokens (CUDA itself not exercised)"
 
 # A checkpoint for the models folder / volume: GPT-2 124M as an HF checkpoint
 # (random weights: none can be downloaded here; the loading path is the real one).

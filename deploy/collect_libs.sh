@@ -3,6 +3,7 @@
 # through their RPATH) into DEST, except the C library family and the NVIDIA
 # driver's own (libcuda, libnvidia-*: the container toolkit mounts the host's),
 # so that a runtime stage needs no package manager: LD_LIBRARY_PATH=DEST.
+# The runtime stages of deploy/Dockerfile and deploy/Dockerfile.gpu use it.
 #   collect_libs.sh DEST BINARY...
 # Libraries loaded with dlopen are not seen by ldd: copy those folders too
 # (deploy/Dockerfile.gpu copies PyTorch's torch/lib and nvidia/*/lib whole).
