@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=${SMOKE_OUT:-/var/tmp/nanoserve-smoke}
 IMAGE=${NANOSERVE_IMAGE:-localhost/nanoserve:cpu}
+STANDIN_IMAGE=${IMAGE%:*}:gpu-standin
 BASE_IMAGE=${BASE_IMAGE:-localhost/debian:12}
 NICE="nice -n ${NICE:-15}"
 PROJECT=nanoserve-smoke
@@ -115,16 +116,16 @@ podman rm nanoserve-smoke-serve >/dev/null
 say "building the GPU recipe with CPU stand-ins (logs: $OUT/build-gpu-standin.log)"
 t0=$(now)
 $NICE podman build --format docker -f deploy/Dockerfile.gpu --build-arg CUDA_DEVEL_IMAGE="$BASE_IMAGE" \
-  --build-arg CUDA_RUNTIME_IMAGE="$BASE_IMAGE" --build-arg TORCH_FROM=debian -t "$IMAGE-gpu-standin" . \
+  --build-arg CUDA_RUNTIME_IMAGE="$BASE_IMAGE" --build-arg TORCH_FROM=debian -t "$STANDIN_IMAGE" . \
   >"$OUT/build-gpu-standin.log" 2>&1 || { tail -30 "$OUT/build-gpu-standin.log"; fail "GPU recipe (stand-ins)"; }
-podman run -d --name nanoserve-smoke-standin -p "127.0.0.1:$SERVE_PORT:50053" "$IMAGE-gpu-standin" \
+podman run -d --name nanoserve-smoke-standin -p "127.0.0.1:$SERVE_PORT:50053" "$STANDIN_IMAGE" \
   nanoserve serve --work_dir=/tmp >/dev/null   # its default command asks for cuda
 host_client health --target="127.0.0.1:$SERVE_PORT" --timeout_s=180 || fail "GPU recipe (stand-ins): not serving"
 host_client generate --target="127.0.0.1:$SERVE_PORT" --prompt "The stand-in" --max_new_tokens 8 --json \
   >"$OUT/standin.json" || fail "GPU recipe (stand-ins): generate"
 [ "$(json_field "$OUT/standin.json" finished usage output_tokens)" = 8 ] || fail "GPU recipe (stand-ins): not 8 tokens"
 podman rm -f -t 30 nanoserve-smoke-standin >/dev/null
-note "GPU recipe with CPU stand-ins: built in $(since "$t0") s, $(( $(podman image inspect "$IMAGE-gpu-standin" --format '{{.Size}}') / 1000000 )) MB, served 8 tokens (CUDA itself not exercised)"
+note "GPU recipe with CPU stand-ins: built in $(since "$t0") s, $(( $(podman image inspect "$STANDIN_IMAGE" --format '{{.Size}}') / 1000000 )) MB, served 8 tokens (CUDA itself not exercised)"
 
 # A checkpoint for the models folder / volume: GPT-2 124M as an HF checkpoint
 # (random weights: none can be downloaded here; the loading path is the real one).
