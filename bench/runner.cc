@@ -53,9 +53,8 @@ std::string FirstNvidiaGpuModel() {
   return FieldOf(root + "/" + entries[0] + "/information", "Model");
 }
 
-// The card's name, from the kernel's files: the GPU's model (device 0's:
-// pass BenchOptions::card where that is not the one), or the CPU's model
-// name with the threads LibTorch uses.
+}  // namespace
+
 std::string CardName(const torch::Device& device) {
   if (device.is_cuda()) {
     const std::string model = FirstNvidiaGpuModel();
@@ -67,6 +66,8 @@ std::string CardName(const torch::Device& device) {
   const int threads = torch::get_num_threads();
   return absl::StrCat(name, " (", threads, threads == 1 ? " thread)" : " threads)");
 }
+
+namespace {
 
 // An empty prefix cache big enough for every prompt of `point`.
 absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& model,

@@ -23,6 +23,8 @@
 #include "bench/results.h"
 #include "bench/sweep.h"
 
+#include <torch/torch.h>
+
 namespace nanoserve {
 
 struct BenchOptions {
@@ -59,6 +61,11 @@ struct BenchResult {
 // reported on stderr and left out; the run goes on. Errors: INVALID_ARGUMENT
 // for bad options; the CSV's write errors; a model that cannot be loaded.
 absl::StatusOr<std::vector<BenchResult>> RunBench(const BenchOptions& options);
+
+// The card's name, from the kernel's files: the GPU's model (device 0's:
+// pass BenchOptions::card where that is not the one), or the CPU's model
+// name with the threads LibTorch uses.
+std::string CardName(const torch::Device& device);
 
 }  // namespace nanoserve
 

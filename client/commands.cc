@@ -99,6 +99,7 @@ nlohmann::json StatsJson(const GenerateStats& s) {
           {"ms_per_output_token", s.ms_per_output_token},
           {"decode_ms_per_step", s.decode_ms_per_step},
           {"tokens_per_second", s.tokens_per_second},
+          {"decode_step", s.decode_step},
           {"peak_memory_bytes", s.memory.peak_bytes},
           {"peak_reserved_bytes", s.memory.reserved_bytes},
           {"memory_source", s.memory.source}};
@@ -109,12 +110,13 @@ void PrintSummary(const GenerateStats& s, int64_t batch) {
       stderr,
       "\n--- batch %lld: prompt tokens %lld (computed %lld, reused %lld), output tokens %lld\n"
       "    time to first token %.2f ms, total %.2f ms, %.3f ms per output token, "
-      "%.1f tokens/s, peak memory %.1f MiB (%s)\n",
+      "%.1f tokens/s, peak memory %.1f MiB (%s), decode step %s\n",
       static_cast<long long>(batch), static_cast<long long>(s.prompt_tokens),
       static_cast<long long>(s.prompt_tokens_computed),
       static_cast<long long>(s.prompt_tokens_reused), static_cast<long long>(s.output_tokens),
       s.ttft_ms, s.total_ms, s.ms_per_output_token, s.tokens_per_second,
-      s.memory.peak_bytes / 1048576.0, s.memory.source.c_str());
+      s.memory.peak_bytes / 1048576.0, s.memory.source.c_str(),
+      s.decode_step.empty() ? "-" : s.decode_step.c_str());
 }
 
 }  // namespace

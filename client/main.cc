@@ -9,6 +9,7 @@
 //   health --target H:P        exits 0 if the service answers SERVING (for probes)
 //   serve [flags]              starts kv store, prefill and decode on loopback
 //   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff
+//   bench-decode [flags]       the decode step: reference vs CUDA graph, batch 1/8/64
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/decode_bench.h"
 #include "bench/services_bench.h"
 #include "client/bench_command.h"
 #include "client/commands.h"
@@ -53,6 +55,9 @@ ABSL_FLAG(int64_t, repeat, 1, "run the batch this many times in one process");
 ABSL_FLAG(bool, cold_prefix_cache, false,
           "empty the prefix cache before each --repeat run (time a cold batch each time)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
+ABSL_FLAG(std::string, decode_step, "auto",
+          "the decode step: auto (cuda-graph on a GPU, else reference), reference or cuda-graph; "
+          "bench-decode: a comma list");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
 // bench (--model and --attention take comma lists there; ranges: a..b*factor, a..b+step)
 ABSL_FLAG(std::string, sweeps, "prompt,output,prefix", "bench: sweeps to run");
@@ -83,11 +88,16 @@ ABSL_FLAG(std::string, work_dir, "/tmp",
 ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
 ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
 ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt lengths in tokens");
+ABSL_FLAG(std::string, decode_batches, "1,8,64", "bench-decode: batch sizes");
+ABSL_FLAG(int64_t, decode_prompt, 128, "bench-decode: prompt tokens per sequence");
+ABSL_FLAG(int64_t, decode_output, 128, "bench-decode: new tokens per sequence");
+ABSL_FLAG(bool, profile, false, "bench-decode: also where a cuda-graph step's time goes");
 
 int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
   absl::SetProgramUsageMessage(
-      "nanoserve tokenize|detokenize|generate|bench|export-hf|stats|health|serve|bench-services "
+      "nanoserve tokenize|detokenize|generate|bench|export-hf|stats|health|serve|bench-services|"
+      "bench-decode "
       "[flags]; see --help");
   std::vector<std::string> spelled = nanoserve::NormalizeFlagNames(argc, argv);
   std::vector<char*> normalized;
@@ -128,6 +138,12 @@ int main(int argc, char** argv) {
     o.generate.sampling.top_k = absl::GetFlag(FLAGS_top_k);
     o.generate.sampling.top_p = absl::GetFlag(FLAGS_top_p);
     o.generate.sampling.seed = absl::GetFlag(FLAGS_seed);
+    auto decode = nanoserve::ParseDecodeKind(absl::GetFlag(FLAGS_decode_step));
+    if (!decode.ok()) {
+      std::fprintf(stderr, "nanoserve: %s\n", decode.status().ToString().c_str());
+      return 2;
+    }
+    o.generate.decode = *decode;
     if (command == "generate" && absl::GetFlag(FLAGS_target).empty())
       return nanoserve::RunGenerate(o);
     if (command == "generate") {
@@ -188,6 +204,28 @@ int main(int argc, char** argv) {
     o.bench.card = absl::GetFlag(FLAGS_card);
     return nanoserve::RunBenchCommand(o);
   }
+  if (command == "bench-decode") {
+    nanoserve::BenchDecodeOptions o;
+    o.model = absl::GetFlag(FLAGS_model);
+    if (o.model.empty()) o.model = nanoserve::DefaultModelSpec();
+    o.device = absl::GetFlag(FLAGS_device);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.seed = absl::GetFlag(FLAGS_seed);
+    o.repeats = absl::GetFlag(FLAGS_repeats);
+    o.prompt_len = absl::GetFlag(FLAGS_decode_prompt);
+    o.output_len = absl::GetFlag(FLAGS_decode_output);
+    o.csv_path = absl::GetFlag(FLAGS_out);
+    o.card = absl::GetFlag(FLAGS_card);
+    o.profile = absl::GetFlag(FLAGS_profile);
+    absl::Status parsed = nanoserve::ParseBenchDecodeLists(absl::GetFlag(FLAGS_attention),
+                                                           absl::GetFlag(FLAGS_decode_step),
+                                                           absl::GetFlag(FLAGS_decode_batches), o);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "nanoserve: %s\n", parsed.ToString().c_str());
+      return 2;
+    }
+    return nanoserve::RunBenchDecode(o);
+  }
   if (command == "export-hf") {
     std::string model = absl::GetFlag(FLAGS_model);
     if (model.empty()) model = nanoserve::DefaultModelSpec();
@@ -195,7 +233,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr,
                "nanoserve: unknown command '%s' (tokenize, detokenize, generate, bench, export-hf, "
-               "stats, health, serve, bench-services)\n",
+               "stats, health, serve, bench-services, bench-decode)\n",
                command.c_str());
   return 2;
 }

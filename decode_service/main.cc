@@ -17,6 +17,8 @@ NANOSERVE_FLAG_IN_RANGE(max_queue, 256, 0, 1048576, "calls waiting for a slot, a
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass here (0 = all)");
 NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the Prefill call");
 NANOSERVE_FLAG_IN_RANGE(workers, 8, 1, 1024, "threads for the calls' blocking steps");
+ABSL_FLAG(std::string, decode_step, "auto",
+          "auto (cuda-graph on a GPU, else reference), reference or cuda-graph");
 
 namespace nanoserve {
 namespace {
@@ -35,7 +37,12 @@ int Run() {
   scheduler_options.capacity = absl::GetFlag(FLAGS_max_context);
   scheduler_options.max_queue = absl::GetFlag(FLAGS_max_queue);
   scheduler_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
-  BatchScheduler scheduler(loaded->model.get(), scheduler_options);
+  auto decode = ParseDecodeKind(absl::GetFlag(FLAGS_decode_step));
+  if (!decode.ok()) return ServiceError(decode.status());
+  scheduler_options.decode = *decode;
+  auto created = BatchScheduler::Create(loaded->model.get(), scheduler_options);
+  if (!created.ok()) return ServiceError(created.status());
+  BatchScheduler& scheduler = **created;
   auto workers = std::make_unique<WorkerPool>(static_cast<int>(absl::GetFlag(FLAGS_workers)));
   MetricsRegistry metrics;
   DecodeStage stage(tokenizer->get(), &scheduler, prefill != nullptr ? &prefill_client : nullptr,

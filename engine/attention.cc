@@ -11,6 +11,10 @@
 #if TORCH_VERSION_MAJOR >= 2
 #define NANOSERVE_HAVE_SDPA 1
 #endif
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#include <ATen/Context.h>
+#define NANOSERVE_HAVE_CUDNN_SDPA 1
+#endif
 
 namespace nanoserve {
 
@@ -19,6 +23,15 @@ bool FusedAttentionAvailable() {
   return true;
 #else
   return false;
+#endif
+}
+
+void PrepareFusedAttention() {
+#ifdef NANOSERVE_HAVE_CUDNN_SDPA
+  // cuDNN's backend builds an execution plan the first time it sees a shape:
+  // tens of milliseconds for every new key length, which a decode loop meets
+  // at every step. Flash and memory-efficient attention have no such cost.
+  at::globalContext().setSDPUseCuDNN(false);
 #endif
 }
 

@@ -21,6 +21,11 @@ absl::StatusOr<AttentionKind> ParseAttentionKind(absl::string_view name);
 std::string AttentionKindName(AttentionKind kind);
 bool FusedAttentionAvailable();
 
+// Chooses scaled_dot_product_attention's backends for serving: every
+// backend but cuDNN's, which pays a per-shape plan cost (see attention.cc).
+// Process-wide; Gpt2Model::Create calls it for kFused models.
+void PrepareFusedAttention();
+
 // The causal mask for `q_len` queries at absolute positions
 // q_offset..q_offset+q_len-1 over `k_len` keys at positions 0..k_len-1:
 // mask[i][j] is true where query i may attend key j (j <= q_offset + i).

@@ -19,7 +19,22 @@ BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptio
       cache_(model->config(), options.max_batch, capacity_, model->options().dtype,
              model->options().device),
       slots_(options.max_batch) {
+  decode_ = MakeDecodeStep(model_, &cache_, options.decode).value();
   thread_ = std::thread([this] { Loop(); });
+}
+
+absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
+    const Gpt2Model* model, const BatchSchedulerOptions& options) {
+  if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  if (options.decode == DecodeKind::kCudaGraph) {
+    // Checked on a cache of one row: the step's constraints do not depend
+    // on the row count.
+    KvCache probe(model->config(), 1, 1, model->options().dtype, model->options().device);
+    absl::StatusOr<std::unique_ptr<DecodeStep>> step =
+        MakeDecodeStep(model, &probe, DecodeKind::kCudaGraph);
+    if (!step.ok()) return step.status();
+  }
+  return std::make_unique<BatchScheduler>(model, options);
 }
 
 BatchScheduler::~BatchScheduler() { Shutdown(); }
@@ -61,25 +76,44 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
 }
 
 absl::StatusOr<uint64_t> BatchScheduler::Submit(BatchRequest request) {
-  if (absl::Status s = Validate(request); !s.ok()) return s;
-  auto entry = std::make_unique<Entry>();
-  entry->sampler = std::make_unique<Sampler>(request.sampling);
-  entry->request = std::move(request);
-  entry->submitted = absl::Now();
+  std::vector<BatchRequest> one;
+  one.push_back(std::move(request));
+  absl::StatusOr<std::vector<uint64_t>> ids = SubmitBatch(std::move(one));
+  if (!ids.ok()) return ids.status();
+  return ids->front();
+}
+
+absl::StatusOr<std::vector<uint64_t>> BatchScheduler::SubmitBatch(
+    std::vector<BatchRequest> requests) {
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (absl::Status s = Validate(requests[i]); !s.ok()) {
+      if (requests.size() == 1) return s;
+      return absl::Status(s.code(), absl::StrCat("request ", i, ": ", s.message()));
+    }
+    auto entry = std::make_unique<Entry>();
+    entry->sampler = std::make_unique<Sampler>(requests[i].sampling);
+    entry->request = std::move(requests[i]);
+    entry->submitted = absl::Now();
+    entries.push_back(std::move(entry));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the decode scheduler is shutting down");
   // Free slots take requests at the next step; beyond them, max_queue wait.
   const int64_t free_slots = std::max<int64_t>(options_.max_batch - active_.load(), 0);
-  if (static_cast<int64_t>(waiting_.size()) >= options_.max_queue + free_slots) {
+  if (static_cast<int64_t>(waiting_.size() + entries.size()) > options_.max_queue + free_slots) {
     return absl::ResourceExhaustedError(
         absl::StrCat("decode queue full (", options_.max_queue, " requests waiting)"));
   }
-  entry->id = next_id_++;
-  const uint64_t id = entry->id;
-  waiting_.push_back(std::move(entry));
+  std::vector<uint64_t> ids;
+  for (auto& entry : entries) {
+    entry->id = next_id_++;
+    ids.push_back(entry->id);
+    waiting_.push_back(std::move(entry));
+  }
   queued_.store(static_cast<int64_t>(waiting_.size()));
   wake_.notify_all();
-  return id;
+  return ids;
 }
 
 void BatchScheduler::Cancel(uint64_t id) {
@@ -101,6 +135,10 @@ void BatchScheduler::HandleCancels(absl::flat_hash_set<uint64_t> ids) {
 }
 
 void BatchScheduler::Loop() {
+  // Captures the decode step's graphs before any request waits on them. A
+  // failure here leaves the step to capture (or fail) at its first use.
+  const absl::Status prepared = RunTorch("preparing the decode step", [&] { decode_->Prepare(); });
+  (void)prepared;
   for (;;) {
     std::vector<std::unique_ptr<Entry>> admitted, cancelled_waiting;
     absl::flat_hash_set<uint64_t> cancels;
@@ -140,44 +178,90 @@ void BatchScheduler::Loop() {
       return;
     }
     HandleCancels(std::move(cancels));
-    for (auto& e : admitted) {
-      int64_t slot = 0;
-      while (slots_[slot] != nullptr) ++slot;
-      Admit(slot, std::move(e));
-    }
+    if (!admitted.empty()) AdmitAll(std::move(admitted));
     if (active_.load() > 0) Step();
   }
 }
 
-void BatchScheduler::Admit(int64_t slot, std::unique_ptr<Entry> entry) {
-  Entry& e = *entry;
-  e.result.queue_ms = absl::ToDoubleMilliseconds(absl::Now() - e.submitted);
-  slots_[slot] = std::move(entry);
-  active_.fetch_add(1);
-  const BatchRequest& r = e.request;
-  const absl::Status status = RunTorch("prefill", [&] {
-    cache_.set_length(slot, 0);
-    if (r.prompt_pages.defined() && r.prompt_pages.size(0) > 0) {
-      PageRun run{slot, 0, {}};
-      for (int32_t i = 0; i < r.prompt_pages.size(0); ++i) run.pages.push_back(i);
-      const absl::Status loaded = LoadRuns(r.prompt_pages, {run}, cache_.rows());
-      TORCH_CHECK(loaded.ok(), loaded.ToString());  // Validate checked the shape
-      cache_.set_length(slot, r.prompt_pages.size(0) * r.prompt_pages.size(4));
+void BatchScheduler::AdmitAll(std::vector<std::unique_ptr<Entry>> entries) {
+  // Lowest free slots, in arrival order; each gets its given K/V pages.
+  std::vector<int64_t> taken;  // slots whose prompt still needs computing
+  for (auto& entry : entries) {
+    int64_t slot = 0;
+    while (slots_[slot] != nullptr) ++slot;
+    Entry& e = *entry;
+    e.result.queue_ms = absl::ToDoubleMilliseconds(absl::Now() - e.submitted);
+    slots_[slot] = std::move(entry);
+    active_.fetch_add(1);
+    const BatchRequest& r = e.request;
+    const absl::Status loaded = RunTorch("loading prompt pages", [&] {
+      cache_.set_length(slot, 0);
+      if (r.prompt_pages.defined() && r.prompt_pages.size(0) > 0) {
+        PageRun run{slot, 0, {}};
+        for (int32_t i = 0; i < r.prompt_pages.size(0); ++i) run.pages.push_back(i);
+        const absl::Status copied = LoadRuns(r.prompt_pages, {run}, cache_.rows());
+        TORCH_CHECK(copied.ok(), copied.ToString());  // Validate checked the shape
+        cache_.set_length(slot, r.prompt_pages.size(0) * r.prompt_pages.size(4));
+      }
+    });
+    if (!loaded.ok()) {
+      Finish(slot, loaded);
+    } else if (cache_.length(slot) < static_cast<int64_t>(r.prompt.size())) {
+      taken.push_back(slot);
+    } else {
+      e.last_token = r.first_token;
+      Emit(slot, e.last_token);
     }
-    int first = r.first_token;
-    const int64_t n = static_cast<int64_t>(r.prompt.size());
-    if (cache_.length(slot) < n) {
-      e.result.computed_prompt_tokens = n - cache_.length(slot);
-      torch::Tensor logits = PrefillRow(*model_, cache_, slot, r.prompt, options_.prefill_chunk);
-      if (first < 0) first = static_cast<int>(e.sampler->Sample(logits)[0]);
-    }
-    e.last_token = first;
-  });
-  if (status.ok()) {
-    Emit(slot, e.last_token);
-  } else {
-    Finish(slot, status);
   }
+  // The prompts left to compute, as runs of consecutive slots: each run is
+  // one batched prefill (rows with as many tokens left share forward passes).
+  std::sort(taken.begin(), taken.end());
+  for (size_t begin = 0; begin < taken.size();) {
+    size_t end = begin + 1;
+    while (end < taken.size() && taken[end] == taken[end - 1] + 1) ++end;
+    std::vector<int64_t> run(taken.begin() + begin, taken.begin() + end);
+    if (!PrefillSlots(run) && run.size() > 1) {
+      // A failed batch is retried row by row, so that only the row that
+      // cannot be computed fails.
+      for (int64_t slot : run) PrefillSlots({slot});
+    }
+    begin = end;
+  }
+}
+
+bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots) {
+  std::vector<std::vector<int>> prompts;
+  std::vector<int64_t> cached;
+  for (int64_t slot : slots) {
+    prompts.push_back(slots_[slot]->request.prompt);
+    cached.push_back(cache_.length(slot));
+  }
+  std::vector<int> first(slots.size(), -1);
+  prefills_.fetch_add(1);
+  const absl::Status status = RunTorch("prefill", [&] {
+    std::vector<torch::Tensor> logits =
+        PrefillBatch(*model_, cache_, prompts, options_.prefill_chunk, slots.front());
+    for (size_t i = 0; i < slots.size(); ++i) {
+      Entry& e = *slots_[slots[i]];
+      first[i] = e.request.first_token >= 0 ? e.request.first_token
+                                            : static_cast<int>(e.sampler->Sample(logits[i])[0]);
+    }
+  });
+  if (!status.ok()) {
+    if (slots.size() > 1) {
+      for (size_t i = 0; i < slots.size(); ++i) cache_.set_length(slots[i], cached[i]);
+    } else {
+      Finish(slots.front(), status);
+    }
+    return false;
+  }
+  for (size_t i = 0; i < slots.size(); ++i) {
+    Entry& e = *slots_[slots[i]];
+    e.result.computed_prompt_tokens = static_cast<int64_t>(e.request.prompt.size()) - cached[i];
+    e.last_token = first[i];
+    Emit(slots[i], e.last_token);
+  }
+  return true;
 }
 
 void BatchScheduler::Step() {
@@ -185,7 +269,7 @@ void BatchScheduler::Step() {
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
     if (slots_[s] != nullptr) hi = s + 1;
   }
-  std::vector<int64_t> ids(hi, 0), positions(hi, 0);
+  std::vector<int64_t> ids(hi, 0);
   bool all_greedy = true;
   for (int64_t s = 0; s < hi; ++s) {
     if (slots_[s] == nullptr) {
@@ -193,23 +277,13 @@ void BatchScheduler::Step() {
       continue;
     }
     ids[s] = slots_[s]->last_token;
-    positions[s] = cache_.length(s);
     all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
   }
   std::vector<int64_t> tokens(hi, 0);
   std::vector<absl::Status> row_status(hi);
   const absl::Status status = RunTorch("decode step", [&] {
-    const torch::Device device = model_->options().device;
-    torch::Tensor hidden =
-        model_->Forward(torch::tensor(ids, torch::kLong).view({hi, 1}).to(device),
-                        torch::tensor(positions, torch::kLong).view({hi, 1}).to(device),
-                        {&cache_, 0});                           // (hi, 1, C)
-    torch::Tensor logits = model_->Logits(hidden.select(1, 0));  // (hi, V)
-    if (all_greedy) {
-      torch::Tensor best = logits.argmax(-1).cpu();
-      for (int64_t s = 0; s < hi; ++s) tokens[s] = best[s].item<int64_t>();
-      return;
-    }
+    torch::Tensor logits = decode_->Run(ids, all_greedy ? &tokens : nullptr);  // (hi, V)
+    if (all_greedy) return;
     // A row's sampling trouble (say, non-finite probabilities) is its own:
     // it ends that row only.
     for (int64_t s = 0; s < hi; ++s) {

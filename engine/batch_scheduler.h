@@ -2,8 +2,9 @@
 // rows ("slots") and decodes every admitted sequence one token per step.
 // A request that arrives joins the running batch at the next step: the
 // scheduler loads the K/V it was given (e.g. pages fetched from the KV
-// store) into a free slot, runs the rest of the prompt through the model,
-// and from then on it advances with the others. A request that finishes or
+// store) into a free slot, runs the rest of the prompt through the model
+// (the requests admitted together in batched forward passes), and from then
+// on it advances with the others. A request that finishes or
 // is cancelled leaves at once and frees its slot; waiting requests take free
 // slots in arrival order.
 //
@@ -40,6 +41,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/decode_step.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -58,6 +60,9 @@ struct BatchSchedulerOptions {
   // here; 0 = all at once.
   int64_t prefill_chunk = 0;
   int end_of_text_id = 50256;
+  // The decode step: cuda-graph on a GPU (every batch-size bucket captured
+  // when the scheduler starts) unless asked otherwise.
+  DecodeKind decode = DecodeKind::kAuto;
 };
 
 struct BatchResult {
@@ -88,7 +93,12 @@ struct BatchRequest {
 
 class BatchScheduler {
  public:
-  // Allocates the slots' KvCache and starts the thread. `model` is not owned.
+  // Allocates the slots' KvCache, makes the decode step and starts the
+  // thread (which prepares the step before it takes requests). `model` is
+  // not owned. INVALID_ARGUMENT if options.decode cannot run here.
+  static absl::StatusOr<std::unique_ptr<BatchScheduler>> Create(
+      const Gpt2Model* model, const BatchSchedulerOptions& options);
+  // As Create, for a decode kind that can run (kAuto, kReference).
   // REQUIRES: options.max_batch >= 1.
   BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options);
   // Shutdown().
@@ -104,6 +114,11 @@ class BatchScheduler {
   // when the queue is full; UNAVAILABLE after Shutdown.
   absl::StatusOr<uint64_t> Submit(BatchRequest request);
 
+  // Queues several requests at once, all or none (Submit's errors, naming
+  // the request): the scheduler admits them together, so the ones that get
+  // slots at once are prefilled in shared forward passes. Returns their ids.
+  absl::StatusOr<std::vector<uint64_t>> SubmitBatch(std::vector<BatchRequest> requests);
+
   // Ends a request (on_done with CANCELLED at the next step). Unknown or
   // finished ids are ignored.
   void Cancel(uint64_t id);
@@ -118,6 +133,10 @@ class BatchScheduler {
   int64_t active() const { return active_.load(); }
   int64_t queued() const { return queued_.load(); }
   int64_t steps() const { return steps_.load(); }
+  // Batched prefills run (each one PrefillBatch over consecutive slots).
+  int64_t prefills() const { return prefills_.load(); }
+  // "reference" or "cuda-graph".
+  std::string decode_step() const { return decode_->name(); }
 
  private:
   struct Entry {
@@ -132,7 +151,14 @@ class BatchScheduler {
   void Loop();
   // Ends the waiting and active requests whose ids are in `ids`.
   void HandleCancels(absl::flat_hash_set<uint64_t> ids);
-  void Admit(int64_t slot, std::unique_ptr<Entry> entry);
+  // Puts newly admitted requests into the lowest free slots and computes
+  // their prompts, in batches of consecutive slots.
+  void AdmitAll(std::vector<std::unique_ptr<Entry>> entries);
+  // Prefills the prompts of `slots` (consecutive) in one PrefillBatch and
+  // emits their first tokens. On a LibTorch error: one slot ends with it;
+  // several are left as they were (lengths restored) for the caller to
+  // retry one by one. Returns whether it succeeded.
+  bool PrefillSlots(const std::vector<int64_t>& slots);
   void Step();
   // Records `token` for the entry in `slot`; ends it if it is done.
   void Emit(int64_t slot, int token);
@@ -143,6 +169,7 @@ class BatchScheduler {
   const BatchSchedulerOptions options_;
   const int64_t capacity_;
   KvCache cache_;                              // scheduler thread only
+  std::unique_ptr<DecodeStep> decode_;         // over cache_; scheduler thread only
   std::vector<std::unique_ptr<Entry>> slots_;  // scheduler thread only
 
   std::mutex mu_;
@@ -156,6 +183,7 @@ class BatchScheduler {
   std::atomic<int64_t> active_{0};
   std::atomic<int64_t> queued_{0};
   std::atomic<int64_t> steps_{0};
+  std::atomic<int64_t> prefills_{0};
   std::thread thread_;
 };
 

@@ -92,7 +92,13 @@ absl::StatusOr<GenerateResult> Generator::Generate(const std::vector<std::vector
                                                    const GenerateOptions& options,
                                                    const TokenSink& sink) {
   if (absl::Status s = Validate(prompts, options); !s.ok()) return s;
-  return TorchResult("generation", [&] { return Run(prompts, options, sink); });
+  absl::StatusOr<GenerateResult> result =
+      TorchResult("generation", [&] { return Run(prompts, options, sink); });
+  if (!result.ok()) {  // nothing half-done is kept for the next call
+    decode_.reset();
+    cache_.reset();
+  }
+  return result;
 }
 
 absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>>& prompts,
@@ -111,6 +117,15 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     max_prompt = std::max<int64_t>(max_prompt, prompts[r].size());
   }
 
+  // A cache of another shape is freed before the peak memory is reset, so
+  // that the peak counts only this call's.
+  const bool cached = options.kv_cache != KvCacheMode::kOff;
+  const int64_t capacity = max_prompt + options.max_new_tokens;
+  if (!cached || cache_ == nullptr || cache_->batch() != B || cache_->capacity() != capacity ||
+      decode_kind_ != options.decode) {
+    decode_.reset();
+    cache_.reset();
+  }
   Synchronize(device);
   ResetPeakMemory(device);
   const auto start = Clock::now();
@@ -170,8 +185,20 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
   } else {
     // Parts B and C: prefill each prompt into its cache row, then decode the
     // batch one token per row per step.
-    KvCache cache(model.config(), B, max_prompt + options.max_new_tokens, model.options().dtype,
-                  device);
+    if (cache_ == nullptr) {
+      cache_ =
+          std::make_unique<KvCache>(model.config(), B, capacity, model.options().dtype, device);
+      auto step = MakeDecodeStep(model_, cache_.get(), options.decode);
+      if (!step.ok()) {
+        cache_.reset();
+        return step.status();
+      }
+      decode_ = std::move(*step);
+      decode_kind_ = options.decode;
+    }
+    KvCache& cache = *cache_;
+    for (int64_t r = 0; r < B; ++r) cache.set_length(r, 0);
+    stats.decode_step = decode_->name();
     std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {
       LocalPrefixStore store(prefix_cache_);
@@ -191,11 +218,11 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     stats.prefill_ms = MsSince(start);
     bool done = accept(next);
     mark_first_token();
+    const bool greedy = options.sampling.temperature == 0.0;
     while (!done) {
-      std::vector<int64_t> positions(cache.lengths().begin(), cache.lengths().end());
-      torch::Tensor hidden =
-          model.Forward(LongTensor(next, B, 1), LongTensor(positions, B, 1), {&cache, 0});
-      next = sampler.Sample(model.Logits(hidden.select(1, 0)));  // (B, V)
+      std::vector<int64_t> best;
+      torch::Tensor logits = decode_->Run(next, greedy ? &best : nullptr);  // (B, V)
+      next = greedy ? std::move(best) : sampler.Sample(logits);
       done = accept(next);
     }
   }

@@ -15,12 +15,15 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/decode_step.h"
 #include "engine/device.h"
+#include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
 
@@ -45,6 +48,8 @@ struct GenerateOptions {
   int end_of_text_id = 50256;
   // Prefill at most this many prompt tokens per forward pass; 0 = all at once.
   int64_t prefill_chunk = 0;
+  // The decode step (kOn, kPrefix): cuda-graph on a GPU unless asked otherwise.
+  DecodeKind decode = DecodeKind::kAuto;
 };
 
 struct SequenceResult {
@@ -65,6 +70,7 @@ struct GenerateStats {
   double ms_per_output_token = 0;  // total_ms / output tokens of the longest sequence
   double decode_ms_per_step = 0;   // (total - ttft) / (steps - 1)
   double tokens_per_second = 0;    // all sequences' output tokens / total
+  std::string decode_step;         // "reference" or "cuda-graph"; empty for kOff
   MemoryStats memory;
 };
 
@@ -76,6 +82,9 @@ struct GenerateResult {
 // Called for each token as it is made: (prompt index, token id).
 using TokenSink = std::function<void(int64_t row, int token)>;
 
+// A Generator keeps its KV cache and decode step from one call to the next
+// while the batch size and length stay the same (a CUDA graph is captured
+// once, not per call), and frees them when they change.
 class Generator {
  public:
   // prefix_cache is needed only for KvCacheMode::kPrefix; it must be built
@@ -99,6 +108,11 @@ class Generator {
 
   const Gpt2Model* model_;
   PrefixCache* prefix_cache_;
+  // The last call's cache (rows = batch, capacity = longest prompt + new
+  // tokens) and its decode step, of kind decode_kind_.
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<DecodeStep> decode_;
+  DecodeKind decode_kind_ = DecodeKind::kAuto;
 };
 
 }  // namespace nanoserve

@@ -42,6 +42,7 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
           absl::StrCat("checkpoint tensor ", name, " holds NaN or infinite values"));
     }
   }
+  if (options.attention == AttentionKind::kFused) PrepareFusedAttention();
   std::unique_ptr<Gpt2Model> model(new Gpt2Model(config, options));
   // Each block's tensors and their names in the checkpoint.
   static constexpr std::pair<torch::Tensor Block::*, const char*> kBlockTensors[] = {
@@ -56,7 +57,14 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
         auto to_device = [&](const std::string& name) {
           return checkpoint.weights.at(name).to(options.device, options.dtype).contiguous();
         };
-        model->wte_ = to_device("wte.weight");
+        // The token embedding is stored with its rows padded to a multiple of
+        // 64 (zeros): wte_ is a view of the first V rows; the padded matrix
+        // gives the lm_head product aligned leading dimensions.
+        const torch::Tensor wte = to_device("wte.weight");
+        const int64_t padded = (config.vocab_size + 63) / 64 * 64;
+        model->lm_head_ = torch::zeros({padded, config.n_embd}, wte.options());
+        model->lm_head_.narrow(0, 0, config.vocab_size).copy_(wte);
+        model->wte_ = model->lm_head_.narrow(0, 0, config.vocab_size);
         model->wpe_ = to_device("wpe.weight");
         for (int64_t i = 0; i < config.n_layer; ++i) {
           Block b;
@@ -73,7 +81,7 @@ absl::StatusOr<std::unique_ptr<Gpt2Model>> Gpt2Model::Create(const Checkpoint& c
 }
 
 int64_t Gpt2Model::weight_bytes() const {
-  int64_t total = wte_.nbytes() + wpe_.nbytes() + ln_f_w_.nbytes() + ln_f_b_.nbytes();
+  int64_t total = lm_head_.nbytes() + wpe_.nbytes() + ln_f_w_.nbytes() + ln_f_b_.nbytes();
   for (const Block& b : blocks_) {
     for (const torch::Tensor* t :
          {&b.ln_1_w, &b.ln_1_b, &b.c_attn_w, &b.c_attn_b, &b.c_proj_w, &b.c_proj_b, &b.ln_2_w,

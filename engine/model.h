@@ -73,12 +73,24 @@ class Gpt2Model {
   // lm_head: hidden (..., C) -> logits (..., V) in fp32.
   torch::Tensor Logits(const torch::Tensor& hidden) const;
 
- private:
+  // One block's weights on the device, HF's Conv1D layout ((in, out)).
   struct Block {
     torch::Tensor ln_1_w, ln_1_b, c_attn_w, c_attn_b, c_proj_w, c_proj_b;
     torch::Tensor ln_2_w, ln_2_b, fc_w, fc_b, mlp_proj_w, mlp_proj_b;
   };
+  // The weights, for fast paths that run the same math with their own
+  // kernels (engine/cuda/).
+  const torch::Tensor& wte() const { return wte_; }  // (V, C)
+  // wte with zero rows after V up to a multiple of 64: (V64, C). The
+  // lm_head as a fast path multiplies by it (aligned shapes); logits past V
+  // are 0 and to be ignored.
+  const torch::Tensor& lm_head() const { return lm_head_; }
+  const torch::Tensor& wpe() const { return wpe_; }  // (n_positions, C)
+  const std::vector<Block>& blocks() const { return blocks_; }
+  const torch::Tensor& ln_f_w() const { return ln_f_w_; }
+  const torch::Tensor& ln_f_b() const { return ln_f_b_; }
 
+ private:
   Gpt2Model(const Gpt2Config& config, const ModelOptions& options)
       : config_(config), options_(options) {}
 
@@ -89,8 +101,9 @@ class Gpt2Model {
 
   Gpt2Config config_;
   ModelOptions options_;
-  torch::Tensor wte_;  // (V, C), also the lm_head
-  torch::Tensor wpe_;  // (n_positions, C)
+  torch::Tensor lm_head_;  // (V rounded up to 64, C): wte and zero rows
+  torch::Tensor wte_;      // (V, C), the first rows of lm_head_; also the lm_head
+  torch::Tensor wpe_;      // (n_positions, C)
   std::vector<Block> blocks_;
   torch::Tensor ln_f_w_, ln_f_b_;
 };

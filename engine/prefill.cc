@@ -57,10 +57,14 @@ torch::Tensor PrefillRow(const Gpt2Model& model, KvCache& cache, int64_t row,
 }
 
 std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
-                                        const std::vector<std::vector<int>>& prompts,
-                                        int64_t chunk) {
+                                        const std::vector<std::vector<int>>& prompts, int64_t chunk,
+                                        int64_t row_begin) {
   const int64_t B = static_cast<int64_t>(prompts.size());
-  auto left = [&](int64_t r) { return static_cast<int64_t>(prompts[r].size()) - cache.length(r); };
+  TORCH_CHECK(row_begin >= 0 && row_begin + B <= cache.batch(), "PrefillBatch: rows ", row_begin,
+              "..", row_begin + B, " outside the cache's ", cache.batch());
+  auto left = [&](int64_t r) {
+    return static_cast<int64_t>(prompts[r].size()) - cache.length(row_begin + r);
+  };
   for (int64_t r = 0; r < B; ++r) TORCH_CHECK(left(r) > 0, "PrefillBatch: row ", r, " is full");
   std::vector<torch::Tensor> logits(B);
   for (int64_t r = 0; r < B;) {
@@ -71,7 +75,7 @@ std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
     while (end < B && end - r < max_rows && left(end) == n) ++end;
     std::vector<const std::vector<int>*> rows_prompts;
     for (int64_t i = r; i < end; ++i) rows_prompts.push_back(&prompts[i]);
-    torch::Tensor group = PrefillRows(model, cache, r, rows_prompts, n, chunk);
+    torch::Tensor group = PrefillRows(model, cache, row_begin + r, rows_prompts, n, chunk);
     for (int64_t i = r; i < end; ++i) logits[i] = group.narrow(0, i - r, 1);  // (1, V)
     r = end;
   }

@@ -25,15 +25,16 @@ namespace nanoserve {
 torch::Tensor PrefillRow(const Gpt2Model& model, KvCache& cache, int64_t row,
                          const std::vector<int>& prompt, int64_t chunk);
 
-// Prefills every row r of `cache` with what prompts[r] has beyond the row's
-// current length (its cached prefix, possibly empty). Consecutive rows with
-// as many tokens left run together in one forward pass per chunk (at most
-// kMaxPrefillBatchTokens tokens a pass), each at its own positions.
-// Returns each row's last-position logits, (1, V) fp32.
-// REQUIRES: prompts.size() <= cache.batch(); cache.length(r) < prompts[r].size().
+// Prefills every row row_begin + r of `cache` with what prompts[r] has
+// beyond the row's current length (its cached prefix, possibly empty).
+// Consecutive rows with as many tokens left run together in one forward pass
+// per chunk (at most kMaxPrefillBatchTokens tokens a pass), each at its own
+// positions. Returns each row's last-position logits, (1, V) fp32.
+// REQUIRES: row_begin + prompts.size() <= cache.batch();
+// cache.length(row_begin + r) < prompts[r].size().
 std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
-                                        const std::vector<std::vector<int>>& prompts,
-                                        int64_t chunk);
+                                        const std::vector<std::vector<int>>& prompts, int64_t chunk,
+                                        int64_t row_begin = 0);
 inline constexpr int64_t kMaxPrefillBatchTokens = 16384;
 
 // What PrefixPrefill::Run did, per prompt and for the batch.

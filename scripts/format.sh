@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Formats the C++ sources with clang-format (.clang-format: Google style,
+# Formats the C++ and CUDA sources with clang-format (.clang-format: Google style,
 # 100 columns). --check: change nothing, list the files that would change,
 # exit 1 if any.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t files < <(git ls-files '*.cc' '*.h' | grep -v '^tests/data/')
+mapfile -t files < <(git ls-files '*.cc' '*.h' '*.cu' '*.cuh' | grep -v '^tests/data/')
 if [ "${1:-}" = "--check" ]; then
   bad=()
   for f in "${files[@]}"; do

@@ -90,6 +90,47 @@ TEST(BatchSchedulerTest, StaggeredRequestsMatchTheOfflineEngine) {
   EXPECT_EQ(scheduler.queued(), 0);
 }
 
+// Requests that arrive together are prefilled together: one batched pass
+// for equal lengths (consecutive slots), and the tokens of each equal what
+// it gets alone.
+TEST(BatchSchedulerTest, ABurstIsPrefilledInOneBatch) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 8;
+  BatchScheduler scheduler(model.get(), options);
+  for (bool equal_lengths : {true, false}) {
+    std::vector<std::unique_ptr<Outcome>> outcomes;
+    std::vector<BatchRequest> burst;
+    std::vector<std::vector<int>> prompts;
+    for (int i = 0; i < 6; ++i) {
+      prompts.push_back(Prompt(equal_lengths ? 11 : 3 + 4 * i, 10 + i));
+      outcomes.push_back(std::make_unique<Outcome>());
+      burst.push_back(MakeRequest(prompts.back(), 6, outcomes.back().get()));
+    }
+    const int64_t prefills_before = scheduler.prefills();
+    auto ids = scheduler.SubmitBatch(std::move(burst));
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_EQ(ids->size(), 6u);
+    for (size_t i = 0; i < outcomes.size(); ++i) {
+      ASSERT_TRUE(outcomes[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+      ASSERT_TRUE(outcomes[i]->status.ok()) << outcomes[i]->status;
+      ExpectSameGreedy(*model, prompts[i], Offline(*model, prompts[i], 6),
+                       outcomes[i]->result.output_ids);
+    }
+    // One PrefillBatch over the six consecutive slots (it runs rows of
+    // unequal length in passes of their own within it).
+    EXPECT_EQ(scheduler.prefills() - prefills_before, 1) << "equal lengths " << equal_lengths;
+  }
+  // All or nothing: one bad request refuses the burst.
+  Outcome good, bad;
+  std::vector<BatchRequest> mixed;
+  mixed.push_back(MakeRequest(Prompt(4, 1), 2, &good));
+  mixed.push_back(MakeRequest({}, 2, &bad));
+  auto refused = scheduler.SubmitBatch(std::move(mixed));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("request 1"), std::string::npos);
+}
+
 TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   auto model = TinyModel();
   const std::vector<int> prompt = Prompt(21, 7);

@@ -1,0 +1,96 @@
+// The "cuda-graph" DecodeStep (engine/decode_step.h): the decode step of
+// GPT-2 as ~9 kernels a layer (fused embedding + LayerNorm, cuBLAS QKV,
+// fused decode attention that also appends the new K/V, cuBLAS projection,
+// fused residual add + LayerNorm, cuBLASLt MLP with the bias + GELU
+// epilogue, ...), captured as one CUDA graph per batch-size bucket and
+// replayed.
+//
+// Static state: `inputs_` (2, rows) int32 on the device holds each row's
+// token and length (= position); the host writes it with one copy from
+// pinned memory per step. Each bucket's graph reads rows [0, bucket) of it
+// and of the cache, and leaves the next-token logits and argmax in tensors
+// of its own (the graph pool). Rows between the caller's row count and the
+// bucket feed token 0 at their current length: that writes K/V only at the
+// position the row's next token overwrites anyway, so it disturbs nothing.
+//
+// The first step of a bucket runs eagerly on a side stream (warming cuBLAS
+// there) and is then captured; Prepare() does this for every bucket ahead of
+// time. Replays run on the caller's current stream.
+#ifndef NANOSERVE_ENGINE_CUDA_GRAPH_DECODE_STEP_H_
+#define NANOSERVE_ENGINE_CUDA_GRAPH_DECODE_STEP_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/torch.h>
+
+#include "absl/status/status.h"
+#include "engine/decode_step.h"
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+
+namespace nanoserve::cuda {
+
+class GraphDecodeStep final : public DecodeStep {
+ public:
+  // OK if this step can run `model` over `cache`: both on one CUDA device in
+  // fp32/bf16/fp16, head size <= 128, width <= 4096.
+  static absl::Status CanRun(const Gpt2Model& model, const KvCache& cache);
+
+  // REQUIRES: CanRun(*model, *cache).ok().
+  GraphDecodeStep(const Gpt2Model* model, KvCache* cache);
+
+  torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) override;
+  void Prepare() override;
+  std::string name() const override { return "cuda-graph"; }
+
+  // The batch-size buckets: 1, 2, 4, ... below the cache's rows, and its rows.
+  const std::vector<int64_t>& buckets() const { return buckets_; }
+
+  // Device microseconds of one replay of the graph for `rows` rows (its
+  // bucket), replayed `replays` times back to back with the inputs of the
+  // last Run. REQUIRES: a Run of that bucket has captured it.
+  double ReplayMicros(int64_t rows, int replays);
+
+ private:
+  struct Outputs {
+    torch::Tensor logits;  // (bucket, V) fp32
+    torch::Tensor tokens;  // (bucket,) int64: argmax of logits
+  };
+  struct Graph {
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+    Outputs outputs;
+  };
+
+  // Fills the inputs of rows [0, bucket) from `tokens` (missing rows: token
+  // 0) and the cache's lengths, and copies them to the device.
+  void StageInputs(const std::vector<int64_t>& tokens, int64_t bucket);
+  // The step over rows [0, bucket) on the current stream.
+  Outputs Forward(int64_t bucket);
+  // Runs the step eagerly on the side stream, then captures it. Returns the
+  // eager outputs.
+  Outputs Capture(int64_t bucket);
+  int64_t BucketFor(int64_t rows) const;
+
+  const Gpt2Model* model_;
+  KvCache* cache_;
+  std::vector<int64_t> buckets_;
+  std::map<int64_t, int64_t> splits_;  // bucket -> key ranges of DecodeAttention
+  torch::Tensor host_inputs_;          // (2, rows) int32, pinned
+  torch::Tensor inputs_;               // (2, rows) int32, device: tokens, lengths
+  torch::Tensor host_tokens_;          // (rows,) int64, pinned
+  at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
+  c10::cuda::CUDAStream side_;         // eager runs and captures
+  at::cuda::MempoolId_t pool_;         // shared by all buckets' graphs
+  std::map<int64_t, Graph> graphs_;
+};
+
+}  // namespace nanoserve::cuda
+
+#endif  // NANOSERVE_ENGINE_CUDA_GRAPH_DECODE_STEP_H_

@@ -1,0 +1,81 @@
+#include "engine/decode_step.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+#ifdef NANOSERVE_WITH_CUDA
+#include "engine/cuda/graph_decode_step.h"
+#endif
+
+namespace nanoserve {
+namespace {
+
+class ReferenceDecodeStep final : public DecodeStep {
+ public:
+  ReferenceDecodeStep(const Gpt2Model* model, KvCache* cache) : model_(model), cache_(cache) {}
+
+  torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) override {
+    torch::InferenceMode guard;
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    TORCH_CHECK(n >= 1 && n <= cache_->batch(), "decode step of ", n, " rows over a cache of ",
+                cache_->batch());
+    std::vector<int64_t> positions(cache_->lengths().begin(), cache_->lengths().begin() + n);
+    const torch::Device device = model_->options().device;
+    torch::Tensor hidden = model_->Forward(
+        torch::tensor(tokens, torch::kLong).view({n, 1}).to(device),
+        torch::tensor(positions, torch::kLong).view({n, 1}).to(device), {cache_, 0});  // (n, 1, C)
+    torch::Tensor logits = model_->Logits(hidden.select(1, 0));                        // (n, V)
+    if (greedy != nullptr) {
+      torch::Tensor best = logits.argmax(-1).cpu();
+      greedy->assign(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + n);
+    }
+    return logits;
+  }
+
+  std::string name() const override { return "reference"; }
+
+ private:
+  const Gpt2Model* model_;
+  KvCache* cache_;
+};
+
+}  // namespace
+
+absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name) {
+  if (name == "auto") return DecodeKind::kAuto;
+  if (name == "reference") return DecodeKind::kReference;
+  if (name == "cuda-graph") return DecodeKind::kCudaGraph;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown decode step '", name, "' (expected auto, reference or cuda-graph)"));
+}
+
+std::string DecodeKindName(DecodeKind kind) {
+  switch (kind) {
+    case DecodeKind::kAuto:
+      return "auto";
+    case DecodeKind::kReference:
+      return "reference";
+    case DecodeKind::kCudaGraph:
+      return "cuda-graph";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<DecodeStep>> MakeDecodeStep(const Gpt2Model* model, KvCache* cache,
+                                                           DecodeKind kind) {
+  if (kind != DecodeKind::kReference) {
+#ifdef NANOSERVE_WITH_CUDA
+    const absl::Status usable = cuda::GraphDecodeStep::CanRun(*model, *cache);
+    if (usable.ok()) return std::unique_ptr<DecodeStep>(new cuda::GraphDecodeStep(model, cache));
+    if (kind == DecodeKind::kCudaGraph) return usable;
+#else
+    if (kind == DecodeKind::kCudaGraph) {
+      return absl::InvalidArgumentError(
+          "the cuda-graph decode step needs a CUDA build of nanoserve (this one is CPU only)");
+    }
+#endif
+  }
+  return std::unique_ptr<DecodeStep>(new ReferenceDecodeStep(model, cache));
+}
+
+}  // namespace nanoserve

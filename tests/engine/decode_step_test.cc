@@ -1,0 +1,115 @@
+// The decode step behind MakeDecodeStep (cuda-graph on a CUDA test device,
+// reference on the CPU) against the model's plain forward pass over whole
+// sequences, and the cuda-graph path against the reference one.
+#include "engine/decode_step.h"
+
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "engine/generate.h"
+#include "engine/kv_cache.h"
+#include "engine/prefill.h"
+#include "tests/test_util/model.h"
+
+namespace nanoserve {
+namespace {
+
+using testing::ExpectSameGreedy;
+using testing::FullLogits;
+using testing::LogitTolerance;
+using testing::TestDevice;
+using testing::TinyModel;
+
+std::vector<int> Prompt(int64_t length, int salt) {
+  std::vector<int> p;
+  for (int64_t i = 0; i < length; ++i) p.push_back(static_cast<int>((i * 37 + salt * 101) % 512));
+  return p;
+}
+
+TEST(DecodeStepTest, ParsesKindNames) {
+  EXPECT_EQ(*ParseDecodeKind("auto"), DecodeKind::kAuto);
+  EXPECT_EQ(*ParseDecodeKind("reference"), DecodeKind::kReference);
+  EXPECT_EQ(*ParseDecodeKind("cuda-graph"), DecodeKind::kCudaGraph);
+  EXPECT_FALSE(ParseDecodeKind("graph").ok());
+  EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraph), "cuda-graph");
+}
+
+TEST(DecodeStepTest, AutoIsCudaGraphOnlyOnAGpu) {
+  auto model = TinyModel();
+  KvCache cache(model->config(), 2, 16, model->options().dtype, model->options().device);
+  auto step = MakeDecodeStep(model.get(), &cache);
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ((*step)->name(), TestDevice().is_cuda() ? "cuda-graph" : "reference");
+  auto graph = MakeDecodeStep(model.get(), &cache, DecodeKind::kCudaGraph);
+  EXPECT_EQ(graph.ok(), TestDevice().is_cuda());
+  if (!graph.ok()) EXPECT_EQ(graph.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Rows of unequal length, fewer rows than the cache holds (the cuda-graph
+// step pads them to a bucket), steps that cross buckets: each row's logits
+// equal the last position's of a forward pass over its whole sequence.
+TEST(DecodeStepTest, LogitsMatchWholeSequenceForward) {
+  auto model = TinyModel();
+  const std::vector<int64_t> lengths = {5, 1, 17, 33, 9};
+  KvCache cache(model->config(), 8, 64, model->options().dtype, model->options().device);
+  std::vector<std::vector<int>> seqs;
+  for (size_t r = 0; r < lengths.size(); ++r) seqs.push_back(Prompt(lengths[r], r));
+  std::vector<torch::Tensor> first = PrefillBatch(*model, cache, seqs, 0);
+  auto step = MakeDecodeStep(model.get(), &cache).value();
+  std::vector<int64_t> tokens;
+  for (size_t r = 0; r < seqs.size(); ++r) tokens.push_back(first[r].argmax(-1).item<int64_t>());
+  // 5 rows (bucket 8), then 3 (bucket 4), then 1: the rows left out keep
+  // their K/V and lengths.
+  for (int64_t rows : {5, 5, 3, 1, 4}) {
+    std::vector<int64_t> in(tokens.begin(), tokens.begin() + rows);
+    for (int64_t r = 0; r < rows; ++r) seqs[r].push_back(static_cast<int>(in[r]));
+    std::vector<int64_t> best;
+    torch::Tensor logits = step->Run(in, &best).cpu();
+    ASSERT_EQ(logits.size(0), rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      EXPECT_EQ(cache.length(r), static_cast<int64_t>(seqs[r].size()));
+      torch::Tensor expected = FullLogits(*model, seqs[r]).select(0, -1);
+      EXPECT_LT((logits[r] - expected).abs().max().item<double>(), LogitTolerance())
+          << "row " << r << " after " << rows << "-row step";
+      EXPECT_EQ(best[r], logits[r].argmax().item<int64_t>());
+      tokens[r] = best[r];
+    }
+  }
+}
+
+TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
+  auto model = TinyModel();
+  Generator reference(model.get()), fast(model.get());
+  GenerateOptions options = testing::GreedyOptions(KvCacheMode::kOn, 24);
+  for (int64_t batch : {1, 3, 5, 3}) {
+    std::vector<std::vector<int>> prompts;
+    for (int64_t r = 0; r < batch; ++r) prompts.push_back(Prompt(4 + 7 * r, r + batch));
+    options.decode = DecodeKind::kReference;
+    auto want = reference.Generate(prompts, options);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(want->stats.decode_step, "reference");
+    options.decode = DecodeKind::kAuto;
+    for (int call = 0; call < 2; ++call) {  // the second call reuses cache and graphs
+      auto got = fast.Generate(prompts, options);
+      ASSERT_TRUE(got.ok()) << got.status();
+      for (int64_t r = 0; r < batch; ++r) {
+        ExpectSameGreedy(*model, prompts[r], want->sequences[r].output_ids,
+                         got->sequences[r].output_ids);
+      }
+    }
+  }
+}
+
+TEST(DecodeStepTest, RejectsRowsItCannotRun) {
+  auto model = TinyModel();
+  KvCache cache(model->config(), 2, 4, model->options().dtype, model->options().device);
+  auto step = MakeDecodeStep(model.get(), &cache).value();
+  EXPECT_THROW(step->Run({}, nullptr), c10::Error);
+  EXPECT_THROW(step->Run({1, 2, 3}, nullptr), c10::Error);
+  cache.set_length(0, 4);  // full
+  EXPECT_THROW(step->Run({1}, nullptr), c10::Error);
+}
+
+}  // namespace
+}  // namespace nanoserve
