@@ -124,7 +124,10 @@ std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack:
                                      const std::array<int, 3>& ports) {
   auto target = [&](ServiceStack::Which peer) { return absl::StrCat("127.0.0.1:", ports[peer]); };
   std::vector<std::string> argv = {
-      absl::StrCat(o.bin_dir, "/", kBinary[which]), absl::StrCat("--listen=", target(which)),
+      absl::StrCat(o.bin_dir, "/", kBinary[which]),
+      // Its peers reach it on loopback; $NANOSERVE_LISTEN_HOST (the image's
+      // 0.0.0.0) opens it to others too, as `nanoserve serve` in a container.
+      absl::StrCat("--listen=", DefaultListenHost(), ":", ports[which]),
       absl::StrCat("--metrics_listen=", o.metrics ? "127.0.0.1:0" : ""),
       absl::StrCat("--port_file=", PortFile(o.work_dir, which))};
   const std::vector<std::string> model = ModelFlags(o.model);

@@ -113,8 +113,8 @@ class ServiceStack {
 
 // The command line ServiceStack starts `which` with, given every service's
 // gRPC port (by ServiceStack::Which): its binary in options.bin_dir; its
-// --listen on 127.0.0.1; its metrics on a free port (or off); its port file
-// in options.work_dir (<binary>.ports); the model flags (ModelFlags); the
+// --listen on DefaultListenHost() (127.0.0.1 unless $NANOSERVE_LISTEN_HOST);
+// its metrics on 127.0.0.1, a free port (or off); its port file in options.work_dir (<binary>.ports); the model flags (ModelFlags); the
 // addresses of the services it calls; its own options; then its extra flags.
 std::vector<std::string> ServiceArgv(const ServiceStackOptions& options, ServiceStack::Which which,
                                      const std::array<int, 3>& ports);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <limits>
@@ -181,6 +182,20 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   return absl::OkStatus();
 }
 
+std::string DefaultListenHost() {
+  const char* env = std::getenv("NANOSERVE_LISTEN_HOST");
+  if (env == nullptr || *env == '\0') return "127.0.0.1";
+  std::string host = env;
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  return host;
+}
+
+std::string WithDefaultListenHost(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return address;
+  return DefaultListenHost() + address.substr(colon);
+}
+
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
@@ -189,6 +204,10 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t ma
   // A restarted peer on loopback is found again within two seconds.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  // Calls go round robin over every address the target's name resolves to:
+  // behind a headless Kubernetes Service, one per pod (gRPC's default,
+  // pick_first, would send all of them to one pod). One address: as before.
+  args.SetLoadBalancingPolicyName("round_robin");
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
 }
 

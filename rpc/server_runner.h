@@ -42,6 +42,15 @@ struct ServerOptions {
   absl::Status Validate() const;
 };
 
+// The host that services listen on unless told otherwise: $NANOSERVE_LISTEN_HOST
+// where it is set and not empty (the images set 0.0.0.0), else 127.0.0.1. An
+// IPv6 host comes back in brackets, ready for host:port.
+std::string DefaultListenHost();
+
+// `address` (host:port) with its host replaced by DefaultListenHost(); an
+// address without a colon comes back as it is.
+std::string WithDefaultListenHost(const std::string& address);
+
 // OK if `address` is host:port with a port in [0, 65535].
 absl::Status ValidateAddress(absl::string_view address);
 
@@ -67,6 +76,9 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
 
 // A channel to `target` (host:port) with the given message size bound,
 // without transport security (the services listen on loopback by default).
+// Calls are spread round robin over every address `target` resolves to (a
+// headless Service's pods); the name is resolved again when a connection
+// fails or is closed, not on a timer.
 std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes);
 
 // Polls grpc.health.v1 Check on `target` until it answers SERVING;

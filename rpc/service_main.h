@@ -4,7 +4,10 @@
 //
 // Flags defined in service_main.cc, so every binary that links this target
 // takes them:
-//   --listen, --metrics_listen, --port_file, --max_message_mb   the server
+//   --listen, --metrics_listen, --port_file, --max_message_mb,
+//   --shutdown_grace_s                                           the server
+// $NANOSERVE_LISTEN_HOST, when set, is the host of the default --listen and
+// --metrics_listen addresses in place of 127.0.0.1 (the images set 0.0.0.0).
 //   --model, --seed, --device, --dtype, --attention              the model
 // The KV store reads only the model's shape (and --device, --dtype for its
 // pool); prefill and decode load it. The stages that call the store take its
@@ -37,7 +40,8 @@ struct ServiceInfo {
   // The binary's name, e.g. "nanoserve-prefill": ServerOptions::name, the
   // prefix of its error lines, and the first line of --help.
   std::string name;
-  // This service's default --listen (gRPC) address, e.g. "127.0.0.1:50052".
+  // This service's default --listen (gRPC) address, e.g. "127.0.0.1:50052";
+  // InitService puts $NANOSERVE_LISTEN_HOST in place of its host where set.
   std::string listen;
   // This service's default --metrics_listen (HTTP /metrics) address.
   std::string metrics_listen;
@@ -55,7 +59,7 @@ struct ServiceInfo {
 void InitService(int argc, char** argv, const ServiceInfo& info);
 
 // The server of this service: its name, --listen, --metrics_listen,
-// --port_file and --max_message_mb.
+// --port_file, --max_message_mb and --shutdown_grace_s.
 ServerOptions ServerOptionsFromFlags();
 
 // --max_message_mb in bytes: the bound on every message this service sends
