@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -21,6 +22,13 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "kv store 127.0.0.1:9151, prefill 127.0.0.1:9152, decode 127.0.0.1:9153");
 ABSL_FLAG(std::string, port_file, "", "write the gRPC and metrics ports here once serving");
 NANOSERVE_FLAG_IN_RANGE(max_message_mb, 8, 1, 2047, "largest gRPC message in MiB");
+// Mutual TLS (rpc/tls.h): all three or none.
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of this service, for its server and its channels to peers; "
+          "with --tls_key and --tls_ca (none: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle: callers and peers must present a certificate it signed");
 // The model. Prefill and decode must be given the same --model and --seed.
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
@@ -39,6 +47,10 @@ namespace {
 ServiceInfo& Info() {
   static ServiceInfo* info = new ServiceInfo();
   return *info;
+}
+TransportCredentials& Credentials() {
+  static TransportCredentials* credentials = new TransportCredentials();
+  return *credentials;
 }
 
 // The source files whose flags a service binary takes: its own main.cc and
@@ -72,7 +84,16 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
   if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
   absl::ParseCommandLine(argc, argv);
   if (absl::Status bad = CheckFlagRanges(); !bad.ok()) std::exit(ServiceError(bad));
+  TlsOptions tls;
+  tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  absl::StatusOr<TransportCredentials> credentials = LoadTransportCredentials(tls);
+  if (!credentials.ok()) std::exit(ServiceError(credentials.status()));
+  Credentials() = *std::move(credentials);
 }
+
+const TransportCredentials& CredentialsFromFlags() { return Credentials(); }
 
 ServerOptions ServerOptionsFromFlags() {
   ServerOptions server;
@@ -81,6 +102,7 @@ ServerOptions ServerOptionsFromFlags() {
   server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   server.port_file = absl::GetFlag(FLAGS_port_file);
   server.max_message_bytes = MaxMessageBytesFromFlags();
+  server.credentials = Credentials().server;
   return server;
 }
 

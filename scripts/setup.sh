@@ -9,7 +9,8 @@ PKGS=(build-essential cmake pkg-config
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
       libabsl-dev libgtest-dev libgmock-dev googletest
       nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev gnuplot-nox
-      clang-14 libclang-rt-14-dev)  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
+      clang-14 libclang-rt-14-dev  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
+      openssl)  # the TLS integration tests make a throwaway CA and certificates
 
 missing=()
 for p in "${PKGS[@]}"; do
