@@ -9,25 +9,30 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace nanoserve {
 namespace {
 
 // The file's contents if it holds a PEM block whose label ends with `kind`
-// ("CERTIFICATE", "PRIVATE KEY").
+// ("CERTIFICATE" for "-----BEGIN CERTIFICATE-----", "PRIVATE KEY" for
+// "-----BEGIN EC PRIVATE KEY-----", ...).
 absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path,
                                     const std::string& kind) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot be read"));
   std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t begin = pem.find("-----BEGIN ");
-  const size_t label_end = begin == std::string::npos ? begin : pem.find("-----", begin + 11);
-  if (label_end == std::string::npos ||
-      !absl::EndsWith(absl::string_view(pem).substr(begin + 11, label_end - begin - 11), kind)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(flag, " ", path, ": no PEM ", kind, " in the file"));
+  const std::string begin = "-----BEGIN ";
+  for (size_t at = pem.find(begin); at != std::string::npos; at = pem.find(begin, at + 1)) {
+    const size_t label = at + begin.size();
+    const size_t end = pem.find("-----", label);
+    if (end != std::string::npos &&
+        absl::EndsWith(absl::string_view(pem).substr(label, end - label), kind)) {
+      return pem;
+    }
   }
-  return pem;
+  return absl::InvalidArgumentError(
+      absl::StrCat(flag, " ", path, ": no PEM ", kind, " in the file"));
 }
 
 }  // namespace
