@@ -167,9 +167,9 @@ class PrefixCache {
   // (pages[i] holds positions [i*page_size, (i+1)*page_size)) and pins the
   // whole path with a new lease (kNoLease for empty tokens) that `caller`
   // and `holder` may use (empty holder: the caller alone). For the prefix
-  // already cached in that namespace the tree
-  // keeps its own pages: a caller page there that is the tree's own page at
-  // that position (e.g. from Match) is left alone, any other is freed. The
+  // already cached in that namespace the tree keeps its own pages: a caller
+  // page there that is the tree's own page at that position (e.g. from
+  // Match) is left alone, any other is freed. The
   // remaining pages become cached. Returns the tree's pages for the whole
   // sequence. All or nothing: INVALID_ARGUMENT, and no change, if
   // tokens.size() is not a multiple of page_size, pages.size() !=

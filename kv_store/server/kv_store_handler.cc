@@ -13,6 +13,10 @@
 namespace nanoserve {
 namespace {
 
+// The longest identity a Put may name as its lease's holder (a
+// certificate name).
+constexpr int64_t kMaxLeaseHolderBytes = 1024;
+
 grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
@@ -157,8 +161,8 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   if (absl::Status bad = ValidateCacheSalt(header.cache_salt()); !bad.ok()) {
     return ToGrpcStatus(bad);
   }
-  if (static_cast<int64_t>(header.lease_holder().size()) > kMaxCacheSaltBytes) {
-    return Invalid(absl::StrCat("Put: lease_holder longer than ", kMaxCacheSaltBytes, " bytes"));
+  if (static_cast<int64_t>(header.lease_holder().size()) > kMaxLeaseHolderBytes) {
+    return Invalid(absl::StrCat("Put: lease_holder longer than ", kMaxLeaseHolderBytes, " bytes"));
   }
   cache_salt_ = header.cache_salt();
   lease_holder_ = header.lease_holder();
