@@ -170,7 +170,7 @@ absl::Status ServiceStack::AwaitServing(Which which) {
   }
   ports_[which] = ports->first;
   metrics_ports_[which] = ports->second;
-  return WaitForServing(target(which), options_.start_timeout);
+  return WaitForServing(target(which), options_.start_timeout, options_.credentials);
 }
 
 absl::Status ServiceStack::Restart(Which which) {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/subprocess.h"
@@ -73,8 +75,12 @@ struct ServiceStackOptions {
   int64_t lease_ttl_s = 60;
   int64_t max_batch = 16;
   int64_t max_context = 0;
-  // Extra flags per service, e.g. {"--store_timeout_ms=500"}.
+  // Extra flags per service, e.g. {"--store_timeout_ms=500"}, or each
+  // one's --tls_cert, --tls_key, --tls_ca.
   std::vector<std::string> kv_store_flags, prefill_flags, decode_flags;
+  // What the health checks connect with (rpc/tls.h): a client certificate
+  // when the services take TLS flags; null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   absl::Duration start_timeout = absl::Seconds(120);
 };
 

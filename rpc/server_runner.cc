@@ -10,6 +10,7 @@
 #include <limits>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include <grpcpp/health_check_service_interface.h>
 #include <httplib.h>
@@ -135,7 +136,10 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(
+      options.listen,
+      options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+      &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   // Page streams: let a sender have several chunks in flight (HTTP/2 window).
@@ -196,7 +200,8 @@ std::string WithDefaultListenHost(const std::string& address) {
   return DefaultListenHost() + address.substr(colon);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes) {
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes,
+                                           std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
@@ -208,11 +213,14 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t ma
   // behind a headless Kubernetes Service, one per pod (gRPC's default,
   // pick_first, would send all of them to one pod). One address: as before.
   args.SetLoadBalancingPolicyName("round_robin");
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  return grpc::CreateCustomChannel(target, credentials, args);
 }
 
-absl::Status WaitForServing(const std::string& target, absl::Duration timeout) {
-  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(target, 1 << 20));
+absl::Status WaitForServing(const std::string& target, absl::Duration timeout,
+                            std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto stub =
+      grpc::health::v1::Health::NewStub(MakeChannel(target, 1 << 20, std::move(credentials)));
   const absl::Time end = absl::Now() + timeout;
   std::string last = "no answer";
   while (absl::Now() < end) {

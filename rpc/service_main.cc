@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -26,6 +27,13 @@ NANOSERVE_FLAG_IN_RANGE(max_message_mb, 8, 1, 2047, "largest gRPC message in MiB
 NANOSERVE_FLAG_IN_RANGE(shutdown_grace_s, 5, 0, 3600,
                         "after SIGTERM, seconds that calls in flight (streams) may take to "
                         "finish before they are cancelled");
+// Mutual TLS (rpc/tls.h): all three or none.
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of this service, for its server and its channels to peers; "
+          "with --tls_key and --tls_ca (none: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle: callers and peers must present a certificate it signed");
 // The model. Prefill and decode must be given the same --model and --seed.
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
@@ -44,6 +52,10 @@ namespace {
 ServiceInfo& Info() {
   static ServiceInfo* info = new ServiceInfo();
   return *info;
+}
+TransportCredentials& Credentials() {
+  static TransportCredentials* credentials = new TransportCredentials();
+  return *credentials;
 }
 
 // The source files whose flags a service binary takes: its own main.cc and
@@ -77,7 +89,16 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
   if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
   absl::ParseCommandLine(argc, argv);
   if (absl::Status bad = CheckFlagRanges(); !bad.ok()) std::exit(ServiceError(bad));
+  TlsOptions tls;
+  tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  absl::StatusOr<TransportCredentials> credentials = LoadTransportCredentials(tls);
+  if (!credentials.ok()) std::exit(ServiceError(credentials.status()));
+  Credentials() = *std::move(credentials);
 }
+
+const TransportCredentials& CredentialsFromFlags() { return Credentials(); }
 
 ServerOptions ServerOptionsFromFlags() {
   ServerOptions server;
@@ -87,6 +108,7 @@ ServerOptions ServerOptionsFromFlags() {
   server.port_file = absl::GetFlag(FLAGS_port_file);
   server.max_message_bytes = MaxMessageBytesFromFlags();
   server.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  server.credentials = Credentials().server;
   return server;
 }
 

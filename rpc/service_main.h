@@ -6,6 +6,8 @@
 // takes them:
 //   --listen, --metrics_listen, --port_file, --max_message_mb,
 //   --shutdown_grace_s                                           the server
+//   --tls_cert, --tls_key, --tls_ca     mutual TLS (rpc/tls.h): the server's
+//                                       and the channels to its peers'
 // $NANOSERVE_LISTEN_HOST, when set, is the host of the default --listen and
 // --metrics_listen addresses in place of 127.0.0.1 (the images set 0.0.0.0).
 //   --model, --seed, --device, --dtype, --attention              the model
@@ -32,6 +34,7 @@
 #include "engine/model.h"
 #include "engine/model_loader.h"
 #include "rpc/server_runner.h"
+#include "rpc/tls.h"
 
 namespace nanoserve {
 
@@ -54,25 +57,31 @@ struct ServiceInfo {
 // sets `info`'s defaults of the shared flags, makes --help list the flags
 // this binary takes (its main.cc's and the shared ones; a default set here
 // shows as "currently"), and parses argv. Exits as absl's parser does on an
-// unknown flag, a bad value or --help.
+// unknown flag, a bad value or --help; exits 2 with a message on a value
+// out of range or half-configured or unreadable TLS files.
 // REQUIRES: called once, first in main, before any thread starts.
 void InitService(int argc, char** argv, const ServiceInfo& info);
 
 // The server of this service: its name, --listen, --metrics_listen,
-// --port_file, --max_message_mb and --shutdown_grace_s.
+// --port_file, --max_message_mb, --shutdown_grace_s and its TLS credentials.
 ServerOptions ServerOptionsFromFlags();
+
+// The credentials from --tls_cert, --tls_key, --tls_ca, loaded by
+// InitService: mutual TLS, or plaintext when none is set.
+const TransportCredentials& CredentialsFromFlags();
 
 // --max_message_mb in bytes: the bound on every message this service sends
 // or receives, on its server and on its channels to other services.
 int64_t MaxMessageBytesFromFlags();
 
 // A stub of `Service` (a generated gRPC service) on a channel to the peer at
-// `target` with this service's message bound; nullptr when `target` is empty
-// (no such peer).
+// `target` with this service's message bound and credentials; nullptr when
+// `target` is empty (no such peer).
 template <typename Service>
 std::unique_ptr<typename Service::Stub> PeerStub(const std::string& target) {
   if (target.empty()) return nullptr;
-  return Service::NewStub(MakeChannel(target, MaxMessageBytesFromFlags()));
+  return Service::NewStub(
+      MakeChannel(target, MaxMessageBytesFromFlags(), CredentialsFromFlags().channel));
 }
 
 // --device, --dtype and --attention. INVALID_ARGUMENT naming a value that is

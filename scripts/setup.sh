@@ -14,7 +14,8 @@ BUILD_PKGS=(build-essential cmake pkg-config
             libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
             libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev)
 TEST_PKGS=(libgtest-dev libgmock-dev googletest gnuplot-nox
-           clang-14 libclang-rt-14-dev)  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
+           clang-14 libclang-rt-14-dev  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
+           openssl)  # the TLS integration tests make a throwaway CA and certificates
 case "$MODE" in
   all) PKGS=("${BUILD_PKGS[@]}" "${TEST_PKGS[@]}"); NEED_NPM=1 ;;
   --build) PKGS=("${BUILD_PKGS[@]}" ccache); NEED_NPM=1
