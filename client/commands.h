@@ -30,6 +30,7 @@ struct GenerateCommandOptions {
   GenerateOptions generate;        // max_new_tokens, sampling, chunking
   uint64_t seed = 0;               // random weights' seed
   bool json = false;
+  std::string cache_salt;  // generate --target: the request's cache namespace
 };
 
 // The prompts of a run: --prompt, --prompt-file (one prompt), or

@@ -7,6 +7,7 @@
 //   generate --target H:P      streams from a running decode service instead
 //   stats --target H:P         prints a KV store's statistics as JSON
 //   health --target H:P        exits 0 if the service answers SERVING (for probes)
+//   (--target calls go over mutual TLS with --tls_cert, --tls_key, --tls_ca)
 //   serve [flags]              starts kv store, prefill and decode on loopback
 //   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff;
 //                              --front_door: gRPC vs the OpenAI HTTP API
@@ -31,6 +32,7 @@
 #include "engine/device.h"
 #include "engine/model_loader.h"
 #include "rpc/server_runner.h"
+#include "rpc/tls.h"
 
 ABSL_FLAG(std::string, text, "", "tokenize: the text");
 ABSL_FLAG(std::string, ids, "", "detokenize: comma-separated token ids");
@@ -80,6 +82,13 @@ ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default:
 ABSL_FLAG(std::string, out, "", "bench: CSV path; export-hf: checkpoint directory");
 
 ABSL_FLAG(std::string, target, "", "generate: a decode service (host:port); stats: a KV store");
+ABSL_FLAG(std::string, cache_salt, "",
+          "generate --target: the cache namespace (tenant); prefixes are reused only within it");
+ABSL_FLAG(std::string, tls_cert, "",
+          "generate/stats/health --target: PEM client certificate for a service with mutual TLS "
+          "(with --tls_key and --tls_ca)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle the service's certificate must chain to");
 ABSL_FLAG(int64_t, timeout_s, 600,
           "generate --target: deadline of the call; health: how long to wait (seconds)");
 ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
@@ -111,12 +120,25 @@ int main(int argc, char** argv) {
   std::vector<char*> args =
       absl::ParseCommandLine(static_cast<int>(normalized.size()), normalized.data());
   const std::string command = args.size() > 1 ? args[1] : "";
+  nanoserve::TlsOptions tls;
+  tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  absl::StatusOr<nanoserve::TransportCredentials> credentials =
+      nanoserve::LoadTransportCredentials(tls);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "nanoserve: %s\n", credentials.status().ToString().c_str());
+    return 2;
+  }
   if (command == "tokenize") return nanoserve::RunTokenize(absl::GetFlag(FLAGS_text));
   if (command == "detokenize") return nanoserve::RunDetokenize(absl::GetFlag(FLAGS_ids));
-  if (command == "stats") return nanoserve::RunStats(absl::GetFlag(FLAGS_target));
+  if (command == "stats") {
+    return nanoserve::RunStats(absl::GetFlag(FLAGS_target), credentials->channel);
+  }
   if (command == "health") {
     const absl::Status serving = nanoserve::WaitForServing(
-        absl::GetFlag(FLAGS_target), absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+        absl::GetFlag(FLAGS_target), absl::Seconds(absl::GetFlag(FLAGS_timeout_s)),
+        credentials->channel);
     if (!serving.ok()) std::fprintf(stderr, "nanoserve: %s\n", serving.ToString().c_str());
     return serving.ok() ? 0 : 1;
   }
@@ -137,6 +159,7 @@ int main(int argc, char** argv) {
     o.cold_prefix_cache = absl::GetFlag(FLAGS_cold_prefix_cache);
     o.seed = absl::GetFlag(FLAGS_seed);
     o.json = absl::GetFlag(FLAGS_json);
+    o.cache_salt = absl::GetFlag(FLAGS_cache_salt);
     o.generate.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
     o.generate.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
     o.generate.stop_at_end_of_text = !absl::GetFlag(FLAGS_ignore_eos);
@@ -154,7 +177,8 @@ int main(int argc, char** argv) {
       return nanoserve::RunGenerate(o);
     if (command == "generate") {
       return nanoserve::RunRemoteGenerate(o, absl::GetFlag(FLAGS_target),
-                                          absl::Seconds(absl::GetFlag(FLAGS_timeout_s)));
+                                          absl::Seconds(absl::GetFlag(FLAGS_timeout_s)),
+                                          credentials->channel);
     }
     nanoserve::ServiceStackOptions stack;
     stack.bin_dir = nanoserve::ExecutableDir();

@@ -1,6 +1,7 @@
 #include "client/remote_commands.h"
 
 #include <cstdio>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -32,19 +33,21 @@ v1::GenerateRequest MakeRequest(const GenerateCommandOptions& o, const std::stri
   request.set_max_new_tokens(o.generate.max_new_tokens);
   *request.mutable_sampling() = SamplingToProto(o.generate.sampling);
   request.set_ignore_eos(!o.generate.stop_at_end_of_text);
+  request.set_cache_salt(o.cache_salt);
   return request;
 }
 
 }  // namespace
 
 int RunRemoteGenerate(const GenerateCommandOptions& o, const std::string& target,
-                      absl::Duration timeout) {
+                      absl::Duration timeout,
+                      std::shared_ptr<grpc::ChannelCredentials> credentials) {
   auto prompts = ReadPrompts(o);
   if (!prompts.ok()) return Fail(prompts.status());
   if (prompts->size() != 1) {
     return Fail(absl::InvalidArgumentError("generate --target takes one prompt"));
   }
-  auto stub = v1::Decode::NewStub(MakeChannel(target, 8 << 20));
+  auto stub = v1::Decode::NewStub(MakeChannel(target, 8 << 20, std::move(credentials)));
   const std::string& prompt = (*prompts)[0];
   if (!o.json) std::printf("%s", prompt.c_str());
   auto outcome = StreamGenerate(*stub, MakeRequest(o, prompt), timeout, [&](const v1::Token& t) {
@@ -86,9 +89,10 @@ int RunRemoteGenerate(const GenerateCommandOptions& o, const std::string& target
   return 0;
 }
 
-int RunStats(const std::string& target) {
+int RunStats(const std::string& target, std::shared_ptr<grpc::ChannelCredentials> credentials) {
   KvStoreClientOptions options;
   options.target = target;
+  options.credentials = std::move(credentials);
   KvStoreClient store(options);
   auto stats = store.Stats();
   if (!stats.ok()) return Fail(stats.status());

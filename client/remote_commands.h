@@ -4,7 +4,10 @@
 #ifndef NANOSERVE_CLIENT_REMOTE_COMMANDS_H_
 #define NANOSERVE_CLIENT_REMOTE_COMMANDS_H_
 
+#include <memory>
 #include <string>
+
+#include <grpcpp/security/credentials.h>
 
 #include "absl/time/time.h"
 #include "client/commands.h"
@@ -12,13 +15,16 @@
 
 namespace nanoserve {
 
-// Streams from the decode service at `target`: text as it arrives, then a
-// summary on stderr (or one JSON object with --json). One prompt.
+// Streams from the decode service at `target`, over `credentials`
+// (rpc/tls.h; null: plaintext): text as it arrives, then a summary on
+// stderr (or one JSON object with --json). One prompt.
 int RunRemoteGenerate(const GenerateCommandOptions& options, const std::string& target,
-                      absl::Duration timeout);
+                      absl::Duration timeout,
+                      std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // The KV store's Stats at `target`, as JSON.
-int RunStats(const std::string& target);
+int RunStats(const std::string& target,
+             std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // Starts the three services on loopback (fixed ports in `stack`), prints
 // their addresses; with a prompt in `generate`, sends it through them and

@@ -128,7 +128,10 @@ std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack:
                                      const std::array<int, 3>& ports) {
   auto target = [&](ServiceStack::Which peer) { return absl::StrCat("127.0.0.1:", ports[peer]); };
   std::vector<std::string> argv = {
-      absl::StrCat(o.bin_dir, "/", kBinary[which]), absl::StrCat("--listen=", target(which)),
+      absl::StrCat(o.bin_dir, "/", kBinary[which]),
+      // Its peers reach it on loopback; $NANOSERVE_LISTEN_HOST (the image's
+      // 0.0.0.0) opens it to others too, as `nanoserve serve` in a container.
+      absl::StrCat("--listen=", DefaultListenHost(), ":", ports[which]),
       absl::StrCat("--metrics_listen=", o.metrics ? "127.0.0.1:0" : ""),
       absl::StrCat("--port_file=", PortFile(o.work_dir, which))};
   const std::vector<std::string> model = ModelFlags(o.model);
@@ -147,8 +150,9 @@ std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack:
       argv.push_back(absl::StrCat("--prefill=", target(ServiceStack::kPrefill)));
       argv.push_back(absl::StrCat("--max_batch=", o.max_batch));
       argv.push_back(absl::StrCat("--max_context=", o.max_context));
-      argv.push_back(o.http_port < 0 ? "--http_listen="
-                                     : absl::StrCat("--http_listen=127.0.0.1:", o.http_port));
+      argv.push_back(o.http_port < 0
+                         ? "--http_listen="
+                         : absl::StrCat("--http_listen=", DefaultListenHost(), ":", o.http_port));
       extra = &o.decode_flags;
     }
   }
@@ -174,7 +178,7 @@ absl::Status ServiceStack::AwaitServing(Which which) {
   ports_[which] = ports->grpc;
   metrics_ports_[which] = ports->metrics;
   if (which == kDecode) http_port_ = ports->http;
-  return WaitForServing(target(which), options_.start_timeout);
+  return WaitForServing(target(which), options_.start_timeout, options_.credentials);
 }
 
 absl::Status ServiceStack::Restart(Which which) {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/subprocess.h"
@@ -68,16 +70,20 @@ struct ServiceStackOptions {
   int prefill_port = 0;
   int decode_port = 0;
   bool metrics = true;  // metrics pages on free ports
-  // Decode's OpenAI-compatible HTTP API (--http_listen on 127.0.0.1): this
-  // port, 0 for a free one, -1 for none.
+  // Decode's OpenAI-compatible HTTP API (--http_listen, on the host of
+  // --listen): this port, 0 for a free one, -1 for none.
   int http_port = 0;
   int64_t page_size = 16;
   int64_t pool_mb = 512;
   int64_t lease_ttl_s = 60;
   int64_t max_batch = 16;
   int64_t max_context = 0;
-  // Extra flags per service, e.g. {"--store_timeout_ms=500"}.
+  // Extra flags per service, e.g. {"--store_timeout_ms=500"}, or each
+  // one's --tls_cert, --tls_key, --tls_ca.
   std::vector<std::string> kv_store_flags, prefill_flags, decode_flags;
+  // What the health checks connect with (rpc/tls.h): a client certificate
+  // when the services take TLS flags; null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   absl::Duration start_timeout = absl::Seconds(120);
 };
 
@@ -121,9 +127,10 @@ class ServiceStack {
 
 // The command line ServiceStack starts `which` with, given every service's
 // gRPC port (by ServiceStack::Which): its binary in options.bin_dir; its
-// --listen on 127.0.0.1; its metrics on a free port (or off); its port file
-// in options.work_dir (<binary>.ports); decode's --http_listen; the model
-// flags (ModelFlags); the
+// --listen on DefaultListenHost() (127.0.0.1 unless $NANOSERVE_LISTEN_HOST);
+// its metrics on 127.0.0.1, a free port (or off); its port file in
+// options.work_dir (<binary>.ports); decode's --http_listen (host as
+// --listen's); the model flags (ModelFlags); the
 // addresses of the services it calls; its own options; then its extra flags.
 std::vector<std::string> ServiceArgv(const ServiceStackOptions& options, ServiceStack::Which which,
                                      const std::array<int, 3>& ports);

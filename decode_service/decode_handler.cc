@@ -15,6 +15,7 @@ GenerateParams ParamsFromProto(const v1::GenerateRequest& request) {
   params.max_new_tokens = request.max_new_tokens();
   params.sampling = SamplingFromProto(request.sampling());
   params.stop_at_end_of_text = !request.ignore_eos();
+  params.cache_salt = request.cache_salt();
   params.stop.assign(request.stop().begin(), request.stop().end());
   return params;
 }

@@ -148,6 +148,9 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   // 1. Validate and tokenize.
   const GenerateParams& params = call->params;
   BatchRequest batch;
+  if (absl::Status bad = ValidateCacheSalt(params.cache_salt); !bad.ok()) {
+    return EndEarly(call, bad);
+  }
   if (absl::Status bad = ValidateStopStrings(params.stop); !bad.ok()) return EndEarly(call, bad);
   // A text too long for any slot is refused before it is tokenized.
   const int64_t max_bytes = scheduler_->capacity() * tokenizer_->max_token_bytes();
@@ -177,7 +180,7 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
 bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch) {
   if (prefill_ == nullptr) return true;
   GenerateSummary& summary = call->summary;
-  const PrefillPrompt prompt{batch.prompt, batch.sampling};
+  const PrefillPrompt prompt{batch.prompt, batch.sampling, call->params.cache_salt};
   const absl::Time t = absl::Now();
   absl::StatusOr<PrefillOutcome> outcome = prefill_->Prefill({prompt}, call->deadline);
   summary.prefill_ms = MsBetween(t, absl::Now());

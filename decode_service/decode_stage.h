@@ -58,6 +58,9 @@ struct GenerateParams {
   int64_t max_new_tokens = 16;  // >= 1
   SamplingOptions sampling;
   bool stop_at_end_of_text = true;
+  // The cache namespace (kv_store/prefix_cache.h): the prompt's prefix is
+  // reused only from prompts of the same salt. At most kMaxCacheSaltBytes.
+  std::string cache_salt;
   // The output ends before the first occurrence of any of these in its text
   // (not included). At most kMaxStopStrings, each 1 to kMaxStopBytes bytes.
   std::vector<std::string> stop;

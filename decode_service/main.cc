@@ -20,7 +20,8 @@ NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the
 NANOSERVE_FLAG_IN_RANGE(workers, 8, 1, 1024, "threads for the calls' blocking steps");
 ABSL_FLAG(std::string, http_listen, "127.0.0.1:8000",
           "OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health), host:port "
-          "(port 0 = any); empty = off");
+          "(port 0 = any; host as --listen's: $NANOSERVE_LISTEN_HOST where set); empty = off; "
+          "plaintext even with --tls_cert");
 NANOSERVE_FLAG_IN_RANGE(http_threads, 64, 1, 4096,
                         "HTTP connections served at once (each stream holds one)");
 NANOSERVE_FLAG_IN_RANGE(http_max_body_kb, 1024, 1, 1048576, "largest HTTP request body in KiB");
@@ -84,6 +85,7 @@ int Run() {
 
 int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
+  absl::SetFlag(&FLAGS_http_listen, nanoserve::WithDefaultListenHost("127.0.0.1:8000"));
   nanoserve::InitService(argc, argv, {"nanoserve-decode", "127.0.0.1:50053", "127.0.0.1:9153"});
   return nanoserve::Run();
 }

@@ -111,7 +111,7 @@ absl::Status CheckFields(const json& body) {
                                        "stream_options",
                                        "user",
                                        "top_k",
-                                       "ignore_eos",
+                                       "ignore_eos", "cache_salt",
                                        "return_token_ids",
                                        "logprobs",
                                        "echo",
@@ -156,6 +156,11 @@ absl::Status ParseShared(const json& body, uint64_t random_seed, GenerateParams&
   auto seed = Integer(body, "seed", static_cast<int64_t>(random_seed));
   auto ignore_eos = Boolean(body, "ignore_eos");
   auto stop = StopStrings(body);
+  std::string cache_salt;
+  if (auto it = body.find("cache_salt"); it != body.end() && !it->is_null()) {
+    if (!it->is_string()) return NotA("cache_salt", "a string");
+    cache_salt = it->get<std::string>();
+  }
   for (const absl::Status& s :
        {max_tokens.status(), temperature.status(), top_p.status(), top_k.status(), seed.status(),
         ignore_eos.status(), stop.status()}) {
@@ -168,6 +173,7 @@ absl::Status ParseShared(const json& body, uint64_t random_seed, GenerateParams&
   shared.sampling.seed = static_cast<uint64_t>(*seed);
   shared.stop_at_end_of_text = !*ignore_eos;
   shared.stop = *std::move(stop);
+  shared.cache_salt = std::move(cache_salt);  // its length is the stage's to check
   return absl::OkStatus();
 }
 

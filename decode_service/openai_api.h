@@ -15,7 +15,8 @@
 // .include_usage, user (ignored); defaults of OpenAI's other fields
 // (logprobs, echo, best_of, suffix, logit_bias, presence_penalty,
 // frequency_penalty) are accepted, other values are refused. Extensions,
-// as vLLM spells them: top_k, ignore_eos, return_token_ids.
+// as vLLM spells them: top_k, ignore_eos, return_token_ids, cache_salt (the
+// cache namespace of GenerateParams).
 //
 // Choices: prompts x n, choice i is prompt i / n's sample i % n; each is its
 // own DecodeStage call (a scheduler slot, counted by decode's admission),

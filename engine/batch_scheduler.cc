@@ -179,7 +179,10 @@ void BatchScheduler::Loop() {
     }
     HandleCancels(std::move(cancels));
     if (!admitted.empty()) AdmitAll(std::move(admitted));
-    if (active_.load() > 0) Step();
+    if (active_.load() > 0) {
+      Step();
+      AdvancePrefill();
+    }
   }
 }
 
@@ -207,7 +210,10 @@ void BatchScheduler::AdmitAll(std::vector<std::unique_ptr<Entry>> entries) {
     if (!loaded.ok()) {
       Finish(slot, loaded);
     } else if (cache_.length(slot) < static_cast<int64_t>(r.prompt.size())) {
-      taken.push_back(slot);
+      // Chunked: computed a chunk per loop turn by AdvancePrefill, between
+      // decode steps; else all at once below.
+      e.prefilling = options_.prefill_chunk > 0;
+      if (!e.prefilling) taken.push_back(slot);
     } else {
       e.last_token = r.first_token;
       Emit(slot, e.last_token);
@@ -220,28 +226,51 @@ void BatchScheduler::AdmitAll(std::vector<std::unique_ptr<Entry>> entries) {
     size_t end = begin + 1;
     while (end < taken.size() && taken[end] == taken[end - 1] + 1) ++end;
     std::vector<int64_t> run(taken.begin() + begin, taken.begin() + end);
-    if (!PrefillSlots(run) && run.size() > 1) {
+    if (!PrefillSlots(run, 0) && run.size() > 1) {
       // A failed batch is retried row by row, so that only the row that
       // cannot be computed fails.
-      for (int64_t slot : run) PrefillSlots({slot});
+      for (int64_t slot : run) PrefillSlots({slot}, 0);
     }
     begin = end;
   }
 }
 
-bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots) {
-  std::vector<std::vector<int>> prompts;
+void BatchScheduler::AdvancePrefill() {
+  std::vector<int64_t> rows;
+  for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
+    if (slots_[s] != nullptr && slots_[s]->prefilling) rows.push_back(s);
+  }
+  for (size_t begin = 0; begin < rows.size();) {
+    size_t end = begin + 1;
+    while (end < rows.size() && rows[end] == rows[end - 1] + 1) ++end;
+    std::vector<int64_t> run(rows.begin() + begin, rows.begin() + end);
+    if (!PrefillSlots(run, options_.prefill_chunk) && run.size() > 1) {
+      for (int64_t slot : run) PrefillSlots({slot}, options_.prefill_chunk);
+    }
+    begin = end;
+  }
+}
+
+bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t budget) {
+  std::vector<std::vector<int>> prompts;  // each row's prompt up to where this call stops
   std::vector<int64_t> cached;
   for (int64_t slot : slots) {
-    prompts.push_back(slots_[slot]->request.prompt);
+    const std::vector<int>& prompt = slots_[slot]->request.prompt;
+    const int64_t n = static_cast<int64_t>(prompt.size());
+    const int64_t stop = budget > 0 ? std::min(n, cache_.length(slot) + budget) : n;
+    prompts.emplace_back(prompt.begin(), prompt.begin() + stop);
     cached.push_back(cache_.length(slot));
   }
+  auto complete = [&](size_t i) {
+    return prompts[i].size() == slots_[slots[i]]->request.prompt.size();
+  };
   std::vector<int> first(slots.size(), -1);
   prefills_.fetch_add(1);
   const absl::Status status = RunTorch("prefill", [&] {
-    std::vector<torch::Tensor> logits =
-        PrefillBatch(*model_, cache_, prompts, options_.prefill_chunk, slots.front());
+    std::vector<torch::Tensor> logits = PrefillBatch(
+        *model_, cache_, prompts, budget > 0 ? 0 : options_.prefill_chunk, slots.front());
     for (size_t i = 0; i < slots.size(); ++i) {
+      if (!complete(i)) continue;
       Entry& e = *slots_[slots[i]];
       first[i] = e.request.first_token >= 0 ? e.request.first_token
                                             : static_cast<int>(e.sampler->Sample(logits[i])[0]);
@@ -257,7 +286,9 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots) {
   }
   for (size_t i = 0; i < slots.size(); ++i) {
     Entry& e = *slots_[slots[i]];
-    e.result.computed_prompt_tokens = static_cast<int64_t>(e.request.prompt.size()) - cached[i];
+    e.result.computed_prompt_tokens += static_cast<int64_t>(prompts[i].size()) - cached[i];
+    e.prefilling = !complete(i);
+    if (e.prefilling) continue;
     e.last_token = first[i];
     Emit(slots[i], e.last_token);
   }
@@ -265,17 +296,22 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots) {
 }
 
 void BatchScheduler::Step() {
-  int64_t hi = 0;  // rows [0, hi) run
+  // Rows [0, hi) run: up to the highest decoding row. Idle rows and rows
+  // still prefilling feed a dummy token; its K/V lands at the row's length,
+  // which the row's next real token (or prompt chunk) overwrites, and their
+  // lengths are put back after the step.
+  auto decoding = [&](int64_t s) { return slots_[s] != nullptr && !slots_[s]->prefilling; };
+  int64_t hi = 0;
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
-    if (slots_[s] != nullptr) hi = s + 1;
+    if (decoding(s)) hi = s + 1;
   }
-  std::vector<int64_t> ids(hi, 0);
+  if (hi == 0) return;
+  std::vector<int64_t> ids(hi, 0), lengths(hi, 0);
   bool all_greedy = true;
   for (int64_t s = 0; s < hi; ++s) {
-    if (slots_[s] == nullptr) {
-      cache_.set_length(s, 0);
-      continue;
-    }
+    if (slots_[s] == nullptr) cache_.set_length(s, 0);
+    lengths[s] = cache_.length(s);
+    if (!decoding(s)) continue;
     ids[s] = slots_[s]->last_token;
     all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
   }
@@ -284,24 +320,36 @@ void BatchScheduler::Step() {
   const absl::Status status = RunTorch("decode step", [&] {
     torch::Tensor logits = decode_->Run(ids, all_greedy ? &tokens : nullptr);  // (hi, V)
     if (all_greedy) return;
-    // A row's sampling trouble (say, non-finite probabilities) is its own:
-    // it ends that row only.
+    // All rows sampled together on the logits' device; a row's trouble
+    // (say, non-finite logits) is its own: it ends that row only. Idle rows
+    // take a greedy sampler (their token is thrown away).
+    Sampler idle(SamplingOptions{});
+    std::vector<Sampler*> samplers(hi, &idle);
     for (int64_t s = 0; s < hi; ++s) {
-      if (slots_[s] == nullptr) continue;
-      row_status[s] = RunTorch(
-          "sampling", [&] { tokens[s] = slots_[s]->sampler->Sample(logits.narrow(0, s, 1))[0]; });
+      if (decoding(s)) samplers[s] = slots_[s]->sampler.get();
+    }
+    std::vector<absl::StatusOr<int64_t>> sampled = SampleRows(logits, samplers);
+    for (int64_t s = 0; s < hi; ++s) {
+      if (sampled[s].ok()) {
+        tokens[s] = *sampled[s];
+      } else {
+        row_status[s] = sampled[s].status();
+      }
     }
   });
+  for (int64_t s = 0; s < hi; ++s) {
+    if (!decoding(s)) cache_.set_length(s, lengths[s]);  // the dummy token's
+  }
   if (!status.ok()) {
     for (int64_t s = 0; s < hi; ++s) {
-      if (slots_[s] != nullptr) Finish(s, status);
+      if (decoding(s)) Finish(s, status);
     }
     return;
   }
   steps_.fetch_add(1);
   for (int64_t s = 0; s < hi; ++s) {
-    if (slots_[s] == nullptr) {
-      cache_.set_length(s, 0);  // the dummy token's
+    if (!decoding(s)) {
+      continue;
     } else if (!row_status[s].ok()) {
       Finish(s, row_status[s]);
     } else {

@@ -56,8 +56,11 @@ struct BatchSchedulerOptions {
   // Requests waiting beyond the free slots: more are refused
   // (RESOURCE_EXHAUSTED). 0: only as many as there are free slots.
   int64_t max_queue = 1024;
-  // Prompt tokens per forward pass when a request's prompt is computed
-  // here; 0 = all at once.
+  // 0: a request's prompt (what its pages do not cover) is computed when it
+  // is admitted, all at once (with the others admitted in the same turn).
+  // N > 0: N tokens of each prefilling request per scheduler turn, after
+  // the turn's decode step, so that running requests keep streaming while a
+  // long prompt is computed (chunked prefill).
   int64_t prefill_chunk = 0;
   int end_of_text_id = 50256;
   // The decode step: cuda-graph on a GPU (every batch-size bucket captured
@@ -146,6 +149,7 @@ class BatchScheduler {
     BatchResult result;
     absl::Time submitted;
     int last_token = -1;
+    bool prefilling = false;  // its prompt is being computed chunk by chunk
   };
 
   void Loop();
@@ -154,11 +158,14 @@ class BatchScheduler {
   // Puts newly admitted requests into the lowest free slots and computes
   // their prompts, in batches of consecutive slots.
   void AdmitAll(std::vector<std::unique_ptr<Entry>> entries);
-  // Prefills the prompts of `slots` (consecutive) in one PrefillBatch and
-  // emits their first tokens. On a LibTorch error: one slot ends with it;
-  // several are left as they were (lengths restored) for the caller to
-  // retry one by one. Returns whether it succeeded.
-  bool PrefillSlots(const std::vector<int64_t>& slots);
+  // Prefills the prompts of `slots` (consecutive) in one PrefillBatch, at
+  // most `budget` tokens each (0: the whole rest), and emits the first token
+  // of those whose prompt is then complete. On a LibTorch error: one slot
+  // ends with it; several are left as they were (lengths restored) for the
+  // caller to retry one by one. Returns whether it succeeded.
+  bool PrefillSlots(const std::vector<int64_t>& slots, int64_t budget);
+  // One chunk (options_.prefill_chunk tokens) of every prefilling slot.
+  void AdvancePrefill();
   void Step();
   // Records `token` for the entry in `slot`; ends it if it is done.
   void Emit(int64_t slot, int token);

@@ -104,15 +104,19 @@ int64_t PrefixPrefill::UsablePageSize(PrefixPrefillResult& result) {
   return layout->page_size;
 }
 
-bool PrefixPrefill::ComputeBranchPoints(const std::vector<std::vector<int>>& prompts,
-                                        int64_t page_size, KvCache& cache,
+bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, KvCache& cache,
                                         PrefixPrefillResult& result) {
+  const std::vector<std::vector<int>>& prompts = batch.prompts;
   const size_t n = prompts.size();
   std::vector<size_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return prompts[a] < prompts[b]; });
-  auto common = [&](size_t a, size_t b) {
+  // Grouped by namespace: prompts of two namespaces share no branch point.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (batch.salt(a) != batch.salt(b)) return batch.salt(a) < batch.salt(b);
+    return prompts[a] < prompts[b];
+  });
+  auto common = [&](size_t a, size_t b) -> int64_t {
+    if (batch.salt(a) != batch.salt(b)) return 0;
     const auto& x = prompts[a];
     const auto& y = prompts[b];
     return static_cast<int64_t>(
@@ -134,14 +138,14 @@ bool PrefixPrefill::ComputeBranchPoints(const std::vector<std::vector<int>>& pro
     const auto [length, r] = branch_points[i];
     const std::vector<int>& prompt = prompts[r];
     // Neighbours in the walk with the same branch point: computed once.
-    if (i > 0 && branch_points[i - 1].first == length &&
-        std::equal(prompt.begin(), prompt.begin() + length,
-                   prompts[branch_points[i - 1].second].begin())) {
+    const size_t previous = i > 0 ? branch_points[i - 1].second : r;
+    if (i > 0 && branch_points[i - 1].first == length && batch.salt(previous) == batch.salt(r) &&
+        std::equal(prompt.begin(), prompt.begin() + length, prompts[previous].begin())) {
       continue;
     }
     const int64_t row = static_cast<int64_t>(r);
     const std::vector<int> prefix(prompt.begin(), prompt.begin() + length);
-    auto match = StoreCall(result, [&] { return store_.MatchPrefix(prefix); });
+    auto match = StoreCall(result, [&] { return store_.MatchPrefix(prefix, batch.salt(r)); });
     if (!match.ok()) return false;
     absl::Cleanup release = [&] { store_.Release(match->lease_id).IgnoreError(); };
     if (match->matched_tokens == length) continue;  // cached already
@@ -150,6 +154,7 @@ bool PrefixPrefill::ComputeBranchPoints(const std::vector<std::vector<int>>& pro
     if (!StoreCall(result, [&] { return store_.Load({load}, cache.rows()); }).ok()) return false;
     cache.set_length(row, match->matched_tokens);
     PrefixStore::RowTokens store{row, prefix};
+    store.cache_salt = batch.salt(r);
     if (store_.UsesBaseLeases()) {
       store.base_lease_id = match->lease_id;
       store.base_tokens = match->matched_tokens;
@@ -159,18 +164,18 @@ bool PrefixPrefill::ComputeBranchPoints(const std::vector<std::vector<int>>& pro
     result.computed_tokens += length - cache.length(row);
     PrefillRow(model_, cache, row, prefix, chunk_);
     auto stored =
-        StoreCall(result, [&] { return store_.Store({store}, cache.rows(), /*pin=*/false); });
+        StoreCall(result, [&] { return store_.Store({store}, cache.rows(), /*pin=*/false, ""); });
     if (!stored.ok()) return false;
   }
   return true;
 }
 
-bool PrefixPrefill::LoadPrefixes(const std::vector<std::vector<int>>& prompts, KvCache& cache,
-                                 PrefixPrefillResult& result,
+bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
                                  std::vector<PrefixStore::LeasedRow>& loads) {
+  const std::vector<std::vector<int>>& prompts = batch.prompts;
   for (size_t r = 0; r < prompts.size(); ++r) {
     const absl::Span<const int> head(prompts[r].data(), prompts[r].size() - 1);
-    auto match = StoreCall(result, [&] { return store_.MatchPrefix(head); });
+    auto match = StoreCall(result, [&] { return store_.MatchPrefix(head, batch.salt(r)); });
     if (!match.ok()) return false;
     loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens});
   }
@@ -182,14 +187,16 @@ bool PrefixPrefill::LoadPrefixes(const std::vector<std::vector<int>>& prompts, K
   return true;
 }
 
-absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(
-    const std::vector<std::vector<int>>& prompts, KvCache& cache, bool keep_leases) {
+absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, KvCache& cache,
+                                                            bool keep_leases,
+                                                            absl::string_view lease_holder) {
+  const std::vector<std::vector<int>>& prompts = batch.prompts;
   const size_t n = prompts.size();
   PrefixPrefillResult result;
   result.reused_tokens.assign(n, 0);
   result.stored.assign(n, {});
   const int64_t page_size = UsablePageSize(result);
-  bool use_store = page_size > 0 && ComputeBranchPoints(prompts, page_size, cache, result);
+  bool use_store = page_size > 0 && ComputeBranchPoints(batch, page_size, cache, result);
   for (size_t r = 0; r < n; ++r) cache.set_length(r, 0);
   // The loaded prefixes stay pinned until the rows are stored: the store
   // then needs only what comes after them.
@@ -197,7 +204,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(
   absl::Cleanup release = [&] {
     for (const auto& load : loads) store_.Release(load.lease_id).IgnoreError();
   };
-  use_store = use_store && LoadPrefixes(prompts, cache, result, loads);
+  use_store = use_store && LoadPrefixes(batch, cache, result, loads);
   if (!store_.UsesBaseLeases()) std::move(release).Invoke();
   for (size_t r = 0; r < n; ++r) {
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
@@ -209,19 +216,23 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(
     const int64_t whole = static_cast<int64_t>(prompts[r].size()) / page_size * page_size;
     PrefixStore::RowTokens store{static_cast<int64_t>(r),
                                  absl::MakeConstSpan(prompts[r].data(), whole)};
+    store.cache_salt = batch.salt(r);
     if (store_.UsesBaseLeases()) {
       store.base_lease_id = loads[r].lease_id;
       store.base_tokens = loads[r].tokens;
     }
     stores.push_back(store);
   }
-  auto stored = StoreCall(result, [&] { return store_.Store(stores, cache.rows(), keep_leases); });
+  auto stored = StoreCall(
+      result, [&] { return store_.Store(stores, cache.rows(), keep_leases, lease_holder); });
   if (stored.ok()) result.stored = *std::move(stored);
   return result;
 }
 
 absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(const std::vector<std::vector<int>>& prompts,
-                                                       KvCache& cache, bool keep_leases) {
+                                                       KvCache& cache, bool keep_leases,
+                                                       absl::Span<const std::string> cache_salts,
+                                                       absl::string_view lease_holder) {
   if (prompts.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty batch");
   if (static_cast<int64_t>(prompts.size()) > cache.batch()) {
     return absl::InvalidArgumentError(
@@ -230,7 +241,13 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(const std::vector<std::ve
   for (const auto& p : prompts) {
     if (p.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty prompt");
   }
-  return TorchResult("prefix prefill", [&] { return RunBatch(prompts, cache, keep_leases); });
+  if (!cache_salts.empty() && cache_salts.size() != prompts.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PrefixPrefill: ", cache_salts.size(), " cache salts for ", prompts.size(), " prompts"));
+  }
+  const Batch batch{prompts, cache_salts};
+  return TorchResult("prefix prefill",
+                     [&] { return RunBatch(batch, cache, keep_leases, lease_holder); });
 }
 
 }  // namespace nanoserve

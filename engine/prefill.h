@@ -4,6 +4,7 @@
 #define NANOSERVE_ENGINE_PREFILL_H_
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -11,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
@@ -62,7 +64,10 @@ struct PrefixPrefillResult {
 //     loads those P tokens' K/V into its row, and the suffixes run batched
 //     (PrefillBatch) at positions P..len-1 with rectangular causal masks.
 //     Each prompt's whole pages go into the store.
-// So a prefix shared by several prompts of a batch is computed once. A store
+// So a prefix shared by several prompts of a batch is computed once. Each
+// prompt may name a cache namespace (cache salt, kv_store/prefix_cache.h):
+// its prefixes are matched and stored under that salt only, and prompts of
+// different salts share nothing, not even within the batch. A store
 // with no room simply does not store a prompt (its own generation is
 // unaffected); a store that fails is left alone for the rest of the batch,
 // which is computed without it (result.store_status says why).
@@ -72,34 +77,49 @@ class PrefixPrefill {
   PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk)
       : model_(model), store_(store), chunk_(chunk) {}
 
-  // Fills rows 0..prompts.size()-1 of `cache`. With keep_leases, the leases
-  // in result.stored are the caller's to release; without, they are
-  // released before Run returns (stored_tokens still say what was stored).
-  // Every other lease is released before Run returns, whatever happens.
-  // Errors: INVALID_ARGUMENT for an empty batch or prompt or more prompts
-  // than rows; RESOURCE_EXHAUSTED / INTERNAL from LibTorch (RunTorch).
+  // Fills rows 0..prompts.size()-1 of `cache`. `cache_salts` holds each
+  // prompt's namespace, or is empty (all in the shared default). With
+  // keep_leases, the leases in result.stored are the caller's to release,
+  // and `lease_holder` (PrefixStore::Store) may use them too; without, they
+  // are released before Run returns (stored_tokens still say what was
+  // stored). Every other lease is released before Run returns, whatever
+  // happens.
+  // Errors: INVALID_ARGUMENT for an empty batch or prompt, more prompts
+  // than rows, or cache_salts of another size than prompts;
+  // RESOURCE_EXHAUSTED / INTERNAL from LibTorch (RunTorch).
   // REQUIRES: every prompt fits the cache's capacity; token ids are valid.
   absl::StatusOr<PrefixPrefillResult> Run(const std::vector<std::vector<int>>& prompts,
-                                          KvCache& cache, bool keep_leases = false);
+                                          KvCache& cache, bool keep_leases = false,
+                                          absl::Span<const std::string> cache_salts = {},
+                                          absl::string_view lease_holder = "");
 
  private:
+  // One Run's prompts with their namespaces.
+  struct Batch {
+    const std::vector<std::vector<int>>& prompts;
+    absl::Span<const std::string> cache_salts;  // empty: all ""
+    absl::string_view salt(size_t i) const {
+      return cache_salts.empty() ? absl::string_view() : absl::string_view(cache_salts[i]);
+    }
+  };
+
   // Runs `call` (a store call), adds its time to result.store_ms, and
   // records the first failure in result.store_status.
   template <typename F>
   auto StoreCall(PrefixPrefillResult& result, F&& call);
-  absl::StatusOr<PrefixPrefillResult> RunBatch(const std::vector<std::vector<int>>& prompts,
-                                               KvCache& cache, bool keep_leases);
+  absl::StatusOr<PrefixPrefillResult> RunBatch(const Batch& batch, KvCache& cache, bool keep_leases,
+                                               absl::string_view lease_holder);
   // The store's page size, or 0 (and result.store_status) if it cannot be
   // used with this model.
   int64_t UsablePageSize(PrefixPrefillResult& result);
   // Phase 1. False if the store failed.
-  bool ComputeBranchPoints(const std::vector<std::vector<int>>& prompts, int64_t page_size,
-                           KvCache& cache, PrefixPrefillResult& result);
+  bool ComputeBranchPoints(const Batch& batch, int64_t page_size, KvCache& cache,
+                           PrefixPrefillResult& result);
   // Phase 2's loads: each row from its longest cached prefix (at most
   // len - 1 tokens), whose leases land in `loads` (the caller releases
   // them). False if the store failed (rows are then empty).
-  bool LoadPrefixes(const std::vector<std::vector<int>>& prompts, KvCache& cache,
-                    PrefixPrefillResult& result, std::vector<PrefixStore::LeasedRow>& loads);
+  bool LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
+                    std::vector<PrefixStore::LeasedRow>& loads);
 
   const Gpt2Model& model_;
   PrefixStore& store_;

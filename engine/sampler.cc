@@ -29,41 +29,96 @@ absl::Status ValidateSamplingOptions(const SamplingOptions& o) {
 Sampler::Sampler(const SamplingOptions& options)
     : options_(options), generator_(at::make_generator<at::CPUGeneratorImpl>(options.seed)) {}
 
+double Sampler::NextUniform() {
+  return torch::rand({1}, generator_, torch::TensorOptions().dtype(torch::kDouble)).item<double>();
+}
+
 std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
+  std::vector<Sampler*> rows(logits.size(0), this);
+  std::vector<int64_t> tokens;
+  for (auto& token : SampleRows(logits, rows)) {
+    TORCH_CHECK(token.ok(), token.status().message());
+    tokens.push_back(*token);
+  }
+  return tokens;
+}
+
+std::vector<absl::StatusOr<int64_t>> SampleRows(const torch::Tensor& logits,
+                                                const std::vector<Sampler*>& samplers) {
   torch::InferenceMode guard;
-  torch::Tensor chosen;
-  if (options_.temperature == 0.0) {
-    chosen = logits.argmax(-1);  // (B,)
-  } else {
-    // A tiny valid temperature must act as its limit, greedy, not give NaN
-    // (softmax of inf; 0/0 once it rounds to 0 as a float), which made
-    // multinomial throw. So each row's best logit is shifted to 0 and the
-    // others go to -inf at worst, and the divisor is a nonzero float.
-    const float temperature =
-        std::max<float>(options_.temperature, std::numeric_limits<float>::min());
-    torch::Tensor l = logits.to(torch::kCPU, torch::kFloat);  // (B, V)
-    l = (l - std::get<0>(l.max(-1, /*keepdim=*/true))) / temperature;
+  const int64_t n = logits.size(0), vocab = logits.size(1);
+  TORCH_CHECK(static_cast<int64_t>(samplers.size()) == n, "SampleRows: ", samplers.size(),
+              " samplers for ", n, " rows");
+  const torch::Device device = logits.device();
+  auto on_device = [&](const std::vector<double>& values) {  // (n, 1) fp32
+    return torch::tensor(values, torch::kDouble).to(device, torch::kFloat).view({n, 1});
+  };
+  // Per row: the divisor (a nonzero float: a tiny valid temperature acts
+  // as its limit, greedy, rather than give inf / NaN), k, p, the uniform.
+  std::vector<double> temperature(n), top_p(n), uniform(n);
+  std::vector<int64_t> top_k(n);
+  bool any_sampled = false, any_top_k = false, any_top_p = false;
+  int64_t max_k = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    const SamplingOptions& o = samplers[r]->options();
+    const bool greedy = o.temperature == 0.0;
+    any_sampled = any_sampled || !greedy;
+    temperature[r] =
+        greedy ? 1.0 : std::max<float>(o.temperature, std::numeric_limits<float>::min());
+    top_k[r] = !greedy && o.top_k > 0 && o.top_k < vocab ? o.top_k : 0;
+    top_p[r] = !greedy && o.top_p < 1.0 ? o.top_p : std::numeric_limits<double>::infinity();
+    // Below 1 also as a float, so that the draw never lands past the CDF.
+    uniform[r] = greedy ? 0.0 : std::min(samplers[r]->NextUniform(), 0.99999994);
+    any_top_k = any_top_k || top_k[r] > 0;
+    any_top_p = any_top_p || top_p[r] < 1.0;
+    max_k = std::max(max_k, top_k[r]);
+  }
+  torch::Tensor l = logits.to(torch::kFloat);         // (n, V)
+  torch::Tensor finite = torch::isfinite(l).all(-1);  // (n,)
+  torch::Tensor best = l.argmax(-1);                  // (n,) greedy choice
+  torch::Tensor chosen = best;
+  if (any_sampled) {
     const float kMinusInf = -std::numeric_limits<float>::infinity();
-    if (options_.top_k > 0 && options_.top_k < l.size(-1)) {
-      auto kth = std::get<0>(l.topk(options_.top_k, -1)).narrow(-1, options_.top_k - 1, 1);
+    // Non-finite rows are answered with an error below; zeroed here so that
+    // they do not disturb the arithmetic of the batch.
+    l = torch::where(finite.unsqueeze(1), l, torch::zeros_like(l));
+    l = (l - std::get<0>(l.max(-1, /*keepdim=*/true))) / on_device(temperature);
+    if (any_top_k) {
+      torch::Tensor k = torch::tensor(top_k, torch::kLong).to(device).view({n, 1});
+      torch::Tensor kth = std::get<0>(l.topk(max_k, -1))                 // (n, max_k)
+                              .gather(1, (k - 1).clamp_min(0));          // (n, 1)
+      kth = torch::where(k > 0, kth, torch::full_like(kth, kMinusInf));  // k = 0 keeps all
       l = l.masked_fill(l < kth, kMinusInf);
     }
-    if (options_.top_p < 1.0) {
+    if (any_top_p) {
       auto [sorted, order] = l.sort(-1, /*descending=*/true);
-      auto cum = sorted.softmax(-1).cumsum(-1);
-      // Drop a token once the tokens before it already reach top_p.
-      auto drop_sorted = (cum - sorted.softmax(-1)) >= options_.top_p;
-      // The best token always stays: a top_p that rounds to 0 as a float
-      // would drop it too, leaving nothing to sample.
+      torch::Tensor probs = sorted.softmax(-1);
+      // Drop a token once the tokens before it already reach top_p; the
+      // best always stays (a top_p that rounds to 0 as a float would drop it).
+      torch::Tensor drop_sorted = (probs.cumsum(-1) - probs) >= on_device(top_p);
       drop_sorted.narrow(-1, 0, 1).fill_(false);
-      auto drop = torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted);
-      l = l.masked_fill(drop, kMinusInf);
+      l = l.masked_fill(torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted), kMinusInf);
     }
-    chosen = torch::multinomial(l.softmax(-1), 1, /*replacement=*/false, generator_).squeeze(-1);
+    torch::Tensor cdf = l.softmax(-1).cumsum(-1);  // (n, V)
+    torch::Tensor target = on_device(uniform) * cdf.narrow(-1, vocab - 1, 1);
+    torch::Tensor drawn =
+        torch::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true).clamp_max(vocab - 1);
+    std::vector<double> is_greedy(n);
+    for (int64_t r = 0; r < n; ++r) is_greedy[r] = samplers[r]->options().temperature == 0.0;
+    chosen = torch::where(on_device(is_greedy).view({n}) > 0, best, drawn.view({n}));
   }
-  chosen = chosen.to(torch::kCPU, torch::kLong).contiguous();
-  return std::vector<int64_t>(chosen.data_ptr<int64_t>(),
-                              chosen.data_ptr<int64_t>() + chosen.numel());
+  torch::Tensor host = torch::stack({chosen, finite.to(torch::kLong)}).cpu();  // (2, n)
+  auto a = host.accessor<int64_t, 2>();
+  std::vector<absl::StatusOr<int64_t>> out;
+  for (int64_t r = 0; r < n; ++r) {
+    if (a[1][r] == 0) {
+      out.push_back(absl::InvalidArgumentError(
+          absl::StrCat("row ", r, ": logits hold NaN or infinity; nothing to sample")));
+    } else {
+      out.push_back(a[0][r]);
+    }
+  }
+  return out;
 }
 
 }  // namespace nanoserve

@@ -1,6 +1,9 @@
 #include "kv_store/prefix_cache.h"
 
+#include <sys/random.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
@@ -20,7 +23,32 @@ void CheckOk(const absl::Status& status, const char* what) {
   }
 }
 
+// 64 bits from the kernel's CSPRNG: lease ids are capabilities.
+uint64_t RandomId() {
+  uint64_t id = 0;
+  char* out = reinterpret_cast<char*>(&id);
+  size_t filled = 0;
+  while (filled < sizeof(id)) {
+    const ssize_t n = getrandom(out + filled, sizeof(id) - filled, 0);
+    if (n > 0) {
+      filled += static_cast<size_t>(n);
+    } else if (errno != EINTR) {
+      std::perror("PrefixCache: getrandom");
+      std::abort();
+    }
+  }
+  return id;
+}
+
 }  // namespace
+
+absl::Status ValidateCacheSalt(absl::string_view cache_salt) {
+  if (static_cast<int64_t>(cache_salt.size()) > kMaxCacheSaltBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("cache_salt of ", cache_salt.size(),
+                                                   " bytes is longer than ", kMaxCacheSaltBytes));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(
     const PrefixCacheOptions& options) {
@@ -41,12 +69,14 @@ PrefixCache::PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<Page
       tree_(page_size_),
       cached_(static_cast<size_t>(num_pages_), 0) {}
 
-PrefixCache::MatchResult PrefixCache::Match(absl::Span<const int32_t> tokens) {
+PrefixCache::MatchResult PrefixCache::Match(absl::Span<const int32_t> tokens,
+                                            absl::string_view cache_salt,
+                                            absl::string_view caller) {
   absl::MutexLock lock(&mu_);
   MatchResult result;
-  Tree::MatchResult match = tree_.Match(tokens, &result.pages);
+  Tree::MatchResult match = tree_.Match(cache_salt, tokens, &result.pages);
   result.matched_tokens = match.length;
-  result.lease_id = NewLeaseLocked(match.node);
+  result.lease_id = NewLeaseLocked(match.node, caller, "");
   ++counters_.lookups;
   counters_.lookup_tokens += static_cast<int64_t>(tokens.size());
   counters_.hit_tokens += match.length;
@@ -113,7 +143,10 @@ absl::Status PrefixCache::CheckPagesLocked(absl::Span<const int32_t> pages,
 }
 
 absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const int32_t> tokens,
-                                                              absl::Span<const int32_t> pages) {
+                                                              absl::Span<const int32_t> pages,
+                                                              absl::string_view cache_salt,
+                                                              absl::string_view caller,
+                                                              absl::string_view holder) {
   absl::MutexLock lock(&mu_);
   if (static_cast<int64_t>(tokens.size()) % page_size_ != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -125,11 +158,11 @@ absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const i
                                                    n_pages, " pages, got ", pages.size()));
   }
   std::vector<int32_t> tree_pages;
-  tree_.Peek(tokens, &tree_pages);
+  tree_.Peek(cache_salt, tokens, &tree_pages);
   if (absl::Status s = CheckPagesLocked(pages, tree_pages); !s.ok()) return s;
 
   InsertResult result;
-  Tree::InsertResult inserted = tree_.Insert(tokens, pages, &result.pages);
+  Tree::InsertResult inserted = tree_.Insert(cache_salt, tokens, pages, &result.pages);
   const int64_t existing_pages = inserted.existing_length / page_size_;
   std::vector<int32_t> duplicates;
   for (int64_t i = 0; i < n_pages; ++i) {
@@ -141,51 +174,60 @@ absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const i
   }
   CheckOk(pool_->Free(duplicates), "freeing duplicate pages");
   result.inserted_tokens = static_cast<int64_t>(tokens.size()) - inserted.existing_length;
-  result.lease_id = NewLeaseLocked(inserted.node);
+  result.lease_id = NewLeaseLocked(inserted.node, caller, holder);
   counters_.inserted_tokens += result.inserted_tokens;
   return result;
 }
 
-uint64_t PrefixCache::NewLeaseLocked(Tree::Node* node) {
-  if (node == tree_.root()) return kNoLease;
+uint64_t PrefixCache::NewLeaseLocked(Tree::Node* node, absl::string_view caller,
+                                     absl::string_view holder) {
+  if (node == nullptr) return kNoLease;
   tree_.Pin(node);
-  // Random, so that a holder cannot guess (and release) another's lease.
+  // Random, so that a holder cannot guess (and use) another's lease.
   uint64_t id = kNoLease;
-  while (id == kNoLease || leases_.contains(id)) id = absl::Uniform<uint64_t>(bitgen_);
-  leases_.emplace(id, Lease{node, absl::Now()});
+  while (id == kNoLease || leases_.contains(id)) id = RandomId();
+  leases_.emplace(id, Lease{node, absl::Now(), std::string(caller),
+                            std::string(holder.empty() ? caller : holder)});
   return id;
 }
 
-absl::Status PrefixCache::Release(uint64_t lease_id) {
+const PrefixCache::Lease* PrefixCache::FindLeaseLocked(uint64_t lease_id,
+                                                       absl::string_view caller) const {
+  auto it = leases_.find(lease_id);
+  if (it == leases_.end()) return nullptr;
+  const Lease& lease = it->second;
+  return caller == lease.caller || caller == lease.holder ? &lease : nullptr;
+}
+
+absl::Status PrefixCache::Release(uint64_t lease_id, absl::string_view caller) {
   if (lease_id == kNoLease) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  auto it = leases_.find(lease_id);
-  if (it == leases_.end()) {
-    return absl::NotFoundError(absl::StrCat("Release: no lease ", lease_id));
-  }
-  tree_.Unpin(it->second.node);
-  leases_.erase(it);
+  const Lease* lease = FindLeaseLocked(lease_id, caller);
+  if (lease == nullptr) return absl::NotFoundError(absl::StrCat("Release: no lease ", lease_id));
+  tree_.Unpin(lease->node);
+  leases_.erase(lease_id);
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<int32_t>> PrefixCache::LeasedPages(uint64_t lease_id) const {
+absl::StatusOr<std::vector<int32_t>> PrefixCache::LeasedPages(uint64_t lease_id,
+                                                              absl::string_view caller) const {
   absl::MutexLock lock(&mu_);
-  auto it = leases_.find(lease_id);
-  if (it == leases_.end()) {
+  const Lease* lease = FindLeaseLocked(lease_id, caller);
+  if (lease == nullptr) {
     return absl::NotFoundError(absl::StrCat("LeasedPages: no lease ", lease_id));
   }
   std::vector<int32_t> pages;
-  Tree::AppendPathValues(it->second.node, &pages);
+  Tree::AppendPathValues(lease->node, &pages);
   return pages;
 }
 
-absl::Status PrefixCache::RenewLease(uint64_t lease_id, absl::Time now) {
+absl::Status PrefixCache::RenewLease(uint64_t lease_id, absl::string_view caller, absl::Time now) {
   absl::MutexLock lock(&mu_);
-  auto it = leases_.find(lease_id);
-  if (it == leases_.end()) {
+  const Lease* lease = FindLeaseLocked(lease_id, caller);
+  if (lease == nullptr) {
     return absl::NotFoundError(absl::StrCat("RenewLease: no lease ", lease_id));
   }
-  it->second.renewed = now;
+  leases_.find(lease_id)->second.renewed = now;
   return absl::OkStatus();
 }
 
@@ -236,6 +278,7 @@ PrefixCacheStats PrefixCache::Stats() const {
   stats.pages_cached = tree_.num_values();
   stats.pages_pinned = tree_.num_pinned_values();
   stats.nodes = tree_.num_nodes();
+  stats.namespaces = tree_.num_namespaces();
   stats.active_leases = static_cast<int64_t>(leases_.size());
   return stats;
 }
@@ -246,6 +289,7 @@ std::vector<CachedPath> PrefixCache::DumpPaths() const {
   tree_.ForEachNode([&](const Tree::Node& node) {
     if (!node.is_leaf()) return;
     CachedPath path;
+    path.cache_salt = Tree::NamespaceOf(&node);
     path.tokens = Tree::PathTokens(&node);
     Tree::AppendPathValues(&node, &path.pages);
     paths.push_back(std::move(path));

@@ -31,12 +31,25 @@
 //     Insert makes its whole path most recent), from the leaf's tail, so the
 //     cached set stays prefix closed.
 //
-// Leases. Lease ids are random 64-bit numbers, so that one holder cannot
-// guess another's (nor, in practice, is an id handed out twice); kNoLease
-// (0) means "no lease" and comes back when nothing is pinned (a zero-length
-// match or insert). A holder that may die (a remote client) should be given
-// a lease_ttl: leases not renewed within it are released by
-// ReapExpiredLeases(), which the owner calls periodically.
+// Cache namespaces (a "cache salt", per tenant): every Match and Insert
+// names one, and a prefix cached in one namespace is never matched in
+// another, so neither prefix hits nor their timing cross tenants. ""
+// is the shared default. The namespaces share the pool, the LRU order and
+// eviction. Callers bound the salt's length (ValidateCacheSalt); the cache
+// takes any string.
+//
+// Leases. Lease ids are 64 random bits from the operating system's CSPRNG
+// (getrandom), so that one holder cannot guess another's (nor, in practice,
+// is an id handed out twice); kNoLease (0) means "no lease" and comes back
+// when nothing is pinned (a zero-length match or insert). A lease belongs to
+// identities (strings, e.g. a peer's certificate name): the caller that
+// took it, and the holder it was taken for (Insert's `holder`; by default
+// the caller). Release, RenewLease and LeasedPages by any other identity
+// fail with NOT_FOUND, as for an unknown id, so they reveal nothing. Without
+// authentication every caller is "" and the id alone is the capability. A
+// holder that may die (a remote client) should be given a lease_ttl:
+// leases not renewed within it are released by ReapExpiredLeases(), which
+// the owner calls periodically.
 //
 // Thread safety: thread-safe; every method takes one internal mutex, so calls
 // are linearizable. storage() may be read and written without the lock,
@@ -48,13 +61,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -72,6 +86,12 @@ struct PrefixCacheOptions {
   absl::Duration lease_ttl = absl::InfiniteDuration();
 };
 
+// The longest cache salt (namespace name) services accept, in bytes.
+inline constexpr int64_t kMaxCacheSaltBytes = 256;
+
+// INVALID_ARGUMENT if `cache_salt` is longer than kMaxCacheSaltBytes.
+absl::Status ValidateCacheSalt(absl::string_view cache_salt);
+
 struct PrefixCacheStats {
   int64_t lookups = 0;          // Match calls
   int64_t lookup_tokens = 0;    // tokens passed to Match, summed
@@ -84,12 +104,14 @@ struct PrefixCacheStats {
   int64_t pages_in_use = 0;     // cached + caller-held
   int64_t pages_cached = 0;     // held by the tree
   int64_t pages_pinned = 0;     // cached and pinned by a lease
-  int64_t nodes = 0;            // tree nodes, excluding the root
+  int64_t nodes = 0;            // tree nodes, excluding the roots
+  int64_t namespaces = 0;       // cache namespaces holding pages
   int64_t active_leases = 0;
 };
 
 // One root-to-leaf path of the tree, for debugging and tests.
 struct CachedPath {
+  std::string cache_salt;       // its namespace
   std::vector<int32_t> tokens;  // a multiple of page_size long
   std::vector<int32_t> pages;   // tokens.size() / page_size
 };
@@ -122,12 +144,14 @@ class PrefixCache {
   // The pool: (num_pages, n_layer, 2, n_head, page_size, head_dim).
   const torch::Tensor& storage() const { return storage_; }
 
-  // The longest cached prefix of `tokens` in whole pages (a trailing partial
-  // page is never matched), pinned by a new lease if it is not empty
-  // (lease_id == kNoLease when matched_tokens == 0). Marks the path most
-  // recently used and counts a lookup. A caller that needs the logits of the
-  // last token should match tokens minus the last one.
-  MatchResult Match(absl::Span<const int32_t> tokens) ABSL_LOCKS_EXCLUDED(mu_);
+  // The longest prefix of `tokens` cached in namespace `cache_salt`, in
+  // whole pages (a trailing partial page is never matched), pinned by a new
+  // lease of `caller` if it is not empty (lease_id == kNoLease when
+  // matched_tokens == 0). Marks the path most recently used and counts a
+  // lookup. A caller that needs the logits of the last token should match
+  // tokens minus the last one.
+  MatchResult Match(absl::Span<const int32_t> tokens, absl::string_view cache_salt = "",
+                    absl::string_view caller = "") ABSL_LOCKS_EXCLUDED(mu_);
 
   // Allocates `n` caller-held pages, evicting least recently used unpinned
   // cached pages as needed. All or nothing: RESOURCE_EXHAUSTED, evicting
@@ -139,32 +163,42 @@ class PrefixCache {
   // and no change, if a page is out of range, free, cached, or listed twice.
   absl::Status FreePages(absl::Span<const int32_t> pages) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Caches `tokens` with their K/V in `pages` (pages[i] holds positions
-  // [i*page_size, (i+1)*page_size)) and pins the whole path with a new lease
-  // (kNoLease for empty tokens). For the prefix already cached the tree
-  // keeps its own pages: a caller page there that is the tree's own page at
-  // that position (e.g. from Match) is left alone, any other is freed. The
+  // Caches `tokens` in namespace `cache_salt` with their K/V in `pages`
+  // (pages[i] holds positions [i*page_size, (i+1)*page_size)) and pins the
+  // whole path with a new lease (kNoLease for empty tokens) that `caller`
+  // and `holder` may use (empty holder: the caller alone). For the prefix
+  // already cached in that namespace the tree keeps its own pages: a caller
+  // page there that is the tree's own page at that position (e.g. from
+  // Match) is left alone, any other is freed. The
   // remaining pages become cached. Returns the tree's pages for the whole
   // sequence. All or nothing: INVALID_ARGUMENT, and no change, if
   // tokens.size() is not a multiple of page_size, pages.size() !=
   // tokens.size() / page_size, a page is listed twice, or a page is neither
   // caller-held nor the tree's page for its position.
   absl::StatusOr<InsertResult> Insert(absl::Span<const int32_t> tokens,
-                                      absl::Span<const int32_t> pages) ABSL_LOCKS_EXCLUDED(mu_);
+                                      absl::Span<const int32_t> pages,
+                                      absl::string_view cache_salt = "",
+                                      absl::string_view caller = "", absl::string_view holder = "")
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // Ends a lease; its pages become evictable once no other lease pins them.
   // NOT_FOUND, and no change, for an unknown (or already released or
-  // expired) id; kNoLease is accepted and does nothing.
-  absl::Status Release(uint64_t lease_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // expired) id or one `caller` may not use; kNoLease is accepted and does
+  // nothing.
+  absl::Status Release(uint64_t lease_id, absl::string_view caller = "") ABSL_LOCKS_EXCLUDED(mu_);
 
   // The tree's pages of the path a lease pins, in order (page i holds
   // positions [i*page_size, (i+1)*page_size)). They stay unchanged while the
-  // lease lives. NOT_FOUND for an unknown id or kNoLease.
-  absl::StatusOr<std::vector<int32_t>> LeasedPages(uint64_t lease_id) const
+  // lease lives. NOT_FOUND for an unknown id, kNoLease, or a lease `caller`
+  // may not use.
+  absl::StatusOr<std::vector<int32_t>> LeasedPages(uint64_t lease_id,
+                                                   absl::string_view caller = "") const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Restarts a lease's time to live at `now`. NOT_FOUND for an unknown id.
-  absl::Status RenewLease(uint64_t lease_id, absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
+  // Restarts a lease's time to live at `now`. NOT_FOUND for an unknown id or
+  // a lease `caller` may not use.
+  absl::Status RenewLease(uint64_t lease_id, absl::string_view caller = "",
+                          absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Releases every lease last created or renewed more than lease_ttl before
   // `now`; returns how many. Does nothing with an infinite lease_ttl.
@@ -190,12 +224,19 @@ class PrefixCache {
   struct Lease {
     Tree::Node* node;    // the pinned path ends here
     absl::Time renewed;  // created or last renewed
+    std::string caller;  // who took it
+    std::string holder;  // who it was taken for (may equal caller)
   };
 
   PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool);
 
-  // Creates a lease pinning `node`, or returns kNoLease for the root.
-  uint64_t NewLeaseLocked(Tree::Node* node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Creates a lease pinning `node` for `caller` and `holder` (empty: the
+  // caller), or returns kNoLease for a null node (nothing to pin).
+  uint64_t NewLeaseLocked(Tree::Node* node, absl::string_view caller, absl::string_view holder)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The lease `lease_id` if `caller` may use it, else null.
+  const Lease* FindLeaseLocked(uint64_t lease_id, absl::string_view caller) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int64_t EvictLocked(int64_t n_pages) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckPagesLocked(absl::Span<const int32_t> pages,
                                 absl::Span<const int32_t> tree_pages) const
@@ -211,7 +252,6 @@ class PrefixCache {
   Tree tree_ ABSL_GUARDED_BY(mu_);
   std::vector<uint8_t> cached_ ABSL_GUARDED_BY(mu_);  // per page: in tree
   absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
-  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);        // lease ids
   PrefixCacheStats counters_ ABSL_GUARDED_BY(mu_);  // the cumulative fields
 };
 

@@ -10,8 +10,9 @@ namespace nanoserve {
 
 absl::StatusOr<PageLayout> LocalPrefixStore::Layout() { return cache_->options().pool.layout; }
 
-absl::StatusOr<PrefixStore::Match> LocalPrefixStore::MatchPrefix(absl::Span<const int32_t> tokens) {
-  PrefixCache::MatchResult m = cache_->Match(tokens);
+absl::StatusOr<PrefixStore::Match> LocalPrefixStore::MatchPrefix(absl::Span<const int32_t> tokens,
+                                                                 absl::string_view cache_salt) {
+  PrefixCache::MatchResult m = cache_->Match(tokens, cache_salt);
   return Match{m.matched_tokens, m.lease_id};
 }
 
@@ -41,7 +42,8 @@ absl::StatusOr<torch::Tensor> LocalPrefixStore::ReadLeased(uint64_t lease_id,
 }
 
 absl::StatusOr<std::vector<PrefixStore::Stored>> LocalPrefixStore::Store(
-    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin) {
+    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin,
+    absl::string_view lease_holder) {
   const int64_t page_size = cache_->page_size();
   std::vector<Stored> out(stores.size());
   struct Pending {
@@ -74,7 +76,8 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> LocalPrefixStore::Store(
       const absl::Span<const int32_t> tokens = stores[p.index].tokens;
       std::vector<int32_t> all_pages = p.held.pages;
       all_pages.insert(all_pages.end(), p.pages.begin(), p.pages.end());
-      absl::StatusOr<PrefixCache::InsertResult> inserted = cache_->Insert(tokens, all_pages);
+      absl::StatusOr<PrefixCache::InsertResult> inserted =
+          cache_->Insert(tokens, all_pages, stores[p.index].cache_salt, "", lease_holder);
       if (!inserted.ok()) return inserted.status();
       p.pages.clear();  // adopted (or freed as duplicates) by the tree
       if (!pin) {
@@ -95,7 +98,7 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> LocalPrefixStore::Store(
     }
     if (n == 0) continue;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      Pending p{i, cache_->Match(stores[i].tokens), {}};
+      Pending p{i, cache_->Match(stores[i].tokens, stores[i].cache_salt), {}};
       absl::StatusOr<std::vector<int32_t>> pages =
           cache_->AllocatePages((n - p.held.matched_tokens) / page_size);
       if (pages.ok()) {

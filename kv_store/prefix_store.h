@@ -13,6 +13,10 @@
 // A lease pins its pages: they are neither evicted nor changed while it
 // lives. kNoLease (0) pins nothing.
 //
+// Namespaces: MatchPrefix and Store name a cache salt (prefix_cache.h):
+// prefixes stored under one salt are matched only under the same salt; ""
+// is the shared default.
+//
 // Errors: a store that cannot be reached, is overloaded or has another
 // layout fails a call with its status; the caller decides whether to compute
 // without it. Bad arguments (rows, runs) are INVALID_ARGUMENT.
@@ -28,6 +32,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "kv_store/page_layout.h"
 #include "kv_store/prefix_cache.h"
@@ -49,14 +54,16 @@ class PrefixStore {
     uint64_t lease_id = kNoLease;
     int64_t tokens = 0;
   };
-  // Row `row` holds the K/V of `tokens` (whole pages) at positions 0...
-  // Optionally the caller holds a lease (from MatchPrefix) pinning
-  // tokens[0, base_tokens); a store may use it instead of matching again.
+  // Row `row` holds the K/V of `tokens` (whole pages) at positions 0...,
+  // to be stored under `cache_salt`. Optionally the caller holds a lease
+  // (from MatchPrefix under the same salt) pinning tokens[0, base_tokens);
+  // a store may use it instead of matching again.
   struct RowTokens {
     int64_t row = 0;
     absl::Span<const int32_t> tokens;
     uint64_t base_lease_id = kNoLease;
     int64_t base_tokens = 0;
+    absl::string_view cache_salt;
   };
   struct Stored {
     uint64_t lease_id = kNoLease;  // pins the row's tokens; kNoLease if not stored
@@ -74,9 +81,10 @@ class PrefixStore {
   // them after loading, so that those pages stay evictable meanwhile.
   virtual bool UsesBaseLeases() const = 0;
 
-  // The longest cached prefix of `tokens` in whole pages, pinned by a lease
-  // (kNoLease when nothing matched).
-  virtual absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens) = 0;
+  // The longest prefix of `tokens` cached under `cache_salt`, in whole
+  // pages, pinned by a lease (kNoLease when nothing matched).
+  virtual absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
+                                            absl::string_view cache_salt) = 0;
 
   // Copies each leased prefix into its row. The rows' lengths are the
   // caller's to set.
@@ -89,11 +97,14 @@ class PrefixStore {
   // Caches each row's tokens (a multiple of the page size long; their K/V in
   // the row at positions 0..) that the store lacks; one Stored per entry, in
   // order. With `pin`, each stored path is pinned by a new lease, the
-  // caller's to release; without, no lease is left (and a row stored early
-  // may be evicted to make room for a later one). A store that has no room
-  // for a row does not store it (stored_tokens 0), which is not an error.
+  // caller's to release, which `lease_holder` (an identity the store
+  // authenticates, e.g. the caller's own caller; empty: none) may use too;
+  // without, no lease is left (and a row stored early may be evicted to
+  // make room for a later one). A store that has no room for a row does not
+  // store it (stored_tokens 0), which is not an error.
   virtual absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores,
-                                                    const RowsKv& rows, bool pin) = 0;
+                                                    const RowsKv& rows, bool pin,
+                                                    absl::string_view lease_holder) = 0;
 
   // Ends a lease. kNoLease does nothing. NOT_FOUND for an unknown id.
   virtual absl::Status Release(uint64_t lease_id) = 0;
@@ -115,7 +126,8 @@ class LocalPrefixStore : public PrefixStore {
 
   absl::StatusOr<PageLayout> Layout() override;
   bool UsesBaseLeases() const override { return false; }
-  absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens) override;
+  absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
+                                    absl::string_view cache_salt) override;
   absl::Status Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) override;
   absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
   // Matches each row again (ignoring base leases), so that only pages the
@@ -124,7 +136,7 @@ class LocalPrefixStore : public PrefixStore {
   // inserted first (without `pin`, their pages then become evictable), and
   // the row is tried once more.
   absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, const RowsKv& rows,
-                                            bool pin) override;
+                                            bool pin, absl::string_view lease_holder) override;
   absl::Status Release(uint64_t lease_id) override;
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 

@@ -10,6 +10,13 @@
 // length is always a multiple of granularity, and nodes split only at granule
 // boundaries. With granularity 1 this is the classic per-token radix tree.
 //
+// Namespaces: keys live in separate namespaces (strings), each a tree of
+// its own under its own root, so a key never matches a key of another
+// namespace ("" is a namespace like any other). A namespace's root exists
+// while the namespace holds a key: Insert creates it, and Evict removes it
+// with the namespace's last value. Node counts, the LRU clock and eviction
+// span all namespaces.
+//
 // Pins: Pin(node) protects the path root..node from eviction until the
 // matching Unpin. A node's ref_count is the number of pins on it or on any
 // node below it, so an unpinned node (ref_count 0) has only unpinned nodes
@@ -23,7 +30,7 @@
 //
 // Invariants (checked by CheckInvariants()):
 //   * every non-root node has 1+ granules: tokens.size() == granularity *
-//     values.size() > 0; the root holds none;
+//     values.size() > 0; a root holds none and has 1+ children;
 //   * a node's children start with pairwise distinct first granules, and the
 //     map key of a child is its first granule;
 //   * ref_count(n) == direct pins on n + sum of ref_count over its children;
@@ -50,6 +57,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
 namespace nanoserve {
@@ -64,7 +72,7 @@ class RadixTree {
     // The granules this node adds to its parent's key, and their values.
     absl::Span<const Token> tokens() const { return tokens_; }
     absl::Span<const Value> values() const { return values_; }
-    const Node* parent() const { return parent_; }  // null for the root
+    const Node* parent() const { return parent_; }  // null for a root
     int64_t ref_count() const { return ref_count_; }
     int64_t direct_pins() const { return direct_pins_; }
     uint64_t last_access() const { return last_access_; }
@@ -95,20 +103,23 @@ class RadixTree {
     std::vector<Token> tokens_;
     std::vector<Value> values_;
     Node* parent_ = nullptr;
-    Children children_;  // keyed by each child's first granule
+    const std::string* namespace_ = nullptr;  // a root's: its key in roots_
+    Children children_;                       // keyed by each child's first granule
     int64_t ref_count_ = 0;
     int64_t direct_pins_ = 0;
     uint64_t last_access_ = 0;
   };
 
   struct MatchResult {
-    int64_t length = 0;    // matched tokens, a multiple of granularity
-    Node* node = nullptr;  // the node whose path ends at `length`
+    int64_t length = 0;  // matched tokens, a multiple of granularity
+    // The node whose path ends at `length`; null when length is 0.
+    Node* node = nullptr;
   };
 
   struct InsertResult {
     int64_t existing_length = 0;  // tokens of the key already stored before
-    Node* node = nullptr;         // the node whose path ends at the key's end
+    // The node whose path ends at the key's end; null for an empty key.
+    Node* node = nullptr;
   };
 
   // REQUIRES: granularity >= 1.
@@ -119,19 +130,25 @@ class RadixTree {
   RadixTree& operator=(const RadixTree&) = delete;
 
   int64_t granularity() const { return granularity_; }
-  const Node* root() const { return &root_; }
-  int64_t num_nodes() const { return num_nodes_; }  // excluding the root
+  // The root of namespace `ns`; null while the namespace holds nothing.
+  const Node* root(absl::string_view ns) const {
+    auto it = roots_.find(ns);
+    return it == roots_.end() ? nullptr : it->second.get();
+  }
+  int64_t num_namespaces() const { return static_cast<int64_t>(roots_.size()); }
+  int64_t num_nodes() const { return num_nodes_; }  // excluding the roots
   int64_t num_values() const { return num_values_; }
   int64_t num_pinned_values() const { return num_pinned_values_; }
 
-  // Finds the longest stored prefix of `key` in whole granules (trailing
-  // tokens short of a granule are ignored). Splits the node the match ends
-  // inside, so that result.node ends exactly at result.length (the root
-  // when nothing matches), and stamps the path. Appends the matched values
-  // to *values when it is not null.
-  MatchResult Match(absl::Span<const Token> key, std::vector<Value>* values) {
+  // Finds the longest prefix of `key` stored in namespace `ns`, in whole
+  // granules (trailing tokens short of a granule are ignored). Splits the
+  // node the match ends inside, so that result.node ends exactly at
+  // result.length, and stamps the path. Appends the matched values to
+  // *values when it is not null.
+  MatchResult Match(absl::string_view ns, absl::Span<const Token> key, std::vector<Value>* values) {
     ++clock_;
-    Position pos = Walk(key);
+    Position pos = Walk(ns, key);
+    if (pos.length == 0) return {0, nullptr};
     Node* node = pos.partial ? Split(pos.partial, pos.partial_granules) : pos.node;
     Touch(node);
     if (values != nullptr) AppendPathValues(node, values);
@@ -140,9 +157,10 @@ class RadixTree {
 
   // The length Match would return, and its values, without changing
   // anything (no split, no stamp).
-  int64_t Peek(absl::Span<const Token> key, std::vector<Value>* values) const {
-    Position pos = Walk(key);
-    if (values != nullptr) {
+  int64_t Peek(absl::string_view ns, absl::Span<const Token> key,
+               std::vector<Value>* values) const {
+    Position pos = Walk(ns, key);
+    if (values != nullptr && pos.length > 0) {
       AppendPathValues(pos.node, values);
       if (pos.partial != nullptr) {
         const auto& v = pos.partial->values_;
@@ -152,22 +170,27 @@ class RadixTree {
     return pos.length;
   }
 
-  // Stores `key` with one value per granule. Where a prefix of the key is
-  // already stored, the tree keeps its own values for it and ignores
-  // values[0, existing_length / granularity). Splits as needed so that
-  // result.node ends exactly at the key's end (the root for an empty key),
-  // and stamps the path. Appends the tree's values for the whole key to
-  // *tree_values when it is not null.
+  // Stores `key` in namespace `ns` with one value per granule. Where a
+  // prefix of the key is stored there already, the tree keeps its own
+  // values for it and ignores values[0, existing_length / granularity).
+  // Splits as needed so that result.node ends exactly at the key's end, and
+  // stamps the path. Appends the tree's values for the whole key to
+  // *tree_values when it is not null. An empty key changes nothing.
   // REQUIRES: key.size() % granularity == 0,
   //           values.size() == key.size() / granularity.
-  InsertResult Insert(absl::Span<const Token> key, absl::Span<const Value> values,
-                      std::vector<Value>* tree_values) {
+  InsertResult Insert(absl::string_view ns, absl::Span<const Token> key,
+                      absl::Span<const Value> values, std::vector<Value>* tree_values) {
     Require(
         static_cast<int64_t>(key.size()) % granularity_ == 0 &&
             static_cast<int64_t>(values.size()) * granularity_ == static_cast<int64_t>(key.size()),
         "RadixTree::Insert: key and values disagree");
+    if (key.empty()) return {0, nullptr};
     ++clock_;
-    Position pos = Walk(key);
+    if (roots_.find(ns) == roots_.end()) {
+      auto [it, inserted] = roots_.emplace(std::string(ns), std::make_unique<Node>());
+      it->second->namespace_ = &it->first;
+    }
+    Position pos = Walk(ns, key);
     Node* node = pos.partial ? Split(pos.partial, pos.partial_granules) : pos.node;
     if (pos.length < static_cast<int64_t>(key.size())) {
       auto leaf = std::make_unique<Node>();
@@ -186,11 +209,11 @@ class RadixTree {
   }
 
   // Protects the path root..node from eviction. REQUIRES: node is in this
-  // tree and is not the root.
+  // tree and is not a root.
   void Pin(Node* node) {
-    Require(node != &root_, "RadixTree::Pin: cannot pin the root");
+    Require(node->parent_ != nullptr, "RadixTree::Pin: cannot pin a root");
     ++node->direct_pins_;
-    for (Node* n = node; n != &root_; n = n->parent_) {
+    for (Node* n = node; n->parent_ != nullptr; n = n->parent_) {
       if (n->ref_count_++ == 0) {
         num_pinned_values_ += static_cast<int64_t>(n->values_.size());
       }
@@ -199,9 +222,10 @@ class RadixTree {
 
   // Undoes one Pin(node). REQUIRES: node has a direct pin.
   void Unpin(Node* node) {
-    Require(node != &root_ && node->direct_pins_ > 0, "RadixTree::Unpin: node is not pinned");
+    Require(node->parent_ != nullptr && node->direct_pins_ > 0,
+            "RadixTree::Unpin: node is not pinned");
     --node->direct_pins_;
-    for (Node* n = node; n != &root_; n = n->parent_) {
+    for (Node* n = node; n->parent_ != nullptr; n = n->parent_) {
       if (--n->ref_count_ == 0) {
         num_pinned_values_ -= static_cast<int64_t>(n->values_.size());
       }
@@ -211,8 +235,9 @@ class RadixTree {
   // Removes up to `max_values` values (granules) from unpinned leaves, the
   // least recently used leaf first and each leaf from its tail, dropping
   // leaves that become empty (whose parents may then become evictable
-  // leaves). Calls on_evict(value) for each removed value. Returns how many
-  // were removed: min(max_values, num_values() - num_pinned_values()).
+  // leaves), whatever their namespace; a namespace left empty is removed.
+  // Calls on_evict(value) for each removed value. Returns how many were
+  // removed: min(max_values, num_values() - num_pinned_values()).
   int64_t Evict(int64_t max_values, const std::function<void(const Value&)>& on_evict) {
     if (max_values <= 0) return 0;
     using Entry = std::pair<uint64_t, Node*>;
@@ -243,19 +268,27 @@ class RadixTree {
       Node* parent = leaf->parent_;
       parent->children_.erase(parent->children_.find(FirstGranule(*leaf)));  // destroys leaf
       --num_nodes_;
-      if (parent != &root_ && parent->is_leaf() && parent->ref_count_ == 0) {
+      if (parent->parent_ == nullptr) {
+        if (parent->is_leaf()) roots_.erase(roots_.find(*parent->namespace_));  // destroys it
+      } else if (parent->is_leaf() && parent->ref_count_ == 0) {
         lru.push({parent->last_access_, parent});
       }
     }
     return evicted;
   }
 
-  // Calls f(const Node&) on every node but the root, parents before
+  // Calls f(const Node&) on every node but the roots, parents before
   // children.
   template <typename F>
   void ForEachNode(F&& f) const {
     const_cast<RadixTree*>(this)->ForEachMutableNode(
         [&f](Node* n) { f(static_cast<const Node&>(*n)); });
+  }
+
+  // The namespace of `node`'s tree.
+  static const std::string& NamespaceOf(const Node* node) {
+    while (node->parent_ != nullptr) node = node->parent_;
+    return *node->namespace_;
   }
 
   // The key spelled by the path root..node.
@@ -285,11 +318,17 @@ class RadixTree {
   // Verifies the invariants in the file comment; the first violation found
   // comes back as INTERNAL.
   absl::Status CheckInvariants() const {
-    if (!root_.tokens_.empty() || !root_.values_.empty()) {
-      return absl::InternalError("root holds tokens");
-    }
     int64_t nodes = 0, values = 0, pinned = 0;
-    std::vector<const Node*> stack = {&root_};
+    std::vector<const Node*> stack;
+    for (const auto& [ns, root] : roots_) {
+      if (!root->tokens_.empty() || !root->values_.empty() || root->children_.empty() ||
+          root->parent_ != nullptr || root->namespace_ != &ns) {
+        return absl::InternalError(absl::StrCat("the root of namespace '", ns,
+                                                "' holds tokens, has no children or is linked "
+                                                "wrong"));
+      }
+      stack.push_back(root.get());
+    }
     while (!stack.empty()) {
       const Node* n = stack.back();
       stack.pop_back();
@@ -313,7 +352,7 @@ class RadixTree {
         if (absl::MakeConstSpan(key) != FirstGranule(*child)) {
           return absl::InternalError(where() + ": child key != first granule");
         }
-        if (n != &root_ && n->last_access_ < child->last_access_) {
+        if (n->parent_ != nullptr && n->last_access_ < child->last_access_) {
           return absl::InternalError(where() + ": newer than its parent");
         }
         child_refs += child->ref_count_;
@@ -324,7 +363,7 @@ class RadixTree {
         }
         stack.push_back(child.get());
       }
-      if (n != &root_ && n->ref_count_ != n->direct_pins_ + child_refs) {
+      if (n->parent_ != nullptr && n->ref_count_ != n->direct_pins_ + child_refs) {
         return absl::InternalError(absl::StrCat("ref_count ", n->ref_count_, " != direct pins ",
                                                 n->direct_pins_, " + children's ", child_refs));
       }
@@ -339,9 +378,9 @@ class RadixTree {
 
  private:
   // Where a walk down the tree for a key stops: `node` ends at `length`
-  // matched tokens; if the match continues into a child without covering it,
-  // `partial` is that child and `partial_granules` (>= 1) how much of it
-  // matches.
+  // matched tokens (null if the namespace has no root); if the match
+  // continues into a child without covering it, `partial` is that child and
+  // `partial_granules` (>= 1) how much of it matches.
   struct Position {
     Node* node;
     int64_t length;
@@ -364,10 +403,12 @@ class RadixTree {
     return std::vector<Token>(n.tokens_.begin(), n.tokens_.begin() + granularity_);
   }
 
-  Position Walk(absl::Span<const Token> key) const {
+  Position Walk(absl::string_view ns, absl::Span<const Token> key) const {
     const int64_t g = granularity_;
     const int64_t usable = static_cast<int64_t>(key.size()) / g * g;
-    Node* node = const_cast<Node*>(&root_);
+    auto root = roots_.find(ns);
+    if (root == roots_.end()) return {nullptr, 0, nullptr, 0};
+    Node* node = root->second.get();
     int64_t length = 0;
     while (length < usable) {
       auto it = node->children_.find(key.subspan(length, g));
@@ -413,22 +454,25 @@ class RadixTree {
   }
 
   void Touch(Node* node) {
-    for (Node* n = node; n != &root_; n = n->parent_) n->last_access_ = clock_;
+    for (Node* n = node; n->parent_ != nullptr; n = n->parent_) n->last_access_ = clock_;
   }
 
   template <typename F>
   void ForEachMutableNode(F&& f) {
-    std::vector<Node*> stack = {&root_};
+    std::vector<Node*> stack;
+    for (auto& [ns, root] : roots_) stack.push_back(root.get());
     while (!stack.empty()) {
       Node* n = stack.back();
       stack.pop_back();
-      if (n != &root_) f(n);
+      if (n->parent_ != nullptr) f(n);
       for (auto& [key, child] : n->children_) stack.push_back(child.get());
     }
   }
 
   const int64_t granularity_;
-  Node root_;
+  // One root per namespace that holds a key. std::map: a root's
+  // namespace_ points at its key, which must not move.
+  std::map<std::string, std::unique_ptr<Node>, std::less<>> roots_;
   uint64_t clock_ = 0;
   int64_t num_nodes_ = 0;
   int64_t num_values_ = 0;

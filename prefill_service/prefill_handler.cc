@@ -8,9 +8,9 @@
 namespace nanoserve {
 
 grpc::Status PrefillHandler::Prefill(const v1::PrefillRequest& request, absl::Time deadline,
-                                     v1::PrefillResponse* response) {
+                                     const PeerIdentity& caller, v1::PrefillResponse* response) {
   const std::vector<PrefillPrompt> prompts = PrefillPromptsFromProto(request);
-  absl::StatusOr<PrefillOutcome> outcome = stage_->Prefill(prompts, deadline);
+  absl::StatusOr<PrefillOutcome> outcome = stage_->Prefill(prompts, deadline, caller.name);
   if (!outcome.ok()) return ToGrpcStatus(outcome.status());
   PrefillOutcomeToProto(*outcome, response);
   return grpc::Status::OK;

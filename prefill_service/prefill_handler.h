@@ -11,24 +11,27 @@
 #include "absl/time/time.h"
 #include "nanoserve/v1/prefill.pb.h"
 #include "prefill_service/prefill_stage.h"
+#include "rpc/tls.h"
 
 namespace nanoserve {
 
 class PrefillHandler {
  public:
   // `stage` is not owned.
-  explicit PrefillHandler(Prefiller* stage) : stage_(stage) {}
+  explicit PrefillHandler(PrefillStage* stage) : stage_(stage) {}
 
-  // The stage's errors as gRPC codes (see Prefiller::Prefill).
+  // The stage's errors as gRPC codes (see Prefiller::Prefill). The leases
+  // of the response are taken for `caller` (its certificate name), who may
+  // then use them at the store.
   grpc::Status Prefill(const v1::PrefillRequest& request, absl::Time deadline,
-                       v1::PrefillResponse* response);
+                       const PeerIdentity& caller, v1::PrefillResponse* response);
 
   // Releases the leases of a response its caller will not read (the call was
   // cancelled), so its pages do not stay pinned until the leases expire.
   void Abandon(const v1::PrefillResponse& response);
 
  private:
-  Prefiller* stage_;
+  PrefillStage* stage_;
 };
 
 }  // namespace nanoserve

@@ -10,6 +10,7 @@ v1::PrefillRequest PrefillRequestToProto(absl::Span<const PrefillPrompt> prompts
     v1::PrefillPrompt* out = request.add_prompts();
     out->mutable_tokens()->Add(p.tokens.begin(), p.tokens.end());
     *out->mutable_sampling() = SamplingToProto(p.sampling);
+    out->set_cache_salt(p.cache_salt);
   }
   return request;
 }
@@ -18,8 +19,8 @@ std::vector<PrefillPrompt> PrefillPromptsFromProto(const v1::PrefillRequest& req
   std::vector<PrefillPrompt> prompts;
   prompts.reserve(request.prompts_size());
   for (const v1::PrefillPrompt& p : request.prompts()) {
-    prompts.push_back(
-        {std::vector<int>(p.tokens().begin(), p.tokens().end()), SamplingFromProto(p.sampling())});
+    prompts.push_back({std::vector<int>(p.tokens().begin(), p.tokens().end()),
+                       SamplingFromProto(p.sampling()), p.cache_salt()});
   }
   return prompts;
 }

@@ -1,5 +1,7 @@
 #include "prefill_service/prefill_service.h"
 
+#include <utility>
+
 #include "absl/time/clock.h"
 
 namespace nanoserve {
@@ -9,11 +11,13 @@ grpc::ServerUnaryReactor* PrefillService::Prefill(grpc::CallbackServerContext* c
                                                   v1::PrefillResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const absl::Time deadline = absl::FromChrono(context->deadline());
-  workers_->Schedule([this, context, reactor, request, response, deadline] {
-    grpc::Status status = handler_->Prefill(*request, deadline, response);
-    if (status.ok() && context->IsCancelled()) handler_->Abandon(*response);
-    reactor->Finish(status);
-  });
+  PeerIdentity caller = PeerIdentityOf(*context);
+  workers_->Schedule(
+      [this, context, reactor, request, response, deadline, caller = std::move(caller)] {
+        grpc::Status status = handler_->Prefill(*request, deadline, caller, response);
+        if (status.ok() && context->IsCancelled()) handler_->Abandon(*response);
+        reactor->Finish(status);
+      });
   return reactor;
 }
 

@@ -55,6 +55,9 @@ absl::Status PrefillStage::Validate(absl::Span<const PrefillPrompt> prompts) con
     if (absl::Status s = ValidateSamplingOptions(p.sampling); !s.ok()) {
       return absl::InvalidArgumentError(absl::StrCat(which, s.message()));
     }
+    if (absl::Status s = ValidateCacheSalt(p.cache_salt); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(which, s.message()));
+    }
     longest = std::max<int64_t>(longest, p.tokens.size());
   }
   if (n * longest > options_.max_batch_tokens) {
@@ -65,13 +68,16 @@ absl::Status PrefillStage::Validate(absl::Span<const PrefillPrompt> prompts) con
   return absl::OkStatus();
 }
 
-absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt> prompts) {
+absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt> prompts,
+                                                 absl::string_view lease_holder) {
   const Gpt2Model& model = *model_;
   const int64_t n = static_cast<int64_t>(prompts.size());
   std::vector<std::vector<int>> tokens;
+  std::vector<std::string> salts;
   int64_t longest = 0;
   for (const PrefillPrompt& p : prompts) {
     tokens.push_back(p.tokens);
+    salts.push_back(p.cache_salt);
     longest = std::max<int64_t>(longest, p.tokens.size());
   }
   PrefillOutcome outcome;
@@ -96,7 +102,8 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
     outcome.store_status = absl::FailedPreconditionError("no kv store configured");
   } else {
     absl::StatusOr<PrefixPrefillResult> result =
-        PrefixPrefill(model, *store_, options_.prefill_chunk).Run(tokens, *cache, true);
+        PrefixPrefill(model, *store_, options_.prefill_chunk)
+            .Run(tokens, *cache, /*keep_leases=*/true, salts, lease_holder);
     if (!result.ok()) return result.status();
     for (int64_t r = 0; r < n; ++r) {
       outcome.prompts[r].lease_id = result->stored[r].lease_id;
@@ -122,6 +129,12 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
 
 absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPrompt> prompts,
                                                      absl::Time deadline) {
+  return Prefill(prompts, deadline, "");
+}
+
+absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPrompt> prompts,
+                                                     absl::Time deadline,
+                                                     absl::string_view lease_holder) {
   const absl::Time start = absl::Now();
   absl::StatusOr<PrefillOutcome> outcome = absl::UnknownError("not run");
   if (absl::Status bad = Validate(prompts); !bad.ok()) {
@@ -131,7 +144,7 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPro
     if (absl::Now() >= deadline) {
       outcome = absl::DeadlineExceededError("deadline passed while queued for prefill");
     } else {
-      outcome = Run(prompts);
+      outcome = Run(prompts, lease_holder);
     }
   }
   if (outcome.ok() && absl::Now() >= deadline) {  // nobody will read the leases

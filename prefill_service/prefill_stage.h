@@ -18,11 +18,13 @@
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_STAGE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
@@ -36,6 +38,9 @@ namespace nanoserve {
 struct PrefillPrompt {
   std::vector<int> tokens;   // >= 1
   SamplingOptions sampling;  // chooses the first token
+  // The cache namespace (kv_store/prefix_cache.h): prefixes are reused from
+  // and stored under it only. At most kMaxCacheSaltBytes.
+  std::string cache_salt;
 };
 
 struct PrefilledPrompt {
@@ -86,16 +91,24 @@ class PrefillStage : public Prefiller {
 
   // INVALID_ARGUMENT naming the first bad prompt: see ValidatePrompt, plus
   // an empty batch, more than max_prompts, rows over max_batch_tokens, bad
-  // sampling.
+  // sampling, a cache salt over kMaxCacheSaltBytes.
   absl::Status Validate(absl::Span<const PrefillPrompt> prompts) const;
 
+  // Prefill(prompts, deadline, "").
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
                                          absl::Time deadline) override ABSL_LOCKS_EXCLUDED(mu_);
+  // As Prefiller::Prefill; the outcome's leases may be used at the store by
+  // `lease_holder` too (the authenticated caller of the prefill service;
+  // empty: only by this stage's identity).
+  absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
+                                         absl::Time deadline, absl::string_view lease_holder)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void Abandon(const PrefillOutcome& outcome) override;
 
  private:
   // Runs a validated batch; the leases of the outcome are the caller's.
-  absl::StatusOr<PrefillOutcome> Run(absl::Span<const PrefillPrompt> prompts)
+  absl::StatusOr<PrefillOutcome> Run(absl::Span<const PrefillPrompt> prompts,
+                                     absl::string_view lease_holder)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Count(const absl::StatusOr<PrefillOutcome>& outcome);
 

@@ -4,11 +4,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <limits>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -113,7 +115,10 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(
+      options.listen,
+      options.credentials != nullptr ? options.credentials : grpc::InsecureServerCredentials(),
+      &grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   // Page streams: let a sender have several chunks in flight (HTTP/2 window).
@@ -175,7 +180,22 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   return absl::OkStatus();
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes) {
+std::string DefaultListenHost() {
+  const char* env = std::getenv("NANOSERVE_LISTEN_HOST");
+  if (env == nullptr || *env == '\0') return "127.0.0.1";
+  std::string host = env;
+  if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
+  return host;
+}
+
+std::string WithDefaultListenHost(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) return address;
+  return DefaultListenHost() + address.substr(colon);
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes,
+                                           std::shared_ptr<grpc::ChannelCredentials> credentials) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
   args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
@@ -183,11 +203,18 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t ma
   // A restarted peer on loopback is found again within two seconds.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  // Calls go round robin over every address the target's name resolves to:
+  // behind a headless Kubernetes Service, one per pod (gRPC's default,
+  // pick_first, would send all of them to one pod). One address: as before.
+  args.SetLoadBalancingPolicyName("round_robin");
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  return grpc::CreateCustomChannel(target, credentials, args);
 }
 
-absl::Status WaitForServing(const std::string& target, absl::Duration timeout) {
-  auto stub = grpc::health::v1::Health::NewStub(MakeChannel(target, 1 << 20));
+absl::Status WaitForServing(const std::string& target, absl::Duration timeout,
+                            std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto stub =
+      grpc::health::v1::Health::NewStub(MakeChannel(target, 1 << 20, std::move(credentials)));
   const absl::Time end = absl::Now() + timeout;
   std::string last = "no answer";
   while (absl::Now() < end) {

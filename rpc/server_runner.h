@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,8 @@ struct ServerOptions {
   std::string port_file;
   // How long calls in flight may take to finish after a shutdown signal.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // Transport security of the gRPC port (rpc/tls.h); null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
   // Served beside the gRPC port, in this order (not owned).
   std::vector<SideServer*> side_servers;
 
@@ -63,6 +66,15 @@ struct ServerOptions {
   // [1024, 2^31 - 1].
   absl::Status Validate() const;
 };
+
+// The host that services listen on unless told otherwise: $NANOSERVE_LISTEN_HOST
+// where it is set and not empty (the images set 0.0.0.0), else 127.0.0.1. An
+// IPv6 host comes back in brackets, ready for host:port.
+std::string DefaultListenHost();
+
+// `address` (host:port) with its host replaced by DefaultListenHost(); an
+// address without a colon comes back as it is.
+std::string WithDefaultListenHost(const std::string& address);
 
 // OK if `address` is host:port with a port in [0, 65535].
 absl::Status ValidateAddress(absl::string_view address);
@@ -87,13 +99,20 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
                               const MetricsRegistry* metrics,
                               const std::function<void()>& before_stop = nullptr);
 
-// A channel to `target` (host:port) with the given message size bound,
-// without transport security (the services listen on loopback by default).
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target, int64_t max_message_bytes);
+// A channel to `target` (host:port) with the given message size bound and
+// transport security (rpc/tls.h); null `credentials`: plaintext (the
+// services listen on loopback by default). Calls are spread round robin over
+// every address `target` resolves to (a headless Service's pods); the name
+// is resolved again when a connection fails or is closed, not on a timer.
+std::shared_ptr<grpc::Channel> MakeChannel(
+    const std::string& target, int64_t max_message_bytes,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 // Polls grpc.health.v1 Check on `target` until it answers SERVING;
-// DEADLINE_EXCEEDED if it does not within `timeout`.
-absl::Status WaitForServing(const std::string& target, absl::Duration timeout);
+// DEADLINE_EXCEEDED if it does not within `timeout`. `credentials` as for
+// MakeChannel.
+absl::Status WaitForServing(const std::string& target, absl::Duration timeout,
+                            std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 }  // namespace nanoserve
 

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -15,12 +16,24 @@
 // The server. The addresses' defaults are set per service by InitService.
 ABSL_FLAG(std::string, listen, "",
           "gRPC address, host:port (port 0 = any); by default the service's own: kv store "
-          "127.0.0.1:50051, prefill 127.0.0.1:50052, decode 127.0.0.1:50053");
+          "127.0.0.1:50051, prefill 127.0.0.1:50052, decode 127.0.0.1:50053, with the host "
+          "$NANOSERVE_LISTEN_HOST instead of 127.0.0.1 where that is set (0.0.0.0 in the images)");
 ABSL_FLAG(std::string, metrics_listen, "",
           "Prometheus /metrics address, host:port; empty = off; by default the service's own: "
-          "kv store 127.0.0.1:9151, prefill 127.0.0.1:9152, decode 127.0.0.1:9153");
+          "kv store 127.0.0.1:9151, prefill 127.0.0.1:9152, decode 127.0.0.1:9153 (host: as "
+          "--listen's)");
 ABSL_FLAG(std::string, port_file, "", "write the gRPC and metrics ports here once serving");
 NANOSERVE_FLAG_IN_RANGE(max_message_mb, 8, 1, 2047, "largest gRPC message in MiB");
+NANOSERVE_FLAG_IN_RANGE(shutdown_grace_s, 5, 0, 3600,
+                        "after SIGTERM, seconds that calls in flight (streams) may take to "
+                        "finish before they are cancelled");
+// Mutual TLS (rpc/tls.h): all three or none.
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of this service, for its server and its channels to peers; "
+          "with --tls_key and --tls_ca (none: plaintext)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "PEM CA bundle: callers and peers must present a certificate it signed");
 // The model. Prefill and decode must be given the same --model and --seed.
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
@@ -39,6 +52,10 @@ namespace {
 ServiceInfo& Info() {
   static ServiceInfo* info = new ServiceInfo();
   return *info;
+}
+TransportCredentials& Credentials() {
+  static TransportCredentials* credentials = new TransportCredentials();
+  return *credentials;
 }
 
 // The source files whose flags a service binary takes: its own main.cc and
@@ -67,12 +84,21 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
   usage.contains_helpshort_flags = IsServiceFlagFile;
   usage.normalize_filename = RelativeToSourceTree;
   absl::SetFlagsUsageConfig(usage);
-  absl::SetFlag(&FLAGS_listen, info.listen);
-  absl::SetFlag(&FLAGS_metrics_listen, info.metrics_listen);
+  absl::SetFlag(&FLAGS_listen, WithDefaultListenHost(info.listen));
+  absl::SetFlag(&FLAGS_metrics_listen, WithDefaultListenHost(info.metrics_listen));
   if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
   absl::ParseCommandLine(argc, argv);
   if (absl::Status bad = CheckFlagRanges(); !bad.ok()) std::exit(ServiceError(bad));
+  TlsOptions tls;
+  tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  tls.key_file = absl::GetFlag(FLAGS_tls_key);
+  tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+  absl::StatusOr<TransportCredentials> credentials = LoadTransportCredentials(tls);
+  if (!credentials.ok()) std::exit(ServiceError(credentials.status()));
+  Credentials() = *std::move(credentials);
 }
+
+const TransportCredentials& CredentialsFromFlags() { return Credentials(); }
 
 ServerOptions ServerOptionsFromFlags() {
   ServerOptions server;
@@ -81,6 +107,8 @@ ServerOptions ServerOptionsFromFlags() {
   server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
   server.port_file = absl::GetFlag(FLAGS_port_file);
   server.max_message_bytes = MaxMessageBytesFromFlags();
+  server.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  server.credentials = Credentials().server;
   return server;
 }
 

@@ -22,6 +22,7 @@ RemoteStore RemoteStoreFromFlags() {
   options.max_message_bytes = MaxMessageBytesFromFlags();
   options.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) << 10;
   options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_store_timeout_ms));
+  options.credentials = CredentialsFromFlags().channel;
   RemoteStore remote;
   remote.client = std::make_unique<KvStoreClient>(options);
   remote.store = std::make_unique<RemotePrefixStore>(remote.client.get());

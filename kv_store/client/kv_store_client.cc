@@ -14,7 +14,8 @@ namespace nanoserve {
 KvStoreClient::KvStoreClient(const KvStoreClientOptions& options)
     : options_(options),
       breaker_(absl::StrCat("kv store ", options.target), options.breaker),
-      stub_(v1::KvStore::NewStub(MakeChannel(options.target, options.max_message_bytes))) {}
+      stub_(v1::KvStore::NewStub(
+          MakeChannel(options.target, options.max_message_bytes, options.credentials))) {}
 
 absl::Status KvStoreClient::Finished(const grpc::Status& status, const char* what) {
   absl::Status result = FromGrpcStatus(status, what);
@@ -27,12 +28,14 @@ void KvStoreClient::SetDeadline(grpc::ClientContext* context) const {
                         absl::ToChronoMilliseconds(options_.timeout));
 }
 
-absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const int32_t> tokens) {
+absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const int32_t> tokens,
+                                                                absl::string_view cache_salt) {
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::MatchRequest request;
   request.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  request.set_cache_salt(std::string(cache_salt));
   v1::MatchResponse response;
   grpc::Status status = stub_->Match(&context, request, &response);
   if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
@@ -47,7 +50,8 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
 absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tokens,
                                                    uint64_t base_lease_id, int64_t base_tokens,
                                                    const torch::Tensor& pages,
-                                                   const PageLayout& layout) {
+                                                   const PageLayout& layout,
+                                                   const PutScope& scope) {
   const int64_t n_pages = (static_cast<int64_t>(tokens.size()) - base_tokens) / layout.page_size;
   if (!pages.is_cpu() || !pages.is_contiguous() || !pages.sizes().equals(layout.shape(n_pages)) ||
       pages.scalar_type() != layout.dtype) {
@@ -65,6 +69,8 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tok
   header.mutable_header()->set_base_lease_id(base_lease_id);
   header.mutable_header()->set_base_tokens(base_tokens);
   *header.mutable_header()->mutable_layout() = KvLayoutToProto(layout);
+  header.mutable_header()->set_cache_salt(scope.cache_salt);
+  header.mutable_header()->set_lease_holder(scope.lease_holder);
   bool ok = writer->Write(header);
   const char* data = static_cast<const char*>(pages.data_ptr());
   const int64_t total = pages.numel() * pages.element_size();

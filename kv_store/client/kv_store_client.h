@@ -13,9 +13,11 @@
 #include <string>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "kv_store/client/circuit_breaker.h"
@@ -27,6 +29,8 @@ namespace nanoserve {
 struct KvStoreClientOptions {
   // host:port of the store.
   std::string target;
+  // Transport security (rpc/tls.h); null: plaintext.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   // Bound on any one message, either way.
   int64_t max_message_bytes = 8 << 20;
   // Page bytes per Put chunk, and asked of Fetch.
@@ -48,16 +52,24 @@ class KvStoreClient {
     uint64_t lease_id = 0;
     PageLayout layout;  // the store's
   };
-  // INTERNAL if the store answers with a malformed layout.
-  absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens);
+  // The longest prefix of `tokens` cached under `cache_salt`. INTERNAL if
+  // the store answers with a malformed layout.
+  absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
+                                    absl::string_view cache_salt = "");
 
-  // Caches `tokens` (whole pages); the first base_tokens are pinned by
-  // base_lease_id, and `pages` holds the rest: a run of
-  // (tokens.size() - base_tokens) / page_size pages of `layout` (the
+  // What a Put stores besides its pages.
+  struct PutScope {
+    std::string cache_salt;    // the namespace
+    std::string lease_holder;  // may use the returned lease too (empty: none)
+  };
+  // Caches `tokens` (whole pages) under scope.cache_salt; the first
+  // base_tokens are pinned by base_lease_id, and `pages` holds the rest: a
+  // run of (tokens.size() - base_tokens) / page_size pages of `layout` (the
   // store's) on the CPU, contiguous (kv_store/page_layout.h).
+  // PERMISSION_DENIED if this client's identity may not write.
   absl::StatusOr<v1::PutResponse> Put(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
                                       int64_t base_tokens, const torch::Tensor& pages,
-                                      const PageLayout& layout);
+                                      const PageLayout& layout, const PutScope& scope = {});
 
   struct Fetched {
     torch::Tensor pages;  // a run of pages of `layout` on the CPU

@@ -24,9 +24,9 @@ absl::StatusOr<PageLayout> RemotePrefixStore::Layout() {
   return *layout;
 }
 
-absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(
-    absl::Span<const int32_t> tokens) {
-  absl::StatusOr<KvStoreClient::Match> match = client_->MatchPrefix(tokens);
+absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<const int32_t> tokens,
+                                                                  absl::string_view cache_salt) {
+  absl::StatusOr<KvStoreClient::Match> match = client_->MatchPrefix(tokens, cache_salt);
   if (!match.ok()) return match.status();
   absl::MutexLock lock(&mu_);
   if (layout_.has_value() && *layout_ != match->layout) {
@@ -66,7 +66,8 @@ absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
 }
 
 absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens& store,
-                                                                const RowsKv& rows, bool pin) {
+                                                                const RowsKv& rows, bool pin,
+                                                                absl::string_view lease_holder) {
   const int64_t n = static_cast<int64_t>(store.tokens.size());
   absl::StatusOr<PageLayout> known = Layout();
   if (!known.ok()) return known.status();
@@ -74,7 +75,7 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
       KvStoreClient::Match{store.base_tokens, store.base_lease_id, *known};
   bool own_lease = false;  // a lease of ours, not the caller's base
   if (store.base_lease_id == kNoLease) {
-    match = client_->MatchPrefix(store.tokens);
+    match = client_->MatchPrefix(store.tokens, store.cache_salt);
     if (!match.ok()) return match.status();
     own_lease = true;
   }
@@ -86,7 +87,9 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
     return absl::InvalidArgumentError(
         absl::StrCat("Store: ", n, " tokens is not a multiple of page_size ", layout.page_size));
   }
-  if (match->matched_tokens == n && (!pin || own_lease)) {
+  // A lease of our own pins the row whole: it is the caller's, unless it
+  // must be usable by a holder too (a Put without pages makes that lease).
+  if (match->matched_tokens == n && (!pin || (own_lease && lease_holder.empty()))) {
     if (!pin) return Stored{kNoLease, n, 0};
     own_lease = false;  // the match lease pins all of it: it is the caller's now
     return Stored{match->lease_id, n, 0};
@@ -95,8 +98,10 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
       StageRowPages(rows, layout, store.row, match->matched_tokens,
                     (n - match->matched_tokens) / layout.page_size, torch::kCPU);
   if (!staged.ok()) return staged.status();
+  const KvStoreClient::PutScope scope{std::string(store.cache_salt),
+                                      pin ? std::string(lease_holder) : ""};
   absl::StatusOr<v1::PutResponse> put =
-      client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout);
+      client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout, scope);
   if (!put.ok()) {
     if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
     return put.status();
@@ -109,11 +114,12 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
 }
 
 absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
-    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin) {
+    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin,
+    absl::string_view lease_holder) {
   std::vector<Stored> out;
   for (const RowTokens& store : stores) {
     absl::StatusOr<Stored> stored = Stored{};
-    if (!store.tokens.empty()) stored = StoreRow(store, rows, pin);
+    if (!store.tokens.empty()) stored = StoreRow(store, rows, pin, lease_holder);
     if (!stored.ok()) {
       for (const Stored& s : out) Release(s.lease_id).IgnoreError();
       return stored.status();

@@ -13,6 +13,10 @@
 namespace nanoserve {
 namespace {
 
+// The longest identity a Put may name as its lease's holder (a
+// certificate name).
+constexpr int64_t kMaxLeaseHolderBytes = 1024;
+
 grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
@@ -67,9 +71,34 @@ grpc::Status KvStoreHandler::CheckTokens(
                                      options_.vocab_size, options_.max_tokens));
 }
 
-grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, v1::MatchResponse* response) {
+grpc::Status KvStoreHandler::CheckCaller(const PeerIdentity& caller) {
+  if (caller.authenticated && caller.name.empty()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "the client certificate names no one (no common or alternative name)");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::CheckWriter(const PeerIdentity& caller) const {
+  if (options_.writer_identities.empty()) return grpc::Status::OK;
+  for (const std::string& writer : options_.writer_identities) {
+    if (caller.HasName(writer)) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      caller.authenticated
+                          ? absl::StrCat("Put: '", caller.name, "' is not a writer of this store")
+                          : std::string("Put: writers must authenticate (TLS client certificate)"));
+}
+
+grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerIdentity& caller,
+                                   v1::MatchResponse* response) {
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   if (grpc::Status bad = CheckTokens(request.tokens()); !bad.ok()) return bad;
-  PrefixCache::MatchResult match = cache_->Match(request.tokens());
+  if (absl::Status bad = ValidateCacheSalt(request.cache_salt()); !bad.ok()) {
+    return ToGrpcStatus(bad);
+  }
+  PrefixCache::MatchResult match =
+      cache_->Match(request.tokens(), request.cache_salt(), caller.name);
   response->set_matched_tokens(match.matched_tokens);
   response->set_lease_id(match.lease_id);
   *response->mutable_layout() = layout_proto_;
@@ -78,15 +107,19 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, v1::MatchRes
   return grpc::Status::OK;
 }
 
-grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, v1::ReleaseResponse*) {
+grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, const PeerIdentity& caller,
+                                     v1::ReleaseResponse*) {
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Release: lease_id 0");
-  return ToGrpcStatus(cache_->Release(request.lease_id()));
+  return ToGrpcStatus(cache_->Release(request.lease_id(), caller.name));
 }
 
 grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,
+                                        const PeerIdentity& caller,
                                         v1::RenewLeaseResponse* response) {
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   for (uint64_t id : request.lease_ids()) {
-    if (!cache_->RenewLease(id).ok()) response->add_unknown_lease_ids(id);
+    if (!cache_->RenewLease(id, caller.name).ok()) response->add_unknown_lease_ids(id);
   }
   return grpc::Status::OK;
 }
@@ -123,6 +156,16 @@ KvStoreHandler::PutSession::~PutSession() {
 
 grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   KvStoreHandler& h = *handler_;
+  if (grpc::Status bad = CheckCaller(caller_); !bad.ok()) return bad;
+  if (grpc::Status denied = h.CheckWriter(caller_); !denied.ok()) return denied;
+  if (absl::Status bad = ValidateCacheSalt(header.cache_salt()); !bad.ok()) {
+    return ToGrpcStatus(bad);
+  }
+  if (static_cast<int64_t>(header.lease_holder().size()) > kMaxLeaseHolderBytes) {
+    return Invalid(absl::StrCat("Put: lease_holder longer than ", kMaxLeaseHolderBytes, " bytes"));
+  }
+  cache_salt_ = header.cache_salt();
+  lease_holder_ = header.lease_holder();
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(header.layout());
   if (!layout.ok()) return Invalid(absl::StrCat("Put: ", layout.status().message()));
   if (*layout != h.layout_) {
@@ -173,7 +216,7 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
 }
 
 grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) const {
-  auto leased = handler_->cache_->LeasedPages(base_lease_id_);
+  auto leased = handler_->cache_->LeasedPages(base_lease_id_, caller_.name);
   if (!leased.ok()) return ToGrpcStatus(leased.status());
   if (static_cast<int64_t>(leased->size()) < base_pages_) {
     return Invalid(absl::StrCat("Put: base lease pins ", leased->size(), " pages, fewer than the ",
@@ -230,7 +273,7 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
     if (!written.ok()) return ToGrpcStatus(written);
   }
   pages.insert(pages.end(), allocated->begin(), allocated->end());
-  auto inserted = h.cache_->Insert(tokens_, pages);
+  auto inserted = h.cache_->Insert(tokens_, pages, cache_salt_, caller_.name, lease_holder_);
   if (!inserted.ok()) return ToGrpcStatus(inserted.status());
   std::move(free_pages).Cancel();  // adopted (or freed as duplicates) by the tree
   if (h.put_bytes_ != nullptr) h.put_bytes_->Increment(static_cast<double>(bytes_.size()));
@@ -242,22 +285,24 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
 
 // ---- Fetch ----
 
-grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request,
+grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const PeerIdentity& caller,
                                         std::unique_ptr<FetchSession>* session) {
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   if (request.transport() != v1::TRANSPORT_BYTES) {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Fetch: only TRANSPORT_BYTES is served");
   }
   if (request.max_chunk_bytes() < 0) return Invalid("Fetch: negative max_chunk_bytes");
   if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Fetch: lease_id 0");
-  auto pages = cache_->LeasedPages(request.lease_id());
+  auto pages = cache_->LeasedPages(request.lease_id(), caller.name);
   if (!pages.ok()) return ToGrpcStatus(pages.status());
-  cache_->RenewLease(request.lease_id()).IgnoreError();
+  cache_->RenewLease(request.lease_id(), caller.name).IgnoreError();
   auto s = std::unique_ptr<FetchSession>(new FetchSession());
   const torch::Tensor& storage = cache_->storage();
   if (storage.is_cpu()) {
     // Straight from the pool: leased pages are read-only while the lease lives.
     s->cache_ = cache_;
     s->lease_id_ = request.lease_id();
+    s->caller_ = caller.name;
     s->pages_ = *pages;
   } else {
     absl::StatusOr<torch::Tensor> gathered = ReadPages(storage, *pages, torch::kCPU);
@@ -301,7 +346,7 @@ bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
 }
 
 grpc::Status KvStoreHandler::FetchSession::Done() const {
-  if (cache_ != nullptr && !cache_->RenewLease(lease_id_).ok()) {
+  if (cache_ != nullptr && !cache_->RenewLease(lease_id_, caller_).ok()) {
     return grpc::Status(grpc::StatusCode::ABORTED,
                         "Fetch: the lease was released while its pages streamed");
   }

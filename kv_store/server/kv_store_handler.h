@@ -8,6 +8,18 @@
 // pages only when its stream ends, so a stream that stalls or fails holds
 // no page.
 //
+// Who may do what. Every call names its caller (rpc/tls.h's PeerIdentity,
+// read by the service from the call's AuthContext):
+//   * Put only from writer identities (options.writer_identities, when not
+//     empty; a plaintext caller is then no writer): PERMISSION_DENIED for
+//     anyone else, before anything is read or changed;
+//   * a lease only by the identity that took it or the holder a Put named
+//     (PrefixCache's leases): Fetch, Release, RenewLease and a Put's base
+//     lease by anyone else find no such lease (NOT_FOUND, as an unknown id);
+//   * a caller authenticated without any certificate name is refused
+//     (UNAUTHENTICATED): leases could not be told apart.
+// Match and Fetch read in the namespace (cache salt) the request names.
+//
 // Thread safety: thread-safe; sessions are used by one call at a time.
 #ifndef NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
 #define NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
@@ -24,6 +36,7 @@
 #include "kv_store/prefix_cache.h"
 #include "nanoserve/v1/kv_store.pb.h"
 #include "rpc/metrics.h"
+#include "rpc/tls.h"
 
 namespace nanoserve {
 
@@ -38,6 +51,10 @@ struct KvStoreHandlerOptions {
   // until each stream ends); a Put that would pass it gets
   // RESOURCE_EXHAUSTED at its header.
   int64_t max_put_buffer_bytes = int64_t{256} << 20;
+  // Certificate names (common or subject alternative names) whose holders
+  // may Put. Empty: anyone may, the setting without TLS, where callers have
+  // no identity.
+  std::vector<std::string> writer_identities;
 };
 
 class KvStoreHandler {
@@ -48,9 +65,12 @@ class KvStoreHandler {
 
   const v1::KvLayout& layout() const { return layout_proto_; }
 
-  grpc::Status Match(const v1::MatchRequest& request, v1::MatchResponse* response);
-  grpc::Status Release(const v1::ReleaseRequest& request, v1::ReleaseResponse* response);
-  grpc::Status RenewLease(const v1::RenewLeaseRequest& request, v1::RenewLeaseResponse* response);
+  grpc::Status Match(const v1::MatchRequest& request, const PeerIdentity& caller,
+                     v1::MatchResponse* response);
+  grpc::Status Release(const v1::ReleaseRequest& request, const PeerIdentity& caller,
+                       v1::ReleaseResponse* response);
+  grpc::Status RenewLease(const v1::RenewLeaseRequest& request, const PeerIdentity& caller,
+                          v1::RenewLeaseResponse* response);
   grpc::Status Stats(const v1::StatsRequest& request, v1::StatsResponse* response);
 
   // One Put call: OnMessage for each message in order, then Finish.
@@ -62,23 +82,27 @@ class KvStoreHandler {
 
    private:
     friend class KvStoreHandler;
-    explicit PutSession(KvStoreHandler* handler) : handler_(handler) {}
+    PutSession(KvStoreHandler* handler, const PeerIdentity& caller)
+        : handler_(handler), caller_(caller) {}
     grpc::Status OnHeader(const v1::PutHeader& header);
     // The first base_pages_ pages the base lease pins (into *pages if not
     // null); NOT_FOUND if the lease is gone.
     grpc::Status BasePages(std::vector<int32_t>* pages) const;
 
     KvStoreHandler* handler_;
+    const PeerIdentity caller_;
     bool have_header_ = false;
     std::vector<int32_t> tokens_;
+    std::string cache_salt_;
+    std::string lease_holder_;
     uint64_t base_lease_id_ = 0;
     int64_t base_pages_ = 0;
     int64_t new_pages_ = 0;       // taken from the pool at Finish
     std::string bytes_;           // the new pages, as they arrive
     int64_t expected_bytes_ = 0;  // counted in the handler's put_bytes_in_flight_
   };
-  std::unique_ptr<PutSession> StartPut() {
-    return std::unique_ptr<PutSession>(new PutSession(this));
+  std::unique_ptr<PutSession> StartPut(const PeerIdentity& caller) {
+    return std::unique_ptr<PutSession>(new PutSession(this, caller));
   }
 
   // One Fetch call: the header, then chunks, until Next returns false; then
@@ -98,6 +122,7 @@ class KvStoreHandler {
     // gathered to the CPU first (gathered_: (n, L, 2, H, P, D), contiguous).
     PrefixCache* cache_ = nullptr;  // set when the pool is read in place
     uint64_t lease_id_ = 0;
+    std::string caller_;  // the lease's user
     std::vector<int32_t> pages_;
     PageLayout layout_;
     torch::Tensor gathered_;
@@ -105,13 +130,18 @@ class KvStoreHandler {
     int64_t offset_ = 0;
     bool header_sent_ = false;
   };
-  grpc::Status StartFetch(const v1::FetchRequest& request, std::unique_ptr<FetchSession>* session);
+  grpc::Status StartFetch(const v1::FetchRequest& request, const PeerIdentity& caller,
+                          std::unique_ptr<FetchSession>* session);
 
   // Releases leases not renewed within the TTL; returns how many.
   int64_t ReapExpiredLeases() { return cache_->ReapExpiredLeases(); }
 
  private:
   grpc::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& tokens) const;
+  // UNAUTHENTICATED for a certificate without a name.
+  static grpc::Status CheckCaller(const PeerIdentity& caller);
+  // PERMISSION_DENIED unless `caller` may Put.
+  grpc::Status CheckWriter(const PeerIdentity& caller) const;
 
   PrefixCache* cache_;
   const KvStoreHandlerOptions options_;

@@ -14,8 +14,8 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const grpc:
 // Reads the Put stream into a session; finishes on the first error.
 class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
  public:
-  PutReactor(KvStoreHandler* handler, v1::PutResponse* response)
-      : session_(handler->StartPut()), response_(response) {
+  PutReactor(KvStoreHandler* handler, const PeerIdentity& caller, v1::PutResponse* response)
+      : session_(handler->StartPut(caller)), response_(response) {
     StartRead(&message_);
   }
   void OnReadDone(bool ok) override {
@@ -41,8 +41,9 @@ class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
 // Writes the Fetch session's messages, one in flight at a time.
 class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
  public:
-  FetchReactor(KvStoreHandler* handler, const v1::FetchRequest& request) {
-    grpc::Status status = handler->StartFetch(request, &session_);
+  FetchReactor(KvStoreHandler* handler, const PeerIdentity& caller,
+               const v1::FetchRequest& request) {
+    grpc::Status status = handler->StartFetch(request, caller, &session_);
     if (!status.ok()) {
       Finish(status);
       return;
@@ -75,29 +76,29 @@ class FetchReactor final : public grpc::ServerWriteReactor<v1::FetchResponse> {
 grpc::ServerUnaryReactor* KvStoreService::Match(grpc::CallbackServerContext* context,
                                                 const v1::MatchRequest* request,
                                                 v1::MatchResponse* response) {
-  return Done(context, handler_->Match(*request, response));
+  return Done(context, handler_->Match(*request, PeerIdentityOf(*context), response));
 }
 
-grpc::ServerReadReactor<v1::PutRequest>* KvStoreService::Put(grpc::CallbackServerContext*,
+grpc::ServerReadReactor<v1::PutRequest>* KvStoreService::Put(grpc::CallbackServerContext* context,
                                                              v1::PutResponse* response) {
-  return new PutReactor(handler_, response);
+  return new PutReactor(handler_, PeerIdentityOf(*context), response);
 }
 
 grpc::ServerWriteReactor<v1::FetchResponse>* KvStoreService::Fetch(
-    grpc::CallbackServerContext*, const v1::FetchRequest* request) {
-  return new FetchReactor(handler_, *request);
+    grpc::CallbackServerContext* context, const v1::FetchRequest* request) {
+  return new FetchReactor(handler_, PeerIdentityOf(*context), *request);
 }
 
 grpc::ServerUnaryReactor* KvStoreService::Release(grpc::CallbackServerContext* context,
                                                   const v1::ReleaseRequest* request,
                                                   v1::ReleaseResponse* response) {
-  return Done(context, handler_->Release(*request, response));
+  return Done(context, handler_->Release(*request, PeerIdentityOf(*context), response));
 }
 
 grpc::ServerUnaryReactor* KvStoreService::RenewLease(grpc::CallbackServerContext* context,
                                                      const v1::RenewLeaseRequest* request,
                                                      v1::RenewLeaseResponse* response) {
-  return Done(context, handler_->RenewLease(*request, response));
+  return Done(context, handler_->RenewLease(*request, PeerIdentityOf(*context), response));
 }
 
 grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* context,

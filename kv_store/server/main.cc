@@ -1,5 +1,12 @@
 // nanoserve-kv-store: the radix-indexed KV store service.
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_split.h"
 #include "engine/kv_cache.h"
 #include "kv_store/prefix_cache.h"
 #include "kv_store/server/kv_store_handler.h"
@@ -13,9 +20,29 @@ NANOSERVE_FLAG_IN_RANGE(pool_mb, 1024, 1, 16777216, "page pool budget in MiB");
 NANOSERVE_FLAG_IN_RANGE(lease_ttl_s, 60, 0, 86400,
                         "release leases not renewed so long (0 = never)");
 NANOSERVE_FLAG_IN_RANGE(chunk_kb, 1024, 1, 2096128, "largest Fetch page chunk in KiB");
+ABSL_FLAG(std::string, writer_identities, "prefill",
+          "with TLS: comma list of certificate names (common or DNS alternative names) that "
+          "may Put; everyone else gets PERMISSION_DENIED. Without TLS everyone may write");
 
 namespace nanoserve {
 namespace {
+
+// Who may Put: --writer_identities with TLS, anyone without.
+absl::StatusOr<std::vector<std::string>> WriterIdentitiesFromFlags() {
+  if (!CredentialsFromFlags().tls) {
+    std::fprintf(stderr, "nanoserve-kv-store: no TLS: every caller may write (loopback only)\n");
+    return std::vector<std::string>();
+  }
+  std::vector<std::string> writers;
+  for (absl::string_view writer :
+       absl::StrSplit(absl::GetFlag(FLAGS_writer_identities), ',', absl::SkipWhitespace())) {
+    writers.emplace_back(absl::StripAsciiWhitespace(writer));
+  }
+  if (writers.empty()) {
+    return absl::InvalidArgumentError("--writer_identities is empty: name who may write");
+  }
+  return writers;
+}
 
 int Run() {
   auto config = ModelConfigFromFlags();
@@ -31,8 +58,11 @@ int Run() {
   auto cache = PrefixCache::Create(cache_options);
   if (!cache.ok()) return ServiceError(cache.status());
 
+  auto writers = WriterIdentitiesFromFlags();
+  if (!writers.ok()) return ServiceError(writers.status());
   MetricsRegistry metrics;
   KvStoreHandlerOptions handler_options;
+  handler_options.writer_identities = *std::move(writers);
   handler_options.max_chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) << 10;
   handler_options.vocab_size = config->vocab_size;
   handler_options.max_tokens = config->n_positions;

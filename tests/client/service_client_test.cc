@@ -1,7 +1,10 @@
 // The command lines ServiceStack starts the services with: every service
 // gets every model flag (--attention included) from one ServiceModel, the
-// addresses of the services it calls, its own options, then its extra flags.
+// addresses of the services it calls, its own options, then its extra flags;
+// and where $NANOSERVE_LISTEN_HOST makes them listen.
 #include "client/service_client.h"
+
+#include <stdlib.h>
 
 #include <array>
 #include <string>
@@ -10,9 +13,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "rpc/server_runner.h"
+
 namespace nanoserve {
 namespace {
 
+using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 
@@ -105,6 +111,40 @@ TEST(ServiceArgvTest, EveryServiceGetsTheSameModelFlags) {
                 ElementsAreArray(model))
         << which;
   }
+}
+
+// $NANOSERVE_LISTEN_HOST (the images set 0.0.0.0) moves what a service
+// listens on off loopback; what its peers call stays 127.0.0.1.
+class ListenHostEnvTest : public ::testing::Test {
+ protected:
+  void TearDown() override { unsetenv("NANOSERVE_LISTEN_HOST"); }
+};
+
+TEST_F(ListenHostEnvTest, UnsetOrEmptyIsLoopback) {
+  unsetenv("NANOSERVE_LISTEN_HOST");
+  EXPECT_EQ(DefaultListenHost(), "127.0.0.1");
+  EXPECT_EQ(WithDefaultListenHost("127.0.0.1:50051"), "127.0.0.1:50051");
+  setenv("NANOSERVE_LISTEN_HOST", "", 1);
+  EXPECT_EQ(DefaultListenHost(), "127.0.0.1");
+}
+
+TEST_F(ListenHostEnvTest, ReplacesTheHostOfTheServicesAddresses) {
+  setenv("NANOSERVE_LISTEN_HOST", "0.0.0.0", 1);
+  EXPECT_EQ(WithDefaultListenHost("127.0.0.1:9151"), "0.0.0.0:9151");
+  EXPECT_EQ(WithDefaultListenHost("no-port"), "no-port");
+  const std::vector<std::string> argv = ServiceArgv(Options(), ServiceStack::kDecode, kPorts);
+  EXPECT_EQ(argv[1], "--listen=0.0.0.0:5003");
+  EXPECT_EQ(argv[2], "--metrics_listen=127.0.0.1:0");
+  EXPECT_THAT(argv, Contains("--kv_store=127.0.0.1:5001"));
+  EXPECT_THAT(argv, Contains("--prefill=127.0.0.1:5002"));
+}
+
+TEST_F(ListenHostEnvTest, BracketsAnIpv6Host) {
+  setenv("NANOSERVE_LISTEN_HOST", "::", 1);
+  EXPECT_EQ(DefaultListenHost(), "[::]");
+  EXPECT_EQ(WithDefaultListenHost("127.0.0.1:50053"), "[::]:50053");
+  setenv("NANOSERVE_LISTEN_HOST", "[::1]", 1);
+  EXPECT_EQ(WithDefaultListenHost("127.0.0.1:50053"), "[::1]:50053");
 }
 
 }  // namespace

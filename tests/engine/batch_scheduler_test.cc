@@ -9,6 +9,7 @@
 #include <future>
 #include <limits>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -129,6 +130,53 @@ TEST(BatchSchedulerTest, ABurstIsPrefilledInOneBatch) {
   auto refused = scheduler.SubmitBatch(std::move(mixed));
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("request 1"), std::string::npos);
+}
+
+// With prefill_chunk, a long prompt is computed a chunk per turn between
+// decode steps: a stream already running keeps getting tokens meanwhile,
+// and both get the tokens they get alone.
+TEST(BatchSchedulerTest, ChunkedPrefillKeepsRunningStreamsGoing) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 4;
+  options.prefill_chunk = 8;
+  BatchScheduler scheduler(model.get(), options);
+  const std::vector<int> running = Prompt(5, 1), long_prompt = Prompt(64, 2);
+  Outcome a, b;
+  ASSERT_TRUE(scheduler.Submit(MakeRequest(running, 40, &a)).ok());
+  for (int i = 0; i < 2000; ++i) {  // until a streams
+    {
+      absl::MutexLock lock(&a.mu);
+      if (!a.streamed.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  size_t a_at_submit = 0;
+  {
+    absl::MutexLock lock(&a.mu);
+    a_at_submit = a.streamed.size();
+  }
+  ASSERT_GT(a_at_submit, 0u);
+  size_t a_at_b_first = 0;
+  BatchRequest rb = MakeRequest(long_prompt, 5, &b);
+  rb.on_token = [&](int t) {
+    absl::MutexLock lock(&b.mu);
+    if (b.streamed.empty()) {
+      absl::MutexLock other(&a.mu);
+      a_at_b_first = a.streamed.size();
+    }
+    b.streamed.push_back(t);
+  };
+  ASSERT_TRUE(scheduler.Submit(std::move(rb)).ok());
+  ASSERT_TRUE(b.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(a.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(a.status.ok() && b.status.ok()) << a.status << " " << b.status;
+  // 64 tokens in chunks of 8: eight turns, each with a decode step of a
+  // (unless a finished first).
+  EXPECT_GE(a_at_b_first, std::min<size_t>(a_at_submit + 7, 40)) << "a stalled during b's prefill";
+  EXPECT_EQ(b.result.computed_prompt_tokens, 64);
+  ExpectSameGreedy(*model, running, Offline(*model, running, 40), a.result.output_ids);
+  ExpectSameGreedy(*model, long_prompt, Offline(*model, long_prompt, 5), b.result.output_ids);
 }
 
 TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {

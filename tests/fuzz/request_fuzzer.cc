@@ -1,7 +1,8 @@
 // Fuzzes request validation: what the prefill service does with a
 // v1::PrefillRequest before any compute (PrefillPromptsFromProto, then
-// PrefillStage::Validate, which calls ValidatePrompt and
-// ValidateSamplingOptions), and ValidateGenerationLength. Input: two
+// PrefillStage::Validate, which calls ValidatePrompt,
+// ValidateSamplingOptions and ValidateCacheSalt), and
+// ValidateGenerationLength. Input: two
 // little-endian int64 (max_new_tokens, capacity), then a serialized
 // PrefillRequest.
 //   - Validate accepts exactly the batches a plain restatement of its
@@ -26,6 +27,7 @@
 #include "engine/model.h"
 #include "engine/prompt_check.h"
 #include "engine/sampler.h"
+#include "kv_store/prefix_cache.h"
 #include "prefill_service/prefill_proto.h"
 #include "prefill_service/prefill_stage.h"
 #include "tests/fuzz/fuzz_check.h"
@@ -55,6 +57,7 @@ bool ShouldAccept(const std::vector<PrefillPrompt>& prompts) {
   int64_t longest = 0;
   for (const PrefillPrompt& p : prompts) {
     if (p.tokens.empty() || static_cast<int64_t>(p.tokens.size()) > kPositions) return false;
+    if (static_cast<int64_t>(p.cache_salt.size()) > kMaxCacheSaltBytes) return false;
     for (int id : p.tokens) {
       if (id < 0 || id >= kVocab) return false;
     }

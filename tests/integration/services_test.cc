@@ -412,3 +412,34 @@ TEST_F(ServicesTest, HungStoreIsSkippedAfterAFewTimeouts) {
 
 }  // namespace
 }  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// Cache salts through decode, prefill and the store: the same prompt under
+// another salt (or none) finds nothing cached; under its own it hits. The
+// tokens are the offline engine's either way.
+TEST_F(ServicesTest, CacheSaltsKeepTenantsApart) {
+  const std::vector<int> prompt = Prompt(26, 55);
+  auto generate = [&](const std::string& salt) {
+    v1::GenerateRequest request = GreedyRequest(prompt, 5);
+    request.set_cache_salt(salt);
+    auto out = Generate(request);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (out.ok()) ExpectSameGreedy(*model_, prompt, Offline(prompt, 5), out->output_ids);
+    return out.ok() ? out->finished.usage().cached_prompt_tokens() : -1;
+  };
+  EXPECT_EQ(generate("tenant-a"), 0);
+  EXPECT_EQ(generate("tenant-b"), 0);
+  EXPECT_EQ(generate(""), 0);
+  EXPECT_EQ(generate("tenant-a"), 24);  // three whole pages of the first 25 tokens
+  EXPECT_EQ(generate(""), 24);
+  v1::GenerateRequest too_long = GreedyRequest(prompt, 5);
+  too_long.set_cache_salt(std::string(257, 's'));
+  EXPECT_EQ(Generate(too_long).status().code(), absl::StatusCode::kInvalidArgument);
+  const v1::StatsResponse stats = store_->Stats().value();
+  EXPECT_EQ(stats.pages_pinned(), 0);
+}
+
+}  // namespace
+}  // namespace nanoserve

@@ -259,7 +259,7 @@ TEST(PrefixCacheTest, ExpiredLeasesAreReaped) {
   PrefixCache::MatchResult m2 = cache->Match({1});
   EXPECT_EQ(cache->Stats().pages_pinned, 2);
   EXPECT_EQ(cache->ReapExpiredLeases(start), 0);
-  ASSERT_TRUE(cache->RenewLease(m2.lease_id, start + absl::Seconds(20)).ok());
+  ASSERT_TRUE(cache->RenewLease(m2.lease_id, "", start + absl::Seconds(20)).ok());
   EXPECT_EQ(cache->ReapExpiredLeases(start + absl::Seconds(25)), 1);
   EXPECT_EQ(cache->Release(m1.lease_id).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(cache->RenewLease(m1.lease_id).code(), absl::StatusCode::kNotFound);
@@ -312,6 +312,129 @@ TEST(PrefixCacheLeaseTest, IdsAreNotGuessable) {
   EXPECT_LT(consecutive, 2);
   std::sort(ids.begin(), ids.end());
   EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
+}
+
+}  // namespace
+}  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// Every one of the 64 bits of a lease id varies: ids carry 64 random bits
+// (a counter, a timestamp or a 32-bit draw would leave high bits fixed).
+TEST(PrefixCacheLeaseTest, IdsCarrySixtyFourRandomBits) {
+  auto cache = testing::MakeCache(/*page_size=*/1, /*num_pages=*/8);
+  std::vector<int32_t> pages = cache->AllocatePages(1).value();
+  ASSERT_TRUE(cache->Release(cache->Insert({5}, pages)->lease_id).ok());
+  uint64_t ones = 0, zeros = 0;
+  for (int i = 0; i < 256; ++i) {
+    const uint64_t id = cache->Match({5}).lease_id;
+    ones |= id;
+    zeros |= ~id;
+    ASSERT_TRUE(cache->Release(id).ok());
+  }
+  EXPECT_EQ(ones, ~uint64_t{0});
+  EXPECT_EQ(zeros, ~uint64_t{0});
+}
+
+// A lease is the business of the identity that took it and the holder it
+// was taken for; to anyone else it does not exist.
+TEST(PrefixCacheLeaseTest, LeasesAreBoundToTheirCallerAndHolder) {
+  auto cache = testing::MakeCache(/*page_size=*/1, /*num_pages=*/8);
+  std::vector<int32_t> pages = cache->AllocatePages(2).value();
+  auto inserted = cache->Insert({5, 6}, pages, "", "prefill", "decode");
+  ASSERT_TRUE(inserted.ok()) << inserted.status();
+  const uint64_t lease = inserted->lease_id;
+  for (const char* stranger : {"", "client", "decodeX"}) {
+    EXPECT_EQ(cache->LeasedPages(lease, stranger).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(cache->RenewLease(lease, stranger).code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(cache->Release(lease, stranger).code(), absl::StatusCode::kNotFound);
+  }
+  EXPECT_EQ(cache->Stats().active_leases, 1);  // the strangers changed nothing
+  EXPECT_EQ(*cache->LeasedPages(lease, "decode"), pages);
+  EXPECT_TRUE(cache->RenewLease(lease, "prefill").ok());
+  EXPECT_TRUE(cache->Release(lease, "decode").ok());
+
+  // A Match lease belongs to its caller alone.
+  PrefixCache::MatchResult m = cache->Match({5, 6}, "", "decode");
+  ASSERT_EQ(m.matched_tokens, 2);
+  EXPECT_EQ(cache->Release(m.lease_id, "prefill").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cache->Release(m.lease_id).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(cache->Release(m.lease_id, "decode").ok());
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+}
+
+// The same tokens under two cache salts are two entries: no hit crosses.
+TEST(PrefixCacheNamespaceTest, HitsNeverCrossCacheSalts) {
+  auto cache = testing::MakeCache(/*page_size=*/2, /*num_pages=*/8);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4};
+  auto insert = [&](const std::string& salt) {
+    PrefixCache::MatchResult m = cache->Match(tokens, salt);
+    std::vector<int32_t> pages = m.pages;
+    std::vector<int32_t> fresh = cache->AllocatePages(2 - m.pages.size()).value();
+    pages.insert(pages.end(), fresh.begin(), fresh.end());
+    auto inserted = cache->Insert(tokens, pages, salt);
+    EXPECT_TRUE(inserted.ok()) << inserted.status();
+    EXPECT_TRUE(cache->Release(m.lease_id).ok());
+    EXPECT_TRUE(cache->Release(inserted->lease_id).ok());
+    return *inserted;
+  };
+  const PrefixCache::InsertResult a = insert("tenant-a");
+  EXPECT_EQ(a.inserted_tokens, 4);
+  for (const char* other : {"", "tenant-b", "tenant-"}) {
+    PrefixCache::MatchResult m = cache->Match(tokens, other);
+    EXPECT_EQ(m.matched_tokens, 0) << other;
+    EXPECT_EQ(m.lease_id, PrefixCache::kNoLease);
+  }
+  PrefixCache::MatchResult same = cache->Match({1, 2, 3, 4, 5}, "tenant-a");
+  EXPECT_EQ(same.matched_tokens, 4);
+  EXPECT_EQ(same.pages, a.pages);
+  ASSERT_TRUE(cache->Release(same.lease_id).ok());
+  // Stored again under another salt: new pages, not tenant-a's.
+  const PrefixCache::InsertResult b = insert("tenant-b");
+  EXPECT_EQ(b.inserted_tokens, 4);
+  for (int32_t page : b.pages) {
+    EXPECT_EQ(std::count(a.pages.begin(), a.pages.end(), page), 0);
+  }
+  // A page of one namespace cannot be passed off as another's.
+  EXPECT_EQ(cache->Insert(tokens, a.pages, "tenant-c").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const PrefixCacheStats stats = cache->Stats();
+  EXPECT_EQ(stats.namespaces, 2);
+  EXPECT_EQ(stats.pages_cached, 4);
+  std::vector<std::string> salts;
+  for (const CachedPath& path : cache->DumpPaths()) salts.push_back(path.cache_salt);
+  std::sort(salts.begin(), salts.end());
+  EXPECT_EQ(salts, (std::vector<std::string>{"tenant-a", "tenant-b"}));
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
+}
+
+// The namespaces share one pool: allocating for one evicts the least
+// recently used pages of the others, and emptied namespaces disappear.
+TEST(PrefixCacheNamespaceTest, EvictionWorksAcrossNamespaces) {
+  auto cache = testing::MakeCache(/*page_size=*/1, /*num_pages=*/4);
+  for (const char* salt : {"a", "b", "c", "d"}) {
+    std::vector<int32_t> pages = cache->AllocatePages(1).value();
+    ASSERT_TRUE(cache->Release(cache->Insert({7}, pages, salt)->lease_id).ok());
+  }
+  EXPECT_EQ(cache->Stats().pages_free, 0);
+  ASSERT_TRUE(cache->Release(cache->Match({7}, "a").lease_id).ok());  // a: most recent
+  PrefixCache::MatchResult pinned = cache->Match({7}, "b");           // b: pinned
+  auto fresh = cache->AllocatePages(2);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(cache->Match({7}, "c").matched_tokens, 0);  // the two oldest, unpinned
+  EXPECT_EQ(cache->Match({7}, "d").matched_tokens, 0);
+  PrefixCache::MatchResult a = cache->Match({7}, "a");
+  EXPECT_EQ(a.matched_tokens, 1);
+  EXPECT_EQ(cache->Stats().namespaces, 2);
+  EXPECT_EQ(cache->AllocatePages(1).status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(cache->Release(a.lease_id).ok());
+  ASSERT_TRUE(cache->Release(pinned.lease_id).ok());
+  ASSERT_TRUE(cache->FreePages(*fresh).ok());
+  EXPECT_EQ(cache->EvictAll(), 2);
+  EXPECT_EQ(cache->Stats().namespaces, 0);
+  EXPECT_EQ(cache->Stats().pages_free, 4);
+  EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
 }
 
 }  // namespace

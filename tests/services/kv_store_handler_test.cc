@@ -14,6 +14,16 @@ namespace nanoserve {
 namespace {
 
 constexpr int64_t kPageSize = 4;
+// A caller of a store without TLS.
+const PeerIdentity kAnyone;
+
+// Who puts, where, for whom, through which handler (null: the fixture's).
+struct PutScope {
+  PeerIdentity caller;
+  std::string cache_salt;
+  std::string lease_holder;
+  KvStoreHandler* handler = nullptr;
+};
 
 class KvStoreHandlerTest : public ::testing::Test {
  protected:
@@ -42,12 +52,15 @@ class KvStoreHandlerTest : public ::testing::Test {
   }
 
   grpc::Status Put(const std::vector<int32_t>& tokens, uint64_t base_lease, int64_t base_tokens,
-                   const torch::Tensor& kv, v1::PutResponse* response) {
-    auto session = handler_->StartPut();
+                   const torch::Tensor& kv, v1::PutResponse* response, const PutScope& scope = {}) {
+    KvStoreHandler* handler = scope.handler != nullptr ? scope.handler : handler_.get();
+    auto session = handler->StartPut(scope.caller);
     v1::PutRequest header;
     header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
     header.mutable_header()->set_base_lease_id(base_lease);
     header.mutable_header()->set_base_tokens(base_tokens);
+    header.mutable_header()->set_cache_salt(scope.cache_salt);
+    header.mutable_header()->set_lease_holder(scope.lease_holder);
     *header.mutable_header()->mutable_layout() = handler_->layout();
     if (grpc::Status s = session->OnMessage(header); !s.ok()) return s;
     const torch::Tensor& pages = kv;
@@ -63,11 +76,11 @@ class KvStoreHandlerTest : public ::testing::Test {
   }
 
   // Fetches a lease; checks chunk bounds and order; returns the K/V.
-  torch::Tensor Fetch(uint64_t lease) {
+  torch::Tensor Fetch(uint64_t lease, const PeerIdentity& caller = kAnyone) {
     v1::FetchRequest request;
     request.set_lease_id(lease);
     std::unique_ptr<KvStoreHandler::FetchSession> session;
-    grpc::Status s = handler_->StartFetch(request, &session);
+    grpc::Status s = handler_->StartFetch(request, caller, &session);
     EXPECT_TRUE(s.ok()) << s.error_message();
     if (!s.ok()) return {};
     v1::FetchResponse message;
@@ -103,7 +116,7 @@ TEST_F(KvStoreHandlerTest, PutThenMatchAndFetchReturnTheSameKv) {
   v1::MatchRequest match_request;
   for (int32_t t : {1, 2, 3, 4, 9, 9, 9, 9, 9}) match_request.add_tokens(t);
   v1::MatchResponse match;
-  ASSERT_TRUE(handler_->Match(match_request, &match).ok());
+  ASSERT_TRUE(handler_->Match(match_request, kAnyone, &match).ok());
   EXPECT_EQ(match.matched_tokens(), 4);
   EXPECT_EQ(match.layout().page_size(), kPageSize);
   v1::PutResponse put2;
@@ -123,7 +136,7 @@ TEST_F(KvStoreHandlerTest, PutThenMatchAndFetchReturnTheSameKv) {
     v1::ReleaseRequest release;
     release.set_lease_id(id);
     v1::ReleaseResponse released;
-    EXPECT_TRUE(handler_->Release(release, &released).ok());
+    EXPECT_TRUE(handler_->Release(release, kAnyone, &released).ok());
   }
   ASSERT_TRUE(handler_->Stats({}, &stats).ok());
   EXPECT_EQ(stats.pages_pinned(), 0);
@@ -146,7 +159,7 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
   EXPECT_EQ(code(Put(long_run, 0, 0, Kv(0, 7 * kPageSize, 0), &put)),
             grpc::StatusCode::RESOURCE_EXHAUSTED);
   {  // Too few bytes: refused at the end, its pages given back.
-    auto session = handler_->StartPut();
+    auto session = handler_->StartPut(kAnyone);
     v1::PutRequest header;
     for (int t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
     *header.mutable_header()->mutable_layout() = handler_->layout();
@@ -161,7 +174,7 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
     EXPECT_EQ(code(session->Finish(&put)), grpc::StatusCode::INVALID_ARGUMENT);
   }
   {  // Wrong layout; bytes before the header.
-    auto session = handler_->StartPut();
+    auto session = handler_->StartPut(kAnyone);
     v1::PutRequest chunk;
     chunk.mutable_chunk()->set_data("z");
     EXPECT_EQ(code(session->OnMessage(chunk)), grpc::StatusCode::INVALID_ARGUMENT);
@@ -177,13 +190,13 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
     v1::FetchRequest request;
     request.set_lease_id(held.lease_id());
     std::unique_ptr<KvStoreHandler::FetchSession> streaming;
-    ASSERT_TRUE(handler_->StartFetch(request, &streaming).ok());
+    ASSERT_TRUE(handler_->StartFetch(request, kAnyone, &streaming).ok());
     v1::FetchResponse message;
     ASSERT_TRUE(streaming->Next(&message));
     v1::ReleaseRequest release;
     release.set_lease_id(held.lease_id());
     v1::ReleaseResponse released;
-    ASSERT_TRUE(handler_->Release(release, &released).ok());
+    ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
     while (streaming->Next(&message)) {
     }
     EXPECT_EQ(streaming->Done().error_code(), grpc::StatusCode::ABORTED);
@@ -192,13 +205,13 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
   v1::FetchRequest fetch;
   std::unique_ptr<KvStoreHandler::FetchSession> session;
   fetch.set_lease_id(12345);
-  EXPECT_EQ(code(handler_->StartFetch(fetch, &session)), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(code(handler_->StartFetch(fetch, kAnyone, &session)), grpc::StatusCode::NOT_FOUND);
   fetch.set_transport(v1::TRANSPORT_CUDA_IPC);
-  EXPECT_EQ(code(handler_->StartFetch(fetch, &session)), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(code(handler_->StartFetch(fetch, kAnyone, &session)), grpc::StatusCode::UNIMPLEMENTED);
   v1::MatchRequest match;
   match.add_tokens(-1);
   v1::MatchResponse matched;
-  EXPECT_EQ(code(handler_->Match(match, &matched)), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(code(handler_->Match(match, kAnyone, &matched)), grpc::StatusCode::INVALID_ARGUMENT);
 
   v1::StatsResponse stats;
   ASSERT_TRUE(handler_->Stats({}, &stats).ok());
@@ -219,7 +232,7 @@ namespace {
 TEST_F(KvStoreHandlerTest, StalledPutsHoldNoPages) {
   std::vector<std::unique_ptr<KvStoreHandler::PutSession>> stalled;
   for (int i = 0; i < 12; ++i) {
-    auto session = handler_->StartPut();
+    auto session = handler_->StartPut(kAnyone);
     v1::PutRequest header;
     for (int32_t t : {1, 2, 3, 4, 5, 6, 7, 8}) header.mutable_header()->add_tokens(t + i);
     *header.mutable_header()->mutable_layout() = handler_->layout();
@@ -236,7 +249,7 @@ TEST_F(KvStoreHandlerTest, StalledPutsHoldNoPages) {
   v1::ReleaseRequest release;
   release.set_lease_id(put.lease_id());
   v1::ReleaseResponse released;
-  ASSERT_TRUE(handler_->Release(release, &released).ok());
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
   stalled.clear();  // the streams end: their bytes are let go, no page to free
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
@@ -252,13 +265,130 @@ TEST_F(KvStoreHandlerTest, PutStreamsInFlightAreBounded) {
     *h.mutable_header()->mutable_layout() = handler.layout();
     return h;
   };
-  auto first = handler.StartPut();
+  auto first = handler.StartPut(kAnyone);
   ASSERT_TRUE(first->OnMessage(header(2)).ok());
-  auto second = handler.StartPut();
+  auto second = handler.StartPut(kAnyone);
   EXPECT_EQ(second->OnMessage(header(2)).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   first.reset();  // ends: its bytes no longer count
-  auto third = handler.StartPut();
+  auto third = handler.StartPut(kAnyone);
   EXPECT_TRUE(third->OnMessage(header(3)).ok());
+}
+
+}  // namespace
+}  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// An authenticated caller, as PeerIdentityOf makes it over mutual TLS.
+PeerIdentity Peer(const std::string& name) {
+  PeerIdentity peer;
+  peer.authenticated = true;
+  peer.name = name;
+  peer.names = {name, "127.0.0.1"};
+  return peer;
+}
+
+// With writer identities, only they may Put; everyone else is refused
+// before anything is read or changed.
+TEST_F(KvStoreHandlerTest, OnlyWriterIdentitiesMayPut) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.writer_identities = {"prefill"};
+  KvStoreHandler guarded(cache_.get(), o, nullptr);
+  v1::PutResponse put;
+  for (const PeerIdentity& caller : {Peer("decode"), Peer("client"), PeerIdentity()}) {
+    EXPECT_EQ(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0), &put, {caller, "", "", &guarded}).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED)
+        << caller.name;
+  }
+  EXPECT_EQ(cache_->Stats().pages_in_use, 0);
+  EXPECT_EQ(cache_->Stats().inserted_tokens, 0);
+  // A writer named by an alternative name of its certificate.
+  PeerIdentity prefill = Peer("prefill-0");
+  prefill.names.push_back("prefill");
+  ASSERT_TRUE(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0), &put, {prefill, "", "", &guarded}).ok());
+  EXPECT_EQ(put.inserted_tokens(), 4);
+  // A certificate without a name is refused outright.
+  PeerIdentity unnamed;
+  unnamed.authenticated = true;
+  v1::MatchRequest match;
+  match.add_tokens(1);
+  v1::MatchResponse matched;
+  EXPECT_EQ(guarded.Match(match, unnamed, &matched).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A lease taken by one identity is invisible to another: Fetch, Release
+// and Renew see NOT_FOUND, as for an id that never existed, and the lease
+// lives on. The holder a Put names may use it.
+TEST_F(KvStoreHandlerTest, LeasesAreBoundToTheCallerAndTheHolder) {
+  v1::PutResponse put;
+  ASSERT_TRUE(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0.25f), &put, {Peer("prefill"), "", "decode"}).ok());
+  const uint64_t lease = put.lease_id();
+  for (const PeerIdentity& stranger : {Peer("client"), kAnyone}) {
+    v1::FetchRequest fetch;
+    fetch.set_lease_id(lease);
+    std::unique_ptr<KvStoreHandler::FetchSession> session;
+    EXPECT_EQ(handler_->StartFetch(fetch, stranger, &session).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    v1::ReleaseRequest release;
+    release.set_lease_id(lease);
+    v1::ReleaseResponse released;
+    EXPECT_EQ(handler_->Release(release, stranger, &released).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    v1::RenewLeaseRequest renew;
+    renew.add_lease_ids(lease);
+    v1::RenewLeaseResponse renewed;
+    ASSERT_TRUE(handler_->RenewLease(renew, stranger, &renewed).ok());
+    EXPECT_EQ(renewed.unknown_lease_ids_size(), 1);
+    // Nor can a stranger build on it as a Put's base.
+    EXPECT_EQ(Put({1, 2, 3, 4, 5, 6, 7, 8}, lease, 4, Kv(4, 4, 0), &put, {stranger}).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  EXPECT_EQ(cache_->Stats().active_leases, 1);
+  EXPECT_TRUE(torch::equal(Fetch(lease, Peer("decode")), Kv(0, 4, 0.25f)));
+  v1::ReleaseRequest release;
+  release.set_lease_id(lease);
+  v1::ReleaseResponse released;
+  EXPECT_TRUE(handler_->Release(release, Peer("decode"), &released).ok());
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+}
+
+// Cache salts: what one namespace stored, another does not match.
+TEST_F(KvStoreHandlerTest, MatchAndPutStayInTheirCacheSalt) {
+  v1::PutResponse put;
+  ASSERT_TRUE(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0), &put, {kAnyone, "tenant-a"}).ok());
+  auto matched = [&](const std::string& salt) {
+    v1::MatchRequest match;
+    for (int32_t t : {1, 2, 3, 4, 5}) match.add_tokens(t);
+    match.set_cache_salt(salt);
+    v1::MatchResponse response;
+    EXPECT_TRUE(handler_->Match(match, kAnyone, &response).ok());
+    if (response.lease_id() != 0) cache_->Release(response.lease_id()).IgnoreError();
+    return response.matched_tokens();
+  };
+  EXPECT_EQ(matched("tenant-a"), 4);
+  EXPECT_EQ(matched("tenant-b"), 0);
+  EXPECT_EQ(matched(""), 0);
+  // A base lease of one namespace does not extend another's.
+  v1::MatchRequest match;
+  for (int32_t t : {1, 2, 3, 4}) match.add_tokens(t);
+  match.set_cache_salt("tenant-a");
+  v1::MatchResponse a;
+  ASSERT_TRUE(handler_->Match(match, kAnyone, &a).ok());
+  EXPECT_EQ(Put({1, 2, 3, 4, 5, 6, 7, 8}, a.lease_id(), 4, Kv(4, 4, 0), &put, {kAnyone, "tenant-b"})
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(cache_->Release(a.lease_id()).ok());
+  ASSERT_TRUE(cache_->Release(put.lease_id()).ok());
+  // An over-long salt is refused.
+  match.set_cache_salt(std::string(kMaxCacheSaltBytes + 1, 's'));
+  EXPECT_EQ(handler_->Match(match, kAnyone, &a).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Put({1, 2, 3, 4}, 0, 0, Kv(0, 4, 0), &put, {kAnyone, match.cache_salt()}).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ TEST(OpenAiApiTest, FieldsMapOntoTheStagesParams) {
                   {"stream", true},
                   {"stream_options", {{"include_usage", true}}},
                   {"return_token_ids", true},
+                  {"cache_salt", "tenant-1"},
                   {"user", "someone"},
                   {"logprobs", nullptr},
                   {"echo", false}});
@@ -57,6 +58,7 @@ TEST(OpenAiApiTest, FieldsMapOntoTheStagesParams) {
   EXPECT_EQ(p.sampling.seed, 11u);
   EXPECT_EQ(p.stop, (std::vector<std::string>{"\n"}));
   EXPECT_FALSE(p.stop_at_end_of_text);
+  EXPECT_EQ(p.cache_salt, "tenant-1");
   EXPECT_TRUE(r->stream);
   EXPECT_TRUE(r->include_usage);
   EXPECT_TRUE(r->return_token_ids);
@@ -88,6 +90,7 @@ TEST(OpenAiApiTest, BadShapesAreInvalidArgument) {
       {{"model", "m"}, {"prompt", "x"}, {"temperature", "hot"}},
       {{"model", "m"}, {"prompt", "x"}, {"stop", {1}}},
       {{"model", "m"}, {"prompt", "x"}, {"stream", "yes"}},
+      {{"model", "m"}, {"prompt", "x"}, {"cache_salt", 7}},
       {{"model", "m"}, {"prompt", "x"}, {"n", 0}},
       {{"model", "m"}, {"prompt", "x"}, {"n", 17}},             // over max_choices
       {{"model", "m"}, {"prompt", {"a", "b", "c"}}, {"n", 6}},  // 18 choices

@@ -117,3 +117,49 @@ TEST_F(PrefillStageTest, BadBatchesAndLateCallsHoldNothing) {
 
 }  // namespace
 }  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// Cache salts through the stage: the same prompt under two salts is
+// computed twice and stored twice; under the same salt it is reused. In one
+// batch, prompts of two salts share no branch point either.
+TEST_F(PrefillStageTest, CacheSaltsKeepPrefixesApart) {
+  PrefillStage stage(model_.get(), store_.get(), {}, nullptr);
+  const std::vector<int> prompt = Tokens(29, 4);  // three whole pages + 5
+  auto run = [&](const std::vector<PrefillPrompt>& prompts) {
+    auto outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+    EXPECT_TRUE(outcome.ok()) << outcome.status();
+    stage.Abandon(*outcome);
+    return *outcome;
+  };
+  EXPECT_EQ(run({{prompt, {}, "tenant-a"}}).prompts[0].cached_tokens, 0);
+  PrefillOutcome b = run({{prompt, {}, "tenant-b"}});
+  EXPECT_EQ(b.prompts[0].cached_tokens, 0);
+  EXPECT_EQ(b.computed_tokens, 29);
+  EXPECT_EQ(run({{prompt, {}, ""}}).prompts[0].cached_tokens, 0);
+  PrefillOutcome a = run({{prompt, {}, "tenant-a"}});
+  EXPECT_EQ(a.prompts[0].cached_tokens, 24);
+  EXPECT_EQ(a.computed_tokens, 5);
+  EXPECT_EQ(cache_->Stats().namespaces, 3);
+  EXPECT_EQ(cache_->Stats().pages_cached, 9);
+  testing::ExpectSameGreedy(*model_, prompt, {FirstToken(prompt)}, {a.prompts[0].first_token});
+
+  // One batch, two new salts sharing a 24-token prefix: nothing is shared.
+  std::vector<int> other = Tokens(24, 4);
+  other.push_back(7);
+  PrefillOutcome mixed = run({{prompt, {}, "tenant-c"}, {other, {}, "tenant-d"}});
+  EXPECT_EQ(mixed.computed_tokens, 29 + 25);
+  EXPECT_EQ(mixed.prompts[1].cached_tokens, 0);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_EQ(
+      stage
+          .Prefill({{prompt, {}, std::string(kMaxCacheSaltBytes + 1, 'x')}}, absl::InfiniteFuture())
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
+}
+
+}  // namespace
+}  // namespace nanoserve

