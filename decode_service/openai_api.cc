@@ -99,27 +99,11 @@ absl::StatusOr<std::vector<std::string>> StopStrings(const json& body) {
 // Refuses fields this server does not know, and OpenAI fields it does not
 // implement unless they hold their defaults.
 absl::Status CheckFields(const json& body) {
-  static const char* const kKnown[] = {"model",
-                                       "prompt",
-                                       "max_tokens",
-                                       "temperature",
-                                       "top_p",
-                                       "seed",
-                                       "stop",
-                                       "n",
-                                       "stream",
-                                       "stream_options",
-                                       "user",
-                                       "top_k",
-                                       "ignore_eos", "cache_salt",
-                                       "return_token_ids",
-                                       "logprobs",
-                                       "echo",
-                                       "best_of",
-                                       "suffix",
-                                       "logit_bias",
-                                       "presence_penalty",
-                                       "frequency_penalty"};
+  static const char* const kKnown[] = {
+      "model",      "prompt",     "max_tokens",       "temperature",      "top_p", "seed",
+      "stop",       "n",          "stream",           "stream_options",   "user",  "top_k",
+      "ignore_eos", "cache_salt", "return_token_ids", "logprobs",         "echo",  "best_of",
+      "suffix",     "logit_bias", "presence_penalty", "frequency_penalty"};
   for (auto it = body.begin(); it != body.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
