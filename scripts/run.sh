@@ -9,4 +9,4 @@ scripts/setup.sh
 scripts/build.sh
 mkdir -p build/serve-logs
 exec build/bin/nanoserve serve --prompt "The key to fast inference is" --max_new_tokens 32 \
-  --kv_store_port 0 --prefill_port 0 --decode_port 0 --work_dir build/serve-logs "$@"
+  --kv_store_port 0 --prefill_port 0 --decode_port 0 --http_port 0 --work_dir build/serve-logs "$@"
