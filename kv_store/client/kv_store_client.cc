@@ -107,8 +107,13 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
     if (message.has_header() && !have_header) {
       header = message.header();
       absl::StatusOr<PageLayout> parsed = KvLayoutFromProto(header.layout());
-      have_header = parsed.ok() && header.pages() >= 0 &&
-                    header.total_bytes() == header.pages() * parsed->bytes_per_page();
+      // pages * bytes_per_page must not overflow: a header claiming more
+      // pages than int64 bytes can hold is malformed, not a wrapped size.
+      int64_t claimed_bytes = 0;
+      have_header =
+          parsed.ok() && header.pages() >= 0 &&
+          !__builtin_mul_overflow(header.pages(), parsed->bytes_per_page(), &claimed_bytes) &&
+          header.total_bytes() == claimed_bytes;
       absl::StatusOr<torch::Tensor> allocated;
       if (have_header) {
         layout = *parsed;
