@@ -82,25 +82,18 @@ std::vector<std::vector<int>> Outputs(const GenerateResult& r) {
 
 absl::Status ParseBenchDecodeLists(absl::string_view attentions, absl::string_view decodes,
                                    absl::string_view batches, BenchDecodeOptions& o) {
-  auto attention_names = ParseNameList(attentions);
-  if (!attention_names.ok()) return attention_names.status();
-  o.attentions.clear();
-  for (const std::string& name : *attention_names) {
-    auto kind = ParseAttentionKind(name);
-    if (!kind.ok()) return kind.status();
-    o.attentions.push_back(*kind);
-  }
-  auto decode_names = ParseNameList(decodes);
-  if (!decode_names.ok()) return decode_names.status();
+  auto attention_kinds = ParseKindList<AttentionKind>(attentions, ParseAttentionKind);
+  if (!attention_kinds.ok()) return attention_kinds.status();
+  o.attentions = *attention_kinds;
+  auto decode_kinds = ParseKindList<DecodeKind>(decodes, ParseDecodeKind);
+  if (!decode_kinds.ok()) return decode_kinds.status();
   o.decodes.clear();
-  for (const std::string& name : *decode_names) {
-    auto kind = ParseDecodeKind(name);
-    if (!kind.ok()) return kind.status();
-    if (*kind == DecodeKind::kAuto) {
+  for (DecodeKind kind : *decode_kinds) {
+    if (kind == DecodeKind::kAuto) {
       o.decodes.push_back(DecodeKind::kReference);
       if (absl::StartsWith(o.device, "cuda")) o.decodes.push_back(DecodeKind::kCudaGraph);
     } else {
-      o.decodes.push_back(*kind);
+      o.decodes.push_back(kind);
     }
   }
   auto sizes = ParseIntList(batches);

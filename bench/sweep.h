@@ -40,6 +40,21 @@ absl::StatusOr<std::vector<int64_t>> ParseIntList(absl::string_view spec);
 // an empty list or an empty item.
 absl::StatusOr<std::vector<std::string>> ParseNameList(absl::string_view spec);
 
+// ParseNameList, each name turned into a value by `parse` (a function
+// string_view -> StatusOr<T>, e.g. ParseAttentionKind); its first error.
+template <typename T, typename Parse>
+absl::StatusOr<std::vector<T>> ParseKindList(absl::string_view spec, Parse parse) {
+  absl::StatusOr<std::vector<std::string>> names = ParseNameList(spec);
+  if (!names.ok()) return names.status();
+  std::vector<T> kinds;
+  for (const std::string& name : *names) {
+    absl::StatusOr<T> kind = parse(name);
+    if (!kind.ok()) return kind.status();
+    kinds.push_back(*kind);
+  }
+  return kinds;
+}
+
 struct BenchSpec {
   std::vector<std::string> models = {"random:gpt2"};  // --model specs
   std::vector<AttentionKind> attentions = {AttentionKind::kNaive};

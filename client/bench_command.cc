@@ -19,22 +19,12 @@ absl::Status ParseSpec(const BenchCommandOptions& o, BenchSpec& spec) {
   auto models = ParseNameList(o.models);
   if (!models.ok()) return models.status();
   spec.models = *models;
-  auto attentions = ParseNameList(o.attentions);
+  auto attentions = ParseKindList<AttentionKind>(o.attentions, ParseAttentionKind);
   if (!attentions.ok()) return attentions.status();
-  spec.attentions.clear();
-  for (const std::string& name : *attentions) {
-    auto kind = ParseAttentionKind(name);
-    if (!kind.ok()) return kind.status();
-    spec.attentions.push_back(*kind);
-  }
-  auto sweeps = ParseNameList(o.sweeps);
+  spec.attentions = *attentions;
+  auto sweeps = ParseKindList<SweepKind>(o.sweeps, ParseSweepKind);
   if (!sweeps.ok()) return sweeps.status();
-  spec.sweeps.clear();
-  for (const std::string& name : *sweeps) {
-    auto kind = ParseSweepKind(name);
-    if (!kind.ok()) return kind.status();
-    spec.sweeps.push_back(*kind);
-  }
+  spec.sweeps = *sweeps;
   struct {
     const std::string& text;
     std::vector<int64_t>& into;

@@ -219,20 +219,8 @@ void BatchScheduler::AdmitAll(std::vector<std::unique_ptr<Entry>> entries) {
       Emit(slot, e.last_token);
     }
   }
-  // The prompts left to compute, as runs of consecutive slots: each run is
-  // one batched prefill (rows with as many tokens left share forward passes).
   std::sort(taken.begin(), taken.end());
-  for (size_t begin = 0; begin < taken.size();) {
-    size_t end = begin + 1;
-    while (end < taken.size() && taken[end] == taken[end - 1] + 1) ++end;
-    std::vector<int64_t> run(taken.begin() + begin, taken.begin() + end);
-    if (!PrefillSlots(run, 0) && run.size() > 1) {
-      // A failed batch is retried row by row, so that only the row that
-      // cannot be computed fails.
-      for (int64_t slot : run) PrefillSlots({slot}, 0);
-    }
-    begin = end;
-  }
+  PrefillRuns(taken, 0);
 }
 
 void BatchScheduler::AdvancePrefill() {
@@ -240,12 +228,18 @@ void BatchScheduler::AdvancePrefill() {
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
     if (slots_[s] != nullptr && slots_[s]->prefilling) rows.push_back(s);
   }
-  for (size_t begin = 0; begin < rows.size();) {
+  PrefillRuns(rows, options_.prefill_chunk);
+}
+
+void BatchScheduler::PrefillRuns(const std::vector<int64_t>& slots, int64_t budget) {
+  for (size_t begin = 0; begin < slots.size();) {
     size_t end = begin + 1;
-    while (end < rows.size() && rows[end] == rows[end - 1] + 1) ++end;
-    std::vector<int64_t> run(rows.begin() + begin, rows.begin() + end);
-    if (!PrefillSlots(run, options_.prefill_chunk) && run.size() > 1) {
-      for (int64_t slot : run) PrefillSlots({slot}, options_.prefill_chunk);
+    while (end < slots.size() && slots[end] == slots[end - 1] + 1) ++end;
+    std::vector<int64_t> run(slots.begin() + begin, slots.begin() + end);
+    if (!PrefillSlots(run, budget) && run.size() > 1) {
+      // A failed batch is retried row by row, so that only the row that
+      // cannot be computed fails.
+      for (int64_t slot : run) PrefillSlots({slot}, budget);
     }
     begin = end;
   }

@@ -166,6 +166,10 @@ class BatchScheduler {
   bool PrefillSlots(const std::vector<int64_t>& slots, int64_t budget);
   // One chunk (options_.prefill_chunk tokens) of every prefilling slot.
   void AdvancePrefill();
+  // PrefillSlots over each run of consecutive slots of `slots` (ascending):
+  // rows with as many tokens left share forward passes; a run that fails is
+  // retried slot by slot, so that only the slot that cannot be computed fails.
+  void PrefillRuns(const std::vector<int64_t>& slots, int64_t budget);
   void Step();
   // Records `token` for the entry in `slot`; ends it if it is done.
   void Emit(int64_t slot, int token);

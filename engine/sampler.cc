@@ -55,13 +55,14 @@ std::vector<absl::StatusOr<int64_t>> SampleRows(const torch::Tensor& logits,
   };
   // Per row: the divisor (a nonzero float: a tiny valid temperature acts
   // as its limit, greedy, rather than give inf / NaN), k, p, the uniform.
-  std::vector<double> temperature(n), top_p(n), uniform(n);
+  std::vector<double> temperature(n), top_p(n), uniform(n), is_greedy(n);
   std::vector<int64_t> top_k(n);
   bool any_sampled = false, any_top_k = false, any_top_p = false;
   int64_t max_k = 0;
   for (int64_t r = 0; r < n; ++r) {
     const SamplingOptions& o = samplers[r]->options();
     const bool greedy = o.temperature == 0.0;
+    is_greedy[r] = greedy ? 1.0 : 0.0;
     any_sampled = any_sampled || !greedy;
     temperature[r] =
         greedy ? 1.0 : std::max<float>(o.temperature, std::numeric_limits<float>::min());
@@ -103,8 +104,6 @@ std::vector<absl::StatusOr<int64_t>> SampleRows(const torch::Tensor& logits,
     torch::Tensor target = on_device(uniform) * cdf.narrow(-1, vocab - 1, 1);
     torch::Tensor drawn =
         torch::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true).clamp_max(vocab - 1);
-    std::vector<double> is_greedy(n);
-    for (int64_t r = 0; r < n; ++r) is_greedy[r] = samplers[r]->options().temperature == 0.0;
     chosen = torch::where(on_device(is_greedy).view({n}) > 0, best, drawn.view({n}));
   }
   torch::Tensor host = torch::stack({chosen, finite.to(torch::kLong)}).cpu();  // (2, n)

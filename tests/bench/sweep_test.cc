@@ -28,6 +28,16 @@ TEST(ParseIntList, RejectsBadInput) {
   }
 }
 
+TEST(ParseKindList, MapsEveryNameAndStopsAtTheFirstBadOne) {
+  EXPECT_EQ(ParseKindList<AttentionKind>("naive, naive", ParseAttentionKind).value(),
+            (std::vector<AttentionKind>{AttentionKind::kNaive, AttentionKind::kNaive}));
+  EXPECT_EQ(ParseKindList<SweepKind>("prefix,prompt", ParseSweepKind).value(),
+            (std::vector<SweepKind>{SweepKind::kPrefix, SweepKind::kPrompt}));
+  EXPECT_EQ(ParseKindList<SweepKind>("prompt,bogus", ParseSweepKind).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE((ParseKindList<SweepKind>("", ParseSweepKind).ok()));
+}
+
 TEST(ParseNameList, TrimsAndRejectsEmpty) {
   EXPECT_THAT(ParseNameList("random:gpt2, random:gpt2-xl").value(),
               ElementsAre("random:gpt2", "random:gpt2-xl"));
