@@ -1,4 +1,5 @@
 #include "bench/results.h"
+#include "tests/test_util/temp_path.h"
 
 #include <cstdio>
 #include <fstream>
@@ -53,7 +54,7 @@ TEST(Csv, QuotesQuotes) {
 }
 
 TEST(CsvWriter, WritesHeaderAndRowsAsItGoes) {
-  const std::string path = ::testing::TempDir() + "/bench_results_test.csv";
+  const std::string path = ::nanoserve::testing::ProcessTempPath("bench_results_test.csv");
   auto writer = CsvWriter::Open(path);
   ASSERT_TRUE(writer.ok()) << writer.status();
   BenchRow row;

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/status/status.h"
+#include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
 namespace {
@@ -114,7 +115,7 @@ TEST(Gpt2ConfigFromJsonTest, InconsistentHeads) {
 }
 
 TEST(LoadGpt2ConfigTest, ReadsFile) {
-  const std::string path = ::testing::TempDir() + "/config_test_config.json";
+  const std::string path = ::nanoserve::testing::ProcessTempPath("config_test_config.json");
   std::ofstream(path) << R"({"n_layer": 2, "n_head": 4, "n_embd": 32})";
   absl::StatusOr<Gpt2Config> config = LoadGpt2Config(path);
   ASSERT_TRUE(config.ok()) << config.status();
@@ -123,7 +124,7 @@ TEST(LoadGpt2ConfigTest, ReadsFile) {
 }
 
 TEST(LoadGpt2ConfigTest, ParseErrorNamesFile) {
-  const std::string path = ::testing::TempDir() + "/config_test_bad.json";
+  const std::string path = ::nanoserve::testing::ProcessTempPath("config_test_bad.json");
   std::ofstream(path) << "not json";
   absl::StatusOr<Gpt2Config> config = LoadGpt2Config(path);
   EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
@@ -131,7 +132,7 @@ TEST(LoadGpt2ConfigTest, ParseErrorNamesFile) {
 }
 
 TEST(LoadGpt2ConfigTest, MissingFileIsNotFound) {
-  const std::string path = ::testing::TempDir() + "/no_such_config.json";
+  const std::string path = ::nanoserve::testing::ProcessTempPath("no_such_config.json");
   absl::StatusOr<Gpt2Config> config = LoadGpt2Config(path);
   EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(config.status().message(), HasSubstr(path));

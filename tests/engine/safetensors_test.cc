@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
 namespace {
@@ -22,7 +23,7 @@ namespace {
 using ::testing::HasSubstr;
 
 std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/safetensors_test_" + name;
+  return ::nanoserve::testing::ProcessTempPath("safetensors_test_" + name);
 }
 
 std::string ReadAll(const std::string& path) {

@@ -1,5 +1,8 @@
 #include "engine/tokenizer.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -11,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
 namespace {
@@ -242,7 +246,8 @@ TEST(TokenizerLoadTest, ErrorsNameTheFile) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(missing.status().message(), HasSubstr("/nonexistent/vocab/encoder.json"));
 
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ::nanoserve::testing::ProcessTempPath("tokenizer_test_bad_vocab");
+  ASSERT_TRUE(::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) << dir;
   for (const char* name : {"encoder.json", "vocab.bpe"}) {
     std::FILE* file = std::fopen((dir + "/" + name).c_str(), "w");
     ASSERT_NE(file, nullptr);

@@ -30,6 +30,7 @@
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
 namespace {
@@ -349,7 +350,7 @@ namespace {
 // and exit code 2, before it loads anything (they crashed, hung or wrapped
 // around before).
 TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
-  const std::string log = ::testing::TempDir() + "/bad_flags.log";
+  const std::string log = ::nanoserve::testing::ProcessTempPath("bad_flags.log");
   const std::string bin = NANOSERVE_BIN_DIR;
   const std::vector<std::vector<std::string>> cases = {
       {bin + "/nanoserve-decode", "--max_batch=0"},

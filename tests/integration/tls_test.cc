@@ -25,6 +25,7 @@
 #include "kv_store/client/kv_wire.h"
 #include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/temp_path.h"
 #include "tests/test_util/tls_pki.h"
 
 namespace nanoserve {
@@ -217,7 +218,7 @@ TEST_F(TlsServicesTest, ALeaseOfOneIdentityIsNotAnothers) {
 // Half-configured TLS stops a service (and the client) at start with a
 // message naming what is missing.
 TEST(TlsFlagsTest, HalfConfiguredTlsIsAStartupError) {
-  const std::string log = ::testing::TempDir() + "/tls_flags.log";
+  const std::string log = ::nanoserve::testing::ProcessTempPath("tls_flags.log");
   const std::string bin = NANOSERVE_BIN_DIR;
   const std::vector<std::vector<std::string>> cases = {
       {bin + "/nanoserve-kv-store", "--tls_cert=/nonexistent/cert.pem"},

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 
+#include "tests/test_util/temp_path.h"
 #include "tests/test_util/tls_pki.h"
 
 namespace nanoserve {
@@ -21,7 +22,7 @@ TEST(TlsTest, AllThreeFilesOrNone) {
   EXPECT_NE(none->server, nullptr);
   EXPECT_NE(none->channel, nullptr);
 
-  const std::string dir = ::testing::TempDir() + "/tls_test_pki";
+  const std::string dir = ::nanoserve::testing::ProcessTempPath("tls_test_pki");
   std::system(("rm -rf " + dir + " && mkdir -p " + dir).c_str());
   auto pki = testing::TestPki::Create(dir, {"svc"});
   ASSERT_TRUE(pki.ok()) << pki.status();
