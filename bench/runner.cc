@@ -76,9 +76,10 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& mo
   const Gpt2Config& c = model.config();
   const int64_t elem = torch::elementSize(model.options().dtype);
   const int64_t bytes_per_token = 2 * c.n_layer * c.n_embd * elem;
-  const int64_t tokens = point.shared_len +
-                         point.batch * (point.prompt_len - point.shared_len + page_size) +
-                         page_size;
+  // The pool is the only home of K/V: every row's prompt and output (shared
+  // prefixes counted once per row: an upper bound), and a scratch page.
+  const int64_t tokens =
+      point.batch * (point.prompt_len + point.output_len + page_size) + 2 * page_size;
   PrefixCacheOptions options;
   options.pool.layout = KvPageLayout(c, model.options().dtype, page_size);
   options.pool.byte_budget = tokens * bytes_per_token;

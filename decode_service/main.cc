@@ -14,6 +14,10 @@
 ABSL_FLAG(std::string, prefill, "127.0.0.1:50052", "prefill address; empty = compute here");
 NANOSERVE_FLAG_IN_RANGE(max_batch, 16, 1, 4096, "sequences decoded together (KV cache slots)");
 NANOSERVE_FLAG_IN_RANGE(max_context, 0, 0, 1048576, "tokens per slot (0 = the model's context)");
+NANOSERVE_FLAG_IN_RANGE(kv_pool_tokens, 0, 0, 2147483648,
+                        "tokens the KV page pool holds over all slots (0 = max_batch x "
+                        "max_context); a request waits for the pages of its whole sequence");
+NANOSERVE_FLAG_IN_RANGE(kv_page_size, 16, 1, 65536, "tokens per page of the KV pool");
 NANOSERVE_FLAG_IN_RANGE(max_queue, 256, 0, 1048576, "calls waiting for a slot, at most");
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass here (0 = all)");
 NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the Prefill call");
@@ -46,6 +50,8 @@ int Run() {
   BatchSchedulerOptions scheduler_options;
   scheduler_options.max_batch = absl::GetFlag(FLAGS_max_batch);
   scheduler_options.capacity = absl::GetFlag(FLAGS_max_context);
+  scheduler_options.pool_tokens = absl::GetFlag(FLAGS_kv_pool_tokens);
+  scheduler_options.page_size = absl::GetFlag(FLAGS_kv_page_size);
   scheduler_options.max_queue = absl::GetFlag(FLAGS_max_queue);
   scheduler_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   auto decode = ParseDecodeKind(absl::GetFlag(FLAGS_decode_step));

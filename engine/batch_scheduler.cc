@@ -17,8 +17,10 @@ BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptio
       capacity_(options.capacity > 0 ? std::min(options.capacity, model->config().n_positions)
                                      : model->config().n_positions),
       cache_(model->config(), options.max_batch, capacity_, model->options().dtype,
-             model->options().device),
+             model->options().device, options.page_size, options.pool_tokens),
+      pool_pages_(cache_.pool().num_pages() - 1),
       slots_(options.max_batch) {
+  for (int64_t s = 0; s < options.max_batch; ++s) cache_.tables().Park(s);
   decode_ = MakeDecodeStep(model_, &cache_, options.decode).value();
   thread_ = std::thread([this] { Loop(); });
 }
@@ -26,6 +28,8 @@ BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptio
 absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
     const Gpt2Model* model, const BatchSchedulerOptions& options) {
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
+  if (options.page_size < 1) return absl::InvalidArgumentError("page_size must be >= 1");
+  if (options.pool_tokens < 0) return absl::InvalidArgumentError("pool_tokens must be >= 0");
   if (options.decode == DecodeKind::kCudaGraph) {
     // Checked on a cache of one row: the step's constraints do not depend
     // on the row count.
@@ -55,6 +59,12 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   if (absl::Status s = ValidatePrompt(r.prompt, config.vocab_size, capacity_); !s.ok()) return s;
   if (absl::Status s = ValidateGenerationLength(n, r.max_new_tokens, capacity_); !s.ok()) {
     return s;
+  }
+  const int64_t pages = (n + r.max_new_tokens + cache_.page_size() - 1) / cache_.page_size();
+  if (pages > pool_pages_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(n, " prompt tokens + ", r.max_new_tokens, " new tokens need ", pages,
+                     " KV pages of ", cache_.page_size(), " tokens; the pool holds ", pool_pages_));
   }
   if (absl::Status s = ValidateSamplingOptions(r.sampling); !s.ok()) return s;
   if (r.first_token >= config.vocab_size) {
@@ -178,7 +188,16 @@ void BatchScheduler::Loop() {
       return;
     }
     HandleCancels(std::move(cancels));
-    if (!admitted.empty()) AdmitAll(std::move(admitted));
+    if (!admitted.empty()) {
+      std::vector<std::unique_ptr<Entry>> later = AdmitAll(std::move(admitted));
+      if (!later.empty()) {  // no pages yet: first in line for the next turn
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto it = later.rbegin(); it != later.rend(); ++it) {
+          waiting_.push_front(std::move(*it));
+        }
+        queued_.store(static_cast<int64_t>(waiting_.size()));
+      }
+    }
     if (active_.load() > 0) {
       Step();
       AdvancePrefill();
@@ -186,25 +205,44 @@ void BatchScheduler::Loop() {
   }
 }
 
-void BatchScheduler::AdmitAll(std::vector<std::unique_ptr<Entry>> entries) {
-  // Lowest free slots, in arrival order; each gets its given K/V pages.
+std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
+    std::vector<std::unique_ptr<Entry>> entries) {
+  // Lowest free slots, in arrival order; each reserves the pages of its
+  // whole sequence and gets its given K/V.
   std::vector<int64_t> taken;  // slots whose prompt still needs computing
+  std::vector<std::unique_ptr<Entry>> later;
   for (auto& entry : entries) {
+    if (!later.empty()) {  // arrival order: none overtakes one that waits
+      later.push_back(std::move(entry));
+      continue;
+    }
     int64_t slot = 0;
     while (slots_[slot] != nullptr) ++slot;
     Entry& e = *entry;
+    const BatchRequest& r = e.request;
+    const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
+    cache_.Reset(slot);
+    const absl::Status reserved = cache_.tables().PrepareWrite(slot, 0, total);
+    if (!reserved.ok()) {
+      cache_.tables().Park(slot);
+      if (reserved.code() == absl::StatusCode::kResourceExhausted && active_.load() > 0) {
+        later.push_back(std::move(entry));  // pages free up as others finish
+        continue;
+      }
+      End(e, reserved);
+      continue;
+    }
     e.result.queue_ms = absl::ToDoubleMilliseconds(absl::Now() - e.submitted);
     slots_[slot] = std::move(entry);
     active_.fetch_add(1);
-    const BatchRequest& r = e.request;
     const absl::Status loaded = RunTorch("loading prompt pages", [&] {
-      cache_.set_length(slot, 0);
       if (r.prompt_pages.defined() && r.prompt_pages.size(0) > 0) {
-        PageRun run{slot, 0, {}};
-        for (int32_t i = 0; i < r.prompt_pages.size(0); ++i) run.pages.push_back(i);
-        const absl::Status copied = LoadRuns(r.prompt_pages, {run}, cache_.rows());
-        TORCH_CHECK(copied.ok(), copied.ToString());  // Validate checked the shape
-        cache_.set_length(slot, r.prompt_pages.size(0) * r.prompt_pages.size(4));
+        const torch::Tensor& p = r.prompt_pages;  // (n, L, 2, H, P, D)
+        const int64_t tokens = p.size(0) * p.size(4);
+        cache_.WriteTokens(
+            slot, 0,
+            p.permute({1, 2, 3, 0, 4, 5}).reshape({p.size(1), 2, p.size(3), tokens, p.size(5)}));
+        cache_.set_length(slot, tokens);
       }
     });
     if (!loaded.ok()) {
@@ -221,6 +259,7 @@ void BatchScheduler::AdmitAll(std::vector<std::unique_ptr<Entry>> entries) {
   }
   std::sort(taken.begin(), taken.end());
   PrefillRuns(taken, 0);
+  return later;
 }
 
 void BatchScheduler::AdvancePrefill() {
@@ -369,7 +408,7 @@ void BatchScheduler::Emit(int64_t slot, int token) {
 
 void BatchScheduler::Finish(int64_t slot, const absl::Status& status) {
   std::unique_ptr<Entry> entry = std::move(slots_[slot]);
-  cache_.set_length(slot, 0);
+  cache_.tables().Park(slot);  // its pages back to the pool
   active_.fetch_sub(1);
   if (!status.ok()) entry->result.finish_reason.clear();
   End(*entry, status);

@@ -1,5 +1,9 @@
-// Continuous batching: a thread that owns a static KvCache of `max_batch`
-// rows ("slots") and decodes every admitted sequence one token per step.
+// Continuous batching: a thread that owns a KvCache of `max_batch` rows
+// ("slots") over a paged pool and decodes every admitted sequence one token
+// per step. max_batch bounds the rows, the pool bounds the tokens: a request
+// is admitted when a slot is free and the pool has the pages for its prompt
+// and all its new tokens (reserved at admission, so a running row never
+// runs out); otherwise it waits, in arrival order.
 // A request that arrives joins the running batch at the next step: the
 // scheduler loads the K/V it was given (e.g. pages fetched from the KV
 // store) into a free slot, runs the rest of the prompt through the model
@@ -10,7 +14,8 @@
 //
 // Each step runs Forward over slots [0, highest busy slot]: busy slots feed
 // their last token at their own position (rows of unequal length, T == 1),
-// idle slots in that range feed a dummy token at position 0 and are reset.
+// idle slots in that range are parked on the pool's scratch page
+// (BlockTables::Park) and feed a dummy token there.
 // Admission takes the lowest free slot, so the range stays tight.
 //
 // With greedy sampling the tokens equal the offline Generator's (kOn) for
@@ -53,6 +58,11 @@ struct BatchSchedulerOptions {
   int64_t max_batch = 16;
   // Token capacity of each slot; 0 = the model's context (n_positions).
   int64_t capacity = 0;
+  // Tokens the KV pool holds, over all slots; 0 = max_batch x capacity (every
+  // slot full at once). Rounded up to whole pages.
+  int64_t pool_tokens = 0;
+  // Tokens per page of the pool. >= 1.
+  int64_t page_size = kDefaultKvPageSize;
   // Requests waiting beyond the free slots: more are refused
   // (RESOURCE_EXHAUSTED). 0: only as many as there are free slots.
   int64_t max_queue = 1024;
@@ -108,7 +118,7 @@ class BatchScheduler {
   ~BatchScheduler();
 
   // INVALID_ARGUMENT naming the first problem: empty prompt, an unknown
-  // token id, prompt + max_new_tokens over the capacity, bad sampling
+  // token id, prompt + max_new_tokens over the capacity or the pool, bad sampling
   // options, prompt_pages of the wrong shape or longer than the prompt, or
   // whole-prompt prompt_pages without first_token.
   absl::Status Validate(const BatchRequest& request) const;
@@ -133,6 +143,8 @@ class BatchScheduler {
   int64_t max_batch() const { return options_.max_batch; }
   int64_t max_queue() const { return options_.max_queue; }
   int64_t capacity() const { return capacity_; }
+  // Pages of the pool (without the scratch page), and those free now.
+  int64_t pool_pages() const { return pool_pages_; }
   int64_t active() const { return active_.load(); }
   int64_t queued() const { return queued_.load(); }
   int64_t steps() const { return steps_.load(); }
@@ -155,9 +167,10 @@ class BatchScheduler {
   void Loop();
   // Ends the waiting and active requests whose ids are in `ids`.
   void HandleCancels(absl::flat_hash_set<uint64_t> ids);
-  // Puts newly admitted requests into the lowest free slots and computes
-  // their prompts, in batches of consecutive slots.
-  void AdmitAll(std::vector<std::unique_ptr<Entry>> entries);
+  // Puts newly admitted requests into the lowest free slots, reserves their
+  // pages and computes their prompts, in batches of consecutive slots.
+  // Returns the requests the pool has no pages for yet (in order), to wait.
+  std::vector<std::unique_ptr<Entry>> AdmitAll(std::vector<std::unique_ptr<Entry>> entries);
   // Prefills the prompts of `slots` (consecutive) in one PrefillBatch, at
   // most `budget` tokens each (0: the whole rest), and emits the first token
   // of those whose prompt is then complete. On a LibTorch error: one slot
@@ -179,7 +192,8 @@ class BatchScheduler {
   const Gpt2Model* model_;
   const BatchSchedulerOptions options_;
   const int64_t capacity_;
-  KvCache cache_;                              // scheduler thread only
+  KvCache cache_;  // scheduler thread only
+  const int64_t pool_pages_;
   std::unique_ptr<DecodeStep> decode_;         // over cache_; scheduler thread only
   std::vector<std::unique_ptr<Entry>> slots_;  // scheduler thread only
 

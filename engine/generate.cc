@@ -4,6 +4,7 @@
 #include <chrono>
 #include <numeric>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -75,14 +76,20 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
         !s.ok()) {
       return s;
     }
-    if (options.kv_cache == KvCacheMode::kPrefix) {
-      const int64_t pool_tokens = prefix_cache_->num_pages() * prefix_cache_->page_size();
-      if (static_cast<int64_t>(p.size()) > pool_tokens) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            which, "prompt of ", p.size(), " tokens is longer than the prefix cache pool holds (",
-            pool_tokens, " tokens: ", prefix_cache_->num_pages(), " pages of ",
-            prefix_cache_->page_size(), "); raise its byte budget"));
-      }
+  }
+  if (options.kv_cache == KvCacheMode::kPrefix) {
+    // The pool is the only home of K/V: every row's pages come from it.
+    const int64_t page = prefix_cache_->page_size();
+    int64_t needed = 0;
+    for (const auto& p : prompts) {
+      needed += (static_cast<int64_t>(p.size()) + options.max_new_tokens + page - 1) / page;
+    }
+    if (needed + 1 > prefix_cache_->num_pages()) {  // + the rows' scratch page
+      return absl::InvalidArgumentError(absl::StrCat("the batch needs ", needed, " pages of ", page,
+                                                     " tokens, more than the prefix cache pool"
+                                                     " holds (",
+                                                     prefix_cache_->num_pages(),
+                                                     "); raise its byte budget"));
     }
   }
   return absl::OkStatus();
@@ -121,8 +128,9 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
   // that the peak counts only this call's.
   const bool cached = options.kv_cache != KvCacheMode::kOff;
   const int64_t capacity = max_prompt + options.max_new_tokens;
+  const bool shares_pool = options.kv_cache == KvCacheMode::kPrefix;
   if (!cached || cache_ == nullptr || cache_->batch() != B || cache_->capacity() != capacity ||
-      decode_kind_ != options.decode) {
+      decode_kind_ != options.decode || cache_shares_pool_ != shares_pool) {
     decode_.reset();
     cache_.reset();
   }
@@ -186,8 +194,10 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     // Parts B and C: prefill each prompt into its cache row, then decode the
     // batch one token per row per step.
     if (cache_ == nullptr) {
-      cache_ =
-          std::make_unique<KvCache>(model.config(), B, capacity, model.options().dtype, device);
+      cache_ = shares_pool ? std::make_unique<KvCache>(prefix_cache_, B, capacity)
+                           : std::make_unique<KvCache>(model.config(), B, capacity,
+                                                       model.options().dtype, device);
+      cache_shares_pool_ = shares_pool;
       auto step = MakeDecodeStep(model_, cache_.get(), options.decode);
       if (!step.ok()) {
         cache_.reset();
@@ -197,7 +207,12 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
       decode_kind_ = options.decode;
     }
     KvCache& cache = *cache_;
-    for (int64_t r = 0; r < B; ++r) cache.set_length(r, 0);
+    // The rows' pages go back to the pool when the call ends, however it
+    // ends (what was stored stays in the tree).
+    absl::Cleanup empty_rows = [&] {
+      for (int64_t r = 0; r < B; ++r) cache.Reset(r);
+    };
+    for (int64_t r = 0; r < B; ++r) cache.Reset(r);
     stats.decode_step = decode_->name();
     std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {

@@ -113,6 +113,7 @@ class Generator {
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<DecodeStep> decode_;
   DecodeKind decode_kind_ = DecodeKind::kAuto;
+  bool cache_shares_pool_ = false;  // cache_ is over prefix_cache_'s pool
 };
 
 }  // namespace nanoserve

@@ -1,6 +1,30 @@
 #include "engine/kv_cache.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace nanoserve {
+namespace {
+
+// A pool of `tokens` (0: batch x capacity) in whole pages, and the
+// scratch page of the block tables.
+std::unique_ptr<PrefixCache> OwnPool(const PageLayout& layout, int64_t batch, int64_t capacity,
+                                     int64_t tokens, torch::Device device) {
+  TORCH_CHECK(batch >= 1, "KvCache batch must be >= 1");
+  TORCH_CHECK(capacity >= 1, "KvCache capacity must be >= 1");
+  TORCH_CHECK(tokens >= 0, "KvCache pool tokens must be >= 0");
+  const int64_t page = layout.page_size;
+  const int64_t pages =
+      (tokens > 0 ? (tokens + page - 1) / page : batch * ((capacity + page - 1) / page)) + 1;
+  PrefixCacheOptions options;
+  options.pool.layout = layout;
+  options.pool.byte_budget = pages * layout.bytes_per_page();
+  options.pool.device = device;
+  absl::StatusOr<std::unique_ptr<PrefixCache>> pool = PrefixCache::Create(options);
+  TORCH_CHECK(pool.ok(), "KvCache: ", pool.status().ToString());
+  return *std::move(pool);
+}
+
+}  // namespace
 
 PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t page_size) {
   PageLayout layout;
@@ -13,37 +37,35 @@ PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t pa
 }
 
 KvCache::KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity, torch::Dtype dtype,
-                 torch::Device device)
-    : capacity_(capacity), lengths_(batch, 0) {
-  TORCH_CHECK(batch >= 1, "KvCache batch must be >= 1");
-  TORCH_CHECK(capacity >= 1, "KvCache capacity must be >= 1");
-  auto opts = torch::TensorOptions().dtype(dtype).device(device);
-  for (int64_t l = 0; l < config.n_layer; ++l) {
-    k_.push_back(torch::zeros({batch, config.n_head, capacity, config.head_dim()}, opts));
-    v_.push_back(torch::zeros({batch, config.n_head, capacity, config.head_dim()}, opts));
-  }
+                 torch::Device device, int64_t page_size, int64_t pool_tokens)
+    : own_pool_(
+          OwnPool(KvPageLayout(config, dtype, page_size), batch, capacity, pool_tokens, device)),
+      layout_(own_pool_->options().pool.layout),
+      tables_(std::make_unique<BlockTables>(own_pool_.get(), batch, capacity)) {}
+
+KvCache::KvCache(PrefixCache* pool, int64_t batch, int64_t capacity)
+    : layout_(pool->options().pool.layout),
+      tables_(std::make_unique<BlockTables>(pool, batch, capacity)) {}
+
+int64_t KvCache::bytes() const { return pool().storage().nbytes(); }
+
+torch::Tensor KvCache::k_pages(int64_t layer) const {
+  return pool().storage().select(1, layer).select(1, 0);  // (N, H, P, D)
 }
 
-int64_t KvCache::bytes() const {
-  int64_t total = 0;
-  for (size_t l = 0; l < k_.size(); ++l) total += k_[l].nbytes() + v_[l].nbytes();
-  return total;
+torch::Tensor KvCache::v_pages(int64_t layer) const {
+  return pool().storage().select(1, layer).select(1, 1);
 }
 
-void KvCache::set_length(int64_t row, int64_t n) {
-  TORCH_CHECK(n >= 0 && n <= capacity_, "KV length ", n, " outside [0, ", capacity_, "]");
-  lengths_[row] = n;
+void KvCache::WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv) {
+  const absl::Status written = tables_->WriteTokens(row, begin, kv);
+  TORCH_CHECK(written.ok(), written.ToString());
 }
 
 torch::Tensor KvCache::ReadRow(int64_t row, int64_t begin, int64_t end) const {
-  TORCH_CHECK(0 <= begin && begin <= end && end <= capacity_, "ReadRow: bad range");
-  std::vector<torch::Tensor> layers;
-  layers.reserve(k_.size());
-  for (size_t l = 0; l < k_.size(); ++l) {
-    layers.push_back(torch::stack(
-        {k_[l][row].narrow(1, begin, end - begin), v_[l][row].narrow(1, begin, end - begin)}));
-  }
-  return torch::stack(layers);  // (n_layer, 2, H, end-begin, D)
+  absl::StatusOr<torch::Tensor> kv = tables_->ReadTokens(row, begin, end);
+  TORCH_CHECK(kv.ok(), kv.status().ToString());
+  return *std::move(kv);
 }
 
 }  // namespace nanoserve

@@ -1,65 +1,95 @@
-// Preallocated per-layer K/V storage for a batch of sequences (Part B).
+// The K/V of a batch of sequences, in pages of a KV page pool (Part B, paged).
 //
-// Each layer owns one K and one V tensor of shape (B, H, capacity, D),
-// allocated once. New keys and values are written in place at each row's
-// current length; nothing is concatenated or reallocated while generating, so
-// the buffers keep their addresses (a CUDA graph can capture a decode step).
+// A KvCache is `batch` rows of up to `capacity` tokens each, over the pages
+// of a PrefixCache's pool (kv_store/): each row is a block table of page ids
+// (kv_store/block_tables.h), and layer l's keys of every page are one view
+// of the pool, k_pages(l): (num_pages, H, page_size, D). The pool is either
+//   * the cache's own, sized for batch x capacity tokens (it never runs out)
+//     or for a number of tokens all rows share (a scheduler's page budget),
+//   * or shared: a prefix cache's pool, so that rows read the tree's pages
+//     in place (a prefix hit copies nothing) and a row's pages become the
+//     tree's when stored. The pool's byte budget then bounds the tokens of
+//     all rows together, not the rows.
+// The pool is allocated once; pages never move, so a CUDA graph can capture
+// a decode step that reads them through device copies of the block tables.
 //
 // Row r holds one sequence; length(r) tokens of it are cached (positions
-// 0..length(r)-1). The model advances the lengths after a forward pass.
+// 0..length(r)-1). The model writes new K/V through the block tables and
+// advances the lengths after a forward pass.
 //
 // Not thread safe: one generation loop owns a cache.
 #ifndef NANOSERVE_ENGINE_KV_CACHE_H_
 #define NANOSERVE_ENGINE_KV_CACHE_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
 
 #include "engine/config.h"
+#include "kv_store/block_tables.h"
 #include "kv_store/page_layout.h"
+#include "kv_store/prefix_cache.h"
 
 namespace nanoserve {
 
 // The KV page layout of `config`'s K/V in `dtype`, `page_size` tokens a page.
 PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t page_size);
 
+// Tokens per page of a KvCache's own pool.
+inline constexpr int64_t kDefaultKvPageSize = 16;
+
 class KvCache {
  public:
-  // REQUIRES: batch >= 1, capacity >= 1.
+  // Rows over a pool of their own that holds `pool_tokens` tokens (0:
+  // batch x capacity, so that it never runs out), plus a scratch page.
+  // REQUIRES: batch >= 1, capacity >= 1, page_size >= 1, pool_tokens >= 0.
+  // Throws c10::Error if the device cannot hold the pool.
   KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity, torch::Dtype dtype,
-          torch::Device device);
+          torch::Device device, int64_t page_size = kDefaultKvPageSize, int64_t pool_tokens = 0);
+  // Rows over `pool`'s pages (not owned; outlives the cache), shared with
+  // its tree. REQUIRES: the pool's layout has this model's geometry.
+  KvCache(PrefixCache* pool, int64_t batch, int64_t capacity);
 
-  int64_t batch() const { return static_cast<int64_t>(lengths_.size()); }
-  int64_t capacity() const { return capacity_; }
-  int64_t n_layer() const { return static_cast<int64_t>(k_.size()); }
-  int64_t length(int64_t row) const { return lengths_[row]; }
-  const std::vector<int64_t>& lengths() const { return lengths_; }
-  // Bytes of K and V storage over all layers.
+  int64_t batch() const { return tables_->rows(); }
+  int64_t capacity() const { return tables_->capacity(); }
+  int64_t page_size() const { return tables_->page_size(); }
+  int64_t n_layer() const { return layout_.n_layer; }
+  int64_t length(int64_t row) const { return tables_->length(row); }
+  const std::vector<int64_t>& lengths() const { return tables_->lengths(); }
+  const PageLayout& layout() const { return layout_; }
+  // Bytes of the pool.
   int64_t bytes() const;
 
-  // (B, H, capacity, D): all rows of one layer.
-  torch::Tensor& k(int64_t layer) { return k_[layer]; }
-  torch::Tensor& v(int64_t layer) { return v_[layer]; }
-  const torch::Tensor& k(int64_t layer) const { return k_[layer]; }
-  const torch::Tensor& v(int64_t layer) const { return v_[layer]; }
+  BlockTables& tables() { return *tables_; }
+  const BlockTables& tables() const { return *tables_; }
+  PrefixCache& pool() const { return tables_->pool(); }
 
-  // Sets a row's cached length (e.g. 0 to reuse the row for a new sequence,
-  // or P after copying P cached tokens into it). REQUIRES: 0 <= n <= capacity.
-  void set_length(int64_t row, int64_t n);
+  // Layer l's keys / values over every page of the pool:
+  // (num_pages, H, page_size, D), views of the pool.
+  torch::Tensor k_pages(int64_t layer) const;
+  torch::Tensor v_pages(int64_t layer) const;
 
-  // Every layer's K and V, for copies to and from pages (page_layout.h).
-  RowsKv rows() const { return {k_, v_}; }
+  // Empties a row (its pages go back to the pool, its leases are released).
+  void Reset(int64_t row) { tables_->Reset(row); }
+  // Sets a row's cached length. REQUIRES: 0 <= n <= the tokens its pages
+  // cover.
+  void set_length(int64_t row, int64_t n) { tables_->set_length(row, n); }
+
+  // Writes K/V of positions [begin, begin + T) of row `row` from `kv`:
+  // (n_layer, 2, H, T, D), any device and dtype (converted). Makes room
+  // first (BlockTables::PrepareWrite); throws c10::Error if it cannot. The
+  // row's length is the caller's to set.
+  void WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv);
 
   // K/V of positions [begin, end) of row `row`: (n_layer, 2, H, end-begin, D).
   torch::Tensor ReadRow(int64_t row, int64_t begin, int64_t end) const;
 
  private:
-  int64_t capacity_;
-  std::vector<torch::Tensor> k_;  // per layer (B, H, capacity, D)
-  std::vector<torch::Tensor> v_;  // per layer (B, H, capacity, D)
-  std::vector<int64_t> lengths_;  // per row
+  std::unique_ptr<PrefixCache> own_pool_;  // null for a shared pool
+  PageLayout layout_;
+  std::unique_ptr<BlockTables> tables_;
 };
 
 }  // namespace nanoserve

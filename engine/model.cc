@@ -1,12 +1,18 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "kv_store/torch_status.h"
+
+#ifdef NANOSERVE_WITH_CUDA
+#include "engine/cuda/fused_ops.h"
+#include "engine/cuda/kernels.h"
+#endif
 
 namespace nanoserve {
 namespace {
@@ -92,57 +98,146 @@ int64_t Gpt2Model::weight_bytes() const {
   return total;
 }
 
+// Where a forward pass over cache rows writes and reads K/V in the pool,
+// the same for every layer: each row writes its T new tokens at positions
+// len..len+T-1 (page, offset within it) and reads keys 0..k_len-1 through
+// its block table (gathered page by page; a row's keys past its own length
+// are masked, which pads its table with page 0).
+struct Gpt2Model::CacheAccess {
+  KvCache* cache = nullptr;
+  torch::Tensor write_pages;    // (B, T) int64
+  torch::Tensor write_offsets;  // (B, T) int64
+  torch::Tensor read_pages;     // (B * n_pages) int64
+  int64_t n_pages = 0;          // pages read per row
+  int64_t k_len = 0;            // keys read per row
+  bool fresh = false;           // no row has cached tokens: the keys are the new ones
+  torch::Tensor mask;           // undefined, (T, k_len) or (B, 1, T, k_len) bool
+  // The CUDA paged kernel's inputs (fused attention on a GPU over cached
+  // tokens; else undefined): the rows' tables (B, n_pages), and per query
+  // (B * T) its table row and the position it attends up to.
+  torch::Tensor table, table_rows, query_lens;
+  int64_t splits = 1;
+};
+
+Gpt2Model::CacheAccess Gpt2Model::PrepareCache(const CacheRows& rows, int64_t B, int64_t T,
+                                               torch::Device device) const {
+  KvCache& cache = *rows.cache;
+  BlockTables& tables = cache.tables();
+  const int64_t r0 = rows.row_begin, P = cache.page_size();
+  TORCH_CHECK(r0 >= 0 && r0 + B <= cache.batch(), "cache rows ", r0, "..", r0 + B,
+              " outside the cache's ", cache.batch());
+  std::vector<int64_t> lens(B);
+  for (int64_t b = 0; b < B; ++b) {
+    lens[b] = cache.length(r0 + b);
+    const absl::Status room = tables.PrepareWrite(r0 + b, lens[b], lens[b] + T);
+    // A full pool is out of KV memory (RunTorch: RESOURCE_EXHAUSTED).
+    TORCH_CHECK_WITH(OutOfMemoryError, room.code() != absl::StatusCode::kResourceExhausted,
+                     "KV cache row ", r0 + b, ": ", room.ToString());
+    TORCH_CHECK(room.ok(), "KV cache row ", r0 + b, ": ", room.ToString());
+  }
+  CacheAccess access;
+  access.cache = &cache;
+  access.k_len = *std::max_element(lens.begin(), lens.end()) + T;
+  access.n_pages = (access.k_len + P - 1) / P;
+  std::vector<int64_t> write_pages, write_offsets, read_pages;
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<int32_t>& pages = tables.pages(r0 + b);
+    for (int64_t pos = lens[b]; pos < lens[b] + T; ++pos) {
+      write_pages.push_back(pages[pos / P]);
+      write_offsets.push_back(pos % P);
+    }
+    for (int64_t i = 0; i < access.n_pages; ++i) {
+      read_pages.push_back(i < static_cast<int64_t>(pages.size()) ? pages[i] : 0);
+    }
+  }
+  auto on_device = [&](const std::vector<int64_t>& v) {
+    return torch::tensor(v, torch::kLong).to(device);
+  };
+  access.write_pages = on_device(write_pages).view({B, T});
+  access.write_offsets = on_device(write_offsets).view({B, T});
+  access.read_pages = on_device(read_pages);
+  const bool uniform =
+      std::all_of(lens.begin(), lens.end(), [&](int64_t n) { return n == lens[0]; });
+  access.fresh = uniform && lens[0] == 0;
+#ifdef NANOSERVE_WITH_CUDA
+  if (!access.fresh && device.is_cuda() && options_.attention == AttentionKind::kFused &&
+      config_.head_dim() <= cuda::kMaxHeadDim) {
+    std::vector<int32_t> table_rows, query_lens;
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t t = 0; t < T; ++t) {
+        table_rows.push_back(static_cast<int32_t>(b));
+        query_lens.push_back(static_cast<int32_t>(lens[b] + t));
+      }
+    }
+    auto ints = [&](const std::vector<int32_t>& v) {
+      return torch::tensor(v, torch::kInt).to(device);
+    };
+    access.table = access.read_pages.view({B, access.n_pages}).to(torch::kInt).contiguous();
+    access.table_rows = ints(table_rows);
+    access.query_lens = ints(query_lens);
+    access.splits =
+        cuda::DecodeAttentionSplits(static_cast<int>(B * T), static_cast<int>(config_.n_head),
+                                    static_cast<int>(access.k_len), cuda::MultiprocessorCount());
+  }
+#endif
+  if (uniform) {
+    if (T > 1) access.mask = CausalMask(lens[0], T, lens[0] + T, device);  // (T, P+T)
+  } else {
+    // Unequal cached lengths (batched decode, or suffixes after prefixes of
+    // different lengths): row b's query t sees keys 0..len_b+t.
+    auto opts = torch::TensorOptions(torch::kLong).device(device);
+    auto write_pos = on_device(lens).unsqueeze(1) + torch::arange(T, opts);  // (B, T)
+    auto key_pos = torch::arange(access.k_len, opts);                        // (Tk,)
+    access.mask = (key_pos.view({1, 1, access.k_len}) <= write_pos.unsqueeze(2))
+                      .view({B, 1, T, access.k_len});  // (B, 1, T, Tk)
+  }
+  return access;
+}
+
 torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer, const torch::Tensor& x,
-                                          const CacheRows& rows) const {
+                                          const CacheAccess* cache) const {
   const int64_t B = x.size(0), T = x.size(1), C = config_.n_embd;
   const int64_t H = config_.n_head, D = config_.head_dim();
-  auto qkv = Linear(x, block.c_attn_w, block.c_attn_b).split(C, -1);  // 3 × (B, T, C)
+  const torch::Tensor qkv_all = Linear(x, block.c_attn_w, block.c_attn_b);  // (B, T, 3C)
+  auto qkv = qkv_all.split(C, -1);                                          // 3 × (B, T, C)
   auto heads = [&](const torch::Tensor& t) {
     return t.view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
   };
   torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
 
   torch::Tensor keys, values, mask;
-  if (rows.cache == nullptr) {
+  if (cache == nullptr) {
     keys = k;
     values = v;
     if (T > 1) mask = CausalMask(0, T, T, x.device());  // (T, T)
   } else {
-    KvCache& cache = *rows.cache;
-    const auto& lens = cache.lengths();
-    const int64_t r0 = rows.row_begin;
-    torch::Tensor k_rows = cache.k(layer).narrow(0, r0, B);  // (B, H, cap, D)
-    torch::Tensor v_rows = cache.v(layer).narrow(0, r0, B);
-    const int64_t p0 = lens[r0];
-    const bool uniform =
-        std::all_of(lens.begin() + r0, lens.begin() + r0 + B, [&](int64_t n) { return n == p0; });
-    if (uniform) {
-      k_rows.narrow(2, p0, T).copy_(k);
-      v_rows.narrow(2, p0, T).copy_(v);
-      keys = k_rows.narrow(2, 0, p0 + T);  // (B, H, P+T, D)
-      values = v_rows.narrow(2, 0, p0 + T);
-      if (T > 1) mask = CausalMask(p0, T, p0 + T, x.device());  // (T, P+T)
-    } else {
-      // Unequal cached lengths (batched decode, or suffixes after prefixes
-      // of different lengths): row b writes its T keys at len_b..len_b+T-1
-      // and its query t sees keys 0..len_b+t.
-      std::vector<int64_t> row_lens(lens.begin() + r0, lens.begin() + r0 + B);
-      const int64_t k_len = *std::max_element(row_lens.begin(), row_lens.end()) + T;
-      TORCH_CHECK(k_len <= cache.capacity(), "KV cache rows overflow: ", k_len, " > ",
-                  cache.capacity());
-      auto opts = torch::TensorOptions(torch::kLong).device(x.device());
-      auto len_t = torch::tensor(row_lens, torch::kLong).to(x.device());  // (B,)
-      auto write_pos = len_t.unsqueeze(1) + torch::arange(T, opts);       // (B, T)
-      auto row_idx = torch::arange(B, opts).unsqueeze(1);                 // (B, 1)
-      using torch::indexing::Slice;
-      k_rows.index_put_({row_idx, Slice(), write_pos}, k.transpose(1, 2));  // (B, T, H, D)
-      v_rows.index_put_({row_idx, Slice(), write_pos}, v.transpose(1, 2));
-      keys = k_rows.narrow(2, 0, k_len);  // (B, H, Tk, D)
-      values = v_rows.narrow(2, 0, k_len);
-      auto key_pos = torch::arange(k_len, opts);  // (Tk,)
-      mask = (key_pos.view({1, 1, k_len}) <= write_pos.unsqueeze(2))
-                 .view({B, 1, T, k_len});  // (B, 1, T, Tk)
+    using torch::indexing::Slice;
+    const int64_t P = cache->cache->page_size();
+    // Gathers each row's pages of one layer: (B, H, k_len, D).
+    auto read = [&](const torch::Tensor& pages) {  // (N, H, P, D)
+      return pages.index_select(0, cache->read_pages)
+          .view({B, cache->n_pages, H, P, D})
+          .permute({0, 2, 1, 3, 4})
+          .reshape({B, H, cache->n_pages * P, D})
+          .narrow(2, 0, cache->k_len);
+    };
+    torch::Tensor k_pages = cache->cache->k_pages(layer);
+    torch::Tensor v_pages = cache->cache->v_pages(layer);
+    k_pages.index_put_({cache->write_pages, Slice(), cache->write_offsets},
+                       k.transpose(1, 2));  // (B, T, H, D)
+    v_pages.index_put_({cache->write_pages, Slice(), cache->write_offsets}, v.transpose(1, 2));
+#ifdef NANOSERVE_WITH_CUDA
+    if (cache->table.defined()) {  // the pages read in place, no gather
+      torch::Tensor y = cuda::PagedAttention(qkv_all.reshape({B * T, 3 * C}), k_pages, v_pages,
+                                             cache->table, cache->table_rows, cache->query_lens,
+                                             cache->splits);  // (B * T, C)
+      return Linear(y.view({B, T, C}), block.c_proj_w, block.c_proj_b);
     }
+#endif
+    // A fresh prompt attends to its own new keys only: no gather.
+    keys = cache->fresh ? k : read(k_pages);
+    values = cache->fresh ? v : read(v_pages);
+    mask = cache->mask;
   }
   torch::Tensor y = Attention(options_.attention, q, keys, values, mask);  // (B, H, T, D)
   y = y.transpose(1, 2).contiguous().view({B, T, C});
@@ -163,11 +258,14 @@ torch::Tensor Gpt2Model::Forward(const torch::Tensor& ids, const torch::Tensor& 
   torch::Tensor x = wte_.index_select(0, dev_ids.reshape(-1)) +
                     wpe_.index_select(0, dev_pos.reshape(-1));  // (B*T, C)
   x = x.view({B, T, C});
+  std::optional<CacheAccess> cache;
+  if (rows.cache != nullptr) cache = PrepareCache(rows, B, T, options_.device);
   const double eps = config_.layer_norm_epsilon;
   for (size_t l = 0; l < blocks_.size(); ++l) {
     const Block& b = blocks_[l];
     x = x + AttentionForward(b, static_cast<int64_t>(l),
-                             torch::layer_norm(x, {C}, b.ln_1_w, b.ln_1_b, eps), rows);
+                             torch::layer_norm(x, {C}, b.ln_1_w, b.ln_1_b, eps),
+                             cache ? &*cache : nullptr);
     x = x + MlpForward(b, torch::layer_norm(x, {C}, b.ln_2_w, b.ln_2_b, eps));
   }
   if (rows.cache != nullptr) {

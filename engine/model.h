@@ -3,9 +3,9 @@
 // and an lm_head tied to the token embedding.
 //
 // Forward runs only the tokens it is given. With a KvCache their keys and
-// values are appended in place to the cache rows and attention covers the
-// cached tokens too (Part B); without one, the tokens are the whole sequence
-// (Part A's plain loop).
+// values are written into the rows' pages and attention covers the cached
+// tokens too, read through the block tables (Part B); without one, the tokens are the whole
+// sequence (Part A's plain loop).
 //
 // Thread safety: Forward is const on the weights but writes the cache it is
 // given; concurrent calls need distinct caches.
@@ -61,7 +61,9 @@ class Gpt2Model {
   // Without a cache (rows.cache == nullptr) attention is causal over the T
   // tokens (square mask). With a cache, rows [row_begin, row_begin + B) are
   // used: each row's keys/values are written at positions length..length+T-1
-  // and its length grows by T; query t of a row attends to the row's first
+  // into its pages (allocated, or copied where shared, first: see
+  // BlockTables::PrepareWrite; throws if the pool has no room) and its
+  // length grows by T; query t of a row attends to the row's first
   // length + t + 1 keys (a rectangular causal mask; for rows of equal length
   // one (T, length + T) mask, for unequal lengths a per-row key mask, e.g.
   // batched decode with T == 1). The caller gives the matching positions
@@ -94,9 +96,13 @@ class Gpt2Model {
   Gpt2Model(const Gpt2Config& config, const ModelOptions& options)
       : config_(config), options_(options) {}
 
+  struct CacheAccess;
+  // Makes room in the cache rows for T more tokens each and says where
+  // every layer writes and reads them. Throws when the pool is full.
+  CacheAccess PrepareCache(const CacheRows& rows, int64_t B, int64_t T, torch::Device device) const;
   // x: (B, T, C) -> (B, T, C); layer `l` of the cache rows, if any.
   torch::Tensor AttentionForward(const Block& block, int64_t layer, const torch::Tensor& x,
-                                 const CacheRows& rows) const;
+                                 const CacheAccess* cache) const;
   torch::Tensor MlpForward(const Block& block, const torch::Tensor& x) const;
 
   Gpt2Config config_;

@@ -149,10 +149,9 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
     if (!match.ok()) return false;
     absl::Cleanup release = [&] { store_.Release(match->lease_id).IgnoreError(); };
     if (match->matched_tokens == length) continue;  // cached already
-    cache.set_length(row, 0);
+    cache.Reset(row);
     const PrefixStore::LeasedRow load{row, match->lease_id, match->matched_tokens};
-    if (!StoreCall(result, [&] { return store_.Load({load}, cache.rows()); }).ok()) return false;
-    cache.set_length(row, match->matched_tokens);
+    if (!StoreCall(result, [&] { return store_.Load({load}, cache.tables()); }).ok()) return false;
     PrefixStore::RowTokens store{row, prefix};
     store.cache_salt = batch.salt(r);
     if (store_.UsesBaseLeases()) {
@@ -164,7 +163,7 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
     result.computed_tokens += length - cache.length(row);
     PrefillRow(model_, cache, row, prefix, chunk_);
     auto stored =
-        StoreCall(result, [&] { return store_.Store({store}, cache.rows(), /*pin=*/false, ""); });
+        StoreCall(result, [&] { return store_.Store({store}, cache.tables(), /*pin=*/false, ""); });
     if (!stored.ok()) return false;
   }
   return true;
@@ -179,11 +178,11 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefi
     if (!match.ok()) return false;
     loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens});
   }
-  if (!StoreCall(result, [&] { return store_.Load(loads, cache.rows()); }).ok()) return false;
-  for (const auto& load : loads) {
-    cache.set_length(load.row, load.tokens);
-    result.reused_tokens[load.row] = load.tokens;
+  if (!StoreCall(result, [&] { return store_.Load(loads, cache.tables()); }).ok()) {
+    for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);  // computed in full instead
+    return false;
   }
+  for (const auto& load : loads) result.reused_tokens[load.row] = load.tokens;
   return true;
 }
 
@@ -197,7 +196,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   result.stored.assign(n, {});
   const int64_t page_size = UsablePageSize(result);
   bool use_store = page_size > 0 && ComputeBranchPoints(batch, page_size, cache, result);
-  for (size_t r = 0; r < n; ++r) cache.set_length(r, 0);
+  for (size_t r = 0; r < n; ++r) cache.Reset(r);
   // The loaded prefixes stay pinned until the rows are stored: the store
   // then needs only what comes after them.
   std::vector<PrefixStore::LeasedRow> loads;
@@ -224,7 +223,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     stores.push_back(store);
   }
   auto stored = StoreCall(
-      result, [&] { return store_.Store(stores, cache.rows(), keep_leases, lease_holder); });
+      result, [&] { return store_.Store(stores, cache.tables(), keep_leases, lease_holder); });
   if (stored.ok()) result.stored = *std::move(stored);
   return result;
 }

@@ -10,8 +10,6 @@
 namespace nanoserve {
 namespace {
 
-using torch::indexing::Slice;
-
 constexpr int64_t kMaxDim = 65536;
 // Four sizes of up to kMaxDim would overflow int64 bytes; 1 TiB is absurd.
 constexpr int64_t kMaxPageBytes = int64_t{1} << 40;
@@ -43,56 +41,6 @@ absl::Status CheckIndices(absl::Span<const int32_t> pages, int64_t num_pages, bo
 
 torch::Tensor IndexTensor(absl::Span<const int32_t> pages, torch::Device device) {
   return torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong).to(device);
-}
-
-// Per token of the runs: row, position, page and offset, each (N,) int64 on
-// the rows' device.
-struct TokenIndex {
-  torch::Tensor row, position, page, offset;
-  int64_t size = 0;
-};
-
-absl::StatusOr<TokenIndex> IndexRuns(absl::Span<const PageRun> runs, const torch::Tensor& pages,
-                                     const RowsKv& rows, bool unique_pages) {
-  if (absl::Status s = CheckPages(pages); !s.ok()) return s;
-  if (rows.k.empty() || rows.k.size() != rows.v.size()) {
-    return absl::InvalidArgumentError("rows: K and V of every layer are needed");
-  }
-  const torch::Tensor& k0 = rows.k[0];
-  if (static_cast<int64_t>(rows.k.size()) != pages.size(1) || k0.dim() != 4 ||
-      k0.size(1) != pages.size(3) || k0.size(3) != pages.size(5)) {
-    return absl::InvalidArgumentError(absl::StrCat("rows of ", rows.k.size(), " layers x ",
-                                                   c10::str(k0.sizes()), " do not fit pages ",
-                                                   c10::str(pages.sizes())));
-  }
-  const int64_t page_size = pages.size(4), batch = k0.size(0), capacity = k0.size(2);
-  std::vector<int64_t> row, position, page, offset;
-  std::vector<int32_t> all_pages;
-  for (const PageRun& run : runs) {
-    const int64_t end = run.begin + static_cast<int64_t>(run.pages.size()) * page_size;
-    if (run.row < 0 || run.row >= batch || run.begin < 0 || end > capacity) {
-      return absl::InvalidArgumentError(absl::StrCat("run of row ", run.row, " positions [",
-                                                     run.begin, ", ", end, ") outside ", batch,
-                                                     " rows of ", capacity));
-    }
-    all_pages.insert(all_pages.end(), run.pages.begin(), run.pages.end());
-    for (size_t i = 0; i < run.pages.size(); ++i) {
-      for (int64_t j = 0; j < page_size; ++j) {
-        row.push_back(run.row);
-        position.push_back(run.begin + static_cast<int64_t>(i) * page_size + j);
-        page.push_back(run.pages[i]);
-        offset.push_back(j);
-      }
-    }
-  }
-  if (absl::Status s = CheckIndices(all_pages, pages.size(0), unique_pages); !s.ok()) return s;
-  auto on_device = [&](const std::vector<int64_t>& v) {
-    return torch::tensor(v, torch::kLong).to(k0.device());
-  };
-  return TorchResult("page index", [&] {
-    return TokenIndex{on_device(row), on_device(position), on_device(page), on_device(offset),
-                      static_cast<int64_t>(row.size())};
-  });
 }
 
 }  // namespace
@@ -139,55 +87,6 @@ absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pag
     return absl::ResourceExhaustedError(pages.status().message());
   }
   return pages;
-}
-
-absl::Status LoadRuns(const torch::Tensor& pages, absl::Span<const PageRun> runs,
-                      const RowsKv& rows) {
-  absl::StatusOr<TokenIndex> index = IndexRuns(runs, pages, rows, /*unique_pages=*/false);
-  if (!index.ok()) return index.status();
-  return RunTorch("loading KV pages into rows", [&] {
-    // Layer by layer: the gathered copy is one layer's (N, 2, H, D).
-    for (size_t l = 0; index->size > 0 && l < rows.k.size(); ++l) {
-      torch::Tensor kv = pages.select(1, static_cast<int64_t>(l))
-                             .index({index->page.to(pages.device()), Slice(), Slice(),
-                                     index->offset.to(pages.device())})
-                             .to(rows.k[l].device(), rows.k[l].scalar_type());
-      torch::Tensor k = rows.k[l], v = rows.v[l];
-      k.index_put_({index->row, Slice(), index->position}, kv.select(1, 0));
-      v.index_put_({index->row, Slice(), index->position}, kv.select(1, 1));
-    }
-  });
-}
-
-absl::Status StoreRuns(const RowsKv& rows, absl::Span<const PageRun> runs,
-                       const torch::Tensor& pages) {
-  absl::StatusOr<TokenIndex> index = IndexRuns(runs, pages, rows, /*unique_pages=*/true);
-  if (!index.ok()) return index.status();
-  if (index->size == 0) return absl::OkStatus();
-  return RunTorch("storing KV rows into pages", [&] {
-    std::vector<torch::Tensor> layers;
-    for (size_t l = 0; l < rows.k.size(); ++l) {
-      layers.push_back(torch::stack({rows.k[l].index({index->row, Slice(), index->position}),
-                                     rows.v[l].index({index->row, Slice(), index->position})},
-                                    1));  // (N, 2, H, D)
-    }
-    torch::Tensor kv = torch::stack(layers, 1).to(pages.device(), pages.scalar_type());
-    torch::Tensor out = pages;  // (N, L, 2, H, D) into (n, L, 2, H, P, D)
-    out.index_put_({index->page.to(pages.device()), Slice(), Slice(), Slice(),
-                    index->offset.to(pages.device())},
-                   kv);
-  });
-}
-
-absl::StatusOr<torch::Tensor> StageRowPages(const RowsKv& rows, const PageLayout& layout,
-                                            int64_t row, int64_t begin, int64_t n_pages,
-                                            torch::Device device) {
-  absl::StatusOr<torch::Tensor> staged = EmptyPages(layout, n_pages, device);
-  if (!staged.ok()) return staged.status();
-  PageRun run{row, begin, {}};
-  for (int32_t i = 0; i < n_pages; ++i) run.pages.push_back(i);
-  if (absl::Status s = StoreRuns(rows, {run}, *staged); !s.ok()) return s;
-  return staged;
 }
 
 absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<const int32_t> pages,

@@ -5,15 +5,10 @@
 //
 //   pages: (n, n_layer, 2, n_head, page_size, head_dim)      // 2 = K, V
 //
-// in the layout's dtype: the KV store's pool is such a tensor (n = its page
-// count), and so is a run of pages staged for the wire, where it is exactly
-// its bytes in C order (page after page). The engine keeps a batch's K/V in
-// rows instead (RowsKv: per layer K and V of shape (B, n_head, capacity,
-// head_dim)); LoadRuns and StoreRuns move whole pages between the two, for
-// many rows in one gather or scatter per layer.
-//
-// This module is the only code that knows the page layout: the pool, the
-// store's service, its client and the engine's prefix prefill call it.
+// in the layout's dtype: every KV pool is such a tensor (n = its page
+// count; the engine's sequences read and write theirs through block tables,
+// kv_store/block_tables.h), and so is a run of pages staged for the wire,
+// where it is exactly its bytes in C order (page after page).
 //
 // Errors: INVALID_ARGUMENT for a tensor or page list that does not fit the
 // layout (no data is changed then); LibTorch failures map as RunTorch says
@@ -66,41 +61,6 @@ struct PageLayout {
 // RESOURCE_EXHAUSTED if the device cannot hold them.
 absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pages,
                                          torch::Device device);
-
-// ---- pages <-> rows ----
-
-// A batch's K/V in rows: per layer l, k[l] and v[l] are (B, n_head,
-// capacity, head_dim). The spans must outlive the call.
-struct RowsKv {
-  absl::Span<const torch::Tensor> k;
-  absl::Span<const torch::Tensor> v;
-};
-
-// Positions [begin, begin + pages.size() * page_size) of row `row` are held
-// by `pages` (page i: positions begin + i * page_size, ...).
-struct PageRun {
-  int64_t row = 0;
-  int64_t begin = 0;
-  std::vector<int32_t> pages;
-};
-
-// Pages -> rows: copies each run's pages of `pages` into its row positions.
-// The rows' dtype wins (pages are converted). INVALID_ARGUMENT if `pages` is
-// not 6-D, a page is out of range, a run passes a row's capacity, or the
-// geometry of pages and rows differ.
-absl::Status LoadRuns(const torch::Tensor& pages, absl::Span<const PageRun> runs,
-                      const RowsKv& rows);
-
-// Rows -> pages (written in place, converted to their dtype). The same
-// errors as LoadRuns, and a page listed twice.
-absl::Status StoreRuns(const RowsKv& rows, absl::Span<const PageRun> runs,
-                       const torch::Tensor& pages);
-
-// Positions [begin, begin + n_pages * page_size) of one row as a new run of
-// pages on `device` (e.g. the CPU, to send them).
-absl::StatusOr<torch::Tensor> StageRowPages(const RowsKv& rows, const PageLayout& layout,
-                                            int64_t row, int64_t begin, int64_t n_pages,
-                                            torch::Device device);
 
 // ---- pages of a pool <-> a staged run ----
 

@@ -29,6 +29,9 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(const PagePoolOptions
         absl::StrCat("PagePool: cannot allocate ", num_pages * page_bytes, " bytes on ",
                      options.device.str(), ": ", storage.status().message()));
   }
+  // Zeros, not garbage: attention over a padded block table reads pages no
+  // sequence wrote, and masked weights times NaN would still be NaN.
+  storage->zero_();
   return std::unique_ptr<PagePool>(new PagePool(options, *std::move(storage)));
 }
 

@@ -65,8 +65,8 @@ class PagePool {
   int64_t num_pages() const { return static_cast<int64_t>(is_free_.size()); }
   int64_t num_free() const { return static_cast<int64_t>(free_list_.size()); }
 
-  // (num_pages, n_layer, 2, n_head, page_size, head_dim). The contents of a
-  // page are undefined until someone writes them.
+  // (num_pages, n_layer, 2, n_head, page_size, head_dim). Zeros at
+  // creation; a page holds what its last owner wrote.
   const torch::Tensor& storage() const { return storage_; }
 
   // Takes `n` pages off the free list (lowest indices first on a fresh pool).

@@ -221,6 +221,22 @@ absl::StatusOr<std::vector<int32_t>> PrefixCache::LeasedPages(uint64_t lease_id,
   return pages;
 }
 
+absl::StatusOr<PrefixCache::MatchResult> PrefixCache::ShareLease(uint64_t lease_id,
+                                                                 absl::string_view caller,
+                                                                 absl::string_view holder) {
+  absl::MutexLock lock(&mu_);
+  const Lease* lease = FindLeaseLocked(lease_id, caller);
+  if (lease == nullptr) {
+    return absl::NotFoundError(absl::StrCat("ShareLease: no lease ", lease_id));
+  }
+  Tree::Node* node = lease->node;  // `lease` dangles once a lease is added
+  MatchResult result;
+  Tree::AppendPathValues(node, &result.pages);
+  result.matched_tokens = static_cast<int64_t>(result.pages.size()) * page_size_;
+  result.lease_id = NewLeaseLocked(node, caller, holder);
+  return result;
+}
+
 absl::Status PrefixCache::RenewLease(uint64_t lease_id, absl::string_view caller, absl::Time now) {
   absl::MutexLock lock(&mu_);
   const Lease* lease = FindLeaseLocked(lease_id, caller);

@@ -195,6 +195,12 @@ class PrefixCache {
                                                    absl::string_view caller = "") const
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // A second lease, of `caller` and `holder` (empty: the caller alone), on
+  // the path lease `lease_id` pins, with that path's pages: the path stays
+  // pinned until both leases are released. NOT_FOUND as LeasedPages.
+  absl::StatusOr<MatchResult> ShareLease(uint64_t lease_id, absl::string_view caller = "",
+                                         absl::string_view holder = "") ABSL_LOCKS_EXCLUDED(mu_);
+
   // Restarts a lease's time to live at `now`. NOT_FOUND for an unknown id or
   // a lease `caller` may not use.
   absl::Status RenewLease(uint64_t lease_id, absl::string_view caller = "",

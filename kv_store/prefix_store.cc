@@ -16,10 +16,19 @@ absl::StatusOr<PrefixStore::Match> LocalPrefixStore::MatchPrefix(absl::Span<cons
   return Match{m.matched_tokens, m.lease_id};
 }
 
-absl::Status LocalPrefixStore::Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) {
-  std::vector<PageRun> runs;
+absl::Status LocalPrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTables& rows) {
+  const bool in_place = &rows.pool() == cache_;
+  if (!in_place && rows.pool().options().pool.layout != cache_->options().pool.layout) {
+    return absl::InvalidArgumentError("Load: the rows' pool has another page layout");
+  }
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
+    if (in_place) {
+      if (absl::Status s = rows.AttachLease(load.row, load.lease_id, load.tokens); !s.ok()) {
+        return s;
+      }
+      continue;
+    }
     absl::StatusOr<std::vector<int32_t>> pages = cache_->LeasedPages(load.lease_id);
     if (!pages.ok()) return pages.status();
     const int64_t n = load.tokens / cache_->page_size();
@@ -29,9 +38,15 @@ absl::Status LocalPrefixStore::Load(absl::Span<const LeasedRow> loads, const Row
                                                      " tokens"));
     }
     pages->resize(n);
-    runs.push_back({load.row, 0, *std::move(pages)});
+    if (absl::Status s = rows.PrepareWrite(load.row, 0, load.tokens); !s.ok()) return s;
+    const std::vector<int32_t> dst(rows.pages(load.row).begin(), rows.pages(load.row).begin() + n);
+    absl::StatusOr<torch::Tensor> staged =
+        ReadPages(cache_->storage(), *pages, rows.storage().device());
+    if (!staged.ok()) return staged.status();
+    if (absl::Status s = WritePages(rows.storage(), dst, *staged); !s.ok()) return s;
+    rows.set_length(load.row, load.tokens);
   }
-  return LoadRuns(cache_->storage(), runs, rows);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<torch::Tensor> LocalPrefixStore::ReadLeased(uint64_t lease_id,
@@ -42,78 +57,71 @@ absl::StatusOr<torch::Tensor> LocalPrefixStore::ReadLeased(uint64_t lease_id,
 }
 
 absl::StatusOr<std::vector<PrefixStore::Stored>> LocalPrefixStore::Store(
-    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin,
+    absl::Span<const RowTokens> stores, BlockTables& rows, bool pin,
     absl::string_view lease_holder) {
   const int64_t page_size = cache_->page_size();
+  const bool in_place = &rows.pool() == cache_;
+  if (!in_place && rows.pool().options().pool.layout != cache_->options().pool.layout) {
+    return absl::InvalidArgumentError("Store: the rows' pool has another page layout");
+  }
   std::vector<Stored> out(stores.size());
-  struct Pending {
-    size_t index;                   // into stores
-    PrefixCache::MatchResult held;  // what the tree holds now, pinned
-    std::vector<int32_t> pages;     // caller-held until inserted
-  };
-  std::vector<Pending> pending;
-  auto drop_pending = [&] {
-    for (Pending& p : pending) {
-      cache_->Release(p.held.lease_id).IgnoreError();
-      if (!p.pages.empty()) cache_->FreePages(p.pages).IgnoreError();
-    }
-    pending.clear();
-  };
   bool succeeded = false;
   absl::Cleanup cleanup = [&] {
-    drop_pending();
     if (succeeded) return;
     for (const Stored& s : out) cache_->Release(s.lease_id).IgnoreError();
   };
-  // Writes the pending rows' new pages in one scatter and inserts them.
-  auto flush = [&]() -> absl::Status {
-    std::vector<PageRun> runs;
-    for (const Pending& p : pending) {
-      if (!p.pages.empty()) runs.push_back({stores[p.index].row, p.held.matched_tokens, p.pages});
+  for (size_t i = 0; i < stores.size(); ++i) {
+    const RowTokens& store = stores[i];
+    const int64_t n = static_cast<int64_t>(store.tokens.size());
+    if (n % page_size != 0 || n > rows.length(store.row)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Store: ", n, " tokens of row ", store.row, " (", rows.length(store.row),
+                       " cached) are not whole pages of ", page_size));
     }
-    if (absl::Status s = StoreRuns(rows, runs, cache_->storage()); !s.ok()) return s;
-    for (Pending& p : pending) {
-      const absl::Span<const int32_t> tokens = stores[p.index].tokens;
-      std::vector<int32_t> all_pages = p.held.pages;
-      all_pages.insert(all_pages.end(), p.pages.begin(), p.pages.end());
+    if (n == 0) continue;
+    const std::vector<int32_t> row_pages(rows.pages(store.row).begin(),
+                                         rows.pages(store.row).begin() + n / page_size);
+    std::vector<int32_t> pages;  // what Insert gets: the tree's, then caller-held
+    if (in_place) {
+      pages = row_pages;
+    } else {
+      PrefixCache::MatchResult held = cache_->Match(store.tokens, store.cache_salt);
+      absl::Cleanup release = [&] { cache_->Release(held.lease_id).IgnoreError(); };
+      const int64_t cached = held.matched_tokens / page_size;
+      absl::StatusOr<std::vector<int32_t>> fresh = cache_->AllocatePages(n / page_size - cached);
+      if (!fresh.ok()) continue;  // no room: not stored
+      absl::Cleanup free_fresh = [&] { cache_->FreePages(*fresh).IgnoreError(); };
+      const std::vector<int32_t> from(row_pages.begin() + cached, row_pages.end());
+      absl::StatusOr<torch::Tensor> staged =
+          ReadPages(rows.storage(), from, cache_->storage().device());
+      if (!staged.ok()) return staged.status();
+      if (absl::Status s = WritePages(cache_->storage(), *fresh, *staged); !s.ok()) return s;
+      pages = held.pages;
+      pages.insert(pages.end(), fresh->begin(), fresh->end());
       absl::StatusOr<PrefixCache::InsertResult> inserted =
-          cache_->Insert(tokens, all_pages, stores[p.index].cache_salt, "", lease_holder);
+          cache_->Insert(store.tokens, pages, store.cache_salt, "", lease_holder);
       if (!inserted.ok()) return inserted.status();
-      p.pages.clear();  // adopted (or freed as duplicates) by the tree
+      std::move(free_fresh).Cancel();  // adopted (or freed as duplicates) by the tree
       if (!pin) {
         cache_->Release(inserted->lease_id).IgnoreError();
         inserted->lease_id = kNoLease;
       }
-      out[p.index] = {inserted->lease_id, static_cast<int64_t>(tokens.size()),
-                      inserted->inserted_tokens};
+      out[i] = {inserted->lease_id, n, inserted->inserted_tokens};
+      continue;
     }
-    drop_pending();
-    return absl::OkStatus();
-  };
-  for (size_t i = 0; i < stores.size(); ++i) {
-    const int64_t n = static_cast<int64_t>(stores[i].tokens.size());
-    if (n % page_size != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Store: ", n, " tokens is not a multiple of page_size ", page_size));
-    }
-    if (n == 0) continue;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      Pending p{i, cache_->Match(stores[i].tokens, stores[i].cache_salt), {}};
-      absl::StatusOr<std::vector<int32_t>> pages =
-          cache_->AllocatePages((n - p.held.matched_tokens) / page_size);
-      if (pages.ok()) {
-        p.pages = *std::move(pages);
-        pending.push_back(std::move(p));
-        break;
-      }
-      cache_->Release(p.held.lease_id).IgnoreError();
-      // No room while earlier rows hold theirs: store those, then try once
-      // more. Still no room: this row is not stored.
-      if (pending.empty()) break;
-      if (absl::Status s = flush(); !s.ok()) return s;
+    absl::StatusOr<PrefixCache::InsertResult> inserted =
+        cache_->Insert(store.tokens, pages, store.cache_salt, "", lease_holder);
+    if (!inserted.ok()) return inserted.status();
+    // The row reads the tree's pages now, under the insert's lease.
+    rows.AdoptInserted(store.row, inserted->pages, inserted->lease_id);
+    out[i] = {kNoLease, n, inserted->inserted_tokens};
+    if (pin) {
+      absl::StatusOr<PrefixCache::MatchResult> mine =
+          cache_->ShareLease(inserted->lease_id, "", lease_holder);
+      if (!mine.ok()) return mine.status();
+      out[i].lease_id = mine->lease_id;
     }
   }
-  if (absl::Status s = flush(); !s.ok()) return s;
   succeeded = true;
   return out;
 }

@@ -6,9 +6,14 @@
 // A caller that prefills a prompt:
 //   1. MatchPrefix(tokens): the longest cached whole-page prefix, pinned by a
 //      lease;
-//   2. Load: copies the leased pages into rows of its K/V (page_layout.h);
+//   2. Load: the leased pages become the start of rows of its block tables
+//      (kv_store/block_tables.h): read in place when the rows' pool is the
+//      store's own (a LocalPrefixStore over that pool), else copied into
+//      pages of the rows' pool;
 //   3. computes the rest into its rows, then Store: caches the rows' whole
-//      pages that the store lacks and returns a lease on each stored path;
+//      pages that the store lacks (the rows' own pages are adopted by the
+//      tree in place, or copied to the store) and returns a lease on each
+//      stored path;
 //   4. Release every lease it got.
 // A lease pins its pages: they are neither evicted nor changed while it
 // lives. kNoLease (0) pins nothing.
@@ -34,6 +39,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "kv_store/block_tables.h"
 #include "kv_store/page_layout.h"
 #include "kv_store/prefix_cache.h"
 
@@ -76,6 +82,11 @@ class PrefixStore {
   // The store's page layout. Its page_size is the unit of matching.
   virtual absl::StatusOr<PageLayout> Layout() = 0;
 
+  // The pool whose pages the store's tree holds, if rows may share it (a
+  // store in this process): rows over it read and become the tree's pages
+  // in place. Null for a store elsewhere (its pages are copied).
+  virtual PrefixCache* SharedPool() { return nullptr; }
+
   // True if Store uses RowTokens' base leases. A caller then keeps the
   // leases it loaded rows from until it stores them; otherwise it releases
   // them after loading, so that those pages stay evictable meanwhile.
@@ -86,9 +97,9 @@ class PrefixStore {
   virtual absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                             absl::string_view cache_salt) = 0;
 
-  // Copies each leased prefix into its row. The rows' lengths are the
-  // caller's to set.
-  virtual absl::Status Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) = 0;
+  // Each leased prefix becomes the start of its (empty) row, whose length
+  // becomes the prefix's tokens. The caller still releases the leases.
+  virtual absl::Status Load(absl::Span<const LeasedRow> loads, BlockTables& rows) = 0;
 
   // The pages a lease pins, as a run of pages on `device`
   // (page_layout.h): (n, n_layer, 2, n_head, page_size, head_dim).
@@ -103,7 +114,7 @@ class PrefixStore {
   // make room for a later one). A store that has no room for a row does not
   // store it (stored_tokens 0), which is not an error.
   virtual absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores,
-                                                    const RowsKv& rows, bool pin,
+                                                    BlockTables& rows, bool pin,
                                                     absl::string_view lease_holder) = 0;
 
   // Ends a lease. kNoLease does nothing. NOT_FOUND for an unknown id.
@@ -114,9 +125,10 @@ class PrefixStore {
   virtual absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) = 0;
 };
 
-// A PrefixStore over a PrefixCache in this process. Pages are copied between
-// the cache's pool and the rows in one gather or scatter per layer for a
-// whole batch.
+// A PrefixStore over a PrefixCache in this process. When the rows' pool is
+// that cache, nothing is copied: Load points rows at the tree's pages and
+// Store lets the tree adopt the rows' own pages. Rows over another pool
+// (same layout) are copied page by page, one gather per call.
 class LocalPrefixStore : public PrefixStore {
  public:
   // `cache` is not owned and must outlive the store.
@@ -125,17 +137,18 @@ class LocalPrefixStore : public PrefixStore {
   PrefixCache& cache() { return *cache_; }
 
   absl::StatusOr<PageLayout> Layout() override;
+  PrefixCache* SharedPool() override { return cache_; }
   bool UsesBaseLeases() const override { return false; }
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                     absl::string_view cache_salt) override;
-  absl::Status Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) override;
+  absl::Status Load(absl::Span<const LeasedRow> loads, BlockTables& rows) override;
   absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
-  // Matches each row again (ignoring base leases), so that only pages the
-  // tree lacks right now are allocated. Rows are written in one scatter; when
-  // the pool runs out of room, the rows gathered so far are written and
-  // inserted first (without `pin`, their pages then become evictable), and
-  // the row is tried once more.
-  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, const RowsKv& rows,
+  // Ignores base leases. Rows over this cache's pool: the tree adopts the
+  // rows' own pages of each prefix it lacks (duplicates of what it holds
+  // are freed) and the rows read the tree's pages from then on, pinned by
+  // leases of their own. Rows over another pool: pages the tree lacks are
+  // allocated here and copied; a row that finds no room is not stored.
+  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, BlockTables& rows,
                                             bool pin, absl::string_view lease_holder) override;
   absl::Status Release(uint64_t lease_id) override;
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;

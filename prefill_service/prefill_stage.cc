@@ -88,14 +88,20 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
     if (!handed_over) Abandon(outcome);
   };
   const absl::Time start = absl::Now();
-  absl::StatusOr<KvCache> cache = TorchResult("prefill", [&] {
-    return KvCache(model.config(), n, longest, model.options().dtype, model.options().device);
+  // Rows over the store's own pool when it is in this process (prefix hits
+  // read in place), else over a pool of their own.
+  PrefixCache* shared = store_ != nullptr ? store_->SharedPool() : nullptr;
+  absl::StatusOr<std::unique_ptr<KvCache>> cache = TorchResult("prefill", [&] {
+    return shared != nullptr
+               ? std::make_unique<KvCache>(shared, n, longest)
+               : std::make_unique<KvCache>(model.config(), n, longest, model.options().dtype,
+                                           model.options().device);
   });
   if (!cache.ok()) return cache.status();
   std::vector<torch::Tensor> logits;
   if (store_ == nullptr) {
     absl::StatusOr<std::vector<torch::Tensor>> computed = TorchResult(
-        "prefill", [&] { return PrefillBatch(model, *cache, tokens, options_.prefill_chunk); });
+        "prefill", [&] { return PrefillBatch(model, **cache, tokens, options_.prefill_chunk); });
     if (!computed.ok()) return computed.status();
     logits = *std::move(computed);
     for (const auto& t : tokens) outcome.computed_tokens += static_cast<int64_t>(t.size());
@@ -103,7 +109,7 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   } else {
     absl::StatusOr<PrefixPrefillResult> result =
         PrefixPrefill(model, *store_, options_.prefill_chunk)
-            .Run(tokens, *cache, /*keep_leases=*/true, salts, lease_holder);
+            .Run(tokens, **cache, /*keep_leases=*/true, salts, lease_holder);
     if (!result.ok()) return result.status();
     for (int64_t r = 0; r < n; ++r) {
       outcome.prompts[r].lease_id = result->stored[r].lease_id;

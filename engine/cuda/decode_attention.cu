@@ -1,5 +1,5 @@
-// Decode attention over a contiguous per-row KV cache, split over the key
-// length (flash-decoding): DecodeAttentionSplitKernel computes, for one
+// Decode attention over paged K/V (each row's block table), split over the
+// key length (flash-decoding): DecodeAttentionSplitKernel computes, for one
 // (head, row, key range), the range's max score m, sum of exp(score - m) l
 // and the weighted sum of values acc; DecodeAttentionCombineKernel merges the
 // ranges of a (head, row) into the output.
@@ -60,9 +60,18 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
   const T* q = row + h * D;
   const T* k_new = row + C + h * D;
   const T* v_new = row + 2 * C + h * D;
-  const int64_t head_offset = (static_cast<int64_t>(b) * p.heads + h) * p.capacity * D;
-  T* k_cache = static_cast<T*>(p.k_cache) + head_offset;  // (capacity, D)
-  T* v_cache = static_cast<T*>(p.v_cache) + head_offset;
+  // Key j of this (row, head): its page from the block table, then offset.
+  const int32_t* table =
+      p.block_table +
+      static_cast<int64_t>(p.table_row != nullptr ? p.table_row[b] : b) * p.max_pages;
+  const int own = p.append ? L : -1;  // the key taken from qkv, if any
+  const int64_t head_offset = static_cast<int64_t>(h) * p.page_size * D;
+  auto at = [&](const int j) {
+    return table[j / p.page_size] * p.page_stride + head_offset +
+           static_cast<int64_t>(j % p.page_size) * D;
+  };
+  T* k_pages = static_cast<T*>(p.k_pages);
+  T* v_pages = static_cast<T*>(p.v_pages);
 
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float p_s[kThreads];
@@ -71,10 +80,11 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
   for (int d = threadIdx.x; d < D; d += kThreads) q_s[d] = ToFloat(q[d]) * p.scale;
   // The block holding position L stores the new key and value; every block
   // reads key L from qkv, so no block waits for this write.
-  if (begin <= L && L < end) {
+  if (p.append && begin <= L && L < end) {
+    const int64_t new_at = at(L);
     for (int d = threadIdx.x; d < D; d += kThreads) {
-      k_cache[static_cast<int64_t>(L) * D + d] = k_new[d];
-      v_cache[static_cast<int64_t>(L) * D + d] = v_new[d];
+      k_pages[new_at + d] = k_new[d];
+      v_pages[new_at + d] = v_new[d];
     }
   }
   __syncthreads();
@@ -88,7 +98,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
     const int j = tile + threadIdx.x;
     float score = -INFINITY;
     if (j < end) {
-      score = Dot<T, kD>(q_s, j == L ? k_new : k_cache + static_cast<int64_t>(j) * D, D);
+      score = Dot<T, kD>(q_s, j == own ? k_new : k_pages + at(j), D);
     }
     const float m_new = fmaxf(m, BlockReduce<true>(score, scratch));
     const float weight = j < end ? __expf(score - m_new) : 0.0f;
@@ -106,13 +116,13 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
           const int key = tile + jj + u * groups;
-          const T* v = key == L ? v_new : v_cache + static_cast<int64_t>(key) * D;
+          const T* v = key == own ? v_new : v_pages + at(key);
           part[u] += p_s[jj + u * groups] * ToFloat(v[dim]);
         }
       }
       for (; jj < n; jj += groups) {
         const int key = tile + jj;
-        const T* v = key == L ? v_new : v_cache + static_cast<int64_t>(key) * D;
+        const T* v = key == own ? v_new : v_pages + at(key);
         part[0] += p_s[jj] * ToFloat(v[dim]);
       }
 #pragma unroll
@@ -172,7 +182,7 @@ size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head
 cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t stream) {
   if (p.batch <= 0) return cudaSuccess;
   if (p.heads <= 0 || p.head_dim <= 0 || p.head_dim > kMaxHeadDim || p.splits <= 0 ||
-      p.capacity <= 0) {
+      p.page_size <= 0 || p.max_pages <= 0 || p.page_stride <= 0) {
     return cudaErrorInvalidValue;
   }
   return DispatchDType(p.dtype, [&](auto zero) {

@@ -48,7 +48,14 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
     const double eps = config.layer_norm_epsilon;
     auto int_opts = torch::TensorOptions().dtype(torch::kInt).device(model.wte().device());
     std::vector<int32_t> lens(cache.lengths().begin(), cache.lengths().begin() + rows);
+    for (int64_t r = 0; r < rows; ++r) {  // room for the K/V the attention writes
+      const absl::Status room = cache.tables().PrepareWrite(r, lens[r], lens[r] + 1);
+      TORCH_CHECK(room.ok(), room.ToString());
+    }
     torch::Tensor lengths = torch::tensor(lens, torch::kInt).to(int_opts.device());
+    torch::Tensor table =
+        cache.tables().TableTensor(rows, cache.tables().max_pages()).to(int_opts.device());
+    torch::Tensor k_pages = cache.k_pages(0), v_pages = cache.v_pages(0);
     torch::Tensor ids = torch::zeros({rows}, int_opts);
     torch::Tensor x = torch::empty({rows, C}, model.wte().options());
     torch::Tensor h =
@@ -57,7 +64,7 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
     const int64_t splits =
         DecodeAttentionSplits(static_cast<int>(rows), static_cast<int>(config.n_head),
                               static_cast<int>(cache.capacity()), MultiprocessorCount());
-    torch::Tensor y = DecodeAttention(qkv, cache.k(0), cache.v(0), lengths, splits);
+    torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits);
     torch::Tensor a = torch::addmm(b.c_proj_b, y, b.c_proj_w);
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, true);
     torch::Tensor m = torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w);
@@ -72,8 +79,8 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
       EmbedLayerNorm(model.wte(), model.wpe(), ids, lengths, b.ln_1_w, b.ln_1_b, eps, x);
     });
     add("qkv: addmm (cuBLAS)", layers, [&] { torch::addmm(b.c_attn_b, h, b.c_attn_w); });
-    add("decode attention (fused, appends K/V)", layers,
-        [&] { DecodeAttention(qkv, cache.k(0), cache.v(0), lengths, splits); });
+    add("decode attention (fused, paged, appends K/V)", layers,
+        [&] { DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits); });
     add("attention proj: addmm (cuBLAS)", layers, [&] { torch::addmm(b.c_proj_b, y, b.c_proj_w); });
     add("residual add + LayerNorm (fused)", 2 * layers,
         [&] { AddLayerNorm(x, a, b.ln_2_w, b.ln_2_b, eps); });

@@ -95,21 +95,40 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
   return out;
 }
 
-torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
-                              torch::Tensor& v_cache, const torch::Tensor& lengths,
-                              int64_t splits) {
+namespace {
+
+// DecodeAttention and PagedAttention: `table_rows` undefined (query b uses
+// table row b) or (N,) int32; `append` as DecodeAttentionParams says.
+torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& k_pages,
+                                 const torch::Tensor& v_pages, const torch::Tensor& block_table,
+                                 const torch::Tensor& table_rows, const torch::Tensor& lengths,
+                                 int64_t splits, bool append) {
   CheckDense(qkv, qkv, "qkv");
-  CheckDense(k_cache, qkv, "k_cache");
-  CheckDense(v_cache, qkv, "v_cache");
-  TORCH_CHECK(k_cache.dim() == 4 && k_cache.sizes() == v_cache.sizes(),
-              "k_cache and v_cache must be (rows, H, capacity, D)");
-  const int64_t n = qkv.size(0), heads = k_cache.size(1), capacity = k_cache.size(2),
-                head_dim = k_cache.size(3);
+  TORCH_CHECK(k_pages.dim() == 4 && k_pages.sizes() == v_pages.sizes() &&
+                  k_pages.strides() == v_pages.strides(),
+              "k_pages and v_pages must be (num_pages, H, page_size, D) views alike");
+  TORCH_CHECK(k_pages.device() == qkv.device() && k_pages.scalar_type() == qkv.scalar_type(),
+              "k_pages must be on qkv's device in its dtype");
+  const int64_t n = qkv.size(0), heads = k_pages.size(1), page_size = k_pages.size(2),
+                head_dim = k_pages.size(3);
+  // Within a page, heads, positions and dimensions are dense.
+  TORCH_CHECK(k_pages.stride(3) == 1 && k_pages.stride(2) == head_dim &&
+                  k_pages.stride(1) == page_size * head_dim,
+              "k_pages must be dense within a page");
   TORCH_CHECK(qkv.dim() == 2 && qkv.size(1) == 3 * heads * head_dim, "qkv must be (N, 3C)");
-  TORCH_CHECK(n <= k_cache.size(0), "more rows than the cache holds");
-  TORCH_CHECK(
-      lengths.scalar_type() == torch::kInt && lengths.is_contiguous() && lengths.numel() == n,
-      "lengths must be (N,) contiguous int32");
+  TORCH_CHECK(block_table.scalar_type() == torch::kInt && block_table.dim() == 2 &&
+                  block_table.stride(1) == 1 && block_table.device() == qkv.device(),
+              "block_table must be (rows, max_pages) int32 on qkv's device, rows dense");
+  if (table_rows.defined()) {
+    TORCH_CHECK(table_rows.scalar_type() == torch::kInt && table_rows.is_contiguous() &&
+                    table_rows.numel() == n && table_rows.device() == qkv.device(),
+                "table_rows must be (N,) contiguous int32 on qkv's device");
+  } else {
+    TORCH_CHECK(block_table.size(0) >= n, "block_table has fewer rows than qkv");
+  }
+  TORCH_CHECK(lengths.scalar_type() == torch::kInt && lengths.is_contiguous() &&
+                  lengths.numel() == n && lengths.device() == qkv.device(),
+              "lengths must be (N,) contiguous int32 on qkv's device");
   TORCH_CHECK(splits >= 1, "splits must be >= 1");
   torch::Tensor out = torch::empty({n, heads * head_dim}, qkv.options());
   torch::Tensor workspace =
@@ -120,19 +139,41 @@ torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
   DecodeAttentionParams p;
   p.dtype = ElementType(qkv);
   p.qkv = qkv.data_ptr();
-  p.k_cache = k_cache.data_ptr();
-  p.v_cache = v_cache.data_ptr();
+  p.k_pages = k_pages.data_ptr();
+  p.v_pages = v_pages.data_ptr();
+  p.page_stride = k_pages.stride(0);
+  p.block_table = block_table.data_ptr<int32_t>();
+  p.table_row = table_rows.defined() ? table_rows.data_ptr<int32_t>() : nullptr;
+  p.append = append ? 1 : 0;
   p.lengths = lengths.data_ptr<int32_t>();
   p.out = out.data_ptr();
   p.workspace = workspace.data_ptr<float>();
   p.batch = static_cast<int>(n);
   p.heads = static_cast<int>(heads);
   p.head_dim = static_cast<int>(head_dim);
-  p.capacity = static_cast<int>(capacity);
+  p.page_size = static_cast<int>(page_size);
+  p.max_pages = static_cast<int>(block_table.stride(0));
   p.splits = static_cast<int>(splits);
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
   CheckLaunch(LaunchDecodeAttention(p, at::cuda::getCurrentCUDAStream()), "DecodeAttention");
   return out;
+}
+
+}  // namespace
+
+torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
+                              torch::Tensor& v_pages, const torch::Tensor& block_table,
+                              const torch::Tensor& lengths, int64_t splits) {
+  return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, torch::Tensor(), lengths, splits,
+                            /*append=*/true);
+}
+
+torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
+                             const torch::Tensor& v_pages, const torch::Tensor& block_table,
+                             const torch::Tensor& table_rows, const torch::Tensor& lengths,
+                             int64_t splits) {
+  return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, table_rows, lengths, splits,
+                            /*append=*/false);
 }
 
 torch::Tensor ArgmaxRows(const torch::Tensor& logits) {

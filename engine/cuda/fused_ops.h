@@ -23,13 +23,28 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
                              const torch::Tensor& weight, const torch::Tensor& bias, double eps,
                              torch::Tensor& x);
 
-// qkv: (N, 3C) of the new tokens; k_cache, v_cache: (rows >= N, H, capacity,
-// D) of one layer; lengths: (N,) int32, each < capacity. Writes row b's new
-// key and value at position lengths[b] and returns attention of each new
-// query over keys 0..lengths[b], (N, C). `splits` key ranges per (row, head)
-// (DecodeAttentionSplits); any value >= 1 gives the same result.
-torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_cache,
-                              torch::Tensor& v_cache, const torch::Tensor& lengths, int64_t splits);
+// qkv: (N, 3C) of the new tokens; k_pages, v_pages: one layer's K and V
+// over every page of a pool, (num_pages, H, page_size, D) views (KvCache::
+// k_pages); block_table: (rows >= N, max_pages) int32, row b's pages (the
+// row stride is max_pages); lengths: (N,) int32, each < max_pages *
+// page_size, with row b's pages covering position lengths[b]. Writes row
+// b's new key and value at position lengths[b] and returns attention of
+// each new query over keys 0..lengths[b], (N, C). `splits` key ranges per
+// (row, head) (DecodeAttentionSplits); any value >= 1 gives the same result.
+torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
+                              torch::Tensor& v_pages, const torch::Tensor& block_table,
+                              const torch::Tensor& lengths, int64_t splits);
+
+// Paged attention of many queries per row (prefill of a suffix after a
+// cached prefix), without gathering the prefix: qkv (N, 3C) holds N queries
+// (their k and v parts are not read); query i belongs to block-table row
+// table_rows[i] ((N,) int32) and attends keys 0..lengths[i] of that row,
+// all already written into the pages. k_pages, v_pages, block_table and
+// splits as DecodeAttention. Returns (N, C).
+torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
+                             const torch::Tensor& v_pages, const torch::Tensor& block_table,
+                             const torch::Tensor& table_rows, const torch::Tensor& lengths,
+                             int64_t splits);
 
 // logits: (N, V) fp32. Returns each row's argmax, (N,) int64 (LibTorch's
 // argmax, with ties to the lower index).

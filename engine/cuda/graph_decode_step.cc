@@ -28,8 +28,8 @@ absl::Status GraphDecodeStep::CanRun(const Gpt2Model& model, const KvCache& cach
         "the cuda-graph decode step takes head sizes up to ", kMaxHeadDim, " and widths up to ",
         kMaxLayerNormCols, ", not ", config.head_dim(), " and ", config.n_embd));
   }
-  const torch::Tensor& k = cache.k(0);
-  if (k.device() != model.wte().device() || k.scalar_type() != options.dtype) {
+  const torch::Tensor& pool = cache.pool().storage();
+  if (pool.device() != model.wte().device() || pool.scalar_type() != options.dtype) {
     return absl::InvalidArgumentError("the KV cache is not on the model's device in its dtype");
   }
   return absl::OkStatus();
@@ -52,9 +52,13 @@ GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache)
         DecodeAttentionSplits(static_cast<int>(b), static_cast<int>(model->config().n_head),
                               static_cast<int>(cache->capacity()), sms);
   }
+  // Tokens, lengths, then the block tables: one buffer, one copy a step.
+  const int64_t width = cache->tables().max_pages();
   auto int_opts = torch::TensorOptions().dtype(torch::kInt);
-  host_inputs_ = torch::zeros({2, rows}, int_opts.pinned_memory(true));
-  inputs_ = torch::zeros({2, rows}, int_opts.device(model->options().device));
+  host_inputs_ = torch::zeros({rows * (2 + width)}, int_opts.pinned_memory(true));
+  inputs_ = torch::zeros({rows * (2 + width)}, int_opts.device(model->options().device));
+  steps_ = inputs_.narrow(0, 0, 2 * rows).view({2, rows});
+  tables_ = inputs_.narrow(0, 2 * rows, rows * width).view({rows, width});
   host_tokens_ =
       torch::zeros({rows}, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
 }
@@ -68,17 +72,31 @@ void GraphDecodeStep::StageInputs(const std::vector<int64_t>& tokens, int64_t bu
   const int64_t rows = cache_->batch();
   const int64_t vocab = model_->config().vocab_size;
   const int64_t limit = std::min(cache_->capacity(), model_->config().n_positions);
+  BlockTables& tables = cache_->tables();
+  const int64_t width = tables.max_pages();
   inputs_copied_.synchronize();  // the previous step's copy has read host_inputs_
   int32_t* host = host_inputs_.data_ptr<int32_t>();
+  int32_t* host_tables = host + 2 * rows;
   for (int64_t r = 0; r < bucket; ++r) {
     const int64_t length = cache_->length(r);
     if (r < n) {
       TORCH_CHECK(tokens[r] >= 0 && tokens[r] < vocab, "token ", tokens[r], " of row ", r,
                   " is outside the vocabulary");
       TORCH_CHECK(length < limit, "KV cache row ", r, " is full (", length, " tokens)");
+      // The page that takes the new token: allocated (or copied, if shared).
+      const absl::Status room = tables.PrepareWrite(r, length, length + 1);
+      TORCH_CHECK_WITH(OutOfMemoryError, room.code() != absl::StatusCode::kResourceExhausted,
+                       "KV cache row ", r, ": ", room.ToString());
+      TORCH_CHECK(room.ok(), "KV cache row ", r, ": ", room.ToString());
     }
     host[r] = r < n ? static_cast<int32_t>(tokens[r]) : 0;
     host[rows + r] = static_cast<int32_t>(std::min(length, limit - 1));
+    // Rows past the caller's and pages past a row's own read and write the
+    // scratch page.
+    const std::vector<int32_t>& pages = tables.pages(r);
+    int32_t* table = host_tables + r * width;
+    std::fill(table, table + width, tables.scratch_page());
+    std::copy(pages.begin(), pages.end(), table);
   }
   inputs_.copy_(host_inputs_, /*non_blocking=*/true);
   inputs_copied_.record();
@@ -88,8 +106,8 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
   const Gpt2Config& config = model_->config();
   const double eps = config.layer_norm_epsilon;
   const auto& blocks = model_->blocks();
-  torch::Tensor ids = inputs_[0].narrow(0, 0, bucket);      // (bucket,)
-  torch::Tensor lengths = inputs_[1].narrow(0, 0, bucket);  // (bucket,): also the positions
+  torch::Tensor ids = steps_[0].narrow(0, 0, bucket);      // (bucket,)
+  torch::Tensor lengths = steps_[1].narrow(0, 0, bucket);  // (bucket,): also the positions
   torch::Tensor x = torch::empty({bucket, config.n_embd}, model_->wte().options());  // residual
   torch::Tensor h = EmbedLayerNorm(model_->wte(), model_->wpe(), ids, lengths, blocks[0].ln_1_w,
                                    blocks[0].ln_1_b, eps, x);  // (bucket, C)
@@ -97,8 +115,9 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
   for (size_t l = 0; l < blocks.size(); ++l) {
     const Gpt2Model::Block& b = blocks[l];
     torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
-    torch::Tensor y = DecodeAttention(qkv, cache_->k(static_cast<int64_t>(l)),
-                                      cache_->v(static_cast<int64_t>(l)), lengths, splits);
+    torch::Tensor k_pages = cache_->k_pages(static_cast<int64_t>(l));
+    torch::Tensor v_pages = cache_->v_pages(static_cast<int64_t>(l));
+    torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
     h = AddLayerNorm(x, torch::addmm(b.c_proj_b, y, b.c_proj_w), b.ln_2_w, b.ln_2_b, eps);
     // Bias + GELU (tanh) in cuBLASLt's epilogue where it applies.
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, /*use_gelu=*/true);

@@ -5,13 +5,17 @@
 // epilogue, ...), captured as one CUDA graph per batch-size bucket and
 // replayed.
 //
-// Static state: `inputs_` (2, rows) int32 on the device holds each row's
-// token and length (= position); the host writes it with one copy from
-// pinned memory per step. Each bucket's graph reads rows [0, bucket) of it
-// and of the cache, and leaves the next-token logits and argmax in tensors
-// of its own (the graph pool). Rows between the caller's row count and the
-// bucket feed token 0 at their current length: that writes K/V only at the
-// position the row's next token overwrites anyway, so it disturbs nothing.
+// Static state: `inputs_` int32 on the device holds each row's token and
+// length (= position), then each row's block table (its page ids padded
+// with the pool's scratch page); the host writes it with one copy from
+// pinned memory per step, after making room for each row's new token
+// (BlockTables::PrepareWrite). Each bucket's graph reads rows [0, bucket)
+// of it, reads and writes K/V in the pool's pages through the tables, and
+// leaves the next-token logits and argmax in tensors of its own (the graph
+// pool). Rows between the caller's row count and the bucket feed token 0 at
+// their current length: that writes K/V only at the position the row's
+// next token overwrites anyway, or into the scratch page, so it disturbs
+// nothing.
 //
 // The first step of a bucket runs eagerly on a side stream (warming cuBLAS
 // there) and is then captured; Prepare() does this for every bucket ahead of
@@ -82,8 +86,10 @@ class GraphDecodeStep final : public DecodeStep {
   KvCache* cache_;
   std::vector<int64_t> buckets_;
   std::map<int64_t, int64_t> splits_;  // bucket -> key ranges of DecodeAttention
-  torch::Tensor host_inputs_;          // (2, rows) int32, pinned
-  torch::Tensor inputs_;               // (2, rows) int32, device: tokens, lengths
+  torch::Tensor host_inputs_;          // (rows * (2 + max_pages)) int32, pinned
+  torch::Tensor inputs_;               // the same on the device:
+  torch::Tensor steps_;                //   (2, rows): tokens, lengths
+  torch::Tensor tables_;               //   (rows, max_pages): block tables
   torch::Tensor host_tokens_;          // (rows,) int64, pinned
   at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
   c10::cuda::CUDAStream side_;         // eager runs and captures

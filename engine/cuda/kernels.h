@@ -19,25 +19,42 @@ namespace nanoserve::cuda {
 enum class DType { kFloat, kBFloat16, kHalf };
 
 // Attention of one new query token per row over that row's cached keys plus
-// the new key, flash-decoding style: the keys 0..lengths[b] of row b are cut
-// into `splits` equal ranges, one thread block per (head, row, range), each
+// the new key, read through the row's block table (paged attention), in
+// the style of flash-decoding: the keys 0..lengths[b] of row b are cut into
+// `splits` equal ranges, one thread block per (head, row, range), each
 // keeping a running max and sum (online softmax); a second kernel combines
 // the ranges. The block whose range holds position lengths[b] also writes
-// the new key and value into the cache there.
+// the new key and value into the row's page there.
+//
+// Pages: key position j of row b, head h, lives in page
+// p = block_table[b * max_pages + j / page_size], at element
+//   k_pages + p * page_stride + (h * page_size + j % page_size) * head_dim
+// (and likewise v_pages): one layer's K and V of a KV pool
+// (kv_store/page_layout.h) are such strided views.
 struct DecodeAttentionParams {
   DType dtype = DType::kFloat;
-  const void* qkv = nullptr;         // (batch, 3 * C): q | k | v of each row's new token
-  void* k_cache = nullptr;           // (rows >= batch, heads, capacity, head_dim), one layer
-  void* v_cache = nullptr;           // same shape
-  const int32_t* lengths = nullptr;  // (batch,): cached tokens per row; < capacity
-  void* out = nullptr;               // (batch, C): heads side by side
-  float* workspace = nullptr;        // DecodeAttentionWorkspaceFloats(...) floats
+  const void* qkv = nullptr;             // (batch, 3 * C): q | k | v of each row's new token
+  void* k_pages = nullptr;               // one layer's keys of page 0 (see above)
+  void* v_pages = nullptr;               // one layer's values of page 0
+  int64_t page_stride = 0;               // elements from a page to the next
+  const int32_t* block_table = nullptr;  // (batch, max_pages): each row's pages
+  const int32_t* lengths = nullptr;      // (batch,): cached tokens per row; < capacity
+  void* out = nullptr;                   // (batch, C): heads side by side
+  float* workspace = nullptr;            // DecodeAttentionWorkspaceFloats(...) floats
   int batch = 0;
   int heads = 0;
   int head_dim = 0;  // <= kMaxHeadDim
-  int capacity = 0;
+  int page_size = 0;
+  int max_pages = 0;   // capacity = max_pages * page_size
   int splits = 1;      // >= 1
   float scale = 1.0f;  // 1 / sqrt(head_dim)
+  // Many queries per row (prefill of a suffix over a cached prefix): null,
+  // or (batch,) int32: query b reads block-table row table_row[b].
+  const int32_t* table_row = nullptr;
+  // 1: key lengths[b] is the query's own new token, taken from qkv and
+  // written into its page (decode). 0: keys 0..lengths[b] are all in the
+  // pages already and nothing is written (the caller wrote them).
+  int append = 1;
 };
 inline constexpr int kMaxHeadDim = 128;
 

@@ -40,7 +40,7 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<con
   return Match{match->matched_tokens, match->lease_id};
 }
 
-absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) {
+absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTables& rows) {
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
     absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(load.lease_id);
@@ -50,9 +50,17 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, const Ro
       return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
                                               fetched->tokens, " tokens, not ", load.tokens));
     }
-    PageRun run{load.row, 0, {}};
-    for (int32_t i = 0; i < load.tokens / page_size; ++i) run.pages.push_back(i);
-    if (absl::Status s = LoadRuns(fetched->pages, {run}, rows); !s.ok()) return s;
+    // (n, L, 2, H, P, D) -> (L, 2, H, n * P, D): tokens, whatever the rows'
+    // page size.
+    const torch::Tensor& p = fetched->pages;
+    absl::StatusOr<torch::Tensor> kv = TorchResult("reading fetched pages", [&] {
+      return p.permute({1, 2, 3, 0, 4, 5})
+          .reshape({p.size(1), 2, p.size(3), p.size(0) * p.size(4), p.size(5)})
+          .narrow(3, 0, load.tokens);
+    });
+    if (!kv.ok()) return kv.status();
+    if (absl::Status s = rows.WriteTokens(load.row, 0, *kv); !s.ok()) return s;
+    rows.set_length(load.row, load.tokens);
   }
   return absl::OkStatus();
 }
@@ -66,7 +74,7 @@ absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
 }
 
 absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens& store,
-                                                                const RowsKv& rows, bool pin,
+                                                                BlockTables& rows, bool pin,
                                                                 absl::string_view lease_holder) {
   const int64_t n = static_cast<int64_t>(store.tokens.size());
   absl::StatusOr<PageLayout> known = Layout();
@@ -94,9 +102,16 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
     own_lease = false;  // the match lease pins all of it: it is the caller's now
     return Stored{match->lease_id, n, 0};
   }
-  absl::StatusOr<torch::Tensor> staged =
-      StageRowPages(rows, layout, store.row, match->matched_tokens,
-                    (n - match->matched_tokens) / layout.page_size, torch::kCPU);
+  absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, match->matched_tokens, n);
+  if (!kv.ok()) return kv.status();
+  // (L, 2, H, T, D) -> the store's pages (T / P, L, 2, H, P, D), on the CPU.
+  absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
+    const int64_t pages = (n - match->matched_tokens) / layout.page_size;
+    return kv->view({layout.n_layer, 2, layout.n_head, pages, layout.page_size, layout.head_dim})
+        .permute({3, 0, 1, 2, 4, 5})
+        .to(torch::kCPU, layout.dtype)
+        .contiguous();
+  });
   if (!staged.ok()) return staged.status();
   const KvStoreClient::PutScope scope{std::string(store.cache_salt),
                                       pin ? std::string(lease_holder) : ""};
@@ -114,7 +129,7 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
 }
 
 absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
-    absl::Span<const RowTokens> stores, const RowsKv& rows, bool pin,
+    absl::Span<const RowTokens> stores, BlockTables& rows, bool pin,
     absl::string_view lease_holder) {
   std::vector<Stored> out;
   for (const RowTokens& store : stores) {

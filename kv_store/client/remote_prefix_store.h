@@ -33,20 +33,20 @@ class RemotePrefixStore : public PrefixStore {
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                     absl::string_view cache_salt) override ABSL_LOCKS_EXCLUDED(mu_);
   // One Fetch per leased row.
-  absl::Status Load(absl::Span<const LeasedRow> loads, const RowsKv& rows) override;
+  absl::Status Load(absl::Span<const LeasedRow> loads, BlockTables& rows) override;
   absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
   // Per row: Put of the pages beyond the row's base lease, or, without one,
   // Match first and Put what the store lacks (with a lease_holder, a row
   // the store holds whole is Put too, without pages, for the holder's
   // lease). A store without room (RESOURCE_EXHAUSTED) does not store the
   // row.
-  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, const RowsKv& rows,
+  absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, BlockTables& rows,
                                             bool pin, absl::string_view lease_holder) override;
   absl::Status Release(uint64_t lease_id) override;
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 
  private:
-  absl::StatusOr<Stored> StoreRow(const RowTokens& store, const RowsKv& rows, bool pin,
+  absl::StatusOr<Stored> StoreRow(const RowTokens& store, BlockTables& rows, bool pin,
                                   absl::string_view lease_holder);
 
   KvStoreClient* client_;

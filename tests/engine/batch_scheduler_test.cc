@@ -179,6 +179,45 @@ TEST(BatchSchedulerTest, ChunkedPrefillKeepsRunningStreamsGoing) {
   ExpectSameGreedy(*model, long_prompt, Offline(*model, long_prompt, 5), b.result.output_ids);
 }
 
+// max_batch bounds the rows, the pool the tokens: with pages for two
+// sequences at a time, eight requests take turns (each reserves the pages
+// of its whole sequence), one that needs the whole pool runs alone, and one
+// that needs more than the pool is refused up front.
+TEST(BatchSchedulerTest, ThePagePoolBoundsTokensNotSlots) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 8;
+  options.page_size = 16;
+  options.pool_tokens = 64;  // four pages
+  BatchScheduler scheduler(model.get(), options);
+  EXPECT_EQ(scheduler.pool_pages(), 4);
+  std::vector<std::vector<int>> prompts;
+  std::vector<int64_t> max_new;
+  for (int i = 0; i < 8; ++i) {
+    prompts.push_back(Prompt(10 + i, i));  // + 12 new tokens: two pages each
+    max_new.push_back(12);
+  }
+  prompts.push_back(Prompt(50, 9));  // + 14: the whole pool
+  max_new.push_back(14);
+  std::vector<std::unique_ptr<Outcome>> outcomes;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    outcomes.push_back(std::make_unique<Outcome>());
+    ASSERT_TRUE(scheduler.Submit(MakeRequest(prompts[i], max_new[i], outcomes[i].get())).ok());
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(outcomes[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(outcomes[i]->status.ok()) << i << ": " << outcomes[i]->status;
+    ExpectSameGreedy(*model, prompts[i], Offline(*model, prompts[i], max_new[i]),
+                     outcomes[i]->result.output_ids);
+  }
+  Outcome too_long;
+  const absl::StatusOr<uint64_t> refused =
+      scheduler.Submit(MakeRequest(Prompt(60, 1), 10, &too_long));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("the pool holds 4"), std::string::npos)
+      << refused.status();
+}
+
 TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   auto model = TinyModel();
   const std::vector<int> prompt = Prompt(21, 7);
@@ -191,7 +230,11 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   // Positions [0, n) of `other` as pages of `page_size` tokens.
   auto pages_of = [&](int64_t n, int64_t page_size) {
     const PageLayout layout = KvPageLayout(model->config(), testing::TestDtype(), page_size);
-    return StageRowPages(other.rows(), layout, 0, 0, n / page_size, testing::TestDevice()).value();
+    // (L, 2, H, n, D) -> (n / P, L, 2, H, P, D)
+    const torch::Tensor kv = other.ReadRow(0, 0, n);
+    return kv.view({layout.n_layer, 2, layout.n_head, n / page_size, page_size, layout.head_dim})
+        .permute({3, 0, 1, 2, 4, 5})
+        .contiguous();
   };
 
   Outcome partial;
@@ -206,7 +249,7 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
 
   // The whole prompt's K/V: nothing is computed; the given first token is
   // emitted as is, even if the model would not pick it.
-  other.set_length(0, 0);
+  other.Reset(0);
   PrefillRow(*model, other, 0, prompt, 0);
   Outcome whole;
   BatchRequest w = MakeRequest(prompt, 3, &whole);

@@ -85,50 +85,127 @@ torch::Tensor ReferenceDecodeAttention(const torch::Tensor& qkv, const torch::Te
   return torch::stack(rows);
 }
 
+// Row b's keys (or values) of one layer, gathered through its block table
+// into a contiguous (H, max_pages * page_size, D).
+torch::Tensor GatherRow(const torch::Tensor& pages, const torch::Tensor& table, int64_t b) {
+  torch::Tensor run = pages.index_select(0, table[b].to(torch::kLong));  // (n, H, P, D)
+  return run.permute({1, 0, 2, 3}).reshape({pages.size(1), -1, pages.size(3)});
+}
+
 TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
   struct Case {
-    int64_t heads, head_dim, capacity;
+    int64_t heads, head_dim, page_size, max_pages;
     std::vector<int> lengths;
     std::vector<int64_t> splits;
   };
   const std::vector<Case> cases = {
       // GPT-2's head size; ragged rows, an empty cache, a full-but-one row;
-      // lengths on both sides of the split boundaries (chunk = ceil((len+1)/splits)).
-      {12, 64, 1024, {0, 1, 127, 128, 129, 1023}, {1, 2, 7, 22}},
-      {4, 16, 96, {0, 5, 47, 95}, {1, 3, 96}},  // the tests' tiny model
-      {25, 64, 300, {299, 255, 256}, {1, 4}},   // gpt2-xl's heads
-      {2, 96, 200, {10, 150}, {1, 5}},          // a head size that does not divide 128
-      {1, 128, 64, {63, 31}, {1, 2}},
+      // lengths on both sides of the split boundaries (chunk = ceil((len+1)/splits))
+      // and of pages.
+      {12, 64, 16, 64, {0, 1, 127, 128, 129, 1023}, {1, 2, 7, 22}},
+      {4, 16, 1, 96, {0, 5, 47, 95}, {1, 3, 96}},  // the tests' tiny model, pages of one
+      {25, 64, 16, 19, {299, 255, 256}, {1, 4}},   // gpt2-xl's heads
+      {2, 96, 7, 29, {10, 150}, {1, 5}},           // a head size that does not divide 128
+      {1, 128, 16, 4, {63, 31}, {1, 2}},
   };
   for (const Case& t : cases) {
     const int64_t n = static_cast<int64_t>(t.lengths.size()), c = t.heads * t.head_dim;
     for (int64_t splits : t.splits) {
+      // A pool of two layers (layer 1 is read), its pages dealt to the rows
+      // in shuffled order; a few pages belong to no row.
+      const int64_t num_pages = n * t.max_pages + 3;
+      torch::Tensor pool =
+          torch::randn({num_pages, 2, 2, t.heads, t.page_size, t.head_dim}, Opts());
+      torch::Tensor k_pages = pool.select(1, 1).select(1, 0);
+      torch::Tensor v_pages = pool.select(1, 1).select(1, 1);
+      torch::Tensor table = torch::randperm(num_pages, torch::TensorOptions().dtype(torch::kLong))
+                                .narrow(0, 0, n * t.max_pages)
+                                .view({n, t.max_pages})
+                                .to(torch::kInt)
+                                .to(torch::kCUDA);
+      torch::Tensor k_cache = torch::stack([&] {
+        std::vector<torch::Tensor> rows;
+        for (int64_t b = 0; b < n; ++b) rows.push_back(GatherRow(k_pages, table, b));
+        return rows;
+      }());
+      torch::Tensor v_cache = torch::stack([&] {
+        std::vector<torch::Tensor> rows;
+        for (int64_t b = 0; b < n; ++b) rows.push_back(GatherRow(v_pages, table, b));
+        return rows;
+      }());
       torch::Tensor qkv = torch::randn({n, 3 * c}, Opts());
-      torch::Tensor k_cache = torch::randn({n + 1, t.heads, t.capacity, t.head_dim}, Opts());
-      torch::Tensor v_cache = torch::randn({n + 1, t.heads, t.capacity, t.head_dim}, Opts());
-      torch::Tensor k_before = k_cache.clone(), v_before = v_cache.clone();
+      torch::Tensor before = pool.clone();
       torch::Tensor lengths =
           torch::tensor(t.lengths, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
       torch::Tensor expected = ReferenceDecodeAttention(qkv, k_cache, v_cache, t.lengths);
-      torch::Tensor out = DecodeAttention(qkv, k_cache, v_cache, lengths, splits);
-      EXPECT_LT(MaxDiff(out, expected), Tol())
-          << "heads " << t.heads << " head_dim " << t.head_dim << " splits " << splits;
-      // The new K/V went to position len of each row, nothing else moved.
+      torch::Tensor out = DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits);
+      EXPECT_LT(MaxDiff(out, expected), Tol()) << "heads " << t.heads << " head_dim " << t.head_dim
+                                               << " page " << t.page_size << " splits " << splits;
+      // The new K/V went to position len of each row's pages, nothing else
+      // of the pool moved.
+      torch::Tensor table_cpu = table.cpu();
       for (int64_t b = 0; b < n; ++b) {
         const int64_t len = t.lengths[b];
-        EXPECT_EQ(
-            MaxDiff(k_cache[b].select(1, len), qkv[b].narrow(0, c, c).view({t.heads, t.head_dim})),
-            0.0);
-        EXPECT_EQ(MaxDiff(v_cache[b].select(1, len),
+        const int64_t page = table_cpu[b][len / t.page_size].item<int>();
+        const int64_t at = len % t.page_size;
+        EXPECT_EQ(MaxDiff(k_pages[page].select(1, at),
+                          qkv[b].narrow(0, c, c).view({t.heads, t.head_dim})),
+                  0.0);
+        EXPECT_EQ(MaxDiff(v_pages[page].select(1, at),
                           qkv[b].narrow(0, 2 * c, c).view({t.heads, t.head_dim})),
                   0.0);
-        k_before[b].select(1, len).copy_(k_cache[b].select(1, len));
-        v_before[b].select(1, len).copy_(v_cache[b].select(1, len));
+        before[page][1].select(2, at).copy_(pool[page][1].select(2, at));
       }
-      EXPECT_TRUE(torch::equal(k_cache, k_before));
-      EXPECT_TRUE(torch::equal(v_cache, v_before));
+      EXPECT_TRUE(torch::equal(pool, before));
     }
   }
+}
+
+// Many queries per row over keys already in the pages (a suffix after a
+// cached prefix): each query sees its row's keys up to its own position;
+// nothing is written.
+TEST_P(CudaKernelsTest, PagedAttentionOfManyQueriesMatchesLibTorch) {
+  const int64_t heads = 4, head_dim = 64, page_size = 16, max_pages = 8, c = heads * head_dim;
+  const std::vector<int> cached = {0, 17, 40};
+  const int64_t rows = static_cast<int64_t>(cached.size()), per_row = 5;
+  const int64_t num_pages = rows * max_pages + 2;
+  torch::Tensor pool = torch::randn({num_pages, 1, 2, heads, page_size, head_dim}, Opts());
+  torch::Tensor k_pages = pool.select(1, 0).select(1, 0);
+  torch::Tensor v_pages = pool.select(1, 0).select(1, 1);
+  torch::Tensor table = torch::randperm(num_pages, torch::TensorOptions().dtype(torch::kLong))
+                            .narrow(0, 0, rows * max_pages)
+                            .view({rows, max_pages})
+                            .to(torch::kInt)
+                            .to(torch::kCUDA);
+  torch::Tensor qkv = torch::randn({rows * per_row, 3 * c}, Opts());
+  // The reference: query i as a decode query whose own key and value are
+  // the row's at its position.
+  std::vector<int> table_rows, positions;
+  std::vector<torch::Tensor> ref_qkv, k_rows, v_rows;
+  for (int64_t b = 0; b < rows; ++b) {
+    const torch::Tensor k_row = GatherRow(k_pages, table, b), v_row = GatherRow(v_pages, table, b);
+    for (int64_t t = 0; t < per_row; ++t) {
+      const int64_t i = b * per_row + t, pos = cached[b] + t;
+      table_rows.push_back(static_cast<int>(b));
+      positions.push_back(static_cast<int>(pos));
+      ref_qkv.push_back(torch::cat({qkv[i].narrow(0, 0, c), k_row.select(1, pos).flatten(),
+                                    v_row.select(1, pos).flatten()}));
+      k_rows.push_back(k_row);
+      v_rows.push_back(v_row);
+    }
+  }
+  torch::Tensor expected = ReferenceDecodeAttention(torch::stack(ref_qkv), torch::stack(k_rows),
+                                                    torch::stack(v_rows), positions);
+  auto ints = [](const std::vector<int>& v) {
+    return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
+  };
+  const torch::Tensor before = pool.clone();
+  for (int64_t splits : {1, 3}) {
+    torch::Tensor out =
+        PagedAttention(qkv, k_pages, v_pages, table, ints(table_rows), ints(positions), splits);
+    EXPECT_LT(MaxDiff(out, expected), Tol()) << "splits " << splits;
+  }
+  EXPECT_TRUE(torch::equal(pool, before));
 }
 
 TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
@@ -150,12 +227,15 @@ TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
 
 TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   torch::Tensor qkv = torch::randn({2, 3 * 64}, Opts());
-  torch::Tensor k = torch::randn({2, 4, 8, 16}, Opts()), v = torch::randn({2, 4, 8, 16}, Opts());
-  torch::Tensor lengths =
-      torch::zeros({2}, torch::TensorOptions().dtype(torch::kInt).device(torch::kCUDA));
-  EXPECT_THROW(DecodeAttention(qkv, k, v, lengths.to(torch::kLong), 1), c10::Error);
-  EXPECT_THROW(DecodeAttention(qkv.narrow(1, 0, 64), k, v, lengths, 1), c10::Error);
-  EXPECT_THROW(DecodeAttention(qkv, k, v, lengths, 0), c10::Error);
+  torch::Tensor k = torch::randn({5, 4, 8, 16}, Opts()), v = torch::randn({5, 4, 8, 16}, Opts());
+  auto int_opts = torch::TensorOptions().dtype(torch::kInt).device(torch::kCUDA);
+  torch::Tensor lengths = torch::zeros({2}, int_opts);
+  torch::Tensor table = torch::zeros({2, 3}, int_opts);
+  EXPECT_THROW(DecodeAttention(qkv, k, v, table, lengths.to(torch::kLong), 1), c10::Error);
+  EXPECT_THROW(DecodeAttention(qkv.narrow(1, 0, 64), k, v, table, lengths, 1), c10::Error);
+  EXPECT_THROW(DecodeAttention(qkv, k, v, table, lengths, 0), c10::Error);
+  EXPECT_THROW(DecodeAttention(qkv, k, v, table.narrow(0, 0, 1), lengths, 1), c10::Error);
+  EXPECT_THROW(DecodeAttention(qkv, k, v, table.to(torch::kLong), lengths, 1), c10::Error);
   torch::Tensor x = torch::randn({2, 64}, Opts());
   EXPECT_THROW(AddLayerNorm(x, torch::randn({2, 32}, Opts()), torch::ones({64}, Opts()),
                             torch::zeros({64}, Opts()), 1e-5),

@@ -107,7 +107,7 @@ TEST(DecodeStepTest, RejectsRowsItCannotRun) {
   auto step = MakeDecodeStep(model.get(), &cache).value();
   EXPECT_THROW(step->Run({}, nullptr), c10::Error);
   EXPECT_THROW(step->Run({1, 2, 3}, nullptr), c10::Error);
-  cache.set_length(0, 4);  // full
+  PrefillRow(*model, cache, 0, Prompt(4, 0), 0);  // full
   EXPECT_THROW(step->Run({1}, nullptr), c10::Error);
 }
 

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "engine/prefill.h"
+#include "kv_store/torch_status.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
@@ -104,14 +105,32 @@ TEST(ModelTest, BatchedDecodeOfUnequalLengthsMatchesEachRowAlone) {
 TEST(ModelTest, CacheBuffersNeverMove) {
   auto model = TinyModel();
   KvCache cache(model->config(), 1, 30, model->options().dtype, model->options().device);
-  void* k0 = cache.k(0).data_ptr();
-  void* v1 = cache.v(1).data_ptr();
+  void* k0 = cache.k_pages(0).data_ptr();
+  void* v1 = cache.v_pages(1).data_ptr();
   PrefillRow(*model, cache, 0, RandomIds(10, model->config().vocab_size, 9), 4);
   for (int64_t t = 10; t < 30; ++t)
     model->Forward(torch::tensor({int64_t{3}}).view({1, 1}), Pos(t, 1), {&cache, 0});
-  EXPECT_EQ(cache.k(0).data_ptr(), k0);
-  EXPECT_EQ(cache.v(1).data_ptr(), v1);
+  EXPECT_EQ(cache.k_pages(0).data_ptr(), k0);
+  EXPECT_EQ(cache.v_pages(1).data_ptr(), v1);
   EXPECT_EQ(cache.length(0), 30);
+  EXPECT_EQ(cache.tables().pages(0).size(), 2u);  // 30 tokens in pages of 16
+  EXPECT_TRUE(cache.tables().CheckInvariants().ok());
+}
+
+// A pool with room for fewer tokens than the rows ask: the pass that runs
+// out fails with RESOURCE_EXHAUSTED (out of KV memory), and the rows stay
+// as they were.
+TEST(ModelTest, AFullPoolIsOutOfMemoryNotCorruption) {
+  auto model = TinyModel();
+  KvCache cache(model->config(), 2, 64, model->options().dtype, model->options().device,
+                /*page_size=*/8, /*pool_tokens=*/40);
+  const std::vector<int> prompt = RandomIds(24, model->config().vocab_size, 3);
+  PrefillRow(*model, cache, 0, prompt, 0);  // 3 of 5 pages
+  absl::Status status = RunTorch("prefill", [&] { PrefillRow(*model, cache, 1, prompt, 0); });
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_EQ(cache.length(0), 24);
+  EXPECT_EQ(cache.length(1), 0);
+  EXPECT_TRUE(cache.tables().CheckInvariants().ok());
 }
 
 TEST(ModelTest, CreateRejectsMisshapenWeights) {

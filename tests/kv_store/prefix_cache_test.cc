@@ -234,6 +234,25 @@ TEST(PrefixCacheTest, LeasedPagesAreThePinnedPathsPages) {
   EXPECT_EQ(cache->LeasedPages(PrefixCache::kNoLease).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A shared lease pins the same path: it outlives the first one's release,
+// and its holder may use it; another caller may not share it.
+TEST(PrefixCacheTest, ASharedLeasePinsThePathUntilReleasedToo) {
+  auto cache = MakeCache(/*page_size=*/2, /*num_pages=*/8);
+  const Pages all = Cache(*cache, {1, 2, 3, 4}).pages;
+  PrefixCache::MatchResult m = cache->Match(Tokens{1, 2, 3, 4}, "", "alice");
+  auto shared = cache->ShareLease(m.lease_id, "alice", "bob");
+  ASSERT_TRUE(shared.ok()) << shared.status();
+  EXPECT_NE(shared->lease_id, m.lease_id);
+  EXPECT_EQ(shared->pages, all);
+  EXPECT_EQ(shared->matched_tokens, 4);
+  EXPECT_EQ(cache->ShareLease(m.lease_id, "mallory").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(cache->Release(m.lease_id, "alice").ok());
+  EXPECT_EQ(cache->Evict(8), 0);  // still pinned by the shared lease
+  ASSERT_TRUE(cache->Release(shared->lease_id, "bob").ok());
+  EXPECT_EQ(cache->Evict(8), 2);
+  EXPECT_TRUE(cache->CheckInvariants().ok());
+}
+
 TEST(PrefixCacheTest, EvictsLeastRecentlyUsedFirst) {
   auto cache = MakeCache(/*page_size=*/1, /*num_pages=*/8);
   Cache(*cache, {1});
