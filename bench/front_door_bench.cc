@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -82,9 +83,9 @@ int RunBenchFrontDoor(const BenchServicesOptions& o) {
   auto stack = ServiceStack::Start(stack_options);
   if (!stack.ok()) return Fail(stack.status());
   auto decode = v1::Decode::NewStub(MakeChannel((*stack)->target(ServiceStack::kDecode), 8 << 20));
-  httplib::Client http("127.0.0.1", (*stack)->http_port());
-  http.set_keep_alive(true);
-  http.set_read_timeout(300, 0);
+  // On the heap: see NewHttpClient.
+  std::unique_ptr<httplib::Client> http =
+      NewHttpClient(absl::StrCat("127.0.0.1:", (*stack)->http_port()));
   const std::string model = o.stack.model.spec;  // --served_model_name defaults to --model
   const int64_t vocab = std::min<int64_t>(config->vocab_size, 50256);
 
@@ -114,9 +115,9 @@ int RunBenchFrontDoor(const BenchServicesOptions& o) {
       absl::StatusOr<ClientTimes> g = absl::UnknownError(""), h = absl::UnknownError("");
       if (r % 2 == 0) {
         g = ViaGrpc(*decode, prompt, o.max_new_tokens);
-        h = ViaHttp(http, model, prompt, o.max_new_tokens);
+        h = ViaHttp(*http, model, prompt, o.max_new_tokens);
       } else {
-        h = ViaHttp(http, model, prompt, o.max_new_tokens);
+        h = ViaHttp(*http, model, prompt, o.max_new_tokens);
         g = ViaGrpc(*decode, prompt, o.max_new_tokens);
       }
       if (!g.ok()) return Fail(g.status());

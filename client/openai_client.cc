@@ -51,6 +51,12 @@ void AddChunk(absl::string_view event, StreamedCompletion& out, std::vector<int>
 
 }  // namespace
 
+std::unique_ptr<httplib::Client> NewHttpClient(const std::string& host_port) {
+  auto http = std::make_unique<httplib::Client>(absl::StrCat("http://", host_port));
+  http->set_keep_alive(true);
+  return http;
+}
+
 json GreedyStreamBody(const std::string& model, const json& prompt, int64_t max_tokens) {
   return {{"model", model},           {"prompt", prompt},
           {"max_tokens", max_tokens}, {"temperature", 0},

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,14 @@ struct StreamedCompletion {
   // The usage chunk's (stream_options.include_usage); null when none came.
   nlohmann::json usage;
 };
+
+// A client of http://`host_port` with kept-alive connections. On the heap,
+// never on the stack: Debian's libcpp-httplib is built with
+// CPPHTTPLIB_OPENSSL_SUPPORT (its cpp-httplib.pc says so), which this
+// project's nanoserve_httplib target does not define, so the library's
+// httplib::Client is one field (is_ssl_) longer than the class our code
+// sees, and its constructor writes that field past a stack object.
+std::unique_ptr<httplib::Client> NewHttpClient(const std::string& host_port);
 
 // The body of a greedy streamed completion of `max_tokens` tokens that end
 // of text does not stop, with token ids and usage in the stream: what
