@@ -1,9 +1,7 @@
 #include "bench/load_sweep.h"
 
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <utility>
 
