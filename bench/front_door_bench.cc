@@ -4,23 +4,20 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "bench/results.h"
+#include "client/openai_client.h"
 #include "engine/config.h"
 #include "engine/model_loader.h"
 #include "rpc/server_runner.h"
 
 namespace nanoserve {
 namespace {
-
-using nlohmann::json;
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "nanoserve: %s\n", status.ToString().c_str());
@@ -59,43 +56,19 @@ absl::StatusOr<ClientTimes> ViaGrpc(v1::Decode::Stub& decode, const std::vector<
 
 absl::StatusOr<ClientTimes> ViaHttp(httplib::Client& http, const std::string& model,
                                     const std::vector<int>& prompt, int64_t max_new) {
-  const json body = {{"model", model},          {"prompt", prompt},   {"max_tokens", max_new},
-                     {"temperature", 0},        {"ignore_eos", true}, {"stream", true},
-                     {"return_token_ids", true}};
   ClientTimes t;
   absl::Time first, last;
-  std::string buffer;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/completions";
-  req.body = body.dump();
-  req.set_header("Content-Type", "application/json");
-  req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
-    const absl::Time now = absl::Now();
-    buffer.append(data, size);
-    size_t end;
-    while ((end = buffer.find("\n\n")) != std::string::npos) {
-      absl::string_view event(buffer.data(), end);
-      if (absl::ConsumePrefix(&event, "data: {")) {
-        const json chunk = json::parse(std::string("{") + std::string(event), nullptr, false);
-        for (const json& c : chunk.value("choices", json::array())) {
-          for (const json& id : c.value("token_ids", json::array())) {
-            if (t.ids.empty()) first = now;
-            last = now;
-            t.ids.push_back(id.get<int>());
-          }
-        }
-      }
-      buffer.erase(0, end + 2);
-    }
-    return true;
-  };
   const absl::Time start = absl::Now();
-  httplib::Result res = http.send(req);
-  if (!res || res->status != 200) {
-    return absl::UnavailableError(
-        absl::StrCat("HTTP completion failed: ", res ? res->status : -1, " ", buffer));
-  }
+  auto out =
+      StreamCompletion(http, GreedyStreamBody(model, prompt, max_new), start + absl::Minutes(5),
+                       [&](const std::vector<int>& ids, absl::Time arrived) {
+                         if (ids.empty()) return true;
+                         if (t.ids.empty()) first = arrived;
+                         last = arrived;
+                         t.ids.insert(t.ids.end(), ids.begin(), ids.end());
+                         return true;
+                       });
+  if (!out.ok()) return out.status();
   Finish(t, start, first, last);
   return t;
 }
@@ -110,9 +83,9 @@ int RunBenchFrontDoor(const BenchServicesOptions& o) {
   auto stack = ServiceStack::Start(stack_options);
   if (!stack.ok()) return Fail(stack.status());
   auto decode = v1::Decode::NewStub(MakeChannel((*stack)->target(ServiceStack::kDecode), 8 << 20));
-  httplib::Client http("127.0.0.1", (*stack)->http_port());
-  http.set_keep_alive(true);
-  http.set_read_timeout(300, 0);
+  // On the heap: see NewHttpClient.
+  std::unique_ptr<httplib::Client> http =
+      NewHttpClient(absl::StrCat("127.0.0.1:", (*stack)->http_port()));
   const std::string model = o.stack.model.spec;  // --served_model_name defaults to --model
   const int64_t vocab = std::min<int64_t>(config->vocab_size, 50256);
 
@@ -142,9 +115,9 @@ int RunBenchFrontDoor(const BenchServicesOptions& o) {
       absl::StatusOr<ClientTimes> g = absl::UnknownError(""), h = absl::UnknownError("");
       if (r % 2 == 0) {
         g = ViaGrpc(*decode, prompt, o.max_new_tokens);
-        h = ViaHttp(http, model, prompt, o.max_new_tokens);
+        h = ViaHttp(*http, model, prompt, o.max_new_tokens);
       } else {
-        h = ViaHttp(http, model, prompt, o.max_new_tokens);
+        h = ViaHttp(*http, model, prompt, o.max_new_tokens);
         g = ViaGrpc(*decode, prompt, o.max_new_tokens);
       }
       if (!g.ok()) return Fail(g.status());

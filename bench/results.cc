@@ -12,16 +12,6 @@
 namespace nanoserve {
 namespace {
 
-std::string Quote(const std::string& field) {
-  if (field.find_first_of(",\"\n\r") == std::string::npos) return field;
-  std::string out = "\"";
-  for (char c : field) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 absl::Status WriteError(const std::string& path) {
   const int error = errno;
   return absl::Status(absl::ErrnoToStatusCode(error),
@@ -31,6 +21,16 @@ absl::Status WriteError(const std::string& path) {
 std::string Num(double v) { return absl::StrFormat("%.4f", v); }
 
 }  // namespace
+
+std::string CsvQuote(const std::string& field) {
+  if (field.find_first_of(",\"\n\r") == std::string::npos) return field;
+  std::string out = "\"";
+  for (char c : field) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
 
 double Median(std::vector<double> values) {
   const size_t n = values.size();
@@ -73,15 +73,15 @@ const std::vector<std::string>& CsvColumns() {
 std::string CsvHeader() { return absl::StrJoin(CsvColumns(), ","); }
 
 std::string FormatCsvRow(const BenchRow& r) {
-  const std::vector<std::string> fields = {Quote(r.engine),
-                                           Quote(r.card),
-                                           Quote(r.device),
-                                           Quote(r.model),
+  const std::vector<std::string> fields = {CsvQuote(r.engine),
+                                           CsvQuote(r.card),
+                                           CsvQuote(r.device),
+                                           CsvQuote(r.model),
                                            absl::StrFormat("%.1f", r.params_m),
-                                           Quote(r.dtype),
-                                           Quote(r.attention),
-                                           Quote(r.sweep),
-                                           Quote(r.kv_cache),
+                                           CsvQuote(r.dtype),
+                                           CsvQuote(r.attention),
+                                           CsvQuote(r.sweep),
+                                           CsvQuote(r.kv_cache),
                                            absl::StrCat(r.batch),
                                            absl::StrCat(r.prompt_len),
                                            absl::StrCat(r.shared_len),
@@ -100,7 +100,7 @@ std::string FormatCsvRow(const BenchRow& r) {
                                            absl::StrCat(r.peak_mem_bytes),
                                            absl::StrCat(r.reserved_mem_bytes),
                                            absl::StrCat(r.weights_bytes),
-                                           Quote(r.mem_source)};
+                                           CsvQuote(r.mem_source)};
   return absl::StrJoin(fields, ",");
 }
 

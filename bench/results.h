@@ -51,6 +51,10 @@ struct BenchRow {
   std::string mem_source;          // cuda-allocator or process-rss
 };
 
+// `field` as one CSV field: quoted RFC 4180 style when it holds a comma,
+// quote or newline, else as it is.
+std::string CsvQuote(const std::string& field);
+
 // The column names, in order; the first line of every bench CSV.
 const std::vector<std::string>& CsvColumns();
 std::string CsvHeader();

@@ -12,7 +12,10 @@
 //   bench-services [flags]     offline engine vs services: TTFT, ms/token, KV handoff;
 //                              --front_door: gRPC vs the OpenAI HTTP API
 //   bench-decode [flags]       the decode step: reference vs CUDA graph, batch 1/8/64
+//   load --target H:P [--http] [flags]  a load generator against a decode service:
+//                              throughput, TTFT, TPOT, ITL, goodput; CSV; rate sweeps, plot
 #include <cstdio>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -27,6 +30,7 @@
 #include "client/bench_command.h"
 #include "client/commands.h"
 #include "client/flag_names.h"
+#include "client/load_command.h"
 #include "client/remote_commands.h"
 #include "client/subprocess.h"
 #include "engine/device.h"
@@ -38,11 +42,13 @@ ABSL_FLAG(std::string, text, "", "tokenize: the text");
 ABSL_FLAG(std::string, ids, "", "detokenize: comma-separated token ids");
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file, or random:gpt2|gpt2-medium|gpt2-large|gpt2-xl "
-          "(default: $NANOSERVE_MODEL, ./models/gpt2, else random:gpt2)");
+          "(default: $NANOSERVE_MODEL, ./models/gpt2, else random:gpt2); load --http: the model "
+          "name to ask for (default: the first of GET /v1/models)");
 ABSL_FLAG(std::string, prompt, "", "the prompt text");
 ABSL_FLAG(std::string, prompt_file, "", "read the prompt from this file");
 ABSL_FLAG(std::string, prompts_file, "",
-          "a batch: one prompt per line, or a JSON array of strings");
+          "a batch: one prompt per line, or a JSON array of strings; load: one request per line, "
+          "text or JSON {\"prompt\": text or ids, \"max_tokens\": N}");
 ABSL_FLAG(int64_t, max_new_tokens, 32, "tokens to generate per prompt");
 ABSL_FLAG(std::string, kv_cache, "on", "off (Part A), on (Part B) or prefix (Part C)");
 ABSL_FLAG(std::string, attention, "naive", "naive or fused");
@@ -81,16 +87,20 @@ ABSL_FLAG(bool, progress, true, "bench: progress bar on stderr");
 ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default: from /proc)");
 ABSL_FLAG(std::string, out, "", "bench: CSV path; export-hf: checkpoint directory");
 
-ABSL_FLAG(std::string, target, "", "generate: a decode service (host:port); stats: a KV store");
+ABSL_FLAG(std::string, target, "",
+          "generate, load: a decode service (host:port; load --http: its HTTP API); stats: a KV "
+          "store");
 ABSL_FLAG(std::string, cache_salt, "",
-          "generate --target: the cache namespace (tenant); prefixes are reused only within it");
+          "generate --target, load: the cache namespace (tenant); prefixes are reused only within "
+          "it (load: default a fresh one per run)");
 ABSL_FLAG(std::string, tls_cert, "",
           "generate/stats/health --target: PEM client certificate for a service with mutual TLS "
           "(with --tls_key and --tls_ca)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA bundle the service's certificate must chain to");
 ABSL_FLAG(int64_t, timeout_s, 600,
-          "generate --target: deadline of the call; health: how long to wait (seconds)");
+          "generate --target: deadline of the call; load: of each request; health: how long to "
+          "wait (seconds)");
 ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
 ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
 ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
@@ -107,12 +117,30 @@ ABSL_FLAG(std::string, decode_batches, "1,8,64", "bench-decode: batch sizes");
 ABSL_FLAG(int64_t, decode_prompt, 128, "bench-decode: prompt tokens per sequence");
 ABSL_FLAG(int64_t, decode_output, 128, "bench-decode: new tokens per sequence");
 ABSL_FLAG(bool, profile, false, "bench-decode: also where a cuda-graph step's time goes");
+// load (--target, --model, --prompts_file, --seed, --timeout_s, --cache_salt and TLS too)
+ABSL_FLAG(bool, http, false,
+          "load: --target is decode's OpenAI-compatible HTTP API (streamed /v1/completions)");
+ABSL_FLAG(int64_t, requests, 100, "load: requests per run");
+ABSL_FLAG(double, rate, std::numeric_limits<double>::infinity(),
+          "load: Poisson arrival rate in requests/s (inf = all at once)");
+ABSL_FLAG(std::string, rates, "", "load: a sweep over rates, e.g. 1,2,4,inf (wins over --rate)");
+ABSL_FLAG(int64_t, concurrency, 0, "load: most requests in flight (0 = no limit)");
+ABSL_FLAG(std::string, prompt_len, "128", "load: prompt tokens, N or A:B (uniform)");
+ABSL_FLAG(std::string, output_len, "128", "load: output tokens, N or A:B (uniform)");
+ABSL_FLAG(int64_t, vocab_size, 50257, "load: synthetic prompts draw token ids below this");
+ABSL_FLAG(int64_t, shared_prefix_len, 0, "load: tokens of the common prefix");
+ABSL_FLAG(double, shared_prefix_share, 0, "load: share of requests with the common prefix, 0..1");
+ABSL_FLAG(double, slo_ttft_ms, 0, "load: goodput's bound on time to first token (0 = none)");
+ABSL_FLAG(double, slo_tpot_ms, 0, "load: goodput's bound on time per output token (0 = none)");
+ABSL_FLAG(std::string, csv, "", "load: per-request CSV");
+ABSL_FLAG(std::string, sweep_csv, "", "load: one CSV line per rate (default with --plot: PNG.csv)");
+ABSL_FLAG(std::string, plot, "", "load: throughput-vs-latency PNG (gnuplot)");
 
 int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
   absl::SetProgramUsageMessage(
       "nanoserve tokenize|detokenize|generate|bench|export-hf|stats|health|serve|bench-services|"
-      "bench-decode "
+      "bench-decode|load "
       "[flags]; see --help");
   std::vector<std::string> spelled = nanoserve::NormalizeFlagNames(argc, argv);
   std::vector<char*> normalized;
@@ -258,6 +286,34 @@ int main(int argc, char** argv) {
     }
     return nanoserve::RunBenchDecode(o);
   }
+  if (command == "load") {
+    nanoserve::LoadCommandOptions o;
+    o.target = absl::GetFlag(FLAGS_target);
+    o.http = absl::GetFlag(FLAGS_http);
+    o.model = absl::GetFlag(FLAGS_model);
+    o.credentials = credentials->channel;
+    o.rate = absl::GetFlag(FLAGS_rate);
+    o.rates = absl::GetFlag(FLAGS_rates);
+    o.prompt_len = absl::GetFlag(FLAGS_prompt_len);
+    o.output_len = absl::GetFlag(FLAGS_output_len);
+    nanoserve::WorkloadOptions& w = o.sweep.workload;
+    w.requests = absl::GetFlag(FLAGS_requests);
+    w.vocab_size = absl::GetFlag(FLAGS_vocab_size);
+    w.shared_prefix_len = absl::GetFlag(FLAGS_shared_prefix_len);
+    w.shared_prefix_share = absl::GetFlag(FLAGS_shared_prefix_share);
+    w.prompts_file = absl::GetFlag(FLAGS_prompts_file);
+    w.seed = absl::GetFlag(FLAGS_seed);
+    o.sweep.run.concurrency = absl::GetFlag(FLAGS_concurrency);
+    o.sweep.run.seed = absl::GetFlag(FLAGS_seed);
+    o.sweep.run.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
+    o.sweep.run.cache_salt = absl::GetFlag(FLAGS_cache_salt);
+    o.sweep.slo.ttft_ms = absl::GetFlag(FLAGS_slo_ttft_ms);
+    o.sweep.slo.tpot_ms = absl::GetFlag(FLAGS_slo_tpot_ms);
+    o.sweep.csv_path = absl::GetFlag(FLAGS_csv);
+    o.sweep.sweep_csv_path = absl::GetFlag(FLAGS_sweep_csv);
+    o.sweep.plot_path = absl::GetFlag(FLAGS_plot);
+    return nanoserve::RunLoadCommand(o);
+  }
   if (command == "export-hf") {
     std::string model = absl::GetFlag(FLAGS_model);
     if (model.empty()) model = nanoserve::DefaultModelSpec();
@@ -265,7 +321,7 @@ int main(int argc, char** argv) {
   }
   std::fprintf(stderr,
                "nanoserve: unknown command '%s' (tokenize, detokenize, generate, bench, export-hf, "
-               "stats, health, serve, bench-services, bench-decode)\n",
+               "stats, health, serve, bench-services, bench-decode, load)\n",
                command.c_str());
   return 2;
 }
