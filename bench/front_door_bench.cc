@@ -83,7 +83,6 @@ int RunBenchFrontDoor(const BenchServicesOptions& o) {
   auto stack = ServiceStack::Start(stack_options);
   if (!stack.ok()) return Fail(stack.status());
   auto decode = v1::Decode::NewStub(MakeChannel((*stack)->target(ServiceStack::kDecode), 8 << 20));
-  // On the heap: see NewHttpClient.
   std::unique_ptr<httplib::Client> http =
       NewHttpClient(absl::StrCat("127.0.0.1:", (*stack)->http_port()));
   const std::string model = o.stack.model.spec;  // --served_model_name defaults to --model

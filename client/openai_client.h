@@ -33,12 +33,10 @@ struct StreamedCompletion {
   nlohmann::json usage;
 };
 
-// A client of http://`host_port` with kept-alive connections. On the heap,
-// never on the stack: Debian's libcpp-httplib is built with
-// CPPHTTPLIB_OPENSSL_SUPPORT (its cpp-httplib.pc says so), which this
-// project's nanoserve_httplib target does not define, so the library's
-// httplib::Client is one field (is_ssl_) longer than the class our code
-// sees, and its constructor writes that field past a stack object.
+// A client of http://`host_port` with kept-alive connections.
+// (nanoserve_httplib compiles httplib.h with the definitions Debian's
+// library was built with, so the class has the library's layout: a client
+// may live anywhere.)
 std::unique_ptr<httplib::Client> NewHttpClient(const std::string& host_port);
 
 // The body of a greedy streamed completion of `max_tokens` tokens that end

@@ -96,8 +96,8 @@ absl::Status BlockTables::AttachLease(int64_t row, uint64_t lease_id, int64_t to
 
 absl::Status BlockTables::PrepareWrite(int64_t row, int64_t begin, int64_t end) {
   if (begin < 0 || begin > end || end > capacity_) {
-    return absl::InvalidArgumentError(absl::StrCat("PrepareWrite: positions [", begin, ", ", end,
-                                                   ") of a row of ", capacity_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PrepareWrite: positions [", begin, ", ", end, ") of a row of ", capacity_));
   }
   Row& r = rows_[row];
   if (r.parked) {
@@ -171,9 +171,8 @@ absl::Status BlockTables::WriteTokens(int64_t row, int64_t begin, const torch::T
 absl::StatusOr<torch::Tensor> BlockTables::ReadTokens(int64_t row, int64_t begin,
                                                       int64_t end) const {
   if (begin < 0 || begin > end || end > lengths_[row]) {
-    return absl::InvalidArgumentError(absl::StrCat("ReadTokens: [", begin, ", ", end,
-                                                   ") outside the row's ", lengths_[row],
-                                                   " tokens"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ReadTokens: [", begin, ", ", end, ") outside the row's ", lengths_[row], " tokens"));
   }
   const PageLayout& layout = pool_->options().pool.layout;
   const int64_t n = (end + page_size_ - 1) / page_size_;

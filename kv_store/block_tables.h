@@ -124,9 +124,9 @@ class BlockTables {
  private:
   struct Row {
     std::vector<int32_t> pages;
-    int64_t shared = 0;             // pages[0, shared) are the tree's
-    std::vector<uint64_t> leases;   // pin the shared pages
-    bool parked = false;            // pages == {scratch}, owned by no one
+    int64_t shared = 0;            // pages[0, shared) are the tree's
+    std::vector<uint64_t> leases;  // pin the shared pages
+    bool parked = false;           // pages == {scratch}, owned by no one
   };
 
   // Frees a row's own pages from index `from` on and drops them from its
