@@ -12,6 +12,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -100,8 +101,20 @@ class AsyncCall {
   std::thread thread_;
 };
 
+// Waits until `done()` holds; false if it still does not after a minute
+// (a broken batcher, not a slow machine).
+bool WaitUntil(const std::function<bool()>& done) {
+  const absl::Time give_up = absl::Now() + absl::Minutes(1);
+  while (!done()) {
+    if (absl::Now() > give_up) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 void WaitUntilWaiting(const PrefillBatcher& batcher, int64_t calls) {
-  while (batcher.waiting_calls() < calls) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(WaitUntil([&] { return batcher.waiting_calls() >= calls; }))
+      << "never " << calls << " calls waiting";
 }
 
 TEST(PrefillBatcherTest, CallsArrivingWhileABatchRunsShareTheNext) {
@@ -124,10 +137,29 @@ TEST(PrefillBatcherTest, CallsArrivingWhileABatchRunsShareTheNext) {
   EXPECT_EQ(runner.batches(), (std::vector<std::vector<int>>{{1}, {2, 3, 4}}));
 }
 
-TEST(PrefillBatcherTest, AWindowGathersTheCallsOfAnIdleBatcherUntilTheBatchIsFull) {
+// With a window, a call reaching an idle batcher (its thread started by a
+// first call) waits for others: A stays queued until B fills the batch.
+TEST(PrefillBatcherTest, AWindowHoldsTheFirstCallUntilTheBatchIsFull) {
   RecordingRunner runner(/*gate_first=*/false);
   PrefillBatcherOptions options;
   options.window = absl::Minutes(10);  // the batch closes because it is full
+  options.max_prompts = 2;
+  PrefillBatcher batcher(options, runner.Run());
+  ASSERT_TRUE(batcher.Submit(CallPrompts(1, 2), "", absl::InfiniteFuture()).ok());
+  AsyncCall a(&batcher, CallPrompts(2));
+  WaitUntil([&] { return batcher.waiting_calls() == 1 || runner.batches().size() > 1; });
+  EXPECT_EQ(batcher.waiting_calls(), 1) << "the first call did not wait for the window";
+  AsyncCall b(&batcher, CallPrompts(3));
+  EXPECT_TRUE(a.Join().ok());
+  EXPECT_TRUE(b.Join().ok());
+  EXPECT_EQ(runner.batches(), (std::vector<std::vector<int>>{{1}, {2, 3}}));
+}
+
+// Calls released together by a barrier meet in one batch.
+TEST(PrefillBatcherTest, AWindowGathersABurstIntoOneBatch) {
+  RecordingRunner runner(/*gate_first=*/false);
+  PrefillBatcherOptions options;
+  options.window = absl::Minutes(10);
   options.max_prompts = 4;
   PrefillBatcher batcher(options, runner.Run());
   absl::Barrier barrier(4);
