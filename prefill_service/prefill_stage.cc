@@ -1,6 +1,8 @@
 #include "prefill_service/prefill_stage.h"
 
 #include <algorithm>
+#include <cstddef>
+#include <memory>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -9,11 +11,19 @@
 #include "engine/prefill.h"
 #include "engine/prompt_check.h"
 #include "kv_store/torch_status.h"
+#include "prefill_service/prefill_batcher.h"
 
 namespace nanoserve {
 namespace {
 
 double MsSince(absl::Time start) { return absl::ToDoubleMilliseconds(absl::Now() - start); }
+
+// Buckets for calls or prompts per batch: 1, 2, 4, ..., 1024.
+std::vector<double> BatchSizeBuckets() {
+  std::vector<double> bounds;
+  for (double b = 1; b <= 1024; b *= 2) bounds.push_back(b);
+  return bounds;
+}
 
 }  // namespace
 
@@ -23,6 +33,12 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
       store_(store),
       options_(options),
       calls_(metrics, "nanoserve_prefill_requests_total", "Prefill calls by outcome.") {
+  PrefillBatcherOptions batching;
+  batching.window = options.batch_window;
+  batching.max_prompts = options.max_prompts;
+  batching.max_batch_tokens = options.max_batch_tokens;
+  batcher_ = std::make_unique<PrefillBatcher>(
+      batching, [this](absl::Span<PrefillCall* const> calls) { RunCalls(calls); });
   if (metrics == nullptr) return;
   metrics_.prompts = metrics->AddCounter("nanoserve_prefill_prompts_total", "Prompts prefilled.");
   metrics_.cached_tokens = metrics->AddCounter("nanoserve_prefill_cached_tokens_total",
@@ -31,10 +47,22 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
                                                  "Prompt tokens run through the model.");
   metrics_.store_fallbacks =
       metrics->AddCounter("nanoserve_prefill_store_fallbacks_total",
-                          "Batches computed without the KV store because it could not be used.");
+                          "Calls computed without the KV store because it could not be used.");
   metrics_.latency_ms = metrics->AddHistogram("nanoserve_prefill_latency_ms",
                                               "Prefill call latency.", LatencyBucketsMs());
+  metrics_.queue_ms =
+      metrics->AddHistogram("nanoserve_prefill_queue_ms",
+                            "Time a call waited for its batch to start.", LatencyBucketsMs());
+  metrics_.batch_calls = metrics->AddHistogram("nanoserve_prefill_batch_calls",
+                                               "Calls per prefill batch.", BatchSizeBuckets());
+  metrics_.batch_prompts = metrics->AddHistogram("nanoserve_prefill_batch_prompts",
+                                                 "Prompts per prefill batch.", BatchSizeBuckets());
+  metrics_.batch_retries = metrics->AddCounter(
+      "nanoserve_prefill_batch_retries_total",
+      "Batches of several calls that failed as a whole, whose calls then ran alone.");
 }
+
+PrefillStage::~PrefillStage() = default;
 
 absl::Status PrefillStage::Validate(absl::Span<const PrefillPrompt> prompts) const {
   const Gpt2Config& config = model_->config();
@@ -129,6 +157,7 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   });
   if (!sampled.ok()) return sampled;
   outcome.compute_ms = MsSince(start) - outcome.store_ms;
+  outcome.batch_prompts = n;
   handed_over = true;
   return outcome;
 }
@@ -146,12 +175,7 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPro
   if (absl::Status bad = Validate(prompts); !bad.ok()) {
     outcome = bad;
   } else {
-    absl::MutexLock lock(&mu_);
-    if (absl::Now() >= deadline) {
-      outcome = absl::DeadlineExceededError("deadline passed while queued for prefill");
-    } else {
-      outcome = Run(prompts, lease_holder);
-    }
+    outcome = batcher_->Submit(prompts, lease_holder, deadline);
   }
   if (outcome.ok() && absl::Now() >= deadline) {  // nobody will read the leases
     Abandon(*outcome);
@@ -162,9 +186,101 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPro
   return outcome;
 }
 
+void PrefillStage::Shutdown() { batcher_->Shutdown(); }
+
+void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
+  CountBatch(calls);
+  const absl::string_view lease_holder = calls[0]->lease_holder;
+  if (calls.size() == 1) {
+    calls[0]->outcome = Run(calls[0]->prompts, lease_holder);
+    return;
+  }
+  std::vector<PrefillPrompt> merged;
+  std::vector<int64_t> prompts_per_call;
+  std::vector<int64_t> prompt_lengths;
+  for (const PrefillCall* call : calls) {
+    merged.insert(merged.end(), call->prompts.begin(), call->prompts.end());
+    prompts_per_call.push_back(static_cast<int64_t>(call->prompts.size()));
+    for (const PrefillPrompt& p : call->prompts) {
+      prompt_lengths.push_back(static_cast<int64_t>(p.tokens.size()));
+    }
+  }
+  absl::StatusOr<PrefillOutcome> outcome = Run(merged, lease_holder);
+  if (outcome.ok()) {
+    std::vector<PrefillOutcome> split =
+        SplitBatchOutcome(*outcome, prompts_per_call, prompt_lengths);
+    for (size_t i = 0; i < calls.size(); ++i) calls[i]->outcome = std::move(split[i]);
+    return;
+  }
+  // Whatever failed the batch may be one call's doing: each runs alone, so
+  // that one call cannot fail another.
+  if (metrics_.batch_retries != nullptr) metrics_.batch_retries->Increment();
+  for (PrefillCall* call : calls) {
+    call->outcome = absl::Now() >= call->deadline
+                        ? absl::DeadlineExceededError("deadline passed in prefill")
+                        : Run(call->prompts, lease_holder);
+  }
+}
+
+std::vector<PrefillOutcome> SplitBatchOutcome(const PrefillOutcome& batch,
+                                              absl::Span<const int64_t> prompts_per_call,
+                                              absl::Span<const int64_t> prompt_lengths) {
+  const size_t calls = prompts_per_call.size();
+  // Each call's own suffixes (the plan computes each prompt beyond what it
+  // loads from the store), and the tokens it reused: its weight in the
+  // prefixes the batch computed for several prompts.
+  std::vector<int64_t> own(calls, 0);
+  std::vector<int64_t> reused(calls, 0);
+  int64_t own_total = 0;
+  int64_t reused_total = 0;
+  for (size_t i = 0, r = 0; i < calls; ++i) {
+    for (int64_t k = 0; k < prompts_per_call[i]; ++k, ++r) {
+      own[i] += prompt_lengths[r] - batch.prompts[r].cached_tokens;
+      reused[i] += batch.prompts[r].cached_tokens;
+    }
+    own_total += own[i];
+    reused_total += reused[i];
+  }
+  const int64_t shared = std::max<int64_t>(0, batch.computed_tokens - own_total);
+  std::vector<PrefillOutcome> out(calls);
+  int64_t handed_out = 0;
+  for (size_t i = 0, r = 0; i < calls; ++i) {
+    PrefillOutcome& o = out[i];
+    o.prompts.assign(batch.prompts.begin() + static_cast<std::ptrdiff_t>(r),
+                     batch.prompts.begin() + static_cast<std::ptrdiff_t>(r + prompts_per_call[i]));
+    r += static_cast<size_t>(prompts_per_call[i]);
+    const int64_t share =
+        reused_total > 0 ? shared * reused[i] / reused_total : shared / static_cast<int64_t>(calls);
+    o.computed_tokens = own[i] + share;
+    handed_out += share;
+    o.store_status = batch.store_status;
+    o.store_ms = batch.store_ms;
+    o.compute_ms = batch.compute_ms;
+    o.batch_calls = static_cast<int64_t>(calls);
+    o.batch_prompts = static_cast<int64_t>(batch.prompts.size());
+  }
+  // What integer division left over goes to the call that reused most, so
+  // that the calls' counts add up to the batch's.
+  const size_t most =
+      static_cast<size_t>(std::max_element(reused.begin(), reused.end()) - reused.begin());
+  out[most].computed_tokens += shared - handed_out;
+  return out;
+}
+
 void PrefillStage::Abandon(const PrefillOutcome& outcome) {
   if (store_ == nullptr) return;
   for (const PrefilledPrompt& p : outcome.prompts) store_->Release(p.lease_id).IgnoreError();
+}
+
+void PrefillStage::CountBatch(absl::Span<PrefillCall* const> calls) {
+  if (metrics_.batch_calls == nullptr) return;
+  int64_t prompts = 0;
+  for (const PrefillCall* call : calls) {
+    prompts += static_cast<int64_t>(call->prompts.size());
+    metrics_.queue_ms->Observe(absl::ToDoubleMilliseconds(call->taken - call->arrival));
+  }
+  metrics_.batch_calls->Observe(static_cast<double>(calls.size()));
+  metrics_.batch_prompts->Observe(static_cast<double>(prompts));
 }
 
 void PrefillStage::Count(const absl::StatusOr<PrefillOutcome>& outcome) {

@@ -7,7 +7,16 @@
 // within the batch are computed once; prefixes the store holds are loaded,
 // not computed. When the store is unreachable or refuses, the batch is
 // computed here, the outcome says so (store_status), and the call still
-// succeeds. Batches run one at a time (one model).
+// succeeds.
+//
+// Calls are batched (PrefillBatcher, prefill_batcher.h): calls that arrive
+// while a batch runs, or within batch_window of the first waiting call,
+// run together as one batch of the plan, within the limits one call has,
+// so a burst of requests sharing a system prompt computes it once. Only
+// calls of one lease holder share a batch. Batches run one at a time (one
+// model). Each call still gets its own prompts' outcome; if a merged batch
+// fails as a whole, each of its calls runs again alone, so one call cannot
+// fail another.
 //
 // Prefiller is what the decode stage needs of a prefill stage, wherever it
 // runs: PrefillStage in this process, PrefillClient (prefill_client.h)
@@ -18,14 +27,13 @@
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_STAGE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "engine/model.h"
@@ -54,11 +62,22 @@ struct PrefilledPrompt {
 
 struct PrefillOutcome {
   std::vector<PrefilledPrompt> prompts;  // in request order
-  int64_t computed_tokens = 0;           // run through the model; shared prefixes once
-  absl::Status store_status;             // OK, or why the store was not (fully) used
+  // Prompt tokens run through the model for this call. A prefix shared
+  // within the batch is computed once; in a batch of several calls each
+  // call counts its prompts' own suffixes (each prompt's tokens beyond its
+  // cached_tokens) plus a share of the shared prefixes computed for the
+  // batch, in proportion to the tokens its prompts then reused from them.
+  // Summed over a batch's calls: the tokens the batch computed.
+  int64_t computed_tokens = 0;
+  absl::Status store_status;  // OK, or why the store was not (fully) used
+  // The batch's store calls and the rest of its run (each call of a batch
+  // waited for all of it); total_ms is this call's own, waiting included.
   double store_ms = 0;
   double compute_ms = 0;
   double total_ms = 0;
+  // The batch this call ran in: its calls (1: alone) and prompts.
+  int64_t batch_calls = 1;
+  int64_t batch_prompts = 0;
 };
 
 class Prefiller {
@@ -76,11 +95,20 @@ class Prefiller {
 struct PrefillStageOptions {
   // Prompt tokens per forward pass; 0 = all at once.
   int64_t prefill_chunk = 0;
-  // Prompts one call may carry. >= 1.
+  // Prompts one call, and one batch of calls, may carry. >= 1.
   int64_t max_prompts = 64;
-  // Bound on a call's K/V rows: prompts x the longest prompt, in tokens.
+  // Bound on a call's, and a batch's, K/V rows: prompts x the longest
+  // prompt, in tokens.
   int64_t max_batch_tokens = 65536;
+  // How long the first call to reach an idle stage waits for others to
+  // join its batch (PrefillBatcherOptions::window); it adds up to this much
+  // to a lone call's latency. Zero (the default: time to first token comes
+  // first): calls share a batch only when they arrive while one runs. >= 0.
+  absl::Duration batch_window = absl::ZeroDuration();
 };
+
+class PrefillBatcher;
+struct PrefillCall;
 
 class PrefillStage : public Prefiller {
  public:
@@ -88,6 +116,10 @@ class PrefillStage : public Prefiller {
   // `metrics` may be null. Nothing is owned; all must outlive the stage.
   PrefillStage(const Gpt2Model* model, PrefixStore* store, const PrefillStageOptions& options,
                MetricsRegistry* metrics);
+  // Shutdown(), then waits for the calls still in the batcher to leave it.
+  // REQUIRES: no new call starts; callers' threads are joined first
+  // (Shutdown() makes those waiting for a batch return at once).
+  ~PrefillStage() override;
 
   // INVALID_ARGUMENT naming the first bad prompt: see ValidatePrompt, plus
   // an empty batch, more than max_prompts, rows over max_batch_tokens, bad
@@ -96,26 +128,33 @@ class PrefillStage : public Prefiller {
 
   // Prefill(prompts, deadline, "").
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
-                                         absl::Time deadline) override ABSL_LOCKS_EXCLUDED(mu_);
+                                         absl::Time deadline) override;
   // As Prefiller::Prefill; the outcome's leases may be used at the store by
   // `lease_holder` too (the authenticated caller of the prefill service;
-  // empty: only by this stage's identity).
+  // empty: only by this stage's identity). Blocks while the call waits for
+  // its batch (see the class comment); UNAVAILABLE after Shutdown.
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
-                                         absl::Time deadline, absl::string_view lease_holder)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                                         absl::Time deadline, absl::string_view lease_holder);
   void Abandon(const PrefillOutcome& outcome) override;
 
+  // Refuses new calls and ends those waiting for a batch with UNAVAILABLE;
+  // returns once the batch running (if any) is done. Idempotent.
+  void Shutdown();
+
  private:
+  // Runs one batch of calls (the batcher's RunBatch): merged into one Run,
+  // or, if that fails, each call alone.
+  void RunCalls(absl::Span<PrefillCall* const> calls);
   // Runs a validated batch; the leases of the outcome are the caller's.
+  // Called on the batcher's thread only.
   absl::StatusOr<PrefillOutcome> Run(absl::Span<const PrefillPrompt> prompts,
-                                     absl::string_view lease_holder)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                     absl::string_view lease_holder);
+  void CountBatch(absl::Span<PrefillCall* const> calls);
   void Count(const absl::StatusOr<PrefillOutcome>& outcome);
 
   const Gpt2Model* model_;
   PrefixStore* store_;
   const PrefillStageOptions options_;
-  absl::Mutex mu_;  // one batch at a time
 
   OutcomeCounter calls_;
   struct Metrics {
@@ -124,8 +163,24 @@ class PrefillStage : public Prefiller {
     Counter* computed_tokens = nullptr;
     Counter* store_fallbacks = nullptr;
     Histogram* latency_ms = nullptr;
+    Histogram* queue_ms = nullptr;
+    Histogram* batch_calls = nullptr;
+    Histogram* batch_prompts = nullptr;
+    Counter* batch_retries = nullptr;
   } metrics_;
+  // Last: it stops (and its thread, which uses the members above, ends)
+  // before they go.
+  std::unique_ptr<PrefillBatcher> batcher_;
 };
+
+// Splits the outcome of one batch merged from several calls into one outcome
+// per call: call i had prompts_per_call[i] of the batch's prompts (in order),
+// whose lengths are prompt_lengths. Computed tokens are shared out as
+// PrefillOutcome::computed_tokens says; the rest is the batch's.
+// REQUIRES: the counts add up to batch.prompts.size() = prompt_lengths.size().
+std::vector<PrefillOutcome> SplitBatchOutcome(const PrefillOutcome& batch,
+                                              absl::Span<const int64_t> prompts_per_call,
+                                              absl::Span<const int64_t> prompt_lengths);
 
 }  // namespace nanoserve
 

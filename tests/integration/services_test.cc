@@ -21,6 +21,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/barrier.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
 #include "engine/checkpoint.h"
@@ -58,6 +59,8 @@ class ServicesTest : public ::testing::Test {
     o.pool_mb = 16;
     o.max_batch = 16;
     o.prefill_flags = {"--store_timeout_ms=2000"};
+    o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
+                           extra_prefill_flags_.end());
     o.decode_flags = {"--store_timeout_ms=2000", "--workers=16"};
     const absl::Time start = absl::Now();
     auto stack = ServiceStack::Start(o);
@@ -113,6 +116,7 @@ class ServicesTest : public ::testing::Test {
     return res && res->status == 200 ? res->body : "";
   }
 
+  std::vector<std::string> extra_prefill_flags_;  // a subclass's, set before SetUp
   std::string dir_;
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<ServiceStack> stack_;
@@ -340,6 +344,59 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
   }
 }
 
+// Prefill with a window long enough for a burst of calls to meet.
+class BatchingServicesTest : public ServicesTest {
+ protected:
+  BatchingServicesTest() { extra_prefill_flags_ = {"--batch_window_ms=1000"}; }
+};
+
+// Four Prefill calls at once, one prompt each, sharing a 3-page prefix: the
+// service runs them as one batch (its metrics say one batch of four calls)
+// and computes the prefix once; each call gets its own prompt's first token
+// and lease.
+TEST_F(BatchingServicesTest, ConcurrentPrefillCallsShareOneBatch) {
+  auto prefill = v1::Prefill::NewStub(MakeChannel(stack_->target(ServiceStack::kPrefill), 8 << 20));
+  constexpr int kCalls = 4;
+  const std::vector<int> shared = Prompt(3 * kPageSize, 1);
+  std::vector<std::vector<int>> prompts;
+  for (int i = 0; i < kCalls; ++i) {
+    std::vector<int> p = shared;
+    const std::vector<int> own = Prompt(5, 10 + i);
+    p.insert(p.end(), own.begin(), own.end());
+    prompts.push_back(p);
+  }
+  std::vector<v1::PrefillResponse> responses(kCalls);
+  std::vector<grpc::Status> statuses(kCalls);
+  absl::Barrier barrier(kCalls);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCalls; ++i) {
+    threads.emplace_back([&, i] {
+      v1::PrefillRequest request;
+      request.add_prompts()->mutable_tokens()->Add(prompts[i].begin(), prompts[i].end());
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+      barrier.Block();
+      statuses[i] = prefill->Prefill(&context, request, &responses[i]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int64_t computed = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+    const v1::PrefillResponse& r = responses[i];
+    ASSERT_TRUE(r.store_used()) << r.store_error();
+    ASSERT_EQ(r.prompts_size(), 1);
+    EXPECT_EQ(r.prompts(0).cached_tokens(), 3 * kPageSize) << i;
+    ExpectSameGreedy(*model_, prompts[i], Offline(prompts[i], 1), {r.prompts(0).first_token()});
+    EXPECT_TRUE(store_->Release(r.prompts(0).lease_id()).ok()) << i;
+    computed += r.computed_tokens();
+  }
+  EXPECT_EQ(computed, 3 * kPageSize + kCalls * 5);  // not 4 x 29
+  const std::string metrics = Metrics(ServiceStack::kPrefill);
+  EXPECT_NE(metrics.find("nanoserve_prefill_batch_calls_sum 4\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("nanoserve_prefill_batch_calls_count 1\n"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace nanoserve
 
@@ -357,6 +414,7 @@ TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
       {bin + "/nanoserve-decode", "--workers=0"},
       {bin + "/nanoserve-decode", "--max_message_mb=4096"},
       {bin + "/nanoserve-prefill", "--chunk_kb=0"},
+      {bin + "/nanoserve-prefill", "--batch_window_ms=-1"},
       {bin + "/nanoserve-kv-store", "--pool_mb=99999999999"},
       {bin + "/nanoserve-kv-store", "--listen=127.0.0.1:99999"},
   };
