@@ -135,7 +135,9 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
   std::stable_sort(branch_points.begin(), branch_points.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
   for (size_t i = 0; i < branch_points.size(); ++i) {
-    const auto [length, r] = branch_points[i];
+    // Not a structured binding: lambdas below capture them (C++20 only).
+    const int64_t length = branch_points[i].first;
+    const size_t r = branch_points[i].second;
     const std::vector<int>& prompt = prompts[r];
     // Neighbours in the walk with the same branch point: computed once.
     const size_t previous = i > 0 ? branch_points[i - 1].second : r;
