@@ -6,10 +6,10 @@
 // runs out); otherwise it waits, in arrival order.
 // A request that arrives joins the running batch at the next step: the
 // scheduler loads the K/V it was given (e.g. pages fetched from the KV
-// store) into a free slot, runs the rest of the prompt through the model
-// (the requests admitted together in batched forward passes), and from then
-// on it advances with the others. A request that finishes or
-// is cancelled leaves at once and frees its slot; waiting requests take free
+// store) into a free slot's pages, runs the rest of the prompt through the
+// model (the requests admitted together in batched forward passes), and from
+// then on it advances with the others. A request that finishes or is
+// cancelled leaves at once and frees its slot and pages; waiting requests take free
 // slots in arrival order.
 //
 // Each step runs Forward over slots [0, highest busy slot]: busy slots feed
