@@ -180,7 +180,34 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefi
     if (!match.ok()) return false;
     loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens});
   }
-  if (!StoreCall(result, [&] { return store_.Load(loads, cache.tables()); }).ok()) {
+  // Unless the rows read the store's pages in place, a prefix that an
+  // earlier row of the batch loads too (same namespace, same tokens) is
+  // copied from that row, not loaded again: a remote store sends it once.
+  const bool in_place = store_.SharedPool() == &cache.pool();
+  std::vector<PrefixStore::LeasedRow> fetch;
+  std::vector<std::pair<int64_t, int64_t>> copies;  // (row, the row it copies)
+  for (const PrefixStore::LeasedRow& load : loads) {
+    const std::vector<int>& prompt = prompts[load.row];
+    auto same = [&](const PrefixStore::LeasedRow& other) {
+      return other.tokens == load.tokens && batch.salt(other.row) == batch.salt(load.row) &&
+             std::equal(prompt.begin(), prompt.begin() + load.tokens, prompts[other.row].begin());
+    };
+    auto donor =
+        in_place || load.tokens == 0 ? fetch.end() : std::find_if(fetch.begin(), fetch.end(), same);
+    if (donor == fetch.end()) {
+      fetch.push_back(load);
+    } else {
+      copies.emplace_back(load.row, donor->row);
+    }
+  }
+  absl::Status loaded = StoreCall(result, [&] { return store_.Load(fetch, cache.tables()); });
+  for (size_t i = 0; loaded.ok() && i < copies.size(); ++i) {
+    const auto [row, from] = copies[i];
+    absl::StatusOr<torch::Tensor> kv = cache.tables().ReadTokens(from, 0, cache.length(from));
+    loaded = kv.ok() ? cache.tables().WriteTokens(row, 0, *kv) : kv.status();
+    if (loaded.ok()) cache.set_length(row, cache.length(from));
+  }
+  if (!loaded.ok()) {
     for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);  // computed in full instead
     return false;
   }

@@ -117,7 +117,9 @@ class PrefixPrefill {
                            PrefixPrefillResult& result);
   // Phase 2's loads: each row from its longest cached prefix (at most
   // len - 1 tokens), whose leases land in `loads` (the caller releases
-  // them). False if the store failed (rows are then empty).
+  // them). Rows not over the store's own pool load a prefix once per batch
+  // and copy it into the other rows that share it. False if the store
+  // failed (rows are then empty).
   bool LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
                     std::vector<PrefixStore::LeasedRow>& loads);
 

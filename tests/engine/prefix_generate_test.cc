@@ -9,6 +9,7 @@
 #include "engine/generate.h"
 #include "engine/prefill.h"
 #include "kv_store/prefix_cache.h"
+#include "kv_store/prefix_store.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/prefix_cache.h"
 
@@ -155,6 +156,50 @@ TEST(PrefixBatchTest, SharedSystemPromptIsComputedOnce) {
   // 48 shared tokens once (3 pages), then 8 suffixes of 10.
   EXPECT_EQ(result.stats.prompt_tokens_computed, 48 + 8 * 10);
   EXPECT_EQ(result.stats.prompt_tokens_reused, 8 * 48);
+}
+
+// A store whose pages the rows cannot share (as a remote one): it counts
+// the rows it is asked to load.
+class CopyingStore : public LocalPrefixStore {
+ public:
+  using LocalPrefixStore::LocalPrefixStore;
+  PrefixCache* SharedPool() override { return nullptr; }
+  absl::Status Load(absl::Span<const LeasedRow> loads, BlockTables& rows) override {
+    for (const LeasedRow& load : loads) loaded_rows += load.tokens > 0 ? 1 : 0;
+    return LocalPrefixStore::Load(loads, rows);
+  }
+  int64_t loaded_rows = 0;
+};
+
+// Rows over a pool of their own load a prefix that several share once per
+// batch and copy it into the others; the tokens stay those of the cache off.
+TEST(PrefixBatchTest, ASharedPrefixIsLoadedOncePerBatchFromAStoreElsewhere) {
+  auto model = TinyModel();
+  auto cache = testing::ModelCache(*model, 16, 64);
+  CopyingStore store(cache.get());
+  const std::vector<int> system = Tokens(40, 11);
+  Batch batch;
+  for (int i = 0; i < 4; ++i) batch.push_back(Concat(system, Tokens(6, 30 * i + 7, 5)));
+  batch.push_back(Tokens(20, 300));  // shares nothing
+  Generator generator(model.get());
+  auto off = generator.Generate(batch, GreedyOptions(KvCacheMode::kOff, 1)).value();
+  for (int pass = 0; pass < 2; ++pass) {  // cold, then everything cached
+    store.loaded_rows = 0;
+    KvCache rows(model->config(), static_cast<int64_t>(batch.size()), 64, model->options().dtype,
+                 model->options().device);
+    auto result = PrefixPrefill(*model, store, 0).Run(batch, rows);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_TRUE(result->store_status.ok()) << result->store_status;
+    for (size_t r = 0; r < 4; ++r) EXPECT_EQ(result->reused_tokens[r], 32) << pass;
+    // The 32-token prefix once (and the lone prompt's 16, when cached).
+    EXPECT_EQ(store.loaded_rows, pass == 0 ? 1 : 2);
+    for (size_t r = 0; r < batch.size(); ++r) {
+      EXPECT_EQ(result->logits[r].argmax(-1).item<int64_t>(), off.sequences[r].output_ids[0])
+          << "row " << r << " pass " << pass;
+    }
+    EXPECT_TRUE(rows.tables().CheckInvariants().ok());
+  }
+  EXPECT_EQ(cache->Stats().active_leases, 0);
 }
 
 TEST(PrefixBatchTest, BatchedRaggedPrefillEqualsRowByRow) {
