@@ -237,12 +237,9 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     active_.fetch_add(1);
     const absl::Status loaded = RunTorch("loading prompt pages", [&] {
       if (r.prompt_pages.defined() && r.prompt_pages.size(0) > 0) {
-        const torch::Tensor& p = r.prompt_pages;  // (n, L, 2, H, P, D)
-        const int64_t tokens = p.size(0) * p.size(4);
-        cache_.WriteTokens(
-            slot, 0,
-            p.permute({1, 2, 3, 0, 4, 5}).reshape({p.size(1), 2, p.size(3), tokens, p.size(5)}));
-        cache_.set_length(slot, tokens);
+        const torch::Tensor kv = PagesAsTokens(r.prompt_pages);  // any page size
+        cache_.WriteTokens(slot, 0, kv);
+        cache_.set_length(slot, kv.size(3));
       }
     });
     if (!loaded.ok()) {

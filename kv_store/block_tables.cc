@@ -114,18 +114,12 @@ absl::Status BlockTables::PrepareWrite(int64_t row, int64_t begin, int64_t end) 
   absl::StatusOr<std::vector<int32_t>> got = pool_->AllocatePages(copies + fresh);
   if (!got.ok()) return got.status();
   if (copies > 0) {
-    std::vector<int64_t> from, to;
-    for (int64_t i = 0; i < copies; ++i) {
-      from.push_back(r.pages[first_written + i]);
-      to.push_back((*got)[i]);
-      r.pages[first_written + i] = (*got)[i];
-    }
-    torch::Tensor pool = storage();
-    const absl::Status copied = RunTorch("copying shared pages", [&] {
-      auto opts = torch::TensorOptions(torch::kLong).device(pool.device());
-      pool.index_copy_(0, torch::tensor(to, torch::kLong).to(opts.device()),
-                       pool.index_select(0, torch::tensor(from, torch::kLong).to(opts.device())));
-    });
+    const absl::Span<const int32_t> from(r.pages.data() + first_written, copies);
+    const absl::Span<const int32_t> to(got->data(), copies);
+    absl::StatusOr<torch::Tensor> shared = ReadPages(storage(), from, storage().device());
+    absl::Status copied = shared.status();
+    if (copied.ok()) copied = WritePages(storage(), to, *shared);
+    std::copy(to.begin(), to.end(), r.pages.begin() + first_written);
     r.shared = first_written;
     if (!copied.ok()) return copied;
   }
@@ -174,16 +168,12 @@ absl::StatusOr<torch::Tensor> BlockTables::ReadTokens(int64_t row, int64_t begin
     return absl::InvalidArgumentError(absl::StrCat(
         "ReadTokens: [", begin, ", ", end, ") outside the row's ", lengths_[row], " tokens"));
   }
-  const PageLayout& layout = pool_->options().pool.layout;
   const int64_t n = (end + page_size_ - 1) / page_size_;
   std::vector<int64_t> ids(rows_[row].pages.begin(), rows_[row].pages.begin() + n);
   return TorchResult("reading K/V from pages", [&] {
     torch::Tensor pool = storage();
     torch::Tensor run = pool.index_select(0, torch::tensor(ids, torch::kLong).to(pool.device()));
-    // (n, L, 2, H, P, D) -> (L, 2, H, n * P, D)
-    run = run.permute({1, 2, 3, 0, 4, 5})
-              .reshape({layout.n_layer, 2, layout.n_head, n * page_size_, layout.head_dim});
-    return run.narrow(3, begin, end - begin).contiguous();
+    return PagesAsTokens(run).narrow(3, begin, end - begin).contiguous();
   });
 }
 

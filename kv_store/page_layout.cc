@@ -89,6 +89,20 @@ absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pag
   return pages;
 }
 
+torch::Tensor PagesAsTokens(const torch::Tensor& pages) {
+  TORCH_CHECK(pages.dim() == 6, "PagesAsTokens: pages of shape ", pages.sizes(), " are not 6-D");
+  return pages.permute({1, 2, 3, 0, 4, 5})
+      .reshape({pages.size(1), 2, pages.size(3), pages.size(0) * pages.size(4), pages.size(5)});
+}
+
+torch::Tensor TokensAsPages(const torch::Tensor& kv, int64_t page_size) {
+  TORCH_CHECK(kv.dim() == 5 && page_size >= 1 && kv.size(3) % page_size == 0,
+              "TokensAsPages: K/V of shape ", kv.sizes(), " are not whole pages of ", page_size);
+  return kv.view({kv.size(0), 2, kv.size(2), kv.size(3) / page_size, page_size, kv.size(4)})
+      .permute({3, 0, 1, 2, 4, 5})
+      .contiguous();
+}
+
 absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
                                         torch::Device device) {
   if (absl::Status s = CheckPages(pool); !s.ok()) return s;

@@ -71,6 +71,17 @@ absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<co
 absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
                         const torch::Tensor& staged);
 
+// ---- a run of pages <-> K/V by position ----
+
+// A run of pages (n, n_layer, 2, n_head, P, head_dim) as the K/V of its
+// n * P positions in order: (n_layer, 2, n_head, n * P, head_dim), any page
+// size. Throws c10::Error for a tensor that is not 6-D.
+torch::Tensor PagesAsTokens(const torch::Tensor& pages);
+// The inverse: K/V of T positions (n_layer, 2, n_head, T, head_dim) as a run
+// of T / page_size contiguous pages. Throws c10::Error unless page_size
+// divides T.
+torch::Tensor TokensAsPages(const torch::Tensor& kv, int64_t page_size);
+
 // ---- the wire: a staged run's bytes ----
 
 // `bytes` (whole pages in C order) as a new run on the CPU.

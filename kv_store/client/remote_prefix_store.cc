@@ -50,13 +50,9 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTab
       return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
                                               fetched->tokens, " tokens, not ", load.tokens));
     }
-    // (n, L, 2, H, P, D) -> (L, 2, H, n * P, D): tokens, whatever the rows'
-    // page size.
-    const torch::Tensor& p = fetched->pages;
+    // By position, whatever the rows' page size.
     absl::StatusOr<torch::Tensor> kv = TorchResult("reading fetched pages", [&] {
-      return p.permute({1, 2, 3, 0, 4, 5})
-          .reshape({p.size(1), 2, p.size(3), p.size(0) * p.size(4), p.size(5)})
-          .narrow(3, 0, load.tokens);
+      return PagesAsTokens(fetched->pages).narrow(3, 0, load.tokens);
     });
     if (!kv.ok()) return kv.status();
     if (absl::Status s = rows.WriteTokens(load.row, 0, *kv); !s.ok()) return s;
@@ -104,13 +100,9 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
   }
   absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, match->matched_tokens, n);
   if (!kv.ok()) return kv.status();
-  // (L, 2, H, T, D) -> the store's pages (T / P, L, 2, H, P, D), on the CPU.
+  // As the store's pages, on the CPU.
   absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
-    const int64_t pages = (n - match->matched_tokens) / layout.page_size;
-    return kv->view({layout.n_layer, 2, layout.n_head, pages, layout.page_size, layout.head_dim})
-        .permute({3, 0, 1, 2, 4, 5})
-        .to(torch::kCPU, layout.dtype)
-        .contiguous();
+    return TokensAsPages(kv->to(torch::kCPU, layout.dtype), layout.page_size);
   });
   if (!staged.ok()) return staged.status();
   const KvStoreClient::PutScope scope{std::string(store.cache_salt),

@@ -229,12 +229,7 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   BatchScheduler scheduler(model.get(), {});
   // Positions [0, n) of `other` as pages of `page_size` tokens.
   auto pages_of = [&](int64_t n, int64_t page_size) {
-    const PageLayout layout = KvPageLayout(model->config(), testing::TestDtype(), page_size);
-    // (L, 2, H, n, D) -> (n / P, L, 2, H, P, D)
-    const torch::Tensor kv = other.ReadRow(0, 0, n);
-    return kv.view({layout.n_layer, 2, layout.n_head, n / page_size, page_size, layout.head_dim})
-        .permute({3, 0, 1, 2, 4, 5})
-        .contiguous();
+    return TokensAsPages(other.ReadRow(0, 0, n), page_size);
   };
 
   Outcome partial;

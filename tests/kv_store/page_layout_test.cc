@@ -47,6 +47,22 @@ TEST(PageLayoutTest, LayoutsWithPagesTooLargeToCountAreRefused) {
   EXPECT_TRUE(l.Validate().ok());
 }
 
+TEST(PageLayoutTest, PagesAndPositionsConvertBothWays) {
+  const PageLayout l = SmallLayout();  // pages of 4
+  const torch::Tensor pages = RandomPages(l, 3);
+  const torch::Tensor kv = PagesAsTokens(pages);  // (L, 2, H, 12, D)
+  ASSERT_EQ(kv.sizes(), (std::vector<int64_t>{2, 2, 3, 12, 5}));
+  // Position 6 is page 1's third slot, in every layer, K and V, head.
+  EXPECT_TRUE(torch::equal(kv.select(3, 6), pages[1].select(3, 2)));
+  EXPECT_TRUE(torch::equal(TokensAsPages(kv, 4), pages));
+  // Another page size regroups the same positions.
+  const torch::Tensor by_six = TokensAsPages(kv, 6);
+  ASSERT_EQ(by_six.size(0), 2);
+  EXPECT_TRUE(torch::equal(PagesAsTokens(by_six), kv));
+  EXPECT_THROW(TokensAsPages(kv, 5), c10::Error);
+  EXPECT_THROW(PagesAsTokens(kv), c10::Error);
+}
+
 TEST(PageLayoutTest, PoolPagesRoundTripThroughStagedRuns) {
   const PageLayout l = SmallLayout();
   torch::Tensor pool = RandomPages(l, 6);
