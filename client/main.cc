@@ -23,6 +23,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/decode_bench.h"
 #include "bench/front_door_bench.h"
@@ -109,6 +110,9 @@ ABSL_FLAG(int32_t, http_port, 8000,
 ABSL_FLAG(std::string, work_dir, "/tmp",
           "serve/bench-services: where service logs and port files go");
 ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
+ABSL_FLAG(std::string, kv_transport, "auto",
+          "serve/bench-services: how prefill and decode move pages to and from the store: auto "
+          "(its pool mapped in place: shared memory or CUDA IPC), cuda_ipc, shm or bytes");
 ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
 ABSL_FLAG(std::string, prompt_lengths, "16,128,512", "bench-services: prompt lengths in tokens");
 ABSL_FLAG(bool, front_door, false,
@@ -219,6 +223,9 @@ int main(int argc, char** argv) {
     stack.page_size = o.page_size;
     stack.pool_mb = absl::GetFlag(FLAGS_pool_mb);
     stack.max_batch = absl::GetFlag(FLAGS_max_batch);
+    const std::string transport = absl::StrCat("--kv_transport=", absl::GetFlag(FLAGS_kv_transport));
+    stack.prefill_flags.push_back(transport);
+    stack.decode_flags.push_back(transport);
     if (command == "serve") {
       stack.kv_store_port = absl::GetFlag(FLAGS_kv_store_port);
       stack.prefill_port = absl::GetFlag(FLAGS_prefill_port);

@@ -210,7 +210,9 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
   if (call.lease_id == PrefixStore::kNoLease || store_ == nullptr) return;
   GenerateSummary& summary = call.summary;
   const absl::Time t = absl::Now();
-  absl::StatusOr<torch::Tensor> pages = store_->ReadLeased(call.lease_id, torch::kCPU);
+  // Onto the slots' device: from a mapped pool that is one gather device to
+  // device (or out of shared memory); over bytes, a copy after the stream.
+  absl::StatusOr<torch::Tensor> pages = store_->ReadLeased(call.lease_id, scheduler_->device());
   summary.fetch_ms = MsBetween(t, absl::Now());
   const int64_t tokens = pages.ok() ? pages->size(0) * pages->size(4) : 0;
   if (pages.ok() && tokens <= static_cast<int64_t>(batch.prompt.size())) {

@@ -1,6 +1,7 @@
 // nanoserve-decode: the front door; Generate streams tokens, decoded with continuous batching.
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "decode_service/decode_handler.h"
 #include "decode_service/decode_service.h"
@@ -44,7 +45,9 @@ int Run() {
   auto tokenizer = Gpt2Tokenizer::LoadDefault();
   if (!tokenizer.ok()) return ServiceError(tokenizer.status());
   std::unique_ptr<v1::Prefill::Stub> prefill = PeerStub<v1::Prefill>(absl::GetFlag(FLAGS_prefill));
-  RemoteStore store = RemoteStoreFromFlags();
+  auto remote = RemoteStoreFromFlags();
+  if (!remote.ok()) return ServiceError(remote.status());
+  RemoteStore store = *std::move(remote);
   PrefillClient prefill_client(prefill.get(), store.store.get(),
                                absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms)));
   BatchSchedulerOptions scheduler_options;

@@ -53,6 +53,8 @@ void BatchScheduler::Shutdown() {
   if (thread_.joinable()) thread_.join();
 }
 
+torch::Device BatchScheduler::device() const { return model_->options().device; }
+
 absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   const Gpt2Config& config = model_->config();
   const int64_t n = static_cast<int64_t>(r.prompt.size());

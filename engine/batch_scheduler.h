@@ -117,6 +117,10 @@ class BatchScheduler {
   // Shutdown().
   ~BatchScheduler();
 
+  // Where the model and the slots' K/V live: prompt_pages already there
+  // are written into the slots device to device.
+  torch::Device device() const;
+
   // INVALID_ARGUMENT naming the first problem: empty prompt, an unknown
   // token id, prompt + max_new_tokens over the capacity or the pool, bad sampling
   // options, prompt_pages of the wrong shape or longer than the prompt, or

@@ -23,6 +23,14 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(const PagePoolOptions
     return absl::InvalidArgumentError(
         absl::StrCat("PagePool: ", num_pages, " pages do not fit 32-bit page indices"));
   }
+  if (options.exported) {
+    absl::StatusOr<ExportedTensor> exported = AllocateExported(
+        options.layout.shape(num_pages), options.layout.dtype, options.device, options.epoch);
+    if (!exported.ok()) return exported.status();
+    // Zeros already (see below).
+    return std::unique_ptr<PagePool>(
+        new PagePool(options, std::move(exported->tensor), std::move(exported->segment)));
+  }
   absl::StatusOr<torch::Tensor> storage = EmptyPages(options.layout, num_pages, options.device);
   if (!storage.ok()) {
     return absl::ResourceExhaustedError(
@@ -32,12 +40,13 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(const PagePoolOptions
   // Zeros, not garbage: attention over a padded block table reads pages no
   // sequence wrote, and masked weights times NaN would still be NaN.
   storage->zero_();
-  return std::unique_ptr<PagePool>(new PagePool(options, *std::move(storage)));
+  return std::unique_ptr<PagePool>(new PagePool(options, *std::move(storage), SharedSegment{}));
 }
 
-PagePool::PagePool(const PagePoolOptions& options, torch::Tensor storage)
+PagePool::PagePool(const PagePoolOptions& options, torch::Tensor storage, SharedSegment segment)
     : options_(options),
       storage_(std::move(storage)),
+      segment_(std::move(segment)),
       is_free_(static_cast<size_t>(storage_.size(0)), 1) {
   const int32_t n = static_cast<int32_t>(storage_.size(0));
   free_list_.reserve(n);

@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kv_store/page_layout.h"
+#include "kv_store/shared_memory.h"
 
 namespace nanoserve {
 
@@ -46,13 +47,21 @@ struct PagePoolOptions {
   int64_t byte_budget = 0;
   // Where storage() lives.
   torch::Device device = torch::kCPU;
+  // Allocate storage() in memory other processes of this host can map
+  // (kv_store/shared_memory.h: a shared-memory segment on the CPU, CUDA
+  // IPC on a GPU); segment() then says how. `epoch` names this pool's
+  // life (written into a shared-memory segment's header).
+  bool exported = false;
+  uint64_t epoch = 0;
 };
 
 class PagePool {
  public:
   // Validates `options` and allocates storage. INVALID_ARGUMENT for bad
   // geometry or a budget below one page (or above 2^31 - 1 pages);
-  // RESOURCE_EXHAUSTED if the device cannot allocate the storage.
+  // RESOURCE_EXHAUSTED if the device cannot allocate the storage;
+  // UNAVAILABLE if exported memory cannot be had (the caller may create a
+  // pool that is not exported instead).
   static absl::StatusOr<std::unique_ptr<PagePool>> Create(const PagePoolOptions& options);
 
   PagePool(const PagePool&) = delete;
@@ -68,6 +77,9 @@ class PagePool {
   // (num_pages, n_layer, 2, n_head, page_size, head_dim). Zeros at
   // creation; a page holds what its last owner wrote.
   const torch::Tensor& storage() const { return storage_; }
+  // How another process maps storage(); transport kBytes unless
+  // options().exported.
+  const SharedSegment& segment() const { return segment_; }
 
   // Takes `n` pages off the free list (lowest indices first on a fresh pool).
   // All or nothing: RESOURCE_EXHAUSTED, and no change, if fewer than `n` are
@@ -87,10 +99,11 @@ class PagePool {
   absl::Status CheckInvariants() const;
 
  private:
-  PagePool(const PagePoolOptions& options, torch::Tensor storage);
+  PagePool(const PagePoolOptions& options, torch::Tensor storage, SharedSegment segment);
 
   const PagePoolOptions options_;
   torch::Tensor storage_;
+  const SharedSegment segment_;
   std::vector<int32_t> free_list_;  // a stack; back() is handed out next
   std::vector<uint8_t> is_free_;    // per page: 1 iff on free_list_
 };

@@ -65,6 +65,7 @@ PrefixCache::PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<Page
       page_size_(pool->page_size()),
       num_pages_(pool->num_pages()),
       storage_(pool->storage()),
+      segment_(pool->segment()),
       pool_(std::move(pool)),
       tree_(page_size_),
       cached_(static_cast<size_t>(num_pages_), 0) {}

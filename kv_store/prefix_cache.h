@@ -143,6 +143,8 @@ class PrefixCache {
   const PrefixCacheOptions& options() const { return options_; }
   // The pool: (num_pages, n_layer, 2, n_head, page_size, head_dim).
   const torch::Tensor& storage() const { return storage_; }
+  // How another process maps storage() (page_pool.h).
+  const SharedSegment& segment() const { return segment_; }
 
   // The longest prefix of `tokens` cached in namespace `cache_salt`, in
   // whole pages (a trailing partial page is never matched), pinned by a new
@@ -252,6 +254,7 @@ class PrefixCache {
   const int64_t page_size_;
   const int64_t num_pages_;
   const torch::Tensor storage_;  // the pool's storage, shared
+  const SharedSegment segment_;
 
   mutable absl::Mutex mu_;
   const std::unique_ptr<PagePool> pool_ ABSL_PT_GUARDED_BY(mu_);

@@ -1,6 +1,8 @@
 // nanoserve-prefill: the prefill stage.
 #include <memory>
 
+#include <utility>
+
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
 #include "engine/device.h"
@@ -24,7 +26,9 @@ namespace {
 int Run() {
   auto loaded = LoadModelFromFlags();
   if (!loaded.ok()) return ServiceError(loaded.status());
-  RemoteStore store = RemoteStoreFromFlags();
+  auto remote = RemoteStoreFromFlags();
+  if (!remote.ok()) return ServiceError(remote.status());
+  RemoteStore store = *std::move(remote);
   MetricsRegistry metrics;
   PrefillStageOptions stage_options;
   stage_options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);

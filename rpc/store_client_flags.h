@@ -4,6 +4,8 @@
 //   --kv_store           the store's address; empty = no store
 //   --store_timeout_ms   the deadline of each store call
 //   --chunk_kb           page bytes per Put chunk, and asked of Fetch
+//   --kv_transport       auto|cuda_ipc|shm|bytes: the data plane
+//                        (kv_store/client/kv_store_client.h)
 // Messages are bounded by --max_message_mb, and the channel secured by
 // --tls_cert, --tls_key, --tls_ca (rpc/service_main.h).
 //
@@ -12,6 +14,8 @@
 #define NANOSERVE_RPC_STORE_CLIENT_FLAGS_H_
 
 #include <memory>
+
+#include "absl/status/statusor.h"
 
 #include "kv_store/client/kv_store_client.h"
 #include "kv_store/client/remote_prefix_store.h"
@@ -25,7 +29,8 @@ struct RemoteStore {
   std::unique_ptr<KvStoreClient> client;
   std::unique_ptr<RemotePrefixStore> store;
 };
-RemoteStore RemoteStoreFromFlags();
+// INVALID_ARGUMENT for a bad --kv_transport.
+absl::StatusOr<RemoteStore> RemoteStoreFromFlags();
 
 }  // namespace nanoserve
 

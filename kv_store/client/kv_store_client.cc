@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +11,46 @@
 #include "rpc/status.h"
 
 namespace nanoserve {
+namespace {
+
+// How long a decision to stream bytes (the store offered no pool) stands
+// before the client asks again.
+constexpr absl::Duration kRetryConnectAfter = absl::Seconds(5);
+
+KvTransport FromProto(v1::Transport transport) {
+  switch (transport) {
+    case v1::TRANSPORT_SHM:
+      return KvTransport::kShm;
+    case v1::TRANSPORT_CUDA_IPC:
+      return KvTransport::kCudaIpc;
+    default:
+      return KvTransport::kBytes;
+  }
+}
+
+v1::Transport ToProto(KvTransport transport) {
+  switch (transport) {
+    case KvTransport::kShm:
+      return v1::TRANSPORT_SHM;
+    case KvTransport::kCudaIpc:
+      return v1::TRANSPORT_CUDA_IPC;
+    case KvTransport::kBytes:
+      break;
+  }
+  return v1::TRANSPORT_BYTES;
+}
+
+}  // namespace
+
+absl::StatusOr<KvStoreClientOptions::Transport> ParseKvTransport(absl::string_view name) {
+  using T = KvStoreClientOptions::Transport;
+  if (name == "auto") return T::kAuto;
+  if (name == "bytes") return T::kBytes;
+  if (name == "shm") return T::kShm;
+  if (name == "cuda_ipc") return T::kCudaIpc;
+  return absl::InvalidArgumentError(
+      absl::StrCat("kv transport '", name, "' is not auto, bytes, shm or cuda_ipc"));
+}
 
 KvStoreClient::KvStoreClient(const KvStoreClientOptions& options)
     : options_(options),
@@ -181,6 +222,192 @@ absl::StatusOr<v1::StatsResponse> KvStoreClient::Stats() {
   v1::StatsResponse response;
   grpc::Status status = stub_->Stats(&context, v1::StatsRequest(), &response);
   if (absl::Status failed = Finished(status, "kv store Stats"); !failed.ok()) return failed;
+  return response;
+}
+
+// ---- the shared data plane ----
+
+absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::Pool() {
+  if (options_.transport == KvStoreClientOptions::Transport::kBytes) return nullptr;
+  absl::MutexLock lock(&mu_);
+  if (pool_ != nullptr) return pool_;
+  if (connected_ && absl::Now() - decided_at_ < kRetryConnectAfter) {
+    if (options_.transport != KvStoreClientOptions::Transport::kAuto) {
+      return absl::FailedPreconditionError(no_pool_reason_);
+    }
+    return nullptr;
+  }
+  absl::StatusOr<std::shared_ptr<const MappedPool>> pool = ConnectAndMap();
+  if (!pool.ok()) return pool.status();
+  pool_ = *pool;
+  if (pool_ == nullptr && options_.transport != KvStoreClientOptions::Transport::kAuto) {
+    return absl::FailedPreconditionError(no_pool_reason_);
+  }
+  return pool_;
+}
+
+absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::ConnectAndMap() {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ConnectRequest request;
+  request.set_host_id(HostId());
+  v1::ConnectResponse response;
+  grpc::Status status = stub_->Connect(&context, request, &response);
+  absl::Status failed = Finished(status, "kv store Connect");
+  if (!failed.ok() && failed.code() != absl::StatusCode::kUnimplemented) return failed;
+  connected_ = true;
+  decided_at_ = absl::Now();
+  auto bytes = [&](std::string reason) -> std::shared_ptr<const MappedPool> {
+    no_pool_reason_ = absl::StrCat("kv store ", options_.target, ": bytes (", reason, ")");
+    std::fprintf(stderr, "%s\n", no_pool_reason_.c_str());
+    return nullptr;
+  };
+  if (!failed.ok()) return bytes("the store has no data plane: an older version");
+  if (!response.has_pool()) return bytes(response.no_pool_reason());
+  absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
+  if (!layout.ok()) {
+    return absl::InternalError(absl::StrCat("kv store Connect: ", layout.status().message()));
+  }
+  const v1::PoolExport& exported = response.pool();
+  SharedSegment segment;
+  segment.transport = FromProto(exported.transport());
+  using T = KvStoreClientOptions::Transport;
+  if ((options_.transport == T::kShm && segment.transport != KvTransport::kShm) ||
+      (options_.transport == T::kCudaIpc && segment.transport != KvTransport::kCudaIpc)) {
+    return bytes(absl::StrCat("the store exports its pool as ",
+                              KvTransportName(segment.transport)));
+  }
+  segment.shm_name = exported.shm_name();
+  segment.cuda_ipc_handle = exported.cuda_ipc_handle();
+  segment.device_uuid = exported.device_uuid();
+  segment.offset_bytes = exported.offset_bytes();
+  segment.bytes = exported.pool_bytes();
+  if (exported.num_pages() < 1) return bytes("the store exports an empty pool");
+  absl::StatusOr<torch::Tensor> storage =
+      MapExported(segment, layout->shape(exported.num_pages()), layout->dtype, options_.device,
+                  response.epoch());
+  if (!storage.ok()) return bytes(std::string(storage.status().message()));
+  auto pool = std::make_shared<MappedPool>();
+  pool->transport = segment.transport;
+  pool->epoch = response.epoch();
+  pool->layout = *layout;
+  pool->storage = *std::move(storage);
+  no_pool_reason_.clear();
+  std::fprintf(stderr, "kv store %s: %s, %lld pages mapped (epoch %llx)\n",
+               options_.target.c_str(), std::string(KvTransportName(pool->transport)).c_str(),
+               static_cast<long long>(exported.num_pages()),
+               static_cast<unsigned long long>(pool->epoch));
+  return std::shared_ptr<const MappedPool>(std::move(pool));
+}
+
+std::string KvStoreClient::TransportDescription() const {
+  absl::MutexLock lock(&mu_);
+  if (pool_ != nullptr) return std::string(KvTransportName(pool_->transport));
+  if (options_.transport == KvStoreClientOptions::Transport::kBytes) return "bytes (forced)";
+  if (!connected_) return "not connected";
+  return no_pool_reason_;
+}
+
+absl::Status KvStoreClient::FinishedShared(const grpc::Status& status, const char* what,
+                                           uint64_t epoch) {
+  absl::Status result = Finished(status, what);
+  if (result.code() == absl::StatusCode::kFailedPrecondition) {
+    // The store restarted (or stopped exporting): map again next time.
+    absl::MutexLock lock(&mu_);
+    if (pool_ != nullptr && pool_->epoch == epoch) {
+      pool_ = nullptr;
+      connected_ = false;
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool& pool,
+                                                                uint64_t lease_id,
+                                                                int64_t* tokens) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::FetchRequest request;
+  request.set_lease_id(lease_id);
+  request.set_transport(ToProto(pool.transport));
+  request.set_epoch(pool.epoch);
+  std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> reader = stub_->Fetch(&context, request);
+  v1::FetchResponse message;
+  std::vector<int32_t> pages;
+  int64_t header_pages = -1;
+  bool have_pages = false;
+  while (reader->Read(&message)) {
+    if (message.has_header() && header_pages < 0) {
+      header_pages = message.header().pages();
+      *tokens = message.header().tokens();
+    } else if (message.has_shared() && header_pages >= 0 && !have_pages) {
+      pages.assign(message.shared().pages().begin(), message.shared().pages().end());
+      have_pages = true;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (absl::Status failed = FinishedShared(status, "kv store Fetch", pool.epoch); !failed.ok()) {
+    return failed;
+  }
+  const int64_t num_pages = pool.storage.size(0);
+  bool in_range = have_pages && static_cast<int64_t>(pages.size()) == header_pages &&
+                  *tokens == header_pages * pool.layout.page_size;
+  for (int32_t page : pages) in_range = in_range && page >= 0 && page < num_pages;
+  if (!in_range) return absl::InternalError("kv store Fetch: malformed shared pages");
+  return pages;
+}
+
+absl::StatusOr<KvStoreClient::Reservation> KvStoreClient::Reserve(const MappedPool& pool,
+                                                                  int64_t n) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ReserveRequest request;
+  request.set_pages(n);
+  request.set_epoch(pool.epoch);
+  v1::ReserveResponse response;
+  grpc::Status status = stub_->Reserve(&context, request, &response);
+  if (absl::Status failed = FinishedShared(status, "kv store Reserve", pool.epoch); !failed.ok()) {
+    return failed;
+  }
+  Reservation reservation{response.reservation_id(),
+                          {response.pages().begin(), response.pages().end()}};
+  bool valid = static_cast<int64_t>(reservation.pages.size()) == n;
+  for (int32_t page : reservation.pages) {
+    valid = valid && page >= 0 && page < pool.storage.size(0);
+  }
+  if (!valid) return absl::InternalError("kv store Reserve: malformed pages");
+  return reservation;
+}
+
+absl::StatusOr<v1::PutResponse> KvStoreClient::Commit(absl::Span<const int32_t> tokens,
+                                                      uint64_t base_lease_id, int64_t base_tokens,
+                                                      const MappedPool& pool,
+                                                      const Reservation& reservation,
+                                                      const PutScope& scope) {
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::PutResponse response;
+  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer = stub_->Put(&context, &response);
+  v1::PutRequest header;
+  v1::PutHeader* h = header.mutable_header();
+  h->mutable_tokens()->Add(tokens.begin(), tokens.end());
+  h->set_base_lease_id(base_lease_id);
+  h->set_base_tokens(base_tokens);
+  *h->mutable_layout() = KvLayoutToProto(pool.layout);
+  h->set_cache_salt(scope.cache_salt);
+  h->set_lease_holder(scope.lease_holder);
+  h->set_reservation_id(reservation.id);
+  h->set_epoch(pool.epoch);
+  writer->Write(header);
+  writer->WritesDone();
+  grpc::Status status = writer->Finish();
+  if (absl::Status failed = FinishedShared(status, "kv store Put", pool.epoch); !failed.ok()) {
+    return failed;
+  }
   return response;
 }
 

@@ -4,6 +4,12 @@
 // the channel), and a hung one fails fast once the circuit breaker opens, so
 // callers can fall back to computing K/V themselves.
 //
+// The data plane (kv_store.proto's Connect): with a shared transport the
+// client maps the store's pool once (Pool(); again after the store
+// restarted with a new epoch) and moves pages in place: FetchShared gives a
+// lease's page ids, Reserve gives pages to write, Commit publishes them.
+// Otherwise pages cross as bytes (Put, Fetch).
+//
 // Thread safety: thread-safe (gRPC stubs are).
 #ifndef NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
 #define NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
@@ -21,7 +27,10 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "kv_store/client/circuit_breaker.h"
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "kv_store/page_layout.h"
+#include "kv_store/shared_memory.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
 
 namespace nanoserve {
@@ -41,7 +50,19 @@ struct KvStoreClientOptions {
   // not called for a while: calls fail at once with UNAVAILABLE, so callers
   // compute without it instead of each waiting out `timeout`.
   CircuitBreakerOptions breaker;
+  // The data plane: kAuto maps the store's pool when it can (same host, the
+  // pool exported to this caller, a CUDA pool only from a CUDA device) and
+  // streams bytes otherwise; kBytes never maps; kShm / kCudaIpc insist (the
+  // shared calls fail with FAILED_PRECONDITION, and the reason, if that
+  // transport cannot be had).
+  enum class Transport { kAuto, kBytes, kShm, kCudaIpc };
+  Transport transport = Transport::kAuto;
+  // Where the caller's rows live: the device a CUDA pool is mapped on.
+  torch::Device device = torch::kCPU;
 };
+
+// "auto", "bytes", "shm" or "cuda_ipc" (INVALID_ARGUMENT otherwise).
+absl::StatusOr<KvStoreClientOptions::Transport> ParseKvTransport(absl::string_view name);
 
 class KvStoreClient {
  public:
@@ -84,9 +105,45 @@ class KvStoreClient {
   absl::StatusOr<std::vector<uint64_t>> Renew(const std::vector<uint64_t>& lease_ids);
   absl::StatusOr<v1::StatsResponse> Stats();
 
+  // The store's pool as this client maps it.
+  struct MappedPool {
+    KvTransport transport = KvTransport::kBytes;
+    uint64_t epoch = 0;
+    PageLayout layout;
+    torch::Tensor storage;  // (num_pages, n_layer, 2, n_head, page_size, head_dim)
+  };
+  // The mapped pool to move pages through, or null for bytes. Connects on
+  // first use, and again after the mapping was dropped (the store's epoch
+  // changed) or a few seconds after the store offered no pool. Fails as
+  // the store's calls fail, or with FAILED_PRECONDITION when a forced
+  // transport cannot be had.
+  absl::StatusOr<std::shared_ptr<const MappedPool>> Pool() ABSL_LOCKS_EXCLUDED(mu_);
+  // The transport in use now, and why ("" when shared), for logs and metrics.
+  std::string TransportDescription() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The page ids a lease pins in `pool`; *tokens their token count.
+  absl::StatusOr<std::vector<int32_t>> FetchShared(const MappedPool& pool, uint64_t lease_id,
+                                                   int64_t* tokens);
+  struct Reservation {
+    uint64_t id = 0;
+    std::vector<int32_t> pages;
+  };
+  // `n` pages of `pool` for the caller to write, then Commit.
+  absl::StatusOr<Reservation> Reserve(const MappedPool& pool, int64_t n);
+  // Publishes tokens[base_tokens:] whose K/V the caller wrote into the
+  // reservation's pages (in order) and waited for.
+  absl::StatusOr<v1::PutResponse> Commit(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
+                                         int64_t base_tokens, const MappedPool& pool,
+                                         const Reservation& reservation,
+                                         const PutScope& scope = {});
+
   const std::string& target() const { return options_.target; }
 
  private:
+  // A shared call's status; an epoch refusal drops the mapping.
+  absl::Status FinishedShared(const grpc::Status& status, const char* what, uint64_t epoch);
+  // Connect, then map what the store offers; null for bytes.
+  absl::StatusOr<std::shared_ptr<const MappedPool>> ConnectAndMap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetDeadline(grpc::ClientContext* context) const;
   // The call's gRPC status as an absl::Status, recorded by the breaker.
   absl::Status Finished(const grpc::Status& status, const char* what);
@@ -94,6 +151,12 @@ class KvStoreClient {
   KvStoreClientOptions options_;
   CircuitBreaker breaker_;
   std::unique_ptr<v1::KvStore::Stub> stub_;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const MappedPool> pool_ ABSL_GUARDED_BY(mu_);
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;  // pool_ (or bytes) decided
+  absl::Time decided_at_ ABSL_GUARDED_BY(mu_);
+  std::string no_pool_reason_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace nanoserve

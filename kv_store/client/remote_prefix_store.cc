@@ -40,7 +40,21 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<con
   return Match{match->matched_tokens, match->lease_id};
 }
 
+absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadShared(const KvStoreClient::MappedPool& pool,
+                                                             uint64_t lease_id,
+                                                             torch::Device device,
+                                                             int64_t* tokens) {
+  absl::StatusOr<std::vector<int32_t>> pages = client_->FetchShared(pool, lease_id, tokens);
+  if (!pages.ok()) return pages.status();
+  // One gather out of the mapped pool (device to device, or out of shared
+  // memory), while the caller's lease pins the pages.
+  return ReadPages(pool.storage, *pages, device);
+}
+
 absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTables& rows) {
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok()) return pool.status();
+  if (*pool != nullptr) return LoadShared(**pool, loads, rows);
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
     absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(load.lease_id);
@@ -61,8 +75,39 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTab
   return absl::OkStatus();
 }
 
+absl::Status RemotePrefixStore::LoadShared(const KvStoreClient::MappedPool& pool,
+                                           absl::Span<const LeasedRow> loads, BlockTables& rows) {
+  for (const LeasedRow& load : loads) {
+    if (load.tokens == 0) continue;
+    int64_t tokens = 0;
+    absl::StatusOr<torch::Tensor> run =
+        ReadShared(pool, load.lease_id, rows.storage().device(), &tokens);
+    if (!run.ok()) return run.status();
+    if (load.tokens % pool.layout.page_size != 0 || load.tokens > tokens) {
+      return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
+                                              tokens, " tokens, not ", load.tokens));
+    }
+    absl::StatusOr<torch::Tensor> kv = TorchResult(
+        "reading shared pages", [&] { return PagesAsTokens(*run).narrow(3, 0, load.tokens); });
+    if (!kv.ok()) return kv.status();
+    if (absl::Status s = rows.WriteTokens(load.row, 0, *kv); !s.ok()) return s;
+    rows.set_length(load.row, load.tokens);
+  }
+  // The caller releases the leases next: the copies must have read them.
+  WaitForDevice(pool.storage.device());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
                                                             torch::Device device) {
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok()) return pool.status();
+  if (*pool != nullptr) {
+    int64_t tokens = 0;
+    absl::StatusOr<torch::Tensor> run = ReadShared(**pool, lease_id, device, &tokens);
+    if (run.ok()) WaitForDevice((*pool)->storage.device());
+    return run;
+  }
   absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(lease_id);
   if (!fetched.ok()) return fetched.status();
   if (device.is_cpu()) return std::move(fetched->pages);
@@ -100,13 +145,27 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
   }
   absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, match->matched_tokens, n);
   if (!kv.ok()) return kv.status();
+  const KvStoreClient::PutScope scope{std::string(store.cache_salt),
+                                      pin ? std::string(lease_holder) : ""};
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok()) return pool.status();
+  if (*pool != nullptr) {
+    absl::StatusOr<v1::PutResponse> put = PutShared(**pool, store, *match, *kv, scope);
+    if (!put.ok()) {
+      if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
+      return put.status();
+    }
+    if (!pin) {
+      client_->Release(put->lease_id()).IgnoreError();
+      return Stored{kNoLease, n, put->inserted_tokens()};
+    }
+    return Stored{put->lease_id(), n, put->inserted_tokens()};
+  }
   // As the store's pages, on the CPU.
   absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
     return TokensAsPages(kv->to(torch::kCPU, layout.dtype), layout.page_size);
   });
   if (!staged.ok()) return staged.status();
-  const KvStoreClient::PutScope scope{std::string(store.cache_salt),
-                                      pin ? std::string(lease_holder) : ""};
   absl::StatusOr<v1::PutResponse> put =
       client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout, scope);
   if (!put.ok()) {
@@ -118,6 +177,26 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
     return Stored{kNoLease, n, put->inserted_tokens()};
   }
   return Stored{put->lease_id(), n, put->inserted_tokens()};
+}
+
+absl::StatusOr<v1::PutResponse> RemotePrefixStore::PutShared(const KvStoreClient::MappedPool& pool,
+                                                             const RowTokens& store,
+                                                             const KvStoreClient::Match& base,
+                                                             const torch::Tensor& kv,
+                                                             const KvStoreClient::PutScope& scope) {
+  const int64_t new_pages = kv.size(3) / pool.layout.page_size;
+  absl::StatusOr<KvStoreClient::Reservation> reserved = client_->Reserve(pool, new_pages);
+  if (!reserved.ok()) return reserved.status();
+  // Written in place through the mapping, then waited for: the store
+  // publishes the pages as soon as the commit arrives.
+  absl::Status written = TorchResult("writing shared pages", [&] {
+    torch::Tensor staged = TokensAsPages(kv.to(pool.storage.device(), pool.layout.dtype),
+                                         pool.layout.page_size);
+    return WritePages(pool.storage, reserved->pages, staged);
+  });
+  if (!written.ok()) return written;  // the reservation expires at the store
+  WaitForDevice(pool.storage.device());
+  return client_->Commit(store.tokens, base.lease_id, base.matched_tokens, pool, *reserved, scope);
 }
 
 absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(

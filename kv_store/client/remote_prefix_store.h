@@ -1,8 +1,11 @@
 // A PrefixStore (kv_store/prefix_store.h) over the KV store service: the
 // same prefix prefill that runs against a PrefixCache in this process runs
-// against the nanoserve-kv-store service through this adapter. Page bytes
-// cross as gRPC streams (KvStoreClient's Put and Fetch), staged on the CPU
-// in the page layout of kv_store/page_layout.h.
+// against the nanoserve-kv-store service through this adapter. Pages move
+// through the store's pool mapped in place when the client could map it
+// (KvStoreClient::Pool: shared memory or CUDA IPC; one gather out of it
+// per leased row, one scatter into reserved pages per stored row, only
+// page ids on gRPC), and otherwise as gRPC streams of bytes (Put, Fetch)
+// staged on the CPU in the page layout of kv_store/page_layout.h.
 //
 // Thread safety: thread-safe.
 #ifndef NANOSERVE_KV_STORE_CLIENT_REMOTE_PREFIX_STORE_H_
@@ -46,6 +49,20 @@ class RemotePrefixStore : public PrefixStore {
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 
  private:
+  // The run of pages a lease pins, gathered out of the mapped pool onto
+  // `device`. The caller waits for the device before the lease may end.
+  absl::StatusOr<torch::Tensor> ReadShared(const KvStoreClient::MappedPool& pool,
+                                           uint64_t lease_id, torch::Device device,
+                                           int64_t* tokens);
+  absl::Status LoadShared(const KvStoreClient::MappedPool& pool,
+                          absl::Span<const LeasedRow> loads, BlockTables& rows);
+  // Reserve, write `kv` (n_layer, 2, n_head, T, head_dim) into the pages in
+  // place, wait, Commit.
+  absl::StatusOr<v1::PutResponse> PutShared(const KvStoreClient::MappedPool& pool,
+                                            const RowTokens& store,
+                                            const KvStoreClient::Match& base,
+                                            const torch::Tensor& kv,
+                                            const KvStoreClient::PutScope& scope);
   absl::StatusOr<Stored> StoreRow(const RowTokens& store, BlockTables& rows, bool pin,
                                   absl::string_view lease_holder);
 

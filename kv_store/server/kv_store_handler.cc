@@ -8,6 +8,7 @@
 #include "engine/prompt_check.h"
 #include "kv_store/client/kv_wire.h"
 #include "kv_store/page_layout.h"
+#include "kv_store/shared_memory.h"
 #include "rpc/status.h"
 
 namespace nanoserve {
@@ -21,6 +22,18 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
+v1::Transport TransportToProto(KvTransport transport) {
+  switch (transport) {
+    case KvTransport::kShm:
+      return v1::TRANSPORT_SHM;
+    case KvTransport::kCudaIpc:
+      return v1::TRANSPORT_CUDA_IPC;
+    case KvTransport::kBytes:
+      break;
+  }
+  return v1::TRANSPORT_BYTES;
+}
+
 }  // namespace
 
 KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
@@ -29,8 +42,18 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
       options_(options),
       layout_(cache->options().pool.layout),
       layout_proto_(KvLayoutToProto(layout_)),
-      bytes_per_page_(layout_.bytes_per_page()) {
+      bytes_per_page_(layout_.bytes_per_page()),
+      host_id_(HostId()) {
   if (metrics == nullptr) return;
+  shared_fetched_bytes_ = metrics->AddCounter(
+      "nanoserve_kv_store_shared_fetched_bytes_total",
+      "Page bytes handed over in place by Fetch (page ids of the mapped pool).");
+  shared_put_bytes_ = metrics->AddCounter(
+      "nanoserve_kv_store_shared_put_bytes_total",
+      "Page bytes written in place through the mapped pool and committed.");
+  metrics->AddGauge("nanoserve_kv_store_reserved_pages",
+                    "Pages reserved for writers in place, not committed yet.",
+                    [this] { return static_cast<double>(reserved_pages()); });
   fetched_bytes_ =
       metrics->AddCounter("nanoserve_kv_store_fetched_bytes_total", "Page bytes sent by Fetch.");
   put_bytes_ = metrics->AddCounter("nanoserve_kv_store_put_bytes_total",
@@ -144,14 +167,141 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
   if (fetched_bytes_ != nullptr) {
     response->set_fetched_bytes(static_cast<int64_t>(fetched_bytes_->value()));
     response->set_put_bytes(static_cast<int64_t>(put_bytes_->value()));
+    response->set_shared_fetched_bytes(static_cast<int64_t>(shared_fetched_bytes_->value()));
+    response->set_shared_put_bytes(static_cast<int64_t>(shared_put_bytes_->value()));
   }
+  response->set_epoch(options_.epoch);
+  const KvTransport exported = cache_->segment().transport;
+  response->set_pool_export(exported == KvTransport::kBytes ? "none"
+                                                            : std::string(KvTransportName(exported)));
+  response->set_reserved_pages(reserved_pages());
   return grpc::Status::OK;
+}
+
+// ---- the shared data plane ----
+
+grpc::Status KvStoreHandler::CheckEpoch(uint64_t epoch, const char* what) const {
+  if (epoch == options_.epoch) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      absl::StrCat(what, ": epoch ", epoch, " is not the store's ", options_.epoch,
+                                   " (the store restarted: connect again)"));
+}
+
+std::string KvStoreHandler::NoPoolReason(const std::string& host_id,
+                                         const PeerIdentity& caller) const {
+  const SharedSegment& segment = cache_->segment();
+  if (segment.transport == KvTransport::kBytes) return "the store's pool is not exported";
+  if (host_id != host_id_) return "the caller is on another host";
+  if (!caller.authenticated) return "";
+  for (const std::string& name : options_.pool_identities) {
+    if (caller.HasName(name)) return "";
+  }
+  return absl::StrCat("'", caller.name, "' is not one of the store's --pool_identities");
+}
+
+grpc::Status KvStoreHandler::Connect(const v1::ConnectRequest& request, const PeerIdentity& caller,
+                                     v1::ConnectResponse* response) {
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
+  response->set_epoch(options_.epoch);
+  response->set_host_id(host_id_);
+  *response->mutable_layout() = layout_proto_;
+  response->set_reservation_ttl_ms(absl::ToInt64Milliseconds(options_.reservation_ttl));
+  const std::string reason = NoPoolReason(request.host_id(), caller);
+  if (!reason.empty()) {
+    response->set_no_pool_reason(reason);
+    return grpc::Status::OK;
+  }
+  const SharedSegment& segment = cache_->segment();
+  v1::PoolExport* pool = response->mutable_pool();
+  pool->set_transport(TransportToProto(segment.transport));
+  pool->set_shm_name(segment.shm_name);
+  pool->set_cuda_ipc_handle(segment.cuda_ipc_handle);
+  pool->set_device_uuid(segment.device_uuid);
+  pool->set_offset_bytes(segment.offset_bytes);
+  pool->set_pool_bytes(segment.bytes);
+  pool->set_num_pages(cache_->num_pages());
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const PeerIdentity& caller,
+                                     v1::ReserveResponse* response) {
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
+  if (grpc::Status denied = CheckWriter(caller); !denied.ok()) return denied;
+  if (grpc::Status stale = CheckEpoch(request.epoch(), "Reserve"); !stale.ok()) return stale;
+  if (cache_->segment().transport == KvTransport::kBytes) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "Reserve: the store's pool is not exported");
+  }
+  if (request.pages() < 1 || request.pages() > cache_->num_pages()) {
+    return Invalid(absl::StrCat("Reserve: ", request.pages(), " pages is not in [1, ",
+                                cache_->num_pages(), "]"));
+  }
+  // Reserved pages are held like Put bytes in flight, under the same bound.
+  const int64_t max_pages = options_.max_put_buffer_bytes / bytes_per_page_;
+  {
+    absl::MutexLock lock(&reservations_mu_);
+    if (reserved_pages_ + request.pages() > max_pages) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          absl::StrCat("Reserve: ", request.pages(), " pages would pass the ",
+                                       max_pages, " pages writers may hold uncommitted"));
+    }
+    reserved_pages_ += request.pages();
+  }
+  absl::StatusOr<std::vector<int32_t>> pages = cache_->AllocatePages(request.pages());
+  absl::MutexLock lock(&reservations_mu_);
+  if (!pages.ok()) {
+    reserved_pages_ -= request.pages();
+    return ToGrpcStatus(pages.status());
+  }
+  uint64_t id = NewEpoch();
+  while (reservations_.contains(id)) id = NewEpoch();
+  response->set_reservation_id(id);
+  response->mutable_pages()->Add(pages->begin(), pages->end());
+  response->set_ttl_ms(absl::ToInt64Milliseconds(options_.reservation_ttl));
+  reservations_[id] = Reservation{caller.name, *std::move(pages), absl::Now() + options_.reservation_ttl};
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::vector<int32_t>> KvStoreHandler::TakeReservation(uint64_t id,
+                                                                     const PeerIdentity& caller) {
+  absl::MutexLock lock(&reservations_mu_);
+  auto it = reservations_.find(id);
+  if (it == reservations_.end() || it->second.caller != caller.name) {
+    return absl::NotFoundError(absl::StrCat("Put: no reservation ", id, " (expired?)"));
+  }
+  std::vector<int32_t> pages = std::move(it->second.pages);
+  reserved_pages_ -= static_cast<int64_t>(pages.size());
+  reservations_.erase(it);
+  return pages;
+}
+
+int64_t KvStoreHandler::reserved_pages() const {
+  absl::MutexLock lock(&reservations_mu_);
+  return reserved_pages_;
+}
+
+int64_t KvStoreHandler::ReapExpiredLeases() {
+  std::vector<int32_t> expired;
+  {
+    absl::MutexLock lock(&reservations_mu_);
+    const absl::Time now = absl::Now();
+    for (auto it = reservations_.begin(); it != reservations_.end();) {
+      auto here = it++;
+      if (here->second.deadline > now) continue;
+      expired.insert(expired.end(), here->second.pages.begin(), here->second.pages.end());
+      reserved_pages_ -= static_cast<int64_t>(here->second.pages.size());
+      reservations_.erase(here);
+    }
+  }
+  if (!expired.empty()) cache_->FreePages(expired).IgnoreError();
+  return cache_->ReapExpiredLeases();
 }
 
 // ---- Put ----
 
 KvStoreHandler::PutSession::~PutSession() {
   handler_->put_bytes_in_flight_.fetch_sub(expected_bytes_);
+  if (!reserved_.empty()) handler_->cache_->FreePages(reserved_).IgnoreError();
 }
 
 grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
@@ -193,6 +343,7 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
     if (grpc::Status bad = BasePages(nullptr); !bad.ok()) return bad;
   }
   new_pages_ = (n - base) / ps;
+  if (header.reservation_id() != 0) return OnCommitHeader(header);
   if (new_pages_ > h.cache_->num_pages()) {
     return grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
@@ -215,6 +366,21 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   return grpc::Status::OK;
 }
 
+grpc::Status KvStoreHandler::PutSession::OnCommitHeader(const v1::PutHeader& header) {
+  KvStoreHandler& h = *handler_;
+  if (grpc::Status stale = h.CheckEpoch(header.epoch(), "Put"); !stale.ok()) return stale;
+  absl::StatusOr<std::vector<int32_t>> pages = h.TakeReservation(header.reservation_id(), caller_);
+  if (!pages.ok()) return ToGrpcStatus(pages.status());
+  reserved_ = *std::move(pages);  // freed by the destructor unless inserted
+  if (static_cast<int64_t>(reserved_.size()) != new_pages_) {
+    return Invalid(absl::StrCat("Put: reservation ", header.reservation_id(), " holds ",
+                                reserved_.size(), " pages, not the ", new_pages_, " new ones"));
+  }
+  tokens_.assign(header.tokens().begin(), header.tokens().end());
+  have_header_ = true;
+  return grpc::Status::OK;
+}
+
 grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) const {
   auto leased = handler_->cache_->LeasedPages(base_lease_id_, caller_.name);
   if (!leased.ok()) return ToGrpcStatus(leased.status());
@@ -233,6 +399,7 @@ grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message
   }
   if (!message.has_chunk()) return Invalid("Put: empty message");
   if (!have_header_) return Invalid("Put: page bytes before the header");
+  if (!reserved_.empty()) return Invalid("Put: page bytes after a reservation's commit");
   const v1::PageChunk& chunk = message.chunk();
   if (chunk.offset() != bytes_.size()) {
     return Invalid(
@@ -261,6 +428,7 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
           absl::StrCat("Put: the base lease ended during the stream: ", gone.error_message()));
     }
   }
+  if (!reserved_.empty()) return FinishCommit(std::move(pages), response);
   auto allocated = h.cache_->AllocatePages(new_pages_);
   if (!allocated.ok()) return ToGrpcStatus(allocated.status());
   // Caller-held until inserted; freed if anything below fails.
@@ -271,6 +439,8 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
     // Writing caller-held pages needs no lock (see PrefixCache).
     absl::Status written = WritePages(h.cache_->storage(), *allocated, *staged);
     if (!written.ok()) return ToGrpcStatus(written);
+    // Peers that map a device pool read it once the tree publishes it.
+    WaitForDevice(h.cache_->storage().device());
   }
   pages.insert(pages.end(), allocated->begin(), allocated->end());
   auto inserted = h.cache_->Insert(tokens_, pages, cache_salt_, caller_.name, lease_holder_);
@@ -283,13 +453,34 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   return grpc::Status::OK;
 }
 
+grpc::Status KvStoreHandler::PutSession::FinishCommit(std::vector<int32_t> pages,
+                                                      v1::PutResponse* response) {
+  KvStoreHandler& h = *handler_;
+  pages.insert(pages.end(), reserved_.begin(), reserved_.end());
+  auto inserted = h.cache_->Insert(tokens_, pages, cache_salt_, caller_.name, lease_holder_);
+  if (!inserted.ok()) return ToGrpcStatus(inserted.status());
+  const int64_t bytes = static_cast<int64_t>(reserved_.size()) * h.bytes_per_page_;
+  reserved_.clear();  // adopted (or freed as duplicates) by the tree
+  if (h.shared_put_bytes_ != nullptr) h.shared_put_bytes_->Increment(static_cast<double>(bytes));
+  response->set_lease_id(inserted->lease_id);
+  response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
+  response->set_inserted_tokens(inserted->inserted_tokens);
+  return grpc::Status::OK;
+}
+
 // ---- Fetch ----
 
 grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const PeerIdentity& caller,
                                         std::unique_ptr<FetchSession>* session) {
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
-  if (request.transport() != v1::TRANSPORT_BYTES) {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Fetch: only TRANSPORT_BYTES is served");
+  const bool shared = request.transport() != v1::TRANSPORT_BYTES;
+  if (shared) {
+    if (request.transport() != TransportToProto(cache_->segment().transport)) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("Fetch: the pool is not exported as ",
+                                       v1::Transport_Name(request.transport())));
+    }
+    if (grpc::Status stale = CheckEpoch(request.epoch(), "Fetch"); !stale.ok()) return stale;
   }
   if (request.max_chunk_bytes() < 0) return Invalid("Fetch: negative max_chunk_bytes");
   if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Fetch: lease_id 0");
@@ -298,7 +489,12 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   cache_->RenewLease(request.lease_id(), caller.name).IgnoreError();
   auto s = std::unique_ptr<FetchSession>(new FetchSession());
   const torch::Tensor& storage = cache_->storage();
-  if (storage.is_cpu()) {
+  if (shared) {
+    s->shared_ = true;
+    s->epoch_ = options_.epoch;
+    s->pages_ = *pages;
+    s->header_.set_transport(request.transport());
+  } else if (storage.is_cpu()) {
     // Straight from the pool: leased pages are read-only while the lease lives.
     s->cache_ = cache_;
     s->lease_id_ = request.lease_id();
@@ -317,8 +513,8 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   s->chunk_bytes_ = request.max_chunk_bytes() == 0
                         ? options_.max_chunk_bytes
                         : std::min(request.max_chunk_bytes(), options_.max_chunk_bytes);
-  if (fetched_bytes_ != nullptr)
-    fetched_bytes_->Increment(static_cast<double>(s->header_.total_bytes()));
+  Counter* counter = shared ? shared_fetched_bytes_ : fetched_bytes_;
+  if (counter != nullptr) counter->Increment(static_cast<double>(s->header_.total_bytes()));
   *session = std::move(s);
   return grpc::Status::OK;
 }
@@ -328,6 +524,13 @@ bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
   if (!header_sent_) {
     header_sent_ = true;
     *message->mutable_header() = header_;
+    return true;
+  }
+  if (shared_) {
+    if (offset_ > 0) return false;
+    offset_ = header_.total_bytes();
+    message->mutable_shared()->set_epoch(epoch_);
+    message->mutable_shared()->mutable_pages()->Add(pages_.begin(), pages_.end());
     return true;
   }
   const int64_t total = header_.total_bytes();

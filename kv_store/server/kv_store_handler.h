@@ -20,6 +20,19 @@
 //     (UNAUTHENTICATED): leases could not be told apart.
 // Match and Fetch read in the namespace (cache salt) the request names.
 //
+// The data plane (Connect): a caller on the store's host that may map the
+// pool (any caller without TLS; over TLS one of options.pool_identities)
+// gets its export and then moves pages in place: Fetch with a shared
+// transport answers page ids, Reserve hands out pages to write and a Put
+// naming the reservation commits them (the writer finished its writes
+// before it sent that header, so the tree never publishes a page half
+// written). Every such call names the store's epoch, so a peer still
+// mapping the pool of an earlier life of the store is refused
+// (FAILED_PRECONDITION) instead of reading another pool's pages. A
+// reservation not committed within options.reservation_ttl (its writer
+// died) goes back to the pool; reserved pages count against the same
+// bound as Put bytes in flight.
+//
 // Thread safety: thread-safe; sessions are used by one call at a time.
 #ifndef NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
 #define NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
@@ -33,6 +46,10 @@
 #include <grpcpp/support/status.h>
 #include <torch/torch.h>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "kv_store/prefix_cache.h"
 #include "nanoserve/v1/kv_store.pb.h"
 #include "rpc/metrics.h"
@@ -55,6 +72,14 @@ struct KvStoreHandlerOptions {
   // may Put. Empty: anyone may, the setting without TLS, where callers have
   // no identity.
   std::vector<std::string> writer_identities;
+  // This life of the store (kv_store/shared_memory.h NewEpoch): named by
+  // every call of the shared data plane.
+  uint64_t epoch = 1;
+  // Over TLS, the certificate names that may map the pool (Connect).
+  // Without TLS any caller on the host may.
+  std::vector<std::string> pool_identities;
+  // Reserved pages not committed within this go back to the pool.
+  absl::Duration reservation_ttl = absl::Seconds(30);
 };
 
 class KvStoreHandler {
@@ -72,6 +97,10 @@ class KvStoreHandler {
   grpc::Status RenewLease(const v1::RenewLeaseRequest& request, const PeerIdentity& caller,
                           v1::RenewLeaseResponse* response);
   grpc::Status Stats(const v1::StatsRequest& request, v1::StatsResponse* response);
+  grpc::Status Connect(const v1::ConnectRequest& request, const PeerIdentity& caller,
+                       v1::ConnectResponse* response);
+  grpc::Status Reserve(const v1::ReserveRequest& request, const PeerIdentity& caller,
+                       v1::ReserveResponse* response);
 
   // One Put call: OnMessage for each message in order, then Finish.
   class PutSession {
@@ -85,6 +114,10 @@ class KvStoreHandler {
     PutSession(KvStoreHandler* handler, const PeerIdentity& caller)
         : handler_(handler), caller_(caller) {}
     grpc::Status OnHeader(const v1::PutHeader& header);
+    // A header naming a reservation: its pages are the new ones.
+    grpc::Status OnCommitHeader(const v1::PutHeader& header);
+    // Inserts base `pages` + the reservation's.
+    grpc::Status FinishCommit(std::vector<int32_t> pages, v1::PutResponse* response);
     // The first base_pages_ pages the base lease pins (into *pages if not
     // null); NOT_FOUND if the lease is gone.
     grpc::Status BasePages(std::vector<int32_t>* pages) const;
@@ -98,6 +131,8 @@ class KvStoreHandler {
     uint64_t base_lease_id_ = 0;
     int64_t base_pages_ = 0;
     int64_t new_pages_ = 0;       // taken from the pool at Finish
+    // A commit of a reservation: its pages, the session's until inserted.
+    std::vector<int32_t> reserved_;
     std::string bytes_;           // the new pages, as they arrive
     int64_t expected_bytes_ = 0;  // counted in the handler's put_bytes_in_flight_
   };
@@ -126,6 +161,8 @@ class KvStoreHandler {
     std::vector<int32_t> pages_;
     PageLayout layout_;
     torch::Tensor gathered_;
+    bool shared_ = false;  // page ids (SharedPages), not bytes
+    uint64_t epoch_ = 0;
     int64_t chunk_bytes_ = 0;
     int64_t offset_ = 0;
     bool header_sent_ = false;
@@ -133,10 +170,27 @@ class KvStoreHandler {
   grpc::Status StartFetch(const v1::FetchRequest& request, const PeerIdentity& caller,
                           std::unique_ptr<FetchSession>* session);
 
-  // Releases leases not renewed within the TTL; returns how many.
-  int64_t ReapExpiredLeases() { return cache_->ReapExpiredLeases(); }
+  // Releases leases not renewed within the TTL, and frees reservations not
+  // committed within theirs; returns how many leases.
+  int64_t ReapExpiredLeases();
+  int64_t reserved_pages() const ABSL_LOCKS_EXCLUDED(reservations_mu_);
 
  private:
+  struct Reservation {
+    std::string caller;
+    std::vector<int32_t> pages;
+    absl::Time deadline;
+  };
+  // FAILED_PRECONDITION unless `epoch` is this store's.
+  grpc::Status CheckEpoch(uint64_t epoch, const char* what) const;
+  // Why `caller` may not map the pool ("" if it may).
+  std::string NoPoolReason(const std::string& host_id, const PeerIdentity& caller) const;
+  // Takes reservation `id` of `caller` out of the table: its pages, now
+  // the caller's to insert or free. NOT_FOUND if unknown, expired or
+  // another's.
+  absl::StatusOr<std::vector<int32_t>> TakeReservation(uint64_t id, const PeerIdentity& caller)
+      ABSL_LOCKS_EXCLUDED(reservations_mu_);
+
   grpc::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& tokens) const;
   // UNAUTHENTICATED for a certificate without a name.
   static grpc::Status CheckCaller(const PeerIdentity& caller);
@@ -150,7 +204,13 @@ class KvStoreHandler {
   const int64_t bytes_per_page_;
   Counter* fetched_bytes_ = nullptr;
   Counter* put_bytes_ = nullptr;
+  Counter* shared_fetched_bytes_ = nullptr;
+  Counter* shared_put_bytes_ = nullptr;
   std::atomic<int64_t> put_bytes_in_flight_{0};
+  const std::string host_id_;
+  mutable absl::Mutex reservations_mu_;
+  absl::flat_hash_map<uint64_t, Reservation> reservations_ ABSL_GUARDED_BY(reservations_mu_);
+  int64_t reserved_pages_ ABSL_GUARDED_BY(reservations_mu_) = 0;
 };
 
 }  // namespace nanoserve

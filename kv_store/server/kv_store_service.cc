@@ -107,4 +107,16 @@ grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* con
   return Done(context, handler_->Stats(*request, response));
 }
 
+grpc::ServerUnaryReactor* KvStoreService::Connect(grpc::CallbackServerContext* context,
+                                                  const v1::ConnectRequest* request,
+                                                  v1::ConnectResponse* response) {
+  return Done(context, handler_->Connect(*request, PeerIdentityOf(*context), response));
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Reserve(grpc::CallbackServerContext* context,
+                                                  const v1::ReserveRequest* request,
+                                                  v1::ReserveResponse* response) {
+  return Done(context, handler_->Reserve(*request, PeerIdentityOf(*context), response));
+}
+
 }  // namespace nanoserve

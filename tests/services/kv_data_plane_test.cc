@@ -1,0 +1,455 @@
+// The KV store's shared data plane on the CPU (a shared-memory pool): the
+// handler's Connect / Reserve / commit / shared Fetch contract, and a
+// RemotePrefixStore over a real gRPC server moving pages in place, with the
+// same results as over bytes; a store restart (new epoch) is refused, then
+// mapped again.
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kv_store/client/kv_store_client.h"
+#include "kv_store/client/remote_prefix_store.h"
+#include "kv_store/server/kv_store_handler.h"
+#include "kv_store/server/kv_store_service.h"
+#include "kv_store/shared_memory.h"
+
+namespace nanoserve {
+namespace {
+
+constexpr int64_t kPageSize = 4;
+const PeerIdentity kAnyone;
+
+PrefixCacheOptions PoolOptions(bool exported, int64_t pages = 8) {
+  PrefixCacheOptions o;
+  o.pool.layout.page_size = kPageSize;
+  o.pool.layout.n_layer = 2;
+  o.pool.layout.n_head = 2;
+  o.pool.layout.head_dim = 3;
+  o.pool.byte_budget = pages * o.pool.layout.bytes_per_page();
+  o.pool.exported = exported;
+  o.pool.epoch = NewEpoch();
+  return o;
+}
+
+KvStoreHandlerOptions HandlerOptions(uint64_t epoch) {
+  KvStoreHandlerOptions h;
+  h.vocab_size = 50;
+  h.epoch = epoch;
+  return h;
+}
+
+// K/V of positions [begin, begin + n): (n_layer, 2, n_head, n, head_dim),
+// values encoding the position.
+torch::Tensor Kv(int64_t begin, int64_t n, float salt = 0) {
+  return (torch::arange(begin, begin + n, torch::kFloat).view({1, 1, 1, n, 1}) + salt)
+      .expand({2, 2, 2, n, 3})
+      .contiguous();
+}
+
+std::vector<int32_t> Tokens(int64_t n, int32_t first = 1) {
+  std::vector<int32_t> t(n);
+  for (int64_t i = 0; i < n; ++i) t[i] = static_cast<int32_t>((first + i) % 50);
+  return t;
+}
+
+// ---- the handler ----
+
+class DataPlaneHandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    PrefixCacheOptions o = PoolOptions(/*exported=*/true);
+    cache_ = PrefixCache::Create(o).value();
+    ASSERT_EQ(cache_->segment().transport, KvTransport::kShm);
+    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch),
+                                                &metrics_);
+    epoch_ = o.pool.epoch;
+  }
+
+  v1::ConnectResponse Connect(const PeerIdentity& caller = kAnyone) {
+    v1::ConnectRequest request;
+    request.set_host_id(HostId());
+    v1::ConnectResponse response;
+    EXPECT_TRUE(handler_->Connect(request, caller, &response).ok());
+    return response;
+  }
+
+  // The pool as a peer maps it.
+  torch::Tensor Map(const v1::ConnectResponse& connected) {
+    SharedSegment segment;
+    segment.transport = KvTransport::kShm;
+    segment.shm_name = connected.pool().shm_name();
+    segment.offset_bytes = connected.pool().offset_bytes();
+    segment.bytes = connected.pool().pool_bytes();
+    return MapExported(segment, cache_->options().pool.layout.shape(cache_->num_pages()),
+                       torch::kFloat, torch::kCPU, connected.epoch())
+        .value();
+  }
+
+  grpc::Status Reserve(int64_t pages, v1::ReserveResponse* response, uint64_t epoch = 0) {
+    v1::ReserveRequest request;
+    request.set_pages(pages);
+    request.set_epoch(epoch == 0 ? epoch_ : epoch);
+    return handler_->Reserve(request, kAnyone, response);
+  }
+
+  grpc::Status Commit(const std::vector<int32_t>& tokens, uint64_t reservation,
+                      v1::PutResponse* response, uint64_t epoch = 0) {
+    auto session = handler_->StartPut(kAnyone);
+    v1::PutRequest header;
+    header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    header.mutable_header()->set_reservation_id(reservation);
+    header.mutable_header()->set_epoch(epoch == 0 ? epoch_ : epoch);
+    if (grpc::Status s = session->OnMessage(header); !s.ok()) return s;
+    return session->Finish(response);
+  }
+
+  // Fetch with the shared transport: the header then the page ids.
+  grpc::Status FetchShared(uint64_t lease, std::vector<int32_t>* pages, uint64_t epoch = 0) {
+    v1::FetchRequest request;
+    request.set_lease_id(lease);
+    request.set_transport(v1::TRANSPORT_SHM);
+    request.set_epoch(epoch == 0 ? epoch_ : epoch);
+    std::unique_ptr<KvStoreHandler::FetchSession> session;
+    if (grpc::Status s = handler_->StartFetch(request, kAnyone, &session); !s.ok()) return s;
+    v1::FetchResponse message;
+    EXPECT_TRUE(session->Next(&message));
+    EXPECT_TRUE(message.has_header());
+    EXPECT_EQ(message.header().transport(), v1::TRANSPORT_SHM);
+    EXPECT_TRUE(session->Next(&message));
+    EXPECT_TRUE(message.has_shared());
+    EXPECT_EQ(message.shared().epoch(), epoch_);
+    pages->assign(message.shared().pages().begin(), message.shared().pages().end());
+    EXPECT_FALSE(session->Next(&message));
+    return session->Done();
+  }
+
+  int64_t FreePages() { return cache_->Stats().pages_free; }
+
+  MetricsRegistry metrics_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<KvStoreHandler> handler_;
+  uint64_t epoch_ = 0;
+};
+
+TEST_F(DataPlaneHandlerTest, ConnectOffersThePoolOnlyToPeersOnThisHost) {
+  v1::ConnectResponse here = Connect();
+  EXPECT_EQ(here.epoch(), epoch_);
+  ASSERT_TRUE(here.has_pool()) << here.no_pool_reason();
+  EXPECT_EQ(here.pool().transport(), v1::TRANSPORT_SHM);
+  EXPECT_EQ(here.pool().num_pages(), cache_->num_pages());
+
+  v1::ConnectRequest elsewhere;
+  elsewhere.set_host_id("another-host");
+  v1::ConnectResponse response;
+  ASSERT_TRUE(handler_->Connect(elsewhere, kAnyone, &response).ok());
+  EXPECT_FALSE(response.has_pool());
+  EXPECT_NE(response.no_pool_reason().find("another host"), std::string::npos);
+}
+
+TEST_F(DataPlaneHandlerTest, OverTlsOnlyPoolIdentitiesMayMapThePool) {
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.pool_identities = {"decode"};
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  PeerIdentity decode;
+  decode.authenticated = true;
+  decode.name = "decode";
+  decode.names = {"decode"};
+  PeerIdentity stranger = decode;
+  stranger.name = "stranger";
+  stranger.names = {"stranger"};
+  EXPECT_TRUE(Connect(decode).has_pool());
+  v1::ConnectResponse refused = Connect(stranger);
+  EXPECT_FALSE(refused.has_pool());
+  EXPECT_NE(refused.no_pool_reason().find("pool_identities"), std::string::npos);
+}
+
+TEST_F(DataPlaneHandlerTest, APoolThatIsNotExportedIsOfferedToNoOne) {
+  PrefixCacheOptions o = PoolOptions(/*exported=*/false);
+  auto cache = PrefixCache::Create(o).value();
+  KvStoreHandler handler(cache.get(), HandlerOptions(o.pool.epoch), nullptr);
+  v1::ConnectRequest request;
+  request.set_host_id(HostId());
+  v1::ConnectResponse response;
+  ASSERT_TRUE(handler.Connect(request, kAnyone, &response).ok());
+  EXPECT_FALSE(response.has_pool());
+  v1::ReserveRequest reserve;
+  reserve.set_pages(1);
+  reserve.set_epoch(o.pool.epoch);
+  v1::ReserveResponse reserved;
+  EXPECT_EQ(handler.Reserve(reserve, kAnyone, &reserved).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(DataPlaneHandlerTest, PagesWrittenInPlaceAreCommittedMatchedAndFetchedAsIds) {
+  torch::Tensor pool = Map(Connect());
+  const std::vector<int32_t> tokens = Tokens(8);
+  v1::ReserveResponse reserved;
+  ASSERT_TRUE(Reserve(2, &reserved).ok());
+  ASSERT_EQ(reserved.pages_size(), 2);
+  const std::vector<int32_t> pages(reserved.pages().begin(), reserved.pages().end());
+  ASSERT_TRUE(
+      WritePages(pool, pages, TokensAsPages(Kv(0, 8), kPageSize)).ok());  // through the mapping
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);  // nothing published before the commit
+
+  v1::PutResponse put;
+  ASSERT_TRUE(Commit(tokens, reserved.reservation_id(), &put).ok());
+  EXPECT_EQ(put.inserted_tokens(), 8);
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+
+  std::vector<int32_t> fetched;
+  ASSERT_TRUE(FetchShared(put.lease_id(), &fetched).ok());
+  EXPECT_EQ(fetched, pages);
+  // The store's own copy of the pool holds what was written through the
+  // mapping: it is one memory.
+  EXPECT_TRUE(torch::equal(PagesAsTokens(ReadPages(cache_->storage(), fetched, torch::kCPU).value()),
+                           Kv(0, 8)));
+  v1::StatsResponse stats;
+  ASSERT_TRUE(handler_->Stats(v1::StatsRequest(), &stats).ok());
+  EXPECT_EQ(stats.pool_export(), "shm");
+  EXPECT_EQ(stats.epoch(), epoch_);
+  EXPECT_EQ(stats.shared_put_bytes(), 2 * cache_->options().pool.layout.bytes_per_page());
+  EXPECT_EQ(stats.shared_fetched_bytes(), 2 * cache_->options().pool.layout.bytes_per_page());
+  EXPECT_EQ(stats.fetched_bytes(), 0);
+}
+
+TEST_F(DataPlaneHandlerTest, AStaleEpochIsRefusedEverywhere) {
+  const uint64_t stale = epoch_ + 1;
+  v1::ReserveResponse reserved;
+  EXPECT_EQ(Reserve(1, &reserved, stale).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(Reserve(1, &reserved).ok());
+  v1::PutResponse put;
+  EXPECT_EQ(Commit(Tokens(4), reserved.reservation_id(), &put, stale).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  ASSERT_TRUE(Commit(Tokens(4), reserved.reservation_id(), &put).ok());
+  std::vector<int32_t> pages;
+  EXPECT_EQ(FetchShared(put.lease_id(), &pages, stale).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(DataPlaneHandlerTest, AWriterThatDiesLeavesNoPagePinnedOrPublished) {
+  const int64_t free_before = FreePages();
+  // Dies after reserving: the reservation expires and its pages go back.
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.reservation_ttl = absl::Milliseconds(1);
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  v1::ReserveResponse reserved;
+  ASSERT_TRUE(Reserve(3, &reserved).ok());
+  EXPECT_EQ(FreePages(), free_before - 3);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  handler_->ReapExpiredLeases();
+  EXPECT_EQ(FreePages(), free_before);
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+  v1::PutResponse put;
+  EXPECT_EQ(Commit(Tokens(12), reserved.reservation_id(), &put).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);
+
+  // Dies mid-commit (the header arrived, the stream broke): freed at once.
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(epoch_), nullptr);
+  ASSERT_TRUE(Reserve(2, &reserved).ok());
+  {
+    auto session = handler_->StartPut(kAnyone);
+    v1::PutRequest header;
+    const std::vector<int32_t> tokens = Tokens(8);
+    header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    header.mutable_header()->set_reservation_id(reserved.reservation_id());
+    header.mutable_header()->set_epoch(epoch_);
+    ASSERT_TRUE(session->OnMessage(header).ok());
+  }
+  EXPECT_EQ(FreePages(), free_before);
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+TEST_F(DataPlaneHandlerTest, BadCommitsAndOverlargeReservationsChangeNothing) {
+  const int64_t free_before = FreePages();
+  v1::ReserveResponse reserved;
+  EXPECT_EQ(Reserve(0, &reserved).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Reserve(cache_->num_pages() + 1, &reserved).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Uncommitted pages are bounded like Put bytes in flight.
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.max_put_buffer_bytes = 2 * cache_->options().pool.layout.bytes_per_page();
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  ASSERT_TRUE(Reserve(2, &reserved).ok());
+  v1::ReserveResponse more;
+  EXPECT_EQ(Reserve(1, &more).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // A commit of another page count than reserved frees the reservation.
+  v1::PutResponse put;
+  EXPECT_EQ(Commit(Tokens(4), reserved.reservation_id(), &put).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(FreePages(), free_before);
+  // Someone else's reservation is not found.
+  ASSERT_TRUE(Reserve(1, &reserved).ok());
+  PeerIdentity other;
+  other.authenticated = true;
+  other.name = "other";
+  other.names = {"other"};
+  auto session = handler_->StartPut(other);
+  v1::PutRequest header;
+  const std::vector<int32_t> tokens = Tokens(4);
+  header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+  *header.mutable_header()->mutable_layout() = handler_->layout();
+  header.mutable_header()->set_reservation_id(reserved.reservation_id());
+  header.mutable_header()->set_epoch(epoch_);
+  EXPECT_EQ(session->OnMessage(header).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(handler_->reserved_pages(), 1);
+}
+
+// ---- a RemotePrefixStore over a real server ----
+
+// A store service on a loopback port of this process.
+class StoreServer {
+ public:
+  explicit StoreServer(bool exported, int port = 0) {
+    PrefixCacheOptions o = PoolOptions(exported, 32);
+    cache_ = PrefixCache::Create(o).value();
+    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch),
+                                                &metrics_);
+    service_ = std::make_unique<KvStoreService>(handler_.get());
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+  }
+  ~StoreServer() { server_->Shutdown(); }
+  std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
+  int port() const { return port_; }
+  v1::StatsResponse Stats() {
+    v1::StatsResponse stats;
+    handler_->Stats(v1::StatsRequest(), &stats);
+    return stats;
+  }
+
+ private:
+  MetricsRegistry metrics_;
+  std::unique_ptr<PrefixCache> cache_;
+  std::unique_ptr<KvStoreHandler> handler_;
+  std::unique_ptr<KvStoreService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+// Rows over a pool of this process (the caller's), with the store's layout.
+struct Rows {
+  Rows() {
+    pool = PrefixCache::Create(PoolOptions(false, 32)).value();
+    tables = std::make_unique<BlockTables>(pool.get(), 2, 32);
+  }
+  std::unique_ptr<PrefixCache> pool;
+  std::unique_ptr<BlockTables> tables;
+};
+
+// Stores 16 tokens from one row, then loads them into a row of other
+// tables; returns what that row reads.
+torch::Tensor RoundTrip(RemotePrefixStore& store, int32_t first_token) {
+  const std::vector<int32_t> tokens = Tokens(16, first_token);
+  Rows writer;
+  EXPECT_TRUE(writer.tables->PrepareWrite(0, 0, 16).ok());
+  EXPECT_TRUE(writer.tables->WriteTokens(0, 0, Kv(0, 16, first_token)).ok());
+  writer.tables->set_length(0, 16);
+  PrefixStore::RowTokens row{0, tokens, PrefixStore::kNoLease, 0, ""};
+  auto stored = store.Store({&row, 1}, *writer.tables, /*pin=*/true, "");
+  EXPECT_TRUE(stored.ok()) << stored.status();
+  if (!stored.ok()) return {};
+  EXPECT_EQ((*stored)[0].stored_tokens, 16);
+
+  Rows reader;
+  auto match = store.MatchPrefix(tokens, "");
+  EXPECT_TRUE(match.ok());
+  EXPECT_EQ(match->matched_tokens, 16);
+  PrefixStore::LeasedRow load{1, match->lease_id, 16};
+  absl::Status loaded = store.Load({&load, 1}, *reader.tables);
+  EXPECT_TRUE(loaded.ok()) << loaded;
+  store.Release(match->lease_id).IgnoreError();
+  store.Release((*stored)[0].lease_id).IgnoreError();
+  if (!loaded.ok()) return {};
+  return reader.tables->ReadTokens(1, 0, 16).value();
+}
+
+KvStoreClientOptions ClientOptions(const std::string& target,
+                                   KvStoreClientOptions::Transport transport) {
+  KvStoreClientOptions o;
+  o.target = target;
+  o.transport = transport;
+  return o;
+}
+
+TEST(RemoteDataPlaneTest, SharedMemoryAndBytesMoveTheSamePages) {
+  StoreServer server(/*exported=*/true);
+  using T = KvStoreClientOptions::Transport;
+  KvStoreClient shm_client(ClientOptions(server.target(), T::kAuto));
+  RemotePrefixStore shm(&shm_client);
+  EXPECT_TRUE(torch::equal(RoundTrip(shm, 1), Kv(0, 16, 1)));
+  EXPECT_EQ(shm_client.TransportDescription(), "shm");
+  v1::StatsResponse after_shm = server.Stats();
+  EXPECT_GT(after_shm.shared_put_bytes(), 0);
+  EXPECT_GT(after_shm.shared_fetched_bytes(), 0);
+  EXPECT_EQ(after_shm.put_bytes(), 0);
+  EXPECT_EQ(after_shm.fetched_bytes(), 0);
+
+  KvStoreClient bytes_client(ClientOptions(server.target(), T::kBytes));
+  RemotePrefixStore bytes(&bytes_client);
+  EXPECT_TRUE(torch::equal(RoundTrip(bytes, 20), Kv(0, 16, 20)));
+  EXPECT_EQ(bytes_client.TransportDescription(), "bytes (forced)");
+  v1::StatsResponse after_bytes = server.Stats();
+  EXPECT_EQ(after_bytes.shared_put_bytes(), after_shm.shared_put_bytes());
+  EXPECT_GT(after_bytes.put_bytes(), 0);
+  EXPECT_GT(after_bytes.fetched_bytes(), 0);
+}
+
+TEST(RemoteDataPlaneTest, AStoreThatDoesNotExportIsUsedOverBytesOrRefusedWhenForced) {
+  StoreServer server(/*exported=*/false);
+  using T = KvStoreClientOptions::Transport;
+  KvStoreClient automatic(ClientOptions(server.target(), T::kAuto));
+  RemotePrefixStore store(&automatic);
+  EXPECT_TRUE(torch::equal(RoundTrip(store, 3), Kv(0, 16, 3)));
+  EXPECT_NE(automatic.TransportDescription().find("not exported"), std::string::npos);
+
+  KvStoreClient forced(ClientOptions(server.target(), T::kShm));
+  auto pool = forced.Pool();
+  EXPECT_EQ(pool.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(pool.status().message().find("not exported"), std::string::npos);
+}
+
+TEST(RemoteDataPlaneTest, ARestartedStoreIsRefusedOnceThenMappedAgain) {
+  using T = KvStoreClientOptions::Transport;
+  auto first = std::make_unique<StoreServer>(/*exported=*/true);
+  const int port = first->port();
+  KvStoreClient client(ClientOptions(first->target(), T::kAuto));
+  RemotePrefixStore store(&client);
+  EXPECT_TRUE(torch::equal(RoundTrip(store, 5), Kv(0, 16, 5)));
+  auto old_pool = client.Pool().value();
+  first.reset();
+  StoreServer second(/*exported=*/true, port);  // a new life, a new epoch
+
+  // The old mapping is refused (the caller would compute instead)...
+  Rows writer;
+  ASSERT_TRUE(writer.tables->PrepareWrite(0, 0, 16).ok());
+  ASSERT_TRUE(writer.tables->WriteTokens(0, 0, Kv(0, 16, 7)).ok());
+  writer.tables->set_length(0, 16);
+  const std::vector<int32_t> tokens = Tokens(16, 7);
+  PrefixStore::RowTokens row{0, tokens, PrefixStore::kNoLease, 0, ""};
+  absl::Status refused;
+  for (int attempt = 0; attempt < 150; ++attempt) {  // until the channel reconnects
+    refused = store.Store({&row, 1}, *writer.tables, true, "").status();
+    if (refused.code() != absl::StatusCode::kUnavailable) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  // ...and the next call maps the new pool.
+  auto new_pool = client.Pool().value();
+  ASSERT_NE(new_pool, nullptr);
+  EXPECT_NE(new_pool->epoch, old_pool->epoch);
+  EXPECT_TRUE(torch::equal(RoundTrip(store, 9), Kv(0, 16, 9)));
+}
+
+}  // namespace
+}  // namespace nanoserve
