@@ -261,7 +261,7 @@ int MatvecSplits(DType dtype, int rows, int k, int n, int num_sms) {
   const int by_depth = std::max(1, k / (kWarps * kGroup));  // each range >= 32 deep
   // Partial sums (splits * rows * n * 4 bytes) at most a quarter of the
   // weight (k * n * element bytes).
-  const int by_bytes = std::max(1, k * element / (16 * std::min(rows, kMatvecRowTile)));
+  const int by_bytes = std::max(1, k * element / (16 * rows));
   const int wanted = CeilDiv(4 * num_sms, tiles);
   const int splits = std::max(1, std::min({wanted, by_depth, by_bytes}));
   return CeilDiv(k, SplitSpan(k, splits));  // no empty range
