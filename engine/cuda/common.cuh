@@ -34,6 +34,41 @@ __device__ __forceinline__ float RoundTo(float v) {
   return ToFloat(FromFloat<T>(v));
 }
 
+// 16 bytes of elements (8 bf16/fp16, 4 fp32), moved as one 128-bit access.
+// REQUIRES: the address 16-byte aligned.
+template <typename T>
+struct alignas(16) Packed16 {
+  static constexpr int kSize = 16 / sizeof(T);
+  T v[kSize];
+};
+template <typename T>
+__device__ __forceinline__ Packed16<T> Load16(const T* p) {
+  const int4 bits = *reinterpret_cast<const int4*>(p);
+  Packed16<T> out;
+  memcpy(&out, &bits, sizeof(bits));
+  return out;
+}
+// Read once (weights): cached as streaming, evicted first.
+template <typename T>
+__device__ __forceinline__ Packed16<T> Load16Streaming(const T* p) {
+  const int4 bits = __ldcs(reinterpret_cast<const int4*>(p));
+  Packed16<T> out;
+  memcpy(&out, &bits, sizeof(bits));
+  return out;
+}
+template <typename T>
+__device__ __forceinline__ void Store16(T* p, const Packed16<T>& v) {
+  int4 bits;
+  memcpy(&bits, &v, sizeof(bits));
+  *reinterpret_cast<int4*>(p) = bits;
+}
+
+// GELU with the tanh approximation, as torch::gelu(x, "tanh").
+__device__ __forceinline__ float GeluTanh(float v) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * v * (1.0f + tanhf(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+}
+
 __device__ __forceinline__ float WarpSum(float v) {
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   return v;

@@ -104,6 +104,52 @@ struct EmbedLayerNormParams {
 };
 cudaError_t LaunchEmbedLayerNorm(const EmbedLayerNormParams& p, cudaStream_t stream);
 
+// Matrix-vector products of the decode step's small batches, streaming the
+// weight once (it is read from device memory; x, bias and the residual are
+// small and cached):
+//   y[r] = x[r] · weight (+ bias)               (rows, n), fp32 sums
+//   out[r] = y[r]                                kNone
+//   out[r] = gelu_tanh(y[r])                     kGelu
+//   out[r] = residual[r] + round_to_T(y[r])      kResidual: the reference
+//                                                path's addmm, then add
+// rounded once to the element type at the end. The weight is (k, n), in x
+// out, as Gpt2Model stores its blocks' products (HF Conv1D; addmm(b, x, w)).
+// Each lane owns 16 bytes of columns (8 bf16, 4 fp32) and the block's 4
+// warps split its k range; with splits > 1 the k range is also cut across
+// thread blocks (split-K, to fill the multiprocessors at batch 1): each block
+// writes fp32 partial sums to `workspace`, and the last block of a column
+// tile to finish (counted in `counters`) adds them in split order (so the
+// result does not depend on timing), applies the epilogue and sets its
+// counter back to 0, so the launch can be replayed in a graph.
+// REQUIRES: k % 8 == 0; n a multiple of 16 bytes of elements; x, weight,
+// bias, residual and out 16-byte aligned; counters zero before the first
+// launch (cudaMemset) when splits > 1.
+enum class MatvecEpilogue { kNone, kGelu, kResidual };
+struct MatvecParams {
+  DType dtype = DType::kFloat;
+  MatvecEpilogue epilogue = MatvecEpilogue::kNone;
+  const void* x = nullptr;         // (rows, k)
+  const void* weight = nullptr;    // (k, n)
+  const void* bias = nullptr;      // (n) or null
+  const void* residual = nullptr;  // (rows, n), kResidual only; may alias out
+  void* out = nullptr;             // (rows, n)
+  float* workspace = nullptr;      // MatvecWorkspaceFloats(...) floats (splits > 1)
+  unsigned* counters = nullptr;    // MatvecCounters(...) zeroed once (splits > 1)
+  int rows = 0;                    // any; tiles of kMatvecRowTile rows share a weight read
+  int k = 0;
+  int n = 0;
+  int splits = 1;  // k ranges (MatvecSplits); 1: no workspace, no counters
+};
+inline constexpr int kMatvecRowTile = 8;
+// Split count for a product on `num_sms` multiprocessors: about four blocks
+// per multiprocessor, each k range at least 32 deep, the partial sums at
+// most a quarter of the weight's bytes. Every value >= 1 gives the same
+// result up to fp32 summation order.
+int MatvecSplits(DType dtype, int rows, int k, int n, int num_sms);
+size_t MatvecWorkspaceFloats(int rows, int n, int splits);
+int MatvecCounters(DType dtype, int rows, int n);
+cudaError_t LaunchMatvec(const MatvecParams& p, cudaStream_t stream);
+
 // out[r] = the index of row r's largest value (x: (rows, cols) fp32,
 // contiguous); NaN counts as largest, ties go to the lower index.
 cudaError_t LaunchArgmaxRows(const float* x, int64_t rows, int64_t cols, int64_t* out,
