@@ -67,7 +67,8 @@ ABSL_FLAG(bool, cold_prefix_cache, false,
           "empty the prefix cache before each --repeat run (time a cold batch each time)");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after <|endoftext|>");
 ABSL_FLAG(std::string, decode_step, "auto",
-          "the decode step: auto (cuda-graph on a GPU, else reference), reference or cuda-graph; "
+          "the decode step: auto (cuda-graph on a GPU, else reference), reference, cuda-graph "
+          "or cuda-graph-matvec (products of batches <= 8 in the split-K kernel); "
           "bench-decode: a comma list");
 ABSL_FLAG(bool, json, false, "print one JSON object instead of streaming text");
 // bench (--model and --attention take comma lists there; ranges: a..b*factor, a..b+step)

@@ -30,12 +30,12 @@ absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
   if (options.page_size < 1) return absl::InvalidArgumentError("page_size must be >= 1");
   if (options.pool_tokens < 0) return absl::InvalidArgumentError("pool_tokens must be >= 0");
-  if (options.decode == DecodeKind::kCudaGraph) {
+  if (options.decode == DecodeKind::kCudaGraph || options.decode == DecodeKind::kCudaGraphMatvec) {
     // Checked on a cache of one row: the step's constraints do not depend
     // on the row count.
     KvCache probe(model->config(), 1, 1, model->options().dtype, model->options().device);
     absl::StatusOr<std::unique_ptr<DecodeStep>> step =
-        MakeDecodeStep(model, &probe, DecodeKind::kCudaGraph);
+        MakeDecodeStep(model, &probe, options.decode);
     if (!step.ok()) return step.status();
   }
   return std::make_unique<BatchScheduler>(model, options);

@@ -45,8 +45,10 @@ absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name) {
   if (name == "auto") return DecodeKind::kAuto;
   if (name == "reference") return DecodeKind::kReference;
   if (name == "cuda-graph") return DecodeKind::kCudaGraph;
+  if (name == "cuda-graph-matvec") return DecodeKind::kCudaGraphMatvec;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown decode step '", name, "' (expected auto, reference or cuda-graph)"));
+      absl::StrCat("unknown decode step '", name,
+                   "' (expected auto, reference, cuda-graph or cuda-graph-matvec)"));
 }
 
 std::string DecodeKindName(DecodeKind kind) {
@@ -57,6 +59,8 @@ std::string DecodeKindName(DecodeKind kind) {
       return "reference";
     case DecodeKind::kCudaGraph:
       return "cuda-graph";
+    case DecodeKind::kCudaGraphMatvec:
+      return "cuda-graph-matvec";
   }
   return "?";
 }
@@ -66,10 +70,14 @@ absl::StatusOr<std::unique_ptr<DecodeStep>> MakeDecodeStep(const Gpt2Model* mode
   if (kind != DecodeKind::kReference) {
 #ifdef NANOSERVE_WITH_CUDA
     const absl::Status usable = cuda::GraphDecodeStep::CanRun(*model, *cache);
-    if (usable.ok()) return std::unique_ptr<DecodeStep>(new cuda::GraphDecodeStep(model, cache));
-    if (kind == DecodeKind::kCudaGraph) return usable;
+    if (usable.ok()) {
+      cuda::GraphDecodeStepOptions options;
+      options.fused_matvec = kind == DecodeKind::kCudaGraphMatvec;
+      return std::unique_ptr<DecodeStep>(new cuda::GraphDecodeStep(model, cache, options));
+    }
+    if (kind != DecodeKind::kAuto) return usable;
 #else
-    if (kind == DecodeKind::kCudaGraph) {
+    if (kind != DecodeKind::kAuto) {
       return absl::InvalidArgumentError(
           "the cuda-graph decode step needs a CUDA build of nanoserve (this one is CPU only)");
     }

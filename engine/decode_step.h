@@ -33,9 +33,13 @@ enum class DecodeKind {
   kAuto,       // cuda-graph where it can run (a CUDA build, the model on a GPU), else reference
   kReference,  // always the plain LibTorch path
   kCudaGraph,  // cuda-graph or an error
+  // cuda-graph with the blocks' products of small batches in the split-K
+  // matrix-vector kernel (GraphDecodeStepOptions::fused_matvec), or an
+  // error. Not chosen by kAuto until measured.
+  kCudaGraphMatvec,
 };
 
-// "auto", "reference" or "cuda-graph".
+// "auto", "reference", "cuda-graph" or "cuda-graph-matvec".
 absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name);
 std::string DecodeKindName(DecodeKind kind);
 
@@ -58,12 +62,12 @@ class DecodeStep {
   // row's position length(r), which the row's next token overwrites.
   virtual void Prepare() {}
 
-  // "reference" or "cuda-graph".
+  // "reference", "cuda-graph" or "cuda-graph-matvec".
   virtual std::string name() const = 0;
 };
 
 // A step over `cache` for `model` (neither owned; both outlive the step).
-// INVALID_ARGUMENT when kCudaGraph is asked for and cannot run here (a CPU
+// INVALID_ARGUMENT when kCudaGraph(Matvec) is asked for and cannot run here (a CPU
 // build or model, a head size or width the kernels do not take).
 absl::StatusOr<std::unique_ptr<DecodeStep>> MakeDecodeStep(const Gpt2Model* model, KvCache* cache,
                                                            DecodeKind kind = DecodeKind::kAuto);

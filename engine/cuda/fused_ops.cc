@@ -1,5 +1,6 @@
 #include "engine/cuda/fused_ops.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -9,8 +10,8 @@
 namespace nanoserve::cuda {
 namespace {
 
-DType ElementType(const torch::Tensor& t) {
-  switch (t.scalar_type()) {
+DType ElementType(torch::ScalarType type) {
+  switch (type) {
     case torch::kFloat:
       return DType::kFloat;
     case torch::kBFloat16:
@@ -18,9 +19,10 @@ DType ElementType(const torch::Tensor& t) {
     case torch::kHalf:
       return DType::kHalf;
     default:
-      TORCH_CHECK(false, "fused CUDA ops take fp32, bf16 or fp16, not ", t.scalar_type());
+      TORCH_CHECK(false, "fused CUDA ops take fp32, bf16 or fp16, not ", type);
   }
 }
+DType ElementType(const torch::Tensor& t) { return ElementType(t.scalar_type()); }
 
 void CheckLaunch(cudaError_t err, const char* what) {
   TORCH_CHECK(err == cudaSuccess, what, ": ", cudaGetErrorString(err));
@@ -174,6 +176,73 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              int64_t splits) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, table_rows, lengths, splits,
                             /*append=*/false);
+}
+
+MatvecScratch MakeMatvecScratch(int64_t rows,
+                                const std::vector<std::pair<int64_t, int64_t>>& shapes,
+                                torch::ScalarType dtype, torch::Device device) {
+  MatvecScratch s;
+  s.num_sms = MultiprocessorCount();
+  const DType type = ElementType(dtype);
+  size_t floats = 1;
+  int counters = 1;
+  for (int64_t r = 1; r <= rows; ++r) {
+    for (const auto& [k, n] : shapes) {
+      const int splits = MatvecSplits(type, static_cast<int>(r), static_cast<int>(k),
+                                      static_cast<int>(n), s.num_sms);
+      floats =
+          std::max(floats, MatvecWorkspaceFloats(static_cast<int>(r), static_cast<int>(n), splits));
+      counters = std::max(counters, MatvecCounters(type, static_cast<int>(r), static_cast<int>(n)));
+    }
+  }
+  auto opts = torch::TensorOptions().device(device);
+  s.workspace = torch::empty({static_cast<int64_t>(floats)}, opts.dtype(torch::kFloat));
+  s.counters = torch::zeros({counters}, opts.dtype(torch::kInt));
+  return s;
+}
+
+torch::Tensor Matvec(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     bool gelu, const torch::Tensor& residual, MatvecScratch& scratch,
+                     torch::Tensor out) {
+  CheckDense(x, x, "x");
+  CheckDense(weight, x, "weight");
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(0),
+              "x (N, K) and weight (K, M) disagree");
+  const int64_t n = x.size(0), k = x.size(1), m = weight.size(1);
+  if (bias.defined()) {
+    CheckDense(bias, x, "bias");
+    TORCH_CHECK(bias.numel() == m, "bias must be (M)");
+  }
+  TORCH_CHECK(!(gelu && residual.defined()), "GELU and a residual add do not go together");
+  if (residual.defined()) {
+    CheckDense(residual, x, "residual");
+    TORCH_CHECK(residual.size(0) == n && residual.size(1) == m, "residual must be (N, M)");
+  }
+  if (!out.defined()) out = torch::empty({n, m}, x.options());
+  CheckDense(out, x, "out");
+  TORCH_CHECK(out.size(0) == n && out.size(1) == m, "out must be (N, M)");
+  MatvecParams p;
+  p.dtype = ElementType(x);
+  p.epilogue = gelu                 ? MatvecEpilogue::kGelu
+               : residual.defined() ? MatvecEpilogue::kResidual
+                                    : MatvecEpilogue::kNone;
+  p.x = x.data_ptr();
+  p.weight = weight.data_ptr();
+  p.bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.residual = residual.defined() ? residual.data_ptr() : nullptr;
+  p.out = out.data_ptr();
+  p.rows = static_cast<int>(n);
+  p.k = static_cast<int>(k);
+  p.n = static_cast<int>(m);
+  p.splits = MatvecSplits(p.dtype, p.rows, p.k, p.n, scratch.num_sms);
+  TORCH_CHECK(MatvecWorkspaceFloats(p.rows, p.n, p.splits) <=
+                      static_cast<size_t>(scratch.workspace.numel()) &&
+                  MatvecCounters(p.dtype, p.rows, p.n) <= scratch.counters.numel(),
+              "Matvec scratch too small for (", n, ", ", k, ") x (", k, ", ", m, ")");
+  p.workspace = scratch.workspace.data_ptr<float>();
+  p.counters = reinterpret_cast<unsigned*>(scratch.counters.data_ptr<int32_t>());
+  CheckLaunch(LaunchMatvec(p, at::cuda::getCurrentCUDAStream()), "Matvec");
+  return out;
 }
 
 torch::Tensor ArgmaxRows(const torch::Tensor& logits) {

@@ -6,6 +6,8 @@
 #define NANOSERVE_ENGINE_CUDA_FUSED_OPS_H_
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -45,6 +47,29 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              const torch::Tensor& v_pages, const torch::Tensor& block_table,
                              const torch::Tensor& table_rows, const torch::Tensor& lengths,
                              int64_t splits);
+
+// Scratch of the split-K matrix-vector kernel (LaunchMatvec): an fp32
+// workspace and int32 counters (zero between launches) on one device,
+// shared by products that run one after another on one stream.
+struct MatvecScratch {
+  torch::Tensor workspace;  // fp32
+  torch::Tensor counters;   // int32, zeros
+  int num_sms = 0;
+};
+// Scratch for products of up to `rows` rows with (k, n) in `shapes`, in
+// `dtype` on `device`.
+MatvecScratch MakeMatvecScratch(int64_t rows,
+                                const std::vector<std::pair<int64_t, int64_t>>& shapes,
+                                torch::ScalarType dtype, torch::Device device);
+
+// x: (N, K); weight: (K, M), in x out (Gpt2Model's blocks); bias: (M) or
+// undefined. Returns out = x · weight + bias, then GELU (gelu = true) or
+// plus `residual` ((N, M) or undefined; rounded as addmm's result added to
+// it would be). `out` undefined: a new tensor; else written in place (it may
+// be `residual`). K % 8 == 0 and M a multiple of 16 bytes of elements.
+torch::Tensor Matvec(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     bool gelu, const torch::Tensor& residual, MatvecScratch& scratch,
+                     torch::Tensor out = torch::Tensor());
 
 // logits: (N, V) fp32. Returns each row's argmax, (N,) int64 (LibTorch's
 // argmax, with ties to the lower index).

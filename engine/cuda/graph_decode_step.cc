@@ -35,9 +35,11 @@ absl::Status GraphDecodeStep::CanRun(const Gpt2Model& model, const KvCache& cach
   return absl::OkStatus();
 }
 
-GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache)
+GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache,
+                                 GraphDecodeStepOptions options)
     : model_(model),
       cache_(cache),
+      options_(options),
       side_(c10::cuda::getStreamFromPool(/*isHighPriority=*/false,
                                          model->options().device.index() < 0
                                              ? c10::cuda::current_device()
@@ -61,6 +63,12 @@ GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache)
   tables_ = inputs_.narrow(0, 2 * rows, rows * width).view({rows, width});
   host_tokens_ =
       torch::zeros({rows}, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
+  if (options_.fused_matvec) {
+    const int64_t c = model->config().n_embd;
+    matvec_scratch_ = MakeMatvecScratch(std::min(rows, kMatvecMaxBucket),
+                                        {{c, 3 * c}, {c, c}, {c, 4 * c}, {4 * c, c}},
+                                        model->options().dtype, model->options().device);
+  }
 }
 
 int64_t GraphDecodeStep::BucketFor(int64_t rows) const {
@@ -112,19 +120,32 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
   torch::Tensor h = EmbedLayerNorm(model_->wte(), model_->wpe(), ids, lengths, blocks[0].ln_1_w,
                                    blocks[0].ln_1_b, eps, x);  // (bucket, C)
   const int64_t splits = splits_.at(bucket);
+  const bool matvec = options_.fused_matvec && bucket <= kMatvecMaxBucket && config.n_embd % 8 == 0;
   for (size_t l = 0; l < blocks.size(); ++l) {
     const Gpt2Model::Block& b = blocks[l];
-    torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
+    const bool last = l + 1 == blocks.size();
+    const torch::Tensor& next_w = last ? model_->ln_f_w() : blocks[l + 1].ln_1_w;
+    const torch::Tensor& next_b = last ? model_->ln_f_b() : blocks[l + 1].ln_1_b;
     torch::Tensor k_pages = cache_->k_pages(static_cast<int64_t>(l));
     torch::Tensor v_pages = cache_->v_pages(static_cast<int64_t>(l));
+    if (matvec) {
+      // The residual adds land in x itself; the LayerNorms then add nothing.
+      const torch::Tensor none;
+      torch::Tensor qkv = Matvec(h, b.c_attn_w, b.c_attn_b, false, none, matvec_scratch_);
+      torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
+      Matvec(y, b.c_proj_w, b.c_proj_b, false, x, matvec_scratch_, x);
+      h = AddLayerNorm(x, none, b.ln_2_w, b.ln_2_b, eps);
+      torch::Tensor f = Matvec(h, b.fc_w, b.fc_b, /*gelu=*/true, none, matvec_scratch_);
+      Matvec(f, b.mlp_proj_w, b.mlp_proj_b, false, x, matvec_scratch_, x);
+      h = AddLayerNorm(x, none, next_w, next_b, eps);
+      continue;
+    }
+    torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
     torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
     h = AddLayerNorm(x, torch::addmm(b.c_proj_b, y, b.c_proj_w), b.ln_2_w, b.ln_2_b, eps);
     // Bias + GELU (tanh) in cuBLASLt's epilogue where it applies.
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, /*use_gelu=*/true);
-    const bool last = l + 1 == blocks.size();
-    h = AddLayerNorm(x, torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w),
-                     last ? model_->ln_f_w() : blocks[l + 1].ln_1_w,
-                     last ? model_->ln_f_b() : blocks[l + 1].ln_1_b, eps);
+    h = AddLayerNorm(x, torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w), next_w, next_b, eps);
   }
   // The lm_head over the vocabulary padded to a multiple of 64 (aligned
   // shapes for cuBLAS: 5x faster at batch 64 than over 50257 rows).

@@ -35,24 +35,38 @@
 #include <torch/torch.h>
 
 #include "absl/status/status.h"
+#include "engine/cuda/fused_ops.h"
 #include "engine/decode_step.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 
 namespace nanoserve::cuda {
 
+struct GraphDecodeStepOptions {
+  // The blocks' four matrix products of buckets up to kMatvecMaxBucket rows
+  // by LaunchMatvec (engine/cuda/matvec.cu: the weight streamed once,
+  // split-K, bias and GELU or the residual add fused) instead of cuBLAS.
+  // Off until measured on the step (scripts/gpu/kernels.sh measures the
+  // kernel alone); `--decode_step cuda-graph-matvec` turns it on.
+  bool fused_matvec = false;
+};
+
 class GraphDecodeStep final : public DecodeStep {
  public:
+  static constexpr int64_t kMatvecMaxBucket = 8;
+
   // OK if this step can run `model` over `cache`: both on one CUDA device in
   // fp32/bf16/fp16, head size <= 128, width <= 4096.
   static absl::Status CanRun(const Gpt2Model& model, const KvCache& cache);
 
   // REQUIRES: CanRun(*model, *cache).ok().
-  GraphDecodeStep(const Gpt2Model* model, KvCache* cache);
+  GraphDecodeStep(const Gpt2Model* model, KvCache* cache, GraphDecodeStepOptions options = {});
 
   torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) override;
   void Prepare() override;
-  std::string name() const override { return "cuda-graph"; }
+  std::string name() const override {
+    return options_.fused_matvec ? "cuda-graph-matvec" : "cuda-graph";
+  }
 
   // The batch-size buckets: 1, 2, 4, ... below the cache's rows, and its rows.
   const std::vector<int64_t>& buckets() const { return buckets_; }
@@ -84,6 +98,8 @@ class GraphDecodeStep final : public DecodeStep {
 
   const Gpt2Model* model_;
   KvCache* cache_;
+  GraphDecodeStepOptions options_;
+  MatvecScratch matvec_scratch_;  // fused_matvec only
   std::vector<int64_t> buckets_;
   std::map<int64_t, int64_t> splits_;  // bucket -> key ranges of DecodeAttention
   torch::Tensor host_inputs_;          // (rows * (2 + max_pages)) int32, pinned

@@ -98,7 +98,7 @@ ARGS=()
 [ -n "${FILTER:-}" ] && ARGS+=("--filter=$FILTER")
 for name in "${PROGRAMS[@]}"; do
   [ -x "$BUILD/$name" ] || continue
-  if ! timeout "${TIMEOUT_S:-150}" "$BUILD/$name" "${ARGS[@]}" >"$OUT/$name.log" 2>&1; then
+  if ! timeout "${TIMEOUT_S:-140}" "$BUILD/$name" "${ARGS[@]}" >"$OUT/$name.log" 2>&1; then
     echo "kernels: $name exited with an error:"; grep -v "^row" "$OUT/$name.log" | tail -5
     status=1
   fi

@@ -225,6 +225,48 @@ TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
   EXPECT_EQ(got[1].item<int64_t>(), 5);
 }
 
+// The split-K matrix-vector kernel against addmm (+ GELU, + the residual add)
+// on the step's shapes and GPT-2's, at row counts on both sides of the row
+// tiles, with split counts from 1 (one SM) to many; the same result twice
+// (the splits are added in a fixed order); the residual add in place.
+TEST_P(CudaKernelsTest, MatvecMatchesAddmm) {
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {64, 192}, {64, 64}, {64, 256}, {256, 64}, {768, 2304}, {3072, 768}, {1600, 4800}};
+  for (int sms : {1, MultiprocessorCount()}) {
+    MatvecScratch scratch = MakeMatvecScratch(64, shapes, GetParam(), torch::kCUDA);
+    scratch.num_sms = sms;
+    for (const auto& [k, m] : shapes) {
+      torch::Tensor w = torch::randn({k, m}, Opts()) / std::sqrt(static_cast<double>(k));
+      torch::Tensor b = torch::randn({m}, Opts());
+      for (int64_t rows : {1, 2, 3, 8, 9, 64}) {
+        torch::Tensor x = torch::randn({rows, k}, Opts());
+        torch::Tensor residual = torch::randn({rows, m}, Opts());
+        const torch::Tensor none;
+        torch::Tensor product = torch::addmm(b, x, w);  // rounded to the dtype, as the step's
+        auto expect_near = [&](const torch::Tensor& got, const torch::Tensor& want,
+                               const char* what) {
+          const double err = ((got.to(torch::kFloat) - want.to(torch::kFloat)).abs() /
+                              (1 + want.to(torch::kFloat).abs()))
+                                 .max()
+                                 .item<double>();
+          EXPECT_LT(err, Tol()) << what << " " << k << "x" << m << " rows " << rows << " sms "
+                                << sms;
+        };
+        torch::Tensor plain = Matvec(x, w, b, false, none, scratch);
+        expect_near(plain, product, "bias");
+        EXPECT_TRUE(torch::equal(plain, Matvec(x, w, b, false, none, scratch)))
+            << "not deterministic: " << k << "x" << m << " rows " << rows;
+        expect_near(Matvec(x, w, none, false, none, scratch), torch::mm(x, w), "no bias");
+        expect_near(Matvec(x, w, b, true, none, scratch), torch::gelu(product, "tanh"), "gelu");
+        torch::Tensor sum = residual + product;
+        Matvec(x, w, b, false, residual, scratch, residual);  // in place
+        expect_near(residual, sum, "residual");
+      }
+    }
+    EXPECT_EQ(scratch.counters.nonzero().numel(), 0) << "counters left set";
+  }
+}
+
 TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   torch::Tensor qkv = torch::randn({2, 3 * 64}, Opts());
   torch::Tensor k = torch::randn({5, 4, 8, 16}, Opts()), v = torch::randn({5, 4, 8, 16}, Opts());
@@ -240,6 +282,15 @@ TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   EXPECT_THROW(AddLayerNorm(x, torch::randn({2, 32}, Opts()), torch::ones({64}, Opts()),
                             torch::zeros({64}, Opts()), 1e-5),
                c10::Error);
+  MatvecScratch scratch = MakeMatvecScratch(2, {{64, 64}}, GetParam(), torch::kCUDA);
+  const torch::Tensor none;
+  torch::Tensor w = torch::randn({64, 64}, Opts());
+  EXPECT_THROW(Matvec(x, w.narrow(0, 0, 32), none, false, none, scratch), c10::Error);
+  EXPECT_THROW(Matvec(x, torch::randn({64, 62}, Opts()), none, false, none, scratch),
+               c10::Error);  // M not a multiple of 16 bytes
+  EXPECT_THROW(Matvec(x, w, none, true, torch::randn({2, 64}, Opts()), scratch), c10::Error);
+  EXPECT_THROW(Matvec(torch::randn({3, 64}, Opts()), w, none, false, none, scratch),
+               c10::Error);  // more rows than the scratch was made for (splits > 1)
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaKernelsTest,

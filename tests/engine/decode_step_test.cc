@@ -31,6 +31,8 @@ TEST(DecodeStepTest, ParsesKindNames) {
   EXPECT_EQ(*ParseDecodeKind("auto"), DecodeKind::kAuto);
   EXPECT_EQ(*ParseDecodeKind("reference"), DecodeKind::kReference);
   EXPECT_EQ(*ParseDecodeKind("cuda-graph"), DecodeKind::kCudaGraph);
+  EXPECT_EQ(*ParseDecodeKind("cuda-graph-matvec"), DecodeKind::kCudaGraphMatvec);
+  EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphMatvec), "cuda-graph-matvec");
   EXPECT_FALSE(ParseDecodeKind("graph").ok());
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraph), "cuda-graph");
 }
@@ -49,14 +51,17 @@ TEST(DecodeStepTest, AutoIsCudaGraphOnlyOnAGpu) {
 // Rows of unequal length, fewer rows than the cache holds (the cuda-graph
 // step pads them to a bucket), steps that cross buckets: each row's logits
 // equal the last position's of a forward pass over its whole sequence.
-TEST(DecodeStepTest, LogitsMatchWholeSequenceForward) {
+void ExpectLogitsMatchWholeSequenceForward(DecodeKind kind) {
   auto model = TinyModel();
   const std::vector<int64_t> lengths = {5, 1, 17, 33, 9};
   KvCache cache(model->config(), 8, 64, model->options().dtype, model->options().device);
   std::vector<std::vector<int>> seqs;
   for (size_t r = 0; r < lengths.size(); ++r) seqs.push_back(Prompt(lengths[r], r));
   std::vector<torch::Tensor> first = PrefillBatch(*model, cache, seqs, 0);
-  auto step = MakeDecodeStep(model.get(), &cache).value();
+  auto step = MakeDecodeStep(model.get(), &cache, kind).value();
+  EXPECT_EQ(step->name(), kind == DecodeKind::kCudaGraphMatvec ? "cuda-graph-matvec"
+                          : TestDevice().is_cuda()             ? "cuda-graph"
+                                                               : "reference");
   std::vector<int64_t> tokens;
   for (size_t r = 0; r < seqs.size(); ++r) tokens.push_back(first[r].argmax(-1).item<int64_t>());
   // 5 rows (bucket 8), then 3 (bucket 4), then 1: the rows left out keep
@@ -78,6 +83,17 @@ TEST(DecodeStepTest, LogitsMatchWholeSequenceForward) {
   }
 }
 
+TEST(DecodeStepTest, LogitsMatchWholeSequenceForward) {
+  ExpectLogitsMatchWholeSequenceForward(DecodeKind::kAuto);
+}
+
+// The same with the blocks' products in the split-K matrix-vector kernel
+// (every bucket of an 8-row cache takes it).
+TEST(DecodeStepTest, MatvecStepLogitsMatchWholeSequenceForward) {
+  if (!TestDevice().is_cuda()) GTEST_SKIP() << "cuda-graph-matvec needs a CUDA test device";
+  ExpectLogitsMatchWholeSequenceForward(DecodeKind::kCudaGraphMatvec);
+}
+
 TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
   auto model = TinyModel();
   Generator reference(model.get()), fast(model.get());
@@ -89,13 +105,17 @@ TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
     auto want = reference.Generate(prompts, options);
     ASSERT_TRUE(want.ok()) << want.status();
     EXPECT_EQ(want->stats.decode_step, "reference");
-    options.decode = DecodeKind::kAuto;
-    for (int call = 0; call < 2; ++call) {  // the second call reuses cache and graphs
-      auto got = fast.Generate(prompts, options);
-      ASSERT_TRUE(got.ok()) << got.status();
-      for (int64_t r = 0; r < batch; ++r) {
-        ExpectSameGreedy(*model, prompts[r], want->sequences[r].output_ids,
-                         got->sequences[r].output_ids);
+    std::vector<DecodeKind> kinds = {DecodeKind::kAuto};
+    if (TestDevice().is_cuda()) kinds.push_back(DecodeKind::kCudaGraphMatvec);
+    for (DecodeKind kind : kinds) {
+      options.decode = kind;
+      for (int call = 0; call < 2; ++call) {  // the second call reuses cache and graphs
+        auto got = fast.Generate(prompts, options);
+        ASSERT_TRUE(got.ok()) << got.status();
+        for (int64_t r = 0; r < batch; ++r) {
+          ExpectSameGreedy(*model, prompts[r], want->sequences[r].output_ids,
+                           got->sequences[r].output_ids);
+        }
       }
     }
   }
