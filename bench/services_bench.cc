@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "bench/results.h"
 #include "engine/device.h"
@@ -40,6 +41,8 @@ std::vector<int> SyntheticPrompt(int64_t length, int64_t salt, int64_t vocab) {
 // What the two paths measured for one prompt length, over the repeats.
 struct RowTimes {
   std::vector<double> offline_ttft, offline_tpot, cold_ttft, cached_ttft, service_tpot, handoff;
+  // Where a cold request's time to first token went (decode's Timings).
+  std::vector<double> prefill_ms, fetch_ms, queue_ms;
   double fetched_mib = 0;
   bool same_tokens = true;
 };
@@ -59,6 +62,11 @@ absl::Status MeasurePrompt(Generator& generator, const GenerateOptions& offline,
     if (!served.ok()) return served.status();
     const v1::Timings& t = served->finished.timings();
     (pass == 0 ? times.cold_ttft : times.cached_ttft).push_back(t.ttft_ms());
+    if (pass == 0) {
+      times.prefill_ms.push_back(t.prefill_ms());
+      times.fetch_ms.push_back(t.fetch_ms());
+      times.queue_ms.push_back(t.queue_ms());
+    }
     times.service_tpot.push_back(t.ms_per_output_token());
     if (t.fetch_ms() > 0 && t.kv_bytes_fetched() > 0) {
       times.handoff.push_back(t.kv_bytes_fetched() / 1e6 / (t.fetch_ms() / 1e3));
@@ -177,6 +185,10 @@ int RunBenchServices(const BenchServicesOptions& o) {
       "| offline ms/token | services ms/token | KV fetched MiB | handoff MB/s | same tokens |\n");
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   int64_t salt = 0;
+  std::string breakdown =
+      "\nServices TTFT, cold, where it went (medians; the rest is decode's own work: "
+      "tokenizing, the first step, streaming):\n\n| prompt tokens | TTFT ms | Prefill call ms | "
+      "page fetch ms | queue ms | rest ms |\n|---|---|---|---|---|---|\n";
   for (int64_t length : o.prompt_lengths) {
     if (length + o.max_new_tokens > model.config().n_positions) continue;
     RowTimes t;
@@ -191,14 +203,19 @@ int RunBenchServices(const BenchServicesOptions& o) {
                 MedianOrZero(t.offline_tpot), MedianOrZero(t.service_tpot), t.fetched_mib,
                 MedianOrZero(t.handoff), t.same_tokens ? "yes" : "no");
     std::fflush(stdout);
+    const double ttft = MedianOrZero(t.cold_ttft), prefill = MedianOrZero(t.prefill_ms),
+                 fetch = MedianOrZero(t.fetch_ms), queue = MedianOrZero(t.queue_ms);
+    breakdown += absl::StrFormat("| %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", length, ttft,
+                                 prefill, fetch, queue, ttft - prefill - fetch - queue);
   }
+  std::printf("%s", breakdown.c_str());
   if (!o.prompt_lengths.empty()) {  // the longest prompt above, cached by now
     const int64_t longest = *std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end());
     const std::vector<int> cached = SyntheticPrompt(
         std::min(longest, model.config().n_positions - o.max_new_tokens), salt, vocab);
-    const absl::Status fetched = PrintFetchTable((*stack)->target(ServiceStack::kKvStore), cached,
-                                                 std::max<int64_t>(o.repeats, 5),
-                                                 model_options->device);
+    const absl::Status fetched =
+        PrintFetchTable((*stack)->target(ServiceStack::kKvStore), cached,
+                        std::max<int64_t>(o.repeats, 5), model_options->device);
     if (!fetched.ok()) return Fail(fetched);
   }
   return (*stack)->Stop().ok() ? 0 : 1;

@@ -224,7 +224,8 @@ int main(int argc, char** argv) {
     stack.page_size = o.page_size;
     stack.pool_mb = absl::GetFlag(FLAGS_pool_mb);
     stack.max_batch = absl::GetFlag(FLAGS_max_batch);
-    const std::string transport = absl::StrCat("--kv_transport=", absl::GetFlag(FLAGS_kv_transport));
+    const std::string transport =
+        absl::StrCat("--kv_transport=", absl::GetFlag(FLAGS_kv_transport));
     stack.prefill_flags.push_back(transport);
     stack.decode_flags.push_back(transport);
     if (command == "serve") {

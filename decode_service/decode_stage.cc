@@ -35,6 +35,9 @@ class DecodeStage::Call {
   StopMatcher stop;
   absl::Time first_token_at;
   GenerateSummary summary;
+  // Prefill's first token went to the caller as soon as the Prefill call
+  // returned: the scheduler's emission of it is not streamed again.
+  bool first_token_streamed = false;
 };
 
 namespace {
@@ -166,9 +169,15 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   if (absl::Status bad = scheduler_->Validate(batch); !bad.ok()) return EndEarly(call, bad);
   call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
 
-  // 2, 3.
+  // 2, 3. Prefill chose the first token: it streams now, while its pages
+  // are read and the scheduler computes the prompt's last partial page.
   if (!RunPrefill(call, batch)) return;
   if (cancelled()) return EndEarly(call, absl::CancelledError("cancelled"));
+  if (batch.first_token >= 0) {
+    // (A stop string in it ends the call once the scheduler has it.)
+    OnToken(*call, batch.first_token);
+    call->first_token_streamed = true;
+  }
   ReadPages(*call, batch);
   if (!call->summary.fallback_reason.empty() && metrics_.fallbacks != nullptr) {
     metrics_.fallbacks->Increment();
@@ -234,7 +243,13 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
 
 void DecodeStage::Submit(const std::shared_ptr<Call>& call, BatchRequest batch) {
   Call* raw = call.get();
-  batch.on_token = [this, raw](int token) { OnToken(*raw, token); };
+  batch.on_token = [this, raw](int token) {
+    if (raw->first_token_streamed) {
+      raw->first_token_streamed = false;
+      return;
+    }
+    OnToken(*raw, token);
+  };
   batch.on_done = [this, call](const absl::Status& status, const BatchResult& result) {
     OnDone(call, status, result);
   };
@@ -249,6 +264,8 @@ void DecodeStage::Submit(const std::shared_ptr<Call>& call, BatchRequest batch) 
       absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(batch));
       if (id.ok()) {
         call->scheduler_id = *id;
+        // Stopped at the first token, streamed before it was submitted.
+        if (call->stopped) scheduler_->Cancel(*id);
         return;
       }
       refused = id.status();

@@ -92,9 +92,9 @@ absl::StatusOr<torch::Tensor> MapShm(const SharedSegment& segment, std::vector<i
         absl::StrCat("shared memory name '", segment.shm_name, "' is not a POSIX object name"));
   }
   if (segment.bytes != bytes || segment.offset_bytes != kHeaderBytes) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "shared segment of ", segment.bytes, " bytes at ", segment.offset_bytes, " is not the ",
-        bytes, " bytes at ", kHeaderBytes, " of the pool's layout"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("shared segment of ", segment.bytes, " bytes at ", segment.offset_bytes,
+                     " is not the ", bytes, " bytes at ", kHeaderBytes, " of the pool's layout"));
   }
   const int fd = shm_open(segment.shm_name.c_str(), O_RDWR, 0);
   if (fd < 0) {
@@ -122,8 +122,8 @@ absl::StatusOr<torch::Tensor> MapShm(const SharedSegment& segment, std::vector<i
         "shared memory ", segment.shm_name, " is not the pool of epoch ", epoch, " (stale?)"));
   }
   return torch::from_blob(
-      static_cast<char*>(base) + kHeaderBytes, sizes,
-      [base, total](void*) { munmap(base, total); }, torch::TensorOptions().dtype(dtype));
+      static_cast<char*>(base) + kHeaderBytes, sizes, [base, total](void*) { munmap(base, total); },
+      torch::TensorOptions().dtype(dtype));
 }
 
 #ifdef NANOSERVE_WITH_CUDA
@@ -216,9 +216,8 @@ absl::string_view KvTransportName(KvTransport transport) {
   return "unknown";
 }
 
-absl::StatusOr<ExportedTensor> AllocateExported(std::vector<int64_t> sizes,
-                                                torch::ScalarType dtype, torch::Device device,
-                                                uint64_t epoch) {
+absl::StatusOr<ExportedTensor> AllocateExported(std::vector<int64_t> sizes, torch::ScalarType dtype,
+                                                torch::Device device, uint64_t epoch) {
   if (device.is_cpu()) return AllocateShm(std::move(sizes), dtype, epoch);
 #ifdef NANOSERVE_WITH_CUDA
   if (device.is_cuda()) return AllocateCuda(std::move(sizes), dtype, device);

@@ -60,9 +60,8 @@ struct ExportedTensor {
 // A zeroed tensor over new exportable memory on `device`. `epoch` is written
 // into a shared-memory segment's header. UNAVAILABLE if the memory cannot be
 // had (no room in /dev/shm, CUDA out of memory, a build without CUDA).
-absl::StatusOr<ExportedTensor> AllocateExported(std::vector<int64_t> sizes,
-                                                torch::ScalarType dtype, torch::Device device,
-                                                uint64_t epoch);
+absl::StatusOr<ExportedTensor> AllocateExported(std::vector<int64_t> sizes, torch::ScalarType dtype,
+                                                torch::Device device, uint64_t epoch);
 
 // Maps a peer's segment as a tensor of `sizes` / `dtype`: on the CPU for
 // kShm; on `device` (a CUDA device of this process) for kCudaIpc. Refuses

@@ -275,8 +275,8 @@ absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::
   using T = KvStoreClientOptions::Transport;
   if ((options_.transport == T::kShm && segment.transport != KvTransport::kShm) ||
       (options_.transport == T::kCudaIpc && segment.transport != KvTransport::kCudaIpc)) {
-    return bytes(absl::StrCat("the store exports its pool as ",
-                              KvTransportName(segment.transport)));
+    return bytes(
+        absl::StrCat("the store exports its pool as ", KvTransportName(segment.transport)));
   }
   segment.shm_name = exported.shm_name();
   segment.cuda_ipc_handle = exported.cuda_ipc_handle();
@@ -294,8 +294,8 @@ absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::
   pool->layout = *layout;
   pool->storage = *std::move(storage);
   no_pool_reason_.clear();
-  std::fprintf(stderr, "kv store %s: %s, %lld pages mapped (epoch %llx)\n",
-               options_.target.c_str(), std::string(KvTransportName(pool->transport)).c_str(),
+  std::fprintf(stderr, "kv store %s: %s, %lld pages mapped (epoch %llx)\n", options_.target.c_str(),
+               std::string(KvTransportName(pool->transport)).c_str(),
                static_cast<long long>(exported.num_pages()),
                static_cast<unsigned long long>(pool->epoch));
   return std::shared_ptr<const MappedPool>(std::move(pool));

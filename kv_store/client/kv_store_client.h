@@ -22,13 +22,13 @@
 #include <grpcpp/security/credentials.h>
 #include <torch/torch.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "kv_store/client/circuit_breaker.h"
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "kv_store/page_layout.h"
 #include "kv_store/shared_memory.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
@@ -143,7 +143,8 @@ class KvStoreClient {
   // A shared call's status; an epoch refusal drops the mapping.
   absl::Status FinishedShared(const grpc::Status& status, const char* what, uint64_t epoch);
   // Connect, then map what the store offers; null for bytes.
-  absl::StatusOr<std::shared_ptr<const MappedPool>> ConnectAndMap() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::shared_ptr<const MappedPool>> ConnectAndMap()
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetDeadline(grpc::ClientContext* context) const;
   // The call's gRPC status as an absl::Status, recorded by the breaker.
   absl::Status Finished(const grpc::Status& status, const char* what);

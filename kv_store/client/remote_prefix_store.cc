@@ -41,9 +41,8 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<con
 }
 
 absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadShared(const KvStoreClient::MappedPool& pool,
-                                                             uint64_t lease_id,
-                                                             torch::Device device,
-                                                             int64_t* tokens) {
+                                                            uint64_t lease_id, torch::Device device,
+                                                            int64_t* tokens) {
   absl::StatusOr<std::vector<int32_t>> pages = client_->FetchShared(pool, lease_id, tokens);
   if (!pages.ok()) return pages.status();
   // One gather out of the mapped pool (device to device, or out of shared
@@ -149,7 +148,7 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
                                       pin ? std::string(lease_holder) : ""};
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
   if (!pool.ok()) return pool.status();
-  if (*pool != nullptr) {
+  if (*pool != nullptr && n > match->matched_tokens) {  // pages to write (else a bare Put)
     absl::StatusOr<v1::PutResponse> put = PutShared(**pool, store, *match, *kv, scope);
     if (!put.ok()) {
       if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
@@ -190,8 +189,8 @@ absl::StatusOr<v1::PutResponse> RemotePrefixStore::PutShared(const KvStoreClient
   // Written in place through the mapping, then waited for: the store
   // publishes the pages as soon as the commit arrives.
   absl::Status written = TorchResult("writing shared pages", [&] {
-    torch::Tensor staged = TokensAsPages(kv.to(pool.storage.device(), pool.layout.dtype),
-                                         pool.layout.page_size);
+    torch::Tensor staged =
+        TokensAsPages(kv.to(pool.storage.device(), pool.layout.dtype), pool.layout.page_size);
     return WritePages(pool.storage, reserved->pages, staged);
   });
   if (!written.ok()) return written;  // the reservation expires at the store

@@ -51,11 +51,10 @@ class RemotePrefixStore : public PrefixStore {
  private:
   // The run of pages a lease pins, gathered out of the mapped pool onto
   // `device`. The caller waits for the device before the lease may end.
-  absl::StatusOr<torch::Tensor> ReadShared(const KvStoreClient::MappedPool& pool,
-                                           uint64_t lease_id, torch::Device device,
-                                           int64_t* tokens);
-  absl::Status LoadShared(const KvStoreClient::MappedPool& pool,
-                          absl::Span<const LeasedRow> loads, BlockTables& rows);
+  absl::StatusOr<torch::Tensor> ReadShared(const KvStoreClient::MappedPool& pool, uint64_t lease_id,
+                                           torch::Device device, int64_t* tokens);
+  absl::Status LoadShared(const KvStoreClient::MappedPool& pool, absl::Span<const LeasedRow> loads,
+                          BlockTables& rows);
   // Reserve, write `kv` (n_layer, 2, n_head, T, head_dim) into the pages in
   // place, wait, Commit.
   absl::StatusOr<v1::PutResponse> PutShared(const KvStoreClient::MappedPool& pool,

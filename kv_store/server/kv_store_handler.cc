@@ -48,9 +48,9 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
   shared_fetched_bytes_ = metrics->AddCounter(
       "nanoserve_kv_store_shared_fetched_bytes_total",
       "Page bytes handed over in place by Fetch (page ids of the mapped pool).");
-  shared_put_bytes_ = metrics->AddCounter(
-      "nanoserve_kv_store_shared_put_bytes_total",
-      "Page bytes written in place through the mapped pool and committed.");
+  shared_put_bytes_ =
+      metrics->AddCounter("nanoserve_kv_store_shared_put_bytes_total",
+                          "Page bytes written in place through the mapped pool and committed.");
   metrics->AddGauge("nanoserve_kv_store_reserved_pages",
                     "Pages reserved for writers in place, not committed yet.",
                     [this] { return static_cast<double>(reserved_pages()); });
@@ -172,8 +172,8 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
   }
   response->set_epoch(options_.epoch);
   const KvTransport exported = cache_->segment().transport;
-  response->set_pool_export(exported == KvTransport::kBytes ? "none"
-                                                            : std::string(KvTransportName(exported)));
+  response->set_pool_export(
+      exported == KvTransport::kBytes ? "none" : std::string(KvTransportName(exported)));
   response->set_reserved_pages(reserved_pages());
   return grpc::Status::OK;
 }
@@ -258,7 +258,8 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
   response->set_reservation_id(id);
   response->mutable_pages()->Add(pages->begin(), pages->end());
   response->set_ttl_ms(absl::ToInt64Milliseconds(options_.reservation_ttl));
-  reservations_[id] = Reservation{caller.name, *std::move(pages), absl::Now() + options_.reservation_ttl};
+  reservations_[id] =
+      Reservation{caller.name, *std::move(pages), absl::Now() + options_.reservation_ttl};
   return grpc::Status::OK;
 }
 

@@ -130,7 +130,7 @@ class KvStoreHandler {
     std::string lease_holder_;
     uint64_t base_lease_id_ = 0;
     int64_t base_pages_ = 0;
-    int64_t new_pages_ = 0;       // taken from the pool at Finish
+    int64_t new_pages_ = 0;  // taken from the pool at Finish
     // A commit of a reservation: its pages, the session's until inserted.
     std::vector<int32_t> reserved_;
     std::string bytes_;           // the new pages, as they arrive

@@ -158,7 +158,9 @@ TEST_F(ServicesTest, SharedPrefixIsACacheHit) {
 
   const v1::StatsResponse after = store_->Stats().value();
   EXPECT_EQ(after.hit_tokens() - before.hit_tokens(), 16);
-  EXPECT_GT(after.fetched_bytes(), before.fetched_bytes());
+  // In place (the pool mapped: the default on one host) or as bytes.
+  EXPECT_GT(after.fetched_bytes() + after.shared_fetched_bytes(),
+            before.fetched_bytes() + before.shared_fetched_bytes());
   const std::string metrics = Metrics(ServiceStack::kKvStore);
   EXPECT_NE(metrics.find("nanoserve_kv_store_prefix_hit_rate"), std::string::npos);
   EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_ttft_ms_count 2"),
@@ -262,8 +264,12 @@ TEST_F(ServicesTest, StoreDownFallsBackToRecomputationAndRecovers) {
     EXPECT_EQ(out->finished.usage().recomputed_prompt_tokens(), length);
     ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
   }
-  EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_fallbacks_total 2"),
-            std::string::npos);
+  // Those two, and the stream above if its pages were read after the kill
+  // (its first token streams as soon as prefill returns, before the read).
+  const std::string decode_metrics = Metrics(ServiceStack::kDecode);
+  EXPECT_TRUE(decode_metrics.find("nanoserve_decode_fallbacks_total 2\n") != std::string::npos ||
+              decode_metrics.find("nanoserve_decode_fallbacks_total 3\n") != std::string::npos)
+      << decode_metrics;
 
   // A restarted store is used again.
   ASSERT_TRUE(stack_->Restart(ServiceStack::kKvStore).ok());

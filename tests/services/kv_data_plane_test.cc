@@ -64,8 +64,8 @@ class DataPlaneHandlerTest : public ::testing::Test {
     PrefixCacheOptions o = PoolOptions(/*exported=*/true);
     cache_ = PrefixCache::Create(o).value();
     ASSERT_EQ(cache_->segment().transport, KvTransport::kShm);
-    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch),
-                                                &metrics_);
+    handler_ =
+        std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch), &metrics_);
     epoch_ = o.pool.epoch;
   }
 
@@ -206,8 +206,8 @@ TEST_F(DataPlaneHandlerTest, PagesWrittenInPlaceAreCommittedMatchedAndFetchedAsI
   EXPECT_EQ(fetched, pages);
   // The store's own copy of the pool holds what was written through the
   // mapping: it is one memory.
-  EXPECT_TRUE(torch::equal(PagesAsTokens(ReadPages(cache_->storage(), fetched, torch::kCPU).value()),
-                           Kv(0, 8)));
+  EXPECT_TRUE(torch::equal(
+      PagesAsTokens(ReadPages(cache_->storage(), fetched, torch::kCPU).value()), Kv(0, 8)));
   v1::StatsResponse stats;
   ASSERT_TRUE(handler_->Stats(v1::StatsRequest(), &stats).ok());
   EXPECT_EQ(stats.pool_export(), "shm");
@@ -310,8 +310,8 @@ class StoreServer {
   explicit StoreServer(bool exported, int port = 0) {
     PrefixCacheOptions o = PoolOptions(exported, 32);
     cache_ = PrefixCache::Create(o).value();
-    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch),
-                                                &metrics_);
+    handler_ =
+        std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch), &metrics_);
     service_ = std::make_unique<KvStoreService>(handler_.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),

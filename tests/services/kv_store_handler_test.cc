@@ -206,8 +206,10 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
   std::unique_ptr<KvStoreHandler::FetchSession> session;
   fetch.set_lease_id(12345);
   EXPECT_EQ(code(handler_->StartFetch(fetch, kAnyone, &session)), grpc::StatusCode::NOT_FOUND);
+  // A pool that is not exported (or not as that) serves no page ids.
   fetch.set_transport(v1::TRANSPORT_CUDA_IPC);
-  EXPECT_EQ(code(handler_->StartFetch(fetch, kAnyone, &session)), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(code(handler_->StartFetch(fetch, kAnyone, &session)),
+            grpc::StatusCode::FAILED_PRECONDITION);
   v1::MatchRequest match;
   match.add_tokens(-1);
   v1::MatchResponse matched;
