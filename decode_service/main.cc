@@ -22,7 +22,9 @@ NANOSERVE_FLAG_IN_RANGE(kv_page_size, 16, 1, 65536, "tokens per page of the KV p
 NANOSERVE_FLAG_IN_RANGE(max_queue, 256, 0, 1048576, "calls waiting for a slot, at most");
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass here (0 = all)");
 NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the Prefill call");
-NANOSERVE_FLAG_IN_RANGE(workers, 8, 1, 1024, "threads for the calls' blocking steps");
+NANOSERVE_FLAG_IN_RANGE(workers, 64, 1, 1024,
+                        "threads for the calls' blocking steps (the Prefill call, the page read): "
+                        "at most this many prompts are in prefill at once");
 ABSL_FLAG(std::string, http_listen, "127.0.0.1:8000",
           "OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health), host:port "
           "(port 0 = any; host as --listen's: $NANOSERVE_LISTEN_HOST where set); empty = off; "
