@@ -186,9 +186,11 @@ int RunBenchServices(const BenchServicesOptions& o) {
   std::printf("|---|---|---|---|---|---|---|---|---|\n");
   int64_t salt = 0;
   std::string breakdown =
-      "\nServices TTFT, cold, where it went (medians; the rest is decode's own work: "
-      "tokenizing, the first step, streaming):\n\n| prompt tokens | TTFT ms | Prefill call ms | "
-      "page fetch ms | queue ms | rest ms |\n|---|---|---|---|---|---|\n";
+      "\nServices, cold, where the time went (medians): decode streams prefill's first token "
+      "when the Prefill call returns, then reads the prompt's pages and queues for a slot; "
+      "'rest' is decode's own work before the first token (tokenizing, streaming):\n\n"
+      "| prompt tokens | TTFT ms | Prefill call ms | rest ms | then: page read ms | queue ms "
+      "|\n|---|---|---|---|---|---|\n";
   for (int64_t length : o.prompt_lengths) {
     if (length + o.max_new_tokens > model.config().n_positions) continue;
     RowTimes t;
@@ -206,7 +208,7 @@ int RunBenchServices(const BenchServicesOptions& o) {
     const double ttft = MedianOrZero(t.cold_ttft), prefill = MedianOrZero(t.prefill_ms),
                  fetch = MedianOrZero(t.fetch_ms), queue = MedianOrZero(t.queue_ms);
     breakdown += absl::StrFormat("| %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", length, ttft,
-                                 prefill, fetch, queue, ttft - prefill - fetch - queue);
+                                 prefill, ttft - prefill, fetch, queue);
   }
   std::printf("%s", breakdown.c_str());
   if (!o.prompt_lengths.empty()) {  // the longest prompt above, cached by now
