@@ -1,4 +1,4 @@
-#include "rpc/flag_range.h"
+#include "base/flag_range.h"
 
 #include <vector>
 

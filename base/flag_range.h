@@ -12,8 +12,8 @@
 //
 // Thread safety: registration runs during static initialization; the check
 // reads the registry only.
-#ifndef NANOSERVE_RPC_FLAG_RANGE_H_
-#define NANOSERVE_RPC_FLAG_RANGE_H_
+#ifndef NANOSERVE_BASE_FLAG_RANGE_H_
+#define NANOSERVE_BASE_FLAG_RANGE_H_
 
 #include <cstdint>
 
@@ -37,4 +37,4 @@ absl::Status CheckFlagRanges();
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_FLAG_RANGE_H_
+#endif  // NANOSERVE_BASE_FLAG_RANGE_H_

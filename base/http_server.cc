@@ -1,4 +1,4 @@
-#include "rpc/http_server.h"
+#include "base/http_server.h"
 
 #include <algorithm>
 #include <condition_variable>

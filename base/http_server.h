@@ -9,8 +9,8 @@
 //
 // Thread safety: add routes before Start; Start and Stop from one thread.
 // Handlers run on the server's threads.
-#ifndef NANOSERVE_RPC_HTTP_SERVER_H_
-#define NANOSERVE_RPC_HTTP_SERVER_H_
+#ifndef NANOSERVE_BASE_HTTP_SERVER_H_
+#define NANOSERVE_BASE_HTTP_SERVER_H_
 
 #include <cstdint>
 #include <memory>
@@ -64,4 +64,4 @@ class HttpServer {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_HTTP_SERVER_H_
+#endif  // NANOSERVE_BASE_HTTP_SERVER_H_

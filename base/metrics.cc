@@ -1,4 +1,4 @@
-#include "rpc/metrics.h"
+#include "base/metrics.h"
 
 #include <algorithm>
 #include <utility>

@@ -5,8 +5,8 @@
 //
 // Thread safety: thread-safe. Add* and Render take a mutex; Counter and
 // Histogram updates take the metric's own lock (or an atomic).
-#ifndef NANOSERVE_RPC_METRICS_H_
-#define NANOSERVE_RPC_METRICS_H_
+#ifndef NANOSERVE_BASE_METRICS_H_
+#define NANOSERVE_BASE_METRICS_H_
 
 #include <atomic>
 #include <cstdint>
@@ -106,4 +106,4 @@ class OutcomeCounter {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_METRICS_H_
+#endif  // NANOSERVE_BASE_METRICS_H_

@@ -1,4 +1,4 @@
-#include "rpc/server_runner.h"
+#include "base/server_runner.h"
 
 #include <signal.h>
 
@@ -18,8 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "base/http_server.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "rpc/http_server.h"
 
 namespace nanoserve {
 namespace {

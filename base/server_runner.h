@@ -6,8 +6,8 @@
 // graceful shutdown on SIGTERM or SIGINT: health turns NOT_SERVING, new
 // calls are refused, calls in flight get `shutdown_grace` to finish and are
 // then cancelled.
-#ifndef NANOSERVE_RPC_SERVER_RUNNER_H_
-#define NANOSERVE_RPC_SERVER_RUNNER_H_
+#ifndef NANOSERVE_BASE_SERVER_RUNNER_H_
+#define NANOSERVE_BASE_SERVER_RUNNER_H_
 
 #include <cstdint>
 #include <functional>
@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "rpc/metrics.h"
+#include "base/metrics.h"
 
 namespace nanoserve {
 
@@ -116,4 +116,4 @@ absl::Status WaitForServing(const std::string& target, absl::Duration timeout,
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_SERVER_RUNNER_H_
+#endif  // NANOSERVE_BASE_SERVER_RUNNER_H_

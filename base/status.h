@@ -1,7 +1,7 @@
 // The one place where absl::Status and grpc::Status meet. Canonical codes
 // share their numbers, so the mapping is exact both ways.
-#ifndef NANOSERVE_RPC_STATUS_H_
-#define NANOSERVE_RPC_STATUS_H_
+#ifndef NANOSERVE_BASE_STATUS_H_
+#define NANOSERVE_BASE_STATUS_H_
 
 #include <grpcpp/support/status.h>
 
@@ -16,4 +16,4 @@ absl::Status FromGrpcStatus(const grpc::Status& status, absl::string_view contex
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_STATUS_H_
+#endif  // NANOSERVE_BASE_STATUS_H_

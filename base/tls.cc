@@ -1,4 +1,4 @@
-#include "rpc/tls.h"
+#include "base/tls.h"
 
 #include <algorithm>
 #include <fstream>

@@ -15,8 +15,8 @@
 // the names of the certificate the peer presented.
 //
 // Thread safety: thread-safe (no state).
-#ifndef NANOSERVE_RPC_TLS_H_
-#define NANOSERVE_RPC_TLS_H_
+#ifndef NANOSERVE_BASE_TLS_H_
+#define NANOSERVE_BASE_TLS_H_
 
 #include <memory>
 #include <string>
@@ -78,4 +78,4 @@ PeerIdentity PeerIdentityOf(const grpc::ServerContextBase& context);
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_TLS_H_
+#endif  // NANOSERVE_BASE_TLS_H_

@@ -1,4 +1,4 @@
-#include "kv_store/torch_status.h"
+#include "base/torch_status.h"
 
 #include <exception>
 #include <new>

@@ -9,8 +9,8 @@
 // links LibTorch; the engine and the services use it too.
 //
 // Thread safety: stateless.
-#ifndef NANOSERVE_KV_STORE_TORCH_STATUS_H_
-#define NANOSERVE_KV_STORE_TORCH_STATUS_H_
+#ifndef NANOSERVE_BASE_TORCH_STATUS_H_
+#define NANOSERVE_BASE_TORCH_STATUS_H_
 
 #include <optional>
 #include <type_traits>
@@ -54,4 +54,4 @@ auto TorchResult(absl::string_view what, F&& body) {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_TORCH_STATUS_H_
+#endif  // NANOSERVE_BASE_TORCH_STATUS_H_

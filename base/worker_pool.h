@@ -3,8 +3,8 @@
 // rather than on gRPC's callback threads.
 //
 // Thread safety: thread-safe. The destructor runs what is queued, then joins.
-#ifndef NANOSERVE_RPC_WORKER_POOL_H_
-#define NANOSERVE_RPC_WORKER_POOL_H_
+#ifndef NANOSERVE_BASE_WORKER_POOL_H_
+#define NANOSERVE_BASE_WORKER_POOL_H_
 
 #include <condition_variable>
 #include <deque>
@@ -66,4 +66,4 @@ class WorkerPool {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_WORKER_POOL_H_
+#endif  // NANOSERVE_BASE_WORKER_POOL_H_

@@ -6,12 +6,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/dtype.h"
+#include "base/server_runner.h"
 #include "bench/results.h"
 #include "engine/device.h"
 #include "engine/generate.h"
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
-#include "rpc/server_runner.h"
 
 namespace nanoserve {
 namespace {

@@ -1,4 +1,4 @@
-#include "client/bench_command.h"
+#include "cli/bench_command.h"
 
 #include <cstdio>
 

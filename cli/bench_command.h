@@ -1,8 +1,8 @@
 // `nanoserve bench` (the Parts A-C experiments; see bench/runner.h) and
 // `nanoserve export-hf` (writes a model's weights as an HF checkpoint for the
 // peer, bench/hf_peer.py). Flags live in main.cc; lists arrive as strings.
-#ifndef NANOSERVE_CLIENT_BENCH_COMMAND_H_
-#define NANOSERVE_CLIENT_BENCH_COMMAND_H_
+#ifndef NANOSERVE_CLI_BENCH_COMMAND_H_
+#define NANOSERVE_CLI_BENCH_COMMAND_H_
 
 #include <cstdint>
 #include <string>
@@ -34,4 +34,4 @@ int RunExportHf(const std::string& model, uint64_t seed, const std::string& dir)
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_CLIENT_BENCH_COMMAND_H_
+#endif  // NANOSERVE_CLI_BENCH_COMMAND_H_

@@ -1,4 +1,4 @@
-#include "client/commands.h"
+#include "cli/commands.h"
 
 #include <cstdio>
 #include <fstream>
@@ -13,11 +13,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "base/dtype.h"
 #include "engine/attention.h"
 #include "engine/device.h"
 #include "engine/model_loader.h"
 #include "engine/tokenizer.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve {
 namespace {

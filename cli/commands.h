@@ -1,8 +1,8 @@
 // The nanoserve command line's subcommands, as functions of option structs
 // (flags live in main.cc). Each returns the process exit code and prints one
 // clear line on error.
-#ifndef NANOSERVE_CLIENT_COMMANDS_H_
-#define NANOSERVE_CLIENT_COMMANDS_H_
+#ifndef NANOSERVE_CLI_COMMANDS_H_
+#define NANOSERVE_CLI_COMMANDS_H_
 
 #include <cstdint>
 #include <string>
@@ -43,4 +43,4 @@ int RunGenerate(const GenerateCommandOptions& options);
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_CLIENT_COMMANDS_H_
+#endif  // NANOSERVE_CLI_COMMANDS_H_

@@ -1,4 +1,4 @@
-#include "client/flag_names.h"
+#include "cli/flag_names.h"
 
 #include <algorithm>
 

@@ -1,7 +1,7 @@
 // Command-line spelling: absl flags are named with underscores
 // (--max_new_tokens); people type dashes (--max-new-tokens). Both work.
-#ifndef NANOSERVE_CLIENT_FLAG_NAMES_H_
-#define NANOSERVE_CLIENT_FLAG_NAMES_H_
+#ifndef NANOSERVE_CLI_FLAG_NAMES_H_
+#define NANOSERVE_CLI_FLAG_NAMES_H_
 
 #include <string>
 #include <vector>
@@ -14,4 +14,4 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv);
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_CLIENT_FLAG_NAMES_H_
+#endif  // NANOSERVE_CLI_FLAG_NAMES_H_

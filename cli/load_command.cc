@@ -1,4 +1,4 @@
-#include "client/load_command.h"
+#include "cli/load_command.h"
 
 #include <cstdio>
 #include <utility>

@@ -1,8 +1,8 @@
 // `nanoserve load`: the load generator (bench/load_sweep.h) against a
 // running decode service, over gRPC or its OpenAI-compatible HTTP API.
 // Flags live in main.cc; lists and lengths arrive as strings.
-#ifndef NANOSERVE_CLIENT_LOAD_COMMAND_H_
-#define NANOSERVE_CLIENT_LOAD_COMMAND_H_
+#ifndef NANOSERVE_CLI_LOAD_COMMAND_H_
+#define NANOSERVE_CLI_LOAD_COMMAND_H_
 
 #include <cstdint>
 #include <limits>
@@ -36,4 +36,4 @@ int RunLoadCommand(const LoadCommandOptions& options);
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_CLIENT_LOAD_COMMAND_H_
+#endif  // NANOSERVE_CLI_LOAD_COMMAND_H_

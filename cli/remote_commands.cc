@@ -1,14 +1,14 @@
-#include "client/remote_commands.h"
+#include "cli/remote_commands.h"
 
 #include <cstdio>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "base/server_runner.h"
 #include "google/protobuf/util/json_util.h"
 #include "kv_store/client/kv_store_client.h"
 #include "rpc/sampling_proto.h"
-#include "rpc/server_runner.h"
 
 namespace nanoserve {
 namespace {

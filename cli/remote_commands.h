@@ -1,8 +1,8 @@
 // The `nanoserve` subcommands that talk to the services: generate --target,
 // stats and serve (bench-services is bench/services_bench.h). Flags live in
 // main.cc.
-#ifndef NANOSERVE_CLIENT_REMOTE_COMMANDS_H_
-#define NANOSERVE_CLIENT_REMOTE_COMMANDS_H_
+#ifndef NANOSERVE_CLI_REMOTE_COMMANDS_H_
+#define NANOSERVE_CLI_REMOTE_COMMANDS_H_
 
 #include <memory>
 #include <string>
@@ -10,7 +10,7 @@
 #include <grpcpp/security/credentials.h>
 
 #include "absl/time/time.h"
-#include "client/commands.h"
+#include "cli/commands.h"
 #include "client/service_client.h"
 
 namespace nanoserve {
@@ -33,4 +33,4 @@ int RunServe(const ServiceStackOptions& stack, const GenerateCommandOptions& gen
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_CLIENT_REMOTE_COMMANDS_H_
+#endif  // NANOSERVE_CLI_REMOTE_COMMANDS_H_

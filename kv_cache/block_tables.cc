@@ -1,11 +1,11 @@
-#include "kv_store/block_tables.h"
+#include "kv_cache/block_tables.h"
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "kv_store/torch_status.h"
+#include "base/torch_status.h"
 
 namespace nanoserve {
 

@@ -27,8 +27,8 @@
 //
 // Thread safety: thread-compatible (one owner, e.g. a scheduler thread). The
 // pool is thread-safe and may be shared with other owners and a store.
-#ifndef NANOSERVE_KV_STORE_BLOCK_TABLES_H_
-#define NANOSERVE_KV_STORE_BLOCK_TABLES_H_
+#ifndef NANOSERVE_KV_CACHE_BLOCK_TABLES_H_
+#define NANOSERVE_KV_CACHE_BLOCK_TABLES_H_
 
 #include <cstdint>
 #include <vector>
@@ -37,7 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve {
 
@@ -143,4 +143,4 @@ class BlockTables {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_BLOCK_TABLES_H_
+#endif  // NANOSERVE_KV_CACHE_BLOCK_TABLES_H_

@@ -1,11 +1,11 @@
-#include "kv_store/page_layout.h"
+#include "kv_cache/page_layout.h"
 
 #include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "kv_store/torch_status.h"
+#include "base/torch_status.h"
 
 namespace nanoserve {
 namespace {

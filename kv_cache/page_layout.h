@@ -14,8 +14,8 @@
 // layout (no data is changed then); LibTorch failures map as RunTorch says
 // (kv_store/torch_status.h). Thread safety: stateless; concurrent calls are
 // safe when they do not write the same pages or rows.
-#ifndef NANOSERVE_KV_STORE_PAGE_LAYOUT_H_
-#define NANOSERVE_KV_STORE_PAGE_LAYOUT_H_
+#ifndef NANOSERVE_KV_CACHE_PAGE_LAYOUT_H_
+#define NANOSERVE_KV_CACHE_PAGE_LAYOUT_H_
 
 #include <cstdint>
 #include <string>
@@ -97,4 +97,4 @@ void CopyPoolBytes(const torch::Tensor& pool, const PageLayout& layout,
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_PAGE_LAYOUT_H_
+#endif  // NANOSERVE_KV_CACHE_PAGE_LAYOUT_H_

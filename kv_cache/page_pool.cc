@@ -1,4 +1,4 @@
-#include "kv_store/page_pool.h"
+#include "kv_cache/page_pool.h"
 
 #include <algorithm>
 #include <limits>

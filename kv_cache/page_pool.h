@@ -20,8 +20,8 @@
 // called concurrently; anything that allocates or frees needs external
 // synchronization (PrefixCache holds its mutex around every call). Reading
 // and writing page contents through storage() needs no lock from the pool.
-#ifndef NANOSERVE_KV_STORE_PAGE_POOL_H_
-#define NANOSERVE_KV_STORE_PAGE_POOL_H_
+#ifndef NANOSERVE_KV_CACHE_PAGE_POOL_H_
+#define NANOSERVE_KV_CACHE_PAGE_POOL_H_
 
 #include <torch/torch.h>
 
@@ -32,7 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "kv_store/page_layout.h"
+#include "kv_cache/page_layout.h"
 
 namespace nanoserve {
 
@@ -97,4 +97,4 @@ class PagePool {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_PAGE_POOL_H_
+#endif  // NANOSERVE_KV_CACHE_PAGE_POOL_H_

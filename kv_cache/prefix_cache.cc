@@ -1,4 +1,4 @@
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 #include <sys/random.h>
 

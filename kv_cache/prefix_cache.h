@@ -54,8 +54,8 @@
 // Thread safety: thread-safe; every method takes one internal mutex, so calls
 // are linearizable. storage() may be read and written without the lock,
 // under the ownership rules above.
-#ifndef NANOSERVE_KV_STORE_PREFIX_CACHE_H_
-#define NANOSERVE_KV_STORE_PREFIX_CACHE_H_
+#ifndef NANOSERVE_KV_CACHE_PREFIX_CACHE_H_
+#define NANOSERVE_KV_CACHE_PREFIX_CACHE_H_
 
 #include <torch/torch.h>
 
@@ -72,8 +72,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
-#include "kv_store/page_pool.h"
-#include "kv_store/radix_tree.h"
+#include "kv_cache/page_pool.h"
+#include "kv_cache/radix_tree.h"
 
 namespace nanoserve {
 
@@ -263,4 +263,4 @@ class PrefixCache {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_PREFIX_CACHE_H_
+#endif  // NANOSERVE_KV_CACHE_PREFIX_CACHE_H_

@@ -1,4 +1,4 @@
-#include "kv_store/prefix_store.h"
+#include "kv_cache/prefix_store.h"
 
 #include <algorithm>
 #include <utility>

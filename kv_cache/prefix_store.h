@@ -27,8 +27,8 @@
 // without it. Bad arguments (rows, runs) are INVALID_ARGUMENT.
 //
 // Thread safety: implementations are thread-safe.
-#ifndef NANOSERVE_KV_STORE_PREFIX_STORE_H_
-#define NANOSERVE_KV_STORE_PREFIX_STORE_H_
+#ifndef NANOSERVE_KV_CACHE_PREFIX_STORE_H_
+#define NANOSERVE_KV_CACHE_PREFIX_STORE_H_
 
 #include <cstdint>
 #include <vector>
@@ -39,9 +39,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
-#include "kv_store/block_tables.h"
-#include "kv_store/page_layout.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/block_tables.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve {
 
@@ -159,4 +159,4 @@ class LocalPrefixStore : public PrefixStore {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_PREFIX_STORE_H_
+#endif  // NANOSERVE_KV_CACHE_PREFIX_STORE_H_

@@ -1,4 +1,4 @@
-#include "engine/prompt_check.h"
+#include "kv_cache/prompt_check.h"
 
 #include "absl/strings/str_cat.h"
 

@@ -1,8 +1,8 @@
 // The checks every entry point (offline generation, the batch scheduler, the
 // prefill service, the KV store) makes of a prompt, in one place, so that
 // the same bad input gets the same INVALID_ARGUMENT everywhere.
-#ifndef NANOSERVE_ENGINE_PROMPT_CHECK_H_
-#define NANOSERVE_ENGINE_PROMPT_CHECK_H_
+#ifndef NANOSERVE_KV_CACHE_PROMPT_CHECK_H_
+#define NANOSERVE_KV_CACHE_PROMPT_CHECK_H_
 
 #include <cstdint>
 
@@ -26,4 +26,4 @@ absl::Status ValidateGenerationLength(int64_t prompt_tokens, int64_t max_new_tok
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_ENGINE_PROMPT_CHECK_H_
+#endif  // NANOSERVE_KV_CACHE_PROMPT_CHECK_H_

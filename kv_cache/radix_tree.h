@@ -40,8 +40,8 @@
 //
 // Thread safety: thread-compatible. Const methods may run concurrently;
 // everything else needs external synchronization (PrefixCache's mutex).
-#ifndef NANOSERVE_KV_STORE_RADIX_TREE_H_
-#define NANOSERVE_KV_STORE_RADIX_TREE_H_
+#ifndef NANOSERVE_KV_CACHE_RADIX_TREE_H_
+#define NANOSERVE_KV_CACHE_RADIX_TREE_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -481,4 +481,4 @@ class RadixTree {
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_KV_STORE_RADIX_TREE_H_
+#endif  // NANOSERVE_KV_CACHE_RADIX_TREE_H_

@@ -20,8 +20,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kv_cache/page_layout.h"
 #include "kv_store/client/circuit_breaker.h"
-#include "kv_store/page_layout.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
 
 namespace nanoserve {

@@ -1,10 +1,10 @@
-#include "rpc/store_client_flags.h"
+#include "kv_store/client/store_client_flags.h"
 
 #include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
-#include "rpc/flag_range.h"
+#include "base/flag_range.h"
 #include "rpc/service_main.h"
 
 ABSL_FLAG(std::string, kv_store, "127.0.0.1:50051",

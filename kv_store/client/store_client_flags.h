@@ -8,8 +8,8 @@
 // --tls_cert, --tls_key, --tls_ca (rpc/service_main.h).
 //
 // Thread safety: call after InitService (rpc/service_main.h).
-#ifndef NANOSERVE_RPC_STORE_CLIENT_FLAGS_H_
-#define NANOSERVE_RPC_STORE_CLIENT_FLAGS_H_
+#ifndef NANOSERVE_KV_STORE_CLIENT_STORE_CLIENT_FLAGS_H_
+#define NANOSERVE_KV_STORE_CLIENT_STORE_CLIENT_FLAGS_H_
 
 #include <memory>
 
@@ -29,4 +29,4 @@ RemoteStore RemoteStoreFromFlags();
 
 }  // namespace nanoserve
 
-#endif  // NANOSERVE_RPC_STORE_CLIENT_FLAGS_H_
+#endif  // NANOSERVE_KV_STORE_CLIENT_STORE_CLIENT_FLAGS_H_

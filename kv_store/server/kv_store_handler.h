@@ -33,10 +33,10 @@
 #include <grpcpp/support/status.h>
 #include <torch/torch.h>
 
-#include "kv_store/prefix_cache.h"
+#include "base/metrics.h"
+#include "base/tls.h"
+#include "kv_cache/prefix_cache.h"
 #include "nanoserve/v1/kv_store.pb.h"
-#include "rpc/metrics.h"
-#include "rpc/tls.h"
 
 namespace nanoserve {
 

@@ -1,7 +1,7 @@
 // LoadTransportCredentials: all three PEM files or none; anything in
 // between, or a file that is not what it should be, is refused with a
 // message naming it.
-#include "rpc/tls.h"
+#include "base/tls.h"
 
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // RunTorch / TorchResult: the one place LibTorch exceptions become statuses.
-#include "kv_store/torch_status.h"
+#include "base/torch_status.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>

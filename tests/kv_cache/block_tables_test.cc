@@ -1,7 +1,7 @@
 // Block tables over a PrefixCache's pool: pages allocated as rows grow, the
 // tree's pages read in place and copied on write, adopted by the tree on
 // Insert, and every page back in the pool after a reset.
-#include "kv_store/block_tables.h"
+#include "kv_cache/block_tables.h"
 
 #include <gtest/gtest.h>
 

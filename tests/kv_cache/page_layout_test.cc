@@ -1,5 +1,5 @@
 // The page layout module: sizes, pool <-> staged runs, and the wire's bytes.
-#include "kv_store/page_layout.h"
+#include "kv_cache/page_layout.h"
 
 #include <gtest/gtest.h>
 

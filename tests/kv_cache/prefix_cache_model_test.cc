@@ -11,7 +11,7 @@
 #include <set>
 #include <vector>
 
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {

@@ -1,4 +1,4 @@
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 #include <gtest/gtest.h>
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kv_store/page_layout.h"
+#include "kv_cache/page_layout.h"
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {

@@ -1,4 +1,4 @@
-#include "kv_store/radix_tree.h"
+#include "kv_cache/radix_tree.h"
 
 #include <gtest/gtest.h>
 

@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "base/dtype.h"
 #include "engine/checkpoint.h"
 #include "engine/device.h"
 #include "engine/generate.h"

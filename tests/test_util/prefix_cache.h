@@ -16,7 +16,7 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve::testing {
 
