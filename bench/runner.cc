@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <torch/utils.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"

@@ -25,7 +25,7 @@
 #include <memory>
 #include <vector>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "engine/config.h"
 #include "kv_cache/block_tables.h"

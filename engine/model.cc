@@ -5,6 +5,8 @@
 #include <string>
 #include <utility>
 
+#include <torch/cuda.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/torch_status.h"

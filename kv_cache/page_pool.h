@@ -23,7 +23,7 @@
 #ifndef NANOSERVE_KV_CACHE_PAGE_POOL_H_
 #define NANOSERVE_KV_CACHE_PAGE_POOL_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <memory>

@@ -57,7 +57,7 @@
 #ifndef NANOSERVE_KV_CACHE_PREFIX_CACHE_H_
 #define NANOSERVE_KV_CACHE_PREFIX_CACHE_H_
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <memory>

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 namespace nanoserve::cuda {
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <grpcpp/security/credentials.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"

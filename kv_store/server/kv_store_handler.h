@@ -31,7 +31,7 @@
 #include <vector>
 
 #include <grpcpp/support/status.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "base/metrics.h"
 #include "base/tls.h"

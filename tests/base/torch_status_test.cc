@@ -2,7 +2,7 @@
 #include "base/torch_status.h"
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <new>
 #include <string>

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <torch/utils.h>
+
 namespace nanoserve {
 namespace {
 

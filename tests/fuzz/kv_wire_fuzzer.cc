@@ -13,7 +13,7 @@
 #include <cstring>
 
 #include <google/protobuf/stubs/logging.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/strings/string_view.h"
 #include "kv_cache/page_layout.h"

@@ -20,7 +20,8 @@
 #include <vector>
 
 #include <google/protobuf/stubs/logging.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "absl/time/time.h"
 #include "engine/checkpoint.h"

@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include <torch/utils.h>
+
 #include "kv_cache/prefix_cache.h"
 #include "tests/test_util/prefix_cache.h"
 

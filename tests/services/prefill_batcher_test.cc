@@ -9,7 +9,7 @@
 #include "prefill_service/prefill_batcher.h"
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <atomic>
 #include <functional>

@@ -6,7 +6,7 @@
 #define NANOSERVE_TESTS_TEST_UTIL_PREFIX_CACHE_H_
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <memory>
