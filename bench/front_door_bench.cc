@@ -10,11 +10,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/server_runner.h"
 #include "bench/results.h"
 #include "client/openai_client.h"
 #include "engine/config.h"
 #include "engine/model_loader.h"
-#include "rpc/server_runner.h"
 
 namespace nanoserve {
 namespace {

@@ -10,9 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "base/server_runner.h"
 #include "client/openai_client.h"
 #include "client/service_client.h"
-#include "rpc/server_runner.h"
 
 namespace nanoserve {
 namespace {

@@ -11,15 +11,18 @@
 #include <utility>
 #include <vector>
 
+#include <torch/utils.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/dtype.h"
 #include "bench/progress.h"
 #include "bench/results.h"
 #include "engine/device.h"
 #include "engine/model_loader.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve {
 namespace {

@@ -23,7 +23,7 @@
 #include "bench/results.h"
 #include "bench/sweep.h"
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 namespace nanoserve {
 

@@ -7,14 +7,15 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "base/dtype.h"
+#include "base/server_runner.h"
 #include "bench/results.h"
 #include "engine/device.h"
 #include "engine/generate.h"
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
-#include "kv_store/page_layout.h"
-#include "kv_store/shared_memory.h"
-#include "rpc/server_runner.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/shared_memory.h"
 
 namespace nanoserve {
 namespace {

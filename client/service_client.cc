@@ -9,8 +9,8 @@
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
-#include "rpc/server_runner.h"
-#include "rpc/status.h"
+#include "base/server_runner.h"
+#include "base/status.h"
 
 namespace nanoserve {
 

@@ -2,8 +2,8 @@
 
 #include <utility>
 
+#include "base/status.h"
 #include "rpc/sampling_proto.h"
-#include "rpc/status.h"
 
 namespace nanoserve {
 namespace {

@@ -33,13 +33,13 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "base/metrics.h"
+#include "base/worker_pool.h"
 #include "engine/batch_scheduler.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
-#include "kv_store/prefix_store.h"
+#include "kv_cache/prefix_store.h"
 #include "prefill_service/prefill_stage.h"
-#include "rpc/metrics.h"
-#include "rpc/worker_pool.h"
 
 namespace nanoserve {
 

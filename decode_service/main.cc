@@ -3,14 +3,14 @@
 #include <string>
 #include <utility>
 
+#include "base/flag_range.h"
 #include "decode_service/decode_handler.h"
 #include "decode_service/decode_service.h"
 #include "decode_service/openai_server.h"
 #include "engine/device.h"
+#include "kv_store/client/store_client_flags.h"
 #include "prefill_service/prefill_client.h"
-#include "rpc/flag_range.h"
 #include "rpc/service_main.h"
-#include "rpc/store_client_flags.h"
 
 ABSL_FLAG(std::string, prefill, "127.0.0.1:50052", "prefill address; empty = compute here");
 NANOSERVE_FLAG_IN_RANGE(max_batch, 16, 1, 4096, "sequences decoded together (KV cache slots)");

@@ -34,10 +34,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/time/time.h"
+#include "base/http_server.h"
+#include "base/metrics.h"
+#include "base/server_runner.h"
 #include "decode_service/decode_stage.h"
-#include "rpc/http_server.h"
-#include "rpc/metrics.h"
-#include "rpc/server_runner.h"
 
 namespace nanoserve {
 

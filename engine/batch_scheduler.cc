@@ -4,10 +4,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/torch_status.h"
 #include "engine/prefill.h"
-#include "engine/prompt_check.h"
-#include "kv_store/page_layout.h"
-#include "kv_store/torch_status.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/prompt_check.h"
 
 namespace nanoserve {
 

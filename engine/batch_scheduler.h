@@ -40,7 +40,7 @@
 #include <thread>
 #include <vector>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"

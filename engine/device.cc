@@ -5,6 +5,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <torch/cuda.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -45,27 +47,6 @@ absl::StatusOr<torch::Device> ParseDevice(absl::string_view name) {
     return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown device '", name, "' (cpu or cuda)"));
-}
-
-absl::StatusOr<torch::Dtype> ParseDtype(absl::string_view name) {
-  if (name == "fp32" || name == "float32") return torch::kFloat;
-  if (name == "bf16" || name == "bfloat16") return torch::kBFloat16;
-  if (name == "fp16" || name == "float16") return torch::kHalf;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown dtype '", name, "' (fp32, bf16 or fp16)"));
-}
-
-std::string DtypeName(torch::Dtype dtype) {
-  switch (dtype) {
-    case torch::kFloat:
-      return "fp32";
-    case torch::kBFloat16:
-      return "bf16";
-    case torch::kHalf:
-      return "fp16";
-    default:
-      return std::string(c10::toString(dtype));
-  }
 }
 
 void Synchronize(const torch::Device& device) {

@@ -1,4 +1,4 @@
-// Device helpers: parsing --device/--dtype, synchronizing before a clock is
+// Device helpers: parsing --device, synchronizing before a clock is
 // read, and peak memory (the CUDA allocator's on GPU, the process's peak
 // resident set on CPU).
 #ifndef NANOSERVE_ENGINE_DEVICE_H_
@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -16,9 +16,7 @@ namespace nanoserve {
 
 // "cpu" or "cuda" (or "cuda:N"); UNAVAILABLE for CUDA without a GPU.
 absl::StatusOr<torch::Device> ParseDevice(absl::string_view name);
-// "fp32", "bf16" or "fp16".
-absl::StatusOr<torch::Dtype> ParseDtype(absl::string_view name);
-std::string DtypeName(torch::Dtype dtype);
+// ParseDtype and DtypeName: base/dtype.h.
 
 // Waits for the device's queued work (no-op on CPU).
 void Synchronize(const torch::Device& device);

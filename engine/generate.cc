@@ -8,11 +8,11 @@
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "base/torch_status.h"
 #include "engine/prefill.h"
-#include "engine/prompt_check.h"
-#include "kv_store/prefix_cache.h"
-#include "kv_store/prefix_store.h"
-#include "kv_store/torch_status.h"
+#include "kv_cache/prefix_cache.h"
+#include "kv_cache/prefix_store.h"
+#include "kv_cache/prompt_check.h"
 
 namespace nanoserve {
 namespace {

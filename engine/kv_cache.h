@@ -25,12 +25,12 @@
 #include <memory>
 #include <vector>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "engine/config.h"
-#include "kv_store/block_tables.h"
-#include "kv_store/page_layout.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/block_tables.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve {
 

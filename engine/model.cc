@@ -5,9 +5,11 @@
 #include <string>
 #include <utility>
 
+#include <torch/cuda.h>
+
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "kv_store/torch_status.h"
+#include "base/torch_status.h"
 
 #ifdef NANOSERVE_WITH_CUDA
 #include "engine/cuda/fused_ops.h"

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/types/span.h"
-#include "kv_store/torch_status.h"
+#include "base/torch_status.h"
 
 namespace nanoserve {
 namespace {

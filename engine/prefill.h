@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -16,7 +16,7 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
-#include "kv_store/prefix_store.h"
+#include "kv_cache/prefix_store.h"
 
 namespace nanoserve {
 

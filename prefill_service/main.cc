@@ -5,12 +5,12 @@
 
 #include "absl/flags/flag.h"
 #include "absl/time/time.h"
+#include "base/flag_range.h"
 #include "engine/device.h"
+#include "kv_store/client/store_client_flags.h"
 #include "prefill_service/prefill_handler.h"
 #include "prefill_service/prefill_service.h"
-#include "rpc/flag_range.h"
 #include "rpc/service_main.h"
-#include "rpc/store_client_flags.h"
 
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass (0 = all)");
 NANOSERVE_FLAG_IN_RANGE(workers, 64, 1, 1024,

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
+#include "base/status.h"
 #include "prefill_service/prefill_proto.h"
-#include "rpc/status.h"
 
 namespace nanoserve {
 

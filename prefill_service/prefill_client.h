@@ -7,7 +7,7 @@
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_
 
 #include "absl/time/time.h"
-#include "kv_store/prefix_store.h"
+#include "kv_cache/prefix_store.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "prefill_service/prefill_stage.h"
 

@@ -9,9 +9,9 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/time/time.h"
+#include "base/tls.h"
 #include "nanoserve/v1/prefill.pb.h"
 #include "prefill_service/prefill_stage.h"
-#include "rpc/tls.h"
 
 namespace nanoserve {
 

@@ -3,9 +3,9 @@
 #ifndef NANOSERVE_PREFILL_SERVICE_PREFILL_SERVICE_H_
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_SERVICE_H_
 
+#include "base/worker_pool.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "prefill_service/prefill_handler.h"
-#include "rpc/worker_pool.h"
 
 namespace nanoserve {
 

@@ -7,10 +7,10 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "base/torch_status.h"
 #include "engine/kv_cache.h"
 #include "engine/prefill.h"
-#include "engine/prompt_check.h"
-#include "kv_store/torch_status.h"
+#include "kv_cache/prompt_check.h"
 #include "prefill_service/prefill_batcher.h"
 
 namespace nanoserve {

@@ -36,10 +36,10 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "base/metrics.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
-#include "kv_store/prefix_store.h"
-#include "rpc/metrics.h"
+#include "kv_cache/prefix_store.h"
 
 namespace nanoserve {
 

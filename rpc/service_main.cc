@@ -11,7 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "rpc/flag_range.h"
+#include "base/flag_range.h"
 
 // The server. The addresses' defaults are set per service by InitService.
 ABSL_FLAG(std::string, listen, "",

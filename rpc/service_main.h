@@ -30,11 +30,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "base/server_runner.h"
+#include "base/tls.h"
 #include "engine/config.h"
 #include "engine/model.h"
 #include "engine/model_loader.h"
-#include "rpc/server_runner.h"
-#include "rpc/tls.h"
 
 namespace nanoserve {
 

@@ -8,10 +8,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "base/torch_status.h"
 #include "engine/cuda/fused_ops.h"
 #include "engine/cuda/graph_decode_step.h"
 #include "engine/cuda/kernels.h"
-#include "kv_store/torch_status.h"
 
 namespace nanoserve::cuda {
 namespace {

@@ -6,9 +6,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/server_runner.h"
+#include "base/status.h"
 #include "kv_store/client/kv_wire.h"
-#include "rpc/server_runner.h"
-#include "rpc/status.h"
 
 namespace nanoserve {
 namespace {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include <grpcpp/security/credentials.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -28,9 +28,10 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kv_cache/page_layout.h"
 #include "kv_store/client/circuit_breaker.h"
-#include "kv_store/page_layout.h"
-#include "kv_store/shared_memory.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/shared_memory.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
 
 namespace nanoserve {

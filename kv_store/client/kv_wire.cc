@@ -1,7 +1,7 @@
 #include "kv_store/client/kv_wire.h"
 
 #include "absl/strings/str_cat.h"
-#include "engine/device.h"
+#include "base/dtype.h"
 
 namespace nanoserve {
 

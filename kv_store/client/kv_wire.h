@@ -6,7 +6,7 @@
 #define NANOSERVE_KV_STORE_CLIENT_KV_WIRE_H_
 
 #include "absl/status/statusor.h"
-#include "kv_store/page_layout.h"
+#include "kv_cache/page_layout.h"
 #include "nanoserve/v1/common.pb.h"
 
 namespace nanoserve {

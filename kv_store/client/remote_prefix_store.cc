@@ -4,8 +4,8 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "base/torch_status.h"
 #include "kv_store/client/kv_wire.h"
-#include "kv_store/torch_status.h"
 
 namespace nanoserve {
 

@@ -17,8 +17,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "kv_cache/prefix_store.h"
 #include "kv_store/client/kv_store_client.h"
-#include "kv_store/prefix_store.h"
 
 namespace nanoserve {
 

@@ -5,11 +5,12 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "engine/prompt_check.h"
+#include "base/status.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/prompt_check.h"
 #include "kv_store/client/kv_wire.h"
-#include "kv_store/page_layout.h"
-#include "kv_store/shared_memory.h"
-#include "rpc/status.h"
+#include "kv_cache/page_layout.h"
+#include "kv_cache/shared_memory.h"
 
 namespace nanoserve {
 namespace {

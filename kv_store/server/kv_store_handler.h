@@ -44,16 +44,16 @@
 #include <vector>
 
 #include <grpcpp/support/status.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "kv_store/prefix_cache.h"
+#include "base/metrics.h"
+#include "base/tls.h"
+#include "kv_cache/prefix_cache.h"
 #include "nanoserve/v1/kv_store.pb.h"
-#include "rpc/metrics.h"
-#include "rpc/tls.h"
 
 namespace nanoserve {
 

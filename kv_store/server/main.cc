@@ -8,13 +8,13 @@
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
+#include "base/flag_range.h"
 #include "engine/kv_cache.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 #include "kv_store/server/kv_store_handler.h"
 #include "kv_store/server/kv_store_service.h"
 #include "kv_store/server/lease_reaper.h"
-#include "kv_store/shared_memory.h"
-#include "rpc/flag_range.h"
+#include "kv_cache/shared_memory.h"
 #include "rpc/service_main.h"
 
 NANOSERVE_FLAG_IN_RANGE(page_size, 16, 1, 4096, "tokens per page");

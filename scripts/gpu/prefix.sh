@@ -15,7 +15,7 @@ for dtype in fp32 bf16; do
   if NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=$dtype "$BUILD/bin/cuda_kernels_test" >"$OUT/kernels-$dtype.log" 2>&1 &&
      NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=$dtype "$BUILD/bin/engine_test" \
        --gtest_filter='Model*:DecodeStep*:Generate*:BatchScheduler*:Prefix*' >"$OUT/prefix-tests-$dtype.log" 2>&1 &&
-     NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=$dtype "$BUILD/bin/kv_store_test" \
+     NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=$dtype "$BUILD/bin/kv_cache_test" \
        --gtest_filter='BlockTables*:PrefixCacheModel*' >>"$OUT/prefix-tests-$dtype.log" 2>&1; then
     echo "paged kernels + prefix tests $dtype: ok"
   else

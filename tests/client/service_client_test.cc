@@ -13,7 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "rpc/server_runner.h"
+#include "base/server_runner.h"
 
 namespace nanoserve {
 namespace {

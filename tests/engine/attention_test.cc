@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <torch/utils.h>
+#include <torch/version.h>
+
 namespace nanoserve {
 namespace {
 

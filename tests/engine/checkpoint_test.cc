@@ -11,7 +11,8 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"

@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {

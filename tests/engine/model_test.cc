@@ -6,8 +6,8 @@
 
 #include <limits>
 
+#include "base/torch_status.h"
 #include "engine/prefill.h"
-#include "kv_store/torch_status.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {

@@ -1,6 +1,6 @@
 // Fuzzes the KV store's wire format: a v1::KvLayout as a peer sends it
 // (kv_store/client/kv_wire.h) and a run of page bytes for that layout
-// (kv_store/page_layout.h). Input: one byte n, then n bytes of serialized
+// (kv_cache/page_layout.h). Input: one byte n, then n bytes of serialized
 // KvLayout, then the page bytes.
 //   - KvLayoutFromProto gives INVALID_ARGUMENT or a layout that Validate
 //     accepts, whose size computations stay in range (UBSan reports a signed
@@ -13,11 +13,11 @@
 #include <cstring>
 
 #include <google/protobuf/stubs/logging.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "absl/strings/string_view.h"
+#include "kv_cache/page_layout.h"
 #include "kv_store/client/kv_wire.h"
-#include "kv_store/page_layout.h"
 #include "tests/fuzz/fuzz_check.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

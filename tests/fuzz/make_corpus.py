@@ -165,7 +165,7 @@ def kv_wire_corpus():
     layout = kv_layout("int8", 1, 1, 1, 1)
     write(t, "unknown_dtype", bytes([len(layout)]) + layout)
     # Regression: every size within its limit, but the page's bytes overflow
-    # int64 (kv_store/page_layout.cc).
+    # int64 (kv_cache/page_layout.cc).
     layout = kv_layout("fp32", 65536, 65536, 65536, 65536)
     write(t, "page_bytes_overflow", bytes([len(layout)]) + layout)
 

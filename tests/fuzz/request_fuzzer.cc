@@ -20,14 +20,15 @@
 #include <vector>
 
 #include <google/protobuf/stubs/logging.h>
-#include <torch/torch.h>
+#include <torch/types.h>
+#include <torch/utils.h>
 
 #include "absl/time/time.h"
 #include "engine/checkpoint.h"
 #include "engine/model.h"
-#include "engine/prompt_check.h"
 #include "engine/sampler.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
+#include "kv_cache/prompt_check.h"
 #include "prefill_service/prefill_proto.h"
 #include "prefill_service/prefill_stage.h"
 #include "tests/fuzz/fuzz_check.h"

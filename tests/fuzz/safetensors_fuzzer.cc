@@ -13,7 +13,7 @@
 #include <cstring>
 #include <string>
 
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include "engine/safetensors.h"
 #include "tests/fuzz/fuzz_check.h"

@@ -26,11 +26,11 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/server_runner.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
 #include "engine/checkpoint.h"
 #include "kv_store/client/kv_store_client.h"
-#include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {

@@ -20,10 +20,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/time/clock.h"
+#include "base/server_runner.h"
 #include "client/service_client.h"
 #include "engine/checkpoint.h"
 #include "kv_store/client/kv_store_client.h"
-#include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {

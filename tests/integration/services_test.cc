@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/barrier.h"
+#include "base/server_runner.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
 #include "engine/checkpoint.h"
@@ -29,7 +30,6 @@
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
-#include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/temp_path.h"
 

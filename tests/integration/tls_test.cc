@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
+#include "base/server_runner.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
 #include "engine/checkpoint.h"
@@ -23,7 +24,6 @@
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
 #include "kv_store/client/kv_wire.h"
-#include "rpc/server_runner.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/temp_path.h"
 #include "tests/test_util/tls_pki.h"

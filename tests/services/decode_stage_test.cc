@@ -13,7 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/prefix_cache.h"
 

@@ -8,7 +8,7 @@
 #include <memory>
 #include <vector>
 
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 #include "kv_store/server/kv_store_handler.h"
 #include "tests/test_util/prefix_cache.h"
 

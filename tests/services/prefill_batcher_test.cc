@@ -9,7 +9,7 @@
 #include "prefill_service/prefill_batcher.h"
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <atomic>
 #include <functional>
@@ -24,8 +24,8 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "engine/generate.h"
-#include "kv_store/prefix_cache.h"
-#include "kv_store/prefix_store.h"
+#include "kv_cache/prefix_cache.h"
+#include "kv_cache/prefix_store.h"
 #include "prefill_service/prefill_stage.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/prefix_cache.h"

@@ -11,8 +11,8 @@
 
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
-#include "kv_store/prefix_cache.h"
-#include "kv_store/prefix_store.h"
+#include "kv_cache/prefix_cache.h"
+#include "kv_cache/prefix_store.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/prefix_cache.h"
 

@@ -12,8 +12,9 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
+#include "base/dtype.h"
 #include "engine/checkpoint.h"
 #include "engine/device.h"
 #include "engine/generate.h"

@@ -6,7 +6,7 @@
 #define NANOSERVE_TESTS_TEST_UTIL_PREFIX_CACHE_H_
 
 #include <gtest/gtest.h>
-#include <torch/torch.h>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <memory>
@@ -16,7 +16,7 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
-#include "kv_store/prefix_cache.h"
+#include "kv_cache/prefix_cache.h"
 
 namespace nanoserve::testing {
 

@@ -14,7 +14,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "rpc/tls.h"
+#include "base/tls.h"
 
 namespace nanoserve::testing {
 

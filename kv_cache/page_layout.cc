@@ -1,0 +1,158 @@
+#include "kv_cache/page_layout.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "base/torch_status.h"
+
+namespace nanoserve {
+namespace {
+
+constexpr int64_t kMaxDim = 65536;
+// Four sizes of up to kMaxDim would overflow int64 bytes; 1 TiB is absurd.
+constexpr int64_t kMaxPageBytes = int64_t{1} << 40;
+
+absl::Status CheckPages(const torch::Tensor& pages) {
+  if (pages.dim() != 6 || pages.size(2) != 2) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pages must be (n, n_layer, 2, n_head, page_size, head_dim); got ", pages.dim(), "-D"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckIndices(absl::Span<const int32_t> pages, int64_t num_pages, bool unique) {
+  for (int32_t page : pages) {
+    if (page < 0 || page >= num_pages) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page ", page, " out of range [0, ", num_pages, ")"));
+    }
+  }
+  if (unique) {
+    std::vector<int32_t> sorted(pages.begin(), pages.end());
+    std::sort(sorted.begin(), sorted.end());
+    if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+      return absl::InvalidArgumentError("a page is listed twice");
+    }
+  }
+  return absl::OkStatus();
+}
+
+torch::Tensor IndexTensor(absl::Span<const int32_t> pages, torch::Device device) {
+  return torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong).to(device);
+}
+
+}  // namespace
+
+int64_t PageLayout::bytes_per_page() const {
+  return n_layer * 2 * n_head * page_size * head_dim *
+         static_cast<int64_t>(c10::elementSize(dtype));
+}
+
+std::vector<int64_t> PageLayout::shape(int64_t n_pages) const {
+  return {n_pages, n_layer, 2, n_head, page_size, head_dim};
+}
+
+absl::Status PageLayout::Validate() const {
+  for (int64_t v : {n_layer, n_head, head_dim, page_size}) {
+    if (v < 1 || v > kMaxDim) {
+      return absl::InvalidArgumentError(absl::StrCat("bad KV page layout ", ToString()));
+    }
+  }
+  // bytes_per_page() in 128 bits: at most 2^(4 * 16 + 1 + 3).
+  const __int128 page_bytes = static_cast<__int128>(n_layer) * 2 * n_head * page_size * head_dim *
+                              static_cast<int64_t>(c10::elementSize(dtype));
+  if (page_bytes > kMaxPageBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV page layout ", ToString(), " has pages over ", kMaxPageBytes, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+std::string PageLayout::ToString() const {
+  return absl::StrFormat("{%s, n_layer %d, n_head %d, head_dim %d, page_size %d}",
+                         c10::toString(dtype), n_layer, n_head, head_dim, page_size);
+}
+
+absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pages,
+                                         torch::Device device) {
+  if (absl::Status s = layout.Validate(); !s.ok()) return s;
+  absl::StatusOr<torch::Tensor> pages = TorchResult("allocating KV pages", [&] {
+    return torch::empty(layout.shape(n_pages),
+                        torch::TensorOptions().dtype(layout.dtype).device(device));
+  });
+  if (!pages.ok() && pages.status().code() == absl::StatusCode::kInternal) {
+    // An allocation that fails is out of memory, whatever LibTorch calls it.
+    return absl::ResourceExhaustedError(pages.status().message());
+  }
+  return pages;
+}
+
+torch::Tensor PagesAsTokens(const torch::Tensor& pages) {
+  TORCH_CHECK(pages.dim() == 6, "PagesAsTokens: pages of shape ", pages.sizes(), " are not 6-D");
+  return pages.permute({1, 2, 3, 0, 4, 5})
+      .reshape({pages.size(1), 2, pages.size(3), pages.size(0) * pages.size(4), pages.size(5)});
+}
+
+torch::Tensor TokensAsPages(const torch::Tensor& kv, int64_t page_size) {
+  TORCH_CHECK(kv.dim() == 5 && page_size >= 1 && kv.size(3) % page_size == 0,
+              "TokensAsPages: K/V of shape ", kv.sizes(), " are not whole pages of ", page_size);
+  return kv.view({kv.size(0), 2, kv.size(2), kv.size(3) / page_size, page_size, kv.size(4)})
+      .permute({3, 0, 1, 2, 4, 5})
+      .contiguous();
+}
+
+absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
+                                        torch::Device device) {
+  if (absl::Status s = CheckPages(pool); !s.ok()) return s;
+  if (absl::Status s = CheckIndices(pages, pool.size(0), false); !s.ok()) return s;
+  return TorchResult("reading KV pages", [&] {
+    return pool.index_select(0, IndexTensor(pages, pool.device())).to(device).contiguous();
+  });
+}
+
+absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
+                        const torch::Tensor& staged) {
+  if (absl::Status s = CheckPages(pool); !s.ok()) return s;
+  if (absl::Status s = CheckIndices(pages, pool.size(0), true); !s.ok()) return s;
+  std::vector<int64_t> want = pool.sizes().vec();
+  want[0] = static_cast<int64_t>(pages.size());
+  if (!staged.sizes().equals(want)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pages of shape ", c10::str(staged.sizes()), " do not fit ", c10::str(want)));
+  }
+  return RunTorch("writing KV pages", [&] {
+    torch::Tensor out = pool;
+    out.index_copy_(0, IndexTensor(pages, pool.device()),
+                    staged.to(pool.device(), pool.scalar_type()));
+  });
+}
+
+absl::StatusOr<torch::Tensor> PagesFromBytes(const PageLayout& layout, absl::string_view bytes) {
+  if (absl::Status s = layout.Validate(); !s.ok()) return s;
+  const int64_t per_page = layout.bytes_per_page();
+  const int64_t size = static_cast<int64_t>(bytes.size());
+  if (per_page <= 0 || size % per_page != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(size, " bytes is not a whole number of ", per_page, "-byte pages"));
+  }
+  absl::StatusOr<torch::Tensor> pages = EmptyPages(layout, size / per_page, torch::kCPU);
+  if (pages.ok() && size > 0) std::memcpy(pages->data_ptr(), bytes.data(), bytes.size());
+  return pages;
+}
+
+void CopyPoolBytes(const torch::Tensor& pool, const PageLayout& layout,
+                   absl::Span<const int32_t> pages, int64_t offset, int64_t size, char* out) {
+  const char* base = static_cast<const char*>(pool.data_ptr());
+  const int64_t per_page = layout.bytes_per_page();
+  for (int64_t done = 0; done < size;) {  // the range may span pages
+    const int64_t at = offset + done;
+    const int64_t page = at / per_page, within = at % per_page;
+    const int64_t len = std::min(size - done, per_page - within);
+    std::memcpy(out + done, base + pages[page] * per_page + within, len);
+    done += len;
+  }
+}
+
+}  // namespace nanoserve

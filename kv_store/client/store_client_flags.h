@@ -1,0 +1,37 @@
+// The KV store client of the stages that call the store (prefill, decode),
+// from its flags, defined in store_client_flags.cc (so a binary that links
+// this target takes them):
+//   --kv_store           the store's address; empty = no store
+//   --store_timeout_ms   the deadline of each store call
+//   --chunk_kb           page bytes per Put chunk, and asked of Fetch
+//   --kv_transport       auto|cuda_ipc|shm|bytes: the data plane
+//                        (kv_store/client/kv_store_client.h)
+// Messages are bounded by --max_message_mb, and the channel secured by
+// --tls_cert, --tls_key, --tls_ca (rpc/service_main.h).
+//
+// Thread safety: call after InitService (rpc/service_main.h).
+#ifndef NANOSERVE_KV_STORE_CLIENT_STORE_CLIENT_FLAGS_H_
+#define NANOSERVE_KV_STORE_CLIENT_STORE_CLIENT_FLAGS_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+
+#include "kv_store/client/kv_store_client.h"
+#include "kv_store/client/remote_prefix_store.h"
+
+namespace nanoserve {
+
+// The store at --kv_store as a PrefixStore, with the client it calls
+// through; both null when --kv_store is empty (the stage then computes
+// every prompt in full).
+struct RemoteStore {
+  std::unique_ptr<KvStoreClient> client;
+  std::unique_ptr<RemotePrefixStore> store;
+};
+// INVALID_ARGUMENT for a bad --kv_transport.
+absl::StatusOr<RemoteStore> RemoteStoreFromFlags();
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_KV_STORE_CLIENT_STORE_CLIENT_FLAGS_H_

@@ -1,0 +1,103 @@
+// The page layout module: sizes, pool <-> staged runs, and the wire's bytes.
+#include "kv_cache/page_layout.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace nanoserve {
+namespace {
+
+PageLayout SmallLayout() {
+  PageLayout layout;
+  layout.n_layer = 2;
+  layout.n_head = 3;
+  layout.head_dim = 5;
+  layout.page_size = 4;
+  return layout;
+}
+
+torch::Tensor RandomPages(const PageLayout& l, int64_t n) { return torch::randn(l.shape(n)); }
+
+TEST(PageLayoutTest, SizesAndValidation) {
+  PageLayout l = SmallLayout();
+  EXPECT_EQ(l.bytes_per_page(), 2 * 2 * 3 * 4 * 5 * 4);
+  l.dtype = torch::kBFloat16;
+  EXPECT_EQ(l.bytes_per_page(), 2 * 2 * 3 * 4 * 5 * 2);
+  EXPECT_EQ(l.shape(7), (std::vector<int64_t>{7, 2, 2, 3, 4, 5}));
+  EXPECT_TRUE(l.Validate().ok());
+  l.head_dim = 0;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  l = SmallLayout();
+  l.page_size = 1 << 20;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(SmallLayout(), l);
+}
+
+// Found with tests/fuzz/kv_wire_fuzzer: each size within its limit, but the
+// page's bytes overflowed int64 (undefined behaviour) for a layout a peer sent.
+TEST(PageLayoutTest, LayoutsWithPagesTooLargeToCountAreRefused) {
+  PageLayout l = SmallLayout();
+  l.n_layer = l.n_head = l.head_dim = l.page_size = 65536;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PagesFromBytes(l, "").status().code(), absl::StatusCode::kInvalidArgument);
+  l.n_layer = l.n_head = 1;  // 2^32 * 2 * 4 bytes: large but countable
+  EXPECT_TRUE(l.Validate().ok());
+}
+
+TEST(PageLayoutTest, PagesAndPositionsConvertBothWays) {
+  const PageLayout l = SmallLayout();  // pages of 4
+  const torch::Tensor pages = RandomPages(l, 3);
+  const torch::Tensor kv = PagesAsTokens(pages);  // (L, 2, H, 12, D)
+  ASSERT_EQ(kv.sizes(), (std::vector<int64_t>{2, 2, 3, 12, 5}));
+  // Position 6 is page 1's third slot, in every layer, K and V, head.
+  EXPECT_TRUE(torch::equal(kv.select(3, 6), pages[1].select(3, 2)));
+  EXPECT_TRUE(torch::equal(TokensAsPages(kv, 4), pages));
+  // Another page size regroups the same positions.
+  const torch::Tensor by_six = TokensAsPages(kv, 6);
+  ASSERT_EQ(by_six.size(0), 2);
+  EXPECT_TRUE(torch::equal(PagesAsTokens(by_six), kv));
+  EXPECT_THROW(TokensAsPages(kv, 5), c10::Error);
+  EXPECT_THROW(PagesAsTokens(kv), c10::Error);
+}
+
+TEST(PageLayoutTest, PoolPagesRoundTripThroughStagedRuns) {
+  const PageLayout l = SmallLayout();
+  torch::Tensor pool = RandomPages(l, 6);
+  const torch::Tensor staged = RandomPages(l, 3);
+  ASSERT_TRUE(WritePages(pool, {4, 1, 3}, staged).ok());
+  auto read = ReadPages(pool, {4, 1, 3}, torch::kCPU);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(torch::equal(*read, staged));
+  EXPECT_EQ(WritePages(pool, {4, 4, 3}, staged).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WritePages(pool, {4, 1}, staged).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadPages(pool, {6}, torch::kCPU).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PageLayoutTest, WireBytesAreTheStagedRun) {
+  const PageLayout l = SmallLayout();
+  // Two pages, staged as they would be sent.
+  auto staged = ReadPages(RandomPages(l, 4), {2, 1}, torch::kCPU);
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  const std::string bytes(static_cast<const char*>(staged->data_ptr()), staged->nbytes());
+  auto received = PagesFromBytes(l, bytes);
+  ASSERT_TRUE(received.ok());
+  EXPECT_TRUE(torch::equal(*received, *staged));
+  EXPECT_EQ(PagesFromBytes(l, bytes.substr(1)).status().code(), absl::StatusCode::kInvalidArgument);
+
+  // A CPU pool streams the same bytes in place, in any chunking.
+  torch::Tensor pool = RandomPages(l, 5);
+  ASSERT_TRUE(WritePages(pool, {3, 0}, *staged).ok());
+  std::string streamed(bytes.size(), '\0');
+  const int64_t chunk = 100;  // not a divisor of the page size
+  for (int64_t at = 0; at < static_cast<int64_t>(bytes.size()); at += chunk) {
+    const int64_t n = std::min<int64_t>(chunk, bytes.size() - at);
+    CopyPoolBytes(pool, l, {3, 0}, at, n, &streamed[at]);
+  }
+  EXPECT_EQ(streamed, bytes);
+}
+
+}  // namespace
+}  // namespace nanoserve
