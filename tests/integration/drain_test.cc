@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -125,7 +126,7 @@ void NotifyOnce(absl::Notification& n) {
 
 // A stream the grace period lets finish arrives whole after SIGTERM.
 TEST_F(DrainTest, StreamInFlightFinishesWholeWithinTheGrace) {
-  StartStack(/*grace_s=*/60);
+  ASSERT_NO_FATAL_FAILURE(StartStack(/*grace_s=*/60));
   constexpr int kTokens = 40;
   std::atomic<bool> signalled{false};
   auto out = StreamGenerate(*decode_, GreedyRequest({464, 1332, 1110, 318}, kTokens),
@@ -145,7 +146,7 @@ TEST_F(DrainTest, StreamInFlightFinishesWholeWithinTheGrace) {
 // [DONE]; both after the tokens made so far, within the grace.
 TEST_F(DrainTest, StreamsTheGraceCannotFinishEndWithAClearError) {
   constexpr int kGraceS = 4;
-  StartStack(kGraceS);
+  ASSERT_NO_FATAL_FAILURE(StartStack(kGraceS));
   absl::Notification grpc_started, http_started;
   std::vector<std::string> sse;
   std::thread http([&] {
@@ -200,7 +201,7 @@ TEST_F(DrainTest, StreamsTheGraceCannotFinishEndWithAClearError) {
 // /health) and new calls are refused, while a stream still runs; liveness
 // (/livez) still passes.
 TEST_F(DrainTest, ReadinessFailsAtOnceAndNewCallsAreRefused) {
-  StartStack(/*grace_s=*/60);
+  ASSERT_NO_FATAL_FAILURE(StartStack(/*grace_s=*/60));
   const int metrics_port = stack_->metrics_port(ServiceStack::kDecode);
   const int http_port = stack_->http_port();
   httplib::Client metrics("127.0.0.1", metrics_port);
