@@ -152,8 +152,8 @@ void DecodeStage::EndAll(const absl::Status& status) {
   {
     std::lock_guard<std::mutex> lock(live_mu_);
     ending_ = status;
-    for (const auto& [raw, weak] : live_) {
-      if (std::shared_ptr<Call> call = weak.lock()) calls.push_back(std::move(call));
+    for (const auto& entry : live_) {
+      if (std::shared_ptr<Call> call = entry.second.lock()) calls.push_back(std::move(call));
     }
   }
   for (const std::shared_ptr<Call>& call : calls) {
