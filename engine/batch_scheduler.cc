@@ -146,6 +146,12 @@ void BatchScheduler::HandleCancels(absl::flat_hash_set<uint64_t> ids) {
   }
 }
 
+absl::Duration BatchScheduler::busy_for(absl::Time now) const {
+  const int64_t began = turn_began_ns_.load();
+  if (began == 0) return absl::ZeroDuration();
+  return std::max(now - absl::FromUnixNanos(began), absl::ZeroDuration());
+}
+
 void BatchScheduler::Loop() {
   // Captures the decode step's graphs before any request waits on them. A
   // failure here leaves the step to capture (or fail) at its first use.
@@ -157,9 +163,11 @@ void BatchScheduler::Loop() {
     bool stop = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
+      turn_began_ns_.store(0);
       wake_.wait(lock, [&] {
         return stop_ || !cancelled_.empty() || active_.load() > 0 || (!waiting_.empty());
       });
+      turn_began_ns_.store(absl::ToUnixNanos(absl::Now()));
       stop = stop_;
       cancels.swap(cancelled_);
       for (auto it = waiting_.begin(); it != waiting_.end();) {

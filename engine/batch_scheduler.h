@@ -45,6 +45,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "engine/decode_step.h"
 #include "engine/kv_cache.h"
@@ -152,6 +153,11 @@ class BatchScheduler {
   int64_t active() const { return active_.load(); }
   int64_t queued() const { return queued_.load(); }
   int64_t steps() const { return steps_.load(); }
+  // How long the scheduler thread has been on its current turn (admitting,
+  // prefilling, one decode step, the callbacks): zero while it waits for
+  // work. A loop that stopped stepping (a wedged kernel, a callback that
+  // blocks) shows here growing without bound: decode's liveness check.
+  absl::Duration busy_for(absl::Time now = absl::Now()) const;
   // Batched prefills run (each one PrefillBatch over consecutive slots).
   int64_t prefills() const { return prefills_.load(); }
   // "reference" or "cuda-graph".
@@ -212,6 +218,8 @@ class BatchScheduler {
   std::atomic<int64_t> active_{0};
   std::atomic<int64_t> queued_{0};
   std::atomic<int64_t> steps_{0};
+  // Unix nanoseconds the current turn began; 0 while waiting for work.
+  std::atomic<int64_t> turn_began_ns_{0};
   std::atomic<int64_t> prefills_{0};
   std::thread thread_;
 };

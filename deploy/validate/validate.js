@@ -11,11 +11,24 @@ const fs = require('fs');
 const yaml = require('js-yaml');
 
 // kubernetes-models lays out one module per API group/version: "v1" for the
-// core group, "apps/v1", "networking.k8s.io/v1", ...
-function modelOf(apiVersion, kind) {
+// core group, "apps/v1", "networking.k8s.io/v1", ... The custom resources the
+// manifests use come from the packages of their CRDs' schemas, laid out the
+// same way: Gateway API (GRPCRoute, HTTPRoute, Gateway), cert-manager
+// (Certificate, Issuer), the Prometheus operator (PodMonitor), KEDA.
+const CRD_PACKAGES = {
+  'gateway.networking.k8s.io': '@kubernetes-models/gateway-api',
+  'cert-manager.io': '@kubernetes-models/cert-manager',
+  'monitoring.coreos.com': '@kubernetes-models/prometheus-operator',
+  'keda.sh': '@kubernetes-models/keda',
+};
+
+// (The CRD packages are ES modules: import(), not require().)
+async function modelOf(apiVersion, kind) {
+  const group = apiVersion.includes('/') ? apiVersion.split('/')[0] : '';
+  const pkg = CRD_PACKAGES[group] || 'kubernetes-models';
   let mod;
   try {
-    mod = require(`kubernetes-models/${apiVersion}`);
+    mod = await import(`${pkg}/${apiVersion}`);
   } catch (e) {
     throw new Error(`unknown apiVersion ${apiVersion}`);
   }
@@ -23,14 +36,14 @@ function modelOf(apiVersion, kind) {
   return mod[kind];
 }
 
-function main() {
+async function main() {
   const docs = yaml.loadAll(fs.readFileSync(0, 'utf8')).filter((d) => d);
   if (docs.length === 0) throw new Error('no manifests on stdin');
   let bad = 0;
   for (const doc of docs) {
     const name = `${doc.kind}/${doc.metadata && doc.metadata.name}`;
     try {
-      const Model = modelOf(doc.apiVersion, doc.kind);
+      const Model = await modelOf(doc.apiVersion, doc.kind);
       const obj = new Model(doc);
       obj.validate();
       console.log(`ok   ${name}`);
@@ -46,4 +59,7 @@ function main() {
   console.log(`all ${docs.length} objects valid`);
 }
 
-main();
+main().catch((e) => {
+  console.log(`FAIL ${e.message}`);
+  process.exit(1);
+});

@@ -374,3 +374,38 @@ TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
 
 }  // namespace
 }  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// busy_for: zero while the loop waits for work, small while it steps, and
+// growing while one turn does not end (here a token callback that blocks,
+// as a wedged step would): what decode's /livez fails on.
+TEST(BatchSchedulerTest, BusyForGrowsOnlyWhileTheLoopIsStuck) {
+  auto model = TinyModel();
+  BatchScheduler scheduler(model.get(), {});
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(scheduler.busy_for(), absl::ZeroDuration());  // idle
+
+  Outcome out;
+  absl::Notification entered, release;
+  BatchRequest r = MakeRequest(Prompt(5, 1), 4, &out);
+  r.on_token = [&](int) {
+    if (!entered.HasBeenNotified()) {
+      entered.Notify();
+      release.WaitForNotification();  // the loop is stuck in this turn
+    }
+  };
+  ASSERT_TRUE(scheduler.Submit(std::move(r)).ok());
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_GE(scheduler.busy_for(), absl::Milliseconds(300));
+  release.Notify();
+  ASSERT_TRUE(out.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(out.status.ok()) << out.status;
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(scheduler.busy_for(), absl::ZeroDuration());  // idle again
+}
+
+}  // namespace
+}  // namespace nanoserve

@@ -168,3 +168,82 @@ TEST_F(DecodeStageTest, BadInputEndsTheCallBeforePrefill) {
 
 }  // namespace
 }  // namespace nanoserve
+
+namespace nanoserve {
+namespace {
+
+// A shutdown's grace runs out: EndAll ends the call in flight with its
+// status after the tokens made so far (not CANCELLED), frees its lease, and
+// a call started after it ends with it at once.
+TEST_F(DecodeStageTest, EndAllEndsCallsInFlightWithItsStatus) {
+  GenerateParams params;
+  params.prompt_ids = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17};
+  params.max_new_tokens = 60;  // 17 + 60 of the tiny model's 96 positions
+  params.stop_at_end_of_text = false;
+  class FirstToken : public RecordingEvents {  // holds the loop at the first token
+   public:
+    void OnToken(const StreamedToken& token) override {
+      RecordingEvents::OnToken(token);
+      if (!first.HasBeenNotified()) {
+        first.Notify();
+        release.WaitForNotification();
+      }
+    }
+    absl::Notification first, release;
+  };
+  auto running = std::make_shared<FirstToken>();
+  stage_->Start(params, absl::InfiniteFuture(), running);
+  ASSERT_TRUE(running->first.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  const absl::Status shutting_down = absl::UnavailableError("shutting down; retry");
+  stage_->EndAll(shutting_down);
+  running->release.Notify();
+  ASSERT_TRUE(running->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  {
+    absl::MutexLock lock(&running->mu_);
+    EXPECT_EQ(running->status_, shutting_down);
+    EXPECT_GE(running->ids_.size(), 1u);
+    EXPECT_LT(running->ids_.size(), 60u);
+  }
+  ExpectNothingPinned();
+
+  auto later = std::make_shared<RecordingEvents>();
+  stage_->Start(params, absl::InfiniteFuture(), later);
+  ASSERT_TRUE(later->done_.HasBeenNotified());  // at once
+  EXPECT_EQ(later->status_, shutting_down);
+  EXPECT_TRUE(later->ids_.empty());
+}
+
+// Decode's liveness fails while the scheduler loop is stuck on one turn
+// (here in a token callback that blocks) and passes again once it moves.
+TEST_F(DecodeStageTest, SchedulerLivenessFailsWhileTheLoopIsStuck) {
+  EXPECT_TRUE(SchedulerLiveness(scheduler_, absl::Milliseconds(200)).ok());
+  class Blocking : public RecordingEvents {
+   public:
+    void OnToken(const StreamedToken& token) override {
+      RecordingEvents::OnToken(token);
+      if (!entered.HasBeenNotified()) {
+        entered.Notify();
+        release.WaitForNotification();
+      }
+    }
+    absl::Notification entered, release;
+  };
+  GenerateParams params;
+  params.prompt_ids = {1, 2, 3};
+  params.max_new_tokens = 3;
+  params.stop_at_end_of_text = false;
+  auto events = std::make_shared<Blocking>();
+  stage_->Start(params, absl::InfiniteFuture(), events);
+  ASSERT_TRUE(events->entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  absl::SleepFor(absl::Milliseconds(300));
+  const absl::Status stuck = SchedulerLiveness(scheduler_, absl::Milliseconds(200));
+  EXPECT_EQ(stuck.code(), absl::StatusCode::kUnavailable) << stuck;
+  EXPECT_NE(stuck.message().find("wedged"), std::string::npos) << stuck;
+  events->release.Notify();
+  ASSERT_TRUE(events->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_TRUE(SchedulerLiveness(scheduler_, absl::Milliseconds(200)).ok());
+}
+
+}  // namespace
+}  // namespace nanoserve
