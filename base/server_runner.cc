@@ -33,25 +33,32 @@ constexpr int kStreamWindowBytes = 8 << 20;
 // The metrics page: GET /metrics; GET /healthz, which says what the gRPC
 // health service says (200 "ok" while serving, 503 once stopping: readiness);
 // GET /livez, `liveness`'s answer (liveness: a drain does not fail it).
-// Slow or idle clients may not starve it: 32 threads, 1 s timeouts
-// (HttpServerOptions' defaults).
+// Event driven (base/http_server.h): slow or idle clients hold a socket each
+// and starve nobody.
 class MetricsHttpServer {
  public:
   MetricsHttpServer(const MetricsRegistry* metrics, const std::atomic<bool>* serving,
                     std::function<absl::Status()> liveness)
       : http_(HttpServerOptions()) {
-    http_.routes().Get("/livez", [liveness](const httplib::Request&, httplib::Response& res) {
+    http_.Handle("GET", "/livez", [liveness](const HttpRequest&) {
       const absl::Status live = liveness ? liveness() : absl::OkStatus();
-      res.status = live.ok() ? 200 : 503;
-      res.set_content(live.ok() ? "ok\n" : std::string(live.message()) + "\n", "text/plain");
+      HttpResponse r;
+      r.status = live.ok() ? 200 : 503;
+      r.body = live.ok() ? "ok\n" : std::string(live.message()) + "\n";
+      return r;
     });
-    http_.routes().Get("/metrics", [metrics](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics->Render(), "text/plain; version=0.0.4");
+    http_.Handle("GET", "/metrics", [metrics](const HttpRequest&) {
+      HttpResponse r;
+      r.content_type = "text/plain; version=0.0.4";
+      r.body = metrics->Render();
+      return r;
     });
-    http_.routes().Get("/healthz", [serving](const httplib::Request&, httplib::Response& res) {
+    http_.Handle("GET", "/healthz", [serving](const HttpRequest&) {
       const bool up = serving->load();
-      res.status = up ? 200 : 503;
-      res.set_content(up ? "ok\n" : "not serving\n", "text/plain");
+      HttpResponse r;
+      r.status = up ? 200 : 503;
+      r.body = up ? "ok\n" : "not serving\n";
+      return r;
     });
   }
 
@@ -77,8 +84,8 @@ sigset_t TerminationSignals() {
 void BlockTerminationSignals() {
   const sigset_t set = TerminationSignals();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  // A peer that closes its socket must not end the process: cpp-httplib
-  // writes without MSG_NOSIGNAL, so a write to a closed connection would
+  // A peer that closes its socket must not end the process: a write to a
+  // closed connection by a library that does not pass MSG_NOSIGNAL would
   // raise SIGPIPE; ignored, the write fails with EPIPE instead.
   signal(SIGPIPE, SIG_IGN);
 }
@@ -131,6 +138,9 @@ void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder& b
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   // Page streams: let a sender have several chunks in flight (HTTP/2 window).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamWindowBytes);
+  // The port is ours alone: with SO_REUSEPORT (gRPC's default on Linux) a
+  // second server on the same port would start and take a share of the calls.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Old connections go (GOAWAY), so clients re-resolve and spread to new pods.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, ClampedMs(options.max_connection_age));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
@@ -156,8 +166,8 @@ absl::Status ServeUntilSignal(const ServerOptions& options,
   for (grpc::Service* service : services) builder.RegisterService(service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat(options.name, ": cannot listen on ", options.listen));
+    return absl::UnavailableError(absl::StrCat(options.name, ": cannot listen on ", options.listen,
+                                               " (is the port in use by another process?)"));
   }
   std::atomic<bool> serving{true};  // what the gRPC health service says, for /healthz
   server->GetHealthCheckService()->SetServingStatus(true);

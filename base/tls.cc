@@ -21,7 +21,15 @@ absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& 
                                     const std::string& kind) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::InvalidArgumentError(absl::StrCat(flag, " ", path, ": cannot be read"));
-  std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // At most 1 MiB: /dev/zero (or any endless stream) is refused, not read on.
+  constexpr size_t kMaxPemBytes = 1 << 20;
+  std::string pem(kMaxPemBytes + 1, '\0');
+  in.read(pem.data(), static_cast<std::streamsize>(pem.size()));
+  pem.resize(static_cast<size_t>(in.gcount()));
+  if (pem.size() > kMaxPemBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " ", path, ": over 1 MiB, not a PEM ", kind, " file"));
+  }
   const std::string begin = "-----BEGIN ";
   for (size_t at = pem.find(begin); at != std::string::npos; at = pem.find(begin, at + 1)) {
     const size_t label = at + begin.size();

@@ -1,5 +1,6 @@
 #include "decode_service/decode_stage.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -19,6 +20,7 @@ class DecodeStage::Call {
         stop(this->params.stop) {}
 
   const GenerateParams params;
+  int64_t work_tokens = 0;  // what admission counted for it
   const absl::Time deadline;
   const absl::Time arrived;
   const std::shared_ptr<GenerateEvents> events;
@@ -79,8 +81,14 @@ DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* schedul
       store_(store),
       workers_(workers),
       options_(options),
+      max_tokens_in_flight_(options.max_tokens_in_flight > 0
+                                ? options.max_tokens_in_flight
+                                : 4 * scheduler->max_batch() * scheduler->capacity()),
       calls_(metrics, "nanoserve_decode_requests_total", "Generate calls by outcome.") {
   if (metrics != nullptr) {
+    metrics->AddGauge("nanoserve_decode_tokens_in_flight",
+                      "Tokens of work admitted (prompts + max_tokens of the calls in flight).",
+                      [this] { return static_cast<double>(tokens_in_flight_.load()); });
     metrics_.output_tokens =
         metrics->AddCounter("nanoserve_decode_output_tokens_total", "Tokens streamed.");
     metrics_.prompt_tokens = metrics->AddCounter("nanoserve_decode_prompt_tokens_total",
@@ -139,6 +147,19 @@ std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, abs
                        "decode is full: ", limit, " calls in flight (max_batch + max_queue)")));
     return call;
   }
+  // Tokens of work: the prompt (ids, or bytes of text) and the output, each
+  // at most the context (longer ones are refused by validation anyway).
+  const int64_t context = scheduler_->capacity();
+  const GenerateParams& p = call->params;
+  const int64_t prompt =
+      static_cast<int64_t>(p.prompt_ids.empty() ? p.prompt.size() : p.prompt_ids.size());
+  call->work_tokens = std::min(prompt, context) + std::clamp<int64_t>(p.max_new_tokens, 0, context);
+  if (tokens_in_flight_.fetch_add(call->work_tokens) + call->work_tokens > max_tokens_in_flight_) {
+    EndEarly(call, absl::ResourceExhaustedError(absl::StrCat(
+                       "decode is full: ", max_tokens_in_flight_,
+                       " tokens of work in flight (prompts + max_tokens); try again later")));
+    return call;
+  }
   workers_->Schedule([this, call] { Prepare(call); });
   return call;
 }
@@ -187,6 +208,7 @@ void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status
   ReleaseLease(call->lease_id);
   call->lease_id = PrefixStore::kNoLease;
   calls_in_flight_.fetch_sub(1);
+  tokens_in_flight_.fetch_sub(call->work_tokens);
   calls_.Count(status);
   call->events->OnFinish(status, GenerateSummary());
 }
@@ -366,6 +388,7 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
     }
   }
   calls_in_flight_.fetch_sub(1);
+  tokens_in_flight_.fetch_sub(call->work_tokens);
   if (call->lease_id != PrefixStore::kNoLease) {
     {
       std::lock_guard<std::mutex> lock(leases_mu_);

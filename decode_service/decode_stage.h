@@ -47,6 +47,12 @@ namespace nanoserve {
 struct DecodeStageOptions {
   // How often leases of running calls are renewed at the store.
   absl::Duration lease_renew_period = absl::Seconds(10);
+  // Tokens of work admitted at once, over every call in flight: each counts
+  // its prompt (ids, or bytes of text: an upper bound) and max_new_tokens,
+  // each at most the context. Beyond it a call is refused at once with
+  // RESOURCE_EXHAUSTED, so that a few huge requests cannot fill admission.
+  // 0: 4 x max_batch x the context (four full batches' worth).
+  int64_t max_tokens_in_flight = 0;
 };
 
 // Stop strings a call may have, and the longest one, in bytes.
@@ -125,8 +131,9 @@ class DecodeStage {
 
   // Starts a call; `events` gets its results. The handle cancels it. A call
   // beyond the scheduler's slots and queue (max_batch + max_queue calls in
-  // flight, counting those still in prefill) ends at once with
-  // RESOURCE_EXHAUSTED, before any work.
+  // flight, counting those still in prefill), or whose tokens of work would
+  // pass max_tokens_in_flight, ends at once with RESOURCE_EXHAUSTED, before
+  // any work.
   std::shared_ptr<Call> Start(GenerateParams params, absl::Time deadline,
                               std::shared_ptr<GenerateEvents> events);
   // Ends the call (CANCELLED) wherever it is; idempotent.
@@ -169,6 +176,8 @@ class DecodeStage {
   std::mutex live_mu_;
   absl::flat_hash_map<Call*, std::weak_ptr<Call>> live_;  // guarded by live_mu_
   absl::Status ending_;                                   // guarded by live_mu_; EndAll's
+  const int64_t max_tokens_in_flight_;
+  std::atomic<int64_t> tokens_in_flight_{0};  // the calls' work, as Start counted it
   std::mutex leases_mu_;
   absl::flat_hash_set<uint64_t> leases_;  // held by running calls
   absl::Notification stop_;

@@ -21,8 +21,13 @@ NANOSERVE_FLAG_IN_RANGE(kv_pool_tokens, 0, 0, 2147483648,
                         "max_context); a request waits for the pages of its whole sequence");
 NANOSERVE_FLAG_IN_RANGE(kv_page_size, 16, 1, 65536, "tokens per page of the KV pool");
 NANOSERVE_FLAG_IN_RANGE(max_queue, 256, 0, 1048576, "calls waiting for a slot, at most");
+NANOSERVE_FLAG_IN_RANGE(max_tokens_in_flight, 0, 0, 1099511627776,
+                        "tokens of work admitted at once, prompts + max_tokens over every call "
+                        "(0 = 4 x max_batch x the context); beyond: RESOURCE_EXHAUSTED / 429");
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, 0, 0, 1048576, "prompt tokens per pass here (0 = all)");
-NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 60000, 1, 86400000, "deadline of the Prefill call");
+NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, 10000, 1, 86400000,
+                        "deadline of the Prefill call (then decode computes the prompt itself; "
+                        "3 in a row open a breaker: prefill is skipped for 5 s, then probed)");
 NANOSERVE_FLAG_IN_RANGE(workers, 64, 1, 1024,
                         "threads for the calls' blocking steps (the Prefill call, the page read): "
                         "at most this many prompts are in prefill at once");
@@ -30,8 +35,10 @@ ABSL_FLAG(std::string, http_listen, "127.0.0.1:8000",
           "OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health), host:port "
           "(port 0 = any; host as --listen's: $NANOSERVE_LISTEN_HOST where set); empty = off; "
           "plaintext even with --tls_cert");
-NANOSERVE_FLAG_IN_RANGE(http_threads, 64, 1, 4096,
-                        "HTTP connections served at once (each stream holds one)");
+NANOSERVE_FLAG_IN_RANGE(http_threads, 2, 1, 64,
+                        "HTTP event loop threads (each holds its share of the connections)");
+NANOSERVE_FLAG_IN_RANGE(http_max_connections, 4096, 1, 1048576,
+                        "HTTP connections open at once; a request beyond them gets 503");
 NANOSERVE_FLAG_IN_RANGE(http_max_body_kb, 1024, 1, 1048576, "largest HTTP request body in KiB");
 NANOSERVE_FLAG_IN_RANGE(http_timeout_s, 600, 1, 86400, "deadline of each HTTP completion");
 ABSL_FLAG(std::string, served_model_name, "",
@@ -71,8 +78,10 @@ int Run() {
   BatchScheduler& scheduler = **created;
   auto workers = std::make_unique<WorkerPool>(static_cast<int>(absl::GetFlag(FLAGS_workers)));
   MetricsRegistry metrics;
+  DecodeStageOptions stage_options;
+  stage_options.max_tokens_in_flight = absl::GetFlag(FLAGS_max_tokens_in_flight);
   DecodeStage stage(tokenizer->get(), &scheduler, prefill != nullptr ? &prefill_client : nullptr,
-                    store.store.get(), workers.get(), DecodeStageOptions(), &metrics);
+                    store.store.get(), workers.get(), stage_options, &metrics);
   DecodeHandler handler(&stage);
   DecodeService service(&handler);
   ServerOptions server = ServerOptionsFromFlags();
@@ -82,9 +91,9 @@ int Run() {
   if (http.model_id.empty()) http.model_id = ModelSpecFromFlags();
   http.http.threads = static_cast<int>(absl::GetFlag(FLAGS_http_threads));
   http.http.max_body_bytes = absl::GetFlag(FLAGS_http_max_body_kb) << 10;
-  http.http.read_timeout = absl::Seconds(10);
-  http.http.write_timeout = absl::Seconds(10);
-  http.http.keep_alive_timeout = absl::Seconds(5);
+  http.http.max_connections = static_cast<int>(absl::GetFlag(FLAGS_http_max_connections));
+  http.http.request_timeout = absl::Seconds(10);
+  http.http.idle_timeout = absl::Seconds(15);
   http.timeout = absl::Seconds(absl::GetFlag(FLAGS_http_timeout_s));
   OpenAiServer openai(&stage, http, &metrics);
   if (!http.listen.empty()) server.side_servers.push_back(&openai);
@@ -113,5 +122,11 @@ int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
   absl::SetFlag(&FLAGS_http_listen, nanoserve::WithDefaultListenHost("127.0.0.1:8000"));
   nanoserve::InitService(argc, argv, {"nanoserve-decode", "127.0.0.1:50053", "127.0.0.1:9153"});
+  if (const std::string http = absl::GetFlag(FLAGS_http_listen); !http.empty()) {
+    if (absl::Status bad = nanoserve::ValidateAddress(http); !bad.ok()) {
+      return nanoserve::ServiceError(
+          absl::InvalidArgumentError(absl::StrCat("--http_listen: ", bad.message())));
+    }
+  }
   return nanoserve::Run();
 }

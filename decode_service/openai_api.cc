@@ -69,11 +69,20 @@ absl::StatusOr<double> Number(const json& body, const char* field, double fallba
   return it->get<double>();
 }
 
-absl::StatusOr<int64_t> Integer(const json& body, const char* field, int64_t fallback) {
+// An integer field; one over 2^63 - 1 is refused by name, unless `wraps`
+// (a seed: any 64 bits will do).
+absl::StatusOr<int64_t> Integer(const json& body, const char* field, int64_t fallback,
+                                bool wraps = false) {
   auto it = body.find(field);
   if (it == body.end() || it->is_null()) return fallback;
   if (!it->is_number_integer()) return NotA(field, "an integer");
-  return it->is_number_unsigned() ? static_cast<int64_t>(it->get<uint64_t>()) : it->get<int64_t>();
+  if (!it->is_number_unsigned()) return it->get<int64_t>();
+  const uint64_t value = it->get<uint64_t>();
+  if (value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) && !wraps) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "'", field, "' is ", value, ", too large (at most 2^63 - 1, and the context)"));
+  }
+  return static_cast<int64_t>(value);
 }
 
 absl::StatusOr<bool> Boolean(const json& body, const char* field) {
@@ -137,7 +146,7 @@ absl::Status ParseShared(const json& body, uint64_t random_seed, GenerateParams&
   auto temperature = Number(body, "temperature", 1.0);
   auto top_p = Number(body, "top_p", 1.0);
   auto top_k = Integer(body, "top_k", 0);
-  auto seed = Integer(body, "seed", static_cast<int64_t>(random_seed));
+  auto seed = Integer(body, "seed", static_cast<int64_t>(random_seed), /*wraps=*/true);
   auto ignore_eos = Boolean(body, "ignore_eos");
   auto stop = StopStrings(body);
   std::string cache_salt;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
 #include "decode_service/openai_api.h"
 
 namespace nanoserve {
@@ -21,56 +22,6 @@ struct Event {
   StreamedToken token;      // when !finished
   absl::Status status;      // when finished
   GenerateSummary summary;  // when finished with OK
-};
-
-// Where a request's choices put their events, in order per choice.
-class EventQueue {
- public:
-  void Push(Event event) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      events_.push_back(std::move(event));
-    }
-    ready_.notify_all();
-  }
-
-  // The events so far, waiting up to `timeout` for one.
-  std::vector<Event> Take(absl::Duration timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    ready_.wait_for(lock, absl::ToChronoMicroseconds(timeout), [&] { return !events_.empty(); });
-    std::vector<Event> out;
-    out.swap(events_);
-    return out;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable ready_;
-  std::vector<Event> events_;
-};
-
-class ChoiceEvents final : public GenerateEvents {
- public:
-  ChoiceEvents(std::shared_ptr<EventQueue> queue, int64_t choice)
-      : queue_(std::move(queue)), choice_(choice) {}
-  void OnToken(const StreamedToken& token) override {
-    Event e;
-    e.choice = choice_;
-    e.token = token;
-    queue_->Push(std::move(e));
-  }
-  void OnFinish(const absl::Status& status, const GenerateSummary& summary) override {
-    Event e;
-    e.choice = choice_;
-    e.finished = true;
-    e.status = status;
-    e.summary = summary;
-    queue_->Push(std::move(e));
-  }
-
- private:
-  const std::shared_ptr<EventQueue> queue_;
-  const int64_t choice_;
 };
 
 // What a request's choices produced so far.
@@ -115,81 +66,37 @@ uint64_t RandomSeed() {
   return random();
 }
 
-void SetJson(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+HttpResponse JsonResponse(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "application/json";
+  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  return r;
 }
 
-void SetError(httplib::Response& res, const absl::Status& status, absl::string_view code = "") {
+HttpResponse ErrorResponse(const absl::Status& status, absl::string_view code = "") {
   const int http = HttpStatusFor(status);
-  SetJson(res, http, ErrorJson(http, status.message(), code));
+  return JsonResponse(http, ErrorJson(http, status.message(), code));
 }
 
-}  // namespace
+// The HTTP server's own errors (404, 405, 413, 503) in OpenAI's shape.
+HttpServerOptions WithOpenAiErrors(HttpServerOptions options) {
+  options.error_response = [](int status, const std::string& message) {
+    return JsonResponse(status, ErrorJson(status, message));
+  };
+  return options;
+}
 
-// One request's calls: registered with the server while it lives (so that
-// Stop can cancel it); cancels every call that has not ended when the
-// response is done with it, e.g. when the client went away.
-class OpenAiServer::InFlight {
+// A streamed response's events as SSE text, in order.
+class SseFormatter {
  public:
-  explicit InFlight(OpenAiServer* server)
-      : server_(server), queue_(std::make_shared<EventQueue>()) {
-    server_->Register(this);
-  }
-  ~InFlight() {
-    CancelAll();
-    server_->Unregister(this);
-  }
-
-  void Start(const std::vector<GenerateParams>& choices, absl::Time deadline) {
-    for (size_t i = 0; i < choices.size(); ++i) {
-      auto call =
-          server_->stage_->Start(choices[i], deadline, std::make_shared<ChoiceEvents>(queue_, i));
-      std::lock_guard<std::mutex> lock(mu_);
-      calls_.push_back(std::move(call));
-    }
-  }
-  void CancelAll() {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& call : calls_) server_->stage_->Cancel(call);
-  }
-  EventQueue& queue() { return *queue_; }
-
- private:
-  OpenAiServer* const server_;
-  const std::shared_ptr<EventQueue> queue_;
-  std::mutex mu_;
-  std::vector<std::shared_ptr<DecodeStage::Call>> calls_;  // guarded by mu_
-};
-
-namespace {
-
-// A streamed response after its headers: the events, as SSE text.
-class SseStream {
- public:
-  SseStream(std::shared_ptr<OpenAiServer::InFlight> request, CompletionHeader header,
-            const CompletionRequest& parsed, std::vector<Event> first, absl::Duration heartbeat)
-      : request_(std::move(request)),
-        header_(std::move(header)),
+  SseFormatter(CompletionHeader header, const CompletionRequest& parsed)
+      : header_(std::move(header)),
         include_usage_(parsed.include_usage),
         token_ids_(parsed.return_token_ids),
-        pending_(std::move(first)),
-        summaries_(parsed.choices.size()),
-        heartbeat_(heartbeat) {}
+        summaries_(parsed.choices.size()) {}
 
-  // httplib's chunked content provider: writes what came since, or a
-  // comment after `heartbeat_` of silence; false when the client is gone.
-  bool Provide(httplib::DataSink& sink) {
-    std::vector<Event> events;
-    events.swap(pending_);
-    if (events.empty()) events = request_->queue().Take(heartbeat_);
-    std::string out = events.empty() ? ": keep-alive\n\n" : Format(events);
-    if (!sink.write(out.data(), out.size())) return false;  // InFlight cancels
-    if (done_) sink.done();
-    return true;
-  }
-
- private:
+  // The events' text; sets failed() on an error event (which ends the stream).
   std::string Format(const std::vector<Event>& events) {
     std::string out;
     for (const Event& e : events) {
@@ -201,10 +108,9 @@ class SseStream {
         continue;
       }
       if (!e.status.ok()) {  // after the first tokens: an error event ends the stream
-        request_->CancelAll();
         out += SseEvent(ErrorJson(HttpStatusFor(e.status), e.status.message()));
         out += std::string(kSseDone);
-        done_ = true;
+        done_ = failed_ = true;
         break;
       }
       const std::vector<int> none;
@@ -220,19 +126,167 @@ class SseStream {
     }
     return out;
   }
+  bool done() const { return done_; }
+  bool failed() const { return failed_; }
 
-  const std::shared_ptr<OpenAiServer::InFlight> request_;
+ private:
   const CompletionHeader header_;
   const bool include_usage_;
   const bool token_ids_;
-  std::vector<Event> pending_;  // came before the headers went out
   std::vector<GenerateSummary> summaries_;
   size_t ended_ = 0;
   bool done_ = false;
-  const absl::Duration heartbeat_;
+  bool failed_ = false;
 };
 
 }  // namespace
+
+// One request: its calls, and the response they drive. Its choices' events
+// (on the stage's threads) hold it; it is registered with the server until
+// every choice has ended (so that Stop can cancel it). The client going away
+// cancels every call.
+class OpenAiServer::InFlight : public std::enable_shared_from_this<InFlight> {
+ public:
+  InFlight(OpenAiServer* server, CompletionRequest parsed, std::shared_ptr<HttpResponder> responder)
+      : server_(server),
+        parsed_(std::move(parsed)),
+        responder_(std::move(responder)),
+        progress_(parsed_.choices.size()) {}
+  ~InFlight() { server_->Unregister(this); }
+
+  // Registers, and starts the choices.
+  void Start(absl::Time deadline);
+
+  void CancelAll() {
+    std::vector<std::shared_ptr<DecodeStage::Call>> calls;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+      calls = calls_;
+    }
+    for (const auto& call : calls) server_->stage_->Cancel(call);
+  }
+
+ private:
+  class Events;
+  enum class Phase { kWaiting, kStreaming, kDone };
+
+  void OnEvent(Event e) {
+    bool cancel = false;
+    bool all_ended = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.Add(e);
+      all_ended = progress_.all_ended();
+      if (phase_ == Phase::kWaiting) {
+        taken_.push_back(std::move(e));
+        cancel = Answer();
+      } else if (phase_ == Phase::kStreaming) {
+        responder_->Write(sse_->Format({e}));
+        if (sse_->done()) {
+          responder_->End();
+          phase_ = Phase::kDone;
+          cancel = sse_->failed();
+        }
+      }
+      if (all_ended) calls_.clear();  // they hold this: no cycle is left
+    }
+    if (cancel) CancelAll();
+    if (all_ended) server_->Unregister(this);
+  }
+
+  // REQUIRES: mu_, phase_ kWaiting. Answers once the status is known: an
+  // error, the whole response, or a stream's start. Returns whether the
+  // remaining calls are to be cancelled.
+  bool Answer() {
+    if (!progress_.failure.ok()) {
+      phase_ = Phase::kDone;
+      const HttpResponse r = ErrorResponse(progress_.failure);
+      server_->Count(r.status);
+      responder_->Respond(r);
+      return true;
+    }
+    if (!(parsed_.stream ? progress_.all_started() : progress_.all_ended())) return false;
+    const CompletionHeader header{NewCompletionId(), absl::ToUnixSeconds(absl::Now()),
+                                  server_->options_.model_id};
+    server_->Count(200);
+    if (!parsed_.stream) {
+      phase_ = Phase::kDone;
+      responder_->Respond(
+          JsonResponse(200, CompletionJson(header, progress_.choices, parsed_.return_token_ids)));
+      return false;
+    }
+    sse_ = std::make_unique<SseFormatter>(header, parsed_);
+    HttpResponse head;
+    head.content_type = "text/event-stream";
+    head.headers.emplace_back("Cache-Control", "no-cache");
+    head.body = sse_->Format(taken_);
+    taken_.clear();
+    responder_->StartStream(std::move(head));
+    phase_ = Phase::kStreaming;
+    if (sse_->done()) {
+      responder_->End();
+      phase_ = Phase::kDone;
+      return sse_->failed();
+    }
+    return false;
+  }
+
+  OpenAiServer* const server_;
+  const CompletionRequest parsed_;
+  const std::shared_ptr<HttpResponder> responder_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<DecodeStage::Call>> calls_;  // guarded by mu_
+  bool cancelled_ = false;                                 // guarded by mu_
+  Phase phase_ = Phase::kWaiting;                          // guarded by mu_
+  Progress progress_;                                      // guarded by mu_
+  std::vector<Event> taken_;           // before the stream started; guarded by mu_
+  std::unique_ptr<SseFormatter> sse_;  // once streaming; guarded by mu_
+};
+
+// A choice's events, into its request.
+class OpenAiServer::InFlight::Events final : public GenerateEvents {
+ public:
+  Events(std::shared_ptr<InFlight> request, int64_t choice)
+      : request_(std::move(request)), choice_(choice) {}
+  void OnToken(const StreamedToken& token) override {
+    Event e;
+    e.choice = choice_;
+    e.token = token;
+    request_->OnEvent(std::move(e));
+  }
+  void OnFinish(const absl::Status& status, const GenerateSummary& summary) override {
+    Event e;
+    e.choice = choice_;
+    e.finished = true;
+    e.status = status;
+    e.summary = summary;
+    request_->OnEvent(std::move(e));
+  }
+
+ private:
+  const std::shared_ptr<InFlight> request_;
+  const int64_t choice_;
+};
+
+void OpenAiServer::InFlight::Start(absl::Time deadline) {
+  server_->Register(this);
+  std::weak_ptr<InFlight> weak = shared_from_this();
+  responder_->OnClientGone([weak] {
+    if (auto self = weak.lock()) self->CancelAll();
+  });
+  for (size_t i = 0; i < parsed_.choices.size(); ++i) {
+    auto call = server_->stage_->Start(parsed_.choices[i], deadline,
+                                       std::make_shared<Events>(shared_from_this(), i));
+    bool cancelled;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      calls_.push_back(call);
+      cancelled = cancelled_;
+    }
+    if (cancelled) server_->stage_->Cancel(call);
+  }
+}
 
 OpenAiServer::OpenAiServer(DecodeStage* stage, const OpenAiServerOptions& options,
                            MetricsRegistry* metrics)
@@ -240,25 +294,17 @@ OpenAiServer::OpenAiServer(DecodeStage* stage, const OpenAiServerOptions& option
       options_(options),
       metrics_(metrics),
       created_(absl::ToUnixSeconds(absl::Now())),
-      http_(options.http) {
-  httplib::Server& routes = http_.routes();
-  routes.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    Completions(req.body, res);
+      http_(WithOpenAiErrors(options.http)) {
+  http_.Handle("POST", "/v1/completions",
+               [this](const HttpRequest& request, std::shared_ptr<HttpResponder> responder) {
+                 Completions(request, std::move(responder));
+               });
+  http_.Handle("GET", "/v1/models", [this](const HttpRequest&) {
+    return JsonResponse(200, ModelsJson(options_.model_id, created_));
   });
-  routes.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    SetJson(res, 200, ModelsJson(options_.model_id, created_));
-  });
-  routes.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  http_.Handle("GET", "/health", [this](const HttpRequest&) {
     const bool up = !draining_.load();
-    SetJson(res, up ? 200 : 503, {{"status", up ? "ok" : "shutting down"}});
-  });
-  // Unknown paths, wrong methods, bodies over the bound: OpenAI's shape.
-  routes.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    const std::string message = res.status == 413
-                                    ? "the request body is too large"
-                                    : absl::StrCat("no such endpoint: ", req.method, " ", req.path);
-    SetJson(res, res.status, ErrorJson(res.status, message));
+    return JsonResponse(up ? 200 : 503, {{"status", up ? "ok" : "shutting down"}});
   });
   if (metrics_ != nullptr) {
     metrics_->AddGauge("nanoserve_decode_http_requests_in_flight",
@@ -266,6 +312,9 @@ OpenAiServer::OpenAiServer(DecodeStage* stage, const OpenAiServerOptions& option
                          std::lock_guard<std::mutex> lock(mu_);
                          return static_cast<double>(requests_.size());
                        });
+    metrics_->AddGauge("nanoserve_decode_http_connections",
+                       "Open connections to the OpenAI API (idle ones included).",
+                       [this] { return static_cast<double>(http_.connections()); });
   }
 }
 
@@ -287,8 +336,15 @@ void OpenAiServer::Stop(absl::Time deadline) {
   idle_.wait_for(lock,
                  absl::ToChronoMicroseconds(std::max(deadline - absl::Now(), absl::ZeroDuration())),
                  [&] { return requests_.empty(); });
-  for (InFlight* request : requests_) request->CancelAll();
-  // Cancelled calls end at the scheduler's next step; their streams then end.
+  std::vector<std::shared_ptr<InFlight>> left;
+  for (InFlight* request : requests_) {
+    if (auto held = request->weak_from_this().lock()) left.push_back(std::move(held));
+  }
+  lock.unlock();
+  for (const auto& request : left) request->CancelAll();
+  left.clear();
+  // Cancelled calls end at the scheduler's next step; their responses then end.
+  lock.lock();
   idle_.wait_for(lock, std::chrono::seconds(10), [&] { return requests_.empty(); });
   lock.unlock();
   http_.Stop();
@@ -314,14 +370,16 @@ void OpenAiServer::Count(int http_status) {
       ->Increment();
 }
 
-void OpenAiServer::Completions(const std::string& body, httplib::Response& res) {
+void OpenAiServer::Completions(const HttpRequest& request,
+                               std::shared_ptr<HttpResponder> responder) {
   auto respond_error = [&](const absl::Status& status, absl::string_view code = "") {
-    SetError(res, status, code);
-    Count(res.status);
+    const HttpResponse r = ErrorResponse(status, code);
+    Count(r.status);
+    responder->Respond(r);
   };
   if (draining_.load()) return respond_error(absl::UnavailableError("shutting down"));
   absl::StatusOr<CompletionRequest> parsed =
-      ParseCompletionRequest(body, options_.max_choices, RandomSeed());
+      ParseCompletionRequest(request.body, options_.max_choices, RandomSeed());
   if (!parsed.ok()) return respond_error(parsed.status());
   if (parsed->model != options_.model_id) {
     return respond_error(absl::NotFoundError(absl::StrCat("the model '", parsed->model,
@@ -330,32 +388,8 @@ void OpenAiServer::Completions(const std::string& body, httplib::Response& res) 
                                                           options_.model_id, "'")),
                          "model_not_found");
   }
-  auto request = std::make_shared<InFlight>(this);
-  request->Start(parsed->choices, absl::Now() + options_.timeout);
-  // Until every choice has started (or one failed): bad input gets its status.
-  Progress progress(parsed->choices.size());
-  std::vector<Event> taken;
-  const bool streamed = parsed->stream;
-  while (progress.failure.ok() && !(streamed ? progress.all_started() : progress.all_ended())) {
-    for (Event& e : request->queue().Take(absl::Seconds(1))) {
-      progress.Add(e);
-      taken.push_back(std::move(e));
-    }
-  }
-  if (!progress.failure.ok()) return respond_error(progress.failure);
-  const CompletionHeader header{NewCompletionId(), absl::ToUnixSeconds(absl::Now()),
-                                options_.model_id};
-  Count(200);
-  if (!streamed) {
-    SetJson(res, 200, CompletionJson(header, progress.choices, parsed->return_token_ids));
-    return;
-  }
-  auto stream =
-      std::make_shared<SseStream>(request, header, *parsed, std::move(taken), options_.heartbeat);
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider("text/event-stream", [stream](size_t, httplib::DataSink& sink) {
-    return stream->Provide(sink);
-  });
+  auto in_flight = std::make_shared<InFlight>(this, *std::move(parsed), std::move(responder));
+  in_flight->Start(absl::Now() + options_.timeout);
 }
 
 }  // namespace nanoserve

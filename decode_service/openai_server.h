@@ -11,15 +11,14 @@
 // its calls in the same process, so the slot and the lease are freed at the
 // next step (docs/services.md).
 //
-// Lifetime of a request: choices are started at once; a streamed response
-// waits until every choice has produced its first token or failed (so that
-// bad input still gets its HTTP status, e.g. 400), then streams. A streamed
-// client that goes away is noticed at the next write (a token, or an SSE
-// comment sent when the stream has been idle for `heartbeat`) and every
-// choice is cancelled: the slots and leases are freed at the scheduler's
-// next step. A whole (non-streamed) response is written when all choices
-// end; a client that leaves before that is not noticed (its calls run to
-// their max_tokens).
+// Lifetime of a request: choices are started at once and no thread waits for
+// them: their events drive the response (rpc/http_server.h's HttpResponder).
+// A streamed response starts when every choice has produced its first token
+// or one failed (so that bad input still gets its HTTP status, e.g. 400),
+// then writes each token as an SSE event as it comes. A whole response is
+// written when all choices end. A client that closes its connection before
+// its response was sent, streamed or not, cancels every choice at once: the
+// slots and leases are freed at the scheduler's next step.
 //
 // Thread safety: thread-safe; requests run on the HTTP server's threads.
 #ifndef NANOSERVE_DECODE_SERVICE_OPENAI_SERVER_H_
@@ -47,18 +46,14 @@ struct OpenAiServerOptions {
   // The served model's id: what GET /v1/models lists and what a request's
   // "model" must name (else 404).
   std::string model_id;
-  // Connections served at once (each stream holds one), waiting ones, the
-  // body bound (413 beyond it) and timeouts. A write that blocks longer
-  // than http.write_timeout (a client that stopped reading) ends the stream
-  // and cancels its calls.
+  // Connections (503 beyond them), the body bound (413 beyond it) and
+  // timeouts. A stream whose client stops reading for http.idle_timeout is
+  // closed and its calls cancelled.
   HttpServerOptions http;
   // Choices per request (prompts x n), at most.
   int64_t max_choices = 16;
   // Deadline of each request's calls.
   absl::Duration timeout = absl::Minutes(10);
-  // An idle stream gets an SSE comment (": keep-alive") this often, so that
-  // a client that went away is noticed while no token comes.
-  absl::Duration heartbeat = absl::Seconds(1);
 };
 
 class OpenAiServer final : public SideServer {
@@ -75,7 +70,7 @@ class OpenAiServer final : public SideServer {
   class InFlight;  // one request's calls (openai_server.cc)
 
  private:
-  void Completions(const std::string& body, httplib::Response& res);
+  void Completions(const HttpRequest& request, std::shared_ptr<HttpResponder> responder);
   // Counts the response's code (nanoserve_decode_http_requests_total).
   void Count(int http_status);
   void Register(InFlight* request);

@@ -8,6 +8,7 @@
 
 #include "absl/time/time.h"
 #include "kv_cache/prefix_store.h"
+#include "kv_store/client/circuit_breaker.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "prefill_service/prefill_stage.h"
 
@@ -17,10 +18,15 @@ class PrefillClient : public Prefiller {
  public:
   // `stub` and `store` (may be null: nothing to release) are not owned.
   // Each call's deadline is the caller's or `timeout` from now, if sooner.
-  PrefillClient(v1::Prefill::StubInterface* stub, PrefixStore* store, absl::Duration timeout)
-      : stub_(stub), store_(store), timeout_(timeout) {}
+  // A breaker (kv_store/client/circuit_breaker.h) stops calling a prefill
+  // that times out or is unreachable: its calls fail at once (UNAVAILABLE)
+  // and the caller computes the prompt itself; half-open, one call probes.
+  PrefillClient(v1::Prefill::StubInterface* stub, PrefixStore* store, absl::Duration timeout,
+                const CircuitBreakerOptions& breaker = CircuitBreakerOptions())
+      : stub_(stub), store_(store), timeout_(timeout), breaker_("prefill", breaker) {}
 
-  // The call's gRPC status as an absl::Status on failure.
+  // The call's gRPC status as an absl::Status on failure; UNAVAILABLE at
+  // once while the breaker is open.
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
                                          absl::Time deadline) override;
   void Abandon(const PrefillOutcome& outcome) override;
@@ -29,6 +35,7 @@ class PrefillClient : public Prefiller {
   v1::Prefill::StubInterface* stub_;
   PrefixStore* store_;
   const absl::Duration timeout_;
+  CircuitBreaker breaker_;
 };
 
 }  // namespace nanoserve

@@ -9,6 +9,7 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "base/flag_range.h"
@@ -89,6 +90,16 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
   if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
   absl::ParseCommandLine(argc, argv);
   if (absl::Status bad = CheckFlagRanges(); !bad.ok()) std::exit(ServiceError(bad));
+  // Addresses before anything starts: a port out of range is refused, not
+  // bound as another.
+  for (const auto& [flag, address] :
+       {std::pair<const char*, std::string>{"--listen", absl::GetFlag(FLAGS_listen)},
+        {"--metrics_listen", absl::GetFlag(FLAGS_metrics_listen)}}) {
+    if (address.empty()) continue;
+    if (absl::Status bad = ValidateAddress(address); !bad.ok()) {
+      std::exit(ServiceError(absl::InvalidArgumentError(absl::StrCat(flag, ": ", bad.message()))));
+    }
+  }
   TlsOptions tls;
   tls.cert_file = absl::GetFlag(FLAGS_tls_cert);
   tls.key_file = absl::GetFlag(FLAGS_tls_key);

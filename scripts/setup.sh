@@ -12,7 +12,7 @@ MODE=${1:-all}
 BUILD_PKGS=(build-essential cmake pkg-config
             libtorch-dev libopenblas0-pthread
             libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-            libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev)
+            libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev libmicrohttpd-dev)
 TEST_PKGS=(libgtest-dev libgmock-dev googletest gnuplot-nox
            clang-14 libclang-rt-14-dev  # the fuzzers: clang, libFuzzer and its sanitizer runtimes
            openssl  # the TLS integration tests make a throwaway CA and certificates

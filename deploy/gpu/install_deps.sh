@@ -14,7 +14,7 @@ MODE=${1:-pip}
 export DEBIAN_FRONTEND=noninteractive
 PKGS=(build-essential cmake ninja-build pkg-config ccache python3 python3-venv
       libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-      libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev)
+      libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev libmicrohttpd-dev)
 [ "$MODE" = debian ] && PKGS+=(libtorch-dev libopenblas0-pthread)
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${PKGS[@]}"

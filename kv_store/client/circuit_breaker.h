@@ -1,8 +1,10 @@
 // A circuit breaker for calls to a peer that may hang or go away: after
 // `failures_to_open` consecutive calls fail as if the peer were unreachable
 // (DEADLINE_EXCEEDED, UNAVAILABLE), calls are refused at once for `open_for`
-// instead of each waiting out its deadline; then calls may try again, and
-// the first success closes the breaker (a failure opens it again).
+// instead of each waiting out its deadline. Then it is half-open: ONE call
+// (the probe) may try while every other is still refused at once; the
+// probe's success closes the breaker, its failure opens it again. A probe
+// that reports nothing within `open_for` lets another one through.
 // Other errors (NOT_FOUND, INVALID_ARGUMENT, ...) mean the peer answered:
 // they close it too.
 //
@@ -33,8 +35,10 @@ class CircuitBreaker {
   CircuitBreaker(std::string peer, const CircuitBreakerOptions& options)
       : peer_(std::move(peer)), options_(options) {}
 
-  // OK if a call may go ahead; UNAVAILABLE while the breaker is open.
-  absl::Status Allow(absl::Time now = absl::Now()) const ABSL_LOCKS_EXCLUDED(mu_);
+  // OK if a call may go ahead; UNAVAILABLE while the breaker is open, and
+  // while half-open to all but the probe. REQUIRES: a call allowed reports
+  // its outcome with Record.
+  absl::Status Allow(absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
   // Records how an allowed call ended.
   void Record(const absl::Status& outcome, absl::Time now = absl::Now()) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -44,6 +48,8 @@ class CircuitBreaker {
   mutable absl::Mutex mu_;
   int consecutive_failures_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time open_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // Half-open: until when the probe let through holds the only place.
+  absl::Time probe_until_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };
 
 }  // namespace nanoserve

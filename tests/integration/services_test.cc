@@ -19,6 +19,7 @@
 #include <httplib.h>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/barrier.h"
@@ -61,7 +62,7 @@ class ServicesTest : public ::testing::Test {
     o.prefill_flags = {"--store_timeout_ms=2000"};
     o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
                            extra_prefill_flags_.end());
-    o.decode_flags = {"--store_timeout_ms=2000", "--workers=16"};
+    o.decode_flags = {"--store_timeout_ms=2000", "--prefill_timeout_ms=2000", "--workers=16"};
     const absl::Time start = absl::Now();
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();
@@ -423,6 +424,12 @@ TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
       {bin + "/nanoserve-prefill", "--batch_window_ms=-1"},
       {bin + "/nanoserve-kv-store", "--pool_mb=99999999999"},
       {bin + "/nanoserve-kv-store", "--listen=127.0.0.1:99999"},
+      // The issue's `--http_listen :99999` bound a random port and reported
+      // 99999; `--tls_cert /dev/zero` hung while memory grew.
+      {bin + "/nanoserve-decode", "--http_listen=127.0.0.1:99999"},
+      {bin + "/nanoserve-decode", "--metrics_listen=127.0.0.1:70000"},
+      {bin + "/nanoserve-decode", "--tls_cert=/dev/zero", "--tls_key=/dev/zero",
+       "--tls_ca=/dev/zero"},
   };
   for (const std::vector<std::string>& argv : cases) {
     auto child = Subprocess::Start(argv, log);
@@ -433,9 +440,10 @@ TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
     std::ifstream in(log);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const std::string flag = argv[1].substr(0, argv[1].find('='));
-    EXPECT_NE(text.find(flag == "--listen" ? "not host:port" : flag + " must be in"),
-              std::string::npos)
-        << text;
+    const std::string expected = absl::EndsWith(flag, "listen") ? flag + ": address"
+                                 : flag == "--tls_cert"         ? "over 1 MiB, not a PEM"
+                                                                : flag + " must be in";
+    EXPECT_NE(text.find(expected), std::string::npos) << text;
   }
 }
 
@@ -473,6 +481,43 @@ TEST_F(ServicesTest, HungStoreIsSkippedAfterAFewTimeouts) {
   }
   EXPECT_GT(seconds.front(), 1.5);  // waited out the 2 s store deadline
   EXPECT_LT(seconds.back(), 1.5) << "the breaker did not open";
+}
+
+// The SIGSTOPped prefill: 20 requests finished in waves of 8 after
+// 60 s and 119 s. Now the Prefill call has a deadline and a breaker: a burst
+// of 20 all complete (decode computes the prompts itself), and once the
+// breaker is open calls skip prefill at once; half-open, one call probes
+// while the others do not wait.
+TEST_F(ServicesTest, HungPrefillIsSkippedAfterAFewTimeouts) {
+  Subprocess* prefill = stack_->process(ServiceStack::kPrefill);
+  prefill->Signal(SIGSTOP);
+  absl::Cleanup resume = [prefill] { prefill->Signal(SIGCONT); };
+  const absl::Time burst = absl::Now();
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&, i] {
+      auto out = Generate(GreedyRequest(Prompt(20, 500 + i), 4), absl::Seconds(30));
+      if (out.ok() && !out->finished.fallback_reason().empty()) ok.fetch_add(1);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const double burst_s = absl::ToDoubleSeconds(absl::Now() - burst);
+  EXPECT_EQ(ok.load(), 20);
+  EXPECT_LT(burst_s, 15);
+  int fast = 0;
+  for (int i = 0; i < 6; ++i) {
+    const std::vector<int> prompt = Prompt(20, 600 + i);
+    const absl::Time start = absl::Now();
+    auto out = Generate(GreedyRequest(prompt, 4), absl::Seconds(30));
+    ASSERT_TRUE(out.ok()) << i << ": " << out.status();
+    EXPECT_NE(out->finished.fallback_reason(), "") << i;
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 4), out->output_ids);
+    fast += absl::Now() - start < absl::Seconds(1.5) ? 1 : 0;
+  }
+  std::fprintf(stderr, "hung prefill: burst of 20 in %.1f s; %d of 6 calls after it fast\n",
+               burst_s, fast);
+  EXPECT_GE(fast, 5) << "the breaker did not open, or let more than one probe through";
 }
 
 }  // namespace

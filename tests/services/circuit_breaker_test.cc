@@ -34,5 +34,40 @@ TEST(CircuitBreakerTest, OpensAfterConsecutiveTimeoutsAndClosesOnSuccess) {
   EXPECT_TRUE(breaker.Allow(t0 + absl::Seconds(10)).ok());
 }
 
+// The store SIGSTOPped: every call let through after open_for waited
+// out its timeout, stalling prefill. Half-open lets one probe through; the
+// rest fail at once until it reports, or until it has been silent open_for.
+TEST(CircuitBreakerTest, HalfOpenLetsOneProbeThrough) {
+  CircuitBreakerOptions options;
+  options.failures_to_open = 2;
+  options.open_for = absl::Seconds(5);
+  CircuitBreaker breaker("prefill", options);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  const absl::Status timeout = absl::DeadlineExceededError("slow");
+  breaker.Record(timeout, t0);
+  breaker.Record(timeout, t0);
+  EXPECT_FALSE(breaker.Allow(t0 + absl::Seconds(1)).ok());
+  const absl::Time half_open = t0 + absl::Seconds(5);
+  EXPECT_TRUE(breaker.Allow(half_open).ok());  // the probe
+  for (int i = 0; i < 5; ++i) {
+    const absl::Status refused = breaker.Allow(half_open + absl::Milliseconds(i));
+    EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+    EXPECT_NE(refused.message().find("probing"), absl::string_view::npos) << refused;
+  }
+  // The probe fails: open again; the next probe after open_for.
+  breaker.Record(timeout, half_open + absl::Seconds(1));
+  EXPECT_FALSE(breaker.Allow(half_open + absl::Seconds(2)).ok());
+  const absl::Time next = half_open + absl::Seconds(6);
+  EXPECT_TRUE(breaker.Allow(next).ok());
+  EXPECT_FALSE(breaker.Allow(next).ok());
+  // A probe that never reports: another goes after open_for.
+  EXPECT_TRUE(breaker.Allow(next + absl::Seconds(5)).ok());
+  EXPECT_FALSE(breaker.Allow(next + absl::Seconds(5)).ok());
+  // Its success closes the breaker: everyone goes.
+  breaker.Record(absl::OkStatus(), next + absl::Seconds(6));
+  EXPECT_TRUE(breaker.Allow(next + absl::Seconds(6)).ok());
+  EXPECT_TRUE(breaker.Allow(next + absl::Seconds(6)).ok());
+}
+
 }  // namespace
 }  // namespace nanoserve

@@ -159,6 +159,43 @@ TEST_F(DecodeStageTest, AdmissionIsBoundedBySlotsAndQueue) {
   EXPECT_NE(too_long->status_.message().find("bytes"), std::string::npos);
 }
 
+// Admission counts tokens of work, not calls: the 17 completions of
+// n = 16 x 1000 tokens filled all 272 places; here a budget of 100 tokens
+// takes one call of 3 + 60, refuses a second, and still takes a small one.
+TEST_F(DecodeStageTest, AdmissionCountsTokensOfWork) {
+  BatchSchedulerOptions four;
+  four.max_batch = 4;
+  four.max_queue = 16;
+  BatchScheduler scheduler(model_.get(), four);
+  DecodeStageOptions options;
+  options.max_tokens_in_flight = 100;
+  DecodeStage stage(tokenizer_.get(), &scheduler, nullptr, nullptr, &workers_, options, nullptr);
+  GenerateParams big;
+  big.prompt_ids = {1, 2, 3};
+  big.max_new_tokens = 60;
+  big.stop_at_end_of_text = false;
+  auto running = std::make_shared<RecordingEvents>();
+  stage.Start(big, absl::InfiniteFuture(), running);
+  auto refused = std::make_shared<RecordingEvents>();
+  stage.Start(big, absl::InfiniteFuture(), refused);
+  ASSERT_TRUE(refused->done_.HasBeenNotified());  // at once
+  EXPECT_EQ(refused->status_.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused->status_.message().find("tokens of work"), std::string::npos)
+      << refused->status_;
+  GenerateParams small = big;
+  small.max_new_tokens = 2;
+  auto taken = std::make_shared<RecordingEvents>();
+  stage.Start(small, absl::InfiniteFuture(), taken);
+  ASSERT_TRUE(taken->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_TRUE(taken->status_.ok()) << taken->status_;
+  ASSERT_TRUE(running->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_TRUE(running->status_.ok()) << running->status_;
+  auto again = std::make_shared<RecordingEvents>();  // the budget came back
+  stage.Start(big, absl::InfiniteFuture(), again);
+  ASSERT_TRUE(again->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_TRUE(again->status_.ok()) << again->status_;
+}
+
 TEST_F(DecodeStageTest, BadInputEndsTheCallBeforePrefill) {
   auto events = Run({1, 9999}, 4);
   EXPECT_EQ(events->status_.code(), absl::StatusCode::kInvalidArgument);

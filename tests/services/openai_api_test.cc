@@ -107,6 +107,18 @@ TEST(OpenAiApiTest, BadShapesAreInvalidArgument) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseCompletionRequest("[1]", 16, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // The issue's max_tokens 2^63 read "-9223372036854775808 < 1": it is named.
+  const auto huge = ParseCompletionRequest(
+      R"({"model": "m", "prompt": "x", "max_tokens": 9223372036854775808})", 16, 0);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("'max_tokens' is 9223372036854775808, too large"),
+            std::string::npos)
+      << huge.status();
+  // A seed takes any 64 bits.
+  const auto seed = ParseCompletionRequest(
+      R"({"model": "m", "prompt": "x", "seed": 18446744073709551615})", 16, 0);
+  ASSERT_TRUE(seed.ok()) << seed.status();
+  EXPECT_EQ(seed->choices[0].sampling.seed, 18446744073709551615ULL);
 }
 
 // Values are not checked here: the stage checks them, as for gRPC.

@@ -6,6 +6,7 @@
 #include "decode_service/openai_server.h"
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <memory>
 #include <string>
@@ -37,7 +38,6 @@ class OpenAiServerTest : public ::testing::Test {
     o.listen = "127.0.0.1:0";
     o.model_id = "tiny";
     o.http.max_body_bytes = 4096;
-    o.heartbeat = absl::Milliseconds(100);
     server_ = std::make_unique<OpenAiServer>(stage_.get(), o, metrics_.get());
     auto port = server_->Start();
     ASSERT_TRUE(port.ok()) << port.status();
