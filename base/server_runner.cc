@@ -19,8 +19,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "base/http_server.h"
 #include "absl/synchronization/notification.h"
+#include "base/http_server.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace nanoserve {

@@ -13,9 +13,9 @@
 #include "engine/device.h"
 #include "engine/generate.h"
 #include "engine/model_loader.h"
-#include "kv_store/client/kv_store_client.h"
 #include "kv_cache/page_layout.h"
 #include "kv_cache/shared_memory.h"
+#include "kv_store/client/kv_store_client.h"
 
 namespace nanoserve {
 namespace {

@@ -29,9 +29,8 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "kv_cache/page_layout.h"
-#include "kv_store/client/circuit_breaker.h"
-#include "kv_cache/page_layout.h"
 #include "kv_cache/shared_memory.h"
+#include "kv_store/client/circuit_breaker.h"
 #include "nanoserve/v1/kv_store.grpc.pb.h"
 
 namespace nanoserve {

@@ -8,9 +8,8 @@
 #include "base/status.h"
 #include "kv_cache/page_layout.h"
 #include "kv_cache/prompt_check.h"
-#include "kv_store/client/kv_wire.h"
-#include "kv_cache/page_layout.h"
 #include "kv_cache/shared_memory.h"
+#include "kv_store/client/kv_wire.h"
 
 namespace nanoserve {
 namespace {

@@ -11,10 +11,10 @@
 #include "base/flag_range.h"
 #include "engine/kv_cache.h"
 #include "kv_cache/prefix_cache.h"
+#include "kv_cache/shared_memory.h"
 #include "kv_store/server/kv_store_handler.h"
 #include "kv_store/server/kv_store_service.h"
 #include "kv_store/server/lease_reaper.h"
-#include "kv_cache/shared_memory.h"
 #include "rpc/service_main.h"
 
 NANOSERVE_FLAG_IN_RANGE(page_size, 16, 1, 4096, "tokens per page");

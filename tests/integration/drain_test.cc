@@ -25,9 +25,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/notification.h"
+#include "base/server_runner.h"
 #include "client/service_client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
-#include "base/server_runner.h"
 
 namespace nanoserve {
 namespace {

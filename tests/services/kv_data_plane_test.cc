@@ -11,11 +11,11 @@
 #include <thread>
 #include <vector>
 
+#include "kv_cache/shared_memory.h"
 #include "kv_store/client/kv_store_client.h"
 #include "kv_store/client/remote_prefix_store.h"
 #include "kv_store/server/kv_store_handler.h"
 #include "kv_store/server/kv_store_service.h"
-#include "kv_cache/shared_memory.h"
 
 namespace nanoserve {
 namespace {
