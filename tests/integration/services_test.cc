@@ -479,7 +479,10 @@ TEST_F(ServicesTest, HungStoreIsSkippedAfterAFewTimeouts) {
     EXPECT_NE(out->finished.fallback_reason(), "") << i;
     ExpectSameGreedy(*model_, prompt, Offline(prompt, 4), out->output_ids);
   }
-  EXPECT_GT(seconds.front(), 1.5);  // waited out the 2 s store deadline
+  // Waited for the store: the 2 s deadline of a call on a connected channel,
+  // or the 1 s connect timeout when the channel was not connected yet (the
+  // stopped store's kernel accepts the TCP connection, HTTP/2 never answers).
+  EXPECT_GT(seconds.front(), 0.9);
   EXPECT_LT(seconds.back(), 1.5) << "the breaker did not open";
 }
 
