@@ -17,29 +17,6 @@ namespace {
 // before the client asks again.
 constexpr absl::Duration kRetryConnectAfter = absl::Seconds(5);
 
-KvTransport FromProto(v1::Transport transport) {
-  switch (transport) {
-    case v1::TRANSPORT_SHM:
-      return KvTransport::kShm;
-    case v1::TRANSPORT_CUDA_IPC:
-      return KvTransport::kCudaIpc;
-    default:
-      return KvTransport::kBytes;
-  }
-}
-
-v1::Transport ToProto(KvTransport transport) {
-  switch (transport) {
-    case KvTransport::kShm:
-      return v1::TRANSPORT_SHM;
-    case KvTransport::kCudaIpc:
-      return v1::TRANSPORT_CUDA_IPC;
-    case KvTransport::kBytes:
-      break;
-  }
-  return v1::TRANSPORT_BYTES;
-}
-
 }  // namespace
 
 absl::StatusOr<KvStoreClientOptions::Transport> ParseKvTransport(absl::string_view name) {
@@ -271,7 +248,7 @@ absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::
   }
   const v1::PoolExport& exported = response.pool();
   SharedSegment segment;
-  segment.transport = FromProto(exported.transport());
+  segment.transport = KvTransportFromProto(exported.transport());
   using T = KvStoreClientOptions::Transport;
   if ((options_.transport == T::kShm && segment.transport != KvTransport::kShm) ||
       (options_.transport == T::kCudaIpc && segment.transport != KvTransport::kCudaIpc)) {
@@ -331,7 +308,7 @@ absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool
   SetDeadline(&context);
   v1::FetchRequest request;
   request.set_lease_id(lease_id);
-  request.set_transport(ToProto(pool.transport));
+  request.set_transport(KvTransportToProto(pool.transport));
   request.set_epoch(pool.epoch);
   std::unique_ptr<grpc::ClientReader<v1::FetchResponse>> reader = stub_->Fetch(&context, request);
   v1::FetchResponse message;

@@ -30,4 +30,27 @@ absl::StatusOr<PageLayout> KvLayoutFromProto(const v1::KvLayout& proto) {
   return layout;
 }
 
+v1::Transport KvTransportToProto(KvTransport transport) {
+  switch (transport) {
+    case KvTransport::kShm:
+      return v1::TRANSPORT_SHM;
+    case KvTransport::kCudaIpc:
+      return v1::TRANSPORT_CUDA_IPC;
+    case KvTransport::kBytes:
+      break;
+  }
+  return v1::TRANSPORT_BYTES;
+}
+
+KvTransport KvTransportFromProto(v1::Transport transport) {
+  switch (transport) {
+    case v1::TRANSPORT_SHM:
+      return KvTransport::kShm;
+    case v1::TRANSPORT_CUDA_IPC:
+      return KvTransport::kCudaIpc;
+    default:
+      return KvTransport::kBytes;
+  }
+}
+
 }  // namespace nanoserve

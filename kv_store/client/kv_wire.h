@@ -7,7 +7,9 @@
 
 #include "absl/status/statusor.h"
 #include "kv_cache/page_layout.h"
+#include "kv_cache/shared_memory.h"
 #include "nanoserve/v1/common.pb.h"
+#include "nanoserve/v1/kv_store.pb.h"
 
 namespace nanoserve {
 
@@ -15,6 +17,11 @@ v1::KvLayout KvLayoutToProto(const PageLayout& layout);
 // INVALID_ARGUMENT for an unknown dtype or a layout PageLayout::Validate
 // refuses.
 absl::StatusOr<PageLayout> KvLayoutFromProto(const v1::KvLayout& layout);
+
+// The data plane's transport in proto terms (nanoserve/v1/kv_store.proto);
+// an unknown value reads as bytes.
+v1::Transport KvTransportToProto(KvTransport transport);
+KvTransport KvTransportFromProto(v1::Transport transport);
 
 }  // namespace nanoserve
 

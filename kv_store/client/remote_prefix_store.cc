@@ -40,60 +40,47 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<con
   return Match{match->matched_tokens, match->lease_id};
 }
 
-absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadShared(const KvStoreClient::MappedPool& pool,
-                                                            uint64_t lease_id, torch::Device device,
-                                                            int64_t* tokens) {
-  absl::StatusOr<std::vector<int32_t>> pages = client_->FetchShared(pool, lease_id, tokens);
-  if (!pages.ok()) return pages.status();
-  // One gather out of the mapped pool (device to device, or out of shared
-  // memory), while the caller's lease pins the pages.
-  return ReadPages(pool.storage, *pages, device);
+absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadRun(const KvStoreClient::MappedPool* pool,
+                                                         uint64_t lease_id, torch::Device device,
+                                                         int64_t* tokens) {
+  if (pool != nullptr) {
+    absl::StatusOr<std::vector<int32_t>> pages = client_->FetchShared(*pool, lease_id, tokens);
+    if (!pages.ok()) return pages.status();
+    // One gather out of the mapped pool (device to device, or out of shared
+    // memory), while the caller's lease pins the pages.
+    return ReadPages(pool->storage, *pages, device);
+  }
+  absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(lease_id);
+  if (!fetched.ok()) return fetched.status();
+  *tokens = fetched->tokens;
+  if (device.is_cpu()) return std::move(fetched->pages);
+  return TorchResult("copying fetched pages", [&] { return fetched->pages.to(device); });
 }
 
 absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTables& rows) {
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
   if (!pool.ok()) return pool.status();
-  if (*pool != nullptr) return LoadShared(**pool, loads, rows);
-  for (const LeasedRow& load : loads) {
-    if (load.tokens == 0) continue;
-    absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(load.lease_id);
-    if (!fetched.ok()) return fetched.status();
-    const int64_t page_size = fetched->layout.page_size;
-    if (load.tokens % page_size != 0 || load.tokens > fetched->tokens) {
-      return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
-                                              fetched->tokens, " tokens, not ", load.tokens));
-    }
-    // By position, whatever the rows' page size.
-    absl::StatusOr<torch::Tensor> kv = TorchResult("reading fetched pages", [&] {
-      return PagesAsTokens(fetched->pages).narrow(3, 0, load.tokens);
-    });
-    if (!kv.ok()) return kv.status();
-    if (absl::Status s = rows.WriteTokens(load.row, 0, *kv); !s.ok()) return s;
-    rows.set_length(load.row, load.tokens);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status RemotePrefixStore::LoadShared(const KvStoreClient::MappedPool& pool,
-                                           absl::Span<const LeasedRow> loads, BlockTables& rows) {
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
     int64_t tokens = 0;
     absl::StatusOr<torch::Tensor> run =
-        ReadShared(pool, load.lease_id, rows.storage().device(), &tokens);
+        ReadRun(pool->get(), load.lease_id, rows.storage().device(), &tokens);
     if (!run.ok()) return run.status();
-    if (load.tokens % pool.layout.page_size != 0 || load.tokens > tokens) {
+    const int64_t page_size = run->size(4);  // (n, n_layer, 2, n_head, P, head_dim)
+    if (load.tokens % page_size != 0 || load.tokens > tokens) {
       return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
                                               tokens, " tokens, not ", load.tokens));
     }
+    // By position, whatever the rows' page size.
     absl::StatusOr<torch::Tensor> kv = TorchResult(
-        "reading shared pages", [&] { return PagesAsTokens(*run).narrow(3, 0, load.tokens); });
+        "reading fetched pages", [&] { return PagesAsTokens(*run).narrow(3, 0, load.tokens); });
     if (!kv.ok()) return kv.status();
     if (absl::Status s = rows.WriteTokens(load.row, 0, *kv); !s.ok()) return s;
     rows.set_length(load.row, load.tokens);
   }
-  // The caller releases the leases next: the copies must have read them.
-  WaitForDevice(pool.storage.device());
+  // The caller releases the leases next: copies out of a mapped pool must
+  // have read them.
+  if (*pool != nullptr) WaitForDevice((*pool)->storage.device());
   return absl::OkStatus();
 }
 
@@ -101,16 +88,10 @@ absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
                                                             torch::Device device) {
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
   if (!pool.ok()) return pool.status();
-  if (*pool != nullptr) {
-    int64_t tokens = 0;
-    absl::StatusOr<torch::Tensor> run = ReadShared(**pool, lease_id, device, &tokens);
-    if (run.ok()) WaitForDevice((*pool)->storage.device());
-    return run;
-  }
-  absl::StatusOr<KvStoreClient::Fetched> fetched = client_->Fetch(lease_id);
-  if (!fetched.ok()) return fetched.status();
-  if (device.is_cpu()) return std::move(fetched->pages);
-  return TorchResult("copying fetched pages", [&] { return fetched->pages.to(device); });
+  int64_t tokens = 0;
+  absl::StatusOr<torch::Tensor> run = ReadRun(pool->get(), lease_id, device, &tokens);
+  if (run.ok() && *pool != nullptr) WaitForDevice((*pool)->storage.device());
+  return run;
 }
 
 absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens& store,
@@ -148,25 +129,18 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
                                       pin ? std::string(lease_holder) : ""};
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
   if (!pool.ok()) return pool.status();
-  if (*pool != nullptr && n > match->matched_tokens) {  // pages to write (else a bare Put)
-    absl::StatusOr<v1::PutResponse> put = PutShared(**pool, store, *match, *kv, scope);
-    if (!put.ok()) {
-      if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
-      return put.status();
-    }
-    if (!pin) {
-      client_->Release(put->lease_id()).IgnoreError();
-      return Stored{kNoLease, n, put->inserted_tokens()};
-    }
-    return Stored{put->lease_id(), n, put->inserted_tokens()};
+  absl::StatusOr<v1::PutResponse> put = absl::UnknownError("not put");
+  if (*pool != nullptr && n > match->matched_tokens) {  // pages to write in place
+    put = PutShared(**pool, store, *match, *kv, scope);
+  } else {  // as bytes (or a bare Put of a row the store holds whole)
+    // As the store's pages, on the CPU.
+    absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
+      return TokensAsPages(kv->to(torch::kCPU, layout.dtype), layout.page_size);
+    });
+    if (!staged.ok()) return staged.status();
+    put =
+        client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout, scope);
   }
-  // As the store's pages, on the CPU.
-  absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
-    return TokensAsPages(kv->to(torch::kCPU, layout.dtype), layout.page_size);
-  });
-  if (!staged.ok()) return staged.status();
-  absl::StatusOr<v1::PutResponse> put =
-      client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout, scope);
   if (!put.ok()) {
     if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
     return put.status();

@@ -49,12 +49,11 @@ class RemotePrefixStore : public PrefixStore {
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 
  private:
-  // The run of pages a lease pins, gathered out of the mapped pool onto
-  // `device`. The caller waits for the device before the lease may end.
-  absl::StatusOr<torch::Tensor> ReadShared(const KvStoreClient::MappedPool& pool, uint64_t lease_id,
-                                           torch::Device device, int64_t* tokens);
-  absl::Status LoadShared(const KvStoreClient::MappedPool& pool, absl::Span<const LeasedRow> loads,
-                          BlockTables& rows);
+  // The run of pages a lease pins, on `device`, *tokens their token count:
+  // gathered out of `pool` when the pool is mapped (the caller waits for
+  // the device before the lease may end), else fetched as bytes.
+  absl::StatusOr<torch::Tensor> ReadRun(const KvStoreClient::MappedPool* pool, uint64_t lease_id,
+                                        torch::Device device, int64_t* tokens);
   // Reserve, write `kv` (n_layer, 2, n_head, T, head_dim) into the pages in
   // place, wait, Commit.
   absl::StatusOr<v1::PutResponse> PutShared(const KvStoreClient::MappedPool& pool,

@@ -22,18 +22,6 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
-v1::Transport TransportToProto(KvTransport transport) {
-  switch (transport) {
-    case KvTransport::kShm:
-      return v1::TRANSPORT_SHM;
-    case KvTransport::kCudaIpc:
-      return v1::TRANSPORT_CUDA_IPC;
-    case KvTransport::kBytes:
-      break;
-  }
-  return v1::TRANSPORT_BYTES;
-}
-
 }  // namespace
 
 KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
@@ -213,7 +201,7 @@ grpc::Status KvStoreHandler::Connect(const v1::ConnectRequest& request, const Pe
   }
   const SharedSegment& segment = cache_->segment();
   v1::PoolExport* pool = response->mutable_pool();
-  pool->set_transport(TransportToProto(segment.transport));
+  pool->set_transport(KvTransportToProto(segment.transport));
   pool->set_shm_name(segment.shm_name);
   pool->set_cuda_ipc_handle(segment.cuda_ipc_handle);
   pool->set_device_uuid(segment.device_uuid);
@@ -476,7 +464,7 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   const bool shared = request.transport() != v1::TRANSPORT_BYTES;
   if (shared) {
-    if (request.transport() != TransportToProto(cache_->segment().transport)) {
+    if (request.transport() != KvTransportToProto(cache_->segment().transport)) {
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                           absl::StrCat("Fetch: the pool is not exported as ",
                                        v1::Transport_Name(request.transport())));
