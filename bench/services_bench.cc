@@ -44,6 +44,9 @@ struct RowTimes {
   std::vector<double> offline_ttft, offline_tpot, cold_ttft, cached_ttft, service_tpot, handoff;
   // Where a cold request's time to first token went (decode's Timings).
   std::vector<double> prefill_ms, fetch_ms, queue_ms;
+  // The same call as prefill reported it: in the service, in store calls,
+  // the rest (forward pass, sampling).
+  std::vector<double> prefill_server_ms, prefill_store_ms, prefill_compute_ms;
   double fetched_mib = 0;
   bool same_tokens = true;
 };
@@ -67,6 +70,9 @@ absl::Status MeasurePrompt(Generator& generator, const GenerateOptions& offline,
       times.prefill_ms.push_back(t.prefill_ms());
       times.fetch_ms.push_back(t.fetch_ms());
       times.queue_ms.push_back(t.queue_ms());
+      times.prefill_server_ms.push_back(t.prefill_server_ms());
+      times.prefill_store_ms.push_back(t.prefill_store_ms());
+      times.prefill_compute_ms.push_back(t.prefill_compute_ms());
     }
     times.service_tpot.push_back(t.ms_per_output_token());
     if (t.fetch_ms() > 0 && t.kv_bytes_fetched() > 0) {
@@ -189,9 +195,13 @@ int RunBenchServices(const BenchServicesOptions& o) {
   std::string breakdown =
       "\nServices, cold, where the time went (medians): decode streams prefill's first token "
       "when the Prefill call returns, then reads the prompt's pages and queues for a slot; "
-      "'rest' is decode's own work before the first token (tokenizing, streaming):\n\n"
-      "| prompt tokens | TTFT ms | Prefill call ms | rest ms | then: page read ms | queue ms "
-      "|\n|---|---|---|---|---|---|\n";
+      "'rest' is decode's own work before the first token (tokenizing, streaming); inside the "
+      "call, as prefill reported it: its own time, the part in KV store calls (match, load, "
+      "reserve, commit: the commit waits for the device), and the rest (forward, sampling); "
+      "'gRPC' is the call less prefill's own time:\n\n"
+      "| prompt tokens | TTFT ms | Prefill call ms | in prefill ms | store calls ms | compute ms "
+      "| gRPC ms | rest ms | then: page read ms | queue ms |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n";
   for (int64_t length : o.prompt_lengths) {
     if (length + o.max_new_tokens > model.config().n_positions) continue;
     RowTimes t;
@@ -207,9 +217,12 @@ int RunBenchServices(const BenchServicesOptions& o) {
                 MedianOrZero(t.handoff), t.same_tokens ? "yes" : "no");
     std::fflush(stdout);
     const double ttft = MedianOrZero(t.cold_ttft), prefill = MedianOrZero(t.prefill_ms),
-                 fetch = MedianOrZero(t.fetch_ms), queue = MedianOrZero(t.queue_ms);
-    breakdown += absl::StrFormat("| %d | %.2f | %.2f | %.2f | %.2f | %.2f |\n", length, ttft,
-                                 prefill, ttft - prefill, fetch, queue);
+                 fetch = MedianOrZero(t.fetch_ms), queue = MedianOrZero(t.queue_ms),
+                 server = MedianOrZero(t.prefill_server_ms);
+    breakdown += absl::StrFormat(
+        "| %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", length, ttft,
+        prefill, server, MedianOrZero(t.prefill_store_ms), MedianOrZero(t.prefill_compute_ms),
+        prefill - server, ttft - prefill, fetch, queue);
   }
   std::printf("%s", breakdown.c_str());
   if (!o.prompt_lengths.empty()) {  // the longest prompt above, cached by now

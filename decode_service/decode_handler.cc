@@ -35,6 +35,9 @@ v1::GenerateResponse FinishedToProto(const GenerateSummary& s) {
   v1::Timings* t = f->mutable_timings();
   t->set_queue_ms(s.queue_ms);
   t->set_prefill_ms(s.prefill_ms);
+  t->set_prefill_server_ms(s.prefill_server_ms);
+  t->set_prefill_store_ms(s.prefill_store_ms);
+  t->set_prefill_compute_ms(s.prefill_compute_ms);
   t->set_fetch_ms(s.fetch_ms);
   t->set_ttft_ms(s.ttft_ms);
   t->set_ms_per_output_token(s.ms_per_output_token);

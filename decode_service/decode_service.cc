@@ -1,38 +1,22 @@
 #include "decode_service/decode_service.h"
 
-#include <deque>
 #include <memory>
-#include <mutex>
+#include <optional>
+#include <utility>
 
 #include "absl/time/clock.h"
+#include "base/stream_sink.h"
 
 namespace nanoserve {
 namespace {
 
-class GenerateReactor;
-
-// The sink the handler writes into. It outlives the reactor if need be:
-// once the reactor is done, messages are dropped.
-class ReactorSink final : public GenerateSink {
+// The sink the handler writes into (base/stream_sink.h).
+class ReactorSink final : public GenerateSink, public StreamSink<v1::GenerateResponse> {
  public:
-  void Send(v1::GenerateResponse message) override;
-  void Finish(const grpc::Status& status, v1::GenerateResponse last) override;
-
-  // Reactor side; each takes mu_.
-  void Attach(GenerateReactor* reactor);
-  void OnWriteDone(bool ok);
-  void Detach();
-
- private:
-  void WriteFrontLocked();  // REQUIRES: mu_ held, queue_ not empty
-
-  std::mutex mu_;
-  GenerateReactor* reactor_ = nullptr;
-  std::deque<v1::GenerateResponse> queue_;  // front() is being written
-  bool writing_ = false;
-  bool finish_pending_ = false;
-  bool finished_ = false;
-  grpc::Status status_;
+  void Send(v1::GenerateResponse message) override { StreamSink::Send(std::move(message)); }
+  void Finish(const grpc::Status& status, v1::GenerateResponse last) override {
+    StreamSink::Finish(status, status.ok() ? std::make_optional(std::move(last)) : std::nullopt);
+  }
 };
 
 class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateResponse> {
@@ -56,63 +40,6 @@ class GenerateReactor final : public grpc::ServerWriteReactor<v1::GenerateRespon
   std::shared_ptr<ReactorSink> sink_;
   std::shared_ptr<DecodeHandler::Call> call_;
 };
-
-void ReactorSink::Attach(GenerateReactor* reactor) {
-  std::lock_guard<std::mutex> lock(mu_);
-  reactor_ = reactor;
-}
-
-void ReactorSink::Detach() {
-  std::lock_guard<std::mutex> lock(mu_);
-  reactor_ = nullptr;
-}
-
-void ReactorSink::WriteFrontLocked() {
-  writing_ = true;
-  reactor_->StartWrite(&queue_.front());
-}
-
-void ReactorSink::Send(v1::GenerateResponse message) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (reactor_ == nullptr || finish_pending_ || finished_) return;
-  queue_.push_back(std::move(message));
-  if (!writing_) WriteFrontLocked();
-}
-
-void ReactorSink::Finish(const grpc::Status& status, v1::GenerateResponse last) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (reactor_ == nullptr || finish_pending_ || finished_) return;
-  if (status.ok()) queue_.push_back(std::move(last));
-  status_ = status;
-  finish_pending_ = true;
-  if (!writing_) {
-    if (!queue_.empty()) {
-      WriteFrontLocked();
-    } else {
-      finished_ = true;
-      reactor_->Finish(status_);
-    }
-  }
-}
-
-void ReactorSink::OnWriteDone(bool ok) {
-  std::lock_guard<std::mutex> lock(mu_);
-  writing_ = false;
-  if (!queue_.empty()) queue_.pop_front();
-  if (reactor_ == nullptr || finished_) return;
-  if (!ok) {  // the stream is broken: the client went away
-    queue_.clear();
-    finished_ = true;
-    reactor_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"));
-    return;
-  }
-  if (!queue_.empty()) {
-    WriteFrontLocked();
-  } else if (finish_pending_) {
-    finished_ = true;
-    reactor_->Finish(status_);
-  }
-}
 
 }  // namespace
 

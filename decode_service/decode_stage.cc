@@ -241,11 +241,12 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   if (absl::Status bad = scheduler_->Validate(batch); !bad.ok()) return EndEarly(call, bad);
   call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
 
-  // 2, 3. Prefill chose the first token: it streams now, while its pages
-  // are read and the scheduler computes the prompt's last partial page.
+  // 2, 3. Prefill chose the first token: it streams as soon as prefill has
+  // it (before prefill stores the pages), then the pages are read while the
+  // scheduler computes the prompt's last partial page.
   if (!RunPrefill(call, batch)) return;
   if (cancelled()) return EndEarly(call, CancelledStatus(*call));
-  if (batch.first_token >= 0) {
+  if (batch.first_token >= 0 && !call->first_token_streamed) {
     // (A stop string in it ends the call once the scheduler has it.)
     OnToken(*call, batch.first_token);
     call->first_token_streamed = true;
@@ -263,12 +264,25 @@ bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& ba
   GenerateSummary& summary = call->summary;
   const PrefillPrompt prompt{batch.prompt, batch.sampling, call->params.cache_salt};
   const absl::Time t = absl::Now();
-  absl::StatusOr<PrefillOutcome> outcome = prefill_->Prefill({prompt}, call->deadline);
+  // The first token streams as soon as prefill chose it; the scheduler then
+  // continues from it, even if the rest of the call fails and decode
+  // computes the prompt itself.
+  Call* raw = call.get();
+  auto on_first = [this, raw, &batch](absl::Span<const int> first) {
+    if (first.size() != 1 || first[0] < 0 || raw->first_token_streamed) return;
+    batch.first_token = first[0];
+    OnToken(*raw, first[0]);
+    raw->first_token_streamed = true;
+  };
+  absl::StatusOr<PrefillOutcome> outcome = prefill_->Prefill({prompt}, call->deadline, on_first);
   summary.prefill_ms = MsBetween(t, absl::Now());
   if (outcome.ok()) {
     const PrefilledPrompt& p = outcome->prompts[0];
-    batch.first_token = p.first_token;
+    if (!call->first_token_streamed) batch.first_token = p.first_token;
     call->lease_id = p.lease_id;
+    summary.prefill_server_ms = outcome->total_ms;
+    summary.prefill_store_ms = outcome->store_ms;
+    summary.prefill_compute_ms = outcome->compute_ms;
     summary.cached_prompt_tokens = p.cached_tokens;
     if (!outcome->store_status.ok()) {
       summary.fallback_reason =

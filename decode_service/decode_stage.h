@@ -94,6 +94,9 @@ struct GenerateSummary {
   int64_t output_tokens = 0;
   double queue_ms = 0;
   double prefill_ms = 0;
+  double prefill_server_ms = 0;  // prefill's own account of the call
+  double prefill_store_ms = 0;
+  double prefill_compute_ms = 0;
   double fetch_ms = 0;
   double ttft_ms = 0;
   double ms_per_output_token = 0;

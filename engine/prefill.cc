@@ -217,7 +217,8 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefi
 
 absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, KvCache& cache,
                                                             bool keep_leases,
-                                                            absl::string_view lease_holder) {
+                                                            absl::string_view lease_holder,
+                                                            const LogitsReady& on_logits) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
   const size_t n = prompts.size();
   PrefixPrefillResult result;
@@ -238,6 +239,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
   }
   result.logits = PrefillBatch(model_, cache, prompts, chunk_);
+  if (on_logits) on_logits(result.logits);
   if (!use_store) return result;
   std::vector<PrefixStore::RowTokens> stores;
   for (size_t r = 0; r < n; ++r) {
@@ -260,7 +262,8 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
 absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(const std::vector<std::vector<int>>& prompts,
                                                        KvCache& cache, bool keep_leases,
                                                        absl::Span<const std::string> cache_salts,
-                                                       absl::string_view lease_holder) {
+                                                       absl::string_view lease_holder,
+                                                       const LogitsReady& on_logits) {
   if (prompts.empty()) return absl::InvalidArgumentError("PrefixPrefill: empty batch");
   if (static_cast<int64_t>(prompts.size()) > cache.batch()) {
     return absl::InvalidArgumentError(
@@ -275,7 +278,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(const std::vector<std::ve
   }
   const Batch batch{prompts, cache_salts};
   return TorchResult("prefix prefill",
-                     [&] { return RunBatch(batch, cache, keep_leases, lease_holder); });
+                     [&] { return RunBatch(batch, cache, keep_leases, lease_holder, on_logits); });
 }
 
 }  // namespace nanoserve

@@ -4,6 +4,7 @@
 #define NANOSERVE_ENGINE_PREFILL_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -87,11 +88,18 @@ class PrefixPrefill {
   // Errors: INVALID_ARGUMENT for an empty batch or prompt, more prompts
   // than rows, or cache_salts of another size than prompts;
   // RESOURCE_EXHAUSTED / INTERNAL from LibTorch (RunTorch).
+  // `on_logits`, if set, sees each prompt's last-position logits as soon as
+  // the forward pass has made them, before the pages are stored (a caller
+  // may choose and send the first tokens meanwhile: the store's calls are
+  // then off its time to first token); a LibTorch error it throws ends Run
+  // as one of Run's own.
   // REQUIRES: every prompt fits the cache's capacity; token ids are valid.
+  using LogitsReady = std::function<void(const std::vector<torch::Tensor>& logits)>;
   absl::StatusOr<PrefixPrefillResult> Run(const std::vector<std::vector<int>>& prompts,
                                           KvCache& cache, bool keep_leases = false,
                                           absl::Span<const std::string> cache_salts = {},
-                                          absl::string_view lease_holder = "");
+                                          absl::string_view lease_holder = "",
+                                          const LogitsReady& on_logits = nullptr);
 
  private:
   // One Run's prompts with their namespaces.
@@ -108,7 +116,8 @@ class PrefixPrefill {
   template <typename F>
   auto StoreCall(PrefixPrefillResult& result, F&& call);
   absl::StatusOr<PrefixPrefillResult> RunBatch(const Batch& batch, KvCache& cache, bool keep_leases,
-                                               absl::string_view lease_holder);
+                                               absl::string_view lease_holder,
+                                               const LogitsReady& on_logits);
   // The store's page size, or 0 (and result.store_status) if it cannot be
   // used with this model.
   int64_t UsablePageSize(PrefixPrefillResult& result);

@@ -24,11 +24,27 @@ PrefillBatcher::~PrefillBatcher() {
   mu_.Await(absl::Condition(this, &PrefillBatcher::HasNoCallers));
 }
 
+void PrefillCall::SendFirstTokens(absl::Span<const int> tokens) {
+  if (!first_sent.empty()) return;
+  first_sent.assign(tokens.begin(), tokens.end());
+  if (on_first) on_first(tokens);
+}
+
+void PrefillCall::Settle(absl::StatusOr<PrefillOutcome> result) {
+  if (result.ok() && !first_sent.empty()) {
+    for (size_t r = 0; r < result->prompts.size() && r < first_sent.size(); ++r) {
+      result->prompts[r].first_token = first_sent[r];
+    }
+  }
+  outcome = std::move(result);
+}
+
 absl::StatusOr<PrefillOutcome> PrefillBatcher::Submit(absl::Span<const PrefillPrompt> prompts,
                                                       absl::string_view lease_holder,
-                                                      absl::Time deadline) {
+                                                      absl::Time deadline, FirstTokens on_first) {
   Waiter w;
   w.call.prompts = prompts;
+  w.call.on_first = std::move(on_first);
   w.call.lease_holder = lease_holder;
   w.call.deadline = deadline;
   w.call.arrival = absl::Now();

@@ -62,8 +62,17 @@ struct PrefillCall {
   absl::Time deadline;
   absl::Time arrival;  // when it was submitted
   absl::Time taken;    // when its batch started
+  // The caller's (may be null), and what it was given: SendFirstTokens
+  // calls it once at most, and a later outcome carries the same tokens.
+  FirstTokens on_first;
+  std::vector<int> first_sent;
   // RunBatch's answer: the outcome of this call's prompts alone.
   absl::StatusOr<PrefillOutcome> outcome = absl::UnknownError("not run");
+
+  // Hands the call's first tokens to on_first, the first time only.
+  void SendFirstTokens(absl::Span<const int> tokens);
+  // Sets `outcome`, its first tokens those already sent if any.
+  void Settle(absl::StatusOr<PrefillOutcome> result);
 };
 
 class PrefillBatcher {
@@ -84,9 +93,10 @@ class PrefillBatcher {
   // then); UNAVAILABLE after Shutdown. A call taken into a batch stays for
   // the whole batch, whatever its deadline.
   // REQUIRES: `prompts` is non-empty and within the limits on its own.
+  // `on_first` goes into the call (PrefillCall::on_first) for RunBatch.
   absl::StatusOr<PrefillOutcome> Submit(absl::Span<const PrefillPrompt> prompts,
-                                        absl::string_view lease_holder, absl::Time deadline)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                                        absl::string_view lease_holder, absl::Time deadline,
+                                        FirstTokens on_first = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Refuses new calls and ends those waiting with UNAVAILABLE; returns once
   // the batch running (if any) is done. Idempotent.

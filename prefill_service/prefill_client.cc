@@ -1,19 +1,48 @@
 #include "prefill_service/prefill_client.h"
 
 #include <algorithm>
+#include <memory>
+#include <utility>
+#include <vector>
 
 #include "base/status.h"
 #include "prefill_service/prefill_proto.h"
 
 namespace nanoserve {
 
+grpc::Status PrefillClient::Stream(grpc::ClientContext& context, const v1::PrefillRequest& request,
+                                   const FirstTokens& on_first, v1::PrefillResponse& response) {
+  std::unique_ptr<grpc::ClientReaderInterface<v1::PrefillEvent>> reader =
+      stub_->PrefillStream(&context, request);
+  v1::PrefillEvent event;
+  bool answered = false;
+  std::vector<int> first;
+  while (reader->Read(&event)) {
+    if (event.has_first_tokens() && first.empty() && !answered) {
+      first.assign(event.first_tokens().tokens().begin(), event.first_tokens().tokens().end());
+      if (static_cast<int>(first.size()) == request.prompts_size()) on_first(first);
+    } else if (event.has_response() && !answered) {
+      response = std::move(*event.mutable_response());
+      answered = true;
+    }
+  }
+  grpc::Status status = reader->Finish();
+  if (status.ok() && !answered) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "prefill: the stream ended without a response");
+  }
+  return status;
+}
+
 absl::StatusOr<PrefillOutcome> PrefillClient::Prefill(absl::Span<const PrefillPrompt> prompts,
-                                                      absl::Time deadline) {
+                                                      absl::Time deadline,
+                                                      const FirstTokens& on_first) {
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + timeout_)));
   v1::PrefillResponse response;
-  grpc::Status status = stub_->Prefill(&context, PrefillRequestToProto(prompts), &response);
+  const v1::PrefillRequest request = PrefillRequestToProto(prompts);
+  grpc::Status status = on_first ? Stream(context, request, on_first, response)
+                                 : stub_->Prefill(&context, request, &response);
   breaker_.Record(FromGrpcStatus(status, "prefill"));
   if (!status.ok()) return FromGrpcStatus(status, "prefill");
   if (response.prompts_size() != static_cast<int>(prompts.size())) {

@@ -26,12 +26,19 @@ class PrefillClient : public Prefiller {
       : stub_(stub), store_(store), timeout_(timeout), breaker_("prefill", breaker) {}
 
   // The call's gRPC status as an absl::Status on failure; UNAVAILABLE at
-  // once while the breaker is open.
+  // once while the breaker is open. With `on_first`, over PrefillStream
+  // (the first tokens come before the pages are stored); else Prefill.
+  using Prefiller::Prefill;
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
-                                         absl::Time deadline) override;
+                                         absl::Time deadline, const FirstTokens& on_first) override;
   void Abandon(const PrefillOutcome& outcome) override;
 
  private:
+  // The PrefillStream call: its response, after the first tokens went to
+  // on_first.
+  grpc::Status Stream(grpc::ClientContext& context, const v1::PrefillRequest& request,
+                      const FirstTokens& on_first, v1::PrefillResponse& response);
+
   v1::Prefill::StubInterface* stub_;
   PrefixStore* store_;
   const absl::Duration timeout_;

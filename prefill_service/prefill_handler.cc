@@ -8,9 +8,11 @@
 namespace nanoserve {
 
 grpc::Status PrefillHandler::Prefill(const v1::PrefillRequest& request, absl::Time deadline,
-                                     const PeerIdentity& caller, v1::PrefillResponse* response) {
+                                     const PeerIdentity& caller, v1::PrefillResponse* response,
+                                     const FirstTokens& on_first) {
   const std::vector<PrefillPrompt> prompts = PrefillPromptsFromProto(request);
-  absl::StatusOr<PrefillOutcome> outcome = stage_->Prefill(prompts, deadline, caller.name);
+  absl::StatusOr<PrefillOutcome> outcome =
+      stage_->Prefill(prompts, deadline, caller.name, on_first);
   if (!outcome.ok()) return ToGrpcStatus(outcome.status());
   PrefillOutcomeToProto(*outcome, response);
   return grpc::Status::OK;

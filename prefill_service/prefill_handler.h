@@ -23,8 +23,11 @@ class PrefillHandler {
   // The stage's errors as gRPC codes (see Prefiller::Prefill). The leases
   // of the response are taken for `caller` (its certificate name), who may
   // then use them at the store.
+  // `on_first` as Prefiller::Prefill's (called on the stage's batcher
+  // thread).
   grpc::Status Prefill(const v1::PrefillRequest& request, absl::Time deadline,
-                       const PeerIdentity& caller, v1::PrefillResponse* response);
+                       const PeerIdentity& caller, v1::PrefillResponse* response,
+                       const FirstTokens& on_first = nullptr);
 
   // Releases the leases of a response its caller will not read (the call was
   // cancelled), so its pages do not stay pinned until the leases expire.

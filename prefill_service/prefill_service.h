@@ -18,6 +18,9 @@ class PrefillService final : public v1::Prefill::CallbackService {
   grpc::ServerUnaryReactor* Prefill(grpc::CallbackServerContext* context,
                                     const v1::PrefillRequest* request,
                                     v1::PrefillResponse* response) override;
+  // The first tokens as soon as the stage has them, then the response.
+  grpc::ServerWriteReactor<v1::PrefillEvent>* PrefillStream(
+      grpc::CallbackServerContext* context, const v1::PrefillRequest* request) override;
 
  private:
   PrefillHandler* handler_;

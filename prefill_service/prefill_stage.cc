@@ -97,7 +97,8 @@ absl::Status PrefillStage::Validate(absl::Span<const PrefillPrompt> prompts) con
 }
 
 absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt> prompts,
-                                                 absl::string_view lease_holder) {
+                                                 absl::string_view lease_holder,
+                                                 const FirstTokens& on_first) {
   const Gpt2Model& model = *model_;
   const int64_t n = static_cast<int64_t>(prompts.size());
   std::vector<std::vector<int>> tokens;
@@ -126,18 +127,27 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
                                            model.options().device);
   });
   if (!cache.ok()) return cache.status();
-  std::vector<torch::Tensor> logits;
+  // Each prompt's first token, chosen as soon as the forward pass is done
+  // (before the pages are stored) and handed to on_first.
+  std::vector<int> first;
+  auto choose_first = [&](const std::vector<torch::Tensor>& logits) {
+    first.resize(n);
+    for (int64_t r = 0; r < n; ++r) {
+      first[r] = static_cast<int>(Sampler(prompts[r].sampling).Sample(logits[r])[0]);
+    }
+    if (on_first) on_first(first);
+  };
   if (store_ == nullptr) {
-    absl::StatusOr<std::vector<torch::Tensor>> computed = TorchResult(
-        "prefill", [&] { return PrefillBatch(model, **cache, tokens, options_.prefill_chunk); });
-    if (!computed.ok()) return computed.status();
-    logits = *std::move(computed);
+    absl::Status computed = RunTorch("prefill", [&] {
+      choose_first(PrefillBatch(model, **cache, tokens, options_.prefill_chunk));
+    });
+    if (!computed.ok()) return computed;
     for (const auto& t : tokens) outcome.computed_tokens += static_cast<int64_t>(t.size());
     outcome.store_status = absl::FailedPreconditionError("no kv store configured");
   } else {
     absl::StatusOr<PrefixPrefillResult> result =
         PrefixPrefill(model, *store_, options_.prefill_chunk)
-            .Run(tokens, **cache, /*keep_leases=*/true, salts, lease_holder);
+            .Run(tokens, **cache, /*keep_leases=*/true, salts, lease_holder, choose_first);
     if (!result.ok()) return result.status();
     for (int64_t r = 0; r < n; ++r) {
       outcome.prompts[r].lease_id = result->stored[r].lease_id;
@@ -147,15 +157,11 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
     outcome.computed_tokens = result->computed_tokens;
     outcome.store_status = result->store_status;
     outcome.store_ms = result->store_ms;
-    logits = std::move(result->logits);
   }
-  absl::Status sampled = RunTorch("sampling the first tokens", [&] {
-    for (int64_t r = 0; r < n; ++r) {
-      outcome.prompts[r].first_token =
-          static_cast<int>(Sampler(prompts[r].sampling).Sample(logits[r])[0]);
-    }
-  });
-  if (!sampled.ok()) return sampled;
+  if (static_cast<int64_t>(first.size()) != n) {
+    return absl::InternalError("prefill: the first tokens were not chosen");
+  }
+  for (int64_t r = 0; r < n; ++r) outcome.prompts[r].first_token = first[r];
   outcome.compute_ms = MsSince(start) - outcome.store_ms;
   outcome.batch_prompts = n;
   handed_over = true;
@@ -163,19 +169,21 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
 }
 
 absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPrompt> prompts,
-                                                     absl::Time deadline) {
-  return Prefill(prompts, deadline, "");
+                                                     absl::Time deadline,
+                                                     const FirstTokens& on_first) {
+  return Prefill(prompts, deadline, "", on_first);
 }
 
 absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPrompt> prompts,
                                                      absl::Time deadline,
-                                                     absl::string_view lease_holder) {
+                                                     absl::string_view lease_holder,
+                                                     const FirstTokens& on_first) {
   const absl::Time start = absl::Now();
   absl::StatusOr<PrefillOutcome> outcome = absl::UnknownError("not run");
   if (absl::Status bad = Validate(prompts); !bad.ok()) {
     outcome = bad;
   } else {
-    outcome = batcher_->Submit(prompts, lease_holder, deadline);
+    outcome = batcher_->Submit(prompts, lease_holder, deadline, on_first);
   }
   if (outcome.ok() && absl::Now() >= deadline) {  // nobody will read the leases
     Abandon(*outcome);
@@ -192,7 +200,9 @@ void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
   CountBatch(calls);
   const absl::string_view lease_holder = calls[0]->lease_holder;
   if (calls.size() == 1) {
-    calls[0]->outcome = Run(calls[0]->prompts, lease_holder);
+    PrefillCall* call = calls[0];
+    call->Settle(Run(call->prompts, lease_holder,
+                     [call](absl::Span<const int> first) { call->SendFirstTokens(first); }));
     return;
   }
   std::vector<PrefillPrompt> merged;
@@ -205,20 +215,30 @@ void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
       prompt_lengths.push_back(static_cast<int64_t>(p.tokens.size()));
     }
   }
-  absl::StatusOr<PrefillOutcome> outcome = Run(merged, lease_holder);
+  // The batch's first tokens, each call's share to its caller.
+  auto send_first = [&](absl::Span<const int> first) {
+    size_t r = 0;
+    for (PrefillCall* call : calls) {
+      call->SendFirstTokens(first.subspan(r, call->prompts.size()));
+      r += call->prompts.size();
+    }
+  };
+  absl::StatusOr<PrefillOutcome> outcome = Run(merged, lease_holder, send_first);
   if (outcome.ok()) {
     std::vector<PrefillOutcome> split =
         SplitBatchOutcome(*outcome, prompts_per_call, prompt_lengths);
-    for (size_t i = 0; i < calls.size(); ++i) calls[i]->outcome = std::move(split[i]);
+    for (size_t i = 0; i < calls.size(); ++i) calls[i]->Settle(std::move(split[i]));
     return;
   }
   // Whatever failed the batch may be one call's doing: each runs alone, so
   // that one call cannot fail another.
   if (metrics_.batch_retries != nullptr) metrics_.batch_retries->Increment();
   for (PrefillCall* call : calls) {
-    call->outcome = absl::Now() >= call->deadline
-                        ? absl::DeadlineExceededError("deadline passed in prefill")
-                        : Run(call->prompts, lease_holder);
+    call->Settle(absl::Now() >= call->deadline
+                     ? absl::StatusOr<PrefillOutcome>(
+                           absl::DeadlineExceededError("deadline passed in prefill"))
+                     : Run(call->prompts, lease_holder,
+                           [call](absl::Span<const int> first) { call->SendFirstTokens(first); }));
   }
 }
 

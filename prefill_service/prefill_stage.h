@@ -27,6 +27,7 @@
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_STAGE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -80,14 +81,29 @@ struct PrefillOutcome {
   int64_t batch_prompts = 0;
 };
 
+// Each prompt's first token, in request order.
+using FirstTokens = std::function<void(absl::Span<const int> first_tokens)>;
+
 class Prefiller {
  public:
   virtual ~Prefiller() = default;
   // Prefills `prompts` as one batch. INVALID_ARGUMENT for bad prompts or
   // sampling; DEADLINE_EXCEEDED if `deadline` passes first (no lease is
   // left held then); RESOURCE_EXHAUSTED or INTERNAL from the device.
+  // `on_first` (may be null) is called at most once, before Prefill
+  // returns, as soon as the first tokens are chosen: after the forward
+  // pass, before the pages are stored, so a caller may stream them while
+  // the store's calls run. An outcome then carries the same tokens. Prefill
+  // may still fail after it: the tokens stay a valid choice from the
+  // prompts' logits, and a caller that computes the prompts itself then
+  // keeps them.
   virtual absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
-                                                 absl::Time deadline) = 0;
+                                                 absl::Time deadline,
+                                                 const FirstTokens& on_first) = 0;
+  absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
+                                         absl::Time deadline) {
+    return Prefill(prompts, deadline, nullptr);
+  }
   // Releases the leases of an outcome its caller will not use.
   virtual void Abandon(const PrefillOutcome& outcome) = 0;
 };
@@ -126,15 +142,18 @@ class PrefillStage : public Prefiller {
   // sampling, a cache salt over kMaxCacheSaltBytes.
   absl::Status Validate(absl::Span<const PrefillPrompt> prompts) const;
 
-  // Prefill(prompts, deadline, "").
+  using Prefiller::Prefill;
+  // Prefill(prompts, deadline, "", on_first).
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
-                                         absl::Time deadline) override;
+                                         absl::Time deadline, const FirstTokens& on_first) override;
   // As Prefiller::Prefill; the outcome's leases may be used at the store by
   // `lease_holder` too (the authenticated caller of the prefill service;
   // empty: only by this stage's identity). Blocks while the call waits for
   // its batch (see the class comment); UNAVAILABLE after Shutdown.
+  // `on_first` runs on the batcher's thread.
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
-                                         absl::Time deadline, absl::string_view lease_holder);
+                                         absl::Time deadline, absl::string_view lease_holder,
+                                         const FirstTokens& on_first = nullptr);
   void Abandon(const PrefillOutcome& outcome) override;
 
   // Refuses new calls and ends those waiting for a batch with UNAVAILABLE;
@@ -147,8 +166,9 @@ class PrefillStage : public Prefiller {
   void RunCalls(absl::Span<PrefillCall* const> calls);
   // Runs a validated batch; the leases of the outcome are the caller's.
   // Called on the batcher's thread only.
+  // `on_first` as Prefiller::Prefill's, for the whole batch.
   absl::StatusOr<PrefillOutcome> Run(absl::Span<const PrefillPrompt> prompts,
-                                     absl::string_view lease_holder);
+                                     absl::string_view lease_holder, const FirstTokens& on_first);
   void CountBatch(absl::Span<PrefillCall* const> calls);
   void Count(const absl::StatusOr<PrefillOutcome>& outcome);
 

@@ -31,6 +31,7 @@
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
+#include "prefill_service/prefill_client.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/temp_path.h"
 
@@ -349,6 +350,48 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
     EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 3 * kPageSize);
     EXPECT_TRUE(out->finished.fallback_reason().empty()) << out->finished.fallback_reason();
   }
+}
+
+// PrefillStream over the network: the first tokens come as a message of
+// their own, then the whole response with the same tokens and the leases;
+// through PrefillClient the first tokens reach on_first before the call
+// returns.
+TEST_F(ServicesTest, PrefillStreamSendsTheFirstTokensFirst) {
+  auto prefill = v1::Prefill::NewStub(MakeChannel(stack_->target(ServiceStack::kPrefill), 8 << 20));
+  const std::vector<std::vector<int>> prompts = {Prompt(3 * kPageSize + 5, 21), Prompt(9, 22)};
+  v1::PrefillRequest request;
+  for (const std::vector<int>& p : prompts) {
+    request.add_prompts()->mutable_tokens()->Add(p.begin(), p.end());
+  }
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  std::unique_ptr<grpc::ClientReader<v1::PrefillEvent>> reader =
+      prefill->PrefillStream(&context, request);
+  std::vector<v1::PrefillEvent> events;
+  for (v1::PrefillEvent event; reader->Read(&event);) events.push_back(event);
+  grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(events.size(), 2u);
+  ASSERT_TRUE(events[0].has_first_tokens());
+  ASSERT_TRUE(events[1].has_response());
+  const v1::PrefillResponse& response = events[1].response();
+  ASSERT_EQ(response.prompts_size(), 2);
+  ASSERT_EQ(events[0].first_tokens().tokens_size(), 2);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(events[0].first_tokens().tokens(i), response.prompts(i).first_token()) << i;
+    ExpectSameGreedy(*model_, prompts[i], Offline(prompts[i], 1),
+                     {response.prompts(i).first_token()});
+    EXPECT_TRUE(store_->Release(response.prompts(i).lease_id()).ok()) << i;
+  }
+  EXPECT_EQ(response.prompts(0).stored_tokens(), 3 * kPageSize);
+
+  PrefillClient client(prefill.get(), nullptr, absl::Seconds(60));
+  std::vector<int> first;
+  auto outcome = client.Prefill({PrefillPrompt{Prompt(13, 23), {}}}, absl::InfiniteFuture(),
+                                [&](absl::Span<const int> t) { first.assign(t.begin(), t.end()); });
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(first, std::vector<int>{outcome->prompts[0].first_token});
+  EXPECT_TRUE(store_->Release(outcome->prompts[0].lease_id).ok());
 }
 
 // Prefill with a window long enough for a burst of calls to meet.

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "engine/generate.h"
@@ -113,6 +114,69 @@ TEST_F(PrefillStageTest, BadBatchesAndLateCallsHoldNothing) {
             absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(cache_->Stats().pages_pinned, 0);
   EXPECT_EQ(cache_->Stats().active_leases, 0);
+}
+
+// The first tokens reach on_first once, after the forward pass and before
+// the pages are stored (so a caller streams them while the store's calls
+// run), and the outcome carries the same tokens.
+TEST_F(PrefillStageTest, FirstTokensComeBeforeThePagesAreStored) {
+  PrefillStage stage(model_.get(), store_.get(), {}, nullptr);
+  const std::vector<PrefillPrompt> prompts = {{Tokens(29, 5), {}}, {Tokens(17, 6), {}}};
+  std::vector<int> first;
+  int calls = 0;
+  int64_t cached_then = -1;
+  auto outcome = stage.Prefill(prompts, absl::InfiniteFuture(), [&](absl::Span<const int> tokens) {
+    ++calls;
+    first.assign(tokens.begin(), tokens.end());
+    cached_then = cache_->Stats().pages_cached;
+  });
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(calls, 1);
+  ASSERT_EQ(first.size(), 2u);
+  for (size_t r = 0; r < 2; ++r) {
+    EXPECT_EQ(first[r], outcome->prompts[r].first_token) << r;
+    testing::ExpectSameGreedy(*model_, prompts[r].tokens, {FirstToken(prompts[r].tokens)},
+                              {first[r]});
+  }
+  EXPECT_EQ(cached_then, 0);                       // nothing stored yet
+  EXPECT_EQ(cache_->Stats().pages_cached, 3 + 2);  // 29 and 17 tokens: whole pages
+  stage.Abandon(*outcome);
+
+  // Without a store, and for each call of a batch: its own prompts' tokens.
+  PrefillStage alone(model_.get(), nullptr, {}, nullptr);
+  calls = 0;
+  auto computed =
+      alone.Prefill({prompts[1]}, absl::InfiniteFuture(), [&](absl::Span<const int> tokens) {
+        ++calls;
+        first.assign(tokens.begin(), tokens.end());
+      });
+  ASSERT_TRUE(computed.ok()) << computed.status();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(first, std::vector<int>{computed->prompts[0].first_token});
+
+  PrefillStageOptions batching;
+  batching.batch_window = absl::Minutes(10);  // the batch starts when 2 prompts wait
+  batching.max_prompts = 2;
+  PrefillStage batched(model_.get(), store_.get(), batching, nullptr);
+  std::vector<int> got[2];
+  absl::StatusOr<PrefillOutcome> outcomes[2];
+  std::thread other([&] {
+    outcomes[1] =
+        batched.Prefill({prompts[1]}, absl::InfiniteFuture(),
+                        [&](absl::Span<const int> t) { got[1].assign(t.begin(), t.end()); });
+  });
+  outcomes[0] = batched.Prefill({prompts[0]}, absl::InfiniteFuture(), [&](absl::Span<const int> t) {
+    got[0].assign(t.begin(), t.end());
+  });
+  other.join();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(outcomes[i].ok()) << outcomes[i].status();
+    EXPECT_EQ(outcomes[i]->batch_calls, 2);
+    EXPECT_EQ(got[i], std::vector<int>{outcomes[i]->prompts[0].first_token}) << i;
+    testing::ExpectSameGreedy(*model_, prompts[i].tokens, {FirstToken(prompts[i].tokens)}, got[i]);
+    batched.Abandon(*outcomes[i]);
+  }
+  EXPECT_EQ(cache_->Stats().pages_pinned, 0);
 }
 
 }  // namespace

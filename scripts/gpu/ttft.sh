@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Where a request's time to first token goes through the services, and what
+# sharing the card between processes costs (docs/services.md, "The KV data
+# plane"), after scripts/gpu/build.sh, all on this one card in this one run:
+#   1. bench-services over CUDA IPC: the offline engine's TTFT beside the
+#      services', and the services' split (gRPC, prefill's own time, its
+#      store calls, decode's share);
+#   2. nanoserve load, 256 x (128 + 128) at 64 in flight: decode alone, then
+#      the services over CUDA IPC;
+#   3. both again under CUDA MPS (one server that runs every process's
+#      kernels in one context, so prefill's and decode's kernels may overlap),
+#      where the machine has nvidia-cuda-mps-control; the daemon is stopped
+#      at the end.
+# Logs under $OUT; the tables print last.
+source "$(dirname "$0")/env.sh"
+set +e
+B="$BUILD/bin"
+MODEL=${MODEL:-random:gpt2}
+DTYPE=${DTYPE:-bf16}
+COMMON=(--model "$MODEL" --device cuda --dtype "$DTYPE")
+CARD=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+echo "card: $CARD"
+
+if [ "${TESTS:-1}" = 1 ]; then
+  NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 \
+    ctest --test-dir "$BUILD" -R 'DataPlane|SharedMemory|ServicesTest|PrefillStage|DecodeStage' -j4 \
+    >"$OUT/ttft-tests.log" 2>&1
+  echo "tests (cuda fp32): $(grep -E 'tests passed|tests failed' "$OUT/ttft-tests.log")"
+  grep -E "^\s+[0-9]+ - .*\(Failed|Timeout\)" "$OUT/ttft-tests.log" | head -20
+fi
+
+# wait_port PORT: until something listens there (60 s at most).
+wait_port() {
+  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+# bench NAME: batch 1 through the services over CUDA IPC.
+bench() {
+  mkdir -p "$OUT/svc-$1"
+  timeout 240 "$B/nanoserve" bench-services "${COMMON[@]}" --kv_transport auto \
+    --prompt_lengths 16,128,512,900 --max_new_tokens 32 --repeats 7 \
+    --work_dir "$OUT/svc-$1" --pool_mb 4096 >"$OUT/services-$1.md" 2>"$OUT/services-$1.err" \
+    || { echo "bench-services $1 failed"; tail -5 "$OUT/services-$1.err"; }
+}
+# load NAME TARGET [flags]: 256 x (128 + 128) at 64 in flight.
+load() {
+  local name=$1 target=$2; shift 2
+  timeout 180 "$B/nanoserve" load --target "$target" --requests 256 --concurrency 64 \
+    --prompt_len 128 --output_len 128 --timeout_s 120 --csv "$OUT/load-$name.csv" "$@" \
+    >"$OUT/load-$name.txt" 2>&1 || echo "load $name: rc $?"
+  echo "### $name" >>"$OUT/load.md"; cat "$OUT/load-$name.txt" >>"$OUT/load.md"
+}
+# loads SUFFIX: decode alone, then the services over CUDA IPC.
+loads() {
+  "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52053 --http_listen= --metrics_listen= \
+    --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$1.log" 2>&1 &
+  local pid=$!
+  wait_port 52053 && load "decode-alone$1" 127.0.0.1:52053
+  kill $pid; wait $pid 2>/dev/null
+  mkdir -p "$OUT/serve$1"
+  "$B/nanoserve" serve "${COMMON[@]}" --kv_transport auto --max_batch 64 --pool_mb 4096 \
+    --kv_store_port 52061 --prefill_port 52062 --decode_port 52063 --http_port 52064 \
+    --work_dir "$OUT/serve$1" >"$OUT/serve$1.log" 2>&1 &
+  pid=$!
+  if wait_port 52063; then
+    sleep 2
+    load "services-ipc$1" 127.0.0.1:52063
+  else
+    echo "serve$1 did not start"; tail -20 "$OUT/serve$1.log"
+  fi
+  kill $pid; wait $pid 2>/dev/null
+}
+
+: >"$OUT/load.md"
+bench plain
+loads ""
+
+MPS=no
+if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d; then
+    MPS=yes
+    bench mps
+    loads "-mps"
+    echo quit | nvidia-cuda-mps-control
+    sleep 1
+    cp "$CUDA_MPS_LOG_DIRECTORY"/*.log "$OUT/" 2>/dev/null
+  else
+    echo "MPS: the daemon did not start"
+  fi
+else
+  echo "MPS: nvidia-cuda-mps-control not on this machine"
+fi
+
+echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"
+if [ "$MPS" = yes ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
+echo; echo "== load ($CARD)"
+grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x" "$OUT/load.md"
