@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "decode_service/stop_matcher.h"
+#include "kv_cache/page_layout.h"
 
 namespace nanoserve {
 
@@ -309,7 +310,7 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
   // device (or out of shared memory); over bytes, a copy after the stream.
   absl::StatusOr<torch::Tensor> pages = store_->ReadLeased(call.lease_id, scheduler_->device());
   summary.fetch_ms = MsBetween(t, absl::Now());
-  const int64_t tokens = pages.ok() ? pages->size(0) * pages->size(4) : 0;
+  const int64_t tokens = pages.ok() ? PageRun::StagedTokens(*pages) : 0;
   if (pages.ok() && tokens <= static_cast<int64_t>(batch.prompt.size())) {
     batch.prompt_pages = *std::move(pages);
     summary.fetched_prompt_tokens = tokens;

@@ -62,7 +62,7 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   if (absl::Status s = ValidateGenerationLength(n, r.max_new_tokens, capacity_); !s.ok()) {
     return s;
   }
-  const int64_t pages = (n + r.max_new_tokens + cache_.page_size() - 1) / cache_.page_size();
+  const int64_t pages = PageRun::PagesFor(n + r.max_new_tokens, cache_.page_size());
   if (pages > pool_pages_) {
     return absl::InvalidArgumentError(
         absl::StrCat(n, " prompt tokens + ", r.max_new_tokens, " new tokens need ", pages,
@@ -75,12 +75,11 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   }
   if (r.prompt_pages.defined()) {
     const torch::Tensor& p = r.prompt_pages;
-    if (p.dim() != 6 || p.size(1) != config.n_layer || p.size(2) != 2 ||
-        p.size(3) != config.n_head || p.size(5) != config.head_dim() || p.size(0) * p.size(4) > n) {
+    if (!PageRun::CheckStaged(p, cache_.layout(), n).ok()) {
       return absl::InvalidArgumentError(absl::StrCat("prompt pages of shape ", c10::str(p.sizes()),
                                                      " do not fit a ", n, "-token prompt"));
     }
-    if (p.size(0) * p.size(4) == n && r.first_token < 0) {
+    if (PageRun::StagedTokens(p) == n && r.first_token < 0) {
       return absl::InvalidArgumentError("prompt pages cover the whole prompt but no first_token");
     }
   }
@@ -245,12 +244,12 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     e.result.queue_ms = absl::ToDoubleMilliseconds(absl::Now() - e.submitted);
     slots_[slot] = std::move(entry);
     active_.fetch_add(1);
-    const absl::Status loaded = RunTorch("loading prompt pages", [&] {
-      if (r.prompt_pages.defined() && r.prompt_pages.size(0) > 0) {
-        const torch::Tensor kv = PagesAsTokens(r.prompt_pages);  // any page size
-        cache_.WriteTokens(slot, 0, kv);
-        cache_.set_length(slot, kv.size(3));
-      }
+    const absl::Status loaded = TorchResult("loading prompt pages", [&] {
+      if (!r.prompt_pages.defined() || r.prompt_pages.size(0) == 0) return absl::OkStatus();
+      const torch::Tensor kv = PagesAsTokens(r.prompt_pages);  // any page size
+      absl::Status written = cache_.WriteTokens(slot, 0, kv);
+      if (written.ok()) cache_.set_length(slot, kv.size(3));
+      return written;
     });
     if (!loaded.ok()) {
       Finish(slot, loaded);
@@ -306,15 +305,20 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t bud
   };
   std::vector<int> first(slots.size(), -1);
   prefills_.fetch_add(1);
-  const absl::Status status = RunTorch("prefill", [&] {
+  const absl::Status status = TorchResult("prefill", [&] {
     std::vector<torch::Tensor> logits = PrefillBatch(
         *model_, cache_, prompts, budget > 0 ? 0 : options_.prefill_chunk, slots.front());
     for (size_t i = 0; i < slots.size(); ++i) {
       if (!complete(i)) continue;
       Entry& e = *slots_[slots[i]];
-      first[i] = e.request.first_token >= 0 ? e.request.first_token
-                                            : static_cast<int>(e.sampler->Sample(logits[i])[0]);
+      first[i] = e.request.first_token;
+      if (first[i] >= 0) continue;
+      absl::StatusOr<int64_t> token = SampleRows(logits[i], {e.sampler.get()})[0];
+      if (!token.ok())
+        return absl::InternalError(absl::StrCat("prefill: ", token.status().message()));
+      first[i] = static_cast<int>(*token);
     }
+    return absl::OkStatus();
   });
   if (!status.ok()) {
     if (slots.size() > 1) {

@@ -57,15 +57,4 @@ torch::Tensor KvCache::v_pages(int64_t layer) const {
   return pool().storage().select(1, layer).select(1, 1);
 }
 
-void KvCache::WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv) {
-  const absl::Status written = tables_->WriteTokens(row, begin, kv);
-  TORCH_CHECK(written.ok(), written.ToString());
-}
-
-torch::Tensor KvCache::ReadRow(int64_t row, int64_t begin, int64_t end) const {
-  absl::StatusOr<torch::Tensor> kv = tables_->ReadTokens(row, begin, end);
-  TORCH_CHECK(kv.ok(), kv.status().ToString());
-  return *std::move(kv);
-}
-
 }  // namespace nanoserve

@@ -27,6 +27,8 @@
 
 #include <torch/types.h>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/config.h"
 #include "kv_cache/block_tables.h"
 #include "kv_cache/page_layout.h"
@@ -78,13 +80,17 @@ class KvCache {
   void set_length(int64_t row, int64_t n) { tables_->set_length(row, n); }
 
   // Writes K/V of positions [begin, begin + T) of row `row` from `kv`:
-  // (n_layer, 2, H, T, D), any device and dtype (converted). Makes room
-  // first (BlockTables::PrepareWrite); throws c10::Error if it cannot. The
-  // row's length is the caller's to set.
-  void WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv);
+  // (n_layer, 2, H, T, D), any device and dtype (converted), making room
+  // first: BlockTables::WriteTokens. The row's length is the caller's to set.
+  absl::Status WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv) {
+    return tables_->WriteTokens(row, begin, kv);
+  }
 
-  // K/V of positions [begin, end) of row `row`: (n_layer, 2, H, end-begin, D).
-  torch::Tensor ReadRow(int64_t row, int64_t begin, int64_t end) const;
+  // K/V of positions [begin, end) of row `row`: (n_layer, 2, H, end-begin, D)
+  // (BlockTables::ReadTokens).
+  absl::StatusOr<torch::Tensor> ReadRow(int64_t row, int64_t begin, int64_t end) const {
+    return tables_->ReadTokens(row, begin, end);
+  }
 
  private:
   std::unique_ptr<PrefixCache> own_pool_;  // null for a shared pool

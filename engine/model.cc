@@ -140,17 +140,12 @@ Gpt2Model::CacheAccess Gpt2Model::PrepareCache(const CacheRows& rows, int64_t B,
   CacheAccess access;
   access.cache = &cache;
   access.k_len = *std::max_element(lens.begin(), lens.end()) + T;
-  access.n_pages = (access.k_len + P - 1) / P;
+  access.n_pages = PageRun::PagesFor(access.k_len, P);
   std::vector<int64_t> write_pages, write_offsets, read_pages;
   for (int64_t b = 0; b < B; ++b) {
-    const std::vector<int32_t>& pages = tables.pages(r0 + b);
-    for (int64_t pos = lens[b]; pos < lens[b] + T; ++pos) {
-      write_pages.push_back(pages[pos / P]);
-      write_offsets.push_back(pos % P);
-    }
-    for (int64_t i = 0; i < access.n_pages; ++i) {
-      read_pages.push_back(i < static_cast<int64_t>(pages.size()) ? pages[i] : 0);
-    }
+    const PageRun run = tables.run(r0 + b);
+    run.AppendPositions(lens[b], lens[b] + T, write_pages, write_offsets);
+    run.AppendPages(access.n_pages, 0, read_pages);
   }
   auto on_device = [&](const std::vector<int64_t>& v) {
     return torch::tensor(v, torch::kLong).to(device);
@@ -213,21 +208,15 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer, con
     values = v;
     if (T > 1) mask = CausalMask(0, T, T, x.device());  // (T, T)
   } else {
-    using torch::indexing::Slice;
-    const int64_t P = cache->cache->page_size();
     // Gathers each row's pages of one layer: (B, H, k_len, D).
     auto read = [&](const torch::Tensor& pages) {  // (N, H, P, D)
-      return pages.index_select(0, cache->read_pages)
-          .view({B, cache->n_pages, H, P, D})
-          .permute({0, 2, 1, 3, 4})
-          .reshape({B, H, cache->n_pages * P, D})
-          .narrow(2, 0, cache->k_len);
+      return GatherPositions(pages, cache->read_pages.view({B, cache->n_pages}), cache->k_len);
     };
-    torch::Tensor k_pages = cache->cache->k_pages(layer);
+    torch::Tensor k_pages = cache->cache->k_pages(layer);  // (N, H, P, D)
     torch::Tensor v_pages = cache->cache->v_pages(layer);
-    k_pages.index_put_({cache->write_pages, Slice(), cache->write_offsets},
-                       k.transpose(1, 2));  // (B, T, H, D)
-    v_pages.index_put_({cache->write_pages, Slice(), cache->write_offsets}, v.transpose(1, 2));
+    ScatterPositions(k_pages, cache->write_pages, cache->write_offsets,
+                     k.transpose(1, 2));  // (B, T, H, D)
+    ScatterPositions(v_pages, cache->write_pages, cache->write_offsets, v.transpose(1, 2));
 #ifdef NANOSERVE_WITH_CUDA
     if (cache->table.defined()) {  // the pages read in place, no gather
       torch::Tensor y = cuda::PagedAttention(qkv_all.reshape({B * T, 3 * C}), k_pages, v_pages,

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/dtype.h"
+#include "base/torch_status.h"
 #include "engine/device.h"
 
 namespace nanoserve {
@@ -52,7 +53,11 @@ absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec, ui
   if (absl::StartsWith(spec, "random:")) {
     auto config = Gpt2Preset(spec.substr(7));
     if (!config.ok()) return config.status();
-    resolved.checkpoint = RandomCheckpoint(*config, seed);
+    // Weights of the largest presets take gigabytes of host memory.
+    absl::StatusOr<Checkpoint> random =
+        TorchResult("making random weights", [&] { return RandomCheckpoint(*config, seed); });
+    if (!random.ok()) return random.status();
+    resolved.checkpoint = *std::move(random);
     resolved.random_weights = true;
     resolved.description = absl::StrFormat("%s (%.0fM parameters, random weights, seed %d)", spec,
                                            config->num_parameters() / 1e6, seed);

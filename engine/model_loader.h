@@ -33,7 +33,8 @@ struct ResolvedCheckpoint {
 };
 
 // Reads or (for "random:<preset>") makes the checkpoint that `spec` names.
-// Errors: INVALID_ARGUMENT for an unknown preset; those of LoadCheckpoint.
+// Errors: INVALID_ARGUMENT for an unknown preset; those of LoadCheckpoint;
+// RESOURCE_EXHAUSTED if the host cannot hold random weights.
 absl::StatusOr<ResolvedCheckpoint> ResolveCheckpoint(const std::string& spec, uint64_t seed = 0);
 
 // The shape of the model `spec` names, without loading weights: a preset's

@@ -1,7 +1,9 @@
 #include "engine/prefill.h"
 
 #include <algorithm>
+#include <memory>
 #include <numeric>
+#include <string>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -279,6 +281,99 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::Run(const std::vector<std::ve
   const Batch batch{prompts, cache_salts};
   return TorchResult("prefix prefill",
                      [&] { return RunBatch(batch, cache, keep_leases, lease_holder, on_logits); });
+}
+
+namespace {
+
+// The rows of a prefill: over `shared` (a store's pool, or null: a pool
+// of their own sized for them).
+absl::StatusOr<std::unique_ptr<KvCache>> PrefillCache(const Gpt2Model& model, PrefixCache* shared,
+                                                      int64_t rows, int64_t capacity) {
+  return TorchResult("prefill", [&] {
+    return shared != nullptr
+               ? std::make_unique<KvCache>(shared, rows, capacity)
+               : std::make_unique<KvCache>(model.config(), rows, capacity, model.options().dtype,
+                                           model.options().device);
+  });
+}
+
+// Prompt r's first token from its last logits (1, V), drawn with a sampler
+// of sampling[r].
+absl::StatusOr<std::vector<int>> SampleFirstTokens(const std::vector<torch::Tensor>& logits,
+                                                   absl::Span<const SamplingOptions> sampling) {
+  return TorchResult("sampling the first tokens", [&]() -> absl::StatusOr<std::vector<int>> {
+    std::vector<int> tokens;
+    for (size_t r = 0; r < logits.size(); ++r) {
+      Sampler sampler(sampling[r]);
+      absl::StatusOr<int64_t> token = SampleRows(logits[r], {&sampler})[0];
+      // Non-finite logits of a prompt are the device's trouble, not the
+      // request's: INTERNAL, as a LibTorch error.
+      if (!token.ok()) {
+        return absl::InternalError(
+            absl::StrCat("sampling the first tokens: ", token.status().message()));
+      }
+      tokens.push_back(static_cast<int>(*token));
+    }
+    return tokens;
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixStore* store,
+                                                const std::vector<std::vector<int>>& prompts,
+                                                absl::Span<const SamplingOptions> sampling,
+                                                int64_t chunk,
+                                                absl::Span<const std::string> cache_salts,
+                                                absl::string_view lease_holder,
+                                                const FirstTokensReady& on_first) {
+  const int64_t n = static_cast<int64_t>(prompts.size());
+  if (static_cast<int64_t>(sampling.size()) != n) {
+    return absl::InvalidArgumentError(absl::StrCat("PrefillAndSample: ", sampling.size(),
+                                                   " sampling options for ", n, " prompts"));
+  }
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
+  absl::StatusOr<std::unique_ptr<KvCache>> cache =
+      PrefillCache(model, store != nullptr ? store->SharedPool() : nullptr, n, longest);
+  if (!cache.ok()) return cache.status();
+  SampledPrefill out;
+  // The first tokens, drawn as soon as the forward pass made the logits
+  // (before the pages are stored), and handed to on_first.
+  absl::Status sampled = absl::InternalError("prefill: the first tokens were not drawn");
+  auto sample = [&](const std::vector<torch::Tensor>& logits) {
+    absl::StatusOr<std::vector<int>> first = SampleFirstTokens(logits, sampling);
+    if (!first.ok()) {
+      sampled = first.status();
+      return;
+    }
+    out.first_tokens = *std::move(first);
+    sampled = absl::OkStatus();
+    if (on_first) on_first(out.first_tokens);
+  };
+  if (store == nullptr) {
+    absl::StatusOr<std::vector<torch::Tensor>> logits =
+        TorchResult("prefill", [&] { return PrefillBatch(model, **cache, prompts, chunk); });
+    if (!logits.ok()) return logits.status();
+    out.prefill.logits = *std::move(logits);
+    out.prefill.reused_tokens.assign(n, 0);
+    out.prefill.stored.assign(n, {});
+    for (const auto& p : prompts) out.prefill.computed_tokens += static_cast<int64_t>(p.size());
+    sample(out.prefill.logits);
+  } else {
+    absl::StatusOr<PrefixPrefillResult> result =
+        PrefixPrefill(model, *store, chunk)
+            .Run(prompts, **cache, /*keep_leases=*/true, cache_salts, lease_holder, sample);
+    if (!result.ok()) return result.status();
+    out.prefill = *std::move(result);
+  }
+  if (!sampled.ok()) {
+    for (const PrefixStore::Stored& s : out.prefill.stored) {
+      if (store != nullptr) store->Release(s.lease_id).IgnoreError();
+    }
+    return sampled;
+  }
+  return out;
 }
 
 }  // namespace nanoserve

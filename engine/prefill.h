@@ -17,6 +17,7 @@
 #include "absl/types/span.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
+#include "engine/sampler.h"
 #include "kv_cache/prefix_store.h"
 
 namespace nanoserve {
@@ -136,6 +137,39 @@ class PrefixPrefill {
   PrefixStore& store_;
   int64_t chunk_;
 };
+
+// A batch prefilled and its first tokens sampled (PrefillAndSample).
+struct SampledPrefill {
+  // Per prompt, as PrefixPrefillResult says. Without a store: reused_tokens
+  // are 0, stored is empty of leases, store_status is OK.
+  PrefixPrefillResult prefill;
+  std::vector<int> first_tokens;  // per prompt
+};
+
+// Prefill and first-token sampling of a batch: the engine's entry point for
+// a prefill stage, with LibTorch's errors as statuses. The rows live over
+// the store's own pool where it has one in this process (prefix hits read
+// in place), else over a pool of their own. With a store the batch runs as
+// PrefixPrefill::Run with keep_leases (the leases in prefill.stored are the
+// caller's to release, and `lease_holder` may use them); without one
+// (store == nullptr) as PrefillBatch, and nothing is stored. Prompt i's
+// first token is drawn with a Sampler of sampling[i].
+// Errors: PrefixPrefill::Run's; INVALID_ARGUMENT if sampling has another
+// size than prompts; INTERNAL if a prompt's last logits are not finite;
+// RESOURCE_EXHAUSTED / INTERNAL from LibTorch. No lease is left held then.
+// REQUIRES: prompts are non-empty and of valid token ids; each sampling
+// option is valid (ValidateSamplingOptions).
+// `on_first`, if set, gets the first tokens as soon as they are drawn:
+// after the forward pass, before the pages are stored (PrefixPrefill::Run's
+// on_logits), so a caller may send them while the store's calls run.
+using FirstTokensReady = std::function<void(absl::Span<const int> first_tokens)>;
+absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixStore* store,
+                                                const std::vector<std::vector<int>>& prompts,
+                                                absl::Span<const SamplingOptions> sampling,
+                                                int64_t chunk,
+                                                absl::Span<const std::string> cache_salts = {},
+                                                absl::string_view lease_holder = "",
+                                                const FirstTokensReady& on_first = nullptr);
 
 }  // namespace nanoserve
 

@@ -5,7 +5,6 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "base/torch_status.h"
 
 namespace nanoserve {
 
@@ -35,10 +34,13 @@ int64_t BlockTables::own_pages() const {
   return n;
 }
 
+PageRun BlockTables::run(int64_t row) const {
+  return PageRun(rows_[row].pages, page_size_, lengths_[row]);
+}
+
 void BlockTables::set_length(int64_t row, int64_t n) {
-  TORCH_CHECK(n >= 0 && n <= static_cast<int64_t>(rows_[row].pages.size()) * page_size_,
-              "BlockTables: length ", n, " of row ", row, " beyond its ", rows_[row].pages.size(),
-              " pages");
+  TORCH_CHECK(run(row).Fits(0, n), "BlockTables: length ", n, " of row ", row, " beyond its ",
+              rows_[row].pages.size(), " pages");
   lengths_[row] = n;
 }
 
@@ -104,7 +106,7 @@ absl::Status BlockTables::PrepareWrite(int64_t row, int64_t begin, int64_t end) 
     if (end <= page_size_) return absl::OkStatus();  // into scratch
     Reset(row);
   }
-  const int64_t need = (end + page_size_ - 1) / page_size_;
+  const int64_t need = PageRun::PagesFor(end, page_size_);
   const int64_t have = static_cast<int64_t>(r.pages.size());
   // Copy on write: every shared page from the one holding `begin` on.
   const int64_t first_written = begin / page_size_;
@@ -140,41 +142,20 @@ void BlockTables::AdoptInserted(int64_t row, absl::Span<const int32_t> tree_page
 
 absl::Status BlockTables::WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv) {
   const PageLayout& layout = pool_->options().pool.layout;
-  if (kv.dim() != 5 || kv.size(0) != layout.n_layer || kv.size(1) != 2 ||
-      kv.size(2) != layout.n_head || kv.size(4) != layout.head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "WriteTokens: K/V of shape ", c10::str(kv.sizes()), " do not fit ", layout.ToString()));
+  if (absl::Status s = PageRun::CheckTokens(kv, layout); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("WriteTokens: ", s.message()));
   }
-  const int64_t T = kv.size(3);
-  if (absl::Status s = PrepareWrite(row, begin, begin + T); !s.ok()) return s;
-  const std::vector<int32_t>& pages = rows_[row].pages;
-  std::vector<int64_t> page_ids, offsets;
-  for (int64_t pos = begin; pos < begin + T; ++pos) {
-    page_ids.push_back(pages[pos / page_size_]);
-    offsets.push_back(pos % page_size_);
-  }
-  return RunTorch("writing K/V into pages", [&] {
-    torch::Tensor pool = storage();  // (N, L, 2, H, P, D)
-    using torch::indexing::Slice;
-    pool.index_put_({torch::tensor(page_ids, torch::kLong).to(pool.device()), Slice(), Slice(),
-                     Slice(), torch::tensor(offsets, torch::kLong).to(pool.device())},
-                    kv.permute({3, 0, 1, 2, 4}).to(pool.device(), pool.scalar_type()));
-  });
+  if (absl::Status s = PrepareWrite(row, begin, begin + kv.size(3)); !s.ok()) return s;
+  return run(row).Write(storage(), begin, kv);
 }
 
 absl::StatusOr<torch::Tensor> BlockTables::ReadTokens(int64_t row, int64_t begin,
                                                       int64_t end) const {
-  if (begin < 0 || begin > end || end > lengths_[row]) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ReadTokens: [", begin, ", ", end, ") outside the row's ", lengths_[row], " tokens"));
+  absl::StatusOr<torch::Tensor> kv = run(row).Read(storage(), begin, end);
+  if (kv.status().code() == absl::StatusCode::kInvalidArgument) {
+    return absl::InvalidArgumentError(absl::StrCat("ReadTokens: ", kv.status().message()));
   }
-  const int64_t n = (end + page_size_ - 1) / page_size_;
-  std::vector<int64_t> ids(rows_[row].pages.begin(), rows_[row].pages.begin() + n);
-  return TorchResult("reading K/V from pages", [&] {
-    torch::Tensor pool = storage();
-    torch::Tensor run = pool.index_select(0, torch::tensor(ids, torch::kLong).to(pool.device()));
-    return PagesAsTokens(run).narrow(3, begin, end - begin).contiguous();
-  });
+  return kv;
 }
 
 torch::Tensor BlockTables::TableTensor(int64_t rows, int64_t width) const {

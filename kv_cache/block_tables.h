@@ -37,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "kv_cache/page_layout.h"
 #include "kv_cache/prefix_cache.h"
 
 namespace nanoserve {
@@ -59,11 +60,13 @@ class BlockTables {
   int64_t rows() const { return static_cast<int64_t>(rows_.size()); }
   int64_t capacity() const { return capacity_; }
   // Pages a row of `capacity` tokens needs.
-  int64_t max_pages() const { return (capacity_ + page_size_ - 1) / page_size_; }
+  int64_t max_pages() const { return PageRun::PagesFor(capacity_, page_size_); }
 
   int64_t length(int64_t row) const { return lengths_[row]; }
   const std::vector<int64_t>& lengths() const { return lengths_; }
   const std::vector<int32_t>& pages(int64_t row) const { return rows_[row].pages; }
+  // A row's pages and length as a run (a view: valid until the row changes).
+  PageRun run(int64_t row) const;
   int64_t shared_pages(int64_t row) const { return rows_[row].shared; }
   // Own pages over all rows.
   int64_t own_pages() const;

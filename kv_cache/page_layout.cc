@@ -89,10 +89,126 @@ absl::StatusOr<torch::Tensor> EmptyPages(const PageLayout& layout, int64_t n_pag
   return pages;
 }
 
+namespace {
+
+// runs: (R, n, middle..., P, D), R rows of n pages each -> each row's n * P
+// positions in order: (R, middle..., n * P, D).
+torch::Tensor RunsAsPositions(const torch::Tensor& runs) {
+  const int64_t d = runs.dim();
+  std::vector<int64_t> order{0};
+  std::vector<int64_t> shape{runs.size(0)};
+  for (int64_t i = 2; i < d - 2; ++i) {
+    order.push_back(i);
+    shape.push_back(runs.size(i));
+  }
+  order.insert(order.end(), {1, d - 2, d - 1});
+  shape.insert(shape.end(), {runs.size(1) * runs.size(d - 2), runs.size(d - 1)});
+  return runs.permute(order).reshape(shape);
+}
+
+}  // namespace
+
 torch::Tensor PagesAsTokens(const torch::Tensor& pages) {
   TORCH_CHECK(pages.dim() == 6, "PagesAsTokens: pages of shape ", pages.sizes(), " are not 6-D");
-  return pages.permute({1, 2, 3, 0, 4, 5})
-      .reshape({pages.size(1), 2, pages.size(3), pages.size(0) * pages.size(4), pages.size(5)});
+  return RunsAsPositions(pages.unsqueeze(0)).squeeze(0);
+}
+
+void ScatterPositions(const torch::Tensor& pool, const torch::Tensor& pages,
+                      const torch::Tensor& offsets, const torch::Tensor& values) {
+  using torch::indexing::Slice;
+  std::vector<torch::indexing::TensorIndex> at{pages};
+  for (int64_t i = 1; i < pool.dim() - 2; ++i) at.emplace_back(Slice());
+  at.emplace_back(offsets);
+  torch::Tensor out = pool;
+  out.index_put_(at, values);
+}
+
+torch::Tensor GatherPositions(const torch::Tensor& pool, const torch::Tensor& table,
+                              int64_t length) {
+  std::vector<int64_t> runs = pool.sizes().vec();  // (R, n, middle..., P, D)
+  runs[0] = table.size(1);
+  runs.insert(runs.begin(), table.size(0));
+  return RunsAsPositions(pool.index_select(0, table.reshape(-1)).view(runs)).narrow(-2, 0, length);
+}
+
+PageRun::PageRun(absl::Span<const int32_t> pages, int64_t page_size, int64_t tokens)
+    : pages_(pages), page_size_(page_size), tokens_(tokens) {}
+
+int64_t PageRun::PagesFor(int64_t tokens, int64_t page_size) {
+  return (tokens + page_size - 1) / page_size;
+}
+
+int64_t PageRun::StagedTokens(const torch::Tensor& staged) {
+  return staged.size(0) * staged.size(4);
+}
+
+absl::Status PageRun::CheckStaged(const torch::Tensor& staged, const PageLayout& layout,
+                                  int64_t max_tokens) {
+  if (staged.dim() != 6 || staged.size(1) != layout.n_layer || staged.size(2) != 2 ||
+      staged.size(3) != layout.n_head || staged.size(5) != layout.head_dim ||
+      StagedTokens(staged) > max_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("pages of shape ", c10::str(staged.sizes()),
+                                                   " do not fit ", max_tokens, " tokens of ",
+                                                   layout.ToString()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PageRun::CheckTokens(const torch::Tensor& kv, const PageLayout& layout) {
+  if (kv.dim() != 5 || kv.size(0) != layout.n_layer || kv.size(1) != 2 ||
+      kv.size(2) != layout.n_head || kv.size(4) != layout.head_dim) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("K/V of shape ", c10::str(kv.sizes()), " do not fit ", layout.ToString()));
+  }
+  return absl::OkStatus();
+}
+
+void PageRun::AppendPositions(int64_t begin, int64_t end, std::vector<int64_t>& pages,
+                              std::vector<int64_t>& offsets) const {
+  for (int64_t pos = begin; pos < end; ++pos) {
+    pages.push_back(pages_[pos / page_size_]);
+    offsets.push_back(pos % page_size_);
+  }
+}
+
+void PageRun::AppendPages(int64_t n, int32_t pad, std::vector<int64_t>& out) const {
+  for (int64_t i = 0; i < n; ++i) {
+    out.push_back(i < static_cast<int64_t>(pages_.size()) ? pages_[i] : pad);
+  }
+}
+
+absl::Status PageRun::Write(const torch::Tensor& pool, int64_t begin,
+                            const torch::Tensor& kv) const {
+  if (kv.dim() != 5 || !Fits(begin, begin + kv.size(3))) {
+    return absl::InvalidArgumentError(absl::StrCat("K/V of shape ", c10::str(kv.sizes()),
+                                                   " at position ", begin, " do not fit ",
+                                                   pages_.size(), " pages of ", page_size_));
+  }
+  std::vector<int64_t> pages, offsets;
+  AppendPositions(begin, begin + kv.size(3), pages, offsets);
+  return RunTorch("writing K/V into pages", [&] {
+    auto on_pool = [&](const std::vector<int64_t>& v) {
+      return torch::tensor(v, torch::kLong).to(pool.device());
+    };
+    // (T, n_layer, 2, n_head, head_dim): one position a row.
+    ScatterPositions(pool, on_pool(pages), on_pool(offsets),
+                     kv.permute({3, 0, 1, 2, 4}).to(pool.device(), pool.scalar_type()));
+  });
+}
+
+absl::StatusOr<torch::Tensor> PageRun::Read(const torch::Tensor& pool, int64_t begin,
+                                            int64_t end) const {
+  if (begin < 0 || begin > end || end > tokens_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("[", begin, ", ", end, ") outside the run's ", tokens_, " tokens"));
+  }
+  std::vector<int64_t> table;
+  AppendPages(PagesFor(end, page_size_), 0, table);
+  return TorchResult("reading K/V from pages", [&] {
+    const int64_t n = static_cast<int64_t>(table.size());
+    torch::Tensor ids = torch::tensor(table, torch::kLong).to(pool.device()).view({1, n});
+    return GatherPositions(pool, ids, end).select(0, 0).narrow(3, begin, end - begin).contiguous();
+  });
 }
 
 torch::Tensor TokensAsPages(const torch::Tensor& kv, int64_t page_size) {

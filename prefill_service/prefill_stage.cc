@@ -5,10 +5,7 @@
 #include <memory>
 #include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
-#include "base/torch_status.h"
-#include "engine/kv_cache.h"
 #include "engine/prefill.h"
 #include "kv_cache/prompt_check.h"
 #include "prefill_service/prefill_batcher.h"
@@ -99,72 +96,35 @@ absl::Status PrefillStage::Validate(absl::Span<const PrefillPrompt> prompts) con
 absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt> prompts,
                                                  absl::string_view lease_holder,
                                                  const FirstTokens& on_first) {
-  const Gpt2Model& model = *model_;
   const int64_t n = static_cast<int64_t>(prompts.size());
   std::vector<std::vector<int>> tokens;
   std::vector<std::string> salts;
-  int64_t longest = 0;
+  std::vector<SamplingOptions> sampling;
   for (const PrefillPrompt& p : prompts) {
     tokens.push_back(p.tokens);
     salts.push_back(p.cache_salt);
-    longest = std::max<int64_t>(longest, p.tokens.size());
+    sampling.push_back(p.sampling);
   }
   PrefillOutcome outcome;
   outcome.prompts.resize(n);
-  // The leases are the caller's only once the outcome is returned.
-  bool handed_over = false;
-  absl::Cleanup release = [&] {
-    if (!handed_over) Abandon(outcome);
-  };
   const absl::Time start = absl::Now();
-  // Rows over the store's own pool when it is in this process (prefix hits
-  // read in place), else over a pool of their own.
-  PrefixCache* shared = store_ != nullptr ? store_->SharedPool() : nullptr;
-  absl::StatusOr<std::unique_ptr<KvCache>> cache = TorchResult("prefill", [&] {
-    return shared != nullptr
-               ? std::make_unique<KvCache>(shared, n, longest)
-               : std::make_unique<KvCache>(model.config(), n, longest, model.options().dtype,
-                                           model.options().device);
-  });
-  if (!cache.ok()) return cache.status();
-  // Each prompt's first token, chosen as soon as the forward pass is done
-  // (before the pages are stored) and handed to on_first.
-  std::vector<int> first;
-  auto choose_first = [&](const std::vector<torch::Tensor>& logits) {
-    first.resize(n);
-    for (int64_t r = 0; r < n; ++r) {
-      first[r] = static_cast<int>(Sampler(prompts[r].sampling).Sample(logits[r])[0]);
-    }
-    if (on_first) on_first(first);
-  };
-  if (store_ == nullptr) {
-    absl::Status computed = RunTorch("prefill", [&] {
-      choose_first(PrefillBatch(model, **cache, tokens, options_.prefill_chunk));
-    });
-    if (!computed.ok()) return computed;
-    for (const auto& t : tokens) outcome.computed_tokens += static_cast<int64_t>(t.size());
-    outcome.store_status = absl::FailedPreconditionError("no kv store configured");
-  } else {
-    absl::StatusOr<PrefixPrefillResult> result =
-        PrefixPrefill(model, *store_, options_.prefill_chunk)
-            .Run(tokens, **cache, /*keep_leases=*/true, salts, lease_holder, choose_first);
-    if (!result.ok()) return result.status();
-    for (int64_t r = 0; r < n; ++r) {
-      outcome.prompts[r].lease_id = result->stored[r].lease_id;
-      outcome.prompts[r].stored_tokens = result->stored[r].stored_tokens;
-      outcome.prompts[r].cached_tokens = result->reused_tokens[r];
-    }
-    outcome.computed_tokens = result->computed_tokens;
-    outcome.store_status = result->store_status;
-    outcome.store_ms = result->store_ms;
+  // The leases in `result` are the caller's once it is OK.
+  absl::StatusOr<SampledPrefill> result = PrefillAndSample(
+      *model_, store_, tokens, sampling, options_.prefill_chunk, salts, lease_holder, on_first);
+  if (!result.ok()) return result.status();
+  const PrefixPrefillResult& prefill = result->prefill;
+  for (int64_t r = 0; r < n; ++r) {
+    outcome.prompts[r].first_token = result->first_tokens[r];
+    outcome.prompts[r].lease_id = prefill.stored[r].lease_id;
+    outcome.prompts[r].stored_tokens = prefill.stored[r].stored_tokens;
+    outcome.prompts[r].cached_tokens = prefill.reused_tokens[r];
   }
-  if (static_cast<int64_t>(first.size()) != n) {
-    return absl::InternalError("prefill: the first tokens were not chosen");
-  }
-  for (int64_t r = 0; r < n; ++r) outcome.prompts[r].first_token = first[r];
+  outcome.computed_tokens = prefill.computed_tokens;
+  outcome.store_status = store_ == nullptr ? absl::FailedPreconditionError("no kv store configured")
+                                           : prefill.store_status;
+  outcome.store_ms = prefill.store_ms;
   outcome.compute_ms = MsSince(start) - outcome.store_ms;
   outcome.batch_prompts = n;
-  handed_over = true;
   return outcome;
 }
 

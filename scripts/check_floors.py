@@ -4,7 +4,8 @@ floor: a file of room R may include files of R and of the rooms that
 scripts/floors.txt lists for R, nothing else (in the manner of Chromium's
 checkdeps). Fails, printing each offending line, on an include outside the
 table, on a source in no room, on a table that names an unknown room, and on a
-table whose rooms loop.
+table whose rooms loop. A room is a folder, or one file: a header that only
+the rooms listing it may include.
 
   scripts/check_floors.py              # check the tree (CI)
   scripts/check_floors.py --picture    # the floors and the arrows in use
@@ -33,10 +34,11 @@ class Table:
         self.order = order      # rooms in the order the table lists them
 
     def room_of(self, path):
-        """The longest room that prefixes `path`, or None."""
+        """The longest room that prefixes `path` (or is `path`: a room of one file), or None."""
         best = None
         for room in self.allowed:
-            if path.startswith(room + "/") and (best is None or len(room) > len(best)):
+            if ((path == room or path.startswith(room + "/")) and
+                    (best is None or len(room) > len(best))):
                 best = room
         return best
 
@@ -182,6 +184,10 @@ def self_test():
          {"low/x.cc": '#include "nanoserve/v1/p.pb.h"\n', "protos/nanoserve/v1/p.proto": ""},
          ["low/x.cc:1: low may not include protos"]),
         ("no room", "low:\n", {"other/x.cc": ""}, ["other/x.cc: in no room"]),
+        ("one-file room", "low/edge.h:\nlow: low/edge.h\nmid: low\nhigh: low/edge.h low\n",
+         {"low/edge.h": "", "low/x.cc": '#include "low/edge.h"\n',
+          "high/y.cc": '#include "low/edge.h"\n', "mid/z.cc": '#include "low/edge.h"\n'},
+         ['mid/z.cc:1: mid may not include low/edge.h']),
         ("missing file", "low:\nhigh: low\n", {"low/x.cc": '#include "high/gone.h"\n'},
          ["low/x.cc:1: low may not include (missing file)"]),
         ("loop", "a: b\nb: c\nc: a\n", {}, ["floors table loops: a -> b -> c -> a"]),

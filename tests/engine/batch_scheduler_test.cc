@@ -229,7 +229,7 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   BatchScheduler scheduler(model.get(), {});
   // Positions [0, n) of `other` as pages of `page_size` tokens.
   auto pages_of = [&](int64_t n, int64_t page_size) {
-    return TokensAsPages(other.ReadRow(0, 0, n), page_size);
+    return TokensAsPages(other.ReadRow(0, 0, n).value(), page_size);
   };
 
   Outcome partial;

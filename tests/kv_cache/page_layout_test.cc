@@ -63,6 +63,58 @@ TEST(PageLayoutTest, PagesAndPositionsConvertBothWays) {
   EXPECT_THROW(PagesAsTokens(kv), c10::Error);
 }
 
+TEST(PageRunTest, CountsAndChecksPositions) {
+  const PageLayout l = SmallLayout();  // pages of 4
+  EXPECT_EQ(PageRun::PagesFor(0, 4), 0);
+  EXPECT_EQ(PageRun::PagesFor(8, 4), 2);
+  EXPECT_EQ(PageRun::PagesFor(9, 4), 3);
+  const torch::Tensor staged = RandomPages(l, 3);
+  EXPECT_EQ(PageRun::StagedTokens(staged), 12);
+  EXPECT_TRUE(PageRun::CheckStaged(staged, l, 12).ok());
+  EXPECT_EQ(PageRun::CheckStaged(staged, l, 11).code(), absl::StatusCode::kInvalidArgument);
+  PageLayout other = l;
+  other.n_head = 4;
+  EXPECT_EQ(PageRun::CheckStaged(staged, other, 12).code(), absl::StatusCode::kInvalidArgument);
+  other = l;
+  other.page_size = 6;  // any page size
+  EXPECT_TRUE(PageRun::CheckStaged(staged, other, 12).ok());
+  EXPECT_TRUE(PageRun::CheckTokens(PagesAsTokens(staged), l).ok());
+  EXPECT_EQ(PageRun::CheckTokens(staged, l).code(), absl::StatusCode::kInvalidArgument);
+
+  const std::vector<int32_t> pages{5, 2, 7};
+  const PageRun run(pages, 4, 10);
+  EXPECT_EQ(run.room(), 12);
+  EXPECT_TRUE(run.Fits(3, 12));
+  EXPECT_FALSE(run.Fits(3, 13));
+  std::vector<int64_t> at, offsets, table;
+  run.AppendPositions(3, 6, at, offsets);
+  EXPECT_EQ(at, (std::vector<int64_t>{5, 2, 2}));
+  EXPECT_EQ(offsets, (std::vector<int64_t>{3, 0, 1}));
+  run.AppendPages(4, 9, table);
+  EXPECT_EQ(table, (std::vector<int64_t>{5, 2, 7, 9}));
+}
+
+TEST(PageRunTest, ScatterAndGatherByPosition) {
+  const PageLayout l = SmallLayout();  // pages of 4
+  torch::Tensor pool = torch::zeros(l.shape(8));
+  const std::vector<int32_t> pages{6, 1, 3};
+  const PageRun run(pages, 4, 11);
+  const torch::Tensor kv = torch::randn({2, 2, 3, 9, 5});  // positions 2..10
+  ASSERT_TRUE(run.Write(pool, 2, kv).ok());
+  // Position 5 is page 1's second slot.
+  EXPECT_TRUE(torch::equal(pool[1].select(3, 1), kv.select(3, 3)));
+  absl::StatusOr<torch::Tensor> back = run.Read(pool, 2, 11);
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(torch::equal(*back, kv));
+  // The gather of a staged run's own pages is its positions.
+  const torch::Tensor staged = ReadPages(pool, pages, torch::kCPU).value();
+  EXPECT_TRUE(torch::equal(
+      GatherPositions(pool, torch::tensor({6, 1, 3}, torch::kLong).view({1, 3}), 11).select(0, 0),
+      PagesAsTokens(staged).narrow(3, 0, 11)));
+  EXPECT_EQ(run.Write(pool, 4, kv).code(), absl::StatusCode::kInvalidArgument);  // 4 + 9 > 12
+  EXPECT_EQ(run.Read(pool, 0, 12).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PageLayoutTest, PoolPagesRoundTripThroughStagedRuns) {
   const PageLayout l = SmallLayout();
   torch::Tensor pool = RandomPages(l, 6);
