@@ -3,9 +3,12 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <functional>
@@ -27,7 +30,7 @@ constexpr int64_t kMaxIndexBytes = int64_t{1} << 30;
 constexpr int64_t kStagedPages = 32;
 
 // The header's fixed part, as written; the fingerprint's bytes and the
-// header's CRC-32 (of this and the fingerprint) follow it.
+// header's CRC-32C (of this and the fingerprint) follow it.
 struct FixedHeader {
   char magic[8];
   uint32_t version;
@@ -43,9 +46,40 @@ struct FixedHeader {
 };
 static_assert(sizeof(FixedHeader) == 104, "FixedHeader must have no padding");
 
-uint32_t Crc(uint32_t crc, const void* data, size_t n) {
-  return static_cast<uint32_t>(crc32_z(crc, static_cast<const Bytef*>(data), n));
+// CRC-32C a byte at a time from a table: where the CPU has no instruction.
+uint32_t Crc32cPortable(uint32_t crc, const unsigned char* p, size_t n) {
+  static const std::array<uint32_t, 256> table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  crc = ~crc;
+  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+  return ~crc;
 }
+
+#if defined(__x86_64__)
+// CRC-32C with SSE 4.2's crc32 instruction, 8 bytes at a time (about 20x the
+// table's speed: what makes a snapshot's save and load run at disk speed).
+__attribute__((target("sse4.2"))) uint32_t Crc32cSse42(uint32_t crc, const unsigned char* p,
+                                                       size_t n) {
+  uint64_t c = ~crc;
+  for (; n >= 8; p += 8, n -= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, 8);
+    c = _mm_crc32_u64(c, word);
+  }
+  uint32_t c32 = static_cast<uint32_t>(c);
+  for (; n > 0; ++p, --n) c32 = _mm_crc32_u8(c32, *p);
+  return ~c32;
+}
+#endif
+
+uint32_t Crc(uint32_t crc, const void* data, size_t n) { return Crc32c(crc, data, n); }
 
 absl::Status ErrnoError(absl::string_view what, const std::string& path) {
   const int err = errno;
@@ -493,6 +527,15 @@ absl::Status LoadInto(PrefixCache* cache, File& file, int64_t file_bytes,
 }
 
 }  // namespace
+
+uint32_t Crc32c(uint32_t crc, const void* data, size_t n) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+#if defined(__x86_64__)
+  static const bool sse42 = __builtin_cpu_supports("sse4.2");
+  if (sse42) return Crc32cSse42(crc, p, n);
+#endif
+  return Crc32cPortable(crc, p, n);
+}
 
 absl::StatusOr<SnapshotStats> SaveSnapshot(const PrefixCache& cache, const std::string& path,
                                            absl::string_view model_fingerprint) {

@@ -13,10 +13,10 @@
 //   header  "NSKVSNAP", the version, the model fingerprint (an opaque string
 //           naming the weights the K/V came from), the page layout (sizes,
 //           dtype, bytes per page), the counts and sizes of the sections
-//           below, the index's CRC-32, and the header's own CRC-32;
+//           below, the index's CRC-32C, and the header's own CRC-32C;
 //   index   per path, oldest first: its namespace, its tokens, its pages as
 //           indices into the page section (paths that share a prefix share
-//           those indices); then one CRC-32 per page;
+//           those indices); then one CRC-32C per page;
 //   pages   page after page, in the layout of page_layout.h.
 // Every size is bounded before anything is allocated from it, and the file's
 // length must be exactly what the header says.
@@ -28,6 +28,7 @@
 #ifndef NANOSERVE_KV_CACHE_SNAPSHOT_H_
 #define NANOSERVE_KV_CACHE_SNAPSHOT_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -76,6 +77,11 @@ absl::StatusOr<SnapshotStats> SaveSnapshot(const PrefixCache& cache, const std::
 //                        header, index or a page fails its CRC or bounds.
 absl::StatusOr<SnapshotStats> LoadSnapshot(PrefixCache* cache, const std::string& path,
                                            absl::string_view model_fingerprint);
+
+// CRC-32C (Castagnoli) of `n` bytes, continuing `crc` (0 to start): the
+// snapshot's checksums. SSE 4.2's instruction where the CPU has it, a table
+// elsewhere; the same values either way.
+uint32_t Crc32c(uint32_t crc, const void* data, size_t n);
 
 }  // namespace nanoserve
 

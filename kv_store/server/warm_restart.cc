@@ -1,10 +1,8 @@
 #include "kv_store/server/warm_restart.h"
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/time/time.h"
 
@@ -21,9 +19,11 @@ double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
 SnapshotStats LoadAtStart(PrefixCache* cache, const WarmRestartOptions& options) {
   const char* name = options.log_name.c_str();
-  if (mkdir(options.snapshot_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+  std::error_code error;
+  std::filesystem::create_directories(options.snapshot_dir, error);
+  if (error) {
     std::fprintf(stderr, "%s: cold start: cannot create --snapshot_dir %s: %s\n", name,
-                 options.snapshot_dir.c_str(), std::strerror(errno));
+                 options.snapshot_dir.c_str(), error.message().c_str());
     return {};
   }
   const std::string path = SnapshotPath(options);

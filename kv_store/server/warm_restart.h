@@ -18,7 +18,8 @@
 namespace nanoserve {
 
 struct WarmRestartOptions {
-  // Where the snapshot lives (created if missing, one level); empty: off.
+  // Where the snapshot lives (created with its parents if missing); empty:
+  // off.
   std::string snapshot_dir;
   // The model the cached K/V come from (engine/model_fingerprint.h); a
   // snapshot of another is not loaded.

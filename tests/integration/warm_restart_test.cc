@@ -96,6 +96,16 @@ class WarmRestartTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
+  // The store's Stats once our channel has reconnected to the new store.
+  absl::StatusOr<v1::StatsResponse> StoreStats() {
+    absl::StatusOr<v1::StatsResponse> stats = store_->Stats();
+    for (int i = 0; i < 50 && !stats.ok(); ++i) {
+      absl::SleepFor(absl::Milliseconds(200));
+      stats = store_->Stats();
+    }
+    return stats;
+  }
+
   // Generates until the services use the store again (no fallback); each
   // try a new prompt starting with `prefix`. The last outcome.
   GenerateOutcome GenerateThroughTheStore(const std::vector<int>& prefix) {
@@ -134,7 +144,7 @@ TEST_F(WarmRestartTest, ARestartedStoreKeepsAPrefixHit) {
   EXPECT_TRUE(absl::StrContains(log, "cold start")) << log;  // the first start
   EXPECT_TRUE(absl::StrContains(log, "snapshot saved")) << log;
   EXPECT_TRUE(absl::StrContains(log, "warm start")) << log;
-  auto after = store_->Stats();
+  auto after = StoreStats();
   ASSERT_TRUE(after.ok()) << after.status();
   EXPECT_EQ(after->pages_cached(), before.pages_cached());
   EXPECT_EQ(after->lookups(), 0);  // a new process: the pages came from the file
@@ -156,7 +166,7 @@ TEST_F(WarmRestartTest, ACorruptSnapshotStartsTheStoreCold) {
     ASSERT_EQ(truncate(snapshot.c_str(), 200), 0);  // torn, as a bad disk would
   });
   EXPECT_TRUE(absl::StrContains(log, "cold start: " + snapshot + ": DATA_LOSS")) << log;
-  auto stats = store_->Stats();
+  auto stats = StoreStats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->pages_cached(), 0);
   GenerateThroughTheStore(prompt);  // it serves, with the offline engine's tokens

@@ -245,5 +245,20 @@ TEST_F(SnapshotTest, ASaveThatCannotBeWrittenFailsAndKeepsThePreviousSnapshot) {
   EXPECT_EQ(access((path_ + ".tmp").c_str(), F_OK), -1);
 }
 
+// The standard check value, on whichever path this CPU takes, and chained
+// calls equal one call.
+TEST(Crc32cTest, MatchesTheCheckValueAndChains) {
+  const std::string digits = "123456789";
+  EXPECT_EQ(Crc32c(0, digits.data(), digits.size()), 0xe3069283u);
+  std::string bytes(1000, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 + 3);
+  const uint32_t whole = Crc32c(0, bytes.data(), bytes.size());
+  for (size_t cut : {0, 1, 7, 8, 9, 500, 999}) {
+    EXPECT_EQ(Crc32c(Crc32c(0, bytes.data(), cut), bytes.data() + cut, bytes.size() - cut), whole)
+        << cut;
+  }
+  EXPECT_NE(Crc32c(0, bytes.data(), bytes.size() - 1), whole);
+}
+
 }  // namespace
 }  // namespace nanoserve
