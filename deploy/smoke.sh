@@ -10,13 +10,19 @@
 #      (the compose healthchecks), streams a generation through decode from the
 #      host, checks that a second prompt sharing the first one's prefix hits the
 #      store across containers (decode -> prefill -> store over the network),
-#      reads the store's stats from a fourth container, stops them
+#      reads the store's stats from a fourth container; restarts the store
+#      (warm: the second prompt is still a hit; on a new address when podman
+#      gives the new container one, and how long the clients take to find it);
+#      stops decode during a long HTTP stream (`podman stop`: the stream ends
+#      with an error event then [DONE], never silently); stops them
 #   4. Kubernetes: renders overlays/cpu, plays it with `podman kube play` (two
 #      prefill pods, two decode pods, the checkpoint in the PVC's volume),
 #      streams generations through both decode pods and checks that both
 #      prefill pods served calls (client-side round robin), tears it down
 #   5. deploy/netns_check.sh with the image's binaries: the three services in
 #      separate network namespaces joined by veth pairs (no containers)
+# Exits 77 (skipped), saying why, where podman cannot run a container here (no
+# user namespaces, no cgroups in a container...): steps 2-4 need it.
 # Prints a summary (times, sizes) at the end and keeps logs in $SMOKE_OUT
 # (default /var/tmp/nanoserve-smoke). Needs root. Heavy steps run under
 # `nice -n ${NICE:-15}`; the first image build compiles the project (~30 min
@@ -35,6 +41,7 @@ NET=${PROJECT}_nanoserve            # podman-compose names it <project>_<network
 KUBE_NET=nanoserve-kube
 DECODE_PORT=${SMOKE_DECODE_PORT:-15053}   # host ports, away from a developer's 50053
 METRICS_PORT=${SMOKE_METRICS_PORT:-15153}
+HTTP_PORT=${SMOKE_HTTP_PORT:-15080}
 SERVE_PORT=${SMOKE_SERVE_PORT:-15054}
 rm -rf "$OUT" && mkdir -p "$OUT"
 SUMMARY=$OUT/summary.txt
@@ -57,13 +64,14 @@ print(d)' "$@"
 }
 compose() {
   MODELS_DIR="$OUT/models" MODEL=models/gpt2 DECODE_PORT=$DECODE_PORT METRICS_PORT=$METRICS_PORT \
-    NANOSERVE_IMAGE=$IMAGE podman-compose -p "$PROJECT" -f deploy/compose.yaml "$@"
+    HTTP_PORT=$HTTP_PORT NANOSERVE_IMAGE=$IMAGE podman-compose -p "$PROJECT" -f deploy/compose.yaml "$@"
 }
 cleanup() {
   set +e
   podman rm -f -t 0 nanoserve-smoke-serve nanoserve-smoke-standin >/dev/null 2>&1
   compose down >/dev/null 2>&1
   podman network rm -f "$NET" >/dev/null 2>&1
+  podman volume rm -f "${PROJECT}_kv-snapshots" >/dev/null 2>&1
   for f in "$OUT/kube/decode.yaml" "$OUT/kube/backends.yaml"; do
     [ -f "$f" ] && podman kube play --down "$f" >/dev/null 2>&1
   done
@@ -76,6 +84,10 @@ cleanup
 # --- 1. the host ---------------------------------------------------------------
 deploy/host_setup.sh
 scripts/fetch_vocab.sh
+if ! podman run --rm "$BASE_IMAGE" true >"$OUT/podman-check.log" 2>&1; then
+  say "SKIP: podman cannot run a container on this host ($(tail -1 "$OUT/podman-check.log")): the image, compose (the drain across podman stop, the store's warm restart) and kube play steps need one"
+  exit 77
+fi
 note "host: $(. /etc/os-release; echo "$PRETTY_NAME"), $(nproc) cores, $(podman --version), $(podman-compose version 2>/dev/null | grep -m1 -o 'podman-compose version.*' || echo podman-compose)"
 
 # --- 2. the image ---------------------------------------------------------------
@@ -181,12 +193,56 @@ net_client "$NET" stats --target=kv-store:50051 >"$OUT/compose-stats.json" || fa
 note "compose: store stats from a 4th container on $NET: $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print({k: v for k, v in d.items() if "hit" in k or "pages" in k or "lookup" in k})' "$OUT/compose-stats.json")"
 metrics=$(curl -sf "http://127.0.0.1:$METRICS_PORT/metrics") || fail "compose: decode metrics not published"
 grep -q '^nanoserve_decode_requests_total' <<<"$metrics" || fail "compose: no decode request counter in /metrics"
+
+# The store restarts warm, maybe on a new address: a graceful stop saves its
+# cache to the volume kv-snapshots, a new container loads it; the clients
+# (prefill, decode) find it by name again.
+store_ip() { podman inspect "${CTR[kv-store]}" --format "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}"; }
+old_ip=$(store_ip)
+podman stop "${CTR[kv-store]}" >/dev/null      # SIGTERM; podman's 10 s stop timeout
+podman logs "${CTR[kv-store]}" >"$OUT/compose-kv-store-1.log" 2>&1
+grep -q 'snapshot saved' "$OUT/compose-kv-store-1.log" || { tail "$OUT/compose-kv-store-1.log"; fail "compose: the store saved no snapshot on stop"; }
 t0=$(now)
-podman stop -t 30 "${CTR[decode]}" >/dev/null
+compose up -d --force-recreate --no-deps kv-store >"$OUT/compose-recreate.log" 2>&1 || fail "compose: recreating the store"
+new_ip=$(store_ip)
+net_client "$NET" health --target=kv-store:50051 --timeout_s=60 >/dev/null || fail "compose: the new store is not serving"
+podman logs "${CTR[kv-store]}" >"$OUT/compose-kv-store-2.log" 2>&1
+grep -q 'warm start' "$OUT/compose-kv-store-2.log" || { tail "$OUT/compose-kv-store-2.log"; fail "compose: the new store did not start warm"; }
+c3=0
+for i in $(seq 40); do   # until decode and prefill use the new store (no fallback)
+  host_client generate --target="127.0.0.1:$DECODE_PORT" --prompt "$PROMPT comes back ($i)." \
+    --max_new_tokens 4 --json >"$OUT/compose-3.json" || fail "compose: generate after the store's restart"
+  [ -z "$(json_field "$OUT/compose-3.json" finished fallback_reason)" ] && { c3=$(json_field "$OUT/compose-3.json" finished usage cached_prompt_tokens); break; }
+  sleep 0.5
+done
+((c3 >= 32)) || fail "compose: after the store's restart the shared prefix was not a hit ($c3 cached tokens)"
+where="the same address $new_ip (podman kept it: the new-address case not exercised)"
+[ "$old_ip" != "$new_ip" ] && where="a new address ($old_ip -> $new_ip)"
+note "compose: store restarted warm on $where: $(grep -o 'warm start: .*' "$OUT/compose-kv-store-2.log"); the clients used it $(since "$t0") s after the recreate began, $c3 prompt tokens cached"
+
+# Drain across `podman stop`: a stream longer than decode's grace
+# (--shutdown_grace_s=8 in compose; podman SIGKILLs after 10 s) ends with an
+# SSE error event (server_error, "retry") then [DONE], never a silent cut.
+curl -sN --max-time 120 "http://127.0.0.1:$HTTP_PORT/v1/completions" -H 'Content-Type: application/json' \
+  -d '{"model": "models/gpt2", "prompt": "The drain", "max_tokens": 1000, "temperature": 0, "ignore_eos": true, "stream": true}' \
+  >"$OUT/compose-drain.sse" 2>"$OUT/compose-drain.err" &
+curl_pid=$!
+for _ in $(seq 300); do grep -q '^data: {' "$OUT/compose-drain.sse" && break; sleep 0.1; done
+grep -q '^data: {' "$OUT/compose-drain.sse" || fail "compose: the long HTTP stream did not start"
+t0=$(now)
+podman stop "${CTR[decode]}" >/dev/null        # podman's default: SIGTERM, SIGKILL at 10 s
+stop_s=$(since "$t0")
+wait "$curl_pid" || true
 code=$(podman inspect "${CTR[decode]}" --format '{{.State.ExitCode}}')
 podman logs "${CTR[decode]}" >"$OUT/compose-decode.log" 2>&1
-note "compose: decode SIGTERM -> exit $code in $(since "$t0") s ($(grep -o 'stopped in [0-9]* ms' "$OUT/compose-decode.log" | tail -1))"
+tokens=$(grep -c '"text"' "$OUT/compose-drain.sse" || true)
+[ "$(grep '^data: ' "$OUT/compose-drain.sse" | tail -1)" = "data: [DONE]" ] \
+  || { tail -3 "$OUT/compose-drain.sse"; fail "compose: the stream across podman stop was cut silently (no [DONE]) after $tokens events"; }
+last=$(grep '^data: {' "$OUT/compose-drain.sse" | tail -1)
+grep -q '"server_error"' <<<"$last" && grep -q 'retry' <<<"$last" \
+  || fail "compose: the stream cut by the drain did not end with a server_error event saying to retry: $last"
 [ "$code" = 0 ] || fail "compose: decode exit code $code"
+note "compose: podman stop of decode during a 1000-token HTTP stream: $tokens events, then an error event (server_error, retry) and [DONE]; decode exit $code in $stop_s s ($(grep -o 'stopped in [0-9]* ms' "$OUT/compose-decode.log" | tail -1))"
 compose down >"$OUT/compose-down.log" 2>&1 || fail "compose down"
 # The GPU and TLS overrides cannot run here (no GPU; main's binaries have no TLS
 # flags): check that they merge into the commands they are meant to give.

@@ -302,15 +302,22 @@ PrefixCacheStats PrefixCache::Stats() const {
 
 std::vector<CachedPath> PrefixCache::DumpPaths() const {
   absl::MutexLock lock(&mu_);
-  std::vector<CachedPath> paths;
+  std::vector<const Tree::Node*> leaves;
   tree_.ForEachNode([&](const Tree::Node& node) {
-    if (!node.is_leaf()) return;
-    CachedPath path;
-    path.cache_salt = Tree::NamespaceOf(&node);
-    path.tokens = Tree::PathTokens(&node);
-    Tree::AppendPathValues(&node, &path.pages);
-    paths.push_back(std::move(path));
+    if (node.is_leaf()) leaves.push_back(&node);
   });
+  std::stable_sort(leaves.begin(), leaves.end(), [](const Tree::Node* a, const Tree::Node* b) {
+    return a->last_access() < b->last_access();
+  });
+  std::vector<CachedPath> paths;
+  paths.reserve(leaves.size());
+  for (const Tree::Node* leaf : leaves) {
+    CachedPath path;
+    path.cache_salt = Tree::NamespaceOf(leaf);
+    path.tokens = Tree::PathTokens(leaf);
+    Tree::AppendPathValues(leaf, &path.pages);
+    paths.push_back(std::move(path));
+  }
   return paths;
 }
 

@@ -219,7 +219,9 @@ class PrefixCache {
 
   PrefixCacheStats Stats() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Every root-to-leaf path with its pages (O(tree size); for debugging).
+  // Every root-to-leaf path with its pages, least recently used first (by
+  // the last Match or Insert that reached its leaf). O(tree size); for
+  // snapshots (kv_cache/snapshot.h), debugging and tests.
   std::vector<CachedPath> DumpPaths() const ABSL_LOCKS_EXCLUDED(mu_);
 
   // Verifies the invariants in the file comment, the tree's and the pool's;

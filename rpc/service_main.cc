@@ -40,7 +40,8 @@ ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
           "./models/gpt2, else random:gpt2 (the KV store reads only its shape)");
 ABSL_FLAG(uint64_t, seed, 0,
-          "seed of random weights, the same for prefill and decode (the KV store does not use it)");
+          "seed of random weights, the same for prefill and decode (the KV store names the "
+          "model of its --snapshot_dir with it)");
 ABSL_FLAG(std::string, device, "cpu", "cpu or cuda (the KV store's page pool lives there)");
 ABSL_FLAG(std::string, dtype, "fp32",
           "fp32, bf16 or fp16 (the KV store's must match the engines')");

@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/sanitize.sh
 scripts/fuzz.sh "${FUZZ_SECONDS:-600}"
-deploy/smoke.sh
+# 77: podman cannot run containers on this host (smoke.sh says why): skipped.
+deploy/smoke.sh || { rc=$?; [ "$rc" = 77 ] || exit "$rc"; }

@@ -5,16 +5,19 @@
 #include <utility>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_split.h"
 #include "base/flag_range.h"
 #include "engine/kv_cache.h"
+#include "engine/model_fingerprint.h"
 #include "kv_cache/prefix_cache.h"
 #include "kv_cache/shared_memory.h"
 #include "kv_store/server/kv_store_handler.h"
 #include "kv_store/server/kv_store_service.h"
 #include "kv_store/server/lease_reaper.h"
+#include "kv_store/server/warm_restart.h"
 #include "rpc/service_main.h"
 
 NANOSERVE_FLAG_IN_RANGE(page_size, 16, 1, 4096, "tokens per page");
@@ -34,6 +37,12 @@ NANOSERVE_FLAG_IN_RANGE(reservation_ttl_s, 30, 1, 3600,
 ABSL_FLAG(std::string, writer_identities, "prefill",
           "with TLS: comma list of certificate names (common or DNS alternative names) that "
           "may Put; everyone else gets PERMISSION_DENIED. Without TLS everyone may write");
+ABSL_FLAG(std::string, snapshot_dir, "",
+          "warm restarts: on a graceful stop (SIGTERM) save the cached prefixes and their pages "
+          "to a file here, and at start load it when the model (--model, --seed) and the page "
+          "layout match; anything else starts cold, with a log line. Empty: off");
+// The seed of random weights names the model whose K/V a snapshot holds.
+ABSL_DECLARE_FLAG(uint64_t, seed);
 
 namespace nanoserve {
 namespace {
@@ -57,6 +66,23 @@ absl::StatusOr<std::vector<std::string>> WriterIdentitiesFromFlags() {
     return absl::InvalidArgumentError("--writer_identities is empty: name who may write");
   }
   return writers;
+}
+
+// --snapshot_dir, and the fingerprint of --model and --seed when it is set;
+// snapshots off (with a log line) when the model's files cannot be read.
+WarmRestartOptions WarmRestartFromFlags() {
+  WarmRestartOptions warm;
+  warm.snapshot_dir = absl::GetFlag(FLAGS_snapshot_dir);
+  if (warm.snapshot_dir.empty()) return warm;
+  auto fingerprint = ModelFingerprint(ModelSpecFromFlags(), absl::GetFlag(FLAGS_seed));
+  if (!fingerprint.ok()) {
+    std::fprintf(stderr, "nanoserve-kv-store: snapshots off: %s\n",
+                 fingerprint.status().ToString().c_str());
+    warm.snapshot_dir.clear();
+    return warm;
+  }
+  warm.model_fingerprint = *std::move(fingerprint);
+  return warm;
 }
 
 int Run() {
@@ -100,10 +126,14 @@ int Run() {
   handler_options.epoch = cache_options.pool.epoch;
   handler_options.pool_identities = NameList(absl::GetFlag(FLAGS_pool_identities));
   handler_options.reservation_ttl = absl::Seconds(absl::GetFlag(FLAGS_reservation_ttl_s));
+  const WarmRestartOptions warm = WarmRestartFromFlags();
+  if (!warm.snapshot_dir.empty()) LoadAtStart(cache->get(), warm);
   KvStoreHandler handler(cache->get(), handler_options, &metrics);
   KvStoreService service(&handler);
   LeaseReaper reaper(&handler, std::min(cache_options.lease_ttl, handler_options.reservation_ttl));
   absl::Status served = ServeUntilSignal(ServerOptionsFromFlags(), {&service}, &metrics);
+  // Served and stopped: nothing writes the pool now.
+  if (served.ok() && !warm.snapshot_dir.empty()) SaveAtStop(**cache, warm).IgnoreError();
   return served.ok() ? 0 : ServiceError(served);
 }
 
