@@ -482,5 +482,33 @@ TEST_F(FrontDoorTest, ReflectionListsAndCallsEveryService) {
   EXPECT_EQ(out["output_ids"].get<std::vector<int>>(), grpc->output_ids);
 }
 
+// The command line is a table of commands (cli/command_table.h): --help
+// lists each, an unknown one is refused (exit 2) naming them all, and the
+// commands read their own flags, spelled with dashes too.
+TEST_F(FrontDoorTest, TheCommandLineRunsItsTableOfCommands) {
+  const std::string nanoserve = absl::StrCat(NANOSERVE_BIN_DIR, "/nanoserve");
+  const ToolRun unknown = Run(nanoserve + " frobnicate");
+  EXPECT_EQ(unknown.code, 2);
+  const ToolRun help = Run(nanoserve + " --help");
+  for (const char* name : {"tokenize", "detokenize", "generate", "bench", "export-hf", "stats",
+                           "health", "serve", "bench-services", "bench-decode", "load"}) {
+    EXPECT_TRUE(absl::StrContains(unknown.err, name)) << name << ": " << unknown.err;
+    EXPECT_TRUE(absl::StrContains(help.out + help.err, absl::StrCat("  ", name, " "))) << name;
+  }
+  const ToolRun tokenized = Run(nanoserve + " tokenize --text 'Hello world'");
+  EXPECT_EQ(tokenized.code, 0) << tokenized.err;
+  EXPECT_EQ(tokenized.out, "[15496,995]\n");
+  const ToolRun detokenized = Run(nanoserve + " detokenize --ids 15496,995");
+  EXPECT_EQ(detokenized.code, 0) << detokenized.err;
+  EXPECT_EQ(detokenized.out, "Hello world\n");
+  const ToolRun health = Run(absl::StrCat(
+      nanoserve, " health --target ", stack_->target(ServiceStack::kDecode), " --timeout-s 30"));
+  EXPECT_EQ(health.code, 0) << health.err;
+  const ToolRun stats =
+      Run(absl::StrCat(nanoserve, " stats --target ", stack_->target(ServiceStack::kKvStore)));
+  EXPECT_EQ(stats.code, 0) << stats.err;
+  EXPECT_TRUE(absl::StrContains(stats.out, "\"pages_total\"")) << stats.out;
+}
+
 }  // namespace
 }  // namespace nanoserve
