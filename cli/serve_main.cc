@@ -3,7 +3,6 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/str_cat.h"
 #include "cli/cli_flags.h"
 #include "cli/command_table.h"
 #include "cli/generate_main.h"
@@ -34,12 +33,15 @@ ServiceStackOptions ServiceStackOptionsFromFlags(const GenerateCommandOptions& o
   stack.model.device = o.device;
   stack.model.dtype = o.dtype;
   stack.model.attention = o.attention;
-  stack.page_size = o.page_size;
-  stack.pool_mb = absl::GetFlag(FLAGS_pool_mb);
-  stack.max_batch = absl::GetFlag(FLAGS_max_batch);
-  const std::string transport = absl::StrCat("--kv_transport=", absl::GetFlag(FLAGS_kv_transport));
-  stack.prefill_flags.push_back(transport);
-  stack.decode_flags.push_back(transport);
+  stack.kv_store.page_size = o.page_size;
+  stack.kv_store.pool_mb = absl::GetFlag(FLAGS_pool_mb);
+  stack.prefill.prefill_chunk = o.generate.prefill_chunk;
+  stack.prefill.store.kv_transport = absl::GetFlag(FLAGS_kv_transport);
+  stack.decode.store.kv_transport = absl::GetFlag(FLAGS_kv_transport);
+  stack.decode.kv_page_size = o.page_size;
+  stack.decode.max_batch = absl::GetFlag(FLAGS_max_batch);
+  stack.decode.prefill_chunk = o.generate.prefill_chunk;
+  stack.decode.decode_step = absl::GetFlag(FLAGS_decode_step);
   return stack;
 }
 

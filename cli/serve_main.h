@@ -13,7 +13,8 @@ namespace nanoserve {
 // The stack `generate`'s flags in `o` and --work_dir, --pool_mb, --max_batch,
 // --kv_transport describe, beside this binary: every service gets o's model
 // flags; the KV store --page_size and --pool_mb; prefill and decode
-// --kv_transport; decode --max_batch.
+// --kv_transport and --prefill_chunk; decode --page_size (as
+// --kv_page_size), --max_batch and --decode_step.
 ServiceStackOptions ServiceStackOptionsFromFlags(const GenerateCommandOptions& o);
 
 }  // namespace nanoserve

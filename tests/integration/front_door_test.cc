@@ -119,8 +119,8 @@ class FrontDoorTest : public ::testing::Test {
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = *dir_;
     o.model.spec = model_dir;
-    o.page_size = 8;
-    o.pool_mb = 16;
+    o.kv_store.page_size = 8;
+    o.kv_store.pool_mb = 16;
     o.decode_flags = {"--served_model_name=tiny", "--workers=16"};
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();
