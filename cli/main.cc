@@ -7,6 +7,9 @@
 
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
 #include "cli/cli_flags.h"
 #include "cli/command_table.h"
 #include "cli/flag_names.h"
@@ -15,6 +18,12 @@
 int main(int argc, char** argv) {
   nanoserve::KeepFreedHostMemoryForReuse();
   absl::SetProgramUsageMessage(nanoserve::CommandsUsage());
+  // --help lists the commands' flags (those of cli/), not Abseil's own.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "cli/");
+  };
+  absl::SetFlagsUsageConfig(usage);
   // --flag-name works as --flag_name.
   std::vector<std::string> spelled = nanoserve::NormalizeFlagNames(argc, argv);
   std::vector<char*> normalized;

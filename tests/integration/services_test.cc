@@ -332,7 +332,7 @@ TEST(ServiceFlagsTest, ServiceStackGivesEveryFlagABinaryLists) {
     std::ifstream in(log);
     std::set<std::string> listed;
     for (std::string line; std::getline(in, line);) {
-      static const std::regex kFlagLine(R"(^\s+--([a-z0-9_]+) \()");
+      static const std::regex kFlagLine(R"(^    --([a-z0-9_]+) \()");  // not a wrapped line
       std::smatch match;
       if (std::regex_search(line, match, kFlagLine)) listed.insert(match[1]);
     }
