@@ -165,7 +165,7 @@ int RunBenchServices(const BenchServicesOptions& o) {
   const Gpt2Model& model = *loaded->model;
   const int64_t vocab = std::min<int64_t>(model.config().vocab_size, 50256);
   ServiceStackOptions stack_options = o.stack;
-  stack_options.kv_store_flags.push_back("--chunk_kb=4096");  // lets Fetch alone try 4 MiB
+  stack_options.kv_store.chunk_kb = 4096;  // lets Fetch alone try 4 MiB
   auto stack = ServiceStack::Start(stack_options);
   if (!stack.ok()) return Fail(stack.status());
   auto decode = v1::Decode::NewStub(MakeChannel((*stack)->target(ServiceStack::kDecode), 8 << 20));

@@ -1,6 +1,7 @@
 // `nanoserve bench` (the Parts A-C experiments; see bench/runner.h) and
 // `nanoserve export-hf` (writes a model's weights as an HF checkpoint for the
-// peer, bench/hf_peer.py). Flags live in main.cc; lists arrive as strings.
+// peer, bench/hf_peer.py). Flags live in cli/bench_main.cc and
+// cli/export_hf_main.cc; lists arrive as strings.
 #ifndef NANOSERVE_CLI_BENCH_COMMAND_H_
 #define NANOSERVE_CLI_BENCH_COMMAND_H_
 

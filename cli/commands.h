@@ -1,6 +1,6 @@
 // The nanoserve command line's subcommands, as functions of option structs
-// (flags live in main.cc). Each returns the process exit code and prints one
-// clear line on error.
+// (flags live in cli/<command>_main.cc). Each returns the process exit code
+// and prints one clear line on error.
 #ifndef NANOSERVE_CLI_COMMANDS_H_
 #define NANOSERVE_CLI_COMMANDS_H_
 

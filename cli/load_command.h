@@ -1,6 +1,6 @@
 // `nanoserve load`: the load generator (bench/load_sweep.h) against a
 // running decode service, over gRPC or its OpenAI-compatible HTTP API.
-// Flags live in main.cc; lists and lengths arrive as strings.
+// Flags live in cli/load_main.cc; lists and lengths arrive as strings.
 #ifndef NANOSERVE_CLI_LOAD_COMMAND_H_
 #define NANOSERVE_CLI_LOAD_COMMAND_H_
 

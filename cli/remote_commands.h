@@ -1,6 +1,6 @@
 // The `nanoserve` subcommands that talk to the services: generate --target,
 // stats and serve (bench-services is bench/services_bench.h). Flags live in
-// main.cc.
+// cli/<command>_main.cc.
 #ifndef NANOSERVE_CLI_REMOTE_COMMANDS_H_
 #define NANOSERVE_CLI_REMOTE_COMMANDS_H_
 
@@ -16,7 +16,7 @@
 namespace nanoserve {
 
 // Streams from the decode service at `target`, over `credentials`
-// (rpc/tls.h; null: plaintext): text as it arrives, then a summary on
+// (base/tls.h; null: plaintext): text as it arrives, then a summary on
 // stderr (or one JSON object with --json). One prompt.
 int RunRemoteGenerate(const GenerateCommandOptions& options, const std::string& target,
                       absl::Duration timeout,

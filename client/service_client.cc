@@ -118,45 +118,45 @@ std::string ServiceStack::log_path(Which which) const {
   return absl::StrCat(options_.work_dir, "/", kBinary[which], ".log");
 }
 
-std::vector<std::string> ModelFlags(const ServiceModel& model) {
-  return {absl::StrCat("--model=", model.spec), absl::StrCat("--seed=", model.seed),
-          absl::StrCat("--device=", model.device), absl::StrCat("--dtype=", model.dtype),
-          absl::StrCat("--attention=", model.attention)};
+ServiceStackOptions::ServiceStackOptions() {
+  model.spec = "random:gpt2";
+  kv_store.pool_mb = 512;
 }
 
 std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack::Which which,
                                      const std::array<int, 3>& ports) {
   auto target = [&](ServiceStack::Which peer) { return absl::StrCat("127.0.0.1:", ports[peer]); };
-  std::vector<std::string> argv = {
-      absl::StrCat(o.bin_dir, "/", kBinary[which]),
-      // Its peers reach it on loopback; $NANOSERVE_LISTEN_HOST (the image's
-      // 0.0.0.0) opens it to others too, as `nanoserve serve` in a container.
-      absl::StrCat("--listen=", DefaultListenHost(), ":", ports[which]),
-      absl::StrCat("--metrics_listen=", o.metrics ? "127.0.0.1:0" : ""),
-      absl::StrCat("--port_file=", PortFile(o.work_dir, which))};
-  const std::vector<std::string> model = ModelFlags(o.model);
-  argv.insert(argv.end(), model.begin(), model.end());
+  auto set_service = [&](ServiceOptions* service) {
+    // Its peers reach it on loopback; $NANOSERVE_LISTEN_HOST (the image's
+    // 0.0.0.0) opens it to others too, as `nanoserve serve` in a container.
+    service->listen = absl::StrCat(DefaultListenHost(), ":", ports[which]);
+    service->metrics_listen = o.metrics ? "127.0.0.1:0" : "";
+    service->port_file = PortFile(o.work_dir, which);
+    service->model = o.model;
+  };
+  std::vector<std::string> argv = {absl::StrCat(o.bin_dir, "/", kBinary[which])};
   const std::vector<std::string>* extra = nullptr;
   if (which == ServiceStack::kKvStore) {
-    argv.push_back(absl::StrCat("--page_size=", o.page_size));
-    argv.push_back(absl::StrCat("--pool_mb=", o.pool_mb));
-    argv.push_back(absl::StrCat("--lease_ttl_s=", o.lease_ttl_s));
+    KvStoreOptions kv_store = o.kv_store;
+    set_service(&kv_store.service);
+    AppendArgv(kv_store.ToArgv(), &argv);
     extra = &o.kv_store_flags;
+  } else if (which == ServiceStack::kPrefill) {
+    PrefillOptions prefill = o.prefill;
+    set_service(&prefill.service);
+    prefill.store.kv_store = target(ServiceStack::kKvStore);
+    AppendArgv(prefill.ToArgv(), &argv);
+    extra = &o.prefill_flags;
   } else {
-    argv.push_back(absl::StrCat("--kv_store=", target(ServiceStack::kKvStore)));
-    if (which == ServiceStack::kPrefill) {
-      extra = &o.prefill_flags;
-    } else {
-      argv.push_back(absl::StrCat("--prefill=", target(ServiceStack::kPrefill)));
-      argv.push_back(absl::StrCat("--max_batch=", o.max_batch));
-      argv.push_back(absl::StrCat("--max_context=", o.max_context));
-      argv.push_back(o.http_port < 0
-                         ? "--http_listen="
-                         : absl::StrCat("--http_listen=", DefaultListenHost(), ":", o.http_port));
-      extra = &o.decode_flags;
-    }
+    DecodeOptions decode = o.decode;
+    set_service(&decode.service);
+    decode.store.kv_store = target(ServiceStack::kKvStore);
+    decode.prefill = target(ServiceStack::kPrefill);
+    decode.http_listen = o.http_port < 0 ? "" : absl::StrCat(DefaultListenHost(), ":", o.http_port);
+    AppendArgv(decode.ToArgv(), &argv);
+    extra = &o.decode_flags;
   }
-  argv.insert(argv.end(), extra->begin(), extra->end());
+  AppendArgv(*extra, &argv);
   return argv;
 }
 

@@ -20,6 +20,10 @@
 #include "absl/time/time.h"
 #include "client/subprocess.h"
 #include "nanoserve/v1/decode.grpc.pb.h"
+#include "options/decode_options.h"
+#include "options/kv_store_options.h"
+#include "options/prefill_options.h"
+#include "options/service_options.h"
 
 namespace nanoserve {
 
@@ -43,22 +47,11 @@ absl::StatusOr<GenerateOutcome> StreamGenerate(
     v1::Decode::StubInterface& stub, const v1::GenerateRequest& request, absl::Duration timeout,
     const std::function<bool(const v1::Token&)>& on_token = nullptr);
 
-// The model every service runs, in the words of the services' flags
-// (rpc/service_main.h): prefill and decode load it, the KV store sizes its
-// pages from its shape.
-struct ServiceModel {
-  std::string spec = "random:gpt2";  // --model: checkpoint dir, .safetensors, random:<preset>
-  uint64_t seed = 0;                 // --seed of random weights
-  std::string device = "cpu";        // --device: cpu or cuda
-  std::string dtype = "fp32";        // --dtype: fp32, bf16 or fp16
-  std::string attention = "naive";   // --attention: naive or fused
-};
-
-// --model, --seed, --device, --dtype and --attention, as every service
-// binary takes them.
-std::vector<std::string> ModelFlags(const ServiceModel& model);
-
 struct ServiceStackOptions {
+  // The model random:gpt2 and the KV store's pool_mb 512; everything else
+  // the binaries' defaults.
+  ServiceStackOptions();
+
   // Directory of nanoserve-kv-store, nanoserve-prefill, nanoserve-decode.
   std::string bin_dir;
   // Where the services write their logs and port files.
@@ -73,15 +66,17 @@ struct ServiceStackOptions {
   // Decode's OpenAI-compatible HTTP API (--http_listen, on the host of
   // --listen): this port, 0 for a free one, -1 for none.
   int http_port = 0;
-  int64_t page_size = 16;
-  int64_t pool_mb = 512;
-  int64_t lease_ttl_s = 60;
-  int64_t max_batch = 16;
-  int64_t max_context = 0;
-  // Extra flags per service, e.g. {"--store_timeout_ms=500"}, or each
+  // Each service's options (options/<service>_options.h), every flag it
+  // takes. ServiceArgv sets what the stack decides (above) over them: the
+  // server's addresses and port file, the model, the addresses of the
+  // services each calls, decode's --http_listen.
+  KvStoreOptions kv_store;
+  PrefillOptions prefill;
+  DecodeOptions decode;
+  // Extra flags per service, after its options' (so they win), e.g. each
   // one's --tls_cert, --tls_key, --tls_ca.
   std::vector<std::string> kv_store_flags, prefill_flags, decode_flags;
-  // What the health checks connect with (rpc/tls.h): a client certificate
+  // What the health checks connect with (base/tls.h): a client certificate
   // when the services take TLS flags; null: plaintext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   absl::Duration start_timeout = absl::Seconds(120);
@@ -126,12 +121,13 @@ class ServiceStack {
 };
 
 // The command line ServiceStack starts `which` with, given every service's
-// gRPC port (by ServiceStack::Which): its binary in options.bin_dir; its
-// --listen on DefaultListenHost() (127.0.0.1 unless $NANOSERVE_LISTEN_HOST);
-// its metrics on 127.0.0.1, a free port (or off); its port file in
-// options.work_dir (<binary>.ports); decode's --http_listen (host as
-// --listen's); the model flags (ModelFlags); the
-// addresses of the services it calls; its own options; then its extra flags.
+// gRPC port (by ServiceStack::Which): its binary in options.bin_dir, then the
+// ToArgv of its options (every flag it takes) with: its --listen on
+// DefaultListenHost() (127.0.0.1 unless $NANOSERVE_LISTEN_HOST); its metrics
+// on 127.0.0.1, a free port (or off); its port file in options.work_dir
+// (<binary>.ports); the model flags of options.model; the addresses of the
+// services it calls (--kv_store, decode's --prefill); decode's --http_listen
+// (host as --listen's); then its extra flags.
 std::vector<std::string> ServiceArgv(const ServiceStackOptions& options, ServiceStack::Which which,
                                      const std::array<int, 3>& ports);
 

@@ -24,11 +24,12 @@ ABSL_FLAG(std::string, metrics_listen, "",
           "kv store 127.0.0.1:9151, prefill 127.0.0.1:9152, decode 127.0.0.1:9153 (host: as "
           "--listen's)");
 ABSL_FLAG(std::string, port_file, "", "write the gRPC and metrics ports here once serving");
-NANOSERVE_FLAG_IN_RANGE(max_message_mb, 8, 1, 2047, "largest gRPC message in MiB");
-NANOSERVE_FLAG_IN_RANGE(shutdown_grace_s, 5, 0, 3600,
+NANOSERVE_FLAG_IN_RANGE(max_message_mb, nanoserve::ServiceOptions().max_message_mb, 1, 2047,
+                        "largest gRPC message in MiB");
+NANOSERVE_FLAG_IN_RANGE(shutdown_grace_s, nanoserve::ServiceOptions().shutdown_grace_s, 0, 3600,
                         "after SIGTERM, seconds that calls in flight (streams) may take to "
                         "finish before they are cancelled");
-// Mutual TLS (rpc/tls.h): all three or none.
+// Mutual TLS (base/tls.h): all three or none.
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain of this service, for its server and its channels to peers; "
           "with --tls_key and --tls_ca (none: plaintext)");
@@ -39,13 +40,16 @@ ABSL_FLAG(std::string, tls_ca, "",
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
           "./models/gpt2, else random:gpt2 (the KV store reads only its shape)");
-ABSL_FLAG(uint64_t, seed, 0,
-          "seed of random weights, the same for prefill and decode (the KV store names the "
-          "model of its --snapshot_dir with it)");
-ABSL_FLAG(std::string, device, "cpu", "cpu or cuda (the KV store's page pool lives there)");
-ABSL_FLAG(std::string, dtype, "fp32",
+ABSL_FLAG(
+    uint64_t, seed, nanoserve::ServiceModel().seed,
+    "seed of random weights, the same for prefill and decode (the KV store names the model of "
+    "its --snapshot_dir with it)");
+ABSL_FLAG(std::string, device, nanoserve::ServiceModel().device,
+          "cpu or cuda (the KV store's page pool lives there)");
+ABSL_FLAG(std::string, dtype, nanoserve::ServiceModel().dtype,
           "fp32, bf16 or fp16 (the KV store's must match the engines')");
-ABSL_FLAG(std::string, attention, "naive", "naive or fused (the KV store does not use it)");
+ABSL_FLAG(std::string, attention, nanoserve::ServiceModel().attention,
+          "naive or fused (the KV store does not use it)");
 
 namespace nanoserve {
 namespace {
@@ -60,11 +64,15 @@ TransportCredentials& Credentials() {
   return *credentials;
 }
 
-// The source files whose flags a service binary takes: its own main.cc and
-// the shared flag files of rpc/ (not Abseil's own flags, e.g. --flagfile).
+// The source files whose flags a service binary takes: its flag files
+// (<service>_flags.cc, kv_store/client/store_client_flags.cc), the shared
+// flags of rpc/service_main.cc, and its main.cc (which should define none:
+// listed so that a flag defined there shows, and
+// tests/integration/services_test.cc finds it). Not Abseil's own flags, e.g.
+// --flagfile.
 bool IsServiceFlagFile(absl::string_view file) {
-  return absl::EndsWith(file, "/main.cc") || absl::EndsWith(file, "rpc/service_main.cc") ||
-         absl::EndsWith(file, "rpc/store_client_flags.cc");
+  return absl::EndsWith(file, "_flags.cc") || absl::EndsWith(file, "rpc/service_main.cc") ||
+         absl::EndsWith(file, "/main.cc");
 }
 
 // --help shows paths relative to the source tree.
@@ -86,9 +94,10 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
   usage.contains_helpshort_flags = IsServiceFlagFile;
   usage.normalize_filename = RelativeToSourceTree;
   absl::SetFlagsUsageConfig(usage);
-  absl::SetFlag(&FLAGS_listen, WithDefaultListenHost(info.listen));
-  absl::SetFlag(&FLAGS_metrics_listen, WithDefaultListenHost(info.metrics_listen));
-  if (!info.model.empty()) absl::SetFlag(&FLAGS_model, info.model);
+  const ServiceOptions defaults(info);
+  absl::SetFlag(&FLAGS_listen, defaults.listen);
+  absl::SetFlag(&FLAGS_metrics_listen, defaults.metrics_listen);
+  if (!defaults.model.spec.empty()) absl::SetFlag(&FLAGS_model, defaults.model.spec);
   absl::ParseCommandLine(argc, argv);
   if (absl::Status bad = CheckFlagRanges(); !bad.ok()) std::exit(ServiceError(bad));
   // Addresses before anything starts: a port out of range is refused, not
@@ -112,36 +121,54 @@ void InitService(int argc, char** argv, const ServiceInfo& info) {
 
 const TransportCredentials& CredentialsFromFlags() { return Credentials(); }
 
-ServerOptions ServerOptionsFromFlags() {
+ServiceOptions ServiceOptionsFromFlags() {
+  ServiceOptions service;
+  service.listen = absl::GetFlag(FLAGS_listen);
+  service.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  service.port_file = absl::GetFlag(FLAGS_port_file);
+  service.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  service.shutdown_grace_s = absl::GetFlag(FLAGS_shutdown_grace_s);
+  service.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  service.tls_key = absl::GetFlag(FLAGS_tls_key);
+  service.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+  service.model.spec = absl::GetFlag(FLAGS_model);
+  service.model.seed = absl::GetFlag(FLAGS_seed);
+  service.model.device = absl::GetFlag(FLAGS_device);
+  service.model.dtype = absl::GetFlag(FLAGS_dtype);
+  service.model.attention = absl::GetFlag(FLAGS_attention);
+  return service;
+}
+
+ServerOptions ServerOptionsFor(const ServiceOptions& service) {
   ServerOptions server;
   server.name = Info().name;
-  server.listen = absl::GetFlag(FLAGS_listen);
-  server.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
-  server.port_file = absl::GetFlag(FLAGS_port_file);
-  server.max_message_bytes = MaxMessageBytesFromFlags();
-  server.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_s));
+  server.listen = service.listen;
+  server.metrics_listen = service.metrics_listen;
+  server.port_file = service.port_file;
+  server.max_message_bytes = MaxMessageBytes(service);
+  server.shutdown_grace = absl::Seconds(service.shutdown_grace_s);
   server.credentials = Credentials().server;
   return server;
 }
 
-int64_t MaxMessageBytesFromFlags() { return absl::GetFlag(FLAGS_max_message_mb) << 20; }
+int64_t MaxMessageBytes(const ServiceOptions& service) { return service.max_message_mb << 20; }
 
-absl::StatusOr<ModelOptions> ModelOptionsFromFlags() {
-  return ParseModelOptions(absl::GetFlag(FLAGS_device), absl::GetFlag(FLAGS_dtype),
-                           absl::GetFlag(FLAGS_attention));
+absl::StatusOr<ModelOptions> ModelOptionsFor(const ServiceModel& model) {
+  return ParseModelOptions(model.device, model.dtype, model.attention);
 }
 
-std::string ModelSpecFromFlags() {
-  const std::string spec = absl::GetFlag(FLAGS_model);
-  return spec.empty() ? DefaultModelSpec() : spec;
+std::string ModelSpecFor(const ServiceModel& model) {
+  return model.spec.empty() ? DefaultModelSpec() : model.spec;
 }
 
-absl::StatusOr<Gpt2Config> ModelConfigFromFlags() { return LoadModelConfig(ModelSpecFromFlags()); }
+absl::StatusOr<Gpt2Config> ModelConfigFor(const ServiceModel& model) {
+  return LoadModelConfig(ModelSpecFor(model));
+}
 
-absl::StatusOr<LoadedModel> LoadModelFromFlags() {
-  auto options = ModelOptionsFromFlags();
+absl::StatusOr<LoadedModel> LoadServiceModel(const ServiceModel& model) {
+  auto options = ModelOptionsFor(model);
   if (!options.ok()) return options.status();
-  auto loaded = LoadModel(ModelSpecFromFlags(), *options, absl::GetFlag(FLAGS_seed));
+  auto loaded = LoadModel(ModelSpecFor(model), *options, model.seed);
   if (!loaded.ok()) return loaded.status();
   std::fprintf(stderr, "%s: model %s\n", Info().name.c_str(), loaded->description.c_str());
   return loaded;

@@ -7,29 +7,40 @@
 #include "base/flag_range.h"
 #include "rpc/service_main.h"
 
-ABSL_FLAG(std::string, kv_store, "127.0.0.1:50051",
+ABSL_FLAG(std::string, kv_store, nanoserve::StoreClientOptions().kv_store,
           "KV store address; empty = no store: prompts are computed in full");
-NANOSERVE_FLAG_IN_RANGE(store_timeout_ms, 10000, 1, 3600000, "deadline of each KV store call");
-NANOSERVE_FLAG_IN_RANGE(chunk_kb, 1024, 1, 2096128,
+NANOSERVE_FLAG_IN_RANGE(store_timeout_ms, nanoserve::StoreClientOptions().store_timeout_ms, 1,
+                        3600000, "deadline of each KV store call");
+NANOSERVE_FLAG_IN_RANGE(chunk_kb, nanoserve::StoreClientOptions().chunk_kb, 1, 2096128,
                         "page bytes per Put chunk, and asked of Fetch, in KiB");
-ABSL_FLAG(std::string, kv_transport, "auto",
+ABSL_FLAG(std::string, kv_transport, nanoserve::StoreClientOptions().kv_transport,
           "how pages cross to and from the store: auto (map its pool in place when on its host "
           "and allowed: shared memory or CUDA IPC; bytes otherwise), cuda_ipc, shm or bytes");
 
 namespace nanoserve {
 
-absl::StatusOr<RemoteStore> RemoteStoreFromFlags() {
-  auto transport = ParseKvTransport(absl::GetFlag(FLAGS_kv_transport));
+StoreClientOptions StoreClientOptionsFromFlags() {
+  StoreClientOptions store;
+  store.kv_store = absl::GetFlag(FLAGS_kv_store);
+  store.store_timeout_ms = absl::GetFlag(FLAGS_store_timeout_ms);
+  store.chunk_kb = absl::GetFlag(FLAGS_chunk_kb);
+  store.kv_transport = absl::GetFlag(FLAGS_kv_transport);
+  return store;
+}
+
+absl::StatusOr<RemoteStore> ConnectRemoteStore(const StoreClientOptions& store,
+                                               const ServiceOptions& service) {
+  auto transport = ParseKvTransport(store.kv_transport);
   if (!transport.ok()) return transport.status();
-  if (absl::GetFlag(FLAGS_kv_store).empty()) return RemoteStore{};
+  if (store.kv_store.empty()) return RemoteStore{};
   KvStoreClientOptions options;
-  options.target = absl::GetFlag(FLAGS_kv_store);
-  options.max_message_bytes = MaxMessageBytesFromFlags();
-  options.chunk_bytes = absl::GetFlag(FLAGS_chunk_kb) << 10;
-  options.timeout = absl::Milliseconds(absl::GetFlag(FLAGS_store_timeout_ms));
+  options.target = store.kv_store;
+  options.max_message_bytes = MaxMessageBytes(service);
+  options.chunk_bytes = store.chunk_kb << 10;
+  options.timeout = absl::Milliseconds(store.store_timeout_ms);
   options.credentials = CredentialsFromFlags().channel;
   options.transport = *transport;
-  if (absl::StatusOr<ModelOptions> model = ModelOptionsFromFlags(); model.ok()) {
+  if (absl::StatusOr<ModelOptions> model = ModelOptionsFor(service.model); model.ok()) {
     options.device = model->device;
   }
   RemoteStore remote;

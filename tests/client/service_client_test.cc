@@ -1,7 +1,8 @@
-// The command lines ServiceStack starts the services with: every service
-// gets every model flag (--attention included) from one ServiceModel, the
-// addresses of the services it calls, its own options, then its extra flags;
-// and where $NANOSERVE_LISTEN_HOST makes them listen.
+// The command lines ServiceStack starts the services with: each service's
+// options struct, every flag it takes, with what the stack decides over it
+// (addresses, port file, every model flag from one ServiceModel, the
+// addresses of the services it calls), then its extra flags; and where
+// $NANOSERVE_LISTEN_HOST makes them listen.
 #include "client/service_client.h"
 
 #include <stdlib.h>
@@ -31,11 +32,14 @@ ServiceStackOptions Options() {
   o.model.device = "cuda";
   o.model.dtype = "bf16";
   o.model.attention = "fused";
-  o.page_size = 8;
-  o.pool_mb = 64;
-  o.lease_ttl_s = 30;
-  o.max_batch = 4;
-  o.max_context = 256;
+  o.kv_store.page_size = 8;
+  o.kv_store.pool_mb = 64;
+  o.kv_store.lease_ttl_s = 30;
+  o.prefill.prefill_chunk = 32;
+  o.decode.max_batch = 4;
+  o.decode.max_context = 256;
+  o.decode.kv_page_size = 8;
+  o.decode.decode_step = "reference";
   o.kv_store_flags = {"--chunk_kb=4096"};
   o.prefill_flags = {"--store_timeout_ms=500"};
   o.decode_flags = {"--workers=2"};
@@ -44,42 +48,68 @@ ServiceStackOptions Options() {
 
 constexpr std::array<int, 3> kPorts = {5001, 5002, 5003};  // by ServiceStack::Which
 
-TEST(ModelFlagsTest, SpellsEveryFieldAsTheServicesFlags) {
-  EXPECT_THAT(ModelFlags(Options().model),
+TEST(ServiceModelTest, SpellsEveryFieldAsTheServicesFlags) {
+  EXPECT_THAT(Options().model.ToArgv(),
               ElementsAre("--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
                           "--attention=fused"));
-  EXPECT_THAT(ModelFlags(ServiceModel{}),
-              ElementsAre("--model=random:gpt2", "--seed=0", "--device=cpu", "--dtype=fp32",
-                          "--attention=naive"));
+  EXPECT_EQ(ServiceStackOptions().model.spec, "random:gpt2");
 }
 
+// The binary, the stack's server flags first, then the rest of the options.
 TEST(ServiceArgvTest, KvStore) {
-  EXPECT_THAT(
-      ServiceArgv(Options(), ServiceStack::kKvStore, kPorts),
-      ElementsAre("/opt/bin/nanoserve-kv-store", "--listen=127.0.0.1:5001",
-                  "--metrics_listen=127.0.0.1:0", "--port_file=/tmp/stack/nanoserve-kv-store.ports",
-                  "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
-                  "--attention=fused", "--page_size=8", "--pool_mb=64", "--lease_ttl_s=30",
-                  "--chunk_kb=4096"));
+  const std::vector<std::string> argv = ServiceArgv(Options(), ServiceStack::kKvStore, kPorts);
+  EXPECT_THAT(std::vector<std::string>(argv.begin(), argv.begin() + 4),
+              ElementsAre("/opt/bin/nanoserve-kv-store", "--listen=127.0.0.1:5001",
+                          "--metrics_listen=127.0.0.1:0",
+                          "--port_file=/tmp/stack/nanoserve-kv-store.ports"));
+  KvStoreOptions expected = Options().kv_store;
+  expected.service.listen = "127.0.0.1:5001";
+  expected.service.metrics_listen = "127.0.0.1:0";
+  expected.service.port_file = "/tmp/stack/nanoserve-kv-store.ports";
+  expected.service.model = Options().model;
+  std::vector<std::string> want = {"/opt/bin/nanoserve-kv-store"};
+  AppendArgv(expected.ToArgv(), &want);
+  want.push_back("--chunk_kb=4096");
+  EXPECT_THAT(argv, ElementsAreArray(want));
+  EXPECT_THAT(argv, Contains("--page_size=8"));
+  EXPECT_THAT(argv, Contains("--pool_mb=64"));
+  EXPECT_THAT(argv, Contains("--lease_ttl_s=30"));
 }
 
 TEST(ServiceArgvTest, Prefill) {
-  EXPECT_THAT(
-      ServiceArgv(Options(), ServiceStack::kPrefill, kPorts),
-      ElementsAre("/opt/bin/nanoserve-prefill", "--listen=127.0.0.1:5002",
-                  "--metrics_listen=127.0.0.1:0", "--port_file=/tmp/stack/nanoserve-prefill.ports",
-                  "--model=random:gpt2-xl", "--seed=7", "--device=cuda", "--dtype=bf16",
-                  "--attention=fused", "--kv_store=127.0.0.1:5001", "--store_timeout_ms=500"));
+  const std::vector<std::string> argv = ServiceArgv(Options(), ServiceStack::kPrefill, kPorts);
+  PrefillOptions expected = Options().prefill;
+  expected.service.listen = "127.0.0.1:5002";
+  expected.service.metrics_listen = "127.0.0.1:0";
+  expected.service.port_file = "/tmp/stack/nanoserve-prefill.ports";
+  expected.service.model = Options().model;
+  expected.store.kv_store = "127.0.0.1:5001";
+  std::vector<std::string> want = {"/opt/bin/nanoserve-prefill"};
+  AppendArgv(expected.ToArgv(), &want);
+  want.push_back("--store_timeout_ms=500");
+  EXPECT_THAT(argv, ElementsAreArray(want));
+  EXPECT_THAT(argv, Contains("--prefill_chunk=32"));
 }
 
 TEST(ServiceArgvTest, Decode) {
-  EXPECT_THAT(ServiceArgv(Options(), ServiceStack::kDecode, kPorts),
-              ElementsAre("/opt/bin/nanoserve-decode", "--listen=127.0.0.1:5003",
-                          "--metrics_listen=127.0.0.1:0",
-                          "--port_file=/tmp/stack/nanoserve-decode.ports", "--model=random:gpt2-xl",
-                          "--seed=7", "--device=cuda", "--dtype=bf16", "--attention=fused",
-                          "--kv_store=127.0.0.1:5001", "--prefill=127.0.0.1:5002", "--max_batch=4",
-                          "--max_context=256", "--http_listen=127.0.0.1:0", "--workers=2"));
+  const std::vector<std::string> argv = ServiceArgv(Options(), ServiceStack::kDecode, kPorts);
+  DecodeOptions expected = Options().decode;
+  expected.service.listen = "127.0.0.1:5003";
+  expected.service.metrics_listen = "127.0.0.1:0";
+  expected.service.port_file = "/tmp/stack/nanoserve-decode.ports";
+  expected.service.model = Options().model;
+  expected.store.kv_store = "127.0.0.1:5001";
+  expected.prefill = "127.0.0.1:5002";
+  expected.http_listen = "127.0.0.1:0";
+  std::vector<std::string> want = {"/opt/bin/nanoserve-decode"};
+  AppendArgv(expected.ToArgv(), &want);
+  want.push_back("--workers=2");
+  EXPECT_THAT(argv, ElementsAreArray(want));
+  for (const char* flag :
+       {"--max_batch=4", "--max_context=256", "--kv_page_size=8", "--decode_step=reference",
+        "--kv_store=127.0.0.1:5001", "--prefill=127.0.0.1:5002", "--http_listen=127.0.0.1:0"}) {
+    EXPECT_THAT(argv, Contains(flag));
+  }
 }
 
 // Decode's HTTP API: a fixed port, or none.
@@ -102,14 +132,11 @@ TEST(ServiceArgvTest, MetricsOffLeavesTheAddressEmpty) {
 }
 
 TEST(ServiceArgvTest, EveryServiceGetsTheSameModelFlags) {
-  const std::vector<std::string> model = ModelFlags(Options().model);
-  for (ServiceStack::Which which :
-       {ServiceStack::kKvStore, ServiceStack::kPrefill, ServiceStack::kDecode}) {
-    const std::vector<std::string> argv = ServiceArgv(Options(), which, kPorts);
-    ASSERT_GE(argv.size(), 4 + model.size());
-    EXPECT_THAT(std::vector<std::string>(argv.begin() + 4, argv.begin() + 4 + model.size()),
-                ElementsAreArray(model))
-        << which;
+  for (const std::string& flag : Options().model.ToArgv()) {
+    for (ServiceStack::Which which :
+         {ServiceStack::kKvStore, ServiceStack::kPrefill, ServiceStack::kDecode}) {
+      EXPECT_THAT(ServiceArgv(Options(), which, kPorts), Contains(flag)) << which;
+    }
   }
 }
 

@@ -47,8 +47,8 @@ class DrainTest : public ::testing::Test {
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = dir_;
     o.model.spec = "random:gpt2";
-    o.pool_mb = 256;
-    o.max_batch = 4;  // 4 x 1024 tokens of KV: 300 MB
+    o.kv_store.pool_mb = 256;
+    o.decode.max_batch = 4;  // 4 x 1024 tokens of KV: 300 MB
     o.decode_flags = {absl::StrCat("--shutdown_grace_s=", grace_s)};
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();

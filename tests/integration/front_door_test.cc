@@ -119,8 +119,8 @@ class FrontDoorTest : public ::testing::Test {
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = *dir_;
     o.model.spec = model_dir;
-    o.page_size = 8;
-    o.pool_mb = 16;
+    o.kv_store.page_size = 8;
+    o.kv_store.pool_mb = 16;
     o.decode_flags = {"--served_model_name=tiny", "--workers=16"};
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();
@@ -480,6 +480,34 @@ TEST_F(FrontDoorTest, ReflectionListsAndCallsEveryService) {
       GreedyRequest({5, 6, 7}, 6), absl::Seconds(60));
   ASSERT_TRUE(grpc.ok()) << grpc.status();
   EXPECT_EQ(out["output_ids"].get<std::vector<int>>(), grpc->output_ids);
+}
+
+// The command line is a table of commands (cli/command_table.h): --help
+// lists each, an unknown one is refused (exit 2) naming them all, and the
+// commands read their own flags, spelled with dashes too.
+TEST_F(FrontDoorTest, TheCommandLineRunsItsTableOfCommands) {
+  const std::string nanoserve = absl::StrCat(NANOSERVE_BIN_DIR, "/nanoserve");
+  const ToolRun unknown = Run(nanoserve + " frobnicate");
+  EXPECT_EQ(unknown.code, 2);
+  const ToolRun help = Run(nanoserve + " --help");
+  for (const char* name : {"tokenize", "detokenize", "generate", "bench", "export-hf", "stats",
+                           "health", "serve", "bench-services", "bench-decode", "load"}) {
+    EXPECT_TRUE(absl::StrContains(unknown.err, name)) << name << ": " << unknown.err;
+    EXPECT_TRUE(absl::StrContains(help.out + help.err, absl::StrCat("  ", name, " "))) << name;
+  }
+  const ToolRun tokenized = Run(nanoserve + " tokenize --text 'Hello world'");
+  EXPECT_EQ(tokenized.code, 0) << tokenized.err;
+  EXPECT_EQ(tokenized.out, "[15496,995]\n");
+  const ToolRun detokenized = Run(nanoserve + " detokenize --ids 15496,995");
+  EXPECT_EQ(detokenized.code, 0) << detokenized.err;
+  EXPECT_EQ(detokenized.out, "Hello world\n");
+  const ToolRun health = Run(absl::StrCat(
+      nanoserve, " health --target ", stack_->target(ServiceStack::kDecode), " --timeout-s 30"));
+  EXPECT_EQ(health.code, 0) << health.err;
+  const ToolRun stats =
+      Run(absl::StrCat(nanoserve, " stats --target ", stack_->target(ServiceStack::kKvStore)));
+  EXPECT_EQ(stats.code, 0) << stats.err;
+  EXPECT_TRUE(absl::StrContains(stats.out, "\"pages_total\"")) << stats.out;
 }
 
 }  // namespace

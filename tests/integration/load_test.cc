@@ -78,9 +78,9 @@ class LoadTest : public ::testing::Test {
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = *dir_;
     o.model.spec = model_dir;
-    o.page_size = 8;
-    o.pool_mb = 16;
-    o.max_batch = 8;
+    o.kv_store.page_size = 8;
+    o.kv_store.pool_mb = 16;
+    o.decode.max_batch = 8;
     o.decode_flags = {"--workers=16"};
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();

@@ -119,9 +119,9 @@ TEST(OverloadTest, ThousandConcurrentCallsEndOkOrResourceExhaustedWithinBounds) 
   o.bin_dir = NANOSERVE_BIN_DIR;
   o.work_dir = dir;
   o.model.spec = model_dir;
-  o.page_size = 8;
-  o.pool_mb = 16;
-  o.max_batch = kMaxBatch;
+  o.kv_store.page_size = 8;
+  o.kv_store.pool_mb = 16;
+  o.decode.max_batch = kMaxBatch;
   o.decode_flags = {absl::StrCat("--max_queue=", kMaxQueue), "--workers=8"};
   auto stack = ServiceStack::Start(o);
   ASSERT_TRUE(stack.ok()) << stack.status();

@@ -53,8 +53,8 @@ class TlsServicesTest : public ::testing::Test {
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = dir_;
     o.model.spec = model_dir;
-    o.page_size = kPageSize;
-    o.pool_mb = 16;
+    o.kv_store.page_size = kPageSize;
+    o.kv_store.pool_mb = 16;
     o.kv_store_flags = pki_->Flags("kv-store");
     o.prefill_flags = pki_->Flags("prefill");
     o.decode_flags = pki_->Flags("decode");

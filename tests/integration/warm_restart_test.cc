@@ -50,9 +50,9 @@ class WarmRestartTest : public ::testing::Test {
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = dir_;
     o.model.spec = model_dir;
-    o.page_size = kPageSize;
-    o.pool_mb = 16;
-    o.kv_store_flags = {absl::StrCat("--snapshot_dir=", dir_, "/snapshots")};
+    o.kv_store.page_size = kPageSize;
+    o.kv_store.pool_mb = 16;
+    o.kv_store.snapshot_dir = dir_ + "/snapshots";
     o.prefill_flags = {"--store_timeout_ms=2000"};
     o.decode_flags = {"--store_timeout_ms=2000", "--prefill_timeout_ms=2000"};
     auto stack = ServiceStack::Start(o);

@@ -1,0 +1,59 @@
+#include "cli/serve_main.h"
+
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "cli/cli_flags.h"
+#include "cli/command_table.h"
+#include "cli/generate_main.h"
+#include "cli/remote_commands.h"
+#include "client/subprocess.h"
+
+ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
+ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
+ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
+ABSL_FLAG(int32_t, http_port, 8000,
+          "serve: decode's OpenAI-compatible HTTP port on 127.0.0.1 (0 = any free one, -1 = off)");
+ABSL_FLAG(std::string, work_dir, "/tmp",
+          "serve/bench-services: where service logs and port files go");
+ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
+ABSL_FLAG(std::string, kv_transport, "auto",
+          "serve/bench-services: how prefill and decode move pages to and from the store: auto "
+          "(its pool mapped in place: shared memory or CUDA IPC), cuda_ipc, shm or bytes");
+ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
+
+namespace nanoserve {
+
+ServiceStackOptions ServiceStackOptionsFromFlags(const GenerateCommandOptions& o) {
+  ServiceStackOptions stack;
+  stack.bin_dir = ExecutableDir();
+  stack.work_dir = absl::GetFlag(FLAGS_work_dir);
+  stack.model.spec = o.model;
+  stack.model.seed = o.seed;
+  stack.model.device = o.device;
+  stack.model.dtype = o.dtype;
+  stack.model.attention = o.attention;
+  stack.kv_store.page_size = o.page_size;
+  stack.kv_store.pool_mb = absl::GetFlag(FLAGS_pool_mb);
+  stack.prefill.prefill_chunk = o.generate.prefill_chunk;
+  stack.prefill.store.kv_transport = absl::GetFlag(FLAGS_kv_transport);
+  stack.decode.store.kv_transport = absl::GetFlag(FLAGS_kv_transport);
+  stack.decode.kv_page_size = o.page_size;
+  stack.decode.max_batch = absl::GetFlag(FLAGS_max_batch);
+  stack.decode.prefill_chunk = o.generate.prefill_chunk;
+  stack.decode.decode_step = absl::GetFlag(FLAGS_decode_step);
+  return stack;
+}
+
+int ServeMain(const CommandContext&) {
+  absl::StatusOr<GenerateCommandOptions> o = GenerateCommandOptionsFromFlags();
+  if (!o.ok()) return CommandError(o.status(), 2);
+  ServiceStackOptions stack = ServiceStackOptionsFromFlags(*o);
+  stack.kv_store_port = absl::GetFlag(FLAGS_kv_store_port);
+  stack.prefill_port = absl::GetFlag(FLAGS_prefill_port);
+  stack.decode_port = absl::GetFlag(FLAGS_decode_port);
+  stack.http_port = absl::GetFlag(FLAGS_http_port);
+  return RunServe(stack, *o);
+}
+
+}  // namespace nanoserve

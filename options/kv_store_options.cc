@@ -1,0 +1,21 @@
+#include "options/kv_store_options.h"
+
+namespace nanoserve {
+
+ServiceInfo KvStoreOptions::Info() {
+  return {"nanoserve-kv-store", "127.0.0.1:50051", "127.0.0.1:9151", "random:gpt2"};
+}
+
+std::vector<std::string> KvStoreOptions::ToArgv() const {
+  std::vector<std::string> argv = service.ToArgv();
+  AppendArgv(
+      {FlagArg("page_size", page_size), FlagArg("pool_mb", pool_mb),
+       FlagArg("lease_ttl_s", lease_ttl_s), FlagArg("chunk_kb", chunk_kb),
+       FlagArg("share_pool", share_pool), FlagArg("pool_identities", pool_identities),
+       FlagArg("reservation_ttl_s", reservation_ttl_s),
+       FlagArg("writer_identities", writer_identities), FlagArg("snapshot_dir", snapshot_dir)},
+      &argv);
+  return argv;
+}
+
+}  // namespace nanoserve

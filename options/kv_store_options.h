@@ -1,0 +1,49 @@
+// nanoserve-kv-store's command line as one struct (options/service_options.h
+// says how the option structs and their flags fit): FromFlags in
+// kv_store/server/kv_store_flags.h, ToArgv here.
+#ifndef NANOSERVE_OPTIONS_KV_STORE_OPTIONS_H_
+#define NANOSERVE_OPTIONS_KV_STORE_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "options/service_options.h"
+
+namespace nanoserve {
+
+struct KvStoreOptions {
+  // nanoserve-kv-store, 127.0.0.1:50051, metrics 127.0.0.1:9151, and the
+  // model random:gpt2 (the store reads only its shape).
+  static ServiceInfo Info();
+
+  ServiceOptions service{Info()};
+  int64_t page_size = 16;  // --page_size: tokens per page
+  int64_t pool_mb = 1024;  // --pool_mb: page pool budget in MiB
+  // --lease_ttl_s: leases not renewed so long are released (0 = never).
+  int64_t lease_ttl_s = 60;
+  int64_t chunk_kb = 1024;  // --chunk_kb: largest Fetch page chunk in KiB
+  // --share_pool: export the page pool to peers on this host (shared memory
+  // on the CPU, CUDA IPC on a GPU); false: bytes over gRPC only.
+  bool share_pool = true;
+  // --pool_identities: with TLS, comma list of the certificate names that
+  // may map the pool; without TLS any peer on this host may.
+  std::string pool_identities = "prefill,decode";
+  // --reservation_ttl_s: free pages reserved for a writer in place that it
+  // has not committed within this are taken back.
+  int64_t reservation_ttl_s = 30;
+  // --writer_identities: with TLS, comma list of the certificate names that
+  // may Put; without TLS everyone may write.
+  std::string writer_identities = "prefill";
+  // --snapshot_dir: warm restarts: on a graceful stop save the cached
+  // prefixes and their pages to a file here, and at start load it when the
+  // model (--model, --seed) and the page layout match. Empty: off.
+  std::string snapshot_dir;
+
+  // Every flag: the service's, then the store's own.
+  std::vector<std::string> ToArgv() const;
+};
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_OPTIONS_KV_STORE_OPTIONS_H_

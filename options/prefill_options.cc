@@ -1,0 +1,18 @@
+#include "options/prefill_options.h"
+
+namespace nanoserve {
+
+ServiceInfo PrefillOptions::Info() {
+  return {"nanoserve-prefill", "127.0.0.1:50052", "127.0.0.1:9152", ""};
+}
+
+std::vector<std::string> PrefillOptions::ToArgv() const {
+  std::vector<std::string> argv = service.ToArgv();
+  AppendArgv(store.ToArgv(), &argv);
+  AppendArgv({FlagArg("prefill_chunk", prefill_chunk), FlagArg("workers", workers),
+              FlagArg("batch_window_ms", batch_window_ms)},
+             &argv);
+  return argv;
+}
+
+}  // namespace nanoserve

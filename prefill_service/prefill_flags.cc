@@ -1,0 +1,37 @@
+#include "prefill_service/prefill_flags.h"
+
+#include "absl/flags/flag.h"
+#include "absl/time/time.h"
+#include "base/flag_range.h"
+#include "kv_store/client/store_client_flags.h"
+#include "rpc/service_main.h"
+
+NANOSERVE_FLAG_IN_RANGE(prefill_chunk, nanoserve::PrefillOptions().prefill_chunk, 0, 1048576,
+                        "prompt tokens per pass (0 = all)");
+NANOSERVE_FLAG_IN_RANGE(workers, nanoserve::PrefillOptions().workers, 1, 1024,
+                        "threads serving calls: each call holds one while it waits for its batch, "
+                        "so this bounds the calls that can share a batch");
+NANOSERVE_FLAG_IN_RANGE(batch_window_ms, nanoserve::PrefillOptions().batch_window_ms, 0, 1000,
+                        "how long a call reaching an idle prefill waits for others to share its "
+                        "batch (0 = only calls arriving while a batch runs share the next)");
+
+namespace nanoserve {
+
+PrefillOptions PrefillOptionsFromFlags() {
+  PrefillOptions options;
+  options.service = ServiceOptionsFromFlags();
+  options.store = StoreClientOptionsFromFlags();
+  options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  options.workers = absl::GetFlag(FLAGS_workers);
+  options.batch_window_ms = absl::GetFlag(FLAGS_batch_window_ms);
+  return options;
+}
+
+PrefillStageOptions PrefillStageOptionsFor(const PrefillOptions& options) {
+  PrefillStageOptions stage;
+  stage.prefill_chunk = options.prefill_chunk;
+  stage.batch_window = absl::Milliseconds(options.batch_window_ms);
+  return stage;
+}
+
+}  // namespace nanoserve
