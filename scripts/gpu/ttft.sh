@@ -80,7 +80,9 @@ bench plain
 loads "" alone
 
 MPS=no
-if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+if [ "${MPS_RUNS:-1}" = 0 ]; then
+  echo "MPS: left out (MPS_RUNS=0)"
+elif command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if nvidia-cuda-mps-control -d; then
