@@ -7,7 +7,7 @@
 #      store calls, decode's share);
 #   2. nanoserve load, 256 x (128 + 128) at 64 in flight: decode alone, then
 #      the services over CUDA IPC;
-#   3. both again under CUDA MPS (one server that runs every process's
+#   3. the services again under CUDA MPS (one server that runs every process's
 #      kernels in one context, so prefill's and decode's kernels may overlap),
 #      where the machine has nvidia-cuda-mps-control; the daemon is stopped
 #      at the end.
@@ -50,13 +50,17 @@ load() {
     >"$OUT/load-$name.txt" 2>&1 || echo "load $name: rc $?"
   echo "### $name" >>"$OUT/load.md"; cat "$OUT/load-$name.txt" >>"$OUT/load.md"
 }
-# loads SUFFIX: decode alone, then the services over CUDA IPC.
+# loads SUFFIX [alone]: decode alone (with `alone`), then the services over
+# CUDA IPC.
 loads() {
-  "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52053 --http_listen= --metrics_listen= \
-    --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$1.log" 2>&1 &
-  local pid=$!
-  wait_port 52053 && load "decode-alone$1" 127.0.0.1:52053
-  kill $pid; wait $pid 2>/dev/null
+  local pid
+  if [ "${2:-}" = alone ]; then
+    "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52053 --http_listen= \
+      --metrics_listen= --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$1.log" 2>&1 &
+    pid=$!
+    wait_port 52053 && load "decode-alone$1" 127.0.0.1:52053
+    kill $pid; wait $pid 2>/dev/null
+  fi
   mkdir -p "$OUT/serve$1"
   "$B/nanoserve" serve "${COMMON[@]}" --kv_transport auto --max_batch 64 --pool_mb 4096 \
     --kv_store_port 52061 --prefill_port 52062 --decode_port 52063 --http_port 52064 \
@@ -73,15 +77,17 @@ loads() {
 
 : >"$OUT/load.md"
 bench plain
-loads ""
+loads "" alone
 
 MPS=no
-if command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
+if [ "${MPS_RUNS:-1}" = 0 ]; then
+  echo "MPS: left out (MPS_RUNS=0)"
+elif command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if nvidia-cuda-mps-control -d; then
     MPS=yes
-    bench mps
+    [ "${BENCH_MPS:-1}" = 1 ] && bench mps
     loads "-mps"
     echo quit | nvidia-cuda-mps-control
     sleep 1
@@ -94,6 +100,6 @@ else
 fi
 
 echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"
-if [ "$MPS" = yes ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
+if [ "$MPS" = yes ] && [ -s "$OUT/services-mps.md" ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
 echo; echo "== load ($CARD)"
 grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x" "$OUT/load.md"
