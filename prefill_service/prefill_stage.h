@@ -27,7 +27,6 @@
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_STAGE_H_
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +38,7 @@
 #include "absl/types/span.h"
 #include "base/metrics.h"
 #include "engine/model.h"
+#include "engine/prefill.h"
 #include "engine/sampler.h"
 #include "kv_cache/prefix_store.h"
 
@@ -81,8 +81,9 @@ struct PrefillOutcome {
   int64_t batch_prompts = 0;
 };
 
-// Each prompt's first token, in request order.
-using FirstTokens = std::function<void(absl::Span<const int> first_tokens)>;
+// Each prompt's first token, in request order (the engine's hook,
+// engine/prefill.h).
+using FirstTokens = FirstTokensReady;
 
 class Prefiller {
  public:
