@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <mutex>
@@ -174,6 +176,9 @@ class Exchange final : public HttpResponder, public std::enable_shared_from_this
   void Completed(bool ok);
   // The server stops: resume if suspended, so that MHD can close it.
   void Abort();
+  // The response is whole (a response, or a stream that has ended) but not
+  // yet sent: the server's Stop lets it reach the client first.
+  bool Flushing();
 
   HttpRequest request;
   bool too_large = false;
@@ -240,6 +245,7 @@ class HttpServer::Impl {
   std::atomic<int> connections_{0};
   std::mutex mu_;
   std::unordered_map<Exchange*, std::weak_ptr<Exchange>> exchanges_;  // guarded by mu_
+  std::condition_variable exchange_done_;  // an exchange left exchanges_
 };
 
 // --- Watcher ---
@@ -490,6 +496,11 @@ void Exchange::Abort() {
   Resume(resume);
 }
 
+bool Exchange::Flushing() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !gone_ && (has_response_ || ended_);
+}
+
 void Exchange::Completed(bool ok) {
   std::function<void()> on_gone;
   {
@@ -593,6 +604,7 @@ void HttpServer::Impl::RequestDone(void* cls, MHD_Connection* c, void** con_cls,
     std::lock_guard<std::mutex> lock(self->mu_);
     self->exchanges_.erase(held->get());
   }
+  self->exchange_done_.notify_all();
   delete held;
   *con_cls = nullptr;
   self->watcher_.AwaitRequest(c);  // keep-alive: the next request's clock
@@ -671,6 +683,23 @@ void HttpServer::Stop() {
   if (s.daemon_ == nullptr) return;
   s.stopping_.store(true);
   MHD_quiesce_daemon(s.daemon_);
+  // Responses already whole (an answer, a stream that has ended: the last
+  // event of a drained stream is its error) reach their clients first, for
+  // at most flush_timeout; MHD_stop_daemon would drop what is unsent.
+  const absl::Time flush_deadline = absl::Now() + s.options_.flush_timeout;
+  for (;;) {
+    std::vector<std::shared_ptr<Exchange>> flushing;
+    {
+      std::lock_guard<std::mutex> lock(s.mu_);
+      for (auto& [raw, weak] : s.exchanges_) {
+        if (auto e = weak.lock(); e != nullptr && e->Flushing()) flushing.push_back(std::move(e));
+      }
+    }
+    if (flushing.empty() || absl::Now() >= flush_deadline) break;
+    flushing.clear();  // outside the lock: the last reference may go here
+    std::unique_lock<std::mutex> lock(s.mu_);
+    s.exchange_done_.wait_for(lock, std::chrono::milliseconds(10));
+  }
   std::vector<std::shared_ptr<Exchange>> open;
   {
     std::lock_guard<std::mutex> lock(s.mu_);

@@ -101,6 +101,9 @@ struct HttpServerOptions {
   // Nothing received or sent for this long: the connection is closed
   // (whole seconds, at least 1).
   absl::Duration idle_timeout = absl::Seconds(15);
+  // On Stop, responses already whole (streams that have ended included) get
+  // this long to reach their clients before the connections close.
+  absl::Duration flush_timeout = absl::Seconds(2);
   // Largest request body; larger ones get 413.
   int64_t max_body_bytes = 64 << 10;
   // The body of the server's own errors (404, 405, 413, 503) from the status
@@ -127,8 +130,10 @@ class HttpServer {
   // with the system's reason.
   absl::StatusOr<int> Start(const std::string& address);
 
-  // Stops accepting, ends every open connection (responses still being made
-  // included: their OnClientGone runs) and joins the threads. Idempotent.
+  // Stops accepting, lets responses already whole reach their clients (for
+  // at most flush_timeout), ends every other open connection (responses
+  // still being made included: their OnClientGone runs) and joins the
+  // threads. Idempotent.
   void Stop();
 
   // Connections open now.

@@ -3,7 +3,8 @@
 // nobody, a burst of connections is all served (the listen backlog is the
 // system's), stalled senders are cut off, connections past the limit get 503,
 // a client that hangs up while its response is being made is noticed at once,
-// a stream is written as it comes, and a port is owned by one server.
+// a stream is written as it comes, Stop sends streams that have ended whole
+// and cuts the rest, and a port is owned by one server.
 #include "base/http_server.h"
 
 #include <arpa/inet.h>
@@ -240,6 +241,69 @@ TEST_F(HttpServerTest, AStreamIsWrittenAsItComes) {
   responder->End();
   EXPECT_TRUE(absl::StrContains(ReadUntil(fd, absl::Seconds(5), "0\r\n\r\n"), "0\r\n\r\n"));
   EXPECT_EQ(gone_.load(), 0);  // sent in full
+  close(fd);
+}
+
+// Stop lets streams that have ended reach their clients whole (a drained
+// stream's last event is its error: it must not be dropped with the
+// connection).
+TEST_F(HttpServerTest, StopSendsStreamsThatHaveEndedWhole) {
+  Start();
+  const int fds[2] = {Connect(port_), Connect(port_)};
+  for (int fd : fds) SendAll(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  while (Waiting() < 2 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(Waiting(), 2u);
+  std::vector<std::shared_ptr<HttpResponder>> responders;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    responders = waiting_;
+  }
+  // More than the socket buffers hold while nobody reads: most of it is
+  // still in the server when Stop is called.
+  const std::string big(8 << 20, 'x');
+  for (const auto& r : responders) {
+    HttpResponse head;
+    head.content_type = "text/event-stream";
+    r->StartStream(head);
+    r->Write(big);
+    r->End();
+  }
+  const absl::Time stopping = absl::Now();
+  std::thread stop([&] { server_->Stop(); });
+  for (int fd : fds) {
+    const std::string got = ReadUntil(fd, absl::Seconds(10), "\r\n0\r\n\r\n");
+    EXPECT_GT(got.size(), big.size());
+    EXPECT_TRUE(absl::EndsWith(got, "\r\n0\r\n\r\n")) << got.size();
+    close(fd);
+  }
+  stop.join();
+  EXPECT_LT(absl::Now() - stopping, absl::Seconds(5));
+  EXPECT_EQ(gone_.load(), 0);  // sent in full
+}
+
+// A stream not ended when Stop is called is cut without waiting for it.
+TEST_F(HttpServerTest, StopDoesNotWaitForAStreamStillBeingMade) {
+  Start();
+  const int fd = Connect(port_);
+  SendAll(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
+  const absl::Time end = absl::Now() + absl::Seconds(5);
+  while (Waiting() == 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(Waiting(), 1u);
+  std::shared_ptr<HttpResponder> responder;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    responder = waiting_[0];
+  }
+  HttpResponse head;
+  head.content_type = "text/event-stream";
+  head.body = "data: first\n\n";
+  responder->StartStream(head);
+  EXPECT_TRUE(absl::StrContains(ReadUntil(fd, absl::Seconds(5), "first"), "first"));
+  const absl::Time stopping = absl::Now();
+  server_->Stop();
+  EXPECT_LT(absl::Now() - stopping, absl::Milliseconds(1500));
+  EXPECT_EQ(gone_.load(), 1);  // its maker is told
   close(fd);
 }
 
