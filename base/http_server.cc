@@ -245,7 +245,7 @@ class HttpServer::Impl {
   std::atomic<int> connections_{0};
   std::mutex mu_;
   std::unordered_map<Exchange*, std::weak_ptr<Exchange>> exchanges_;  // guarded by mu_
-  std::condition_variable exchange_done_;  // an exchange left exchanges_
+  std::condition_variable exchange_done_;                             // an exchange left exchanges_
 };
 
 // --- Watcher ---
