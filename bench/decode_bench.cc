@@ -51,7 +51,10 @@ absl::Status PrintProfiles(const Gpt2Model& model, const BenchDecodeOptions& o) 
 #ifdef NANOSERVE_WITH_CUDA
   const int64_t capacity = o.prompt_len + o.output_len;
   for (int64_t batch : o.batch_sizes) {
-    KvCache cache(model.config(), batch, capacity, model.options().dtype, model.options().device);
+    auto cache_owned = KvCache::Create(model.config(), batch, capacity, model.options().dtype,
+                                       model.options().device)
+                           .value();
+    KvCache& cache = *cache_owned;
     for (int64_t r = 0; r < batch; ++r) cache.set_length(r, o.prompt_len + o.output_len / 2);
     auto timings = cuda::ProfileDecodeStep(model, cache, batch);
     if (!timings.ok()) return timings.status();

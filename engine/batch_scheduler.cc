@@ -11,17 +11,16 @@
 
 namespace nanoserve {
 
-BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options)
+BatchScheduler::BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options,
+                               int64_t capacity, std::unique_ptr<KvCache> cache,
+                               std::unique_ptr<DecodeStep> decode)
     : model_(model),
       options_(options),
-      capacity_(options.capacity > 0 ? std::min(options.capacity, model->config().n_positions)
-                                     : model->config().n_positions),
-      cache_(model->config(), options.max_batch, capacity_, model->options().dtype,
-             model->options().device, options.page_size, options.pool_tokens),
-      pool_pages_(cache_.pool().num_pages() - 1),
+      capacity_(capacity),
+      cache_(std::move(cache)),
+      pool_pages_(cache_->pool().num_pages() - 1),
+      decode_(std::move(decode)),
       slots_(options.max_batch) {
-  for (int64_t s = 0; s < options.max_batch; ++s) cache_.tables().Park(s);
-  decode_ = MakeDecodeStep(model_, &cache_, options.decode).value();
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -30,15 +29,19 @@ absl::StatusOr<std::unique_ptr<BatchScheduler>> BatchScheduler::Create(
   if (options.max_batch < 1) return absl::InvalidArgumentError("max_batch must be >= 1");
   if (options.page_size < 1) return absl::InvalidArgumentError("page_size must be >= 1");
   if (options.pool_tokens < 0) return absl::InvalidArgumentError("pool_tokens must be >= 0");
-  if (options.decode == DecodeKind::kCudaGraph || options.decode == DecodeKind::kCudaGraphMatvec) {
-    // Checked on a cache of one row: the step's constraints do not depend
-    // on the row count.
-    KvCache probe(model->config(), 1, 1, model->options().dtype, model->options().device);
-    absl::StatusOr<std::unique_ptr<DecodeStep>> step =
-        MakeDecodeStep(model, &probe, options.decode);
-    if (!step.ok()) return step.status();
-  }
-  return std::make_unique<BatchScheduler>(model, options);
+  const int64_t capacity = options.capacity > 0
+                               ? std::min(options.capacity, model->config().n_positions)
+                               : model->config().n_positions;
+  absl::StatusOr<std::unique_ptr<KvCache>> cache =
+      KvCache::Create(model->config(), options.max_batch, capacity, model->options().dtype,
+                      model->options().device, options.page_size, options.pool_tokens);
+  if (!cache.ok()) return cache.status();
+  for (int64_t s = 0; s < options.max_batch; ++s) (*cache)->tables().Park(s);
+  absl::StatusOr<std::unique_ptr<DecodeStep>> step =
+      MakeDecodeStep(model, cache->get(), options.decode);
+  if (!step.ok()) return step.status();
+  return std::unique_ptr<BatchScheduler>(
+      new BatchScheduler(model, options, capacity, *std::move(cache), *std::move(step)));
 }
 
 BatchScheduler::~BatchScheduler() { Shutdown(); }
@@ -62,11 +65,11 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   if (absl::Status s = ValidateGenerationLength(n, r.max_new_tokens, capacity_); !s.ok()) {
     return s;
   }
-  const int64_t pages = PageRun::PagesFor(n + r.max_new_tokens, cache_.page_size());
+  const int64_t pages = PageRun::PagesFor(n + r.max_new_tokens, cache_->page_size());
   if (pages > pool_pages_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(n, " prompt tokens + ", r.max_new_tokens, " new tokens need ", pages,
-                     " KV pages of ", cache_.page_size(), " tokens; the pool holds ", pool_pages_));
+    return absl::InvalidArgumentError(absl::StrCat(
+        n, " prompt tokens + ", r.max_new_tokens, " new tokens need ", pages, " KV pages of ",
+        cache_->page_size(), " tokens; the pool holds ", pool_pages_));
   }
   if (absl::Status s = ValidateSamplingOptions(r.sampling); !s.ok()) return s;
   if (r.first_token >= config.vocab_size) {
@@ -75,7 +78,7 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
   }
   if (r.prompt_pages.defined()) {
     const torch::Tensor& p = r.prompt_pages;
-    if (!PageRun::CheckStaged(p, cache_.layout(), n).ok()) {
+    if (!PageRun::CheckStaged(p, cache_->layout(), n).ok()) {
       return absl::InvalidArgumentError(absl::StrCat("prompt pages of shape ", c10::str(p.sizes()),
                                                      " do not fit a ", n, "-token prompt"));
     }
@@ -230,10 +233,10 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     Entry& e = *entry;
     const BatchRequest& r = e.request;
     const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_new_tokens;
-    cache_.Reset(slot);
-    const absl::Status reserved = cache_.tables().PrepareWrite(slot, 0, total);
+    cache_->Reset(slot);
+    const absl::Status reserved = cache_->tables().PrepareWrite(slot, 0, total);
     if (!reserved.ok()) {
-      cache_.tables().Park(slot);
+      cache_->tables().Park(slot);
       if (reserved.code() == absl::StatusCode::kResourceExhausted && active_.load() > 0) {
         later.push_back(std::move(entry));  // pages free up as others finish
         continue;
@@ -247,13 +250,13 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     const absl::Status loaded = TorchResult("loading prompt pages", [&] {
       if (!r.prompt_pages.defined() || r.prompt_pages.size(0) == 0) return absl::OkStatus();
       const torch::Tensor kv = PagesAsTokens(r.prompt_pages);  // any page size
-      absl::Status written = cache_.WriteTokens(slot, 0, kv);
-      if (written.ok()) cache_.set_length(slot, kv.size(3));
+      absl::Status written = cache_->WriteTokens(slot, 0, kv);
+      if (written.ok()) cache_->set_length(slot, kv.size(3));
       return written;
     });
     if (!loaded.ok()) {
       Finish(slot, loaded);
-    } else if (cache_.length(slot) < static_cast<int64_t>(r.prompt.size())) {
+    } else if (cache_->length(slot) < static_cast<int64_t>(r.prompt.size())) {
       // Chunked: computed a chunk per loop turn by AdvancePrefill, between
       // decode steps; else all at once below.
       e.prefilling = options_.prefill_chunk > 0;
@@ -296,9 +299,9 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t bud
   for (int64_t slot : slots) {
     const std::vector<int>& prompt = slots_[slot]->request.prompt;
     const int64_t n = static_cast<int64_t>(prompt.size());
-    const int64_t stop = budget > 0 ? std::min(n, cache_.length(slot) + budget) : n;
+    const int64_t stop = budget > 0 ? std::min(n, cache_->length(slot) + budget) : n;
     prompts.emplace_back(prompt.begin(), prompt.begin() + stop);
-    cached.push_back(cache_.length(slot));
+    cached.push_back(cache_->length(slot));
   }
   auto complete = [&](size_t i) {
     return prompts[i].size() == slots_[slots[i]]->request.prompt.size();
@@ -307,7 +310,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t bud
   prefills_.fetch_add(1);
   const absl::Status status = TorchResult("prefill", [&] {
     std::vector<torch::Tensor> logits = PrefillBatch(
-        *model_, cache_, prompts, budget > 0 ? 0 : options_.prefill_chunk, slots.front());
+        *model_, *cache_, prompts, budget > 0 ? 0 : options_.prefill_chunk, slots.front());
     for (size_t i = 0; i < slots.size(); ++i) {
       if (!complete(i)) continue;
       Entry& e = *slots_[slots[i]];
@@ -322,7 +325,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t bud
   });
   if (!status.ok()) {
     if (slots.size() > 1) {
-      for (size_t i = 0; i < slots.size(); ++i) cache_.set_length(slots[i], cached[i]);
+      for (size_t i = 0; i < slots.size(); ++i) cache_->set_length(slots[i], cached[i]);
     } else {
       Finish(slots.front(), status);
     }
@@ -353,8 +356,8 @@ void BatchScheduler::Step() {
   std::vector<int64_t> ids(hi, 0), lengths(hi, 0);
   bool all_greedy = true;
   for (int64_t s = 0; s < hi; ++s) {
-    if (slots_[s] == nullptr) cache_.set_length(s, 0);
-    lengths[s] = cache_.length(s);
+    if (slots_[s] == nullptr) cache_->set_length(s, 0);
+    lengths[s] = cache_->length(s);
     if (!decoding(s)) continue;
     ids[s] = slots_[s]->last_token;
     all_greedy = all_greedy && slots_[s]->request.sampling.temperature == 0.0;
@@ -382,7 +385,7 @@ void BatchScheduler::Step() {
     }
   });
   for (int64_t s = 0; s < hi; ++s) {
-    if (!decoding(s)) cache_.set_length(s, lengths[s]);  // the dummy token's
+    if (!decoding(s)) cache_->set_length(s, lengths[s]);  // the dummy token's
   }
   if (!status.ok()) {
     for (int64_t s = 0; s < hi; ++s) {
@@ -419,7 +422,7 @@ void BatchScheduler::Emit(int64_t slot, int token) {
 
 void BatchScheduler::Finish(int64_t slot, const absl::Status& status) {
   std::unique_ptr<Entry> entry = std::move(slots_[slot]);
-  cache_.tables().Park(slot);  // its pages back to the pool
+  cache_->tables().Park(slot);  // its pages back to the pool
   active_.fetch_sub(1);
   if (!status.ok()) entry->result.finish_reason.clear();
   End(*entry, status);

@@ -109,12 +109,10 @@ class BatchScheduler {
  public:
   // Allocates the slots' KvCache, makes the decode step and starts the
   // thread (which prepares the step before it takes requests). `model` is
-  // not owned. INVALID_ARGUMENT if options.decode cannot run here.
+  // not owned. INVALID_ARGUMENT for options out of range or a decode kind
+  // that cannot run here; RESOURCE_EXHAUSTED if the pool does not fit.
   static absl::StatusOr<std::unique_ptr<BatchScheduler>> Create(
       const Gpt2Model* model, const BatchSchedulerOptions& options);
-  // As Create, for a decode kind that can run (kAuto, kReference).
-  // REQUIRES: options.max_batch >= 1.
-  BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options);
   // Shutdown().
   ~BatchScheduler();
 
@@ -199,10 +197,13 @@ class BatchScheduler {
   void Finish(int64_t slot, const absl::Status& status);
   static void End(Entry& entry, const absl::Status& status);
 
+  BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options, int64_t capacity,
+                 std::unique_ptr<KvCache> cache, std::unique_ptr<DecodeStep> decode);
+
   const Gpt2Model* model_;
   const BatchSchedulerOptions options_;
   const int64_t capacity_;
-  KvCache cache_;  // scheduler thread only
+  const std::unique_ptr<KvCache> cache_;  // scheduler thread only
   const int64_t pool_pages_;
   std::unique_ptr<DecodeStep> decode_;         // over cache_; scheduler thread only
   std::vector<std::unique_ptr<Entry>> slots_;  // scheduler thread only

@@ -182,7 +182,9 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
         last_logits.push_back(model.Logits(hidden.select(1, n - 1)));  // (1, V)
       }
       if (steps == 0) stats.prompt_tokens_computed = stats.prompt_tokens;
-      auto next = sampler.Sample(torch::cat(last_logits));
+      absl::StatusOr<std::vector<int64_t>> sampled = sampler.Sample(torch::cat(last_logits));
+      if (!sampled.ok()) return sampled.status();
+      const std::vector<int64_t>& next = *sampled;
       for (int64_t r = 0; r < B; ++r) seqs[r].push_back(static_cast<int>(next[r]));
       if (steps == 0) {
         stats.prefill_ms = MsSince(start);
@@ -194,9 +196,11 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     // Parts B and C: prefill each prompt into its cache row, then decode the
     // batch one token per row per step.
     if (cache_ == nullptr) {
-      cache_ = shares_pool ? std::make_unique<KvCache>(prefix_cache_, B, capacity)
-                           : std::make_unique<KvCache>(model.config(), B, capacity,
-                                                       model.options().dtype, device);
+      absl::StatusOr<std::unique_ptr<KvCache>> made =
+          shares_pool ? KvCache::Create(prefix_cache_, B, capacity)
+                      : KvCache::Create(model.config(), B, capacity, model.options().dtype, device);
+      if (!made.ok()) return made.status();
+      cache_ = *std::move(made);
       cache_shares_pool_ = shares_pool;
       auto step = MakeDecodeStep(model_, cache_.get(), options.decode);
       if (!step.ok()) {
@@ -229,7 +233,9 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
       first_logits = PrefillBatch(model, cache, prompts, options.prefill_chunk);
       stats.prompt_tokens_computed = stats.prompt_tokens;
     }
-    auto next = sampler.Sample(torch::cat(first_logits));
+    absl::StatusOr<std::vector<int64_t>> first = sampler.Sample(torch::cat(first_logits));
+    if (!first.ok()) return first.status();
+    std::vector<int64_t> next = *std::move(first);
     stats.prefill_ms = MsSince(start);
     bool done = accept(next);
     mark_first_token();
@@ -237,7 +243,13 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     while (!done) {
       std::vector<int64_t> best;
       torch::Tensor logits = decode_->Run(next, greedy ? &best : nullptr);  // (B, V)
-      next = greedy ? std::move(best) : sampler.Sample(logits);
+      if (greedy) {
+        next = std::move(best);
+      } else {
+        absl::StatusOr<std::vector<int64_t>> sampled = sampler.Sample(logits);
+        if (!sampled.ok()) return sampled.status();
+        next = *std::move(sampled);
+      }
       done = accept(next);
     }
   }

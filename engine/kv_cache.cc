@@ -3,28 +3,6 @@
 #include "absl/strings/str_cat.h"
 
 namespace nanoserve {
-namespace {
-
-// A pool of `tokens` (0: batch x capacity) in whole pages, and the
-// scratch page of the block tables.
-std::unique_ptr<PrefixCache> OwnPool(const PageLayout& layout, int64_t batch, int64_t capacity,
-                                     int64_t tokens, torch::Device device) {
-  TORCH_CHECK(batch >= 1, "KvCache batch must be >= 1");
-  TORCH_CHECK(capacity >= 1, "KvCache capacity must be >= 1");
-  TORCH_CHECK(tokens >= 0, "KvCache pool tokens must be >= 0");
-  const int64_t page = layout.page_size;
-  const int64_t pages =
-      (tokens > 0 ? (tokens + page - 1) / page : batch * ((capacity + page - 1) / page)) + 1;
-  PrefixCacheOptions options;
-  options.pool.layout = layout;
-  options.pool.byte_budget = pages * layout.bytes_per_page();
-  options.pool.device = device;
-  absl::StatusOr<std::unique_ptr<PrefixCache>> pool = PrefixCache::Create(options);
-  TORCH_CHECK(pool.ok(), "KvCache: ", pool.status().ToString());
-  return *std::move(pool);
-}
-
-}  // namespace
 
 PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t page_size) {
   PageLayout layout;
@@ -36,16 +14,44 @@ PageLayout KvPageLayout(const Gpt2Config& config, torch::Dtype dtype, int64_t pa
   return layout;
 }
 
-KvCache::KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity, torch::Dtype dtype,
-                 torch::Device device, int64_t page_size, int64_t pool_tokens)
-    : own_pool_(
-          OwnPool(KvPageLayout(config, dtype, page_size), batch, capacity, pool_tokens, device)),
-      layout_(own_pool_->options().pool.layout),
-      tables_(std::make_unique<BlockTables>(own_pool_.get(), batch, capacity)) {}
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(const Gpt2Config& config, int64_t batch,
+                                                         int64_t capacity, torch::Dtype dtype,
+                                                         torch::Device device, int64_t page_size,
+                                                         int64_t pool_tokens) {
+  if (batch < 1 || capacity < 1 || page_size < 1 || pool_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a KV cache of ", batch, " rows of ", capacity,
+                                                   " tokens, pages of ", page_size,
+                                                   " and a pool of ", pool_tokens, " tokens"));
+  }
+  // Whole pages for `pool_tokens` (0: batch x capacity), and the scratch
+  // page of the block tables.
+  const PageLayout layout = KvPageLayout(config, dtype, page_size);
+  const int64_t pages = (pool_tokens > 0 ? (pool_tokens + page_size - 1) / page_size
+                                         : batch * ((capacity + page_size - 1) / page_size)) +
+                        1;
+  PrefixCacheOptions options;
+  options.pool.layout = layout;
+  options.pool.byte_budget = pages * layout.bytes_per_page();
+  options.pool.device = device;
+  absl::StatusOr<std::unique_ptr<PrefixCache>> pool = PrefixCache::Create(options);
+  if (!pool.ok()) return pool.status();
+  absl::StatusOr<std::unique_ptr<BlockTables>> tables =
+      BlockTables::Create(pool->get(), batch, capacity);
+  if (!tables.ok()) return tables.status();
+  return std::unique_ptr<KvCache>(new KvCache(*std::move(pool), layout, *std::move(tables)));
+}
 
-KvCache::KvCache(PrefixCache* pool, int64_t batch, int64_t capacity)
-    : layout_(pool->options().pool.layout),
-      tables_(std::make_unique<BlockTables>(pool, batch, capacity)) {}
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(PrefixCache* pool, int64_t batch,
+                                                         int64_t capacity) {
+  absl::StatusOr<std::unique_ptr<BlockTables>> tables = BlockTables::Create(pool, batch, capacity);
+  if (!tables.ok()) return tables.status();
+  return std::unique_ptr<KvCache>(
+      new KvCache(nullptr, pool->options().pool.layout, *std::move(tables)));
+}
+
+KvCache::KvCache(std::unique_ptr<PrefixCache> own_pool, const PageLayout& layout,
+                 std::unique_ptr<BlockTables> tables)
+    : own_pool_(std::move(own_pool)), layout_(layout), tables_(std::move(tables)) {}
 
 int64_t KvCache::bytes() const { return pool().storage().nbytes(); }
 

@@ -46,13 +46,18 @@ class KvCache {
  public:
   // Rows over a pool of their own that holds `pool_tokens` tokens (0:
   // batch x capacity, so that it never runs out), plus a scratch page.
-  // REQUIRES: batch >= 1, capacity >= 1, page_size >= 1, pool_tokens >= 0.
-  // Throws c10::Error if the device cannot hold the pool.
-  KvCache(const Gpt2Config& config, int64_t batch, int64_t capacity, torch::Dtype dtype,
-          torch::Device device, int64_t page_size = kDefaultKvPageSize, int64_t pool_tokens = 0);
+  // INVALID_ARGUMENT unless batch, capacity, page_size >= 1 and
+  // pool_tokens >= 0; RESOURCE_EXHAUSTED if the device cannot hold the pool.
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(const Gpt2Config& config, int64_t batch,
+                                                         int64_t capacity, torch::Dtype dtype,
+                                                         torch::Device device,
+                                                         int64_t page_size = kDefaultKvPageSize,
+                                                         int64_t pool_tokens = 0);
   // Rows over `pool`'s pages (not owned; outlives the cache), shared with
   // its tree. REQUIRES: the pool's layout has this model's geometry.
-  KvCache(PrefixCache* pool, int64_t batch, int64_t capacity);
+  // RESOURCE_EXHAUSTED if the pool has no scratch page to spare.
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(PrefixCache* pool, int64_t batch,
+                                                         int64_t capacity);
 
   int64_t batch() const { return tables_->rows(); }
   int64_t capacity() const { return tables_->capacity(); }
@@ -93,6 +98,9 @@ class KvCache {
   }
 
  private:
+  KvCache(std::unique_ptr<PrefixCache> own_pool, const PageLayout& layout,
+          std::unique_ptr<BlockTables> tables);
+
   std::unique_ptr<PrefixCache> own_pool_;  // null for a shared pool
   PageLayout layout_;
   std::unique_ptr<BlockTables> tables_;

@@ -289,12 +289,9 @@ namespace {
 // of their own sized for them).
 absl::StatusOr<std::unique_ptr<KvCache>> PrefillCache(const Gpt2Model& model, PrefixCache* shared,
                                                       int64_t rows, int64_t capacity) {
-  return TorchResult("prefill", [&] {
-    return shared != nullptr
-               ? std::make_unique<KvCache>(shared, rows, capacity)
-               : std::make_unique<KvCache>(model.config(), rows, capacity, model.options().dtype,
-                                           model.options().device);
-  });
+  return shared != nullptr ? KvCache::Create(shared, rows, capacity)
+                           : KvCache::Create(model.config(), rows, capacity, model.options().dtype,
+                                             model.options().device);
 }
 
 // Prompt r's first token from its last logits (1, V), drawn with a sampler

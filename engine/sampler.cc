@@ -33,11 +33,11 @@ double Sampler::NextUniform() {
   return torch::rand({1}, generator_, torch::TensorOptions().dtype(torch::kDouble)).item<double>();
 }
 
-std::vector<int64_t> Sampler::Sample(const torch::Tensor& logits) {
+absl::StatusOr<std::vector<int64_t>> Sampler::Sample(const torch::Tensor& logits) {
   std::vector<Sampler*> rows(logits.size(0), this);
   std::vector<int64_t> tokens;
   for (auto& token : SampleRows(logits, rows)) {
-    TORCH_CHECK(token.ok(), token.status().message());
+    if (!token.ok()) return token.status();
     tokens.push_back(*token);
   }
   return tokens;

@@ -53,8 +53,8 @@ class Sampler {
 
   // logits: (B, V) fp32 on any device. Returns one token id per row, every
   // row drawn with this sampler's options and generator (rows in order).
-  // Throws c10::Error if a row's logits are not finite.
-  std::vector<int64_t> Sample(const torch::Tensor& logits);
+  // INVALID_ARGUMENT (the first such row's) if a row's logits are not finite.
+  absl::StatusOr<std::vector<int64_t>> Sample(const torch::Tensor& logits);
 
   // A uniform number in [0, 1) from this sampler's generator.
   double NextUniform();

@@ -8,18 +8,28 @@
 
 namespace nanoserve {
 
-BlockTables::BlockTables(PrefixCache* pool, int64_t rows, int64_t capacity)
+absl::StatusOr<std::unique_ptr<BlockTables>> BlockTables::Create(PrefixCache* pool, int64_t rows,
+                                                                 int64_t capacity) {
+  if (rows < 1) return absl::InvalidArgumentError(absl::StrCat("block tables of ", rows, " rows"));
+  if (capacity < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("block tables of capacity ", capacity));
+  }
+  absl::StatusOr<std::vector<int32_t>> scratch = pool->AllocatePages(1);
+  if (!scratch.ok()) {
+    return absl::Status(
+        scratch.status().code(),
+        absl::StrCat("no scratch page for the block tables: ", scratch.status().message()));
+  }
+  return std::unique_ptr<BlockTables>(new BlockTables(pool, rows, capacity, scratch->front()));
+}
+
+BlockTables::BlockTables(PrefixCache* pool, int64_t rows, int64_t capacity, int32_t scratch)
     : pool_(pool),
       page_size_(pool->page_size()),
       capacity_(capacity),
+      scratch_(scratch),
       rows_(rows),
-      lengths_(rows, 0) {
-  TORCH_CHECK(rows >= 1, "BlockTables: rows must be >= 1");
-  TORCH_CHECK(capacity >= 1, "BlockTables: capacity must be >= 1");
-  absl::StatusOr<std::vector<int32_t>> scratch = pool_->AllocatePages(1);
-  TORCH_CHECK(scratch.ok(), "BlockTables: no scratch page: ", scratch.status().ToString());
-  scratch_ = scratch->front();
-}
+      lengths_(rows, 0) {}
 
 BlockTables::~BlockTables() {
   for (int64_t r = 0; r < rows(); ++r) Reset(r);

@@ -31,11 +31,13 @@
 #define NANOSERVE_KV_CACHE_BLOCK_TABLES_H_
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <torch/types.h>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "kv_cache/page_layout.h"
 #include "kv_cache/prefix_cache.h"
@@ -45,9 +47,11 @@ namespace nanoserve {
 class BlockTables {
  public:
   // `rows` empty rows of up to `capacity` tokens over `pool` (not owned; it
-  // outlives this), which gives one page for scratch. REQUIRES: rows >= 1,
-  // capacity >= 1. Throws c10::Error if the pool has no page to spare.
-  BlockTables(PrefixCache* pool, int64_t rows, int64_t capacity);
+  // outlives this), which gives one page for scratch. INVALID_ARGUMENT for
+  // rows or capacity < 1, the pool's error (RESOURCE_EXHAUSTED) if it has
+  // no page to spare.
+  static absl::StatusOr<std::unique_ptr<BlockTables>> Create(PrefixCache* pool, int64_t rows,
+                                                             int64_t capacity);
   // Resets every row and gives the scratch page back.
   ~BlockTables();
   BlockTables(const BlockTables&) = delete;
@@ -125,6 +129,8 @@ class BlockTables {
   absl::Status CheckInvariants() const;
 
  private:
+  BlockTables(PrefixCache* pool, int64_t rows, int64_t capacity, int32_t scratch);
+
   struct Row {
     std::vector<int32_t> pages;
     int64_t shared = 0;            // pages[0, shared) are the tree's

@@ -68,7 +68,8 @@ TEST(BatchSchedulerTest, StaggeredRequestsMatchTheOfflineEngine) {
   auto model = TinyModel();
   BatchSchedulerOptions options;
   options.max_batch = 3;  // fewer slots than requests: some wait, then join
-  BatchScheduler scheduler(model.get(), options);
+  auto scheduler_owned = BatchScheduler::Create(model.get(), options).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   const std::vector<std::vector<int>> prompts = {Prompt(5, 1), Prompt(17, 2), Prompt(1, 3),
                                                  Prompt(30, 4), Prompt(9, 5)};
   const std::vector<int64_t> max_new = {12, 4, 20, 7, 15};
@@ -98,7 +99,8 @@ TEST(BatchSchedulerTest, ABurstIsPrefilledInOneBatch) {
   auto model = TinyModel();
   BatchSchedulerOptions options;
   options.max_batch = 8;
-  BatchScheduler scheduler(model.get(), options);
+  auto scheduler_owned = BatchScheduler::Create(model.get(), options).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   for (bool equal_lengths : {true, false}) {
     std::vector<std::unique_ptr<Outcome>> outcomes;
     std::vector<BatchRequest> burst;
@@ -140,7 +142,8 @@ TEST(BatchSchedulerTest, ChunkedPrefillKeepsRunningStreamsGoing) {
   BatchSchedulerOptions options;
   options.max_batch = 4;
   options.prefill_chunk = 8;
-  BatchScheduler scheduler(model.get(), options);
+  auto scheduler_owned = BatchScheduler::Create(model.get(), options).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   const std::vector<int> running = Prompt(5, 1), long_prompt = Prompt(64, 2);
   Outcome a, b;
   ASSERT_TRUE(scheduler.Submit(MakeRequest(running, 40, &a)).ok());
@@ -189,7 +192,8 @@ TEST(BatchSchedulerTest, ThePagePoolBoundsTokensNotSlots) {
   options.max_batch = 8;
   options.page_size = 16;
   options.pool_tokens = 64;  // four pages
-  BatchScheduler scheduler(model.get(), options);
+  auto scheduler_owned = BatchScheduler::Create(model.get(), options).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   EXPECT_EQ(scheduler.pool_pages(), 4);
   std::vector<std::vector<int>> prompts;
   std::vector<int64_t> max_new;
@@ -223,10 +227,13 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   const std::vector<int> prompt = Prompt(21, 7);
   const std::vector<int> expected = Offline(*model, prompt, 10);
   // K/V of the first 16 tokens, computed elsewhere (as the KV store holds it).
-  KvCache other(model->config(), 1, 64, testing::TestDtype(), testing::TestDevice());
+  auto other_owned =
+      KvCache::Create(model->config(), 1, 64, testing::TestDtype(), testing::TestDevice()).value();
+  KvCache& other = *other_owned;
   std::vector<int> head(prompt.begin(), prompt.begin() + 16);
   PrefillRow(*model, other, 0, head, 0);
-  BatchScheduler scheduler(model.get(), {});
+  auto scheduler_owned = BatchScheduler::Create(model.get(), {}).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   // Positions [0, n) of `other` as pages of `page_size` tokens.
   auto pages_of = [&](int64_t n, int64_t page_size) {
     return TokensAsPages(other.ReadRow(0, 0, n).value(), page_size);
@@ -261,7 +268,8 @@ TEST(BatchSchedulerTest, CancelFreesTheSlotForTheNextRequest) {
   auto model = TinyModel();
   BatchSchedulerOptions options;
   options.max_batch = 1;
-  BatchScheduler scheduler(model.get(), options);
+  auto scheduler_owned = BatchScheduler::Create(model.get(), options).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   Outcome first, second;
   absl::Notification started;
   BatchRequest r = MakeRequest(Prompt(4, 1), 80, &first);
@@ -288,7 +296,8 @@ TEST(BatchSchedulerTest, CancelFreesTheSlotForTheNextRequest) {
 
 TEST(BatchSchedulerTest, BadRequestsAreRefusedAndNothingRuns) {
   auto model = TinyModel();
-  BatchScheduler scheduler(model.get(), {});
+  auto scheduler_owned = BatchScheduler::Create(model.get(), {}).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   Outcome out;
   auto code = [&](BatchRequest r) { return scheduler.Submit(std::move(r)).status().code(); };
   EXPECT_EQ(code(MakeRequest({}, 4, &out)), absl::StatusCode::kInvalidArgument);
@@ -311,7 +320,8 @@ TEST(BatchSchedulerTest, BadRequestsAreRefusedAndNothingRuns) {
 // stated minimums runs to the end beside a greedy victim.
 TEST(BatchSchedulerTest, UncomputableRequestsAreRefusedAndHurtNoOne) {
   auto model = TinyModel();
-  BatchScheduler scheduler(model.get(), {});
+  auto scheduler_owned = BatchScheduler::Create(model.get(), {}).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   const std::vector<int> prompt = Prompt(12, 8);
   Outcome victim;
   ASSERT_TRUE(scheduler.Submit(MakeRequest(prompt, 40, &victim)).ok());
@@ -350,7 +360,7 @@ TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
   auto model = TinyModel();
   BatchSchedulerOptions options;
   options.max_batch = 1;
-  auto scheduler = std::make_unique<BatchScheduler>(model.get(), options);
+  auto scheduler = BatchScheduler::Create(model.get(), options).value();
   Outcome a, b;
   absl::Notification started;
   BatchRequest first = MakeRequest(Prompt(3, 1), 80, &a);
@@ -383,7 +393,8 @@ namespace {
 // as a wedged step would): what decode's /livez fails on.
 TEST(BatchSchedulerTest, BusyForGrowsOnlyWhileTheLoopIsStuck) {
   auto model = TinyModel();
-  BatchScheduler scheduler(model.get(), {});
+  auto scheduler_owned = BatchScheduler::Create(model.get(), {}).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   absl::SleepFor(absl::Milliseconds(50));
   EXPECT_EQ(scheduler.busy_for(), absl::ZeroDuration());  // idle
 

@@ -39,7 +39,10 @@ TEST(DecodeStepTest, ParsesKindNames) {
 
 TEST(DecodeStepTest, AutoIsCudaGraphOnlyOnAGpu) {
   auto model = TinyModel();
-  KvCache cache(model->config(), 2, 16, model->options().dtype, model->options().device);
+  auto cache_owned =
+      KvCache::Create(model->config(), 2, 16, model->options().dtype, model->options().device)
+          .value();
+  KvCache& cache = *cache_owned;
   auto step = MakeDecodeStep(model.get(), &cache);
   ASSERT_TRUE(step.ok()) << step.status();
   EXPECT_EQ((*step)->name(), TestDevice().is_cuda() ? "cuda-graph" : "reference");
@@ -54,7 +57,10 @@ TEST(DecodeStepTest, AutoIsCudaGraphOnlyOnAGpu) {
 void ExpectLogitsMatchWholeSequenceForward(DecodeKind kind) {
   auto model = TinyModel();
   const std::vector<int64_t> lengths = {5, 1, 17, 33, 9};
-  KvCache cache(model->config(), 8, 64, model->options().dtype, model->options().device);
+  auto cache_owned =
+      KvCache::Create(model->config(), 8, 64, model->options().dtype, model->options().device)
+          .value();
+  KvCache& cache = *cache_owned;
   std::vector<std::vector<int>> seqs;
   for (size_t r = 0; r < lengths.size(); ++r) seqs.push_back(Prompt(lengths[r], r));
   std::vector<torch::Tensor> first = PrefillBatch(*model, cache, seqs, 0);
@@ -123,7 +129,10 @@ TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
 
 TEST(DecodeStepTest, RejectsRowsItCannotRun) {
   auto model = TinyModel();
-  KvCache cache(model->config(), 2, 4, model->options().dtype, model->options().device);
+  auto cache_owned =
+      KvCache::Create(model->config(), 2, 4, model->options().dtype, model->options().device)
+          .value();
+  KvCache& cache = *cache_owned;
   auto step = MakeDecodeStep(model.get(), &cache).value();
   EXPECT_THROW(step->Run({}, nullptr), c10::Error);
   EXPECT_THROW(step->Run({1, 2, 3}, nullptr), c10::Error);

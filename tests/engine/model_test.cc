@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "base/torch_status.h"
+#include "engine/batch_scheduler.h"
 #include "engine/prefill.h"
 #include "tests/test_util/model.h"
 
@@ -39,7 +40,10 @@ void ExpectCachedStepsMatchFullPass(AttentionKind attention, int64_t total, int6
   auto model = TinyModel(attention);
   auto ids = RandomIds(total, model->config().vocab_size, total * 31 + prompt_len);
   torch::Tensor full = FullLogits(*model, ids);  // (T, V)
-  KvCache cache(model->config(), 1, total, model->options().dtype, model->options().device);
+  auto cache_owned =
+      KvCache::Create(model->config(), 1, total, model->options().dtype, model->options().device)
+          .value();
+  KvCache& cache = *cache_owned;
   torch::Tensor first =
       PrefillRow(*model, cache, 0, std::vector<int>(ids.begin(), ids.begin() + prompt_len), 0);
   EXPECT_LE((first[0].cpu() - full[prompt_len - 1]).abs().max().item<double>(), LogitTolerance());
@@ -67,10 +71,16 @@ TEST(ModelTest, FusedAttentionMatchesToo) {
 TEST(ModelTest, ChunkedPrefillEqualsOnePass) {
   auto model = TinyModel();
   auto ids = RandomIds(70, model->config().vocab_size, 5);
-  KvCache one(model->config(), 1, 70, model->options().dtype, model->options().device);
+  auto one_owned =
+      KvCache::Create(model->config(), 1, 70, model->options().dtype, model->options().device)
+          .value();
+  KvCache& one = *one_owned;
   torch::Tensor whole = PrefillRow(*model, one, 0, ids, 0).cpu();
   for (int64_t chunk : {1, 7, 32, 69}) {
-    KvCache chunked(model->config(), 1, 70, model->options().dtype, model->options().device);
+    auto chunked_owned =
+        KvCache::Create(model->config(), 1, 70, model->options().dtype, model->options().device)
+            .value();
+    KvCache& chunked = *chunked_owned;
     torch::Tensor logits = PrefillRow(*model, chunked, 0, ids, chunk).cpu();
     EXPECT_LE((logits - whole).abs().max().item<double>(), LogitTolerance()) << "chunk " << chunk;
     EXPECT_EQ(chunked.length(0), 70);
@@ -90,7 +100,9 @@ TEST(ModelTest, BatchedDecodeOfUnequalLengthsMatchesEachRowAlone) {
   std::vector<std::vector<int>> prompts = {RandomIds(5, cfg.vocab_size, 1),
                                            RandomIds(23, cfg.vocab_size, 2),
                                            RandomIds(11, cfg.vocab_size, 3)};
-  KvCache batch(cfg, 3, 40, model->options().dtype, model->options().device);
+  auto batch_owned =
+      KvCache::Create(cfg, 3, 40, model->options().dtype, model->options().device).value();
+  KvCache& batch = *batch_owned;
   for (int64_t r = 0; r < 3; ++r) PrefillRow(*model, batch, r, prompts[r], 0);
   std::vector<int64_t> next = {7, 8, 9}, positions = {5, 23, 11};
   auto hidden = model->Forward(torch::tensor(next).view({3, 1}),
@@ -108,7 +120,10 @@ TEST(ModelTest, BatchedDecodeOfUnequalLengthsMatchesEachRowAlone) {
 
 TEST(ModelTest, CacheBuffersNeverMove) {
   auto model = TinyModel();
-  KvCache cache(model->config(), 1, 30, model->options().dtype, model->options().device);
+  auto cache_owned =
+      KvCache::Create(model->config(), 1, 30, model->options().dtype, model->options().device)
+          .value();
+  KvCache& cache = *cache_owned;
   void* k0 = cache.k_pages(0).data_ptr();
   void* v1 = cache.v_pages(1).data_ptr();
   PrefillRow(*model, cache, 0, RandomIds(10, model->config().vocab_size, 9), 4);
@@ -126,8 +141,11 @@ TEST(ModelTest, CacheBuffersNeverMove) {
 // as they were.
 TEST(ModelTest, AFullPoolIsOutOfMemoryNotCorruption) {
   auto model = TinyModel();
-  KvCache cache(model->config(), 2, 64, model->options().dtype, model->options().device,
-                /*page_size=*/8, /*pool_tokens=*/40);
+  auto cache_owned =
+      KvCache::Create(model->config(), 2, 64, model->options().dtype, model->options().device,
+                      /*page_size=*/8, /*pool_tokens=*/40)
+          .value();
+  KvCache& cache = *cache_owned;
   const std::vector<int> prompt = RandomIds(24, model->config().vocab_size, 3);
   PrefillRow(*model, cache, 0, prompt, 0);  // 3 of 5 pages
   absl::Status status = RunTorch("prefill", [&] { PrefillRow(*model, cache, 1, prompt, 0); });
@@ -135,6 +153,28 @@ TEST(ModelTest, AFullPoolIsOutOfMemoryNotCorruption) {
   EXPECT_EQ(cache.length(0), 24);
   EXPECT_EQ(cache.length(1), 0);
   EXPECT_TRUE(cache.tables().CheckInvariants().ok());
+}
+
+// A KV cache of bad sizes is a status (what the scheduler and the services
+// report), not a throw (a pool with no page to spare: BlockTablesTest).
+TEST(ModelTest, KvCacheCreateSaysWhyItCannot) {
+  auto model = TinyModel();
+  const Gpt2Config& cfg = model->config();
+  const auto dtype = model->options().dtype;
+  const auto device = model->options().device;
+  EXPECT_EQ(KvCache::Create(cfg, 0, 16, dtype, device).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCache::Create(cfg, 1, 16, dtype, device, /*page_size=*/0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(KvCache::Create(cfg, 1, 16, dtype, device, 16, /*pool_tokens=*/-1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // 2^50 tokens of K/V: more pages than 32-bit page ids address.
+  auto huge = KvCache::Create(cfg, 1, 16, dtype, device, 16, int64_t{1} << 50);
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument) << huge.status();
+  BatchSchedulerOptions options;
+  options.pool_tokens = int64_t{1} << 50;
+  EXPECT_EQ(BatchScheduler::Create(model.get(), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ModelTest, CreateRejectsMisshapenWeights) {

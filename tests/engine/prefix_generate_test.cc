@@ -185,8 +185,10 @@ TEST(PrefixBatchTest, ASharedPrefixIsLoadedOncePerBatchFromAStoreElsewhere) {
   auto off = generator.Generate(batch, GreedyOptions(KvCacheMode::kOff, 1)).value();
   for (int pass = 0; pass < 2; ++pass) {  // cold, then everything cached
     store.loaded_rows = 0;
-    KvCache rows(model->config(), static_cast<int64_t>(batch.size()), 64, model->options().dtype,
-                 model->options().device);
+    auto rows_owned = KvCache::Create(model->config(), static_cast<int64_t>(batch.size()), 64,
+                                      model->options().dtype, model->options().device)
+                          .value();
+    KvCache& rows = *rows_owned;
     auto result = PrefixPrefill(*model, store, 0).Run(batch, rows);
     ASSERT_TRUE(result.ok()) << result.status();
     ASSERT_TRUE(result->store_status.ok()) << result->store_status;
@@ -207,8 +209,14 @@ TEST(PrefixBatchTest, BatchedRaggedPrefillEqualsRowByRow) {
   // pass; their logits equal prefilling each row alone.
   auto model = TinyModel();
   Batch prompts = {Tokens(30, 1), Tokens(22, 2), Tokens(26, 3)};
-  KvCache batched(model->config(), 3, 40, model->options().dtype, model->options().device);
-  KvCache alone(model->config(), 3, 40, model->options().dtype, model->options().device);
+  auto batched_owned =
+      KvCache::Create(model->config(), 3, 40, model->options().dtype, model->options().device)
+          .value();
+  KvCache& batched = *batched_owned;
+  auto alone_owned =
+      KvCache::Create(model->config(), 3, 40, model->options().dtype, model->options().device)
+          .value();
+  KvCache& alone = *alone_owned;
   const std::vector<int64_t> cached = {20, 12, 16};  // 10 tokens left in each row
   for (int64_t r = 0; r < 3; ++r) {
     std::vector<int> head(prompts[r].begin(), prompts[r].begin() + cached[r]);

@@ -77,8 +77,8 @@ void CheckSamplerRuns(const SamplingOptions& options) {
     return torch::randn({1, kVocab}) * 10;  // (1, V)
   }();
   Sampler sampler(options);
-  const std::vector<int64_t> chosen = sampler.Sample(logits);
-  FUZZ_CHECK(chosen.size() == 1 && chosen[0] >= 0 && chosen[0] < kVocab);
+  const absl::StatusOr<std::vector<int64_t>> chosen = sampler.Sample(logits);
+  FUZZ_CHECK(chosen.ok() && chosen->size() == 1 && (*chosen)[0] >= 0 && (*chosen)[0] < kVocab);
 }
 
 PrefillStageOptions StageOptions() {

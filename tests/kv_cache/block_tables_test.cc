@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
@@ -37,10 +38,26 @@ void WriteRamp(BlockTables& rows, int64_t row, int64_t begin, int64_t end, float
   rows.set_length(row, end);
 }
 
+// Bad sizes and a pool with no page to spare are statuses, not throws.
+TEST(BlockTablesTest, CreateSaysWhyItCannot) {
+  auto pool = MakeCache(/*page_size=*/4, /*num_pages=*/2);
+  EXPECT_EQ(BlockTables::Create(pool.get(), 0, 16).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BlockTables::Create(pool.get(), 1, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto first = BlockTables::Create(pool.get(), 1, 16);
+  auto second = BlockTables::Create(pool.get(), 1, 16);
+  ASSERT_TRUE(first.ok() && second.ok());  // a scratch page each
+  auto third = BlockTables::Create(pool.get(), 1, 16);
+  EXPECT_EQ(third.status().code(), absl::StatusCode::kResourceExhausted) << third.status();
+  EXPECT_TRUE(absl::StrContains(third.status().message(), "scratch")) << third.status();
+}
+
 TEST(BlockTablesTest, RowsGrowPageByPageAndGiveEverythingBack) {
   auto pool = MakeCache(/*page_size=*/4, /*num_pages=*/8);
   {
-    BlockTables rows(pool.get(), 2, 16);  // takes a scratch page
+    auto rows_owned = BlockTables::Create(pool.get(), 2, 16).value();
+    BlockTables& rows = *rows_owned;  // takes a scratch page
     EXPECT_EQ(pool->Stats().pages_free, 7);
     ASSERT_TRUE(rows.PrepareWrite(0, 0, 5).ok());
     EXPECT_EQ(rows.pages(0).size(), 2u);
@@ -66,7 +83,8 @@ TEST(BlockTablesTest, RowsGrowPageByPageAndGiveEverythingBack) {
 
 TEST(BlockTablesTest, ATreeHitIsReadInPlaceAndCopiedOnWrite) {
   auto pool = MakeCache(4, 16);
-  BlockTables rows(pool.get(), 2, 32);
+  auto rows_owned = BlockTables::Create(pool.get(), 2, 32).value();
+  BlockTables& rows = *rows_owned;
   const std::vector<int32_t> prompt = Tokens(8);
   // Row 0 computes 8 tokens; the tree adopts its two pages in place.
   WriteRamp(rows, 0, 0, 8, 10);
@@ -105,7 +123,8 @@ TEST(BlockTablesTest, ATreeHitIsReadInPlaceAndCopiedOnWrite) {
 
 TEST(BlockTablesTest, InsertFreesDuplicatesAndTheRowReadsTheTreesPages) {
   auto pool = MakeCache(4, 16);
-  BlockTables rows(pool.get(), 2, 16);
+  auto rows_owned = BlockTables::Create(pool.get(), 2, 16).value();
+  BlockTables& rows = *rows_owned;
   const std::vector<int32_t> prompt = Tokens(8);
   WriteRamp(rows, 0, 0, 8, 0);
   WriteRamp(rows, 1, 0, 8, 0);  // the same tokens, computed twice
@@ -124,7 +143,8 @@ TEST(BlockTablesTest, InsertFreesDuplicatesAndTheRowReadsTheTreesPages) {
 
 TEST(BlockTablesTest, ParkedRowsWriteIntoScratchAndHoldNothing) {
   auto pool = MakeCache(4, 4);
-  BlockTables rows(pool.get(), 3, 16);
+  auto rows_owned = BlockTables::Create(pool.get(), 3, 16).value();
+  BlockTables& rows = *rows_owned;
   rows.Park(1);
   EXPECT_TRUE(rows.parked(1));
   EXPECT_EQ(rows.pages(1), std::vector<int32_t>{rows.scratch_page()});
@@ -143,7 +163,8 @@ TEST(BlockTablesTest, ParkedRowsWriteIntoScratchAndHoldNothing) {
 
 TEST(BlockTablesTest, BadAttachmentsChangeNothing) {
   auto pool = MakeCache(4, 8);
-  BlockTables rows(pool.get(), 1, 16);
+  auto rows_owned = BlockTables::Create(pool.get(), 1, 16).value();
+  BlockTables& rows = *rows_owned;
   EXPECT_EQ(rows.AttachLease(0, 12345, 4).code(), absl::StatusCode::kNotFound);
   const std::vector<int32_t> prompt = Tokens(4);
   auto pages = pool->AllocatePages(1);

@@ -129,7 +129,8 @@ TEST_F(DecodeStageTest, AdmissionIsBoundedBySlotsAndQueue) {
   BatchSchedulerOptions one;
   one.max_batch = 1;
   one.max_queue = 0;
-  BatchScheduler scheduler(model_.get(), one);
+  auto scheduler_owned = BatchScheduler::Create(model_.get(), one).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   DecodeStage stage(tokenizer_.get(), &scheduler, nullptr, nullptr, &workers_, DecodeStageOptions(),
                     nullptr);
   GenerateParams params;
@@ -166,7 +167,8 @@ TEST_F(DecodeStageTest, AdmissionCountsTokensOfWork) {
   BatchSchedulerOptions four;
   four.max_batch = 4;
   four.max_queue = 16;
-  BatchScheduler scheduler(model_.get(), four);
+  auto scheduler_owned = BatchScheduler::Create(model_.get(), four).value();
+  BatchScheduler& scheduler = *scheduler_owned;
   DecodeStageOptions options;
   options.max_tokens_in_flight = 100;
   DecodeStage stage(tokenizer_.get(), &scheduler, nullptr, nullptr, &workers_, options, nullptr);

@@ -341,7 +341,7 @@ class StoreServer {
 struct Rows {
   Rows() {
     pool = PrefixCache::Create(PoolOptions(false, 32)).value();
-    tables = std::make_unique<BlockTables>(pool.get(), 2, 32);
+    tables = BlockTables::Create(pool.get(), 2, 32).value();
   }
   std::unique_ptr<PrefixCache> pool;
   std::unique_ptr<BlockTables> tables;

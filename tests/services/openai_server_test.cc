@@ -30,7 +30,7 @@ class OpenAiServerTest : public ::testing::Test {
   void StartServer(const BatchSchedulerOptions& scheduler_options) {
     server_.reset();
     stage_.reset();
-    scheduler_ = std::make_unique<BatchScheduler>(model_.get(), scheduler_options);
+    scheduler_ = BatchScheduler::Create(model_.get(), scheduler_options).value();
     metrics_ = std::make_unique<MetricsRegistry>();  // gauges read the new scheduler
     stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), nullptr, nullptr,
                                            &workers_, DecodeStageOptions(), metrics_.get());
