@@ -50,14 +50,14 @@ class DecodeHandlerTest : public ::testing::Test {
   DecodeHandlerTest()
       : model_(testing::TinyModel()),
         tokenizer_(Gpt2Tokenizer::LoadDefault().value()),
-        scheduler_(model_.get(), BatchSchedulerOptions{}),
+        scheduler_(BatchScheduler::Create(model_.get(), BatchSchedulerOptions{}).value()),
         workers_(2),
-        stage_(tokenizer_.get(), &scheduler_, nullptr, nullptr, &workers_, {}, &metrics_),
+        stage_(tokenizer_.get(), scheduler_.get(), nullptr, nullptr, &workers_, {}, &metrics_),
         handler_(&stage_) {}
 
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<Gpt2Tokenizer> tokenizer_;
-  BatchScheduler scheduler_;
+  std::unique_ptr<BatchScheduler> scheduler_;
   WorkerPool workers_;
   MetricsRegistry metrics_;
   DecodeStage stage_;
@@ -108,8 +108,8 @@ TEST_F(DecodeHandlerTest, CancelEndsTheCallAndFreesTheSlot) {
   EXPECT_EQ(sink->status_.error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_LT(sink->ids().size(), 80u);
   absl::Time end = absl::Now() + absl::Seconds(5);
-  while (scheduler_.active() > 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
-  EXPECT_EQ(scheduler_.active(), 0);
+  while (scheduler_->active() > 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_EQ(scheduler_->active(), 0);
 }
 
 TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
@@ -121,7 +121,7 @@ TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
     EXPECT_EQ(sink->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_TRUE(sink->tokens_.empty());
   }
-  EXPECT_EQ(scheduler_.steps(), 0);
+  EXPECT_EQ(scheduler_->steps(), 0);
   // Counted by their code, apart from other failures.
   const std::string page = metrics_.Render();
   EXPECT_NE(page.find("nanoserve_decode_requests_total{code=\"INVALID_ARGUMENT\"} 4"),

@@ -47,13 +47,13 @@ class DecodeStageTest : public ::testing::Test {
   DecodeStageTest()
       : model_(testing::TinyModel()),
         tokenizer_(Gpt2Tokenizer::LoadDefault().value()),
-        scheduler_(model_.get(), BatchSchedulerOptions{}),
+        scheduler_(BatchScheduler::Create(model_.get(), BatchSchedulerOptions{}).value()),
         workers_(2) {
     cache_ = testing::ModelCache(*model_, kPageSize, 64);
     store_ = std::make_unique<LocalPrefixStore>(cache_.get());
     prefill_ =
         std::make_unique<PrefillStage>(model_.get(), store_.get(), PrefillStageOptions(), nullptr);
-    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), &scheduler_, prefill_.get(),
+    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), prefill_.get(),
                                            store_.get(), &workers_, DecodeStageOptions(), nullptr);
   }
 
@@ -87,7 +87,7 @@ class DecodeStageTest : public ::testing::Test {
 
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<Gpt2Tokenizer> tokenizer_;
-  BatchScheduler scheduler_;
+  std::unique_ptr<BatchScheduler> scheduler_;
   WorkerPool workers_;
   std::unique_ptr<PrefixCache> cache_;
   std::unique_ptr<LocalPrefixStore> store_;
@@ -255,7 +255,7 @@ TEST_F(DecodeStageTest, EndAllEndsCallsInFlightWithItsStatus) {
 // Decode's liveness fails while the scheduler loop is stuck on one turn
 // (here in a token callback that blocks) and passes again once it moves.
 TEST_F(DecodeStageTest, SchedulerLivenessFailsWhileTheLoopIsStuck) {
-  EXPECT_TRUE(SchedulerLiveness(scheduler_, absl::Milliseconds(200)).ok());
+  EXPECT_TRUE(SchedulerLiveness(*scheduler_, absl::Milliseconds(200)).ok());
   class Blocking : public RecordingEvents {
    public:
     void OnToken(const StreamedToken& token) override {
@@ -277,13 +277,13 @@ TEST_F(DecodeStageTest, SchedulerLivenessFailsWhileTheLoopIsStuck) {
   stage_->Start(params, absl::InfiniteFuture(), events);
   ASSERT_TRUE(events->entered.WaitForNotificationWithTimeout(absl::Seconds(60)));
   absl::SleepFor(absl::Milliseconds(300));
-  const absl::Status stuck = SchedulerLiveness(scheduler_, absl::Milliseconds(200));
+  const absl::Status stuck = SchedulerLiveness(*scheduler_, absl::Milliseconds(200));
   EXPECT_EQ(stuck.code(), absl::StatusCode::kUnavailable) << stuck;
   EXPECT_NE(stuck.message().find("wedged"), std::string::npos) << stuck;
   events->release.Notify();
   ASSERT_TRUE(events->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
   absl::SleepFor(absl::Milliseconds(50));
-  EXPECT_TRUE(SchedulerLiveness(scheduler_, absl::Milliseconds(200)).ok());
+  EXPECT_TRUE(SchedulerLiveness(*scheduler_, absl::Milliseconds(200)).ok());
 }
 
 }  // namespace
