@@ -16,6 +16,7 @@ namespace {
 
 int Run(const DecodeOptions& o) {
   if (absl::Status bad = CheckDecodeOptions(o); !bad.ok()) return ServiceError(bad);
+  if (absl::Status too_big = CheckDecodeMemory(o); !too_big.ok()) return ServiceError(too_big);
   auto loaded = LoadServiceModel(o.service.model);
   if (!loaded.ok()) return ServiceError(loaded.status());
   auto tokenizer = Gpt2Tokenizer::LoadDefault();

@@ -22,6 +22,7 @@ std::vector<std::string> DecodeOptions::ToArgv() const {
        FlagArg("workers", workers), FlagArg("http_listen", http_listen),
        FlagArg("http_threads", http_threads), FlagArg("http_max_connections", http_max_connections),
        FlagArg("http_max_body_kb", http_max_body_kb), FlagArg("http_timeout_s", http_timeout_s),
+       FlagArg("api_key", api_key), FlagArg("allow_insecure_http", allow_insecure_http),
        FlagArg("served_model_name", served_model_name),
        FlagArg("liveness_stall_s", liveness_stall_s), FlagArg("decode_step", decode_step)},
       &argv);

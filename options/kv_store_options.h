@@ -39,6 +39,22 @@ struct KvStoreOptions {
   // prefixes and their pages to a file here, and at start load it when the
   // model (--model, --seed) and the page layout match. Empty: off.
   std::string snapshot_dir;
+  // Quotas per caller (its TLS identity, else its address); beyond one the
+  // call gets RESOURCE_EXHAUSTED naming it.
+  // --max_leases_per_caller: leases one caller holds at once (0 = no bound).
+  int64_t max_leases_per_caller = 4096;
+  // --max_pinned_pages_per_caller: pages one caller's leases pin at once
+  // (0 = three quarters of the pool).
+  int64_t max_pinned_pages_per_caller = 0;
+  // --max_puts_per_caller: Put streams one caller has open at once (0 = no
+  // bound).
+  int64_t max_puts_per_caller = 32;
+  // --max_put_mb_per_caller: MiB of page bytes one caller's Put streams
+  // buffer at once (0 = no bound but the store's 256 MiB over all callers).
+  int64_t max_put_mb_per_caller = 128;
+  // --put_idle_timeout_s: a Put stream on which nothing arrives for this long
+  // is cancelled.
+  int64_t put_idle_timeout_s = 10;
 
   // Every flag: the service's, then the store's own.
   std::vector<std::string> ToArgv() const;

@@ -31,8 +31,11 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
       layout_(cache->options().pool.layout),
       layout_proto_(KvLayoutToProto(layout_)),
       bytes_per_page_(layout_.bytes_per_page()),
-      host_id_(HostId()) {
+      host_id_(HostId()),
+      quotas_(options.quotas) {
   if (metrics == nullptr) return;
+  metrics->AddGauge("nanoserve_kv_store_callers", "Callers holding leases or Put streams.",
+                    [this] { return static_cast<double>(quotas_.callers()); });
   shared_fetched_bytes_ = metrics->AddCounter(
       "nanoserve_kv_store_shared_fetched_bytes_total",
       "Page bytes handed over in place by Fetch (page ids of the mapped pool).");
@@ -82,6 +85,10 @@ grpc::Status KvStoreHandler::CheckTokens(
                                      options_.vocab_size, options_.max_tokens));
 }
 
+std::string KvStoreHandler::CallerKey(const PeerIdentity& caller) {
+  return caller.authenticated ? caller.name : caller.address;
+}
+
 grpc::Status KvStoreHandler::CheckCaller(const PeerIdentity& caller) {
   if (caller.authenticated && caller.name.empty()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
@@ -108,8 +115,15 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerId
   if (absl::Status bad = ValidateCacheSalt(request.cache_salt()); !bad.ok()) {
     return ToGrpcStatus(bad);
   }
+  const std::string key = CallerKey(caller);
+  if (absl::Status over = quotas_.CheckLease(key); !over.ok()) {
+    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat("Match: ", over.message())));
+  }
   PrefixCache::MatchResult match =
       cache_->Match(request.tokens(), request.cache_salt(), caller.name);
+  if (match.lease_id != PrefixCache::kNoLease) {
+    quotas_.AddLease(match.lease_id, key, match.matched_tokens / layout_.page_size, absl::Now());
+  }
   response->set_matched_tokens(match.matched_tokens);
   response->set_lease_id(match.lease_id);
   *response->mutable_layout() = layout_proto_;
@@ -122,15 +136,22 @@ grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, const Pe
                                      v1::ReleaseResponse*) {
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Release: lease_id 0");
-  return ToGrpcStatus(cache_->Release(request.lease_id(), caller.name));
+  absl::Status released = cache_->Release(request.lease_id(), caller.name);
+  if (released.ok()) quotas_.EndLease(request.lease_id());
+  return ToGrpcStatus(released);
 }
 
 grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,
                                         const PeerIdentity& caller,
                                         v1::RenewLeaseResponse* response) {
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
+  const absl::Time now = absl::Now();
   for (uint64_t id : request.lease_ids()) {
-    if (!cache_->RenewLease(id, caller.name).ok()) response->add_unknown_lease_ids(id);
+    if (cache_->RenewLease(id, caller.name).ok()) {
+      quotas_.RenewLease(id, now);
+    } else {
+      response->add_unknown_lease_ids(id);
+    }
   }
   return grpc::Status::OK;
 }
@@ -164,6 +185,13 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
       exported == KvTransport::kBytes ? "none" : std::string(KvTransportName(exported)));
   response->set_reserved_pages(reserved_pages());
   return grpc::Status::OK;
+}
+
+void KvStoreHandler::CountPutLease(uint64_t lease_id, const PeerIdentity& caller,
+                                   const std::string& holder, size_t pages) {
+  if (lease_id == PrefixCache::kNoLease) return;
+  quotas_.AddLease(lease_id, holder.empty() ? CallerKey(caller) : holder,
+                   static_cast<int64_t>(pages), absl::Now());
 }
 
 // ---- the shared data plane ----
@@ -270,6 +298,8 @@ int64_t KvStoreHandler::reserved_pages() const {
 }
 
 int64_t KvStoreHandler::ReapExpiredLeases() {
+  const absl::Time start = absl::Now();
+  CancelIdlePuts(start);
   std::vector<int32_t> expired;
   {
     absl::MutexLock lock(&reservations_mu_);
@@ -283,12 +313,44 @@ int64_t KvStoreHandler::ReapExpiredLeases() {
     }
   }
   if (!expired.empty()) cache_->FreePages(expired).IgnoreError();
-  return cache_->ReapExpiredLeases();
+  const int64_t reaped = cache_->ReapExpiredLeases();
+  // The cache reaped (at least) every lease idle since before start - ttl.
+  const absl::Duration ttl = cache_->options().lease_ttl;
+  if (ttl != absl::InfiniteDuration()) quotas_.ReapIdleLeases(start - ttl);
+  return reaped;
+}
+
+int64_t KvStoreHandler::CancelIdlePuts(absl::Time now) {
+  const int64_t idle_since = absl::ToUnixNanos(now - options_.put_idle_timeout);
+  int64_t cancelled = 0;
+  absl::MutexLock lock(&puts_mu_);
+  for (PutSession* session : puts_) {
+    if (session->last_message_ns_.load() > idle_since || session->idled_.exchange(true)) continue;
+    ++cancelled;
+    if (session->cancel_) session->cancel_();
+  }
+  return cancelled;
 }
 
 // ---- Put ----
 
+KvStoreHandler::PutSession::PutSession(KvStoreHandler* handler, const PeerIdentity& caller)
+    : handler_(handler), caller_(caller), last_message_ns_(absl::GetCurrentTimeNanos()) {
+  absl::MutexLock lock(&handler_->puts_mu_);
+  handler_->puts_.insert(this);
+}
+
+void KvStoreHandler::PutSession::SetCancel(std::function<void()> cancel) {
+  absl::MutexLock lock(&handler_->puts_mu_);
+  cancel_ = std::move(cancel);
+}
+
 KvStoreHandler::PutSession::~PutSession() {
+  {
+    absl::MutexLock lock(&handler_->puts_mu_);
+    handler_->puts_.erase(this);
+  }
+  if (counted_) handler_->quotas_.EndPut(CallerKey(caller_), expected_bytes_);
   handler_->put_bytes_in_flight_.fetch_sub(expected_bytes_);
   if (!reserved_.empty()) handler_->cache_->FreePages(reserved_).IgnoreError();
 }
@@ -305,6 +367,11 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   }
   cache_salt_ = header.cache_salt();
   lease_holder_ = header.lease_holder();
+  if (absl::Status over =
+          h.quotas_.CheckLease(lease_holder_.empty() ? CallerKey(caller_) : lease_holder_);
+      !over.ok()) {
+    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat("Put: ", over.message())));
+  }
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(header.layout());
   if (!layout.ok()) return Invalid(absl::StrCat("Put: ", layout.status().message()));
   if (*layout != h.layout_) {
@@ -332,6 +399,10 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
     if (grpc::Status bad = BasePages(nullptr); !bad.ok()) return bad;
   }
   new_pages_ = (n - base) / ps;
+  if (absl::Status over = h.quotas_.StartPut(CallerKey(caller_), 0); !over.ok()) {
+    return ToGrpcStatus(over);
+  }
+  counted_ = true;  // a stream; its bytes are counted below
   if (header.reservation_id() != 0) return OnCommitHeader(header);
   if (new_pages_ > h.cache_->num_pages()) {
     return grpc::Status(
@@ -348,6 +419,15 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
         absl::StrCat("Put: ", bytes, " bytes would pass the store's ",
                      h.options_.max_put_buffer_bytes, "-byte bound on Put streams in flight"));
   }
+  // The caller's share: end the stream counted above, count it with its bytes.
+  const std::string key = CallerKey(caller_);
+  h.quotas_.EndPut(key, 0);
+  counted_ = false;
+  if (absl::Status over = h.quotas_.StartPut(key, bytes); !over.ok()) {
+    h.put_bytes_in_flight_.fetch_sub(bytes);
+    return ToGrpcStatus(over);
+  }
+  counted_ = true;
   expected_bytes_ = bytes;
   tokens_.assign(header.tokens().begin(), header.tokens().end());
   bytes_.reserve(expected_bytes_);
@@ -382,6 +462,7 @@ grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) 
 }
 
 grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message) {
+  last_message_ns_.store(absl::GetCurrentTimeNanos());
   if (message.has_header()) {
     if (have_header_) return Invalid("Put: a second header");
     return OnHeader(message.header());
@@ -404,6 +485,12 @@ grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message
 
 grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   KvStoreHandler& h = *handler_;
+  if (idled_.load()) {
+    return grpc::Status(
+        grpc::StatusCode::DEADLINE_EXCEEDED,
+        absl::StrCat("Put: nothing arrived for ", absl::FormatDuration(h.options_.put_idle_timeout),
+                     " (the store's --put_idle_timeout_s): stream cancelled"));
+  }
   if (!have_header_) return Invalid("Put: no header");
   if (static_cast<int64_t>(bytes_.size()) != expected_bytes_) {
     return Invalid(
@@ -436,6 +523,7 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   if (!inserted.ok()) return ToGrpcStatus(inserted.status());
   std::move(free_pages).Cancel();  // adopted (or freed as duplicates) by the tree
   if (h.put_bytes_ != nullptr) h.put_bytes_->Increment(static_cast<double>(bytes_.size()));
+  h.CountPutLease(inserted->lease_id, caller_, lease_holder_, pages.size());
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
@@ -451,6 +539,7 @@ grpc::Status KvStoreHandler::PutSession::FinishCommit(std::vector<int32_t> pages
   const int64_t bytes = static_cast<int64_t>(reserved_.size()) * h.bytes_per_page_;
   reserved_.clear();  // adopted (or freed as duplicates) by the tree
   if (h.shared_put_bytes_ != nullptr) h.shared_put_bytes_->Increment(static_cast<double>(bytes));
+  h.CountPutLease(inserted->lease_id, caller_, lease_holder_, pages.size());
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
@@ -476,6 +565,7 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   auto pages = cache_->LeasedPages(request.lease_id(), caller.name);
   if (!pages.ok()) return ToGrpcStatus(pages.status());
   cache_->RenewLease(request.lease_id(), caller.name).IgnoreError();
+  quotas_.RenewLease(request.lease_id(), absl::Now());
   auto s = std::unique_ptr<FetchSession>(new FetchSession());
   const torch::Tensor& storage = cache_->storage();
   if (shared) {

@@ -49,7 +49,8 @@ int Run(const KvStoreOptions& o) {
   MetricsRegistry metrics;
   KvStoreHandler handler(cache->get(), *handler_options, &metrics);
   KvStoreService service(&handler);
-  LeaseReaper reaper(&handler, std::min(cache_options.lease_ttl, handler_options->reservation_ttl));
+  LeaseReaper reaper(&handler, std::min({cache_options.lease_ttl, handler_options->reservation_ttl,
+                                         handler_options->put_idle_timeout}));
   absl::Status served = ServeUntilSignal(ServerOptionsFor(o.service), {&service}, &metrics);
   // Served and stopped: nothing writes the pool now.
   if (served.ok() && !warm.snapshot_dir.empty()) SaveAtStop(**cache, warm).IgnoreError();

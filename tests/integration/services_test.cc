@@ -530,6 +530,48 @@ TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
   }
 }
 
+// The mTLS stack answered any client on 0.0.0.0:8000: an HTTP API
+// beyond loopback now needs --api_key (or $NANOSERVE_API_KEY) or an explicit
+// --allow_insecure_http, else decode exits 2 before it loads anything.
+TEST(ServiceFlagsTest, AnUnguardedHttpApiBeyondLoopbackIsRefused) {
+  const std::string log = ::nanoserve::testing::ProcessTempPath("unguarded_http.log");
+  auto child = Subprocess::Start(
+      {std::string(NANOSERVE_BIN_DIR) + "/nanoserve-decode", "--http_listen=0.0.0.0:0",
+       "--listen=127.0.0.1:0", "--metrics_listen=", "--prefill="},
+      log);
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto code = (*child)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 2);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("beyond loopback, with no authentication"), std::string::npos) << text;
+  EXPECT_NE(text.find("--allow_insecure_http"), std::string::npos) << text;
+}
+
+// The issue's --max_batch 1024 with GPT-2 aborted (SIGABRT) and a pool of
+// 2^31 tokens grew until killed: a batch or pool the device's free memory
+// cannot hold is refused at start with what it needs and what is free.
+TEST(ServiceFlagsTest, ABatchOrPoolTheDeviceCannotHoldIsRefusedAtStart) {
+  const std::string log = ::nanoserve::testing::ProcessTempPath("too_big.log");
+  const std::string bin = NANOSERVE_BIN_DIR;
+  const std::vector<std::vector<std::string>> cases = {
+      {bin + "/nanoserve-decode", "--max_batch=4096", "--model=random:gpt2"},
+      {bin + "/nanoserve-decode", "--kv_pool_tokens=2147483648", "--model=random:gpt2"},
+      {bin + "/nanoserve-kv-store", "--pool_mb=16777216"},
+  };
+  for (const std::vector<std::string>& argv : cases) {
+    auto child = Subprocess::Start(argv, log);
+    ASSERT_TRUE(child.ok()) << child.status();
+    auto code = (*child)->Wait(absl::Seconds(60));
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 2) << argv[1];
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("GiB free: lower --"), std::string::npos) << argv[1] << ": " << text;
+  }
+}
+
 // /healthz answers what gRPC health says.
 TEST_F(ServicesTest, HealthzSaysServing) {
   httplib::Client http("127.0.0.1", stack_->metrics_port(ServiceStack::kDecode));

@@ -393,5 +393,89 @@ TEST_F(KvStoreHandlerTest, MatchAndPutStayInTheirCacheSalt) {
   EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
 }
 
+// Quotas per caller: the one anonymous caller took 20 000 leases
+// and pinned every page. Without TLS a caller is its address: one at its
+// bound is refused (and keeps what it holds) while another is served, and a
+// release gives the share back.
+TEST_F(KvStoreHandlerTest, OneCallerCannotHoldEveryLease) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_leases = 2;
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  PeerIdentity greedy, other;
+  greedy.address = "ipv4:10.0.0.1";
+  other.address = "ipv4:10.0.0.2";
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0), &put, {greedy, "", "", &handler}).ok());
+  v1::MatchRequest match;
+  match.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  v1::MatchResponse second;
+  ASSERT_TRUE(handler.Match(match, greedy, &second).ok());  // its second lease
+  v1::MatchResponse refused;
+  const grpc::Status over = handler.Match(match, greedy, &refused);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_leases_per_caller"), std::string::npos);
+  EXPECT_NE(over.error_message().find("ipv4:10.0.0.1"), std::string::npos);
+  v1::PutResponse refused_put;
+  EXPECT_EQ(
+      Put({9, 9, 9, 9}, 0, 0, Kv(0, 4, 0), &refused_put, {greedy, "", "", &handler}).error_code(),
+      grpc::StatusCode::RESOURCE_EXHAUSTED);
+  v1::MatchResponse served;
+  ASSERT_TRUE(handler.Match(match, other, &served).ok()) << "another caller is served";
+  EXPECT_EQ(served.matched_tokens(), 8);
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").leases, 2);
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").pinned_pages, 4);
+  v1::ReleaseRequest release;
+  release.set_lease_id(second.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler.Release(release, greedy, &released).ok());
+  EXPECT_TRUE(handler.Match(match, greedy, &refused).ok()) << "a release gives the share back";
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// The 6 Put streams that sent a header and then nothing held the
+// whole Put allowance for minutes: now each caller has its share, and a
+// stream idle past put_idle_timeout is cancelled and gives its share back.
+TEST_F(KvStoreHandlerTest, IdlePutStreamsAreCancelledAndPerCallerBounded) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_puts = 2;
+  o.put_idle_timeout = absl::Seconds(5);
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  PeerIdentity stalling, other;
+  stalling.address = "ipv4:10.0.0.1";
+  other.address = "ipv4:10.0.0.2";
+  v1::PutRequest header;
+  for (int32_t t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
+  *header.mutable_header()->mutable_layout() = handler.layout();
+  int cancels = 0;
+  std::vector<std::unique_ptr<KvStoreHandler::PutSession>> stalled;
+  for (int i = 0; i < 2; ++i) {
+    stalled.push_back(handler.StartPut(stalling));
+    stalled.back()->SetCancel([&cancels] { ++cancels; });
+    ASSERT_TRUE(stalled.back()->OnMessage(header).ok());
+  }
+  auto third = handler.StartPut(stalling);
+  const grpc::Status over = third->OnMessage(header);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_puts_per_caller"), std::string::npos);
+  third.reset();
+  auto elsewhere = handler.StartPut(other);
+  ASSERT_TRUE(elsewhere->OnMessage(header).ok()) << "another caller is served";
+  EXPECT_EQ(handler.CancelIdlePuts(absl::Now()), 0) << "not idle yet";
+  EXPECT_EQ(handler.CancelIdlePuts(absl::Now() + absl::Seconds(6)), 3);
+  EXPECT_EQ(cancels, 2);
+  EXPECT_EQ(handler.CancelIdlePuts(absl::Now() + absl::Seconds(6)), 0) << "cancelled once";
+  v1::PutResponse response;
+  const grpc::Status idle = stalled[0]->Finish(&response);
+  EXPECT_EQ(idle.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_NE(idle.error_message().find("--put_idle_timeout_s"), std::string::npos);
+  stalled.clear();
+  elsewhere.reset();
+  EXPECT_EQ(handler.quotas().callers(), 0);
+  EXPECT_EQ(cache_->Stats().pages_in_use, 0);
+}
+
 }  // namespace
 }  // namespace nanoserve

@@ -32,6 +32,11 @@ KvStoreOptions Sample() {
   o.reservation_ttl_s = 5;
   o.writer_identities = "prefill,decode";
   o.snapshot_dir = "/var/lib/nanoserve";
+  o.max_leases_per_caller = 100;
+  o.max_pinned_pages_per_caller = 50;
+  o.max_puts_per_caller = 4;
+  o.max_put_mb_per_caller = 16;
+  o.put_idle_timeout_s = 3;
   return o;
 }
 
@@ -79,6 +84,16 @@ TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
   EXPECT_EQ(handler->reservation_ttl, absl::Seconds(5));
   EXPECT_EQ(handler->pool_identities, std::vector<std::string>{"decode"});
   EXPECT_EQ(handler->writer_identities, (std::vector<std::string>{"prefill", "decode"}));
+  EXPECT_EQ(handler->quotas.max_leases, 100);
+  EXPECT_EQ(handler->quotas.max_pinned_pages, 50);
+  EXPECT_EQ(handler->quotas.max_puts, 4);
+  EXPECT_EQ(handler->quotas.max_put_bytes, int64_t{16} << 20);
+  EXPECT_EQ(handler->put_idle_timeout, absl::Seconds(3));
+  // No bound on pinned pages given: three quarters of the pool's pages.
+  o.max_pinned_pages_per_caller = 0;
+  const int64_t pages = cache.pool.byte_budget / cache.pool.layout.bytes_per_page();
+  EXPECT_EQ(KvStoreHandlerOptionsFor(o, config, cache, true)->quotas.max_pinned_pages,
+            pages * 3 / 4);
   // Without TLS everyone may write; with TLS someone must be named.
   EXPECT_TRUE(KvStoreHandlerOptionsFor(o, config, cache, false)->writer_identities.empty());
   o.writer_identities = " , ";

@@ -1,0 +1,132 @@
+#include "kv_store/server/caller_quotas.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace nanoserve {
+namespace {
+
+std::string Who(const std::string& caller) {
+  return caller.empty() ? std::string("an anonymous caller")
+                        : absl::StrCat("caller '", caller, "'");
+}
+
+}  // namespace
+
+absl::Status CallerQuotas::CheckLease(const std::string& caller) const {
+  absl::MutexLock lock(&mu_);
+  auto it = usage_.find(caller);
+  if (it == usage_.end()) return absl::OkStatus();
+  const Usage& u = it->second;
+  if (options_.max_leases > 0 && u.leases >= options_.max_leases) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(Who(caller), " holds ", u.leases,
+                     " leases, the store's bound per caller "
+                     "(--max_leases_per_caller): release some first"));
+  }
+  if (options_.max_pinned_pages > 0 && u.pinned_pages >= options_.max_pinned_pages) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(Who(caller), " pins ", u.pinned_pages,
+                     " pages with its leases, the store's bound per "
+                     "caller is ",
+                     options_.max_pinned_pages,
+                     " (--max_pinned_pages_per_caller): release some "
+                     "leases first"));
+  }
+  return absl::OkStatus();
+}
+
+void CallerQuotas::AddLease(uint64_t id, const std::string& caller, int64_t pages, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  if (!leases_.try_emplace(id, Lease{caller, pages, now}).second) return;
+  Usage& u = usage_[caller];
+  ++u.leases;
+  u.pinned_pages += pages;
+}
+
+void CallerQuotas::RenewLease(uint64_t id, absl::Time now) {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(id);
+  if (it != leases_.end()) it->second.renewed = now;
+}
+
+void CallerQuotas::EndLease(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return;
+  EndLeaseLocked(it->second);
+  leases_.erase(it);
+}
+
+int64_t CallerQuotas::ReapIdleLeases(absl::Time before) {
+  absl::MutexLock lock(&mu_);
+  int64_t reaped = 0;
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    auto here = it++;
+    if (here->second.renewed >= before) continue;
+    EndLeaseLocked(here->second);
+    leases_.erase(here);
+    ++reaped;
+  }
+  return reaped;
+}
+
+void CallerQuotas::EndLeaseLocked(const Lease& lease) {
+  Usage& u = usage_[lease.caller];
+  --u.leases;
+  u.pinned_pages -= lease.pages;
+  EraseIfEmptyLocked(lease.caller);
+}
+
+absl::Status CallerQuotas::StartPut(const std::string& caller, int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  Usage& u = usage_[caller];
+  absl::Status refused;
+  if (options_.max_puts > 0 && u.puts >= options_.max_puts) {
+    refused =
+        absl::ResourceExhaustedError(absl::StrCat("Put: ", Who(caller), " has ", u.puts,
+                                                  " Put streams open, the store's "
+                                                  "bound per caller (--max_puts_per_caller)"));
+  } else if (options_.max_put_bytes > 0 && u.put_bytes + bytes > options_.max_put_bytes) {
+    refused = absl::ResourceExhaustedError(
+        absl::StrCat("Put: ", bytes, " bytes would take ", Who(caller),
+                     "'s Put streams in flight past ", options_.max_put_bytes,
+                     " bytes, the store's bound per caller (--max_put_mb_per_caller; "
+                     "it holds ",
+                     u.put_bytes, ")"));
+  }
+  if (!refused.ok()) {
+    EraseIfEmptyLocked(caller);
+    return refused;
+  }
+  ++u.puts;
+  u.put_bytes += bytes;
+  return absl::OkStatus();
+}
+
+void CallerQuotas::EndPut(const std::string& caller, int64_t bytes) {
+  absl::MutexLock lock(&mu_);
+  Usage& u = usage_[caller];
+  --u.puts;
+  u.put_bytes -= bytes;
+  EraseIfEmptyLocked(caller);
+}
+
+void CallerQuotas::EraseIfEmptyLocked(const std::string& caller) {
+  auto it = usage_.find(caller);
+  if (it == usage_.end()) return;
+  const Usage& u = it->second;
+  if (u.leases == 0 && u.pinned_pages == 0 && u.puts == 0 && u.put_bytes == 0) usage_.erase(it);
+}
+
+CallerQuotas::Usage CallerQuotas::UsageOf(const std::string& caller) const {
+  absl::MutexLock lock(&mu_);
+  auto it = usage_.find(caller);
+  return it == usage_.end() ? Usage{} : it->second;
+}
+
+int64_t CallerQuotas::callers() const {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(usage_.size());
+}
+
+}  // namespace nanoserve
