@@ -46,6 +46,30 @@ std::string GiB(int64_t bytes) {
   return absl::StrFormat("%.2f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
 }
 
+#ifdef NANOSERVE_WITH_CUDA
+// The driver's free memory on GPU `index` (cudaMemGetInfo reports the
+// current device's, so `index` is made current for the call and the
+// caller's device restored). A failure is cleared (cudaGetLastError) so it
+// does not surface in LibTorch's next CUDA call.
+absl::StatusOr<int64_t> CudaFreeMemory(int index, const std::string& name) {
+  int previous = 0;
+  cudaError_t error = cudaGetDevice(&previous);
+  if (error == cudaSuccess) error = cudaSetDevice(index);
+  size_t free_bytes = 0;
+  size_t total_bytes = 0;
+  if (error == cudaSuccess) {
+    error = cudaMemGetInfo(&free_bytes, &total_bytes);
+    cudaSetDevice(previous);
+  }
+  if (error != cudaSuccess) {
+    cudaGetLastError();
+    return absl::UnavailableError(
+        absl::StrCat("cudaMemGetInfo on ", name, ": ", cudaGetErrorString(error)));
+  }
+  return static_cast<int64_t>(free_bytes);
+}
+#endif
+
 }  // namespace
 
 int64_t WeightBytes(const Gpt2Config& config, torch::Dtype dtype) {
@@ -59,19 +83,10 @@ int64_t KvBytesPerToken(const Gpt2Config& config, torch::Dtype dtype) {
 absl::StatusOr<int64_t> AvailableMemory(const torch::Device& device) {
   if (device.is_cuda()) {
 #ifdef NANOSERVE_WITH_CUDA
-    int previous = 0;
-    cudaGetDevice(&previous);
-    cudaSetDevice(device.has_index() ? device.index() : 0);
-    size_t free_bytes = 0, total_bytes = 0;
-    const cudaError_t error = cudaMemGetInfo(&free_bytes, &total_bytes);
-    cudaSetDevice(previous);
-    if (error != cudaSuccess) {
-      return absl::UnavailableError(
-          absl::StrCat("cudaMemGetInfo on ", device.str(), ": ", cudaGetErrorString(error)));
-    }
-    return static_cast<int64_t>(free_bytes);
+    return CudaFreeMemory(device.has_index() ? device.index() : 0, device.str());
 #else
-    return absl::UnavailableError("this build has no CUDA");
+    return absl::UnavailableError(
+        absl::StrCat("cannot read the free memory of ", device.str(), ": this build has no CUDA"));
 #endif
   }
   int64_t available = MemAvailable();

@@ -8,12 +8,18 @@ decode's resident memory (VmRSS, VmHWM of /proc/PID/status) before and after.
   scripts/abuse_load.py --port 8000 --pid $(pidof nanoserve-decode) \
       --streams 1000 --slow 500 --max_tokens 8
 
+With an API key on decode (--api_key / $NANOSERVE_API_KEY) pass --api_key
+(default: $NANOSERVE_API_KEY). A completion counts as served only if it
+streamed to [DONE]; any other HTTP status (429, 503) is a refusal with a
+status; "connect:"/"read:" outcomes are failures without one.
+
 Standard library only (asyncio), so it runs wherever python3 does.
 """
 import argparse
 import asyncio
 import collections
 import json
+import os
 import statistics
 import time
 
@@ -29,7 +35,7 @@ def vm(pid, key):
     return -1
 
 
-async def completion(host, port, body, timeout):
+async def completion(host, port, body, timeout, api_key):
     """One streamed completion: its status ("200" only if it ended in [DONE])."""
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
@@ -37,8 +43,10 @@ async def completion(host, port, body, timeout):
         return f"connect: {type(e).__name__}"
     try:
         data = json.dumps(body).encode()
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+                     + f"{auth}Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                     + data)
         await writer.drain()
         raw = await asyncio.wait_for(reader.read(), timeout)
         status = raw.split(b" ", 2)[1].decode() if raw.startswith(b"HTTP/1.1 ") else "no response"
@@ -101,7 +109,7 @@ async def main(a):
             "temperature": 0, "ignore_eos": True, "stream": True}
     start = time.monotonic()
     results = await asyncio.gather(
-        *[completion(a.host, a.port, body, a.timeout) for _ in range(a.streams)])
+        *[completion(a.host, a.port, body, a.timeout, a.api_key) for _ in range(a.streams)])
     elapsed = time.monotonic() - start
     stop_health.set()
     await health
@@ -113,7 +121,7 @@ async def main(a):
           f"all ended in {elapsed:.1f} s")
     print("  completions by outcome:", dict(counts))
     print("  slow sockets:", dict(slow_ends))
-    if latencies:
+    if len(latencies) >= 2:
         q = statistics.quantiles(latencies, n=100)
         print(f"  /health: {len(latencies)} answered, p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, "
               f"max {max(latencies):.1f} ms; {len(failures)} failed {failures[:3]}")
@@ -130,4 +138,5 @@ if __name__ == "__main__":
     p.add_argument("--slow", type=int, default=500)
     p.add_argument("--max_tokens", type=int, default=8)
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--api_key", default=os.environ.get("NANOSERVE_API_KEY", ""))
     asyncio.run(main(p.parse_args()))

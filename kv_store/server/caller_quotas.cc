@@ -14,9 +14,9 @@ std::string Who(const std::string& caller) {
 
 absl::Status CallerQuotas::CheckLease(const std::string& caller) const {
   absl::MutexLock lock(&mu_);
-  auto it = usage_.find(caller);
-  if (it == usage_.end()) return absl::OkStatus();
-  const Usage& u = it->second;
+  auto it = holdings_.find(caller);
+  if (it == holdings_.end()) return absl::OkStatus();
+  const Usage& u = it->second.usage;
   if (options_.max_leases > 0 && u.leases >= options_.max_leases) {
     return absl::ResourceExhaustedError(
         absl::StrCat(Who(caller), " holds ", u.leases,
@@ -24,23 +24,25 @@ absl::Status CallerQuotas::CheckLease(const std::string& caller) const {
                      "(--max_leases_per_caller): release some first"));
   }
   if (options_.max_pinned_pages > 0 && u.pinned_pages >= options_.max_pinned_pages) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat(Who(caller), " pins ", u.pinned_pages,
-                     " pages with its leases, the store's bound per "
-                     "caller is ",
-                     options_.max_pinned_pages,
-                     " (--max_pinned_pages_per_caller): release some "
-                     "leases first"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        Who(caller), " pins ", u.pinned_pages,
+        " pages with its leases, the store's bound per caller is ", options_.max_pinned_pages,
+        " (--max_pinned_pages_per_caller): release some leases first"));
   }
   return absl::OkStatus();
 }
 
-void CallerQuotas::AddLease(uint64_t id, const std::string& caller, int64_t pages, absl::Time now) {
+void CallerQuotas::AddLease(uint64_t id, const std::string& caller, absl::Span<const int32_t> pages,
+                            absl::Time now) {
   absl::MutexLock lock(&mu_);
-  if (!leases_.try_emplace(id, Lease{caller, pages, now}).second) return;
-  Usage& u = usage_[caller];
-  ++u.leases;
-  u.pinned_pages += pages;
+  auto [lease, added] =
+      leases_.try_emplace(id, Lease{caller, std::vector<int32_t>(pages.begin(), pages.end()), now});
+  if (!added) return;
+  Holdings& h = holdings_[caller];
+  ++h.usage.leases;
+  for (int32_t page : lease->second.pages) {
+    if (h.page_refs[page]++ == 0) ++h.usage.pinned_pages;
+  }
 }
 
 void CallerQuotas::RenewLease(uint64_t id, absl::Time now) {
@@ -71,22 +73,28 @@ int64_t CallerQuotas::ReapIdleLeases(absl::Time before) {
 }
 
 void CallerQuotas::EndLeaseLocked(const Lease& lease) {
-  Usage& u = usage_[lease.caller];
-  --u.leases;
-  u.pinned_pages -= lease.pages;
+  Holdings& h = holdings_[lease.caller];
+  --h.usage.leases;
+  for (int32_t page : lease.pages) {
+    auto ref = h.page_refs.find(page);
+    if (ref == h.page_refs.end() || --ref->second > 0) continue;
+    h.page_refs.erase(ref);
+    --h.usage.pinned_pages;
+  }
   EraseIfEmptyLocked(lease.caller);
 }
 
 absl::Status CallerQuotas::StartPut(const std::string& caller, int64_t bytes) {
   absl::MutexLock lock(&mu_);
-  Usage& u = usage_[caller];
+  Usage& u = holdings_[caller].usage;
   absl::Status refused;
   if (options_.max_puts > 0 && u.puts >= options_.max_puts) {
     refused =
         absl::ResourceExhaustedError(absl::StrCat("Put: ", Who(caller), " has ", u.puts,
                                                   " Put streams open, the store's "
                                                   "bound per caller (--max_puts_per_caller)"));
-  } else if (options_.max_put_bytes > 0 && u.put_bytes + bytes > options_.max_put_bytes) {
+  } else if (options_.max_put_bytes > 0 && u.put_bytes > 0 &&
+             u.put_bytes + bytes > options_.max_put_bytes) {
     refused = absl::ResourceExhaustedError(
         absl::StrCat("Put: ", bytes, " bytes would take ", Who(caller),
                      "'s Put streams in flight past ", options_.max_put_bytes,
@@ -105,28 +113,28 @@ absl::Status CallerQuotas::StartPut(const std::string& caller, int64_t bytes) {
 
 void CallerQuotas::EndPut(const std::string& caller, int64_t bytes) {
   absl::MutexLock lock(&mu_);
-  Usage& u = usage_[caller];
+  Usage& u = holdings_[caller].usage;
   --u.puts;
   u.put_bytes -= bytes;
   EraseIfEmptyLocked(caller);
 }
 
 void CallerQuotas::EraseIfEmptyLocked(const std::string& caller) {
-  auto it = usage_.find(caller);
-  if (it == usage_.end()) return;
-  const Usage& u = it->second;
-  if (u.leases == 0 && u.pinned_pages == 0 && u.puts == 0 && u.put_bytes == 0) usage_.erase(it);
+  auto it = holdings_.find(caller);
+  if (it == holdings_.end()) return;
+  const Usage& u = it->second.usage;
+  if (u.leases == 0 && u.pinned_pages == 0 && u.puts == 0 && u.put_bytes == 0) holdings_.erase(it);
 }
 
 CallerQuotas::Usage CallerQuotas::UsageOf(const std::string& caller) const {
   absl::MutexLock lock(&mu_);
-  auto it = usage_.find(caller);
-  return it == usage_.end() ? Usage{} : it->second;
+  auto it = holdings_.find(caller);
+  return it == holdings_.end() ? Usage{} : it->second.usage;
 }
 
 int64_t CallerQuotas::callers() const {
   absl::MutexLock lock(&mu_);
-  return static_cast<int64_t>(usage_.size());
+  return static_cast<int64_t>(holdings_.size());
 }
 
 }  // namespace nanoserve

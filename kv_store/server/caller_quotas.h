@@ -4,8 +4,10 @@
 //
 // A caller is a key: its TLS identity, or without TLS its address (no port):
 // KvStoreHandler::CallerKey. Per caller this counts
-//   * leases held and the pages they pin (a lease counts the pages of the
-//     path it pins; two leases on one path count it twice: an upper bound),
+//   * leases held, and the distinct pages they pin: a lease names the page
+//     ids of the path it pins, and a page pinned by several of the caller's
+//     leases counts once (64 requests in flight on one prompt pin its pages
+//     once, as in the pool);
 //   * Put streams in flight and the page bytes they buffer.
 // Each has an idle deadline elsewhere: a lease not renewed within the
 // store's lease TTL is reaped (ReapIdleLeases mirrors that here), a Put
@@ -17,7 +19,11 @@
 // flag that sets it; what it already holds is untouched. A lease is checked
 // before it is taken (the caller holds fewer than max_leases leases and
 // fewer than max_pinned_pages pages), so one lease may take a caller past
-// max_pinned_pages by its own pages, never further.
+// max_pinned_pages by its own pages, never further. Likewise a caller's Put
+// stream is refused for its bytes only while the caller's other streams
+// buffer some: a caller alone may send one Put of any size the store's bound
+// over all callers admits (one long prompt of a large model), never two
+// past max_put_bytes.
 //
 // Thread safety: thread-safe.
 #ifndef NANOSERVE_KV_STORE_SERVER_CALLER_QUOTAS_H_
@@ -25,12 +31,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 
 namespace nanoserve {
 
@@ -59,10 +67,10 @@ class CallerQuotas {
 
   // OK if `caller` may take one more lease; RESOURCE_EXHAUSTED otherwise.
   absl::Status CheckLease(const std::string& caller) const ABSL_LOCKS_EXCLUDED(mu_);
-  // Counts lease `id` (pinning `pages` pages, taken or renewed at `now`)
-  // against `caller`. An id already counted is left as it is.
-  void AddLease(uint64_t id, const std::string& caller, int64_t pages, absl::Time now)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Counts lease `id` (pinning the pool's pages `pages`, taken or renewed at
+  // `now`) against `caller`. An id already counted is left as it is.
+  void AddLease(uint64_t id, const std::string& caller, absl::Span<const int32_t> pages,
+                absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   // Restarts lease `id`'s idle time; unknown ids are ignored.
   void RenewLease(uint64_t id, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   // Stops counting lease `id` (released); unknown ids are ignored.
@@ -72,8 +80,9 @@ class CallerQuotas {
   int64_t ReapIdleLeases(absl::Time before) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Counts a Put stream of `bytes` buffered page bytes against `caller`, or
-  // RESOURCE_EXHAUSTED (nothing counted). REQUIRES: EndPut(caller, bytes)
-  // once the stream ends, when this returned OK.
+  // RESOURCE_EXHAUSTED (nothing counted): past max_puts streams, or past
+  // max_put_bytes while the caller's other streams buffer any bytes. REQUIRES: EndPut(caller,
+  // bytes) once the stream ends, when this returned OK.
   absl::Status StartPut(const std::string& caller, int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   void EndPut(const std::string& caller, int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -85,8 +94,14 @@ class CallerQuotas {
  private:
   struct Lease {
     std::string caller;
-    int64_t pages = 0;
+    std::vector<int32_t> pages;
     absl::Time renewed;
+  };
+  // What one caller holds: its usage, and how many of its leases pin each
+  // page (usage.pinned_pages == page_refs.size()).
+  struct Holdings {
+    Usage usage;
+    absl::flat_hash_map<int32_t, int32_t> page_refs;
   };
   // Subtracts `lease` from its caller's usage (erasing an empty usage).
   void EndLeaseLocked(const Lease& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -94,7 +109,7 @@ class CallerQuotas {
 
   const CallerQuotaOptions options_;
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, Usage> usage_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Holdings> holdings_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
 };
 

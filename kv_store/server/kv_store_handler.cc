@@ -122,7 +122,7 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerId
   PrefixCache::MatchResult match =
       cache_->Match(request.tokens(), request.cache_salt(), caller.name);
   if (match.lease_id != PrefixCache::kNoLease) {
-    quotas_.AddLease(match.lease_id, key, match.matched_tokens / layout_.page_size, absl::Now());
+    quotas_.AddLease(match.lease_id, key, match.pages, absl::Now());
   }
   response->set_matched_tokens(match.matched_tokens);
   response->set_lease_id(match.lease_id);
@@ -187,11 +187,11 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
   return grpc::Status::OK;
 }
 
-void KvStoreHandler::CountPutLease(uint64_t lease_id, const PeerIdentity& caller,
-                                   const std::string& holder, size_t pages) {
-  if (lease_id == PrefixCache::kNoLease) return;
-  quotas_.AddLease(lease_id, holder.empty() ? CallerKey(caller) : holder,
-                   static_cast<int64_t>(pages), absl::Now());
+void KvStoreHandler::CountPutLease(const PrefixCache::InsertResult& inserted,
+                                   const PeerIdentity& caller, const std::string& holder) {
+  if (inserted.lease_id == PrefixCache::kNoLease) return;
+  quotas_.AddLease(inserted.lease_id, holder.empty() ? CallerKey(caller) : holder, inserted.pages,
+                   absl::Now());
 }
 
 // ---- the shared data plane ----
@@ -350,7 +350,7 @@ KvStoreHandler::PutSession::~PutSession() {
     absl::MutexLock lock(&handler_->puts_mu_);
     handler_->puts_.erase(this);
   }
-  if (counted_) handler_->quotas_.EndPut(CallerKey(caller_), expected_bytes_);
+  if (counted_) handler_->quotas_.EndPut(CallerKey(caller_), quota_bytes_);
   handler_->put_bytes_in_flight_.fetch_sub(expected_bytes_);
   if (!reserved_.empty()) handler_->cache_->FreePages(reserved_).IgnoreError();
 }
@@ -370,7 +370,7 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   if (absl::Status over =
           h.quotas_.CheckLease(lease_holder_.empty() ? CallerKey(caller_) : lease_holder_);
       !over.ok()) {
-    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat("Put: ", over.message())));
+    return Refuse(header, absl::ResourceExhaustedError(absl::StrCat("Put: ", over.message())));
   }
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(header.layout());
   if (!layout.ok()) return Invalid(absl::StrCat("Put: ", layout.status().message()));
@@ -399,19 +399,23 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
     if (grpc::Status bad = BasePages(nullptr); !bad.ok()) return bad;
   }
   new_pages_ = (n - base) / ps;
-  if (absl::Status over = h.quotas_.StartPut(CallerKey(caller_), 0); !over.ok()) {
-    return ToGrpcStatus(over);
-  }
-  counted_ = true;  // a stream; its bytes are counted below
-  if (header.reservation_id() != 0) return OnCommitHeader(header);
-  if (new_pages_ > h.cache_->num_pages()) {
+  const bool commit = header.reservation_id() != 0;
+  if (!commit && new_pages_ > h.cache_->num_pages()) {
     return grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("Put: ", new_pages_, " pages, more than the pool's ", h.cache_->num_pages()));
   }
   // The bytes wait here until the stream ends; pages are taken only then,
-  // so a stream that stalls holds memory under a bound, never pages.
-  const int64_t bytes = new_pages_ * h.bytes_per_page_;
+  // so a stream that stalls holds memory under a bound, never pages. A
+  // commit's pages were reserved and written in place: it buffers nothing.
+  const int64_t bytes = commit ? 0 : new_pages_ * h.bytes_per_page_;
+  // The caller's share first, then the store's bound over all callers.
+  if (absl::Status over = h.quotas_.StartPut(CallerKey(caller_), bytes); !over.ok()) {
+    return Refuse(header, over);
+  }
+  counted_ = true;
+  quota_bytes_ = bytes;
+  if (commit) return OnCommitHeader(header);
   if (h.put_bytes_in_flight_.fetch_add(bytes) + bytes > h.options_.max_put_buffer_bytes) {
     h.put_bytes_in_flight_.fetch_sub(bytes);
     return grpc::Status(
@@ -419,15 +423,6 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
         absl::StrCat("Put: ", bytes, " bytes would pass the store's ",
                      h.options_.max_put_buffer_bytes, "-byte bound on Put streams in flight"));
   }
-  // The caller's share: end the stream counted above, count it with its bytes.
-  const std::string key = CallerKey(caller_);
-  h.quotas_.EndPut(key, 0);
-  counted_ = false;
-  if (absl::Status over = h.quotas_.StartPut(key, bytes); !over.ok()) {
-    h.put_bytes_in_flight_.fetch_sub(bytes);
-    return ToGrpcStatus(over);
-  }
-  counted_ = true;
   expected_bytes_ = bytes;
   tokens_.assign(header.tokens().begin(), header.tokens().end());
   bytes_.reserve(expected_bytes_);
@@ -448,6 +443,18 @@ grpc::Status KvStoreHandler::PutSession::OnCommitHeader(const v1::PutHeader& hea
   tokens_.assign(header.tokens().begin(), header.tokens().end());
   have_header_ = true;
   return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::PutSession::Refuse(const v1::PutHeader& header,
+                                                const absl::Status& over) {
+  // A refused commit hands its reservation's pages back now rather than at
+  // the reservation's expiry (the destructor frees reserved_).
+  if (header.reservation_id() != 0 && reserved_.empty()) {
+    absl::StatusOr<std::vector<int32_t>> pages =
+        handler_->TakeReservation(header.reservation_id(), caller_);
+    if (pages.ok()) reserved_ = *std::move(pages);
+  }
+  return ToGrpcStatus(over);
 }
 
 grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) const {
@@ -523,7 +530,7 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   if (!inserted.ok()) return ToGrpcStatus(inserted.status());
   std::move(free_pages).Cancel();  // adopted (or freed as duplicates) by the tree
   if (h.put_bytes_ != nullptr) h.put_bytes_->Increment(static_cast<double>(bytes_.size()));
-  h.CountPutLease(inserted->lease_id, caller_, lease_holder_, pages.size());
+  h.CountPutLease(*inserted, caller_, lease_holder_);
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
@@ -539,7 +546,7 @@ grpc::Status KvStoreHandler::PutSession::FinishCommit(std::vector<int32_t> pages
   const int64_t bytes = static_cast<int64_t>(reserved_.size()) * h.bytes_per_page_;
   reserved_.clear();  // adopted (or freed as duplicates) by the tree
   if (h.shared_put_bytes_ != nullptr) h.shared_put_bytes_->Increment(static_cast<double>(bytes));
-  h.CountPutLease(inserted->lease_id, caller_, lease_holder_, pages.size());
+  h.CountPutLease(*inserted, caller_, lease_holder_);
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
@@ -576,6 +583,7 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   } else if (storage.is_cpu()) {
     // Straight from the pool: leased pages are read-only while the lease lives.
     s->cache_ = cache_;
+    s->quotas_ = &quotas_;
     s->lease_id_ = request.lease_id();
     s->caller_ = caller.name;
     s->pages_ = *pages;
@@ -628,10 +636,12 @@ bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
 }
 
 grpc::Status KvStoreHandler::FetchSession::Done() const {
-  if (cache_ != nullptr && !cache_->RenewLease(lease_id_, caller_).ok()) {
+  if (cache_ == nullptr) return grpc::Status::OK;
+  if (!cache_->RenewLease(lease_id_, caller_).ok()) {
     return grpc::Status(grpc::StatusCode::ABORTED,
                         "Fetch: the lease was released while its pages streamed");
   }
+  quotas_->RenewLease(lease_id_, absl::Now());  // as the cache: renewed when the stream ends
   return grpc::Status::OK;
 }
 

@@ -141,6 +141,9 @@ class KvStoreHandler {
     grpc::Status OnHeader(const v1::PutHeader& header);
     // A header naming a reservation: its pages are the new ones.
     grpc::Status OnCommitHeader(const v1::PutHeader& header);
+    // `over` (a quota's refusal) as the call's status; a refused commit's
+    // reservation is freed at once.
+    grpc::Status Refuse(const v1::PutHeader& header, const absl::Status& over);
     // Inserts base `pages` + the reservation's.
     grpc::Status FinishCommit(std::vector<int32_t> pages, v1::PutResponse* response);
     // The first base_pages_ pages the base lease pins (into *pages if not
@@ -160,7 +163,8 @@ class KvStoreHandler {
     std::vector<int32_t> reserved_;
     std::string bytes_;                     // the new pages, as they arrive
     int64_t expected_bytes_ = 0;            // counted in the handler's put_bytes_in_flight_
-    bool counted_ = false;                  // expected_bytes_ counted in the caller's quota
+    bool counted_ = false;                  // a stream counted in the caller's quota
+    int64_t quota_bytes_ = 0;               // its bytes there
     std::atomic<int64_t> last_message_ns_;  // absl::GetCurrentTimeNanos()
     std::atomic<bool> idled_{false};        // cancelled by CancelIdlePuts
     std::function<void()> cancel_;          // guarded by the handler's puts_mu_
@@ -187,7 +191,8 @@ class KvStoreHandler {
     v1::FetchHeader header_;
     // A CPU pool is read in place (pool_, pages_); another device's pages are
     // gathered to the CPU first (gathered_: (n, L, 2, H, P, D), contiguous).
-    PrefixCache* cache_ = nullptr;  // set when the pool is read in place
+    PrefixCache* cache_ = nullptr;    // set when the pool is read in place
+    CallerQuotas* quotas_ = nullptr;  // with cache_: the lease is renewed in both
     uint64_t lease_id_ = 0;
     std::string caller_;  // the lease's user
     std::vector<int32_t> pages_;
@@ -224,10 +229,10 @@ class KvStoreHandler {
       ABSL_LOCKS_EXCLUDED(reservations_mu_);
 
   grpc::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& tokens) const;
-  // Counts a Put's new lease (pinning `pages` pages) against `holder`, or
-  // against `caller` when no holder is named.
-  void CountPutLease(uint64_t lease_id, const PeerIdentity& caller, const std::string& holder,
-                     size_t pages);
+  // Counts a Put's new lease (pinning the tree's pages of the path) against
+  // `holder`, or against `caller` when no holder is named.
+  void CountPutLease(const PrefixCache::InsertResult& inserted, const PeerIdentity& caller,
+                     const std::string& holder);
   // UNAUTHENTICATED for a certificate without a name.
   static grpc::Status CheckCaller(const PeerIdentity& caller);
   // PERMISSION_DENIED unless `caller` may Put.

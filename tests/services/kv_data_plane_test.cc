@@ -231,6 +231,43 @@ TEST_F(DataPlaneHandlerTest, AStaleEpochIsRefusedEverywhere) {
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+// The in-place path (Reserve, write, commit) under the quotas per caller:
+// the commit's lease counts the pages it pins, the commit stream buffers no
+// bytes, and a commit the quota refuses hands its reserved pages back at
+// once rather than at the reservation's expiry.
+TEST_F(DataPlaneHandlerTest, ACommitCountsItsLeaseAndARefusedOneFreesItsReservation) {
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.quotas.max_leases = 1;
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  const std::string who = KvStoreHandler::CallerKey(kAnyone);
+  v1::ReserveResponse reserved;
+  ASSERT_TRUE(Reserve(2, &reserved).ok());
+  v1::PutResponse put;
+  ASSERT_TRUE(Commit(Tokens(8), reserved.reservation_id(), &put).ok());
+  CallerQuotas::Usage usage = handler_->quotas().UsageOf(who);
+  EXPECT_EQ(usage.leases, 1);
+  EXPECT_EQ(usage.pinned_pages, 2);
+  EXPECT_EQ(usage.puts, 0) << "the commit stream ended";
+  EXPECT_EQ(usage.put_bytes, 0);
+
+  const int64_t free_before = FreePages();
+  ASSERT_TRUE(Reserve(1, &reserved).ok());
+  EXPECT_EQ(FreePages(), free_before - 1);
+  v1::PutResponse refused;
+  const grpc::Status over = Commit(Tokens(4, 20), reserved.reservation_id(), &refused);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
+  EXPECT_NE(over.error_message().find("--max_leases_per_caller"), std::string::npos);
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+  EXPECT_EQ(FreePages(), free_before) << "the reservation's page is back at once";
+
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
+  EXPECT_EQ(handler_->quotas().callers(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
 TEST_F(DataPlaneHandlerTest, AWriterThatDiesLeavesNoPagePinnedOrPublished) {
   const int64_t free_before = FreePages();
   // Dies after reserving: the reservation expires and its pages go back.

@@ -425,12 +425,49 @@ TEST_F(KvStoreHandlerTest, OneCallerCannotHoldEveryLease) {
   ASSERT_TRUE(handler.Match(match, other, &served).ok()) << "another caller is served";
   EXPECT_EQ(served.matched_tokens(), 8);
   EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").leases, 2);
-  EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").pinned_pages, 4);
+  // Two leases on the same 2 pages (8 tokens of 4-token pages) pin them once.
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").pinned_pages, 2);
   v1::ReleaseRequest release;
   release.set_lease_id(second.lease_id());
   v1::ReleaseResponse released;
   ASSERT_TRUE(handler.Release(release, greedy, &released).ok());
   EXPECT_TRUE(handler.Match(match, greedy, &refused).ok()) << "a release gives the share back";
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// Real serving at 64 in flight on one prompt: decode (one caller at the
+// store) holds 64 leases on the same pages. They pin those pages once, in
+// the pool and in the quota, so a bound far below 64 leases' worth of pages
+// serves them all.
+TEST_F(KvStoreHandlerTest, ManyLeasesOnOnePromptCountItsPagesOnce) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_pinned_pages = 3;
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  PeerIdentity decode;
+  decode.address = "ipv4:127.0.0.1";
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0), &put, {decode, "", "", &handler}).ok());
+  v1::MatchRequest match;
+  match.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  std::vector<uint64_t> leases = {put.lease_id()};
+  for (int i = 0; i < 63; ++i) {
+    v1::MatchResponse matched;
+    const grpc::Status s = handler.Match(match, decode, &matched);
+    ASSERT_TRUE(s.ok()) << "lease " << i + 2 << ": " << s.error_message();
+    EXPECT_EQ(matched.matched_tokens(), 8);
+    leases.push_back(matched.lease_id());
+  }
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:127.0.0.1").leases, 64);
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:127.0.0.1").pinned_pages, 2);
+  for (uint64_t lease : leases) {
+    v1::ReleaseRequest release;
+    release.set_lease_id(lease);
+    v1::ReleaseResponse released;
+    ASSERT_TRUE(handler.Release(release, decode, &released).ok());
+  }
+  EXPECT_EQ(handler.quotas().callers(), 0);
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
