@@ -69,6 +69,7 @@ class ServicesTest : public ::testing::Test {
     o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
                            extra_prefill_flags_.end());
     o.decode_flags = {"--store_timeout_ms=2000", "--prefill_timeout_ms=2000", "--workers=16"};
+    o.kv_store_flags = extra_kv_store_flags_;
     const absl::Time start = absl::Now();
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();
@@ -123,7 +124,8 @@ class ServicesTest : public ::testing::Test {
     return res && res->status == 200 ? res->body : "";
   }
 
-  std::vector<std::string> extra_prefill_flags_;  // a subclass's, set before SetUp
+  std::vector<std::string> extra_prefill_flags_;   // a subclass's, set before SetUp
+  std::vector<std::string> extra_kv_store_flags_;  // likewise
   std::string dir_;
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<ServiceStack> stack_;
@@ -471,6 +473,48 @@ TEST_F(ServicesTest, PrefillStreamSendsTheFirstTokensFirst) {
 }
 
 // Prefill with a window long enough for a burst of calls to meet.
+// The store's quotas per caller in a real stack. Without TLS prefill,
+// decode and this test are one caller at the store (127.0.0.1), bounded
+// here to one lease.
+class QuotaServicesTest : public ServicesTest {
+ protected:
+  QuotaServicesTest() { extra_kv_store_flags_ = {"--max_leases_per_caller=1"}; }
+};
+
+// One lease, held here, fills the caller's quota: the next request is
+// computed without the store (same greedy tokens), its fallback reason
+// names the quota's flag, and once the lease is released the store serves
+// again. Serving itself (prefill's lease handed to decode, then released)
+// fits in the one lease.
+TEST_F(QuotaServicesTest, ARefusedLeaseIsAFallbackWithItsReason) {
+  const std::vector<int> first = Prompt(2 * kPageSize + 3, 1);
+  auto served = Generate(GreedyRequest(first, 4));
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->finished.fallback_reason(), "");
+  EXPECT_EQ(served->finished.usage().fetched_prompt_tokens(), 2 * kPageSize);
+
+  const std::vector<int32_t> cached(first.begin(), first.begin() + 2 * kPageSize);
+  // Decode releases its lease off its scheduler's thread: wait for it.
+  auto held = store_->MatchPrefix(cached);
+  for (int i = 0; i < 100 && !held.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    held = store_->MatchPrefix(cached);
+  }
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_EQ(held->matched_tokens, 2 * kPageSize);
+  const std::vector<int> second = Prompt(2 * kPageSize + 1, 2);
+  auto refused = Generate(GreedyRequest(second, 4));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_NE(refused->finished.fallback_reason().find("--max_leases_per_caller"), std::string::npos)
+      << refused->finished.fallback_reason();
+  ExpectSameGreedy(*model_, second, Offline(second, 4), refused->output_ids);
+
+  ASSERT_TRUE(store_->Release(held->lease_id).ok());
+  auto again = Generate(GreedyRequest(second, 4));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->finished.fallback_reason(), "");
+}
+
 class BatchingServicesTest : public ServicesTest {
  protected:
   BatchingServicesTest() { extra_prefill_flags_ = {"--batch_window_ms=1000"}; }
