@@ -105,7 +105,8 @@ async def main(a):
     slow = [asyncio.create_task(slow_socket(a.host, a.port, stop_slow)) for _ in range(a.slow)]
     await asyncio.sleep(2)  # the slow sockets are attached
     health = asyncio.create_task(poll_health(a.host, a.port, stop_health, latencies, failures))
-    body = {"model": a.model, "prompt": "The quick brown fox", "max_tokens": a.max_tokens,
+    prompt = json.loads(a.prompt) if a.prompt.startswith("[") else a.prompt
+    body = {"model": a.model, "prompt": prompt, "max_tokens": a.max_tokens,
             "temperature": 0, "ignore_eos": True, "stream": True}
     start = time.monotonic()
     results = await asyncio.gather(
@@ -137,6 +138,9 @@ if __name__ == "__main__":
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--slow", type=int, default=500)
     p.add_argument("--max_tokens", type=int, default=8)
+    p.add_argument("--prompt", default="The quick brown fox",
+                   help="text, or token ids as JSON ('[1, 2, 3]': the tiny test checkpoint's "
+                        "vocabulary is 512 tokens)")
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--api_key", default=os.environ.get("NANOSERVE_API_KEY", ""))
     asyncio.run(main(p.parse_args()))
