@@ -40,8 +40,8 @@ ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
           "warm restarts: on a graceful stop (SIGTERM) save the cached prefixes and their pages "
           "to a file here, and at start load it when the model (--model, --seed) and the page "
           "layout match; anything else starts cold, with a log line. Empty: off");
-NANOSERVE_FLAG_IN_RANGE(max_leases_per_caller, nanoserve::KvStoreOptions().max_leases_per_caller,
-                        0, 1048576,
+NANOSERVE_FLAG_IN_RANGE(max_leases_per_caller, nanoserve::KvStoreOptions().max_leases_per_caller, 0,
+                        1048576,
                         "leases one caller (TLS identity, else address) holds at once; beyond: "
                         "RESOURCE_EXHAUSTED (0 = no bound)");
 NANOSERVE_FLAG_IN_RANGE(max_pinned_pages_per_caller,
@@ -49,12 +49,12 @@ NANOSERVE_FLAG_IN_RANGE(max_pinned_pages_per_caller,
                         "pages one caller's leases pin at once (0 = three quarters of the pool)");
 NANOSERVE_FLAG_IN_RANGE(max_puts_per_caller, nanoserve::KvStoreOptions().max_puts_per_caller, 0,
                         65536, "Put streams one caller has open at once (0 = no bound)");
-NANOSERVE_FLAG_IN_RANGE(max_put_mb_per_caller, nanoserve::KvStoreOptions().max_put_mb_per_caller,
-                        0, 1048576,
+NANOSERVE_FLAG_IN_RANGE(max_put_mb_per_caller, nanoserve::KvStoreOptions().max_put_mb_per_caller, 0,
+                        1048576,
                         "MiB of page bytes one caller's Put streams buffer at once (0 = no bound "
                         "but the store's 256 MiB over all callers)");
-NANOSERVE_FLAG_IN_RANGE(put_idle_timeout_s, nanoserve::KvStoreOptions().put_idle_timeout_s, 1,
-                        3600, "cancel a Put stream on which nothing arrives for this long");
+NANOSERVE_FLAG_IN_RANGE(put_idle_timeout_s, nanoserve::KvStoreOptions().put_idle_timeout_s, 1, 3600,
+                        "cancel a Put stream on which nothing arrives for this long");
 
 namespace nanoserve {
 namespace {
