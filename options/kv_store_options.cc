@@ -18,7 +18,8 @@ std::vector<std::string> KvStoreOptions::ToArgv() const {
        FlagArg("max_pinned_pages_per_caller", max_pinned_pages_per_caller),
        FlagArg("max_puts_per_caller", max_puts_per_caller),
        FlagArg("max_put_mb_per_caller", max_put_mb_per_caller),
-       FlagArg("put_idle_timeout_s", put_idle_timeout_s)},
+       FlagArg("put_idle_timeout_s", put_idle_timeout_s),
+       FlagArg("max_reserved_pages_per_caller", max_reserved_pages_per_caller)},
       &argv);
   return argv;
 }

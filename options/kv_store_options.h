@@ -55,6 +55,10 @@ struct KvStoreOptions {
   // --put_idle_timeout_s: a Put stream on which nothing arrives for this long
   // is cancelled.
   int64_t put_idle_timeout_s = 10;
+  // --max_reserved_pages_per_caller: pages one caller holds reserved for
+  // writing in place and not committed (0 = half of the pages all writers may
+  // hold so, the store's 256 MiB).
+  int64_t max_reserved_pages_per_caller = 0;
 
   // Every flag: the service's, then the store's own.
   std::vector<std::string> ToArgv() const;

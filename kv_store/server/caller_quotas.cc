@@ -119,11 +119,37 @@ void CallerQuotas::EndPut(const std::string& caller, int64_t bytes) {
   EraseIfEmptyLocked(caller);
 }
 
+absl::Status CallerQuotas::StartReserve(const std::string& caller, int64_t pages) {
+  absl::MutexLock lock(&mu_);
+  Usage& u = holdings_[caller].usage;
+  if (options_.max_reserved_pages > 0 && u.reserved_pages > 0 &&
+      u.reserved_pages + pages > options_.max_reserved_pages) {
+    const int64_t held = u.reserved_pages;
+    EraseIfEmptyLocked(caller);
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "Reserve: ", pages, " pages would take ", Who(caller), "'s uncommitted reservations past ",
+        options_.max_reserved_pages,
+        " pages, the store's bound per caller (--max_reserved_pages_per_caller; it holds ", held,
+        "): commit or let them expire first"));
+  }
+  u.reserved_pages += pages;
+  return absl::OkStatus();
+}
+
+void CallerQuotas::EndReserve(const std::string& caller, int64_t pages) {
+  absl::MutexLock lock(&mu_);
+  holdings_[caller].usage.reserved_pages -= pages;
+  EraseIfEmptyLocked(caller);
+}
+
 void CallerQuotas::EraseIfEmptyLocked(const std::string& caller) {
   auto it = holdings_.find(caller);
   if (it == holdings_.end()) return;
   const Usage& u = it->second.usage;
-  if (u.leases == 0 && u.pinned_pages == 0 && u.puts == 0 && u.put_bytes == 0) holdings_.erase(it);
+  if (u.leases == 0 && u.pinned_pages == 0 && u.puts == 0 && u.put_bytes == 0 &&
+      u.reserved_pages == 0) {
+    holdings_.erase(it);
+  }
 }
 
 CallerQuotas::Usage CallerQuotas::UsageOf(const std::string& caller) const {

@@ -8,11 +8,13 @@
 //     ids of the path it pins, and a page pinned by several of the caller's
 //     leases counts once (64 requests in flight on one prompt pin its pages
 //     once, as in the pool);
-//   * Put streams in flight and the page bytes they buffer.
+//   * Put streams in flight and the page bytes they buffer,
+//   * pages reserved for writing in place (Reserve) and not committed yet.
 // Each has an idle deadline elsewhere: a lease not renewed within the
 // store's lease TTL is reaped (ReapIdleLeases mirrors that here), a Put
 // stream on which nothing arrives for the handler's put_idle_timeout is
-// cancelled.
+// cancelled, a reservation not committed within the handler's
+// reservation_ttl goes back to the pool.
 //
 // A call that would take a caller past a bound is refused with
 // RESOURCE_EXHAUSTED naming the caller, what it holds, the bound and the
@@ -52,6 +54,8 @@ struct CallerQuotaOptions {
   int64_t max_puts = 32;
   // Page bytes the caller's Put streams buffer (--max_put_mb_per_caller).
   int64_t max_put_bytes = int64_t{128} << 20;
+  // Pages reserved and not committed (--max_reserved_pages_per_caller).
+  int64_t max_reserved_pages = 0;
 };
 
 class CallerQuotas {
@@ -61,6 +65,7 @@ class CallerQuotas {
     int64_t pinned_pages = 0;
     int64_t puts = 0;
     int64_t put_bytes = 0;
+    int64_t reserved_pages = 0;
   };
 
   explicit CallerQuotas(const CallerQuotaOptions& options) : options_(options) {}
@@ -85,6 +90,15 @@ class CallerQuotas {
   // bytes) once the stream ends, when this returned OK.
   absl::Status StartPut(const std::string& caller, int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
   void EndPut(const std::string& caller, int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Counts a reservation of `pages` pages against `caller`, or
+  // RESOURCE_EXHAUSTED (nothing counted) when it would take the caller past
+  // max_reserved_pages while it holds other reservations (so one reservation
+  // larger than the bound may pass, alone). REQUIRES: EndReserve(caller,
+  // pages) once the reservation is committed, refused or expired, when this
+  // returned OK.
+  absl::Status StartReserve(const std::string& caller, int64_t pages) ABSL_LOCKS_EXCLUDED(mu_);
+  void EndReserve(const std::string& caller, int64_t pages) ABSL_LOCKS_EXCLUDED(mu_);
 
   Usage UsageOf(const std::string& caller) const ABSL_LOCKS_EXCLUDED(mu_);
   // Callers holding anything now.

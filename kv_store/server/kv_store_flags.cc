@@ -55,6 +55,10 @@ NANOSERVE_FLAG_IN_RANGE(max_put_mb_per_caller, nanoserve::KvStoreOptions().max_p
                         "but the store's 256 MiB over all callers)");
 NANOSERVE_FLAG_IN_RANGE(put_idle_timeout_s, nanoserve::KvStoreOptions().put_idle_timeout_s, 1, 3600,
                         "cancel a Put stream on which nothing arrives for this long");
+NANOSERVE_FLAG_IN_RANGE(max_reserved_pages_per_caller,
+                        nanoserve::KvStoreOptions().max_reserved_pages_per_caller, 0, 1073741824,
+                        "pages one caller holds reserved for writing in place and not committed "
+                        "(0 = half of the pages all writers may hold so, the store's 256 MiB)");
 
 namespace nanoserve {
 namespace {
@@ -68,15 +72,22 @@ std::vector<std::string> NameList(const std::string& list) {
 }
 
 // The bounds per caller; --max_pinned_pages_per_caller 0: three quarters of
-// the pages `cache`'s pool holds.
+// the pages `cache`'s pool holds; --max_reserved_pages_per_caller 0: half of
+// the pages within `max_uncommitted_bytes` (the handler's bound on all Put
+// bytes and reserved pages in flight).
 CallerQuotaOptions CallerQuotaOptionsFor(const KvStoreOptions& options,
-                                         const PrefixCacheOptions& cache) {
+                                         const PrefixCacheOptions& cache,
+                                         int64_t max_uncommitted_bytes) {
   CallerQuotaOptions quotas;
+  const int64_t page_bytes = cache.pool.layout.bytes_per_page();
   quotas.max_leases = options.max_leases_per_caller;
   quotas.max_pinned_pages = options.max_pinned_pages_per_caller;
   if (quotas.max_pinned_pages == 0) {
-    const int64_t pages = cache.pool.byte_budget / cache.pool.layout.bytes_per_page();
-    quotas.max_pinned_pages = std::max<int64_t>(1, pages * 3 / 4);
+    quotas.max_pinned_pages = std::max<int64_t>(1, cache.pool.byte_budget / page_bytes * 3 / 4);
+  }
+  quotas.max_reserved_pages = options.max_reserved_pages_per_caller;
+  if (quotas.max_reserved_pages == 0) {
+    quotas.max_reserved_pages = std::max<int64_t>(1, max_uncommitted_bytes / page_bytes / 2);
   }
   quotas.max_puts = options.max_puts_per_caller;
   quotas.max_put_bytes = options.max_put_mb_per_caller << 20;
@@ -102,6 +113,7 @@ KvStoreOptions KvStoreOptionsFromFlags() {
   options.max_puts_per_caller = absl::GetFlag(FLAGS_max_puts_per_caller);
   options.max_put_mb_per_caller = absl::GetFlag(FLAGS_max_put_mb_per_caller);
   options.put_idle_timeout_s = absl::GetFlag(FLAGS_put_idle_timeout_s);
+  options.max_reserved_pages_per_caller = absl::GetFlag(FLAGS_max_reserved_pages_per_caller);
   return options;
 }
 
@@ -154,7 +166,7 @@ absl::StatusOr<KvStoreHandlerOptions> KvStoreHandlerOptionsFor(const KvStoreOpti
   handler.epoch = cache.pool.epoch;
   handler.pool_identities = NameList(options.pool_identities);
   handler.reservation_ttl = absl::Seconds(options.reservation_ttl_s);
-  handler.quotas = CallerQuotaOptionsFor(options, cache);
+  handler.quotas = CallerQuotaOptionsFor(options, cache, handler.max_put_buffer_bytes);
   handler.put_idle_timeout = absl::Seconds(options.put_idle_timeout_s);
   if (!tls) {
     std::fprintf(stderr, "nanoserve-kv-store: no TLS: every caller may write (loopback only)\n");

@@ -3,7 +3,8 @@
 // --pool_mb, --lease_ttl_s, --chunk_kb, --share_pool, --pool_identities,
 // --reservation_ttl_s, --writer_identities, --snapshot_dir and the quotas per
 // caller (--max_leases_per_caller, --max_pinned_pages_per_caller,
-// --max_puts_per_caller, --max_put_mb_per_caller, --put_idle_timeout_s).
+// --max_puts_per_caller, --max_put_mb_per_caller, --put_idle_timeout_s,
+// --max_reserved_pages_per_caller).
 // KvStoreOptions
 // (options/kv_store_options.h) documents each. Also what the binary builds
 // from them.
@@ -45,7 +46,8 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> CreateStoreCache(PrefixCacheOptions
 // The handler's options: `options.chunk_kb`, `config`'s vocabulary and
 // context, `cache`'s epoch, who may map the pool (`options.pool_identities`),
 // how long a reservation lives, the quotas per caller (pinned pages 0: three
-// quarters of `cache`'s pool) and the Put streams' idle deadline, and who may
+// quarters of `cache`'s pool; reserved pages 0: half of those the handler's
+// max_put_buffer_bytes holds) and the Put streams' idle deadline, and who may
 // Put: with `tls`, the names of
 // `options.writer_identities` (INVALID_ARGUMENT when it names none);
 // without, anyone (and a line on stderr says so).

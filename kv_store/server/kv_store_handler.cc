@@ -252,11 +252,17 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
     return Invalid(absl::StrCat("Reserve: ", request.pages(), " pages is not in [1, ",
                                 cache_->num_pages(), "]"));
   }
-  // Reserved pages are held like Put bytes in flight, under the same bound.
+  // The caller's share first, then the store's bound over all callers:
+  // reserved pages are held like Put bytes in flight, under the same bound.
+  const std::string key = CallerKey(caller);
+  if (absl::Status over = quotas_.StartReserve(key, request.pages()); !over.ok()) {
+    return ToGrpcStatus(over);
+  }
   const int64_t max_pages = options_.max_put_buffer_bytes / bytes_per_page_;
   {
     absl::MutexLock lock(&reservations_mu_);
     if (reserved_pages_ + request.pages() > max_pages) {
+      quotas_.EndReserve(key, request.pages());
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrCat("Reserve: ", request.pages(), " pages would pass the ",
                                        max_pages, " pages writers may hold uncommitted"));
@@ -267,6 +273,7 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
   absl::MutexLock lock(&reservations_mu_);
   if (!pages.ok()) {
     reserved_pages_ -= request.pages();
+    quotas_.EndReserve(key, request.pages());
     return ToGrpcStatus(pages.status());
   }
   uint64_t id = NewEpoch();
@@ -275,7 +282,7 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
   response->mutable_pages()->Add(pages->begin(), pages->end());
   response->set_ttl_ms(absl::ToInt64Milliseconds(options_.reservation_ttl));
   reservations_[id] =
-      Reservation{caller.name, *std::move(pages), absl::Now() + options_.reservation_ttl};
+      Reservation{caller.name, key, *std::move(pages), absl::Now() + options_.reservation_ttl};
   return grpc::Status::OK;
 }
 
@@ -288,6 +295,7 @@ absl::StatusOr<std::vector<int32_t>> KvStoreHandler::TakeReservation(uint64_t id
   }
   std::vector<int32_t> pages = std::move(it->second.pages);
   reserved_pages_ -= static_cast<int64_t>(pages.size());
+  quotas_.EndReserve(it->second.quota_key, static_cast<int64_t>(pages.size()));
   reservations_.erase(it);
   return pages;
 }
@@ -309,6 +317,7 @@ int64_t KvStoreHandler::ReapExpiredLeases() {
       if (here->second.deadline > now) continue;
       expired.insert(expired.end(), here->second.pages.begin(), here->second.pages.end());
       reserved_pages_ -= static_cast<int64_t>(here->second.pages.size());
+      quotas_.EndReserve(here->second.quota_key, static_cast<int64_t>(here->second.pages.size()));
       reservations_.erase(here);
     }
   }

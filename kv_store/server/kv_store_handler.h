@@ -22,7 +22,8 @@
 //
 // Quotas per caller (caller_quotas.h; the caller is CallerKey: its TLS
 // identity, or its address without TLS): leases held and the pages they
-// pin, Put streams open and their buffered bytes. A Match's lease counts
+// pin, Put streams open and their buffered bytes, pages reserved and not
+// committed. A Match's lease counts
 // against its caller, a Put's against the holder it names (else its caller:
 // prefill, which Puts for others, names them). Past a bound: RESOURCE_EXHAUSTED
 // naming the bound. Idle deadlines: leases not renewed within the lease TTL
@@ -214,7 +215,8 @@ class KvStoreHandler {
 
  private:
   struct Reservation {
-    std::string caller;
+    std::string caller;     // who may commit it (its certificate name)
+    std::string quota_key;  // whom its pages count against (CallerKey)
     std::vector<int32_t> pages;
     absl::Time deadline;
   };
@@ -252,7 +254,7 @@ class KvStoreHandler {
   mutable absl::Mutex reservations_mu_;
   absl::flat_hash_map<uint64_t, Reservation> reservations_ ABSL_GUARDED_BY(reservations_mu_);
   int64_t reserved_pages_ ABSL_GUARDED_BY(reservations_mu_) = 0;
-  CallerQuotas quotas_;
+  CallerQuotas quotas_;  // called under reservations_mu_ too (its lock comes after)
   absl::Mutex puts_mu_;
   absl::flat_hash_set<PutSession*> puts_ ABSL_GUARDED_BY(puts_mu_);  // open Put streams
 };

@@ -100,5 +100,28 @@ TEST(CallerQuotasTest, PutStreamsAndTheirBytesAreBoundedPerCaller) {
   EXPECT_EQ(q.callers(), 0);
 }
 
+TEST(CallerQuotasTest, ReservedPagesAreBoundedPerCaller) {
+  CallerQuotaOptions o;
+  o.max_reserved_pages = 4;
+  CallerQuotas q(o);
+  ASSERT_TRUE(q.StartReserve("a", 3).ok());
+  const absl::Status over = q.StartReserve("a", 2);
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(over.message().find("--max_reserved_pages_per_caller"), absl::string_view::npos);
+  EXPECT_EQ(q.UsageOf("a").reserved_pages, 3) << "a refusal counts nothing";
+  ASSERT_TRUE(q.StartReserve("a", 1).ok());
+  EXPECT_TRUE(q.StartReserve("b", 4).ok()) << "another caller is not held back";
+  // A caller's only reservation may be larger than its share.
+  EXPECT_TRUE(q.StartReserve("c", 9).ok());
+  EXPECT_EQ(q.StartReserve("c", 1).code(), absl::StatusCode::kResourceExhausted);
+  q.EndReserve("a", 3);
+  EXPECT_TRUE(q.StartReserve("a", 2).ok());
+  q.EndReserve("a", 2);
+  q.EndReserve("a", 1);
+  q.EndReserve("b", 4);
+  q.EndReserve("c", 9);
+  EXPECT_EQ(q.callers(), 0);
+}
+
 }  // namespace
 }  // namespace nanoserve

@@ -268,6 +268,51 @@ TEST_F(DataPlaneHandlerTest, ACommitCountsItsLeaseAndARefusedOneFreesItsReservat
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
+// One caller cannot hold every page writers may reserve: past its share
+// (--max_reserved_pages_per_caller) its Reserve is refused while others'
+// go on, and what it commits, what expires and what is refused give its
+// share back.
+TEST_F(DataPlaneHandlerTest, ReservedPagesAreBoundedPerCaller) {
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.quotas.max_reserved_pages = 2;
+  h.reservation_ttl = absl::Milliseconds(50);
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  const std::string who = KvStoreHandler::CallerKey(kAnyone);
+  v1::ReserveResponse first, more;
+  ASSERT_TRUE(Reserve(2, &first).ok());
+  const int64_t free_before = FreePages();
+  const grpc::Status over = Reserve(1, &more);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
+  EXPECT_NE(over.error_message().find("--max_reserved_pages_per_caller"), std::string::npos);
+  EXPECT_EQ(FreePages(), free_before) << "a refused Reserve takes no page";
+  EXPECT_EQ(handler_->quotas().UsageOf(who).reserved_pages, 2);
+
+  PeerIdentity other;  // another plaintext caller: another address
+  other.address = "ipv4:10.0.0.9";
+  v1::ReserveRequest request;
+  request.set_pages(2);
+  request.set_epoch(epoch_);
+  v1::ReserveResponse others;
+  ASSERT_TRUE(handler_->Reserve(request, other, &others).ok());
+
+  v1::PutResponse put;  // a commit gives the share back
+  ASSERT_TRUE(Commit(Tokens(8), first.reservation_id(), &put).ok());
+  EXPECT_EQ(handler_->quotas().UsageOf(who).reserved_pages, 0);
+  ASSERT_TRUE(Reserve(1, &more).ok());
+  // So does a reservation that expires.
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  handler_->ReapExpiredLeases();
+  EXPECT_EQ(handler_->quotas().UsageOf(who).reserved_pages, 0);
+  EXPECT_EQ(handler_->quotas().UsageOf(KvStoreHandler::CallerKey(other)).reserved_pages, 0);
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
+  EXPECT_EQ(handler_->quotas().callers(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
 TEST_F(DataPlaneHandlerTest, AWriterThatDiesLeavesNoPagePinnedOrPublished) {
   const int64_t free_before = FreePages();
   // Dies after reserving: the reservation expires and its pages go back.
