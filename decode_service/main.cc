@@ -26,7 +26,8 @@ int Run(const DecodeOptions& o) {
   if (!remote.ok()) return ServiceError(remote.status());
   RemoteStore store = *std::move(remote);
   PrefillClient prefill_client(prefill.get(), store.store.get(),
-                               absl::Milliseconds(o.prefill_timeout_ms));
+                               absl::Milliseconds(o.prefill_timeout_ms),
+                               ModelIdentityFor(o.service.model));
   auto scheduler_options = BatchSchedulerOptionsFor(o);
   if (!scheduler_options.ok()) return ServiceError(scheduler_options.status());
   auto created = BatchScheduler::Create(loaded->model.get(), *scheduler_options);

@@ -3,7 +3,7 @@
 namespace nanoserve {
 
 ServiceInfo KvStoreOptions::Info() {
-  return {"nanoserve-kv-store", "127.0.0.1:50051", "127.0.0.1:9151", "random:gpt2"};
+  return {"nanoserve-kv-store", "127.0.0.1:50051", "127.0.0.1:9151", ""};
 }
 
 std::vector<std::string> KvStoreOptions::ToArgv() const {

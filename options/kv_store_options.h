@@ -14,7 +14,9 @@ namespace nanoserve {
 
 struct KvStoreOptions {
   // nanoserve-kv-store, 127.0.0.1:50051, metrics 127.0.0.1:9151, and the
-  // model random:gpt2 (the store reads only its shape).
+  // engines' default model, as prefill's and decode's: the store reads its
+  // shape and its fingerprint, which its callers' must match
+  // (base/model_identity.h).
   static ServiceInfo Info();
 
   ServiceOptions service{Info()};

@@ -5,6 +5,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "base/model_identity.h"
 #include "base/status.h"
 #include "kv_cache/page_layout.h"
 #include "kv_cache/prompt_check.h"
@@ -22,6 +23,13 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
+// `layout` in proto terms, naming the model `fingerprint`.
+v1::KvLayout LayoutOfModel(const PageLayout& layout, const std::string& fingerprint) {
+  v1::KvLayout proto = KvLayoutToProto(layout);
+  proto.set_model_fingerprint(fingerprint);
+  return proto;
+}
+
 }  // namespace
 
 KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
@@ -29,7 +37,7 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
     : cache_(cache),
       options_(options),
       layout_(cache->options().pool.layout),
-      layout_proto_(KvLayoutToProto(layout_)),
+      layout_proto_(LayoutOfModel(layout_, options.model_fingerprint)),
       bytes_per_page_(layout_.bytes_per_page()),
       host_id_(HostId()),
       quotas_(options.quotas) {
@@ -380,6 +388,11 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
           h.quotas_.CheckLease(lease_holder_.empty() ? CallerKey(caller_) : lease_holder_);
       !over.ok()) {
     return Refuse(header, absl::ResourceExhaustedError(absl::StrCat("Put: ", over.message())));
+  }
+  if (absl::Status other = CheckSameModel("Put", "the writer", header.layout().model_fingerprint(),
+                                          h.options_.model_fingerprint);
+      !other.ok()) {
+    return Refuse(header, other);  // a commit's reservation is freed at once
   }
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(header.layout());
   if (!layout.ok()) return Invalid(absl::StrCat("Put: ", layout.status().message()));

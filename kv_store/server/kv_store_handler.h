@@ -20,6 +20,11 @@
 //     (UNAUTHENTICATED): leases could not be told apart.
 // Match and Fetch read in the namespace (cache salt) the request names.
 //
+// Model identity (base/model_identity.h): every layout the store answers
+// (Match, Fetch, Connect) names options.model_fingerprint, so a caller of
+// another model refuses it; a Put whose layout names another model is
+// refused (FAILED_PRECONDITION) before anything is read.
+//
 // Quotas per caller (caller_quotas.h; the caller is CallerKey: its TLS
 // identity, or its address without TLS): leases held and the pages they
 // pin, Put streams open and their buffered bytes, pages reserved and not
@@ -98,6 +103,10 @@ struct KvStoreHandlerOptions {
   CallerQuotaOptions quotas;
   // A Put stream on which no message arrives for this long is cancelled.
   absl::Duration put_idle_timeout = absl::Seconds(10);
+  // The model whose K/V the store holds (engine/model_fingerprint.h): in
+  // every layout it answers, and a Put whose layout names another is
+  // refused (FAILED_PRECONDITION). Empty: not said, not checked.
+  std::string model_fingerprint;
 };
 
 class KvStoreHandler {
@@ -142,8 +151,8 @@ class KvStoreHandler {
     grpc::Status OnHeader(const v1::PutHeader& header);
     // A header naming a reservation: its pages are the new ones.
     grpc::Status OnCommitHeader(const v1::PutHeader& header);
-    // `over` (a quota's refusal) as the call's status; a refused commit's
-    // reservation is freed at once.
+    // `over` (a quota's or the model check's refusal) as the call's status;
+    // a refused commit's reservation is freed at once.
     grpc::Status Refuse(const v1::PutHeader& header, const absl::Status& over);
     // Inserts base `pages` + the reservation's.
     grpc::Status FinishCommit(std::vector<int32_t> pages, v1::PutResponse* response);

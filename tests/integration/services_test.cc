@@ -69,6 +69,8 @@ class ServicesTest : public ::testing::Test {
     o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
                            extra_prefill_flags_.end());
     o.decode_flags = {"--store_timeout_ms=2000", "--prefill_timeout_ms=2000", "--workers=16"};
+    o.decode_flags.insert(o.decode_flags.end(), extra_decode_flags_.begin(),
+                          extra_decode_flags_.end());
     o.kv_store_flags = extra_kv_store_flags_;
     const absl::Time start = absl::Now();
     auto stack = ServiceStack::Start(o);
@@ -126,6 +128,7 @@ class ServicesTest : public ::testing::Test {
 
   std::vector<std::string> extra_prefill_flags_;   // a subclass's, set before SetUp
   std::vector<std::string> extra_kv_store_flags_;  // likewise
+  std::vector<std::string> extra_decode_flags_;    // likewise
   std::string dir_;
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<ServiceStack> stack_;
@@ -513,6 +516,54 @@ TEST_F(QuotaServicesTest, ARefusedLeaseIsAFallbackWithItsReason) {
   auto again = Generate(GreedyRequest(second, 4));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->finished.fallback_reason(), "");
+}
+
+// Decode started with another model than prefill and the store: the same
+// shape, other weights (a tiny checkpoint of another seed).
+class OtherModelDecodeTest : public ServicesTest {
+ protected:
+  void SetUp() override {
+    other_dir_ = ::nanoserve::testing::ProcessTempPath("other_model");
+    ASSERT_TRUE(
+        SaveCheckpoint(other_dir_, testing::TinyCheckpoint(testing::TinyConfig(), /*seed=*/2))
+            .ok());
+    extra_decode_flags_ = {"--model=" + other_dir_};
+    ServicesTest::SetUp();
+    other_ = LoadModel(other_dir_, ModelOptions()).value().model;
+  }
+  void TearDown() override {
+    ServicesTest::TearDown();
+    std::system(absl::StrCat("rm -rf ", other_dir_).c_str());
+  }
+
+  std::string other_dir_;
+  std::unique_ptr<Gpt2Model> other_;
+};
+
+// The short prompts came back with wrong tokens, silently: prefill's
+// first token and pages, continued with decode's weights. Prefill now
+// refuses decode's calls (their model fingerprints differ), decode computes
+// each prompt itself with its own model, the summary says why, and decode's
+// log names the refusal once.
+TEST_F(OtherModelDecodeTest, DecodeComputesThePromptItselfAndSaysWhy) {
+  for (int salt : {1, 2}) {
+    const std::vector<int> prompt = Prompt(2 * kPageSize + 3, salt);
+    auto out = Generate(GreedyRequest(prompt, 8));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const std::string reason = out->finished.fallback_reason();
+    EXPECT_NE(reason.find("FAILED_PRECONDITION"), std::string::npos) << reason;
+    EXPECT_NE(reason.find("same --model and --seed"), std::string::npos) << reason;
+    EXPECT_EQ(out->finished.usage().fetched_prompt_tokens(), 0);
+    GenerateOptions options = testing::GreedyOptions(KvCacheMode::kOn, 8);
+    const std::vector<int> expected =
+        Generator(other_.get()).Generate({prompt}, options).value().sequences[0].output_ids;
+    ExpectSameGreedy(*other_, prompt, expected, out->output_ids);
+  }
+  std::ifstream in(stack_->log_path(ServiceStack::kDecode));
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t said = log.find("prefill refuses this service's calls");
+  EXPECT_NE(said, std::string::npos) << log;
+  EXPECT_EQ(log.find("prefill refuses this service's calls", said + 1), std::string::npos) << log;
 }
 
 class BatchingServicesTest : public ServicesTest {

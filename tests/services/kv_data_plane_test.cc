@@ -389,11 +389,13 @@ TEST_F(DataPlaneHandlerTest, BadCommitsAndOverlargeReservationsChangeNothing) {
 // A store service on a loopback port of this process.
 class StoreServer {
  public:
-  explicit StoreServer(bool exported, int port = 0) {
+  // `model`: the store's model fingerprint (empty: not said).
+  explicit StoreServer(bool exported, int port = 0, const std::string& model = "") {
     PrefixCacheOptions o = PoolOptions(exported, 32);
     cache_ = PrefixCache::Create(o).value();
-    handler_ =
-        std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch), &metrics_);
+    KvStoreHandlerOptions h = HandlerOptions(o.pool.epoch);
+    h.model_fingerprint = model;
+    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, &metrics_);
     service_ = std::make_unique<KvStoreService>(handler_.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
@@ -462,6 +464,36 @@ KvStoreClientOptions ClientOptions(const std::string& target,
   o.target = target;
   o.transport = transport;
   return o;
+}
+
+// A client of another model than the store's refuses the layouts it answers
+// (Match, Connect) with both models named and leaves no lease behind, so
+// its caller computes the prompt itself; a client of the same model, or one
+// that does not say, moves pages as before.
+TEST(RemoteDataPlaneTest, AStoreOfAnotherModelIsRefused) {
+  StoreServer server(/*exported=*/true, 0, "weights:00000000000000aa 10 bytes");
+  KvStoreClientOptions o = ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto);
+  o.model_fingerprint = "weights:00000000000000bb 10 bytes";
+  KvStoreClient other(o);
+  const absl::StatusOr<KvStoreClient::Match> match = other.MatchPrefix(Tokens(8));
+  EXPECT_EQ(match.status().code(), absl::StatusCode::kFailedPrecondition) << match.status();
+  EXPECT_NE(match.status().message().find("00aa"), absl::string_view::npos);
+  EXPECT_NE(match.status().message().find("00bb"), absl::string_view::npos);
+  EXPECT_NE(match.status().message().find("--model"), absl::string_view::npos);
+  EXPECT_EQ(other.Pool().status().code(), absl::StatusCode::kFailedPrecondition);
+  RemotePrefixStore refused(&other);
+  EXPECT_EQ(refused.MatchPrefix(Tokens(8), "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  o.model_fingerprint = "weights:00000000000000aa 10 bytes";
+  KvStoreClient same(o);
+  RemotePrefixStore store(&same);
+  EXPECT_TRUE(torch::equal(RoundTrip(store, 3), Kv(0, 16, 3)));
+  o.model_fingerprint = "";
+  KvStoreClient unsaid(o);
+  RemotePrefixStore store2(&unsaid);
+  EXPECT_TRUE(torch::equal(RoundTrip(store2, 5), Kv(0, 16, 5)));
+  EXPECT_EQ(server.Stats().active_leases(), 0);
 }
 
 TEST(RemoteDataPlaneTest, SharedMemoryAndBytesMoveTheSamePages) {

@@ -145,6 +145,55 @@ TEST_F(KvStoreHandlerTest, PutThenMatchAndFetchReturnTheSameKv) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
+// The store names its model in the layouts it answers, and refuses pages a
+// writer of another model puts (same shape, other weights: wrong tokens for
+// whoever reads them); a writer of the same model, or one that does not
+// say, is served.
+TEST_F(KvStoreHandlerTest, PagesOfAnotherModelAreRefused) {
+  KvStoreHandlerOptions h;
+  h.vocab_size = 50;
+  h.model_fingerprint = "random:tiny seed 1";
+  KvStoreHandler store(cache_.get(), h, nullptr);
+  v1::MatchRequest match_request;
+  for (int32_t t : {1, 2, 3, 4}) match_request.add_tokens(t);
+  v1::MatchResponse match;
+  ASSERT_TRUE(store.Match(match_request, kAnyone, &match).ok());
+  EXPECT_EQ(match.layout().model_fingerprint(), "random:tiny seed 1");
+  std::vector<uint64_t> leases;
+  auto put = [&](const std::string& model) {
+    auto session = store.StartPut(kAnyone);
+    v1::PutRequest header;
+    for (int32_t t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
+    *header.mutable_header()->mutable_layout() = store.layout();
+    header.mutable_header()->mutable_layout()->set_model_fingerprint(model);
+    if (grpc::Status s = session->OnMessage(header); !s.ok()) return s;
+    const torch::Tensor kv = Kv(0, kPageSize, 0.5f);
+    v1::PutRequest chunk;
+    chunk.mutable_chunk()->set_data(kv.data_ptr(), kv.numel() * 4);
+    if (grpc::Status s = session->OnMessage(chunk); !s.ok()) return s;
+    v1::PutResponse response;
+    grpc::Status s = session->Finish(&response);
+    if (s.ok()) leases.push_back(response.lease_id());
+    return s;
+  };
+  const grpc::Status other = put("random:tiny seed 2");
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << other.error_message();
+  EXPECT_NE(other.error_message().find("'random:tiny seed 2'"), std::string::npos);
+  EXPECT_NE(other.error_message().find("'random:tiny seed 1'"), std::string::npos);
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);
+  EXPECT_TRUE(put("random:tiny seed 1").ok());
+  EXPECT_TRUE(put("").ok());
+  EXPECT_EQ(cache_->Stats().pages_cached, 1);
+  for (uint64_t id : leases) {
+    v1::ReleaseRequest release;
+    release.set_lease_id(id);
+    v1::ReleaseResponse released;
+    EXPECT_TRUE(store.Release(release, kAnyone, &released).ok());
+  }
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
 TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
   v1::PutResponse put;
   auto code = [](const grpc::Status& s) { return s.error_code(); };

@@ -58,7 +58,8 @@ TEST(KvStoreOptionsTest, DefaultsAreTheServicesOwn) {
   const KvStoreOptions o;
   EXPECT_EQ(o.service.listen, "127.0.0.1:50051");
   EXPECT_EQ(o.service.metrics_listen, "127.0.0.1:9151");
-  EXPECT_EQ(o.service.model.spec, "random:gpt2");
+  // The engines' default, as prefill's and decode's: their models must match.
+  EXPECT_EQ(o.service.model.spec, "");
 }
 
 TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
