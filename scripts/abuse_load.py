@@ -19,7 +19,9 @@ import argparse
 import asyncio
 import collections
 import json
+import multiprocessing
 import os
+import socket
 import statistics
 import time
 
@@ -80,31 +82,40 @@ async def slow_socket(host, port, stop):
         writer.close()
 
 
-async def poll_health(host, port, stop, latencies, failures):
+def poll_health(host, port, stop, results):
+    """GET /health every 100 ms until `stop` is set; puts (latencies in ms,
+    failures) on `results`. Runs in a process of its own with blocking
+    sockets: polled from the load's event loop, a reply waited behind the
+    1 500 other sockets' callbacks, and the client's own delay was measured
+    as the server's."""
+    latencies, failures = [], []
     while not stop.is_set():
         start = time.monotonic()
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
-            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            await writer.drain()
-            raw = await asyncio.wait_for(reader.read(), 5)
-            writer.close()
+            with socket.create_connection((host, port), timeout=5) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                raw = b""
+                while chunk := s.recv(4096):
+                    raw += chunk
             if raw.startswith(b"HTTP/1.1 200"):
                 latencies.append((time.monotonic() - start) * 1000)
             else:
                 failures.append(raw[:40])
         except Exception as e:
             failures.append(type(e).__name__)
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
+    results.put((latencies, failures))
 
 
 async def main(a):
-    stop_slow, stop_health = asyncio.Event(), asyncio.Event()
-    latencies, failures = [], []
+    stop_slow, stop_health = asyncio.Event(), multiprocessing.Event()
     rss0 = vm(a.pid, "VmRSS")
     slow = [asyncio.create_task(slow_socket(a.host, a.port, stop_slow)) for _ in range(a.slow)]
     await asyncio.sleep(2)  # the slow sockets are attached
-    health = asyncio.create_task(poll_health(a.host, a.port, stop_health, latencies, failures))
+    health_results = multiprocessing.Queue()
+    health = multiprocessing.Process(target=poll_health,
+                                     args=(a.host, a.port, stop_health, health_results))
+    health.start()
     prompt = json.loads(a.prompt) if a.prompt.startswith("[") else a.prompt
     body = {"model": a.model, "prompt": prompt, "max_tokens": a.max_tokens,
             "temperature": 0, "ignore_eos": True, "stream": True}
@@ -113,7 +124,8 @@ async def main(a):
         *[completion(a.host, a.port, body, a.timeout, a.api_key) for _ in range(a.streams)])
     elapsed = time.monotonic() - start
     stop_health.set()
-    await health
+    latencies, failures = health_results.get()
+    health.join()
     rss1, hwm = vm(a.pid, "VmRSS"), vm(a.pid, "VmHWM")
     stop_slow.set()
     slow_ends = collections.Counter(await asyncio.gather(*slow))
@@ -123,7 +135,7 @@ async def main(a):
     print("  completions by outcome:", dict(counts))
     print("  slow sockets:", dict(slow_ends))
     if len(latencies) >= 2:
-        q = statistics.quantiles(latencies, n=100)
+        q = statistics.quantiles(latencies, n=100, method="inclusive")
         print(f"  /health: {len(latencies)} answered, p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, "
               f"max {max(latencies):.1f} ms; {len(failures)} failed {failures[:3]}")
     print(f"  decode VmRSS {rss0} MiB before, {rss1} MiB after, VmHWM {hwm} MiB")
