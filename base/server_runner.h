@@ -110,6 +110,12 @@ void ConfigureServerBuilder(const ServerOptions& options, grpc::ServerBuilder& b
 // OK if `address` is host:port with a port in [0, 65535].
 absl::Status ValidateAddress(absl::string_view address);
 
+// True if `address` (host:port) listens on loopback only: its host is
+// "localhost", an IPv4 address in 127.0.0.0/8 or "::1" (bracketed or not).
+// Any other host (0.0.0.0, "::", a name, an interface's address) reaches
+// beyond this machine, or may: false.
+bool IsLoopbackAddress(absl::string_view address);
+
 // Blocks SIGTERM and SIGINT in the calling thread so that they are received
 // only by ServeUntilSignal's sigwait. Call first thing in main, before any
 // thread starts (threads inherit the mask).

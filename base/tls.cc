@@ -90,6 +90,11 @@ bool PeerIdentity::HasName(const std::string& candidate) const {
 
 PeerIdentity PeerIdentityOf(const grpc::ServerContextBase& context) {
   PeerIdentity identity;
+  identity.address = context.peer();
+  if (const size_t colon = identity.address.rfind(':');
+      colon != std::string::npos && absl::StartsWith(identity.address, "ip")) {
+    identity.address.resize(colon);
+  }
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   if (auth == nullptr || !auth->IsPeerAuthenticated()) return identity;
   identity.authenticated = true;

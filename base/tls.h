@@ -68,6 +68,9 @@ struct PeerIdentity {
   // Every name of the certificate: its common names and subject alternative
   // names (DNS names, IP addresses, ...).
   std::vector<std::string> names;
+  // The peer's address without its port ("ipv4:10.0.0.7", "ipv6:[::1]"):
+  // who a plaintext caller is, for quotas.
+  std::string address;
 
   // True if `candidate` is one of `names`.
   bool HasName(const std::string& candidate) const;

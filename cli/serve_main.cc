@@ -14,6 +14,10 @@ ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)"
 ABSL_FLAG(int32_t, decode_port, 50053, "serve/bench-services: decode port (0 = any free one)");
 ABSL_FLAG(int32_t, http_port, 8000,
           "serve: decode's OpenAI-compatible HTTP port on 127.0.0.1 (0 = any free one, -1 = off)");
+ABSL_FLAG(bool, allow_insecure_http, false,
+          "serve: let decode's HTTP API listen beyond loopback ($NANOSERVE_LISTEN_HOST, the "
+          "images' 0.0.0.0) without an API key; decode refuses that otherwise. A key in "
+          "$NANOSERVE_API_KEY reaches decode through the environment");
 ABSL_FLAG(std::string, work_dir, "/tmp",
           "serve/bench-services: where service logs and port files go");
 ABSL_FLAG(int64_t, pool_mb, 1024, "serve/bench-services: KV store pool budget in MiB");
@@ -53,6 +57,7 @@ int ServeMain(const CommandContext&) {
   stack.prefill_port = absl::GetFlag(FLAGS_prefill_port);
   stack.decode_port = absl::GetFlag(FLAGS_decode_port);
   stack.http_port = absl::GetFlag(FLAGS_http_port);
+  stack.decode.allow_insecure_http = absl::GetFlag(FLAGS_allow_insecure_http);
   return RunServe(stack, *o);
 }
 

@@ -1,5 +1,7 @@
 #include "decode_service/decode_flags.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -8,6 +10,7 @@
 #include "base/flag_range.h"
 #include "base/server_runner.h"
 #include "engine/decode_step.h"
+#include "engine/memory_budget.h"
 #include "kv_store/client/store_client_flags.h"
 #include "rpc/service_main.h"
 
@@ -49,6 +52,13 @@ NANOSERVE_FLAG_IN_RANGE(http_max_body_kb, nanoserve::DecodeOptions().http_max_bo
                         "largest HTTP request body in KiB");
 NANOSERVE_FLAG_IN_RANGE(http_timeout_s, nanoserve::DecodeOptions().http_timeout_s, 1, 86400,
                         "deadline of each HTTP completion");
+ABSL_FLAG(std::string, api_key, nanoserve::DecodeOptions().api_key,
+          "the bearer token /v1/ requests of the HTTP API must send ('Authorization: Bearer "
+          "<key>', 401 otherwise; /health is open); empty: $NANOSERVE_API_KEY where set, else "
+          "none");
+ABSL_FLAG(bool, allow_insecure_http, nanoserve::DecodeOptions().allow_insecure_http,
+          "let the HTTP API listen beyond loopback without --api_key (something else guards "
+          "it: a NetworkPolicy, a gateway); without it such a --http_listen is refused");
 ABSL_FLAG(std::string, served_model_name, nanoserve::DecodeOptions().served_model_name,
           "the model's id in the HTTP API (empty: the --model value)");
 NANOSERVE_FLAG_IN_RANGE(liveness_stall_s, nanoserve::DecodeOptions().liveness_stall_s, 1, 86400,
@@ -79,6 +89,8 @@ DecodeOptions DecodeOptionsFromFlags() {
   options.http_max_connections = absl::GetFlag(FLAGS_http_max_connections);
   options.http_max_body_kb = absl::GetFlag(FLAGS_http_max_body_kb);
   options.http_timeout_s = absl::GetFlag(FLAGS_http_timeout_s);
+  options.api_key = absl::GetFlag(FLAGS_api_key);
+  options.allow_insecure_http = absl::GetFlag(FLAGS_allow_insecure_http);
   options.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   options.liveness_stall_s = absl::GetFlag(FLAGS_liveness_stall_s);
   options.decode_step = absl::GetFlag(FLAGS_decode_step);
@@ -90,7 +102,27 @@ absl::Status CheckDecodeOptions(const DecodeOptions& options) {
   if (absl::Status bad = ValidateAddress(options.http_listen); !bad.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--http_listen: ", bad.message()));
   }
-  return absl::OkStatus();
+  return CheckHttpGuard(OpenAiServerOptionsFor(options));
+}
+
+absl::Status CheckDecodeMemory(const DecodeOptions& options) {
+  auto config = ModelConfigFor(options.service.model);
+  if (!config.ok()) return config.status();
+  auto model = ModelOptionsFor(options.service.model);
+  if (!model.ok()) return model.status();
+  auto available = AvailableMemory(model->device);
+  if (!available.ok()) return absl::OkStatus();  // cannot tell: let the allocation say
+  const int64_t context = options.max_context > 0
+                              ? std::min(options.max_context, config->n_positions)
+                              : config->n_positions;
+  const int64_t pool_tokens =
+      options.kv_pool_tokens > 0 ? options.kv_pool_tokens : options.max_batch * context;
+  const int64_t weights = WeightBytes(*config, model->dtype);
+  const int64_t kv = pool_tokens * KvBytesPerToken(*config, model->dtype);
+  return CheckFits(weights + kv, *available, model->device,
+                   absl::StrCat("the weights (", weights >> 20, " MiB) and a KV pool of ",
+                                pool_tokens, " tokens (", kv >> 20, " MiB)"),
+                   "lower --max_batch or --max_context, or set a smaller --kv_pool_tokens");
 }
 
 absl::StatusOr<BatchSchedulerOptions> BatchSchedulerOptionsFor(const DecodeOptions& options) {
@@ -116,6 +148,11 @@ DecodeStageOptions DecodeStageOptionsFor(const DecodeOptions& options) {
 OpenAiServerOptions OpenAiServerOptionsFor(const DecodeOptions& options) {
   OpenAiServerOptions http;
   http.listen = options.http_listen;
+  http.api_key = options.api_key;
+  if (const char* env = std::getenv("NANOSERVE_API_KEY"); http.api_key.empty() && env != nullptr) {
+    http.api_key = env;
+  }
+  http.allow_insecure = options.allow_insecure_http;
   http.model_id = options.served_model_name.empty() ? ModelSpecFor(options.service.model)
                                                     : options.served_model_name;
   http.http.threads = static_cast<int>(options.http_threads);

@@ -4,7 +4,7 @@
 // --max_queue, --prefill_chunk, --decode_step), --max_tokens_in_flight,
 // --prefill_timeout_ms, --workers, --liveness_stall_s and the HTTP API's
 // (--http_listen, --http_threads, --http_max_connections, --http_max_body_kb,
-// --http_timeout_s, --served_model_name). DecodeOptions
+// --http_timeout_s, --api_key, --allow_insecure_http, --served_model_name). DecodeOptions
 // (options/decode_options.h) documents each. Also what the binary builds from
 // them.
 //
@@ -28,8 +28,17 @@ namespace nanoserve {
 DecodeOptions DecodeOptionsFromFlags();
 
 // INVALID_ARGUMENT naming --http_listen when it is set and no address
-// (checked before anything starts, as InitService checks --listen).
+// (checked before anything starts, as InitService checks --listen);
+// FAILED_PRECONDITION when it listens beyond loopback with no API key and no
+// --allow_insecure_http (CheckHttpGuard).
 absl::Status CheckDecodeOptions(const DecodeOptions& options);
+
+// RESOURCE_EXHAUSTED when the weights and the KV pool that --max_batch,
+// --max_context and --kv_pool_tokens ask for do not fit the device's free
+// memory (engine/memory_budget.h), checked before anything is loaded (the
+// issue's --max_batch 1024 aborted); OK where the free memory cannot be read.
+// Errors of reading the model's config pass through.
+absl::Status CheckDecodeMemory(const DecodeOptions& options);
 
 // The batch scheduler's options in `options`. INVALID_ARGUMENT for a
 // --decode_step that is not one of the choices.
@@ -39,7 +48,8 @@ absl::StatusOr<BatchSchedulerOptions> BatchSchedulerOptionsFor(const DecodeOptio
 DecodeStageOptions DecodeStageOptionsFor(const DecodeOptions& options);
 
 // The HTTP API's options in `options`; the model's id is --served_model_name,
-// else the model's spec (ModelSpecFor).
+// else the model's spec (ModelSpecFor); the API key is --api_key, else
+// $NANOSERVE_API_KEY where set.
 OpenAiServerOptions OpenAiServerOptionsFor(const DecodeOptions& options);
 
 // nanoserve-decode's server: ServerOptionsFor(options.service) with `openai`

@@ -16,6 +16,7 @@ namespace {
 
 int Run(const DecodeOptions& o) {
   if (absl::Status bad = CheckDecodeOptions(o); !bad.ok()) return ServiceError(bad);
+  if (absl::Status too_big = CheckDecodeMemory(o); !too_big.ok()) return ServiceError(too_big);
   auto loaded = LoadServiceModel(o.service.model);
   if (!loaded.ok()) return ServiceError(loaded.status());
   auto tokenizer = Gpt2Tokenizer::LoadDefault();
@@ -25,7 +26,8 @@ int Run(const DecodeOptions& o) {
   if (!remote.ok()) return ServiceError(remote.status());
   RemoteStore store = *std::move(remote);
   PrefillClient prefill_client(prefill.get(), store.store.get(),
-                               absl::Milliseconds(o.prefill_timeout_ms));
+                               absl::Milliseconds(o.prefill_timeout_ms),
+                               ModelIdentityFor(o.service.model));
   auto scheduler_options = BatchSchedulerOptionsFor(o);
   if (!scheduler_options.ok()) return ServiceError(scheduler_options.status());
   auto created = BatchScheduler::Create(loaded->model.get(), *scheduler_options);

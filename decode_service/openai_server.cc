@@ -5,8 +5,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "decode_service/openai_api.h"
 
@@ -139,7 +141,45 @@ class SseFormatter {
   bool failed_ = false;
 };
 
+// Equal in a time that does not depend on where they first differ.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : ~a[i]));
+  }
+  return diff == 0;
+}
+
+HttpResponse Unauthorized() {
+  HttpResponse r = JsonResponse(
+      401, ErrorJson(401,
+                     "this server needs an API key: send the header 'Authorization: Bearer "
+                     "<key>' with the key it was started with (--api_key)",
+                     "invalid_api_key"));
+  r.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return r;
+}
+
 }  // namespace
+
+absl::Status CheckHttpGuard(const OpenAiServerOptions& options) {
+  if (options.listen.empty() || IsLoopbackAddress(options.listen)) return absl::OkStatus();
+  if (!options.api_key.empty() || options.allow_insecure) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the HTTP API would listen on ", options.listen,
+      ", beyond loopback, with no authentication: anyone who reaches it could use it (the "
+      "gRPC side's TLS does not cover it). Set an API key (--api_key or $NANOSERVE_API_KEY; "
+      "clients send 'Authorization: Bearer <key>'), listen on loopback (--http_listen "
+      "127.0.0.1:8000), or say that something else guards it with --allow_insecure_http"));
+}
+
+bool OpenAiServer::Authorized(const HttpRequest& request) const {
+  if (options_.api_key.empty()) return true;
+  const std::string authorization = request.Header("authorization");
+  absl::string_view key = authorization;
+  if (!absl::ConsumePrefix(&key, "Bearer ")) return false;
+  return ConstantTimeEquals(absl::StripAsciiWhitespace(key), options_.api_key);
+}
 
 // One request: its calls, and the response they drive. Its choices' events
 // (on the stage's threads) hold it; it is registered with the server until
@@ -299,7 +339,8 @@ OpenAiServer::OpenAiServer(DecodeStage* stage, const OpenAiServerOptions& option
                [this](const HttpRequest& request, std::shared_ptr<HttpResponder> responder) {
                  Completions(request, std::move(responder));
                });
-  http_.Handle("GET", "/v1/models", [this](const HttpRequest&) {
+  http_.Handle("GET", "/v1/models", [this](const HttpRequest& request) {
+    if (!Authorized(request)) return Unauthorized();
     return JsonResponse(200, ModelsJson(options_.model_id, created_));
   });
   http_.Handle("GET", "/health", [this](const HttpRequest&) {
@@ -323,6 +364,7 @@ OpenAiServer::~OpenAiServer() {
 }
 
 absl::StatusOr<int> OpenAiServer::Start() {
+  if (absl::Status unguarded = CheckHttpGuard(options_); !unguarded.ok()) return unguarded;
   absl::StatusOr<int> port = http_.Start(options_.listen);
   started_ = port.ok();
   return port;
@@ -377,6 +419,11 @@ void OpenAiServer::Completions(const HttpRequest& request,
     Count(r.status);
     responder->Respond(r);
   };
+  if (!Authorized(request)) {
+    const HttpResponse r = Unauthorized();
+    Count(r.status);
+    return responder->Respond(r);
+  }
   if (draining_.load()) return respond_error(absl::UnavailableError("shutting down"));
   absl::StatusOr<CompletionRequest> parsed =
       ParseCompletionRequest(request.body, options_.max_choices, RandomSeed());

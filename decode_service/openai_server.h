@@ -20,6 +20,13 @@
 // its response was sent, streamed or not, cancels every choice at once: the
 // slots and leases are freed at the scheduler's next step.
 //
+// Who may call it. With options.api_key set, /v1/completions and /v1/models
+// need "Authorization: Bearer <key>" (vLLM's --api-key, what OpenAI clients
+// send): 401 with OpenAI's error shape otherwise, before the body is read
+// for anything else; /health answers anyone (probes). The API listens beyond
+// loopback only with a key, or with options.allow_insecure set by an operator
+// who guards it otherwise (a NetworkPolicy, a gateway): CheckHttpGuard.
+//
 // Thread safety: thread-safe; requests run on the HTTP server's threads.
 #ifndef NANOSERVE_DECODE_SERVICE_OPENAI_SERVER_H_
 #define NANOSERVE_DECODE_SERVICE_OPENAI_SERVER_H_
@@ -54,7 +61,16 @@ struct OpenAiServerOptions {
   int64_t max_choices = 16;
   // Deadline of each request's calls.
   absl::Duration timeout = absl::Minutes(10);
+  // Non-empty: the bearer token every /v1/ request must present.
+  std::string api_key;
+  // Listen beyond loopback without an api_key (see CheckHttpGuard).
+  bool allow_insecure = false;
 };
+
+// OK if `options` may serve: `listen` is loopback (base/server_runner.h
+// IsLoopbackAddress), or an api_key is set, or allow_insecure. Else
+// FAILED_PRECONDITION saying what to do; Start refuses the same.
+absl::Status CheckHttpGuard(const OpenAiServerOptions& options);
 
 class OpenAiServer final : public SideServer {
  public:
@@ -71,6 +87,8 @@ class OpenAiServer final : public SideServer {
 
  private:
   void Completions(const HttpRequest& request, std::shared_ptr<HttpResponder> responder);
+  // True if `request` carries the api key (or none is needed).
+  bool Authorized(const HttpRequest& request) const;
   // Counts the response's code (nanoserve_decode_http_requests_total).
   void Count(int http_status);
   void Register(InFlight* request);

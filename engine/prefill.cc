@@ -258,6 +258,9 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   auto stored = StoreCall(
       result, [&] { return store_.Store(stores, cache.tables(), keep_leases, lease_holder); });
   if (stored.ok()) result.stored = *std::move(stored);
+  for (const PrefixStore::Stored& row : result.stored) {  // a row the store refused says why
+    if (!row.not_stored.ok() && result.store_status.ok()) result.store_status = row.not_stored;
+  }
   return result;
 }
 

@@ -75,6 +75,9 @@ class PrefixStore {
     uint64_t lease_id = kNoLease;  // pins the row's tokens; kNoLease if not stored
     int64_t stored_tokens = 0;     // tokens the lease pins (0 if not stored)
     int64_t inserted_tokens = 0;   // of those, new to the store
+    // Why a row the store refused to take was not stored (its pool or a
+    // quota full: RESOURCE_EXHAUSTED); OK otherwise. The other rows go on.
+    absl::Status not_stored;
   };
 
   virtual ~PrefixStore() = default;

@@ -52,6 +52,14 @@ struct DecodeOptions {
   int64_t http_max_connections = 4096;
   int64_t http_max_body_kb = 1024;  // --http_max_body_kb: largest HTTP request body in KiB
   int64_t http_timeout_s = 600;     // --http_timeout_s: deadline of each HTTP completion
+  // --api_key: the bearer token /v1/ requests of the HTTP API must send (401
+  // otherwise; /health is open); empty: $NANOSERVE_API_KEY where set, else
+  // none.
+  std::string api_key;
+  // --allow_insecure_http: let the HTTP API listen beyond loopback without an
+  // API key (something else guards it); without it such an --http_listen is
+  // refused.
+  bool allow_insecure_http = false;
   // --served_model_name: the model's id in the HTTP API (empty: the --model
   // value).
   std::string served_model_name;

@@ -14,7 +14,9 @@ namespace nanoserve {
 
 struct KvStoreOptions {
   // nanoserve-kv-store, 127.0.0.1:50051, metrics 127.0.0.1:9151, and the
-  // model random:gpt2 (the store reads only its shape).
+  // engines' default model, as prefill's and decode's: the store reads its
+  // shape and its fingerprint, which its callers' must match
+  // (base/model_identity.h).
   static ServiceInfo Info();
 
   ServiceOptions service{Info()};
@@ -39,6 +41,26 @@ struct KvStoreOptions {
   // prefixes and their pages to a file here, and at start load it when the
   // model (--model, --seed) and the page layout match. Empty: off.
   std::string snapshot_dir;
+  // Quotas per caller (its TLS identity, else its address); beyond one the
+  // call gets RESOURCE_EXHAUSTED naming it.
+  // --max_leases_per_caller: leases one caller holds at once (0 = no bound).
+  int64_t max_leases_per_caller = 4096;
+  // --max_pinned_pages_per_caller: pages one caller's leases pin at once
+  // (0 = three quarters of the pool).
+  int64_t max_pinned_pages_per_caller = 0;
+  // --max_puts_per_caller: Put streams one caller has open at once (0 = no
+  // bound).
+  int64_t max_puts_per_caller = 32;
+  // --max_put_mb_per_caller: MiB of page bytes one caller's Put streams
+  // buffer at once (0 = no bound but the store's 256 MiB over all callers).
+  int64_t max_put_mb_per_caller = 128;
+  // --put_idle_timeout_s: a Put stream on which nothing arrives for this long
+  // is cancelled.
+  int64_t put_idle_timeout_s = 10;
+  // --max_reserved_pages_per_caller: pages one caller holds reserved for
+  // writing in place and not committed (0 = half of the pages all writers may
+  // hold so, the store's 256 MiB).
+  int64_t max_reserved_pages_per_caller = 0;
 
   // Every flag: the service's, then the store's own.
   std::vector<std::string> ToArgv() const;

@@ -44,8 +44,9 @@ struct ServiceInfo {
   std::string model;
 };
 
-// The model every service runs. Prefill and decode must be given the same
-// spec and seed; the KV store reads only the model's shape (and device and
+// The model every service runs. All three must be given the same spec and
+// seed (they refuse each other's K/V otherwise, base/model_identity.h); the
+// KV store reads only the model's shape and fingerprint (and device and
 // dtype, for its pool).
 struct ServiceModel {
   // --model: checkpoint dir, .safetensors file or random:<preset>; empty:

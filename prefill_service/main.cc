@@ -20,7 +20,7 @@ int Run(const PrefillOptions& o) {
   RemoteStore store = *std::move(remote);
   MetricsRegistry metrics;
   PrefillStage stage(loaded->model.get(), store.store.get(), PrefillStageOptionsFor(o), &metrics);
-  PrefillHandler handler(&stage);
+  PrefillHandler handler(&stage, ModelIdentityFor(o.service.model));
   WorkerPool workers(static_cast<int>(o.workers));
   PrefillService service(&handler, &workers);
   absl::Status served = ServeUntilSignal(ServerOptionsFor(o.service), {&service}, &metrics);

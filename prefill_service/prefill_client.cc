@@ -1,6 +1,7 @@
 #include "prefill_service/prefill_client.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -40,10 +41,16 @@ absl::StatusOr<PrefillOutcome> PrefillClient::Prefill(absl::Span<const PrefillPr
   grpc::ClientContext context;
   context.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + timeout_)));
   v1::PrefillResponse response;
-  const v1::PrefillRequest request = PrefillRequestToProto(prompts);
+  v1::PrefillRequest request = PrefillRequestToProto(prompts);
+  request.set_model_fingerprint(model_fingerprint_);
   grpc::Status status = on_first ? Stream(context, request, on_first, response)
                                  : stub_->Prefill(&context, request, &response);
   breaker_.Record(FromGrpcStatus(status, "prefill"));
+  if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
+      !refusal_logged_.exchange(true)) {
+    std::fprintf(stderr, "prefill refuses this service's calls (%s); prompts are computed here\n",
+                 status.error_message().c_str());
+  }
   if (!status.ok()) return FromGrpcStatus(status, "prefill");
   if (response.prompts_size() != static_cast<int>(prompts.size())) {
     PrefillOutcome outcome = PrefillOutcomeFromProto(response);

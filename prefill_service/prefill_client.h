@@ -6,6 +6,10 @@
 #ifndef NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_
 
+#include <atomic>
+#include <string>
+#include <utility>
+
 #include "absl/time/time.h"
 #include "kv_cache/prefix_store.h"
 #include "kv_store/client/circuit_breaker.h"
@@ -21,9 +25,18 @@ class PrefillClient : public Prefiller {
   // A breaker (kv_store/client/circuit_breaker.h) stops calling a prefill
   // that times out or is unreachable: its calls fail at once (UNAVAILABLE)
   // and the caller computes the prompt itself; half-open, one call probes.
+  // Every call names `model_fingerprint`, the caller's model
+  // (engine/model_fingerprint.h; empty: not checked): a prefill of another
+  // model refuses it with FAILED_PRECONDITION (logged here once), and the
+  // caller computes the prompt itself.
   PrefillClient(v1::Prefill::StubInterface* stub, PrefixStore* store, absl::Duration timeout,
+                std::string model_fingerprint = "",
                 const CircuitBreakerOptions& breaker = CircuitBreakerOptions())
-      : stub_(stub), store_(store), timeout_(timeout), breaker_("prefill", breaker) {}
+      : stub_(stub),
+        store_(store),
+        timeout_(timeout),
+        model_fingerprint_(std::move(model_fingerprint)),
+        breaker_("prefill", breaker) {}
 
   // The call's gRPC status as an absl::Status on failure; UNAVAILABLE at
   // once while the breaker is open. With `on_first`, over PrefillStream
@@ -42,7 +55,9 @@ class PrefillClient : public Prefiller {
   v1::Prefill::StubInterface* stub_;
   PrefixStore* store_;
   const absl::Duration timeout_;
+  const std::string model_fingerprint_;
   CircuitBreaker breaker_;
+  std::atomic<bool> refusal_logged_{false};
 };
 
 }  // namespace nanoserve

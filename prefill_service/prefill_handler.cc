@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "base/model_identity.h"
 #include "base/status.h"
 #include "prefill_service/prefill_proto.h"
 
@@ -10,6 +11,11 @@ namespace nanoserve {
 grpc::Status PrefillHandler::Prefill(const v1::PrefillRequest& request, absl::Time deadline,
                                      const PeerIdentity& caller, v1::PrefillResponse* response,
                                      const FirstTokens& on_first) {
+  if (absl::Status other = CheckSameModel("Prefill refused", "the caller",
+                                          request.model_fingerprint(), model_fingerprint_);
+      !other.ok()) {
+    return ToGrpcStatus(other);
+  }
   const std::vector<PrefillPrompt> prompts = PrefillPromptsFromProto(request);
   absl::StatusOr<PrefillOutcome> outcome =
       stage_->Prefill(prompts, deadline, caller.name, on_first);

@@ -1,10 +1,16 @@
 // nanoserve.v1.Prefill in proto terms: turns a PrefillRequest into a
 // PrefillStage call (prefill_stage.h holds the logic) and its outcome into a
-// PrefillResponse, its status into a gRPC code.
+// PrefillResponse, its status into a gRPC code. A request naming another
+// model than this service's is refused (FAILED_PRECONDITION,
+// base/model_identity.h) before anything runs: its first tokens and pages
+// would be another model's.
 //
 // Thread safety: thread-safe (the stage is).
 #ifndef NANOSERVE_PREFILL_SERVICE_PREFILL_HANDLER_H_
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_HANDLER_H_
+
+#include <string>
+#include <utility>
 
 #include <grpcpp/support/status.h>
 
@@ -17,8 +23,10 @@ namespace nanoserve {
 
 class PrefillHandler {
  public:
-  // `stage` is not owned.
-  explicit PrefillHandler(PrefillStage* stage) : stage_(stage) {}
+  // `stage` is not owned. `model_fingerprint`: this service's model
+  // (engine/model_fingerprint.h); empty: callers' models are not checked.
+  explicit PrefillHandler(PrefillStage* stage, std::string model_fingerprint = "")
+      : stage_(stage), model_fingerprint_(std::move(model_fingerprint)) {}
 
   // The stage's errors as gRPC codes (see Prefiller::Prefill). The leases
   // of the response are taken for `caller` (its certificate name), who may
@@ -35,6 +43,7 @@ class PrefillHandler {
 
  private:
   PrefillStage* stage_;
+  const std::string model_fingerprint_;
 };
 
 }  // namespace nanoserve

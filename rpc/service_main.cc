@@ -13,6 +13,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "base/flag_range.h"
+#include "engine/model_fingerprint.h"
 
 // The server. The addresses' defaults are set per service by InitService.
 ABSL_FLAG(std::string, listen, "",
@@ -39,7 +40,7 @@ ABSL_FLAG(std::string, tls_ca, "",
 // The model. Prefill and decode must be given the same --model and --seed.
 ABSL_FLAG(std::string, model, "",
           "checkpoint dir, .safetensors file or random:<preset>; empty: $NANOSERVE_MODEL, "
-          "./models/gpt2, else random:gpt2 (the KV store reads only its shape)");
+          "./models/gpt2, else random:gpt2 (the KV store reads only its shape and fingerprint)");
 ABSL_FLAG(
     uint64_t, seed, nanoserve::ServiceModel().seed,
     "seed of random weights, the same for prefill and decode (the KV store names the model of "
@@ -163,6 +164,14 @@ std::string ModelSpecFor(const ServiceModel& model) {
 
 absl::StatusOr<Gpt2Config> ModelConfigFor(const ServiceModel& model) {
   return LoadModelConfig(ModelSpecFor(model));
+}
+
+std::string ModelIdentityFor(const ServiceModel& model) {
+  absl::StatusOr<std::string> fingerprint = ModelFingerprint(ModelSpecFor(model), model.seed);
+  if (fingerprint.ok()) return *std::move(fingerprint);
+  std::fprintf(stderr, "%s: peers' models are not checked: %s\n", Info().name.c_str(),
+               fingerprint.status().ToString().c_str());
+  return "";
 }
 
 absl::StatusOr<LoadedModel> LoadServiceModel(const ServiceModel& model) {

@@ -13,7 +13,9 @@
 // $NANOSERVE_LISTEN_HOST, when set, is the host of the default --listen and
 // --metrics_listen addresses in place of 127.0.0.1 (the images set 0.0.0.0).
 // The KV store reads only the model's shape (and --device, --dtype for its
-// pool); prefill and decode load it. The stages that call the store take its
+// pool) and fingerprint; prefill and decode load it. All three name their
+// model's fingerprint to each other and refuse another's
+// (ModelIdentityFor, base/model_identity.h). The stages that call the store take its
 // client's flags from kv_store/client/store_client_flags.h; a service's own
 // flags are in its <service>_flags.cc, read into its options struct
 // (options/<service>_options.h). A main.cc defines no flags.
@@ -90,6 +92,12 @@ std::string ModelSpecFor(const ServiceModel& model);
 // The shape of `model`, without loading its weights (the KV store sizes its
 // pages from it). Errors: those of LoadModelConfig.
 absl::StatusOr<Gpt2Config> ModelConfigFor(const ServiceModel& model);
+
+// `model`'s fingerprint (engine/model_fingerprint.h of its spec and seed):
+// the identity this service names to its peers and checks theirs against
+// (base/model_identity.h). "" when the model's files cannot be read, with a
+// line on stderr saying its peers' models are then not checked.
+std::string ModelIdentityFor(const ServiceModel& model);
 
 // Loads `model` (ModelOptionsFor(model), its seed) and logs its description
 // on stderr. Errors: those of ModelOptionsFor and LoadModel.

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/model_identity.h"
 #include "base/server_runner.h"
 #include "base/status.h"
 #include "kv_store/client/kv_wire.h"
@@ -41,6 +42,22 @@ absl::Status KvStoreClient::Finished(const grpc::Status& status, const char* wha
   return result;
 }
 
+absl::Status KvStoreClient::CheckModel(const v1::KvLayout& layout, const char* what) {
+  absl::Status other = CheckSameModel(what, absl::StrCat("the kv store at ", options_.target),
+                                      layout.model_fingerprint(), options_.model_fingerprint);
+  if (!other.ok() && !model_mismatch_logged_.exchange(true)) {
+    std::fprintf(stderr, "%s; its K/V are not used, prompts are computed here\n",
+                 std::string(other.message()).c_str());
+  }
+  return other;
+}
+
+v1::KvLayout KvStoreClient::LayoutProto(const PageLayout& layout) const {
+  v1::KvLayout proto = KvLayoutToProto(layout);
+  proto.set_model_fingerprint(options_.model_fingerprint);
+  return proto;
+}
+
 void KvStoreClient::SetDeadline(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options_.timeout));
@@ -57,6 +74,10 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
   v1::MatchResponse response;
   grpc::Status status = stub_->Match(&context, request, &response);
   if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
+  if (absl::Status other = CheckModel(response.layout(), "kv store Match"); !other.ok()) {
+    if (response.lease_id() != 0) Release(response.lease_id()).IgnoreError();
+    return other;
+  }
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
   if (!layout.ok()) {
     Release(response.lease_id()).IgnoreError();
@@ -86,7 +107,7 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tok
   header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
   header.mutable_header()->set_base_lease_id(base_lease_id);
   header.mutable_header()->set_base_tokens(base_tokens);
-  *header.mutable_header()->mutable_layout() = KvLayoutToProto(layout);
+  *header.mutable_header()->mutable_layout() = LayoutProto(layout);
   header.mutable_header()->set_cache_salt(scope.cache_salt);
   header.mutable_header()->set_lease_holder(scope.lease_holder);
   bool ok = writer->Write(header);
@@ -124,12 +145,13 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
   while (reader->Read(&message)) {
     if (message.has_header() && !have_header) {
       header = message.header();
+      bad = CheckModel(header.layout(), "kv store Fetch");
       absl::StatusOr<PageLayout> parsed = KvLayoutFromProto(header.layout());
       // pages * bytes_per_page must not overflow: a header claiming more
       // pages than int64 bytes can hold is malformed, not a wrapped size.
       int64_t claimed_bytes = 0;
       have_header =
-          parsed.ok() && header.pages() >= 0 &&
+          bad.ok() && parsed.ok() && header.pages() >= 0 &&
           !__builtin_mul_overflow(header.pages(), parsed->bytes_per_page(), &claimed_bytes) &&
           header.total_bytes() == claimed_bytes;
       absl::StatusOr<torch::Tensor> allocated;
@@ -139,7 +161,7 @@ absl::StatusOr<KvStoreClient::Fetched> KvStoreClient::Fetch(uint64_t lease_id) {
         have_header = allocated.ok();
       }
       if (!have_header) {
-        bad = absl::InternalError("kv store Fetch: malformed header");
+        if (bad.ok()) bad = absl::InternalError("kv store Fetch: malformed header");
       } else {
         pages = *std::move(allocated);
         data = static_cast<char*>(pages.data_ptr());
@@ -241,6 +263,10 @@ absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::
     return nullptr;
   };
   if (!failed.ok()) return bytes("the store has no data plane: an older version");
+  if (absl::Status other = CheckModel(response.layout(), "kv store Connect"); !other.ok()) {
+    connected_ = false;  // asked again next time: the store may be restarted with ours
+    return other;
+  }
   if (!response.has_pool()) return bytes(response.no_pool_reason());
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
   if (!layout.ok()) {
@@ -315,10 +341,12 @@ absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool
   std::vector<int32_t> pages;
   int64_t header_pages = -1;
   bool have_pages = false;
+  absl::Status other;  // the header's model, if not this client's
   while (reader->Read(&message)) {
     if (message.has_header() && header_pages < 0) {
       header_pages = message.header().pages();
       *tokens = message.header().tokens();
+      if (other.ok()) other = CheckModel(message.header().layout(), "kv store Fetch");
     } else if (message.has_shared() && header_pages >= 0 && !have_pages) {
       pages.assign(message.shared().pages().begin(), message.shared().pages().end());
       have_pages = true;
@@ -328,6 +356,7 @@ absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool
   if (absl::Status failed = FinishedShared(status, "kv store Fetch", pool.epoch); !failed.ok()) {
     return failed;
   }
+  if (!other.ok()) return other;
   const int64_t num_pages = pool.storage.size(0);
   bool in_range = have_pages && static_cast<int64_t>(pages.size()) == header_pages &&
                   *tokens == header_pages * pool.layout.page_size;
@@ -374,7 +403,7 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Commit(absl::Span<const int32_t> 
   h->mutable_tokens()->Add(tokens.begin(), tokens.end());
   h->set_base_lease_id(base_lease_id);
   h->set_base_tokens(base_tokens);
-  *h->mutable_layout() = KvLayoutToProto(pool.layout);
+  *h->mutable_layout() = LayoutProto(pool.layout);
   h->set_cache_salt(scope.cache_salt);
   h->set_lease_holder(scope.lease_holder);
   h->set_reservation_id(reservation.id);

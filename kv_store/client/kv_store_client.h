@@ -10,10 +10,16 @@
 // lease's page ids, Reserve gives pages to write, Commit publishes them.
 // Otherwise pages cross as bytes (Put, Fetch).
 //
+// Model identity: with options.model_fingerprint set, a store whose layout
+// names another model (Match, Fetch, Connect) is refused with
+// FAILED_PRECONDITION saying both (logged once on stderr), and a lease a
+// refused Match took is released; the caller computes the prompt itself.
+//
 // Thread safety: thread-safe (gRPC stubs are).
 #ifndef NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
 #define NANOSERVE_KV_STORE_CLIENT_KV_STORE_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -59,6 +65,10 @@ struct KvStoreClientOptions {
   Transport transport = Transport::kAuto;
   // Where the caller's rows live: the device a CUDA pool is mapped on.
   torch::Device device = torch::kCPU;
+  // The caller's model (engine/model_fingerprint.h), named in every Put; a
+  // store that answers a layout of another model is refused
+  // (base/model_identity.h). Empty: not checked.
+  std::string model_fingerprint;
 };
 
 // "auto", "bytes", "shm" or "cuda_ipc" (INVALID_ARGUMENT otherwise).
@@ -140,6 +150,11 @@ class KvStoreClient {
   const std::string& target() const { return options_.target; }
 
  private:
+  // OK if the store's `layout` is of this client's model (or either does
+  // not say); else FAILED_PRECONDITION, logged the first time.
+  absl::Status CheckModel(const v1::KvLayout& layout, const char* what);
+  // `layout` in proto terms, naming this client's model.
+  v1::KvLayout LayoutProto(const PageLayout& layout) const;
   // A shared call's status; an epoch refusal drops the mapping.
   absl::Status FinishedShared(const grpc::Status& status, const char* what, uint64_t epoch);
   // Connect, then map what the store offers; null for bytes.
@@ -152,6 +167,7 @@ class KvStoreClient {
   KvStoreClientOptions options_;
   CircuitBreaker breaker_;
   std::unique_ptr<v1::KvStore::Stub> stub_;
+  std::atomic<bool> model_mismatch_logged_{false};
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const MappedPool> pool_ ABSL_GUARDED_BY(mu_);

@@ -142,7 +142,11 @@ absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens&
         client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout, scope);
   }
   if (!put.ok()) {
-    if (put.status().code() == absl::StatusCode::kResourceExhausted) return Stored{};
+    if (put.status().code() == absl::StatusCode::kResourceExhausted) {
+      Stored refused;
+      refused.not_stored = put.status();
+      return refused;
+    }
     return put.status();
   }
   if (!pin) {

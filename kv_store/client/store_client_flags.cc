@@ -40,6 +40,7 @@ absl::StatusOr<RemoteStore> ConnectRemoteStore(const StoreClientOptions& store,
   options.timeout = absl::Milliseconds(store.store_timeout_ms);
   options.credentials = CredentialsFromFlags().channel;
   options.transport = *transport;
+  options.model_fingerprint = ModelIdentityFor(service.model);
   if (absl::StatusOr<ModelOptions> model = ModelOptionsFor(service.model); model.ok()) {
     options.device = model->device;
   }

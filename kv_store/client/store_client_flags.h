@@ -35,8 +35,9 @@ struct RemoteStore {
   std::unique_ptr<RemotePrefixStore> store;
 };
 // The client's messages are bounded by `service`'s, its channel secured by
-// the credentials InitService loaded, and pages mapped in place land on
-// `service`'s model device. INVALID_ARGUMENT for a bad `store.kv_transport`.
+// the credentials InitService loaded, pages mapped in place land on
+// `service`'s model device, and a store of another model than `service`'s
+// is refused (ModelIdentityFor). INVALID_ARGUMENT for a bad `store.kv_transport`.
 absl::StatusOr<RemoteStore> ConnectRemoteStore(const StoreClientOptions& store,
                                                const ServiceOptions& service);
 

@@ -1,5 +1,6 @@
 #include "kv_store/server/kv_store_flags.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "absl/time/time.h"
 #include "base/flag_range.h"
 #include "engine/kv_cache.h"
+#include "engine/memory_budget.h"
 #include "kv_cache/shared_memory.h"
 #include "rpc/service_main.h"
 
@@ -38,6 +40,25 @@ ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
           "warm restarts: on a graceful stop (SIGTERM) save the cached prefixes and their pages "
           "to a file here, and at start load it when the model (--model, --seed) and the page "
           "layout match; anything else starts cold, with a log line. Empty: off");
+NANOSERVE_FLAG_IN_RANGE(max_leases_per_caller, nanoserve::KvStoreOptions().max_leases_per_caller, 0,
+                        1048576,
+                        "leases one caller (TLS identity, else address) holds at once; beyond: "
+                        "RESOURCE_EXHAUSTED (0 = no bound)");
+NANOSERVE_FLAG_IN_RANGE(max_pinned_pages_per_caller,
+                        nanoserve::KvStoreOptions().max_pinned_pages_per_caller, 0, 1073741824,
+                        "pages one caller's leases pin at once (0 = three quarters of the pool)");
+NANOSERVE_FLAG_IN_RANGE(max_puts_per_caller, nanoserve::KvStoreOptions().max_puts_per_caller, 0,
+                        65536, "Put streams one caller has open at once (0 = no bound)");
+NANOSERVE_FLAG_IN_RANGE(max_put_mb_per_caller, nanoserve::KvStoreOptions().max_put_mb_per_caller, 0,
+                        1048576,
+                        "MiB of page bytes one caller's Put streams buffer at once (0 = no bound "
+                        "but the store's 256 MiB over all callers)");
+NANOSERVE_FLAG_IN_RANGE(put_idle_timeout_s, nanoserve::KvStoreOptions().put_idle_timeout_s, 1, 3600,
+                        "cancel a Put stream on which nothing arrives for this long");
+NANOSERVE_FLAG_IN_RANGE(max_reserved_pages_per_caller,
+                        nanoserve::KvStoreOptions().max_reserved_pages_per_caller, 0, 1073741824,
+                        "pages one caller holds reserved for writing in place and not committed "
+                        "(0 = half of the pages all writers may hold so, the store's 256 MiB)");
 
 namespace nanoserve {
 namespace {
@@ -48,6 +69,29 @@ std::vector<std::string> NameList(const std::string& list) {
     names.emplace_back(absl::StripAsciiWhitespace(name));
   }
   return names;
+}
+
+// The bounds per caller; --max_pinned_pages_per_caller 0: three quarters of
+// the pages `cache`'s pool holds; --max_reserved_pages_per_caller 0: half of
+// the pages within `max_uncommitted_bytes` (the handler's bound on all Put
+// bytes and reserved pages in flight).
+CallerQuotaOptions CallerQuotaOptionsFor(const KvStoreOptions& options,
+                                         const PrefixCacheOptions& cache,
+                                         int64_t max_uncommitted_bytes) {
+  CallerQuotaOptions quotas;
+  const int64_t page_bytes = cache.pool.layout.bytes_per_page();
+  quotas.max_leases = options.max_leases_per_caller;
+  quotas.max_pinned_pages = options.max_pinned_pages_per_caller;
+  if (quotas.max_pinned_pages == 0) {
+    quotas.max_pinned_pages = std::max<int64_t>(1, cache.pool.byte_budget / page_bytes * 3 / 4);
+  }
+  quotas.max_reserved_pages = options.max_reserved_pages_per_caller;
+  if (quotas.max_reserved_pages == 0) {
+    quotas.max_reserved_pages = std::max<int64_t>(1, max_uncommitted_bytes / page_bytes / 2);
+  }
+  quotas.max_puts = options.max_puts_per_caller;
+  quotas.max_put_bytes = options.max_put_mb_per_caller << 20;
+  return quotas;
 }
 
 }  // namespace
@@ -64,6 +108,12 @@ KvStoreOptions KvStoreOptionsFromFlags() {
   options.reservation_ttl_s = absl::GetFlag(FLAGS_reservation_ttl_s);
   options.snapshot_dir = absl::GetFlag(FLAGS_snapshot_dir);
   options.writer_identities = absl::GetFlag(FLAGS_writer_identities);
+  options.max_leases_per_caller = absl::GetFlag(FLAGS_max_leases_per_caller);
+  options.max_pinned_pages_per_caller = absl::GetFlag(FLAGS_max_pinned_pages_per_caller);
+  options.max_puts_per_caller = absl::GetFlag(FLAGS_max_puts_per_caller);
+  options.max_put_mb_per_caller = absl::GetFlag(FLAGS_max_put_mb_per_caller);
+  options.put_idle_timeout_s = absl::GetFlag(FLAGS_put_idle_timeout_s);
+  options.max_reserved_pages_per_caller = absl::GetFlag(FLAGS_max_reserved_pages_per_caller);
   return options;
 }
 
@@ -81,6 +131,11 @@ PrefixCacheOptions PrefixCacheOptionsFor(const KvStoreOptions& options, const Gp
 }
 
 absl::StatusOr<std::unique_ptr<PrefixCache>> CreateStoreCache(PrefixCacheOptions* options) {
+  if (auto available = AvailableMemory(options->pool.device); available.ok()) {
+    absl::Status fits = CheckFits(options->pool.byte_budget, *available, options->pool.device,
+                                  "the page pool (--pool_mb)", "lower --pool_mb");
+    if (!fits.ok()) return fits;
+  }
   auto cache = PrefixCache::Create(*options);
   if (!cache.ok() && options->pool.exported &&
       cache.status().code() == absl::StatusCode::kUnavailable) {
@@ -111,6 +166,8 @@ absl::StatusOr<KvStoreHandlerOptions> KvStoreHandlerOptionsFor(const KvStoreOpti
   handler.epoch = cache.pool.epoch;
   handler.pool_identities = NameList(options.pool_identities);
   handler.reservation_ttl = absl::Seconds(options.reservation_ttl_s);
+  handler.quotas = CallerQuotaOptionsFor(options, cache, handler.max_put_buffer_bytes);
+  handler.put_idle_timeout = absl::Seconds(options.put_idle_timeout_s);
   if (!tls) {
     std::fprintf(stderr, "nanoserve-kv-store: no TLS: every caller may write (loopback only)\n");
     return handler;

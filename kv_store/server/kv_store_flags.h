@@ -1,7 +1,11 @@
 // nanoserve-kv-store's own flags, defined in kv_store_flags.cc (link it only
 // into the binary, and into the test that round-trips them): --page_size,
 // --pool_mb, --lease_ttl_s, --chunk_kb, --share_pool, --pool_identities,
-// --reservation_ttl_s, --writer_identities. KvStoreOptions
+// --reservation_ttl_s, --writer_identities, --snapshot_dir and the quotas per
+// caller (--max_leases_per_caller, --max_pinned_pages_per_caller,
+// --max_puts_per_caller, --max_put_mb_per_caller, --put_idle_timeout_s,
+// --max_reserved_pages_per_caller).
+// KvStoreOptions
 // (options/kv_store_options.h) documents each. Also what the binary builds
 // from them.
 //
@@ -33,13 +37,18 @@ PrefixCacheOptions PrefixCacheOptionsFor(const KvStoreOptions& options, const Gp
 
 // PrefixCache::Create(*options); where the pool cannot be shared
 // (UNAVAILABLE), says so on stderr and creates it unshared (bytes only),
-// clearing options->pool.exported. Logs the pool it made. Errors: those of
-// PrefixCache::Create.
+// clearing options->pool.exported. Logs the pool it made. Errors:
+// RESOURCE_EXHAUSTED naming --pool_mb when the pool's budget exceeds the
+// device's free memory (engine/memory_budget.h; not checked where that cannot
+// be read), else those of PrefixCache::Create.
 absl::StatusOr<std::unique_ptr<PrefixCache>> CreateStoreCache(PrefixCacheOptions* options);
 
 // The handler's options: `options.chunk_kb`, `config`'s vocabulary and
 // context, `cache`'s epoch, who may map the pool (`options.pool_identities`),
-// how long a reservation lives, and who may Put: with `tls`, the names of
+// how long a reservation lives, the quotas per caller (pinned pages 0: three
+// quarters of `cache`'s pool; reserved pages 0: half of those the handler's
+// max_put_buffer_bytes holds) and the Put streams' idle deadline, and who may
+// Put: with `tls`, the names of
 // `options.writer_identities` (INVALID_ARGUMENT when it names none);
 // without, anyone (and a line on stderr says so).
 absl::StatusOr<KvStoreHandlerOptions> KvStoreHandlerOptionsFor(const KvStoreOptions& options,

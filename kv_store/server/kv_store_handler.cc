@@ -5,6 +5,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "base/model_identity.h"
 #include "base/status.h"
 #include "kv_cache/page_layout.h"
 #include "kv_cache/prompt_check.h"
@@ -22,6 +23,13 @@ grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
 }
 
+// `layout` in proto terms, naming the model `fingerprint`.
+v1::KvLayout LayoutOfModel(const PageLayout& layout, const std::string& fingerprint) {
+  v1::KvLayout proto = KvLayoutToProto(layout);
+  proto.set_model_fingerprint(fingerprint);
+  return proto;
+}
+
 }  // namespace
 
 KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& options,
@@ -29,10 +37,13 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
     : cache_(cache),
       options_(options),
       layout_(cache->options().pool.layout),
-      layout_proto_(KvLayoutToProto(layout_)),
+      layout_proto_(LayoutOfModel(layout_, options.model_fingerprint)),
       bytes_per_page_(layout_.bytes_per_page()),
-      host_id_(HostId()) {
+      host_id_(HostId()),
+      quotas_(options.quotas) {
   if (metrics == nullptr) return;
+  metrics->AddGauge("nanoserve_kv_store_callers", "Callers holding leases or Put streams.",
+                    [this] { return static_cast<double>(quotas_.callers()); });
   shared_fetched_bytes_ = metrics->AddCounter(
       "nanoserve_kv_store_shared_fetched_bytes_total",
       "Page bytes handed over in place by Fetch (page ids of the mapped pool).");
@@ -82,6 +93,10 @@ grpc::Status KvStoreHandler::CheckTokens(
                                      options_.vocab_size, options_.max_tokens));
 }
 
+std::string KvStoreHandler::CallerKey(const PeerIdentity& caller) {
+  return caller.authenticated ? caller.name : caller.address;
+}
+
 grpc::Status KvStoreHandler::CheckCaller(const PeerIdentity& caller) {
   if (caller.authenticated && caller.name.empty()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
@@ -108,8 +123,15 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerId
   if (absl::Status bad = ValidateCacheSalt(request.cache_salt()); !bad.ok()) {
     return ToGrpcStatus(bad);
   }
+  const std::string key = CallerKey(caller);
+  if (absl::Status over = quotas_.CheckLease(key); !over.ok()) {
+    return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat("Match: ", over.message())));
+  }
   PrefixCache::MatchResult match =
       cache_->Match(request.tokens(), request.cache_salt(), caller.name);
+  if (match.lease_id != PrefixCache::kNoLease) {
+    quotas_.AddLease(match.lease_id, key, match.pages, absl::Now());
+  }
   response->set_matched_tokens(match.matched_tokens);
   response->set_lease_id(match.lease_id);
   *response->mutable_layout() = layout_proto_;
@@ -122,15 +144,22 @@ grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, const Pe
                                      v1::ReleaseResponse*) {
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Release: lease_id 0");
-  return ToGrpcStatus(cache_->Release(request.lease_id(), caller.name));
+  absl::Status released = cache_->Release(request.lease_id(), caller.name);
+  if (released.ok()) quotas_.EndLease(request.lease_id());
+  return ToGrpcStatus(released);
 }
 
 grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,
                                         const PeerIdentity& caller,
                                         v1::RenewLeaseResponse* response) {
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
+  const absl::Time now = absl::Now();
   for (uint64_t id : request.lease_ids()) {
-    if (!cache_->RenewLease(id, caller.name).ok()) response->add_unknown_lease_ids(id);
+    if (cache_->RenewLease(id, caller.name).ok()) {
+      quotas_.RenewLease(id, now);
+    } else {
+      response->add_unknown_lease_ids(id);
+    }
   }
   return grpc::Status::OK;
 }
@@ -164,6 +193,13 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
       exported == KvTransport::kBytes ? "none" : std::string(KvTransportName(exported)));
   response->set_reserved_pages(reserved_pages());
   return grpc::Status::OK;
+}
+
+void KvStoreHandler::CountPutLease(const PrefixCache::InsertResult& inserted,
+                                   const PeerIdentity& caller, const std::string& holder) {
+  if (inserted.lease_id == PrefixCache::kNoLease) return;
+  quotas_.AddLease(inserted.lease_id, holder.empty() ? CallerKey(caller) : holder, inserted.pages,
+                   absl::Now());
 }
 
 // ---- the shared data plane ----
@@ -224,11 +260,17 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
     return Invalid(absl::StrCat("Reserve: ", request.pages(), " pages is not in [1, ",
                                 cache_->num_pages(), "]"));
   }
-  // Reserved pages are held like Put bytes in flight, under the same bound.
+  // The caller's share first, then the store's bound over all callers:
+  // reserved pages are held like Put bytes in flight, under the same bound.
+  const std::string key = CallerKey(caller);
+  if (absl::Status over = quotas_.StartReserve(key, request.pages()); !over.ok()) {
+    return ToGrpcStatus(over);
+  }
   const int64_t max_pages = options_.max_put_buffer_bytes / bytes_per_page_;
   {
     absl::MutexLock lock(&reservations_mu_);
     if (reserved_pages_ + request.pages() > max_pages) {
+      quotas_.EndReserve(key, request.pages());
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           absl::StrCat("Reserve: ", request.pages(), " pages would pass the ",
                                        max_pages, " pages writers may hold uncommitted"));
@@ -239,6 +281,7 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
   absl::MutexLock lock(&reservations_mu_);
   if (!pages.ok()) {
     reserved_pages_ -= request.pages();
+    quotas_.EndReserve(key, request.pages());
     return ToGrpcStatus(pages.status());
   }
   uint64_t id = NewEpoch();
@@ -247,7 +290,7 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
   response->mutable_pages()->Add(pages->begin(), pages->end());
   response->set_ttl_ms(absl::ToInt64Milliseconds(options_.reservation_ttl));
   reservations_[id] =
-      Reservation{caller.name, *std::move(pages), absl::Now() + options_.reservation_ttl};
+      Reservation{caller.name, key, *std::move(pages), absl::Now() + options_.reservation_ttl};
   return grpc::Status::OK;
 }
 
@@ -260,6 +303,7 @@ absl::StatusOr<std::vector<int32_t>> KvStoreHandler::TakeReservation(uint64_t id
   }
   std::vector<int32_t> pages = std::move(it->second.pages);
   reserved_pages_ -= static_cast<int64_t>(pages.size());
+  quotas_.EndReserve(it->second.quota_key, static_cast<int64_t>(pages.size()));
   reservations_.erase(it);
   return pages;
 }
@@ -270,6 +314,8 @@ int64_t KvStoreHandler::reserved_pages() const {
 }
 
 int64_t KvStoreHandler::ReapExpiredLeases() {
+  const absl::Time start = absl::Now();
+  CancelIdlePuts(start);
   std::vector<int32_t> expired;
   {
     absl::MutexLock lock(&reservations_mu_);
@@ -279,16 +325,49 @@ int64_t KvStoreHandler::ReapExpiredLeases() {
       if (here->second.deadline > now) continue;
       expired.insert(expired.end(), here->second.pages.begin(), here->second.pages.end());
       reserved_pages_ -= static_cast<int64_t>(here->second.pages.size());
+      quotas_.EndReserve(here->second.quota_key, static_cast<int64_t>(here->second.pages.size()));
       reservations_.erase(here);
     }
   }
   if (!expired.empty()) cache_->FreePages(expired).IgnoreError();
-  return cache_->ReapExpiredLeases();
+  const int64_t reaped = cache_->ReapExpiredLeases();
+  // The cache reaped (at least) every lease idle since before start - ttl.
+  const absl::Duration ttl = cache_->options().lease_ttl;
+  if (ttl != absl::InfiniteDuration()) quotas_.ReapIdleLeases(start - ttl);
+  return reaped;
+}
+
+int64_t KvStoreHandler::CancelIdlePuts(absl::Time now) {
+  const int64_t idle_since = absl::ToUnixNanos(now - options_.put_idle_timeout);
+  int64_t cancelled = 0;
+  absl::MutexLock lock(&puts_mu_);
+  for (PutSession* session : puts_) {
+    if (session->last_message_ns_.load() > idle_since || session->idled_.exchange(true)) continue;
+    ++cancelled;
+    if (session->cancel_) session->cancel_();
+  }
+  return cancelled;
 }
 
 // ---- Put ----
 
+KvStoreHandler::PutSession::PutSession(KvStoreHandler* handler, const PeerIdentity& caller)
+    : handler_(handler), caller_(caller), last_message_ns_(absl::GetCurrentTimeNanos()) {
+  absl::MutexLock lock(&handler_->puts_mu_);
+  handler_->puts_.insert(this);
+}
+
+void KvStoreHandler::PutSession::SetCancel(std::function<void()> cancel) {
+  absl::MutexLock lock(&handler_->puts_mu_);
+  cancel_ = std::move(cancel);
+}
+
 KvStoreHandler::PutSession::~PutSession() {
+  {
+    absl::MutexLock lock(&handler_->puts_mu_);
+    handler_->puts_.erase(this);
+  }
+  if (counted_) handler_->quotas_.EndPut(CallerKey(caller_), quota_bytes_);
   handler_->put_bytes_in_flight_.fetch_sub(expected_bytes_);
   if (!reserved_.empty()) handler_->cache_->FreePages(reserved_).IgnoreError();
 }
@@ -305,6 +384,16 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   }
   cache_salt_ = header.cache_salt();
   lease_holder_ = header.lease_holder();
+  if (absl::Status over =
+          h.quotas_.CheckLease(lease_holder_.empty() ? CallerKey(caller_) : lease_holder_);
+      !over.ok()) {
+    return Refuse(header, absl::ResourceExhaustedError(absl::StrCat("Put: ", over.message())));
+  }
+  if (absl::Status other = CheckSameModel("Put", "the writer", header.layout().model_fingerprint(),
+                                          h.options_.model_fingerprint);
+      !other.ok()) {
+    return Refuse(header, other);  // a commit's reservation is freed at once
+  }
   absl::StatusOr<PageLayout> layout = KvLayoutFromProto(header.layout());
   if (!layout.ok()) return Invalid(absl::StrCat("Put: ", layout.status().message()));
   if (*layout != h.layout_) {
@@ -332,15 +421,23 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
     if (grpc::Status bad = BasePages(nullptr); !bad.ok()) return bad;
   }
   new_pages_ = (n - base) / ps;
-  if (header.reservation_id() != 0) return OnCommitHeader(header);
-  if (new_pages_ > h.cache_->num_pages()) {
+  const bool commit = header.reservation_id() != 0;
+  if (!commit && new_pages_ > h.cache_->num_pages()) {
     return grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("Put: ", new_pages_, " pages, more than the pool's ", h.cache_->num_pages()));
   }
   // The bytes wait here until the stream ends; pages are taken only then,
-  // so a stream that stalls holds memory under a bound, never pages.
-  const int64_t bytes = new_pages_ * h.bytes_per_page_;
+  // so a stream that stalls holds memory under a bound, never pages. A
+  // commit's pages were reserved and written in place: it buffers nothing.
+  const int64_t bytes = commit ? 0 : new_pages_ * h.bytes_per_page_;
+  // The caller's share first, then the store's bound over all callers.
+  if (absl::Status over = h.quotas_.StartPut(CallerKey(caller_), bytes); !over.ok()) {
+    return Refuse(header, over);
+  }
+  counted_ = true;
+  quota_bytes_ = bytes;
+  if (commit) return OnCommitHeader(header);
   if (h.put_bytes_in_flight_.fetch_add(bytes) + bytes > h.options_.max_put_buffer_bytes) {
     h.put_bytes_in_flight_.fetch_sub(bytes);
     return grpc::Status(
@@ -370,6 +467,18 @@ grpc::Status KvStoreHandler::PutSession::OnCommitHeader(const v1::PutHeader& hea
   return grpc::Status::OK;
 }
 
+grpc::Status KvStoreHandler::PutSession::Refuse(const v1::PutHeader& header,
+                                                const absl::Status& over) {
+  // A refused commit hands its reservation's pages back now rather than at
+  // the reservation's expiry (the destructor frees reserved_).
+  if (header.reservation_id() != 0 && reserved_.empty()) {
+    absl::StatusOr<std::vector<int32_t>> pages =
+        handler_->TakeReservation(header.reservation_id(), caller_);
+    if (pages.ok()) reserved_ = *std::move(pages);
+  }
+  return ToGrpcStatus(over);
+}
+
 grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) const {
   auto leased = handler_->cache_->LeasedPages(base_lease_id_, caller_.name);
   if (!leased.ok()) return ToGrpcStatus(leased.status());
@@ -382,6 +491,7 @@ grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) 
 }
 
 grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message) {
+  last_message_ns_.store(absl::GetCurrentTimeNanos());
   if (message.has_header()) {
     if (have_header_) return Invalid("Put: a second header");
     return OnHeader(message.header());
@@ -404,6 +514,12 @@ grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message
 
 grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   KvStoreHandler& h = *handler_;
+  if (idled_.load()) {
+    return grpc::Status(
+        grpc::StatusCode::DEADLINE_EXCEEDED,
+        absl::StrCat("Put: nothing arrived for ", absl::FormatDuration(h.options_.put_idle_timeout),
+                     " (the store's --put_idle_timeout_s): stream cancelled"));
+  }
   if (!have_header_) return Invalid("Put: no header");
   if (static_cast<int64_t>(bytes_.size()) != expected_bytes_) {
     return Invalid(
@@ -436,6 +552,7 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   if (!inserted.ok()) return ToGrpcStatus(inserted.status());
   std::move(free_pages).Cancel();  // adopted (or freed as duplicates) by the tree
   if (h.put_bytes_ != nullptr) h.put_bytes_->Increment(static_cast<double>(bytes_.size()));
+  h.CountPutLease(*inserted, caller_, lease_holder_);
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
@@ -451,6 +568,7 @@ grpc::Status KvStoreHandler::PutSession::FinishCommit(std::vector<int32_t> pages
   const int64_t bytes = static_cast<int64_t>(reserved_.size()) * h.bytes_per_page_;
   reserved_.clear();  // adopted (or freed as duplicates) by the tree
   if (h.shared_put_bytes_ != nullptr) h.shared_put_bytes_->Increment(static_cast<double>(bytes));
+  h.CountPutLease(*inserted, caller_, lease_holder_);
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
@@ -476,6 +594,7 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   auto pages = cache_->LeasedPages(request.lease_id(), caller.name);
   if (!pages.ok()) return ToGrpcStatus(pages.status());
   cache_->RenewLease(request.lease_id(), caller.name).IgnoreError();
+  quotas_.RenewLease(request.lease_id(), absl::Now());
   auto s = std::unique_ptr<FetchSession>(new FetchSession());
   const torch::Tensor& storage = cache_->storage();
   if (shared) {
@@ -486,6 +605,7 @@ grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const P
   } else if (storage.is_cpu()) {
     // Straight from the pool: leased pages are read-only while the lease lives.
     s->cache_ = cache_;
+    s->quotas_ = &quotas_;
     s->lease_id_ = request.lease_id();
     s->caller_ = caller.name;
     s->pages_ = *pages;
@@ -538,10 +658,12 @@ bool KvStoreHandler::FetchSession::Next(v1::FetchResponse* message) {
 }
 
 grpc::Status KvStoreHandler::FetchSession::Done() const {
-  if (cache_ != nullptr && !cache_->RenewLease(lease_id_, caller_).ok()) {
+  if (cache_ == nullptr) return grpc::Status::OK;
+  if (!cache_->RenewLease(lease_id_, caller_).ok()) {
     return grpc::Status(grpc::StatusCode::ABORTED,
                         "Fetch: the lease was released while its pages streamed");
   }
+  quotas_->RenewLease(lease_id_, absl::Now());  // as the cache: renewed when the stream ends
   return grpc::Status::OK;
 }
 

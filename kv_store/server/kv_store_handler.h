@@ -20,6 +20,22 @@
 //     (UNAUTHENTICATED): leases could not be told apart.
 // Match and Fetch read in the namespace (cache salt) the request names.
 //
+// Model identity (base/model_identity.h): every layout the store answers
+// (Match, Fetch, Connect) names options.model_fingerprint, so a caller of
+// another model refuses it; a Put whose layout names another model is
+// refused (FAILED_PRECONDITION) before anything is read.
+//
+// Quotas per caller (caller_quotas.h; the caller is CallerKey: its TLS
+// identity, or its address without TLS): leases held and the pages they
+// pin, Put streams open and their buffered bytes, pages reserved and not
+// committed. A Match's lease counts
+// against its caller, a Put's against the holder it names (else its caller:
+// prefill, which Puts for others, names them). Past a bound: RESOURCE_EXHAUSTED
+// naming the bound. Idle deadlines: leases not renewed within the lease TTL
+// are reaped; a Put stream on which nothing arrives for put_idle_timeout is
+// cancelled (CancelIdlePuts, from the reaper), so stalled streams give their
+// share of the Put allowance back.
+//
 // The data plane (Connect): a caller on the store's host that may map the
 // pool (any caller without TLS; over TLS one of options.pool_identities)
 // gets its export and then moves pages in place: Fetch with a shared
@@ -39,6 +55,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,11 +65,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/metrics.h"
 #include "base/tls.h"
 #include "kv_cache/prefix_cache.h"
+#include "kv_store/server/caller_quotas.h"
 #include "nanoserve/v1/kv_store.pb.h"
 
 namespace nanoserve {
@@ -80,6 +99,14 @@ struct KvStoreHandlerOptions {
   std::vector<std::string> pool_identities;
   // Reserved pages not committed within this go back to the pool.
   absl::Duration reservation_ttl = absl::Seconds(30);
+  // Bounds per caller.
+  CallerQuotaOptions quotas;
+  // A Put stream on which no message arrives for this long is cancelled.
+  absl::Duration put_idle_timeout = absl::Seconds(10);
+  // The model whose K/V the store holds (engine/model_fingerprint.h): in
+  // every layout it answers, and a Put whose layout names another is
+  // refused (FAILED_PRECONDITION). Empty: not said, not checked.
+  std::string model_fingerprint;
 };
 
 class KvStoreHandler {
@@ -89,6 +116,11 @@ class KvStoreHandler {
                  MetricsRegistry* metrics);
 
   const v1::KvLayout& layout() const { return layout_proto_; }
+  const CallerQuotas& quotas() const { return quotas_; }
+
+  // Whom quotas count `caller` as: its certificate name over TLS, else its
+  // address (no port).
+  static std::string CallerKey(const PeerIdentity& caller);
 
   grpc::Status Match(const v1::MatchRequest& request, const PeerIdentity& caller,
                      v1::MatchResponse* response);
@@ -108,14 +140,20 @@ class KvStoreHandler {
     ~PutSession();  // frees pages that were allocated and not inserted
     grpc::Status OnMessage(const v1::PutRequest& message);
     grpc::Status Finish(v1::PutResponse* response);
+    // How to end the call when it idles past put_idle_timeout (e.g. the
+    // server context's TryCancel); runs on the reaper's thread while the
+    // session lives. Without one an idle session is only marked.
+    void SetCancel(std::function<void()> cancel);
 
    private:
     friend class KvStoreHandler;
-    PutSession(KvStoreHandler* handler, const PeerIdentity& caller)
-        : handler_(handler), caller_(caller) {}
+    PutSession(KvStoreHandler* handler, const PeerIdentity& caller);
     grpc::Status OnHeader(const v1::PutHeader& header);
     // A header naming a reservation: its pages are the new ones.
     grpc::Status OnCommitHeader(const v1::PutHeader& header);
+    // `over` (a quota's or the model check's refusal) as the call's status;
+    // a refused commit's reservation is freed at once.
+    grpc::Status Refuse(const v1::PutHeader& header, const absl::Status& over);
     // Inserts base `pages` + the reservation's.
     grpc::Status FinishCommit(std::vector<int32_t> pages, v1::PutResponse* response);
     // The first base_pages_ pages the base lease pins (into *pages if not
@@ -133,12 +171,20 @@ class KvStoreHandler {
     int64_t new_pages_ = 0;  // taken from the pool at Finish
     // A commit of a reservation: its pages, the session's until inserted.
     std::vector<int32_t> reserved_;
-    std::string bytes_;           // the new pages, as they arrive
-    int64_t expected_bytes_ = 0;  // counted in the handler's put_bytes_in_flight_
+    std::string bytes_;                     // the new pages, as they arrive
+    int64_t expected_bytes_ = 0;            // counted in the handler's put_bytes_in_flight_
+    bool counted_ = false;                  // a stream counted in the caller's quota
+    int64_t quota_bytes_ = 0;               // its bytes there
+    std::atomic<int64_t> last_message_ns_;  // absl::GetCurrentTimeNanos()
+    std::atomic<bool> idled_{false};        // cancelled by CancelIdlePuts
+    std::function<void()> cancel_;          // guarded by the handler's puts_mu_
   };
   std::unique_ptr<PutSession> StartPut(const PeerIdentity& caller) {
     return std::unique_ptr<PutSession>(new PutSession(this, caller));
   }
+  // Cancels the Put streams idle since `now` - put_idle_timeout; returns
+  // how many.
+  int64_t CancelIdlePuts(absl::Time now) ABSL_LOCKS_EXCLUDED(puts_mu_);
 
   // One Fetch call: the header, then chunks, until Next returns false; then
   // Done() is the call's status. Pages of a CPU pool are read in place while
@@ -155,7 +201,8 @@ class KvStoreHandler {
     v1::FetchHeader header_;
     // A CPU pool is read in place (pool_, pages_); another device's pages are
     // gathered to the CPU first (gathered_: (n, L, 2, H, P, D), contiguous).
-    PrefixCache* cache_ = nullptr;  // set when the pool is read in place
+    PrefixCache* cache_ = nullptr;    // set when the pool is read in place
+    CallerQuotas* quotas_ = nullptr;  // with cache_: the lease is renewed in both
     uint64_t lease_id_ = 0;
     std::string caller_;  // the lease's user
     std::vector<int32_t> pages_;
@@ -177,7 +224,8 @@ class KvStoreHandler {
 
  private:
   struct Reservation {
-    std::string caller;
+    std::string caller;     // who may commit it (its certificate name)
+    std::string quota_key;  // whom its pages count against (CallerKey)
     std::vector<int32_t> pages;
     absl::Time deadline;
   };
@@ -192,6 +240,10 @@ class KvStoreHandler {
       ABSL_LOCKS_EXCLUDED(reservations_mu_);
 
   grpc::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& tokens) const;
+  // Counts a Put's new lease (pinning the tree's pages of the path) against
+  // `holder`, or against `caller` when no holder is named.
+  void CountPutLease(const PrefixCache::InsertResult& inserted, const PeerIdentity& caller,
+                     const std::string& holder);
   // UNAUTHENTICATED for a certificate without a name.
   static grpc::Status CheckCaller(const PeerIdentity& caller);
   // PERMISSION_DENIED unless `caller` may Put.
@@ -211,6 +263,9 @@ class KvStoreHandler {
   mutable absl::Mutex reservations_mu_;
   absl::flat_hash_map<uint64_t, Reservation> reservations_ ABSL_GUARDED_BY(reservations_mu_);
   int64_t reserved_pages_ ABSL_GUARDED_BY(reservations_mu_) = 0;
+  CallerQuotas quotas_;  // called under reservations_mu_ too (its lock comes after)
+  absl::Mutex puts_mu_;
+  absl::flat_hash_set<PutSession*> puts_ ABSL_GUARDED_BY(puts_mu_);  // open Put streams
 };
 
 }  // namespace nanoserve

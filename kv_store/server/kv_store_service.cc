@@ -14,8 +14,12 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const grpc:
 // Reads the Put stream into a session; finishes on the first error.
 class PutReactor final : public grpc::ServerReadReactor<v1::PutRequest> {
  public:
-  PutReactor(KvStoreHandler* handler, const PeerIdentity& caller, v1::PutResponse* response)
+  PutReactor(grpc::CallbackServerContext* context, KvStoreHandler* handler,
+             const PeerIdentity& caller, v1::PutResponse* response)
       : session_(handler->StartPut(caller)), response_(response) {
+    // An idle stream is cancelled (the context lives until OnDone, which
+    // destroys the session after the handler forgot it).
+    session_->SetCancel([context] { context->TryCancel(); });
     StartRead(&message_);
   }
   void OnReadDone(bool ok) override {
@@ -81,7 +85,7 @@ grpc::ServerUnaryReactor* KvStoreService::Match(grpc::CallbackServerContext* con
 
 grpc::ServerReadReactor<v1::PutRequest>* KvStoreService::Put(grpc::CallbackServerContext* context,
                                                              v1::PutResponse* response) {
-  return new PutReactor(handler_, PeerIdentityOf(*context), response);
+  return new PutReactor(context, handler_, PeerIdentityOf(*context), response);
 }
 
 grpc::ServerWriteReactor<v1::FetchResponse>* KvStoreService::Fetch(

@@ -2,9 +2,7 @@
 // KvStoreOptions (options/kv_store_options.h), read in kv_store_flags.cc.
 #include <algorithm>
 #include <cstdio>
-#include <utility>
 
-#include "engine/model_fingerprint.h"
 #include "kv_cache/prefix_cache.h"
 #include "kv_store/server/kv_store_flags.h"
 #include "kv_store/server/kv_store_handler.h"
@@ -16,20 +14,16 @@
 namespace nanoserve {
 namespace {
 
-// --snapshot_dir, and the fingerprint of the model and its seed when it is
-// set; snapshots off (with a log line) when the model's files cannot be read.
-WarmRestartOptions WarmRestartFor(const KvStoreOptions& o) {
+// --snapshot_dir, its snapshots stamped with the model's `fingerprint`; off
+// (with a log line) when that is unknown (the model's files unreadable).
+WarmRestartOptions WarmRestartFor(const KvStoreOptions& o, const std::string& fingerprint) {
   WarmRestartOptions warm;
   warm.snapshot_dir = o.snapshot_dir;
-  if (warm.snapshot_dir.empty()) return warm;
-  auto fingerprint = ModelFingerprint(ModelSpecFor(o.service.model), o.service.model.seed);
-  if (!fingerprint.ok()) {
-    std::fprintf(stderr, "nanoserve-kv-store: snapshots off: %s\n",
-                 fingerprint.status().ToString().c_str());
+  warm.model_fingerprint = fingerprint;
+  if (!warm.snapshot_dir.empty() && fingerprint.empty()) {
+    std::fprintf(stderr, "nanoserve-kv-store: snapshots off: the model's fingerprint is unknown\n");
     warm.snapshot_dir.clear();
-    return warm;
   }
-  warm.model_fingerprint = *std::move(fingerprint);
   return warm;
 }
 
@@ -44,12 +38,14 @@ int Run(const KvStoreOptions& o) {
   auto handler_options =
       KvStoreHandlerOptionsFor(o, *config, cache_options, CredentialsFromFlags().tls);
   if (!handler_options.ok()) return ServiceError(handler_options.status());
-  const WarmRestartOptions warm = WarmRestartFor(o);
+  handler_options->model_fingerprint = ModelIdentityFor(o.service.model);
+  const WarmRestartOptions warm = WarmRestartFor(o, handler_options->model_fingerprint);
   if (!warm.snapshot_dir.empty()) LoadAtStart(cache->get(), warm);
   MetricsRegistry metrics;
   KvStoreHandler handler(cache->get(), *handler_options, &metrics);
   KvStoreService service(&handler);
-  LeaseReaper reaper(&handler, std::min(cache_options.lease_ttl, handler_options->reservation_ttl));
+  LeaseReaper reaper(&handler, std::min({cache_options.lease_ttl, handler_options->reservation_ttl,
+                                         handler_options->put_idle_timeout}));
   absl::Status served = ServeUntilSignal(ServerOptionsFor(o.service), {&service}, &metrics);
   // Served and stopped: nothing writes the pool now.
   if (served.ok() && !warm.snapshot_dir.empty()) SaveAtStop(**cache, warm).IgnoreError();
@@ -60,7 +56,6 @@ int Run(const KvStoreOptions& o) {
 }  // namespace nanoserve
 
 int main(int argc, char** argv) {
-  // The store reads only the model's shape: random:gpt2's unless told.
   nanoserve::InitService(argc, argv, nanoserve::KvStoreOptions::Info());
   return nanoserve::Run(nanoserve::KvStoreOptionsFromFlags());
 }

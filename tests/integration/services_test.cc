@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -26,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/barrier.h"
+#include "absl/synchronization/notification.h"
 #include "base/server_runner.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
@@ -67,6 +69,9 @@ class ServicesTest : public ::testing::Test {
     o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
                            extra_prefill_flags_.end());
     o.decode_flags = {"--store_timeout_ms=2000", "--prefill_timeout_ms=2000", "--workers=16"};
+    o.decode_flags.insert(o.decode_flags.end(), extra_decode_flags_.begin(),
+                          extra_decode_flags_.end());
+    o.kv_store_flags = extra_kv_store_flags_;
     const absl::Time start = absl::Now();
     auto stack = ServiceStack::Start(o);
     ASSERT_TRUE(stack.ok()) << stack.status();
@@ -121,7 +126,9 @@ class ServicesTest : public ::testing::Test {
     return res && res->status == 200 ? res->body : "";
   }
 
-  std::vector<std::string> extra_prefill_flags_;  // a subclass's, set before SetUp
+  std::vector<std::string> extra_prefill_flags_;   // a subclass's, set before SetUp
+  std::vector<std::string> extra_kv_store_flags_;  // likewise
+  std::vector<std::string> extra_decode_flags_;    // likewise
   std::string dir_;
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<ServiceStack> stack_;
@@ -237,6 +244,40 @@ TEST_F(ServicesTest, BadInputGetsItsStatusCodeAndChangesNothing) {
   EXPECT_EQ(Generate(GreedyRequest(Prompt(30, 2), 60), absl::Milliseconds(5)).status().code(),
             absl::StatusCode::kDeadlineExceeded);
   // Nothing stuck afterwards.
+  auto ok = Generate(GreedyRequest(Prompt(9, 3), 4));
+  ASSERT_TRUE(ok.ok()) << ok.status();
+}
+
+// The unparseable protobuf sent to Generate: the call ends with a
+// status, at once, and decode loses nothing (the store is not reached, the
+// next call is served). The status is gRPC's own (UNIMPLEMENTED with no
+// message: the callback API parses the request before the handler runs),
+// so this asserts only that the call fails.
+TEST_F(ServicesTest, AnUnparseableRequestFailsAndLosesNothing) {
+  const v1::StatsResponse before = store_->Stats().value();
+  grpc::GenericStub raw(MakeChannel(stack_->target(ServiceStack::kDecode), 8 << 20));
+  // Field 1, length-delimited, claiming 127 bytes of which 3 follow.
+  const std::string garbage = std::string("\x0a\x7f") + "abc";
+  v1::GenerateRequest probe;
+  ASSERT_FALSE(probe.ParseFromString(garbage)) << "the bytes must not be a valid message";
+  grpc::Slice slice(garbage);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Status status;
+  absl::Notification done;
+  raw.UnaryCall(&context, "/nanoserve.v1.Decode/Generate", grpc::StubOptions(), &request, &response,
+                [&](grpc::Status s) {
+                  status = std::move(s);
+                  done.Notify();
+                });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(15)));
+  EXPECT_FALSE(status.ok());
+  EXPECT_NE(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << "refused at once";
+  const v1::StatsResponse after = store_->Stats().value();
+  EXPECT_EQ(after.lookups(), before.lookups());
+  EXPECT_EQ(after.pages_in_use(), before.pages_in_use());
   auto ok = Generate(GreedyRequest(Prompt(9, 3), 4));
   ASSERT_TRUE(ok.ok()) << ok.status();
 }
@@ -435,6 +476,96 @@ TEST_F(ServicesTest, PrefillStreamSendsTheFirstTokensFirst) {
 }
 
 // Prefill with a window long enough for a burst of calls to meet.
+// The store's quotas per caller in a real stack. Without TLS prefill,
+// decode and this test are one caller at the store (127.0.0.1), bounded
+// here to one lease.
+class QuotaServicesTest : public ServicesTest {
+ protected:
+  QuotaServicesTest() { extra_kv_store_flags_ = {"--max_leases_per_caller=1"}; }
+};
+
+// One lease, held here, fills the caller's quota: the next request is
+// computed without the store (same greedy tokens), its fallback reason
+// names the quota's flag, and once the lease is released the store serves
+// again. Serving itself (prefill's lease handed to decode, then released)
+// fits in the one lease.
+TEST_F(QuotaServicesTest, ARefusedLeaseIsAFallbackWithItsReason) {
+  const std::vector<int> first = Prompt(2 * kPageSize + 3, 1);
+  auto served = Generate(GreedyRequest(first, 4));
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->finished.fallback_reason(), "");
+  EXPECT_EQ(served->finished.usage().fetched_prompt_tokens(), 2 * kPageSize);
+
+  const std::vector<int32_t> cached(first.begin(), first.begin() + 2 * kPageSize);
+  // Decode releases its lease off its scheduler's thread: wait for it.
+  auto held = store_->MatchPrefix(cached);
+  for (int i = 0; i < 100 && !held.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    held = store_->MatchPrefix(cached);
+  }
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_EQ(held->matched_tokens, 2 * kPageSize);
+  const std::vector<int> second = Prompt(2 * kPageSize + 1, 2);
+  auto refused = Generate(GreedyRequest(second, 4));
+  ASSERT_TRUE(refused.ok()) << refused.status();
+  EXPECT_NE(refused->finished.fallback_reason().find("--max_leases_per_caller"), std::string::npos)
+      << refused->finished.fallback_reason();
+  ExpectSameGreedy(*model_, second, Offline(second, 4), refused->output_ids);
+
+  ASSERT_TRUE(store_->Release(held->lease_id).ok());
+  auto again = Generate(GreedyRequest(second, 4));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->finished.fallback_reason(), "");
+}
+
+// Decode started with another model than prefill and the store: the same
+// shape, other weights (a tiny checkpoint of another seed).
+class OtherModelDecodeTest : public ServicesTest {
+ protected:
+  void SetUp() override {
+    other_dir_ = ::nanoserve::testing::ProcessTempPath("other_model");
+    ASSERT_TRUE(
+        SaveCheckpoint(other_dir_, testing::TinyCheckpoint(testing::TinyConfig(), /*seed=*/2))
+            .ok());
+    extra_decode_flags_ = {"--model=" + other_dir_};
+    ServicesTest::SetUp();
+    other_ = LoadModel(other_dir_, ModelOptions()).value().model;
+  }
+  void TearDown() override {
+    ServicesTest::TearDown();
+    std::system(absl::StrCat("rm -rf ", other_dir_).c_str());
+  }
+
+  std::string other_dir_;
+  std::unique_ptr<Gpt2Model> other_;
+};
+
+// The short prompts came back with wrong tokens, silently: prefill's
+// first token and pages, continued with decode's weights. Prefill now
+// refuses decode's calls (their model fingerprints differ), decode computes
+// each prompt itself with its own model, the summary says why, and decode's
+// log names the refusal once.
+TEST_F(OtherModelDecodeTest, DecodeComputesThePromptItselfAndSaysWhy) {
+  for (int salt : {1, 2}) {
+    const std::vector<int> prompt = Prompt(2 * kPageSize + 3, salt);
+    auto out = Generate(GreedyRequest(prompt, 8));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const std::string reason = out->finished.fallback_reason();
+    EXPECT_NE(reason.find("FAILED_PRECONDITION"), std::string::npos) << reason;
+    EXPECT_NE(reason.find("same --model and --seed"), std::string::npos) << reason;
+    EXPECT_EQ(out->finished.usage().fetched_prompt_tokens(), 0);
+    GenerateOptions options = testing::GreedyOptions(KvCacheMode::kOn, 8);
+    const std::vector<int> expected =
+        Generator(other_.get()).Generate({prompt}, options).value().sequences[0].output_ids;
+    ExpectSameGreedy(*other_, prompt, expected, out->output_ids);
+  }
+  std::ifstream in(stack_->log_path(ServiceStack::kDecode));
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t said = log.find("prefill refuses this service's calls");
+  EXPECT_NE(said, std::string::npos) << log;
+  EXPECT_EQ(log.find("prefill refuses this service's calls", said + 1), std::string::npos) << log;
+}
+
 class BatchingServicesTest : public ServicesTest {
  protected:
   BatchingServicesTest() { extra_prefill_flags_ = {"--batch_window_ms=1000"}; }
@@ -527,6 +658,48 @@ TEST(ServiceFlagsTest, OutOfRangeValuesAreRefusedAtStart) {
                                  : flag == "--tls_cert"         ? "over 1 MiB, not a PEM"
                                                                 : flag + " must be in";
     EXPECT_NE(text.find(expected), std::string::npos) << text;
+  }
+}
+
+// The mTLS stack answered any client on 0.0.0.0:8000: an HTTP API
+// beyond loopback now needs --api_key (or $NANOSERVE_API_KEY) or an explicit
+// --allow_insecure_http, else decode exits 2 before it loads anything.
+TEST(ServiceFlagsTest, AnUnguardedHttpApiBeyondLoopbackIsRefused) {
+  const std::string log = ::nanoserve::testing::ProcessTempPath("unguarded_http.log");
+  auto child = Subprocess::Start(
+      {std::string(NANOSERVE_BIN_DIR) + "/nanoserve-decode", "--http_listen=0.0.0.0:0",
+       "--listen=127.0.0.1:0", "--metrics_listen=", "--prefill="},
+      log);
+  ASSERT_TRUE(child.ok()) << child.status();
+  auto code = (*child)->Wait(absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 2);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("beyond loopback, with no authentication"), std::string::npos) << text;
+  EXPECT_NE(text.find("--allow_insecure_http"), std::string::npos) << text;
+}
+
+// The issue's --max_batch 1024 with GPT-2 aborted (SIGABRT) and a pool of
+// 2^31 tokens grew until killed: a batch or pool the device's free memory
+// cannot hold is refused at start with what it needs and what is free.
+TEST(ServiceFlagsTest, ABatchOrPoolTheDeviceCannotHoldIsRefusedAtStart) {
+  const std::string log = ::nanoserve::testing::ProcessTempPath("too_big.log");
+  const std::string bin = NANOSERVE_BIN_DIR;
+  const std::vector<std::vector<std::string>> cases = {
+      {bin + "/nanoserve-decode", "--max_batch=4096", "--model=random:gpt2"},
+      {bin + "/nanoserve-decode", "--kv_pool_tokens=2147483648", "--model=random:gpt2"},
+      {bin + "/nanoserve-kv-store", "--pool_mb=16777216"},
+  };
+  for (const std::vector<std::string>& argv : cases) {
+    auto child = Subprocess::Start(argv, log);
+    ASSERT_TRUE(child.ok()) << child.status();
+    auto code = (*child)->Wait(absl::Seconds(60));
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, 2) << argv[1];
+    std::ifstream in(log);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find("GiB free: lower --"), std::string::npos) << argv[1] << ": " << text;
   }
 }
 

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "options/decode_options.h"
 #include "tests/test_util/service_flags.h"
 
@@ -39,6 +41,8 @@ DecodeOptions Sample() {
   o.http_max_connections = 10;
   o.http_max_body_kb = 16;
   o.http_timeout_s = 30;
+  o.api_key = "sk-test";
+  o.allow_insecure_http = true;
   o.served_model_name = "tiny";
   o.liveness_stall_s = 7;
   o.decode_step = "reference";
@@ -99,6 +103,22 @@ TEST(DecodeOptionsTest, AnHttpListenThatIsNoAddressIsRefused) {
   EXPECT_EQ(CheckDecodeOptions(o).code(), absl::StatusCode::kInvalidArgument);
   o.http_listen = "127.0.0.1:0";
   EXPECT_TRUE(CheckDecodeOptions(o).ok());
+}
+
+TEST(DecodeOptionsTest, TheHttpApiBeyondLoopbackNeedsAKeyOrConsent) {
+  DecodeOptions o = Sample();
+  o.http_listen = "0.0.0.0:8000";
+  EXPECT_TRUE(CheckDecodeOptions(o).ok());  // a key and consent
+  o.allow_insecure_http = false;
+  EXPECT_TRUE(CheckDecodeOptions(o).ok());  // a key
+  EXPECT_EQ(OpenAiServerOptionsFor(o).api_key, "sk-test");
+  o.api_key = "";
+  if (std::getenv("NANOSERVE_API_KEY") == nullptr) {
+    EXPECT_EQ(CheckDecodeOptions(o).code(), absl::StatusCode::kFailedPrecondition);
+  }
+  o.allow_insecure_http = true;
+  EXPECT_TRUE(CheckDecodeOptions(o).ok());
+  EXPECT_TRUE(OpenAiServerOptionsFor(o).allow_insecure);
 }
 
 }  // namespace

@@ -231,6 +231,88 @@ TEST_F(DataPlaneHandlerTest, AStaleEpochIsRefusedEverywhere) {
             grpc::StatusCode::FAILED_PRECONDITION);
 }
 
+// The in-place path (Reserve, write, commit) under the quotas per caller:
+// the commit's lease counts the pages it pins, the commit stream buffers no
+// bytes, and a commit the quota refuses hands its reserved pages back at
+// once rather than at the reservation's expiry.
+TEST_F(DataPlaneHandlerTest, ACommitCountsItsLeaseAndARefusedOneFreesItsReservation) {
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.quotas.max_leases = 1;
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  const std::string who = KvStoreHandler::CallerKey(kAnyone);
+  v1::ReserveResponse reserved;
+  ASSERT_TRUE(Reserve(2, &reserved).ok());
+  v1::PutResponse put;
+  ASSERT_TRUE(Commit(Tokens(8), reserved.reservation_id(), &put).ok());
+  CallerQuotas::Usage usage = handler_->quotas().UsageOf(who);
+  EXPECT_EQ(usage.leases, 1);
+  EXPECT_EQ(usage.pinned_pages, 2);
+  EXPECT_EQ(usage.puts, 0) << "the commit stream ended";
+  EXPECT_EQ(usage.put_bytes, 0);
+
+  const int64_t free_before = FreePages();
+  ASSERT_TRUE(Reserve(1, &reserved).ok());
+  EXPECT_EQ(FreePages(), free_before - 1);
+  v1::PutResponse refused;
+  const grpc::Status over = Commit(Tokens(4, 20), reserved.reservation_id(), &refused);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
+  EXPECT_NE(over.error_message().find("--max_leases_per_caller"), std::string::npos);
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+  EXPECT_EQ(FreePages(), free_before) << "the reservation's page is back at once";
+
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
+  EXPECT_EQ(handler_->quotas().callers(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// One caller cannot hold every page writers may reserve: past its share
+// (--max_reserved_pages_per_caller) its Reserve is refused while others'
+// go on, and what it commits, what expires and what is refused give its
+// share back.
+TEST_F(DataPlaneHandlerTest, ReservedPagesAreBoundedPerCaller) {
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.quotas.max_reserved_pages = 2;
+  h.reservation_ttl = absl::Milliseconds(50);
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  const std::string who = KvStoreHandler::CallerKey(kAnyone);
+  v1::ReserveResponse first, more;
+  ASSERT_TRUE(Reserve(2, &first).ok());
+  const int64_t free_before = FreePages();
+  const grpc::Status over = Reserve(1, &more);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << over.error_message();
+  EXPECT_NE(over.error_message().find("--max_reserved_pages_per_caller"), std::string::npos);
+  EXPECT_EQ(FreePages(), free_before) << "a refused Reserve takes no page";
+  EXPECT_EQ(handler_->quotas().UsageOf(who).reserved_pages, 2);
+
+  PeerIdentity other;  // another plaintext caller: another address
+  other.address = "ipv4:10.0.0.9";
+  v1::ReserveRequest request;
+  request.set_pages(2);
+  request.set_epoch(epoch_);
+  v1::ReserveResponse others;
+  ASSERT_TRUE(handler_->Reserve(request, other, &others).ok());
+
+  v1::PutResponse put;  // a commit gives the share back
+  ASSERT_TRUE(Commit(Tokens(8), first.reservation_id(), &put).ok());
+  EXPECT_EQ(handler_->quotas().UsageOf(who).reserved_pages, 0);
+  ASSERT_TRUE(Reserve(1, &more).ok());
+  // So does a reservation that expires.
+  std::this_thread::sleep_for(std::chrono::milliseconds(60));
+  handler_->ReapExpiredLeases();
+  EXPECT_EQ(handler_->quotas().UsageOf(who).reserved_pages, 0);
+  EXPECT_EQ(handler_->quotas().UsageOf(KvStoreHandler::CallerKey(other)).reserved_pages, 0);
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
+  EXPECT_EQ(handler_->quotas().callers(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
 TEST_F(DataPlaneHandlerTest, AWriterThatDiesLeavesNoPagePinnedOrPublished) {
   const int64_t free_before = FreePages();
   // Dies after reserving: the reservation expires and its pages go back.
@@ -307,11 +389,13 @@ TEST_F(DataPlaneHandlerTest, BadCommitsAndOverlargeReservationsChangeNothing) {
 // A store service on a loopback port of this process.
 class StoreServer {
  public:
-  explicit StoreServer(bool exported, int port = 0) {
+  // `model`: the store's model fingerprint (empty: not said).
+  explicit StoreServer(bool exported, int port = 0, const std::string& model = "") {
     PrefixCacheOptions o = PoolOptions(exported, 32);
     cache_ = PrefixCache::Create(o).value();
-    handler_ =
-        std::make_unique<KvStoreHandler>(cache_.get(), HandlerOptions(o.pool.epoch), &metrics_);
+    KvStoreHandlerOptions h = HandlerOptions(o.pool.epoch);
+    h.model_fingerprint = model;
+    handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, &metrics_);
     service_ = std::make_unique<KvStoreService>(handler_.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
@@ -380,6 +464,36 @@ KvStoreClientOptions ClientOptions(const std::string& target,
   o.target = target;
   o.transport = transport;
   return o;
+}
+
+// A client of another model than the store's refuses the layouts it answers
+// (Match, Connect) with both models named and leaves no lease behind, so
+// its caller computes the prompt itself; a client of the same model, or one
+// that does not say, moves pages as before.
+TEST(RemoteDataPlaneTest, AStoreOfAnotherModelIsRefused) {
+  StoreServer server(/*exported=*/true, 0, "weights:00000000000000aa 10 bytes");
+  KvStoreClientOptions o = ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto);
+  o.model_fingerprint = "weights:00000000000000bb 10 bytes";
+  KvStoreClient other(o);
+  const absl::StatusOr<KvStoreClient::Match> match = other.MatchPrefix(Tokens(8));
+  EXPECT_EQ(match.status().code(), absl::StatusCode::kFailedPrecondition) << match.status();
+  EXPECT_NE(match.status().message().find("00aa"), absl::string_view::npos);
+  EXPECT_NE(match.status().message().find("00bb"), absl::string_view::npos);
+  EXPECT_NE(match.status().message().find("--model"), absl::string_view::npos);
+  EXPECT_EQ(other.Pool().status().code(), absl::StatusCode::kFailedPrecondition);
+  RemotePrefixStore refused(&other);
+  EXPECT_EQ(refused.MatchPrefix(Tokens(8), "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  o.model_fingerprint = "weights:00000000000000aa 10 bytes";
+  KvStoreClient same(o);
+  RemotePrefixStore store(&same);
+  EXPECT_TRUE(torch::equal(RoundTrip(store, 3), Kv(0, 16, 3)));
+  o.model_fingerprint = "";
+  KvStoreClient unsaid(o);
+  RemotePrefixStore store2(&unsaid);
+  EXPECT_TRUE(torch::equal(RoundTrip(store2, 5), Kv(0, 16, 5)));
+  EXPECT_EQ(server.Stats().active_leases(), 0);
 }
 
 TEST(RemoteDataPlaneTest, SharedMemoryAndBytesMoveTheSamePages) {

@@ -145,6 +145,55 @@ TEST_F(KvStoreHandlerTest, PutThenMatchAndFetchReturnTheSameKv) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
+// The store names its model in the layouts it answers, and refuses pages a
+// writer of another model puts (same shape, other weights: wrong tokens for
+// whoever reads them); a writer of the same model, or one that does not
+// say, is served.
+TEST_F(KvStoreHandlerTest, PagesOfAnotherModelAreRefused) {
+  KvStoreHandlerOptions h;
+  h.vocab_size = 50;
+  h.model_fingerprint = "random:tiny seed 1";
+  KvStoreHandler store(cache_.get(), h, nullptr);
+  v1::MatchRequest match_request;
+  for (int32_t t : {1, 2, 3, 4}) match_request.add_tokens(t);
+  v1::MatchResponse match;
+  ASSERT_TRUE(store.Match(match_request, kAnyone, &match).ok());
+  EXPECT_EQ(match.layout().model_fingerprint(), "random:tiny seed 1");
+  std::vector<uint64_t> leases;
+  auto put = [&](const std::string& model) {
+    auto session = store.StartPut(kAnyone);
+    v1::PutRequest header;
+    for (int32_t t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
+    *header.mutable_header()->mutable_layout() = store.layout();
+    header.mutable_header()->mutable_layout()->set_model_fingerprint(model);
+    if (grpc::Status s = session->OnMessage(header); !s.ok()) return s;
+    const torch::Tensor kv = Kv(0, kPageSize, 0.5f);
+    v1::PutRequest chunk;
+    chunk.mutable_chunk()->set_data(kv.data_ptr(), kv.numel() * 4);
+    if (grpc::Status s = session->OnMessage(chunk); !s.ok()) return s;
+    v1::PutResponse response;
+    grpc::Status s = session->Finish(&response);
+    if (s.ok()) leases.push_back(response.lease_id());
+    return s;
+  };
+  const grpc::Status other = put("random:tiny seed 2");
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << other.error_message();
+  EXPECT_NE(other.error_message().find("'random:tiny seed 2'"), std::string::npos);
+  EXPECT_NE(other.error_message().find("'random:tiny seed 1'"), std::string::npos);
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);
+  EXPECT_TRUE(put("random:tiny seed 1").ok());
+  EXPECT_TRUE(put("").ok());
+  EXPECT_EQ(cache_->Stats().pages_cached, 1);
+  for (uint64_t id : leases) {
+    v1::ReleaseRequest release;
+    release.set_lease_id(id);
+    v1::ReleaseResponse released;
+    EXPECT_TRUE(store.Release(release, kAnyone, &released).ok());
+  }
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
 TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
   v1::PutResponse put;
   auto code = [](const grpc::Status& s) { return s.error_code(); };
@@ -391,6 +440,127 @@ TEST_F(KvStoreHandlerTest, MatchAndPutStayInTheirCacheSalt) {
             grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(cache_->Stats().active_leases, 0);
   EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
+}
+
+// Quotas per caller: the one anonymous caller took 20 000 leases
+// and pinned every page. Without TLS a caller is its address: one at its
+// bound is refused (and keeps what it holds) while another is served, and a
+// release gives the share back.
+TEST_F(KvStoreHandlerTest, OneCallerCannotHoldEveryLease) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_leases = 2;
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  PeerIdentity greedy, other;
+  greedy.address = "ipv4:10.0.0.1";
+  other.address = "ipv4:10.0.0.2";
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0), &put, {greedy, "", "", &handler}).ok());
+  v1::MatchRequest match;
+  match.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  v1::MatchResponse second;
+  ASSERT_TRUE(handler.Match(match, greedy, &second).ok());  // its second lease
+  v1::MatchResponse refused;
+  const grpc::Status over = handler.Match(match, greedy, &refused);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_leases_per_caller"), std::string::npos);
+  EXPECT_NE(over.error_message().find("ipv4:10.0.0.1"), std::string::npos);
+  v1::PutResponse refused_put;
+  EXPECT_EQ(
+      Put({9, 9, 9, 9}, 0, 0, Kv(0, 4, 0), &refused_put, {greedy, "", "", &handler}).error_code(),
+      grpc::StatusCode::RESOURCE_EXHAUSTED);
+  v1::MatchResponse served;
+  ASSERT_TRUE(handler.Match(match, other, &served).ok()) << "another caller is served";
+  EXPECT_EQ(served.matched_tokens(), 8);
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").leases, 2);
+  // Two leases on the same 2 pages (8 tokens of 4-token pages) pin them once.
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:10.0.0.1").pinned_pages, 2);
+  v1::ReleaseRequest release;
+  release.set_lease_id(second.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler.Release(release, greedy, &released).ok());
+  EXPECT_TRUE(handler.Match(match, greedy, &refused).ok()) << "a release gives the share back";
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// Real serving at 64 in flight on one prompt: decode (one caller at the
+// store) holds 64 leases on the same pages. They pin those pages once, in
+// the pool and in the quota, so a bound far below 64 leases' worth of pages
+// serves them all.
+TEST_F(KvStoreHandlerTest, ManyLeasesOnOnePromptCountItsPagesOnce) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_pinned_pages = 3;
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  PeerIdentity decode;
+  decode.address = "ipv4:127.0.0.1";
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0), &put, {decode, "", "", &handler}).ok());
+  v1::MatchRequest match;
+  match.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  std::vector<uint64_t> leases = {put.lease_id()};
+  for (int i = 0; i < 63; ++i) {
+    v1::MatchResponse matched;
+    const grpc::Status s = handler.Match(match, decode, &matched);
+    ASSERT_TRUE(s.ok()) << "lease " << i + 2 << ": " << s.error_message();
+    EXPECT_EQ(matched.matched_tokens(), 8);
+    leases.push_back(matched.lease_id());
+  }
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:127.0.0.1").leases, 64);
+  EXPECT_EQ(handler.quotas().UsageOf("ipv4:127.0.0.1").pinned_pages, 2);
+  for (uint64_t lease : leases) {
+    v1::ReleaseRequest release;
+    release.set_lease_id(lease);
+    v1::ReleaseResponse released;
+    ASSERT_TRUE(handler.Release(release, decode, &released).ok());
+  }
+  EXPECT_EQ(handler.quotas().callers(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// The 6 Put streams that sent a header and then nothing held the
+// whole Put allowance for minutes: now each caller has its share, and a
+// stream idle past put_idle_timeout is cancelled and gives its share back.
+TEST_F(KvStoreHandlerTest, IdlePutStreamsAreCancelledAndPerCallerBounded) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_puts = 2;
+  o.put_idle_timeout = absl::Seconds(5);
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  PeerIdentity stalling, other;
+  stalling.address = "ipv4:10.0.0.1";
+  other.address = "ipv4:10.0.0.2";
+  v1::PutRequest header;
+  for (int32_t t : {1, 2, 3, 4}) header.mutable_header()->add_tokens(t);
+  *header.mutable_header()->mutable_layout() = handler.layout();
+  int cancels = 0;
+  std::vector<std::unique_ptr<KvStoreHandler::PutSession>> stalled;
+  for (int i = 0; i < 2; ++i) {
+    stalled.push_back(handler.StartPut(stalling));
+    stalled.back()->SetCancel([&cancels] { ++cancels; });
+    ASSERT_TRUE(stalled.back()->OnMessage(header).ok());
+  }
+  auto third = handler.StartPut(stalling);
+  const grpc::Status over = third->OnMessage(header);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_puts_per_caller"), std::string::npos);
+  third.reset();
+  auto elsewhere = handler.StartPut(other);
+  ASSERT_TRUE(elsewhere->OnMessage(header).ok()) << "another caller is served";
+  EXPECT_EQ(handler.CancelIdlePuts(absl::Now()), 0) << "not idle yet";
+  EXPECT_EQ(handler.CancelIdlePuts(absl::Now() + absl::Seconds(6)), 3);
+  EXPECT_EQ(cancels, 2);
+  EXPECT_EQ(handler.CancelIdlePuts(absl::Now() + absl::Seconds(6)), 0) << "cancelled once";
+  v1::PutResponse response;
+  const grpc::Status idle = stalled[0]->Finish(&response);
+  EXPECT_EQ(idle.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_NE(idle.error_message().find("--put_idle_timeout_s"), std::string::npos);
+  stalled.clear();
+  elsewhere.reset();
+  EXPECT_EQ(handler.quotas().callers(), 0);
+  EXPECT_EQ(cache_->Stats().pages_in_use, 0);
 }
 
 }  // namespace

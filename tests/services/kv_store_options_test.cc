@@ -32,6 +32,12 @@ KvStoreOptions Sample() {
   o.reservation_ttl_s = 5;
   o.writer_identities = "prefill,decode";
   o.snapshot_dir = "/var/lib/nanoserve";
+  o.max_leases_per_caller = 100;
+  o.max_pinned_pages_per_caller = 50;
+  o.max_puts_per_caller = 4;
+  o.max_put_mb_per_caller = 16;
+  o.put_idle_timeout_s = 3;
+  o.max_reserved_pages_per_caller = 20;
   return o;
 }
 
@@ -52,7 +58,8 @@ TEST(KvStoreOptionsTest, DefaultsAreTheServicesOwn) {
   const KvStoreOptions o;
   EXPECT_EQ(o.service.listen, "127.0.0.1:50051");
   EXPECT_EQ(o.service.metrics_listen, "127.0.0.1:9151");
-  EXPECT_EQ(o.service.model.spec, "random:gpt2");
+  // The engines' default, as prefill's and decode's: their models must match.
+  EXPECT_EQ(o.service.model.spec, "");
 }
 
 TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
@@ -79,6 +86,22 @@ TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
   EXPECT_EQ(handler->reservation_ttl, absl::Seconds(5));
   EXPECT_EQ(handler->pool_identities, std::vector<std::string>{"decode"});
   EXPECT_EQ(handler->writer_identities, (std::vector<std::string>{"prefill", "decode"}));
+  EXPECT_EQ(handler->quotas.max_leases, 100);
+  EXPECT_EQ(handler->quotas.max_pinned_pages, 50);
+  EXPECT_EQ(handler->quotas.max_puts, 4);
+  EXPECT_EQ(handler->quotas.max_put_bytes, int64_t{16} << 20);
+  EXPECT_EQ(handler->put_idle_timeout, absl::Seconds(3));
+  EXPECT_EQ(handler->quotas.max_reserved_pages, 20);
+  // No bound on pinned pages given: three quarters of the pool's pages.
+  o.max_pinned_pages_per_caller = 0;
+  const int64_t pages = cache.pool.byte_budget / cache.pool.layout.bytes_per_page();
+  EXPECT_EQ(KvStoreHandlerOptionsFor(o, config, cache, true)->quotas.max_pinned_pages,
+            pages * 3 / 4);
+  // None on reserved pages: half of those all writers may hold uncommitted.
+  o.max_reserved_pages_per_caller = 0;
+  auto defaults = KvStoreHandlerOptionsFor(o, config, cache, true);
+  EXPECT_EQ(defaults->quotas.max_reserved_pages,
+            defaults->max_put_buffer_bytes / cache.pool.layout.bytes_per_page() / 2);
   // Without TLS everyone may write; with TLS someone must be named.
   EXPECT_TRUE(KvStoreHandlerOptionsFor(o, config, cache, false)->writer_identities.empty());
   o.writer_identities = " , ";

@@ -27,7 +27,8 @@ class OpenAiServerTest : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(BatchSchedulerOptions{}); }
 
-  void StartServer(const BatchSchedulerOptions& scheduler_options) {
+  void StartServer(const BatchSchedulerOptions& scheduler_options,
+                   const std::string& api_key = "") {
     server_.reset();
     stage_.reset();
     scheduler_ = BatchScheduler::Create(model_.get(), scheduler_options).value();
@@ -38,6 +39,7 @@ class OpenAiServerTest : public ::testing::Test {
     o.listen = "127.0.0.1:0";
     o.model_id = "tiny";
     o.http.max_body_bytes = 4096;
+    o.api_key = api_key;
     server_ = std::make_unique<OpenAiServer>(stage_.get(), o, metrics_.get());
     auto port = server_->Start();
     ASSERT_TRUE(port.ok()) << port.status();
@@ -48,10 +50,10 @@ class OpenAiServerTest : public ::testing::Test {
     if (server_ != nullptr) server_->Stop(absl::Now() + absl::Seconds(5));
   }
 
-  httplib::Result Post(const json& body) {
+  httplib::Result Post(const json& body, const httplib::Headers& headers = {}) {
     httplib::Client client("127.0.0.1", port_);
     client.set_read_timeout(60, 0);
-    return client.Post("/v1/completions", body.dump(), "application/json");
+    return client.Post("/v1/completions", headers, body.dump(), "application/json");
   }
 
   // The JSON of every "data:" event of a streamed response, and the
@@ -236,6 +238,65 @@ TEST_F(OpenAiServerTest, DrainingRefusesNewRequests) {
   auto health = client.Get("/health");
   ASSERT_TRUE(health);
   EXPECT_EQ(health->status, 503);
+}
+
+TEST_F(OpenAiServerTest, AnApiKeyGuardsTheApiButNotHealth) {
+  StartServer(BatchSchedulerOptions{}, "s3cret-key");
+  for (const httplib::Headers& wrong :
+       {httplib::Headers{}, httplib::Headers{{"Authorization", "Bearer s3cret-kez"}},
+        httplib::Headers{{"Authorization", "Bearer s3cret-key-longer"}},
+        httplib::Headers{{"Authorization", "s3cret-key"}}}) {
+    auto refused = Post(Greedy({1}, 2), wrong);
+    ASSERT_TRUE(refused);
+    EXPECT_EQ(refused->status, 401) << refused->body;
+    EXPECT_EQ(json::parse(refused->body)["error"]["code"], "invalid_api_key");
+    EXPECT_EQ(refused->get_header_value("WWW-Authenticate"), "Bearer");
+  }
+  httplib::Client client("127.0.0.1", port_);
+  auto models = client.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 401);
+  auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+
+  auto served = Post(Greedy({1}, 2), {{"Authorization", "Bearer s3cret-key"}});
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->status, 200) << served->body;
+  models = client.Get("/v1/models", {{"Authorization", "Bearer s3cret-key"}});
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 200);
+  EXPECT_NE(metrics_->Render().find("code=\"401\""), std::string::npos);
+}
+
+TEST(HttpGuardTest, BeyondLoopbackNeedsAKeyOrAnExplicitAllowance) {
+  OpenAiServerOptions o;
+  for (const char* loopback : {"127.0.0.1:8000", "127.8.9.1:0", "localhost:8000", "[::1]:8000"}) {
+    o.listen = loopback;
+    EXPECT_TRUE(CheckHttpGuard(o).ok()) << loopback;
+  }
+  for (const char* open : {"0.0.0.0:8000", "[::]:8000", "10.1.2.3:8000", "example.com:80",
+                           "127.0.0.1.evil.example:80", "128.0.0.1:8000"}) {
+    o.listen = open;
+    const absl::Status refused = CheckHttpGuard(o);
+    EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << open;
+    EXPECT_NE(refused.message().find("--api_key"), absl::string_view::npos);
+    OpenAiServerOptions keyed = o;
+    keyed.api_key = "k";
+    EXPECT_TRUE(CheckHttpGuard(keyed).ok()) << open;
+    OpenAiServerOptions allowed = o;
+    allowed.allow_insecure = true;
+    EXPECT_TRUE(CheckHttpGuard(allowed).ok()) << open;
+  }
+}
+
+TEST_F(OpenAiServerTest, StartRefusesAnUnguardedApiBeyondLoopback) {
+  OpenAiServerOptions o;
+  o.listen = "0.0.0.0:0";
+  o.model_id = "tiny";
+  OpenAiServer open(stage_.get(), o, nullptr);
+  absl::StatusOr<int> port = open.Start();
+  EXPECT_EQ(port.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "engine/kv_cache.h"
 #include "kv_cache/prefix_cache.h"
 #include "kv_cache/prefix_store.h"
+#include "prefill_service/prefill_handler.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/prefix_cache.h"
 
@@ -81,6 +82,38 @@ TEST_F(PrefillStageTest, ABatchSharingAPrefixComputesItOnce) {
   EXPECT_EQ(outcome->computed_tokens, 4 * 5);
   stage.Abandon(*outcome);
   EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// The handler refuses a caller of another model before anything runs (its
+// first tokens and pages would be another model's: decode would continue
+// them with its own weights, silently); a caller of the same model, or one
+// that does not say, is served.
+TEST_F(PrefillStageTest, TheHandlerRefusesACallerOfAnotherModel) {
+  PrefillStage stage(model_.get(), store_.get(), {}, nullptr);
+  PrefillHandler handler(&stage, "weights:00000000000000aa 10 bytes");
+  v1::PrefillRequest request;
+  const std::vector<int> prompt = Tokens(9, 1);
+  request.add_prompts()->mutable_tokens()->Add(prompt.begin(), prompt.end());
+  request.set_model_fingerprint("weights:00000000000000bb 10 bytes");
+  v1::PrefillResponse response;
+  const grpc::Status other =
+      handler.Prefill(request, absl::InfiniteFuture(), PeerIdentity(), &response);
+  EXPECT_EQ(other.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << other.error_message();
+  EXPECT_NE(other.error_message().find("00aa"), std::string::npos);
+  EXPECT_NE(other.error_message().find("00bb"), std::string::npos);
+  EXPECT_EQ(cache_->Stats().lookup_tokens, 0) << "nothing ran";
+  for (const char* model : {"weights:00000000000000aa 10 bytes", ""}) {
+    request.set_model_fingerprint(model);
+    v1::PrefillResponse served;
+    const grpc::Status ok =
+        handler.Prefill(request, absl::InfiniteFuture(), PeerIdentity(), &served);
+    ASSERT_TRUE(ok.ok()) << model << ": " << ok.error_message();
+    ASSERT_EQ(served.prompts_size(), 1);
+    testing::ExpectSameGreedy(*model_, prompt, {FirstToken(prompt)},
+                              {served.prompts(0).first_token()});
+    handler.Abandon(served);
+  }
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
 }
 
 TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {
