@@ -16,7 +16,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace sampler_test {
 
 torch::Tensor DeviceLogits(const std::vector<float>& row) {
   return torch::tensor(row).view({1, -1}).to(testing::TestDevice());
@@ -161,5 +161,5 @@ TEST(SamplerTest, ANonFiniteRowFailsAloneAndOthersAreSampled) {
   EXPECT_THROW(b.Sample(logits), c10::Error);
 }
 
-}  // namespace
+}  // namespace sampler_test
 }  // namespace nanoserve

@@ -11,7 +11,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace block_tables_test {
 
 using testing::MakeCache;
 
@@ -160,5 +160,5 @@ TEST(BlockTablesTest, BadAttachmentsChangeNothing) {
   EXPECT_TRUE(rows.CheckInvariants().ok());
 }
 
-}  // namespace
+}  // namespace block_tables_test
 }  // namespace nanoserve

@@ -9,7 +9,7 @@
 #include "tests/test_util/service_flags.h"
 
 namespace nanoserve {
-namespace {
+namespace decode_options_test {
 
 // Every field off its default (ranges respected).
 DecodeOptions Sample() {
@@ -101,5 +101,5 @@ TEST(DecodeOptionsTest, AnHttpListenThatIsNoAddressIsRefused) {
   EXPECT_TRUE(CheckDecodeOptions(o).ok());
 }
 
-}  // namespace
+}  // namespace decode_options_test
 }  // namespace nanoserve

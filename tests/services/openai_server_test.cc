@@ -19,7 +19,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace openai_server_test {
 
 using nlohmann::json;
 
@@ -238,5 +238,5 @@ TEST_F(OpenAiServerTest, DrainingRefusesNewRequests) {
   EXPECT_EQ(health->status, 503);
 }
 
-}  // namespace
+}  // namespace openai_server_test
 }  // namespace nanoserve
