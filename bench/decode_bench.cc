@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/fail.h"
 #include "bench/results.h"
 #include "bench/runner.h"
 #include "bench/sweep.h"
@@ -21,11 +22,6 @@
 
 namespace nanoserve {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "nanoserve: %s\n", status.ToString().c_str());
-  return 1;
-}
 
 // `batch` prompts of `length` seeded random token ids below `vocab`.
 std::vector<std::vector<int>> RandomPrompts(int64_t batch, int64_t length, int64_t vocab,

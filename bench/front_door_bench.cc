@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "base/server_runner.h"
+#include "bench/fail.h"
 #include "bench/results.h"
 #include "client/openai_client.h"
 #include "engine/config.h"
@@ -18,11 +19,6 @@
 
 namespace nanoserve {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "nanoserve: %s\n", status.ToString().c_str());
-  return 1;
-}
 
 // What one streamed call looked like to its client.
 struct ClientTimes {

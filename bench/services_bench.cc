@@ -9,6 +9,7 @@
 #include "absl/time/time.h"
 #include "base/dtype.h"
 #include "base/server_runner.h"
+#include "bench/fail.h"
 #include "bench/results.h"
 #include "engine/device.h"
 #include "engine/generate.h"
@@ -19,11 +20,6 @@
 
 namespace nanoserve {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "nanoserve: %s\n", status.ToString().c_str());
-  return 1;
-}
 
 // The median, or 0 when nothing was measured.
 double MedianOrZero(const std::vector<double>& values) {

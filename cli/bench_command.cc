@@ -3,16 +3,12 @@
 #include <cstdio>
 
 #include "absl/status/statusor.h"
+#include "cli/command_table.h"
 #include "engine/checkpoint.h"
 #include "engine/model_loader.h"
 
 namespace nanoserve {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "nanoserve: %s\n", std::string(status.message()).c_str());
-  return 1;
-}
 
 // Fills spec's lists from the command line's strings.
 absl::Status ParseSpec(const BenchCommandOptions& o, BenchSpec& spec) {

@@ -1,9 +1,17 @@
 #include "cli/command_table.h"
 
+#include <cstdio>
+#include <string>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
 namespace nanoserve {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "nanoserve: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
 
 absl::Span<const Command> Commands() {
   static const Command kCommands[] = {

@@ -16,6 +16,7 @@
 
 #include <grpcpp/security/credentials.h>
 
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 
@@ -36,6 +37,10 @@ struct Command {
 
 // Every command, in the order --help lists them.
 absl::Span<const Command> Commands();
+
+// A command that cannot go on: prints "nanoserve: <the status's message>" to
+// stderr and returns the exit code 1.
+int Fail(const absl::Status& status);
 
 // The command called `name`, or null.
 const Command* FindCommand(absl::string_view name);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "base/dtype.h"
+#include "cli/command_table.h"
 #include "engine/attention.h"
 #include "engine/device.h"
 #include "engine/model_loader.h"
@@ -22,11 +23,6 @@
 
 namespace nanoserve {
 namespace {
-
-int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "nanoserve: %s\n", std::string(status.message()).c_str());
-  return 1;
-}
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

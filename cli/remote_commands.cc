@@ -13,7 +13,7 @@
 namespace nanoserve {
 namespace {
 
-int Fail(const absl::Status& status) {
+int FailWithCode(const absl::Status& status) {
   std::fprintf(stderr, "nanoserve: %s\n", status.ToString().c_str());
   return 1;
 }
@@ -43,9 +43,9 @@ int RunRemoteGenerate(const GenerateCommandOptions& o, const std::string& target
                       absl::Duration timeout,
                       std::shared_ptr<grpc::ChannelCredentials> credentials) {
   auto prompts = ReadPrompts(o);
-  if (!prompts.ok()) return Fail(prompts.status());
+  if (!prompts.ok()) return FailWithCode(prompts.status());
   if (prompts->size() != 1) {
-    return Fail(absl::InvalidArgumentError("generate --target takes one prompt"));
+    return FailWithCode(absl::InvalidArgumentError("generate --target takes one prompt"));
   }
   auto stub = v1::Decode::NewStub(MakeChannel(target, 8 << 20, std::move(credentials)));
   const std::string& prompt = (*prompts)[0];
@@ -58,7 +58,7 @@ int RunRemoteGenerate(const GenerateCommandOptions& o, const std::string& target
     return true;
   });
   if (!o.json) std::printf("\n");
-  if (!outcome.ok()) return Fail(outcome.status());
+  if (!outcome.ok()) return FailWithCode(outcome.status());
   const v1::Finished& f = outcome->finished;
   if (o.json) {
     nlohmann::json out = {{"output_ids", outcome->output_ids},
@@ -95,7 +95,7 @@ int RunStats(const std::string& target, std::shared_ptr<grpc::ChannelCredentials
   options.credentials = std::move(credentials);
   KvStoreClient store(options);
   auto stats = store.Stats();
-  if (!stats.ok()) return Fail(stats.status());
+  if (!stats.ok()) return FailWithCode(stats.status());
   std::printf("%s\n", ToJson(*stats).c_str());
   return 0;
 }
@@ -104,7 +104,7 @@ int RunServe(const ServiceStackOptions& stack_options, const GenerateCommandOpti
   // Keep SIGINT/SIGTERM for sigwait below; the children reset their mask.
   BlockTerminationSignals();
   auto stack = ServiceStack::Start(stack_options);
-  if (!stack.ok()) return Fail(stack.status());
+  if (!stack.ok()) return FailWithCode(stack.status());
   ServiceStack& s = **stack;
   std::fprintf(stderr,
                "nanoserve serve: kv store %s, prefill %s, decode %s (metrics ports %d, %d, %d; "

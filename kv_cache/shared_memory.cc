@@ -26,7 +26,7 @@ namespace nanoserve {
 namespace {
 
 // The start of a shared-memory segment; the data follows at kHeaderBytes.
-constexpr char kMagic[8] = {'N', 'S', 'K', 'V', 'P', 'O', 'O', 'L'};
+constexpr char kPoolMagic[8] = {'N', 'S', 'K', 'V', 'P', 'O', 'O', 'L'};
 constexpr int64_t kHeaderBytes = 4096;
 struct SegmentHeader {
   char magic[8];
@@ -66,7 +66,7 @@ absl::StatusOr<ExportedTensor> AllocateShm(std::vector<int64_t> sizes, torch::Sc
   if (base == MAP_FAILED) return fail(absl::StrCat("mmap ", name));
   close(fd);
   SegmentHeader header{};
-  std::memcpy(header.magic, kMagic, sizeof(kMagic));
+  std::memcpy(header.magic, kPoolMagic, sizeof(kPoolMagic));
   header.epoch = epoch;
   header.bytes = bytes;
   std::memcpy(base, &header, sizeof(header));
@@ -119,7 +119,7 @@ absl::StatusOr<torch::Tensor> MapShm(const SharedSegment& segment, std::vector<i
   }
   SegmentHeader header{};
   std::memcpy(&header, base, sizeof(header));
-  if (std::memcmp(header.magic, kMagic, sizeof(kMagic)) != 0 || header.epoch != epoch ||
+  if (std::memcmp(header.magic, kPoolMagic, sizeof(kPoolMagic)) != 0 || header.epoch != epoch ||
       header.bytes != bytes) {
     munmap(base, total);
     return absl::FailedPreconditionError(absl::StrCat(

@@ -22,7 +22,7 @@
 namespace nanoserve {
 namespace {
 
-constexpr char kMagic[8] = {'N', 'S', 'K', 'V', 'S', 'N', 'A', 'P'};
+constexpr char kSnapshotMagic[8] = {'N', 'S', 'K', 'V', 'S', 'N', 'A', 'P'};
 constexpr uint32_t kVersion = 1;
 // Far above any real index (a token costs 4 bytes, a page a few more).
 constexpr int64_t kMaxIndexBytes = int64_t{1} << 30;
@@ -139,7 +139,7 @@ std::string DtypeName(torch::Dtype dtype) { return std::string(c10::toString(dty
 FixedHeader HeaderOf(const PageLayout& layout, absl::string_view fingerprint) {
   FixedHeader h;
   std::memset(&h, 0, sizeof(h));
-  std::memcpy(h.magic, kMagic, sizeof(kMagic));
+  std::memcpy(h.magic, kSnapshotMagic, sizeof(kSnapshotMagic));
   h.version = kVersion;
   h.fingerprint_bytes = static_cast<uint32_t>(fingerprint.size());
   h.n_layer = layout.n_layer;
@@ -356,7 +356,7 @@ absl::StatusOr<FixedHeader> ReadHeader(File& file, int64_t file_bytes,
     return absl::DataLossError(absl::StrCat("snapshot of ", file_bytes, " bytes has no header"));
   }
   if (absl::Status s = file.Read(0, &h, sizeof(h)); !s.ok()) return s;
-  if (std::memcmp(h.magic, kMagic, sizeof(kMagic)) != 0) {
+  if (std::memcmp(h.magic, kSnapshotMagic, sizeof(kSnapshotMagic)) != 0) {
     return absl::DataLossError("not a KV store snapshot (bad magic)");
   }
   if (h.version != kVersion) {

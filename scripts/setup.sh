@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-all}
 
-BUILD_PKGS=(build-essential cmake pkg-config
+BUILD_PKGS=(build-essential cmake ninja-build pkg-config
             libtorch-dev libopenblas0-pthread
             libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
             libabsl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev libmicrohttpd-dev)

@@ -27,7 +27,7 @@
 #include "absl/time/clock.h"
 
 namespace nanoserve {
-namespace {
+namespace http_server_test {
 
 // A connected socket to 127.0.0.1:port, or -1.
 int Connect(int port) {
@@ -331,5 +331,5 @@ TEST_F(HttpServerTest, APortIsOwnedByOneServer) {
   EXPECT_FALSE(HttpServer(HttpServerOptions()).Start("127.0.0.1:99999").ok());
 }
 
-}  // namespace
+}  // namespace http_server_test
 }  // namespace nanoserve

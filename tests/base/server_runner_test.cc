@@ -18,7 +18,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace nanoserve {
-namespace {
+namespace server_runner_test {
 
 // A server with ServeUntilSignal's channel arguments and only the health
 // service, on `port` (0: a free one, written back).
@@ -90,5 +90,5 @@ TEST(ServerRunnerTest, APeerBackAfterALongAbsenceIsUsedWithinTwoSeconds) {
   server->Shutdown();
 }
 
-}  // namespace
+}  // namespace server_runner_test
 }  // namespace nanoserve

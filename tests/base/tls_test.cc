@@ -13,7 +13,7 @@
 #include "tests/test_util/tls_pki.h"
 
 namespace nanoserve {
-namespace {
+namespace tls_test {
 
 TEST(TlsTest, AllThreeFilesOrNone) {
   auto none = LoadTransportCredentials({});
@@ -49,5 +49,5 @@ TEST(TlsTest, AllThreeFilesOrNone) {
   EXPECT_NE(refused.status().message().find("cannot be read"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace tls_test
 }  // namespace nanoserve

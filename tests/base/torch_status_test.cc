@@ -8,7 +8,7 @@
 #include <string>
 
 namespace nanoserve {
-namespace {
+namespace torch_status_test {
 
 TEST(TorchStatusTest, OkWhenNothingThrows) {
   int ran = 0;
@@ -51,5 +51,5 @@ TEST(TorchStatusTest, StatusesOfTheBodyPassThrough) {
   EXPECT_EQ(thrown.status().code(), absl::StatusCode::kInternal);
 }
 
-}  // namespace
+}  // namespace torch_status_test
 }  // namespace nanoserve

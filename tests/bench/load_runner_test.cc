@@ -11,7 +11,7 @@
 #include "bench/load_schedule.h"
 
 namespace nanoserve {
-namespace {
+namespace load_runner_test {
 
 // Answers every request with max_tokens tokens a millisecond apart (odd
 // prompt lengths fail instead), and remembers the most calls it had at once.
@@ -127,5 +127,5 @@ TEST(RunLoad, NoRequestIsSentBeforeItsArrivalTime) {
   }
 }
 
-}  // namespace
+}  // namespace load_runner_test
 }  // namespace nanoserve

@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace load_schedule_test {
 
 TEST(PoissonArrivals, StartsAtZeroAndNeverGoesBack) {
   const std::vector<absl::Duration> t = PoissonArrivals(1000, 4.0, 7);
@@ -64,5 +64,5 @@ TEST(ParseRateList, RefusesZeroNegativeAndJunk) {
   }
 }
 
-}  // namespace
+}  // namespace load_schedule_test
 }  // namespace nanoserve

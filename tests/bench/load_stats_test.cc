@@ -9,7 +9,7 @@
 #include "bench/results.h"
 
 namespace nanoserve {
-namespace {
+namespace load_stats_test {
 
 using ::testing::HasSubstr;
 
@@ -143,5 +143,5 @@ TEST(SweepCsv, OneFieldPerColumn) {
   EXPECT_THAT(FormatSweepTable({{4.0, s}, {8.0, s}}), HasSubstr("| 8 | 1 | 0 |"));
 }
 
-}  // namespace
+}  // namespace load_stats_test
 }  // namespace nanoserve

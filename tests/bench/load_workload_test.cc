@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace load_workload_test {
 
 TEST(ParseLengthRange, FixedAndRange) {
   auto fixed = ParseLengthRange("128");
@@ -164,5 +164,5 @@ TEST(BuildWorkload, FilePromptsCycleAndTakeDrawnOutputLengths) {
   EXPECT_EQ(BuildWorkload(o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-}  // namespace
+}  // namespace load_workload_test
 }  // namespace nanoserve

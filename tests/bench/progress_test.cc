@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace progress_test {
 
 using ::testing::HasSubstr;
 
@@ -34,5 +34,5 @@ TEST(FormatProgress, StartAndEnd) {
   EXPECT_THAT(FormatProgress(3, 3, 10, 10, 5, 10, ""), HasSubstr("left 0s"));
 }
 
-}  // namespace
+}  // namespace progress_test
 }  // namespace nanoserve

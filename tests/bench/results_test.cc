@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace results_test {
 
 TEST(Median, OddEvenAndUnsorted) {
   EXPECT_DOUBLE_EQ(Median({3}), 3);
@@ -77,5 +77,5 @@ TEST(CsvWriter, UnwritablePathIsAnError) {
   EXPECT_THAT(std::string(writer.status().message()), ::testing::HasSubstr("/nonexistent-dir"));
 }
 
-}  // namespace
+}  // namespace results_test
 }  // namespace nanoserve

@@ -16,7 +16,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace runner_test {
 
 class RunBenchTest : public ::testing::Test {
  protected:
@@ -149,5 +149,5 @@ TEST_F(RunBenchTest, BadOptionsAreErrors) {
   EXPECT_FALSE(RunBench(bad).ok());
 }
 
-}  // namespace
+}  // namespace runner_test
 }  // namespace nanoserve

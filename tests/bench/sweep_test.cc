@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace sweep_test {
 
 using ::testing::ElementsAre;
 
@@ -236,5 +236,5 @@ TEST(EstimatedCost, CacheOffGrowsQuadraticallyCacheOnLinearly) {
   EXPECT_LT(EstimatedCost(p), on_batch / 3);
 }
 
-}  // namespace
+}  // namespace sweep_test
 }  // namespace nanoserve

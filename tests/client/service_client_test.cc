@@ -17,7 +17,7 @@
 #include "base/server_runner.h"
 
 namespace nanoserve {
-namespace {
+namespace service_client_test {
 
 using ::testing::Contains;
 using ::testing::ElementsAre;
@@ -174,5 +174,5 @@ TEST_F(ListenHostEnvTest, BracketsAnIpv6Host) {
   EXPECT_EQ(WithDefaultListenHost("127.0.0.1:50053"), "[::1]:50053");
 }
 
-}  // namespace
+}  // namespace service_client_test
 }  // namespace nanoserve

@@ -6,7 +6,7 @@
 #include <torch/version.h>
 
 namespace nanoserve {
-namespace {
+namespace attention_test {
 
 TEST(CausalMaskTest, SquareWithoutCacheIsLowerTriangular) {
   auto mask = CausalMask(0, 4, 4);
@@ -66,5 +66,5 @@ TEST(AttentionTest, ParsesNames) {
   EXPECT_FALSE(ParseAttentionKind("flash").ok());
 }
 
-}  // namespace
+}  // namespace attention_test
 }  // namespace nanoserve

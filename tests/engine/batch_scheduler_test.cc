@@ -19,7 +19,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace batch_scheduler_test {
 
 using ::nanoserve::testing::ExpectSameGreedy;
 using ::nanoserve::testing::TinyModel;
@@ -382,11 +382,11 @@ TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
   EXPECT_TRUE(b.result.output_ids.empty());
 }
 
-}  // namespace
+}  // namespace batch_scheduler_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace batch_scheduler_test {
 
 // busy_for: zero while the loop waits for work, small while it steps, and
 // growing while one turn does not end (here a token callback that blocks,
@@ -418,5 +418,5 @@ TEST(BatchSchedulerTest, BusyForGrowsOnlyWhileTheLoopIsStuck) {
   EXPECT_EQ(scheduler.busy_for(), absl::ZeroDuration());  // idle again
 }
 
-}  // namespace
+}  // namespace batch_scheduler_test
 }  // namespace nanoserve

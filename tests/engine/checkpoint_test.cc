@@ -19,7 +19,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace checkpoint_test {
 
 // TinyConfig(): 2 layers, 4 heads, 64 wide, a vocabulary of 512, context 96.
 using ::nanoserve::testing::TinyConfig;
@@ -331,5 +331,5 @@ TEST(SaveCheckpointTest, RejectsBadInput) {
   EXPECT_FALSE(PathExists(dir));
 }
 
-}  // namespace
+}  // namespace checkpoint_test
 }  // namespace nanoserve

@@ -10,7 +10,7 @@
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
-namespace {
+namespace config_test {
 
 using ::testing::HasSubstr;
 
@@ -138,5 +138,5 @@ TEST(LoadGpt2ConfigTest, MissingFileIsNotFound) {
   EXPECT_THAT(config.status().message(), HasSubstr(path));
 }
 
-}  // namespace
+}  // namespace config_test
 }  // namespace nanoserve

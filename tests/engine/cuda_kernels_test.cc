@@ -14,7 +14,7 @@
 #include <torch/utils.h>
 
 namespace nanoserve::cuda {
-namespace {
+namespace cuda_kernels_test {
 
 class CudaKernelsTest : public ::testing::TestWithParam<torch::Dtype> {
  protected:
@@ -303,5 +303,5 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, CudaKernelsTest,
                                                                                : "fp16");
                          });
 
-}  // namespace
+}  // namespace cuda_kernels_test
 }  // namespace nanoserve::cuda

@@ -13,7 +13,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace decode_step_test {
 
 using testing::ExpectSameGreedy;
 using testing::FullLogits;
@@ -140,5 +140,5 @@ TEST(DecodeStepTest, RejectsRowsItCannotRun) {
   EXPECT_THROW(step->Run({1}, nullptr), c10::Error);
 }
 
-}  // namespace
+}  // namespace decode_step_test
 }  // namespace nanoserve

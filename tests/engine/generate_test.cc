@@ -8,7 +8,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace generate_test {
 
 using testing::ExpectSameGreedy;
 using testing::GreedyOptions;
@@ -127,5 +127,5 @@ TEST(GenerateTest, RefusesBadInputWithClearErrors) {
   EXPECT_FALSE(ParseKvCacheMode("maybe").ok());
 }
 
-}  // namespace
+}  // namespace generate_test
 }  // namespace nanoserve

@@ -18,7 +18,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace golden_test {
 
 const char kDataDir[] = NANOSERVE_SOURCE_DIR "/tests/data";
 
@@ -113,5 +113,5 @@ TEST(GoldenTokenizerTest, EncodingsMatchTiktoken) {
   }
 }
 
-}  // namespace
+}  // namespace golden_test
 }  // namespace nanoserve

@@ -7,7 +7,7 @@
 #include "engine/config.h"
 
 namespace nanoserve {
-namespace {
+namespace memory_budget_test {
 
 TEST(MemoryBudgetTest, Gpt2SizesAreItsParametersAndKvPerToken) {
   const Gpt2Config gpt2 = Gpt2Preset("gpt2").value();
@@ -38,5 +38,5 @@ TEST(MemoryBudgetTest, TheCpuReportsSomeFreeMemoryButNotAnAbsurdAmount) {
   EXPECT_LT(*available, int64_t{1} << 50);  // under a PiB: not an unset cgroup "max"
 }
 
-}  // namespace
+}  // namespace memory_budget_test
 }  // namespace nanoserve

@@ -5,7 +5,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace model_loader_test {
 
 TEST(ModelLoaderTest, ParseModelOptionsAcceptsTheNamedValues) {
   auto o = ParseModelOptions("cpu", "bf16", "naive");
@@ -36,5 +36,5 @@ TEST(ModelLoaderTest, ParseModelOptionsNamesTheBadValue) {
   }
 }
 
-}  // namespace
+}  // namespace model_loader_test
 }  // namespace nanoserve

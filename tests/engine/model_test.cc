@@ -12,7 +12,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace model_test {
 
 using testing::FullLogits;
 using testing::LogitTolerance;
@@ -185,11 +185,11 @@ TEST(ModelTest, CreateRejectsMisshapenWeights) {
   EXPECT_NE(model.status().message().find("h.1.mlp.c_fc.weight"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace model_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace model_test {
 
 // A checkpoint with a NaN or an infinity anywhere is refused, naming the
 // tensor (it loaded silently before and poisoned every output).
@@ -206,5 +206,5 @@ TEST(ModelTest, NonFiniteWeightsAreRefused) {
   }
 }
 
-}  // namespace
+}  // namespace model_test
 }  // namespace nanoserve

@@ -14,7 +14,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace prefix_generate_test {
 
 using testing::ExpectSameGreedy;
 using testing::GreedyOptions;
@@ -248,5 +248,5 @@ TEST(PrefixBatchTest, PoolLimitsGiveClearErrors) {
             absl::StatusCode::kFailedPrecondition);
 }
 
-}  // namespace
+}  // namespace prefix_generate_test
 }  // namespace nanoserve

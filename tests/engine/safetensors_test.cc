@@ -19,7 +19,7 @@
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
-namespace {
+namespace safetensors_test {
 
 using ::testing::HasSubstr;
 
@@ -282,5 +282,5 @@ TEST(SafetensorsTest, LargeFileRoundTrips) {
   std::remove(path.c_str());
 }
 
-}  // namespace
+}  // namespace safetensors_test
 }  // namespace nanoserve

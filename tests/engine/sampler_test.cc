@@ -16,7 +16,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace sampler_test {
 
 torch::Tensor DeviceLogits(const std::vector<float>& row) {
   return torch::tensor(row).view({1, -1}).to(testing::TestDevice());
@@ -161,5 +161,5 @@ TEST(SamplerTest, ANonFiniteRowFailsAloneAndOthersAreSampled) {
   EXPECT_EQ(b.Sample(logits).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-}  // namespace
+}  // namespace sampler_test
 }  // namespace nanoserve

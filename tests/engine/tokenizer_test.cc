@@ -17,7 +17,7 @@
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
-namespace {
+namespace tokenizer_test {
 
 using ::testing::Contains;
 using ::testing::ElementsAre;
@@ -259,5 +259,5 @@ TEST(TokenizerLoadTest, ErrorsNameTheFile) {
   EXPECT_THAT(malformed.status().message(), HasSubstr(dir + "/encoder.json"));
 }
 
-}  // namespace
+}  // namespace tokenizer_test
 }  // namespace nanoserve

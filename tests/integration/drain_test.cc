@@ -30,7 +30,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace nanoserve {
-namespace {
+namespace drain_test {
 
 using nlohmann::json;
 
@@ -263,5 +263,5 @@ TEST_F(DrainTest, ReadinessFailsAtOnceAndNewCallsAreRefused) {
   EXPECT_EQ(DecodeExit(absl::Seconds(30)), 0);
 }
 
-}  // namespace
+}  // namespace drain_test
 }  // namespace nanoserve

@@ -42,7 +42,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace front_door_test {
 
 using nlohmann::json;
 
@@ -510,5 +510,5 @@ TEST_F(FrontDoorTest, TheCommandLineRunsItsTableOfCommands) {
   EXPECT_TRUE(absl::StrContains(stats.out, "\"pages_total\"")) << stats.out;
 }
 
-}  // namespace
+}  // namespace front_door_test
 }  // namespace nanoserve

@@ -28,7 +28,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace load_test {
 
 using ::testing::HasSubstr;
 
@@ -261,5 +261,5 @@ TEST_F(LoadTest, BadFlagsExitTwoBeforeSendingAnything) {
   EXPECT_EQ(Load({"--prompt_len=8"}).code, 2);  // no --target
 }
 
-}  // namespace
+}  // namespace load_test
 }  // namespace nanoserve

@@ -27,7 +27,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace overload_test {
 
 constexpr int kCalls = 1000;
 constexpr int64_t kMaxBatch = 4;
@@ -191,5 +191,5 @@ TEST(OverloadTest, ThousandConcurrentCallsEndOkOrResourceExhaustedWithinBounds) 
   }
 }
 
-}  // namespace
+}  // namespace overload_test
 }  // namespace nanoserve

@@ -41,7 +41,7 @@
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
-namespace {
+namespace services_test {
 
 using ::nanoserve::testing::ExpectSameGreedy;
 
@@ -387,11 +387,11 @@ TEST(ServiceFlagsTest, ServiceStackGivesEveryFlagABinaryLists) {
   }
 }
 
-}  // namespace
+}  // namespace services_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace services_test {
 
 // One Prefill call carrying four prompts that share a prefix: the service
 // runs the engine's batch plan against the store, so the shared pages are
@@ -618,11 +618,11 @@ TEST_F(BatchingServicesTest, ConcurrentPrefillCallsShareOneBatch) {
   EXPECT_NE(metrics.find("nanoserve_prefill_batch_calls_count 1\n"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace services_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace services_test {
 
 // A service refuses flag values outside their ranges with a clear message
 // and exit code 2, before it loads anything (they crashed, hung or wrapped
@@ -712,11 +712,11 @@ TEST_F(ServicesTest, HealthzSaysServing) {
   EXPECT_EQ(res->body, "ok\n");
 }
 
-}  // namespace
+}  // namespace services_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace services_test {
 
 // A hung store (SIGSTOP): the first calls wait out its deadline and are
 // computed without it; once the clients' circuit breakers open, calls skip
@@ -779,11 +779,11 @@ TEST_F(ServicesTest, HungPrefillIsSkippedAfterAFewTimeouts) {
   EXPECT_GE(fast, 5) << "the breaker did not open, or let more than one probe through";
 }
 
-}  // namespace
+}  // namespace services_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace services_test {
 
 // Cache salts through decode, prefill and the store: the same prompt under
 // another salt (or none) finds nothing cached; under its own it hits. The
@@ -810,5 +810,5 @@ TEST_F(ServicesTest, CacheSaltsKeepTenantsApart) {
   EXPECT_EQ(stats.pages_pinned(), 0);
 }
 
-}  // namespace
+}  // namespace services_test
 }  // namespace nanoserve

@@ -29,7 +29,7 @@
 #include "tests/test_util/tls_pki.h"
 
 namespace nanoserve {
-namespace {
+namespace tls_test {
 
 using ::nanoserve::testing::ExpectSameGreedy;
 using ::nanoserve::testing::TestPki;
@@ -238,5 +238,5 @@ TEST(TlsFlagsTest, HalfConfiguredTlsIsAStartupError) {
   }
 }
 
-}  // namespace
+}  // namespace tls_test
 }  // namespace nanoserve

@@ -31,7 +31,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace warm_restart_test {
 
 using ::nanoserve::testing::ExpectSameGreedy;
 
@@ -172,5 +172,5 @@ TEST_F(WarmRestartTest, ACorruptSnapshotStartsTheStoreCold) {
   GenerateThroughTheStore(prompt);  // it serves, with the offline engine's tokens
 }
 
-}  // namespace
+}  // namespace warm_restart_test
 }  // namespace nanoserve

@@ -12,7 +12,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace block_tables_test {
 
 using testing::MakeCache;
 
@@ -181,5 +181,5 @@ TEST(BlockTablesTest, BadAttachmentsChangeNothing) {
   EXPECT_TRUE(rows.CheckInvariants().ok());
 }
 
-}  // namespace
+}  // namespace block_tables_test
 }  // namespace nanoserve

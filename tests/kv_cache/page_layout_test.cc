@@ -8,7 +8,7 @@
 #include <vector>
 
 namespace nanoserve {
-namespace {
+namespace page_layout_test {
 
 PageLayout SmallLayout() {
   PageLayout layout;
@@ -151,5 +151,5 @@ TEST(PageLayoutTest, WireBytesAreTheStagedRun) {
   EXPECT_EQ(streamed, bytes);
 }
 
-}  // namespace
+}  // namespace page_layout_test
 }  // namespace nanoserve

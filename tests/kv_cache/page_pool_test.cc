@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace page_pool_test {
 
 PagePoolOptions SmallOptions() {
   PagePoolOptions options;
@@ -80,5 +80,5 @@ TEST(PagePoolTest, FreeRejectsDoubleFreeWithoutChange) {
   EXPECT_EQ(*pool->Allocate(3), (std::vector<int32_t>{0, 2, 3}));
 }
 
-}  // namespace
+}  // namespace page_pool_test
 }  // namespace nanoserve

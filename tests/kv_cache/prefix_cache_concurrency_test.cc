@@ -17,7 +17,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace prefix_cache_concurrency_test {
 
 using Tokens = std::vector<int32_t>;
 
@@ -154,5 +154,5 @@ TEST(PrefixCacheConcurrencyTest, ThreadsLeaveTheCacheConsistent) {
   EXPECT_EQ(stats.nodes, 0);
 }
 
-}  // namespace
+}  // namespace prefix_cache_concurrency_test
 }  // namespace nanoserve

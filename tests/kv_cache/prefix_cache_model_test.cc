@@ -15,7 +15,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace prefix_cache_model_test {
 
 using ::nanoserve::testing::FillPage;
 using ::nanoserve::testing::HasTag;
@@ -351,5 +351,5 @@ TEST_P(PrefixCacheModelTest, AgreesWithBruteForceOverRandomOperations) {
 
 INSTANTIATE_TEST_SUITE_P(PageSizes, PrefixCacheModelTest, ::testing::Values(1, 2, 4));
 
-}  // namespace
+}  // namespace prefix_cache_model_test
 }  // namespace nanoserve

@@ -10,7 +10,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace prefix_cache_test {
 
 using ::nanoserve::testing::FillPage;
 using ::nanoserve::testing::MakeCache;
@@ -310,11 +310,11 @@ TEST(PrefixCacheTest, CreateRejectsBadOptions) {
   EXPECT_EQ(PrefixCache::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-}  // namespace
+}  // namespace prefix_cache_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace prefix_cache_test {
 
 // Lease ids are random: a holder cannot guess another's from its own.
 TEST(PrefixCacheLeaseTest, IdsAreNotGuessable) {
@@ -333,11 +333,11 @@ TEST(PrefixCacheLeaseTest, IdsAreNotGuessable) {
   EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());
 }
 
-}  // namespace
+}  // namespace prefix_cache_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace prefix_cache_test {
 
 // Every one of the 64 bits of a lease id varies: ids carry 64 random bits
 // (a counter, a timestamp or a 32-bit draw would leave high bits fixed).
@@ -456,5 +456,5 @@ TEST(PrefixCacheNamespaceTest, EvictionWorksAcrossNamespaces) {
   EXPECT_TRUE(cache->CheckInvariants().ok()) << cache->CheckInvariants();
 }
 
-}  // namespace
+}  // namespace prefix_cache_test
 }  // namespace nanoserve

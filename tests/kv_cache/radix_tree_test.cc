@@ -7,7 +7,7 @@
 #include <vector>
 
 namespace nanoserve {
-namespace {
+namespace radix_tree_test {
 
 using Tokens = std::vector<int32_t>;
 // Values of another type than page ids: the tree is generic.
@@ -196,5 +196,5 @@ TEST(RadixTreeTest, EvictionIsLeastRecentlyUsedAcrossNamespacesAndDropsEmptyOnes
   EXPECT_EQ(tree.num_namespaces(), 0);
 }
 
-}  // namespace
+}  // namespace radix_tree_test
 }  // namespace nanoserve

@@ -12,7 +12,7 @@
 #include "kv_cache/page_pool.h"
 
 namespace nanoserve {
-namespace {
+namespace shared_memory_test {
 
 bool SegmentExists(const std::string& name) {
   const int fd = shm_open(name.c_str(), O_RDONLY, 0);
@@ -100,5 +100,5 @@ TEST(SharedMemoryTest, HostIdAndEpochs) {
   EXPECT_NE(NewEpoch(), NewEpoch());
 }
 
-}  // namespace
+}  // namespace shared_memory_test
 }  // namespace nanoserve

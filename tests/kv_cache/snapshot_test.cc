@@ -18,7 +18,7 @@
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
-namespace {
+namespace snapshot_test {
 
 using ::nanoserve::testing::MakeCache;
 using ::nanoserve::testing::PageHolds;
@@ -260,5 +260,5 @@ TEST(Crc32cTest, MatchesTheCheckValueAndChains) {
   EXPECT_NE(Crc32c(0, bytes.data(), bytes.size() - 1), whole);
 }
 
-}  // namespace
+}  // namespace snapshot_test
 }  // namespace nanoserve

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace caller_quotas_test {
 
 TEST(CallerQuotasTest, LeasesAndPinnedPagesAreBoundedPerCaller) {
   CallerQuotaOptions o;
@@ -123,5 +123,5 @@ TEST(CallerQuotasTest, ReservedPagesAreBoundedPerCaller) {
   EXPECT_EQ(q.callers(), 0);
 }
 
-}  // namespace
+}  // namespace caller_quotas_test
 }  // namespace nanoserve

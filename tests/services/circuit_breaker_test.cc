@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 namespace nanoserve {
-namespace {
+namespace circuit_breaker_test {
 
 TEST(CircuitBreakerTest, OpensAfterConsecutiveTimeoutsAndClosesOnSuccess) {
   CircuitBreakerOptions options;
@@ -69,5 +69,5 @@ TEST(CircuitBreakerTest, HalfOpenLetsOneProbeThrough) {
   EXPECT_TRUE(breaker.Allow(next + absl::Seconds(6)).ok());
 }
 
-}  // namespace
+}  // namespace circuit_breaker_test
 }  // namespace nanoserve

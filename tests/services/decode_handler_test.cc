@@ -15,7 +15,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace decode_handler_test {
 
 class RecordingSink : public GenerateSink {
  public:
@@ -130,5 +130,5 @@ TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
   EXPECT_NE(page.find("nanoserve_decode_requests_total{code=\"OK\"} 0"), std::string::npos);
 }
 
-}  // namespace
+}  // namespace decode_handler_test
 }  // namespace nanoserve

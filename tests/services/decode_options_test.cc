@@ -11,7 +11,7 @@
 #include "tests/test_util/service_flags.h"
 
 namespace nanoserve {
-namespace {
+namespace decode_options_test {
 
 // Every field off its default (ranges respected).
 DecodeOptions Sample() {
@@ -121,5 +121,5 @@ TEST(DecodeOptionsTest, TheHttpApiBeyondLoopbackNeedsAKeyOrConsent) {
   EXPECT_TRUE(OpenAiServerOptionsFor(o).allow_insecure);
 }
 
-}  // namespace
+}  // namespace decode_options_test
 }  // namespace nanoserve

@@ -18,7 +18,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace decode_stage_test {
 
 constexpr int64_t kPageSize = 8;
 
@@ -205,11 +205,11 @@ TEST_F(DecodeStageTest, BadInputEndsTheCallBeforePrefill) {
   EXPECT_EQ(cache_->Stats().lookups, 0);
 }
 
-}  // namespace
+}  // namespace decode_stage_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace decode_stage_test {
 
 // A shutdown's grace runs out: EndAll ends the call in flight with its
 // status after the tokens made so far (not CANCELLED), frees its lease, and
@@ -286,5 +286,5 @@ TEST_F(DecodeStageTest, SchedulerLivenessFailsWhileTheLoopIsStuck) {
   EXPECT_TRUE(SchedulerLiveness(*scheduler_, absl::Milliseconds(200)).ok());
 }
 
-}  // namespace
+}  // namespace decode_stage_test
 }  // namespace nanoserve

@@ -18,7 +18,7 @@
 #include "kv_store/server/kv_store_service.h"
 
 namespace nanoserve {
-namespace {
+namespace kv_data_plane_test {
 
 constexpr int64_t kPageSize = 4;
 const PeerIdentity kAnyone;
@@ -565,5 +565,5 @@ TEST(RemoteDataPlaneTest, ARestartedStoreIsRefusedOnceThenMappedAgain) {
   EXPECT_TRUE(torch::equal(RoundTrip(store, 9), Kv(0, 16, 9)));
 }
 
-}  // namespace
+}  // namespace kv_data_plane_test
 }  // namespace nanoserve

@@ -11,7 +11,7 @@
 #include "kv_store/client/kv_wire.h"
 
 namespace nanoserve {
-namespace {
+namespace kv_store_handler_test {
 
 constexpr int64_t kPageSize = 4;
 // A caller of a store without TLS.
@@ -272,11 +272,11 @@ TEST_F(KvStoreHandlerTest, BadRequestsGetTheirCodesAndLeakNothing) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
-}  // namespace
+}  // namespace kv_store_handler_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace kv_store_handler_test {
 
 // A Put stream that stalls after its header holds no page: a dozen of them
 // leave the pool to everyone else. Their buffered bytes are bounded.
@@ -325,11 +325,11 @@ TEST_F(KvStoreHandlerTest, PutStreamsInFlightAreBounded) {
   EXPECT_TRUE(third->OnMessage(header(3)).ok());
 }
 
-}  // namespace
+}  // namespace kv_store_handler_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace kv_store_handler_test {
 
 // An authenticated caller, as PeerIdentityOf makes it over mutual TLS.
 PeerIdentity Peer(const std::string& name) {
@@ -563,5 +563,5 @@ TEST_F(KvStoreHandlerTest, IdlePutStreamsAreCancelledAndPerCallerBounded) {
   EXPECT_EQ(cache_->Stats().pages_in_use, 0);
 }
 
-}  // namespace
+}  // namespace kv_store_handler_test
 }  // namespace nanoserve

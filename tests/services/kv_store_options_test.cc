@@ -9,7 +9,7 @@
 #include "tests/test_util/service_flags.h"
 
 namespace nanoserve {
-namespace {
+namespace kv_store_options_test {
 
 // Every field off its default (ranges respected).
 KvStoreOptions Sample() {
@@ -109,5 +109,5 @@ TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
             absl::StatusCode::kInvalidArgument);
 }
 
-}  // namespace
+}  // namespace kv_store_options_test
 }  // namespace nanoserve

@@ -13,7 +13,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace lease_reaper_test {
 
 TEST(LeaseReaperTest, ReapsEveryQuarterTtlAtMostEvery100Ms) {
   EXPECT_EQ(LeaseReaper::Period(absl::Seconds(60)), absl::Seconds(15));
@@ -43,5 +43,5 @@ TEST(LeaseReaperTest, ReleasesLeasesNotRenewed) {
   EXPECT_EQ(cache->Stats().active_leases, 0);
 }
 
-}  // namespace
+}  // namespace lease_reaper_test
 }  // namespace nanoserve

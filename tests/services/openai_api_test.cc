@@ -8,7 +8,7 @@
 #include <string>
 
 namespace nanoserve {
-namespace {
+namespace openai_api_test {
 
 using nlohmann::json;
 
@@ -177,5 +177,5 @@ TEST(OpenAiApiTest, StatusCodesMapToHttp) {
   EXPECT_EQ(HttpStatusFor(absl::InternalError("")), 500);
 }
 
-}  // namespace
+}  // namespace openai_api_test
 }  // namespace nanoserve

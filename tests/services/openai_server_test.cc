@@ -19,7 +19,7 @@
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
-namespace {
+namespace openai_server_test {
 
 using nlohmann::json;
 
@@ -299,5 +299,5 @@ TEST_F(OpenAiServerTest, StartRefusesAnUnguardedApiBeyondLoopback) {
   EXPECT_EQ(port.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-}  // namespace
+}  // namespace openai_server_test
 }  // namespace nanoserve

@@ -31,7 +31,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace prefill_batcher_test {
 
 // A call of `prompts` one-token prompts whose first token names the call.
 std::vector<PrefillPrompt> CallPrompts(int id, int prompts = 1, int length = 1) {
@@ -481,5 +481,5 @@ TEST_F(PrefillStageBatchingTest, AFailingMergedBatchIsRetriedCallByCall) {
   EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
 }
 
-}  // namespace
+}  // namespace prefill_batcher_test
 }  // namespace nanoserve

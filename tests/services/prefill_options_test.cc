@@ -9,7 +9,7 @@
 #include "tests/test_util/service_flags.h"
 
 namespace nanoserve {
-namespace {
+namespace prefill_options_test {
 
 // Every field off its default (ranges respected).
 PrefillOptions Sample() {
@@ -55,5 +55,5 @@ TEST(PrefillOptionsTest, TheStageCarriesPrefillsFlags) {
   EXPECT_EQ(stage.batch_window, absl::Milliseconds(20));
 }
 
-}  // namespace
+}  // namespace prefill_options_test
 }  // namespace nanoserve

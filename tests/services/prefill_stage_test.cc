@@ -19,7 +19,7 @@
 #include "tests/test_util/prefix_cache.h"
 
 namespace nanoserve {
-namespace {
+namespace prefill_stage_test {
 
 constexpr int64_t kPageSize = 8;
 
@@ -212,11 +212,11 @@ TEST_F(PrefillStageTest, FirstTokensComeBeforeThePagesAreStored) {
   EXPECT_EQ(cache_->Stats().pages_pinned, 0);
 }
 
-}  // namespace
+}  // namespace prefill_stage_test
 }  // namespace nanoserve
 
 namespace nanoserve {
-namespace {
+namespace prefill_stage_test {
 
 // Cache salts through the stage: the same prompt under two salts is
 // computed twice and stored twice; under the same salt it is reused. In one
@@ -258,5 +258,5 @@ TEST_F(PrefillStageTest, CacheSaltsKeepPrefixesApart) {
   EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
 }
 
-}  // namespace
+}  // namespace prefill_stage_test
 }  // namespace nanoserve

@@ -8,7 +8,7 @@
 #include <vector>
 
 namespace nanoserve {
-namespace {
+namespace stop_matcher_test {
 
 // The text returned while pushing `pieces` one by one, then the flush.
 std::string Feed(StopMatcher& m, const std::vector<std::string>& pieces) {
@@ -62,5 +62,5 @@ TEST(StopMatcherTest, EveryWayOfCuttingGivesTheSameText) {
   }
 }
 
-}  // namespace
+}  // namespace stop_matcher_test
 }  // namespace nanoserve
