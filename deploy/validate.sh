@@ -13,6 +13,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/validate"
 
+# The images' build stages copy every source folder that CMakeLists.txt adds:
+# one added later and not copied fails only the image build (options/ did).
+for dockerfile in ../Dockerfile ../Dockerfile.gpu; do
+  for dir in $(sed -n 's|^ *add_subdirectory(\([^/)]*\).*|\1|p' ../../CMakeLists.txt | sort -u); do
+    [ "$dir" = tests ] && continue
+    grep -q "^COPY $dir/ $dir/$" "$dockerfile" \
+      || { echo "validate: deploy/${dockerfile#../} does not COPY $dir/ (CMakeLists.txt adds it)" >&2; exit 1; }
+  done
+done
+
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
