@@ -8,6 +8,7 @@
 #include "cli/generate_main.h"
 #include "cli/remote_commands.h"
 #include "client/subprocess.h"
+#include "options/kv_store_options.h"
 
 ABSL_FLAG(int32_t, kv_store_port, 50051, "serve: KV store port (0 = any free one)");
 ABSL_FLAG(int32_t, prefill_port, 50052, "serve: prefill port (0 = any free one)");
@@ -25,6 +26,10 @@ ABSL_FLAG(std::string, kv_transport, "auto",
           "serve/bench-services: how prefill and decode move pages to and from the store: auto "
           "(its pool mapped in place: shared memory or CUDA IPC), cuda_ipc, shm or bytes");
 ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
+ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
+          "serve: the KV store's warm restarts: it saves its cached prefixes here when serve "
+          "stops and loads them when the next serve starts (nanoserve-kv-store "
+          "--snapshot_dir). Empty: off");
 
 namespace nanoserve {
 
@@ -58,6 +63,7 @@ int ServeMain(const CommandContext&) {
   stack.decode_port = absl::GetFlag(FLAGS_decode_port);
   stack.http_port = absl::GetFlag(FLAGS_http_port);
   stack.decode.allow_insecure_http = absl::GetFlag(FLAGS_allow_insecure_http);
+  stack.kv_store.snapshot_dir = absl::GetFlag(FLAGS_snapshot_dir);
   return RunServe(stack, *o);
 }
 

@@ -40,8 +40,10 @@ int Run(const KvStoreOptions& o) {
   if (!handler_options.ok()) return ServiceError(handler_options.status());
   handler_options->model_fingerprint = ModelIdentityFor(o.service.model);
   const WarmRestartOptions warm = WarmRestartFor(o, handler_options->model_fingerprint);
-  if (!warm.snapshot_dir.empty()) LoadAtStart(cache->get(), warm);
+  const SnapshotStats loaded =
+      warm.snapshot_dir.empty() ? SnapshotStats() : LoadAtStart(cache->get(), warm);
   MetricsRegistry metrics;
+  AddSnapshotMetrics(loaded, &metrics);
   KvStoreHandler handler(cache->get(), *handler_options, &metrics);
   KvStoreService service(&handler);
   LeaseReaper reaper(&handler, std::min({cache_options.lease_ttl, handler_options->reservation_ttl,

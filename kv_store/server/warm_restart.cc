@@ -45,6 +45,21 @@ SnapshotStats LoadAtStart(PrefixCache* cache, const WarmRestartOptions& options)
   return *loaded;
 }
 
+void AddSnapshotMetrics(const SnapshotStats& loaded, MetricsRegistry* metrics) {
+  const double seconds = absl::ToDoubleSeconds(loaded.elapsed);
+  const double pages = static_cast<double>(loaded.pages);
+  const double tokens = static_cast<double>(loaded.tokens);
+  metrics->AddGauge("nanoserve_kv_store_snapshot_load_seconds",
+                    "Wall time of loading the snapshot at start (0: a cold start).",
+                    [seconds] { return seconds; });
+  metrics->AddGauge("nanoserve_kv_store_snapshot_pages_loaded",
+                    "Pages the snapshot loaded at start put in the pool.",
+                    [pages] { return pages; });
+  metrics->AddGauge("nanoserve_kv_store_snapshot_tokens_loaded",
+                    "Cached tokens in the pages loaded from the snapshot at start.",
+                    [tokens] { return tokens; });
+}
+
 absl::Status SaveAtStop(const PrefixCache& cache, const WarmRestartOptions& options) {
   const std::string path = SnapshotPath(options);
   absl::StatusOr<SnapshotStats> saved = SaveSnapshot(cache, path, options.model_fingerprint);

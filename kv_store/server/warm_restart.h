@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "base/metrics.h"
 #include "kv_cache/prefix_cache.h"
 #include "kv_cache/snapshot.h"
 
@@ -32,6 +33,14 @@ struct WarmRestartOptions {
 // "warm start: ..." with what and how fast, or "cold start: <why>". Returns
 // what was loaded (zeros for a cold start).
 SnapshotStats LoadAtStart(PrefixCache* cache, const WarmRestartOptions& options);
+
+// The start's load on `metrics` (gauges that keep `loaded`):
+//   nanoserve_kv_store_snapshot_load_seconds    its wall time (0: cold start)
+//   nanoserve_kv_store_snapshot_pages_loaded    pages it put in the pool
+//   nanoserve_kv_store_snapshot_tokens_loaded   the cached tokens they hold
+// The save at stop has none: it runs after the metrics page has stopped
+// (its log line says how long it took).
+void AddSnapshotMetrics(const SnapshotStats& loaded, MetricsRegistry* metrics);
 
 // Saves `cache` to <snapshot_dir>/kv_store.snapshot and logs what and how
 // fast, or why not. The status of SaveSnapshot.

@@ -39,11 +39,13 @@
 #include "client/subprocess.h"
 #include "engine/checkpoint.h"
 #include "kv_store/client/kv_store_client.h"
+#include "tests/test_util/metrics.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace front_door_test {
 
+using ::nanoserve::testing::MetricValue;
 using nlohmann::json;
 
 // Tokens below the tiny model's 512-word vocabulary: "a b c d e f g h" is
@@ -189,14 +191,6 @@ class FrontDoorTest : public ::testing::Test {
     httplib::Client http("127.0.0.1", stack_->metrics_port(ServiceStack::kDecode));
     auto res = http.Get("/metrics");
     return res && res->status == 200 ? res->body : "";
-  }
-
-  // The value of a metric line (name with labels), or -1.
-  static double MetricValue(const std::string& page, const std::string& name) {
-    for (absl::string_view line : absl::StrSplit(page, '\n')) {
-      if (absl::ConsumePrefix(&line, name + " ")) return std::stod(std::string(line));
-    }
-    return -1;
   }
 
   static std::string* dir_;

@@ -2,8 +2,9 @@
 // services_test.cc). With --snapshot_dir, a store stopped with SIGTERM saves
 // its cached prefixes, and the next one loads them: a prompt cached before
 // the restart is a prefix hit after it, with the same greedy tokens, under a
-// new pool epoch that the clients map again. A corrupt snapshot starts the
-// store cold, never stops it.
+// new pool epoch that the clients map again, and the store's /metrics says
+// what it loaded. A corrupt snapshot starts the store cold, never stops it.
+// `nanoserve serve --snapshot_dir` gives its store the same warm restart.
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -17,6 +18,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -28,12 +31,14 @@
 #include "engine/model_loader.h"
 #include "kv_cache/snapshot.h"
 #include "kv_store/client/kv_store_client.h"
+#include "tests/test_util/metrics.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace warm_restart_test {
 
 using ::nanoserve::testing::ExpectSameGreedy;
+using ::nanoserve::testing::MetricValue;
 
 constexpr int64_t kPageSize = 8;
 
@@ -106,6 +111,13 @@ class WarmRestartTest : public ::testing::Test {
     return stats;
   }
 
+  // The store's /metrics page ("" when it cannot be read).
+  std::string StoreMetrics() {
+    httplib::Client http("127.0.0.1", stack_->metrics_port(ServiceStack::kKvStore));
+    auto res = http.Get("/metrics");
+    return res && res->status == 200 ? res->body : "";
+  }
+
   // Generates until the services use the store again (no fallback); each
   // try a new prompt starting with `prefix`. The last outcome.
   GenerateOutcome GenerateThroughTheStore(const std::vector<int>& prefix) {
@@ -139,6 +151,9 @@ TEST_F(WarmRestartTest, ARestartedStoreKeepsAPrefixHit) {
   EXPECT_EQ(first->finished.usage().cached_prompt_tokens(), 0);
   const v1::StatsResponse before = store_->Stats().value();
   ASSERT_GE(before.pages_cached(), 4);
+  const std::string cold = StoreMetrics();
+  EXPECT_EQ(MetricValue(cold, "nanoserve_kv_store_snapshot_pages_loaded"), 0) << cold;
+  EXPECT_EQ(MetricValue(cold, "nanoserve_kv_store_snapshot_load_seconds"), 0) << cold;
 
   const std::string log = RestartStore();
   EXPECT_TRUE(absl::StrContains(log, "cold start")) << log;  // the first start
@@ -151,6 +166,12 @@ TEST_F(WarmRestartTest, ARestartedStoreKeepsAPrefixHit) {
   EXPECT_EQ(after->active_leases(), 0);
   EXPECT_NE(after->epoch(), before.epoch());  // peers map the new pool again
   EXPECT_EQ(after->pool_export(), before.pool_export());
+  const std::string warm = StoreMetrics();
+  EXPECT_EQ(MetricValue(warm, "nanoserve_kv_store_snapshot_pages_loaded"), before.pages_cached())
+      << warm;
+  EXPECT_EQ(MetricValue(warm, "nanoserve_kv_store_snapshot_tokens_loaded"),
+            before.pages_cached() * kPageSize);
+  EXPECT_GT(MetricValue(warm, "nanoserve_kv_store_snapshot_load_seconds"), 0);
 
   // The same prompt and then some: its cached pages are a hit, read over
   // the new mapping, and the tokens are the offline engine's.
@@ -170,6 +191,50 @@ TEST_F(WarmRestartTest, ACorruptSnapshotStartsTheStoreCold) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->pages_cached(), 0);
   GenerateThroughTheStore(prompt);  // it serves, with the offline engine's tokens
+}
+
+// `nanoserve serve --snapshot_dir D`, twice: the first serve's store saves
+// its cache to D when serve stops, the second's loads it, and the second
+// serve's prompt (the first's) is a prefix hit.
+TEST(ServeWarmRestartTest, ServeGivesItsStoreTheSnapshotDir) {
+  char dir[] = "/tmp/nanoserve_serve_warm_XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string d = dir;
+  ASSERT_TRUE(SaveCheckpoint(d + "/model", testing::TinyCheckpoint()).ok());
+  // 20 tokens below the tiny model's vocabulary of 512: two whole pages of 8.
+  const std::string serve = absl::StrCat(
+      NANOSERVE_BIN_DIR, "/nanoserve serve --model ", d, "/model --work_dir ", d,
+      " --snapshot_dir ", d, "/snapshots --kv_store_port 0 --prefill_port 0 --decode_port 0",
+      " --http_port -1 --page_size 8 --pool_mb 16 --max_new_tokens 2 --ignore_eos --json",
+      " --prompt 'a b c d e f g h The in of to and a b c d e f g'");
+  auto run = [&](int i) {
+    const std::string out = absl::StrCat(d, "/serve", i, ".json");
+    auto child = Subprocess::Start({"/bin/sh", "-c", absl::StrCat(serve, " >", out)},
+                                   absl::StrCat(d, "/serve", i, ".log"));
+    EXPECT_TRUE(child.ok()) << child.status();
+    if (!child.ok()) return nlohmann::json();
+    auto code = (*child)->Wait(absl::Seconds(120));
+    EXPECT_TRUE(code.ok() && *code == 0) << (code.ok() ? *code : -1) << " (see " << d << ")";
+    std::ifstream in(out);
+    return nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  };
+  auto cached = [](const nlohmann::json& out) {  // proto JSON: an int64 is a string
+    return std::stoll(out["finished"]["usage"]["cached_prompt_tokens"].get<std::string>());
+  };
+  const nlohmann::json first = run(1);
+  ASSERT_TRUE(first.contains("finished")) << first;
+  EXPECT_EQ(cached(first), 0);
+  EXPECT_EQ(access((d + "/snapshots/" + kSnapshotFile).c_str(), F_OK), 0);
+
+  const nlohmann::json second = run(2);
+  ASSERT_TRUE(second.contains("finished")) << second;
+  EXPECT_EQ(second["output_ids"], first["output_ids"]);
+  EXPECT_GE(cached(second), 16) << second;
+  std::ifstream in(d + "/nanoserve-kv-store.log");
+  const std::string log(std::istreambuf_iterator<char>(in), {});
+  EXPECT_TRUE(absl::StrContains(log, "snapshot saved")) << log;
+  EXPECT_TRUE(absl::StrContains(log, "warm start")) << log;
+  if (!HasFailure()) std::system(absl::StrCat("rm -rf ", d).c_str());
 }
 
 }  // namespace warm_restart_test
