@@ -101,10 +101,13 @@ class WarmRestartTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
 
-  // The store's Stats once our channel has reconnected to the new store.
+  // The store's Stats once our channel has reconnected to the new store
+  // (within 30 s: gRPC's reconnection backoff and the client's breaker, which
+  // opened while the store was down, both wait; longer on a loaded machine).
   absl::StatusOr<v1::StatsResponse> StoreStats() {
+    const absl::Time end = absl::Now() + absl::Seconds(30);
     absl::StatusOr<v1::StatsResponse> stats = store_->Stats();
-    for (int i = 0; i < 50 && !stats.ok(); ++i) {
+    while (!stats.ok() && absl::Now() < end) {
       absl::SleepFor(absl::Milliseconds(200));
       stats = store_->Stats();
     }
