@@ -107,6 +107,14 @@ class HttpServerTest : public ::testing::Test {
     return waiting_.size();
   }
 
+  // Waits (5 s at most) until `n` GET /later requests wait; their responders.
+  std::vector<std::shared_ptr<HttpResponder>> AwaitLater(size_t n) {
+    const absl::Time end = absl::Now() + absl::Seconds(5);
+    while (Waiting() < n && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
+    std::lock_guard<std::mutex> lock(mu_);
+    return waiting_;
+  }
+
   std::unique_ptr<HttpServer> server_;
   int port_ = 0;
   std::mutex mu_;
@@ -221,14 +229,9 @@ TEST_F(HttpServerTest, AStreamIsWrittenAsItComes) {
   Start();
   const int fd = Connect(port_);
   SendAll(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
-  const absl::Time end = absl::Now() + absl::Seconds(5);
-  while (Waiting() == 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
-  ASSERT_EQ(Waiting(), 1u);
-  std::shared_ptr<HttpResponder> responder;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    responder = waiting_[0];
-  }
+  const std::vector<std::shared_ptr<HttpResponder>> waiting = AwaitLater(1);
+  ASSERT_EQ(waiting.size(), 1u);
+  const std::shared_ptr<HttpResponder> responder = waiting[0];
   HttpResponse head;
   head.content_type = "text/event-stream";
   head.body = "data: first\n\n";
@@ -251,14 +254,8 @@ TEST_F(HttpServerTest, StopSendsStreamsThatHaveEndedWhole) {
   Start();
   const int fds[2] = {Connect(port_), Connect(port_)};
   for (int fd : fds) SendAll(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
-  const absl::Time end = absl::Now() + absl::Seconds(5);
-  while (Waiting() < 2 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
-  ASSERT_EQ(Waiting(), 2u);
-  std::vector<std::shared_ptr<HttpResponder>> responders;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    responders = waiting_;
-  }
+  const std::vector<std::shared_ptr<HttpResponder>> responders = AwaitLater(2);
+  ASSERT_EQ(responders.size(), 2u);
   // More than the socket buffers hold while nobody reads: most of it is
   // still in the server when Stop is called.
   const std::string big(8 << 20, 'x');
@@ -287,14 +284,9 @@ TEST_F(HttpServerTest, StopDoesNotWaitForAStreamStillBeingMade) {
   Start();
   const int fd = Connect(port_);
   SendAll(fd, "GET /later HTTP/1.1\r\nHost: x\r\n\r\n");
-  const absl::Time end = absl::Now() + absl::Seconds(5);
-  while (Waiting() == 0 && absl::Now() < end) absl::SleepFor(absl::Milliseconds(5));
-  ASSERT_EQ(Waiting(), 1u);
-  std::shared_ptr<HttpResponder> responder;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    responder = waiting_[0];
-  }
+  const std::vector<std::shared_ptr<HttpResponder>> waiting = AwaitLater(1);
+  ASSERT_EQ(waiting.size(), 1u);
+  const std::shared_ptr<HttpResponder> responder = waiting[0];
   HttpResponse head;
   head.content_type = "text/event-stream";
   head.body = "data: first\n\n";
