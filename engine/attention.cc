@@ -87,4 +87,18 @@ torch::Tensor Attention(AttentionKind kind, const torch::Tensor& q, const torch:
   return NaiveAttention(q, k, v, mask);
 }
 
+torch::Tensor CausalAttention(AttentionKind kind, const torch::Tensor& q, const torch::Tensor& k,
+                              const torch::Tensor& v) {
+  TORCH_CHECK(q.size(-2) == k.size(-2), "causal attention needs as many queries (", q.size(-2),
+              ") as keys (", k.size(-2), ")");
+#ifdef NANOSERVE_HAVE_SDPA
+  if (kind == AttentionKind::kFused) {
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/c10::nullopt,
+                                            /*dropout_p=*/0.0, /*is_causal=*/true);
+  }
+#endif
+  if (q.size(-2) == 1) return NaiveAttention(q, k, v, torch::Tensor());
+  return NaiveAttention(q, k, v, CausalMask(0, q.size(-2), k.size(-2), q.device()));
+}
+
 }  // namespace nanoserve

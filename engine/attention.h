@@ -44,6 +44,13 @@ torch::Tensor CausalMask(int64_t q_offset, int64_t q_len, int64_t k_len,
 torch::Tensor Attention(AttentionKind kind, const torch::Tensor& q, const torch::Tensor& k,
                         const torch::Tensor& v, const torch::Tensor& mask);
 
+// The same with the square causal mask (query i sees keys 0..i; Tq == Tk),
+// given as a flag rather than a tensor: fused attention then runs
+// scaled_dot_product_attention with is_causal, whose flash kernel takes no
+// mask (a bool mask sends it to a slower backend); naive builds CausalMask.
+torch::Tensor CausalAttention(AttentionKind kind, const torch::Tensor& q, const torch::Tensor& k,
+                              const torch::Tensor& v);
+
 }  // namespace nanoserve
 
 #endif  // NANOSERVE_ENGINE_ATTENTION_H_

@@ -157,7 +157,12 @@ Gpt2Model::CacheAccess Gpt2Model::PrepareCache(const CacheRows& rows, int64_t B,
       std::all_of(lens.begin(), lens.end(), [&](int64_t n) { return n == lens[0]; });
   access.fresh = uniform && lens[0] == 0;
 #ifdef NANOSERVE_WITH_CUDA
-  if (!access.fresh && device.is_cuda() && options_.attention == AttentionKind::kFused &&
+  // The paged kernel is the decode kernel: each query reads its row's keys
+  // on its own, which pays for one query a row (a decode step) and costs
+  // T times the key reads for a suffix of T tokens; those gather their
+  // pages and run scaled_dot_product_attention (one read of the keys for
+  // all of a row's queries).
+  if (!access.fresh && T == 1 && device.is_cuda() && options_.attention == AttentionKind::kFused &&
       config_.head_dim() <= cuda::kMaxHeadDim) {
     std::vector<int32_t> table_rows, query_lens;
     for (int64_t b = 0; b < B; ++b) {
@@ -178,7 +183,8 @@ Gpt2Model::CacheAccess Gpt2Model::PrepareCache(const CacheRows& rows, int64_t B,
   }
 #endif
   if (uniform) {
-    if (T > 1) access.mask = CausalMask(lens[0], T, lens[0] + T, device);  // (T, P+T)
+    // A fresh prompt's mask is the square causal one: CausalAttention.
+    if (T > 1 && !access.fresh) access.mask = CausalMask(lens[0], T, lens[0] + T, device);
   } else {
     // Unequal cached lengths (batched decode, or suffixes after prefixes of
     // different lengths): row b's query t sees keys 0..len_b+t.
@@ -203,10 +209,11 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer, con
   torch::Tensor q = heads(qkv[0]), k = heads(qkv[1]), v = heads(qkv[2]);
 
   torch::Tensor keys, values, mask;
+  bool causal = false;  // the square causal mask (a prompt without cached tokens)
   if (cache == nullptr) {
     keys = k;
     values = v;
-    if (T > 1) mask = CausalMask(0, T, T, x.device());  // (T, T)
+    causal = T > 1;
   } else {
     // Gathers each row's pages of one layer: (B, H, k_len, D).
     auto read = [&](const torch::Tensor& pages) {  // (N, H, P, D)
@@ -229,8 +236,10 @@ torch::Tensor Gpt2Model::AttentionForward(const Block& block, int64_t layer, con
     keys = cache->fresh ? k : read(k_pages);
     values = cache->fresh ? v : read(v_pages);
     mask = cache->mask;
+    causal = cache->fresh && T > 1;
   }
-  torch::Tensor y = Attention(options_.attention, q, keys, values, mask);  // (B, H, T, D)
+  torch::Tensor y = causal ? CausalAttention(options_.attention, q, keys, values)
+                           : Attention(options_.attention, q, keys, values, mask);  // (B, H, T, D)
   y = y.transpose(1, 2).contiguous().view({B, T, C});
   return Linear(y, block.c_proj_w, block.c_proj_b);
 }

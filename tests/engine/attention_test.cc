@@ -61,6 +61,20 @@ TEST(AttentionTest, FusedMatchesNaiveWhereAvailable) {
   }
 }
 
+TEST(AttentionTest, CausalAttentionIsTheSquareCausalMask) {
+  torch::manual_seed(2);
+  auto q = torch::randn({2, 3, 7, 16}), k = torch::randn({2, 3, 7, 16}),
+       v = torch::randn({2, 3, 7, 16});
+  auto masked = Attention(AttentionKind::kNaive, q, k, v, CausalMask(0, 7, 7));
+  EXPECT_TRUE(torch::allclose(CausalAttention(AttentionKind::kNaive, q, k, v), masked, 1e-5, 1e-6));
+  if (FusedAttentionAvailable()) {
+    EXPECT_TRUE(
+        torch::allclose(CausalAttention(AttentionKind::kFused, q, k, v), masked, 1e-4, 1e-5));
+  }
+  EXPECT_THROW(CausalAttention(AttentionKind::kNaive, q, k.narrow(2, 0, 5), v.narrow(2, 0, 5)),
+               c10::Error);
+}
+
 TEST(AttentionTest, ParsesNames) {
   EXPECT_EQ(ParseAttentionKind("naive").value(), AttentionKind::kNaive);
   EXPECT_FALSE(ParseAttentionKind("flash").ok());
