@@ -4,6 +4,7 @@
 // and the weighted sum of values acc; DecodeAttentionCombineKernel merges the
 // ranges of a (head, row) into the output.
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/cuda/common.cuh"
 
@@ -47,7 +48,7 @@ __device__ __forceinline__ float* Partial(const DecodeAttentionParams& p, int b,
   return p.workspace + ((static_cast<int64_t>(b) * p.heads + h) * p.splits + s) * (p.head_dim + 2);
 }
 
-template <typename T, int kD>
+template <typename T, int kD, bool kWideValues>
 __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAttentionParams p) {
   const int h = blockIdx.x, b = blockIdx.y, s = blockIdx.z;
   const int D = kD > 0 ? kD : p.head_dim, C = p.heads * D;
@@ -76,7 +77,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
   __shared__ float q_s[kMaxHeadDim];
   __shared__ float p_s[kThreads];
   __shared__ float scratch[32];
-  __shared__ float acc_s[kThreads];
+  __shared__ float acc_s[kThreads * 8];  // kGroups x head_dim = kThreads x kVec <= 1024
   for (int d = threadIdx.x; d < D; d += kThreads) q_s[d] = ToFloat(q[d]) * p.scale;
   // The block holding position L stores the new key and value; every block
   // reads key L from qkv, so no block waits for this write.
@@ -89,11 +90,21 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
   }
   __syncthreads();
 
-  // Values: thread t adds up dimension t % D over keys t / D, t / D + groups, ...
+  // Values. Where head_dim is known and a multiple of a 16-byte load, thread t
+  // adds up the kVec dimensions [kVec * (t % kLanes), +kVec) of keys t / kLanes,
+  // t / kLanes + kGroups, ...: each key's value is read by kLanes threads in
+  // 16-byte loads (a bf16 head of 64 by 8 threads, 16 keys at once). Else,
+  // thread t adds up dimension t % D over keys t / D, t / D + groups, ...
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr bool kVectorValues = kWideValues && kD > 0 && kD % kVec == 0 && kD / kVec <= kThreads;
+  constexpr int kLanes = kVectorValues ? kD / kVec : 1;
+  constexpr int kGroups = kThreads / kLanes;
+  const int lane = threadIdx.x % kLanes, key_group = threadIdx.x / kLanes;
   const int groups = max(kThreads / D, 1);
   const int dim = threadIdx.x % D, group = threadIdx.x / D;
   const bool sums_values = group < groups;
   float m = -INFINITY, l = 0.0f, acc = 0.0f;
+  float acc_v[kVectorValues ? kVec : 1] = {};
   for (int tile = begin; tile < end; tile += kThreads) {
     const int j = tile + threadIdx.x;
     float score = -INFINITY;
@@ -105,40 +116,77 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
     p_s[threadIdx.x] = weight;
     const float rescale = __expf(m - m_new);                // 0 on the first tile
     l = l * rescale + BlockReduce<false>(weight, scratch);  // syncs: p_s is complete
-    acc *= rescale;
-    if (sums_values) {
-      // Eight keys at a time: their loads are independent and overlap.
-      const int n = min(kThreads, end - tile);
-      constexpr int kUnroll = 8;
-      float part[kUnroll] = {};
-      int jj = group;
-      for (; jj + (kUnroll - 1) * groups < n; jj += kUnroll * groups) {
+    const int n = min(kThreads, end - tile);
+    if constexpr (kVectorValues) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int key = tile + jj + u * groups;
-          const T* v = key == own ? v_new : v_pages + at(key);
-          part[u] += p_s[jj + u * groups] * ToFloat(v[dim]);
-        }
-      }
-      for (; jj < n; jj += groups) {
+      for (int i = 0; i < kVec; ++i) acc_v[i] *= rescale;
+      // Four keys at a time: their loads are independent and overlap.
+      auto value = [&](const int jj) {
         const int key = tile + jj;
-        const T* v = key == own ? v_new : v_pages + at(key);
-        part[0] += p_s[jj] * ToFloat(v[dim]);
-      }
+        const T* v = (key == own ? v_new : v_pages + at(key)) + lane * kVec;
+        return *reinterpret_cast<const uint4*>(v);
+      };
+      auto add = [&](const uint4& raw, const float w) {
+        const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) acc += part[u];
+        for (int i = 0; i < kVec; ++i) acc_v[i] += w * ToFloat(e[i]);
+      };
+      int jj = key_group;
+      for (; jj + 3 * kGroups < n; jj += 4 * kGroups) {
+        const uint4 r0 = value(jj), r1 = value(jj + kGroups), r2 = value(jj + 2 * kGroups),
+                    r3 = value(jj + 3 * kGroups);
+        add(r0, p_s[jj]);
+        add(r1, p_s[jj + kGroups]);
+        add(r2, p_s[jj + 2 * kGroups]);
+        add(r3, p_s[jj + 3 * kGroups]);
+      }
+      for (; jj < n; jj += kGroups) add(value(jj), p_s[jj]);
+    } else {
+      acc *= rescale;
+      if (sums_values) {
+        // Eight keys at a time: their loads are independent and overlap.
+        constexpr int kUnroll = 8;
+        float part[kUnroll] = {};
+        int jj = group;
+        for (; jj + (kUnroll - 1) * groups < n; jj += kUnroll * groups) {
+#pragma unroll
+          for (int u = 0; u < kUnroll; ++u) {
+            const int key = tile + jj + u * groups;
+            const T* v = key == own ? v_new : v_pages + at(key);
+            part[u] += p_s[jj + u * groups] * ToFloat(v[dim]);
+          }
+        }
+        for (; jj < n; jj += groups) {
+          const int key = tile + jj;
+          const T* v = key == own ? v_new : v_pages + at(key);
+          part[0] += p_s[jj] * ToFloat(v[dim]);
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) acc += part[u];
+      }
     }
     m = m_new;
     __syncthreads();  // p_s is rewritten by the next tile
   }
-  // Groups' sums of each dimension into acc_s[dim].
-  acc_s[threadIdx.x] = sums_values ? acc : 0.0f;
-  __syncthreads();
+  // The groups' sums of each dimension, then their total into the partial.
   float* out = Partial(p, b, h, s);
-  if (threadIdx.x < D) {
-    float total_acc = 0.0f;
-    for (int g = 0; g < groups; ++g) total_acc += acc_s[g * D + threadIdx.x];
-    out[2 + threadIdx.x] = total_acc;
+  if constexpr (kVectorValues) {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) acc_s[key_group * kD + lane * kVec + i] = acc_v[i];
+    __syncthreads();
+    if (threadIdx.x < kD) {
+      float total_acc = 0.0f;
+      for (int g = 0; g < kGroups; ++g) total_acc += acc_s[g * kD + threadIdx.x];
+      out[2 + threadIdx.x] = total_acc;
+    }
+  } else {
+    acc_s[threadIdx.x] = sums_values ? acc : 0.0f;
+    __syncthreads();
+    if (threadIdx.x < D) {
+      float total_acc = 0.0f;
+      for (int g = 0; g < groups; ++g) total_acc += acc_s[g * D + threadIdx.x];
+      out[2 + threadIdx.x] = total_acc;
+    }
   }
   if (threadIdx.x == 0) {
     out[0] = m;  // -inf for an empty range
@@ -188,18 +236,26 @@ cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t s
   return DispatchDType(p.dtype, [&](auto zero) {
     using T = decltype(zero);
     const dim3 grid(p.heads, p.batch, p.splits);
-    switch (p.head_dim) {  // GPT-2's 64, and what the tests use, unrolled
-      case 16:
-        DecodeAttentionSplitKernel<T, 16><<<grid, kThreads, 0, stream>>>(p);
-        break;
-      case 64:
-        DecodeAttentionSplitKernel<T, 64><<<grid, kThreads, 0, stream>>>(p);
-        break;
-      case 128:
-        DecodeAttentionSplitKernel<T, 128><<<grid, kThreads, 0, stream>>>(p);
-        break;
-      default:
-        DecodeAttentionSplitKernel<T, 0><<<grid, kThreads, 0, stream>>>(p);
+    auto launch = [&](auto wide) {
+      constexpr bool kWide = decltype(wide)::value;
+      switch (p.head_dim) {  // GPT-2's 64, and what the tests use, unrolled
+        case 16:
+          DecodeAttentionSplitKernel<T, 16, kWide><<<grid, kThreads, 0, stream>>>(p);
+          break;
+        case 64:
+          DecodeAttentionSplitKernel<T, 64, kWide><<<grid, kThreads, 0, stream>>>(p);
+          break;
+        case 128:
+          DecodeAttentionSplitKernel<T, 128, kWide><<<grid, kThreads, 0, stream>>>(p);
+          break;
+        default:
+          DecodeAttentionSplitKernel<T, 0, false><<<grid, kThreads, 0, stream>>>(p);
+      }
+    };
+    if (p.vector_values) {
+      launch(std::true_type());
+    } else {
+      launch(std::false_type());
     }
     cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;

@@ -104,7 +104,7 @@ namespace {
 torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                  const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                  const torch::Tensor& table_rows, const torch::Tensor& lengths,
-                                 int64_t splits, bool append) {
+                                 int64_t splits, bool append, bool vector_values) {
   CheckDense(qkv, qkv, "qkv");
   TORCH_CHECK(k_pages.dim() == 4 && k_pages.sizes() == v_pages.sizes() &&
                   k_pages.strides() == v_pages.strides(),
@@ -147,6 +147,7 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
   p.block_table = block_table.data_ptr<int32_t>();
   p.table_row = table_rows.defined() ? table_rows.data_ptr<int32_t>() : nullptr;
   p.append = append ? 1 : 0;
+  p.vector_values = vector_values ? 1 : 0;
   p.lengths = lengths.data_ptr<int32_t>();
   p.out = out.data_ptr();
   p.workspace = workspace.data_ptr<float>();
@@ -165,9 +166,9 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
 
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
                               torch::Tensor& v_pages, const torch::Tensor& block_table,
-                              const torch::Tensor& lengths, int64_t splits) {
+                              const torch::Tensor& lengths, int64_t splits, bool vector_values) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, torch::Tensor(), lengths, splits,
-                            /*append=*/true);
+                            /*append=*/true, vector_values);
 }
 
 torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
@@ -175,7 +176,7 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              const torch::Tensor& table_rows, const torch::Tensor& lengths,
                              int64_t splits) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, table_rows, lengths, splits,
-                            /*append=*/false);
+                            /*append=*/false, /*vector_values=*/true);
 }
 
 MatvecScratch MakeMatvecScratch(int64_t rows,

@@ -55,6 +55,10 @@ struct DecodeAttentionParams {
   // written into its page (decode). 0: keys 0..lengths[b] are all in the
   // pages already and nothing is written (the caller wrote them).
   int append = 1;
+  // 1: values read in 16-byte loads where head_dim allows (16, 64, 128);
+  // 0: one element per thread per key, the first version's loads, kept so
+  // that the step's profile can time both in one run.
+  int vector_values = 1;
 };
 inline constexpr int kMaxHeadDim = 128;
 
