@@ -3,7 +3,7 @@
 # scripts/gpu/build.sh): the attention, model, prefix and kernel tests on CUDA
 # in fp32; Part C's prefix sweep (32 x (900 shared + 50), 64 new) with naive
 # and fused attention; bench-decode with the cuBLAS and the split-K graph
-# steps; the kernel workbench (QUICK); then the whole suite in fp32 for as
+# steps and the step's profile (batch 1 and 64); the kernel workbench (QUICK); then the whole suite in fp32 for as
 # long as LIMIT_S (default 570 s from the start) allows. Logs under $OUT.
 source "$(dirname "$0")/env.sh"
 T0=$(date +%s)
@@ -23,6 +23,10 @@ echo "[$(elapsed)s] bench-decode"
 timeout 120 "$BIN" bench-decode --model random:gpt2 --device cuda --dtype bf16 --attention naive \
   --decode_step cuda-graph,cuda-graph-matvec --decode_batches 1,8,64 --repeats 3 \
   --out "$OUT/bench-decode.csv" 2>&1 | tee "$OUT/bench-decode.log" | tail -10
+echo "[$(elapsed)s] profile"
+timeout 90 "$BIN" bench-decode --model random:gpt2 --device cuda --dtype bf16 --attention naive \
+  --decode_step cuda-graph --decode_batches 1,64 --repeats 2 --profile 2>&1 \
+  | tee "$OUT/profile.log" | grep -E "^\|" | tail -40
 echo "[$(elapsed)s] kernels"
 QUICK=1 timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 | tail -40
 left=$(( ${LIMIT_S:-570} - $(elapsed) ))
