@@ -3,8 +3,9 @@
 # scripts/gpu/build.sh): the attention, model, prefix and kernel tests on CUDA
 # in fp32; Part C's prefix sweep (32 x (900 shared + 50), 64 new) with naive
 # and fused attention; bench-decode with the cuBLAS and the split-K graph
-# steps and the step's profile (batch 1 and 64); the kernel workbench (QUICK); then the whole suite in fp32 for as
-# long as LIMIT_S (default 570 s from the start) allows. Logs under $OUT.
+# steps, and the step's profile at batch 1 and 64; the kernel workbench
+# (QUICK); then the whole suite in fp32 for as long as LIMIT_S (default 570 s
+# from the start) allows. Logs under $OUT.
 source "$(dirname "$0")/env.sh"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
@@ -26,7 +27,7 @@ timeout 120 "$BIN" bench-decode --model random:gpt2 --device cuda --dtype bf16 -
 echo "[$(elapsed)s] profile"
 timeout 90 "$BIN" bench-decode --model random:gpt2 --device cuda --dtype bf16 --attention naive \
   --decode_step cuda-graph --decode_batches 1,64 --repeats 2 --profile 2>&1 \
-  | tee "$OUT/profile.log" | grep -E "^\|" | tail -40
+  | tee "$OUT/profile.log" | tail -40
 echo "[$(elapsed)s] kernels"
 QUICK=1 timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 | tail -40
 left=$(( ${LIMIT_S:-570} - $(elapsed) ))
