@@ -32,7 +32,8 @@ NANOSERVE_FLAG_IN_RANGE(max_tokens_in_flight, nanoserve::DecodeOptions().max_tok
                         "tokens of work admitted at once, prompts + max_tokens over every call "
                         "(0 = 4 x max_batch x the context); beyond: RESOURCE_EXHAUSTED / 429");
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, nanoserve::DecodeOptions().prefill_chunk, 0, 1048576,
-                        "prompt tokens per pass here (0 = all)");
+                        "prompt tokens computed here per scheduler turn, over all prompts, "
+                        "oldest first (0 = each prompt all at once)");
 NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, nanoserve::DecodeOptions().prefill_timeout_ms, 1,
                         86400000,
                         "deadline of the Prefill call (then decode computes the prompt itself; "

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "base/torch_status.h"
 #include "engine/prefill.h"
@@ -170,6 +171,7 @@ void BatchScheduler::Loop() {
         return stop_ || !cancelled_.empty() || active_.load() > 0 || (!waiting_.empty());
       });
       turn_began_ns_.store(absl::ToUnixNanos(absl::Now()));
+      turn_prompt_tokens_ = 0;
       stop = stop_;
       cancels.swap(cancelled_);
       for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -257,8 +259,8 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     if (!loaded.ok()) {
       Finish(slot, loaded);
     } else if (cache_->length(slot) < static_cast<int64_t>(r.prompt.size())) {
-      // Chunked: computed a chunk per loop turn by AdvancePrefill, between
-      // decode steps; else all at once below.
+      // Chunked: computed within each loop turn's token budget by
+      // AdvancePrefill, between decode steps; else all at once below.
       e.prefilling = options_.prefill_chunk > 0;
       if (!e.prefilling) taken.push_back(slot);
     } else {
@@ -267,7 +269,7 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     }
   }
   std::sort(taken.begin(), taken.end());
-  PrefillRuns(taken, 0);
+  PrefillRuns(taken, std::vector<int64_t>(taken.size(), 0));
   return later;
 }
 
@@ -276,32 +278,56 @@ void BatchScheduler::AdvancePrefill() {
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
     if (slots_[s] != nullptr && slots_[s]->prefilling) rows.push_back(s);
   }
-  PrefillRuns(rows, options_.prefill_chunk);
+  std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
+    return slots_[a]->id < slots_[b]->id;  // ids grow with Submit: oldest first
+  });
+  absl::flat_hash_map<int64_t, int64_t> budget_of;
+  int64_t left = options_.prefill_chunk;
+  for (int64_t s : rows) {
+    if (left <= 0) break;
+    const int64_t rest = static_cast<int64_t>(slots_[s]->request.prompt.size()) - cache_->length(s);
+    const int64_t take = std::min(rest, left);
+    if (take <= 0) continue;
+    budget_of[s] = take;
+    left -= take;
+  }
+  std::vector<int64_t> chosen, budgets;
+  for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
+    auto it = budget_of.find(s);
+    if (it == budget_of.end()) continue;
+    chosen.push_back(s);
+    budgets.push_back(it->second);
+  }
+  PrefillRuns(chosen, budgets);
 }
 
-void BatchScheduler::PrefillRuns(const std::vector<int64_t>& slots, int64_t budget) {
+void BatchScheduler::PrefillRuns(const std::vector<int64_t>& slots,
+                                 const std::vector<int64_t>& budgets) {
   for (size_t begin = 0; begin < slots.size();) {
     size_t end = begin + 1;
     while (end < slots.size() && slots[end] == slots[end - 1] + 1) ++end;
     std::vector<int64_t> run(slots.begin() + begin, slots.begin() + end);
-    if (!PrefillSlots(run, budget) && run.size() > 1) {
+    std::vector<int64_t> run_budgets(budgets.begin() + begin, budgets.begin() + end);
+    if (!PrefillSlots(run, run_budgets) && run.size() > 1) {
       // A failed batch is retried row by row, so that only the row that
       // cannot be computed fails.
-      for (int64_t slot : run) PrefillSlots({slot}, budget);
+      for (size_t i = 0; i < run.size(); ++i) PrefillSlots({run[i]}, {run_budgets[i]});
     }
     begin = end;
   }
 }
 
-bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t budget) {
+bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots,
+                                  const std::vector<int64_t>& budgets) {
   std::vector<std::vector<int>> prompts;  // each row's prompt up to where this call stops
   std::vector<int64_t> cached;
-  for (int64_t slot : slots) {
-    const std::vector<int>& prompt = slots_[slot]->request.prompt;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const std::vector<int>& prompt = slots_[slots[i]]->request.prompt;
     const int64_t n = static_cast<int64_t>(prompt.size());
-    const int64_t stop = budget > 0 ? std::min(n, cache_->length(slot) + budget) : n;
+    const int64_t length = cache_->length(slots[i]);
+    const int64_t stop = budgets[i] > 0 ? std::min(n, length + budgets[i]) : n;
     prompts.emplace_back(prompt.begin(), prompt.begin() + stop);
-    cached.push_back(cache_->length(slot));
+    cached.push_back(length);
   }
   auto complete = [&](size_t i) {
     return prompts[i].size() == slots_[slots[i]]->request.prompt.size();
@@ -309,8 +335,8 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t bud
   std::vector<int> first(slots.size(), -1);
   prefills_.fetch_add(1);
   const absl::Status status = TorchResult("prefill", [&] {
-    std::vector<torch::Tensor> logits = PrefillBatch(
-        *model_, *cache_, prompts, budget > 0 ? 0 : options_.prefill_chunk, slots.front());
+    std::vector<torch::Tensor> logits =
+        PrefillBatch(*model_, *cache_, prompts, /*chunk=*/0, slots.front());
     for (size_t i = 0; i < slots.size(); ++i) {
       if (!complete(i)) continue;
       Entry& e = *slots_[slots[i]];
@@ -333,7 +359,12 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots, int64_t bud
   }
   for (size_t i = 0; i < slots.size(); ++i) {
     Entry& e = *slots_[slots[i]];
-    e.result.computed_prompt_tokens += static_cast<int64_t>(prompts[i].size()) - cached[i];
+    const int64_t computed = static_cast<int64_t>(prompts[i].size()) - cached[i];
+    e.result.computed_prompt_tokens += computed;
+    turn_prompt_tokens_ += computed;
+    if (turn_prompt_tokens_ > max_turn_prompt_tokens_.load()) {
+      max_turn_prompt_tokens_.store(turn_prompt_tokens_);
+    }
     e.prefilling = !complete(i);
     if (e.prefilling) continue;
     e.last_token = first[i];

@@ -69,9 +69,11 @@ struct BatchSchedulerOptions {
   int64_t max_queue = 1024;
   // 0: a request's prompt (what its pages do not cover) is computed when it
   // is admitted, all at once (with the others admitted in the same turn).
-  // N > 0: N tokens of each prefilling request per scheduler turn, after
-  // the turn's decode step, so that running requests keep streaming while a
-  // long prompt is computed (chunked prefill).
+  // N > 0: a token budget per scheduler turn (Sarathi's): after the turn's
+  // decode step, at most N prompt tokens in all are computed, given to the
+  // prefilling requests oldest first, so that running requests keep
+  // streaming at a bounded pace however many long prompts arrive (chunked
+  // prefill).
   int64_t prefill_chunk = 0;
   int end_of_text_id = 50256;
   // The decode step: cuda-graph on a GPU (every batch-size bucket captured
@@ -158,6 +160,9 @@ class BatchScheduler {
   absl::Duration busy_for(absl::Time now = absl::Now()) const;
   // Batched prefills run (each one PrefillBatch over consecutive slots).
   int64_t prefills() const { return prefills_.load(); }
+  // The most prompt tokens computed in one turn so far (with prefill_chunk
+  // N > 0, at most N).
+  int64_t max_turn_prompt_tokens() const { return max_turn_prompt_tokens_.load(); }
   // "reference" or "cuda-graph".
   std::string decode_step() const { return decode_->name(); }
 
@@ -184,13 +189,15 @@ class BatchScheduler {
   // of those whose prompt is then complete. On a LibTorch error: one slot
   // ends with it; several are left as they were (lengths restored) for the
   // caller to retry one by one. Returns whether it succeeded.
-  bool PrefillSlots(const std::vector<int64_t>& slots, int64_t budget);
-  // One chunk (options_.prefill_chunk tokens) of every prefilling slot.
+  bool PrefillSlots(const std::vector<int64_t>& slots, const std::vector<int64_t>& budgets);
+  // The turn's prompt tokens (options_.prefill_chunk) to the prefilling
+  // slots, oldest request first.
   void AdvancePrefill();
-  // PrefillSlots over each run of consecutive slots of `slots` (ascending):
-  // rows with as many tokens left share forward passes; a run that fails is
-  // retried slot by slot, so that only the slot that cannot be computed fails.
-  void PrefillRuns(const std::vector<int64_t>& slots, int64_t budget);
+  // PrefillSlots over each run of consecutive slots of `slots` (ascending),
+  // slot i at most budgets[i] tokens (0: the whole rest): rows with as many
+  // tokens left share forward passes; a run that fails is retried slot by
+  // slot, so that only the slot that cannot be computed fails.
+  void PrefillRuns(const std::vector<int64_t>& slots, const std::vector<int64_t>& budgets);
   void Step();
   // Records `token` for the entry in `slot`; ends it if it is done.
   void Emit(int64_t slot, int token);
@@ -222,6 +229,8 @@ class BatchScheduler {
   // Unix nanoseconds the current turn began; 0 while waiting for work.
   std::atomic<int64_t> turn_began_ns_{0};
   std::atomic<int64_t> prefills_{0};
+  std::atomic<int64_t> max_turn_prompt_tokens_{0};
+  int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
   std::thread thread_;
 };
 

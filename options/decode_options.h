@@ -34,8 +34,9 @@ struct DecodeOptions {
   // max_tokens over every call (0 = 4 x max_batch x the context); beyond:
   // RESOURCE_EXHAUSTED / 429.
   int64_t max_tokens_in_flight = 0;
-  // --prefill_chunk: prompt tokens per pass when decode computes a prompt
-  // itself (0 = all).
+  // --prefill_chunk: when decode computes prompts itself, the prompt tokens
+  // computed per scheduler turn over all of them, oldest first, after the
+  // turn's decode step (0 = each prompt all at once when admitted).
   int64_t prefill_chunk = 0;
   // --prefill_timeout_ms: deadline of the Prefill call (then decode computes
   // the prompt itself; 3 in a row open a breaker).

@@ -182,6 +182,50 @@ TEST(BatchSchedulerTest, ChunkedPrefillKeepsRunningStreamsGoing) {
   ExpectSameGreedy(*model, long_prompt, Offline(*model, long_prompt, 5), b.result.output_ids);
 }
 
+// prefill_chunk is a token budget per turn over all prefilling rows (not a
+// chunk per row): three 30-token prompts arriving together with a budget of
+// 8 never put more than 8 prompt tokens into one turn, and the oldest is
+// served first.
+TEST(BatchSchedulerTest, PrefillChunkIsATokenBudgetPerTurnOldestFirst) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.max_batch = 4;
+  options.prefill_chunk = 8;
+  auto scheduler_owned = BatchScheduler::Create(model.get(), options).value();
+  BatchScheduler& scheduler = *scheduler_owned;
+  std::vector<std::vector<int>> prompts;
+  std::vector<std::unique_ptr<Outcome>> outcomes;
+  std::vector<BatchRequest> burst;
+  absl::Mutex order_mu;
+  std::vector<int> first_token_order;  // request index, in the order of first tokens
+  for (int i = 0; i < 3; ++i) {
+    prompts.push_back(Prompt(30, 40 + i));
+    outcomes.push_back(std::make_unique<Outcome>());
+    BatchRequest r = MakeRequest(prompts.back(), 4, outcomes.back().get());
+    Outcome* out = outcomes.back().get();
+    r.on_token = [&, out, i](int t) {
+      absl::MutexLock lock(&out->mu);
+      if (out->streamed.empty()) {
+        absl::MutexLock order(&order_mu);
+        first_token_order.push_back(i);
+      }
+      out->streamed.push_back(t);
+    };
+    burst.push_back(std::move(r));
+  }
+  ASSERT_TRUE(scheduler.SubmitBatch(std::move(burst)).ok());
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    ASSERT_TRUE(outcomes[i]->done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(outcomes[i]->status.ok()) << outcomes[i]->status;
+    EXPECT_EQ(outcomes[i]->result.computed_prompt_tokens, 30);
+    ExpectSameGreedy(*model, prompts[i], Offline(*model, prompts[i], 4),
+                     outcomes[i]->result.output_ids);
+  }
+  EXPECT_EQ(scheduler.max_turn_prompt_tokens(), 8);
+  absl::MutexLock order(&order_mu);
+  EXPECT_EQ(first_token_order, (std::vector<int>{0, 1, 2}));
+}
+
 // max_batch bounds the rows, the pool the tokens: with pages for two
 // sequences at a time, eight requests take turns (each reserves the pages
 // of its whole sequence), one that needs the whole pool runs alone, and one
