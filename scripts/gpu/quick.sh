@@ -3,7 +3,8 @@
 # scripts/gpu/build.sh): the attention, model, prefix and kernel tests on CUDA
 # in fp32; Part C's prefix sweep (32 x (900 shared + 50), 64 new) with naive
 # and fused attention; bench-decode with the cuBLAS and the split-K graph
-# steps, and the step's profile at batch 1 and 64; the kernel workbench
+# steps, and the step's profile at batch 1 and 64; decode alone at 64 in
+# flight with prefill token budgets 0 and 256 (chunk.sh); the kernel workbench
 # (QUICK); then the whole suite in fp32 for as long as LIMIT_S (default 570 s
 # from the start) allows. Logs under $OUT.
 source "$(dirname "$0")/env.sh"
@@ -28,6 +29,8 @@ echo "[$(elapsed)s] profile"
 timeout 90 "$BIN" bench-decode --model random:gpt2 --device cuda --dtype bf16 --attention naive \
   --decode_step cuda-graph --decode_batches 1,64 --repeats 2 --profile 2>&1 \
   | tee "$OUT/profile.log" | tail -40
+echo "[$(elapsed)s] decode alone at 64 in flight, prefill token budgets"
+CHUNKS=${CHUNKS:-"0 256"} timeout 150 "$ROOT/scripts/gpu/chunk.sh" | grep -E "^###|tok/s|TTFT|TPOT|throughput|failed" | head -24
 echo "[$(elapsed)s] kernels"
 QUICK=1 timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 | tail -40
 left=$(( ${LIMIT_S:-570} - $(elapsed) ))
