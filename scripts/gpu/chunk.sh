@@ -9,10 +9,6 @@ set +e
 B="$BUILD/bin"
 COMMON=(--model "${MODEL:-random:gpt2}" --device cuda --dtype "${DTYPE:-bf16}")
 echo "card: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)"
-wait_port() {
-  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
 for chunk in ${CHUNKS:-0 128 512}; do
   "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52153 --http_listen= \
     --metrics_listen= --prefill= --kv_store= --max_batch 64 --prefill_chunk "$chunk" \

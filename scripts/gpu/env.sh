@@ -16,3 +16,8 @@ TORCH_PREFIX=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 BUILD="$ROOT/build-gpu"
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$OUT"
+# Waits up to 60 s for a service to listen on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  return 1
+}

@@ -32,10 +32,6 @@ for t in bytes auto; do
 done
 
 # wait_port PORT: until something listens there (60 s at most).
-wait_port() {
-  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
 # load NAME TARGET [flags]: 256 x (128 + 128) at 64 in flight.
 load() {
   local name=$1 target=$2; shift 2

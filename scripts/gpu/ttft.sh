@@ -30,10 +30,6 @@ if [ "${TESTS:-1}" = 1 ]; then
 fi
 
 # wait_port PORT: until something listens there (60 s at most).
-wait_port() {
-  for _ in $(seq 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  return 1
-}
 # bench NAME: batch 1 through the services over CUDA IPC.
 bench() {
   mkdir -p "$OUT/svc-$1"
