@@ -246,10 +246,20 @@ TEST_F(LoadTest, SweepWritesOneLinePerRateAndThePlot) {
     GTEST_SKIP() << "the sweep checked; the plot needs gnuplot ($GNUPLOT, or gnuplot or "
                     "gnuplot-nox on PATH), and there is none";
   }
-  std::ifstream image(png, std::ios::binary);
-  char magic[4] = {};
-  image.read(magic, 4);
-  EXPECT_EQ(std::string(magic + 1, 3), "PNG") << run.output;
+  auto is_png = [](const std::string& path) {
+    std::ifstream image(path, std::ios::binary);
+    char magic[4] = {};
+    image.read(magic, 4);
+    return std::string(magic + 1, 3) == "PNG";
+  };
+  EXPECT_TRUE(is_png(png)) << run.output;
+  // Two runs on one plot (say, the services over bytes and over CUDA IPC).
+  const std::string both = *dir_ + "/both.png";
+  const std::string command =
+      absl::StrCat("python3 " NANOSERVE_SOURCE_DIR "/bench/load_plot.py", " --csv bytes=", sweep,
+                   " --csv cuda_ipc=", sweep, " --png ", both, " 2>&1");
+  EXPECT_EQ(system(command.c_str()), 0) << command;
+  EXPECT_TRUE(is_png(both));
 }
 
 TEST_F(LoadTest, BadFlagsExitTwoBeforeSendingAnything) {
