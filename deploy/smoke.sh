@@ -212,19 +212,21 @@ t0=$(now)
 compose up -d --force-recreate --no-deps kv-store >"$OUT/compose-recreate.log" 2>&1 || fail "compose: recreating the store"
 new_ip=$(store_ip)
 net_client "$NET" health --target=kv-store:50051 --timeout_s=60 >/dev/null || fail "compose: the new store is not serving"
+served_after=$(since "$t0")
+t1=$(now)   # the new store serves: from here on, how long until the clients use it
 podman logs "${CTR[kv-store]}" >"$OUT/compose-kv-store-2.log" 2>&1
 grep -q 'warm start' "$OUT/compose-kv-store-2.log" || { tail "$OUT/compose-kv-store-2.log"; fail "compose: the new store did not start warm"; }
-c3=0
+c3=0 tries=0
 for i in $(seq 40); do   # until decode and prefill use the new store (no fallback)
   host_client generate --target="127.0.0.1:$DECODE_PORT" --prompt "$PROMPT comes back ($i)." \
     --max_new_tokens 4 --json >"$OUT/compose-3.json" || fail "compose: generate after the store's restart"
-  [ -z "$(json_field "$OUT/compose-3.json" finished fallback_reason)" ] && { c3=$(json_field "$OUT/compose-3.json" finished usage cached_prompt_tokens); break; }
+  [ -z "$(json_field "$OUT/compose-3.json" finished fallback_reason)" ] && { c3=$(json_field "$OUT/compose-3.json" finished usage cached_prompt_tokens); tries=$i; break; }
   sleep 0.5
 done
 ((c3 >= 32)) || fail "compose: after the store's restart the shared prefix was not a hit ($c3 cached tokens)"
 where="the same address $new_ip (podman kept it: the new-address case not exercised)"
 [ "$old_ip" != "$new_ip" ] && where="a new address ($old_ip -> $new_ip)"
-note "compose: store restarted warm on $where: $(grep -o 'warm start: .*' "$OUT/compose-kv-store-2.log"); the clients used it $(since "$t0") s after the recreate began, $c3 prompt tokens cached"
+note "compose: store restarted warm on $where: $(grep -o 'warm start: .*' "$OUT/compose-kv-store-2.log"); serving $served_after s after the recreate began (a container, a process, the snapshot); the clients used it $(since "$t1") s after it served (generation $tries of the retries), $c3 prompt tokens cached"
 
 # Drain across `podman stop`: a stream longer than decode's grace
 # (--shutdown_grace_s=8 in compose; podman SIGKILLs after 10 s) ends with an
