@@ -292,6 +292,7 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   batch.max_new_tokens = params.max_new_tokens;
   batch.sampling = params.sampling;
   batch.stop_at_end_of_text = params.stop_at_end_of_text;
+  batch.caller = params.caller;
   if (absl::Status bad = scheduler_->Validate(batch); !bad.ok()) return EndEarly(call, bad);
   call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
 
