@@ -103,6 +103,27 @@ MHD_Response* NewResponse(const HttpResponse& r) {
   return response;
 }
 
+// HttpRequest::client_address of connection `c`.
+std::string ClientAddressOf(MHD_Connection* c) {
+  const MHD_ConnectionInfo* info = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (info == nullptr || info->client_addr == nullptr) return "";
+  char text[INET6_ADDRSTRLEN] = {};
+  const sockaddr* addr = info->client_addr;
+  if (addr->sa_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(addr);
+    if (inet_ntop(AF_INET, &v4->sin_addr, text, sizeof(text)) == nullptr) return "";
+    return absl::StrCat("ipv4:", text);
+  }
+  if (addr->sa_family != AF_INET6) return "";
+  const auto* v6 = reinterpret_cast<const sockaddr_in6*>(addr);
+  if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {  // as gRPC: an IPv4 client is IPv4
+    if (inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], text, sizeof(text)) == nullptr) return "";
+    return absl::StrCat("ipv4:", text);
+  }
+  if (inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof(text)) == nullptr) return "";
+  return absl::StrCat("ipv6:[", text, "]");
+}
+
 }  // namespace
 
 std::string HttpRequest::Header(const std::string& name) const {
@@ -551,6 +572,7 @@ MHD_Result HttpServer::Impl::Begin(MHD_Connection* c, const char* url, const cha
   }
   exchange->request.method = method;
   exchange->request.path = url;
+  exchange->request.client_address = ClientAddressOf(c);
   MHD_get_connection_values(
       c, MHD_HEADER_KIND,
       [](void* cls, MHD_ValueKind, const char* key, const char* value) {

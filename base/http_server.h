@@ -54,6 +54,10 @@ struct HttpRequest {
   std::string path;    // without the query
   std::string body;
   std::map<std::string, std::string> headers;  // names in lower case
+  // The client's address without its port, spelled as gRPC spells a peer
+  // (base/tls.h's PeerIdentity::address): "ipv4:10.0.0.7", "ipv6:[::1]"; an
+  // IPv4 client of an IPv6 socket as IPv4. Empty if unknown.
+  std::string client_address;
 
   // The header's value, or "" when absent. `name` in lower case.
   std::string Header(const std::string& name) const;

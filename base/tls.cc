@@ -107,4 +107,8 @@ PeerIdentity PeerIdentityOf(const grpc::ServerContextBase& context) {
   return identity;
 }
 
+std::string CallerKeyOf(const PeerIdentity& caller) {
+  return caller.authenticated && !caller.name.empty() ? caller.name : caller.address;
+}
+
 }  // namespace nanoserve

@@ -79,6 +79,11 @@ struct PeerIdentity {
 // The identity of the peer of a server call.
 PeerIdentity PeerIdentityOf(const grpc::ServerContextBase& context);
 
+// Who a caller is for quotas and fair shares: its certificate's name when it
+// authenticated with one, else its address without the port (so a
+// plaintext client's connections are one caller, whatever their ports).
+std::string CallerKeyOf(const PeerIdentity& caller);
+
 }  // namespace nanoserve
 
 #endif  // NANOSERVE_BASE_TLS_H_

@@ -31,6 +31,12 @@ NANOSERVE_FLAG_IN_RANGE(max_tokens_in_flight, nanoserve::DecodeOptions().max_tok
                         1099511627776,
                         "tokens of work admitted at once, prompts + max_tokens over every call "
                         "(0 = 4 x max_batch x the context); beyond: RESOURCE_EXHAUSTED / 429");
+NANOSERVE_FLAG_IN_RANGE(max_tokens_in_flight_per_caller,
+                        nanoserve::DecodeOptions().max_tokens_in_flight_per_caller, 0,
+                        1099511627776,
+                        "of --max_tokens_in_flight, what one caller (its TLS identity, else its "
+                        "address; an HTTP client's address) may hold at once (0 = half); beyond: "
+                        "RESOURCE_EXHAUSTED / 429 for that caller, while others are admitted");
 NANOSERVE_FLAG_IN_RANGE(prefill_chunk, nanoserve::DecodeOptions().prefill_chunk, 0, 1048576,
                         "prompt tokens computed here per scheduler turn, over all prompts, "
                         "oldest first (0 = each prompt all at once)");
@@ -82,6 +88,7 @@ DecodeOptions DecodeOptionsFromFlags() {
   options.kv_page_size = absl::GetFlag(FLAGS_kv_page_size);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);
   options.max_tokens_in_flight = absl::GetFlag(FLAGS_max_tokens_in_flight);
+  options.max_tokens_in_flight_per_caller = absl::GetFlag(FLAGS_max_tokens_in_flight_per_caller);
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   options.prefill_timeout_ms = absl::GetFlag(FLAGS_prefill_timeout_ms);
   options.workers = absl::GetFlag(FLAGS_workers);
@@ -143,6 +150,7 @@ absl::StatusOr<BatchSchedulerOptions> BatchSchedulerOptionsFor(const DecodeOptio
 DecodeStageOptions DecodeStageOptionsFor(const DecodeOptions& options) {
   DecodeStageOptions stage;
   stage.max_tokens_in_flight = options.max_tokens_in_flight;
+  stage.max_tokens_in_flight_per_caller = options.max_tokens_in_flight_per_caller;
   return stage;
 }
 

@@ -2,9 +2,10 @@
 // the binary, and into the test that round-trips them): --prefill, the batch
 // scheduler's (--max_batch, --max_context, --kv_pool_tokens, --kv_page_size,
 // --max_queue, --prefill_chunk, --decode_step), --max_tokens_in_flight,
-// --prefill_timeout_ms, --workers, --liveness_stall_s and the HTTP API's
-// (--http_listen, --http_threads, --http_max_connections, --http_max_body_kb,
-// --http_timeout_s, --api_key, --allow_insecure_http, --served_model_name). DecodeOptions
+// --max_tokens_in_flight_per_caller, --prefill_timeout_ms, --workers,
+// --liveness_stall_s and the HTTP API's (--http_listen, --http_threads,
+// --http_max_connections, --http_max_body_kb, --http_timeout_s, --api_key,
+// --allow_insecure_http, --served_model_name). DecodeOptions
 // (options/decode_options.h) documents each. Also what the binary builds from
 // them.
 //
@@ -44,7 +45,8 @@ absl::Status CheckDecodeMemory(const DecodeOptions& options);
 // --decode_step that is not one of the choices.
 absl::StatusOr<BatchSchedulerOptions> BatchSchedulerOptionsFor(const DecodeOptions& options);
 
-// The decode stage's options in `options`: --max_tokens_in_flight.
+// The decode stage's options in `options`: --max_tokens_in_flight and
+// --max_tokens_in_flight_per_caller.
 DecodeStageOptions DecodeStageOptionsFor(const DecodeOptions& options);
 
 // The HTTP API's options in `options`; the model's id is --served_model_name,

@@ -2,14 +2,18 @@
 
 #include <utility>
 
+#include <grpcpp/support/proto_buffer_reader.h>
+
+#include "absl/strings/str_cat.h"
 #include "base/status.h"
 #include "rpc/sampling_proto.h"
 
 namespace nanoserve {
 namespace {
 
-GenerateParams ParamsFromProto(const v1::GenerateRequest& request) {
+GenerateParams ParamsFromProto(const v1::GenerateRequest& request, const PeerIdentity& caller) {
   GenerateParams params;
+  params.caller = CallerKeyOf(caller);
   params.prompt = request.prompt();
   params.prompt_ids.assign(request.prompt_ids().begin(), request.prompt_ids().end());
   params.max_new_tokens = request.max_new_tokens();
@@ -71,10 +75,28 @@ class SinkEvents final : public GenerateEvents {
 }  // namespace
 
 std::shared_ptr<DecodeHandler::Call> DecodeHandler::Start(const v1::GenerateRequest& request,
+                                                          const PeerIdentity& caller,
                                                           absl::Time deadline,
                                                           std::shared_ptr<GenerateSink> sink) {
-  return stage_->Start(ParamsFromProto(request), deadline,
+  return stage_->Start(ParamsFromProto(request, caller), deadline,
                        std::make_shared<SinkEvents>(std::move(sink)));
+}
+
+std::shared_ptr<DecodeHandler::Call> DecodeHandler::Start(const grpc::ByteBuffer& request,
+                                                          const PeerIdentity& caller,
+                                                          absl::Time deadline,
+                                                          std::shared_ptr<GenerateSink> sink) {
+  grpc::ByteBuffer bytes(request);  // shares the slices; the reader consumes it
+  grpc::ProtoBufferReader reader(&bytes);
+  v1::GenerateRequest parsed;
+  if (!reader.status().ok() || !parsed.ParseFromZeroCopyStream(&reader)) {
+    return stage_->Refuse(
+        absl::InvalidArgumentError(absl::StrCat(
+            "the request (", request.Length(),
+            " bytes) is not a nanoserve.v1.GenerateRequest: its protobuf encoding does not parse")),
+        std::make_shared<SinkEvents>(std::move(sink)));
+  }
+  return Start(parsed, caller, deadline, std::move(sink));
 }
 
 }  // namespace nanoserve

@@ -1,7 +1,9 @@
 // nanoserve.v1.Decode's Generate in proto terms: turns a GenerateRequest
-// into a DecodeStage call (decode_stage.h holds the logic) and the call's
-// tokens and summary into GenerateResponse messages, its status into a gRPC
-// code.
+// (or its bytes, as they came) into a DecodeStage call (decode_stage.h holds
+// the logic) and the call's tokens and summary into GenerateResponse
+// messages, its status into a gRPC code. Bytes that are not a
+// GenerateRequest end the call with INVALID_ARGUMENT saying so, counted
+// among the calls' outcomes like any other.
 //
 // Thread safety: thread-safe (the stage is).
 #ifndef NANOSERVE_DECODE_SERVICE_DECODE_HANDLER_H_
@@ -9,9 +11,11 @@
 
 #include <memory>
 
+#include <grpcpp/support/byte_buffer.h>
 #include <grpcpp/support/status.h>
 
 #include "absl/time/time.h"
+#include "base/tls.h"
 #include "decode_service/decode_stage.h"
 #include "nanoserve/v1/decode.pb.h"
 
@@ -34,9 +38,14 @@ class DecodeHandler {
   // `stage` is not owned.
   explicit DecodeHandler(DecodeStage* stage) : stage_(stage) {}
 
-  // Starts a call; the sink gets its messages. The returned handle cancels it.
-  std::shared_ptr<Call> Start(const v1::GenerateRequest& request, absl::Time deadline,
-                              std::shared_ptr<GenerateSink> sink);
+  // Starts a call of `caller` (its share of admission is CallerKeyOf's);
+  // the sink gets its messages. The returned handle cancels it.
+  std::shared_ptr<Call> Start(const v1::GenerateRequest& request, const PeerIdentity& caller,
+                              absl::Time deadline, std::shared_ptr<GenerateSink> sink);
+  // The same from the request's serialized bytes; bytes that do not parse
+  // end it at once with INVALID_ARGUMENT.
+  std::shared_ptr<Call> Start(const grpc::ByteBuffer& request, const PeerIdentity& caller,
+                              absl::Time deadline, std::shared_ptr<GenerateSink> sink);
   // Ends the call (CANCELLED) wherever it is; idempotent.
   void Cancel(const std::shared_ptr<Call>& call) { stage_->Cancel(call); }
 

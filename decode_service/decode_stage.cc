@@ -21,7 +21,8 @@ class DecodeStage::Call {
         stop(this->params.stop) {}
 
   const GenerateParams params;
-  int64_t work_tokens = 0;  // what admission counted for it
+  // What admission counted for it, in the total and in its caller's share.
+  int64_t work_tokens = 0;
   const absl::Time deadline;
   const absl::Time arrived;
   const std::shared_ptr<GenerateEvents> events;
@@ -62,6 +63,23 @@ absl::Status ValidateStopStrings(const std::vector<std::string>& stop) {
   return absl::OkStatus();
 }
 
+int64_t TokensInFlightOrDefault(const DecodeStageOptions& options,
+                                const BatchScheduler& scheduler) {
+  return options.max_tokens_in_flight > 0 ? options.max_tokens_in_flight
+                                          : 4 * scheduler.max_batch() * scheduler.capacity();
+}
+
+CallerSharesOptions DecodeSharesOptions(const DecodeStageOptions& options, int64_t total) {
+  CallerSharesOptions shares;
+  shares.bound_per_caller = options.max_tokens_in_flight_per_caller > 0
+                                ? options.max_tokens_in_flight_per_caller
+                                : std::max<int64_t>(total / 2, 1);
+  shares.what = "tokens of work in flight (prompts + max_tokens)";
+  shares.owner = "decode";
+  shares.flag = "--max_tokens_in_flight_per_caller";
+  return shares;
+}
+
 }  // namespace
 
 absl::Status SchedulerLiveness(const BatchScheduler& scheduler, absl::Duration max_stall,
@@ -82,14 +100,23 @@ DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* schedul
       store_(store),
       workers_(workers),
       options_(options),
-      max_tokens_in_flight_(options.max_tokens_in_flight > 0
-                                ? options.max_tokens_in_flight
-                                : 4 * scheduler->max_batch() * scheduler->capacity()),
+      max_tokens_in_flight_(TokensInFlightOrDefault(options, *scheduler)),
+      shares_(DecodeSharesOptions(options, max_tokens_in_flight_)),
       calls_(metrics, "nanoserve_decode_requests_total", "Generate calls by outcome.") {
   if (metrics != nullptr) {
     metrics->AddGauge("nanoserve_decode_tokens_in_flight",
                       "Tokens of work admitted (prompts + max_tokens of the calls in flight).",
                       [this] { return static_cast<double>(tokens_in_flight_.load()); });
+    metrics->AddGauge("nanoserve_decode_callers_in_flight",
+                      "Callers (TLS identities or client addresses) with work in flight.",
+                      [this] { return static_cast<double>(shares_.callers()); });
+    metrics->AddGauge("nanoserve_decode_caller_tokens_in_flight_max",
+                      "Tokens of work in flight of the caller that holds the most.",
+                      [this] { return static_cast<double>(shares_.largest()); });
+    metrics->AddObservedCounter(
+        "nanoserve_decode_caller_share_refusals_total",
+        "Calls refused because their caller held its share (--max_tokens_in_flight_per_caller).",
+        [this] { return static_cast<double>(shares_.refused()); });
     metrics_.output_tokens =
         metrics->AddCounter("nanoserve_decode_output_tokens_total", "Tokens streamed.");
     metrics_.prompt_tokens = metrics->AddCounter("nanoserve_decode_prompt_tokens_total",
@@ -137,31 +164,58 @@ std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, abs
     ending = ending_;
     live_.emplace(call.get(), call);
   }
-  const int64_t limit = scheduler_->max_batch() + scheduler_->max_queue();
   const int64_t before = calls_in_flight_.fetch_add(1);
-  if (!ending.ok()) {
-    EndEarly(call, ending);
+  absl::Status refused = ending.ok() ? Admit(*call, before) : ending;
+  if (!refused.ok()) {
+    EndEarly(call, refused);
     return call;
   }
-  if (before >= limit) {
-    EndEarly(call, absl::ResourceExhaustedError(absl::StrCat(
-                       "decode is full: ", limit, " calls in flight (max_batch + max_queue)")));
-    return call;
+  workers_->Schedule([this, call] { Prepare(call); });
+  return call;
+}
+
+absl::Status DecodeStage::Admit(Call& call, int64_t calls_before) {
+  const int64_t limit = scheduler_->max_batch() + scheduler_->max_queue();
+  if (calls_before >= limit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("decode is full: ", limit, " calls in flight (max_batch + max_queue)"));
   }
   // Tokens of work: the prompt (ids, or bytes of text) and the output, each
   // at most the context (longer ones are refused by validation anyway).
   const int64_t context = scheduler_->capacity();
-  const GenerateParams& p = call->params;
+  const GenerateParams& p = call.params;
   const int64_t prompt =
       static_cast<int64_t>(p.prompt_ids.empty() ? p.prompt.size() : p.prompt_ids.size());
-  call->work_tokens = std::min(prompt, context) + std::clamp<int64_t>(p.max_new_tokens, 0, context);
-  if (tokens_in_flight_.fetch_add(call->work_tokens) + call->work_tokens > max_tokens_in_flight_) {
-    EndEarly(call, absl::ResourceExhaustedError(absl::StrCat(
-                       "decode is full: ", max_tokens_in_flight_,
-                       " tokens of work in flight (prompts + max_tokens); try again later")));
-    return call;
+  const int64_t work =
+      std::min(prompt, context) + std::clamp<int64_t>(p.max_new_tokens, 0, context);
+  // The caller's share first: a caller past it is told so, not that decode is full.
+  if (absl::Status over = shares_.Take(p.caller, work); !over.ok()) return over;
+  call.work_tokens = work;  // from here EndAdmission gives it back
+  if (tokens_in_flight_.fetch_add(work) + work > max_tokens_in_flight_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("decode is full: ", max_tokens_in_flight_,
+                     " tokens of work in flight (prompts + max_tokens); try again later"));
   }
-  workers_->Schedule([this, call] { Prepare(call); });
+  return absl::OkStatus();
+}
+
+void DecodeStage::EndAdmission(Call& call) {
+  calls_in_flight_.fetch_sub(1);
+  if (call.work_tokens == 0) return;
+  tokens_in_flight_.fetch_sub(call.work_tokens);
+  shares_.Give(call.params.caller, call.work_tokens);
+  call.work_tokens = 0;
+}
+
+std::shared_ptr<DecodeStage::Call> DecodeStage::Refuse(const absl::Status& status,
+                                                       std::shared_ptr<GenerateEvents> events) {
+  auto call = std::make_shared<Call>(GenerateParams(), absl::Now(), std::move(events), *tokenizer_);
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->finished = true;
+  }
+  calls_.Count(status);
+  call->events->OnFinish(status, GenerateSummary());
   return call;
 }
 
@@ -208,8 +262,7 @@ void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status
   Forget(*call);
   ReleaseLease(call->lease_id);
   call->lease_id = PrefixStore::kNoLease;
-  calls_in_flight_.fetch_sub(1);
-  tokens_in_flight_.fetch_sub(call->work_tokens);
+  EndAdmission(*call);
   calls_.Count(status);
   call->events->OnFinish(status, GenerateSummary());
 }
@@ -239,6 +292,7 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   batch.max_new_tokens = params.max_new_tokens;
   batch.sampling = params.sampling;
   batch.stop_at_end_of_text = params.stop_at_end_of_text;
+  batch.caller = params.caller;
   if (absl::Status bad = scheduler_->Validate(batch); !bad.ok()) return EndEarly(call, bad);
   call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
 
@@ -402,8 +456,7 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
       status = ended_by;
     }
   }
-  calls_in_flight_.fetch_sub(1);
-  tokens_in_flight_.fetch_sub(call->work_tokens);
+  EndAdmission(*call);
   if (call->lease_id != PrefixStore::kNoLease) {
     {
       std::lock_guard<std::mutex> lock(leases_mu_);

@@ -34,6 +34,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "base/caller_shares.h"
 #include "base/metrics.h"
 #include "base/worker_pool.h"
 #include "engine/batch_scheduler.h"
@@ -53,6 +54,14 @@ struct DecodeStageOptions {
   // RESOURCE_EXHAUSTED, so that a few huge requests cannot fill admission.
   // 0: 4 x max_batch x the context (four full batches' worth).
   int64_t max_tokens_in_flight = 0;
+  // Of those, what one caller (GenerateParams::caller) may hold at once,
+  // so that one client cannot take all of it from the others: beyond it
+  // that caller's call is refused with RESOURCE_EXHAUSTED naming the
+  // caller, the bound and --max_tokens_in_flight_per_caller, while other
+  // callers are still admitted. A caller with nothing in flight is admitted
+  // for one call of any size (base/caller_shares.h). 0: half of
+  // max_tokens_in_flight.
+  int64_t max_tokens_in_flight_per_caller = 0;
 };
 
 // Stop strings a call may have, and the longest one, in bytes.
@@ -71,6 +80,10 @@ struct GenerateParams {
   // The output ends before the first occurrence of any of these in its text
   // (not included). At most kMaxStopStrings, each 1 to kMaxStopBytes bytes.
   std::vector<std::string> stop;
+  // Who asked, for the share of admission it may hold: a gRPC call's
+  // CallerKeyOf (base/tls.h: its certificate name, else its address without
+  // the port), an HTTP request's client address. "" is one anonymous caller.
+  std::string caller;
 };
 
 struct StreamedToken {
@@ -135,10 +148,16 @@ class DecodeStage {
   // Starts a call; `events` gets its results. The handle cancels it. A call
   // beyond the scheduler's slots and queue (max_batch + max_queue calls in
   // flight, counting those still in prefill), or whose tokens of work would
-  // pass max_tokens_in_flight, ends at once with RESOURCE_EXHAUSTED, before
-  // any work.
+  // pass max_tokens_in_flight, or its caller's share of them
+  // (max_tokens_in_flight_per_caller), ends at once with RESOURCE_EXHAUSTED,
+  // before any work. What admission counted comes back when the call ends,
+  // however it ends.
   std::shared_ptr<Call> Start(GenerateParams params, absl::Time deadline,
                               std::shared_ptr<GenerateEvents> events);
+  // A call that cannot start (its request did not parse): ends at once with
+  // `status`, counted among the calls' outcomes; takes nothing. The handle
+  // is of a call that has ended. REQUIRES: !status.ok().
+  std::shared_ptr<Call> Refuse(const absl::Status& status, std::shared_ptr<GenerateEvents> events);
   // Ends the call (CANCELLED) wherever it is; idempotent.
   void Cancel(const std::shared_ptr<Call>& call);
   // A shutdown's grace runs out: every call in flight ends with `status`
@@ -152,6 +171,11 @@ class DecodeStage {
   static absl::Status CancelledStatus(Call& call);
   // The call ended: EndAll no longer sees it.
   void Forget(Call& call);
+  // Counts the call's tokens of work against the total and its caller's
+  // share, or says why not; `calls_before`: calls in flight before it.
+  absl::Status Admit(Call& call, int64_t calls_before);
+  // Gives back what Start and Admit counted; once per call, when it ends.
+  void EndAdmission(Call& call);
   void Prepare(const std::shared_ptr<Call>& call);
   // Step 2; false if the call ended.
   bool RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch);
@@ -180,7 +204,8 @@ class DecodeStage {
   absl::flat_hash_map<Call*, std::weak_ptr<Call>> live_;  // guarded by live_mu_
   absl::Status ending_;                                   // guarded by live_mu_; EndAll's
   const int64_t max_tokens_in_flight_;
-  std::atomic<int64_t> tokens_in_flight_{0};  // the calls' work, as Start counted it
+  std::atomic<int64_t> tokens_in_flight_{0};  // the calls' work, as Admit counted it
+  CallerShares shares_;                       // the same work, per caller
   std::mutex leases_mu_;
   absl::flat_hash_set<uint64_t> leases_;  // held by running calls
   absl::Notification stop_;

@@ -435,6 +435,9 @@ void OpenAiServer::Completions(const HttpRequest& request,
                                                           options_.model_id, "'")),
                          "model_not_found");
   }
+  // Who asks, for its share of admission: the client's address (one API
+  // key is one secret every client shares, so it names no one).
+  for (GenerateParams& choice : parsed->choices) choice.caller = request.client_address;
   auto in_flight = std::make_shared<InFlight>(this, *std::move(parsed), std::move(responder));
   in_flight->Start(absl::Now() + options_.timeout);
 }

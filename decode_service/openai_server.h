@@ -26,6 +26,11 @@
 // for anything else; /health answers anyone (probes). The API listens beyond
 // loopback only with a key, or with options.allow_insecure set by an operator
 // who guards it otherwise (a NetworkPolicy, a gateway): CheckHttpGuard.
+// Admission is the stage's, shared fairly between callers: an HTTP caller
+// is its client address (as a plaintext gRPC caller is), so one client
+// holds at most --max_tokens_in_flight_per_caller of work and gets 429
+// beyond it while others are served. Behind a proxy every client is the
+// proxy's address: one caller.
 //
 // Thread safety: thread-safe; requests run on the HTTP server's threads.
 #ifndef NANOSERVE_DECODE_SERVICE_OPENAI_SERVER_H_

@@ -185,8 +185,7 @@ void BatchScheduler::Loop() {
       int64_t free_slots = 0;
       for (const auto& s : slots_) free_slots += s == nullptr ? 1 : 0;
       while (!stop && free_slots > 0 && !waiting_.empty()) {
-        admitted.push_back(std::move(waiting_.front()));
-        waiting_.pop_front();
+        admitted.push_back(TakeNextLocked());
         --free_slots;
       }
       queued_.store(static_cast<int64_t>(waiting_.size()));
@@ -207,6 +206,7 @@ void BatchScheduler::Loop() {
       if (!later.empty()) {  // no pages yet: first in line for the next turn
         std::lock_guard<std::mutex> lock(mu_);
         for (auto it = later.rbegin(); it != later.rend(); ++it) {
+          (*it)->page_bound = true;
           waiting_.push_front(std::move(*it));
         }
         queued_.store(static_cast<int64_t>(waiting_.size()));
@@ -217,6 +217,27 @@ void BatchScheduler::Loop() {
       AdvancePrefill();
     }
   }
+}
+
+std::unique_ptr<BatchScheduler::Entry> BatchScheduler::TakeNextLocked() {
+  auto next = waiting_.begin();
+  if (!(*next)->page_bound) {
+    // The first entry (the oldest) of the smallest caller after last_caller_,
+    // else of the smallest caller.
+    auto after = waiting_.end();
+    for (auto it = waiting_.begin(); it != waiting_.end(); ++it) {
+      const std::string& caller = (*it)->request.caller;
+      if (caller < (*next)->request.caller) next = it;
+      if (caller > last_caller_ && (after == waiting_.end() || caller < (*after)->request.caller)) {
+        after = it;
+      }
+    }
+    if (after != waiting_.end()) next = after;
+  }
+  std::unique_ptr<Entry> entry = std::move(*next);
+  waiting_.erase(next);
+  last_caller_ = entry->request.caller;
+  return entry;
 }
 
 std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(

@@ -3,14 +3,17 @@
 // per step. max_batch bounds the rows, the pool bounds the tokens: a request
 // is admitted when a slot is free and the pool has the pages for its prompt
 // and all its new tokens (reserved at admission, so a running row never
-// runs out); otherwise it waits, in arrival order.
+// runs out); otherwise it waits. Waiting requests take free slots
+// round-robin by caller (BatchRequest::caller), each caller's in arrival
+// order, so one caller's queue does not hold the others back; one that
+// found no pages for its sequence is first in line until it gets them.
 // A request that arrives joins the running batch at the next step: the
 // scheduler loads the K/V it was given (e.g. pages fetched from the KV
 // store) into a free slot's pages, runs the rest of the prompt through the
 // model (the requests admitted together in batched forward passes), and from
 // then on it advances with the others. A request that finishes or is
 // cancelled leaves at once and frees its slot and pages; waiting requests take free
-// slots in arrival order.
+// slots as above.
 //
 // Each step runs Forward over slots [0, highest busy slot]: busy slots feed
 // their last token at their own position (rows of unequal length, T == 1),
@@ -100,6 +103,9 @@ struct BatchRequest {
   int64_t max_new_tokens = 16;  // >= 1; prompt + max_new_tokens <= capacity
   SamplingOptions sampling;
   bool stop_at_end_of_text = true;
+  // Who asked (decode's caller key; "" is one caller like any other):
+  // waiting requests of several callers are admitted round-robin by caller.
+  std::string caller;
   // Each output token as it is made (scheduler thread).
   std::function<void(int token)> on_token;
   // Once at the end: OK with finish_reason "stop"/"length", CANCELLED after
@@ -175,9 +181,15 @@ class BatchScheduler {
     absl::Time submitted;
     int last_token = -1;
     bool prefilling = false;  // its prompt is being computed chunk by chunk
+    bool page_bound = false;  // admitted once, and the pool had no pages for it
   };
 
   void Loop();
+  // Removes and returns the waiting request to admit next: one that waits for
+  // pages (first in line), else the oldest of the caller after the one last
+  // admitted (callers in key order, wrapping). REQUIRES: mu_, waiting_ not
+  // empty.
+  std::unique_ptr<Entry> TakeNextLocked();
   // Ends the waiting and active requests whose ids are in `ids`.
   void HandleCancels(absl::flat_hash_set<uint64_t> ids);
   // Puts newly admitted requests into the lowest free slots, reserves their
@@ -221,6 +233,7 @@ class BatchScheduler {
   absl::flat_hash_set<uint64_t> cancelled_;     // guarded by mu_
   uint64_t next_id_ = 1;                        // guarded by mu_
   bool stop_ = false;                           // guarded by mu_
+  std::string last_caller_;                     // guarded by mu_; last admitted
 
   std::mutex join_mu_;  // serializes joining thread_
   std::atomic<int64_t> active_{0};

@@ -20,6 +20,7 @@ std::vector<std::string> DecodeOptions::ToArgv() const {
               FlagArg("kv_page_size", kv_page_size),
               FlagArg("max_queue", max_queue),
               FlagArg("max_tokens_in_flight", max_tokens_in_flight),
+              FlagArg("max_tokens_in_flight_per_caller", max_tokens_in_flight_per_caller),
               FlagArg("prefill_chunk", prefill_chunk),
               FlagArg("prefill_timeout_ms", prefill_timeout_ms),
               FlagArg("workers", workers),

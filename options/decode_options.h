@@ -34,6 +34,11 @@ struct DecodeOptions {
   // max_tokens over every call (0 = 4 x max_batch x the context); beyond:
   // RESOURCE_EXHAUSTED / 429.
   int64_t max_tokens_in_flight = 0;
+  // --max_tokens_in_flight_per_caller: of those, what one caller (its TLS
+  // identity, else its address; an HTTP client's address) may hold at once
+  // (0 = half of max_tokens_in_flight); beyond: RESOURCE_EXHAUSTED / 429 for
+  // that caller while others are still admitted.
+  int64_t max_tokens_in_flight_per_caller = 0;
   // --prefill_chunk: when decode computes prompts itself, the prompt tokens
   // computed per scheduler turn over all of them, oldest first, after the
   // turn's decode step (0 = each prompt all at once when admitted).

@@ -1,14 +1,13 @@
 #include "kv_store/server/caller_quotas.h"
 
 #include "absl/strings/str_cat.h"
+#include "base/caller_shares.h"
 
 namespace nanoserve {
 namespace {
 
-std::string Who(const std::string& caller) {
-  return caller.empty() ? std::string("an anonymous caller")
-                        : absl::StrCat("caller '", caller, "'");
-}
+// How messages name a caller, as decode's fair shares do.
+std::string Who(const std::string& caller) { return DescribeCaller(caller); }
 
 }  // namespace
 

@@ -93,9 +93,7 @@ grpc::Status KvStoreHandler::CheckTokens(
                                      options_.vocab_size, options_.max_tokens));
 }
 
-std::string KvStoreHandler::CallerKey(const PeerIdentity& caller) {
-  return caller.authenticated ? caller.name : caller.address;
-}
+std::string KvStoreHandler::CallerKey(const PeerIdentity& caller) { return CallerKeyOf(caller); }
 
 grpc::Status KvStoreHandler::CheckCaller(const PeerIdentity& caller) {
   if (caller.authenticated && caller.name.empty()) {

@@ -118,8 +118,8 @@ class KvStoreHandler {
   const v1::KvLayout& layout() const { return layout_proto_; }
   const CallerQuotas& quotas() const { return quotas_; }
 
-  // Whom quotas count `caller` as: its certificate name over TLS, else its
-  // address (no port).
+  // Whom quotas count `caller` as: base/tls.h's CallerKeyOf (its certificate
+  // name over TLS, else its address, no port), as decode's fair shares do.
   static std::string CallerKey(const PeerIdentity& caller);
 
   grpc::Status Match(const v1::MatchRequest& request, const PeerIdentity& caller,

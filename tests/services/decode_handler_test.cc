@@ -67,7 +67,7 @@ class DecodeHandlerTest : public ::testing::Test {
 TEST_F(DecodeHandlerTest, StreamsTokensThenFinished) {
   const std::vector<int> prompt = {10, 20, 30, 40, 50};
   auto sink = std::make_shared<RecordingSink>();
-  handler_.Start(GreedyRequest(prompt, 9), absl::InfiniteFuture(), sink);
+  handler_.Start(GreedyRequest(prompt, 9), PeerIdentity(), absl::InfiniteFuture(), sink);
   ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
   ASSERT_TRUE(sink->status_.ok()) << sink->status_.error_message();
   Generator generator(model_.get());
@@ -101,7 +101,8 @@ TEST_F(DecodeHandlerTest, StreamsTokensThenFinished) {
 
 TEST_F(DecodeHandlerTest, CancelEndsTheCallAndFreesTheSlot) {
   auto sink = std::make_shared<RecordingSink>();
-  auto call = handler_.Start(GreedyRequest({1, 2, 3}, 80), absl::InfiniteFuture(), sink);
+  auto call =
+      handler_.Start(GreedyRequest({1, 2, 3}, 80), PeerIdentity(), absl::InfiniteFuture(), sink);
   ASSERT_TRUE(sink->two_tokens_.WaitForNotificationWithTimeout(absl::Seconds(60)));
   handler_.Cancel(call);
   ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
@@ -116,7 +117,7 @@ TEST_F(DecodeHandlerTest, BadInputIsInvalidArgument) {
   for (const v1::GenerateRequest& r : {GreedyRequest({}, 4), GreedyRequest({1, 9999}, 4),
                                        GreedyRequest({1, 2}, 0), GreedyRequest({1, 2}, 200)}) {
     auto sink = std::make_shared<RecordingSink>();
-    handler_.Start(r, absl::InfiniteFuture(), sink);
+    handler_.Start(r, PeerIdentity(), absl::InfiniteFuture(), sink);
     ASSERT_TRUE(sink->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
     EXPECT_EQ(sink->status_.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     EXPECT_TRUE(sink->tokens_.empty());

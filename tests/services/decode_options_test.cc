@@ -33,6 +33,7 @@ DecodeOptions Sample() {
   o.kv_page_size = 8;
   o.max_queue = 3;
   o.max_tokens_in_flight = 100000;
+  o.max_tokens_in_flight_per_caller = 30000;
   o.prefill_chunk = 64;
   o.prefill_timeout_ms = 1500;
   o.workers = 2;
@@ -83,6 +84,7 @@ TEST(DecodeOptionsTest, BatchSchedulerOptionsCarryTheSchedulersFlags) {
   bad.decode_step = "fast";
   EXPECT_EQ(BatchSchedulerOptionsFor(bad).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(DecodeStageOptionsFor(Sample()).max_tokens_in_flight, 100000);
+  EXPECT_EQ(DecodeStageOptionsFor(Sample()).max_tokens_in_flight_per_caller, 30000);
 }
 
 TEST(DecodeOptionsTest, TheHttpApiNamesTheModelUnlessTold) {

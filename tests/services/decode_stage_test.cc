@@ -171,6 +171,7 @@ TEST_F(DecodeStageTest, AdmissionCountsTokensOfWork) {
   BatchScheduler& scheduler = *scheduler_owned;
   DecodeStageOptions options;
   options.max_tokens_in_flight = 100;
+  options.max_tokens_in_flight_per_caller = 100;  // the total alone: one caller here
   DecodeStage stage(tokenizer_.get(), &scheduler, nullptr, nullptr, &workers_, options, nullptr);
   GenerateParams big;
   big.prompt_ids = {1, 2, 3};

@@ -2,20 +2,27 @@
 // model (no prefill service, no store) behind an OpenAiServer on a free
 // loopback port, driven with cpp-httplib's client. Errors get OpenAI's shape
 // and their HTTP codes, including the stage's own validation for streamed
-// requests; a streaming client that goes away frees its slot.
+// requests; a streaming client that goes away frees its slot; a client at
+// its share of admission gets 429 while one from another address is served.
 #include "decode_service/openai_server.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
+#include "tests/test_util/gated_prefiller.h"
+#include "tests/test_util/metrics.h"
 #include "tests/test_util/model.h"
 
 namespace nanoserve {
@@ -27,14 +34,15 @@ class OpenAiServerTest : public ::testing::Test {
  protected:
   void SetUp() override { StartServer(BatchSchedulerOptions{}); }
 
-  void StartServer(const BatchSchedulerOptions& scheduler_options,
-                   const std::string& api_key = "") {
+  void StartServer(const BatchSchedulerOptions& scheduler_options, const std::string& api_key = "",
+                   Prefiller* prefill = nullptr,
+                   const DecodeStageOptions& stage_options = DecodeStageOptions()) {
     server_.reset();
     stage_.reset();
     scheduler_ = BatchScheduler::Create(model_.get(), scheduler_options).value();
     metrics_ = std::make_unique<MetricsRegistry>();  // gauges read the new scheduler
-    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), nullptr, nullptr,
-                                           &workers_, DecodeStageOptions(), metrics_.get());
+    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), prefill, nullptr,
+                                           &workers_, stage_options, metrics_.get());
     OpenAiServerOptions o;
     o.listen = "127.0.0.1:0";
     o.model_id = "tiny";
@@ -47,12 +55,26 @@ class OpenAiServerTest : public ::testing::Test {
   }
 
   void TearDown() override {
+    prefill_.Open();
     if (server_ != nullptr) server_->Stop(absl::Now() + absl::Seconds(5));
   }
 
-  httplib::Result Post(const json& body, const httplib::Headers& headers = {}) {
+  // POSTs a completion from `from`, the client's own loopback address
+  // (127.0.0.0/8 is all loopback: each address is another caller).
+  httplib::Result Post(const json& body, const httplib::Headers& headers = {},
+                       const std::string& from = "") {
     httplib::Client client("127.0.0.1", port_);
     client.set_read_timeout(60, 0);
+    if (!from.empty()) {
+      client.set_socket_options([from](int fd) {
+        sockaddr_in local{};
+        local.sin_family = AF_INET;
+        local.sin_port = 0;
+        ASSERT_EQ(inet_pton(AF_INET, from.c_str(), &local.sin_addr), 1);
+        ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof(local)), 0)
+            << "bind " << from;
+      });
+    }
     return client.Post("/v1/completions", headers, body.dump(), "application/json");
   }
 
@@ -74,7 +96,8 @@ class OpenAiServerTest : public ::testing::Test {
 
   std::unique_ptr<Gpt2Model> model_ = testing::TinyModel();
   std::unique_ptr<Gpt2Tokenizer> tokenizer_ = Gpt2Tokenizer::LoadDefault().value();
-  WorkerPool workers_{2};
+  WorkerPool workers_{8};
+  testing::GatedPrefiller prefill_;  // opened before the stage goes
   std::unique_ptr<BatchScheduler> scheduler_;
   std::unique_ptr<MetricsRegistry> metrics_;
   std::unique_ptr<DecodeStage> stage_;
@@ -297,6 +320,46 @@ TEST_F(OpenAiServerTest, StartRefusesAnUnguardedApiBeyondLoopback) {
   OpenAiServer open(stage_.get(), o, nullptr);
   absl::StatusOr<int> port = open.Start();
   EXPECT_EQ(port.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Admission is shared between HTTP clients by address: one at its share of
+// --max_tokens_in_flight_per_caller gets 429 naming it, the bound and the
+// flag, while a client from another address is served.
+TEST_F(OpenAiServerTest, AClientAtItsShareGets429WhileAnotherIsServed) {
+  DecodeStageOptions shares;
+  shares.max_tokens_in_flight = 300;
+  shares.max_tokens_in_flight_per_caller = 100;  // a call of 3 + 60 is 63
+  StartServer(BatchSchedulerOptions{}, "", &prefill_, shares);
+  // Each request's status and body (-1: no response).
+  auto post = [&](int* status, std::string* body, const std::string& from) {
+    httplib::Result r = Post(Greedy({1, 2, 3}, 60), {}, from);
+    *status = r ? r->status : -1;
+    *body = r ? r->body : httplib::to_string(r.error());
+  };
+  int held_status = 0, other_status = 0;
+  std::string held_body, other_body;
+  std::thread first([&] { post(&held_status, &held_body, ""); });
+  ASSERT_TRUE(prefill_.AwaitEntered(1));
+  httplib::Result refused = Post(Greedy({1, 2, 3}, 60));
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429) << refused->body;
+  const std::string message = json::parse(refused->body)["error"]["message"];
+  for (const std::string& part :
+       {"caller 'ipv4:127.0.0.1'", "100", "--max_tokens_in_flight_per_caller"}) {
+    EXPECT_NE(message.find(part), std::string::npos) << part << ": " << message;
+  }
+  std::thread second([&] { post(&other_status, &other_body, "127.0.0.2"); });
+  EXPECT_TRUE(prefill_.AwaitEntered(2)) << "the client from 127.0.0.2 was not admitted";
+  EXPECT_EQ(testing::MetricValue(metrics_->Render(), "nanoserve_decode_callers_in_flight"), 2);
+  prefill_.Open();
+  first.join();
+  second.join();
+  EXPECT_EQ(held_status, 200) << held_body;
+  EXPECT_EQ(other_status, 200) << other_body;
+  auto again = Post(Greedy({1, 2, 3}, 60));  // the share came back
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 200) << again->body;
+  EXPECT_EQ(testing::MetricValue(metrics_->Render(), "nanoserve_decode_tokens_in_flight"), 0);
 }
 
 }  // namespace openai_server_test
