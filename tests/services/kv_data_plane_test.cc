@@ -734,7 +734,7 @@ TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
     ASSERT_EQ(row.pool_pages.pages.size(), 2u);
     auto gathered = store.ReadPoolPages(row.pool_pages, torch::kCPU);
     ASSERT_TRUE(gathered.ok()) << gathered.status();
-    EXPECT_EQ(server.Stats().fetch_calls(), r);  // only the reference reads below
+    EXPECT_EQ(server.Stats().fetch_calls(), r);                  // only the reference reads below
     auto fetched = store.ReadLeased(row.lease_id, torch::kCPU);  // the reference
     ASSERT_TRUE(fetched.ok()) << fetched.status();
     EXPECT_TRUE(torch::equal(*gathered, *fetched));
