@@ -376,53 +376,6 @@ absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool
   return pages;
 }
 
-absl::StatusOr<KvStoreClient::Reservation> KvStoreClient::Reserve(const MappedPool& pool,
-                                                                  int64_t n) {
-  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  v1::ReserveRequest request;
-  request.set_pages(n);
-  request.set_epoch(pool.epoch);
-  v1::ReserveResponse response;
-  grpc::Status status = stub_->Reserve(&context, request, &response);
-  if (absl::Status failed = FinishedShared(status, "kv store Reserve", pool.epoch); !failed.ok()) {
-    return failed;
-  }
-  Reservation reservation{response.reservation_id(),
-                          {response.pages().begin(), response.pages().end()}};
-  bool valid = static_cast<int64_t>(reservation.pages.size()) == n;
-  for (int32_t page : reservation.pages) {
-    valid = valid && page >= 0 && page < pool.storage.size(0);
-  }
-  if (!valid) return absl::InternalError("kv store Reserve: malformed pages");
-  return reservation;
-}
-
-absl::StatusOr<v1::PutResponse> KvStoreClient::Commit(absl::Span<const int32_t> tokens,
-                                                      uint64_t base_lease_id, int64_t base_tokens,
-                                                      const MappedPool& pool,
-                                                      const Reservation& reservation,
-                                                      const PutScope& scope) {
-  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  v1::PutResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer = stub_->Put(&context, &response);
-  v1::PutRequest header;
-  v1::PutHeader* h = header.mutable_header();
-  *h = PutHeaderProto(tokens, base_lease_id, base_tokens, pool.layout, scope);
-  h->set_reservation_id(reservation.id);
-  h->set_epoch(pool.epoch);
-  writer->Write(header);
-  writer->WritesDone();
-  grpc::Status status = writer->Finish();
-  if (absl::Status failed = FinishedShared(status, "kv store Put", pool.epoch); !failed.ok()) {
-    return failed;
-  }
-  return response;
-}
-
 absl::StatusOr<KvStoreClient::Reserved> KvStoreClient::ReserveBatch(
     const MappedPool& pool, absl::Span<const int64_t> pages_per_row) {
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;

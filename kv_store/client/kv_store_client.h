@@ -7,7 +7,8 @@
 // The data plane (kv_store.proto's Connect): with a shared transport the
 // client maps the store's pool once (Pool(); again after the store
 // restarted with a new epoch) and moves pages in place: FetchShared gives a
-// lease's page ids, Reserve gives pages to write, Commit publishes them.
+// lease's page ids, ReserveBatch gives pages to write, CommitBatch publishes
+// them.
 // Otherwise pages cross as bytes (Put, Fetch).
 //
 // Model identity: with options.model_fingerprint set, a store whose layout
@@ -146,16 +147,6 @@ class KvStoreClient {
     uint64_t id = 0;
     std::vector<int32_t> pages;
   };
-  // `n` pages of `pool` for the caller to write, then Commit.
-  absl::StatusOr<Reservation> Reserve(const MappedPool& pool, int64_t n);
-  // Publishes tokens[base_tokens:] whose K/V the caller wrote into the
-  // reservation's pages (in order) and waited for. The response names the
-  // lease's pages (shared).
-  absl::StatusOr<v1::PutResponse> Commit(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
-                                         int64_t base_tokens, const MappedPool& pool,
-                                         const Reservation& reservation,
-                                         const PutScope& scope = {});
-
   // A reservation per entry of `pages_per_row` (each >= 1), in one call:
   // granted for the first entries, in order, while the store allows;
   // `refused` says why the rest were not. None granted: the store's error
@@ -166,7 +157,8 @@ class KvStoreClient {
   };
   absl::StatusOr<Reserved> ReserveBatch(const MappedPool& pool,
                                         absl::Span<const int64_t> pages_per_row);
-  // One reservation's commit, as Commit's arguments.
+  // One reservation's commit: tokens[base_tokens:], whose K/V the caller
+  // wrote into the reservation's pages (in order) and waited for.
   struct CommitRow {
     absl::Span<const int32_t> tokens;
     uint64_t base_lease_id = 0;
@@ -175,9 +167,10 @@ class KvStoreClient {
     PutScope scope;
   };
   // Commits `rows` in one call, in order, and hands the reservations
-  // `abandoned` back to the pool: one outcome per row, as Commit's (an
-  // epoch refusal of any drops the mapping). The call's own failure (the
-  // store unreachable, ...) is the status.
+  // `abandoned` back to the pool: one outcome per row, as a Put's (its
+  // response names the lease's pages, `shared`; an epoch refusal of any
+  // drops the mapping). The call's own failure (the store unreachable, ...)
+  // is the status.
   absl::StatusOr<std::vector<absl::StatusOr<v1::PutResponse>>> CommitBatch(
       const MappedPool& pool, absl::Span<const CommitRow> rows,
       absl::Span<const uint64_t> abandoned = {});
