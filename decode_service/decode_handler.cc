@@ -47,6 +47,8 @@ v1::GenerateResponse FinishedToProto(const GenerateSummary& s) {
   t->set_ms_per_output_token(s.ms_per_output_token);
   t->set_total_ms(s.total_ms);
   t->set_kv_bytes_fetched(s.kv_bytes_fetched);
+  t->set_prefill_first_token_ms(s.prefill_first_token_ms);
+  t->set_kv_fetch_skipped(s.kv_fetch_skipped);
   return message;
 }
 

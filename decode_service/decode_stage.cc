@@ -36,6 +36,8 @@ class DecodeStage::Call {
 
   // Written by Prepare before Submit, then by the scheduler thread only.
   uint64_t lease_id = PrefixStore::kNoLease;
+  PrefixStore::PoolPages pool_pages;  // the lease's, when prefill said
+  int64_t stored_tokens = 0;          // what prefill said the lease pins
   StreamingDecoder decoder;
   StopMatcher stop;
   absl::Time first_token_at;
@@ -128,6 +130,9 @@ DecodeStage::DecodeStage(const Gpt2Tokenizer* tokenizer, BatchScheduler* schedul
     metrics_.fallbacks = metrics->AddCounter(
         "nanoserve_decode_fallbacks_total",
         "Calls whose prompt decode computed itself because prefill or the store failed.");
+    metrics_.fetches_skipped = metrics->AddCounter(
+        "nanoserve_decode_kv_fetch_skipped_total",
+        "Prompts whose pages decode gathered from the page ids prefill returned, with no Fetch.");
     metrics_.ttft_ms = metrics->AddHistogram("nanoserve_decode_ttft_ms", "Time to first token.",
                                              LatencyBucketsMs());
     metrics_.tpot_ms =
@@ -323,8 +328,9 @@ bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& ba
   // continues from it, even if the rest of the call fails and decode
   // computes the prompt itself.
   Call* raw = call.get();
-  auto on_first = [this, raw, &batch](absl::Span<const int> first) {
+  auto on_first = [this, raw, &batch, t](absl::Span<const int> first) {
     if (first.size() != 1 || first[0] < 0 || raw->first_token_streamed) return;
+    raw->summary.prefill_first_token_ms = MsBetween(t, absl::Now());
     batch.first_token = first[0];
     OnToken(*raw, first[0]);
     raw->first_token_streamed = true;
@@ -335,6 +341,8 @@ bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& ba
     const PrefilledPrompt& p = outcome->prompts[0];
     if (!call->first_token_streamed) batch.first_token = p.first_token;
     call->lease_id = p.lease_id;
+    call->pool_pages = p.pool_pages;
+    call->stored_tokens = p.stored_tokens;
     summary.prefill_server_ms = outcome->total_ms;
     summary.prefill_store_ms = outcome->store_ms;
     summary.prefill_compute_ms = outcome->compute_ms;
@@ -361,8 +369,16 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
   GenerateSummary& summary = call.summary;
   const absl::Time t = absl::Now();
   // Onto the slots' device: from a mapped pool that is one gather device to
-  // device (or out of shared memory); over bytes, a copy after the stream.
-  absl::StatusOr<torch::Tensor> pages = store_->ReadLeased(call.lease_id, scheduler_->device());
+  // device (or out of shared memory), with no call to the store when
+  // prefill named the pages; else Fetch: over bytes, a copy after the
+  // stream.
+  absl::StatusOr<torch::Tensor> pages = absl::FailedPreconditionError("no page ids");
+  if (!call.pool_pages.empty()) {
+    pages = store_->ReadPoolPages(call.pool_pages, scheduler_->device());
+    // Ids that do not cover what the lease pins are not trusted: Fetch.
+    summary.kv_fetch_skipped = pages.ok() && PageRun::StagedTokens(*pages) == call.stored_tokens;
+  }
+  if (!summary.kv_fetch_skipped) pages = store_->ReadLeased(call.lease_id, scheduler_->device());
   summary.fetch_ms = MsBetween(t, absl::Now());
   const int64_t tokens = pages.ok() ? PageRun::StagedTokens(*pages) : 0;
   if (pages.ok() && tokens <= static_cast<int64_t>(batch.prompt.size())) {
@@ -370,11 +386,13 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
     summary.fetched_prompt_tokens = tokens;
     summary.kv_bytes_fetched = static_cast<int64_t>(batch.prompt_pages.nbytes());
     if (metrics_.fetch_ms != nullptr) {
+      if (summary.kv_fetch_skipped) metrics_.fetches_skipped->Increment();
       metrics_.fetch_ms->Observe(summary.fetch_ms);
       metrics_.fetched_bytes->Increment(static_cast<double>(summary.kv_bytes_fetched));
     }
     return;
   }
+  summary.kv_fetch_skipped = false;
   summary.fallback_reason =
       pages.ok() ? "kv store returned more tokens than the prompt"
                  : absl::StrCat("kv store fetch failed: ", pages.status().ToString());

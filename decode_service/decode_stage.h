@@ -4,7 +4,11 @@
 //   2. prefill: a Prefiller (the prefill service, or a PrefillStage in this
 //      process) computes the prompt, reusing the KV store's cached prefix,
 //      and returns the first token and a lease on the prompt's whole pages;
-//   3. read those pages from the store (PrefixStore::ReadLeased);
+//   3. read those pages: gathered straight out of the store's pool mapped
+//      here when prefill returned their page ids (PrefixStore::
+//      ReadPoolPages, no call to the store), else fetched
+//      (PrefixStore::ReadLeased, the reference path, also taken when the
+//      gather is refused: another epoch, no mapping);
 //   4. submit to the BatchScheduler, which loads them into a free slot,
 //      computes the prompt's last partial page, and decodes with the batch;
 //   5. each token to the caller's GenerateEvents as it is made, then the
@@ -110,11 +114,16 @@ struct GenerateSummary {
   double prefill_server_ms = 0;  // prefill's own account of the call
   double prefill_store_ms = 0;
   double prefill_compute_ms = 0;
+  // From the Prefill call's start to prefill's first-token message (0 if
+  // none came before the call returned).
+  double prefill_first_token_ms = 0;
   double fetch_ms = 0;
   double ttft_ms = 0;
   double ms_per_output_token = 0;
   double total_ms = 0;
   int64_t kv_bytes_fetched = 0;
+  // The pages were gathered from the ids prefill returned: no Fetch.
+  bool kv_fetch_skipped = false;
 };
 
 // Where one call's results go.
@@ -218,6 +227,7 @@ class DecodeStage {
     Counter* cached_tokens = nullptr;
     Counter* fetched_bytes = nullptr;
     Counter* fallbacks = nullptr;
+    Counter* fetches_skipped = nullptr;
     Histogram* ttft_ms = nullptr;
     Histogram* tpot_ms = nullptr;
     Histogram* fetch_ms = nullptr;

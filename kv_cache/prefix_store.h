@@ -53,6 +53,15 @@ class PrefixStore {
     int64_t matched_tokens = 0;  // a multiple of the page size
     uint64_t lease_id = kNoLease;
   };
+  // Where a lease's pages lie in a store's shared pool (kv_cache/
+  // shared_memory.h): the pool's epoch and its page ids, in order. A reader
+  // that maps the pool of that epoch gathers them while the lease lives,
+  // with no call to the store. Empty when not known.
+  struct PoolPages {
+    uint64_t epoch = 0;
+    std::vector<int32_t> pages;
+    bool empty() const { return pages.empty(); }
+  };
   // Row `row` of the rows takes the pages a lease pins: positions
   // [0, tokens).
   struct LeasedRow {
@@ -78,6 +87,9 @@ class PrefixStore {
     // Why a row the store refused to take was not stored (its pool or a
     // quota full: RESOURCE_EXHAUSTED); OK otherwise. The other rows go on.
     absl::Status not_stored;
+    // The lease's pages in the store's shared pool, when the store said
+    // (a remote store whose pool this process maps); else empty.
+    PoolPages pool_pages;
   };
 
   virtual ~PrefixStore() = default;
@@ -107,6 +119,16 @@ class PrefixStore {
   // The pages a lease pins, as a run of pages on `device`
   // (page_layout.h): (n, n_layer, 2, n_head, page_size, head_dim).
   virtual absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) = 0;
+
+  // As ReadLeased, from page ids a writer's Store returned (Stored's
+  // pool_pages) instead of asking the store: gathered out of the pool this
+  // process maps. The caller holds the lease that pins them. FAILED_
+  // PRECONDITION when no pool of that epoch is mapped here (the caller
+  // then uses ReadLeased); INVALID_ARGUMENT for ids outside the pool.
+  virtual absl::StatusOr<torch::Tensor> ReadPoolPages(const PoolPages& pages,
+                                                      torch::Device device) {
+    return absl::FailedPreconditionError("this store maps no shared pool");
+  }
 
   // Caches each row's tokens (a multiple of the page size long; their K/V in
   // the row at positions 0..) that the store lacks; one Stored per entry, in

@@ -1,5 +1,7 @@
 #include "prefill_service/prefill_proto.h"
 
+#include <utility>
+
 #include "rpc/sampling_proto.h"
 
 namespace nanoserve {
@@ -32,6 +34,11 @@ void PrefillOutcomeToProto(const PrefillOutcome& outcome, v1::PrefillResponse* r
     out->set_lease_id(p.lease_id);
     out->set_stored_tokens(p.stored_tokens);
     out->set_cached_tokens(p.cached_tokens);
+    if (!p.pool_pages.empty()) {
+      out->mutable_shared()->set_epoch(p.pool_pages.epoch);
+      out->mutable_shared()->mutable_pages()->Add(p.pool_pages.pages.begin(),
+                                                  p.pool_pages.pages.end());
+    }
   }
   response->set_computed_tokens(outcome.computed_tokens);
   response->set_store_used(outcome.store_status.ok());
@@ -44,8 +51,12 @@ void PrefillOutcomeToProto(const PrefillOutcome& outcome, v1::PrefillResponse* r
 PrefillOutcome PrefillOutcomeFromProto(const v1::PrefillResponse& response) {
   PrefillOutcome outcome;
   for (const v1::PrefilledPrompt& p : response.prompts()) {
-    outcome.prompts.push_back(
-        {p.first_token(), p.lease_id(), p.stored_tokens(), p.cached_tokens()});
+    PrefilledPrompt prompt{p.first_token(), p.lease_id(), p.stored_tokens(), p.cached_tokens()};
+    if (p.has_shared()) {
+      prompt.pool_pages.epoch = p.shared().epoch();
+      prompt.pool_pages.pages.assign(p.shared().pages().begin(), p.shared().pages().end());
+    }
+    outcome.prompts.push_back(std::move(prompt));
   }
   outcome.computed_tokens = response.computed_tokens();
   if (!response.store_used()) outcome.store_status = absl::UnknownError(response.store_error());

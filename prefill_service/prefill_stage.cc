@@ -118,6 +118,7 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
     outcome.prompts[r].lease_id = prefill.stored[r].lease_id;
     outcome.prompts[r].stored_tokens = prefill.stored[r].stored_tokens;
     outcome.prompts[r].cached_tokens = prefill.reused_tokens[r];
+    outcome.prompts[r].pool_pages = prefill.stored[r].pool_pages;
   }
   outcome.computed_tokens = prefill.computed_tokens;
   outcome.store_status = store_ == nullptr ? absl::FailedPreconditionError("no kv store configured")

@@ -59,6 +59,10 @@ struct PrefilledPrompt {
   uint64_t lease_id = PrefixStore::kNoLease;
   int64_t stored_tokens = 0;
   int64_t cached_tokens = 0;  // loaded from the store for this prompt
+  // The lease's pages in the store's shared pool, when prefill wrote them
+  // in place (PrefixStore::Stored's): a caller that maps the same pool
+  // reads them with no Fetch. Empty otherwise.
+  PrefixStore::PoolPages pool_pages;
 };
 
 struct PrefillOutcome {

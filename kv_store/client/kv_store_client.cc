@@ -86,6 +86,20 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
   return Match{response.matched_tokens(), response.lease_id(), *layout};
 }
 
+v1::PutHeader KvStoreClient::PutHeaderProto(absl::Span<const int32_t> tokens,
+                                            uint64_t base_lease_id, int64_t base_tokens,
+                                            const PageLayout& layout, const PutScope& scope) const {
+  v1::PutHeader header;
+  header.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  header.set_base_lease_id(base_lease_id);
+  header.set_base_tokens(base_tokens);
+  *header.mutable_layout() = LayoutProto(layout);
+  header.set_cache_salt(scope.cache_salt);
+  header.set_lease_holder(scope.lease_holder);
+  header.set_epoch(scope.pool_epoch);
+  return header;
+}
+
 absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tokens,
                                                    uint64_t base_lease_id, int64_t base_tokens,
                                                    const torch::Tensor& pages,
@@ -104,12 +118,7 @@ absl::StatusOr<v1::PutResponse> KvStoreClient::Put(absl::Span<const int32_t> tok
   v1::PutResponse response;
   std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer = stub_->Put(&context, &response);
   v1::PutRequest header;
-  header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
-  header.mutable_header()->set_base_lease_id(base_lease_id);
-  header.mutable_header()->set_base_tokens(base_tokens);
-  *header.mutable_header()->mutable_layout() = LayoutProto(layout);
-  header.mutable_header()->set_cache_salt(scope.cache_salt);
-  header.mutable_header()->set_lease_holder(scope.lease_holder);
+  *header.mutable_header() = PutHeaderProto(tokens, base_lease_id, base_tokens, layout, scope);
   bool ok = writer->Write(header);
   const char* data = static_cast<const char*>(pages.data_ptr());
   const int64_t total = pages.numel() * pages.element_size();
@@ -315,15 +324,17 @@ std::string KvStoreClient::TransportDescription() const {
 absl::Status KvStoreClient::FinishedShared(const grpc::Status& status, const char* what,
                                            uint64_t epoch) {
   absl::Status result = Finished(status, what);
-  if (result.code() == absl::StatusCode::kFailedPrecondition) {
-    // The store restarted (or stopped exporting): map again next time.
-    absl::MutexLock lock(&mu_);
-    if (pool_ != nullptr && pool_->epoch == epoch) {
-      pool_ = nullptr;
-      connected_ = false;
-    }
-  }
+  if (result.code() == absl::StatusCode::kFailedPrecondition) DropPool(epoch);
   return result;
+}
+
+void KvStoreClient::DropPool(uint64_t epoch) {
+  // The store restarted (or stopped exporting): map again next time.
+  absl::MutexLock lock(&mu_);
+  if (pool_ != nullptr && pool_->epoch == epoch) {
+    pool_ = nullptr;
+    connected_ = false;
+  }
 }
 
 absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool& pool,
@@ -365,56 +376,66 @@ absl::StatusOr<std::vector<int32_t>> KvStoreClient::FetchShared(const MappedPool
   return pages;
 }
 
-absl::StatusOr<KvStoreClient::Reservation> KvStoreClient::Reserve(const MappedPool& pool,
-                                                                  int64_t n) {
+absl::StatusOr<KvStoreClient::Reserved> KvStoreClient::ReserveBatch(
+    const MappedPool& pool, absl::Span<const int64_t> pages_per_row) {
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
   v1::ReserveRequest request;
-  request.set_pages(n);
+  request.mutable_batch()->Add(pages_per_row.begin(), pages_per_row.end());
   request.set_epoch(pool.epoch);
   v1::ReserveResponse response;
   grpc::Status status = stub_->Reserve(&context, request, &response);
   if (absl::Status failed = FinishedShared(status, "kv store Reserve", pool.epoch); !failed.ok()) {
     return failed;
   }
-  Reservation reservation{response.reservation_id(),
-                          {response.pages().begin(), response.pages().end()}};
-  bool valid = static_cast<int64_t>(reservation.pages.size()) == n;
-  for (int32_t page : reservation.pages) {
-    valid = valid && page >= 0 && page < pool.storage.size(0);
+  bool valid = response.reservations_size() <= static_cast<int>(pages_per_row.size());
+  Reserved reserved;
+  for (int i = 0; valid && i < response.reservations_size(); ++i) {
+    const v1::ReservedPages& r = response.reservations(i);
+    valid = r.reservation_id() != 0 && r.pages_size() == pages_per_row[i];
+    for (int32_t page : r.pages()) valid = valid && page >= 0 && page < pool.storage.size(0);
+    reserved.granted.push_back({r.reservation_id(), {r.pages().begin(), r.pages().end()}});
   }
-  if (!valid) return absl::InternalError("kv store Reserve: malformed pages");
-  return reservation;
+  if (!valid) return absl::InternalError("kv store Reserve: malformed reservations");
+  reserved.refused = response.refused();
+  return reserved;
 }
 
-absl::StatusOr<v1::PutResponse> KvStoreClient::Commit(absl::Span<const int32_t> tokens,
-                                                      uint64_t base_lease_id, int64_t base_tokens,
-                                                      const MappedPool& pool,
-                                                      const Reservation& reservation,
-                                                      const PutScope& scope) {
+absl::StatusOr<std::vector<absl::StatusOr<v1::PutResponse>>> KvStoreClient::CommitBatch(
+    const MappedPool& pool, absl::Span<const CommitRow> rows,
+    absl::Span<const uint64_t> abandoned) {
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);
-  v1::PutResponse response;
-  std::unique_ptr<grpc::ClientWriter<v1::PutRequest>> writer = stub_->Put(&context, &response);
-  v1::PutRequest header;
-  v1::PutHeader* h = header.mutable_header();
-  h->mutable_tokens()->Add(tokens.begin(), tokens.end());
-  h->set_base_lease_id(base_lease_id);
-  h->set_base_tokens(base_tokens);
-  *h->mutable_layout() = LayoutProto(pool.layout);
-  h->set_cache_salt(scope.cache_salt);
-  h->set_lease_holder(scope.lease_holder);
-  h->set_reservation_id(reservation.id);
-  h->set_epoch(pool.epoch);
-  writer->Write(header);
-  writer->WritesDone();
-  grpc::Status status = writer->Finish();
-  if (absl::Status failed = FinishedShared(status, "kv store Put", pool.epoch); !failed.ok()) {
+  v1::CommitRequest request;
+  for (const CommitRow& row : rows) {
+    v1::PutHeader* h = request.add_headers();
+    *h = PutHeaderProto(row.tokens, row.base_lease_id, row.base_tokens, pool.layout, row.scope);
+    h->set_reservation_id(row.reservation_id);
+    h->set_epoch(pool.epoch);
+  }
+  request.mutable_abandoned_reservation_ids()->Add(abandoned.begin(), abandoned.end());
+  v1::CommitResponse response;
+  grpc::Status status = stub_->Commit(&context, request, &response);
+  if (absl::Status failed = FinishedShared(status, "kv store Commit", pool.epoch); !failed.ok()) {
     return failed;
   }
-  return response;
+  if (response.results_size() != static_cast<int>(rows.size())) {
+    return absl::InternalError("kv store Commit: not one result per row");
+  }
+  std::vector<absl::StatusOr<v1::PutResponse>> out;
+  for (const v1::CommitResult& result : response.results()) {
+    if (result.code() == 0) {
+      out.push_back(result.response());
+      continue;
+    }
+    const absl::Status row(static_cast<absl::StatusCode>(result.code()),
+                           absl::StrCat("kv store Commit: ", result.message()));
+    if (row.code() == absl::StatusCode::kFailedPrecondition) DropPool(pool.epoch);
+    out.push_back(row);
+  }
+  return out;
 }
 
 }  // namespace nanoserve

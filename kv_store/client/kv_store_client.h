@@ -7,7 +7,8 @@
 // The data plane (kv_store.proto's Connect): with a shared transport the
 // client maps the store's pool once (Pool(); again after the store
 // restarted with a new epoch) and moves pages in place: FetchShared gives a
-// lease's page ids, Reserve gives pages to write, Commit publishes them.
+// lease's page ids, ReserveBatch gives pages to write, CommitBatch publishes
+// them.
 // Otherwise pages cross as bytes (Put, Fetch).
 //
 // Model identity: with options.model_fingerprint set, a store whose layout
@@ -74,6 +75,17 @@ struct KvStoreClientOptions {
 // "auto", "bytes", "shm" or "cuda_ipc" (INVALID_ARGUMENT otherwise).
 absl::StatusOr<KvStoreClientOptions::Transport> ParseKvTransport(absl::string_view name);
 
+// What a Put stores besides its pages (KvStoreClient::PutScope; at
+// namespace scope so that its member's default can serve the class's
+// default arguments).
+struct KvPutScope {
+  std::string cache_salt;    // the namespace
+  std::string lease_holder;  // may use the returned lease too (empty: none)
+  // Nonzero (the epoch of the pool this client maps): the store answers
+  // the returned lease's page ids (PutResponse.shared) if it is its own.
+  uint64_t pool_epoch = 0;
+};
+
 class KvStoreClient {
  public:
   explicit KvStoreClient(const KvStoreClientOptions& options);
@@ -89,10 +101,7 @@ class KvStoreClient {
                                     absl::string_view cache_salt = "");
 
   // What a Put stores besides its pages.
-  struct PutScope {
-    std::string cache_salt;    // the namespace
-    std::string lease_holder;  // may use the returned lease too (empty: none)
-  };
+  using PutScope = KvPutScope;
   // Caches `tokens` (whole pages) under scope.cache_salt; the first
   // base_tokens are pinned by base_lease_id, and `pages` holds the rest: a
   // run of (tokens.size() - base_tokens) / page_size pages of `layout` (the
@@ -138,14 +147,33 @@ class KvStoreClient {
     uint64_t id = 0;
     std::vector<int32_t> pages;
   };
-  // `n` pages of `pool` for the caller to write, then Commit.
-  absl::StatusOr<Reservation> Reserve(const MappedPool& pool, int64_t n);
-  // Publishes tokens[base_tokens:] whose K/V the caller wrote into the
-  // reservation's pages (in order) and waited for.
-  absl::StatusOr<v1::PutResponse> Commit(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
-                                         int64_t base_tokens, const MappedPool& pool,
-                                         const Reservation& reservation,
-                                         const PutScope& scope = {});
+  // A reservation per entry of `pages_per_row` (each >= 1), in one call:
+  // granted for the first entries, in order, while the store allows;
+  // `refused` says why the rest were not. None granted: the store's error
+  // (RESOURCE_EXHAUSTED when full).
+  struct Reserved {
+    std::vector<Reservation> granted;
+    std::string refused;
+  };
+  absl::StatusOr<Reserved> ReserveBatch(const MappedPool& pool,
+                                        absl::Span<const int64_t> pages_per_row);
+  // One reservation's commit: tokens[base_tokens:], whose K/V the caller
+  // wrote into the reservation's pages (in order) and waited for.
+  struct CommitRow {
+    absl::Span<const int32_t> tokens;
+    uint64_t base_lease_id = 0;
+    int64_t base_tokens = 0;
+    uint64_t reservation_id = 0;
+    PutScope scope;
+  };
+  // Commits `rows` in one call, in order, and hands the reservations
+  // `abandoned` back to the pool: one outcome per row, as a Put's (its
+  // response names the lease's pages, `shared`; an epoch refusal of any
+  // drops the mapping). The call's own failure (the store unreachable, ...)
+  // is the status.
+  absl::StatusOr<std::vector<absl::StatusOr<v1::PutResponse>>> CommitBatch(
+      const MappedPool& pool, absl::Span<const CommitRow> rows,
+      absl::Span<const uint64_t> abandoned = {});
 
   const std::string& target() const { return options_.target; }
 
@@ -155,6 +183,12 @@ class KvStoreClient {
   absl::Status CheckModel(const v1::KvLayout& layout, const char* what);
   // `layout` in proto terms, naming this client's model.
   v1::KvLayout LayoutProto(const PageLayout& layout) const;
+  // A Put's header (no reservation; epoch scope.pool_epoch).
+  v1::PutHeader PutHeaderProto(absl::Span<const int32_t> tokens, uint64_t base_lease_id,
+                               int64_t base_tokens, const PageLayout& layout,
+                               const PutScope& scope) const;
+  // Drops the mapping of `epoch` (the store refused it): map again next time.
+  void DropPool(uint64_t epoch) ABSL_LOCKS_EXCLUDED(mu_);
   // A shared call's status; an epoch refusal drops the mapping.
   absl::Status FinishedShared(const grpc::Status& status, const char* what, uint64_t epoch);
   // Connect, then map what the store offers; null for bytes.

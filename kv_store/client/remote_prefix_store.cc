@@ -94,101 +94,204 @@ absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
   return run;
 }
 
-absl::StatusOr<PrefixStore::Stored> RemotePrefixStore::StoreRow(const RowTokens& store,
-                                                                BlockTables& rows, bool pin,
-                                                                absl::string_view lease_holder) {
+absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadPoolPages(const PoolPages& lease,
+                                                               torch::Device device) {
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok()) return pool.status();
+  if (*pool == nullptr) {
+    return absl::FailedPreconditionError("the kv store's pool is not mapped here");
+  }
+  const KvStoreClient::MappedPool& mapped = **pool;
+  if (mapped.epoch != lease.epoch) {
+    return absl::FailedPreconditionError(absl::StrCat("page ids of the pool of epoch ", lease.epoch,
+                                                      "; the pool mapped here is of epoch ",
+                                                      mapped.epoch));
+  }
+  const int64_t num_pages = mapped.storage.size(0);
+  if (lease.pages.empty()) return absl::InvalidArgumentError("ReadPoolPages: no pages");
+  for (int32_t page : lease.pages) {
+    if (page < 0 || page >= num_pages) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ReadPoolPages: page ", page, " is not in the pool's [0, ", num_pages, ")"));
+    }
+  }
+  absl::StatusOr<torch::Tensor> run = ReadPages(mapped.storage, lease.pages, device);
+  // The caller may release the lease next: the gather must have read them.
+  if (run.ok()) WaitForDevice(mapped.storage.device());
+  return run;
+}
+
+PrefixStore::Stored RemotePrefixStore::StoredFrom(const v1::PutResponse& put, int64_t tokens,
+                                                  bool pin) {
+  if (!pin) {
+    client_->Release(put.lease_id()).IgnoreError();
+    return Stored{kNoLease, tokens, put.inserted_tokens()};
+  }
+  Stored stored{put.lease_id(), tokens, put.inserted_tokens()};
+  if (put.has_shared()) {
+    stored.pool_pages.epoch = put.shared().epoch();
+    stored.pool_pages.pages.assign(put.shared().pages().begin(), put.shared().pages().end());
+  }
+  return stored;
+}
+
+absl::Status RemotePrefixStore::PrepareRow(size_t index, const RowTokens& store, BlockTables& rows,
+                                           bool pin, absl::string_view lease_holder,
+                                           const KvStoreClient::MappedPool* pool,
+                                           std::vector<Stored>& out,
+                                           std::vector<PendingRow>* in_place) {
   const int64_t n = static_cast<int64_t>(store.tokens.size());
   absl::StatusOr<PageLayout> known = Layout();
   if (!known.ok()) return known.status();
-  absl::StatusOr<KvStoreClient::Match> match =
-      KvStoreClient::Match{store.base_tokens, store.base_lease_id, *known};
-  bool own_lease = false;  // a lease of ours, not the caller's base
+  PendingRow row{index, &store, {store.base_tokens, store.base_lease_id, *known}, false, {}};
   if (store.base_lease_id == kNoLease) {
-    match = client_->MatchPrefix(store.tokens, store.cache_salt);
+    absl::StatusOr<KvStoreClient::Match> match =
+        client_->MatchPrefix(store.tokens, store.cache_salt);
     if (!match.ok()) return match.status();
-    own_lease = true;
+    row.base = *match;
+    row.own_lease = true;
   }
   absl::Cleanup release = [&] {
-    if (own_lease) client_->Release(match->lease_id).IgnoreError();
+    if (row.own_lease) client_->Release(row.base.lease_id).IgnoreError();
   };
-  const PageLayout& layout = match->layout;
+  const PageLayout& layout = row.base.layout;
+  const int64_t matched = row.base.matched_tokens;
   if (n % layout.page_size != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("Store: ", n, " tokens is not a multiple of page_size ", layout.page_size));
   }
   // A lease of our own pins the row whole: it is the caller's, unless it
   // must be usable by a holder too (a Put without pages makes that lease).
-  if (match->matched_tokens == n && (!pin || (own_lease && lease_holder.empty()))) {
-    if (!pin) return Stored{kNoLease, n, 0};
-    own_lease = false;  // the match lease pins all of it: it is the caller's now
-    return Stored{match->lease_id, n, 0};
-  }
-  absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, match->matched_tokens, n);
-  if (!kv.ok()) return kv.status();
-  const KvStoreClient::PutScope scope{std::string(store.cache_salt),
-                                      pin ? std::string(lease_holder) : ""};
-  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
-  if (!pool.ok()) return pool.status();
-  absl::StatusOr<v1::PutResponse> put = absl::UnknownError("not put");
-  if (*pool != nullptr && n > match->matched_tokens) {  // pages to write in place
-    put = PutShared(**pool, store, *match, *kv, scope);
-  } else {  // as bytes (or a bare Put of a row the store holds whole)
-    // As the store's pages, on the CPU.
-    absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
-      return TokensAsPages(kv->to(torch::kCPU, layout.dtype), layout.page_size);
-    });
-    if (!staged.ok()) return staged.status();
-    put =
-        client_->Put(store.tokens, match->lease_id, match->matched_tokens, *staged, layout, scope);
-  }
-  if (!put.ok()) {
-    if (put.status().code() == absl::StatusCode::kResourceExhausted) {
-      Stored refused;
-      refused.not_stored = put.status();
-      return refused;
+  if (matched == n && (!pin || (row.own_lease && lease_holder.empty()))) {
+    if (!pin) {
+      out[index] = Stored{kNoLease, n, 0};
+      return absl::OkStatus();
     }
-    return put.status();
+    row.own_lease = false;  // the match lease pins all of it: it is the caller's now
+    out[index] = Stored{row.base.lease_id, n, 0};
+    return absl::OkStatus();
   }
-  if (!pin) {
-    client_->Release(put->lease_id()).IgnoreError();
-    return Stored{kNoLease, n, put->inserted_tokens()};
+  absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, matched, n);
+  if (!kv.ok()) return kv.status();
+  if (pool != nullptr && n > matched) {  // pages to write in place, with the batch's
+    row.kv = *std::move(kv);
+    std::move(release).Cancel();  // ours until the row is committed
+    in_place->push_back(std::move(row));
+    return absl::OkStatus();
   }
-  return Stored{put->lease_id(), n, put->inserted_tokens()};
+  // As bytes (or a bare Put of a row the store holds whole), as the store's
+  // pages on the CPU; naming the mapped pool's epoch gets the page ids.
+  const KvStoreClient::PutScope scope{std::string(store.cache_salt),
+                                      pin ? std::string(lease_holder) : "",
+                                      pool != nullptr ? pool->epoch : 0};
+  absl::StatusOr<torch::Tensor> staged = TorchResult("staging pages", [&] {
+    return TokensAsPages(kv->to(torch::kCPU, layout.dtype), layout.page_size);
+  });
+  if (!staged.ok()) return staged.status();
+  absl::StatusOr<v1::PutResponse> put =
+      client_->Put(store.tokens, row.base.lease_id, matched, *staged, layout, scope);
+  if (!put.ok()) {
+    if (put.status().code() != absl::StatusCode::kResourceExhausted) return put.status();
+    out[index].not_stored = put.status();
+    return absl::OkStatus();
+  }
+  out[index] = StoredFrom(*put, n, pin);
+  return absl::OkStatus();
 }
 
-absl::StatusOr<v1::PutResponse> RemotePrefixStore::PutShared(const KvStoreClient::MappedPool& pool,
-                                                             const RowTokens& store,
-                                                             const KvStoreClient::Match& base,
-                                                             const torch::Tensor& kv,
-                                                             const KvStoreClient::PutScope& scope) {
-  const int64_t new_pages = kv.size(3) / pool.layout.page_size;
-  absl::StatusOr<KvStoreClient::Reservation> reserved = client_->Reserve(pool, new_pages);
-  if (!reserved.ok()) return reserved.status();
-  // Written in place through the mapping, then waited for: the store
+absl::Status RemotePrefixStore::StoreInPlace(const KvStoreClient::MappedPool& pool,
+                                             const std::vector<PendingRow>& in_place, bool pin,
+                                             absl::string_view lease_holder,
+                                             std::vector<Stored>& out) {
+  if (in_place.empty()) return absl::OkStatus();
+  const int64_t page_size = pool.layout.page_size;
+  std::vector<int64_t> sizes;
+  for (const PendingRow& row : in_place) sizes.push_back(row.kv.size(3) / page_size);
+  absl::StatusOr<KvStoreClient::Reserved> reserved = client_->ReserveBatch(pool, sizes);
+  if (!reserved.ok()) {
+    if (reserved.status().code() != absl::StatusCode::kResourceExhausted) return reserved.status();
+    for (const PendingRow& row : in_place) out[row.index].not_stored = reserved.status();
+    return absl::OkStatus();
+  }
+  const std::vector<KvStoreClient::Reservation>& granted = reserved->granted;
+  for (size_t k = granted.size(); k < in_place.size(); ++k) {
+    out[in_place[k].index].not_stored =
+        absl::ResourceExhaustedError(absl::StrCat("kv store Reserve: ", reserved->refused));
+  }
+  // Written in place through the mapping, then waited for once: the store
   // publishes the pages as soon as the commit arrives.
-  absl::Status written = TorchResult("writing shared pages", [&] {
-    torch::Tensor staged =
-        TokensAsPages(kv.to(pool.storage.device(), pool.layout.dtype), pool.layout.page_size);
-    return WritePages(pool.storage, reserved->pages, staged);
-  });
-  if (!written.ok()) return written;  // the reservation expires at the store
+  absl::Status written = absl::OkStatus();
+  for (size_t k = 0; written.ok() && k < granted.size(); ++k) {
+    written = TorchResult("writing shared pages", [&] {
+      torch::Tensor staged =
+          TokensAsPages(in_place[k].kv.to(pool.storage.device(), pool.layout.dtype), page_size);
+      return WritePages(pool.storage, granted[k].pages, staged);
+    });
+  }
+  if (!written.ok()) {  // hand every reservation back now
+    std::vector<uint64_t> abandoned;
+    for (const KvStoreClient::Reservation& r : granted) abandoned.push_back(r.id);
+    client_->CommitBatch(pool, {}, abandoned).IgnoreError();
+    return written;
+  }
   WaitForDevice(pool.storage.device());
-  return client_->Commit(store.tokens, base.lease_id, base.matched_tokens, pool, *reserved, scope);
+  std::vector<KvStoreClient::CommitRow> commits;
+  for (size_t k = 0; k < granted.size(); ++k) {
+    const PendingRow& row = in_place[k];
+    commits.push_back(
+        {row.store->tokens,
+         row.base.lease_id,
+         row.base.matched_tokens,
+         granted[k].id,
+         {std::string(row.store->cache_salt), pin ? std::string(lease_holder) : "", pool.epoch}});
+  }
+  // A failed call leaves the reservations to expire at the store.
+  absl::StatusOr<std::vector<absl::StatusOr<v1::PutResponse>>> committed =
+      client_->CommitBatch(pool, commits);
+  if (!committed.ok()) return committed.status();
+  absl::Status failed = absl::OkStatus();
+  for (size_t k = 0; k < granted.size(); ++k) {
+    const absl::StatusOr<v1::PutResponse>& put = (*committed)[k];
+    Stored& stored = out[in_place[k].index];
+    if (put.ok()) {
+      stored = StoredFrom(*put, static_cast<int64_t>(in_place[k].store->tokens.size()), pin);
+    } else if (put.status().code() == absl::StatusCode::kResourceExhausted) {
+      stored.not_stored = put.status();
+    } else if (failed.ok()) {
+      failed = put.status();
+    }
+  }
+  return failed;
 }
 
 absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
     absl::Span<const RowTokens> stores, BlockTables& rows, bool pin,
     absl::string_view lease_holder) {
-  std::vector<Stored> out;
-  for (const RowTokens& store : stores) {
-    absl::StatusOr<Stored> stored = Stored{};
-    if (!store.tokens.empty()) stored = StoreRow(store, rows, pin, lease_holder);
-    if (!stored.ok()) {
-      for (const Stored& s : out) Release(s.lease_id).IgnoreError();
-      return stored.status();
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok()) return pool.status();
+  std::vector<Stored> out(stores.size());
+  std::vector<PendingRow> in_place;
+  // Base leases of our own are released once their rows are committed, or
+  // not; on failure the rows' new leases are released too.
+  absl::Cleanup release_own = [&] {
+    for (const PendingRow& row : in_place) {
+      if (row.own_lease) client_->Release(row.base.lease_id).IgnoreError();
     }
-    out.push_back(*stored);
+  };
+  absl::Cleanup release_out = [&] {
+    for (const Stored& s : out) Release(s.lease_id).IgnoreError();
+  };
+  for (size_t i = 0; i < stores.size(); ++i) {
+    if (stores[i].tokens.empty()) continue;
+    absl::Status prepared =
+        PrepareRow(i, stores[i], rows, pin, lease_holder, pool->get(), out, &in_place);
+    if (!prepared.ok()) return prepared;
   }
+  if (*pool != nullptr) {
+    absl::Status stored = StoreInPlace(**pool, in_place, pin, lease_holder, out);
+    if (!stored.ok()) return stored;
+  }
+  std::move(release_out).Cancel();
   return out;
 }
 

@@ -4,8 +4,10 @@
 // through the store's pool mapped in place when the client could map it
 // (KvStoreClient::Pool: shared memory or CUDA IPC; one gather out of it
 // per leased row, one scatter into reserved pages per stored row, only
-// page ids on gRPC), and otherwise as gRPC streams of bytes (Put, Fetch)
-// staged on the CPU in the page layout of kv_store/page_layout.h.
+// page ids on gRPC; a Store takes one Reserve and one Commit call for all
+// its rows written in place, and returns each lease's page ids so that a
+// reader of the same pool skips the Fetch: ReadPoolPages), and otherwise as gRPC streams of bytes
+// (Put, Fetch) staged on the CPU in the page layout of kv_store/page_layout.h.
 //
 // Thread safety: thread-safe.
 #ifndef NANOSERVE_KV_STORE_CLIENT_REMOTE_PREFIX_STORE_H_
@@ -38,11 +40,19 @@ class RemotePrefixStore : public PrefixStore {
   // One Fetch per leased row.
   absl::Status Load(absl::Span<const LeasedRow> loads, BlockTables& rows) override;
   absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
-  // Per row: Put of the pages beyond the row's base lease, or, without one,
-  // Match first and Put what the store lacks (with a lease_holder, a row
-  // the store holds whole is Put too, without pages, for the holder's
-  // lease). A store without room (RESOURCE_EXHAUSTED) does not store the
-  // row.
+  // One gather out of the mapped pool, no call to the store (unless this
+  // client has not connected yet).
+  absl::StatusOr<torch::Tensor> ReadPoolPages(const PoolPages& pages,
+                                              torch::Device device) override;
+  // Per row, the pages beyond the row's base lease, or, without one, Match
+  // first and store what the store lacks (with a lease_holder, a row the
+  // store holds whole is Put too, without pages, for the holder's lease).
+  // With the pool mapped: one Reserve for all rows (the rows it does not
+  // grant are not stored, with the store's reason), the rows written in
+  // place, one wait for the device, one Commit; the pinned rows' Stored
+  // name their pages (pool_pages). Else a Put of bytes per row. A store
+  // without room (RESOURCE_EXHAUSTED) does not store the row; any other
+  // failure fails the call and leaves no lease held.
   absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, BlockTables& rows,
                                             bool pin, absl::string_view lease_holder) override;
   absl::Status Release(uint64_t lease_id) override;
@@ -54,15 +64,29 @@ class RemotePrefixStore : public PrefixStore {
   // the device before the lease may end), else fetched as bytes.
   absl::StatusOr<torch::Tensor> ReadRun(const KvStoreClient::MappedPool* pool, uint64_t lease_id,
                                         torch::Device device, int64_t* tokens);
-  // Reserve, write `kv` (n_layer, 2, n_head, T, head_dim) into the pages in
-  // place, wait, Commit.
-  absl::StatusOr<v1::PutResponse> PutShared(const KvStoreClient::MappedPool& pool,
-                                            const RowTokens& store,
-                                            const KvStoreClient::Match& base,
-                                            const torch::Tensor& kv,
-                                            const KvStoreClient::PutScope& scope);
-  absl::StatusOr<Stored> StoreRow(const RowTokens& store, BlockTables& rows, bool pin,
-                                  absl::string_view lease_holder);
+  // A row of a Store call to write in place: its base (a lease of the
+  // caller's, or of ours from a Match) and its K/V beyond it.
+  struct PendingRow {
+    size_t index = 0;  // into the call's result
+    const RowTokens* store = nullptr;
+    KvStoreClient::Match base;
+    bool own_lease = false;  // base is ours: released once the row is committed
+    torch::Tensor kv;        // (n_layer, 2, n_head, T, head_dim), the tokens beyond base
+  };
+  // Stores row `index` at once (over bytes, or nothing to write) into
+  // out[index], or, when it is to be written into `pool` (not null), adds
+  // it to *in_place.
+  absl::Status PrepareRow(size_t index, const RowTokens& store, BlockTables& rows, bool pin,
+                          absl::string_view lease_holder, const KvStoreClient::MappedPool* pool,
+                          std::vector<Stored>& out, std::vector<PendingRow>* in_place);
+  // One Reserve for `in_place`, the writes, one wait, one Commit; each
+  // row's outcome into out[row.index].
+  absl::Status StoreInPlace(const KvStoreClient::MappedPool& pool,
+                            const std::vector<PendingRow>& in_place, bool pin,
+                            absl::string_view lease_holder, std::vector<Stored>& out);
+  // A Put's (or commit's) outcome for a row of `tokens` tokens; without
+  // `pin` its lease is released.
+  Stored StoredFrom(const v1::PutResponse& put, int64_t tokens, bool pin);
 
   KvStoreClient* client_;
   absl::Mutex mu_;

@@ -57,6 +57,19 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
       metrics->AddCounter("nanoserve_kv_store_fetched_bytes_total", "Page bytes sent by Fetch.");
   put_bytes_ = metrics->AddCounter("nanoserve_kv_store_put_bytes_total",
                                    "Page bytes received by Put and inserted.");
+  auto count = [this](const std::atomic<int64_t> CallCounts::*field) {
+    return [this, field] { return static_cast<double>((calls_.*field).load()); };
+  };
+  metrics->AddObservedCounter("nanoserve_kv_store_fetch_calls_total", "Fetch calls.",
+                              count(&CallCounts::fetch));
+  metrics->AddObservedCounter("nanoserve_kv_store_put_calls_total", "Put calls.",
+                              count(&CallCounts::put));
+  metrics->AddObservedCounter("nanoserve_kv_store_reserve_calls_total",
+                              "Reserve calls (one may reserve for a whole batch).",
+                              count(&CallCounts::reserve));
+  metrics->AddObservedCounter("nanoserve_kv_store_commit_calls_total",
+                              "Commit calls (one may commit a whole batch).",
+                              count(&CallCounts::commit));
   auto stat = [cache](int64_t PrefixCacheStats::*field) {
     return [cache, field] { return static_cast<double>(cache->Stats().*field); };
   };
@@ -190,6 +203,10 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
   response->set_pool_export(
       exported == KvTransport::kBytes ? "none" : std::string(KvTransportName(exported)));
   response->set_reserved_pages(reserved_pages());
+  response->set_fetch_calls(calls_.fetch.load());
+  response->set_put_calls(calls_.put.load());
+  response->set_reserve_calls(calls_.reserve.load());
+  response->set_commit_calls(calls_.commit.load());
   return grpc::Status::OK;
 }
 
@@ -243,67 +260,6 @@ grpc::Status KvStoreHandler::Connect(const v1::ConnectRequest& request, const Pe
   pool->set_pool_bytes(segment.bytes);
   pool->set_num_pages(cache_->num_pages());
   return grpc::Status::OK;
-}
-
-grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const PeerIdentity& caller,
-                                     v1::ReserveResponse* response) {
-  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
-  if (grpc::Status denied = CheckWriter(caller); !denied.ok()) return denied;
-  if (grpc::Status stale = CheckEpoch(request.epoch(), "Reserve"); !stale.ok()) return stale;
-  if (cache_->segment().transport == KvTransport::kBytes) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                        "Reserve: the store's pool is not exported");
-  }
-  if (request.pages() < 1 || request.pages() > cache_->num_pages()) {
-    return Invalid(absl::StrCat("Reserve: ", request.pages(), " pages is not in [1, ",
-                                cache_->num_pages(), "]"));
-  }
-  // The caller's share first, then the store's bound over all callers:
-  // reserved pages are held like Put bytes in flight, under the same bound.
-  const std::string key = CallerKey(caller);
-  if (absl::Status over = quotas_.StartReserve(key, request.pages()); !over.ok()) {
-    return ToGrpcStatus(over);
-  }
-  const int64_t max_pages = options_.max_put_buffer_bytes / bytes_per_page_;
-  {
-    absl::MutexLock lock(&reservations_mu_);
-    if (reserved_pages_ + request.pages() > max_pages) {
-      quotas_.EndReserve(key, request.pages());
-      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                          absl::StrCat("Reserve: ", request.pages(), " pages would pass the ",
-                                       max_pages, " pages writers may hold uncommitted"));
-    }
-    reserved_pages_ += request.pages();
-  }
-  absl::StatusOr<std::vector<int32_t>> pages = cache_->AllocatePages(request.pages());
-  absl::MutexLock lock(&reservations_mu_);
-  if (!pages.ok()) {
-    reserved_pages_ -= request.pages();
-    quotas_.EndReserve(key, request.pages());
-    return ToGrpcStatus(pages.status());
-  }
-  uint64_t id = NewEpoch();
-  while (reservations_.contains(id)) id = NewEpoch();
-  response->set_reservation_id(id);
-  response->mutable_pages()->Add(pages->begin(), pages->end());
-  response->set_ttl_ms(absl::ToInt64Milliseconds(options_.reservation_ttl));
-  reservations_[id] =
-      Reservation{caller.name, key, *std::move(pages), absl::Now() + options_.reservation_ttl};
-  return grpc::Status::OK;
-}
-
-absl::StatusOr<std::vector<int32_t>> KvStoreHandler::TakeReservation(uint64_t id,
-                                                                     const PeerIdentity& caller) {
-  absl::MutexLock lock(&reservations_mu_);
-  auto it = reservations_.find(id);
-  if (it == reservations_.end() || it->second.caller != caller.name) {
-    return absl::NotFoundError(absl::StrCat("Put: no reservation ", id, " (expired?)"));
-  }
-  std::vector<int32_t> pages = std::move(it->second.pages);
-  reserved_pages_ -= static_cast<int64_t>(pages.size());
-  quotas_.EndReserve(it->second.quota_key, static_cast<int64_t>(pages.size()));
-  reservations_.erase(it);
-  return pages;
 }
 
 int64_t KvStoreHandler::reserved_pages() const {
@@ -382,6 +338,8 @@ grpc::Status KvStoreHandler::PutSession::OnHeader(const v1::PutHeader& header) {
   }
   cache_salt_ = header.cache_salt();
   lease_holder_ = header.lease_holder();
+  answer_pages_ =
+      header.epoch() == h.options_.epoch && h.cache_->segment().transport != KvTransport::kBytes;
   if (absl::Status over =
           h.quotas_.CheckLease(lease_holder_.empty() ? CallerKey(caller_) : lease_holder_);
       !over.ok()) {
@@ -488,6 +446,14 @@ grpc::Status KvStoreHandler::PutSession::BasePages(std::vector<int32_t>* pages) 
   return grpc::Status::OK;
 }
 
+void KvStoreHandler::PutSession::AnswerPages(v1::PutResponse* response) const {
+  if (!answer_pages_ || response->lease_id() == PrefixCache::kNoLease) return;
+  auto leased = handler_->cache_->LeasedPages(response->lease_id(), caller_.name);
+  if (!leased.ok()) return;  // the reader Fetches instead
+  response->mutable_shared()->set_epoch(handler_->options_.epoch);
+  response->mutable_shared()->mutable_pages()->Add(leased->begin(), leased->end());
+}
+
 grpc::Status KvStoreHandler::PutSession::OnMessage(const v1::PutRequest& message) {
   last_message_ns_.store(absl::GetCurrentTimeNanos());
   if (message.has_header()) {
@@ -554,6 +520,7 @@ grpc::Status KvStoreHandler::PutSession::Finish(v1::PutResponse* response) {
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
+  AnswerPages(response);
   return grpc::Status::OK;
 }
 
@@ -570,6 +537,7 @@ grpc::Status KvStoreHandler::PutSession::FinishCommit(std::vector<int32_t> pages
   response->set_lease_id(inserted->lease_id);
   response->set_cached_tokens(static_cast<int64_t>(tokens_.size()));
   response->set_inserted_tokens(inserted->inserted_tokens);
+  AnswerPages(response);
   return grpc::Status::OK;
 }
 
@@ -577,6 +545,7 @@ grpc::Status KvStoreHandler::PutSession::FinishCommit(std::vector<int32_t> pages
 
 grpc::Status KvStoreHandler::StartFetch(const v1::FetchRequest& request, const PeerIdentity& caller,
                                         std::unique_ptr<FetchSession>* session) {
+  calls_.fetch.fetch_add(1);
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
   const bool shared = request.transport() != v1::TRANSPORT_BYTES;
   if (shared) {

@@ -47,7 +47,14 @@
 // (FAILED_PRECONDITION) instead of reading another pool's pages. A
 // reservation not committed within options.reservation_ttl (its writer
 // died) goes back to the pool; reserved pages count against the same
-// bound as Put bytes in flight.
+// bound as Put bytes in flight. A writer of a batch takes one reservation
+// per row in one Reserve call (ReserveRequest.batch: granted in order while
+// they fit, the rest refused with the reason) and commits them in one
+// Commit call (each header as its own Put would be: its own lease or its
+// own error), handing back the reservations it will not commit. A Put or
+// commit whose header names the store's epoch is answered with the lease's
+// page ids (PutResponse.shared), so a reader of the mapped pool needs no
+// Fetch.
 //
 // Thread safety: thread-safe; sessions are used by one call at a time.
 #ifndef NANOSERVE_KV_STORE_SERVER_KV_STORE_HANDLER_H_
@@ -133,6 +140,17 @@ class KvStoreHandler {
                        v1::ConnectResponse* response);
   grpc::Status Reserve(const v1::ReserveRequest& request, const PeerIdentity& caller,
                        v1::ReserveResponse* response);
+  grpc::Status Commit(const v1::CommitRequest& request, const PeerIdentity& caller,
+                      v1::CommitResponse* response);
+
+  // Calls since start, by method (Stats' *_calls).
+  struct CallCounts {
+    std::atomic<int64_t> fetch{0};
+    std::atomic<int64_t> put{0};
+    std::atomic<int64_t> reserve{0};
+    std::atomic<int64_t> commit{0};
+  };
+  const CallCounts& calls() const { return calls_; }
 
   // One Put call: OnMessage for each message in order, then Finish.
   class PutSession {
@@ -159,6 +177,9 @@ class KvStoreHandler {
     // The first base_pages_ pages the base lease pins (into *pages if not
     // null); NOT_FOUND if the lease is gone.
     grpc::Status BasePages(std::vector<int32_t>* pages) const;
+    // The new lease's pages into response->shared, when the header asked
+    // (named the store's epoch).
+    void AnswerPages(v1::PutResponse* response) const;
 
     KvStoreHandler* handler_;
     const PeerIdentity caller_;
@@ -171,6 +192,7 @@ class KvStoreHandler {
     int64_t new_pages_ = 0;  // taken from the pool at Finish
     // A commit of a reservation: its pages, the session's until inserted.
     std::vector<int32_t> reserved_;
+    bool answer_pages_ = false;             // the header named the store's epoch
     std::string bytes_;                     // the new pages, as they arrive
     int64_t expected_bytes_ = 0;            // counted in the handler's put_bytes_in_flight_
     bool counted_ = false;                  // a stream counted in the caller's quota
@@ -180,6 +202,7 @@ class KvStoreHandler {
     std::function<void()> cancel_;          // guarded by the handler's puts_mu_
   };
   std::unique_ptr<PutSession> StartPut(const PeerIdentity& caller) {
+    calls_.put.fetch_add(1);
     return std::unique_ptr<PutSession>(new PutSession(this, caller));
   }
   // Cancels the Put streams idle since `now` - put_idle_timeout; returns
@@ -229,6 +252,13 @@ class KvStoreHandler {
     std::vector<int32_t> pages;
     absl::Time deadline;
   };
+  // One reservation of `pages` (validated) for `caller`, counted against
+  // the quota of `key`: its id and pages, or why not (RESOURCE_EXHAUSTED).
+  absl::StatusOr<v1::ReservedPages> ReserveOne(const PeerIdentity& caller, const std::string& key,
+                                               int64_t pages) ABSL_LOCKS_EXCLUDED(reservations_mu_);
+  // Commits one header of a Commit call, as a Put of it alone would.
+  grpc::Status CommitOne(const v1::PutHeader& header, const PeerIdentity& caller,
+                         v1::PutResponse* response);
   // FAILED_PRECONDITION unless `epoch` is this store's.
   grpc::Status CheckEpoch(uint64_t epoch, const char* what) const;
   // Why `caller` may not map the pool ("" if it may).
@@ -259,6 +289,7 @@ class KvStoreHandler {
   Counter* shared_fetched_bytes_ = nullptr;
   Counter* shared_put_bytes_ = nullptr;
   std::atomic<int64_t> put_bytes_in_flight_{0};
+  CallCounts calls_;
   const std::string host_id_;
   mutable absl::Mutex reservations_mu_;
   absl::flat_hash_map<uint64_t, Reservation> reservations_ ABSL_GUARDED_BY(reservations_mu_);

@@ -123,4 +123,10 @@ grpc::ServerUnaryReactor* KvStoreService::Reserve(grpc::CallbackServerContext* c
   return Done(context, handler_->Reserve(*request, PeerIdentityOf(*context), response));
 }
 
+grpc::ServerUnaryReactor* KvStoreService::Commit(grpc::CallbackServerContext* context,
+                                                 const v1::CommitRequest* request,
+                                                 v1::CommitResponse* response) {
+  return Done(context, handler_->Commit(*request, PeerIdentityOf(*context), response));
+}
+
 }  // namespace nanoserve

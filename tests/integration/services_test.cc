@@ -65,6 +65,7 @@ class ServicesTest : public ::testing::Test {
     o.kv_store.page_size = kPageSize;
     o.kv_store.pool_mb = 16;
     o.decode.max_batch = 16;
+    o.decode.store.kv_transport = decode_kv_transport_;
     o.prefill_flags = {"--store_timeout_ms=2000"};
     o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
                            extra_prefill_flags_.end());
@@ -129,6 +130,7 @@ class ServicesTest : public ::testing::Test {
   std::vector<std::string> extra_prefill_flags_;   // a subclass's, set before SetUp
   std::vector<std::string> extra_kv_store_flags_;  // likewise
   std::vector<std::string> extra_decode_flags_;    // likewise
+  std::string decode_kv_transport_ = "auto";       // likewise
   std::string dir_;
   std::unique_ptr<Gpt2Model> model_;
   std::unique_ptr<ServiceStack> stack_;
@@ -152,6 +154,55 @@ TEST_F(ServicesTest, GreedyTokensEqualTheOfflineEngine) {
     EXPECT_GT(f.timings().ttft_ms(), 0);
     ExpectSameGreedy(*model_, prompt, Offline(prompt, 12), out->output_ids);
   }
+}
+
+// Prefill writes the prompt's pages in place and returns their ids; decode
+// gathers them out of its own mapping of the store's pool and never calls
+// Fetch. Prefill reserves and commits each batch in one call of each; its
+// first-token message is timed.
+TEST_F(ServicesTest, DecodeReadsThePagesPrefillNamedWithNoFetch) {
+  const std::vector<int> lengths = {8, 17, 33};
+  for (int length : lengths) {
+    const std::vector<int> prompt = Prompt(length, length + 100);
+    auto out = Generate(GreedyRequest(prompt, 8));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const v1::Finished& f = out->finished;
+    EXPECT_EQ(f.fallback_reason(), "");
+    EXPECT_TRUE(f.timings().kv_fetch_skipped());
+    EXPECT_EQ(f.usage().fetched_prompt_tokens(), length / kPageSize * kPageSize);
+    EXPECT_GT(f.timings().prefill_first_token_ms(), 0);
+    EXPECT_LE(f.timings().prefill_first_token_ms(), f.timings().prefill_ms());
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
+  }
+  const v1::StatsResponse stats = store_->Stats().value();
+  EXPECT_EQ(stats.fetch_calls(), 0);
+  EXPECT_EQ(stats.put_calls(), 0);  // every prompt new: committed in place
+  EXPECT_EQ(stats.reserve_calls(), static_cast<int64_t>(lengths.size()));
+  EXPECT_EQ(stats.commit_calls(), static_cast<int64_t>(lengths.size()));
+  EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_kv_fetch_skipped_total 3"),
+            std::string::npos);
+}
+
+// Decode that cannot map the pool (bytes forced) is given the same page
+// ids by prefill, cannot use them, and Fetches as before: the reference
+// path, with the offline engine's tokens.
+class BytesDecodeServicesTest : public ServicesTest {
+ protected:
+  BytesDecodeServicesTest() { decode_kv_transport_ = "bytes"; }
+};
+
+TEST_F(BytesDecodeServicesTest, DecodeThatDoesNotMapThePoolFetches) {
+  const std::vector<int> prompt = Prompt(17, 5);
+  auto out = Generate(GreedyRequest(prompt, 8));
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->finished.fallback_reason(), "");
+  EXPECT_FALSE(out->finished.timings().kv_fetch_skipped());
+  EXPECT_EQ(out->finished.usage().fetched_prompt_tokens(), 2 * kPageSize);
+  ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
+  const v1::StatsResponse stats = store_->Stats().value();
+  EXPECT_EQ(stats.fetch_calls(), 1);
+  EXPECT_GT(stats.fetched_bytes(), 0);     // decode's, over bytes
+  EXPECT_GT(stats.shared_put_bytes(), 0);  // prefill's, in place
 }
 
 TEST_F(ServicesTest, SharedPrefixIsACacheHit) {

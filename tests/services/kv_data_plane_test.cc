@@ -2,7 +2,8 @@
 // handler's Connect / Reserve / commit / shared Fetch contract, and a
 // RemotePrefixStore over a real gRPC server moving pages in place, with the
 // same results as over bytes; a store restart (new epoch) is refused, then
-// mapped again.
+// mapped again. Batches: one Reserve and one Commit call per Store of many
+// rows, a partial grant, the page ids a commit answers read with no Fetch.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -390,11 +391,13 @@ TEST_F(DataPlaneHandlerTest, BadCommitsAndOverlargeReservationsChangeNothing) {
 class StoreServer {
  public:
   // `model`: the store's model fingerprint (empty: not said).
-  explicit StoreServer(bool exported, int port = 0, const std::string& model = "") {
+  explicit StoreServer(bool exported, int port = 0, const std::string& model = "",
+                       const CallerQuotaOptions& quotas = CallerQuotaOptions()) {
     PrefixCacheOptions o = PoolOptions(exported, 32);
     cache_ = PrefixCache::Create(o).value();
     KvStoreHandlerOptions h = HandlerOptions(o.pool.epoch);
     h.model_fingerprint = model;
+    h.quotas = quotas;
     handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, &metrics_);
     service_ = std::make_unique<KvStoreService>(handler_.get());
     grpc::ServerBuilder builder;
@@ -423,9 +426,9 @@ class StoreServer {
 
 // Rows over a pool of this process (the caller's), with the store's layout.
 struct Rows {
-  Rows() {
+  explicit Rows(int64_t rows = 2) {
     pool = PrefixCache::Create(PoolOptions(false, 32)).value();
-    tables = BlockTables::Create(pool.get(), 2, 32).value();
+    tables = BlockTables::Create(pool.get(), rows, 32).value();
   }
   std::unique_ptr<PrefixCache> pool;
   std::unique_ptr<BlockTables> tables;
@@ -563,6 +566,232 @@ TEST(RemoteDataPlaneTest, ARestartedStoreIsRefusedOnceThenMappedAgain) {
   ASSERT_NE(new_pool, nullptr);
   EXPECT_NE(new_pool->epoch, old_pool->epoch);
   EXPECT_TRUE(torch::equal(RoundTrip(store, 9), Kv(0, 16, 9)));
+}
+
+// ---- batches ----
+
+TEST_F(DataPlaneHandlerTest, ABatchReservationIsGrantedInOrderWhileItFits) {
+  KvStoreHandlerOptions h = HandlerOptions(epoch_);
+  h.quotas.max_reserved_pages = 3;
+  handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
+  const int64_t free_before = FreePages();
+  v1::ReserveRequest request;
+  request.set_epoch(epoch_);
+  for (int64_t pages : {2, 1, 2}) request.add_batch(pages);
+  v1::ReserveResponse reserved;
+  ASSERT_TRUE(handler_->Reserve(request, kAnyone, &reserved).ok());
+  ASSERT_EQ(reserved.reservations_size(), 2);  // 2 + 1; the third would pass 3
+  EXPECT_EQ(reserved.reservations(0).pages_size(), 2);
+  EXPECT_EQ(reserved.reservations(1).pages_size(), 1);
+  EXPECT_NE(reserved.refused().find("--max_reserved_pages_per_caller"), std::string::npos);
+  EXPECT_EQ(reserved.reservation_id(), 0u);
+  EXPECT_EQ(FreePages(), free_before - 3);
+  EXPECT_EQ(handler_->calls().reserve.load(), 1);
+
+  // Nothing granted: the call fails as one reservation would.
+  v1::ReserveResponse none;
+  const grpc::Status full = handler_->Reserve(request, kAnyone, &none);
+  EXPECT_EQ(full.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << full.error_message();
+  EXPECT_EQ(FreePages(), free_before - 3);
+
+  // Bad batches change nothing.
+  for (const std::vector<int64_t>& bad :
+       std::vector<std::vector<int64_t>>{{1, 0}, {-1}, {cache_->num_pages() + 1}}) {
+    v1::ReserveRequest r;
+    r.set_epoch(epoch_);
+    r.mutable_batch()->Add(bad.begin(), bad.end());
+    v1::ReserveResponse ignored;
+    EXPECT_EQ(handler_->Reserve(r, kAnyone, &ignored).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  request.set_pages(1);  // both pages and batch
+  EXPECT_EQ(handler_->Reserve(request, kAnyone, &none).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(FreePages(), free_before - 3);
+  EXPECT_EQ(handler_->reserved_pages(), 3);
+}
+
+// One Commit call: each header commits alone (its own lease and page ids,
+// or its own error, its reservation then freed), and abandoned
+// reservations go back at once; nothing stays pinned or reserved.
+TEST_F(DataPlaneHandlerTest, ACommitCallCommitsEachRowAloneAndFreesWhatItAbandons) {
+  const int64_t free_before = FreePages();
+  torch::Tensor pool = Map(Connect());
+  v1::ReserveRequest request;
+  request.set_epoch(epoch_);
+  for (int64_t pages : {2, 1, 1}) request.add_batch(pages);
+  v1::ReserveResponse reserved;
+  ASSERT_TRUE(handler_->Reserve(request, kAnyone, &reserved).ok());
+  ASSERT_EQ(reserved.reservations_size(), 3);
+  const v1::ReservedPages& good = reserved.reservations(0);
+  const std::vector<int32_t> pages(good.pages().begin(), good.pages().end());
+  ASSERT_TRUE(WritePages(pool, pages, TokensAsPages(Kv(0, 8), kPageSize)).ok());
+
+  v1::CommitRequest commit;
+  v1::PutHeader* ok = commit.add_headers();
+  const std::vector<int32_t> tokens = Tokens(8);
+  ok->mutable_tokens()->Add(tokens.begin(), tokens.end());
+  *ok->mutable_layout() = handler_->layout();
+  ok->set_reservation_id(good.reservation_id());
+  ok->set_epoch(epoch_);
+  v1::PutHeader* wrong = commit.add_headers();  // 2 new pages, a 1-page reservation
+  *wrong = *ok;
+  wrong->clear_tokens();
+  const std::vector<int32_t> other = Tokens(8, 20);
+  wrong->mutable_tokens()->Add(other.begin(), other.end());
+  wrong->set_reservation_id(reserved.reservations(1).reservation_id());
+  commit.add_abandoned_reservation_ids(reserved.reservations(2).reservation_id());
+  v1::CommitResponse committed;
+  ASSERT_TRUE(handler_->Commit(commit, kAnyone, &committed).ok());
+  ASSERT_EQ(committed.results_size(), 2);
+  EXPECT_EQ(committed.results(0).code(), 0) << committed.results(0).message();
+  const v1::PutResponse& put = committed.results(0).response();
+  EXPECT_EQ(put.inserted_tokens(), 8);
+  EXPECT_EQ(put.shared().epoch(), epoch_);
+  EXPECT_EQ(std::vector<int32_t>(put.shared().pages().begin(), put.shared().pages().end()), pages);
+  EXPECT_EQ(committed.results(1).code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_FALSE(committed.results(1).has_response());
+  EXPECT_EQ(handler_->reserved_pages(), 0);
+  EXPECT_EQ(FreePages(), free_before - 2);  // only the committed row's pages
+  EXPECT_EQ(handler_->calls().commit.load(), 1);
+  EXPECT_EQ(handler_->calls().put.load(), 0);
+
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
+  EXPECT_EQ(cache_->Stats().pages_pinned, 0);
+  EXPECT_EQ(handler_->quotas().callers(), 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// A Put over bytes that names the store's epoch is answered with its page
+// ids too; one that does not is not.
+TEST_F(DataPlaneHandlerTest, APutNamingTheEpochIsAnsweredWithItsPageIds) {
+  for (uint64_t epoch : {epoch_, uint64_t{0}}) {
+    auto session = handler_->StartPut(kAnyone);
+    v1::PutRequest header;
+    const std::vector<int32_t> tokens = Tokens(4, epoch == 0 ? 30 : 10);
+    header.mutable_header()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    *header.mutable_header()->mutable_layout() = handler_->layout();
+    header.mutable_header()->set_epoch(epoch);
+    ASSERT_TRUE(session->OnMessage(header).ok());
+    const torch::Tensor page = TokensAsPages(Kv(0, 4), kPageSize);
+    v1::PutRequest chunk;
+    chunk.mutable_chunk()->set_data(page.data_ptr(), page.nbytes());
+    ASSERT_TRUE(session->OnMessage(chunk).ok());
+    v1::PutResponse put;
+    ASSERT_TRUE(session->Finish(&put).ok());
+    EXPECT_EQ(put.has_shared(), epoch != 0);
+    if (epoch != 0) {
+      std::vector<int32_t> fetched;
+      ASSERT_TRUE(FetchShared(put.lease_id(), &fetched).ok());
+      EXPECT_EQ(std::vector<int32_t>(put.shared().pages().begin(), put.shared().pages().end()),
+                fetched);
+    }
+  }
+}
+
+// Writes `rows` rows of `tokens_per_row` tokens each (row r's tokens start
+// at 1 + 10 r) and stores them in one Store call.
+absl::StatusOr<std::vector<PrefixStore::Stored>> StoreRows(
+    RemotePrefixStore& store, Rows& writer, int64_t rows, int64_t tokens_per_row,
+    std::vector<std::vector<int32_t>>* tokens) {
+  std::vector<PrefixStore::RowTokens> stores;
+  tokens->clear();
+  for (int64_t r = 0; r < rows; ++r) tokens->push_back(Tokens(tokens_per_row, 1 + 10 * r));
+  for (int64_t r = 0; r < rows; ++r) {
+    EXPECT_TRUE(writer.tables->PrepareWrite(r, 0, tokens_per_row).ok());
+    EXPECT_TRUE(writer.tables->WriteTokens(r, 0, Kv(0, tokens_per_row, 100 * r)).ok());
+    writer.tables->set_length(r, tokens_per_row);
+    stores.push_back({r, (*tokens)[r], PrefixStore::kNoLease, 0, ""});
+  }
+  return store.Store(stores, *writer.tables, /*pin=*/true, "");
+}
+
+// A Store of four rows takes one Reserve and one Commit call, no Put; each
+// row's lease comes with its page ids, which a reader of the mapped pool
+// gathers with no Fetch: the same pages ReadLeased (a Fetch) reads.
+TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
+  StoreServer server(/*exported=*/true);
+  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
+  RemotePrefixStore store(&client);
+  Rows writer(4);
+  std::vector<std::vector<int32_t>> tokens;
+  auto stored = StoreRows(store, writer, 4, 8, &tokens);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  v1::StatsResponse stats = server.Stats();
+  EXPECT_EQ(stats.reserve_calls(), 1);
+  EXPECT_EQ(stats.commit_calls(), 1);
+  EXPECT_EQ(stats.put_calls(), 0);
+  EXPECT_EQ(stats.reserved_pages(), 0);
+  const uint64_t epoch = client.Pool().value()->epoch;
+  for (int64_t r = 0; r < 4; ++r) {
+    const PrefixStore::Stored& row = (*stored)[r];
+    ASSERT_TRUE(row.not_stored.ok()) << row.not_stored;
+    EXPECT_EQ(row.stored_tokens, 8);
+    EXPECT_EQ(row.pool_pages.epoch, epoch);
+    ASSERT_EQ(row.pool_pages.pages.size(), 2u);
+    auto gathered = store.ReadPoolPages(row.pool_pages, torch::kCPU);
+    ASSERT_TRUE(gathered.ok()) << gathered.status();
+    EXPECT_EQ(server.Stats().fetch_calls(), r);                  // only the reference reads below
+    auto fetched = store.ReadLeased(row.lease_id, torch::kCPU);  // the reference
+    ASSERT_TRUE(fetched.ok()) << fetched.status();
+    EXPECT_TRUE(torch::equal(*gathered, *fetched));
+    EXPECT_TRUE(torch::equal(PagesAsTokens(*gathered), Kv(0, 8, 100 * r)));
+  }
+  EXPECT_EQ(server.Stats().fetch_calls(), 4);
+
+  // Ids of another epoch, or outside the pool, are refused, not read.
+  PrefixStore::PoolPages stale = (*stored)[0].pool_pages;
+  stale.epoch ^= 1;
+  EXPECT_EQ(store.ReadPoolPages(stale, torch::kCPU).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  PrefixStore::PoolPages outside = (*stored)[0].pool_pages;
+  outside.pages[0] = 1 << 20;
+  EXPECT_EQ(store.ReadPoolPages(outside, torch::kCPU).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  KvStoreClient bytes_client(
+      ClientOptions(server.target(), KvStoreClientOptions::Transport::kBytes));
+  RemotePrefixStore bytes(&bytes_client);
+  EXPECT_EQ(bytes.ReadPoolPages((*stored)[0].pool_pages, torch::kCPU).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  for (const PrefixStore::Stored& row : *stored) ASSERT_TRUE(store.Release(row.lease_id).ok());
+  stats = server.Stats();
+  EXPECT_EQ(stats.active_leases(), 0);
+  EXPECT_EQ(stats.pages_pinned(), 0);
+}
+
+// The store grants the first rows of a batch and refuses the rest (the
+// caller's reservation quota): those are not stored, with the store's
+// reason, and once the stored row's lease ends nothing is held.
+TEST(RemoteDataPlaneTest, RowsABatchReservationRefusesAreNotStoredAndHoldNothing) {
+  CallerQuotaOptions quotas;
+  quotas.max_reserved_pages = 3;
+  StoreServer server(/*exported=*/true, 0, "", quotas);
+  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
+  RemotePrefixStore store(&client);
+  Rows writer(3);
+  std::vector<std::vector<int32_t>> tokens;
+  auto stored = StoreRows(store, writer, 3, 8, &tokens);  // 2 pages a row
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_TRUE((*stored)[0].not_stored.ok());
+  EXPECT_EQ((*stored)[0].stored_tokens, 8);
+  for (int r : {1, 2}) {
+    EXPECT_EQ((*stored)[r].not_stored.code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_NE((*stored)[r].not_stored.message().find("--max_reserved_pages_per_caller"),
+              absl::string_view::npos);
+    EXPECT_EQ((*stored)[r].lease_id, PrefixStore::kNoLease);
+  }
+  v1::StatsResponse stats = server.Stats();
+  EXPECT_EQ(stats.reserve_calls(), 1);
+  EXPECT_EQ(stats.reserved_pages(), 0);
+  EXPECT_EQ(stats.pages_cached(), 2);
+  ASSERT_TRUE(store.Release((*stored)[0].lease_id).ok());
+  stats = server.Stats();
+  EXPECT_EQ(stats.active_leases(), 0);
+  EXPECT_EQ(stats.pages_pinned(), 0);
 }
 
 }  // namespace kv_data_plane_test
