@@ -11,7 +11,8 @@
 #      kernels in one context, so prefill's and decode's kernels may overlap),
 #      where the machine has nvidia-cuda-mps-control; the daemon is stopped
 #      at the end.
-# Logs under $OUT; the tables print last.
+# TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0 and MPS_RUNS=0 leave
+# parts out. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
 set +e
 B="$BUILD/bin"
@@ -72,7 +73,7 @@ loads() {
 }
 
 : >"$OUT/load.md"
-bench plain
+[ "${BENCH:-1}" = 1 ] && bench plain
 loads "" alone
 
 MPS=no
@@ -95,7 +96,7 @@ else
   echo "MPS: nvidia-cuda-mps-control not on this machine"
 fi
 
-echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"
+[ -s "$OUT/services-plain.md" ] && { echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"; }
 if [ "$MPS" = yes ] && [ -s "$OUT/services-mps.md" ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
 echo; echo "== load ($CARD)"
 grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x" "$OUT/load.md"
