@@ -76,7 +76,10 @@ cleanup() {
   for f in "$OUT/kube/decode.yaml" "$OUT/kube/backends.yaml"; do
     [ -f "$f" ] && podman kube play --down "$f" >/dev/null 2>&1
   done
-  podman volume rm -f nanoserve-models >/dev/null 2>&1
+  # The PVCs' volumes (the weights, the store's snapshots) and the emptyDir
+  # podman turns into one shared volume: a second run's kube play refuses a
+  # PVC whose volume is still there.
+  podman volume rm -f nanoserve-models nanoserve-kv-snapshots tmp >/dev/null 2>&1
   podman network rm -f "$KUBE_NET" >/dev/null 2>&1
 }
 trap cleanup EXIT
