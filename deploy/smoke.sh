@@ -10,7 +10,8 @@
 #      (the compose healthchecks), streams a generation through decode from the
 #      host, checks that a second prompt sharing the first one's prefix hits the
 #      store across containers (decode -> prefill -> store over the network),
-#      reads the store's stats from a fourth container; restarts the store
+#      reads the store's stats from a fourth container; starts a second
+#      prefill replica and waits for it to serve calls (a scale-up); restarts the store
 #      (warm: the second prompt is still a hit; on a new address when podman
 #      gives the new container one, and how long the clients take to find it);
 #      stops decode during a long HTTP stream (`podman stop`: the stream ends
@@ -69,7 +70,7 @@ compose() {
 }
 cleanup() {
   set +e
-  podman rm -f -t 0 nanoserve-smoke-serve nanoserve-smoke-standin >/dev/null 2>&1
+  podman rm -f -t 0 nanoserve-smoke-serve nanoserve-smoke-standin nanoserve-smoke-prefill-2 >/dev/null 2>&1
   compose down >/dev/null 2>&1
   podman network rm -f "$NET" >/dev/null 2>&1
   podman volume rm -f "${PROJECT}_kv-snapshots" >/dev/null 2>&1
@@ -203,6 +204,29 @@ note "compose: store stats from a 4th container on $NET: $(python3 -c 'import js
 metrics=$(curl -sf "http://127.0.0.1:$METRICS_PORT/metrics") || fail "compose: decode metrics not published"
 grep -q '^nanoserve_decode_requests_total' <<<"$metrics" || fail "compose: no decode request counter in /metrics"
 
+# A new prefill replica takes calls within a minute (a scale-up): a second
+# prefill container on the network under the alias `prefill`, as compose's
+# own; decode's connections to prefill close after MAX_CONNECTION_AGE (30 s),
+# it resolves `prefill` again, finds both and balances calls over them.
+# (podman-compose 1.0.3's `up --scale` does not add to a running service.)
+podman run -d --name nanoserve-smoke-prefill-2 --network "$NET" --network-alias prefill \
+  -v "$OUT/models:/opt/nanoserve/models:ro" "$IMAGE" \
+  nanoserve-prefill --kv_store=kv-store:50051 --model=models/gpt2 --shutdown_grace_s=8 >/dev/null \
+  || fail "compose: starting a second prefill replica"
+t0=$(now)
+ip2=$(podman inspect nanoserve-smoke-prefill-2 --format "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}")
+served=0
+for i in $(seq 90); do   # a generation a round until the new replica has served a Prefill call
+  host_client generate --target="127.0.0.1:$DECODE_PORT" --prompt "A new replica, round $i." \
+    --max_new_tokens 2 >/dev/null || fail "compose: generate while a prefill replica joins"
+  served=$(curl -s --max-time 2 "http://$ip2:9152/metrics" | awk '$1 == "nanoserve_prefill_requests_total{code=\"OK\"}" {print $2}')
+  [ "${served:-0}" != 0 ] && break
+  (( $(python3 -c "import sys; print(int(float(sys.argv[1])))" "$(since "$t0")") > 90 )) && break
+done
+[ "${served:-0}" != 0 ] || { podman logs nanoserve-smoke-prefill-2 2>&1 | tail; fail "compose: the new prefill replica served no call within 90 s"; }
+note "compose: a second prefill replica (alias prefill, $ip2) served its first call $(since "$t0") s after it was started (generation $i of the rounds)"
+# It stays up (two prefill replicas from here on) until compose down.
+
 # The store restarts warm, maybe on a new address: a graceful stop saves its
 # cache to the volume kv-snapshots, a new container loads it; the clients
 # (prefill, decode) find it by name again.
@@ -254,6 +278,7 @@ grep -q '"server_error"' <<<"$last" && grep -q 'retry' <<<"$last" \
   || fail "compose: the stream cut by the drain did not end with a server_error event saying to retry: $last"
 [ "$code" = 0 ] || fail "compose: decode exit code $code"
 note "compose: podman stop of decode during a 1000-token HTTP stream: $tokens events, then an error event (server_error, retry) and [DONE]; decode exit $code in $stop_s s ($(grep -o 'stopped in [0-9]* ms' "$OUT/compose-decode.log" | tail -1))"
+podman rm -f -t 10 nanoserve-smoke-prefill-2 >/dev/null 2>&1
 compose down >"$OUT/compose-down.log" 2>&1 || fail "compose down"
 # The GPU and TLS overrides cannot run here (no GPU; main's binaries have no TLS
 # flags): check that they merge into the commands they are meant to give.
