@@ -18,7 +18,6 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 
@@ -27,7 +26,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/barrier.h"
-#include "absl/synchronization/notification.h"
 #include "base/server_runner.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
@@ -38,6 +36,7 @@
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "prefill_service/prefill_client.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/raw_call.h"
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
@@ -304,24 +303,13 @@ TEST_F(ServicesTest, BadInputGetsItsStatusCodeAndChangesNothing) {
 // decode loses nothing (the store is not reached, the next call is served).
 TEST_F(ServicesTest, AnUnparseableRequestFailsAndLosesNothing) {
   const v1::StatsResponse before = store_->Stats().value();
-  grpc::GenericStub raw(MakeChannel(stack_->target(ServiceStack::kDecode), 8 << 20));
   // Field 1, length-delimited, claiming 127 bytes of which 3 follow.
   const std::string garbage = std::string("\x0a\x7f") + "abc";
   v1::GenerateRequest probe;
   ASSERT_FALSE(probe.ParseFromString(garbage)) << "the bytes must not be a valid message";
-  grpc::Slice slice(garbage);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Status status;
-  absl::Notification done;
-  raw.UnaryCall(&context, "/nanoserve.v1.Decode/Generate", grpc::StubOptions(), &request, &response,
-                [&](grpc::Status s) {
-                  status = std::move(s);
-                  done.Notify();
-                });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(15)));
+  const grpc::Status status =
+      testing::RawUnaryCall(MakeChannel(stack_->target(ServiceStack::kDecode), 8 << 20),
+                            "/nanoserve.v1.Decode/Generate", garbage);
   // Was UNIMPLEMENTED with no message: gRPC's typed callback method failed
   // to parse it before decode's code ran (Generate is registered raw now).
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();

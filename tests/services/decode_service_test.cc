@@ -7,7 +7,6 @@
 #include "decode_service/decode_service.h"
 
 #include <grpcpp/create_channel.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server.h>
@@ -18,11 +17,11 @@
 #include <string>
 #include <thread>
 
-#include "absl/synchronization/notification.h"
 #include "nanoserve/v1/decode.grpc.pb.h"
 #include "tests/test_util/gated_prefiller.h"
 #include "tests/test_util/metrics.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/raw_call.h"
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
@@ -126,22 +125,11 @@ TEST_F(DecodeServiceTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
 TEST_F(DecodeServiceTest, AnUnparseableRequestIsInvalidArgumentWithAMessage) {
   ASSERT_NE(server_, nullptr);
   prefill_.Open();
-  grpc::GenericStub raw(grpc::CreateChannel(Tcp(), grpc::InsecureChannelCredentials()));
   // Field 1, length-delimited, claiming 127 bytes of which 3 follow.
   const std::string garbage = std::string("\x0a\x7f") + "abc";
-  grpc::Slice slice(garbage);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Status status;
-  absl::Notification done;
-  raw.UnaryCall(&context, "/nanoserve.v1.Decode/Generate", grpc::StubOptions(), &request, &response,
-                [&](grpc::Status s) {
-                  status = std::move(s);
-                  done.Notify();
-                });
-  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(15)));
+  const grpc::Status status =
+      testing::RawUnaryCall(grpc::CreateChannel(Tcp(), grpc::InsecureChannelCredentials()),
+                            "/nanoserve.v1.Decode/Generate", garbage);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
   EXPECT_NE(status.error_message().find("not a nanoserve.v1.GenerateRequest"), std::string::npos)
       << status.error_message();
