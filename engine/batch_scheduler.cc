@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "base/torch_status.h"
 #include "engine/prefill.h"
@@ -302,22 +301,21 @@ void BatchScheduler::AdvancePrefill() {
   std::stable_sort(rows.begin(), rows.end(), [&](int64_t a, int64_t b) {
     return slots_[a]->id < slots_[b]->id;  // ids grow with Submit: oldest first
   });
-  absl::flat_hash_map<int64_t, int64_t> budget_of;
+  std::vector<std::pair<int64_t, int64_t>> given;  // (slot, tokens this turn)
   int64_t left = options_.prefill_chunk;
   for (int64_t s : rows) {
     if (left <= 0) break;
     const int64_t rest = static_cast<int64_t>(slots_[s]->request.prompt.size()) - cache_->length(s);
     const int64_t take = std::min(rest, left);
     if (take <= 0) continue;
-    budget_of[s] = take;
+    given.emplace_back(s, take);
     left -= take;
   }
+  std::sort(given.begin(), given.end());  // by slot: PrefillRuns batches consecutive slots
   std::vector<int64_t> chosen, budgets;
-  for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
-    auto it = budget_of.find(s);
-    if (it == budget_of.end()) continue;
-    chosen.push_back(s);
-    budgets.push_back(it->second);
+  for (const auto& [slot, tokens] : given) {
+    chosen.push_back(slot);
+    budgets.push_back(tokens);
   }
   PrefillRuns(chosen, budgets);
 }
