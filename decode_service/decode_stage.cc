@@ -368,31 +368,37 @@ void DecodeStage::ReadPages(Call& call, BatchRequest& batch) {
   if (call.lease_id == PrefixStore::kNoLease || store_ == nullptr) return;
   GenerateSummary& summary = call.summary;
   const absl::Time t = absl::Now();
-  // Onto the slots' device: from a mapped pool that is one gather device to
-  // device (or out of shared memory), with no call to the store when
-  // prefill named the pages; else Fetch: over bytes, a copy after the
-  // stream.
-  absl::StatusOr<torch::Tensor> pages = absl::FailedPreconditionError("no page ids");
+  // With the pool mapped and the pages prefill named: no call to the store,
+  // and the scheduler copies them at admission straight into the slot's
+  // pages (the lease pins them until the call ends). Else Fetch: over
+  // bytes, a copy after the stream; from a mapped pool, one gather.
   if (!call.pool_pages.empty()) {
-    pages = store_->ReadPoolPages(call.pool_pages, scheduler_->device());
+    absl::StatusOr<torch::Tensor> pool = store_->PoolOf(call.pool_pages);
+    const int64_t tokens =
+        pool.ok() ? static_cast<int64_t>(call.pool_pages.pages.size()) * pool->size(4) : 0;
     // Ids that do not cover what the lease pins are not trusted: Fetch.
-    summary.kv_fetch_skipped = pages.ok() && PageRun::StagedTokens(*pages) == call.stored_tokens;
+    if (pool.ok() && tokens == call.stored_tokens &&
+        tokens <= static_cast<int64_t>(batch.prompt.size())) {
+      batch.prompt_pool = *std::move(pool);
+      batch.prompt_pool_pages = call.pool_pages.pages;
+      summary.kv_fetch_skipped = true;
+      summary.fetched_prompt_tokens = tokens;
+      summary.kv_bytes_fetched =
+          static_cast<int64_t>(call.pool_pages.pages.size()) * batch.prompt_pool[0].nbytes();
+      summary.fetch_ms = MsBetween(t, absl::Now());  // the copy's time is added at the end
+      if (metrics_.fetches_skipped != nullptr) metrics_.fetches_skipped->Increment();
+      return;
+    }
   }
-  if (!summary.kv_fetch_skipped) pages = store_->ReadLeased(call.lease_id, scheduler_->device());
+  absl::StatusOr<torch::Tensor> pages = store_->ReadLeased(call.lease_id, scheduler_->device());
   summary.fetch_ms = MsBetween(t, absl::Now());
   const int64_t tokens = pages.ok() ? PageRun::StagedTokens(*pages) : 0;
   if (pages.ok() && tokens <= static_cast<int64_t>(batch.prompt.size())) {
     batch.prompt_pages = *std::move(pages);
     summary.fetched_prompt_tokens = tokens;
     summary.kv_bytes_fetched = static_cast<int64_t>(batch.prompt_pages.nbytes());
-    if (metrics_.fetch_ms != nullptr) {
-      if (summary.kv_fetch_skipped) metrics_.fetches_skipped->Increment();
-      metrics_.fetch_ms->Observe(summary.fetch_ms);
-      metrics_.fetched_bytes->Increment(static_cast<double>(summary.kv_bytes_fetched));
-    }
     return;
   }
-  summary.kv_fetch_skipped = false;
   summary.fallback_reason =
       pages.ok() ? "kv store returned more tokens than the prompt"
                  : absl::StrCat("kv store fetch failed: ", pages.status().ToString());
@@ -498,6 +504,11 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
   s.trailing_text += call->stop.Flush();
   s.recomputed_prompt_tokens = result.computed_prompt_tokens;
   s.queue_ms = result.queue_ms;
+  s.fetch_ms += result.prompt_pages_ms;  // the pages' copy into the slot
+  if (metrics_.fetch_ms != nullptr && s.kv_bytes_fetched > 0) {
+    metrics_.fetch_ms->Observe(s.fetch_ms);
+    metrics_.fetched_bytes->Increment(static_cast<double>(s.kv_bytes_fetched));
+  }
   s.ttft_ms = MsBetween(call->arrived, call->first_token_at);
   s.total_ms = MsBetween(call->arrived, now);
   s.ms_per_output_token =

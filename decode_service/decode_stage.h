@@ -4,11 +4,12 @@
 //   2. prefill: a Prefiller (the prefill service, or a PrefillStage in this
 //      process) computes the prompt, reusing the KV store's cached prefix,
 //      and returns the first token and a lease on the prompt's whole pages;
-//   3. read those pages: gathered straight out of the store's pool mapped
-//      here when prefill returned their page ids (PrefixStore::
-//      ReadPoolPages, no call to the store), else fetched
-//      (PrefixStore::ReadLeased, the reference path, also taken when the
-//      gather is refused: another epoch, no mapping);
+//   3. read those pages: when prefill returned their page ids and the
+//      store's pool is mapped here (PrefixStore::PoolOf), no call to the
+//      store: the scheduler copies them at admission out of the mapping
+//      straight into the slot's pages; else fetched (PrefixStore::
+//      ReadLeased, the reference path, also taken when the ids are refused:
+//      another epoch, no mapping);
 //   4. submit to the BatchScheduler, which loads them into a free slot,
 //      computes the prompt's last partial page, and decodes with the batch;
 //   5. each token to the caller's GenerateEvents as it is made, then the
@@ -117,12 +118,12 @@ struct GenerateSummary {
   // From the Prefill call's start to prefill's first-token message (0 if
   // none came before the call returned).
   double prefill_first_token_ms = 0;
-  double fetch_ms = 0;
+  double fetch_ms = 0;  // the store's pages into the slot: the read and the copy
   double ttft_ms = 0;
   double ms_per_output_token = 0;
   double total_ms = 0;
   int64_t kv_bytes_fetched = 0;
-  // The pages were gathered from the ids prefill returned: no Fetch.
+  // The pages were copied by the ids prefill returned: no Fetch.
   bool kv_fetch_skipped = false;
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "base/torch_status.h"
 #include "engine/prefill.h"
@@ -76,15 +77,37 @@ absl::Status BatchScheduler::Validate(const BatchRequest& r) const {
     return absl::InvalidArgumentError(
         absl::StrCat("first_token ", r.first_token, " outside the vocabulary"));
   }
+  if (r.prompt_pages.defined() && r.prompt_pool.defined()) {
+    return absl::InvalidArgumentError("both prompt_pages and prompt_pool");
+  }
+  int64_t page_tokens = 0;
   if (r.prompt_pages.defined()) {
     const torch::Tensor& p = r.prompt_pages;
     if (!PageRun::CheckStaged(p, cache_->layout(), n).ok()) {
       return absl::InvalidArgumentError(absl::StrCat("prompt pages of shape ", c10::str(p.sizes()),
                                                      " do not fit a ", n, "-token prompt"));
     }
-    if (PageRun::StagedTokens(p) == n && r.first_token < 0) {
-      return absl::InvalidArgumentError("prompt pages cover the whole prompt but no first_token");
+    page_tokens = PageRun::StagedTokens(p);
+  }
+  if (r.prompt_pool.defined()) {
+    const torch::Tensor& p = r.prompt_pool;
+    const int64_t count = static_cast<int64_t>(r.prompt_pool_pages.size());
+    if (p.dim() != 6 || !PageRun::CheckStaged(p.narrow(0, 0, 0), cache_->layout(), 0).ok() ||
+        count * p.size(4) > n) {
+      return absl::InvalidArgumentError(absl::StrCat(count, " prompt pages of a pool of shape ",
+                                                     c10::str(p.sizes()), " do not fit a ", n,
+                                                     "-token prompt"));
     }
+    for (int32_t page : r.prompt_pool_pages) {
+      if (page < 0 || page >= p.size(0)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompt page ", page, " outside the pool's [0, ", p.size(0), ")"));
+      }
+    }
+    page_tokens = count * p.size(4);
+  }
+  if (page_tokens == n && r.first_token < 0) {
+    return absl::InvalidArgumentError("prompt pages cover the whole prompt but no first_token");
   }
   return absl::OkStatus();
 }
@@ -269,13 +292,9 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
     e.result.queue_ms = absl::ToDoubleMilliseconds(absl::Now() - e.submitted);
     slots_[slot] = std::move(entry);
     active_.fetch_add(1);
-    const absl::Status loaded = TorchResult("loading prompt pages", [&] {
-      if (!r.prompt_pages.defined() || r.prompt_pages.size(0) == 0) return absl::OkStatus();
-      const torch::Tensor kv = PagesAsTokens(r.prompt_pages);  // any page size
-      absl::Status written = cache_->WriteTokens(slot, 0, kv);
-      if (written.ok()) cache_->set_length(slot, kv.size(3));
-      return written;
-    });
+    const absl::Time loading = absl::Now();
+    const absl::Status loaded = LoadPromptPages(slot, e.request);
+    e.result.prompt_pages_ms = absl::ToDoubleMilliseconds(absl::Now() - loading);
     if (!loaded.ok()) {
       Finish(slot, loaded);
     } else if (cache_->length(slot) < static_cast<int64_t>(r.prompt.size())) {
@@ -291,6 +310,32 @@ std::vector<std::unique_ptr<BatchScheduler::Entry>> BatchScheduler::AdmitAll(
   std::sort(taken.begin(), taken.end());
   PrefillRuns(taken, std::vector<int64_t>(taken.size(), 0));
   return later;
+}
+
+absl::Status BatchScheduler::LoadPromptPages(int64_t slot, BatchRequest& r) {
+  absl::Cleanup drop = [&r] {  // a mapped pool stays mapped while held
+    r.prompt_pages = torch::Tensor();
+    r.prompt_pool = torch::Tensor();
+    r.prompt_pool_pages.clear();
+  };
+  if (r.prompt_pool.defined() && !r.prompt_pool_pages.empty() &&
+      r.prompt_pool.size(4) == cache_->page_size()) {
+    return cache_->tables().CopyPagesIn(slot, r.prompt_pool, r.prompt_pool_pages);
+  }
+  return TorchResult("loading prompt pages", [&] {
+    torch::Tensor staged = r.prompt_pages;
+    if (r.prompt_pool.defined() && !r.prompt_pool_pages.empty()) {
+      absl::StatusOr<torch::Tensor> read =
+          ReadPages(r.prompt_pool, r.prompt_pool_pages, cache_->tables().storage().device());
+      if (!read.ok()) return read.status();
+      staged = *std::move(read);
+    }
+    if (!staged.defined() || staged.size(0) == 0) return absl::OkStatus();
+    const torch::Tensor kv = PagesAsTokens(staged);  // any page size
+    absl::Status written = cache_->WriteTokens(slot, 0, kv);
+    if (written.ok()) cache_->set_length(slot, kv.size(3));
+    return written;
+  });
 }
 
 void BatchScheduler::AdvancePrefill() {

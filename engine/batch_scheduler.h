@@ -89,6 +89,7 @@ struct BatchResult {
   std::string finish_reason;           // "stop" or "length"; empty on error
   int64_t computed_prompt_tokens = 0;  // prompt tokens run through the model here
   double queue_ms = 0;                 // Submit to admission into a slot
+  double prompt_pages_ms = 0;          // writing prompt_pages or prompt_pool's into the slot
 };
 
 struct BatchRequest {
@@ -97,6 +98,12 @@ struct BatchRequest {
   // (kv_store/page_layout.h): (n / page_size, n_layer, 2, n_head, page_size,
   // head_dim), any device and dtype. The rest of the prompt is computed here.
   torch::Tensor prompt_pages;
+  // Or the same run as pages of another pool (the KV store's, mapped in
+  // this process): prompt_pool[prompt_pool_pages[i]] for each i. Copied at
+  // admission straight into the slot's pages when the page sizes agree (no
+  // staging run), else gathered first; both dropped once copied.
+  torch::Tensor prompt_pool;
+  std::vector<int32_t> prompt_pool_pages;
   // The first output token if already chosen (e.g. by a prefill service),
   // else -1. Needed when prompt_pages cover the whole prompt.
   int first_token = -1;
@@ -130,8 +137,9 @@ class BatchScheduler {
 
   // INVALID_ARGUMENT naming the first problem: empty prompt, an unknown
   // token id, prompt + max_new_tokens over the capacity or the pool, bad sampling
-  // options, prompt_pages of the wrong shape or longer than the prompt, or
-  // whole-prompt prompt_pages without first_token.
+  // options, prompt_pages (or prompt_pool's) of the wrong shape or longer
+  // than the prompt, both given, a page id outside prompt_pool, or
+  // whole-prompt pages without first_token.
   absl::Status Validate(const BatchRequest& request) const;
 
   // Queues a request; returns its id. Validate's errors; RESOURCE_EXHAUSTED
@@ -202,6 +210,9 @@ class BatchScheduler {
   // ends with it; several are left as they were (lengths restored) for the
   // caller to retry one by one. Returns whether it succeeded.
   bool PrefillSlots(const std::vector<int64_t>& slots, const std::vector<int64_t>& budgets);
+  // Writes a request's prompt_pages or prompt_pool's pages into its slot
+  // (PrepareWrite done), sets its length, and drops them.
+  absl::Status LoadPromptPages(int64_t slot, BatchRequest& request);
   // The turn's prompt tokens (options_.prefill_chunk) to the prefilling
   // slots, oldest request first.
   void AdvancePrefill();

@@ -180,7 +180,8 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefi
     const absl::Span<const int> head(prompts[r].data(), prompts[r].size() - 1);
     auto match = StoreCall(result, [&] { return store_.MatchPrefix(head, batch.salt(r)); });
     if (!match.ok()) return false;
-    loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens});
+    loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens,
+                     std::move(match->pool_pages)});
   }
   // Unless the rows read the store's pages in place, a prefix that an
   // earlier row of the batch loads too (same namespace, same tokens) is

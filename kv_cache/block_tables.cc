@@ -159,6 +159,23 @@ absl::Status BlockTables::WriteTokens(int64_t row, int64_t begin, const torch::T
   return run(row).Write(storage(), begin, kv);
 }
 
+absl::Status BlockTables::CopyPagesIn(int64_t row, const torch::Tensor& from,
+                                      absl::Span<const int32_t> from_pages) {
+  if (lengths_[row] != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CopyPagesIn: row ", row, " holds ", lengths_[row], " tokens already"));
+  }
+  const int64_t n = static_cast<int64_t>(from_pages.size());
+  if (rows_[row].parked) Reset(row);  // a parked row's first page is scratch
+  if (absl::Status s = PrepareWrite(row, 0, n * page_size_); !s.ok()) return s;
+  absl::Status copied =
+      CopyPages(from, from_pages, storage(), absl::MakeConstSpan(rows_[row].pages).first(n));
+  if (!copied.ok())
+    return absl::Status(copied.code(), absl::StrCat("CopyPagesIn: ", copied.message()));
+  set_length(row, n * page_size_);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<torch::Tensor> BlockTables::ReadTokens(int64_t row, int64_t begin,
                                                       int64_t end) const {
   absl::StatusOr<torch::Tensor> kv = run(row).Read(storage(), begin, end);

@@ -115,6 +115,14 @@ class BlockTables {
   // (n_layer, 2, n_head, T, head_dim), any device and dtype (converted),
   // after PrepareWrite. The row's length is the caller's to set.
   absl::Status WriteTokens(int64_t row, int64_t begin, const torch::Tensor& kv);
+  // Positions [0, n * page_size) of an empty row become copies of the n
+  // pages `from_pages` of `from`, another pool of this page shape (e.g. the
+  // KV store's, mapped here; any dtype and device): page to page, with no
+  // staging run. The row's length becomes n * page_size. INVALID_ARGUMENT
+  // for a row that is not empty, pages of another shape or a bad page id;
+  // PrepareWrite's errors.
+  absl::Status CopyPagesIn(int64_t row, const torch::Tensor& from,
+                           absl::Span<const int32_t> from_pages);
   // K/V of positions [begin, end) of a row, end <= length:
   // (n_layer, 2, n_head, end - begin, head_dim), a new tensor on the pool's
   // device.

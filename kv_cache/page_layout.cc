@@ -245,6 +245,36 @@ absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pag
   });
 }
 
+absl::Status CopyPages(const torch::Tensor& from, absl::Span<const int32_t> from_pages,
+                       const torch::Tensor& to, absl::Span<const int32_t> to_pages) {
+  if (absl::Status s = CheckPages(from); !s.ok()) return s;
+  if (absl::Status s = CheckPages(to); !s.ok()) return s;
+  if (!from.sizes().slice(1).equals(to.sizes().slice(1))) {
+    return absl::InvalidArgumentError(absl::StrCat("pages of shape ", c10::str(from.sizes()),
+                                                   " copied into pages of shape ",
+                                                   c10::str(to.sizes())));
+  }
+  if (from_pages.size() != to_pages.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(from_pages.size(), " pages copied into ", to_pages.size()));
+  }
+  if (absl::Status s = CheckIndices(from_pages, from.size(0), false); !s.ok()) return s;
+  if (absl::Status s = CheckIndices(to_pages, to.size(0), true); !s.ok()) return s;
+  if (from_pages.empty()) return absl::OkStatus();
+  return RunTorch("copying KV pages", [&] {
+    torch::Tensor out = to;
+    if (from.is_cpu() && to.is_cpu()) {
+      // Straight into pages already touched: a staging run would be fresh
+      // memory whose first write faults every 4 KiB.
+      for (size_t i = 0; i < from_pages.size(); ++i) out[to_pages[i]].copy_(from[from_pages[i]]);
+      return;
+    }
+    torch::Tensor gathered = from.index_select(0, IndexTensor(from_pages, from.device()));
+    out.index_copy_(0, IndexTensor(to_pages, to.device()),
+                    gathered.to(to.device(), to.scalar_type()));
+  });
+}
+
 absl::StatusOr<torch::Tensor> PagesFromBytes(const PageLayout& layout, absl::string_view bytes) {
   if (absl::Status s = layout.Validate(); !s.ok()) return s;
   const int64_t per_page = layout.bytes_per_page();

@@ -74,6 +74,15 @@ absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<co
 absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pages,
                         const torch::Tensor& staged);
 
+// to[to_pages[i]] = from[from_pages[i]] for each i: pages of one pool
+// copied into another of the same page shape (any dtype, converted; any
+// devices), page to page with no staging run: on the CPU a copy per page,
+// elsewhere one gather and one scatter. INVALID_ARGUMENT for pools of
+// different page shapes, lists of different lengths, an index out of range
+// or a destination page listed twice.
+absl::Status CopyPages(const torch::Tensor& from, absl::Span<const int32_t> from_pages,
+                       const torch::Tensor& to, absl::Span<const int32_t> to_pages);
+
 // ---- a run of pages <-> K/V by position ----
 
 // A run of pages (n, n_layer, 2, n_head, P, head_dim) as the K/V of its

@@ -49,25 +49,27 @@ class PrefixStore {
  public:
   static constexpr uint64_t kNoLease = 0;
 
-  struct Match {
-    int64_t matched_tokens = 0;  // a multiple of the page size
-    uint64_t lease_id = kNoLease;
-  };
   // Where a lease's pages lie in a store's shared pool (kv_cache/
   // shared_memory.h): the pool's epoch and its page ids, in order. A reader
-  // that maps the pool of that epoch gathers them while the lease lives,
+  // that maps the pool of that epoch copies them while the lease lives,
   // with no call to the store. Empty when not known.
   struct PoolPages {
     uint64_t epoch = 0;
     std::vector<int32_t> pages;
     bool empty() const { return pages.empty(); }
   };
+  struct Match {
+    int64_t matched_tokens = 0;  // a multiple of the page size
+    uint64_t lease_id = kNoLease;
+    PoolPages pool_pages;  // the lease's, when the store said
+  };
   // Row `row` of the rows takes the pages a lease pins: positions
-  // [0, tokens).
+  // [0, tokens); pool_pages, when known (the Match's), spare a store call.
   struct LeasedRow {
     int64_t row = 0;
     uint64_t lease_id = kNoLease;
     int64_t tokens = 0;
+    PoolPages pool_pages;
   };
   // Row `row` holds the K/V of `tokens` (whole pages) at positions 0...,
   // to be stored under `cache_salt`. Optionally the caller holds a lease
@@ -127,6 +129,12 @@ class PrefixStore {
   // then uses ReadLeased); INVALID_ARGUMENT for ids outside the pool.
   virtual absl::StatusOr<torch::Tensor> ReadPoolPages(const PoolPages& pages,
                                                       torch::Device device) {
+    return absl::FailedPreconditionError("this store maps no shared pool");
+  }
+  // The pool such ids index, as this process maps it, for a caller that
+  // copies the pages itself (a scheduler's admission, page to page): a view
+  // that keeps the mapping alive while held. The errors of ReadPoolPages.
+  virtual absl::StatusOr<torch::Tensor> PoolOf(const PoolPages& pages) {
     return absl::FailedPreconditionError("this store maps no shared pool");
   }
 

@@ -71,6 +71,10 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
   v1::MatchRequest request;
   request.mutable_tokens()->Add(tokens.begin(), tokens.end());
   request.set_cache_salt(std::string(cache_salt));
+  {
+    absl::MutexLock lock(&mu_);
+    if (pool_ != nullptr) request.set_epoch(pool_->epoch);
+  }
   v1::MatchResponse response;
   grpc::Status status = stub_->Match(&context, request, &response);
   if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
@@ -83,7 +87,12 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
     Release(response.lease_id()).IgnoreError();
     return absl::InternalError(absl::StrCat("kv store Match: ", layout.status().message()));
   }
-  return Match{response.matched_tokens(), response.lease_id(), *layout};
+  Match match{response.matched_tokens(), response.lease_id(), *layout};
+  if (response.has_shared()) {
+    match.pool_epoch = response.shared().epoch();
+    match.pool_pages.assign(response.shared().pages().begin(), response.shared().pages().end());
+  }
+  return match;
 }
 
 v1::PutHeader KvStoreClient::PutHeaderProto(absl::Span<const int32_t> tokens,

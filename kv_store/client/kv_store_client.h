@@ -94,8 +94,13 @@ class KvStoreClient {
     int64_t matched_tokens = 0;
     uint64_t lease_id = 0;
     PageLayout layout;  // the store's
+    // The lease's pages in the pool this client maps (its epoch), when
+    // mapped; else empty.
+    uint64_t pool_epoch = 0;
+    std::vector<int32_t> pool_pages;
   };
-  // The longest prefix of `tokens` cached under `cache_salt`. INTERNAL if
+  // The longest prefix of `tokens` cached under `cache_salt`, with its page
+  // ids when the pool is mapped already (Match never maps it). INTERNAL if
   // the store answers with a malformed layout.
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                     absl::string_view cache_salt = "");

@@ -37,7 +37,8 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<con
         absl::StrCat("the kv store's layout changed from ", was, " to ", match->layout.ToString()));
   }
   layout_ = match->layout;
-  return Match{match->matched_tokens, match->lease_id};
+  return Match{match->matched_tokens, match->lease_id,
+               PoolPages{match->pool_epoch, std::move(match->pool_pages)}};
 }
 
 absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadRun(const KvStoreClient::MappedPool* pool,
@@ -63,6 +64,24 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTab
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
     int64_t tokens = 0;
+    if (*pool != nullptr && (*pool)->layout.page_size == rows.page_size()) {
+      // Page to page out of the mapping into the row's own pages; the ids
+      // from the Match when it gave them for this pool, else asked for.
+      absl::StatusOr<std::vector<int32_t>> pages = load.pool_pages.pages;
+      tokens = static_cast<int64_t>(load.pool_pages.pages.size()) * rows.page_size();
+      if (load.pool_pages.epoch != (*pool)->epoch || tokens < load.tokens) {
+        pages = client_->FetchShared(**pool, load.lease_id, &tokens);
+      }
+      if (!pages.ok()) return pages.status();
+      if (load.tokens % rows.page_size() != 0 || load.tokens > tokens) {
+        return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
+                                                tokens, " tokens, not ", load.tokens));
+      }
+      const absl::Span<const int32_t> wanted =
+          absl::MakeConstSpan(*pages).first(load.tokens / rows.page_size());
+      if (absl::Status s = rows.CopyPagesIn(load.row, (*pool)->storage, wanted); !s.ok()) return s;
+      continue;
+    }
     absl::StatusOr<torch::Tensor> run =
         ReadRun(pool->get(), load.lease_id, rows.storage().device(), &tokens);
     if (!run.ok()) return run.status();
@@ -94,8 +113,7 @@ absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadLeased(uint64_t lease_id,
   return run;
 }
 
-absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadPoolPages(const PoolPages& lease,
-                                                               torch::Device device) {
+absl::StatusOr<torch::Tensor> RemotePrefixStore::PoolOf(const PoolPages& lease) {
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
   if (!pool.ok()) return pool.status();
   if (*pool == nullptr) {
@@ -108,16 +126,23 @@ absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadPoolPages(const PoolPages& 
                                                       mapped.epoch));
   }
   const int64_t num_pages = mapped.storage.size(0);
-  if (lease.pages.empty()) return absl::InvalidArgumentError("ReadPoolPages: no pages");
+  if (lease.pages.empty()) return absl::InvalidArgumentError("pool pages: no pages");
   for (int32_t page : lease.pages) {
     if (page < 0 || page >= num_pages) {
       return absl::InvalidArgumentError(
-          absl::StrCat("ReadPoolPages: page ", page, " is not in the pool's [0, ", num_pages, ")"));
+          absl::StrCat("pool pages: page ", page, " is not in the pool's [0, ", num_pages, ")"));
     }
   }
-  absl::StatusOr<torch::Tensor> run = ReadPages(mapped.storage, lease.pages, device);
+  return mapped.storage;  // its deleter unmaps: the view keeps the mapping
+}
+
+absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadPoolPages(const PoolPages& lease,
+                                                               torch::Device device) {
+  absl::StatusOr<torch::Tensor> pool = PoolOf(lease);
+  if (!pool.ok()) return pool.status();
+  absl::StatusOr<torch::Tensor> run = ReadPages(*pool, lease.pages, device);
   // The caller may release the lease next: the gather must have read them.
-  if (run.ok()) WaitForDevice(mapped.storage.device());
+  if (run.ok()) WaitForDevice(pool->device());
   return run;
 }
 
@@ -169,16 +194,23 @@ absl::Status RemotePrefixStore::PrepareRow(size_t index, const RowTokens& store,
     }
     row.own_lease = false;  // the match lease pins all of it: it is the caller's now
     out[index] = Stored{row.base.lease_id, n, 0};
+    if (pool != nullptr && row.base.pool_epoch == pool->epoch) {
+      out[index].pool_pages = PoolPages{pool->epoch, row.base.pool_pages};
+    }
     return absl::OkStatus();
   }
-  absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, matched, n);
-  if (!kv.ok()) return kv.status();
-  if (pool != nullptr && n > matched) {  // pages to write in place, with the batch's
-    row.kv = *std::move(kv);
+  if (pool != nullptr && n > matched) {                // pages to write in place, with the batch's
+    if (pool->layout.page_size != rows.page_size()) {  // else copied page to page
+      absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, matched, n);
+      if (!kv.ok()) return kv.status();
+      row.kv = *std::move(kv);
+    }
     std::move(release).Cancel();  // ours until the row is committed
     in_place->push_back(std::move(row));
     return absl::OkStatus();
   }
+  absl::StatusOr<torch::Tensor> kv = rows.ReadTokens(store.row, matched, n);
+  if (!kv.ok()) return kv.status();
   // As bytes (or a bare Put of a row the store holds whole), as the store's
   // pages on the CPU; naming the mapped pool's epoch gets the page ids.
   const KvStoreClient::PutScope scope{std::string(store.cache_salt),
@@ -200,13 +232,17 @@ absl::Status RemotePrefixStore::PrepareRow(size_t index, const RowTokens& store,
 }
 
 absl::Status RemotePrefixStore::StoreInPlace(const KvStoreClient::MappedPool& pool,
-                                             const std::vector<PendingRow>& in_place, bool pin,
+                                             const std::vector<PendingRow>& in_place,
+                                             const BlockTables& rows, bool pin,
                                              absl::string_view lease_holder,
                                              std::vector<Stored>& out) {
   if (in_place.empty()) return absl::OkStatus();
   const int64_t page_size = pool.layout.page_size;
   std::vector<int64_t> sizes;
-  for (const PendingRow& row : in_place) sizes.push_back(row.kv.size(3) / page_size);
+  for (const PendingRow& row : in_place) {
+    sizes.push_back((static_cast<int64_t>(row.store->tokens.size()) - row.base.matched_tokens) /
+                    page_size);
+  }
   absl::StatusOr<KvStoreClient::Reserved> reserved = client_->ReserveBatch(pool, sizes);
   if (!reserved.ok()) {
     if (reserved.status().code() != absl::StatusCode::kResourceExhausted) return reserved.status();
@@ -222,9 +258,17 @@ absl::Status RemotePrefixStore::StoreInPlace(const KvStoreClient::MappedPool& po
   // publishes the pages as soon as the commit arrives.
   absl::Status written = absl::OkStatus();
   for (size_t k = 0; written.ok() && k < granted.size(); ++k) {
+    const PendingRow& row = in_place[k];
+    if (!row.kv.defined()) {  // the row's pages from the base on, page to page
+      const absl::Span<const int32_t> from =
+          absl::MakeConstSpan(rows.pages(row.store->row))
+              .subspan(row.base.matched_tokens / page_size, granted[k].pages.size());
+      written = CopyPages(rows.storage(), from, pool.storage, granted[k].pages);
+      continue;
+    }
     written = TorchResult("writing shared pages", [&] {
       torch::Tensor staged =
-          TokensAsPages(in_place[k].kv.to(pool.storage.device(), pool.layout.dtype), page_size);
+          TokensAsPages(row.kv.to(pool.storage.device(), pool.layout.dtype), page_size);
       return WritePages(pool.storage, granted[k].pages, staged);
     });
   }
@@ -288,7 +332,7 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
     if (!prepared.ok()) return prepared;
   }
   if (*pool != nullptr) {
-    absl::Status stored = StoreInPlace(**pool, in_place, pin, lease_holder, out);
+    absl::Status stored = StoreInPlace(**pool, in_place, rows, pin, lease_holder, out);
     if (!stored.ok()) return stored;
   }
   std::move(release_out).Cancel();

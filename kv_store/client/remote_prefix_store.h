@@ -42,6 +42,7 @@ class RemotePrefixStore : public PrefixStore {
   absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
   // One gather out of the mapped pool, no call to the store (unless this
   // client has not connected yet).
+  absl::StatusOr<torch::Tensor> PoolOf(const PoolPages& pages) override;
   absl::StatusOr<torch::Tensor> ReadPoolPages(const PoolPages& pages,
                                               torch::Device device) override;
   // Per row, the pages beyond the row's base lease, or, without one, Match
@@ -71,7 +72,9 @@ class RemotePrefixStore : public PrefixStore {
     const RowTokens* store = nullptr;
     KvStoreClient::Match base;
     bool own_lease = false;  // base is ours: released once the row is committed
-    torch::Tensor kv;        // (n_layer, 2, n_head, T, head_dim), the tokens beyond base
+    // (n_layer, 2, n_head, T, head_dim), the tokens beyond base, when the
+    // rows' page size is not the pool's; else undefined: copied page to page.
+    torch::Tensor kv;
   };
   // Stores row `index` at once (over bytes, or nothing to write) into
   // out[index], or, when it is to be written into `pool` (not null), adds
@@ -82,8 +85,8 @@ class RemotePrefixStore : public PrefixStore {
   // One Reserve for `in_place`, the writes, one wait, one Commit; each
   // row's outcome into out[row.index].
   absl::Status StoreInPlace(const KvStoreClient::MappedPool& pool,
-                            const std::vector<PendingRow>& in_place, bool pin,
-                            absl::string_view lease_holder, std::vector<Stored>& out);
+                            const std::vector<PendingRow>& in_place, const BlockTables& rows,
+                            bool pin, absl::string_view lease_holder, std::vector<Stored>& out);
   // A Put's (or commit's) outcome for a row of `tokens` tokens; without
   // `pin` its lease is released.
   Stored StoredFrom(const v1::PutResponse& put, int64_t tokens, bool pin);

@@ -146,6 +146,11 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerId
   response->set_matched_tokens(match.matched_tokens);
   response->set_lease_id(match.lease_id);
   *response->mutable_layout() = layout_proto_;
+  if (match.lease_id != PrefixCache::kNoLease && request.epoch() == options_.epoch &&
+      cache_->segment().transport != KvTransport::kBytes) {
+    response->mutable_shared()->set_epoch(options_.epoch);
+    response->mutable_shared()->mutable_pages()->Add(match.pages.begin(), match.pages.end());
+  }
   const absl::Duration ttl = cache_->options().lease_ttl;
   response->set_lease_ttl_ms(ttl == absl::InfiniteDuration() ? 0 : absl::ToInt64Milliseconds(ttl));
   return grpc::Status::OK;

@@ -9,6 +9,8 @@
 #   prefix   Part C's sweep, 32 x (900 shared + 50), 64 new, naive and fused
 #   profile  the step's profile at batch 1 and 64 (decode attention before/after)
 #   decode   bench-decode, the cuBLAS and the split-K graph steps, batch 1/8/64
+#   peers    the peers of shared/anchors carried in .peers/ (gptfast_compile.py,
+#            hf_batch.py, ipc_probe.py), in this call beside the rows above
 #   chunk    decode alone at 64 in flight, prefill token budgets 0 and 256
 #   kernels  the kernel workbench (QUICK)
 #   suite    the whole suite in fp32 for what time is left
@@ -44,6 +46,16 @@ step_decode() {
     --decode_step cuda-graph,cuda-graph-matvec --decode_batches 1,8,64 --repeats 3 \
     --out "$OUT/bench-decode.csv" 2>&1 | tee "$OUT/bench-decode.log" | tail -10
 }
+step_peers() {
+  [ -d "$ROOT/.peers" ] || { echo "no .peers/ carried"; return; }
+  for peer in "$ROOT"/.peers/*.py; do
+    local name; name=$(basename "$peer" .py)
+    echo "peer $name:"
+    timeout "$(( $(left) - 20 < 200 ? $(left) - 20 : 200 ))" python3 "$peer" >"$OUT/peer-$name.log" 2>&1 \
+      || echo "  (exit $?)"
+    tail -8 "$OUT/peer-$name.log"
+  done
+}
 step_chunk() {
   CHUNKS=${CHUNKS:-"0 256"} timeout 150 "$ROOT/scripts/gpu/chunk.sh" \
     | grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT"
@@ -54,7 +66,7 @@ step_suite() {
     ctest --test-dir "$BUILD" -j4 --output-on-failure >"$OUT/test-fp32.log" 2>&1
   echo "ctest rc=$?"; grep -E "tests passed|\(Failed\)|\(Timeout\)" "$OUT/test-fp32.log" | head -30
 }
-for step in ${STEPS:-tests services prefix profile decode chunk kernels suite}; do
+for step in ${STEPS:-tests services prefix profile decode peers chunk kernels suite}; do
   if [ "$(left)" -lt 40 ]; then echo "[$(elapsed)s] $step: skipped, no time left"; continue; fi
   echo "[$(elapsed)s] == $step"
   "step_$step"

@@ -6,12 +6,12 @@
 #      services', and the services' split (gRPC, prefill's own time, its
 #      store calls, decode's share);
 #   2. nanoserve load, 256 x (128 + 128) at 64 in flight: decode alone, then
-#      the services over CUDA IPC;
+#      the services over CUDA IPC, over gRPC and over the HTTP front door;
 #   3. the services again under CUDA MPS (one server that runs every process's
 #      kernels in one context, so prefill's and decode's kernels may overlap),
 #      where the machine has nvidia-cuda-mps-control; the daemon is stopped
 #      at the end.
-# TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0 and MPS_RUNS=0 leave
+# TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
 # parts out. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
 set +e
@@ -66,6 +66,8 @@ loads() {
   if wait_port 52063; then
     sleep 2
     load "services-ipc$1" 127.0.0.1:52063
+    # The HTTP front door of the same stack: the target is zero failures.
+    [ "${HTTP:-1}" = 1 ] && load "services-http$1" 127.0.0.1:52064 --http
   else
     echo "serve$1 did not start"; tail -20 "$OUT/serve$1.log"
   fi

@@ -306,6 +306,31 @@ TEST(BatchSchedulerTest, HandedInKvAndFirstTokenAreUsed) {
   EXPECT_EQ(whole.result.computed_prompt_tokens, 0);
   ASSERT_EQ(whole.result.output_ids.size(), 3u);
   EXPECT_EQ(whole.result.output_ids[0], (expected[0] + 1) % 512);
+
+  // The same 16 tokens as pages of another pool (as a mapped KV store's),
+  // scattered among pages of noise: copied page to page when the page size
+  // is the scheduler's, gathered first when it is not.
+  other.Reset(0);
+  PrefillRow(*model, other, 0, head, 0);
+  for (int64_t page_size : {kDefaultKvPageSize, int64_t{8}}) {
+    const torch::Tensor run = pages_of(16, page_size);
+    torch::Tensor pool = torch::randn_like(torch::cat({run, run, run}));
+    std::vector<int32_t> ids;
+    for (int64_t i = 0; i < run.size(0); ++i) {
+      ids.push_back(static_cast<int32_t>(3 * run.size(0) - 1 - 2 * i));
+      pool[ids.back()].copy_(run[i]);
+    }
+    Outcome from_pool;
+    BatchRequest p = MakeRequest(prompt, 10, &from_pool);
+    p.prompt_pool = pool;
+    p.prompt_pool_pages = ids;
+    p.first_token = expected[0];
+    ASSERT_TRUE(scheduler.Submit(std::move(p)).ok());
+    ASSERT_TRUE(from_pool.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(from_pool.status.ok()) << from_pool.status;
+    EXPECT_EQ(from_pool.result.computed_prompt_tokens, 5) << page_size;
+    ExpectSameGreedy(*model, prompt, expected, from_pool.result.output_ids);
+  }
 }
 
 TEST(BatchSchedulerTest, CancelFreesTheSlotForTheNextRequest) {
@@ -355,6 +380,20 @@ TEST(BatchSchedulerTest, BadRequestsAreRefusedAndNothingRuns) {
   BatchRequest bad_kv = MakeRequest({1, 2}, 4, &out);
   bad_kv.prompt_pages = torch::zeros({3, 2, 2, 4, 1, 16});  // 3 tokens for a 2-token prompt
   EXPECT_EQ(code(std::move(bad_kv)), absl::StatusCode::kInvalidArgument);
+  const torch::Tensor pool = torch::zeros({4, 2, 2, 4, 1, 16});  // pages of one token
+  BatchRequest bad_ids = MakeRequest({1, 2}, 4, &out);
+  bad_ids.prompt_pool = pool;
+  bad_ids.prompt_pool_pages = {4};  // outside the pool
+  EXPECT_EQ(code(std::move(bad_ids)), absl::StatusCode::kInvalidArgument);
+  BatchRequest too_many = MakeRequest({1, 2}, 4, &out);
+  too_many.prompt_pool = pool;
+  too_many.prompt_pool_pages = {0, 1, 2};  // 3 tokens for a 2-token prompt
+  EXPECT_EQ(code(std::move(too_many)), absl::StatusCode::kInvalidArgument);
+  BatchRequest both = MakeRequest({1, 2}, 4, &out);
+  both.prompt_pool = pool;
+  both.prompt_pool_pages = {0};
+  both.prompt_pages = pool.narrow(0, 0, 1);
+  EXPECT_EQ(code(std::move(both)), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(out.done.HasBeenNotified());
   EXPECT_EQ(scheduler.steps(), 0);
 }

@@ -181,5 +181,32 @@ TEST(BlockTablesTest, BadAttachmentsChangeNothing) {
   EXPECT_TRUE(rows.CheckInvariants().ok());
 }
 
+// Pages of another pool (a store's, mapped) become a row's first pages,
+// page to page: the row reads what the other pool held, in its own pages.
+TEST(BlockTablesTest, CopyPagesInFillsARowFromAnotherPool) {
+  auto pool = MakeCache(4, 8);
+  auto other = MakeCache(4, 8);
+  auto rows_owned = BlockTables::Create(pool.get(), 2, 16).value();
+  BlockTables& rows = *rows_owned;
+  auto source_rows = BlockTables::Create(other.get(), 1, 16).value();
+  WriteRamp(*source_rows, 0, 0, 8, 100);
+  const std::vector<int32_t> source = source_rows->pages(0);
+  rows.Park(1);  // a parked row is unparked, not written into scratch
+  ASSERT_TRUE(rows.CopyPagesIn(1, other->storage(), source).ok());
+  EXPECT_FALSE(rows.parked(1));
+  EXPECT_EQ(rows.length(1), 8);
+  EXPECT_EQ(rows.own_pages(), 2);
+  EXPECT_EQ(RowValues(rows, 1, 8), RowValues(*source_rows, 0, 8));
+  // Not into a row holding tokens; not from pages of another shape.
+  EXPECT_EQ(rows.CopyPagesIn(1, other->storage(), source).code(),
+            absl::StatusCode::kInvalidArgument);
+  auto wider = MakeCache(8, 4);
+  EXPECT_EQ(rows.CopyPagesIn(0, wider->storage(), {0}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rows.length(0), 0);
+  EXPECT_EQ(rows.CopyPagesIn(0, other->storage(), {8}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(rows.length(0), 0);
+  EXPECT_TRUE(rows.CheckInvariants().ok());
+}
+
 }  // namespace block_tables_test
 }  // namespace nanoserve

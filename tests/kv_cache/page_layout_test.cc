@@ -128,6 +128,34 @@ TEST(PageLayoutTest, PoolPagesRoundTripThroughStagedRuns) {
   EXPECT_EQ(ReadPages(pool, {6}, torch::kCPU).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(PageLayoutTest, CopyPagesIsAGatherThenAScatter) {
+  const PageLayout l = SmallLayout();
+  const torch::Tensor from = RandomPages(l, 5);
+  torch::Tensor to = RandomPages(l, 6);
+  const torch::Tensor untouched = to.clone();
+  ASSERT_TRUE(CopyPages(from, {3, 0, 3}, to, {5, 1, 2}).ok());
+  EXPECT_TRUE(torch::equal(ReadPages(to, {5, 1, 2}, torch::kCPU).value(),
+                           ReadPages(from, {3, 0, 3}, torch::kCPU).value()));
+  EXPECT_TRUE(torch::equal(ReadPages(to, {0, 3, 4}, torch::kCPU).value(),
+                           ReadPages(untouched, {0, 3, 4}, torch::kCPU).value()));
+  // Into a pool of another dtype: converted.
+  torch::Tensor half = torch::zeros(l.shape(4), torch::kBFloat16);
+  ASSERT_TRUE(CopyPages(from, {1, 2}, half, {3, 0}).ok());
+  EXPECT_TRUE(torch::equal(half[3].cpu(), from[1].to(torch::kBFloat16)));
+  EXPECT_TRUE(torch::equal(half[0].cpu(), from[2].to(torch::kBFloat16)));
+  // Nothing is written for a bad list.
+  const torch::Tensor before = to.clone();
+  EXPECT_EQ(CopyPages(from, {0, 1}, to, {2, 2}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CopyPages(from, {5}, to, {0}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CopyPages(from, {0}, to, {6}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CopyPages(from, {0, 1}, to, {0}).code(), absl::StatusCode::kInvalidArgument);
+  PageLayout other = l;
+  other.page_size += 1;
+  EXPECT_EQ(CopyPages(RandomPages(other, 2), {0}, to, {0}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(torch::equal(to, before));
+}
+
 TEST(PageLayoutTest, WireBytesAreTheStagedRun) {
   const PageLayout l = SmallLayout();
   // Two pages, staged as they would be sent.

@@ -734,6 +734,10 @@ TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
     ASSERT_EQ(row.pool_pages.pages.size(), 2u);
     auto gathered = store.ReadPoolPages(row.pool_pages, torch::kCPU);
     ASSERT_TRUE(gathered.ok()) << gathered.status();
+    auto pool = store.PoolOf(row.pool_pages);  // what a scheduler copies from
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    EXPECT_TRUE(
+        torch::equal(ReadPages(*pool, row.pool_pages.pages, torch::kCPU).value(), *gathered));
     EXPECT_EQ(server.Stats().fetch_calls(), r);                  // only the reference reads below
     auto fetched = store.ReadLeased(row.lease_id, torch::kCPU);  // the reference
     ASSERT_TRUE(fetched.ok()) << fetched.status();
@@ -747,6 +751,7 @@ TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
   stale.epoch ^= 1;
   EXPECT_EQ(store.ReadPoolPages(stale, torch::kCPU).status().code(),
             absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store.PoolOf(stale).status().code(), absl::StatusCode::kFailedPrecondition);
   PrefixStore::PoolPages outside = (*stored)[0].pool_pages;
   outside.pages[0] = 1 << 20;
   EXPECT_EQ(store.ReadPoolPages(outside, torch::kCPU).status().code(),
@@ -761,6 +766,48 @@ TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
   stats = server.Stats();
   EXPECT_EQ(stats.active_leases(), 0);
   EXPECT_EQ(stats.pages_pinned(), 0);
+}
+
+// With the pool mapped, a Match names its pages (those the Store returned),
+// and a Load given them copies them page to page with no Fetch: the row
+// reads what the writer wrote. A bytes client gets no ids.
+TEST(RemoteDataPlaneTest, AMatchNamesItsPagesAndALoadNeedsNoFetch) {
+  StoreServer server(/*exported=*/true);
+  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
+  RemotePrefixStore store(&client);
+  Rows writer(1);
+  std::vector<std::vector<int32_t>> tokens;
+  auto stored = StoreRows(store, writer, 1, 16, &tokens);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  auto match = store.MatchPrefix(tokens[0], "");
+  ASSERT_TRUE(match.ok()) << match.status();
+  EXPECT_EQ(match->matched_tokens, 16);
+  EXPECT_EQ(match->pool_pages.epoch, (*stored)[0].pool_pages.epoch);
+  EXPECT_EQ(match->pool_pages.pages, (*stored)[0].pool_pages.pages);
+  const int64_t fetches = server.Stats().fetch_calls();
+  Rows reader;
+  PrefixStore::LeasedRow load{1, match->lease_id, 16, match->pool_pages};
+  ASSERT_TRUE(store.Load({&load, 1}, *reader.tables).ok());
+  EXPECT_EQ(server.Stats().fetch_calls(), fetches);
+  EXPECT_EQ(reader.tables->length(1), 16);
+  EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(1, 0, 16).value(),
+                           writer.tables->ReadTokens(0, 0, 16).value()));
+  // Ids of another epoch are not used: the Load asks for them.
+  Rows again;
+  load.pool_pages.epoch ^= 1;
+  ASSERT_TRUE(store.Load({&load, 1}, *again.tables).ok());
+  EXPECT_EQ(server.Stats().fetch_calls(), fetches + 1);
+  EXPECT_TRUE(torch::equal(again.tables->ReadTokens(1, 0, 16).value(),
+                           writer.tables->ReadTokens(0, 0, 16).value()));
+  KvStoreClient bytes_client(
+      ClientOptions(server.target(), KvStoreClientOptions::Transport::kBytes));
+  auto bytes_match = bytes_client.MatchPrefix(tokens[0]);
+  ASSERT_TRUE(bytes_match.ok());
+  EXPECT_TRUE(bytes_match->pool_pages.empty());
+  ASSERT_TRUE(bytes_client.Release(bytes_match->lease_id).ok());
+  ASSERT_TRUE(store.Release(match->lease_id).ok());
+  ASSERT_TRUE(store.Release((*stored)[0].lease_id).ok());
+  EXPECT_EQ(server.Stats().active_leases(), 0);
 }
 
 // The store grants the first rows of a batch and refuses the rest (the
