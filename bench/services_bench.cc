@@ -47,6 +47,9 @@ struct RowTimes {
   std::vector<double> prefill_server_ms, prefill_store_ms, prefill_compute_ms;
   double fetched_mib = 0;
   bool same_tokens = true;
+  // Why requests were not served as designed (decode's fallback_reason):
+  // such a row measures the fallback, not the path.
+  std::vector<std::string> fallbacks;
 };
 
 // One prompt through the offline engine, then twice through the services
@@ -63,6 +66,9 @@ absl::Status MeasurePrompt(Generator& generator, const GenerateOptions& offline,
         StreamGenerate(decode, GreedyRequest(prompt, offline.max_new_tokens), absl::Minutes(5));
     if (!served.ok()) return served.status();
     const v1::Timings& t = served->finished.timings();
+    if (!served->finished.fallback_reason().empty()) {
+      times.fallbacks.push_back(served->finished.fallback_reason());
+    }
     (pass == 0 ? times.cold_ttft : times.cached_ttft).push_back(t.ttft_ms());
     if (pass == 0) {
       times.prefill_ms.push_back(t.prefill_ms());
@@ -219,6 +225,10 @@ int RunBenchServices(const BenchServicesOptions& o) {
                 MedianOrZero(t.cold_ttft), MedianOrZero(t.cached_ttft),
                 MedianOrZero(t.offline_tpot), MedianOrZero(t.service_tpot), t.fetched_mib,
                 MedianOrZero(t.handoff), t.same_tokens ? "yes" : "no");
+    for (const std::string& reason : t.fallbacks) {
+      std::fprintf(stderr, "bench-services: a %lld-token request fell back: %s\n",
+                   static_cast<long long>(length), reason.c_str());
+    }
     std::fflush(stdout);
     const double ttft = MedianOrZero(t.cold_ttft), prefill = MedianOrZero(t.prefill_ms),
                  fetch = MedianOrZero(t.fetch_ms), queue = MedianOrZero(t.queue_ms),

@@ -264,8 +264,19 @@ absl::Status CopyPages(const torch::Tensor& from, absl::Span<const int32_t> from
   return RunTorch("copying KV pages", [&] {
     torch::Tensor out = to;
     if (from.is_cpu() && to.is_cpu()) {
-      // Straight into pages already touched: a staging run would be fresh
-      // memory whose first write faults every 4 KiB.
+      // Straight into pages already touched (a staging run would be fresh
+      // memory whose first write faults every 4 KiB), and as plain memcpy
+      // where it can be: a copy_ per page is a parallel region per page,
+      // each waiting for a thread the other processes may hold the core of.
+      if (from.scalar_type() == to.scalar_type() && from.is_contiguous() && to.is_contiguous()) {
+        const size_t bytes = static_cast<size_t>(from[0].nbytes());
+        const char* src = static_cast<const char*>(from.data_ptr());
+        char* dst = static_cast<char*>(out.data_ptr());
+        for (size_t i = 0; i < from_pages.size(); ++i) {
+          std::memcpy(dst + to_pages[i] * bytes, src + from_pages[i] * bytes, bytes);
+        }
+        return;
+      }
       for (size_t i = 0; i < from_pages.size(); ++i) out[to_pages[i]].copy_(from[from_pages[i]]);
       return;
     }
