@@ -14,9 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "decode_service/decode_stage.h"
-#include "tests/test_util/gated_prefiller.h"
-#include "tests/test_util/metrics.h"
-#include "tests/test_util/model.h"
+#include "tests/test_util/shared_decode_stage.h"
 
 namespace nanoserve {
 namespace decode_fair_share_test {
@@ -48,16 +46,10 @@ class Events : public GenerateEvents {
 
 class DecodeFairShareTest : public ::testing::Test {
  protected:
-  // 300 tokens of work in all, 100 per caller; a call of 3 + 60 is 63.
-  DecodeFairShareTest() {
-    DecodeStageOptions options;
-    options.max_tokens_in_flight = 300;
-    options.max_tokens_in_flight_per_caller = 100;
-    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), &prefill_, nullptr,
-                                           &workers_, options, &metrics_);
-  }
+  // tests/test_util/shared_decode_stage.h: 300 tokens of work in all, 100
+  // per caller; a call of 3 + 60 is 63.
   ~DecodeFairShareTest() override {
-    prefill_.Open();
+    shared_.prefill.Open();
     EXPECT_TRUE(AwaitNothingInFlight());
   }
 
@@ -70,10 +62,10 @@ class DecodeFairShareTest : public ::testing::Test {
     params.max_new_tokens = max_new;
     params.stop_at_end_of_text = false;
     params.caller = caller;
-    return stage_->Start(params, deadline, std::move(events));
+    return shared_.stage->Start(params, deadline, std::move(events));
   }
 
-  double Metric(const std::string& name) { return testing::MetricValue(metrics_.Render(), name); }
+  double Metric(const std::string& name) { return shared_.Metric(name); }
   // Every share given back: no tokens of work and no caller in flight.
   bool AwaitNothingInFlight() {
     const absl::Time end = absl::Now() + absl::Seconds(30);
@@ -86,20 +78,13 @@ class DecodeFairShareTest : public ::testing::Test {
     return true;
   }
 
-  std::unique_ptr<Gpt2Model> model_ = testing::TinyModel();
-  std::unique_ptr<Gpt2Tokenizer> tokenizer_ = Gpt2Tokenizer::LoadDefault().value();
-  std::unique_ptr<BatchScheduler> scheduler_ =
-      BatchScheduler::Create(model_.get(), BatchSchedulerOptions{}).value();
-  WorkerPool workers_{8};
-  testing::GatedPrefiller prefill_;
-  MetricsRegistry metrics_;
-  std::unique_ptr<DecodeStage> stage_;
+  testing::SharedDecodeStage shared_;
 };
 
 TEST_F(DecodeFairShareTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
   auto a1 = std::make_shared<Events>();
   Start("a", a1);
-  ASSERT_TRUE(prefill_.AwaitEntered(1));
+  ASSERT_TRUE(shared_.prefill.AwaitEntered(1));
   auto a2 = std::make_shared<Events>();
   Start("a", a2);                           // 63 + 63 > 100
   ASSERT_TRUE(a2->done.HasBeenNotified());  // at once
@@ -111,7 +96,7 @@ TEST_F(DecodeFairShareTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
   }
   auto b1 = std::make_shared<Events>();
   Start("b", b1);
-  ASSERT_TRUE(prefill_.AwaitEntered(2));
+  ASSERT_TRUE(shared_.prefill.AwaitEntered(2));
   EXPECT_FALSE(b1->done.HasBeenNotified());
   EXPECT_EQ(Metric("nanoserve_decode_tokens_in_flight"), 126);
   EXPECT_EQ(Metric("nanoserve_decode_callers_in_flight"), 2);
@@ -119,7 +104,7 @@ TEST_F(DecodeFairShareTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
   EXPECT_EQ(Metric("nanoserve_decode_caller_share_refusals_total"), 1);
   EXPECT_EQ(Metric("nanoserve_decode_requests_total{code=\"RESOURCE_EXHAUSTED\"}"), 1);
 
-  prefill_.Open();  // decode computes the prompts itself
+  shared_.prefill.Open();  // decode computes the prompts itself
   EXPECT_TRUE(a1->Await().ok()) << a1->Await();
   EXPECT_TRUE(b1->Await().ok()) << b1->Await();
   ASSERT_TRUE(AwaitNothingInFlight());
@@ -133,9 +118,9 @@ TEST_F(DecodeFairShareTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
 TEST_F(DecodeFairShareTest, SharesComeBackWhenCallsFinishOrAreCancelled) {
   auto waiting = std::make_shared<Events>();
   auto handle = Start("a", waiting);
-  ASSERT_TRUE(prefill_.AwaitEntered(1));
-  stage_->Cancel(handle);
-  prefill_.Open();
+  ASSERT_TRUE(shared_.prefill.AwaitEntered(1));
+  shared_.stage->Cancel(handle);
+  shared_.prefill.Open();
   EXPECT_EQ(waiting->Await().code(), absl::StatusCode::kCancelled);
   ASSERT_TRUE(AwaitNothingInFlight());
 
@@ -144,7 +129,7 @@ TEST_F(DecodeFairShareTest, SharesComeBackWhenCallsFinishOrAreCancelled) {
   handle = Start("a", running);
   ASSERT_TRUE(running->first.WaitForNotificationWithTimeout(absl::Seconds(60)));
   EXPECT_EQ(Metric("nanoserve_decode_caller_tokens_in_flight_max"), 63);
-  stage_->Cancel(handle);
+  shared_.stage->Cancel(handle);
   running->release.Notify();
   EXPECT_EQ(running->Await().code(), absl::StatusCode::kCancelled);
   ASSERT_TRUE(AwaitNothingInFlight());
@@ -180,7 +165,7 @@ TEST_F(DecodeFairShareTest, SharesComeBackAfterADeadlineAnErrorARefusalOrEndAll)
   EXPECT_NE(refused.message().find("decode is full"), absl::string_view::npos) << refused;
   EXPECT_EQ(Metric("nanoserve_decode_callers_in_flight"), 4);
   EXPECT_EQ(Metric("nanoserve_decode_tokens_in_flight"), 252);
-  prefill_.Open();
+  shared_.prefill.Open();
   for (const auto& events : held) EXPECT_TRUE(events->Await().ok()) << events->Await();
   ASSERT_TRUE(AwaitNothingInFlight());
 
@@ -188,7 +173,7 @@ TEST_F(DecodeFairShareTest, SharesComeBackAfterADeadlineAnErrorARefusalOrEndAll)
   ended->hold_at_first_token = true;
   Start("a", ended);
   ASSERT_TRUE(ended->first.WaitForNotificationWithTimeout(absl::Seconds(60)));
-  stage_->EndAll(absl::UnavailableError("shutting down"));
+  shared_.stage->EndAll(absl::UnavailableError("shutting down"));
   ended->release.Notify();
   EXPECT_EQ(ended->Await().code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(AwaitNothingInFlight());

@@ -18,10 +18,8 @@
 #include <thread>
 
 #include "nanoserve/v1/decode.grpc.pb.h"
-#include "tests/test_util/gated_prefiller.h"
-#include "tests/test_util/metrics.h"
-#include "tests/test_util/model.h"
 #include "tests/test_util/raw_call.h"
+#include "tests/test_util/shared_decode_stage.h"
 #include "tests/test_util/temp_path.h"
 
 namespace nanoserve {
@@ -29,14 +27,10 @@ namespace decode_service_test {
 
 class DecodeServiceTest : public ::testing::Test {
  protected:
-  // 300 tokens of work in all, 100 per caller; a call of 3 + 60 is 63.
+  // tests/test_util/shared_decode_stage.h: 300 tokens of work in all, 100
+  // per caller; a call of 3 + 60 is 63.
   DecodeServiceTest() {
-    DecodeStageOptions options;
-    options.max_tokens_in_flight = 300;
-    options.max_tokens_in_flight_per_caller = 100;
-    stage_ = std::make_unique<DecodeStage>(tokenizer_.get(), scheduler_.get(), &prefill_, nullptr,
-                                           &workers_, options, &metrics_);
-    handler_ = std::make_unique<DecodeHandler>(stage_.get());
+    handler_ = std::make_unique<DecodeHandler>(shared_.stage.get());
     service_ = std::make_unique<DecodeService>(handler_.get());
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
@@ -45,7 +39,7 @@ class DecodeServiceTest : public ::testing::Test {
     server_ = builder.BuildAndStart();
   }
   ~DecodeServiceTest() override {
-    prefill_.Open();
+    shared_.prefill.Open();
     if (server_ != nullptr) server_->Shutdown(std::chrono::system_clock::now());
     unlink(socket_.c_str());
   }
@@ -75,16 +69,9 @@ class DecodeServiceTest : public ::testing::Test {
     return reader->Finish();
   }
 
-  double Metric(const std::string& name) { return testing::MetricValue(metrics_.Render(), name); }
+  double Metric(const std::string& name) { return shared_.Metric(name); }
 
-  std::unique_ptr<Gpt2Model> model_ = testing::TinyModel();
-  std::unique_ptr<Gpt2Tokenizer> tokenizer_ = Gpt2Tokenizer::LoadDefault().value();
-  std::unique_ptr<BatchScheduler> scheduler_ =
-      BatchScheduler::Create(model_.get(), BatchSchedulerOptions{}).value();
-  WorkerPool workers_{8};
-  testing::GatedPrefiller prefill_;
-  MetricsRegistry metrics_;
-  std::unique_ptr<DecodeStage> stage_;
+  testing::SharedDecodeStage shared_;
   std::unique_ptr<DecodeHandler> handler_;
   std::unique_ptr<DecodeService> service_;
   const std::string socket_ = testing::ProcessTempPath("decode.sock");
@@ -99,7 +86,7 @@ TEST_F(DecodeServiceTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
   auto unix_socket = Stub(Unix());
   grpc::Status first, second;
   std::thread held([&] { first = Generate(*tcp, Request(60)); });
-  ASSERT_TRUE(prefill_.AwaitEntered(1));
+  ASSERT_TRUE(shared_.prefill.AwaitEntered(1));
   const grpc::Status refused = Generate(*tcp, Request(60));  // 63 + 63 > 100
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   for (const std::string& part :
@@ -108,10 +95,10 @@ TEST_F(DecodeServiceTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
         << part << ": " << refused.error_message();
   }
   std::thread other([&] { second = Generate(*unix_socket, Request(60)); });
-  EXPECT_TRUE(prefill_.AwaitEntered(2)) << "the second caller was not admitted";
+  EXPECT_TRUE(shared_.prefill.AwaitEntered(2)) << "the second caller was not admitted";
   EXPECT_EQ(Metric("nanoserve_decode_callers_in_flight"), 2);
   EXPECT_EQ(Metric("nanoserve_decode_caller_share_refusals_total"), 1);
-  prefill_.Open();
+  shared_.prefill.Open();
   held.join();
   other.join();
   EXPECT_TRUE(first.ok()) << first.error_message();
@@ -124,7 +111,7 @@ TEST_F(DecodeServiceTest, ACallerAtItsShareIsRefusedWhileAnotherIsAdmitted) {
 // message, as the typed callback method fails before any code runs.
 TEST_F(DecodeServiceTest, AnUnparseableRequestIsInvalidArgumentWithAMessage) {
   ASSERT_NE(server_, nullptr);
-  prefill_.Open();
+  shared_.prefill.Open();
   // Field 1, length-delimited, claiming 127 bytes of which 3 follow.
   const std::string garbage = std::string("\x0a\x7f") + "abc";
   const grpc::Status status =
