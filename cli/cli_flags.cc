@@ -20,7 +20,8 @@ ABSL_FLAG(uint64_t, seed, 0, "seed for sampling and random weights");
 ABSL_FLAG(int64_t, page_size, 16, "prefix cache page size in tokens");
 ABSL_FLAG(std::string, decode_step, "auto",
           "the decode step: auto (cuda-graph on a GPU, else reference), reference, cuda-graph "
-          "or cuda-graph-matvec (products of batches <= 8 in the split-K kernel); "
+          "cuda-graph-matvec (products of batches <= 8 in the split-K kernel) or "
+          "cuda-graph-matvec-ln (and the LayerNorms folded into them); "
           "bench-decode: a comma list");
 ABSL_FLAG(int64_t, repeats, 3, "bench, bench-services: timed runs per point (the median is kept)");
 ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default: from /proc)");

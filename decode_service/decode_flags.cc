@@ -72,8 +72,8 @@ NANOSERVE_FLAG_IN_RANGE(liveness_stall_s, nanoserve::DecodeOptions().liveness_st
                         "GET /livez on the metrics port fails (503) once the scheduler loop has "
                         "been this many seconds on one turn (wedged): the liveness probe");
 ABSL_FLAG(std::string, decode_step, nanoserve::DecodeOptions().decode_step,
-          "auto (cuda-graph on a GPU, else reference), reference, cuda-graph or "
-          "cuda-graph-matvec");
+          "auto (cuda-graph on a GPU, else reference), reference, cuda-graph, "
+          "cuda-graph-matvec or cuda-graph-matvec-ln");
 
 namespace nanoserve {
 

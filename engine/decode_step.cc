@@ -46,9 +46,10 @@ absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name) {
   if (name == "reference") return DecodeKind::kReference;
   if (name == "cuda-graph") return DecodeKind::kCudaGraph;
   if (name == "cuda-graph-matvec") return DecodeKind::kCudaGraphMatvec;
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown decode step '", name,
-                   "' (expected auto, reference, cuda-graph or cuda-graph-matvec)"));
+  if (name == "cuda-graph-matvec-ln") return DecodeKind::kCudaGraphMatvecLn;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown decode step '", name,
+      "' (expected auto, reference, cuda-graph, cuda-graph-matvec or cuda-graph-matvec-ln)"));
 }
 
 std::string DecodeKindName(DecodeKind kind) {
@@ -61,6 +62,8 @@ std::string DecodeKindName(DecodeKind kind) {
       return "cuda-graph";
     case DecodeKind::kCudaGraphMatvec:
       return "cuda-graph-matvec";
+    case DecodeKind::kCudaGraphMatvecLn:
+      return "cuda-graph-matvec-ln";
   }
   return "?";
 }
@@ -72,7 +75,9 @@ absl::StatusOr<std::unique_ptr<DecodeStep>> MakeDecodeStep(const Gpt2Model* mode
     const absl::Status usable = cuda::GraphDecodeStep::CanRun(*model, *cache);
     if (usable.ok()) {
       cuda::GraphDecodeStepOptions options;
-      options.fused_matvec = kind == DecodeKind::kCudaGraphMatvec;
+      options.fused_matvec =
+          kind == DecodeKind::kCudaGraphMatvec || kind == DecodeKind::kCudaGraphMatvecLn;
+      options.fused_layer_norm = kind == DecodeKind::kCudaGraphMatvecLn;
       return std::unique_ptr<DecodeStep>(new cuda::GraphDecodeStep(model, cache, options));
     }
     if (kind != DecodeKind::kAuto) return usable;

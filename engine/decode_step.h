@@ -37,9 +37,14 @@ enum class DecodeKind {
   // matrix-vector kernel (GraphDecodeStepOptions::fused_matvec), or an
   // error. Not chosen by kAuto until measured.
   kCudaGraphMatvec,
+  // cuda-graph-matvec with each block's LayerNorms folded into the products
+  // that read them (GraphDecodeStepOptions::fused_layer_norm). Not chosen by
+  // kAuto until measured.
+  kCudaGraphMatvecLn,
 };
 
-// "auto", "reference", "cuda-graph" or "cuda-graph-matvec".
+// "auto", "reference", "cuda-graph", "cuda-graph-matvec" or
+// "cuda-graph-matvec-ln".
 absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name);
 std::string DecodeKindName(DecodeKind kind);
 
@@ -62,7 +67,7 @@ class DecodeStep {
   // row's position length(r), which the row's next token overwrites.
   virtual void Prepare() {}
 
-  // "reference", "cuda-graph" or "cuda-graph-matvec".
+  // "reference", "cuda-graph", "cuda-graph-matvec" or "cuda-graph-matvec-ln".
   virtual std::string name() const = 0;
 };
 

@@ -73,7 +73,7 @@ struct DecodeOptions {
   // this many seconds on one turn (wedged).
   int64_t liveness_stall_s = 120;
   // --decode_step: auto (cuda-graph on a GPU, else reference), reference,
-  // cuda-graph or cuda-graph-matvec.
+  // cuda-graph, cuda-graph-matvec or cuda-graph-matvec-ln.
   std::string decode_step = "auto";
 
   // Every flag: the service's, the store client's, then decode's own.

@@ -204,7 +204,7 @@ MatvecScratch MakeMatvecScratch(int64_t rows,
 
 torch::Tensor Matvec(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      bool gelu, const torch::Tensor& residual, MatvecScratch& scratch,
-                     torch::Tensor out) {
+                     torch::Tensor out, const MatvecLayerNorm& ln) {
   CheckDense(x, x, "x");
   CheckDense(weight, x, "weight");
   TORCH_CHECK(x.dim() == 2 && weight.dim() == 2 && x.size(1) == weight.size(0),
@@ -240,6 +240,16 @@ torch::Tensor Matvec(const torch::Tensor& x, const torch::Tensor& weight, const 
                       static_cast<size_t>(scratch.workspace.numel()) &&
                   MatvecCounters(p.dtype, p.rows, p.n) <= scratch.counters.numel(),
               "Matvec scratch too small for (", n, ", ", k, ") x (", k, ", ", m, ")");
+  if (ln.weight.defined()) {
+    TORCH_CHECK(ln.bias.defined(), "a LayerNorm weight without a bias");
+    CheckDense(ln.weight, x, "LayerNorm weight");
+    CheckDense(ln.bias, x, "LayerNorm bias");
+    TORCH_CHECK(ln.weight.numel() == k && ln.bias.numel() == k,
+                "LayerNorm weight and bias must be (K)");
+    p.ln_weight = ln.weight.data_ptr();
+    p.ln_bias = ln.bias.data_ptr();
+    p.ln_eps = static_cast<float>(ln.eps);
+  }
   p.workspace = scratch.workspace.data_ptr<float>();
   p.counters = reinterpret_cast<unsigned*>(scratch.counters.data_ptr<int32_t>());
   CheckLaunch(LaunchMatvec(p, at::cuda::getCurrentCUDAStream()), "Matvec");

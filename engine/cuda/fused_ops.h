@@ -70,9 +70,16 @@ MatvecScratch MakeMatvecScratch(int64_t rows,
 // plus `residual` ((N, M) or undefined; rounded as addmm's result added to
 // it would be). `out` undefined: a new tensor; else written in place (it may
 // be `residual`). K % 8 == 0 and M a multiple of 16 bytes of elements.
+// With `ln` (its weight and bias (K)), the product is of
+// layer_norm(x, ln.weight, ln.bias, ln.eps) instead of x, the LayerNorm
+// folded into the kernel (MatvecParams::ln_weight).
+struct MatvecLayerNorm {
+  torch::Tensor weight, bias;  // undefined: no LayerNorm
+  double eps = 1e-5;
+};
 torch::Tensor Matvec(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
                      bool gelu, const torch::Tensor& residual, MatvecScratch& scratch,
-                     torch::Tensor out = torch::Tensor());
+                     torch::Tensor out = torch::Tensor(), const MatvecLayerNorm& ln = {});
 
 // logits: (N, V) fp32. Returns each row's argmax, (N,) int64 (LibTorch's
 // argmax, with ties to the lower index).

@@ -128,6 +128,20 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
     const torch::Tensor& next_b = last ? model_->ln_f_b() : blocks[l + 1].ln_1_b;
     torch::Tensor k_pages = cache_->k_pages(static_cast<int64_t>(l));
     torch::Tensor v_pages = cache_->v_pages(static_cast<int64_t>(l));
+    if (matvec && options_.fused_layer_norm) {
+      // LN1 and LN2 inside the products that read them; the residual adds
+      // land in x itself. (Layer 0's h from the embedding goes unused.)
+      const torch::Tensor none;
+      torch::Tensor qkv = Matvec(x, b.c_attn_w, b.c_attn_b, false, none, matvec_scratch_,
+                                 torch::Tensor(), {b.ln_1_w, b.ln_1_b, eps});
+      torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
+      Matvec(y, b.c_proj_w, b.c_proj_b, false, x, matvec_scratch_, x);
+      torch::Tensor f = Matvec(x, b.fc_w, b.fc_b, /*gelu=*/true, none, matvec_scratch_,
+                               torch::Tensor(), {b.ln_2_w, b.ln_2_b, eps});
+      Matvec(f, b.mlp_proj_w, b.mlp_proj_b, false, x, matvec_scratch_, x);
+      if (last) h = AddLayerNorm(x, none, next_w, next_b, eps);
+      continue;
+    }
     if (matvec) {
       // The residual adds land in x itself; the LayerNorms then add nothing.
       const torch::Tensor none;

@@ -49,6 +49,10 @@ struct GraphDecodeStepOptions {
   // Off until measured on the step (scripts/gpu/kernels.sh measures the
   // kernel alone); `--decode_step cuda-graph-matvec` turns it on.
   bool fused_matvec = false;
+  // With fused_matvec: each block's two LayerNorms folded into the QKV and
+  // MLP products that read them (MatvecParams::ln_weight), two kernels a
+  // layer fewer. Off until measured; `--decode_step cuda-graph-matvec-ln`.
+  bool fused_layer_norm = false;
 };
 
 class GraphDecodeStep final : public DecodeStep {
@@ -65,7 +69,8 @@ class GraphDecodeStep final : public DecodeStep {
   torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) override;
   void Prepare() override;
   std::string name() const override {
-    return options_.fused_matvec ? "cuda-graph-matvec" : "cuda-graph";
+    if (!options_.fused_matvec) return "cuda-graph";
+    return options_.fused_layer_norm ? "cuda-graph-matvec-ln" : "cuda-graph-matvec";
   }
 
   // The batch-size buckets: 1, 2, 4, ... below the cache's rows, and its rows.

@@ -144,6 +144,16 @@ struct MatvecParams {
   int k = 0;
   int n = 0;
   int splits = 1;  // k ranges (MatvecSplits); 1: no workspace, no counters
+  // Optional LayerNorm in front (the decode step's LN1 and LN2 folded into
+  // the QKV and MLP products, one kernel less each): x is then the residual
+  // stream, and the product is of LayerNorm(x) with ln_weight, ln_bias (k
+  // each, 16-byte aligned) and ln_eps, each normalized value rounded to the
+  // element type as AddLayerNorm's output is. Every block computes its rows'
+  // mean and variance over all of k (two passes, fp32) before its own k
+  // range. Null: x as it is. Not with kResidual.
+  const void* ln_weight = nullptr;
+  const void* ln_bias = nullptr;
+  float ln_eps = 1e-5f;
 };
 inline constexpr int kMatvecRowTile = 8;
 // Split count for a product on `num_sms` multiprocessors: about four blocks

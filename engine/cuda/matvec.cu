@@ -53,9 +53,50 @@ __device__ __forceinline__ void WriteOutputs(const MatvecParams& p, int row, int
   Store16(static_cast<T*>(p.out) + offset, out);
 }
 
+// Mean and 1 / sqrt(variance + eps) of each of the block's `rows` rows of x
+// (row stride k), over all k columns, as AddLayerNorm computes them: the
+// mean first, then the mean of squared deviations, in fp32. All threads
+// call it; every thread gets every row's pair.
+template <typename T, int kRows>
+__device__ __forceinline__ void RowStats(const T* x, int rows, int k, float eps, float* mean,
+                                         float* rstd) {
+  __shared__ float sums[kWarps][kRows];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int pass = 0; pass < 2; ++pass) {
+    float s[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      s[r] = 0.0f;
+      if (r >= rows) continue;
+      for (int c = threadIdx.x; c < k; c += kThreads) {
+        const float v = ToFloat(x[static_cast<int64_t>(r) * k + c]);
+        s[r] += pass == 0 ? v : (v - mean[r]) * (v - mean[r]);
+      }
+      s[r] = WarpSum(s[r]);
+    }
+    __syncthreads();  // the previous pass has read `sums`
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) sums[warp][r] = s[r];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float total = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) total += sums[w][r];
+      if (pass == 0) {
+        mean[r] = total / k;
+      } else {
+        rstd[r] = rsqrtf(total / k + eps);
+      }
+    }
+  }
+}
+
 // Grid: (column tiles of 32 * kVec, splits, row tiles of kRows). Block: 4
 // warps over the block's k range, each lane kVec columns of kRows rows.
-template <typename T, int kRows, MatvecEpilogue kEpilogue>
+template <typename T, int kRows, MatvecEpilogue kEpilogue, bool kLn>
 __global__ void __launch_bounds__(kThreads) MatvecKernel(MatvecParams p) {
   constexpr int kVec = Packed16<T>::kSize;
   // Warps 1..3's sums for warp 0 to add; the last block's split sums too.
@@ -70,6 +111,8 @@ __global__ void __launch_bounds__(kThreads) MatvecKernel(MatvecParams p) {
   const int k_begin = blockIdx.y * span, k_end = min(p.k, k_begin + span);
   const T* weight = static_cast<const T*>(p.weight);
   const T* x = static_cast<const T*>(p.x) + static_cast<int64_t>(row0) * p.k;
+  float mean[kRows], rstd[kRows];
+  if constexpr (kLn) RowStats<T, kRows>(x, rows, p.k, p.ln_eps, mean, rstd);
 
   float acc[kRows][kVec];
 #pragma unroll
@@ -92,6 +135,15 @@ __global__ void __launch_bounds__(kThreads) MatvecKernel(MatvecParams p) {
         if (r < rows) xs[r][h] = Load16(x + static_cast<int64_t>(r) * p.k + k0 + h * kVec);
       }
     }
+    // LayerNorm's weight and bias at k0 .. k0 + 8, when it is folded in.
+    Packed16<T> lw[kGroup / Packed16<T>::kSize], lb[kGroup / Packed16<T>::kSize];
+    if constexpr (kLn) {
+#pragma unroll
+      for (int h = 0; h < kGroup / kVec; ++h) {
+        lw[h] = Load16(static_cast<const T*>(p.ln_weight) + k0 + h * kVec);
+        lb[h] = Load16(static_cast<const T*>(p.ln_bias) + k0 + h * kVec);
+      }
+    }
     if (!col_ok) continue;
 #pragma unroll
     for (int j = 0; j < kGroup; ++j) {
@@ -100,7 +152,13 @@ __global__ void __launch_bounds__(kThreads) MatvecKernel(MatvecParams p) {
       for (int i = 0; i < kVec; ++i) wf[i] = ToFloat(w[j].v[i]);
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        const float xv = r < rows ? ToFloat(xs[r][j / kVec].v[j % kVec]) : 0.0f;
+        float xv = r < rows ? ToFloat(xs[r][j / kVec].v[j % kVec]) : 0.0f;
+        if constexpr (kLn) {
+          if (r < rows) {
+            xv = RoundTo<T>((xv - mean[r]) * rstd[r] * ToFloat(lw[j / kVec].v[j % kVec]) +
+                            ToFloat(lb[j / kVec].v[j % kVec]));
+          }
+        }
 #pragma unroll
         for (int i = 0; i < kVec; ++i) acc[r][i] = fmaf(xv, wf[i], acc[r][i]);
       }
@@ -232,20 +290,20 @@ int RowTile(int rows) {
   return tile;
 }
 
-template <typename T, MatvecEpilogue kEpilogue>
+template <typename T, MatvecEpilogue kEpilogue, bool kLn>
 cudaError_t LaunchTyped(const MatvecParams& p, dim3 grid, cudaStream_t stream) {
   switch (RowTile(p.rows)) {
     case 1:
-      MatvecKernel<T, 1, kEpilogue><<<grid, kThreads, 0, stream>>>(p);
+      MatvecKernel<T, 1, kEpilogue, kLn><<<grid, kThreads, 0, stream>>>(p);
       break;
     case 2:
-      MatvecKernel<T, 2, kEpilogue><<<grid, kThreads, 0, stream>>>(p);
+      MatvecKernel<T, 2, kEpilogue, kLn><<<grid, kThreads, 0, stream>>>(p);
       break;
     case 4:
-      MatvecKernel<T, 4, kEpilogue><<<grid, kThreads, 0, stream>>>(p);
+      MatvecKernel<T, 4, kEpilogue, kLn><<<grid, kThreads, 0, stream>>>(p);
       break;
     default:
-      MatvecKernel<T, 8, kEpilogue><<<grid, kThreads, 0, stream>>>(p);
+      MatvecKernel<T, 8, kEpilogue, kLn><<<grid, kThreads, 0, stream>>>(p);
       break;
   }
   return cudaGetLastError();
@@ -285,6 +343,12 @@ cudaError_t LaunchMatvec(const MatvecParams& p, cudaStream_t stream) {
       !Aligned16(p.out) || (p.epilogue == MatvecEpilogue::kResidual && p.residual == nullptr)) {
     return cudaErrorInvalidValue;
   }
+  // A LayerNorm in front of a residual add is no product of the step's.
+  if ((p.ln_weight == nullptr) != (p.ln_bias == nullptr) || !Aligned16(p.ln_weight) ||
+      !Aligned16(p.ln_bias) ||
+      (p.ln_weight != nullptr && p.epilogue == MatvecEpilogue::kResidual)) {
+    return cudaErrorInvalidValue;
+  }
   const int splits = CeilDiv(p.k, SplitSpan(p.k, p.splits));
   if (splits > 1 && (p.workspace == nullptr || p.counters == nullptr)) {
     return cudaErrorInvalidValue;
@@ -293,15 +357,18 @@ cudaError_t LaunchMatvec(const MatvecParams& p, cudaStream_t stream) {
   const dim3 grid(CeilDiv(p.n, 32 * vec), splits, CeilDiv(p.rows, tile));
   return DispatchDType(p.dtype, [&](auto zero) {
     using T = decltype(zero);
+    const bool ln = p.ln_weight != nullptr;
     switch (p.epilogue) {
       case MatvecEpilogue::kGelu:
-        return LaunchTyped<T, MatvecEpilogue::kGelu>(p, grid, stream);
+        return ln ? LaunchTyped<T, MatvecEpilogue::kGelu, true>(p, grid, stream)
+                  : LaunchTyped<T, MatvecEpilogue::kGelu, false>(p, grid, stream);
       case MatvecEpilogue::kResidual:
-        return LaunchTyped<T, MatvecEpilogue::kResidual>(p, grid, stream);
+        return LaunchTyped<T, MatvecEpilogue::kResidual, false>(p, grid, stream);
       case MatvecEpilogue::kNone:
         break;
     }
-    return LaunchTyped<T, MatvecEpilogue::kNone>(p, grid, stream);
+    return ln ? LaunchTyped<T, MatvecEpilogue::kNone, true>(p, grid, stream)
+              : LaunchTyped<T, MatvecEpilogue::kNone, false>(p, grid, stream);
   });
 }
 

@@ -8,7 +8,8 @@
 #            services over CUDA IPC, and again under MPS
 #   prefix   Part C's sweep, 32 x (900 shared + 50), 64 new, naive and fused
 #   profile  the step's profile at batch 1 and 64 (decode attention before/after)
-#   decode   bench-decode, the cuBLAS and the split-K graph steps, batch 1/8/64
+#   decode   bench-decode, the cuBLAS and the split-K graph steps (and the latter
+#            with the LayerNorms folded in), batch 1/8/64
 #   peers    the peers of shared/anchors carried in .peers/ (gptfast_compile.py,
 #            hf_batch.py, ipc_probe.py), in this call beside the rows above
 #   chunk    decode alone at 64 in flight, prefill token budgets 0 and 256
@@ -43,7 +44,7 @@ step_profile() {
 }
 step_decode() {
   timeout 120 "$BIN/nanoserve" bench-decode --model random:gpt2 --device cuda --dtype bf16 --attention naive \
-    --decode_step cuda-graph,cuda-graph-matvec --decode_batches 1,8,64 --repeats 3 \
+    --decode_step cuda-graph,cuda-graph-matvec,cuda-graph-matvec-ln --decode_batches 1,8,64 --repeats 3 \
     --out "$OUT/bench-decode.csv" 2>&1 | tee "$OUT/bench-decode.log" | tail -10
 }
 step_peers() {

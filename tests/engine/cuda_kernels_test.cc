@@ -266,6 +266,13 @@ TEST_P(CudaKernelsTest, MatvecMatchesAddmm) {
             << "not deterministic: " << k << "x" << m << " rows " << rows;
         expect_near(Matvec(x, w, none, false, none, scratch), torch::mm(x, w), "no bias");
         expect_near(Matvec(x, w, b, true, none, scratch), torch::gelu(product, "tanh"), "gelu");
+        // A LayerNorm folded in, as the step's LN1 and LN2.
+        torch::Tensor g = 1 + torch::randn({k}, Opts()) / 4, beta = torch::randn({k}, Opts());
+        torch::Tensor normed = torch::layer_norm(x, {k}, g, beta, 1e-5);  // rounded, as the step's
+        expect_near(Matvec(x, w, b, false, none, scratch, torch::Tensor(), {g, beta, 1e-5}),
+                    torch::addmm(b, normed, w), "layer norm");
+        expect_near(Matvec(x, w, b, true, none, scratch, torch::Tensor(), {g, beta, 1e-5}),
+                    torch::gelu(torch::addmm(b, normed, w), "tanh"), "layer norm, gelu");
         torch::Tensor sum = residual + product;
         Matvec(x, w, b, false, residual, scratch, residual);  // in place
         expect_near(residual, sum, "residual");
@@ -297,6 +304,12 @@ TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   EXPECT_THROW(Matvec(x, torch::randn({64, 62}, Opts()), none, false, none, scratch),
                c10::Error);  // M not a multiple of 16 bytes
   EXPECT_THROW(Matvec(x, w, none, true, torch::randn({2, 64}, Opts()), scratch), c10::Error);
+  EXPECT_THROW(Matvec(x, w, none, false, none, scratch, torch::Tensor(),
+                      {torch::ones({32}, Opts()), torch::zeros({32}, Opts()), 1e-5}),
+               c10::Error);  // LayerNorm of another width
+  EXPECT_THROW(Matvec(x, w, none, false, none, scratch, torch::Tensor(),
+                      {torch::ones({64}, Opts()), torch::Tensor(), 1e-5}),
+               c10::Error);  // a weight without a bias
   EXPECT_THROW(Matvec(torch::randn({3, 64}, Opts()), w, none, false, none, scratch),
                c10::Error);  // more rows than the scratch was made for (splits > 1)
 }

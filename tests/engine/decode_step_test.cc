@@ -33,6 +33,8 @@ TEST(DecodeStepTest, ParsesKindNames) {
   EXPECT_EQ(*ParseDecodeKind("cuda-graph"), DecodeKind::kCudaGraph);
   EXPECT_EQ(*ParseDecodeKind("cuda-graph-matvec"), DecodeKind::kCudaGraphMatvec);
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphMatvec), "cuda-graph-matvec");
+  EXPECT_EQ(*ParseDecodeKind("cuda-graph-matvec-ln"), DecodeKind::kCudaGraphMatvecLn);
+  EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphMatvecLn), "cuda-graph-matvec-ln");
   EXPECT_FALSE(ParseDecodeKind("graph").ok());
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraph), "cuda-graph");
 }
@@ -65,9 +67,9 @@ void ExpectLogitsMatchWholeSequenceForward(DecodeKind kind) {
   for (size_t r = 0; r < lengths.size(); ++r) seqs.push_back(Prompt(lengths[r], r));
   std::vector<torch::Tensor> first = PrefillBatch(*model, cache, seqs, 0);
   auto step = MakeDecodeStep(model.get(), &cache, kind).value();
-  EXPECT_EQ(step->name(), kind == DecodeKind::kCudaGraphMatvec ? "cuda-graph-matvec"
-                          : TestDevice().is_cuda()             ? "cuda-graph"
-                                                               : "reference");
+  const bool cuda = TestDevice().is_cuda();
+  EXPECT_EQ(step->name(),
+            kind == DecodeKind::kAuto ? (cuda ? "cuda-graph" : "reference") : DecodeKindName(kind));
   std::vector<int64_t> tokens;
   for (size_t r = 0; r < seqs.size(); ++r) tokens.push_back(first[r].argmax(-1).item<int64_t>());
   // 5 rows (bucket 8), then 3 (bucket 4), then 1: the rows left out keep
@@ -100,6 +102,12 @@ TEST(DecodeStepTest, MatvecStepLogitsMatchWholeSequenceForward) {
   ExpectLogitsMatchWholeSequenceForward(DecodeKind::kCudaGraphMatvec);
 }
 
+// And with each block's LayerNorms folded into those products.
+TEST(DecodeStepTest, MatvecLnStepLogitsMatchWholeSequenceForward) {
+  if (!TestDevice().is_cuda()) GTEST_SKIP() << "cuda-graph-matvec-ln needs a CUDA test device";
+  ExpectLogitsMatchWholeSequenceForward(DecodeKind::kCudaGraphMatvecLn);
+}
+
 TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
   auto model = TinyModel();
   Generator reference(model.get()), fast(model.get());
@@ -112,7 +120,10 @@ TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
     ASSERT_TRUE(want.ok()) << want.status();
     EXPECT_EQ(want->stats.decode_step, "reference");
     std::vector<DecodeKind> kinds = {DecodeKind::kAuto};
-    if (TestDevice().is_cuda()) kinds.push_back(DecodeKind::kCudaGraphMatvec);
+    if (TestDevice().is_cuda()) {
+      kinds.push_back(DecodeKind::kCudaGraphMatvec);
+      kinds.push_back(DecodeKind::kCudaGraphMatvecLn);
+    }
     for (DecodeKind kind : kinds) {
       options.decode = kind;
       for (int call = 0; call < 2; ++call) {  // the second call reuses cache and graphs
