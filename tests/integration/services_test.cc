@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <torch/cuda.h>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
@@ -54,13 +55,18 @@ class ServicesTest : public ::testing::Test {
     dir_ = dir;
     const std::string model_dir = dir_ + "/model";
     ASSERT_TRUE(SaveCheckpoint(model_dir, testing::TinyCheckpoint()).ok());
-    ModelOptions model_options;  // CPU fp32, as the services run here
+    // fp32 on the test device, as the services run: on a GPU
+    // (NANOSERVE_TEST_DEVICE=cuda) the store's pool is on the device and
+    // prefill and decode map it over CUDA IPC.
+    ModelOptions model_options;
+    model_options.device = testing::TestDevice();
     model_ = LoadModel(model_dir, model_options).value().model;
 
     ServiceStackOptions o;
     o.bin_dir = NANOSERVE_BIN_DIR;
     o.work_dir = dir_;
     o.model.spec = model_dir;
+    o.model.device = model_options.device.is_cuda() ? "cuda" : "cpu";
     o.kv_store.page_size = kPageSize;
     o.kv_store.pool_mb = 16;
     o.decode.max_batch = 16;
@@ -180,6 +186,40 @@ TEST_F(ServicesTest, DecodeReadsThePagesPrefillNamedWithNoFetch) {
   EXPECT_EQ(stats.commit_calls(), static_cast<int64_t>(lengths.size()));
   EXPECT_NE(Metrics(ServiceStack::kDecode).find("nanoserve_decode_kv_fetch_skipped_total 3"),
             std::string::npos);
+}
+
+// Prefill on one GPU, the store and decode on another (the two-GPU layout
+// of one host): prefill writes the store's pages through its IPC mapping
+// across devices (peer access), decode copies them on its own device with
+// no Fetch, and the tokens are the offline engine's. Skipped without two
+// GPUs.
+class TwoGpuServicesTest : public ServicesTest {
+ protected:
+  TwoGpuServicesTest() {
+    extra_prefill_flags_ = {"--device=cuda:0"};
+    extra_kv_store_flags_ = {"--device=cuda:1"};
+    extra_decode_flags_ = {"--device=cuda:1"};
+  }
+  void SetUp() override {
+    if (!testing::TestDevice().is_cuda() || torch::cuda::device_count() < 2) {
+      GTEST_SKIP() << "needs two CUDA devices and NANOSERVE_TEST_DEVICE=cuda";
+    }
+    ServicesTest::SetUp();
+  }
+};
+
+TEST_F(TwoGpuServicesTest, PrefillOnOneGpuDecodeAndTheStoreOnAnother) {
+  for (int length : {8, 17, 33}) {
+    const std::vector<int> prompt = Prompt(length, length + 200);
+    auto out = Generate(GreedyRequest(prompt, 8));
+    ASSERT_TRUE(out.ok()) << out.status();
+    const v1::Finished& f = out->finished;
+    EXPECT_EQ(f.fallback_reason(), "");
+    EXPECT_TRUE(f.timings().kv_fetch_skipped());
+    EXPECT_EQ(f.usage().fetched_prompt_tokens(), length / kPageSize * kPageSize);
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
+  }
+  EXPECT_EQ(store_->Stats().value().fetch_calls(), 0);
 }
 
 // Decode that cannot map the pool (bytes forced) is given the same page
