@@ -154,7 +154,8 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
     absl::Cleanup release = [&] { store_.Release(match->lease_id).IgnoreError(); };
     if (match->matched_tokens == length) continue;  // cached already
     cache.Reset(row);
-    const PrefixStore::LeasedRow load{row, match->lease_id, match->matched_tokens};
+    const PrefixStore::LeasedRow load{row, match->lease_id, match->matched_tokens,
+                                      match->pool_pages};
     if (!StoreCall(result, [&] { return store_.Load({load}, cache.tables()); }).ok()) return false;
     PrefixStore::RowTokens store{row, prefix};
     store.cache_salt = batch.salt(r);

@@ -64,26 +64,32 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTab
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
     int64_t tokens = 0;
-    if (*pool != nullptr && (*pool)->layout.page_size == rows.page_size()) {
-      // Page to page out of the mapping into the row's own pages; the ids
-      // from the Match when it gave them for this pool, else asked for.
+    absl::StatusOr<torch::Tensor> run;
+    if (*pool != nullptr) {
+      // Out of the mapping, by the ids the Match gave for this pool, else
+      // by ids asked for; page to page into the row's own pages where the
+      // page sizes agree.
+      const KvStoreClient::MappedPool& mapped = **pool;
       absl::StatusOr<std::vector<int32_t>> pages = load.pool_pages.pages;
-      tokens = static_cast<int64_t>(load.pool_pages.pages.size()) * rows.page_size();
-      if (load.pool_pages.epoch != (*pool)->epoch || tokens < load.tokens) {
-        pages = client_->FetchShared(**pool, load.lease_id, &tokens);
+      tokens = static_cast<int64_t>(load.pool_pages.pages.size()) * mapped.layout.page_size;
+      if (load.pool_pages.epoch != mapped.epoch || tokens < load.tokens) {
+        pages = client_->FetchShared(mapped, load.lease_id, &tokens);
       }
       if (!pages.ok()) return pages.status();
-      if (load.tokens % rows.page_size() != 0 || load.tokens > tokens) {
+      if (load.tokens % mapped.layout.page_size != 0 || load.tokens > tokens) {
         return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
                                                 tokens, " tokens, not ", load.tokens));
       }
       const absl::Span<const int32_t> wanted =
-          absl::MakeConstSpan(*pages).first(load.tokens / rows.page_size());
-      if (absl::Status s = rows.CopyPagesIn(load.row, (*pool)->storage, wanted); !s.ok()) return s;
-      continue;
+          absl::MakeConstSpan(*pages).first(load.tokens / mapped.layout.page_size);
+      if (mapped.layout.page_size == rows.page_size()) {
+        if (absl::Status s = rows.CopyPagesIn(load.row, mapped.storage, wanted); !s.ok()) return s;
+        continue;
+      }
+      run = ReadPages(mapped.storage, wanted, rows.storage().device());
+    } else {
+      run = ReadRun(nullptr, load.lease_id, rows.storage().device(), &tokens);
     }
-    absl::StatusOr<torch::Tensor> run =
-        ReadRun(pool->get(), load.lease_id, rows.storage().device(), &tokens);
     if (!run.ok()) return run.status();
     const int64_t page_size = run->size(4);  // (n, n_layer, 2, n_head, P, head_dim)
     if (load.tokens % page_size != 0 || load.tokens > tokens) {

@@ -150,6 +150,10 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerId
       cache_->segment().transport != KvTransport::kBytes) {
     response->mutable_shared()->set_epoch(options_.epoch);
     response->mutable_shared()->mutable_pages()->Add(match.pages.begin(), match.pages.end());
+    // Handed over in place, as a Fetch of ids would have.
+    if (shared_fetched_bytes_ != nullptr) {
+      shared_fetched_bytes_->Increment(static_cast<double>(match.pages.size()) * bytes_per_page_);
+    }
   }
   const absl::Duration ttl = cache_->options().lease_ttl;
   response->set_lease_ttl_ms(ttl == absl::InfiniteDuration() ? 0 : absl::ToInt64Milliseconds(ttl));

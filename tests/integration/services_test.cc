@@ -511,6 +511,9 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
     EXPECT_EQ(out->finished.usage().cached_prompt_tokens(), 3 * kPageSize);
     EXPECT_TRUE(out->finished.fallback_reason().empty()) << out->finished.fallback_reason();
   }
+  // Every cached prefix was loaded by the ids its Match named, and every
+  // prompt's pages read by the ids prefill returned: no Fetch at all.
+  EXPECT_EQ(store_->Stats().value().fetch_calls(), 0);
 }
 
 // PrefillStream over the network: the first tokens come as a message of
