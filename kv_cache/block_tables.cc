@@ -170,8 +170,9 @@ absl::Status BlockTables::CopyPagesIn(int64_t row, const torch::Tensor& from,
   if (absl::Status s = PrepareWrite(row, 0, n * page_size_); !s.ok()) return s;
   absl::Status copied =
       CopyPages(from, from_pages, storage(), absl::MakeConstSpan(rows_[row].pages).first(n));
-  if (!copied.ok())
+  if (!copied.ok()) {
     return absl::Status(copied.code(), absl::StrCat("CopyPagesIn: ", copied.message()));
+  }
   set_length(row, n * page_size_);
   return absl::OkStatus();
 }

@@ -126,6 +126,22 @@ class ServicesTest : public ::testing::Test {
     return StreamGenerate(*decode_, request, timeout);
   }
 
+  // Generates `prompt` greedily and expects decode to have taken its whole
+  // pages by the ids prefill named (no Fetch, no fallback) and the offline
+  // engine's tokens. Returns the call's Finished (empty if it failed).
+  v1::Finished ExpectServedByPageIds(const std::vector<int>& prompt, int64_t max_new) {
+    auto out = Generate(GreedyRequest(prompt, max_new));
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok()) return v1::Finished();
+    const v1::Finished& f = out->finished;
+    EXPECT_EQ(f.fallback_reason(), "");
+    EXPECT_TRUE(f.timings().kv_fetch_skipped());
+    EXPECT_EQ(f.usage().fetched_prompt_tokens(),
+              static_cast<int64_t>(prompt.size()) / kPageSize * kPageSize);
+    ExpectSameGreedy(*model_, prompt, Offline(prompt, max_new), out->output_ids);
+    return f;
+  }
+
   std::string Metrics(ServiceStack::Which which) {
     httplib::Client http("127.0.0.1", stack_->metrics_port(which));
     auto res = http.Get("/metrics");
@@ -168,16 +184,9 @@ TEST_F(ServicesTest, GreedyTokensEqualTheOfflineEngine) {
 TEST_F(ServicesTest, DecodeReadsThePagesPrefillNamedWithNoFetch) {
   const std::vector<int> lengths = {8, 17, 33};
   for (int length : lengths) {
-    const std::vector<int> prompt = Prompt(length, length + 100);
-    auto out = Generate(GreedyRequest(prompt, 8));
-    ASSERT_TRUE(out.ok()) << out.status();
-    const v1::Finished& f = out->finished;
-    EXPECT_EQ(f.fallback_reason(), "");
-    EXPECT_TRUE(f.timings().kv_fetch_skipped());
-    EXPECT_EQ(f.usage().fetched_prompt_tokens(), length / kPageSize * kPageSize);
+    const v1::Finished f = ExpectServedByPageIds(Prompt(length, length + 100), 8);
     EXPECT_GT(f.timings().prefill_first_token_ms(), 0);
     EXPECT_LE(f.timings().prefill_first_token_ms(), f.timings().prefill_ms());
-    ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
   }
   const v1::StatsResponse stats = store_->Stats().value();
   EXPECT_EQ(stats.fetch_calls(), 0);
@@ -209,16 +218,7 @@ class TwoGpuServicesTest : public ServicesTest {
 };
 
 TEST_F(TwoGpuServicesTest, PrefillOnOneGpuDecodeAndTheStoreOnAnother) {
-  for (int length : {8, 17, 33}) {
-    const std::vector<int> prompt = Prompt(length, length + 200);
-    auto out = Generate(GreedyRequest(prompt, 8));
-    ASSERT_TRUE(out.ok()) << out.status();
-    const v1::Finished& f = out->finished;
-    EXPECT_EQ(f.fallback_reason(), "");
-    EXPECT_TRUE(f.timings().kv_fetch_skipped());
-    EXPECT_EQ(f.usage().fetched_prompt_tokens(), length / kPageSize * kPageSize);
-    ExpectSameGreedy(*model_, prompt, Offline(prompt, 8), out->output_ids);
-  }
+  for (int length : {8, 17, 33}) ExpectServedByPageIds(Prompt(length, length + 200), 8);
   EXPECT_EQ(store_->Stats().value().fetch_calls(), 0);
 }
 
