@@ -12,7 +12,7 @@
 #      where the machine has nvidia-cuda-mps-control; the daemon is stopped
 #      at the end.
 # TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
-# parts out. Logs under $OUT; the tables print last.
+# parts out; LOAD_RUNS=N repeats the loads without MPS N times. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
 set +e
 B="$BUILD/bin"
@@ -76,7 +76,10 @@ loads() {
 
 : >"$OUT/load.md"
 [ "${BENCH:-1}" = 1 ] && bench plain
-loads "" alone
+for ((run = 1; run <= ${LOAD_RUNS:-1}; run++)); do
+  suffix=""; [ "$run" -gt 1 ] && suffix="-$run"
+  loads "$suffix" alone
+done
 
 MPS=no
 if [ "${MPS_RUNS:-1}" = 0 ]; then
