@@ -17,6 +17,19 @@
 namespace nanoserve {
 namespace {
 
+ServerTimings FromProto(const v1::Timings& t) {
+  ServerTimings s;
+  s.ttft_ms = t.ttft_ms();
+  s.prefill_ms = t.prefill_ms();
+  s.prefill_first_token_ms = t.prefill_first_token_ms();
+  s.prefill_server_ms = t.prefill_server_ms();
+  s.prefill_store_ms = t.prefill_store_ms();
+  s.prefill_compute_ms = t.prefill_compute_ms();
+  s.fetch_ms = t.fetch_ms();
+  s.queue_ms = t.queue_ms();
+  return s;
+}
+
 class GrpcLoadClient : public LoadClient {
  public:
   GrpcLoadClient(const std::string& target, std::shared_ptr<grpc::ChannelCredentials> credentials)
@@ -36,6 +49,7 @@ class GrpcLoadClient : public LoadClient {
     if (!outcome.ok()) return outcome.status();
     response.prompt_tokens = outcome->finished.usage().prompt_tokens();
     response.cached_prompt_tokens = outcome->finished.usage().cached_prompt_tokens();
+    if (outcome->finished.has_timings()) response.server = FromProto(outcome->finished.timings());
     return response;
   }
 

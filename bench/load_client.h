@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "bench/load_stats.h"
 #include "bench/load_workload.h"
 
 namespace nanoserve {
@@ -25,6 +27,7 @@ struct LoadResponse {
   std::vector<absl::Time> token_times;  // one per output token, in order
   int64_t prompt_tokens = 0;            // the server's usage; 0 if it sent none
   int64_t cached_prompt_tokens = 0;
+  std::optional<ServerTimings> server;  // decode's Finished timings (gRPC only)
 };
 
 class LoadClient {

@@ -34,6 +34,7 @@ RequestRecord SendOne(LoadClient& client, const LoadPrompt& prompt, int64_t inde
   for (size_t i = 1; i < times.size(); ++i) r.itl_ms.push_back(Ms(times[i] - times[i - 1]));
   r.prompt_tokens = response->prompt_tokens;
   r.cached_prompt_tokens = response->cached_prompt_tokens;
+  r.server = response->server;
   return r;
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <numeric>
 
@@ -39,6 +40,22 @@ std::vector<std::pair<std::string, int64_t>> CountErrors(
   return errors;
 }
 
+// ServerTimings' fields with their table names, in order.
+struct ServerField {
+  const char* name;
+  double ServerTimings::*ms;
+};
+constexpr ServerField kServerFields[] = {
+    {"TTFT at decode", &ServerTimings::ttft_ms},
+    {"Prefill call", &ServerTimings::prefill_ms},
+    {"Prefill call to its first token", &ServerTimings::prefill_first_token_ms},
+    {"inside prefill: all", &ServerTimings::prefill_server_ms},
+    {"inside prefill: KV store calls", &ServerTimings::prefill_store_ms},
+    {"inside prefill: forward + sampling", &ServerTimings::prefill_compute_ms},
+    {"K/V pages into the slot", &ServerTimings::fetch_ms},
+    {"queue for a slot", &ServerTimings::queue_ms},
+};
+
 }  // namespace
 
 double RequestRecord::tpot_ms() const {
@@ -74,7 +91,8 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records, double duration
   LoadSummary s;
   s.duration_s = duration_s;
   s.slo = slo;
-  std::vector<double> ttft, tpot, itl, e2e;
+  std::vector<double> ttft, tpot, itl, e2e, second;
+  std::vector<std::vector<double>> server(std::size(kServerFields));
   for (const RequestRecord& r : records) {
     if (!r.ok) {
       ++s.failed;
@@ -88,6 +106,11 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records, double duration
     tpot.push_back(r.tpot_ms());
     itl.insert(itl.end(), r.itl_ms.begin(), r.itl_ms.end());
     e2e.push_back(r.e2e_ms);
+    if (!r.itl_ms.empty()) second.push_back(r.itl_ms.front());
+    if (r.server.has_value()) {
+      for (size_t i = 0; i < server.size(); ++i)
+        server[i].push_back(*r.server.*kServerFields[i].ms);
+    }
     if (MeetsSlo(r, slo)) ++s.good;
   }
   if (duration_s > 0) {
@@ -100,6 +123,12 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records, double duration
   s.tpot_ms = Distribute(tpot);
   s.itl_ms = Distribute(itl);
   s.e2e_ms = Distribute(e2e);
+  s.second_token_ms = Distribute(second);
+  if (!server.front().empty()) {
+    for (size_t i = 0; i < server.size(); ++i) {
+      s.server_ms.emplace_back(kServerFields[i].name, Distribute(server[i]));
+    }
+  }
   s.errors = CountErrors(records);
   return s;
 }
@@ -121,6 +150,14 @@ std::string FormatSummaryTables(const LoadSummary& s) {
   out += LatencyRow("TPOT", s.tpot_ms);
   out += LatencyRow("ITL", s.itl_ms);
   out += LatencyRow("end to end", s.e2e_ms);
+  out += LatencyRow("second token's gap", s.second_token_ms);
+  if (!s.server_ms.empty()) {
+    absl::StrAppendFormat(&out,
+                          "\n| the server's account ms (%d requests) | mean | p50 | p90 | p99 |\n"
+                          "|---|---|---|---|---|\n",
+                          s.server_ms.front().second.count);
+    for (const auto& [name, d] : s.server_ms) out += LatencyRow(name.c_str(), d);
+  }
   for (size_t i = 0; i < s.errors.size() && i < 5; ++i) {
     absl::StrAppendFormat(&out, "\nfailed x%d: %s", s.errors[i].second, s.errors[i].first);
   }
@@ -146,15 +183,22 @@ std::string FormatSweepTable(const std::vector<std::pair<double, LoadSummary>>& 
 
 std::string RequestCsvHeader() {
   return "rate,index,ok,error,shared_prefix,start_s,prompt_tokens,cached_prompt_tokens,"
-         "max_tokens,output_tokens,ttft_ms,tpot_ms,itl_max_ms,e2e_ms";
+         "max_tokens,output_tokens,ttft_ms,tpot_ms,itl_max_ms,e2e_ms,server_ttft_ms,"
+         "server_prefill_ms,server_prefill_first_token_ms,server_prefill_server_ms,"
+         "server_prefill_store_ms,server_prefill_compute_ms,server_fetch_ms,server_queue_ms";
 }
 
 std::string FormatRequestCsvRow(double rate, const RequestRecord& r) {
   const double itl_max = r.itl_ms.empty() ? 0 : *std::max_element(r.itl_ms.begin(), r.itl_ms.end());
-  return absl::StrFormat("%s,%d,%d,%s,%d,%.4f,%d,%d,%d,%d,%.3f,%.3f,%.3f,%.3f", RateText(rate),
-                         r.index, r.ok ? 1 : 0, CsvQuote(r.error), r.shared_prefix ? 1 : 0,
-                         r.start_s, r.prompt_tokens, r.cached_prompt_tokens, r.max_tokens,
-                         r.output_tokens, r.ttft_ms, r.tpot_ms(), itl_max, r.e2e_ms);
+  std::string row =
+      absl::StrFormat("%s,%d,%d,%s,%d,%.4f,%d,%d,%d,%d,%.3f,%.3f,%.3f,%.3f", RateText(rate),
+                      r.index, r.ok ? 1 : 0, CsvQuote(r.error), r.shared_prefix ? 1 : 0, r.start_s,
+                      r.prompt_tokens, r.cached_prompt_tokens, r.max_tokens, r.output_tokens,
+                      r.ttft_ms, r.tpot_ms(), itl_max, r.e2e_ms);
+  for (const ServerField& field : kServerFields) {  // empty fields without the server's account
+    row += r.server.has_value() ? absl::StrFormat(",%.3f", *r.server.*field.ms) : ",";
+  }
+  return row;
 }
 
 std::string SweepCsvHeader() {

@@ -16,11 +16,26 @@
 #define NANOSERVE_BENCH_LOAD_STATS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace nanoserve {
+
+// The server's own account of one request, in ms: decode's Finished timings
+// (gRPC only; the HTTP API sends none). Where a request's time goes inside
+// the services.
+struct ServerTimings {
+  double ttft_ms = 0;                 // arrival at decode to its first token
+  double prefill_ms = 0;              // the Prefill call, as decode saw it
+  double prefill_first_token_ms = 0;  // the call's start to prefill's first-token message
+  double prefill_server_ms = 0;       // inside prefill: its whole time (batch wait included)
+  double prefill_store_ms = 0;        //   of which KV store calls
+  double prefill_compute_ms = 0;      //   of which the forward pass and sampling
+  double fetch_ms = 0;                // the prompt's pages read into the slot
+  double queue_ms = 0;                // waiting for a decode slot
+};
 
 // One request of a run.
 struct RequestRecord {
@@ -28,14 +43,15 @@ struct RequestRecord {
   bool ok = false;    // the call completed
   std::string error;  // why not, when !ok
   bool shared_prefix = false;
-  double start_s = 0;                // sent, seconds after the run began
-  int64_t prompt_tokens = 0;         // as the server counted them (0 if unknown)
-  int64_t cached_prompt_tokens = 0;  // the server's prefix cache hit
-  int64_t max_tokens = 0;            // output tokens asked for
-  int64_t output_tokens = 0;         // output tokens received
-  double ttft_ms = 0;                // 0 when no token came
-  double e2e_ms = 0;                 // sent to the end of the call
-  std::vector<double> itl_ms;        // output_tokens - 1 gaps when ok
+  double start_s = 0;                   // sent, seconds after the run began
+  int64_t prompt_tokens = 0;            // as the server counted them (0 if unknown)
+  int64_t cached_prompt_tokens = 0;     // the server's prefix cache hit
+  int64_t max_tokens = 0;               // output tokens asked for
+  int64_t output_tokens = 0;            // output tokens received
+  double ttft_ms = 0;                   // 0 when no token came
+  double e2e_ms = 0;                    // sent to the end of the call
+  std::vector<double> itl_ms;           // output_tokens - 1 gaps when ok
+  std::optional<ServerTimings> server;  // when the server sent its account
 
   // (e2e - ttft) / (output_tokens - 1); 0 for fewer than 2 tokens.
   double tpot_ms() const;
@@ -69,6 +85,12 @@ struct LoadSummary {
   double output_throughput = 0;                                            // output tokens / s
   double total_token_throughput = 0;              // (prompt + output tokens) / s
   Distribution ttft_ms, tpot_ms, itl_ms, e2e_ms;  // over the ok requests
+  // The first inter-token gap of each ok request of 2+ tokens: in the
+  // services, the second token waits for admission into a decode slot.
+  Distribution second_token_ms;
+  // The servers' accounts (ServerTimings) over the ok requests that had one,
+  // by name in ServerTimings' order; empty when none had.
+  std::vector<std::pair<std::string, Distribution>> server_ms;
   Slo slo;
   int64_t good = 0;    // ok requests meeting the SLO
   double goodput = 0;  // good / duration_s
@@ -80,8 +102,8 @@ struct LoadSummary {
 LoadSummary Summarize(const std::vector<RequestRecord>& records, double duration_s, const Slo& slo);
 
 // The summary as Markdown: a table of counts and throughput (goodput with
-// its SLO), a table of latencies (ms: mean, p50, p90, p99), then up to 5
-// error lines.
+// its SLO), a table of latencies (ms: mean, p50, p90, p99), the servers'
+// account when there is one, then up to 5 error lines.
 std::string FormatSummaryTables(const LoadSummary& summary);
 
 // A sweep's table: one Markdown row per rate (0 rows allowed).

@@ -14,7 +14,9 @@ namespace nanoserve {
 namespace load_runner_test {
 
 // Answers every request with max_tokens tokens a millisecond apart (odd
-// prompt lengths fail instead), and remembers the most calls it had at once.
+// prompt lengths fail instead), with a server's account whose Prefill call
+// took max_tokens ms when max_tokens is even, and remembers the most calls
+// it had at once.
 class FakeClient : public LoadClient {
  public:
   absl::StatusOr<LoadResponse> Send(const LoadPrompt& prompt, const std::string& cache_salt,
@@ -31,6 +33,10 @@ class FakeClient : public LoadClient {
       response.token_times.push_back(absl::Now());
     }
     response.prompt_tokens = static_cast<int64_t>(prompt.prompt_ids.size());
+    if (prompt.max_tokens % 2 == 0) {
+      response.server.emplace();
+      response.server->prefill_ms = static_cast<double>(prompt.max_tokens);
+    }
     absl::MutexLock lock(&mu_);
     --in_flight_;
     if (prompt.prompt_ids.size() % 2 == 1) return absl::UnavailableError("odd prompt");
@@ -93,6 +99,9 @@ TEST(RunLoad, RecordsEveryRequestInOrderAndCountsFailures) {
     EXPECT_GT(r.ttft_ms, 0);
     EXPECT_LE(r.ttft_ms, r.e2e_ms);
     EXPECT_LE(r.start_s, run.duration_s);
+    // The server's account is the record's, when there was one.
+    ASSERT_EQ(r.server.has_value(), r.max_tokens % 2 == 0);
+    if (r.server.has_value()) EXPECT_EQ(r.server->prefill_ms, r.max_tokens);
   }
   EXPECT_EQ(failed, 4);
   for (const std::string& salt : client.salts()) EXPECT_EQ(salt, "salt");

@@ -12,6 +12,7 @@ namespace nanoserve {
 namespace load_stats_test {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // An ok request of `tokens` tokens: first after `ttft`, then every `gap` ms.
 RequestRecord Ok(int64_t index, double ttft, double gap, int64_t tokens) {
@@ -122,6 +123,35 @@ TEST(FormatSummaryTables, ShowsCountsSloAndErrors) {
   EXPECT_THAT(table, HasSubstr("failed x1: DEADLINE_EXCEEDED: late"));
 }
 
+TEST(Summarize, TheServersAccountAndTheSecondTokensGap) {
+  RequestRecord a = Ok(0, 50, 10, 4), b = Ok(1, 60, 10, 4), c = Ok(2, 70, 10, 4);
+  a.itl_ms.front() = 30;  // its second token waited for admission
+  a.server.emplace();
+  a.server->ttft_ms = 40;
+  a.server->prefill_ms = 30;
+  b.server.emplace();
+  b.server->ttft_ms = 50;
+  b.server->prefill_ms = 20;  // c: none (HTTP, or an older server)
+  const LoadSummary s = Summarize({a, b, c}, 1.0, Slo{});
+  EXPECT_EQ(s.second_token_ms.count, 3);
+  EXPECT_DOUBLE_EQ(s.second_token_ms.mean, 50.0 / 3);
+  ASSERT_EQ(s.server_ms.size(), 8u);
+  EXPECT_EQ(s.server_ms[0].first, "TTFT at decode");
+  EXPECT_EQ(s.server_ms[0].second.count, 2);  // a and b only
+  EXPECT_DOUBLE_EQ(s.server_ms[0].second.mean, 45);
+  EXPECT_EQ(s.server_ms[1].first, "Prefill call");
+  EXPECT_DOUBLE_EQ(s.server_ms[1].second.p50, 25);
+  const std::string table = FormatSummaryTables(s);
+  EXPECT_THAT(table,
+              HasSubstr("| the server's account ms (2 requests) | mean | p50 | p90 | p99 |"));
+  EXPECT_THAT(table, HasSubstr("| TTFT at decode | 45.00 | 45.00 |"));
+  EXPECT_THAT(table, HasSubstr("| second token's gap | 16.67 |"));
+
+  // Without any account, no such table.
+  const std::string plain = FormatSummaryTables(Summarize({c}, 1.0, Slo{}));
+  EXPECT_THAT(plain, Not(HasSubstr("server's account")));
+}
+
 TEST(RequestCsv, OneFieldPerColumnWithQuotedErrors) {
   RequestRecord r = Failed(7, "INTERNAL: a, b");
   const std::vector<std::string> header = SplitCsvLine(RequestCsvHeader());
@@ -135,6 +165,17 @@ TEST(RequestCsv, OneFieldPerColumnWithQuotedErrors) {
   ASSERT_EQ(ok.size(), header.size());
   EXPECT_EQ(ok[0], "inf");
   EXPECT_EQ(ok[9], "3");  // output_tokens
+  EXPECT_EQ(ok[14], "");  // no server's account
+  RequestRecord served = Ok(2, 5, 2, 3);
+  served.server.emplace();
+  served.server->ttft_ms = 4.5;
+  served.server->queue_ms = 1.25;
+  const std::vector<std::string> with = SplitCsvLine(FormatRequestCsvRow(1.0, served));
+  ASSERT_EQ(with.size(), header.size());
+  EXPECT_EQ(header[14], "server_ttft_ms");
+  EXPECT_EQ(with[14], "4.500");
+  EXPECT_EQ(header.back(), "server_queue_ms");
+  EXPECT_EQ(with.back(), "1.250");
 }
 
 TEST(SweepCsv, OneFieldPerColumn) {
