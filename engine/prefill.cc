@@ -162,6 +162,7 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
     if (store_.UsesBaseLeases()) {
       store.base_lease_id = match->lease_id;
       store.base_tokens = match->matched_tokens;
+      store.base_matched = true;
     } else {
       std::move(release).Invoke();
     }
@@ -177,12 +178,17 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
 bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
                                  std::vector<PrefixStore::LeasedRow>& loads) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
+  std::vector<PrefixStore::MatchQuery> queries;  // every row's in one call
   for (size_t r = 0; r < prompts.size(); ++r) {
-    const absl::Span<const int> head(prompts[r].data(), prompts[r].size() - 1);
-    auto match = StoreCall(result, [&] { return store_.MatchPrefix(head, batch.salt(r)); });
-    if (!match.ok()) return false;
-    loads.push_back({static_cast<int64_t>(r), match->lease_id, match->matched_tokens,
-                     std::move(match->pool_pages)});
+    queries.push_back(
+        {absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1), batch.salt(r)});
+  }
+  auto matches = StoreCall(result, [&] { return store_.MatchPrefixes(queries); });
+  if (!matches.ok()) return false;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    PrefixStore::Match& match = (*matches)[r];
+    loads.push_back({static_cast<int64_t>(r), match.lease_id, match.matched_tokens,
+                     std::move(match.pool_pages)});
   }
   // Unless the rows read the store's pages in place, a prefix that an
   // earlier row of the batch loads too (same namespace, same tokens) is
@@ -235,7 +241,9 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   // then needs only what comes after them.
   std::vector<PrefixStore::LeasedRow> loads;
   absl::Cleanup release = [&] {
-    for (const auto& load : loads) store_.Release(load.lease_id).IgnoreError();
+    std::vector<uint64_t> leases;
+    for (const auto& load : loads) leases.push_back(load.lease_id);
+    store_.ReleaseAll(leases).IgnoreError();
   };
   use_store = use_store && LoadPrefixes(batch, cache, result, loads);
   if (!store_.UsesBaseLeases()) std::move(release).Invoke();
@@ -254,6 +262,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     if (store_.UsesBaseLeases()) {
       store.base_lease_id = loads[r].lease_id;
       store.base_tokens = loads[r].tokens;
+      store.base_matched = true;
     }
     stores.push_back(store);
   }

@@ -10,6 +10,29 @@ namespace nanoserve {
 
 absl::StatusOr<PageLayout> LocalPrefixStore::Layout() { return cache_->options().pool.layout; }
 
+absl::StatusOr<std::vector<PrefixStore::Match>> PrefixStore::MatchPrefixes(
+    absl::Span<const MatchQuery> queries) {
+  std::vector<Match> matches;
+  for (const MatchQuery& q : queries) {
+    absl::StatusOr<Match> match = MatchPrefix(q.tokens, q.cache_salt);
+    if (!match.ok()) {
+      for (const Match& taken : matches) Release(taken.lease_id).IgnoreError();
+      return match.status();
+    }
+    matches.push_back(*std::move(match));
+  }
+  return matches;
+}
+
+absl::Status PrefixStore::ReleaseAll(absl::Span<const uint64_t> lease_ids) {
+  absl::Status first = absl::OkStatus();
+  for (uint64_t id : lease_ids) {
+    absl::Status released = Release(id);
+    if (first.ok()) first = released;
+  }
+  return first;
+}
+
 absl::StatusOr<PrefixStore::Match> LocalPrefixStore::MatchPrefix(absl::Span<const int32_t> tokens,
                                                                  absl::string_view cache_salt) {
   PrefixCache::MatchResult m = cache_->Match(tokens, cache_salt);

@@ -74,13 +74,16 @@ class PrefixStore {
   // Row `row` holds the K/V of `tokens` (whole pages) at positions 0...,
   // to be stored under `cache_salt`. Optionally the caller holds a lease
   // (from MatchPrefix under the same salt) pinning tokens[0, base_tokens);
-  // a store may use it instead of matching again.
+  // a store may use it instead of matching again. base_matched says the
+  // caller matched these tokens itself (base_tokens 0 and no lease when
+  // nothing matched), so that a store need not ask again even then.
   struct RowTokens {
     int64_t row = 0;
     absl::Span<const int32_t> tokens;
     uint64_t base_lease_id = kNoLease;
     int64_t base_tokens = 0;
     absl::string_view cache_salt;
+    bool base_matched = false;
   };
   struct Stored {
     uint64_t lease_id = kNoLease;  // pins the row's tokens; kNoLease if not stored
@@ -113,6 +116,13 @@ class PrefixStore {
   // pages, pinned by a lease (kNoLease when nothing matched).
   virtual absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                             absl::string_view cache_salt) = 0;
+  // MatchPrefix of each query, in order (a remote store: in one call). On
+  // an error no lease is left.
+  struct MatchQuery {
+    absl::Span<const int32_t> tokens;
+    absl::string_view cache_salt;
+  };
+  virtual absl::StatusOr<std::vector<Match>> MatchPrefixes(absl::Span<const MatchQuery> queries);
 
   // Each leased prefix becomes the start of its (empty) row, whose length
   // becomes the prefix's tokens. The caller still releases the leases.
@@ -152,6 +162,9 @@ class PrefixStore {
 
   // Ends a lease. kNoLease does nothing. NOT_FOUND for an unknown id.
   virtual absl::Status Release(uint64_t lease_id) = 0;
+  // Ends every lease of `lease_ids` (a remote store: in one call), the
+  // unknown ones aside (NOT_FOUND then, once the rest are released).
+  virtual absl::Status ReleaseAll(absl::Span<const uint64_t> lease_ids);
 
   // Keeps leases alive (stores whose leases expire). Returns the ids the
   // store no longer knows.

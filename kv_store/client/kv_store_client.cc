@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "base/model_identity.h"
 #include "base/server_runner.h"
@@ -13,6 +14,11 @@
 
 namespace nanoserve {
 namespace {
+
+// The most queries of one MatchBatch and lease ids of one Release a store
+// takes (kv_store.proto).
+constexpr size_t kMaxMatchBatch = 1024;
+constexpr size_t kMaxReleaseBatch = 4096;
 
 // How long a decision to stream bytes (the store offered no pool) stands
 // before the client asks again.
@@ -65,34 +71,81 @@ void KvStoreClient::SetDeadline(grpc::ClientContext* context) const {
 
 absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const int32_t> tokens,
                                                                 absl::string_view cache_salt) {
+  absl::StatusOr<std::vector<Match>> matches = MatchPrefixes({{tokens, cache_salt}});
+  if (!matches.ok()) return matches.status();
+  return std::move(matches->front());
+}
+
+absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchPrefixes(
+    absl::Span<const MatchQuery> queries) {
+  if (queries.empty()) return std::vector<Match>();
+  if (queries.size() > kMaxMatchBatch) {  // the store's bound on one call
+    std::vector<Match> all;
+    for (size_t begin = 0; begin < queries.size(); begin += kMaxMatchBatch) {
+      absl::StatusOr<std::vector<Match>> part =
+          MatchPrefixes(queries.subspan(begin, kMaxMatchBatch));
+      if (!part.ok()) {
+        std::vector<uint64_t> taken;
+        for (const Match& m : all) taken.push_back(m.lease_id);
+        Release(taken).IgnoreError();
+        return part.status();
+      }
+      for (Match& m : *part) all.push_back(std::move(m));
+    }
+    return all;
+  }
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  v1::MatchRequest request;
-  request.mutable_tokens()->Add(tokens.begin(), tokens.end());
-  request.set_cache_salt(std::string(cache_salt));
+  uint64_t epoch = 0;
   {
     absl::MutexLock lock(&mu_);
-    if (pool_ != nullptr) request.set_epoch(pool_->epoch);
+    if (pool_ != nullptr) epoch = pool_->epoch;
   }
-  v1::MatchResponse response;
-  grpc::Status status = stub_->Match(&context, request, &response);
-  if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
-  if (absl::Status other = CheckModel(response.layout(), "kv store Match"); !other.ok()) {
-    if (response.lease_id() != 0) Release(response.lease_id()).IgnoreError();
-    return other;
+  auto query = [&](const MatchQuery& q, v1::MatchRequest* request) {
+    request->mutable_tokens()->Add(q.tokens.begin(), q.tokens.end());
+    request->set_cache_salt(std::string(q.cache_salt));
+    request->set_epoch(epoch);
+  };
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  std::vector<v1::MatchResponse> responses(1);
+  if (queries.size() == 1) {  // a lone Match, as a store without MatchBatch knows
+    v1::MatchRequest request;
+    query(queries[0], &request);
+    grpc::Status status = stub_->Match(&context, request, &responses[0]);
+    if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
+  } else {
+    v1::MatchBatchRequest request;
+    for (const MatchQuery& q : queries) query(q, request.add_queries());
+    v1::MatchBatchResponse response;
+    grpc::Status status = stub_->MatchBatch(&context, request, &response);
+    if (absl::Status failed = Finished(status, "kv store MatchBatch"); !failed.ok()) return failed;
+    responses.assign(response.matches().begin(), response.matches().end());
   }
-  absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
-  if (!layout.ok()) {
-    Release(response.lease_id()).IgnoreError();
-    return absl::InternalError(absl::StrCat("kv store Match: ", layout.status().message()));
+  std::vector<uint64_t> leases;
+  for (const v1::MatchResponse& r : responses) leases.push_back(r.lease_id());
+  absl::Cleanup release = [&] { Release(leases).IgnoreError(); };
+  if (responses.size() != queries.size()) {
+    return absl::InternalError(absl::StrCat("kv store MatchBatch: ", responses.size(),
+                                            " answers to ", queries.size(), " queries"));
   }
-  Match match{response.matched_tokens(), response.lease_id(), *layout};
-  if (response.has_shared()) {
-    match.pool_epoch = response.shared().epoch();
-    match.pool_pages.assign(response.shared().pages().begin(), response.shared().pages().end());
+  std::vector<Match> matches;
+  for (const v1::MatchResponse& response : responses) {
+    if (absl::Status other = CheckModel(response.layout(), "kv store Match"); !other.ok()) {
+      return other;
+    }
+    absl::StatusOr<PageLayout> layout = KvLayoutFromProto(response.layout());
+    if (!layout.ok()) {
+      return absl::InternalError(absl::StrCat("kv store Match: ", layout.status().message()));
+    }
+    Match match{response.matched_tokens(), response.lease_id(), *layout};
+    if (response.has_shared()) {
+      match.pool_epoch = response.shared().epoch();
+      match.pool_pages.assign(response.shared().pages().begin(), response.shared().pages().end());
+    }
+    matches.push_back(std::move(match));
   }
-  return match;
+  std::move(release).Cancel();
+  return matches;
 }
 
 v1::PutHeader KvStoreClient::PutHeaderProto(absl::Span<const int32_t> tokens,
@@ -215,6 +268,28 @@ absl::Status KvStoreClient::Release(uint64_t lease_id) {
   SetDeadline(&context);
   v1::ReleaseRequest request;
   request.set_lease_id(lease_id);
+  v1::ReleaseResponse response;
+  return Finished(stub_->Release(&context, request, &response), "kv store Release");
+}
+
+absl::Status KvStoreClient::Release(absl::Span<const uint64_t> lease_ids) {
+  if (lease_ids.size() > kMaxReleaseBatch) {  // the store's bound on one call
+    absl::Status first = absl::OkStatus();
+    for (size_t begin = 0; begin < lease_ids.size(); begin += kMaxReleaseBatch) {
+      absl::Status part = Release(lease_ids.subspan(begin, kMaxReleaseBatch));
+      if (first.ok()) first = part;
+    }
+    return first;
+  }
+  v1::ReleaseRequest request;
+  for (uint64_t id : lease_ids) {
+    if (id != 0) request.add_lease_ids(id);
+  }
+  if (request.lease_ids_size() == 0) return absl::OkStatus();
+  if (request.lease_ids_size() == 1) return Release(request.lease_ids(0));
+  if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
+  grpc::ClientContext context;
+  SetDeadline(&context);
   v1::ReleaseResponse response;
   return Finished(stub_->Release(&context, request, &response), "kv store Release");
 }

@@ -104,6 +104,13 @@ class KvStoreClient {
   // the store answers with a malformed layout.
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                     absl::string_view cache_salt = "");
+  // MatchPrefix of each query, in one call (MatchBatch), in order. On an
+  // error no lease is left.
+  struct MatchQuery {
+    absl::Span<const int32_t> tokens;
+    absl::string_view cache_salt;
+  };
+  absl::StatusOr<std::vector<Match>> MatchPrefixes(absl::Span<const MatchQuery> queries);
 
   // What a Put stores besides its pages.
   using PutScope = KvPutScope;
@@ -125,6 +132,9 @@ class KvStoreClient {
   absl::StatusOr<Fetched> Fetch(uint64_t lease_id);
 
   absl::Status Release(uint64_t lease_id);
+  // Every lease of `lease_ids` (kNoLease skipped; none: no call) in one call;
+  // NOT_FOUND names the ids the store did not know, the others released.
+  absl::Status Release(absl::Span<const uint64_t> lease_ids);
   // The ids among `lease_ids` the store no longer knows.
   absl::StatusOr<std::vector<uint64_t>> Renew(const std::vector<uint64_t>& lease_ids);
   absl::StatusOr<v1::StatsResponse> Stats();

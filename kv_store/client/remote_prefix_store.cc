@@ -26,19 +26,34 @@ absl::StatusOr<PageLayout> RemotePrefixStore::Layout() {
 
 absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<const int32_t> tokens,
                                                                   absl::string_view cache_salt) {
-  absl::StatusOr<KvStoreClient::Match> match = client_->MatchPrefix(tokens, cache_salt);
-  if (!match.ok()) return match.status();
+  absl::StatusOr<std::vector<Match>> matches = MatchPrefixes({{tokens, cache_salt}});
+  if (!matches.ok()) return matches.status();
+  return std::move(matches->front());
+}
+
+absl::StatusOr<std::vector<PrefixStore::Match>> RemotePrefixStore::MatchPrefixes(
+    absl::Span<const MatchQuery> queries) {
+  std::vector<KvStoreClient::MatchQuery> asked;
+  for (const MatchQuery& q : queries) asked.push_back({q.tokens, q.cache_salt});
+  absl::StatusOr<std::vector<KvStoreClient::Match>> matches = client_->MatchPrefixes(asked);
+  if (!matches.ok()) return matches.status();
+  std::vector<Match> out;
   absl::MutexLock lock(&mu_);
-  if (layout_.has_value() && *layout_ != match->layout) {
-    client_->Release(match->lease_id).IgnoreError();
-    const std::string was = layout_->ToString();
-    layout_ = match->layout;
-    return absl::FailedPreconditionError(
-        absl::StrCat("the kv store's layout changed from ", was, " to ", match->layout.ToString()));
+  for (KvStoreClient::Match& match : *matches) {
+    if (layout_.has_value() && *layout_ != match.layout) {
+      std::vector<uint64_t> leases;
+      for (const KvStoreClient::Match& m : *matches) leases.push_back(m.lease_id);
+      client_->Release(leases).IgnoreError();
+      const std::string was = layout_->ToString();
+      layout_ = match.layout;
+      return absl::FailedPreconditionError(absl::StrCat("the kv store's layout changed from ", was,
+                                                        " to ", match.layout.ToString()));
+    }
+    layout_ = match.layout;
+    out.push_back(Match{match.matched_tokens, match.lease_id,
+                        PoolPages{match.pool_epoch, std::move(match.pool_pages)}});
   }
-  layout_ = match->layout;
-  return Match{match->matched_tokens, match->lease_id,
-               PoolPages{match->pool_epoch, std::move(match->pool_pages)}};
+  return out;
 }
 
 absl::StatusOr<torch::Tensor> RemotePrefixStore::ReadRun(const KvStoreClient::MappedPool* pool,
@@ -175,7 +190,7 @@ absl::Status RemotePrefixStore::PrepareRow(size_t index, const RowTokens& store,
   absl::StatusOr<PageLayout> known = Layout();
   if (!known.ok()) return known.status();
   PendingRow row{index, &store, {store.base_tokens, store.base_lease_id, *known}, false, {}};
-  if (store.base_lease_id == kNoLease) {
+  if (store.base_lease_id == kNoLease && !store.base_matched) {
     absl::StatusOr<KvStoreClient::Match> match =
         client_->MatchPrefix(store.tokens, store.cache_salt);
     if (!match.ok()) return match.status();
@@ -324,12 +339,16 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
   // Base leases of our own are released once their rows are committed, or
   // not; on failure the rows' new leases are released too.
   absl::Cleanup release_own = [&] {
+    std::vector<uint64_t> own;
     for (const PendingRow& row : in_place) {
-      if (row.own_lease) client_->Release(row.base.lease_id).IgnoreError();
+      if (row.own_lease) own.push_back(row.base.lease_id);
     }
+    client_->Release(own).IgnoreError();
   };
   absl::Cleanup release_out = [&] {
-    for (const Stored& s : out) Release(s.lease_id).IgnoreError();
+    std::vector<uint64_t> leases;
+    for (const Stored& s : out) leases.push_back(s.lease_id);
+    client_->Release(leases).IgnoreError();
   };
   for (size_t i = 0; i < stores.size(); ++i) {
     if (stores[i].tokens.empty()) continue;
@@ -343,6 +362,10 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
   }
   std::move(release_out).Cancel();
   return out;
+}
+
+absl::Status RemotePrefixStore::ReleaseAll(absl::Span<const uint64_t> lease_ids) {
+  return client_->Release(lease_ids);
 }
 
 absl::Status RemotePrefixStore::Release(uint64_t lease_id) {

@@ -37,6 +37,9 @@ class RemotePrefixStore : public PrefixStore {
   // longer the one Layout() returned (it restarted with another).
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                     absl::string_view cache_salt) override ABSL_LOCKS_EXCLUDED(mu_);
+  // One MatchBatch call.
+  absl::StatusOr<std::vector<Match>> MatchPrefixes(absl::Span<const MatchQuery> queries) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   // One Fetch per leased row.
   absl::Status Load(absl::Span<const LeasedRow> loads, BlockTables& rows) override;
   absl::StatusOr<torch::Tensor> ReadLeased(uint64_t lease_id, torch::Device device) override;
@@ -57,6 +60,7 @@ class RemotePrefixStore : public PrefixStore {
   absl::StatusOr<std::vector<Stored>> Store(absl::Span<const RowTokens> stores, BlockTables& rows,
                                             bool pin, absl::string_view lease_holder) override;
   absl::Status Release(uint64_t lease_id) override;
+  absl::Status ReleaseAll(absl::Span<const uint64_t> lease_ids) override;  // one call
   absl::StatusOr<std::vector<uint64_t>> Renew(absl::Span<const uint64_t> lease_ids) override;
 
  private:

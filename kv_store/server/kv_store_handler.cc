@@ -5,6 +5,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/model_identity.h"
 #include "base/status.h"
 #include "kv_cache/page_layout.h"
@@ -18,6 +19,9 @@ namespace {
 // The longest identity a Put may name as its lease's holder (a
 // certificate name).
 constexpr int64_t kMaxLeaseHolderBytes = 1024;
+// The most queries a MatchBatch and lease ids a Release may carry.
+constexpr int kMaxBatchQueries = 1024;
+constexpr int64_t kMaxReleaseIds = 4096;
 
 grpc::Status Invalid(const std::string& message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, message);
@@ -70,6 +74,12 @@ KvStoreHandler::KvStoreHandler(PrefixCache* cache, const KvStoreHandlerOptions& 
   metrics->AddObservedCounter("nanoserve_kv_store_commit_calls_total",
                               "Commit calls (one may commit a whole batch).",
                               count(&CallCounts::commit));
+  metrics->AddObservedCounter("nanoserve_kv_store_match_calls_total",
+                              "Match and MatchBatch calls (one may match a whole batch).",
+                              count(&CallCounts::match));
+  metrics->AddObservedCounter("nanoserve_kv_store_release_calls_total",
+                              "Release calls (one may release many leases).",
+                              count(&CallCounts::release));
   auto stat = [cache](int64_t PrefixCacheStats::*field) {
     return [cache, field] { return static_cast<double>(cache->Stats().*field); };
   };
@@ -127,14 +137,52 @@ grpc::Status KvStoreHandler::CheckWriter(const PeerIdentity& caller) const {
                           : std::string("Put: writers must authenticate (TLS client certificate)"));
 }
 
+grpc::Status KvStoreHandler::CheckMatch(const v1::MatchRequest& request) const {
+  if (grpc::Status bad = CheckTokens(request.tokens()); !bad.ok()) return bad;
+  return ToGrpcStatus(ValidateCacheSalt(request.cache_salt()));
+}
+
 grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerIdentity& caller,
                                    v1::MatchResponse* response) {
+  calls_.match.fetch_add(1);
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
-  if (grpc::Status bad = CheckTokens(request.tokens()); !bad.ok()) return bad;
-  if (absl::Status bad = ValidateCacheSalt(request.cache_salt()); !bad.ok()) {
-    return ToGrpcStatus(bad);
+  if (grpc::Status bad = CheckMatch(request); !bad.ok()) return bad;
+  return MatchChecked(request, caller, CallerKey(caller), response);
+}
+
+grpc::Status KvStoreHandler::MatchBatch(const v1::MatchBatchRequest& request,
+                                        const PeerIdentity& caller,
+                                        v1::MatchBatchResponse* response) {
+  calls_.match.fetch_add(1);
+  if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
+  const int n = request.queries_size();
+  if (n == 0 || n > kMaxBatchQueries) {
+    return Invalid(absl::StrCat("MatchBatch: ", n, " queries; 1 to ", kMaxBatchQueries));
+  }
+  for (int i = 0; i < n; ++i) {
+    if (grpc::Status bad = CheckMatch(request.queries(i)); !bad.ok()) {
+      return grpc::Status(bad.error_code(),
+                          absl::StrCat("MatchBatch query ", i, ": ", bad.error_message()));
+    }
   }
   const std::string key = CallerKey(caller);
+  for (int i = 0; i < n; ++i) {
+    grpc::Status matched = MatchChecked(request.queries(i), caller, key, response->add_matches());
+    if (matched.ok()) continue;
+    for (const v1::MatchResponse& taken : response->matches()) {  // none is left behind
+      if (taken.lease_id() == PrefixCache::kNoLease) continue;
+      if (cache_->Release(taken.lease_id(), caller.name).ok()) quotas_.EndLease(taken.lease_id());
+    }
+    response->Clear();
+    return grpc::Status(matched.error_code(),
+                        absl::StrCat("MatchBatch query ", i, ": ", matched.error_message()));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status KvStoreHandler::MatchChecked(const v1::MatchRequest& request,
+                                          const PeerIdentity& caller, const std::string& key,
+                                          v1::MatchResponse* response) {
   if (absl::Status over = quotas_.CheckLease(key); !over.ok()) {
     return ToGrpcStatus(absl::ResourceExhaustedError(absl::StrCat("Match: ", over.message())));
   }
@@ -162,11 +210,34 @@ grpc::Status KvStoreHandler::Match(const v1::MatchRequest& request, const PeerId
 
 grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, const PeerIdentity& caller,
                                      v1::ReleaseResponse*) {
+  calls_.release.fetch_add(1);
   if (grpc::Status bad = CheckCaller(caller); !bad.ok()) return bad;
-  if (request.lease_id() == PrefixCache::kNoLease) return Invalid("Release: lease_id 0");
-  absl::Status released = cache_->Release(request.lease_id(), caller.name);
-  if (released.ok()) quotas_.EndLease(request.lease_id());
-  return ToGrpcStatus(released);
+  std::vector<uint64_t> ids(request.lease_ids().begin(), request.lease_ids().end());
+  if (request.lease_id() != PrefixCache::kNoLease) ids.insert(ids.begin(), request.lease_id());
+  if (ids.empty()) return Invalid("Release: no lease id");
+  if (static_cast<int64_t>(ids.size()) > kMaxReleaseIds) {
+    return Invalid(absl::StrCat("Release: ", ids.size(), " lease ids; at most ", kMaxReleaseIds));
+  }
+  for (uint64_t id : ids) {
+    if (id == PrefixCache::kNoLease) return Invalid("Release: lease id 0");
+  }
+  absl::Status first_error = absl::OkStatus();  // a single id's, as it was
+  std::vector<uint64_t> unknown;
+  for (uint64_t id : ids) {
+    absl::Status released = cache_->Release(id, caller.name);
+    if (released.ok()) {
+      quotas_.EndLease(id);
+      continue;
+    }
+    if (first_error.ok()) first_error = released;
+    if (released.code() == absl::StatusCode::kNotFound) unknown.push_back(id);
+  }
+  if (ids.size() == 1 || first_error.code() != absl::StatusCode::kNotFound) {
+    return ToGrpcStatus(first_error);
+  }
+  return ToGrpcStatus(
+      absl::NotFoundError(absl::StrCat("Release: no lease ", absl::StrJoin(unknown, ", "),
+                                       " (the other ", ids.size() - unknown.size(), " released)")));
 }
 
 grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,
@@ -216,6 +287,8 @@ grpc::Status KvStoreHandler::Stats(const v1::StatsRequest&, v1::StatsResponse* r
   response->set_put_calls(calls_.put.load());
   response->set_reserve_calls(calls_.reserve.load());
   response->set_commit_calls(calls_.commit.load());
+  response->set_match_calls(calls_.match.load());
+  response->set_release_calls(calls_.release.load());
   return grpc::Status::OK;
 }
 

@@ -131,6 +131,8 @@ class KvStoreHandler {
 
   grpc::Status Match(const v1::MatchRequest& request, const PeerIdentity& caller,
                      v1::MatchResponse* response);
+  grpc::Status MatchBatch(const v1::MatchBatchRequest& request, const PeerIdentity& caller,
+                          v1::MatchBatchResponse* response);
   grpc::Status Release(const v1::ReleaseRequest& request, const PeerIdentity& caller,
                        v1::ReleaseResponse* response);
   grpc::Status RenewLease(const v1::RenewLeaseRequest& request, const PeerIdentity& caller,
@@ -149,6 +151,8 @@ class KvStoreHandler {
     std::atomic<int64_t> put{0};
     std::atomic<int64_t> reserve{0};
     std::atomic<int64_t> commit{0};
+    std::atomic<int64_t> match{0};  // Match and MatchBatch
+    std::atomic<int64_t> release{0};
   };
   const CallCounts& calls() const { return calls_; }
 
@@ -270,6 +274,10 @@ class KvStoreHandler {
       ABSL_LOCKS_EXCLUDED(reservations_mu_);
 
   grpc::Status CheckTokens(const google::protobuf::RepeatedField<int32_t>& tokens) const;
+  // A Match's arguments, then the match itself (a lease for `key`).
+  grpc::Status CheckMatch(const v1::MatchRequest& request) const;
+  grpc::Status MatchChecked(const v1::MatchRequest& request, const PeerIdentity& caller,
+                            const std::string& key, v1::MatchResponse* response);
   // Counts a Put's new lease (pinning the tree's pages of the path) against
   // `holder`, or against `caller` when no holder is named.
   void CountPutLease(const PrefixCache::InsertResult& inserted, const PeerIdentity& caller,

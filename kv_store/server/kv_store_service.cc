@@ -83,6 +83,12 @@ grpc::ServerUnaryReactor* KvStoreService::Match(grpc::CallbackServerContext* con
   return Done(context, handler_->Match(*request, PeerIdentityOf(*context), response));
 }
 
+grpc::ServerUnaryReactor* KvStoreService::MatchBatch(grpc::CallbackServerContext* context,
+                                                     const v1::MatchBatchRequest* request,
+                                                     v1::MatchBatchResponse* response) {
+  return Done(context, handler_->MatchBatch(*request, PeerIdentityOf(*context), response));
+}
+
 grpc::ServerReadReactor<v1::PutRequest>* KvStoreService::Put(grpc::CallbackServerContext* context,
                                                              v1::PutResponse* response) {
   return new PutReactor(context, handler_, PeerIdentityOf(*context), response);

@@ -20,6 +20,9 @@ class KvStoreService final : public v1::KvStore::CallbackService {
                                                v1::PutResponse* response) override;
   grpc::ServerWriteReactor<v1::FetchResponse>* Fetch(grpc::CallbackServerContext* context,
                                                      const v1::FetchRequest* request) override;
+  grpc::ServerUnaryReactor* MatchBatch(grpc::CallbackServerContext* context,
+                                       const v1::MatchBatchRequest* request,
+                                       v1::MatchBatchResponse* response) override;
   grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* context,
                                     const v1::ReleaseRequest* request,
                                     v1::ReleaseResponse* response) override;

@@ -492,10 +492,17 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   v1::PrefillResponse response;
+  const v1::StatsResponse before = store_->Stats().value();
   grpc::Status status = prefill->Prefill(&context, request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_TRUE(response.store_used()) << response.store_error();
   EXPECT_EQ(response.computed_tokens(), 3 * kPageSize + 4 * 5);  // not 4 x 29
+  // The store calls do not grow with the batch: one Match for the shared
+  // prefix and one MatchBatch for the four prompts (not five Matches), and
+  // a Release for each (not five).
+  const v1::StatsResponse after = store_->Stats().value();
+  EXPECT_EQ(after.match_calls() - before.match_calls(), 2);
+  EXPECT_LE(after.release_calls() - before.release_calls(), 2);
   ASSERT_EQ(response.prompts_size(), 4);
   for (int i = 0; i < 4; ++i) {
     const v1::PrefilledPrompt& p = response.prompts(i);

@@ -484,6 +484,112 @@ TEST_F(KvStoreHandlerTest, OneCallerCannotHoldEveryLease) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
+// A prefill batch matches all its prompts in one call and ends all its
+// leases in another: each query is answered in order as its own Match
+// would be, and one Release ends many leases (the unknown ones named, the
+// others released all the same).
+TEST_F(KvStoreHandlerTest, MatchBatchAnswersInOrderAndOneReleaseEndsManyLeases) {
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0), &put).ok());
+  v1::MatchBatchRequest batch;
+  for (const std::vector<int32_t>& q :
+       std::vector<std::vector<int32_t>>{{1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 2, 3, 4, 9}, {9, 9, 9}}) {
+    batch.add_queries()->mutable_tokens()->Add(q.begin(), q.end());
+  }
+  v1::MatchBatchResponse matched;
+  ASSERT_TRUE(handler_->MatchBatch(batch, kAnyone, &matched).ok());
+  ASSERT_EQ(matched.matches_size(), 3);
+  EXPECT_EQ(matched.matches(0).matched_tokens(), 8);
+  EXPECT_EQ(matched.matches(1).matched_tokens(), 4);
+  EXPECT_EQ(matched.matches(2).matched_tokens(), 0);
+  EXPECT_EQ(matched.matches(2).lease_id(), 0u);
+  EXPECT_EQ(matched.matches(0).layout().page_size(), kPageSize);
+  EXPECT_EQ(cache_->Stats().active_leases, 3);  // the Put's and two
+  EXPECT_EQ(handler_->calls().match.load(), 1);
+
+  v1::ReleaseRequest release;
+  release.set_lease_id(put.lease_id());
+  release.add_lease_ids(matched.matches(0).lease_id());
+  release.add_lease_ids(matched.matches(1).lease_id());
+  v1::ReleaseResponse released;
+  ASSERT_TRUE(handler_->Release(release, kAnyone, &released).ok());
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_EQ(handler_->calls().release.load(), 1);
+
+  // Again: all unknown now, each named.
+  const grpc::Status again = handler_->Release(release, kAnyone, &released);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(again.error_message().find(std::to_string(matched.matches(1).lease_id())),
+            std::string::npos);
+  // A known lease beside an unknown one is released, and the call says
+  // which one it did not know.
+  v1::MatchResponse one;
+  v1::MatchRequest match;
+  match.mutable_tokens()->Add(tokens.begin(), tokens.end());
+  ASSERT_TRUE(handler_->Match(match, kAnyone, &one).ok());
+  v1::ReleaseRequest mixed;
+  mixed.add_lease_ids(one.lease_id());
+  mixed.add_lease_ids(put.lease_id());
+  const grpc::Status partly = handler_->Release(mixed, kAnyone, &released);
+  EXPECT_EQ(partly.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(partly.error_message().find(std::to_string(put.lease_id())), std::string::npos);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
+}
+
+// A MatchBatch with a bad query, none, too many, or one that a quota
+// refuses fails as a whole and leaves no lease behind; so does a Release
+// with no id, a zero id or too many.
+TEST_F(KvStoreHandlerTest, ABadOrRefusedMatchBatchLeavesNoLease) {
+  KvStoreHandlerOptions o;
+  o.vocab_size = 50;
+  o.quotas.max_leases = 2;
+  KvStoreHandler handler(cache_.get(), o, nullptr);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5, 6, 7, 8};
+  v1::PutResponse put;
+  ASSERT_TRUE(Put(tokens, 0, 0, Kv(0, 8, 0), &put).ok());
+  ASSERT_TRUE(cache_->Release(put.lease_id()).ok());
+  auto batch_of = [&](int n) {
+    v1::MatchBatchRequest batch;
+    for (int i = 0; i < n; ++i)
+      batch.add_queries()->mutable_tokens()->Add(tokens.begin(), tokens.end());
+    return batch;
+  };
+  v1::MatchBatchResponse response;
+  // Three leases for a caller allowed two: the first two are handed back.
+  const grpc::Status over = handler.MatchBatch(batch_of(3), kAnyone, &response);
+  EXPECT_EQ(over.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("query 2"), std::string::npos) << over.error_message();
+  EXPECT_EQ(response.matches_size(), 0);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_EQ(handler.quotas().callers(), 0);
+
+  v1::MatchBatchRequest bad = batch_of(2);
+  bad.mutable_queries(1)->add_tokens(99);  // outside the vocabulary
+  const grpc::Status invalid = handler.MatchBatch(bad, kAnyone, &response);
+  EXPECT_EQ(invalid.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(invalid.error_message().find("query 1"), std::string::npos);
+  EXPECT_EQ(handler.MatchBatch(batch_of(0), kAnyone, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(handler.MatchBatch(batch_of(1025), kAnyone, &response).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+
+  v1::ReleaseResponse released;
+  EXPECT_EQ(handler.Release(v1::ReleaseRequest(), kAnyone, &released).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ReleaseRequest zero;
+  zero.add_lease_ids(0);
+  EXPECT_EQ(handler.Release(zero, kAnyone, &released).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ReleaseRequest many;
+  for (int i = 0; i < 4097; ++i) many.add_lease_ids(i + 1);
+  EXPECT_EQ(handler.Release(many, kAnyone, &released).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(cache_->CheckInvariants().ok()) << cache_->CheckInvariants();
+}
+
 // Real serving at 64 in flight on one prompt: decode (one caller at the
 // store) holds 64 leases on the same pages. They pin those pages once, in
 // the pool and in the quota, so a bound far below 64 leases' worth of pages
