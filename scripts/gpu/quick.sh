@@ -6,7 +6,7 @@
 #   services ttft.sh without bench-services: the data-plane and services tests on
 #            CUDA, then 256 x (128 + 128) at 64 in flight: decode alone, the
 #            services over CUDA IPC, and again under MPS
-#   ttft     ttft.sh without its tests: bench-services at batch 1 over CUDA IPC
+#   ttft     ttft.sh (its tests with TTFT_TESTS=1): bench-services at batch 1 over CUDA IPC
 #            (TTFT at 16/128/512/900 prompt tokens beside the offline engine), then
 #            the 64-in-flight loads (decode alone, services over gRPC and HTTP),
 #            and the same under MPS; LOAD_RUNS (default 1) repeats the loads
@@ -37,7 +37,7 @@ step_services() {
   TESTS=1 BENCH=0 BENCH_MPS=0 timeout "$(( $(left) - 10 ))" "$ROOT/scripts/gpu/ttft.sh" 2>&1 | tail -40
 }
 step_ttft() {
-  TESTS=0 BENCH_MPS=0 timeout "$(( $(left) - 10 ))" "$ROOT/scripts/gpu/ttft.sh" 2>&1 | tail -60
+  TESTS=${TTFT_TESTS:-0} BENCH_MPS=0 timeout "$(( $(left) - 10 ))" "$ROOT/scripts/gpu/ttft.sh" 2>&1 | tail -60
 }
 step_prefix() {
   timeout 120 "$BIN/nanoserve" bench --model random:gpt2 --device cuda --dtype bf16 --attention naive,fused \
