@@ -51,13 +51,17 @@ absl::Status PrintProfiles(const Gpt2Model& model, const BenchDecodeOptions& o) 
                                        model.options().device)
                            .value();
     KvCache& cache = *cache_owned;
-    for (int64_t r = 0; r < batch; ++r) cache.set_length(r, o.prompt_len + o.output_len / 2);
+    const int64_t cached = o.prompt_len + o.output_len / 2;
+    for (int64_t r = 0; r < batch; ++r) {  // each row's pages, then its length
+      if (absl::Status room = cache.tables().PrepareWrite(r, 0, cached); !room.ok()) return room;
+      cache.set_length(r, cached);
+    }
     auto timings = cuda::ProfileDecodeStep(model, cache, batch);
     if (!timings.ok()) return timings.status();
     std::printf(
         "\nwhere a cuda-graph decode step goes, batch %lld, %lld cached tokens a row "
         "(device time per step):\n\n| operation | launches | us |\n| --- | --- | --- |\n",
-        static_cast<long long>(batch), static_cast<long long>(o.prompt_len + o.output_len / 2));
+        static_cast<long long>(batch), static_cast<long long>(cached));
     for (const cuda::OpTiming& t : *timings) {
       std::printf("| %s | %lld | %.1f |\n", t.op.c_str(), static_cast<long long>(t.per_step), t.us);
     }

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "base/server_runner.h"
@@ -84,6 +86,13 @@ std::string PortFile(const std::string& work_dir, ServiceStack::Which which) {
 
 absl::StatusOr<std::unique_ptr<ServiceStack>> ServiceStack::Start(
     const ServiceStackOptions& options) {
+  // The services write their ports and logs there.
+  std::error_code made;
+  if (!options.work_dir.empty()) std::filesystem::create_directories(options.work_dir, made);
+  if (made) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot make the work directory ", options.work_dir, ": ", made.message()));
+  }
   auto stack = std::unique_ptr<ServiceStack>(new ServiceStack(options));
   // Every address is known up front, so the three start side by side.
   const int wanted[3] = {options.kv_store_port, options.prefill_port, options.decode_port};

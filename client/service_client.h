@@ -54,7 +54,7 @@ struct ServiceStackOptions {
 
   // Directory of nanoserve-kv-store, nanoserve-prefill, nanoserve-decode.
   std::string bin_dir;
-  // Where the services write their logs and port files.
+  // Where the services write their logs and port files; made if missing.
   std::string work_dir;
   // The model of all three services.
   ServiceModel model;

@@ -1,5 +1,6 @@
 // nanoserve-decode: the front door; Generate streams tokens, decoded with continuous batching.
 // Its flags are DecodeOptions (options/decode_options.h), read in decode_flags.cc.
+#include <cstdio>
 #include <memory>
 #include <utility>
 
@@ -7,6 +8,8 @@
 #include "decode_service/decode_handler.h"
 #include "decode_service/decode_service.h"
 #include "engine/device.h"
+#include "engine/prefill.h"
+#include "engine/warm_up.h"
 #include "kv_store/client/store_client_flags.h"
 #include "prefill_service/prefill_client.h"
 #include "rpc/service_main.h"
@@ -33,6 +36,14 @@ int Run(const DecodeOptions& o) {
   auto created = BatchScheduler::Create(loaded->model.get(), *scheduler_options);
   if (!created.ok()) return ServiceError(created.status());
   BatchScheduler& scheduler = **created;
+  if (WorthWarmingUp(scheduler.device())) {  // before it says it is serving
+    absl::StatusOr<double> warm = WarmUpScheduler(
+        scheduler,
+        WarmUpShapes(scheduler.max_batch(), kMaxPrefillBatchTokens / 2, scheduler.capacity()),
+        loaded->model->config().vocab_size);
+    if (!warm.ok()) return ServiceError(warm.status());
+    std::fprintf(stderr, "nanoserve-decode: warmed up in %.0f ms\n", *warm);
+  }
   auto workers = std::make_unique<WorkerPool>(static_cast<int>(o.workers));
   MetricsRegistry metrics;
   DecodeStage stage(tokenizer->get(), &scheduler, prefill != nullptr ? &prefill_client : nullptr,

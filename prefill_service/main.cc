@@ -1,8 +1,10 @@
 // nanoserve-prefill: the prefill stage. Its flags are PrefillOptions
 // (options/prefill_options.h), read in prefill_flags.cc.
+#include <cstdio>
 #include <utility>
 
 #include "engine/device.h"
+#include "engine/warm_up.h"
 #include "kv_store/client/store_client_flags.h"
 #include "prefill_service/prefill_flags.h"
 #include "prefill_service/prefill_handler.h"
@@ -20,6 +22,11 @@ int Run(const PrefillOptions& o) {
   RemoteStore store = *std::move(remote);
   MetricsRegistry metrics;
   PrefillStage stage(loaded->model.get(), store.store.get(), PrefillStageOptionsFor(o), &metrics);
+  if (WorthWarmingUp(loaded->model->options().device)) {  // before it says it is serving
+    absl::StatusOr<double> warm = stage.WarmUp();
+    if (!warm.ok()) return ServiceError(warm.status());
+    std::fprintf(stderr, "nanoserve-prefill: warmed up in %.0f ms\n", *warm);
+  }
   PrefillHandler handler(&stage, ModelIdentityFor(o.service.model));
   WorkerPool workers(static_cast<int>(o.workers));
   PrefillService service(&handler, &workers);

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/prefill.h"
+#include "engine/warm_up.h"
 #include "kv_cache/prompt_check.h"
 #include "prefill_service/prefill_batcher.h"
 
@@ -156,6 +157,22 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Prefill(absl::Span<const PrefillPro
 }
 
 void PrefillStage::Shutdown() { batcher_->Shutdown(); }
+
+absl::StatusOr<double> PrefillStage::WarmUp() {
+  const absl::Time start = absl::Now();
+  const Gpt2Config& config = model_->config();
+  // A batch's rows, at most half the engine's bound on one pass's tokens.
+  const int64_t max_tokens = std::min(options_.max_batch_tokens, kMaxPrefillBatchTokens / 2);
+  for (const WarmUpShape& shape :
+       WarmUpShapes(options_.max_prompts, max_tokens, config.n_positions)) {
+    const std::vector<std::vector<int>> prompts = WarmUpPrompts(shape, config.vocab_size);
+    const std::vector<SamplingOptions> sampling(prompts.size());
+    absl::StatusOr<SampledPrefill> out =
+        PrefillAndSample(*model_, /*store=*/nullptr, prompts, sampling, options_.prefill_chunk);
+    if (!out.ok()) return out.status();
+  }
+  return MsSince(start);
+}
 
 void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
   CountBatch(calls);

@@ -161,6 +161,12 @@ class PrefillStage : public Prefiller {
                                          const FirstTokens& on_first = nullptr);
   void Abandon(const PrefillOutcome& outcome) override;
 
+  // Runs engine/warm_up.h's shapes for this stage's batches (up to
+  // max_prompts prompts, max_batch_tokens rows) through the engine, without
+  // the store, before the service takes calls. Returns the milliseconds it
+  // took, or the engine's error. REQUIRES: no call has started.
+  absl::StatusOr<double> WarmUp();
+
   // Refuses new calls and ends those waiting for a batch with UNAVAILABLE;
   // returns once the batch running (if any) is done. Idempotent.
   void Shutdown();

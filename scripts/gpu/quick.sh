@@ -19,16 +19,23 @@
 #   chunk    decode alone at 64 in flight, prefill token budgets 0 and 256
 #   kernels  the kernel workbench (QUICK)
 #   suite    the whole suite in fp32 for what time is left
-# STEPS (default all, in that order) picks some. Logs under $OUT.
+# STEPS (default all, in that order) picks some. A step that fails does not
+# stop the others. Logs under $OUT, packed at the end into $OUT/logs.tgz (a
+# device call brings back 8 files at most).
 source "$(dirname "$0")/env.sh"
 T0=$(date +%s)
+pack_logs() {
+  (cd "$OUT" && tar czf /tmp/quick-logs.tgz --exclude=logs.tgz . && find . -mindepth 1 -delete &&
+    mv /tmp/quick-logs.tgz logs.tgz) || true
+}
+trap pack_logs EXIT
 elapsed() { echo $(( $(date +%s) - T0 )); }
 left() { echo $(( ${LIMIT_S:-570} - $(elapsed) )); }
 BIN="$BUILD/bin"
 echo "gpu: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)"
 step_tests() {
   NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/engine_test" \
-    --gtest_filter='Attention*:Model*:Prefix*:Generate*:DecodeStep*:BatchScheduler*' >"$OUT/quick-engine.log" 2>&1 &&
+    --gtest_filter='Attention*:Model*:Prefix*:Generate*:DecodeStep*:BatchScheduler*:WarmUp*' >"$OUT/quick-engine.log" 2>&1 &&
     NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
     && echo "engine + kernel tests fp32: ok" \
     || { echo "engine + kernel tests fp32: FAILED"; grep -E "FAILED|Failure|Expected|Which is" "$OUT/quick-engine.log" | head -20; }
@@ -77,6 +84,6 @@ step_suite() {
 for step in ${STEPS:-tests services prefix profile decode peers chunk kernels suite}; do
   if [ "$(left)" -lt 40 ]; then echo "[$(elapsed)s] $step: skipped, no time left"; continue; fi
   echo "[$(elapsed)s] == $step"
-  "step_$step"
+  "step_$step" || echo "[$(elapsed)s] $step: failed (rc $?)"
 done
 echo "[$(elapsed)s] done"

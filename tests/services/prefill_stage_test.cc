@@ -127,6 +127,25 @@ TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {
   EXPECT_EQ(outcome->prompts[0].first_token, outcome->prompts[1].first_token);
 }
 
+// The warm-up before serving runs the engine only: the store sees no call
+// and holds nothing of it, and the stage serves as before.
+TEST_F(PrefillStageTest, WarmUpTouchesNoStore) {
+  PrefillStageOptions options;
+  options.max_prompts = 4;
+  PrefillStage stage(model_.get(), store_.get(), options, nullptr);
+  absl::StatusOr<double> ms = stage.WarmUp();
+  ASSERT_TRUE(ms.ok()) << ms.status();
+  EXPECT_GT(*ms, 0);
+  EXPECT_EQ(cache_->Stats().lookups, 0);
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);
+  const std::vector<int> prompt = Tokens(20, 3);
+  auto outcome = stage.Prefill({{prompt, {}}}, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(outcome->prompts[0].first_token, FirstToken(prompt));
+  store_->Release(outcome->prompts[0].lease_id).IgnoreError();
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
 TEST_F(PrefillStageTest, BadBatchesAndLateCallsHoldNothing) {
   PrefillStageOptions options;
   options.max_prompts = 2;
