@@ -10,6 +10,7 @@
 #            (TTFT at 16/128/512/900 prompt tokens beside the offline engine), then
 #            the 64-in-flight loads (decode alone, services over gRPC and HTTP),
 #            and the same under MPS; LOAD_RUNS (default 1) repeats the loads
+#   curve    curve.sh: the services swept over request rates, bytes and CUDA IPC
 #   prefix   Part C's sweep, 32 x (900 shared + 50), 64 new, naive and fused
 #   profile  the step's profile at batch 1 and 64 (decode attention before/after)
 #   decode   bench-decode, the cuBLAS and the split-K graph steps (and the latter
@@ -46,6 +47,7 @@ step_services() {
 step_ttft() {
   TESTS=${TTFT_TESTS:-0} BENCH_MPS=0 timeout "$(( $(left) - 10 ))" "$ROOT/scripts/gpu/ttft.sh" 2>&1 | tail -60
 }
+step_curve() { LIMIT_S=90 timeout 200 "$ROOT/scripts/gpu/curve.sh"; }
 step_prefix() {
   timeout 120 "$BIN/nanoserve" bench --model random:gpt2 --device cuda --dtype bf16 --attention naive,fused \
     --sweeps prefix --shared_lens 900 --batch_sizes 32 --suffix_len 50 --prefix_output 64 \
