@@ -100,10 +100,18 @@ int RunStats(const std::string& target, std::shared_ptr<grpc::ChannelCredentials
   return 0;
 }
 
-int RunServe(const ServiceStackOptions& stack_options, const GenerateCommandOptions& generate) {
+int RunServe(const ServiceStackOptions& stack_options, const GenerateCommandOptions& generate,
+             std::unique_ptr<MpsDaemon>* mps) {
   // Keep SIGINT/SIGTERM for sigwait below; the children reset their mask.
   BlockTerminationSignals();
   auto stack = ServiceStack::Start(stack_options);
+  if (!stack.ok() && mps != nullptr && *mps != nullptr) {
+    std::fprintf(stderr,
+                 "nanoserve serve: the services did not start under MPS (%s); again without it\n",
+                 std::string(stack.status().message()).c_str());
+    mps->reset();
+    stack = ServiceStack::Start(stack_options);
+  }
   if (!stack.ok()) return FailWithCode(stack.status());
   ServiceStack& s = **stack;
   std::fprintf(stderr,

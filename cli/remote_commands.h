@@ -11,6 +11,7 @@
 
 #include "absl/time/time.h"
 #include "cli/commands.h"
+#include "client/mps_daemon.h"
 #include "client/service_client.h"
 
 namespace nanoserve {
@@ -28,8 +29,11 @@ int RunStats(const std::string& target,
 
 // Starts the three services on loopback (fixed ports in `stack`), prints
 // their addresses; with a prompt in `generate`, sends it through them and
-// exits; otherwise serves until SIGINT/SIGTERM.
-int RunServe(const ServiceStackOptions& stack, const GenerateCommandOptions& generate);
+// exits; otherwise serves until SIGINT/SIGTERM. With `mps` (may be null) an
+// MPS daemon serve started on its own: if the services do not start under
+// it, it is quit and they start again without it.
+int RunServe(const ServiceStackOptions& stack, const GenerateCommandOptions& generate,
+             std::unique_ptr<MpsDaemon>* mps = nullptr);
 
 }  // namespace nanoserve
 

@@ -1,12 +1,18 @@
 #include "cli/serve_main.h"
 
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "cli/cli_flags.h"
 #include "cli/command_table.h"
 #include "cli/generate_main.h"
 #include "cli/remote_commands.h"
+#include "client/mps_daemon.h"
 #include "client/subprocess.h"
 #include "options/kv_store_options.h"
 
@@ -26,6 +32,11 @@ ABSL_FLAG(std::string, kv_transport, "auto",
           "serve/bench-services: how prefill and decode move pages to and from the store: auto "
           "(its pool mapped in place: shared memory or CUDA IPC), cuda_ipc, shm or bytes");
 ABSL_FLAG(int64_t, max_batch, 16, "serve/bench-services: decode slots");
+ABSL_FLAG(std::string, mps, "auto",
+          "serve: NVIDIA MPS for the three services on one GPU, so that prefill's and decode's "
+          "kernels share the card instead of taking turns: auto (a daemon of serve's own under "
+          "--work_dir when --device is cuda and nvidia-cuda-mps-control is on PATH; else none), "
+          "on (the same, or an error) or off");
 ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
           "serve: the KV store's warm restarts: it saves its cached prefixes here when serve "
           "stops and loads them when the next serve starts (nanoserve-kv-store "
@@ -64,7 +75,26 @@ int ServeMain(const CommandContext&) {
   stack.http_port = absl::GetFlag(FLAGS_http_port);
   stack.decode.allow_insecure_http = absl::GetFlag(FLAGS_allow_insecure_http);
   stack.kv_store.snapshot_dir = absl::GetFlag(FLAGS_snapshot_dir);
-  return RunServe(stack, *o);
+  absl::StatusOr<MpsMode> mps_mode = ParseMpsMode(absl::GetFlag(FLAGS_mps));
+  if (!mps_mode.ok()) return CommandError(mps_mode.status(), 2);
+  std::unique_ptr<MpsDaemon> mps;  // quits after the services stopped
+  if (*mps_mode != MpsMode::kOff && absl::StartsWith(o->device, "cuda")) {
+    absl::StatusOr<std::unique_ptr<MpsDaemon>> started = MpsDaemon::Start(stack.work_dir);
+    if (started.ok()) {
+      mps = *std::move(started);
+      std::fprintf(stderr, "nanoserve serve: an MPS daemon of its own for the GPU (%s)\n",
+                   mps->pipe_dir().c_str());
+    } else if (*mps_mode == MpsMode::kOn) {
+      return CommandError(started.status(), 2);
+    } else if (std::getenv("CUDA_MPS_PIPE_DIRECTORY") != nullptr) {
+      std::fprintf(stderr, "nanoserve serve: the services use the MPS daemon at %s\n",
+                   std::getenv("CUDA_MPS_PIPE_DIRECTORY"));
+    } else {
+      std::fprintf(stderr, "nanoserve serve: no MPS (%s): the services take turns on the GPU\n",
+                   std::string(started.status().message()).c_str());
+    }
+  }
+  return RunServe(stack, *o, *mps_mode == MpsMode::kAuto ? &mps : nullptr);
 }
 
 }  // namespace nanoserve

@@ -9,8 +9,9 @@
 #      the services over CUDA IPC, over gRPC and over the HTTP front door;
 #   3. the services again under CUDA MPS (one server that runs every process's
 #      kernels in one context, so prefill's and decode's kernels may overlap),
-#      where the machine has nvidia-cuda-mps-control; the daemon is stopped
-#      at the end.
+#      where the machine has nvidia-cuda-mps-control: the loads with `serve
+#      --mps on` (serve's own daemon; the rows before run with --mps off), and
+#      bench-services under a daemon this script starts and stops.
 # TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
 # parts out; LOAD_RUNS=N repeats the loads without MPS N times. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
@@ -47,11 +48,11 @@ load() {
     >"$OUT/load-$name.txt" 2>&1 || echo "load $name: rc $?"
   echo "### $name" >>"$OUT/load.md"; cat "$OUT/load-$name.txt" >>"$OUT/load.md"
 }
-# loads SUFFIX [alone]: decode alone (with `alone`), then the services over
-# CUDA IPC.
+# loads SUFFIX MPS [alone]: decode alone (with `alone`), then the services over
+# CUDA IPC, serve --mps MPS.
 loads() {
-  local pid
-  if [ "${2:-}" = alone ]; then
+  local pid mps=$2
+  if [ "${3:-}" = alone ]; then
     "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52053 --http_listen= \
       --metrics_listen= --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$1.log" 2>&1 &
     pid=$!
@@ -59,7 +60,7 @@ loads() {
     kill $pid; wait $pid 2>/dev/null
   fi
   mkdir -p "$OUT/serve$1"
-  "$B/nanoserve" serve "${COMMON[@]}" --kv_transport auto --max_batch 64 --pool_mb 4096 \
+  "$B/nanoserve" serve "${COMMON[@]}" --kv_transport auto --max_batch 64 --pool_mb 4096 --mps "$mps" \
     --kv_store_port 52061 --prefill_port 52062 --decode_port 52063 --http_port 52064 \
     --work_dir "$OUT/serve$1" >"$OUT/serve$1.log" 2>&1 &
   pid=$!
@@ -78,24 +79,27 @@ loads() {
 [ "${BENCH:-1}" = 1 ] && bench plain
 for ((run = 1; run <= ${LOAD_RUNS:-1}; run++)); do
   suffix=""; [ "$run" -gt 1 ] && suffix="-$run"
-  loads "$suffix" alone
+  loads "$suffix" off alone
 done
 
 MPS=no
 if [ "${MPS_RUNS:-1}" = 0 ]; then
   echo "MPS: left out (MPS_RUNS=0)"
 elif command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
-  export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
-  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  if nvidia-cuda-mps-control -d; then
-    MPS=yes
-    [ "${BENCH_MPS:-1}" = 1 ] && bench mps
-    loads "-mps"
-    echo quit | nvidia-cuda-mps-control
-    sleep 1
-    cp "$CUDA_MPS_LOG_DIRECTORY"/*.log "$OUT/" 2>/dev/null
-  else
-    echo "MPS: the daemon did not start"
+  MPS=yes
+  loads "-mps" on
+  grep -h "MPS" "$OUT"/serve-mps.log | head -3
+  if [ "${BENCH_MPS:-1}" = 1 ]; then
+    export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d; then
+      bench mps
+      echo quit | nvidia-cuda-mps-control
+      sleep 1
+      cp "$CUDA_MPS_LOG_DIRECTORY"/*.log "$OUT/" 2>/dev/null
+    else
+      echo "MPS: the daemon did not start"
+    fi
   fi
 else
   echo "MPS: nvidia-cuda-mps-control not on this machine"
