@@ -26,7 +26,9 @@ ServerTimings FromProto(const v1::Timings& t) {
   s.prefill_store_ms = t.prefill_store_ms();
   s.prefill_compute_ms = t.prefill_compute_ms();
   s.fetch_ms = t.fetch_ms();
+  s.submitted_ms = t.submitted_ms();
   s.queue_ms = t.queue_ms();
+  s.second_token_ms = t.second_token_ms();
   return s;
 }
 

@@ -53,7 +53,9 @@ constexpr ServerField kServerFields[] = {
     {"inside prefill: KV store calls", &ServerTimings::prefill_store_ms},
     {"inside prefill: forward + sampling", &ServerTimings::prefill_compute_ms},
     {"K/V pages into the slot", &ServerTimings::fetch_ms},
+    {"handed to the scheduler", &ServerTimings::submitted_ms},
     {"queue for a slot", &ServerTimings::queue_ms},
+    {"second token at decode", &ServerTimings::second_token_ms},
 };
 
 }  // namespace
@@ -185,7 +187,8 @@ std::string RequestCsvHeader() {
   return "rate,index,ok,error,shared_prefix,start_s,prompt_tokens,cached_prompt_tokens,"
          "max_tokens,output_tokens,ttft_ms,tpot_ms,itl_max_ms,e2e_ms,server_ttft_ms,"
          "server_prefill_ms,server_prefill_first_token_ms,server_prefill_server_ms,"
-         "server_prefill_store_ms,server_prefill_compute_ms,server_fetch_ms,server_queue_ms";
+         "server_prefill_store_ms,server_prefill_compute_ms,server_fetch_ms,server_submitted_ms,"
+         "server_queue_ms,server_second_token_ms";
 }
 
 std::string FormatRequestCsvRow(double rate, const RequestRecord& r) {

@@ -34,7 +34,9 @@ struct ServerTimings {
   double prefill_store_ms = 0;        //   of which KV store calls
   double prefill_compute_ms = 0;      //   of which the forward pass and sampling
   double fetch_ms = 0;                // the prompt's pages read into the slot
-  double queue_ms = 0;                // waiting for a decode slot
+  double submitted_ms = 0;            // arrival to the hand-over to decode's scheduler
+  double queue_ms = 0;                // then waiting for a decode slot
+  double second_token_ms = 0;         // arrival to the second token
 };
 
 // One request of a run.

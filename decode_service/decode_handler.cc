@@ -49,6 +49,8 @@ v1::GenerateResponse FinishedToProto(const GenerateSummary& s) {
   t->set_kv_bytes_fetched(s.kv_bytes_fetched);
   t->set_prefill_first_token_ms(s.prefill_first_token_ms);
   t->set_kv_fetch_skipped(s.kv_fetch_skipped);
+  t->set_submitted_ms(s.submitted_ms);
+  t->set_second_token_ms(s.second_token_ms);
   return message;
 }
 

@@ -41,6 +41,8 @@ class DecodeStage::Call {
   StreamingDecoder decoder;
   StopMatcher stop;
   absl::Time first_token_at;
+  absl::Time submitted_at;     // handed to the scheduler
+  absl::Time second_token_at;  // the second output token streamed
   GenerateSummary summary;
   // Prefill's first token went to the caller as soon as the Prefill call
   // returned: the scheduler's emission of it is not streamed again.
@@ -427,6 +429,7 @@ void DecodeStage::Submit(const std::shared_ptr<Call>& call, BatchRequest batch) 
     std::lock_guard<std::mutex> lock(call->mu);
     refused = call->ended_by.ok() ? absl::CancelledError("cancelled") : call->ended_by;
     if (!call->cancelled) {
+      call->submitted_at = absl::Now();
       absl::StatusOr<uint64_t> id = scheduler_->Submit(std::move(batch));
       if (id.ok()) {
         call->scheduler_id = *id;
@@ -444,6 +447,7 @@ void DecodeStage::OnToken(Call& call, int token) {
   if (call.stop.stopped()) return;  // the step that made it ran before the cancel
   const absl::Time now = absl::Now();
   if (call.summary.output_tokens == 0) call.first_token_at = now;
+  if (call.summary.output_tokens == 1) call.second_token_at = now;
   StreamedToken t;
   t.id = token;
   absl::StatusOr<std::string> text = call.decoder.Push(token);
@@ -510,6 +514,8 @@ void DecodeStage::OnDone(const std::shared_ptr<Call>& call, const absl::Status& 
     metrics_.fetched_bytes->Increment(static_cast<double>(s.kv_bytes_fetched));
   }
   s.ttft_ms = MsBetween(call->arrived, call->first_token_at);
+  s.submitted_ms = MsBetween(call->arrived, call->submitted_at);
+  if (produced > 1) s.second_token_ms = MsBetween(call->arrived, call->second_token_at);
   s.total_ms = MsBetween(call->arrived, now);
   s.ms_per_output_token =
       produced > 1 ? MsBetween(call->first_token_at, now) / static_cast<double>(produced - 1) : 0;

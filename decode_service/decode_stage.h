@@ -120,6 +120,12 @@ struct GenerateSummary {
   double prefill_first_token_ms = 0;
   double fetch_ms = 0;  // the store's pages into the slot: the read and the copy
   double ttft_ms = 0;
+  // From arrival to the request's hand-over to the scheduler (after the
+  // Prefill call and the pages' read), and to its second token (0 for one
+  // token): with the first token from prefill, the second waits for both
+  // and for the scheduler's next turn.
+  double submitted_ms = 0;
+  double second_token_ms = 0;
   double ms_per_output_token = 0;
   double total_ms = 0;
   int64_t kv_bytes_fetched = 0;

@@ -187,6 +187,11 @@ TEST_F(ServicesTest, DecodeReadsThePagesPrefillNamedWithNoFetch) {
     const v1::Finished f = ExpectServedByPageIds(Prompt(length, length + 100), 8);
     EXPECT_GT(f.timings().prefill_first_token_ms(), 0);
     EXPECT_LE(f.timings().prefill_first_token_ms(), f.timings().prefill_ms());
+    // The first token came from prefill; the request went to the scheduler
+    // after the whole call, and the second token after that.
+    EXPECT_GE(f.timings().submitted_ms(), f.timings().prefill_ms());
+    EXPECT_GE(f.timings().second_token_ms(), f.timings().submitted_ms());
+    EXPECT_GE(f.timings().second_token_ms(), f.timings().ttft_ms());
   }
   const v1::StatsResponse stats = store_->Stats().value();
   EXPECT_EQ(stats.fetch_calls(), 0);

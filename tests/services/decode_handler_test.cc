@@ -96,6 +96,11 @@ TEST_F(DecodeHandlerTest, StreamsTokensThenFinished) {
   EXPECT_EQ(f.usage().recomputed_prompt_tokens(), 5);
   EXPECT_GT(f.timings().ttft_ms(), 0);
   EXPECT_GE(f.timings().total_ms(), f.timings().ttft_ms());
+  // Handed to the scheduler, then the first token, the second, the end.
+  EXPECT_GT(f.timings().submitted_ms(), 0);
+  EXPECT_LE(f.timings().submitted_ms(), f.timings().ttft_ms());
+  EXPECT_GE(f.timings().second_token_ms(), f.timings().ttft_ms());
+  EXPECT_LE(f.timings().second_token_ms(), f.timings().total_ms());
   EXPECT_NE(metrics_.Render().find("nanoserve_decode_output_tokens_total 9"), std::string::npos);
 }
 
