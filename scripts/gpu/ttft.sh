@@ -108,4 +108,4 @@ fi
 [ -s "$OUT/services-plain.md" ] && { echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"; }
 if [ "$MPS" = yes ] && [ -s "$OUT/services-mps.md" ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
 echo; echo "== load ($CARD)"
-grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for" "$OUT/load.md"
+grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for|handed to" "$OUT/load.md"
