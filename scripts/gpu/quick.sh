@@ -2,7 +2,8 @@
 # One device call that checks a change and times it (after or including
 # scripts/gpu/build.sh), in steps, each skipped once the call's time
 # (LIMIT_S, default 570 s from the start) is short:
-#   tests    the attention, model, prefix, decode-step and kernel tests on CUDA, fp32
+#   tests    the attention, model, prefix, decode-step, warm-up and kernel tests on
+#            CUDA in fp32, and the kernel tests again in bf16
 #   services ttft.sh without bench-services: the data-plane and services tests on
 #            CUDA, then 256 x (128 + 128) at 64 in flight: decode alone, the
 #            services over CUDA IPC, and again under MPS
@@ -38,7 +39,8 @@ step_tests() {
   NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/engine_test" \
     --gtest_filter='Attention*:Model*:Prefix*:Generate*:DecodeStep*:BatchScheduler*:WarmUp*' >"$OUT/quick-engine.log" 2>&1 &&
     NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
-    && echo "engine + kernel tests fp32: ok" \
+    && NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
+    && echo "engine + kernel tests fp32, kernel tests bf16: ok" \
     || { echo "engine + kernel tests fp32: FAILED"; grep -E "FAILED|Failure|Expected|Which is" "$OUT/quick-engine.log" | head -20; }
 }
 step_services() {
