@@ -54,6 +54,10 @@ void AddChunk(absl::string_view event, StreamedCompletion& out, std::vector<int>
 std::unique_ptr<httplib::Client> NewHttpClient(const std::string& host_port) {
   auto http = std::make_unique<httplib::Client>(absl::StrCat("http://", host_port));
   http->set_keep_alive(true);
+  // A request goes out in two writes (headers, then body): with Nagle's
+  // algorithm the body waits for the server's delayed ACK of the headers,
+  // 40 ms on Linux, which the time to first token then measured.
+  http->set_tcp_nodelay(true);
   return http;
 }
 
