@@ -13,7 +13,7 @@
 #      --mps on` (serve's own daemon; the rows before run with --mps off), and
 #      bench-services under a daemon this script starts and stops.
 # TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
-# parts out; LOAD_RUNS=N repeats the loads without MPS N times. Logs under $OUT; the tables print last.
+# parts out; LOAD_RUNS=N repeats the loads N times, without MPS and with it. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
 set +e
 B="$BUILD/bin"
@@ -87,7 +87,10 @@ if [ "${MPS_RUNS:-1}" = 0 ]; then
   echo "MPS: left out (MPS_RUNS=0)"
 elif command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
   MPS=yes
-  loads "-mps" on
+  for ((run = 1; run <= ${LOAD_RUNS:-1}; run++)); do
+    suffix="-mps"; [ "$run" -gt 1 ] && suffix="-mps-$run"
+    loads "$suffix" on
+  done
   grep -h "MPS" "$OUT"/serve-mps.log | head -3
   if [ "${BENCH_MPS:-1}" = 1 ]; then
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
