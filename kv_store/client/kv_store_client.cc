@@ -113,11 +113,19 @@ absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchPrefixes(
     query(queries[0], &request);
     grpc::Status status = stub_->Match(&context, request, &responses[0]);
     if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
+  } else if (store_lacks_batches_.load()) {
+    return MatchEach(queries);
   } else {
     v1::MatchBatchRequest request;
     for (const MatchQuery& q : queries) query(q, request.add_queries());
     v1::MatchBatchResponse response;
     grpc::Status status = stub_->MatchBatch(&context, request, &response);
+    if (status.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      // A store from before MatchBatch (and the Release of many): one call
+      // a query and a lease from now on.
+      store_lacks_batches_.store(true);
+      return MatchEach(queries);
+    }
     if (absl::Status failed = Finished(status, "kv store MatchBatch"); !failed.ok()) return failed;
     responses.assign(response.matches().begin(), response.matches().end());
   }
@@ -272,6 +280,22 @@ absl::Status KvStoreClient::Release(uint64_t lease_id) {
   return Finished(stub_->Release(&context, request, &response), "kv store Release");
 }
 
+absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchEach(
+    absl::Span<const MatchQuery> queries) {
+  std::vector<Match> matches;
+  for (const MatchQuery& q : queries) {
+    absl::StatusOr<Match> match = MatchPrefix(q.tokens, q.cache_salt);
+    if (!match.ok()) {
+      std::vector<uint64_t> taken;
+      for (const Match& m : matches) taken.push_back(m.lease_id);
+      Release(taken).IgnoreError();
+      return match.status();
+    }
+    matches.push_back(*std::move(match));
+  }
+  return matches;
+}
+
 absl::Status KvStoreClient::Release(absl::Span<const uint64_t> lease_ids) {
   if (lease_ids.size() > kMaxReleaseBatch) {  // the store's bound on one call
     absl::Status first = absl::OkStatus();
@@ -287,6 +311,14 @@ absl::Status KvStoreClient::Release(absl::Span<const uint64_t> lease_ids) {
   }
   if (request.lease_ids_size() == 0) return absl::OkStatus();
   if (request.lease_ids_size() == 1) return Release(request.lease_ids(0));
+  if (store_lacks_batches_.load()) {  // an older store knows lease_id alone
+    absl::Status first = absl::OkStatus();
+    for (uint64_t id : request.lease_ids()) {
+      absl::Status released = Release(id);
+      if (first.ok()) first = released;
+    }
+    return first;
+  }
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);

@@ -105,7 +105,8 @@ class KvStoreClient {
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,
                                     absl::string_view cache_salt = "");
   // MatchPrefix of each query, in one call (MatchBatch), in order. On an
-  // error no lease is left.
+  // error no lease is left. A store from before MatchBatch (UNIMPLEMENTED)
+  // is asked one query a call from then on, and released one lease a call.
   struct MatchQuery {
     absl::Span<const int32_t> tokens;
     absl::string_view cache_salt;
@@ -193,6 +194,8 @@ class KvStoreClient {
   const std::string& target() const { return options_.target; }
 
  private:
+  // MatchPrefix of each query, one call each (an older store).
+  absl::StatusOr<std::vector<Match>> MatchEach(absl::Span<const MatchQuery> queries);
   // OK if the store's `layout` is of this client's model (or either does
   // not say); else FAILED_PRECONDITION, logged the first time.
   absl::Status CheckModel(const v1::KvLayout& layout, const char* what);
@@ -215,6 +218,8 @@ class KvStoreClient {
 
   KvStoreClientOptions options_;
   CircuitBreaker breaker_;
+  // The store answered MatchBatch UNIMPLEMENTED: an older store.
+  std::atomic<bool> store_lacks_batches_{false};
   std::unique_ptr<v1::KvStore::Stub> stub_;
   std::atomic<bool> model_mismatch_logged_{false};
 

@@ -409,6 +409,7 @@ class StoreServer {
   ~StoreServer() { server_->Shutdown(); }
   std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
   int port() const { return port_; }
+  KvStoreHandler* handler() { return handler_.get(); }
   v1::StatsResponse Stats() {
     v1::StatsResponse stats;
     handler_->Stats(v1::StatsRequest(), &stats);
@@ -460,6 +461,36 @@ torch::Tensor RoundTrip(RemotePrefixStore& store, int32_t first_token) {
   if (!loaded.ok()) return {};
   return reader.tables->ReadTokens(1, 0, 16).value();
 }
+
+// A store of the version before MatchBatch and the Release of many, over a
+// current handler: it answers Match, and Release of `lease_id` alone (its
+// parser drops `lease_ids`, a field it does not know); anything else is
+// UNIMPLEMENTED, as the generated service answers a method it lacks.
+class OlderStoreService final : public v1::KvStore::CallbackService {
+ public:
+  explicit OlderStoreService(KvStoreHandler* handler) : handler_(handler) {}
+  grpc::ServerUnaryReactor* Match(grpc::CallbackServerContext* context,
+                                  const v1::MatchRequest* request,
+                                  v1::MatchResponse* response) override {
+    return Done(context, handler_->Match(*request, PeerIdentity(), response));
+  }
+  grpc::ServerUnaryReactor* Release(grpc::CallbackServerContext* context,
+                                    const v1::ReleaseRequest* request,
+                                    v1::ReleaseResponse* response) override {
+    v1::ReleaseRequest known;
+    known.set_lease_id(request->lease_id());
+    return Done(context, handler_->Release(known, PeerIdentity(), response));
+  }
+
+ private:
+  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
+                                        const grpc::Status& status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(status);
+    return reactor;
+  }
+  KvStoreHandler* handler_;
+};
 
 KvStoreClientOptions ClientOptions(const std::string& target,
                                    KvStoreClientOptions::Transport transport) {
@@ -839,6 +870,51 @@ TEST(RemoteDataPlaneTest, RowsABatchReservationRefusesAreNotStoredAndHoldNothing
   stats = server.Stats();
   EXPECT_EQ(stats.active_leases(), 0);
   EXPECT_EQ(stats.pages_pinned(), 0);
+}
+
+// A client meeting a store from before MatchBatch (a rolling upgrade that
+// has not reached the store yet) matches a batch one query a call and
+// releases one lease a call, and leaves no lease behind.
+TEST(RemoteDataPlaneTest, AnOlderStoreIsMatchedAndReleasedOneCallAtATime) {
+  StoreServer server(/*exported=*/false);
+  KvStoreClient seeding(ClientOptions(server.target(), KvStoreClientOptions::Transport::kBytes));
+  RemotePrefixStore store(&seeding);
+  RoundTrip(store, 1);  // 16 tokens cached, no lease left
+  ASSERT_EQ(server.Stats().active_leases(), 0);
+
+  OlderStoreService older(server.handler());
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&older);
+  std::unique_ptr<grpc::Server> old_server = builder.BuildAndStart();
+  KvStoreClient client(
+      ClientOptions(absl::StrCat("127.0.0.1:", port), KvStoreClientOptions::Transport::kBytes));
+  const std::vector<int32_t> cached = Tokens(16, 1);
+  const std::vector<int32_t> other = Tokens(8, 30);
+  const int64_t matches_before = server.Stats().match_calls();
+  absl::StatusOr<std::vector<KvStoreClient::Match>> matches =
+      client.MatchPrefixes({{cached, ""}, {other, ""}, {cached, ""}});
+  ASSERT_TRUE(matches.ok()) << matches.status();
+  ASSERT_EQ(matches->size(), 3u);
+  EXPECT_EQ((*matches)[0].matched_tokens, 16);
+  EXPECT_EQ((*matches)[1].matched_tokens, 0);
+  EXPECT_EQ((*matches)[2].matched_tokens, 16);
+  EXPECT_EQ(server.Stats().match_calls() - matches_before, 3);  // one Match a query
+  EXPECT_EQ(server.Stats().active_leases(), 2);
+  std::vector<uint64_t> leases;
+  for (const KvStoreClient::Match& m : *matches) leases.push_back(m.lease_id);
+  EXPECT_TRUE(client.Release(leases).ok());
+  EXPECT_EQ(server.Stats().active_leases(), 0);
+  // And again, now that the client knows: no MatchBatch is tried.
+  matches = client.MatchPrefixes({{cached, ""}, {cached, ""}});
+  ASSERT_TRUE(matches.ok()) << matches.status();
+  EXPECT_EQ(server.Stats().active_leases(), 2);
+  leases.clear();
+  for (const KvStoreClient::Match& m : *matches) leases.push_back(m.lease_id);
+  EXPECT_TRUE(client.Release(leases).ok());
+  EXPECT_EQ(server.Stats().active_leases(), 0);
+  old_server->Shutdown();
 }
 
 }  // namespace kv_data_plane_test
