@@ -72,12 +72,11 @@ absl::StatusOr<std::unique_ptr<MpsDaemon>> MpsDaemon::Start(const std::string& d
     return absl::UnavailableError(
         absl::StrCat(control, " -d exited with status ", started, " (its log: ", log_dir, ")"));
   }
-  return std::unique_ptr<MpsDaemon>(new MpsDaemon(pipe_dir));
+  return std::unique_ptr<MpsDaemon>(new MpsDaemon(control, pipe_dir));
 }
 
 MpsDaemon::~MpsDaemon() {
-  const std::string control = FindControl();
-  if (!control.empty()) RunControl(control, "", "quit\n");
+  RunControl(control_, "", "quit\n");
   unsetenv("CUDA_MPS_PIPE_DIRECTORY");
   unsetenv("CUDA_MPS_LOG_DIRECTORY");
 }

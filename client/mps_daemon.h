@@ -38,7 +38,9 @@ class MpsDaemon {
   const std::string& pipe_dir() const { return pipe_dir_; }
 
  private:
-  explicit MpsDaemon(std::string pipe_dir) : pipe_dir_(std::move(pipe_dir)) {}
+  MpsDaemon(std::string control, std::string pipe_dir)
+      : control_(std::move(control)), pipe_dir_(std::move(pipe_dir)) {}
+  std::string control_;  // the control program that started it
   std::string pipe_dir_;
 };
 

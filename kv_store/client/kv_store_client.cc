@@ -79,21 +79,10 @@ absl::StatusOr<KvStoreClient::Match> KvStoreClient::MatchPrefix(absl::Span<const
 absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchPrefixes(
     absl::Span<const MatchQuery> queries) {
   if (queries.empty()) return std::vector<Match>();
-  if (queries.size() > kMaxMatchBatch) {  // the store's bound on one call
-    std::vector<Match> all;
-    for (size_t begin = 0; begin < queries.size(); begin += kMaxMatchBatch) {
-      absl::StatusOr<std::vector<Match>> part =
-          MatchPrefixes(queries.subspan(begin, kMaxMatchBatch));
-      if (!part.ok()) {
-        std::vector<uint64_t> taken;
-        for (const Match& m : all) taken.push_back(m.lease_id);
-        Release(taken).IgnoreError();
-        return part.status();
-      }
-      for (Match& m : *part) all.push_back(std::move(m));
-    }
-    return all;
-  }
+  // The store's bound on one call; one query a call to a store from before
+  // MatchBatch.
+  const size_t part = store_lacks_batches_.load() ? 1 : kMaxMatchBatch;
+  if (queries.size() > part) return MatchInParts(queries, part);
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   uint64_t epoch = 0;
   {
@@ -113,8 +102,6 @@ absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchPrefixes(
     query(queries[0], &request);
     grpc::Status status = stub_->Match(&context, request, &responses[0]);
     if (absl::Status failed = Finished(status, "kv store Match"); !failed.ok()) return failed;
-  } else if (store_lacks_batches_.load()) {
-    return MatchEach(queries);
   } else {
     v1::MatchBatchRequest request;
     for (const MatchQuery& q : queries) query(q, request.add_queries());
@@ -124,7 +111,7 @@ absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchPrefixes(
       // A store from before MatchBatch (and the Release of many): one call
       // a query and a lease from now on.
       store_lacks_batches_.store(true);
-      return MatchEach(queries);
+      return MatchInParts(queries, 1);
     }
     if (absl::Status failed = Finished(status, "kv store MatchBatch"); !failed.ok()) return failed;
     responses.assign(response.matches().begin(), response.matches().end());
@@ -280,45 +267,42 @@ absl::Status KvStoreClient::Release(uint64_t lease_id) {
   return Finished(stub_->Release(&context, request, &response), "kv store Release");
 }
 
-absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchEach(
-    absl::Span<const MatchQuery> queries) {
-  std::vector<Match> matches;
-  for (const MatchQuery& q : queries) {
-    absl::StatusOr<Match> match = MatchPrefix(q.tokens, q.cache_salt);
-    if (!match.ok()) {
+absl::StatusOr<std::vector<KvStoreClient::Match>> KvStoreClient::MatchInParts(
+    absl::Span<const MatchQuery> queries, size_t part) {
+  std::vector<Match> all;
+  for (size_t begin = 0; begin < queries.size(); begin += part) {
+    absl::StatusOr<std::vector<Match>> matched = MatchPrefixes(queries.subspan(begin, part));
+    if (!matched.ok()) {
       std::vector<uint64_t> taken;
-      for (const Match& m : matches) taken.push_back(m.lease_id);
+      for (const Match& m : all) taken.push_back(m.lease_id);
       Release(taken).IgnoreError();
-      return match.status();
+      return matched.status();
     }
-    matches.push_back(*std::move(match));
+    for (Match& m : *matched) all.push_back(std::move(m));
   }
-  return matches;
+  return all;
 }
 
 absl::Status KvStoreClient::Release(absl::Span<const uint64_t> lease_ids) {
-  if (lease_ids.size() > kMaxReleaseBatch) {  // the store's bound on one call
-    absl::Status first = absl::OkStatus();
-    for (size_t begin = 0; begin < lease_ids.size(); begin += kMaxReleaseBatch) {
-      absl::Status part = Release(lease_ids.subspan(begin, kMaxReleaseBatch));
-      if (first.ok()) first = part;
-    }
-    return first;
-  }
-  v1::ReleaseRequest request;
+  std::vector<uint64_t> ids;
   for (uint64_t id : lease_ids) {
-    if (id != 0) request.add_lease_ids(id);
+    if (id != 0) ids.push_back(id);
   }
-  if (request.lease_ids_size() == 0) return absl::OkStatus();
-  if (request.lease_ids_size() == 1) return Release(request.lease_ids(0));
-  if (store_lacks_batches_.load()) {  // an older store knows lease_id alone
+  if (ids.empty()) return absl::OkStatus();
+  if (ids.size() == 1) return Release(ids[0]);
+  // The store's bound on one call; one lease a call to a store from before
+  // the Release of many (it knows lease_id alone).
+  const size_t part = store_lacks_batches_.load() ? 1 : kMaxReleaseBatch;
+  if (ids.size() > part) {
     absl::Status first = absl::OkStatus();
-    for (uint64_t id : request.lease_ids()) {
-      absl::Status released = Release(id);
+    for (size_t begin = 0; begin < ids.size(); begin += part) {
+      absl::Status released = Release(absl::MakeConstSpan(ids).subspan(begin, part));
       if (first.ok()) first = released;
     }
     return first;
   }
+  v1::ReleaseRequest request;
+  request.mutable_lease_ids()->Add(ids.begin(), ids.end());
   if (absl::Status refused = breaker_.Allow(); !refused.ok()) return refused;
   grpc::ClientContext context;
   SetDeadline(&context);

@@ -194,8 +194,10 @@ class KvStoreClient {
   const std::string& target() const { return options_.target; }
 
  private:
-  // MatchPrefix of each query, one call each (an older store).
-  absl::StatusOr<std::vector<Match>> MatchEach(absl::Span<const MatchQuery> queries);
+  // MatchPrefixes of `queries` in calls of `part` queries each (the store's
+  // bound; 1 for an older store); on an error no lease is left.
+  absl::StatusOr<std::vector<Match>> MatchInParts(absl::Span<const MatchQuery> queries,
+                                                  size_t part);
   // OK if the store's `layout` is of this client's model (or either does
   // not say); else FAILED_PRECONDITION, logged the first time.
   absl::Status CheckModel(const v1::KvLayout& layout, const char* what);

@@ -170,8 +170,8 @@ grpc::Status KvStoreHandler::MatchBatch(const v1::MatchBatchRequest& request,
     grpc::Status matched = MatchChecked(request.queries(i), caller, key, response->add_matches());
     if (matched.ok()) continue;
     for (const v1::MatchResponse& taken : response->matches()) {  // none is left behind
-      if (taken.lease_id() == PrefixCache::kNoLease) continue;
-      if (cache_->Release(taken.lease_id(), caller.name).ok()) quotas_.EndLease(taken.lease_id());
+      if (taken.lease_id() != PrefixCache::kNoLease)
+        EndLease(taken.lease_id(), caller).IgnoreError();
     }
     response->Clear();
     return grpc::Status(matched.error_code(),
@@ -224,11 +224,8 @@ grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, const Pe
   absl::Status first_error = absl::OkStatus();  // a single id's, as it was
   std::vector<uint64_t> unknown;
   for (uint64_t id : ids) {
-    absl::Status released = cache_->Release(id, caller.name);
-    if (released.ok()) {
-      quotas_.EndLease(id);
-      continue;
-    }
+    absl::Status released = EndLease(id, caller);
+    if (released.ok()) continue;
     if (first_error.ok()) first_error = released;
     if (released.code() == absl::StatusCode::kNotFound) unknown.push_back(id);
   }
@@ -238,6 +235,12 @@ grpc::Status KvStoreHandler::Release(const v1::ReleaseRequest& request, const Pe
   return ToGrpcStatus(
       absl::NotFoundError(absl::StrCat("Release: no lease ", absl::StrJoin(unknown, ", "),
                                        " (the other ", ids.size() - unknown.size(), " released)")));
+}
+
+absl::Status KvStoreHandler::EndLease(uint64_t lease_id, const PeerIdentity& caller) {
+  absl::Status released = cache_->Release(lease_id, caller.name);
+  if (released.ok()) quotas_.EndLease(lease_id);
+  return released;
 }
 
 grpc::Status KvStoreHandler::RenewLease(const v1::RenewLeaseRequest& request,

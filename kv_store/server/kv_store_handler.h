@@ -73,6 +73,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "base/metrics.h"
@@ -278,6 +279,9 @@ class KvStoreHandler {
   grpc::Status CheckMatch(const v1::MatchRequest& request) const;
   grpc::Status MatchChecked(const v1::MatchRequest& request, const PeerIdentity& caller,
                             const std::string& key, v1::MatchResponse* response);
+  // Releases `caller`'s lease in the cache and in its quota; the cache's
+  // error (NOT_FOUND for an unknown id) otherwise.
+  absl::Status EndLease(uint64_t lease_id, const PeerIdentity& caller);
   // Counts a Put's new lease (pinning the tree's pages of the path) against
   // `holder`, or against `caller` when no holder is named.
   void CountPutLease(const PrefixCache::InsertResult& inserted, const PeerIdentity& caller,
