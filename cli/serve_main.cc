@@ -37,6 +37,9 @@ ABSL_FLAG(std::string, mps, "auto",
           "kernels share the card instead of taking turns: auto (a daemon of serve's own under "
           "--work_dir when --device is cuda and nvidia-cuda-mps-control is on PATH; else none), "
           "on (the same, or an error) or off");
+ABSL_FLAG(std::string, mps_prefill_priority, "normal",
+          "serve: under serve's own MPS daemon, prefill's client priority against decode's "
+          "(CUDA_MPS_CLIENT_PRIORITY): normal or below_normal (decode's steps first)");
 ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
           "serve: the KV store's warm restarts: it saves its cached prefixes here when serve "
           "stops and loads them when the next serve starts (nanoserve-kv-store "
@@ -77,13 +80,19 @@ int ServeMain(const CommandContext&) {
   stack.kv_store.snapshot_dir = absl::GetFlag(FLAGS_snapshot_dir);
   absl::StatusOr<MpsMode> mps_mode = ParseMpsMode(absl::GetFlag(FLAGS_mps));
   if (!mps_mode.ok()) return CommandError(mps_mode.status(), 2);
+  absl::StatusOr<MpsPriority> prefill_priority =
+      ParseMpsPriority(absl::GetFlag(FLAGS_mps_prefill_priority));
+  if (!prefill_priority.ok()) return CommandError(prefill_priority.status(), 2);
   std::unique_ptr<MpsDaemon> mps;  // quits after the services stopped
   if (*mps_mode != MpsMode::kOff && absl::StartsWith(o->device, "cuda")) {
     absl::StatusOr<std::unique_ptr<MpsDaemon>> started = MpsDaemon::Start(stack.work_dir);
     if (started.ok()) {
       mps = *std::move(started);
-      std::fprintf(stderr, "nanoserve serve: an MPS daemon of its own for the GPU (%s)\n",
-                   mps->pipe_dir().c_str());
+      stack.prefill_env.push_back(MpsClientPriorityEnv(*prefill_priority));
+      std::fprintf(stderr,
+                   "nanoserve serve: an MPS daemon of its own for the GPU (%s); prefill's "
+                   "priority %s\n",
+                   mps->pipe_dir().c_str(), absl::GetFlag(FLAGS_mps_prefill_priority).c_str());
     } else if (*mps_mode == MpsMode::kOn) {
       return CommandError(started.status(), 2);
     } else if (std::getenv("CUDA_MPS_PIPE_DIRECTORY") != nullptr) {

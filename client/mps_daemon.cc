@@ -46,6 +46,17 @@ absl::StatusOr<MpsMode> ParseMpsMode(absl::string_view name) {
   return absl::InvalidArgumentError(absl::StrCat("--mps '", name, "' is not auto, on or off"));
 }
 
+absl::StatusOr<MpsPriority> ParseMpsPriority(absl::string_view name) {
+  if (name == "normal") return MpsPriority::kNormal;
+  if (name == "below_normal") return MpsPriority::kBelowNormal;
+  return absl::InvalidArgumentError(
+      absl::StrCat("an MPS priority of '", name, "' is not normal or below_normal"));
+}
+
+std::string MpsClientPriorityEnv(MpsPriority priority) {
+  return absl::StrCat("CUDA_MPS_CLIENT_PRIORITY=", priority == MpsPriority::kNormal ? 0 : 1);
+}
+
 absl::StatusOr<std::unique_ptr<MpsDaemon>> MpsDaemon::Start(const std::string& dir) {
   if (std::getenv("CUDA_MPS_PIPE_DIRECTORY") != nullptr) {
     return absl::FailedPreconditionError(

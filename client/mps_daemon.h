@@ -50,6 +50,15 @@ class MpsDaemon {
 enum class MpsMode { kAuto, kOn, kOff };
 absl::StatusOr<MpsMode> ParseMpsMode(absl::string_view name);
 
+// `--mps_prefill_priority`: the MPS client priority of prefill's kernels
+// against decode's (CUDA_MPS_CLIENT_PRIORITY, a hint to the MPS server's
+// scheduler): normal (the same as decode's) or below_normal (decode's steps
+// first, so that a burst of prompts slows the streams in flight less).
+enum class MpsPriority { kNormal, kBelowNormal };
+absl::StatusOr<MpsPriority> ParseMpsPriority(absl::string_view name);
+// The environment entry that gives a client that priority.
+std::string MpsClientPriorityEnv(MpsPriority priority);
+
 }  // namespace nanoserve
 
 #endif  // NANOSERVE_CLIENT_MPS_DAEMON_H_

@@ -171,7 +171,10 @@ std::vector<std::string> ServiceArgv(const ServiceStackOptions& o, ServiceStack:
 
 absl::Status ServiceStack::Launch(Which which) {
   unlink(PortFile(options_.work_dir, which).c_str());
-  auto process = Subprocess::Start(ServiceArgv(options_, which, ports_), log_path(which));
+  const std::vector<std::string>& env = which == kKvStore   ? options_.kv_store_env
+                                        : which == kPrefill ? options_.prefill_env
+                                                            : options_.decode_env;
+  auto process = Subprocess::Start(ServiceArgv(options_, which, ports_), log_path(which), env);
   if (!process.ok()) return process.status();
   processes_[which] = *std::move(process);
   return absl::OkStatus();

@@ -76,6 +76,9 @@ struct ServiceStackOptions {
   // Extra flags per service, after its options' (so they win), e.g. each
   // one's --tls_cert, --tls_key, --tls_ca.
   std::vector<std::string> kv_store_flags, prefill_flags, decode_flags;
+  // "NAME=VALUE" entries set over the environment each service inherits,
+  // e.g. prefill's CUDA_MPS_CLIENT_PRIORITY under serve's MPS daemon.
+  std::vector<std::string> kv_store_env, prefill_env, decode_env;
   // What the health checks connect with (base/tls.h): a client certificate
   // when the services take TLS flags; null: plaintext.
   std::shared_ptr<grpc::ChannelCredentials> credentials;

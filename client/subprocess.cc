@@ -12,15 +12,48 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 
 namespace nanoserve {
 
+namespace {
+
+// The parent's environment with `env`'s entries set over it, built before
+// fork (the child may only call async-signal-safe functions).
+absl::StatusOr<std::vector<std::string>> ChildEnvironment(const std::vector<std::string>& env) {
+  std::vector<std::string> out;
+  auto name_of = [](absl::string_view entry) { return entry.substr(0, entry.find('=')); };
+  for (const std::string& e : env) {
+    const size_t eq = e.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("Subprocess: environment entry '", e, "' is not NAME=VALUE"));
+    }
+  }
+  for (char** p = environ; *p != nullptr; ++p) {
+    const absl::string_view entry(*p);
+    bool overridden = false;
+    for (const std::string& e : env) overridden |= name_of(e) == name_of(entry);
+    if (!overridden) out.emplace_back(entry);
+  }
+  out.insert(out.end(), env.begin(), env.end());
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<std::string>& argv,
-                                                              const std::string& log_path) {
+                                                              const std::string& log_path,
+                                                              const std::vector<std::string>& env) {
   if (argv.empty()) return absl::InvalidArgumentError("Subprocess: empty argv");
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  absl::StatusOr<std::vector<std::string>> environment = ChildEnvironment(env);
+  if (!environment.ok()) return environment.status();
+  std::vector<char*> envp;
+  for (const std::string& e : *environment) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
   const pid_t pid = fork();
   if (pid < 0) return absl::InternalError(absl::StrCat("fork: errno ", errno));
   if (pid == 0) {
@@ -38,7 +71,7 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<
         close(fd);
       }
     }
-    execv(args[0], args.data());
+    execve(args[0], args.data(), envp.data());
     _exit(127);
   }
   return std::unique_ptr<Subprocess>(new Subprocess(pid));

@@ -21,9 +21,12 @@ namespace nanoserve {
 class Subprocess {
  public:
   // Runs argv[0] (a path) with argv; output goes to `log_path` ("" keeps
-  // the parent's). INTERNAL if fork fails; a failed exec shows as exit 127.
-  static absl::StatusOr<std::unique_ptr<Subprocess>> Start(const std::vector<std::string>& argv,
-                                                           const std::string& log_path = "");
+  // the parent's). The child gets the parent's environment with `env`'s
+  // "NAME=VALUE" entries set over it. INVALID_ARGUMENT for an entry without
+  // a name and '='; INTERNAL if fork fails; a failed exec shows as exit 127.
+  static absl::StatusOr<std::unique_ptr<Subprocess>> Start(
+      const std::vector<std::string>& argv, const std::string& log_path = "",
+      const std::vector<std::string>& env = {});
   // Kills (SIGKILL) and reaps the child if it still runs.
   ~Subprocess();
 

@@ -81,8 +81,8 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
     add("qkv: addmm (cuBLAS)", layers, [&] { torch::addmm(b.c_attn_b, h, b.c_attn_w); });
     add("decode attention (fused, paged, appends K/V)", layers,
         [&] { DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits); });
-    add("  the same, 16-byte value loads (not yet the default)", layers, [&] {
-      DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits, /*vector_values=*/true);
+    add("  the same, one value element a thread (before 16-byte loads)", layers, [&] {
+      DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits, /*vector_values=*/false);
     });
     add("attention proj: addmm (cuBLAS)", layers, [&] { torch::addmm(b.c_proj_b, y, b.c_proj_w); });
     add("residual add + LayerNorm (fused)", 2 * layers,

@@ -176,7 +176,7 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              const torch::Tensor& table_rows, const torch::Tensor& lengths,
                              int64_t splits) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, table_rows, lengths, splits,
-                            /*append=*/false, /*vector_values=*/false);
+                            /*append=*/false, /*vector_values=*/true);
 }
 
 MatvecScratch MakeMatvecScratch(int64_t rows,

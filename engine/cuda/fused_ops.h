@@ -34,11 +34,12 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
 // each new query over keys 0..lengths[b], (N, C). `splits` key ranges per
 // (row, head) (DecodeAttentionSplits); any value >= 1 gives the same result.
 // `vector_values`: values in 16-byte loads (DecodeAttentionParams::
-// vector_values; not yet the default), for the profile and the tests.
+// vector_values, the default); false: one element a thread, for the profile
+// and the tests to compare.
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
                               torch::Tensor& v_pages, const torch::Tensor& block_table,
                               const torch::Tensor& lengths, int64_t splits,
-                              bool vector_values = false);
+                              bool vector_values = true);
 
 // Paged attention of many queries per row (prefill of a suffix after a
 // cached prefix), without gathering the prefix: qkv (N, 3C) holds N queries

@@ -11,7 +11,9 @@
 #      kernels in one context, so prefill's and decode's kernels may overlap),
 #      where the machine has nvidia-cuda-mps-control: the loads with `serve
 #      --mps on` (serve's own daemon; the rows before run with --mps off), and
-#      bench-services under a daemon this script starts and stops.
+#      bench-services under a daemon this script starts and stops; and the
+#      loads again with prefill's MPS client priority below decode's
+#      (--mps_prefill_priority below_normal; MPS_LOW=0 leaves them out).
 # TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
 # parts out; LOAD_RUNS=N repeats the loads N times, without MPS and with it. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
@@ -48,29 +50,30 @@ load() {
     >"$OUT/load-$name.txt" 2>&1 || echo "load $name: rc $?"
   echo "### $name" >>"$OUT/load.md"; cat "$OUT/load-$name.txt" >>"$OUT/load.md"
 }
-# loads SUFFIX MPS [alone]: decode alone (with `alone`), then the services over
-# CUDA IPC, serve --mps MPS.
+# loads SUFFIX MPS ALONE [serve flags]: decode alone (ALONE=alone), then the
+# services over CUDA IPC, serve --mps MPS and the flags.
 loads() {
-  local pid mps=$2
-  if [ "${3:-}" = alone ]; then
+  local pid suffix=$1 mps=$2 alone=$3
+  shift 3
+  if [ "$alone" = alone ]; then
     "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52053 --http_listen= \
-      --metrics_listen= --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$1.log" 2>&1 &
+      --metrics_listen= --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$suffix.log" 2>&1 &
     pid=$!
-    wait_port 52053 && load "decode-alone$1" 127.0.0.1:52053
+    wait_port 52053 && load "decode-alone$suffix" 127.0.0.1:52053
     kill $pid; wait $pid 2>/dev/null
   fi
-  mkdir -p "$OUT/serve$1"
+  mkdir -p "$OUT/serve$suffix"
   "$B/nanoserve" serve "${COMMON[@]}" --kv_transport auto --max_batch 64 --pool_mb 4096 --mps "$mps" \
     --kv_store_port 52061 --prefill_port 52062 --decode_port 52063 --http_port 52064 \
-    --work_dir "$OUT/serve$1" >"$OUT/serve$1.log" 2>&1 &
+    --work_dir "$OUT/serve$suffix" "$@" >"$OUT/serve$suffix.log" 2>&1 &
   pid=$!
   if wait_port 52063; then
     sleep 2
-    load "services-ipc$1" 127.0.0.1:52063
+    load "services-ipc$suffix" 127.0.0.1:52063
     # The HTTP front door of the same stack: the target is zero failures.
-    [ "${HTTP:-1}" = 1 ] && load "services-http$1" 127.0.0.1:52064 --http
+    [ "${HTTP:-1}" = 1 ] && load "services-http$suffix" 127.0.0.1:52064 --http
   else
-    echo "serve$1 did not start"; tail -20 "$OUT/serve$1.log"
+    echo "serve$suffix did not start"; tail -20 "$OUT/serve$suffix.log"
   fi
   kill $pid; wait $pid 2>/dev/null
 }
@@ -89,9 +92,11 @@ elif command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
   MPS=yes
   for ((run = 1; run <= ${LOAD_RUNS:-1}; run++)); do
     suffix="-mps"; [ "$run" -gt 1 ] && suffix="-mps-$run"
-    loads "$suffix" on
+    loads "$suffix" on no
+    # Prefill's kernels below decode's in the MPS server's scheduling.
+    [ "${MPS_LOW:-1}" = 1 ] && loads "$suffix-low" on no --mps_prefill_priority below_normal
   done
-  grep -h "MPS" "$OUT"/serve-mps.log | head -3
+  grep -h "MPS" "$OUT"/serve-mps.log "$OUT"/serve-mps-low.log 2>/dev/null | head -4
   if [ "${BENCH_MPS:-1}" = 1 ]; then
     export CUDA_MPS_PIPE_DIRECTORY=/tmp/nanoserve-mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/nanoserve-mps/log
     mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"

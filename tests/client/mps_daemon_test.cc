@@ -103,5 +103,12 @@ TEST(ParseMpsMode, AutoOnOff) {
   EXPECT_EQ(ParseMpsMode("yes").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ParseMpsPriority, NormalOrBelowNormalAndTheirEnvironmentEntries) {
+  EXPECT_EQ(MpsClientPriorityEnv(ParseMpsPriority("normal").value()), "CUDA_MPS_CLIENT_PRIORITY=0");
+  EXPECT_EQ(MpsClientPriorityEnv(ParseMpsPriority("below_normal").value()),
+            "CUDA_MPS_CLIENT_PRIORITY=1");
+  EXPECT_EQ(ParseMpsPriority("high").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace mps_daemon_test
 }  // namespace nanoserve

@@ -143,12 +143,16 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
       torch::Tensor out = DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits);
       EXPECT_LT(MaxDiff(out, expected), Tol()) << "heads " << t.heads << " head_dim " << t.head_dim
                                                << " page " << t.page_size << " splits " << splits;
-      // The 16-byte value loads (not yet the default; the step's profile
-      // times them beside it) give the same result.
+      // Both value loads give the same result: 16-byte ones (the default)
+      // and one element a thread (the profile's comparison).
       torch::Tensor wide = DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits,
                                            /*vector_values=*/true);
       EXPECT_LT(MaxDiff(wide, expected), Tol())
           << "16-byte value loads, heads " << t.heads << " head_dim " << t.head_dim;
+      torch::Tensor narrow = DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits,
+                                             /*vector_values=*/false);
+      EXPECT_LT(MaxDiff(narrow, expected), Tol())
+          << "one value element a thread, heads " << t.heads << " head_dim " << t.head_dim;
       // The new K/V went to position len of each row's pages, nothing else
       // of the pool moved.
       torch::Tensor table_cpu = table.cpu();
