@@ -54,8 +54,16 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
   const int D = kD > 0 ? kD : p.head_dim, C = p.heads * D;
   const int L = p.lengths[b];  // keys 0..L-1 cached, key L is the new token's
   const int total = L + 1;
-  const int chunk = (total + p.splits - 1) / p.splits;
+  const int chunk = max((total + p.splits - 1) / p.splits, p.min_chunk);
   const int begin = min(s * chunk, total), end = min(begin + chunk, total);
+  if (begin == end) {  // past the row's keys: an empty range, for the combine to skip
+    if (threadIdx.x == 0) {
+      float* out = Partial(p, b, h, s);
+      out[0] = -INFINITY;
+      out[1] = 0.0f;
+    }
+    return;
+  }
 
   const T* row = static_cast<const T*>(p.qkv) + static_cast<int64_t>(b) * 3 * C;
   const T* q = row + h * D;
@@ -189,7 +197,7 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
     }
   }
   if (threadIdx.x == 0) {
-    out[0] = m;  // -inf for an empty range
+    out[0] = m;
     out[1] = l;
   }
 }
@@ -223,6 +231,10 @@ int DecodeAttentionSplits(int batch, int heads, int capacity, int num_sms) {
   return std::max(1, std::min(std::max(for_sms, for_length), std::max(capacity / 16, 1)));
 }
 
+int DecodeAttentionMinChunk(int batch, int heads, int num_sms) {
+  return batch * heads >= num_sms ? kThreads : 32;
+}
+
 size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head_dim) {
   return static_cast<size_t>(batch) * heads * splits * (head_dim + 2);
 }
@@ -230,7 +242,7 @@ size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head
 cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t stream) {
   if (p.batch <= 0) return cudaSuccess;
   if (p.heads <= 0 || p.head_dim <= 0 || p.head_dim > kMaxHeadDim || p.splits <= 0 ||
-      p.page_size <= 0 || p.max_pages <= 0 || p.page_stride <= 0) {
+      p.page_size <= 0 || p.max_pages <= 0 || p.page_stride <= 0 || p.min_chunk <= 0) {
     return cudaErrorInvalidValue;
   }
   return DispatchDType(p.dtype, [&](auto zero) {

@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include "absl/strings/str_cat.h"
 #include "base/torch_status.h"
 #include "engine/cuda/fused_ops.h"
 #include "engine/cuda/graph_decode_step.h"
@@ -84,6 +85,14 @@ absl::StatusOr<std::vector<OpTiming>> ProfileDecodeStep(const Gpt2Model& model, 
     add("  the same, one value element a thread (before 16-byte loads)", layers, [&] {
       DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits, /*vector_values=*/false);
     });
+    for (int64_t min_chunk : {1, 32, 64, 128}) {
+      add(absl::StrCat("  the same, key ranges of ", min_chunk, " keys at least",
+                       min_chunk == 1 ? " (before the minimum)" : ""),
+          layers, [&] {
+            DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits,
+                            /*vector_values=*/true, min_chunk);
+          });
+    }
     add("attention proj: addmm (cuBLAS)", layers, [&] { torch::addmm(b.c_proj_b, y, b.c_proj_w); });
     add("residual add + LayerNorm (fused)", 2 * layers,
         [&] { AddLayerNorm(x, a, b.ln_2_w, b.ln_2_b, eps); });

@@ -104,7 +104,8 @@ namespace {
 torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                  const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                  const torch::Tensor& table_rows, const torch::Tensor& lengths,
-                                 int64_t splits, bool append, bool vector_values) {
+                                 int64_t splits, bool append, bool vector_values,
+                                 int64_t min_chunk) {
   CheckDense(qkv, qkv, "qkv");
   TORCH_CHECK(k_pages.dim() == 4 && k_pages.sizes() == v_pages.sizes() &&
                   k_pages.strides() == v_pages.strides(),
@@ -132,6 +133,7 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
                   lengths.numel() == n && lengths.device() == qkv.device(),
               "lengths must be (N,) contiguous int32 on qkv's device");
   TORCH_CHECK(splits >= 1, "splits must be >= 1");
+  TORCH_CHECK(min_chunk >= 1 || min_chunk == kAutoMinChunk, "min_chunk must be >= 1 or auto");
   torch::Tensor out = torch::empty({n, heads * head_dim}, qkv.options());
   torch::Tensor workspace =
       torch::empty({static_cast<int64_t>(DecodeAttentionWorkspaceFloats(
@@ -148,6 +150,10 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
   p.table_row = table_rows.defined() ? table_rows.data_ptr<int32_t>() : nullptr;
   p.append = append ? 1 : 0;
   p.vector_values = vector_values ? 1 : 0;
+  p.min_chunk = min_chunk == kAutoMinChunk
+                    ? DecodeAttentionMinChunk(static_cast<int>(n), static_cast<int>(heads),
+                                              MultiprocessorCount())
+                    : static_cast<int>(min_chunk);
   p.lengths = lengths.data_ptr<int32_t>();
   p.out = out.data_ptr();
   p.workspace = workspace.data_ptr<float>();
@@ -166,9 +172,10 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
 
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
                               torch::Tensor& v_pages, const torch::Tensor& block_table,
-                              const torch::Tensor& lengths, int64_t splits, bool vector_values) {
+                              const torch::Tensor& lengths, int64_t splits, bool vector_values,
+                              int64_t min_chunk) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, torch::Tensor(), lengths, splits,
-                            /*append=*/true, vector_values);
+                            /*append=*/true, vector_values, min_chunk);
 }
 
 torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
@@ -176,7 +183,7 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              const torch::Tensor& table_rows, const torch::Tensor& lengths,
                              int64_t splits) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, table_rows, lengths, splits,
-                            /*append=*/false, /*vector_values=*/true);
+                            /*append=*/false, /*vector_values=*/true, kAutoMinChunk);
 }
 
 MatvecScratch MakeMatvecScratch(int64_t rows,

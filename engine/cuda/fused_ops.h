@@ -35,11 +35,14 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
 // (row, head) (DecodeAttentionSplits); any value >= 1 gives the same result.
 // `vector_values`: values in 16-byte loads (DecodeAttentionParams::
 // vector_values, the default); false: one element a thread, for the profile
-// and the tests to compare.
+// and the tests to compare. `min_chunk`: the shortest key range
+// (DecodeAttentionParams::min_chunk); kAutoMinChunk: DecodeAttentionMinChunk
+// of the shape; any value >= 1 gives the same result.
+inline constexpr int64_t kAutoMinChunk = -1;
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
                               torch::Tensor& v_pages, const torch::Tensor& block_table,
                               const torch::Tensor& lengths, int64_t splits,
-                              bool vector_values = true);
+                              bool vector_values = true, int64_t min_chunk = kAutoMinChunk);
 
 // Paged attention of many queries per row (prefill of a suffix after a
 // cached prefix), without gathering the prefix: qkv (N, 3C) holds N queries

@@ -60,6 +60,12 @@ struct DecodeAttentionParams {
   // (docs/decode.md); 0: one element per thread per key, kept for the
   // tests and the step's profile to compare.
   int vector_values = 1;
+  // A key range is never shorter than this (but for the row's last): the
+  // splits cover ceil((lengths[b] + 1) / splits) keys each, or min_chunk if
+  // more, and those past the row's keys exit at once. Fixed splits per
+  // graph (chosen for the cache's capacity) then do not spread a short row
+  // over many nearly idle blocks. 1: every split takes a share.
+  int min_chunk = 1;
 };
 inline constexpr int kMaxHeadDim = 128;
 
@@ -67,6 +73,11 @@ inline constexpr int kMaxHeadDim = 128;
 // busy at this batch size: about two blocks per SM, at least one and at most
 // one per 32 keys of capacity.
 int DecodeAttentionSplits(int batch, int heads, int capacity, int num_sms);
+// DecodeAttentionParams::min_chunk for this shape: a whole tile of keys
+// (128) where rows x heads fill the SMs at least once, so that each block
+// scores a full tile; 32 where they do not, so that a row's keys still
+// spread over several SMs.
+int DecodeAttentionMinChunk(int batch, int heads, int num_sms);
 size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head_dim);
 cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t stream);
 

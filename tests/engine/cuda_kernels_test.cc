@@ -153,6 +153,14 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
                                              /*vector_values=*/false);
       EXPECT_LT(MaxDiff(narrow, expected), Tol())
           << "one value element a thread, heads " << t.heads << " head_dim " << t.head_dim;
+      // Any shortest key range: every split busy (1), and ranges longer
+      // than the even share, so that the later splits are empty.
+      for (int64_t min_chunk : {1, 5, 128}) {
+        torch::Tensor ranged = DecodeAttention(qkv, k_pages, v_pages, table, lengths, splits,
+                                               /*vector_values=*/true, min_chunk);
+        EXPECT_LT(MaxDiff(ranged, expected), Tol())
+            << "min_chunk " << min_chunk << ", heads " << t.heads << " splits " << splits;
+      }
       // The new K/V went to position len of each row's pages, nothing else
       // of the pool moved.
       torch::Tensor table_cpu = table.cpu();
@@ -295,6 +303,7 @@ TEST_P(CudaKernelsTest, RejectsMisshapenInputs) {
   EXPECT_THROW(DecodeAttention(qkv, k, v, table, lengths.to(torch::kLong), 1), c10::Error);
   EXPECT_THROW(DecodeAttention(qkv.narrow(1, 0, 64), k, v, table, lengths, 1), c10::Error);
   EXPECT_THROW(DecodeAttention(qkv, k, v, table, lengths, 0), c10::Error);
+  EXPECT_THROW(DecodeAttention(qkv, k, v, table, lengths, 1, true, 0), c10::Error);
   EXPECT_THROW(DecodeAttention(qkv, k, v, table.narrow(0, 0, 1), lengths, 1), c10::Error);
   EXPECT_THROW(DecodeAttention(qkv, k, v, table.to(torch::kLong), lengths, 1), c10::Error);
   torch::Tensor x = torch::randn({2, 64}, Opts());
