@@ -28,11 +28,11 @@ TEST(SubprocessTest, TheChildGetsTheParentsEnvironmentWithTheGivenEntriesOverIt)
   std::filesystem::remove(log);
   setenv("NANOSERVE_SUBPROCESS_KEPT", "parent", 1);
   setenv("NANOSERVE_SUBPROCESS_OVER", "parent", 1);
-  absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(
-      {"/bin/sh", "-c",
-       "echo \"kept=$NANOSERVE_SUBPROCESS_KEPT over=$NANOSERVE_SUBPROCESS_OVER "
-       "new=$NANOSERVE_SUBPROCESS_NEW\""},
-      log, {"NANOSERVE_SUBPROCESS_OVER=child", "NANOSERVE_SUBPROCESS_NEW=a=b"});
+  absl::StatusOr<std::unique_ptr<Subprocess>> child =
+      Subprocess::Start({"/bin/sh", "-c",
+                         "echo \"kept=$NANOSERVE_SUBPROCESS_KEPT over=$NANOSERVE_SUBPROCESS_OVER "
+                         "new=$NANOSERVE_SUBPROCESS_NEW\""},
+                        log, {"NANOSERVE_SUBPROCESS_OVER=child", "NANOSERVE_SUBPROCESS_NEW=a=b"});
   unsetenv("NANOSERVE_SUBPROCESS_KEPT");
   unsetenv("NANOSERVE_SUBPROCESS_OVER");
   ASSERT_TRUE(child.ok()) << child.status();
@@ -45,8 +45,7 @@ TEST(SubprocessTest, TheChildGetsTheParentsEnvironmentWithTheGivenEntriesOverIt)
 
 TEST(SubprocessTest, AnEnvironmentEntryWithoutANameIsRefusedBeforeStarting) {
   for (const char* bad : {"NO_EQUALS_SIGN", "=value"}) {
-    absl::StatusOr<std::unique_ptr<Subprocess>> child =
-        Subprocess::Start({"/bin/true"}, "", {bad});
+    absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start({"/bin/true"}, "", {bad});
     EXPECT_EQ(child.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
 }
