@@ -55,6 +55,7 @@ void BatchScheduler::Shutdown() {
   }
   std::lock_guard<std::mutex> lock(join_mu_);
   if (thread_.joinable()) thread_.join();
+  callbacks_.Stop();  // every on_done has run
 }
 
 torch::Device BatchScheduler::device() const { return model_->options().device; }
@@ -130,6 +131,8 @@ absl::StatusOr<std::vector<uint64_t>> BatchScheduler::SubmitBatch(
     }
     auto entry = std::make_unique<Entry>();
     entry->sampler = std::make_unique<Sampler>(requests[i].sampling);
+    entry->callbacks = std::make_shared<const Callbacks>(
+        Callbacks{std::move(requests[i].on_token), std::move(requests[i].on_done)});
     entry->request = std::move(requests[i]);
     entry->submitted = absl::Now();
     entries.push_back(std::move(entry));
@@ -160,7 +163,10 @@ void BatchScheduler::Cancel(uint64_t id) {
 }
 
 void BatchScheduler::End(Entry& entry, const absl::Status& status) {
-  if (entry.request.on_done) entry.request.on_done(status, entry.result);
+  if (!entry.callbacks->on_done) return;
+  turn_callbacks_.push_back([callbacks = entry.callbacks, status, result = entry.result] {
+    callbacks->on_done(status, result);
+  });
 }
 
 void BatchScheduler::HandleCancels(absl::flat_hash_set<uint64_t> ids) {
@@ -173,8 +179,10 @@ void BatchScheduler::HandleCancels(absl::flat_hash_set<uint64_t> ids) {
 
 absl::Duration BatchScheduler::busy_for(absl::Time now) const {
   const int64_t began = turn_began_ns_.load();
-  if (began == 0) return absl::ZeroDuration();
-  return std::max(now - absl::FromUnixNanos(began), absl::ZeroDuration());
+  const absl::Duration turn =
+      began == 0 ? absl::ZeroDuration()
+                 : std::max(now - absl::FromUnixNanos(began), absl::ZeroDuration());
+  return std::max(turn, callbacks_.busy_for(now));
 }
 
 void BatchScheduler::Loop() {
@@ -220,6 +228,7 @@ void BatchScheduler::Loop() {
       for (int64_t slot = 0; slot < static_cast<int64_t>(slots_.size()); ++slot) {
         if (slots_[slot] != nullptr) Finish(slot, ended);
       }
+      callbacks_.Post(std::move(turn_callbacks_));
       return;
     }
     HandleCancels(std::move(cancels));
@@ -234,10 +243,19 @@ void BatchScheduler::Loop() {
         queued_.store(static_cast<int64_t>(waiting_.size()));
       }
     }
+    if (!turn_callbacks_.empty()) {
+      // First tokens of the requests just admitted: streamed now, not after
+      // this turn's step (at the cost of waiting for the last turn's).
+      callbacks_.Post(std::move(turn_callbacks_));
+      turn_callbacks_.clear();
+    }
     if (active_.load() > 0) {
       Step();
       AdvancePrefill();
     }
+    // The turn's tokens to their streams while the next turn steps.
+    callbacks_.Post(std::move(turn_callbacks_));
+    turn_callbacks_.clear();
   }
 }
 
@@ -504,7 +522,9 @@ void BatchScheduler::Emit(int64_t slot, int token) {
   Entry& e = *slots_[slot];
   e.last_token = token;
   e.result.output_ids.push_back(token);
-  if (e.request.on_token) e.request.on_token(token);
+  if (e.callbacks->on_token) {
+    turn_callbacks_.push_back([callbacks = e.callbacks, token] { callbacks->on_token(token); });
+  }
   if (e.request.stop_at_end_of_text && token == options_.end_of_text_id) {
     e.result.finish_reason = "stop";
   } else if (static_cast<int64_t>(e.result.output_ids.size()) >= e.request.max_new_tokens) {

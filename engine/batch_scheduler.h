@@ -24,8 +24,10 @@
 // With greedy sampling the tokens equal the offline Generator's (kOn) for
 // the same prompt, whatever else is in the batch (tests check it).
 //
-// Callbacks (on_token, on_done) run on the scheduler thread, in order, and
-// must not block: they delay every sequence in the batch. on_done is called
+// Callbacks (on_token, on_done) run on the scheduler's callback thread
+// (engine/callback_runner.h), in order: a turn's callbacks run while the
+// next turn's decode step does. They must not block: a callback that does
+// holds every sequence in the batch one turn later. on_done is called
 // exactly once per accepted request, and no callback follows it.
 //
 // Thread safety: Submit, Cancel and stats may be called from any thread.
@@ -50,6 +52,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "engine/callback_runner.h"
 #include "engine/decode_step.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
@@ -113,7 +116,7 @@ struct BatchRequest {
   // Who asked (decode's caller key; "" is one caller like any other):
   // waiting requests of several callers are admitted round-robin by caller.
   std::string caller;
-  // Each output token as it is made (scheduler thread).
+  // Each output token as it is made (the scheduler's callback thread).
   std::function<void(int token)> on_token;
   // Once at the end: OK with finish_reason "stop"/"length", CANCELLED after
   // Cancel, UNAVAILABLE at shutdown, INTERNAL on a LibTorch error.
@@ -168,9 +171,11 @@ class BatchScheduler {
   int64_t queued() const { return queued_.load(); }
   int64_t steps() const { return steps_.load(); }
   // How long the scheduler thread has been on its current turn (admitting,
-  // prefilling, one decode step, the callbacks): zero while it waits for
-  // work. A loop that stopped stepping (a wedged kernel, a callback that
-  // blocks) shows here growing without bound: decode's liveness check.
+  // prefilling, one decode step, waiting for the last turn's callbacks), or
+  // its callback thread on one turn's callbacks if longer: zero while both
+  // wait for work. A loop that stopped stepping (a wedged kernel, a
+  // callback that blocks) shows here growing without bound: decode's
+  // liveness check.
   absl::Duration busy_for(absl::Time now = absl::Now()) const;
   // Batched prefills run (each one PrefillBatch over consecutive slots).
   int64_t prefills() const { return prefills_.load(); }
@@ -181,9 +186,16 @@ class BatchScheduler {
   std::string decode_step() const { return decode_->name(); }
 
  private:
+  // A request's callbacks, shared with the callback thread's queue (which
+  // may run them after the entry is gone).
+  struct Callbacks {
+    std::function<void(int token)> on_token;
+    std::function<void(const absl::Status& status, const BatchResult& result)> on_done;
+  };
   struct Entry {
     uint64_t id = 0;
-    BatchRequest request;
+    BatchRequest request;  // its callbacks moved to `callbacks`
+    std::shared_ptr<const Callbacks> callbacks;
     std::unique_ptr<Sampler> sampler;
     BatchResult result;
     absl::Time submitted;
@@ -222,10 +234,12 @@ class BatchScheduler {
   // slot, so that only the slot that cannot be computed fails.
   void PrefillRuns(const std::vector<int64_t>& slots, const std::vector<int64_t>& budgets);
   void Step();
-  // Records `token` for the entry in `slot`; ends it if it is done.
+  // Records `token` for the entry in `slot` (its on_token to the turn's
+  // callbacks); ends it if it is done.
   void Emit(int64_t slot, int token);
   void Finish(int64_t slot, const absl::Status& status);
-  static void End(Entry& entry, const absl::Status& status);
+  // The entry's on_done to the turn's callbacks.
+  void End(Entry& entry, const absl::Status& status);
 
   BatchScheduler(const Gpt2Model* model, const BatchSchedulerOptions& options, int64_t capacity,
                  std::unique_ptr<KvCache> cache, std::unique_ptr<DecodeStep> decode);
@@ -254,7 +268,9 @@ class BatchScheduler {
   std::atomic<int64_t> turn_began_ns_{0};
   std::atomic<int64_t> prefills_{0};
   std::atomic<int64_t> max_turn_prompt_tokens_{0};
-  int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
+  int64_t turn_prompt_tokens_ = 0;        // scheduler thread only
+  CallbackRunner::Batch turn_callbacks_;  // scheduler thread only; posted at the turn's end
+  CallbackRunner callbacks_;
   std::thread thread_;
 };
 

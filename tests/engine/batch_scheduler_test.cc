@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <limits>
@@ -437,6 +438,33 @@ TEST(BatchSchedulerTest, UncomputableRequestsAreRefusedAndHurtNoOne) {
   ASSERT_TRUE(minimums.status.ok()) << minimums.status;
   EXPECT_EQ(minimums.result.output_ids.size(), 30u);
   EXPECT_FALSE(refused.done.HasBeenNotified());
+}
+
+// The turn's callbacks run on the callback thread while the next decode
+// step runs: while a's first token's callback sleeps, the scheduler makes
+// the next step (one, not more: it then waits for that callback), where
+// before the step waited for every callback of the turn.
+TEST(BatchSchedulerTest, TheNextStepRunsWhileTheLastTurnsCallbacksRun) {
+  auto model = TinyModel();
+  auto scheduler = BatchScheduler::Create(model.get(), {}).value();
+  Outcome a;
+  std::atomic<int64_t> steps_after_sleep{-1};
+  BatchRequest r = MakeRequest(Prompt(4, 3), 6, &a);
+  r.on_token = [&](int t) {
+    {
+      absl::MutexLock lock(&a.mu);
+      a.streamed.push_back(t);
+      if (a.streamed.size() > 1) return;
+    }
+    absl::SleepFor(absl::Milliseconds(300));
+    steps_after_sleep = scheduler->steps();
+  };
+  ASSERT_TRUE(scheduler->Submit(std::move(r)).ok());
+  ASSERT_TRUE(a.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(a.status.ok()) << a.status;
+  EXPECT_EQ(steps_after_sleep.load(), 1);
+  EXPECT_EQ(a.streamed, a.result.output_ids);
+  ExpectSameGreedy(*model, Prompt(4, 3), Offline(*model, Prompt(4, 3), 6), a.result.output_ids);
 }
 
 TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
