@@ -43,6 +43,7 @@ int Run(const DecodeOptions& o) {
         loaded->model->config().vocab_size);
     if (!warm.ok()) return ServiceError(warm.status());
     std::fprintf(stderr, "nanoserve-decode: warmed up in %.0f ms\n", *warm);
+    MapStorePoolBeforeServing(store, "nanoserve-decode");
   }
   auto workers = std::make_unique<WorkerPool>(static_cast<int>(o.workers));
   MetricsRegistry metrics;

@@ -26,6 +26,7 @@ int Run(const PrefillOptions& o) {
     absl::StatusOr<double> warm = stage.WarmUp();
     if (!warm.ok()) return ServiceError(warm.status());
     std::fprintf(stderr, "nanoserve-prefill: warmed up in %.0f ms\n", *warm);
+    MapStorePoolBeforeServing(store, "nanoserve-prefill");
   }
   PrefillHandler handler(&stage, ModelIdentityFor(o.service.model));
   WorkerPool workers(static_cast<int>(o.workers));

@@ -1,8 +1,11 @@
 #include "kv_store/client/store_client_flags.h"
 
+#include <cstdio>
+#include <memory>
 #include <string>
 
 #include "absl/flags/flag.h"
+#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/flag_range.h"
 #include "rpc/service_main.h"
@@ -48,6 +51,20 @@ absl::StatusOr<RemoteStore> ConnectRemoteStore(const StoreClientOptions& store,
   remote.client = std::make_unique<KvStoreClient>(options);
   remote.store = std::make_unique<RemotePrefixStore>(remote.client.get());
   return remote;
+}
+
+void MapStorePoolBeforeServing(const RemoteStore& store, const char* who) {
+  if (store.client == nullptr) return;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = store.client->Pool();
+  if (!pool.ok()) {
+    std::fprintf(stderr, "%s: the kv store's pool not mapped before serving (%s): at first use\n",
+                 who, std::string(pool.status().message()).c_str());
+    return;
+  }
+  std::fprintf(stderr, "%s: kv store transport %s, ready in %.1f ms\n", who,
+               store.client->TransportDescription().c_str(),
+               absl::ToDoubleMilliseconds(absl::Now() - start));
 }
 
 }  // namespace nanoserve
