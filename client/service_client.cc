@@ -93,24 +93,41 @@ absl::StatusOr<std::unique_ptr<ServiceStack>> ServiceStack::Start(
     return absl::FailedPreconditionError(
         absl::StrCat("cannot make the work directory ", options.work_dir, ": ", made.message()));
   }
-  auto stack = std::unique_ptr<ServiceStack>(new ServiceStack(options));
-  // Every address is known up front, so the three start side by side.
+  // Every address is known up front, so the three start side by side. A
+  // port picked free may be taken by another process before the service
+  // binds it (the kernel hands the same range to outgoing connections): a
+  // service that then exits before serving makes the stack start again on
+  // other ports, a few times, when any port was picked here.
   const int wanted[3] = {options.kv_store_port, options.prefill_port, options.decode_port};
-  for (Which which : {kKvStore, kPrefill, kDecode}) {
-    stack->ports_[which] = wanted[which];
-    if (wanted[which] == 0) {
-      auto port = PickFreePort();
-      if (!port.ok()) return port.status();
-      stack->ports_[which] = *port;
+  const bool picked = wanted[0] == 0 || wanted[1] == 0 || wanted[2] == 0;
+  constexpr int kAttempts = 3;
+  absl::Status failed;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    auto stack = std::unique_ptr<ServiceStack>(new ServiceStack(options));
+    for (Which which : {kKvStore, kPrefill, kDecode}) {
+      stack->ports_[which] = wanted[which];
+      if (wanted[which] == 0) {
+        auto port = PickFreePort();
+        if (!port.ok()) return port.status();
+        stack->ports_[which] = *port;
+      }
     }
+    failed = absl::OkStatus();
+    for (Which which : {kKvStore, kPrefill, kDecode}) {
+      if (failed = stack->Launch(which); !failed.ok()) return failed;
+    }
+    for (Which which : {kKvStore, kPrefill, kDecode}) {
+      if (failed = stack->AwaitServing(which); !failed.ok()) break;
+    }
+    if (failed.ok()) return stack;
+    if (!picked || failed.code() != absl::StatusCode::kUnavailable || attempt == kAttempts) {
+      return failed;
+    }
+    std::fprintf(stderr, "service stack: %s; starting again on other ports (attempt %d of %d)\n",
+                 std::string(failed.message()).c_str(), attempt + 1, kAttempts);
+    stack->Stop().IgnoreError();
   }
-  for (Which which : {kKvStore, kPrefill, kDecode}) {
-    if (absl::Status s = stack->Launch(which); !s.ok()) return s;
-  }
-  for (Which which : {kKvStore, kPrefill, kDecode}) {
-    if (absl::Status s = stack->AwaitServing(which); !s.ok()) return s;
-  }
-  return stack;
+  return failed;
 }
 
 ServiceStack::~ServiceStack() { Stop().IgnoreError(); }

@@ -91,7 +91,9 @@ class ServiceStack {
 
   // Starts the store, prefill and decode side by side on 127.0.0.1 (a port
   // of 0 is replaced by a free one first), and waits until all three answer
-  // health checks.
+  // health checks. When a service exits before serving and a port was
+  // picked here (another process may have taken it first), starts all three
+  // again on other ports, three attempts in all.
   static absl::StatusOr<std::unique_ptr<ServiceStack>> Start(const ServiceStackOptions& options);
   // Stop().
   ~ServiceStack();

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -904,6 +905,39 @@ TEST_F(ServicesTest, CacheSaltsKeepTenantsApart) {
   EXPECT_EQ(Generate(too_long).status().code(), absl::StatusCode::kInvalidArgument);
   const v1::StatsResponse stats = store_->Stats().value();
   EXPECT_EQ(stats.pages_pinned(), 0);
+}
+
+// A service that exits before it serves (as one does whose port, picked
+// free, another process took first) makes the stack start all three again
+// on other ports: here the store's first start fails on purpose.
+TEST(ServiceStackStartTest, AServiceThatExitsBeforeServingIsStartedAgainOnOtherPorts) {
+  char made[] = "/tmp/nanoserve_it_XXXXXX";
+  ASSERT_NE(mkdtemp(made), nullptr);
+  const std::string dir = made;
+  absl::Cleanup remove = [&] { std::filesystem::remove_all(dir); };
+  ASSERT_TRUE(SaveCheckpoint(dir + "/model", testing::TinyCheckpoint()).ok());
+  const std::string bin = dir + "/bin", marker = dir + "/failed-once";
+  std::filesystem::create_directories(bin);
+  for (const char* name : {"nanoserve-prefill", "nanoserve-decode"}) {
+    std::filesystem::create_symlink(std::string(NANOSERVE_BIN_DIR) + "/" + name, bin + "/" + name);
+  }
+  const std::string store = bin + "/nanoserve-kv-store";
+  std::ofstream(store) << "#!/bin/sh\n"
+                       << "if [ ! -e '" << marker << "' ]; then : > '" << marker
+                       << "'; echo 'failing on purpose' >&2; exit 1; fi\n"
+                       << "exec '" << NANOSERVE_BIN_DIR << "/nanoserve-kv-store' \"$@\"\n";
+  std::filesystem::permissions(store, std::filesystem::perms::owner_all);
+  ServiceStackOptions o;
+  o.bin_dir = bin;
+  o.work_dir = dir;
+  o.model.spec = dir + "/model";
+  o.model.device = "cpu";
+  o.http_port = -1;
+  auto stack = ServiceStack::Start(o);
+  ASSERT_TRUE(stack.ok()) << stack.status();
+  EXPECT_TRUE(std::filesystem::exists(marker));  // the first start did fail
+  EXPECT_TRUE(WaitForServing((*stack)->target(ServiceStack::kKvStore), absl::Seconds(10)).ok());
+  EXPECT_TRUE((*stack)->Stop().ok());
 }
 
 }  // namespace services_test
