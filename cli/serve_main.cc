@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/match.h"
@@ -40,6 +41,10 @@ ABSL_FLAG(std::string, mps, "auto",
 ABSL_FLAG(std::string, mps_prefill_priority, "normal",
           "serve: under serve's own MPS daemon, prefill's client priority against decode's "
           "(CUDA_MPS_CLIENT_PRIORITY): normal or below_normal (decode's steps first)");
+ABSL_FLAG(int32_t, mps_prefill_sm_percent, 100,
+          "serve: under serve's own MPS daemon, the share of the GPU's SMs prefill's kernels may "
+          "take (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), 1..100, so that decode's steps find SMs free "
+          "while prefill's passes run");
 ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
           "serve: the KV store's warm restarts: it saves its cached prefixes here when serve "
           "stops and loads them when the next serve starts (nanoserve-kv-store "
@@ -83,16 +88,22 @@ int ServeMain(const CommandContext&) {
   absl::StatusOr<MpsPriority> prefill_priority =
       ParseMpsPriority(absl::GetFlag(FLAGS_mps_prefill_priority));
   if (!prefill_priority.ok()) return CommandError(prefill_priority.status(), 2);
+  absl::StatusOr<std::vector<std::string>> prefill_sm_share =
+      MpsSmShareEnv(absl::GetFlag(FLAGS_mps_prefill_sm_percent));
+  if (!prefill_sm_share.ok()) return CommandError(prefill_sm_share.status(), 2);
   std::unique_ptr<MpsDaemon> mps;  // quits after the services stopped
   if (*mps_mode != MpsMode::kOff && absl::StartsWith(o->device, "cuda")) {
     absl::StatusOr<std::unique_ptr<MpsDaemon>> started = MpsDaemon::Start(stack.work_dir);
     if (started.ok()) {
       mps = *std::move(started);
       stack.prefill_env.push_back(MpsClientPriorityEnv(*prefill_priority));
+      stack.prefill_env.insert(stack.prefill_env.end(), prefill_sm_share->begin(),
+                               prefill_sm_share->end());
       std::fprintf(stderr,
                    "nanoserve serve: an MPS daemon of its own for the GPU (%s); prefill's "
-                   "priority %s\n",
-                   mps->pipe_dir().c_str(), absl::GetFlag(FLAGS_mps_prefill_priority).c_str());
+                   "priority %s, %d%% of the SMs\n",
+                   mps->pipe_dir().c_str(), absl::GetFlag(FLAGS_mps_prefill_priority).c_str(),
+                   absl::GetFlag(FLAGS_mps_prefill_sm_percent));
     } else if (*mps_mode == MpsMode::kOn) {
       return CommandError(started.status(), 2);
     } else if (std::getenv("CUDA_MPS_PIPE_DIRECTORY") != nullptr) {

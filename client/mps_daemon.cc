@@ -57,6 +57,15 @@ std::string MpsClientPriorityEnv(MpsPriority priority) {
   return absl::StrCat("CUDA_MPS_CLIENT_PRIORITY=", priority == MpsPriority::kNormal ? 0 : 1);
 }
 
+absl::StatusOr<std::vector<std::string>> MpsSmShareEnv(int percent) {
+  if (percent < 1 || percent > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("an SM share of ", percent, "% is not within 1..100"));
+  }
+  if (percent == 100) return std::vector<std::string>();
+  return std::vector<std::string>{absl::StrCat("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=", percent)};
+}
+
 absl::StatusOr<std::unique_ptr<MpsDaemon>> MpsDaemon::Start(const std::string& dir) {
   if (std::getenv("CUDA_MPS_PIPE_DIRECTORY") != nullptr) {
     return absl::FailedPreconditionError(

@@ -15,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -58,6 +59,12 @@ enum class MpsPriority { kNormal, kBelowNormal };
 absl::StatusOr<MpsPriority> ParseMpsPriority(absl::string_view name);
 // The environment entry that gives a client that priority.
 std::string MpsClientPriorityEnv(MpsPriority priority);
+// `--mps_prefill_sm_percent`: the share of the GPU's SMs prefill's kernels
+// may take under MPS (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), so that decode's
+// steps find SMs free while prefill's passes run; 100: all of them (the
+// variable is not set). INVALID_ARGUMENT outside 1..100; else the
+// environment entries to set (none for 100).
+absl::StatusOr<std::vector<std::string>> MpsSmShareEnv(int percent);
 
 }  // namespace nanoserve
 

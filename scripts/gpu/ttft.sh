@@ -13,7 +13,8 @@
 #      --mps on` (serve's own daemon; the rows before run with --mps off), and
 #      bench-services under a daemon this script starts and stops; and the
 #      loads again with prefill's MPS client priority below decode's
-#      (--mps_prefill_priority below_normal; MPS_LOW=0 leaves them out).
+#      (--mps_prefill_priority below_normal; MPS_LOW=0 leaves them out), and
+#      with prefill held to a share of the SMs (MPS_SM="50 75": one stack each).
 # TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
 # parts out; LOAD_RUNS=N repeats the loads N times, without MPS and with it. Logs under $OUT; the tables print last.
 source "$(dirname "$0")/env.sh"
@@ -98,6 +99,10 @@ elif command -v nvidia-cuda-mps-control >/dev/null 2>&1; then
     loads "$suffix" on no
     # Prefill's kernels below decode's in the MPS server's scheduling.
     [ "${MPS_LOW:-1}" = 1 ] && loads "$suffix-low" on no --mps_prefill_priority below_normal
+    # Prefill's kernels held to a share of the SMs (MPS_SM="50 75" tries each).
+    for share in ${MPS_SM:-}; do
+      loads "$suffix-sm$share" on no --mps_prefill_sm_percent "$share"
+    done
   done
   grep -h "MPS" "$OUT"/serve-mps.log "$OUT"/serve-mps-low.log 2>/dev/null | head -4
   if [ "${BENCH_MPS:-1}" = 1 ]; then

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/test_util/temp_path.h"
 
@@ -108,6 +109,14 @@ TEST(ParseMpsPriority, NormalOrBelowNormalAndTheirEnvironmentEntries) {
   EXPECT_EQ(MpsClientPriorityEnv(ParseMpsPriority("below_normal").value()),
             "CUDA_MPS_CLIENT_PRIORITY=1");
   EXPECT_EQ(ParseMpsPriority("high").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MpsSmShareEnv, APercentageWithinOneToAHundred) {
+  EXPECT_EQ(MpsSmShareEnv(50).value(),
+            std::vector<std::string>{"CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=50"});
+  EXPECT_TRUE(MpsSmShareEnv(100).value().empty());  // all: nothing set
+  EXPECT_EQ(MpsSmShareEnv(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MpsSmShareEnv(101).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace mps_daemon_test
