@@ -15,8 +15,11 @@
 #      loads again with prefill's MPS client priority below decode's
 #      (--mps_prefill_priority below_normal; MPS_LOW=0 leaves them out), and
 #      with prefill held to a share of the SMs (MPS_SM="50 75": one stack each).
-# TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0 and MPS_RUNS=0 leave
-# parts out; LOAD_RUNS=N repeats the loads N times, without MPS and with it. Logs under $OUT; the tables print last.
+# TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0, AGAIN=0 (the second
+# gRPC load on each stack) and MPS_RUNS=0 leave parts out; LOAD_RUNS=N repeats the loads N
+# times, without MPS and with it; REQUESTS=N (default 256) sets each load's requests: 256 take
+# 0.5-0.7 s on an H100, where ramp-up and tail weigh and runs spread by +-10%. Logs under $OUT;
+# the tables print last.
 source "$(dirname "$0")/env.sh"
 set +e
 B="$BUILD/bin"
@@ -46,7 +49,7 @@ bench() {
 # load NAME TARGET [flags]: 256 x (128 + 128) at 64 in flight.
 load() {
   local name=$1 target=$2; shift 2
-  timeout 180 "$B/nanoserve" load --target "$target" --requests 256 --concurrency 64 \
+  timeout 180 "$B/nanoserve" load --target "$target" --requests "${REQUESTS:-256}" --concurrency 64 \
     --prompt_len 128 --output_len 128 --timeout_s 120 --csv "$OUT/load-$name.csv" "$@" \
     >"$OUT/load-$name.txt" 2>&1 || echo "load $name: rc $?"
   echo "### $name" >>"$OUT/load.md"; cat "$OUT/load-$name.txt" >>"$OUT/load.md"
