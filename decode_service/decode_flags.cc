@@ -71,6 +71,9 @@ ABSL_FLAG(std::string, served_model_name, nanoserve::DecodeOptions().served_mode
 NANOSERVE_FLAG_IN_RANGE(liveness_stall_s, nanoserve::DecodeOptions().liveness_stall_s, 1, 86400,
                         "GET /livez on the metrics port fails (503) once the scheduler loop has "
                         "been this many seconds on one turn (wedged): the liveness probe");
+NANOSERVE_FLAG_IN_RANGE(slow_turn_ms, nanoserve::DecodeOptions().slow_turn_ms, 0, 86400000,
+                        "log a scheduler turn longer than this many milliseconds with where its "
+                        "time went (admitting, the callbacks, the step, prefill); 0 = never");
 ABSL_FLAG(std::string, decode_step, nanoserve::DecodeOptions().decode_step,
           "auto (cuda-graph on a GPU, else reference), reference, cuda-graph, "
           "cuda-graph-matvec or cuda-graph-matvec-ln");
@@ -101,6 +104,7 @@ DecodeOptions DecodeOptionsFromFlags() {
   options.allow_insecure_http = absl::GetFlag(FLAGS_allow_insecure_http);
   options.served_model_name = absl::GetFlag(FLAGS_served_model_name);
   options.liveness_stall_s = absl::GetFlag(FLAGS_liveness_stall_s);
+  options.slow_turn_ms = absl::GetFlag(FLAGS_slow_turn_ms);
   options.decode_step = absl::GetFlag(FLAGS_decode_step);
   return options;
 }
@@ -143,6 +147,7 @@ absl::StatusOr<BatchSchedulerOptions> BatchSchedulerOptionsFor(const DecodeOptio
   scheduler.page_size = options.kv_page_size;
   scheduler.max_queue = options.max_queue;
   scheduler.prefill_chunk = options.prefill_chunk;
+  scheduler.slow_turn_ms = options.slow_turn_ms;
   scheduler.decode = *decode;
   return scheduler;
 }

@@ -1,6 +1,8 @@
 #include "engine/batch_scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -190,7 +192,14 @@ void BatchScheduler::Loop() {
   // failure here leaves the step to capture (or fail) at its first use.
   const absl::Status prepared = RunTorch("preparing the decode step", [&] { decode_->Prepare(); });
   (void)prepared;
+  auto ms_since = [](absl::Time* mark) {
+    const absl::Time now = absl::Now();
+    const double ms = absl::ToDoubleMilliseconds(now - *mark);
+    *mark = now;
+    return ms;
+  };
   for (;;) {
+    TurnTimes turn;
     std::vector<std::unique_ptr<Entry>> admitted, cancelled_waiting;
     absl::flat_hash_set<uint64_t> cancels;
     bool stop = false;
@@ -202,6 +211,7 @@ void BatchScheduler::Loop() {
       });
       turn_began_ns_.store(absl::ToUnixNanos(absl::Now()));
       turn_prompt_tokens_ = 0;
+      turn.began = absl::Now();
       stop = stop_;
       cancels.swap(cancelled_);
       for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -232,6 +242,8 @@ void BatchScheduler::Loop() {
       return;
     }
     HandleCancels(std::move(cancels));
+    absl::Time mark = absl::Now();
+    turn.admitted = static_cast<int64_t>(admitted.size());
     if (!admitted.empty()) {
       std::vector<std::unique_ptr<Entry>> later = AdmitAll(std::move(admitted));
       if (!later.empty()) {  // no pages yet: first in line for the next turn
@@ -243,20 +255,57 @@ void BatchScheduler::Loop() {
         queued_.store(static_cast<int64_t>(waiting_.size()));
       }
     }
+    turn.admit_ms = ms_since(&mark);
     if (!turn_callbacks_.empty()) {
       // First tokens of the requests just admitted: streamed now, not after
       // this turn's step (at the cost of waiting for the last turn's).
       callbacks_.Post(std::move(turn_callbacks_));
       turn_callbacks_.clear();
     }
+    turn.wait_ms = ms_since(&mark);
     if (active_.load() > 0) {
+      turn.rows = active_.load();
       Step();
+      turn.step_ms = ms_since(&mark);
       AdvancePrefill();
+      turn.prefill_ms = ms_since(&mark);
     }
     // The turn's tokens to their streams while the next turn steps.
     callbacks_.Post(std::move(turn_callbacks_));
     turn_callbacks_.clear();
+    turn.post_ms = ms_since(&mark);
+    NoteTurn(turn);
   }
+}
+
+void BatchScheduler::NoteTurn(const TurnTimes& turn) {
+  if (options_.slow_turn_ms <= 0) return;
+  const absl::Time now = absl::Now();
+  const double total = absl::ToDoubleMilliseconds(now - turn.began);
+  if (total < static_cast<double>(options_.slow_turn_ms)) return;
+  slow_turns_.fetch_add(1);
+  constexpr int64_t kLinesPerSecond = 10;
+  if (now - slow_log_window_ >= absl::Seconds(1)) {
+    slow_log_window_ = now;
+    slow_logged_ = 0;
+  }
+  if (slow_logged_ >= kLinesPerSecond) {
+    ++slow_unlogged_;
+    return;
+  }
+  ++slow_logged_;
+  const std::string unlogged =
+      slow_unlogged_ > 0 ? absl::StrCat(" (", slow_unlogged_, " slow turns before not logged)")
+                         : "";
+  slow_unlogged_ = 0;
+  std::fprintf(stderr,
+               "decode scheduler: a turn of %.1f ms (over %lld): %lld admitted in %.1f ms, "
+               "waiting for the turn before's callbacks %.1f ms, the step of %lld rows %.1f ms, "
+               "prefill %.1f ms, posting the callbacks %.1f ms%s\n",
+               total, static_cast<long long>(options_.slow_turn_ms),
+               static_cast<long long>(turn.admitted), turn.admit_ms, turn.wait_ms,
+               static_cast<long long>(turn.rows), turn.step_ms, turn.prefill_ms, turn.post_ms,
+               unlogged.c_str());
 }
 
 std::unique_ptr<BatchScheduler::Entry> BatchScheduler::TakeNextLocked() {

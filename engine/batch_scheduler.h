@@ -81,6 +81,12 @@ struct BatchSchedulerOptions {
   // streaming at a bounded pace however many long prompts arrive (chunked
   // prefill).
   int64_t prefill_chunk = 0;
+  // A turn longer than this many milliseconds is logged (stderr) with where
+  // its time went: admitting (and the prompt pages' copies), waiting for the
+  // turn before's callbacks, the decode step, prefill, posting the
+  // callbacks; at most 10 lines a second (the rest counted in the next).
+  // 0: never.
+  int64_t slow_turn_ms = 0;
   int end_of_text_id = 50256;
   // The decode step: cuda-graph on a GPU (every batch-size bucket captured
   // when the scheduler starts) unless asked otherwise.
@@ -182,6 +188,8 @@ class BatchScheduler {
   // The most prompt tokens computed in one turn so far (with prefill_chunk
   // N > 0, at most N).
   int64_t max_turn_prompt_tokens() const { return max_turn_prompt_tokens_.load(); }
+  // Turns longer than options.slow_turn_ms so far (0 while that is 0).
+  int64_t slow_turns() const { return slow_turns_.load(); }
   // "reference" or "cuda-graph".
   std::string decode_step() const { return decode_->name(); }
 
@@ -233,6 +241,14 @@ class BatchScheduler {
   // tokens left share forward passes; a run that fails is retried slot by
   // slot, so that only the slot that cannot be computed fails.
   void PrefillRuns(const std::vector<int64_t>& slots, const std::vector<int64_t>& budgets);
+  // Where one turn's time went, for options_.slow_turn_ms.
+  struct TurnTimes {
+    absl::Time began;
+    int64_t admitted = 0, rows = 0;
+    double admit_ms = 0, wait_ms = 0, step_ms = 0, prefill_ms = 0, post_ms = 0;
+  };
+  // Counts and logs the turn if it was slow.
+  void NoteTurn(const TurnTimes& turn);
   void Step();
   // Records `token` for the entry in `slot` (its on_token to the turn's
   // callbacks); ends it if it is done.
@@ -268,7 +284,10 @@ class BatchScheduler {
   std::atomic<int64_t> turn_began_ns_{0};
   std::atomic<int64_t> prefills_{0};
   std::atomic<int64_t> max_turn_prompt_tokens_{0};
-  int64_t turn_prompt_tokens_ = 0;        // scheduler thread only
+  int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
+  std::atomic<int64_t> slow_turns_{0};
+  absl::Time slow_log_window_ = absl::InfinitePast();  // scheduler thread only
+  int64_t slow_logged_ = 0, slow_unlogged_ = 0;        // scheduler thread only
   CallbackRunner::Batch turn_callbacks_;  // scheduler thread only; posted at the turn's end
   CallbackRunner callbacks_;
   std::thread thread_;

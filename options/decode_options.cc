@@ -33,6 +33,7 @@ std::vector<std::string> DecodeOptions::ToArgv() const {
               FlagArg("allow_insecure_http", allow_insecure_http),
               FlagArg("served_model_name", served_model_name),
               FlagArg("liveness_stall_s", liveness_stall_s),
+              FlagArg("slow_turn_ms", slow_turn_ms),
               FlagArg("decode_step", decode_step)},
              &argv);
   return argv;

@@ -72,6 +72,9 @@ struct DecodeOptions {
   // --liveness_stall_s: GET /livez fails once the scheduler loop has been
   // this many seconds on one turn (wedged).
   int64_t liveness_stall_s = 120;
+  // --slow_turn_ms: a scheduler turn longer than this is logged with where
+  // its time went (BatchSchedulerOptions::slow_turn_ms); 0 = never.
+  int64_t slow_turn_ms = 0;
   // --decode_step: auto (cuda-graph on a GPU, else reference), reference,
   // cuda-graph, cuda-graph-matvec or cuda-graph-matvec-ln.
   std::string decode_step = "auto";

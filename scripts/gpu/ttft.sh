@@ -61,7 +61,8 @@ loads() {
   shift 3
   if [ "$alone" = alone ]; then
     "$B/nanoserve-decode" "${COMMON[@]}" --listen 127.0.0.1:52053 --http_listen= \
-      --metrics_listen= --prefill= --kv_store= --max_batch 64 >"$OUT/decode-alone$suffix.log" 2>&1 &
+      --metrics_listen= --prefill= --kv_store= --max_batch 64 --slow_turn_ms "${SLOW_TURN_MS:-5}" \
+      >"$OUT/decode-alone$suffix.log" 2>&1 &
     pid=$!
     wait_port 52053 && load "decode-alone$suffix" 127.0.0.1:52053
     kill $pid; wait $pid 2>/dev/null
@@ -69,7 +70,7 @@ loads() {
   mkdir -p "$OUT/serve$suffix"
   "$B/nanoserve" serve "${COMMON[@]}" --kv_transport auto --max_batch 64 --pool_mb 4096 --mps "$mps" \
     --kv_store_port 52061 --prefill_port 52062 --decode_port 52063 --http_port 52064 \
-    --work_dir "$OUT/serve$suffix" "$@" >"$OUT/serve$suffix.log" 2>&1 &
+    --work_dir "$OUT/serve$suffix" --slow_turn_ms "${SLOW_TURN_MS:-5}" "$@" >"$OUT/serve$suffix.log" 2>&1 &
   pid=$!
   if wait_port 52063; then
     sleep 2
@@ -126,5 +127,11 @@ fi
 
 [ -s "$OUT/services-plain.md" ] && { echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"; }
 if [ "$MPS" = yes ] && [ -s "$OUT/services-mps.md" ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
+# Decode's turns over SLOW_TURN_MS (default 5 ms) and where their time went.
+for f in "$OUT"/decode-alone*.log "$OUT"/serve*/nanoserve-decode.log; do
+  [ -f "$f" ] || continue
+  n=$(grep -c "decode scheduler: a turn" "$f")
+  [ "$n" -gt 0 ] && { echo "== slow turns in $f: $n lines, the first 3:"; grep "decode scheduler: a turn" "$f" | head -3; }
+done
 echo; echo "== load ($CARD)"
 grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for|handed to" "$OUT/load.md"

@@ -467,6 +467,42 @@ TEST(BatchSchedulerTest, TheNextStepRunsWhileTheLastTurnsCallbacksRun) {
   ExpectSameGreedy(*model, Prompt(4, 3), Offline(*model, Prompt(4, 3), 6), a.result.output_ids);
 }
 
+// options.slow_turn_ms: a turn that waits 60 ms for the turn before's
+// callbacks is counted and logged with where its time went; with 0 no turn
+// is.
+TEST(BatchSchedulerTest, ASlowTurnIsLoggedWithWhereItsTimeWent) {
+  auto model = TinyModel();
+  BatchSchedulerOptions options;
+  options.slow_turn_ms = 40;
+  auto scheduler = BatchScheduler::Create(model.get(), options).value();
+  Outcome a;
+  BatchRequest r = MakeRequest(Prompt(4, 5), 4, &a);
+  r.on_token = [&](int t) {
+    bool first = false;
+    {
+      absl::MutexLock lock(&a.mu);
+      a.streamed.push_back(t);
+      first = a.streamed.size() == 1;
+    }
+    if (first) absl::SleepFor(absl::Milliseconds(60));
+  };
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(scheduler->Submit(std::move(r)).ok());
+  ASSERT_TRUE(a.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  scheduler->Shutdown();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(a.status.ok()) << a.status;
+  EXPECT_GE(scheduler->slow_turns(), 1);
+  EXPECT_NE(log.find("decode scheduler: a turn of"), std::string::npos) << log;
+  EXPECT_NE(log.find("waiting for the turn before's callbacks"), std::string::npos) << log;
+
+  auto quiet = BatchScheduler::Create(model.get(), {}).value();
+  Outcome b;
+  ASSERT_TRUE(quiet->Submit(MakeRequest(Prompt(4, 6), 4, &b)).ok());
+  ASSERT_TRUE(b.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  EXPECT_EQ(quiet->slow_turns(), 0);
+}
+
 TEST(BatchSchedulerTest, ShutdownEndsEveryRequest) {
   auto model = TinyModel();
   BatchSchedulerOptions options;

@@ -46,6 +46,7 @@ DecodeOptions Sample() {
   o.allow_insecure_http = true;
   o.served_model_name = "tiny";
   o.liveness_stall_s = 7;
+  o.slow_turn_ms = 12;
   o.decode_step = "reference";
   return o;
 }
@@ -79,6 +80,7 @@ TEST(DecodeOptionsTest, BatchSchedulerOptionsCarryTheSchedulersFlags) {
   EXPECT_EQ(scheduler->page_size, 8);
   EXPECT_EQ(scheduler->max_queue, 3);
   EXPECT_EQ(scheduler->prefill_chunk, 64);
+  EXPECT_EQ(scheduler->slow_turn_ms, 12);
   EXPECT_EQ(scheduler->decode, DecodeKind::kReference);
   DecodeOptions bad = Sample();
   bad.decode_step = "fast";
