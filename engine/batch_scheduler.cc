@@ -265,8 +265,10 @@ void BatchScheduler::Loop() {
     turn.wait_ms = ms_since(&mark);
     if (active_.load() > 0) {
       turn.rows = active_.load();
+      step_model_ms_ = 0;
       Step();
       turn.step_ms = ms_since(&mark);
+      turn.step_model_ms = step_model_ms_;
       AdvancePrefill();
       turn.prefill_ms = ms_since(&mark);
     }
@@ -274,6 +276,7 @@ void BatchScheduler::Loop() {
     callbacks_.Post(std::move(turn_callbacks_));
     turn_callbacks_.clear();
     turn.post_ms = ms_since(&mark);
+    turn.prompt_tokens = turn_prompt_tokens_;
     NoteTurn(turn);
   }
 }
@@ -299,13 +302,15 @@ void BatchScheduler::NoteTurn(const TurnTimes& turn) {
                          : "";
   slow_unlogged_ = 0;
   std::fprintf(stderr,
-               "decode scheduler: a turn of %.1f ms (over %lld): %lld admitted in %.1f ms, "
-               "waiting for the turn before's callbacks %.1f ms, the step of %lld rows %.1f ms, "
-               "prefill %.1f ms, posting the callbacks %.1f ms%s\n",
+               "decode scheduler: a turn of %.1f ms (over %lld): %lld admitted in %.1f ms (%lld "
+               "prompt tokens computed in the turn), "
+               "waiting for the turn before's callbacks %.1f ms, the step of %lld rows %.1f ms "
+               "(the model and sampling %.1f), prefill %.1f ms, posting the callbacks %.1f ms%s\n",
                total, static_cast<long long>(options_.slow_turn_ms),
-               static_cast<long long>(turn.admitted), turn.admit_ms, turn.wait_ms,
-               static_cast<long long>(turn.rows), turn.step_ms, turn.prefill_ms, turn.post_ms,
-               unlogged.c_str());
+               static_cast<long long>(turn.admitted), turn.admit_ms,
+               static_cast<long long>(turn.prompt_tokens), turn.wait_ms,
+               static_cast<long long>(turn.rows), turn.step_ms, turn.step_model_ms, turn.prefill_ms,
+               turn.post_ms, unlogged.c_str());
 }
 
 std::unique_ptr<BatchScheduler::Entry> BatchScheduler::TakeNextLocked() {
@@ -526,6 +531,7 @@ void BatchScheduler::Step() {
   }
   std::vector<int64_t> tokens(hi, 0);
   std::vector<absl::Status> row_status(hi);
+  const absl::Time model_began = absl::Now();
   const absl::Status status = RunTorch("decode step", [&] {
     torch::Tensor logits = decode_->Run(ids, all_greedy ? &tokens : nullptr);  // (hi, V)
     if (all_greedy) return;
@@ -546,6 +552,7 @@ void BatchScheduler::Step() {
       }
     }
   });
+  step_model_ms_ = absl::ToDoubleMilliseconds(absl::Now() - model_began);
   for (int64_t s = 0; s < hi; ++s) {
     if (!decoding(s)) cache_->set_length(s, lengths[s]);  // the dummy token's
   }

@@ -244,8 +244,8 @@ class BatchScheduler {
   // Where one turn's time went, for options_.slow_turn_ms.
   struct TurnTimes {
     absl::Time began;
-    int64_t admitted = 0, rows = 0;
-    double admit_ms = 0, wait_ms = 0, step_ms = 0, prefill_ms = 0, post_ms = 0;
+    int64_t admitted = 0, rows = 0, prompt_tokens = 0;
+    double admit_ms = 0, wait_ms = 0, step_ms = 0, step_model_ms = 0, prefill_ms = 0, post_ms = 0;
   };
   // Counts and logs the turn if it was slow.
   void NoteTurn(const TurnTimes& turn);
@@ -286,6 +286,7 @@ class BatchScheduler {
   std::atomic<int64_t> max_turn_prompt_tokens_{0};
   int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
   std::atomic<int64_t> slow_turns_{0};
+  double step_model_ms_ = 0;  // scheduler thread only; the last Step's decode_->Run
   absl::Time slow_log_window_ = absl::InfinitePast();  // scheduler thread only
   int64_t slow_logged_ = 0, slow_unlogged_ = 0;        // scheduler thread only
   CallbackRunner::Batch turn_callbacks_;  // scheduler thread only; posted at the turn's end
