@@ -134,4 +134,4 @@ for f in "$OUT"/decode-alone*.log "$OUT"/serve*/nanoserve-decode.log; do
   [ "$n" -gt 0 ] && { echo "== slow turns in $f: $n lines, the first 3:"; grep "decode scheduler: a turn" "$f" | head -3; }
 done
 echo; echo "== load ($CARD)"
-grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for|handed to" "$OUT/load.md"
+grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for|handed to|admission to" "$OUT/load.md"

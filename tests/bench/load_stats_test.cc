@@ -129,18 +129,24 @@ TEST(Summarize, TheServersAccountAndTheSecondTokensGap) {
   a.server.emplace();
   a.server->ttft_ms = 40;
   a.server->prefill_ms = 30;
+  a.server->submitted_ms = 45;
+  a.server->queue_ms = 2;
+  a.server->second_token_ms = 70;  // 23 ms after its admission at 47
   b.server.emplace();
   b.server->ttft_ms = 50;
   b.server->prefill_ms = 20;  // c: none (HTTP, or an older server)
   const LoadSummary s = Summarize({a, b, c}, 1.0, Slo{});
   EXPECT_EQ(s.second_token_ms.count, 3);
   EXPECT_DOUBLE_EQ(s.second_token_ms.mean, 50.0 / 3);
-  ASSERT_EQ(s.server_ms.size(), 10u);
+  ASSERT_EQ(s.server_ms.size(), 11u);
   EXPECT_EQ(s.server_ms[0].first, "TTFT at decode");
   EXPECT_EQ(s.server_ms[0].second.count, 2);  // a and b only
   EXPECT_DOUBLE_EQ(s.server_ms[0].second.mean, 45);
   EXPECT_EQ(s.server_ms[1].first, "Prefill call");
   EXPECT_DOUBLE_EQ(s.server_ms[1].second.p50, 25);
+  EXPECT_EQ(s.server_ms[10].first, "admission to the second token");
+  EXPECT_EQ(s.server_ms[10].second.count, 1);  // b has no second token's time
+  EXPECT_DOUBLE_EQ(s.server_ms[10].second.mean, 23);
   const std::string table = FormatSummaryTables(s);
   EXPECT_THAT(table,
               HasSubstr("| the server's account ms (2 requests) | mean | p50 | p90 | p99 |"));
