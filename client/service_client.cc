@@ -112,7 +112,6 @@ absl::StatusOr<std::unique_ptr<ServiceStack>> ServiceStack::Start(
         stack->ports_[which] = *port;
       }
     }
-    failed = absl::OkStatus();
     for (Which which : {kKvStore, kPrefill, kDecode}) {
       if (failed = stack->Launch(which); !failed.ok()) return failed;
     }

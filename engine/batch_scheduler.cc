@@ -209,9 +209,9 @@ void BatchScheduler::Loop() {
       wake_.wait(lock, [&] {
         return stop_ || !cancelled_.empty() || active_.load() > 0 || (!waiting_.empty());
       });
-      turn_began_ns_.store(absl::ToUnixNanos(absl::Now()));
-      turn_prompt_tokens_ = 0;
       turn.began = absl::Now();
+      turn_began_ns_.store(absl::ToUnixNanos(turn.began));
+      turn_prompt_tokens_ = 0;
       stop = stop_;
       cancels.swap(cancelled_);
       for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -265,10 +265,8 @@ void BatchScheduler::Loop() {
     turn.wait_ms = ms_since(&mark);
     if (active_.load() > 0) {
       turn.rows = active_.load();
-      step_model_ms_ = 0;
-      Step();
+      turn.step_model_ms = Step();
       turn.step_ms = ms_since(&mark);
-      turn.step_model_ms = step_model_ms_;
       AdvancePrefill();
       turn.prefill_ms = ms_since(&mark);
     }
@@ -509,7 +507,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots,
   return true;
 }
 
-void BatchScheduler::Step() {
+double BatchScheduler::Step() {
   // Rows [0, hi) run: up to the highest decoding row. Idle rows and rows
   // still prefilling feed a dummy token; its K/V lands at the row's length,
   // which the row's next real token (or prompt chunk) overwrites, and their
@@ -519,7 +517,7 @@ void BatchScheduler::Step() {
   for (int64_t s = 0; s < static_cast<int64_t>(slots_.size()); ++s) {
     if (decoding(s)) hi = s + 1;
   }
-  if (hi == 0) return;
+  if (hi == 0) return 0;
   std::vector<int64_t> ids(hi, 0), lengths(hi, 0);
   bool all_greedy = true;
   for (int64_t s = 0; s < hi; ++s) {
@@ -552,7 +550,7 @@ void BatchScheduler::Step() {
       }
     }
   });
-  step_model_ms_ = absl::ToDoubleMilliseconds(absl::Now() - model_began);
+  const double model_ms = absl::ToDoubleMilliseconds(absl::Now() - model_began);
   for (int64_t s = 0; s < hi; ++s) {
     if (!decoding(s)) cache_->set_length(s, lengths[s]);  // the dummy token's
   }
@@ -560,7 +558,7 @@ void BatchScheduler::Step() {
     for (int64_t s = 0; s < hi; ++s) {
       if (decoding(s)) Finish(s, status);
     }
-    return;
+    return model_ms;
   }
   steps_.fetch_add(1);
   for (int64_t s = 0; s < hi; ++s) {
@@ -572,6 +570,7 @@ void BatchScheduler::Step() {
       Emit(s, static_cast<int>(tokens[s]));
     }
   }
+  return model_ms;
 }
 
 void BatchScheduler::Emit(int64_t slot, int token) {

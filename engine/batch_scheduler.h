@@ -249,7 +249,9 @@ class BatchScheduler {
   };
   // Counts and logs the turn if it was slow.
   void NoteTurn(const TurnTimes& turn);
-  void Step();
+  // One decode step over the decoding rows; returns the milliseconds the
+  // model and sampling took (0 when no row decodes).
+  double Step();
   // Records `token` for the entry in `slot` (its on_token to the turn's
   // callbacks); ends it if it is done.
   void Emit(int64_t slot, int token);
@@ -286,7 +288,6 @@ class BatchScheduler {
   std::atomic<int64_t> max_turn_prompt_tokens_{0};
   int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
   std::atomic<int64_t> slow_turns_{0};
-  double step_model_ms_ = 0;  // scheduler thread only; the last Step's decode_->Run
   absl::Time slow_log_window_ = absl::InfinitePast();  // scheduler thread only
   int64_t slow_logged_ = 0, slow_unlogged_ = 0;        // scheduler thread only
   CallbackRunner::Batch turn_callbacks_;  // scheduler thread only; posted at the turn's end
