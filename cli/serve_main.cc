@@ -46,8 +46,9 @@ ABSL_FLAG(int32_t, mps_prefill_sm_percent, 100,
           "take (CUDA_MPS_ACTIVE_THREAD_PERCENTAGE), 1..100, so that decode's steps find SMs free "
           "while prefill's passes run");
 ABSL_FLAG(int64_t, slow_turn_ms, 0,
-          "serve: decode logs a scheduler turn longer than this many milliseconds with where its "
-          "time went (nanoserve-decode --slow_turn_ms); 0 = never");
+          "serve: decode logs a scheduler turn, and prefill a batch, longer than this many "
+          "milliseconds with where its time went (nanoserve-decode --slow_turn_ms, "
+          "nanoserve-prefill --slow_batch_ms); 0 = never");
 ABSL_FLAG(std::string, snapshot_dir, nanoserve::KvStoreOptions().snapshot_dir,
           "serve: the KV store's warm restarts: it saves its cached prefixes here when serve "
           "stops and loads them when the next serve starts (nanoserve-kv-store "
@@ -74,6 +75,7 @@ ServiceStackOptions ServiceStackOptionsFromFlags(const GenerateCommandOptions& o
   stack.decode.prefill_chunk = o.generate.prefill_chunk;
   stack.decode.decode_step = absl::GetFlag(FLAGS_decode_step);
   stack.decode.slow_turn_ms = absl::GetFlag(FLAGS_slow_turn_ms);
+  stack.prefill.slow_batch_ms = absl::GetFlag(FLAGS_slow_turn_ms);
   return stack;
 }
 

@@ -300,13 +300,14 @@ void BatchScheduler::NoteTurn(const TurnTimes& turn) {
                          : "";
   slow_unlogged_ = 0;
   std::fprintf(stderr,
-               "decode scheduler: a turn of %.1f ms (over %lld): %lld admitted in %.1f ms (%lld "
+               "decode scheduler: a turn at %s of %.1f ms (over %lld): %lld admitted in %.1f ms "
+               "(%lld "
                "prompt tokens computed in the turn), "
                "waiting for the turn before's callbacks %.1f ms, the step of %lld rows %.1f ms "
                "(the model and sampling %.1f), prefill %.1f ms, posting the callbacks %.1f ms%s\n",
-               total, static_cast<long long>(options_.slow_turn_ms),
-               static_cast<long long>(turn.admitted), turn.admit_ms,
-               static_cast<long long>(turn.prompt_tokens), turn.wait_ms,
+               absl::FormatTime("%H:%M:%E3S", turn.began, absl::UTCTimeZone()).c_str(), total,
+               static_cast<long long>(options_.slow_turn_ms), static_cast<long long>(turn.admitted),
+               turn.admit_ms, static_cast<long long>(turn.prompt_tokens), turn.wait_ms,
                static_cast<long long>(turn.rows), turn.step_ms, turn.step_model_ms, turn.prefill_ms,
                turn.post_ms, unlogged.c_str());
 }

@@ -26,6 +26,9 @@ struct PrefillOptions {
   // others to share its batch (0 = only calls arriving while a batch runs
   // share the next).
   int64_t batch_window_ms = 0;
+  // --slow_batch_ms: a batch longer than this is logged with when it began
+  // and where its time went (PrefillStageOptions::slow_batch); 0 = never.
+  int64_t slow_batch_ms = 0;
 
   // Every flag: the service's, the store client's, then prefill's own.
   std::vector<std::string> ToArgv() const;

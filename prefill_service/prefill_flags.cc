@@ -14,6 +14,9 @@ NANOSERVE_FLAG_IN_RANGE(workers, nanoserve::PrefillOptions().workers, 1, 1024,
 NANOSERVE_FLAG_IN_RANGE(batch_window_ms, nanoserve::PrefillOptions().batch_window_ms, 0, 1000,
                         "how long a call reaching an idle prefill waits for others to share its "
                         "batch (0 = only calls arriving while a batch runs share the next)");
+NANOSERVE_FLAG_IN_RANGE(slow_batch_ms, nanoserve::PrefillOptions().slow_batch_ms, 0, 86400000,
+                        "a batch longer than this is logged to stderr with when it began and where "
+                        "its time went (0 = never)");
 
 namespace nanoserve {
 
@@ -24,6 +27,7 @@ PrefillOptions PrefillOptionsFromFlags() {
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
   options.workers = absl::GetFlag(FLAGS_workers);
   options.batch_window_ms = absl::GetFlag(FLAGS_batch_window_ms);
+  options.slow_batch_ms = absl::GetFlag(FLAGS_slow_batch_ms);
   return options;
 }
 
@@ -31,6 +35,7 @@ PrefillStageOptions PrefillStageOptionsFor(const PrefillOptions& options) {
   PrefillStageOptions stage;
   stage.prefill_chunk = options.prefill_chunk;
   stage.batch_window = absl::Milliseconds(options.batch_window_ms);
+  stage.slow_batch = absl::Milliseconds(options.slow_batch_ms);
   return stage;
 }
 

@@ -1,6 +1,6 @@
 // nanoserve-prefill's own flags, defined in prefill_flags.cc (link it only
 // into the binary, and into the test that round-trips them):
-// --prefill_chunk, --workers, --batch_window_ms. PrefillOptions
+// --prefill_chunk, --workers, --batch_window_ms, --slow_batch_ms. PrefillOptions
 // (options/prefill_options.h) documents each. Also what the binary builds
 // from them.
 //
@@ -18,8 +18,8 @@ namespace nanoserve {
 // (kv_store/client/store_client_flags.h) and its own.
 PrefillOptions PrefillOptionsFromFlags();
 
-// The prefill stage's options in `options`: --prefill_chunk and
-// --batch_window_ms.
+// The prefill stage's options in `options`: --prefill_chunk,
+// --batch_window_ms and --slow_batch_ms.
 PrefillStageOptions PrefillStageOptionsFor(const PrefillOptions& options);
 
 }  // namespace nanoserve

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdio>
 #include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
 #include "engine/prefill.h"
 #include "engine/warm_up.h"
 #include "kv_cache/prompt_check.h"
@@ -176,11 +179,18 @@ absl::StatusOr<double> PrefillStage::WarmUp() {
 
 void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
   CountBatch(calls);
+  const absl::Time began = absl::Now();
+  double first_ms = -1;  // when the batch's first tokens went out
   const absl::string_view lease_holder = calls[0]->lease_holder;
   if (calls.size() == 1) {
     PrefillCall* call = calls[0];
-    call->Settle(Run(call->prompts, lease_holder,
-                     [call](absl::Span<const int> first) { call->SendFirstTokens(first); }));
+    absl::StatusOr<PrefillOutcome> outcome =
+        Run(call->prompts, lease_holder, [&](absl::Span<const int> first) {
+          first_ms = MsSince(began);
+          call->SendFirstTokens(first);
+        });
+    NoteBatch(calls, began, first_ms, outcome);
+    call->Settle(std::move(outcome));
     return;
   }
   std::vector<PrefillPrompt> merged;
@@ -195,6 +205,7 @@ void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
   }
   // The batch's first tokens, each call's share to its caller.
   auto send_first = [&](absl::Span<const int> first) {
+    first_ms = MsSince(began);
     size_t r = 0;
     for (PrefillCall* call : calls) {
       call->SendFirstTokens(first.subspan(r, call->prompts.size()));
@@ -202,6 +213,7 @@ void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
     }
   };
   absl::StatusOr<PrefillOutcome> outcome = Run(merged, lease_holder, send_first);
+  NoteBatch(calls, began, first_ms, outcome);
   if (outcome.ok()) {
     std::vector<PrefillOutcome> split =
         SplitBatchOutcome(*outcome, prompts_per_call, prompt_lengths);
@@ -279,6 +291,50 @@ void PrefillStage::CountBatch(absl::Span<PrefillCall* const> calls) {
   }
   metrics_.batch_calls->Observe(static_cast<double>(calls.size()));
   metrics_.batch_prompts->Observe(static_cast<double>(prompts));
+}
+
+void PrefillStage::NoteBatch(absl::Span<PrefillCall* const> calls, absl::Time began,
+                             double first_ms, const absl::StatusOr<PrefillOutcome>& outcome) {
+  if (options_.slow_batch <= absl::ZeroDuration()) return;
+  const absl::Time now = absl::Now();
+  if (now - began < options_.slow_batch) return;
+  constexpr int64_t kLinesPerSecond = 10;
+  if (now - slow_log_window_ >= absl::Seconds(1)) {
+    slow_log_window_ = now;
+    slow_logged_ = 0;
+  }
+  if (slow_logged_ >= kLinesPerSecond) {
+    ++slow_unlogged_;
+    return;
+  }
+  ++slow_logged_;
+  int64_t prompts = 0, longest = 0;
+  double waited = 0;  // the longest any call of the batch waited for it
+  for (const PrefillCall* call : calls) {
+    prompts += static_cast<int64_t>(call->prompts.size());
+    for (const PrefillPrompt& p : call->prompts) {
+      longest = std::max<int64_t>(longest, static_cast<int64_t>(p.tokens.size()));
+    }
+    waited = std::max(waited, absl::ToDoubleMilliseconds(call->taken - call->arrival));
+  }
+  const std::string unlogged =
+      slow_unlogged_ > 0 ? absl::StrCat(" (", slow_unlogged_, " slow batches before not logged)")
+                         : "";
+  slow_unlogged_ = 0;
+  const std::string what =
+      outcome.ok()
+          ? absl::StrFormat("%lld prompt tokens computed, the store's calls %.1f ms",
+                            static_cast<long long>(outcome->computed_tokens), outcome->store_ms)
+          : absl::StrCat("failed: ", outcome.status().ToString());
+  std::fprintf(stderr,
+               "prefill: a batch at %s took %.1f ms (over %lld): %zu calls, %lld prompts of up to "
+               "%lld tokens (the longest wait for it %.1f ms), first tokens out at %.1f ms, "
+               "%s%s\n",
+               absl::FormatTime("%H:%M:%E3S", began, absl::UTCTimeZone()).c_str(),
+               absl::ToDoubleMilliseconds(now - began),
+               static_cast<long long>(absl::ToInt64Milliseconds(options_.slow_batch)), calls.size(),
+               static_cast<long long>(prompts), static_cast<long long>(longest), waited, first_ms,
+               what.c_str(), unlogged.c_str());
 }
 
 void PrefillStage::Count(const absl::StatusOr<PrefillOutcome>& outcome) {

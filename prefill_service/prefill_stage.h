@@ -126,6 +126,11 @@ struct PrefillStageOptions {
   // to a lone call's latency. Zero (the default: time to first token comes
   // first): calls share a batch only when they arrive while one runs. >= 0.
   absl::Duration batch_window = absl::ZeroDuration();
+  // A batch that takes longer than this (from its start to its outcome) is
+  // logged to stderr with when it began (wall clock, to set beside the
+  // decode scheduler's slow turns), its calls, prompts and tokens, and where
+  // its time went; 10 lines a second at most. Zero (the default): never.
+  absl::Duration slow_batch = absl::ZeroDuration();
 };
 
 class PrefillBatcher;
@@ -181,6 +186,10 @@ class PrefillStage : public Prefiller {
   absl::StatusOr<PrefillOutcome> Run(absl::Span<const PrefillPrompt> prompts,
                                      absl::string_view lease_holder, const FirstTokens& on_first);
   void CountBatch(absl::Span<PrefillCall* const> calls);
+  // Logs the batch begun at `began` if it was slow (options_.slow_batch).
+  // `first_ms`: when its first tokens went out, from `began` (< 0: never).
+  void NoteBatch(absl::Span<PrefillCall* const> calls, absl::Time began, double first_ms,
+                 const absl::StatusOr<PrefillOutcome>& outcome);
   void Count(const absl::StatusOr<PrefillOutcome>& outcome);
 
   const Gpt2Model* model_;
@@ -199,6 +208,10 @@ class PrefillStage : public Prefiller {
     Histogram* batch_prompts = nullptr;
     Counter* batch_retries = nullptr;
   } metrics_;
+  // NoteBatch's rate limit (the batcher's thread only).
+  absl::Time slow_log_window_ = absl::InfinitePast();
+  int64_t slow_logged_ = 0;
+  int64_t slow_unlogged_ = 0;
   // Last: it stops (and its thread, which uses the members above, ends)
   // before they go.
   std::unique_ptr<PrefillBatcher> batcher_;

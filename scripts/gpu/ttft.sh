@@ -133,5 +133,11 @@ for f in "$OUT"/decode-alone*.log "$OUT"/serve*/nanoserve-decode.log; do
   n=$(grep -c "decode scheduler: a turn" "$f")
   [ "$n" -gt 0 ] && { echo "== slow turns in $f: $n lines, the first 3:"; grep "decode scheduler: a turn" "$f" | head -3; }
 done
+# Prefill's batches over the same (serve passes it as --slow_batch_ms), to set beside them.
+for f in "$OUT"/serve*/nanoserve-prefill.log; do
+  [ -f "$f" ] || continue
+  n=$(grep -c "prefill: a batch" "$f")
+  [ "$n" -gt 0 ] && { echo "== slow batches in $f: $n lines, the first 3:"; grep "prefill: a batch" "$f" | head -3; }
+done
 echo; echo "== load ($CARD)"
 grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for|handed to|admission to" "$OUT/load.md"

@@ -27,6 +27,7 @@ PrefillOptions Sample() {
   o.prefill_chunk = 64;
   o.workers = 3;
   o.batch_window_ms = 20;
+  o.slow_batch_ms = 7;
   return o;
 }
 
@@ -53,6 +54,7 @@ TEST(PrefillOptionsTest, TheStageCarriesPrefillsFlags) {
   const PrefillStageOptions stage = PrefillStageOptionsFor(Sample());
   EXPECT_EQ(stage.prefill_chunk, 64);
   EXPECT_EQ(stage.batch_window, absl::Milliseconds(20));
+  EXPECT_EQ(stage.slow_batch, absl::Milliseconds(7));
 }
 
 }  // namespace prefill_options_test

@@ -127,6 +127,28 @@ TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {
   EXPECT_EQ(outcome->prompts[0].first_token, outcome->prompts[1].first_token);
 }
 
+// options.slow_batch: a batch over it is logged with when it began, its
+// calls and prompts and where its time went; by default none is.
+TEST_F(PrefillStageTest, ASlowBatchIsLoggedWithWhereItsTimeWent) {
+  PrefillStageOptions options;
+  options.slow_batch = absl::Nanoseconds(1);  // every batch
+  PrefillStage stage(model_.get(), store_.get(), options, nullptr);
+  const std::vector<PrefillPrompt> prompts = {{Tokens(20, 1), {}}, {Tokens(12, 2), {}}};
+  ::testing::internal::CaptureStderr();
+  auto outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  stage.Abandon(*outcome);
+  EXPECT_NE(log.find("prefill: a batch at "), std::string::npos) << log;
+  EXPECT_NE(log.find("1 calls, 2 prompts of up to 20 tokens"), std::string::npos) << log;
+  EXPECT_NE(log.find("32 prompt tokens computed"), std::string::npos) << log;
+
+  PrefillStage quiet(model_.get(), nullptr, {}, nullptr);
+  ::testing::internal::CaptureStderr();
+  ASSERT_TRUE(quiet.Prefill(prompts, absl::InfiniteFuture()).ok());
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find("prefill: a batch"), std::string::npos);
+}
+
 // The warm-up before serving runs the engine only: the store sees no call
 // and holds nothing of it, and the stage serves as before.
 TEST_F(PrefillStageTest, WarmUpTouchesNoStore) {
