@@ -128,9 +128,7 @@ absl::Status BlockTables::PrepareWrite(int64_t row, int64_t begin, int64_t end) 
   if (copies > 0) {
     const absl::Span<const int32_t> from(r.pages.data() + first_written, copies);
     const absl::Span<const int32_t> to(got->data(), copies);
-    absl::StatusOr<torch::Tensor> shared = ReadPages(storage(), from, storage().device());
-    absl::Status copied = shared.status();
-    if (copied.ok()) copied = WritePages(storage(), to, *shared);
+    const absl::Status copied = CopyPages(storage(), from, storage(), to);
     std::copy(to.begin(), to.end(), r.pages.begin() + first_written);
     r.shared = first_written;
     if (!copied.ok()) return copied;

@@ -1,11 +1,21 @@
 #include "kv_cache/page_layout.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <numeric>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/torch_status.h"
+
+#ifdef NANOSERVE_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "kv_cache/page_copy_cuda.h"
+#endif
 
 namespace nanoserve {
 namespace {
@@ -41,6 +51,33 @@ absl::Status CheckIndices(absl::Span<const int32_t> pages, int64_t num_pages, bo
 
 torch::Tensor IndexTensor(absl::Span<const int32_t> pages, torch::Device device) {
   return torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong).to(device);
+}
+
+// Copies the pages by page_copy_cuda.h's kernel when both pools are
+// contiguous, of one dtype and on one GPU (a pool mapped over CUDA IPC is
+// on the device it was mapped into): returns false, having done nothing,
+// otherwise. Enqueued on `to`'s device's current stream; nothing waits.
+bool CopyPagesOnDevice(const torch::Tensor& from, absl::Span<const int32_t> from_pages,
+                       const torch::Tensor& to, absl::Span<const int32_t> to_pages) {
+#ifdef NANOSERVE_WITH_CUDA
+  if (!from.is_cuda() || !to.is_cuda() || from.device() != to.device() ||
+      from.scalar_type() != to.scalar_type() || !from.is_contiguous() || !to.is_contiguous()) {
+    return false;
+  }
+  const int64_t page_bytes = static_cast<int64_t>(from[0].nbytes());
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  if (page_bytes % 16 != 0 || !aligned(from.data_ptr()) || !aligned(to.data_ptr())) return false;
+  const c10::cuda::CUDAGuard guard(to.device());
+  const cudaError_t launched =
+      cuda::LaunchCopyPages(from.data_ptr(), to.data_ptr(), from_pages.data(), to_pages.data(),
+                            static_cast<int64_t>(from_pages.size()), page_bytes,
+                            at::cuda::getCurrentCUDAStream(to.device().index()));
+  TORCH_CHECK(launched == cudaSuccess, "copying KV pages: ", cudaGetErrorString(launched));
+  return true;
+#else
+  (void)from, (void)from_pages, (void)to, (void)to_pages;
+  return false;
+#endif
 }
 
 }  // namespace
@@ -224,6 +261,14 @@ absl::StatusOr<torch::Tensor> ReadPages(const torch::Tensor& pool, absl::Span<co
   if (absl::Status s = CheckPages(pool); !s.ok()) return s;
   if (absl::Status s = CheckIndices(pages, pool.size(0), false); !s.ok()) return s;
   return TorchResult("reading KV pages", [&] {
+    if (pool.device() == device && pool.is_cuda()) {  // one kernel, no index upload
+      std::vector<int64_t> shape = pool.sizes().vec();
+      shape[0] = static_cast<int64_t>(pages.size());
+      torch::Tensor out = torch::empty(shape, pool.options());
+      std::vector<int32_t> dense(pages.size());
+      std::iota(dense.begin(), dense.end(), 0);
+      if (pages.empty() || CopyPagesOnDevice(pool, pages, out, dense)) return out;
+    }
     return pool.index_select(0, IndexTensor(pages, pool.device())).to(device).contiguous();
   });
 }
@@ -280,6 +325,7 @@ absl::Status CopyPages(const torch::Tensor& from, absl::Span<const int32_t> from
       for (size_t i = 0; i < from_pages.size(); ++i) out[to_pages[i]].copy_(from[from_pages[i]]);
       return;
     }
+    if (CopyPagesOnDevice(from, from_pages, out, to_pages)) return;
     torch::Tensor gathered = from.index_select(0, IndexTensor(from_pages, from.device()));
     out.index_copy_(0, IndexTensor(to_pages, to.device()),
                     gathered.to(to.device(), to.scalar_type()));

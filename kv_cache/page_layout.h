@@ -76,8 +76,10 @@ absl::Status WritePages(const torch::Tensor& pool, absl::Span<const int32_t> pag
 
 // to[to_pages[i]] = from[from_pages[i]] for each i: pages of one pool
 // copied into another of the same page shape (any dtype, converted; any
-// devices), page to page with no staging run: on the CPU a copy per page,
-// elsewhere one gather and one scatter. INVALID_ARGUMENT for pools of
+// devices), page to page with no staging run: on the CPU a copy per page;
+// on one GPU with one dtype one kernel (kv_cache/page_copy_cuda.h),
+// enqueued on the current stream and not waited for; elsewhere one gather
+// and one scatter. INVALID_ARGUMENT for pools of
 // different page shapes, lists of different lengths, an index out of range
 // or a destination page listed twice.
 absl::Status CopyPages(const torch::Tensor& from, absl::Span<const int32_t> from_pages,

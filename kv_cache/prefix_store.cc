@@ -63,10 +63,9 @@ absl::Status LocalPrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTabl
     pages->resize(n);
     if (absl::Status s = rows.PrepareWrite(load.row, 0, load.tokens); !s.ok()) return s;
     const std::vector<int32_t> dst(rows.pages(load.row).begin(), rows.pages(load.row).begin() + n);
-    absl::StatusOr<torch::Tensor> staged =
-        ReadPages(cache_->storage(), *pages, rows.storage().device());
-    if (!staged.ok()) return staged.status();
-    if (absl::Status s = WritePages(rows.storage(), dst, *staged); !s.ok()) return s;
+    if (absl::Status s = CopyPages(cache_->storage(), *pages, rows.storage(), dst); !s.ok()) {
+      return s;
+    }
     rows.set_length(load.row, load.tokens);
   }
   return absl::OkStatus();
@@ -115,10 +114,9 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> LocalPrefixStore::Store(
       if (!fresh.ok()) continue;  // no room: not stored
       absl::Cleanup free_fresh = [&] { cache_->FreePages(*fresh).IgnoreError(); };
       const std::vector<int32_t> from(row_pages.begin() + cached, row_pages.end());
-      absl::StatusOr<torch::Tensor> staged =
-          ReadPages(rows.storage(), from, cache_->storage().device());
-      if (!staged.ok()) return staged.status();
-      if (absl::Status s = WritePages(cache_->storage(), *fresh, *staged); !s.ok()) return s;
+      if (absl::Status s = CopyPages(rows.storage(), from, cache_->storage(), *fresh); !s.ok()) {
+        return s;
+      }
       pages = held.pages;
       pages.insert(pages.end(), fresh->begin(), fresh->end());
       absl::StatusOr<PrefixCache::InsertResult> inserted =

@@ -40,7 +40,8 @@ step_tests() {
     --gtest_filter='Attention*:Model*:Prefix*:Generate*:DecodeStep*:BatchScheduler*:WarmUp*' >"$OUT/quick-engine.log" 2>&1 &&
     NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
     && NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
-    && echo "engine + kernel tests fp32, kernel tests bf16: ok" \
+    && "$BIN/kv_cache_test" --gtest_filter='PageLayout*:BlockTables*' >>"$OUT/quick-engine.log" 2>&1 \
+    && echo "engine + kernel tests fp32, kernel tests bf16, page copies: ok" \
     || { echo "engine + kernel tests fp32: FAILED"; grep -E "FAILED|Failure|Expected|Which is" "$OUT/quick-engine.log" | head -20; }
 }
 step_services() {

@@ -2,9 +2,13 @@
 #include "kv_cache/page_layout.h"
 
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace nanoserve {
@@ -154,6 +158,42 @@ TEST(PageLayoutTest, CopyPagesIsAGatherThenAScatter) {
   EXPECT_EQ(CopyPages(RandomPages(other, 2), {0}, to, {0}).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_TRUE(torch::equal(to, before));
+}
+
+// On a GPU, CopyPages and ReadPages run one kernel (page_copy_cuda.h) where
+// both pools are on the device in one dtype, in as many launches as the
+// pages need: the result is the CPU's copy, bit for bit, for pages of
+// several 64 KiB chunks, for more pages than one launch carries, and for
+// pages whose size is no multiple of 16 bytes (the gather instead).
+TEST(PageLayoutTest, CopyPagesOnAGpuIsTheCpusCopy) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const torch::Device gpu(torch::kCUDA, 0);
+  PageLayout big;
+  big.n_layer = 4;
+  big.n_head = 4;
+  big.head_dim = 64;
+  big.page_size = 16;  // 128 KiB pages in fp32
+  PageLayout odd = SmallLayout();
+  odd.page_size = 3;  // 180-byte pages in bf16
+  for (const auto& [layout, dtype, n] : {std::tuple{big, torch::kFloat, int64_t{40}},
+                                         std::tuple{SmallLayout(), torch::kBFloat16, int64_t{1000}},
+                                         std::tuple{odd, torch::kBFloat16, int64_t{50}}}) {
+    const torch::Tensor from = RandomPages(layout, n).to(dtype);
+    torch::Tensor to = RandomPages(layout, n + 7).to(dtype);
+    std::vector<int32_t> from_pages, to_pages(n);
+    for (int64_t i = 0; i < n; ++i) {
+      from_pages.push_back(static_cast<int32_t>((i * 7 + 3) % (n / 2 + 1)));  // with repeats
+    }
+    std::iota(to_pages.rbegin(), to_pages.rend(), 7);  // each once, backwards
+    torch::Tensor expected = to.clone();
+    ASSERT_TRUE(CopyPages(from, from_pages, expected, to_pages).ok());
+    torch::Tensor on_gpu = to.to(gpu);
+    ASSERT_TRUE(CopyPages(from.to(gpu), from_pages, on_gpu, to_pages).ok());
+    EXPECT_TRUE(torch::equal(on_gpu.cpu(), expected)) << n << " pages";
+    auto read = ReadPages(from.to(gpu), from_pages, gpu);
+    ASSERT_TRUE(read.ok()) << read.status();
+    EXPECT_TRUE(torch::equal(read->cpu(), ReadPages(from, from_pages, torch::kCPU).value()));
+  }
 }
 
 TEST(PageLayoutTest, WireBytesAreTheStagedRun) {
