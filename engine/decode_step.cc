@@ -20,11 +20,11 @@ class ReferenceDecodeStep final : public DecodeStep {
     TORCH_CHECK(n >= 1 && n <= cache_->batch(), "decode step of ", n, " rows over a cache of ",
                 cache_->batch());
     std::vector<int64_t> positions(cache_->lengths().begin(), cache_->lengths().begin() + n);
-    const torch::Device device = model_->options().device;
-    torch::Tensor hidden = model_->Forward(
-        torch::tensor(tokens, torch::kLong).view({n, 1}).to(device),
-        torch::tensor(positions, torch::kLong).view({n, 1}).to(device), {cache_, 0});  // (n, 1, C)
-    torch::Tensor logits = model_->Logits(hidden.select(1, 0));                        // (n, V)
+    // Host tensors: Forward copies them onto the device without waiting.
+    torch::Tensor hidden = model_->Forward(torch::tensor(tokens, torch::kLong).view({n, 1}),
+                                           torch::tensor(positions, torch::kLong).view({n, 1}),
+                                           {cache_, 0});         // (n, 1, C)
+    torch::Tensor logits = model_->Logits(hidden.select(1, 0));  // (n, V)
     if (greedy != nullptr) {
       torch::Tensor best = logits.argmax(-1).cpu();
       greedy->assign(best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + n);

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "base/torch_status.h"
+#include "kv_cache/shared_memory.h"
 
 #ifdef NANOSERVE_WITH_CUDA
 #include "engine/cuda/fused_ops.h"
@@ -148,7 +149,7 @@ Gpt2Model::CacheAccess Gpt2Model::PrepareCache(const CacheRows& rows, int64_t B,
     run.AppendPages(access.n_pages, 0, read_pages);
   }
   auto on_device = [&](const std::vector<int64_t>& v) {
-    return torch::tensor(v, torch::kLong).to(device);
+    return HostToDevice(torch::tensor(v, torch::kLong), device);
   };
   access.write_pages = on_device(write_pages).view({B, T});
   access.write_offsets = on_device(write_offsets).view({B, T});
@@ -172,7 +173,7 @@ Gpt2Model::CacheAccess Gpt2Model::PrepareCache(const CacheRows& rows, int64_t B,
       }
     }
     auto ints = [&](const std::vector<int32_t>& v) {
-      return torch::tensor(v, torch::kInt).to(device);
+      return HostToDevice(torch::tensor(v, torch::kInt), device);
     };
     access.table = access.read_pages.view({B, access.n_pages}).to(torch::kInt).contiguous();
     access.table_rows = ints(table_rows);
@@ -253,8 +254,9 @@ torch::Tensor Gpt2Model::Forward(const torch::Tensor& ids, const torch::Tensor& 
                                  const CacheRows& rows) const {
   torch::InferenceMode guard;
   const int64_t B = ids.size(0), T = ids.size(1), C = config_.n_embd;
-  auto dev_ids = ids.to(options_.device);
-  auto dev_pos = positions.to(options_.device);
+  auto dev_ids = ids.is_cpu() ? HostToDevice(ids, options_.device) : ids.to(options_.device);
+  auto dev_pos =
+      positions.is_cpu() ? HostToDevice(positions, options_.device) : positions.to(options_.device);
   torch::Tensor x = wte_.index_select(0, dev_ids.reshape(-1)) +
                     wpe_.index_select(0, dev_pos.reshape(-1));  // (B*T, C)
   x = x.view({B, T, C});

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "base/torch_status.h"
+#include "kv_cache/shared_memory.h"
 
 #ifdef NANOSERVE_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
@@ -50,7 +51,8 @@ absl::Status CheckIndices(absl::Span<const int32_t> pages, int64_t num_pages, bo
 }
 
 torch::Tensor IndexTensor(absl::Span<const int32_t> pages, torch::Device device) {
-  return torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong).to(device);
+  return HostToDevice(torch::tensor(std::vector<int64_t>(pages.begin(), pages.end()), torch::kLong),
+                      device);
 }
 
 // Copies the pages by page_copy_cuda.h's kernel when both pools are
@@ -225,7 +227,7 @@ absl::Status PageRun::Write(const torch::Tensor& pool, int64_t begin,
   AppendPositions(begin, begin + kv.size(3), pages, offsets);
   return RunTorch("writing K/V into pages", [&] {
     auto on_pool = [&](const std::vector<int64_t>& v) {
-      return torch::tensor(v, torch::kLong).to(pool.device());
+      return HostToDevice(torch::tensor(v, torch::kLong), pool.device());
     };
     // (T, n_layer, 2, n_head, head_dim): one position a row.
     ScatterPositions(pool, on_pool(pages), on_pool(offsets),
@@ -243,7 +245,8 @@ absl::StatusOr<torch::Tensor> PageRun::Read(const torch::Tensor& pool, int64_t b
   AppendPages(PagesFor(end, page_size_), 0, table);
   return TorchResult("reading K/V from pages", [&] {
     const int64_t n = static_cast<int64_t>(table.size());
-    torch::Tensor ids = torch::tensor(table, torch::kLong).to(pool.device()).view({1, n});
+    torch::Tensor ids =
+        HostToDevice(torch::tensor(table, torch::kLong), pool.device()).view({1, n});
     return GatherPositions(pool, ids, end).select(0, 0).narrow(3, begin, end - begin).contiguous();
   });
 }
