@@ -29,6 +29,7 @@ ServerTimings FromProto(const v1::Timings& t) {
   s.submitted_ms = t.submitted_ms();
   s.queue_ms = t.queue_ms();
   s.second_token_ms = t.second_token_ms();
+  s.kv_fetch_skipped = t.kv_fetch_skipped();
   return s;
 }
 
@@ -51,7 +52,10 @@ class GrpcLoadClient : public LoadClient {
     if (!outcome.ok()) return outcome.status();
     response.prompt_tokens = outcome->finished.usage().prompt_tokens();
     response.cached_prompt_tokens = outcome->finished.usage().cached_prompt_tokens();
-    if (outcome->finished.has_timings()) response.server = FromProto(outcome->finished.timings());
+    if (outcome->finished.has_timings()) {
+      response.server = FromProto(outcome->finished.timings());
+      response.server->fallback_reason = outcome->finished.fallback_reason();
+    }
     return response;
   }
 

@@ -28,11 +28,14 @@ std::string LatencyRow(const char* name, const Distribution& d) {
 }
 
 // Failed requests by error text, most frequent first (ties: by text).
-std::vector<std::pair<std::string, int64_t>> CountErrors(
-    const std::vector<RequestRecord>& records) {
+// The texts `text_of` gives for the records it gives one (non-empty) for,
+// counted, most frequent first.
+template <typename F>
+std::vector<std::pair<std::string, int64_t>> CountTexts(const std::vector<RequestRecord>& records,
+                                                        F text_of) {
   std::map<std::string, int64_t> counts;
   for (const RequestRecord& r : records) {
-    if (!r.ok) ++counts[r.error];
+    if (std::string text = text_of(r); !text.empty()) ++counts[text];
   }
   std::vector<std::pair<std::string, int64_t>> errors(counts.begin(), counts.end());
   std::stable_sort(errors.begin(), errors.end(),
@@ -139,7 +142,10 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records, double duration
     // step, unless the turn that admitted it was long.
     s.server_ms.emplace_back("admission to the second token", Distribute(after_admission));
   }
-  s.errors = CountErrors(records);
+  s.errors = CountTexts(records, [](const RequestRecord& r) { return r.ok ? "" : r.error; });
+  s.fallbacks = CountTexts(records, [](const RequestRecord& r) {
+    return r.ok && r.server.has_value() ? r.server->fallback_reason : "";
+  });
   return s;
 }
 
@@ -168,6 +174,11 @@ std::string FormatSummaryTables(const LoadSummary& s) {
                           s.server_ms.front().second.count);
     for (const auto& [name, d] : s.server_ms) out += LatencyRow(name.c_str(), d);
   }
+  for (size_t i = 0; i < s.fallbacks.size() && i < 5; ++i) {
+    absl::StrAppendFormat(&out, "\ndecode computed the prompt itself x%d: %s",
+                          s.fallbacks[i].second, s.fallbacks[i].first);
+  }
+  if (!s.fallbacks.empty()) out += "\n";
   for (size_t i = 0; i < s.errors.size() && i < 5; ++i) {
     absl::StrAppendFormat(&out, "\nfailed x%d: %s", s.errors[i].second, s.errors[i].first);
   }
@@ -196,7 +207,7 @@ std::string RequestCsvHeader() {
          "max_tokens,output_tokens,ttft_ms,tpot_ms,itl_max_ms,e2e_ms,server_ttft_ms,"
          "server_prefill_ms,server_prefill_first_token_ms,server_prefill_server_ms,"
          "server_prefill_store_ms,server_prefill_compute_ms,server_fetch_ms,server_submitted_ms,"
-         "server_queue_ms,server_second_token_ms";
+         "server_queue_ms,server_second_token_ms,server_kv_fetch_skipped,server_fallback_reason";
 }
 
 std::string FormatRequestCsvRow(double rate, const RequestRecord& r) {
@@ -209,6 +220,9 @@ std::string FormatRequestCsvRow(double rate, const RequestRecord& r) {
   for (const ServerField& field : kServerFields) {  // empty fields without the server's account
     row += r.server.has_value() ? absl::StrFormat(",%.3f", *r.server.*field.ms) : ",";
   }
+  row += r.server.has_value() ? absl::StrCat(",", r.server->kv_fetch_skipped ? 1 : 0, ",",
+                                             CsvQuote(r.server->fallback_reason))
+                              : ",,";
   return row;
 }
 

@@ -37,6 +37,11 @@ struct ServerTimings {
   double submitted_ms = 0;            // arrival to the hand-over to decode's scheduler
   double queue_ms = 0;                // then waiting for a decode slot
   double second_token_ms = 0;         // arrival to the second token
+  // The pages were read by the ids prefill returned (no Fetch call).
+  bool kv_fetch_skipped = false;
+  // Why decode computed the prompt itself (prefill or the store failed or
+  // refused); empty when prefill and the store served it.
+  std::string fallback_reason;
 };
 
 // One request of a run.
@@ -98,6 +103,10 @@ struct LoadSummary {
   double goodput = 0;  // good / duration_s
   // Failed requests by error text, most frequent first.
   std::vector<std::pair<std::string, int64_t>> errors;
+  // Ok requests whose prompt decode computed itself, by the server's
+  // fallback reason, most frequent first (none without the server's
+  // account, or when prefill and the store served every prompt).
+  std::vector<std::pair<std::string, int64_t>> fallbacks;
 };
 
 // The statistics of `records`, run over `duration_s` (> 0 when any is ok).
@@ -105,7 +114,8 @@ LoadSummary Summarize(const std::vector<RequestRecord>& records, double duration
 
 // The summary as Markdown: a table of counts and throughput (goodput with
 // its SLO), a table of latencies (ms: mean, p50, p90, p99), the servers'
-// account when there is one, then up to 5 error lines.
+// account when there is one, then up to 5 lines each of the servers'
+// fallback reasons and of errors.
 std::string FormatSummaryTables(const LoadSummary& summary);
 
 // A sweep's table: one Markdown row per rate (0 rows allowed).

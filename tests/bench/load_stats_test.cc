@@ -176,13 +176,37 @@ TEST(RequestCsv, OneFieldPerColumnWithQuotedErrors) {
   served.server.emplace();
   served.server->ttft_ms = 4.5;
   served.server->queue_ms = 1.25;
+  served.server->kv_fetch_skipped = true;
+  served.server->fallback_reason = "prefill failed: UNAVAILABLE: x, y";
   const std::vector<std::string> with = SplitCsvLine(FormatRequestCsvRow(1.0, served));
   ASSERT_EQ(with.size(), header.size());
   EXPECT_EQ(header[14], "server_ttft_ms");
   EXPECT_EQ(with[14], "4.500");
-  EXPECT_EQ(header[header.size() - 2], "server_queue_ms");
-  EXPECT_EQ(with[with.size() - 2], "1.250");
-  EXPECT_EQ(header.back(), "server_second_token_ms");
+  EXPECT_EQ(header[header.size() - 4], "server_queue_ms");
+  EXPECT_EQ(with[with.size() - 4], "1.250");
+  EXPECT_EQ(header[header.size() - 3], "server_second_token_ms");
+  EXPECT_EQ(header[header.size() - 2], "server_kv_fetch_skipped");
+  EXPECT_EQ(with[with.size() - 2], "1");
+  EXPECT_EQ(header.back(), "server_fallback_reason");
+  EXPECT_EQ(with.back(), "prefill failed: UNAVAILABLE: x, y");
+}
+
+// The ok requests whose prompt decode computed itself are counted by the
+// server's reason and listed under the tables; none, no such line.
+TEST(Summarize, FallbacksAreCountedByReason) {
+  RequestRecord a = Ok(0, 50, 10, 4), b = Ok(1, 60, 10, 4), c = Ok(2, 70, 10, 4);
+  for (RequestRecord* r : {&a, &b, &c}) r->server.emplace();
+  a.server->fallback_reason = "kv store fetch failed: NOT_FOUND";
+  b.server->fallback_reason = "kv store fetch failed: NOT_FOUND";
+  RequestRecord failed = Failed(3, "INTERNAL: boom");
+  const LoadSummary s = Summarize({a, b, c, failed}, 1.0, Slo{});
+  ASSERT_EQ(s.fallbacks.size(), 1u);
+  EXPECT_EQ(s.fallbacks[0].first, "kv store fetch failed: NOT_FOUND");
+  EXPECT_EQ(s.fallbacks[0].second, 2);
+  EXPECT_THAT(FormatSummaryTables(s),
+              HasSubstr("decode computed the prompt itself x2: kv store fetch failed: NOT_FOUND"));
+  EXPECT_THAT(FormatSummaryTables(Summarize({c}, 1.0, Slo{})),
+              Not(HasSubstr("computed the prompt itself")));
 }
 
 TEST(SweepCsv, OneFieldPerColumn) {
