@@ -58,8 +58,8 @@ struct KvStoreOptions {
   // is cancelled.
   int64_t put_idle_timeout_s = 10;
   // --max_reserved_pages_per_caller: pages one caller holds reserved for
-  // writing in place and not committed (0 = half of the pages all writers may
-  // hold so, the store's 256 MiB).
+  // writing in place and not committed (0 = as many as all writers together
+  // may: half the pool).
   int64_t max_reserved_pages_per_caller = 0;
 
   // Every flag: the service's, then the store's own.

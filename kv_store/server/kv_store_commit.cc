@@ -71,7 +71,9 @@ absl::StatusOr<v1::ReservedPages> KvStoreHandler::ReserveOne(const PeerIdentity&
   // The caller's share first, then the store's bound over all callers:
   // reserved pages are held like Put bytes in flight, under the same bound.
   if (absl::Status over = quotas_.StartReserve(key, pages); !over.ok()) return over;
-  const int64_t max_pages = options_.max_put_buffer_bytes / bytes_per_page_;
+  const int64_t max_pages = options_.max_reserved_pages > 0
+                                ? options_.max_reserved_pages
+                                : options_.max_put_buffer_bytes / bytes_per_page_;
   {
     absl::MutexLock lock(&reservations_mu_);
     if (reserved_pages_ + pages > max_pages) {

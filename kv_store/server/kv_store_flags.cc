@@ -58,7 +58,7 @@ NANOSERVE_FLAG_IN_RANGE(put_idle_timeout_s, nanoserve::KvStoreOptions().put_idle
 NANOSERVE_FLAG_IN_RANGE(max_reserved_pages_per_caller,
                         nanoserve::KvStoreOptions().max_reserved_pages_per_caller, 0, 1073741824,
                         "pages one caller holds reserved for writing in place and not committed "
-                        "(0 = half of the pages all writers may hold so, the store's 256 MiB)");
+                        "(0 = as many as all writers together may: half the pool)");
 
 namespace nanoserve {
 namespace {
@@ -72,12 +72,13 @@ std::vector<std::string> NameList(const std::string& list) {
 }
 
 // The bounds per caller; --max_pinned_pages_per_caller 0: three quarters of
-// the pages `cache`'s pool holds; --max_reserved_pages_per_caller 0: half of
-// the pages within `max_uncommitted_bytes` (the handler's bound on all Put
-// bytes and reserved pages in flight).
+// the pages `cache`'s pool holds; --max_reserved_pages_per_caller 0:
+// `max_reserved_pages` (the handler's bound on the pages all writers hold
+// reserved: without TLS prefill and decode are one caller, and prefill's
+// batches of 64 prompts need it).
 CallerQuotaOptions CallerQuotaOptionsFor(const KvStoreOptions& options,
                                          const PrefixCacheOptions& cache,
-                                         int64_t max_uncommitted_bytes) {
+                                         int64_t max_reserved_pages) {
   CallerQuotaOptions quotas;
   const int64_t page_bytes = cache.pool.layout.bytes_per_page();
   quotas.max_leases = options.max_leases_per_caller;
@@ -87,7 +88,7 @@ CallerQuotaOptions CallerQuotaOptionsFor(const KvStoreOptions& options,
   }
   quotas.max_reserved_pages = options.max_reserved_pages_per_caller;
   if (quotas.max_reserved_pages == 0) {
-    quotas.max_reserved_pages = std::max<int64_t>(1, max_uncommitted_bytes / page_bytes / 2);
+    quotas.max_reserved_pages = std::max<int64_t>(1, max_reserved_pages);
   }
   quotas.max_puts = options.max_puts_per_caller;
   quotas.max_put_bytes = options.max_put_mb_per_caller << 20;
@@ -166,7 +167,13 @@ absl::StatusOr<KvStoreHandlerOptions> KvStoreHandlerOptionsFor(const KvStoreOpti
   handler.epoch = cache.pool.epoch;
   handler.pool_identities = NameList(options.pool_identities);
   handler.reservation_ttl = absl::Seconds(options.reservation_ttl_s);
-  handler.quotas = CallerQuotaOptionsFor(options, cache, handler.max_put_buffer_bytes);
+  // Half the pool may be written in place at once (it was bounded by the
+  // Put streams' 256 MiB, 455 GPT-2 124M pages in bf16: a prefill batch of
+  // 57 prompts of 128 tokens passed it, and the rest of the batch was not
+  // stored, so decode computed those prompts again).
+  handler.max_reserved_pages =
+      std::max<int64_t>(1, cache.pool.byte_budget / cache.pool.layout.bytes_per_page() / 2);
+  handler.quotas = CallerQuotaOptionsFor(options, cache, handler.max_reserved_pages);
   handler.put_idle_timeout = absl::Seconds(options.put_idle_timeout_s);
   if (!tls) {
     std::fprintf(stderr, "nanoserve-kv-store: no TLS: every caller may write (loopback only)\n");

@@ -62,6 +62,24 @@ TEST(KvStoreOptionsTest, DefaultsAreTheServicesOwn) {
   EXPECT_EQ(o.service.model.spec, "");
 }
 
+// With the defaults, one prefill batch of 64 prompts of 128 tokens of GPT-2
+// 124M in bf16 (8 pages of 576 KiB each) is reserved whole in a 1 GiB pool:
+// the store's bound and one caller's (prefill and decode are one caller
+// without TLS) both hold its 512 pages. They held 455 and 227 when the bound
+// was the Put streams' 256 MiB, and the rows past it were not stored.
+TEST(KvStoreOptionsTest, TheDefaultsReserveABatchOf64PromptsOfGpt2) {
+  Gpt2Config config;  // GPT-2 124M
+  ModelOptions model;
+  model.dtype = torch::kBFloat16;
+  const KvStoreOptions o;  // a 1 GiB pool of 16-token pages
+  const PrefixCacheOptions cache = PrefixCacheOptionsFor(o, config, model);
+  ASSERT_EQ(cache.pool.layout.bytes_per_page(), 589824);
+  auto handler = KvStoreHandlerOptionsFor(o, config, cache, /*tls=*/false);
+  ASSERT_TRUE(handler.ok()) << handler.status();
+  EXPECT_GE(handler->max_reserved_pages, 64 * 8);
+  EXPECT_GE(handler->quotas.max_reserved_pages, 64 * 8);
+}
+
 TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
   Gpt2Config config;
   config.vocab_size = 100;
@@ -97,11 +115,12 @@ TEST(KvStoreOptionsTest, TheCacheAndHandlerCarryTheStoresFlags) {
   const int64_t pages = cache.pool.byte_budget / cache.pool.layout.bytes_per_page();
   EXPECT_EQ(KvStoreHandlerOptionsFor(o, config, cache, true)->quotas.max_pinned_pages,
             pages * 3 / 4);
-  // None on reserved pages: half of those all writers may hold uncommitted.
+  // All writers may hold half the pool reserved and uncommitted, whatever the
+  // Put streams' byte bound; one caller, without a bound given, half of that.
   o.max_reserved_pages_per_caller = 0;
   auto defaults = KvStoreHandlerOptionsFor(o, config, cache, true);
-  EXPECT_EQ(defaults->quotas.max_reserved_pages,
-            defaults->max_put_buffer_bytes / cache.pool.layout.bytes_per_page() / 2);
+  EXPECT_EQ(defaults->max_reserved_pages, pages / 2);
+  EXPECT_EQ(defaults->quotas.max_reserved_pages, pages / 2);
   // Without TLS everyone may write; with TLS someone must be named.
   EXPECT_TRUE(KvStoreHandlerOptionsFor(o, config, cache, false)->writer_identities.empty());
   o.writer_identities = " , ";
