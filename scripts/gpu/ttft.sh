@@ -140,4 +140,4 @@ for f in "$OUT"/serve*/nanoserve-prefill.log; do
   [ "$n" -gt 0 ] && { echo "== slow batches in $f: $n lines, the first 3:"; grep "prefill: a batch" "$f" | head -3; }
 done
 echo; echo "== load ($CARD)"
-grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|second token|Prefill call|inside prefill|K/V pages|queue for|handed to|admission to" "$OUT/load.md"
+grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT|failed x|computed the prompt itself|second token|admission to" "$OUT/load.md"
