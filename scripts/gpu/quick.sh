@@ -19,6 +19,8 @@
 #   peers    the peers of shared/anchors carried in .peers/ (gptfast_compile.py,
 #            hf_batch.py, ipc_probe.py), in this call beside the rows above
 #   chunk    decode alone at 64 in flight, prefill token budgets 0 and 256
+#   shapes   shapes.sh: decode alone at 64 in flight with CUDA_MODULE_LOADING LAZY and
+#            EAGER (is a prefill shape new to the process slow for its kernels' loading?)
 #   kernels  the kernel workbench (QUICK)
 #   suite    the whole suite in fp32 for what time is left
 # STEPS (default all, in that order) picks some. A step that fails does not
@@ -80,13 +82,14 @@ step_chunk() {
   CHUNKS=${CHUNKS:-"0 256"} timeout 150 "$ROOT/scripts/gpu/chunk.sh" \
     | grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT"
 }
+step_shapes() { timeout 150 "$ROOT/scripts/gpu/shapes.sh"; }
 step_kernels() { QUICK=1 timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 | tail -40; }
 step_suite() {
   NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 timeout "$(left)" \
     ctest --test-dir "$BUILD" -j4 --output-on-failure >"$OUT/test-fp32.log" 2>&1
   echo "ctest rc=$?"; grep -E "tests passed|\(Failed\)|\(Timeout\)" "$OUT/test-fp32.log" | head -30
 }
-for step in ${STEPS:-tests services prefix profile decode peers chunk kernels suite}; do
+for step in ${STEPS:-tests services prefix profile decode peers chunk shapes kernels suite}; do
   if [ "$(left)" -lt 40 ]; then echo "[$(elapsed)s] $step: skipped, no time left"; continue; fi
   echo "[$(elapsed)s] == $step"
   "step_$step" || echo "[$(elapsed)s] $step: failed (rc $?)"
