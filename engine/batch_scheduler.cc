@@ -285,20 +285,10 @@ void BatchScheduler::NoteTurn(const TurnTimes& turn) {
   const double total = absl::ToDoubleMilliseconds(now - turn.began);
   if (total < static_cast<double>(options_.slow_turn_ms)) return;
   slow_turns_.fetch_add(1);
-  constexpr int64_t kLinesPerSecond = 10;
-  if (now - slow_log_window_ >= absl::Seconds(1)) {
-    slow_log_window_ = now;
-    slow_logged_ = 0;
-  }
-  if (slow_logged_ >= kLinesPerSecond) {
-    ++slow_unlogged_;
-    return;
-  }
-  ++slow_logged_;
+  int64_t skipped = 0;
+  if (!slow_log_rate_.Allow(now, &skipped)) return;
   const std::string unlogged =
-      slow_unlogged_ > 0 ? absl::StrCat(" (", slow_unlogged_, " slow turns before not logged)")
-                         : "";
-  slow_unlogged_ = 0;
+      skipped > 0 ? absl::StrCat(" (", skipped, " slow turns before not logged)") : "";
   std::fprintf(stderr,
                "decode scheduler: a turn at %s of %.1f ms (over %lld): %lld admitted in %.1f ms "
                "(%lld "

@@ -52,6 +52,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/log_rate.h"
 #include "engine/callback_runner.h"
 #include "engine/decode_step.h"
 #include "engine/kv_cache.h"
@@ -288,8 +289,7 @@ class BatchScheduler {
   std::atomic<int64_t> max_turn_prompt_tokens_{0};
   int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
   std::atomic<int64_t> slow_turns_{0};
-  absl::Time slow_log_window_ = absl::InfinitePast();  // scheduler thread only
-  int64_t slow_logged_ = 0, slow_unlogged_ = 0;        // scheduler thread only
+  LogRate slow_log_rate_{10};             // scheduler thread only
   CallbackRunner::Batch turn_callbacks_;  // scheduler thread only; posted at the turn's end
   CallbackRunner callbacks_;
   std::thread thread_;

@@ -298,16 +298,8 @@ void PrefillStage::NoteBatch(absl::Span<PrefillCall* const> calls, absl::Time be
   if (options_.slow_batch <= absl::ZeroDuration()) return;
   const absl::Time now = absl::Now();
   if (now - began < options_.slow_batch) return;
-  constexpr int64_t kLinesPerSecond = 10;
-  if (now - slow_log_window_ >= absl::Seconds(1)) {
-    slow_log_window_ = now;
-    slow_logged_ = 0;
-  }
-  if (slow_logged_ >= kLinesPerSecond) {
-    ++slow_unlogged_;
-    return;
-  }
-  ++slow_logged_;
+  int64_t skipped = 0;
+  if (!slow_log_rate_.Allow(now, &skipped)) return;
   int64_t prompts = 0, longest = 0;
   double waited = 0;  // the longest any call of the batch waited for it
   for (const PrefillCall* call : calls) {
@@ -318,9 +310,7 @@ void PrefillStage::NoteBatch(absl::Span<PrefillCall* const> calls, absl::Time be
     waited = std::max(waited, absl::ToDoubleMilliseconds(call->taken - call->arrival));
   }
   const std::string unlogged =
-      slow_unlogged_ > 0 ? absl::StrCat(" (", slow_unlogged_, " slow batches before not logged)")
-                         : "";
-  slow_unlogged_ = 0;
+      skipped > 0 ? absl::StrCat(" (", skipped, " slow batches before not logged)") : "";
   const std::string what =
       outcome.ok()
           ? absl::StrFormat("%lld prompt tokens computed, the store's calls %.1f ms",

@@ -36,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "base/log_rate.h"
 #include "base/metrics.h"
 #include "engine/model.h"
 #include "engine/prefill.h"
@@ -209,9 +210,7 @@ class PrefillStage : public Prefiller {
     Counter* batch_retries = nullptr;
   } metrics_;
   // NoteBatch's rate limit (the batcher's thread only).
-  absl::Time slow_log_window_ = absl::InfinitePast();
-  int64_t slow_logged_ = 0;
-  int64_t slow_unlogged_ = 0;
+  LogRate slow_log_rate_{10};
   // Last: it stops (and its thread, which uses the members above, ends)
   // before they go.
   std::unique_ptr<PrefillBatcher> batcher_;
