@@ -212,6 +212,7 @@ void BatchScheduler::Loop() {
       turn.began = absl::Now();
       turn_began_ns_.store(absl::ToUnixNanos(turn.began));
       turn_prompt_tokens_ = 0;
+      turn_drew_first_ = false;
       stop = stop_;
       cancels.swap(cancelled_);
       for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -256,9 +257,12 @@ void BatchScheduler::Loop() {
       }
     }
     turn.admit_ms = ms_since(&mark);
-    if (!turn_callbacks_.empty()) {
-      // First tokens of the requests just admitted: streamed now, not after
-      // this turn's step (at the cost of waiting for the last turn's).
+    if (!turn_callbacks_.empty() && turn_drew_first_) {
+      // First tokens drawn for the requests just admitted: streamed now, not
+      // after this turn's step (at the cost of waiting for the last turn's
+      // callbacks). A first token the request gave (prefill's, which the
+      // decode service streamed already) goes with the step's tokens: the
+      // step need not wait for anyone.
       callbacks_.Post(std::move(turn_callbacks_));
       turn_callbacks_.clear();
     }
@@ -492,6 +496,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots,
     }
     e.prefilling = !complete(i);
     if (e.prefilling) continue;
+    if (e.request.first_token < 0) turn_drew_first_ = true;
     e.last_token = first[i];
     Emit(slots[i], e.last_token);
   }

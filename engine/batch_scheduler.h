@@ -288,6 +288,9 @@ class BatchScheduler {
   std::atomic<int64_t> prefills_{0};
   std::atomic<int64_t> max_turn_prompt_tokens_{0};
   int64_t turn_prompt_tokens_ = 0;  // scheduler thread only
+  // A first token was drawn in this turn's admissions (not given by the
+  // request): only then are they posted before the step (scheduler thread).
+  bool turn_drew_first_ = false;
   std::atomic<int64_t> slow_turns_{0};
   LogRate slow_log_rate_{10};             // scheduler thread only
   CallbackRunner::Batch turn_callbacks_;  // scheduler thread only; posted at the turn's end

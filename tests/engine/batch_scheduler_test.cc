@@ -467,6 +467,35 @@ TEST(BatchSchedulerTest, TheNextStepRunsWhileTheLastTurnsCallbacksRun) {
   ExpectSameGreedy(*model, Prompt(4, 3), Offline(*model, Prompt(4, 3), 6), a.result.output_ids);
 }
 
+// A first token the request gave (prefill's, streamed by the decode service
+// already) is not posted before the admitting turn's step, so that step does
+// not wait for the turn before's callbacks: it reaches its callback with the
+// step's tokens, after the step. A first token drawn here still goes first
+// (TheNextStepRunsWhileTheLastTurnsCallbacksRun).
+TEST(BatchSchedulerTest, AGivenFirstTokenGoesWithTheStepsTokens) {
+  auto model = TinyModel();
+  const std::vector<int> prompt = Prompt(6, 4);
+  const std::vector<int> expected = Offline(*model, prompt, 4);
+  auto scheduler = BatchScheduler::Create(model.get(), {}).value();
+  Outcome b;
+  std::vector<int64_t> steps_seen;
+  BatchRequest r = MakeRequest(prompt, 4, &b);
+  r.first_token = expected[0];
+  r.on_token = [&](int t) {
+    absl::MutexLock lock(&b.mu);
+    b.streamed.push_back(t);
+    steps_seen.push_back(scheduler->steps());
+  };
+  ASSERT_TRUE(scheduler->Submit(std::move(r)).ok());
+  ASSERT_TRUE(b.done.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_TRUE(b.status.ok()) << b.status;
+  ASSERT_EQ(steps_seen.size(), 4u);
+  EXPECT_GE(steps_seen[0], 1);  // the admitting turn's step ran first
+  EXPECT_EQ(b.streamed, b.result.output_ids);
+  EXPECT_EQ(b.result.output_ids.front(), expected[0]);
+  ExpectSameGreedy(*model, prompt, expected, b.result.output_ids);
+}
+
 // options.slow_turn_ms: a turn that waits 60 ms for the turn before's
 // callbacks is counted and logged with where its time went; with 0 no turn
 // is.
