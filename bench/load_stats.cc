@@ -27,9 +27,8 @@ std::string LatencyRow(const char* name, const Distribution& d) {
   return absl::StrFormat("| %s | %.2f | %.2f | %.2f | %.2f |\n", name, d.mean, d.p50, d.p90, d.p99);
 }
 
-// Failed requests by error text, most frequent first (ties: by text).
-// The texts `text_of` gives for the records it gives one (non-empty) for,
-// counted, most frequent first.
+// The non-empty texts `text_of` gives the records (an error, a fallback
+// reason), counted, most frequent first (ties: by text).
 template <typename F>
 std::vector<std::pair<std::string, int64_t>> CountTexts(const std::vector<RequestRecord>& records,
                                                         F text_of) {

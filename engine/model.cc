@@ -254,9 +254,8 @@ torch::Tensor Gpt2Model::Forward(const torch::Tensor& ids, const torch::Tensor& 
                                  const CacheRows& rows) const {
   torch::InferenceMode guard;
   const int64_t B = ids.size(0), T = ids.size(1), C = config_.n_embd;
-  auto dev_ids = ids.is_cpu() ? HostToDevice(ids, options_.device) : ids.to(options_.device);
-  auto dev_pos =
-      positions.is_cpu() ? HostToDevice(positions, options_.device) : positions.to(options_.device);
+  auto dev_ids = HostToDevice(ids, options_.device);
+  auto dev_pos = HostToDevice(positions, options_.device);
   torch::Tensor x = wte_.index_select(0, dev_ids.reshape(-1)) +
                     wpe_.index_select(0, dev_pos.reshape(-1));  // (B*T, C)
   x = x.view({B, T, C});

@@ -274,7 +274,7 @@ void WaitForDevice(torch::Device device) {
 }
 
 torch::Tensor HostToDevice(const torch::Tensor& host, torch::Device device) {
-  if (!device.is_cuda()) return host.to(device);
+  if (!host.is_cpu() || !device.is_cuda()) return host.to(device);
   return host.pin_memory().to(device, /*non_blocking=*/true);
 }
 

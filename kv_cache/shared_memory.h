@@ -83,12 +83,12 @@ uint64_t NewEpoch();
 // before it releases the lease of pages it copied.
 void WaitForDevice(torch::Device device);
 
-// A small CPU tensor (page ids, token ids, positions) on `device`, without
-// waiting: onto a GPU through pinned memory by a non-blocking copy, ordered
-// on the current stream before the kernels that read it (LibTorch's
-// caching host allocator keeps the pinned block until the copy is done);
-// `host.to(device)` from pageable memory waits for the stream first. On the
-// CPU, `host` itself.
+// A small tensor (page ids, token ids, positions) on `device`, without
+// waiting: from the CPU onto a GPU through pinned memory by a non-blocking
+// copy, ordered on the current stream before the kernels that read it
+// (LibTorch's caching host allocator keeps the pinned block until the copy
+// is done); `host.to(device)` from pageable memory waits for the stream
+// first. Otherwise (already on a device, or onto the CPU) `host.to(device)`.
 torch::Tensor HostToDevice(const torch::Tensor& host, torch::Device device);
 
 }  // namespace nanoserve

@@ -68,15 +68,13 @@ grpc::Status KvStoreHandler::Reserve(const v1::ReserveRequest& request, const Pe
 absl::StatusOr<v1::ReservedPages> KvStoreHandler::ReserveOne(const PeerIdentity& caller,
                                                              const std::string& key,
                                                              int64_t pages) {
-  // The caller's share first, then the store's bound over all callers:
-  // reserved pages are held like Put bytes in flight, under the same bound.
+  // The caller's share first, then the store's bound over all callers
+  // (options_.max_reserved_pages).
   if (absl::Status over = quotas_.StartReserve(key, pages); !over.ok()) return over;
-  const int64_t max_pages = options_.max_reserved_pages > 0
-                                ? options_.max_reserved_pages
-                                : options_.max_put_buffer_bytes / bytes_per_page_;
+  const int64_t max_pages = options_.max_reserved_pages;
   {
     absl::MutexLock lock(&reservations_mu_);
-    if (reserved_pages_ + pages > max_pages) {
+    if (max_pages > 0 && reserved_pages_ + pages > max_pages) {
       quotas_.EndReserve(key, pages);
       return absl::ResourceExhaustedError(absl::StrCat("Reserve: ", pages, " pages would pass the ",
                                                        max_pages,

@@ -98,8 +98,8 @@ struct KvStoreHandlerOptions {
   // Bound on the pool pages all writers hold reserved for writing in place
   // and not committed yet; a Reserve that would pass it is refused
   // (RESOURCE_EXHAUSTED). A reservation holds pages of the pool, not memory
-  // of its own, so nanoserve-kv-store sets it to half the pool; 0: as many
-  // pages as max_put_buffer_bytes holds.
+  // of its own, so nanoserve-kv-store sets it to half the pool; 0: none but
+  // the pool's own.
   int64_t max_reserved_pages = 0;
   // Certificate names (common or subject alternative names) whose holders
   // may Put. Empty: anyone may, the setting without TLS, where callers have

@@ -356,9 +356,9 @@ TEST_F(DataPlaneHandlerTest, BadCommitsAndOverlargeReservationsChangeNothing) {
   EXPECT_EQ(Reserve(0, &reserved).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(Reserve(cache_->num_pages() + 1, &reserved).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
-  // Uncommitted pages are bounded like Put bytes in flight.
+  // Uncommitted pages are bounded over all writers.
   KvStoreHandlerOptions h = HandlerOptions(epoch_);
-  h.max_put_buffer_bytes = 2 * cache_->options().pool.layout.bytes_per_page();
+  h.max_reserved_pages = 2;
   handler_ = std::make_unique<KvStoreHandler>(cache_.get(), h, nullptr);
   ASSERT_TRUE(Reserve(2, &reserved).ok());
   v1::ReserveResponse more;
