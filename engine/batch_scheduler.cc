@@ -464,8 +464,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots,
   std::vector<int> first(slots.size(), -1);
   prefills_.fetch_add(1);
   const absl::Status status = TorchResult("prefill", [&] {
-    std::vector<torch::Tensor> logits =
-        PrefillBatch(*model_, *cache_, prompts, /*chunk=*/0, slots.front());
+    std::vector<torch::Tensor> logits = decode_->Prefill(prompts, slots.front());
     for (size_t i = 0; i < slots.size(); ++i) {
       if (!complete(i)) continue;
       Entry& e = *slots_[slots[i]];

@@ -184,7 +184,7 @@ class BatchScheduler {
   // callback that blocks) shows here growing without bound: decode's
   // liveness check.
   absl::Duration busy_for(absl::Time now = absl::Now()) const;
-  // Batched prefills run (each one PrefillBatch over consecutive slots).
+  // Batched prefills run (each one DecodeStep::Prefill over consecutive slots).
   int64_t prefills() const { return prefills_.load(); }
   // The most prompt tokens computed in one turn so far (with prefill_chunk
   // N > 0, at most N).
@@ -225,7 +225,7 @@ class BatchScheduler {
   // pages and computes their prompts, in batches of consecutive slots.
   // Returns the requests the pool has no pages for yet (in order), to wait.
   std::vector<std::unique_ptr<Entry>> AdmitAll(std::vector<std::unique_ptr<Entry>> entries);
-  // Prefills the prompts of `slots` (consecutive) in one PrefillBatch, at
+  // Prefills the prompts of `slots` (consecutive) in one DecodeStep::Prefill, at
   // most `budget` tokens each (0: the whole rest), and emits the first token
   // of those whose prompt is then complete. On a LibTorch error: one slot
   // ends with it; several are left as they were (lengths restored) for the

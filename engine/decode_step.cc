@@ -2,6 +2,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/prefill.h"
 
 #ifdef NANOSERVE_WITH_CUDA
 #include "engine/cuda/graph_decode_step.h"
@@ -32,6 +33,11 @@ class ReferenceDecodeStep final : public DecodeStep {
     return logits;
   }
 
+  std::vector<torch::Tensor> Prefill(const std::vector<std::vector<int>>& prompts,
+                                     int64_t row_begin) override {
+    return PrefillBatch(*model_, *cache_, prompts, /*chunk=*/0, row_begin);
+  }
+
   std::string name() const override { return "reference"; }
 
  private:
@@ -47,9 +53,11 @@ absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name) {
   if (name == "cuda-graph") return DecodeKind::kCudaGraph;
   if (name == "cuda-graph-matvec") return DecodeKind::kCudaGraphMatvec;
   if (name == "cuda-graph-matvec-ln") return DecodeKind::kCudaGraphMatvecLn;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown decode step '", name,
-      "' (expected auto, reference, cuda-graph, cuda-graph-matvec or cuda-graph-matvec-ln)"));
+  if (name == "cuda-graph-eager-prefill") return DecodeKind::kCudaGraphEagerPrefill;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown decode step '", name,
+                   "' (expected auto, reference, cuda-graph, cuda-graph-matvec, "
+                   "cuda-graph-matvec-ln or cuda-graph-eager-prefill)"));
 }
 
 std::string DecodeKindName(DecodeKind kind) {
@@ -64,6 +72,8 @@ std::string DecodeKindName(DecodeKind kind) {
       return "cuda-graph-matvec";
     case DecodeKind::kCudaGraphMatvecLn:
       return "cuda-graph-matvec-ln";
+    case DecodeKind::kCudaGraphEagerPrefill:
+      return "cuda-graph-eager-prefill";
   }
   return "?";
 }
@@ -78,6 +88,7 @@ absl::StatusOr<std::unique_ptr<DecodeStep>> MakeDecodeStep(const Gpt2Model* mode
       options.fused_matvec =
           kind == DecodeKind::kCudaGraphMatvec || kind == DecodeKind::kCudaGraphMatvecLn;
       options.fused_layer_norm = kind == DecodeKind::kCudaGraphMatvecLn;
+      options.graph_prefill = kind != DecodeKind::kCudaGraphEagerPrefill;
       return std::unique_ptr<DecodeStep>(new cuda::GraphDecodeStep(model, cache, options));
     }
     if (kind != DecodeKind::kAuto) return usable;

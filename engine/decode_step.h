@@ -41,10 +41,13 @@ enum class DecodeKind {
   // that read them (GraphDecodeStepOptions::fused_layer_norm). Not chosen by
   // kAuto until measured.
   kCudaGraphMatvecLn,
+  // cuda-graph with prefill as PrefillBatch's eager passes (what every
+  // cuda-graph step did before prefill had graphs), for comparing them.
+  kCudaGraphEagerPrefill,
 };
 
-// "auto", "reference", "cuda-graph", "cuda-graph-matvec" or
-// "cuda-graph-matvec-ln".
+// "auto", "reference", "cuda-graph", "cuda-graph-matvec",
+// "cuda-graph-matvec-ln" or "cuda-graph-eager-prefill".
 absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name);
 std::string DecodeKindName(DecodeKind kind);
 
@@ -62,12 +65,23 @@ class DecodeStep {
   // a LibTorch/CUDA failure.
   virtual torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) = 0;
 
+  // Prefills rows of the cache as PrefillBatch(model, cache, prompts,
+  // /*chunk=*/0, row_begin) does, and returns what it returns: row
+  // row_begin + r runs prompts[r] from its cached length on. The reference
+  // step runs PrefillBatch; the cuda-graph step the rows as one flat list of
+  // tokens in a graph per token-count bucket (engine/cuda/graph_prefill.h),
+  // unless built with eager prefill (DecodeKind::kCudaGraphEagerPrefill).
+  // REQUIRES and throws as PrefillBatch.
+  virtual std::vector<torch::Tensor> Prefill(const std::vector<std::vector<int>>& prompts,
+                                             int64_t row_begin) = 0;
+
   // Does now the one-time work that the first steps would otherwise pay
-  // (the cuda-graph step captures every bucket). Writes K/V only at each
-  // row's position length(r), which the row's next token overwrites.
+  // (the cuda-graph step captures every bucket, its prefill's too). Writes
+  // K/V only at each row's position length(r), which the row's next token
+  // overwrites, and into the pool's scratch page.
   virtual void Prepare() {}
 
-  // "reference", "cuda-graph", "cuda-graph-matvec" or "cuda-graph-matvec-ln".
+  // The kind's name (DecodeKindName), "auto" aside.
   virtual std::string name() const = 0;
 };
 

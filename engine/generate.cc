@@ -230,7 +230,10 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
       }
       stats.prompt_tokens_computed = prefilled->computed_tokens;
     } else {
-      first_logits = PrefillBatch(model, cache, prompts, options.prefill_chunk);
+      // Whole prompts in one pass go through the step (graphs on a GPU).
+      first_logits = options.prefill_chunk > 0
+                         ? PrefillBatch(model, cache, prompts, options.prefill_chunk)
+                         : decode_->Prefill(prompts, 0);
       stats.prompt_tokens_computed = stats.prompt_tokens;
     }
     absl::StatusOr<std::vector<int64_t>> first = sampler.Sample(torch::cat(first_logits));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
+#include <utility>
 
 #include <ATen/cuda/CUDAContext.h>
 
@@ -99,13 +101,17 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
 
 namespace {
 
-// DecodeAttention and PagedAttention: `table_rows` undefined (query b uses
-// table row b) or (N,) int32; `append` as DecodeAttentionParams says.
-torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& k_pages,
-                                 const torch::Tensor& v_pages, const torch::Tensor& block_table,
-                                 const torch::Tensor& table_rows, const torch::Tensor& lengths,
-                                 int64_t splits, bool append, bool vector_values,
-                                 int64_t min_chunk) {
+// The checks DecodeAttention, PagedAttention and AppendKv share: qkv
+// (N, 3C), one layer's pages alike and dense within a page on its device in
+// its dtype, an int32 block table with dense rows, and (N,) int32 per-token
+// inputs. Returns the pages' (heads, page_size, head_dim).
+struct PagedShape {
+  int64_t heads, page_size, head_dim;
+};
+PagedShape CheckPaged(
+    const torch::Tensor& qkv, const torch::Tensor& k_pages, const torch::Tensor& v_pages,
+    const torch::Tensor& block_table,
+    std::initializer_list<std::pair<const torch::Tensor*, const char*>> per_token) {
   CheckDense(qkv, qkv, "qkv");
   TORCH_CHECK(k_pages.dim() == 4 && k_pages.sizes() == v_pages.sizes() &&
                   k_pages.strides() == v_pages.strides(),
@@ -122,16 +128,31 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
   TORCH_CHECK(block_table.scalar_type() == torch::kInt && block_table.dim() == 2 &&
                   block_table.stride(1) == 1 && block_table.device() == qkv.device(),
               "block_table must be (rows, max_pages) int32 on qkv's device, rows dense");
-  if (table_rows.defined()) {
-    TORCH_CHECK(table_rows.scalar_type() == torch::kInt && table_rows.is_contiguous() &&
-                    table_rows.numel() == n && table_rows.device() == qkv.device(),
-                "table_rows must be (N,) contiguous int32 on qkv's device");
-  } else {
+  for (const auto& [t, name] : per_token) {
+    TORCH_CHECK(t->scalar_type() == torch::kInt && t->is_contiguous() && t->numel() == n &&
+                    t->device() == qkv.device(),
+                name, " must be (N,) contiguous int32 on qkv's device");
+  }
+  return {heads, page_size, head_dim};
+}
+
+// DecodeAttention and PagedAttention: `table_rows` undefined (query b uses
+// table row b) or (N,) int32; `append` as DecodeAttentionParams says.
+torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& k_pages,
+                                 const torch::Tensor& v_pages, const torch::Tensor& block_table,
+                                 const torch::Tensor& table_rows, const torch::Tensor& lengths,
+                                 int64_t splits, bool append, bool vector_values,
+                                 int64_t min_chunk) {
+  const int64_t n = qkv.size(0);
+  const PagedShape shape =
+      table_rows.defined()
+          ? CheckPaged(qkv, k_pages, v_pages, block_table,
+                       {{&table_rows, "table_rows"}, {&lengths, "lengths"}})
+          : CheckPaged(qkv, k_pages, v_pages, block_table, {{&lengths, "lengths"}});
+  const int64_t heads = shape.heads, page_size = shape.page_size, head_dim = shape.head_dim;
+  if (!table_rows.defined()) {
     TORCH_CHECK(block_table.size(0) >= n, "block_table has fewer rows than qkv");
   }
-  TORCH_CHECK(lengths.scalar_type() == torch::kInt && lengths.is_contiguous() &&
-                  lengths.numel() == n && lengths.device() == qkv.device(),
-              "lengths must be (N,) contiguous int32 on qkv's device");
   TORCH_CHECK(splits >= 1, "splits must be >= 1");
   TORCH_CHECK(min_chunk >= 1 || min_chunk == kAutoMinChunk, "min_chunk must be >= 1 or auto");
   torch::Tensor out = torch::empty({n, heads * head_dim}, qkv.options());
@@ -184,6 +205,28 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              int64_t splits) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, table_rows, lengths, splits,
                             /*append=*/false, /*vector_values=*/true, kAutoMinChunk);
+}
+
+void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v_pages,
+              const torch::Tensor& block_table, const torch::Tensor& table_rows,
+              const torch::Tensor& positions) {
+  const PagedShape shape = CheckPaged(qkv, k_pages, v_pages, block_table,
+                                      {{&table_rows, "table_rows"}, {&positions, "positions"}});
+  AppendKvParams p;
+  p.dtype = ElementType(qkv);
+  p.qkv = qkv.data_ptr();
+  p.k_pages = k_pages.data_ptr();
+  p.v_pages = v_pages.data_ptr();
+  p.page_stride = k_pages.stride(0);
+  p.block_table = block_table.data_ptr<int32_t>();
+  p.table_rows = table_rows.data_ptr<int32_t>();
+  p.positions = positions.data_ptr<int32_t>();
+  p.tokens = static_cast<int>(qkv.size(0));
+  p.heads = static_cast<int>(shape.heads);
+  p.head_dim = static_cast<int>(shape.head_dim);
+  p.page_size = static_cast<int>(shape.page_size);
+  p.max_pages = static_cast<int>(block_table.stride(0));
+  CheckLaunch(LaunchAppendKv(p, at::cuda::getCurrentCUDAStream()), "AppendKv");
 }
 
 MatvecScratch MakeMatvecScratch(int64_t rows,

@@ -55,6 +55,15 @@ torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pa
                              const torch::Tensor& table_rows, const torch::Tensor& lengths,
                              int64_t splits);
 
+// Writes the keys and values of qkv's N new tokens ((N, 3C); their q parts
+// are not read) into one layer's pages: token i's at position positions[i]
+// of block-table row table_rows[i] (both (N,) int32). k_pages, v_pages and
+// block_table as DecodeAttention; the rows' pages must cover the positions.
+// PagedAttention then reads them.
+void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v_pages,
+              const torch::Tensor& block_table, const torch::Tensor& table_rows,
+              const torch::Tensor& positions);
+
 // Scratch of the split-K matrix-vector kernel (LaunchMatvec): an fp32
 // workspace and int32 counters (zero between launches) on one device,
 // shared by products that run one after another on one stream.

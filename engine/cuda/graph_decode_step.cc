@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "engine/cuda/fused_ops.h"
 #include "engine/cuda/kernels.h"
+#include "engine/prefill.h"
 
 namespace nanoserve::cuda {
 
@@ -63,6 +64,7 @@ GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache,
   tables_ = inputs_.narrow(0, 2 * rows, rows * width).view({rows, width});
   host_tokens_ =
       torch::zeros({rows}, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
+  if (options_.graph_prefill) prefill_ = std::make_unique<GraphPrefill>(model, cache);
   if (options_.fused_matvec) {
     const int64_t c = model->config().n_embd;
     matvec_scratch_ = MakeMatvecScratch(std::min(rows, kMatvecMaxBucket),
@@ -195,8 +197,15 @@ GraphDecodeStep::Outputs GraphDecodeStep::Capture(int64_t bucket) {
   return eager;
 }
 
+std::vector<torch::Tensor> GraphDecodeStep::Prefill(const std::vector<std::vector<int>>& prompts,
+                                                    int64_t row_begin) {
+  if (prefill_ == nullptr) return PrefillBatch(*model_, *cache_, prompts, /*chunk=*/0, row_begin);
+  return prefill_->Run(prompts, row_begin);
+}
+
 void GraphDecodeStep::Prepare() {
   torch::InferenceMode guard;
+  if (prefill_ != nullptr) prefill_->Prepare();
   for (int64_t bucket : buckets_) {
     if (graphs_.count(bucket) > 0) continue;
     StageInputs({}, bucket);

@@ -36,6 +36,7 @@
 
 #include "absl/status/status.h"
 #include "engine/cuda/fused_ops.h"
+#include "engine/cuda/graph_prefill.h"
 #include "engine/decode_step.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
@@ -53,6 +54,9 @@ struct GraphDecodeStepOptions {
   // MLP products that read them (MatvecParams::ln_weight), two kernels a
   // layer fewer. Off until measured; `--decode_step cuda-graph-matvec-ln`.
   bool fused_layer_norm = false;
+  // Prefill as CUDA graphs (GraphPrefill); false: PrefillBatch's eager
+  // passes (`--decode_step cuda-graph-eager-prefill`, to compare).
+  bool graph_prefill = true;
 };
 
 class GraphDecodeStep final : public DecodeStep {
@@ -67,8 +71,11 @@ class GraphDecodeStep final : public DecodeStep {
   GraphDecodeStep(const Gpt2Model* model, KvCache* cache, GraphDecodeStepOptions options = {});
 
   torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) override;
+  std::vector<torch::Tensor> Prefill(const std::vector<std::vector<int>>& prompts,
+                                     int64_t row_begin) override;
   void Prepare() override;
   std::string name() const override {
+    if (!options_.graph_prefill) return "cuda-graph-eager-prefill";
     if (!options_.fused_matvec) return "cuda-graph";
     return options_.fused_layer_norm ? "cuda-graph-matvec-ln" : "cuda-graph-matvec";
   }
@@ -116,6 +123,7 @@ class GraphDecodeStep final : public DecodeStep {
   c10::cuda::CUDAStream side_;         // eager runs and captures
   at::cuda::MempoolId_t pool_;         // shared by all buckets' graphs
   std::map<int64_t, Graph> graphs_;
+  std::unique_ptr<GraphPrefill> prefill_;  // graph_prefill only
 };
 
 }  // namespace nanoserve::cuda

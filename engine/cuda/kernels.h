@@ -81,6 +81,29 @@ int DecodeAttentionMinChunk(int batch, int heads, int num_sms);
 size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head_dim);
 cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t stream);
 
+// The keys and values of `tokens` new tokens into their rows' pages (a
+// prefill pass writes them all before PagedAttention reads them): token i's
+// k and v parts of qkv go to position positions[i] of block-table row
+// table_rows[i], laid out in the pages as DecodeAttentionParams says. Rows
+// padded with the scratch page may take several tokens' writes at one
+// place; nothing reads them.
+struct AppendKvParams {
+  DType dtype = DType::kFloat;
+  const void* qkv = nullptr;             // (tokens, 3 * C): q | k | v of each token
+  void* k_pages = nullptr;               // one layer's keys of page 0
+  void* v_pages = nullptr;               // one layer's values of page 0
+  int64_t page_stride = 0;               // elements from a page to the next
+  const int32_t* block_table = nullptr;  // (rows, max_pages)
+  const int32_t* table_rows = nullptr;   // (tokens,): each token's block-table row
+  const int32_t* positions = nullptr;    // (tokens,): < max_pages * page_size
+  int tokens = 0;
+  int heads = 0;
+  int head_dim = 0;
+  int page_size = 0;
+  int max_pages = 0;
+};
+cudaError_t LaunchAppendKv(const AppendKvParams& p, cudaStream_t stream);
+
 // Row-wise LayerNorm with the residual add in front:
 //   x[r] += delta[r] (rounded to the element type; skipped if delta is null)
 //   out[r] = (x[r] - mean) / sqrt(var + eps) * weight + bias

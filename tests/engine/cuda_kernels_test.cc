@@ -228,6 +228,56 @@ TEST_P(CudaKernelsTest, PagedAttentionOfManyQueriesMatchesLibTorch) {
   EXPECT_TRUE(torch::equal(pool, before));
 }
 
+// A prefill pass's keys and values into their rows' pages: token i's k and
+// v parts of qkv land at its position in its row's page, bit for bit;
+// tokens of the scratch row (padding) write only the scratch page; nothing
+// else changes.
+TEST_P(CudaKernelsTest, AppendKvWritesEachTokenAtItsPosition) {
+  const int64_t heads = 4, head_dim = 64, page_size = 16, max_pages = 4, c = heads * head_dim;
+  const int64_t rows = 3, num_pages = rows * max_pages + 1, scratch = num_pages - 1;
+  torch::Tensor pool = torch::randn({num_pages, 1, 2, heads, page_size, head_dim}, Opts());
+  torch::Tensor k_pages = pool.select(1, 0).select(1, 0);
+  torch::Tensor v_pages = pool.select(1, 0).select(1, 1);
+  // Rows 0..2 take shuffled pages; row 3 (padding) is all scratch.
+  torch::Tensor table =
+      torch::cat({torch::randperm(rows * max_pages, torch::kLong).view({rows, max_pages}),
+                  torch::full({1, max_pages}, scratch, torch::kLong)})
+          .to(torch::kInt);
+  // Row 0: positions 0..20 (a fresh prompt over two pages); row 1: 17..19
+  // (a suffix); row 2: 63 (a page's last slot); two padding tokens.
+  std::vector<int> table_rows, positions;
+  auto add = [&](int row, int first, int last) {
+    for (int p = first; p <= last; ++p) {
+      table_rows.push_back(row);
+      positions.push_back(p);
+    }
+  };
+  add(0, 0, 20);
+  add(1, 17, 19);
+  add(2, 63, 63);
+  add(3, 0, 0);
+  add(3, 0, 0);
+  const int64_t n = static_cast<int64_t>(positions.size());
+  torch::Tensor qkv = torch::randn({n, 3 * c}, Opts());
+  torch::Tensor expected = pool.clone();
+  torch::Tensor table_cpu = table.clone();
+  for (int64_t i = 0; i < n; ++i) {
+    if (table_rows[i] == 3) continue;
+    const int64_t page = table_cpu[table_rows[i]][positions[i] / page_size].item<int64_t>();
+    const int64_t slot = positions[i] % page_size;
+    for (int kv = 0; kv < 2; ++kv) {
+      expected[page][0][kv].select(1, slot).copy_(
+          qkv[i].narrow(0, (1 + kv) * c, c).view({heads, head_dim}));
+    }
+  }
+  auto ints = [](const std::vector<int>& v) {
+    return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
+  };
+  AppendKv(qkv, k_pages, v_pages, table.to(torch::kCUDA), ints(table_rows), ints(positions));
+  const int64_t real = num_pages - 1;
+  EXPECT_TRUE(torch::equal(pool.narrow(0, 0, real), expected.narrow(0, 0, real)));
+}
+
 TEST(CudaArgmaxTest, MatchesLibTorchWithTiesToTheLowerIndex) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   torch::manual_seed(3);

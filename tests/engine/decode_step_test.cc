@@ -3,6 +3,7 @@
 // sequences, and the cuda-graph path against the reference one.
 #include "engine/decode_step.h"
 
+#include <functional>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -11,6 +12,10 @@
 #include "engine/kv_cache.h"
 #include "engine/prefill.h"
 #include "tests/test_util/model.h"
+
+#ifdef NANOSERVE_WITH_CUDA
+#include "engine/cuda/graph_prefill.h"
+#endif
 
 namespace nanoserve {
 namespace decode_step_test {
@@ -35,6 +40,8 @@ TEST(DecodeStepTest, ParsesKindNames) {
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphMatvec), "cuda-graph-matvec");
   EXPECT_EQ(*ParseDecodeKind("cuda-graph-matvec-ln"), DecodeKind::kCudaGraphMatvecLn);
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphMatvecLn), "cuda-graph-matvec-ln");
+  EXPECT_EQ(*ParseDecodeKind("cuda-graph-eager-prefill"), DecodeKind::kCudaGraphEagerPrefill);
+  EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphEagerPrefill), "cuda-graph-eager-prefill");
   EXPECT_FALSE(ParseDecodeKind("graph").ok());
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraph), "cuda-graph");
 }
@@ -107,6 +114,90 @@ TEST(DecodeStepTest, MatvecLnStepLogitsMatchWholeSequenceForward) {
   if (!TestDevice().is_cuda()) GTEST_SKIP() << "cuda-graph-matvec-ln needs a CUDA test device";
   ExpectLogitsMatchWholeSequenceForward(DecodeKind::kCudaGraphMatvecLn);
 }
+
+// Prefill through the step (graphs on a GPU): rows 2..6 of an 8-row cache,
+// of unequal length, three after cached prefixes of unequal length (one
+// ending mid-page), rows 0, 1 and 7 left out. Each row's logits equal the
+// last position's of a forward pass over its whole prompt and its length
+// is the prompt's; then a decode step over rows 0..6 (the prefilled rows'
+// K/V read back) matches too. Three rounds: the same shapes again (graphs
+// replayed), then other lengths (another bucket).
+void ExpectPrefillMatchesWholeSequenceForward(
+    const std::function<std::vector<torch::Tensor>(KvCache&, const std::vector<std::vector<int>>&,
+                                                   int64_t)>& prefill,
+    const Gpt2Model& model, KvCache& cache, DecodeStep& step) {
+  for (int round = 0; round < 3; ++round) {
+    for (int64_t r = 0; r < cache.batch(); ++r) cache.Reset(r);
+    const std::vector<int64_t> lengths =
+        round < 2 ? std::vector<int64_t>{5, 1, 17, 33, 9} : std::vector<int64_t>{40, 2, 70, 33, 96};
+    const std::vector<int64_t> cached = {0, 0, 16, 20, 3};
+    std::vector<std::vector<int>> prompts;
+    for (size_t r = 0; r < lengths.size(); ++r) {
+      prompts.push_back(Prompt(lengths[r], static_cast<int>(r) + round));
+      if (cached[r] > 0) {
+        const std::vector<int> prefix(prompts[r].begin(), prompts[r].begin() + cached[r]);
+        PrefillRow(model, cache, 2 + static_cast<int64_t>(r), prefix, 0);
+      }
+    }
+    std::vector<torch::Tensor> logits = prefill(cache, prompts, 2);
+    ASSERT_EQ(logits.size(), prompts.size());
+    std::vector<int64_t> next(7, 1);
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      const int64_t row = 2 + static_cast<int64_t>(r);
+      EXPECT_EQ(cache.length(row), lengths[r]);
+      ASSERT_EQ(logits[r].size(0), 1);
+      torch::Tensor expected = FullLogits(model, prompts[r]).select(0, -1);
+      EXPECT_LT((logits[r][0].cpu() - expected).abs().max().item<double>(), LogitTolerance())
+          << "row " << row << " in round " << round;
+      next[row] = expected.argmax().item<int64_t>();
+    }
+    // The decode step needs room for one more token in each row.
+    if (round == 2) continue;
+    torch::Tensor step_logits = step.Run(next, nullptr).cpu();
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      const int64_t row = 2 + static_cast<int64_t>(r);
+      std::vector<int> seq = prompts[r];
+      seq.push_back(static_cast<int>(next[row]));
+      torch::Tensor expected = FullLogits(model, seq).select(0, -1);
+      EXPECT_LT((step_logits[row] - expected).abs().max().item<double>(), LogitTolerance())
+          << "row " << row << " decoded after round " << round;
+    }
+  }
+}
+
+TEST(DecodeStepTest, PrefillMatchesWholeSequenceForward) {
+  auto model = TinyModel();
+  auto cache =
+      KvCache::Create(model->config(), 8, 96, model->options().dtype, model->options().device)
+          .value();
+  auto step = MakeDecodeStep(model.get(), cache.get()).value();
+  ExpectPrefillMatchesWholeSequenceForward(
+      [&](KvCache&, const std::vector<std::vector<int>>& prompts, int64_t row_begin) {
+        return step->Prefill(prompts, row_begin);
+      },
+      *model, *cache, *step);
+}
+
+#ifdef NANOSERVE_WITH_CUDA
+// The graphs' prefill with passes of at most 24 tokens: the rows are cut
+// into two passes of their own buckets (and in the last round a row longer
+// than that runs eagerly, all of them then).
+TEST(DecodeStepTest, GraphPrefillInPassesMatchesWholeSequenceForward) {
+  if (!TestDevice().is_cuda()) GTEST_SKIP() << "graph prefill needs a CUDA test device";
+  auto model = TinyModel();
+  auto cache =
+      KvCache::Create(model->config(), 8, 96, model->options().dtype, model->options().device)
+          .value();
+  auto step = MakeDecodeStep(model.get(), cache.get()).value();
+  cuda::GraphPrefill prefill(model.get(), cache.get(), /*max_pass_tokens=*/24);
+  EXPECT_EQ(prefill.buckets(), (std::vector<int64_t>{16, 24}));
+  ExpectPrefillMatchesWholeSequenceForward(
+      [&](KvCache&, const std::vector<std::vector<int>>& prompts, int64_t row_begin) {
+        return prefill.Run(prompts, row_begin);
+      },
+      *model, *cache, *step);
+}
+#endif
 
 TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
   auto model = TinyModel();

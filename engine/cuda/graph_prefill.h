@@ -1,0 +1,111 @@
+// Prefill passes of GPT-2 as CUDA graphs: the rows of a batch, each with
+// its own count of new tokens after its own cached length, run as one
+// flat list of tokens (no padding between rows), captured once per
+// token-count bucket and replayed. What PrefillBatch does with one eager
+// LibTorch forward pass per group of rows of equal length (~200 kernels
+// launched one by one from the host, each pass), in one graph launch.
+//
+// Per layer: cuBLAS QKV, AppendKv (every token's K/V into its row's page at
+// its position), PagedAttention (each token attends to its row's keys
+// 0..position through the block table: the cached prefix and the pass's
+// own earlier tokens alike, so a suffix after a prefix needs no gather),
+// cuBLAS projection, fused residual add + LayerNorm, cuBLASLt MLP with the
+// bias + GELU epilogue; then the final LayerNorm, each row's last token
+// picked out and the lm_head over those rows only.
+//
+// Static state: one int32 input buffer on the device holding each token's
+// id, position and block-table row, each row's last token, and the rows'
+// block tables (plus a row of scratch pages that padding tokens read and
+// write); the host fills it in pinned memory and copies it with one copy a
+// pass. Tokens between the pass's count and its bucket are padding: token
+// 0 at position 0 of the scratch row.
+//
+// Not thread safe: the thread that owns the cache runs the passes.
+#ifndef NANOSERVE_ENGINE_CUDA_GRAPH_PREFILL_H_
+#define NANOSERVE_ENGINE_CUDA_GRAPH_PREFILL_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include <ATen/cuda/CUDAEvent.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/types.h>
+
+#include "engine/kv_cache.h"
+#include "engine/model.h"
+
+namespace nanoserve::cuda {
+
+class GraphPrefill {
+ public:
+  // Tokens of the largest pass; a batch with more runs as several passes.
+  static constexpr int64_t kMaxPassTokens = 8192;
+
+  // REQUIRES: GraphDecodeStep::CanRun(*model, *cache).ok(); max_pass_tokens
+  // >= 16. Neither is owned; both outlive this.
+  GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens = kMaxPassTokens);
+
+  // As PrefillBatch(*model, *cache, prompts, /*chunk=*/0, row_begin): row
+  // row_begin + r runs prompts[r] from its cached length on, its length
+  // grows to prompts[r].size(), and its last position's logits come back,
+  // (1, V) fp32 each (tensors of their own). Rows are packed into passes of
+  // at most max_pass_tokens tokens in order.
+  // REQUIRES: as PrefillBatch. Throws c10::Error on misuse, OutOfMemoryError
+  // when the pool has no room for the rows' pages.
+  std::vector<torch::Tensor> Run(const std::vector<std::vector<int>>& prompts, int64_t row_begin);
+
+  // Captures every bucket (writes only into the scratch page).
+  void Prepare();
+
+  // The token-count buckets: 16, 24, 32, 48, ... (powers of two and the
+  // halves between) up to the cache's rows x capacity or max_pass_tokens.
+  const std::vector<int64_t>& buckets() const { return buckets_; }
+
+ private:
+  struct Graph {
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+    torch::Tensor logits;  // (RowsFor(bucket), V) fp32
+  };
+  // One pass: rows [first, first + count) of the call's prompts.
+  struct Pass {
+    int64_t first = 0, count = 0, tokens = 0;
+  };
+
+  int64_t BucketFor(int64_t tokens) const;
+  // Rows a pass of `bucket` tokens can hold (and the logits it makes).
+  int64_t RowsFor(int64_t bucket) const;
+  // Makes room in the pass's rows, fills the inputs and copies them to the
+  // device.
+  void Stage(const std::vector<std::vector<int>>& prompts, int64_t row_begin, const Pass& pass,
+             int64_t bucket);
+  // The pass over `bucket` tokens on the current stream: the logits.
+  torch::Tensor Forward(int64_t bucket);
+  // Runs the pass eagerly on the side stream, then captures it. Returns the
+  // eager logits.
+  torch::Tensor Capture(int64_t bucket);
+  // The staged pass: its graph's replay (captured first if new).
+  torch::Tensor Launch(int64_t bucket);
+
+  const Gpt2Model* model_;
+  KvCache* cache_;
+  std::vector<int64_t> buckets_;
+  int64_t max_rows_ = 0;  // rows of one pass: the cache's
+  int64_t width_ = 0;     // pages of a block table
+  // The inputs, int32: ids, positions, table rows (regions as long as the
+  // largest bucket, of which a bucket reads its first), the rows' last tokens
+  // (max_rows_), then (max_rows_ + 1) block tables, the last all scratch.
+  torch::Tensor host_inputs_;  // pinned
+  torch::Tensor inputs_;       // on the device
+  torch::Tensor ids_, positions_, table_rows_, last_, tables_;
+  at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
+  c10::cuda::CUDAStream side_;         // eager runs and captures
+  at::cuda::MempoolId_t pool_;         // shared by all buckets' graphs
+  std::map<int64_t, Graph> graphs_;
+};
+
+}  // namespace nanoserve::cuda
+
+#endif  // NANOSERVE_ENGINE_CUDA_GRAPH_PREFILL_H_
