@@ -19,8 +19,8 @@
 #   peers    the peers of shared/anchors carried in .peers/ (gptfast_compile.py,
 #            hf_batch.py, ipc_probe.py), in this call beside the rows above
 #   chunk    decode alone at 64 in flight, prefill token budgets 0 and 256
-#   shapes   shapes.sh: decode alone at 64 in flight with CUDA_MODULE_LOADING LAZY and
-#            EAGER (is a prefill shape new to the process slow for its kernels' loading?)
+#   shapes   shapes.sh: decode alone at 64 in flight with prefill's eager passes and
+#            with its CUDA graphs (VARIANTS picks decode steps and CUDA_MODULE_LOADING)
 #   kernels  the kernel workbench (QUICK)
 #   suite    the whole suite in fp32 for what time is left
 # STEPS (default all, in that order) picks some. A step that fails does not
