@@ -225,6 +225,12 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefi
   return true;
 }
 
+std::vector<torch::Tensor> PrefixPrefill::RunRows(KvCache& cache,
+                                                  const std::vector<std::vector<int>>& prompts) {
+  if (step_ != nullptr && chunk_ <= 0) return step_->Prefill(prompts, 0);
+  return PrefillBatch(model_, cache, prompts, chunk_);
+}
+
 absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, KvCache& cache,
                                                             bool keep_leases,
                                                             absl::string_view lease_holder,
@@ -250,7 +256,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   for (size_t r = 0; r < n; ++r) {
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
   }
-  result.logits = PrefillBatch(model_, cache, prompts, chunk_);
+  result.logits = RunRows(cache, prompts);
   if (on_logits) on_logits(result.logits);
   if (!use_store) return result;
   std::vector<PrefixStore::RowTokens> stores;
@@ -331,23 +337,39 @@ absl::StatusOr<std::vector<int>> SampleFirstTokens(const std::vector<torch::Tens
 
 }  // namespace
 
-absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixStore* store,
-                                                const std::vector<std::vector<int>>& prompts,
-                                                absl::Span<const SamplingOptions> sampling,
-                                                int64_t chunk,
-                                                absl::Span<const std::string> cache_salts,
-                                                absl::string_view lease_holder,
-                                                const FirstTokensReady& on_first) {
+absl::StatusOr<SampledPrefill> PrefillAndSample(
+    const Gpt2Model& model, PrefixStore* store, const std::vector<std::vector<int>>& prompts,
+    absl::Span<const SamplingOptions> sampling, int64_t chunk,
+    absl::Span<const std::string> cache_salts, absl::string_view lease_holder,
+    const FirstTokensReady& on_first, KeptPrefillRows* kept) {
   const int64_t n = static_cast<int64_t>(prompts.size());
   if (static_cast<int64_t>(sampling.size()) != n) {
     return absl::InvalidArgumentError(absl::StrCat("PrefillAndSample: ", sampling.size(),
                                                    " sampling options for ", n, " prompts"));
   }
-  int64_t longest = 0;
-  for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
-  absl::StatusOr<std::unique_ptr<KvCache>> cache =
-      PrefillCache(model, store != nullptr ? store->SharedPool() : nullptr, n, longest);
-  if (!cache.ok()) return cache.status();
+  PrefixCache* shared = store != nullptr ? store->SharedPool() : nullptr;
+  // The kept rows where the batch fits them, else rows of its own.
+  DecodeStep* step = nullptr;
+  KvCache* rows = nullptr;
+  std::unique_ptr<KvCache> own;
+  if (kept != nullptr && shared == nullptr && kept->Fits(prompts)) {
+    step = &kept->step();
+    rows = &kept->cache();
+    for (int64_t r = 0; r < n; ++r) rows->Reset(r);
+  } else {
+    int64_t longest = 0;
+    for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
+    absl::StatusOr<std::unique_ptr<KvCache>> made = PrefillCache(model, shared, n, longest);
+    if (!made.ok()) return made.status();
+    own = *std::move(made);
+    rows = own.get();
+  }
+  // Kept rows give their pages back when the batch ends, however it ends.
+  absl::Cleanup empty_kept = [&] {
+    if (own == nullptr) {
+      for (int64_t r = 0; r < n; ++r) rows->Reset(r);
+    }
+  };
   SampledPrefill out;
   // The first tokens, drawn as soon as the forward pass made the logits
   // (before the pages are stored), and handed to on_first.
@@ -363,8 +385,10 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixSt
     if (on_first) on_first(out.first_tokens);
   };
   if (store == nullptr) {
-    absl::StatusOr<std::vector<torch::Tensor>> logits =
-        TorchResult("prefill", [&] { return PrefillBatch(model, **cache, prompts, chunk); });
+    absl::StatusOr<std::vector<torch::Tensor>> logits = TorchResult("prefill", [&] {
+      return step != nullptr && chunk <= 0 ? step->Prefill(prompts, 0)
+                                           : PrefillBatch(model, *rows, prompts, chunk);
+    });
     if (!logits.ok()) return logits.status();
     out.prefill.logits = *std::move(logits);
     out.prefill.reused_tokens.assign(n, 0);
@@ -373,8 +397,8 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixSt
     sample(out.prefill.logits);
   } else {
     absl::StatusOr<PrefixPrefillResult> result =
-        PrefixPrefill(model, *store, chunk)
-            .Run(prompts, **cache, /*keep_leases=*/true, cache_salts, lease_holder, sample);
+        PrefixPrefill(model, *store, chunk, step)
+            .Run(prompts, *rows, /*keep_leases=*/true, cache_salts, lease_holder, sample);
     if (!result.ok()) return result.status();
     out.prefill = *std::move(result);
   }
@@ -385,6 +409,31 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixSt
     return sampled;
   }
   return out;
+}
+
+absl::StatusOr<std::unique_ptr<KeptPrefillRows>> KeptPrefillRows::Create(const Gpt2Model* model,
+                                                                         int64_t rows,
+                                                                         int64_t pool_tokens,
+                                                                         DecodeKind kind) {
+  const Gpt2Config& config = model->config();
+  absl::StatusOr<std::unique_ptr<KvCache>> cache =
+      KvCache::Create(config, rows, config.n_positions, model->options().dtype,
+                      model->options().device, kDefaultKvPageSize, pool_tokens);
+  if (!cache.ok()) return cache.status();
+  absl::StatusOr<std::unique_ptr<DecodeStep>> step = MakeDecodeStep(model, cache->get(), kind);
+  if (!step.ok()) return step.status();
+  return std::unique_ptr<KeptPrefillRows>(new KeptPrefillRows(*std::move(cache), *std::move(step)));
+}
+
+bool KeptPrefillRows::Fits(const std::vector<std::vector<int>>& prompts) const {
+  if (static_cast<int64_t>(prompts.size()) > rows()) return false;
+  const int64_t page_size = cache_->page_size();
+  int64_t pages = 0;
+  for (const auto& p : prompts) {
+    pages += (static_cast<int64_t>(p.size()) + page_size - 1) / page_size;
+  }
+  // Every row is empty between batches: the pool but its scratch page.
+  return pages <= cache_->pool().num_pages() - 1;
 }
 
 }  // namespace nanoserve

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "engine/decode_step.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
@@ -75,9 +77,11 @@ struct PrefixPrefillResult {
 // which is computed without it (result.store_status says why).
 class PrefixPrefill {
  public:
-  // Nothing is owned.
-  PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk)
-      : model_(model), store_(store), chunk_(chunk) {}
+  // Nothing is owned. With `step` (over the cache Run is given) and chunk 0,
+  // the suffixes run as step->Prefill (on a GPU: one CUDA graph a pass).
+  PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk,
+                DecodeStep* step = nullptr)
+      : model_(model), store_(store), chunk_(chunk), step_(step) {}
 
   // Fills rows 0..prompts.size()-1 of `cache`. `cache_salts` holds each
   // prompt's namespace, or is empty (all in the shared default). With
@@ -133,9 +137,14 @@ class PrefixPrefill {
   bool LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
                     std::vector<PrefixStore::LeasedRow>& loads);
 
+  // The rows' prompts through the model from their cached lengths on:
+  // step_->Prefill, or PrefillBatch.
+  std::vector<torch::Tensor> RunRows(KvCache& cache, const std::vector<std::vector<int>>& prompts);
+
   const Gpt2Model& model_;
   PrefixStore& store_;
   int64_t chunk_;
+  DecodeStep* step_;
 };
 
 // A batch prefilled and its first tokens sampled (PrefillAndSample).
@@ -162,14 +171,48 @@ struct SampledPrefill {
 // `on_first`, if set, gets the first tokens as soon as they are drawn:
 // after the forward pass, before the pages are stored (PrefixPrefill::Run's
 // on_logits), so a caller may send them while the store's calls run.
+// `kept`, if set, are rows the caller keeps from one batch to the next
+// (KeptPrefillRows), used instead of rows of the batch's own where the batch
+// fits them.
 using FirstTokensReady = std::function<void(absl::Span<const int> first_tokens)>;
-absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixStore* store,
-                                                const std::vector<std::vector<int>>& prompts,
-                                                absl::Span<const SamplingOptions> sampling,
-                                                int64_t chunk,
-                                                absl::Span<const std::string> cache_salts = {},
-                                                absl::string_view lease_holder = "",
-                                                const FirstTokensReady& on_first = nullptr);
+class KeptPrefillRows;
+absl::StatusOr<SampledPrefill> PrefillAndSample(
+    const Gpt2Model& model, PrefixStore* store, const std::vector<std::vector<int>>& prompts,
+    absl::Span<const SamplingOptions> sampling, int64_t chunk,
+    absl::Span<const std::string> cache_salts = {}, absl::string_view lease_holder = "",
+    const FirstTokensReady& on_first = nullptr, KeptPrefillRows* kept = nullptr);
+
+// Rows a prefill stage keeps from one batch to the next, over a pool of
+// their own, with the step that runs them: on a GPU the cuda-graph step,
+// whose prefill graphs are then captured once (Prepare) and replayed for
+// every batch, where rows made per batch would need graphs per batch.
+// PrefillAndSample uses them for a batch of at most rows() prompts whose
+// pages fit the pool, without a store or with one whose pool is elsewhere
+// (a store in this process has rows over its own pool); other batches get
+// rows of their own. Not thread safe: one batch at a time.
+class KeptPrefillRows {
+ public:
+  // `rows` rows of up to the model's n_positions tokens over a pool of
+  // `pool_tokens` tokens, and the step `kind` over them. Errors:
+  // KvCache::Create's and MakeDecodeStep's.
+  static absl::StatusOr<std::unique_ptr<KeptPrefillRows>> Create(
+      const Gpt2Model* model, int64_t rows, int64_t pool_tokens,
+      DecodeKind kind = DecodeKind::kAuto);
+
+  KvCache& cache() { return *cache_; }
+  DecodeStep& step() { return *step_; }
+  int64_t rows() const { return cache_->batch(); }
+  // Whether `prompts` (each within n_positions) fit: as many rows, and
+  // their pages the pool.
+  bool Fits(const std::vector<std::vector<int>>& prompts) const;
+
+ private:
+  KeptPrefillRows(std::unique_ptr<KvCache> cache, std::unique_ptr<DecodeStep> step)
+      : cache_(std::move(cache)), step_(std::move(step)) {}
+
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<DecodeStep> step_;  // over cache_
+};
 
 }  // namespace nanoserve
 

@@ -10,7 +10,8 @@ std::vector<std::string> PrefillOptions::ToArgv() const {
   std::vector<std::string> argv = service.ToArgv();
   AppendArgv(store.ToArgv(), &argv);
   AppendArgv({FlagArg("prefill_chunk", prefill_chunk), FlagArg("workers", workers),
-              FlagArg("batch_window_ms", batch_window_ms), FlagArg("slow_batch_ms", slow_batch_ms)},
+              FlagArg("batch_window_ms", batch_window_ms), FlagArg("slow_batch_ms", slow_batch_ms),
+              FlagArg("kept_rows_tokens", kept_rows_tokens)},
              &argv);
   return argv;
 }

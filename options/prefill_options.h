@@ -29,6 +29,10 @@ struct PrefillOptions {
   // --slow_batch_ms: a batch longer than this is logged with when it began
   // and where its time went (PrefillStageOptions::slow_batch); 0 = never.
   int64_t slow_batch_ms = 0;
+  // --kept_rows_tokens: the tokens of the rows prefill keeps from one batch
+  // to the next (PrefillStageOptions::kept_rows_tokens); -1 = 16384 on a
+  // GPU, none on the CPU; 0 = none (rows per batch).
+  int64_t kept_rows_tokens = -1;
 
   // Every flag: the service's, the store client's, then prefill's own.
   std::vector<std::string> ToArgv() const;

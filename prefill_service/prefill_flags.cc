@@ -17,6 +17,10 @@ NANOSERVE_FLAG_IN_RANGE(batch_window_ms, nanoserve::PrefillOptions().batch_windo
 NANOSERVE_FLAG_IN_RANGE(slow_batch_ms, nanoserve::PrefillOptions().slow_batch_ms, 0, 86400000,
                         "a batch longer than this is logged to stderr with when it began and where "
                         "its time went (0 = never)");
+NANOSERVE_FLAG_IN_RANGE(kept_rows_tokens, nanoserve::PrefillOptions().kept_rows_tokens, -1, 1048576,
+                        "tokens of the rows prefill keeps from one batch to the next, so that its "
+                        "CUDA graphs are captured once (-1 = 16384 on a GPU, none on the CPU; "
+                        "0 = rows per batch)");
 
 namespace nanoserve {
 
@@ -28,6 +32,7 @@ PrefillOptions PrefillOptionsFromFlags() {
   options.workers = absl::GetFlag(FLAGS_workers);
   options.batch_window_ms = absl::GetFlag(FLAGS_batch_window_ms);
   options.slow_batch_ms = absl::GetFlag(FLAGS_slow_batch_ms);
+  options.kept_rows_tokens = absl::GetFlag(FLAGS_kept_rows_tokens);
   return options;
 }
 
@@ -36,6 +41,7 @@ PrefillStageOptions PrefillStageOptionsFor(const PrefillOptions& options) {
   stage.prefill_chunk = options.prefill_chunk;
   stage.batch_window = absl::Milliseconds(options.batch_window_ms);
   stage.slow_batch = absl::Milliseconds(options.slow_batch_ms);
+  stage.kept_rows_tokens = options.kept_rows_tokens;
   return stage;
 }
 

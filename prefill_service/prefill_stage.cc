@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "base/torch_status.h"
 #include "engine/prefill.h"
 #include "engine/warm_up.h"
 #include "kv_cache/prompt_check.h"
@@ -38,6 +39,21 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
   batching.window = options.batch_window;
   batching.max_prompts = options.max_prompts;
   batching.max_batch_tokens = options.max_batch_tokens;
+  int64_t kept_tokens = options.kept_rows_tokens;
+  if (kept_tokens < 0) {
+    kept_tokens =
+        model->options().device.is_cuda() ? PrefillStageOptions::kDefaultKeptRowsTokens : 0;
+  }
+  if (kept_tokens > 0 && (store == nullptr || store->SharedPool() == nullptr)) {
+    absl::StatusOr<std::unique_ptr<KeptPrefillRows>> kept =
+        KeptPrefillRows::Create(model, options.max_prompts, kept_tokens);
+    if (kept.ok()) {
+      kept_ = *std::move(kept);
+    } else {
+      std::fprintf(stderr, "nanoserve-prefill: no rows kept between batches (%s)\n",
+                   kept.status().ToString().c_str());
+    }
+  }
   batcher_ = std::make_unique<PrefillBatcher>(
       batching, [this](absl::Span<PrefillCall* const> calls) { RunCalls(calls); });
   if (metrics == nullptr) return;
@@ -113,8 +129,9 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   outcome.prompts.resize(n);
   const absl::Time start = absl::Now();
   // The leases in `result` are the caller's once it is OK.
-  absl::StatusOr<SampledPrefill> result = PrefillAndSample(
-      *model_, store_, tokens, sampling, options_.prefill_chunk, salts, lease_holder, on_first);
+  absl::StatusOr<SampledPrefill> result =
+      PrefillAndSample(*model_, store_, tokens, sampling, options_.prefill_chunk, salts,
+                       lease_holder, on_first, kept_.get());
   if (!result.ok()) return result.status();
   const PrefixPrefillResult& prefill = result->prefill;
   for (int64_t r = 0; r < n; ++r) {
@@ -171,8 +188,14 @@ absl::StatusOr<double> PrefillStage::WarmUp() {
     const std::vector<std::vector<int>> prompts = WarmUpPrompts(shape, config.vocab_size);
     const std::vector<SamplingOptions> sampling(prompts.size());
     absl::StatusOr<SampledPrefill> out =
-        PrefillAndSample(*model_, /*store=*/nullptr, prompts, sampling, options_.prefill_chunk);
+        PrefillAndSample(*model_, /*store=*/nullptr, prompts, sampling, options_.prefill_chunk, {},
+                         "", nullptr, kept_.get());
     if (!out.ok()) return out.status();
+  }
+  // The kept rows' step captures its prefill graphs for every bucket now.
+  if (kept_ != nullptr) {
+    absl::Status prepared = RunTorch("preparing prefill", [&] { kept_->step().Prepare(); });
+    if (!prepared.ok()) return prepared;
   }
   return MsSince(start);
 }

@@ -132,6 +132,13 @@ struct PrefillStageOptions {
   // decode scheduler's slow turns), its calls, prompts and tokens, and where
   // its time went; 10 lines a second at most. Zero (the default): never.
   absl::Duration slow_batch = absl::ZeroDuration();
+  // Rows kept from one batch to the next (KeptPrefillRows: max_prompts rows
+  // over a pool of this many tokens), for batches that fit them when the
+  // store's pool is not in this process; on a GPU their prefill graphs are
+  // then captured once (at WarmUp) and replayed. -1: kDefaultKeptRowsTokens
+  // on a GPU, none on the CPU; 0: none (rows per batch, eager passes).
+  int64_t kept_rows_tokens = -1;
+  static constexpr int64_t kDefaultKeptRowsTokens = 16384;
 };
 
 class PrefillBatcher;
@@ -209,6 +216,10 @@ class PrefillStage : public Prefiller {
     Histogram* batch_prompts = nullptr;
     Counter* batch_retries = nullptr;
   } metrics_;
+  // Null when none are kept (options_.kept_rows_tokens), the store's pool is
+  // here, or they could not be made (the stage then logged why). The
+  // batcher's thread only (and WarmUp's, before).
+  std::unique_ptr<KeptPrefillRows> kept_;
   // NoteBatch's rate limit (the batcher's thread only).
   LogRate slow_log_rate_{10};
   // Last: it stops (and its thread, which uses the members above, ends)

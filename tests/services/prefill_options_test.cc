@@ -28,6 +28,7 @@ PrefillOptions Sample() {
   o.workers = 3;
   o.batch_window_ms = 20;
   o.slow_batch_ms = 7;
+  o.kept_rows_tokens = 2048;
   return o;
 }
 
@@ -55,6 +56,7 @@ TEST(PrefillOptionsTest, TheStageCarriesPrefillsFlags) {
   EXPECT_EQ(stage.prefill_chunk, 64);
   EXPECT_EQ(stage.batch_window, absl::Milliseconds(20));
   EXPECT_EQ(stage.slow_batch, absl::Milliseconds(7));
+  EXPECT_EQ(stage.kept_rows_tokens, 2048);
 }
 
 }  // namespace prefill_options_test

@@ -168,6 +168,72 @@ TEST_F(PrefillStageTest, WarmUpTouchesNoStore) {
   EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
+// A store whose pool is not the rows' (as a store in another process is,
+// or one whose pool this process does not share): rows load and store its
+// pages by copies. The in-process store's own code, its pool only hidden.
+class StoreElsewhere : public LocalPrefixStore {
+ public:
+  using LocalPrefixStore::LocalPrefixStore;
+  PrefixCache* SharedPool() override { return nullptr; }
+};
+
+// Rows kept from batch to batch (the GPU's default, asked for here on any
+// device) serve what rows of each batch's own serve: a shared prefix
+// computed once, then loaded from the store, the offline engine's first
+// tokens; a batch too large for them gets rows of its own; the warm-up and
+// a stage without a store use them too; nothing stays pinned.
+TEST_F(PrefillStageTest, KeptRowsServeWhatRowsPerBatchServe) {
+  auto pool = testing::ModelCache(*model_, kDefaultKvPageSize, 64);
+  StoreElsewhere store(pool.get());
+  PrefillStageOptions options;
+  options.max_prompts = 8;
+  options.kept_rows_tokens = 256;  // 16 pages
+  PrefillStage stage(model_.get(), &store, options, nullptr);
+  ASSERT_TRUE(stage.WarmUp().ok());
+  const std::vector<int> shared = Tokens(32, 1);
+  std::vector<PrefillPrompt> prompts;  // 4 x 37 tokens: 12 pages
+  for (int i = 0; i < 4; ++i) {
+    PrefillPrompt p{shared, {}};
+    const std::vector<int> own = Tokens(5, 10 + i);
+    p.tokens.insert(p.tokens.end(), own.begin(), own.end());
+    prompts.push_back(p);
+  }
+  for (int round = 0; round < 2; ++round) {
+    auto outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    EXPECT_TRUE(outcome->store_status.ok()) << outcome->store_status;
+    EXPECT_EQ(outcome->computed_tokens, round == 0 ? 32 + 4 * 5 : 4 * 5);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(outcome->prompts[i].cached_tokens, 32) << i;
+      testing::ExpectSameGreedy(*model_, prompts[i].tokens, {FirstToken(prompts[i].tokens)},
+                                {outcome->prompts[i].first_token});
+    }
+    stage.Abandon(*outcome);
+  }
+  // 5 x 70 tokens (25 pages) do not fit the kept rows.
+  std::vector<PrefillPrompt> large;
+  for (int i = 0; i < 5; ++i) large.push_back({Tokens(70, 20 + i), {}});
+  auto outcome = stage.Prefill(large, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  for (int i = 0; i < 5; ++i) {
+    testing::ExpectSameGreedy(*model_, large[i].tokens, {FirstToken(large[i].tokens)},
+                              {outcome->prompts[i].first_token});
+  }
+  stage.Abandon(*outcome);
+  EXPECT_EQ(pool->Stats().pages_pinned, 0);
+  EXPECT_TRUE(pool->CheckInvariants().ok());
+
+  PrefillStage alone(model_.get(), nullptr, options, nullptr);
+  ASSERT_TRUE(alone.WarmUp().ok());
+  auto computed = alone.Prefill(prompts, absl::InfiniteFuture());
+  ASSERT_TRUE(computed.ok()) << computed.status();
+  EXPECT_EQ(computed->computed_tokens, 4 * 37);
+  for (int i = 0; i < 4; ++i) {
+    testing::ExpectSameGreedy(*model_, prompts[i].tokens, {FirstToken(prompts[i].tokens)},
+                              {computed->prompts[i].first_token});
+  }
+}
+
 TEST_F(PrefillStageTest, BadBatchesAndLateCallsHoldNothing) {
   PrefillStageOptions options;
   options.max_prompts = 2;
