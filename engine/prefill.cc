@@ -425,6 +425,10 @@ absl::StatusOr<std::unique_ptr<KeptPrefillRows>> KeptPrefillRows::Create(const G
   return std::unique_ptr<KeptPrefillRows>(new KeptPrefillRows(*std::move(cache), *std::move(step)));
 }
 
+absl::Status KeptPrefillRows::Prepare() {
+  return RunTorch("preparing prefill", [&] { step_->Prepare(); });
+}
+
 bool KeptPrefillRows::Fits(const std::vector<std::vector<int>>& prompts) const {
   if (static_cast<int64_t>(prompts.size()) > rows()) return false;
   const int64_t page_size = cache_->page_size();

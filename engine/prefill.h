@@ -202,6 +202,9 @@ class KeptPrefillRows {
   KvCache& cache() { return *cache_; }
   DecodeStep& step() { return *step_; }
   int64_t rows() const { return cache_->batch(); }
+  // The step's one-time work (DecodeStep::Prepare: on a GPU, every prefill
+  // graph captured), LibTorch's errors as a status.
+  absl::Status Prepare();
   // Whether `prompts` (each within n_positions) fit: as many rows, and
   // their pages the pool.
   bool Fits(const std::vector<std::vector<int>>& prompts) const;

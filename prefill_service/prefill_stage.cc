@@ -9,7 +9,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
-#include "base/torch_status.h"
 #include "engine/prefill.h"
 #include "engine/warm_up.h"
 #include "kv_cache/prompt_check.h"
@@ -194,7 +193,7 @@ absl::StatusOr<double> PrefillStage::WarmUp() {
   }
   // The kept rows' step captures its prefill graphs for every bucket now.
   if (kept_ != nullptr) {
-    absl::Status prepared = RunTorch("preparing prefill", [&] { kept_->step().Prepare(); });
+    absl::Status prepared = kept_->Prepare();
     if (!prepared.ok()) return prepared;
   }
   return MsSince(start);
