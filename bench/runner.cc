@@ -90,22 +90,40 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> MakePrefixCache(const Gpt2Model& mo
   return PrefixCache::Create(options);
 }
 
-// Runs `point` once; prefix mode starts from an empty cache.
-absl::StatusOr<GenerateResult> RunOnce(const Gpt2Model& model, const BenchPoint& point,
-                                       const std::vector<std::vector<int>>& prompts,
-                                       int64_t page_size) {
+// A point's generator, kept across its warm-ups and repeats (so that the
+// step's CUDA graphs, prefill's and decode's, are captured in the warm-ups
+// and replayed in the timed runs, as a server replays them), and its prefix
+// cache in prefix mode.
+struct PointRunner {
   std::unique_ptr<PrefixCache> cache;
+  std::unique_ptr<Generator> generator;
+};
+
+absl::StatusOr<PointRunner> MakeRunner(const Gpt2Model& model, const BenchPoint& point,
+                                       int64_t page_size) {
+  PointRunner runner;
   if (point.mode == KvCacheMode::kPrefix) {
     auto created = MakePrefixCache(model, point, page_size);
     if (!created.ok()) return created.status();
-    cache = *std::move(created);
+    runner.cache = *std::move(created);
   }
+  runner.generator = std::make_unique<Generator>(&model, runner.cache.get());
+  return runner;
+}
+
+// Runs `point` once; prefix mode starts from an empty cache (the last run's
+// pages evicted: reuse is within the batch).
+// `capacity`: the rows' tokens (the timed runs', for the warm-ups too).
+absl::StatusOr<GenerateResult> RunOnce(PointRunner& runner, const BenchPoint& point,
+                                       const std::vector<std::vector<int>>& prompts,
+                                       int64_t capacity) {
+  if (runner.cache != nullptr) runner.cache->EvictAll();
   GenerateOptions options;
+  options.min_capacity = capacity;
   options.max_new_tokens = point.output_len;
   options.kv_cache = point.mode;
   options.stop_at_end_of_text = false;
-  Generator generator(&model, cache.get());
-  return generator.Generate(prompts, options);
+  return runner.generator->Generate(prompts, options);
 }
 
 // A point's row and the greedy tokens of its last timed run, per prompt.
@@ -124,14 +142,19 @@ absl::StatusOr<Measured> MeasurePoint(const Gpt2Model& model, const BenchPoint& 
   // the prompt's shapes; the median of the repeats absorbs the rest.
   BenchPoint warm = point;
   warm.output_len = std::min<int64_t>(point.output_len, 4);
+  absl::StatusOr<PointRunner> runner = MakeRunner(model, point, options.page_size);
+  if (!runner.ok()) return runner.status();
+  int64_t longest = 0;
+  for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
+  const int64_t capacity = longest + point.output_len;
   for (int64_t i = 0; i < options.warmup; ++i) {
-    auto stats = RunOnce(model, warm, prompts, options.page_size);
+    auto stats = RunOnce(*runner, warm, prompts, capacity);
     if (!stats.ok()) return stats.status();
   }
   std::vector<GenerateStats> runs;
   Measured measured;
   for (int64_t i = 0; i < options.repeats; ++i) {
-    auto result = RunOnce(model, point, prompts, options.page_size);
+    auto result = RunOnce(*runner, point, prompts, capacity);
     if (!result.ok()) return result.status();
     runs.push_back(result->stats);
     measured.outputs.clear();
@@ -181,7 +204,9 @@ absl::Status WarmUpModel(const Gpt2Model& model, const BenchOptions& options) {
     point.mode = mode;
     point.batch = mode == KvCacheMode::kPrefix ? 2 : 1;
     auto prompts = MakePrompts(point, model.config().vocab_size, options.seed + 1);
-    auto stats = RunOnce(model, point, prompts, options.page_size);
+    absl::StatusOr<PointRunner> runner = MakeRunner(model, point, options.page_size);
+    if (!runner.ok()) return runner.status();
+    auto stats = RunOnce(*runner, point, prompts, 0);
     if (!stats.ok()) return stats.status();
   }
   return absl::OkStatus();

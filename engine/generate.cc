@@ -61,6 +61,10 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
   if (options.prefill_chunk < 0) {
     return absl::InvalidArgumentError("prefill_chunk must be >= 0");
   }
+  if (options.min_capacity < 0 || options.min_capacity > config.n_positions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "min_capacity must be in [0, ", config.n_positions, "], not ", options.min_capacity));
+  }
   if (options.kv_cache == KvCacheMode::kPrefix && prefix_cache_ == nullptr) {
     return absl::FailedPreconditionError("--kv-cache prefix needs a prefix cache");
   }
@@ -82,7 +86,9 @@ absl::Status Generator::Validate(const std::vector<std::vector<int>>& prompts,
     const int64_t page = prefix_cache_->page_size();
     int64_t needed = 0;
     for (const auto& p : prompts) {
-      needed += (static_cast<int64_t>(p.size()) + options.max_new_tokens + page - 1) / page;
+      const int64_t tokens =
+          std::max(static_cast<int64_t>(p.size()) + options.max_new_tokens, options.min_capacity);
+      needed += (tokens + page - 1) / page;
     }
     if (needed + 1 > prefix_cache_->num_pages()) {  // + the rows' scratch page
       return absl::InvalidArgumentError(absl::StrCat("the batch needs ", needed, " pages of ", page,
@@ -127,7 +133,7 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
   // A cache of another shape is freed before the peak memory is reset, so
   // that the peak counts only this call's.
   const bool cached = options.kv_cache != KvCacheMode::kOff;
-  const int64_t capacity = max_prompt + options.max_new_tokens;
+  const int64_t capacity = std::max(max_prompt + options.max_new_tokens, options.min_capacity);
   const bool shares_pool = options.kv_cache == KvCacheMode::kPrefix;
   if (!cached || cache_ == nullptr || cache_->batch() != B || cache_->capacity() != capacity ||
       decode_kind_ != options.decode || cache_shares_pool_ != shares_pool) {
@@ -221,7 +227,8 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {
       LocalPrefixStore store(prefix_cache_);
-      auto prefilled = PrefixPrefill(model, store, options.prefill_chunk).Run(prompts, cache);
+      auto prefilled =
+          PrefixPrefill(model, store, options.prefill_chunk, decode_.get()).Run(prompts, cache);
       if (!prefilled.ok()) return prefilled.status();
       first_logits = std::move(prefilled->logits);
       for (int64_t r = 0; r < B; ++r) {

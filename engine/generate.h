@@ -50,6 +50,12 @@ struct GenerateOptions {
   int64_t prefill_chunk = 0;
   // The decode step (kOn, kPrefix): cuda-graph on a GPU unless asked otherwise.
   DecodeKind decode = DecodeKind::kAuto;
+  // The KV cache's rows hold at least this many tokens (0: the longest
+  // prompt + max_new_tokens), so that a caller that runs shorter and longer
+  // generations of one batch size with one Generator (a benchmark's short
+  // warm-ups, then its timed runs) keeps one cache and its CUDA graphs.
+  // 0 <= min_capacity <= n_positions.
+  int64_t min_capacity = 0;
 };
 
 struct SequenceResult {

@@ -61,6 +61,31 @@ TEST(GenerateTest, ChunkedPrefillGivesTheSameTokens) {
   ExpectSameGreedy(*model, prompt, whole.sequences[0].output_ids, out.sequences[0].output_ids);
 }
 
+// min_capacity (a benchmark's short warm-ups and longer timed runs on one
+// Generator, one cache) changes no token: short and long generations with
+// it equal a fresh generator's; out of [0, n_positions] it is refused.
+TEST(GenerateTest, MinCapacityChangesNoToken) {
+  auto model = TinyModel();
+  Generator kept(model.get());
+  const std::vector<std::vector<int>> prompts = {Seq(12, 3, 7), Seq(20, 5, 3)};
+  for (int max_new : {4, 30, 4}) {
+    GenerateOptions options = GreedyOptions(KvCacheMode::kOn, max_new);
+    const auto fresh = Generator(model.get()).Generate(prompts, options).value();
+    options.min_capacity = 20 + 30;
+    const auto got = kept.Generate(prompts, options).value();
+    for (size_t r = 0; r < prompts.size(); ++r) {
+      ExpectSameGreedy(*model, prompts[r], fresh.sequences[r].output_ids,
+                       got.sequences[r].output_ids);
+    }
+  }
+  GenerateOptions bad = GreedyOptions(KvCacheMode::kOn, 4);
+  bad.min_capacity = 97;
+  auto refused = kept.Generate(prompts, bad);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("min_capacity"), std::string::npos);
+}
+
 TEST(GenerateTest, StopsAtEndOfText) {
   auto model = TinyModel();
   Generator generator(model.get());
