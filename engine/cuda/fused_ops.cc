@@ -229,6 +229,39 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
   CheckLaunch(LaunchAppendKv(p, at::cuda::getCurrentCUDAStream()), "AppendKv");
 }
 
+torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
+                               const torch::Tensor& v_pages, const torch::Tensor& block_table,
+                               const torch::Tensor& table_rows, const torch::Tensor& positions,
+                               const torch::Tensor& tiles) {
+  const PagedShape shape = CheckPaged(qkv, k_pages, v_pages, block_table,
+                                      {{&table_rows, "table_rows"}, {&positions, "positions"}});
+  TORCH_CHECK(PrefillAttentionTakes(static_cast<int>(shape.head_dim)),
+              "prefill attention takes head sizes 16, 32, 64 and 128, not ", shape.head_dim);
+  TORCH_CHECK(tiles.scalar_type() == torch::kInt && tiles.is_contiguous() && tiles.dim() == 2 &&
+                  tiles.size(1) == 2 && tiles.device() == qkv.device(),
+              "tiles must be (T, 2) contiguous int32 on qkv's device");
+  torch::Tensor out = torch::empty({qkv.size(0), shape.heads * shape.head_dim}, qkv.options());
+  PrefillAttentionParams p;
+  p.dtype = ElementType(qkv);
+  p.qkv = qkv.data_ptr();
+  p.k_pages = k_pages.data_ptr();
+  p.v_pages = v_pages.data_ptr();
+  p.page_stride = k_pages.stride(0);
+  p.block_table = block_table.data_ptr<int32_t>();
+  p.table_rows = table_rows.data_ptr<int32_t>();
+  p.positions = positions.data_ptr<int32_t>();
+  p.tiles = tiles.data_ptr<int32_t>();
+  p.out = out.data_ptr();
+  p.num_tiles = static_cast<int>(tiles.size(0));
+  p.heads = static_cast<int>(shape.heads);
+  p.head_dim = static_cast<int>(shape.head_dim);
+  p.page_size = static_cast<int>(shape.page_size);
+  p.max_pages = static_cast<int>(block_table.stride(0));
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
+  CheckLaunch(LaunchPrefillAttention(p, at::cuda::getCurrentCUDAStream()), "PrefillAttention");
+  return out;
+}
+
 MatvecScratch MakeMatvecScratch(int64_t rows,
                                 const std::vector<std::pair<int64_t, int64_t>>& shapes,
                                 torch::ScalarType dtype, torch::Device device) {

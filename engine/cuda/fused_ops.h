@@ -64,6 +64,18 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
               const torch::Tensor& block_table, const torch::Tensor& table_rows,
               const torch::Tensor& positions);
 
+// Attention of qkv's N queries ((N, 3C)) over keys already in the pages
+// (AppendKv), in tiles of consecutive queries of one row (LaunchPrefill
+// Attention): query i sees keys 0..positions[i] of block-table row
+// table_rows[i]; tiles: (T, 2) int32, each tile's first query and count
+// (<= kPrefillQueryTile, 0: none). Returns (N, C); rows of queries in no
+// tile are left as torch::empty made them. The head size must be one
+// PrefillAttentionTakes; the rest as PagedAttention.
+torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
+                               const torch::Tensor& v_pages, const torch::Tensor& block_table,
+                               const torch::Tensor& table_rows, const torch::Tensor& positions,
+                               const torch::Tensor& tiles);
+
 // Scratch of the split-K matrix-vector kernel (LaunchMatvec): an fp32
 // workspace and int32 counters (zero between launches) on one device,
 // shared by products that run one after another on one stream.

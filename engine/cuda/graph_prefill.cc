@@ -30,8 +30,9 @@ GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_p
     if (b + b / 2 < most) buckets_.push_back(b + b / 2);
   }
   buckets_.push_back(most);
-  const int64_t n = buckets_.back();
-  const int64_t size = 3 * n + max_rows_ + (max_rows_ + 1) * width_;
+  const int64_t n = buckets_.back(), tiles = TilesFor(n);
+  const int64_t size = 3 * n + max_rows_ + 2 * tiles + (max_rows_ + 1) * width_;
+  tiled_ = PrefillAttentionTakes(static_cast<int>(model->config().head_dim()));
   auto int_opts = torch::TensorOptions().dtype(torch::kInt);
   host_inputs_ = torch::zeros({size}, int_opts.pinned_memory(true));
   inputs_ = torch::zeros({size}, int_opts.device(model->options().device));
@@ -39,8 +40,9 @@ GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_p
   positions_ = inputs_.narrow(0, n, n);
   table_rows_ = inputs_.narrow(0, 2 * n, n);
   last_ = inputs_.narrow(0, 3 * n, max_rows_);
-  tables_ =
-      inputs_.narrow(0, 3 * n + max_rows_, (max_rows_ + 1) * width_).view({max_rows_ + 1, width_});
+  tiles_ = inputs_.narrow(0, 3 * n + max_rows_, 2 * tiles);
+  tables_ = inputs_.narrow(0, 3 * n + max_rows_ + 2 * tiles, (max_rows_ + 1) * width_)
+                .view({max_rows_ + 1, width_});
 }
 
 int64_t GraphPrefill::BucketFor(int64_t tokens) const {
@@ -48,6 +50,10 @@ int64_t GraphPrefill::BucketFor(int64_t tokens) const {
 }
 
 int64_t GraphPrefill::RowsFor(int64_t bucket) const { return std::min(bucket, max_rows_); }
+
+int64_t GraphPrefill::TilesFor(int64_t bucket) const {
+  return (bucket + kPrefillQueryTile - 1) / kPrefillQueryTile + RowsFor(bucket);
+}
 
 void GraphPrefill::Stage(const std::vector<std::vector<int>>& prompts, int64_t row_begin,
                          const Pass& pass, int64_t bucket) {
@@ -59,7 +65,9 @@ void GraphPrefill::Stage(const std::vector<std::vector<int>>& prompts, int64_t r
   int32_t* positions = ids + n;
   int32_t* rows = ids + 2 * n;
   int32_t* last = ids + 3 * n;
-  int32_t* table = last + max_rows_;
+  int32_t* tiles = last + max_rows_;
+  int32_t* table = tiles + 2 * TilesFor(n);
+  int64_t tile = 0;
   const int32_t scratch = tables.scratch_page();
   int64_t t = 0;
   for (int64_t i = 0; i < pass.count; ++i) {
@@ -74,6 +82,11 @@ void GraphPrefill::Stage(const std::vector<std::vector<int>>& prompts, int64_t r
     for (int64_t p = begin; p < end; ++p, ++t) {
       TORCH_CHECK(prompt[p] >= 0 && prompt[p] < vocab, "token ", prompt[p], " of row ", row,
                   " is outside the vocabulary");
+      if ((p - begin) % kPrefillQueryTile == 0) {  // a tile starts
+        tiles[2 * tile] = static_cast<int32_t>(t);
+        tiles[2 * tile + 1] = static_cast<int32_t>(std::min<int64_t>(kPrefillQueryTile, end - p));
+        ++tile;
+      }
       ids[t] = prompt[p];
       positions[t] = static_cast<int32_t>(p);
       rows[t] = static_cast<int32_t>(i);
@@ -90,6 +103,7 @@ void GraphPrefill::Stage(const std::vector<std::vector<int>>& prompts, int64_t r
   std::fill(positions + t, positions + bucket, 0);
   std::fill(rows + t, rows + bucket, static_cast<int32_t>(max_rows_));
   std::fill(last + pass.count, last + max_rows_, 0);
+  std::fill(tiles + 2 * tile, tiles + 2 * TilesFor(n), 0);
   int32_t* scratch_row = table + max_rows_ * width_;
   std::fill(scratch_row, scratch_row + width_, scratch);
   inputs_.copy_(host_inputs_, /*non_blocking=*/true);
@@ -124,7 +138,10 @@ torch::Tensor GraphPrefill::Forward(int64_t bucket) {
     torch::Tensor v_pages = cache_->v_pages(static_cast<int64_t>(l));
     torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
     AppendKv(qkv, k_pages, v_pages, tables_, rows, positions);
-    torch::Tensor y = PagedAttention(qkv, k_pages, v_pages, tables_, rows, positions, splits);
+    torch::Tensor y =
+        tiled_ ? PrefillAttention(qkv, k_pages, v_pages, tables_, rows, positions,
+                                  tiles_.narrow(0, 0, 2 * TilesFor(bucket)).view({-1, 2}))
+               : PagedAttention(qkv, k_pages, v_pages, tables_, rows, positions, splits);
     h = AddLayerNorm(x, torch::addmm(b.c_proj_b, y, b.c_proj_w), b.ln_2_w, b.ln_2_b, eps);
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, /*use_gelu=*/true);
     h = AddLayerNorm(x, torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w), next_w, next_b, eps);

@@ -6,16 +6,18 @@
 // launched one by one from the host, each pass), in one graph launch.
 //
 // Per layer: cuBLAS QKV, AppendKv (every token's K/V into its row's page at
-// its position), PagedAttention (each token attends to its row's keys
+// its position), PrefillAttention (each token attends to its row's keys
 // 0..position through the block table: the cached prefix and the pass's
-// own earlier tokens alike, so a suffix after a prefix needs no gather),
+// own earlier tokens alike, so a suffix after a prefix needs no gather;
+// tiles of 32 consecutive queries of a row share each read of the keys;
+// PagedAttention, a read per query, for head sizes it does not take),
 // cuBLAS projection, fused residual add + LayerNorm, cuBLASLt MLP with the
 // bias + GELU epilogue; then the final LayerNorm, each row's last token
 // picked out and the lm_head over those rows only.
 //
 // Static state: one int32 input buffer on the device holding each token's
-// id, position and block-table row, each row's last token, and the rows'
-// block tables (plus a row of scratch pages that padding tokens read and
+// id, position and block-table row, each row's last token, the query
+// tiles, and the rows' block tables (plus a row of scratch pages that padding tokens read and
 // write); the host fills it in pinned memory and copies it with one copy a
 // pass. Tokens between the pass's count and its bucket are padding: token
 // 0 at position 0 of the scratch row.
@@ -77,6 +79,8 @@ class GraphPrefill {
   int64_t BucketFor(int64_t tokens) const;
   // Rows a pass of `bucket` tokens can hold (and the logits it makes).
   int64_t RowsFor(int64_t bucket) const;
+  // Query tiles a pass of `bucket` tokens may need (a row's last is partial).
+  int64_t TilesFor(int64_t bucket) const;
   // Makes room in the pass's rows, fills the inputs and copies them to the
   // device.
   void Stage(const std::vector<std::vector<int>>& prompts, int64_t row_begin, const Pass& pass,
@@ -96,10 +100,12 @@ class GraphPrefill {
   int64_t width_ = 0;     // pages of a block table
   // The inputs, int32: ids, positions, table rows (regions as long as the
   // largest bucket, of which a bucket reads its first), the rows' last tokens
-  // (max_rows_), then (max_rows_ + 1) block tables, the last all scratch.
+  // (max_rows_), the query tiles (first token, count; TilesFor the largest
+  // bucket), then (max_rows_ + 1) block tables, the last all scratch.
   torch::Tensor host_inputs_;  // pinned
   torch::Tensor inputs_;       // on the device
-  torch::Tensor ids_, positions_, table_rows_, last_, tables_;
+  torch::Tensor ids_, positions_, table_rows_, last_, tiles_, tables_;
+  bool tiled_ = false;                 // PrefillAttention takes the head size
   at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
   c10::cuda::CUDAStream side_;         // eager runs and captures
   at::cuda::MempoolId_t pool_;         // shared by all buckets' graphs

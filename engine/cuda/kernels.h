@@ -104,6 +104,37 @@ struct AppendKvParams {
 };
 cudaError_t LaunchAppendKv(const AppendKvParams& p, cudaStream_t stream);
 
+// Attention of a prefill pass's queries over their rows' paged keys (which
+// AppendKv has written, the pass's own included), tiled as FlashAttention:
+// one thread block per (head, query tile), a tile being up to
+// kPrefillQueryTile consecutive tokens of one row; each tile of keys is read
+// from the pages once for all of the tile's queries (PagedAttention reads
+// them once per query). Query i (a token of the flat list) attends to keys
+// 0..positions[i] of block-table row table_rows[i]. tiles[2t], tiles[2t+1]:
+// tile t's first token and count (0: no tile, the block exits). Pages laid
+// out as DecodeAttentionParams says. head_dim: PrefillAttentionTakes.
+inline constexpr int kPrefillQueryTile = 32;
+struct PrefillAttentionParams {
+  DType dtype = DType::kFloat;
+  const void* qkv = nullptr;  // (tokens, 3 * C): the queries' q parts are read
+  const void* k_pages = nullptr;
+  const void* v_pages = nullptr;
+  int64_t page_stride = 0;
+  const int32_t* block_table = nullptr;  // (rows, max_pages)
+  const int32_t* table_rows = nullptr;   // (tokens,)
+  const int32_t* positions = nullptr;    // (tokens,)
+  const int32_t* tiles = nullptr;        // (num_tiles, 2): first token, count
+  void* out = nullptr;                   // (tokens, C): rows of tokens in no tile untouched
+  int num_tiles = 0;
+  int heads = 0;
+  int head_dim = 0;
+  int page_size = 0;
+  int max_pages = 0;
+  float scale = 1.0f;
+};
+bool PrefillAttentionTakes(int head_dim);  // 16, 32, 64 or 128
+cudaError_t LaunchPrefillAttention(const PrefillAttentionParams& p, cudaStream_t stream);
+
 // Row-wise LayerNorm with the residual add in front:
 //   x[r] += delta[r] (rounded to the element type; skipped if delta is null)
 //   out[r] = (x[r] - mean) / sqrt(var + eps) * weight + bias

@@ -4,6 +4,7 @@
 // without a GPU.
 #include "engine/cuda/fused_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -12,6 +13,8 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 #include <torch/utils.h>
+
+#include "engine/cuda/kernels.h"
 
 namespace nanoserve::cuda {
 namespace cuda_kernels_test {
@@ -232,6 +235,71 @@ TEST_P(CudaKernelsTest, PagedAttentionOfManyQueriesMatchesLibTorch) {
 // v parts of qkv land at its position in its row's page, bit for bit;
 // tokens of the scratch row (padding) write only the scratch page; nothing
 // else changes.
+// The tiled prefill kernel against the reference, per query as a decode
+// query whose own key and value are the row's at its position: rows with
+// cached prefixes of 0, 17 and 40 tokens and 45, 3 and 70 queries (several
+// query tiles, a partial one, several key tiles), pages of 16 and of 1, the
+// head sizes it takes; queries in no tile are not written.
+TEST_P(CudaKernelsTest, PrefillAttentionMatchesLibTorch) {
+  struct Case {
+    int64_t heads, head_dim, page_size, max_pages;
+  };
+  for (const Case& t :
+       std::vector<Case>{{4, 64, 16, 8}, {3, 16, 1, 120}, {2, 128, 16, 8}, {2, 32, 16, 8}}) {
+    SCOPED_TRACE(::testing::Message()
+                 << "head size " << t.head_dim << ", pages of " << t.page_size);
+    const int64_t c = t.heads * t.head_dim;
+    const std::vector<int> cached = {0, 17, 40}, queries = {45, 3, 70};
+    const int64_t rows = static_cast<int64_t>(cached.size());
+    const int64_t num_pages = rows * t.max_pages + 2;
+    torch::Tensor pool = torch::randn({num_pages, 1, 2, t.heads, t.page_size, t.head_dim}, Opts());
+    torch::Tensor k_pages = pool.select(1, 0).select(1, 0);
+    torch::Tensor v_pages = pool.select(1, 0).select(1, 1);
+    torch::Tensor table = torch::randperm(num_pages, torch::TensorOptions().dtype(torch::kLong))
+                              .narrow(0, 0, rows * t.max_pages)
+                              .view({rows, t.max_pages})
+                              .to(torch::kInt)
+                              .to(torch::kCUDA);
+    std::vector<int> table_rows, positions, tiles;
+    std::vector<torch::Tensor> ref_qkv, k_rows, v_rows;
+    int64_t total = 0;
+    for (int64_t b = 0; b < rows; ++b) total += queries[b];
+    torch::Tensor qkv = torch::randn({total + 1, 3 * c}, Opts());  // the last in no tile
+    int64_t i = 0;
+    for (int64_t b = 0; b < rows; ++b) {
+      const torch::Tensor k_row = GatherRow(k_pages, table, b),
+                          v_row = GatherRow(v_pages, table, b);
+      for (int64_t q = 0; q < queries[b]; ++q, ++i) {
+        if (q % kPrefillQueryTile == 0) {
+          tiles.push_back(static_cast<int>(i));
+          tiles.push_back(static_cast<int>(std::min<int64_t>(kPrefillQueryTile, queries[b] - q)));
+        }
+        const int64_t pos = cached[b] + q;
+        table_rows.push_back(static_cast<int>(b));
+        positions.push_back(static_cast<int>(pos));
+        ref_qkv.push_back(torch::cat({qkv[i].narrow(0, 0, c), k_row.select(1, pos).flatten(),
+                                      v_row.select(1, pos).flatten()}));
+        k_rows.push_back(k_row);
+        v_rows.push_back(v_row);
+      }
+    }
+    table_rows.push_back(0);  // the query in no tile
+    positions.push_back(0);
+    tiles.insert(tiles.end(), {0, 0, 0, 0});  // and two empty tiles
+    torch::Tensor expected =
+        ReferenceDecodeAttention(torch::stack(ref_qkv), torch::stack(k_rows), torch::stack(v_rows),
+                                 std::vector<int>(positions.begin(), positions.end() - 1));
+    auto ints = [](const std::vector<int>& v) {
+      return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
+    };
+    const torch::Tensor before = pool.clone();
+    torch::Tensor out = PrefillAttention(qkv, k_pages, v_pages, table, ints(table_rows),
+                                         ints(positions), ints(tiles).view({-1, 2}));
+    EXPECT_LT(MaxDiff(out.narrow(0, 0, total), expected), Tol());
+    EXPECT_TRUE(torch::equal(pool, before));
+  }
+}
+
 TEST_P(CudaKernelsTest, AppendKvWritesEachTokenAtItsPosition) {
   const int64_t heads = 4, head_dim = 64, page_size = 16, max_pages = 4, c = heads * head_dim;
   const int64_t rows = 3, num_pages = rows * max_pages + 1, scratch = num_pages - 1;
