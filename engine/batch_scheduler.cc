@@ -465,15 +465,26 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots,
   prefills_.fetch_add(1);
   const absl::Status status = TorchResult("prefill", [&] {
     std::vector<torch::Tensor> logits = decode_->Prefill(prompts, slots.front());
+    // The rows whose prompt is complete and that have no first token yet
+    // draw theirs together: one sampling pass and one copy to the host.
+    std::vector<size_t> drawing;
+    std::vector<torch::Tensor> rows;
+    std::vector<Sampler*> samplers;
     for (size_t i = 0; i < slots.size(); ++i) {
       if (!complete(i)) continue;
       Entry& e = *slots_[slots[i]];
       first[i] = e.request.first_token;
       if (first[i] >= 0) continue;
-      absl::StatusOr<int64_t> token = SampleRows(logits[i], {e.sampler.get()})[0];
-      if (!token.ok())
-        return absl::InternalError(absl::StrCat("prefill: ", token.status().message()));
-      first[i] = static_cast<int>(*token);
+      drawing.push_back(i);
+      rows.push_back(logits[i]);
+      samplers.push_back(e.sampler.get());
+    }
+    if (drawing.empty()) return absl::OkStatus();
+    std::vector<absl::StatusOr<int64_t>> tokens = SampleRows(torch::cat(rows), samplers);
+    for (size_t j = 0; j < drawing.size(); ++j) {
+      if (!tokens[j].ok())
+        return absl::InternalError(absl::StrCat("prefill: ", tokens[j].status().message()));
+      first[drawing[j]] = static_cast<int>(*tokens[j]);
     }
     return absl::OkStatus();
   });

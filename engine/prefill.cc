@@ -319,10 +319,15 @@ absl::StatusOr<std::unique_ptr<KvCache>> PrefillCache(const Gpt2Model& model, Pr
 absl::StatusOr<std::vector<int>> SampleFirstTokens(const std::vector<torch::Tensor>& logits,
                                                    absl::Span<const SamplingOptions> sampling) {
   return TorchResult("sampling the first tokens", [&]() -> absl::StatusOr<std::vector<int>> {
-    std::vector<int> tokens;
+    // All rows in one sampling pass and one copy to the host.
+    std::vector<std::unique_ptr<Sampler>> samplers;
+    std::vector<Sampler*> rows;
     for (size_t r = 0; r < logits.size(); ++r) {
-      Sampler sampler(sampling[r]);
-      absl::StatusOr<int64_t> token = SampleRows(logits[r], {&sampler})[0];
+      samplers.push_back(std::make_unique<Sampler>(sampling[r]));
+      rows.push_back(samplers.back().get());
+    }
+    std::vector<int> tokens;
+    for (absl::StatusOr<int64_t>& token : SampleRows(torch::cat(logits), rows)) {
       // Non-finite logits of a prompt are the device's trouble, not the
       // request's: INTERNAL, as a LibTorch error.
       if (!token.ok()) {
