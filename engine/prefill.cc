@@ -167,7 +167,11 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
       std::move(release).Invoke();
     }
     result.computed_tokens += length - cache.length(row);
-    PrefillRow(model_, cache, row, prefix, chunk_);
+    if (step_ != nullptr && chunk_ <= 0) {
+      step_->Prefill({prefix}, row);
+    } else {
+      PrefillRow(model_, cache, row, prefix, chunk_);
+    }
     auto stored =
         StoreCall(result, [&] { return store_.Store({store}, cache.tables(), /*pin=*/false, ""); });
     if (!stored.ok()) return false;

@@ -78,7 +78,8 @@ struct PrefixPrefillResult {
 class PrefixPrefill {
  public:
   // Nothing is owned. With `step` (over the cache Run is given) and chunk 0,
-  // the suffixes run as step->Prefill (on a GPU: one CUDA graph a pass).
+  // the branch points and the suffixes run as step->Prefill (on a GPU: one
+  // CUDA graph a pass).
   PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk,
                 DecodeStep* step = nullptr)
       : model_(model), store_(store), chunk_(chunk), step_(step) {}
