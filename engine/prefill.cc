@@ -179,9 +179,17 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
   return true;
 }
 
-bool PrefixPrefill::LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
+bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, KvCache& cache,
+                                 PrefixPrefillResult& result,
                                  std::vector<PrefixStore::LeasedRow>& loads) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
+  // A match covers whole pages of at most len - 1 tokens.
+  if (std::none_of(prompts.begin(), prompts.end(), [&](const std::vector<int>& p) {
+        return static_cast<int64_t>(p.size()) - 1 >= page_size;
+      })) {
+    for (size_t r = 0; r < prompts.size(); ++r) loads.push_back({static_cast<int64_t>(r)});
+    return true;
+  }
   std::vector<PrefixStore::MatchQuery> queries;  // every row's in one call
   for (size_t r = 0; r < prompts.size(); ++r) {
     queries.push_back(
@@ -255,7 +263,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     for (const auto& load : loads) leases.push_back(load.lease_id);
     store_.ReleaseAll(leases).IgnoreError();
   };
-  use_store = use_store && LoadPrefixes(batch, cache, result, loads);
+  use_store = use_store && LoadPrefixes(batch, page_size, cache, result, loads);
   if (!store_.UsesBaseLeases()) std::move(release).Invoke();
   for (size_t r = 0; r < n; ++r) {
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);

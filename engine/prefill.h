@@ -133,10 +133,12 @@ class PrefixPrefill {
   // Phase 2's loads: each row from its longest cached prefix (at most
   // len - 1 tokens), whose leases land in `loads` (the caller releases
   // them). Rows not over the store's own pool load a prefix once per batch
-  // and copy it into the other rows that share it. False if the store
-  // failed (rows are then empty).
-  bool LoadPrefixes(const Batch& batch, KvCache& cache, PrefixPrefillResult& result,
-                    std::vector<PrefixStore::LeasedRow>& loads);
+  // and copy it into the other rows that share it. A batch with no prompt
+  // longer than a page (pages of page_size) asks the store nothing: none
+  // has a whole page to match. False if the store failed (rows are then
+  // empty).
+  bool LoadPrefixes(const Batch& batch, int64_t page_size, KvCache& cache,
+                    PrefixPrefillResult& result, std::vector<PrefixStore::LeasedRow>& loads);
 
   // The rows' prompts through the model from their cached lengths on:
   // step_->Prefill, or PrefillBatch.

@@ -116,6 +116,34 @@ TEST_F(PrefillStageTest, TheHandlerRefusesACallerOfAnotherModel) {
   EXPECT_EQ(cache_->Stats().active_leases, 0);
 }
 
+// Prompts of at most a page and one token have no whole page to match
+// (a match covers at most len - 1 tokens): the store is not asked, and a
+// whole page is still stored.
+TEST_F(PrefillStageTest, PromptsNoLongerThanAPageAskTheStoreNothing) {
+  PrefillStage stage(model_.get(), store_.get(), {}, nullptr);
+  const std::vector<PrefillPrompt> prompts = {{Tokens(kPageSize, 1), {}},
+                                              {Tokens(kPageSize - 3, 2), {}}};
+  auto outcome = stage.Prefill(prompts, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(cache_->Stats().lookups, 0);
+  EXPECT_EQ(outcome->prompts[0].cached_tokens, 0);
+  EXPECT_EQ(outcome->prompts[0].stored_tokens, kPageSize);
+  EXPECT_EQ(outcome->prompts[1].stored_tokens, 0);
+  EXPECT_EQ(outcome->computed_tokens, 2 * kPageSize - 3);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(outcome->prompts[i].first_token, FirstToken(prompts[i].tokens)) << i;
+  }
+  stage.Abandon(*outcome);
+  // One token more, and the first prompt's page is matched.
+  PrefillPrompt longer{Tokens(kPageSize, 1), {}};
+  longer.tokens.push_back(7);
+  outcome = stage.Prefill({longer}, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_GT(cache_->Stats().lookups, 0);
+  EXPECT_EQ(outcome->prompts[0].cached_tokens, kPageSize);
+  stage.Abandon(*outcome);
+}
+
 TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {
   PrefillStage stage(model_.get(), nullptr, {}, nullptr);
   const std::vector<PrefillPrompt> prompts = {{Tokens(20, 1), {}}, {Tokens(20, 1), {}}};
