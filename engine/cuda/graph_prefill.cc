@@ -13,9 +13,14 @@
 
 namespace nanoserve::cuda {
 
-GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens)
+GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens,
+                           int64_t eager_above_pairs)
     : model_(model),
       cache_(cache),
+      eager_above_pairs_(eager_above_pairs != kDefaultEagerAbove ? eager_above_pairs
+                         : model->options().attention == AttentionKind::kFused
+                             ? kFusedEagerAbovePairs
+                             : 0),
       side_(c10::cuda::getStreamFromPool(/*isHighPriority=*/false,
                                          model->options().device.index() < 0
                                              ? c10::cuda::current_device()
@@ -203,12 +208,19 @@ std::vector<torch::Tensor> GraphPrefill::Run(const std::vector<std::vector<int>>
   TORCH_CHECK(row_begin >= 0 && row_begin + count <= cache_->batch(), "prefill of rows ", row_begin,
               "..", row_begin + count, " outside the cache's ", cache_->batch());
   std::vector<int64_t> left(count);
+  int64_t pairs = 0;  // (query, key) pairs of one head and layer
   for (int64_t r = 0; r < count; ++r) {
-    left[r] = static_cast<int64_t>(prompts[r].size()) - cache_->length(row_begin + r);
+    const int64_t cached = cache_->length(row_begin + r);
+    left[r] = static_cast<int64_t>(prompts[r].size()) - cached;
     TORCH_CHECK(left[r] > 0, "prefill: row ", row_begin + r, " has nothing left to prefill");
     // A row longer than the largest pass (a model of more than 8192
     // positions) runs eagerly, as the whole batch then.
     if (left[r] > buckets_.back()) return PrefillBatch(*model_, *cache_, prompts, 0, row_begin);
+    pairs += left[r] * cached + left[r] * (left[r] + 1) / 2;
+  }
+  const Gpt2Config& config = model_->config();
+  if (eager_above_pairs_ > 0 && pairs * config.n_head * config.n_layer > eager_above_pairs_) {
+    return PrefillBatch(*model_, *cache_, prompts, 0, row_begin);
   }
   std::vector<torch::Tensor> logits(count);
   for (int64_t r = 0; r < count;) {

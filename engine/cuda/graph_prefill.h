@@ -45,10 +45,24 @@ class GraphPrefill {
  public:
   // Tokens of the largest pass; a batch with more runs as several passes.
   static constexpr int64_t kMaxPassTokens = 8192;
+  // With fused attention, a batch whose attention has more (query, key)
+  // pairs than this, over all heads and layers, runs as PrefillBatch's
+  // eager passes: their scaled_dot_product_attention (FlashAttention, on
+  // tensor cores) then outweighs the launches a graph saves, where
+  // PrefillAttention multiplies in fp32 FMA. Measured on an H100 in bf16
+  // (docs/decode.md): 32 prompts of 950 tokens (2.1e9 pairs) took 61 ms to
+  // their first tokens as graphs, 23 eagerly; one of 900 (5.8e7) 2.9 ms as a
+  // graph, 5.5 eagerly; 64 of 128 (7.6e7) 6-7 ms, 12-13 eagerly.
+  static constexpr int64_t kFusedEagerAbovePairs = int64_t{1} << 28;
 
   // REQUIRES: GraphDecodeStep::CanRun(*model, *cache).ok(); max_pass_tokens
-  // >= 16. Neither is owned; both outlive this.
-  GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens = kMaxPassTokens);
+  // >= 16. Neither is owned; both outlive this. eager_above_pairs: batches
+  // whose attention has more (query, key) pairs over all heads and layers
+  // run eagerly (0: none do); by default kFusedEagerAbovePairs with the
+  // model's attention fused, else 0.
+  static constexpr int64_t kDefaultEagerAbove = -1;
+  GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens = kMaxPassTokens,
+               int64_t eager_above_pairs = kDefaultEagerAbove);
 
   // As PrefillBatch(*model, *cache, prompts, /*chunk=*/0, row_begin): row
   // row_begin + r runs prompts[r] from its cached length on, its length
@@ -96,6 +110,7 @@ class GraphPrefill {
   const Gpt2Model* model_;
   KvCache* cache_;
   std::vector<int64_t> buckets_;
+  int64_t eager_above_pairs_ = 0;
   int64_t max_rows_ = 0;  // rows of one pass: the cache's
   int64_t width_ = 0;     // pages of a block table
   // The inputs, int32: ids, positions, table rows (regions as long as the

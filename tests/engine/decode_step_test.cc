@@ -197,6 +197,24 @@ TEST(DecodeStepTest, GraphPrefillInPassesMatchesWholeSequenceForward) {
       },
       *model, *cache, *step);
 }
+
+// With fused attention a batch whose attention is large runs as
+// PrefillBatch's eager passes (here every batch: a bound of one pair).
+TEST(DecodeStepTest, GraphPrefillRunsLargeAttentionEagerly) {
+  if (!TestDevice().is_cuda()) GTEST_SKIP() << "graph prefill needs a CUDA test device";
+  auto model = TinyModel(AttentionKind::kFused);
+  auto cache =
+      KvCache::Create(model->config(), 8, 96, model->options().dtype, model->options().device)
+          .value();
+  auto step = MakeDecodeStep(model.get(), cache.get()).value();
+  cuda::GraphPrefill prefill(model.get(), cache.get(), cuda::GraphPrefill::kMaxPassTokens,
+                             /*eager_above_pairs=*/1);
+  ExpectPrefillMatchesWholeSequenceForward(
+      [&](KvCache&, const std::vector<std::vector<int>>& prompts, int64_t row_begin) {
+        return prefill.Run(prompts, row_begin);
+      },
+      *model, *cache, *step);
+}
 #endif
 
 TEST(DecodeStepTest, GeneratorTokensEqualReferenceAcrossBatchesAndCalls) {
