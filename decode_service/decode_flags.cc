@@ -76,7 +76,8 @@ NANOSERVE_FLAG_IN_RANGE(slow_turn_ms, nanoserve::DecodeOptions().slow_turn_ms, 0
                         "time went (admitting, the callbacks, the step, prefill); 0 = never");
 ABSL_FLAG(std::string, decode_step, nanoserve::DecodeOptions().decode_step,
           "auto (cuda-graph on a GPU, else reference), reference, cuda-graph, "
-          "cuda-graph-matvec or cuda-graph-matvec-ln");
+          "cuda-graph-matvec, cuda-graph-matvec-ln or cuda-graph-eager-prefill (prefill's "
+          "eager passes, not its CUDA graphs)");
 
 namespace nanoserve {
 

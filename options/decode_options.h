@@ -76,7 +76,8 @@ struct DecodeOptions {
   // its time went (BatchSchedulerOptions::slow_turn_ms); 0 = never.
   int64_t slow_turn_ms = 0;
   // --decode_step: auto (cuda-graph on a GPU, else reference), reference,
-  // cuda-graph, cuda-graph-matvec or cuda-graph-matvec-ln.
+  // cuda-graph, cuda-graph-matvec, cuda-graph-matvec-ln or
+  // cuda-graph-eager-prefill.
   std::string decode_step = "auto";
 
   // Every flag: the service's, the store client's, then decode's own.
