@@ -464,7 +464,7 @@ bool BatchScheduler::PrefillSlots(const std::vector<int64_t>& slots,
   std::vector<int> first(slots.size(), -1);
   prefills_.fetch_add(1);
   const absl::Status status = TorchResult("prefill", [&] {
-    std::vector<torch::Tensor> logits = decode_->Prefill(prompts, slots.front());
+    std::vector<torch::Tensor> logits = decode_->Prefill(prompts, slots.front(), /*chunk=*/0);
     // The rows whose prompt is complete and that have no first token yet
     // draw theirs together: one sampling pass and one copy to the host.
     std::vector<size_t> drawing;

@@ -34,8 +34,8 @@ class ReferenceDecodeStep final : public DecodeStep {
   }
 
   std::vector<torch::Tensor> Prefill(const std::vector<std::vector<int>>& prompts,
-                                     int64_t row_begin) override {
-    return PrefillBatch(*model_, *cache_, prompts, /*chunk=*/0, row_begin);
+                                     int64_t row_begin, int64_t chunk) override {
+    return PrefillBatch(*model_, *cache_, prompts, chunk, row_begin);
   }
 
   std::string name() const override { return "reference"; }

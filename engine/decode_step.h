@@ -65,15 +65,16 @@ class DecodeStep {
   // a LibTorch/CUDA failure.
   virtual torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) = 0;
 
-  // Prefills rows of the cache as PrefillBatch(model, cache, prompts,
-  // /*chunk=*/0, row_begin) does, and returns what it returns: row
-  // row_begin + r runs prompts[r] from its cached length on. The reference
-  // step runs PrefillBatch; the cuda-graph step the rows as one flat list of
-  // tokens in a graph per token-count bucket (engine/cuda/graph_prefill.h),
-  // unless built with eager prefill (DecodeKind::kCudaGraphEagerPrefill).
-  // REQUIRES and throws as PrefillBatch.
+  // Prefills rows of the cache as PrefillBatch(model, cache, prompts, chunk,
+  // row_begin) does, and returns what it returns: row row_begin + r runs
+  // prompts[r] from its cached length on, `chunk` tokens a pass (0: all at
+  // once). The reference step runs PrefillBatch; the cuda-graph step runs
+  // whole prompts (chunk 0) as one flat list of tokens in a graph per
+  // token-count bucket (engine/cuda/graph_prefill.h), unless built with
+  // eager prefill (DecodeKind::kCudaGraphEagerPrefill), and chunks as
+  // PrefillBatch. REQUIRES and throws as PrefillBatch.
   virtual std::vector<torch::Tensor> Prefill(const std::vector<std::vector<int>>& prompts,
-                                             int64_t row_begin) = 0;
+                                             int64_t row_begin, int64_t chunk) = 0;
 
   // Does now the one-time work that the first steps would otherwise pay
   // (the cuda-graph step captures every bucket, its prefill's too). Writes

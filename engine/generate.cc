@@ -237,10 +237,7 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
       }
       stats.prompt_tokens_computed = prefilled->computed_tokens;
     } else {
-      // Whole prompts in one pass go through the step (graphs on a GPU).
-      first_logits = options.prefill_chunk > 0
-                         ? PrefillBatch(model, cache, prompts, options.prefill_chunk)
-                         : decode_->Prefill(prompts, 0);
+      first_logits = decode_->Prefill(prompts, 0, options.prefill_chunk);
       stats.prompt_tokens_computed = stats.prompt_tokens;
     }
     absl::StatusOr<std::vector<int64_t>> first = sampler.Sample(torch::cat(first_logits));

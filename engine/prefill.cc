@@ -84,6 +84,13 @@ std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
   return logits;
 }
 
+std::vector<torch::Tensor> PrefillWith(DecodeStep* step, const Gpt2Model& model, KvCache& cache,
+                                       const std::vector<std::vector<int>>& prompts, int64_t chunk,
+                                       int64_t row_begin) {
+  if (step != nullptr) return step->Prefill(prompts, row_begin, chunk);
+  return PrefillBatch(model, cache, prompts, chunk, row_begin);
+}
+
 template <typename F>
 auto PrefixPrefill::StoreCall(PrefixPrefillResult& result, F&& call) {
   const absl::Time start = absl::Now();
@@ -167,11 +174,7 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
       std::move(release).Invoke();
     }
     result.computed_tokens += length - cache.length(row);
-    if (step_ != nullptr && chunk_ <= 0) {
-      step_->Prefill({prefix}, row);
-    } else {
-      PrefillRow(model_, cache, row, prefix, chunk_);
-    }
+    PrefillWith(step_, model_, cache, {prefix}, chunk_, row);
     auto stored =
         StoreCall(result, [&] { return store_.Store({store}, cache.tables(), /*pin=*/false, ""); });
     if (!stored.ok()) return false;
@@ -237,12 +240,6 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, KvCache&
   return true;
 }
 
-std::vector<torch::Tensor> PrefixPrefill::RunRows(KvCache& cache,
-                                                  const std::vector<std::vector<int>>& prompts) {
-  if (step_ != nullptr && chunk_ <= 0) return step_->Prefill(prompts, 0);
-  return PrefillBatch(model_, cache, prompts, chunk_);
-}
-
 absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, KvCache& cache,
                                                             bool keep_leases,
                                                             absl::string_view lease_holder,
@@ -268,7 +265,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   for (size_t r = 0; r < n; ++r) {
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
   }
-  result.logits = RunRows(cache, prompts);
+  result.logits = PrefillWith(step_, model_, cache, prompts, chunk_);
   if (on_logits) on_logits(result.logits);
   if (!use_store) return result;
   std::vector<PrefixStore::RowTokens> stores;
@@ -371,8 +368,7 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(
   std::unique_ptr<KvCache> own;
   if (kept != nullptr && shared == nullptr && kept->Fits(prompts)) {
     step = &kept->step();
-    rows = &kept->cache();
-    for (int64_t r = 0; r < n; ++r) rows->Reset(r);
+    rows = &kept->cache();  // empty: each batch empties them when it ends
   } else {
     int64_t longest = 0;
     for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
@@ -402,10 +398,8 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(
     if (on_first) on_first(out.first_tokens);
   };
   if (store == nullptr) {
-    absl::StatusOr<std::vector<torch::Tensor>> logits = TorchResult("prefill", [&] {
-      return step != nullptr && chunk <= 0 ? step->Prefill(prompts, 0)
-                                           : PrefillBatch(model, *rows, prompts, chunk);
-    });
+    absl::StatusOr<std::vector<torch::Tensor>> logits =
+        TorchResult("prefill", [&] { return PrefillWith(step, model, *rows, prompts, chunk); });
     if (!logits.ok()) return logits.status();
     out.prefill.logits = *std::move(logits);
     out.prefill.reused_tokens.assign(n, 0);

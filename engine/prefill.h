@@ -43,6 +43,13 @@ std::vector<torch::Tensor> PrefillBatch(const Gpt2Model& model, KvCache& cache,
                                         int64_t row_begin = 0);
 inline constexpr int64_t kMaxPrefillBatchTokens = 16384;
 
+// As PrefillBatch(model, cache, prompts, chunk, row_begin), through
+// step->Prefill where a step over `cache` is given (on a GPU: CUDA graphs),
+// else PrefillBatch itself.
+std::vector<torch::Tensor> PrefillWith(DecodeStep* step, const Gpt2Model& model, KvCache& cache,
+                                       const std::vector<std::vector<int>>& prompts, int64_t chunk,
+                                       int64_t row_begin = 0);
+
 // What PrefixPrefill::Run did, per prompt and for the batch.
 struct PrefixPrefillResult {
   std::vector<torch::Tensor> logits;        // per prompt: last position's, (1, V) fp32
@@ -77,9 +84,9 @@ struct PrefixPrefillResult {
 // which is computed without it (result.store_status says why).
 class PrefixPrefill {
  public:
-  // Nothing is owned. With `step` (over the cache Run is given) and chunk 0,
-  // the branch points and the suffixes run as step->Prefill (on a GPU: one
-  // CUDA graph a pass).
+  // Nothing is owned. With `step` (over the cache Run is given), the branch
+  // points and the suffixes run through it (PrefillWith: on a GPU, one CUDA
+  // graph a pass).
   PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk,
                 DecodeStep* step = nullptr)
       : model_(model), store_(store), chunk_(chunk), step_(step) {}
@@ -139,10 +146,6 @@ class PrefixPrefill {
   // empty).
   bool LoadPrefixes(const Batch& batch, int64_t page_size, KvCache& cache,
                     PrefixPrefillResult& result, std::vector<PrefixStore::LeasedRow>& loads);
-
-  // The rows' prompts through the model from their cached lengths on:
-  // step_->Prefill, or PrefillBatch.
-  std::vector<torch::Tensor> RunRows(KvCache& cache, const std::vector<std::vector<int>>& prompts);
 
   const Gpt2Model& model_;
   PrefixStore& store_;

@@ -198,8 +198,10 @@ GraphDecodeStep::Outputs GraphDecodeStep::Capture(int64_t bucket) {
 }
 
 std::vector<torch::Tensor> GraphDecodeStep::Prefill(const std::vector<std::vector<int>>& prompts,
-                                                    int64_t row_begin) {
-  if (prefill_ == nullptr) return PrefillBatch(*model_, *cache_, prompts, /*chunk=*/0, row_begin);
+                                                    int64_t row_begin, int64_t chunk) {
+  if (prefill_ == nullptr || chunk > 0) {
+    return PrefillBatch(*model_, *cache_, prompts, chunk, row_begin);
+  }
   return prefill_->Run(prompts, row_begin);
 }
 

@@ -72,7 +72,7 @@ class GraphDecodeStep final : public DecodeStep {
 
   torch::Tensor Run(const std::vector<int64_t>& tokens, std::vector<int64_t>* greedy) override;
   std::vector<torch::Tensor> Prefill(const std::vector<std::vector<int>>& prompts,
-                                     int64_t row_begin) override;
+                                     int64_t row_begin, int64_t chunk) override;
   void Prepare() override;
   std::string name() const override {
     if (!options_.graph_prefill) return "cuda-graph-eager-prefill";

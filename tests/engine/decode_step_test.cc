@@ -173,7 +173,7 @@ TEST(DecodeStepTest, PrefillMatchesWholeSequenceForward) {
   auto step = MakeDecodeStep(model.get(), cache.get()).value();
   ExpectPrefillMatchesWholeSequenceForward(
       [&](KvCache&, const std::vector<std::vector<int>>& prompts, int64_t row_begin) {
-        return step->Prefill(prompts, row_begin);
+        return step->Prefill(prompts, row_begin, /*chunk=*/0);
       },
       *model, *cache, *step);
 }
