@@ -182,14 +182,11 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
   return true;
 }
 
-bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, KvCache& cache,
+bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask, KvCache& cache,
                                  PrefixPrefillResult& result,
                                  std::vector<PrefixStore::LeasedRow>& loads) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
-  // A match covers whole pages of at most len - 1 tokens.
-  if (std::none_of(prompts.begin(), prompts.end(), [&](const std::vector<int>& p) {
-        return static_cast<int64_t>(p.size()) - 1 >= page_size;
-      })) {
+  if (!ask) {
     for (size_t r = 0; r < prompts.size(); ++r) loads.push_back({static_cast<int64_t>(r)});
     return true;
   }
@@ -250,7 +247,15 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   result.reused_tokens.assign(n, 0);
   result.stored.assign(n, {});
   const int64_t page_size = UsablePageSize(result);
-  bool use_store = page_size > 0 && ComputeBranchPoints(batch, page_size, cache, result);
+  // A match covers whole pages of at most len - 1 tokens: asked only where
+  // what it could save is worth its round trip.
+  int64_t matchable = 0;
+  for (const std::vector<int>& p : prompts) {
+    if (page_size > 0) matchable += (static_cast<int64_t>(p.size()) - 1) / page_size * page_size;
+  }
+  result.store_asked = matchable > 0 && matchable >= min_match_tokens_;
+  bool use_store = page_size > 0 &&
+                   (!result.store_asked || ComputeBranchPoints(batch, page_size, cache, result));
   for (size_t r = 0; r < n; ++r) cache.Reset(r);
   // The loaded prefixes stay pinned until the rows are stored: the store
   // then needs only what comes after them.
@@ -260,7 +265,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     for (const auto& load : loads) leases.push_back(load.lease_id);
     store_.ReleaseAll(leases).IgnoreError();
   };
-  use_store = use_store && LoadPrefixes(batch, page_size, cache, result, loads);
+  use_store = use_store && LoadPrefixes(batch, page_size, result.store_asked, cache, result, loads);
   if (!store_.UsesBaseLeases()) std::move(release).Invoke();
   for (size_t r = 0; r < n; ++r) {
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
@@ -351,11 +356,12 @@ absl::StatusOr<std::vector<int>> SampleFirstTokens(const std::vector<torch::Tens
 
 }  // namespace
 
-absl::StatusOr<SampledPrefill> PrefillAndSample(
-    const Gpt2Model& model, PrefixStore* store, const std::vector<std::vector<int>>& prompts,
-    absl::Span<const SamplingOptions> sampling, int64_t chunk,
-    absl::Span<const std::string> cache_salts, absl::string_view lease_holder,
-    const FirstTokensReady& on_first, KeptPrefillRows* kept) {
+absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixStore* store,
+                                                const std::vector<std::vector<int>>& prompts,
+                                                absl::Span<const SamplingOptions> sampling,
+                                                const PrefillAndSampleOptions& options) {
+  const int64_t chunk = options.chunk;
+  KeptPrefillRows* kept = options.kept;
   const int64_t n = static_cast<int64_t>(prompts.size());
   if (static_cast<int64_t>(sampling.size()) != n) {
     return absl::InvalidArgumentError(absl::StrCat("PrefillAndSample: ", sampling.size(),
@@ -395,7 +401,7 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(
     }
     out.first_tokens = *std::move(first);
     sampled = absl::OkStatus();
-    if (on_first) on_first(out.first_tokens);
+    if (options.on_first) options.on_first(out.first_tokens);
   };
   if (store == nullptr) {
     absl::StatusOr<std::vector<torch::Tensor>> logits =
@@ -408,8 +414,9 @@ absl::StatusOr<SampledPrefill> PrefillAndSample(
     sample(out.prefill.logits);
   } else {
     absl::StatusOr<PrefixPrefillResult> result =
-        PrefixPrefill(model, *store, chunk, step)
-            .Run(prompts, *rows, /*keep_leases=*/true, cache_salts, lease_holder, sample);
+        PrefixPrefill(model, *store, chunk, step, options.min_match_tokens)
+            .Run(prompts, *rows, /*keep_leases=*/true, options.cache_salts, options.lease_holder,
+                 sample);
     if (!result.ok()) return result.status();
     out.prefill = *std::move(result);
   }

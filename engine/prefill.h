@@ -60,6 +60,9 @@ struct PrefixPrefillResult {
   // ...): from that call on, the batch was computed without it.
   absl::Status store_status;
   double store_ms = 0;  // time spent in store calls
+  // Whether the store was asked for matches (the batch had enough to reuse:
+  // PrefixPrefill's min_match_tokens).
+  bool store_asked = false;
 };
 
 // Prefills a batch with prefix reuse (Part C) from a PrefixStore (in this
@@ -87,9 +90,19 @@ class PrefixPrefill {
   // Nothing is owned. With `step` (over the cache Run is given), the branch
   // points and the suffixes run through it (PrefillWith: on a GPU, one CUDA
   // graph a pass).
+  // A batch whose prompts could reuse fewer than `min_match_tokens` tokens
+  // all told (each prompt's whole pages of its first len - 1 tokens) asks
+  // the store for no match: computing them costs less than the round trip
+  // (PrefillStageOptions::store_match_min_tokens measures it). Its pages are
+  // still stored. A batch with nothing to match (no prompt longer than a
+  // page) never asks.
   PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk,
-                DecodeStep* step = nullptr)
-      : model_(model), store_(store), chunk_(chunk), step_(step) {}
+                DecodeStep* step = nullptr, int64_t min_match_tokens = 0)
+      : model_(model),
+        store_(store),
+        chunk_(chunk),
+        step_(step),
+        min_match_tokens_(min_match_tokens) {}
 
   // Fills rows 0..prompts.size()-1 of `cache`. `cache_salts` holds each
   // prompt's namespace, or is empty (all in the shared default). With
@@ -140,17 +153,17 @@ class PrefixPrefill {
   // Phase 2's loads: each row from its longest cached prefix (at most
   // len - 1 tokens), whose leases land in `loads` (the caller releases
   // them). Rows not over the store's own pool load a prefix once per batch
-  // and copy it into the other rows that share it. A batch with no prompt
-  // longer than a page (pages of page_size) asks the store nothing: none
-  // has a whole page to match. False if the store failed (rows are then
-  // empty).
-  bool LoadPrefixes(const Batch& batch, int64_t page_size, KvCache& cache,
+  // and copy it into the other rows that share it. Without `ask`, every
+  // row starts empty and the store is asked nothing. False if the store
+  // failed (rows are then empty).
+  bool LoadPrefixes(const Batch& batch, int64_t page_size, bool ask, KvCache& cache,
                     PrefixPrefillResult& result, std::vector<PrefixStore::LeasedRow>& loads);
 
   const Gpt2Model& model_;
   PrefixStore& store_;
   int64_t chunk_;
   DecodeStep* step_;
+  int64_t min_match_tokens_;
 };
 
 // A batch prefilled and its first tokens sampled (PrefillAndSample).
@@ -166,7 +179,7 @@ struct SampledPrefill {
 // the store's own pool where it has one in this process (prefix hits read
 // in place), else over a pool of their own. With a store the batch runs as
 // PrefixPrefill::Run with keep_leases (the leases in prefill.stored are the
-// caller's to release, and `lease_holder` may use them); without one
+// caller's to release, and options.lease_holder may use them); without one
 // (store == nullptr) as PrefillBatch, and nothing is stored. Prompt i's
 // first token is drawn with a Sampler of sampling[i].
 // Errors: PrefixPrefill::Run's; INVALID_ARGUMENT if sampling has another
@@ -174,19 +187,29 @@ struct SampledPrefill {
 // RESOURCE_EXHAUSTED / INTERNAL from LibTorch. No lease is left held then.
 // REQUIRES: prompts are non-empty and of valid token ids; each sampling
 // option is valid (ValidateSamplingOptions).
-// `on_first`, if set, gets the first tokens as soon as they are drawn:
-// after the forward pass, before the pages are stored (PrefixPrefill::Run's
-// on_logits), so a caller may send them while the store's calls run.
-// `kept`, if set, are rows the caller keeps from one batch to the next
-// (KeptPrefillRows), used instead of rows of the batch's own where the batch
-// fits them.
 using FirstTokensReady = std::function<void(absl::Span<const int> first_tokens)>;
 class KeptPrefillRows;
-absl::StatusOr<SampledPrefill> PrefillAndSample(
-    const Gpt2Model& model, PrefixStore* store, const std::vector<std::vector<int>>& prompts,
-    absl::Span<const SamplingOptions> sampling, int64_t chunk,
-    absl::Span<const std::string> cache_salts = {}, absl::string_view lease_holder = "",
-    const FirstTokensReady& on_first = nullptr, KeptPrefillRows* kept = nullptr);
+struct PrefillAndSampleOptions {
+  int64_t chunk = 0;  // prompt tokens per forward pass; 0 = all at once
+  // Each prompt's namespace (PrefixPrefill::Run), or empty: all in "".
+  absl::Span<const std::string> cache_salts;
+  absl::string_view lease_holder;  // PrefixPrefill::Run's
+  // If set, gets the first tokens as soon as they are drawn: after the
+  // forward pass, before the pages are stored (PrefixPrefill::Run's
+  // on_logits), so a caller may send them while the store's calls run.
+  FirstTokensReady on_first;
+  // If set, rows the caller keeps from one batch to the next
+  // (KeptPrefillRows), used instead of rows of the batch's own where the
+  // batch fits them.
+  KeptPrefillRows* kept = nullptr;
+  // PrefixPrefill's: a batch that could reuse fewer tokens asks the store
+  // for no match.
+  int64_t min_match_tokens = 0;
+};
+absl::StatusOr<SampledPrefill> PrefillAndSample(const Gpt2Model& model, PrefixStore* store,
+                                                const std::vector<std::vector<int>>& prompts,
+                                                absl::Span<const SamplingOptions> sampling,
+                                                const PrefillAndSampleOptions& options = {});
 
 // Rows a prefill stage keeps from one batch to the next, over a pool of
 // their own, with the step that runs them: on a GPU the cuda-graph step,

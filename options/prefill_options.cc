@@ -11,7 +11,8 @@ std::vector<std::string> PrefillOptions::ToArgv() const {
   AppendArgv(store.ToArgv(), &argv);
   AppendArgv({FlagArg("prefill_chunk", prefill_chunk), FlagArg("workers", workers),
               FlagArg("batch_window_ms", batch_window_ms), FlagArg("slow_batch_ms", slow_batch_ms),
-              FlagArg("kept_rows_tokens", kept_rows_tokens)},
+              FlagArg("kept_rows_tokens", kept_rows_tokens),
+              FlagArg("store_match_min_tokens", store_match_min_tokens)},
              &argv);
   return argv;
 }

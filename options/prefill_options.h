@@ -33,6 +33,11 @@ struct PrefillOptions {
   // to the next (PrefillStageOptions::kept_rows_tokens); -1 = 16384 on a
   // GPU, none on the CPU; 0 = none (rows per batch).
   int64_t kept_rows_tokens = -1;
+  // --store_match_min_tokens: a batch that could reuse fewer tokens from the
+  // store is computed without asking it for a match
+  // (PrefillStageOptions::store_match_min_tokens); -1 = measured at start
+  // on a GPU, 0 on the CPU; 0 = always ask.
+  int64_t store_match_min_tokens = -1;
 
   // Every flag: the service's, the store client's, then prefill's own.
   std::vector<std::string> ToArgv() const;

@@ -21,6 +21,12 @@ NANOSERVE_FLAG_IN_RANGE(kept_rows_tokens, nanoserve::PrefillOptions().kept_rows_
                         "tokens of the rows prefill keeps from one batch to the next, so that its "
                         "CUDA graphs are captured once (-1 = 16384 on a GPU, none on the CPU; "
                         "0 = rows per batch)");
+NANOSERVE_FLAG_IN_RANGE(store_match_min_tokens, nanoserve::PrefillOptions().store_match_min_tokens,
+                        -1, 1048576,
+                        "a batch that could reuse fewer prompt tokens from the kv store is "
+                        "computed without asking it for a match, a round trip before the first "
+                        "token (-1 = measured at start on a GPU: the round trip over a token's "
+                        "prefill time; 0 on the CPU; 0 = always ask)");
 
 namespace nanoserve {
 
@@ -33,6 +39,7 @@ PrefillOptions PrefillOptionsFromFlags() {
   options.batch_window_ms = absl::GetFlag(FLAGS_batch_window_ms);
   options.slow_batch_ms = absl::GetFlag(FLAGS_slow_batch_ms);
   options.kept_rows_tokens = absl::GetFlag(FLAGS_kept_rows_tokens);
+  options.store_match_min_tokens = absl::GetFlag(FLAGS_store_match_min_tokens);
   return options;
 }
 
@@ -42,6 +49,7 @@ PrefillStageOptions PrefillStageOptionsFor(const PrefillOptions& options) {
   stage.batch_window = absl::Milliseconds(options.batch_window_ms);
   stage.slow_batch = absl::Milliseconds(options.slow_batch_ms);
   stage.kept_rows_tokens = options.kept_rows_tokens;
+  stage.store_match_min_tokens = options.store_match_min_tokens;
   return stage;
 }
 

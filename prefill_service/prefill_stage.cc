@@ -12,6 +12,7 @@
 #include "engine/prefill.h"
 #include "engine/warm_up.h"
 #include "kv_cache/prompt_check.h"
+#include "prefill_service/match_cost.h"
 #include "prefill_service/prefill_batcher.h"
 
 namespace nanoserve {
@@ -33,6 +34,7 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
     : model_(model),
       store_(store),
       options_(options),
+      match_min_tokens_(std::max<int64_t>(0, options.store_match_min_tokens)),
       calls_(metrics, "nanoserve_prefill_requests_total", "Prefill calls by outcome.") {
   PrefillBatcherOptions batching;
   batching.window = options.batch_window;
@@ -76,6 +78,14 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
   metrics_.batch_retries = metrics->AddCounter(
       "nanoserve_prefill_batch_retries_total",
       "Batches of several calls that failed as a whole, whose calls then ran alone.");
+  metrics_.matches_skipped = metrics->AddCounter(
+      "nanoserve_prefill_store_matches_skipped_total",
+      "Batches computed without asking the KV store for a match: they could reuse fewer tokens "
+      "than --store_match_min_tokens.");
+  metrics->AddGauge(
+      "nanoserve_prefill_store_match_min_tokens",
+      "Tokens a batch must be able to reuse for the KV store to be asked for a match.",
+      [this] { return static_cast<double>(match_min_tokens_); });
 }
 
 PrefillStage::~PrefillStage() = default;
@@ -128,11 +138,19 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   outcome.prompts.resize(n);
   const absl::Time start = absl::Now();
   // The leases in `result` are the caller's once it is OK.
-  absl::StatusOr<SampledPrefill> result =
-      PrefillAndSample(*model_, store_, tokens, sampling, options_.prefill_chunk, salts,
-                       lease_holder, on_first, kept_.get());
+  PrefillAndSampleOptions run;
+  run.chunk = options_.prefill_chunk;
+  run.cache_salts = salts;
+  run.lease_holder = lease_holder;
+  run.on_first = on_first;
+  run.kept = kept_.get();
+  run.min_match_tokens = match_min_tokens_;
+  absl::StatusOr<SampledPrefill> result = PrefillAndSample(*model_, store_, tokens, sampling, run);
   if (!result.ok()) return result.status();
   const PrefixPrefillResult& prefill = result->prefill;
+  if (store_ != nullptr && !prefill.store_asked && metrics_.matches_skipped != nullptr) {
+    metrics_.matches_skipped->Increment();
+  }
   for (int64_t r = 0; r < n; ++r) {
     outcome.prompts[r].first_token = result->first_tokens[r];
     outcome.prompts[r].lease_id = prefill.stored[r].lease_id;
@@ -186,15 +204,35 @@ absl::StatusOr<double> PrefillStage::WarmUp() {
        WarmUpShapes(options_.max_prompts, max_tokens, config.n_positions)) {
     const std::vector<std::vector<int>> prompts = WarmUpPrompts(shape, config.vocab_size);
     const std::vector<SamplingOptions> sampling(prompts.size());
+    PrefillAndSampleOptions run;
+    run.chunk = options_.prefill_chunk;
+    run.kept = kept_.get();
     absl::StatusOr<SampledPrefill> out =
-        PrefillAndSample(*model_, /*store=*/nullptr, prompts, sampling, options_.prefill_chunk, {},
-                         "", nullptr, kept_.get());
+        PrefillAndSample(*model_, /*store=*/nullptr, prompts, sampling, run);
     if (!out.ok()) return out.status();
   }
   // The kept rows' step captures its prefill graphs for every bucket now.
   if (kept_ != nullptr) {
     absl::Status prepared = kept_->Prepare();
     if (!prepared.ok()) return prepared;
+  }
+  if (options_.store_match_min_tokens < 0 && store_ != nullptr &&
+      model_->options().device.is_cuda()) {
+    absl::StatusOr<MatchCost> cost =
+        MeasureMatchCost(*model_, *store_, options_.prefill_chunk, kept_.get());
+    if (cost.ok()) {
+      match_min_tokens_ = cost->min_tokens;
+      std::fprintf(stderr,
+                   "nanoserve-prefill: a match at the kv store costs %.3f ms, a prompt token "
+                   "%.2f us: batches that could reuse fewer than %lld tokens are computed without "
+                   "asking it (--store_match_min_tokens)\n",
+                   cost->match_ms, cost->token_us, static_cast<long long>(match_min_tokens_));
+    } else {
+      std::fprintf(stderr,
+                   "nanoserve-prefill: what a match costs was not measured (%s): every batch "
+                   "with a whole page to reuse asks the kv store\n",
+                   cost.status().ToString().c_str());
+    }
   }
   return MsSince(start);
 }

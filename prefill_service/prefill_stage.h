@@ -139,6 +139,15 @@ struct PrefillStageOptions {
   // on a GPU, none on the CPU; 0: none (rows per batch, eager passes).
   int64_t kept_rows_tokens = -1;
   static constexpr int64_t kDefaultKeptRowsTokens = 16384;
+  // A batch whose prompts could reuse fewer tokens than this from the store
+  // (each prompt's whole pages of its first len - 1 tokens, all told) is
+  // computed without asking the store for a match, which is a round trip
+  // before the first token (its pages are still stored). 0: always ask.
+  // -1: measured at WarmUp (match_cost.h: the round trip over a token's
+  // prefill time) on a GPU with a store; 0 on the CPU, where a token of a
+  // real model costs more than a round trip, and until WarmUp. The
+  // service's flag defaults to -1.
+  int64_t store_match_min_tokens = 0;
 };
 
 class PrefillBatcher;
@@ -176,9 +185,15 @@ class PrefillStage : public Prefiller {
 
   // Runs engine/warm_up.h's shapes for this stage's batches (up to
   // max_prompts prompts, max_batch_tokens rows) through the engine, without
-  // the store, before the service takes calls. Returns the milliseconds it
-  // took, or the engine's error. REQUIRES: no call has started.
+  // the store, before the service takes calls, and measures what a match
+  // costs where store_match_min_tokens is -1 (logged to stderr; a store
+  // that cannot be reached then leaves it at 0). Returns the milliseconds
+  // it took, or the engine's error. REQUIRES: no call has started.
   absl::StatusOr<double> WarmUp();
+
+  // The tokens a batch must be able to reuse for the store to be asked for
+  // a match (PrefillStageOptions::store_match_min_tokens, resolved).
+  int64_t store_match_min_tokens() const { return match_min_tokens_; }
 
   // Refuses new calls and ends those waiting for a batch with UNAVAILABLE;
   // returns once the batch running (if any) is done. Idempotent.
@@ -215,7 +230,11 @@ class PrefillStage : public Prefiller {
     Histogram* batch_calls = nullptr;
     Histogram* batch_prompts = nullptr;
     Counter* batch_retries = nullptr;
+    Counter* matches_skipped = nullptr;
   } metrics_;
+  // Resolved from options_.store_match_min_tokens (by WarmUp where -1);
+  // written before calls start, read by the batcher's thread.
+  int64_t match_min_tokens_ = 0;
   // Null when none are kept (options_.kept_rows_tokens), the store's pool is
   // here, or they could not be made (the stage then logged why). The
   // batcher's thread only (and WarmUp's, before).

@@ -72,7 +72,9 @@ class ServicesTest : public ::testing::Test {
     o.kv_store.pool_mb = 16;
     o.decode.max_batch = 16;
     o.decode.store.kv_transport = decode_kv_transport_;
-    o.prefill_flags = {"--store_timeout_ms=2000"};
+    // Every batch asks the store: the tiny model on a GPU computes faster
+    // than a match's round trip, so -1 would skip the matches these check.
+    o.prefill_flags = {"--store_timeout_ms=2000", "--store_match_min_tokens=0"};
     o.prefill_flags.insert(o.prefill_flags.end(), extra_prefill_flags_.begin(),
                            extra_prefill_flags_.end());
     o.decode_flags = {"--store_timeout_ms=2000", "--prefill_timeout_ms=2000", "--workers=16"};

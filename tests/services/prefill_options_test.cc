@@ -29,6 +29,7 @@ PrefillOptions Sample() {
   o.batch_window_ms = 20;
   o.slow_batch_ms = 7;
   o.kept_rows_tokens = 2048;
+  o.store_match_min_tokens = 96;
   return o;
 }
 
@@ -57,6 +58,7 @@ TEST(PrefillOptionsTest, TheStageCarriesPrefillsFlags) {
   EXPECT_EQ(stage.batch_window, absl::Milliseconds(20));
   EXPECT_EQ(stage.slow_batch, absl::Milliseconds(7));
   EXPECT_EQ(stage.kept_rows_tokens, 2048);
+  EXPECT_EQ(stage.store_match_min_tokens, 96);
 }
 
 }  // namespace prefill_options_test

@@ -6,14 +6,19 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "base/metrics.h"
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
 #include "kv_cache/prefix_cache.h"
 #include "kv_cache/prefix_store.h"
+#include "prefill_service/match_cost.h"
 #include "prefill_service/prefill_handler.h"
 #include "tests/test_util/model.h"
 #include "tests/test_util/prefix_cache.h"
@@ -142,6 +147,76 @@ TEST_F(PrefillStageTest, PromptsNoLongerThanAPageAskTheStoreNothing) {
   EXPECT_GT(cache_->Stats().lookups, 0);
   EXPECT_EQ(outcome->prompts[0].cached_tokens, kPageSize);
   stage.Abandon(*outcome);
+}
+
+// store_match_min_tokens: a batch that could reuse fewer tokens is computed
+// without a match (and counted), its pages still stored; a batch that could
+// reuse as many asks, and finds them.
+TEST_F(PrefillStageTest, BatchesWithLessToReuseThanAMatchCostsAskNothing) {
+  PrefillStageOptions options;
+  options.store_match_min_tokens = 3 * kPageSize;
+  MetricsRegistry metrics;
+  PrefillStage stage(model_.get(), store_.get(), options, &metrics);
+  EXPECT_EQ(stage.store_match_min_tokens(), 3 * kPageSize);
+  const PrefillPrompt prompt{Tokens(2 * kPageSize + 1, 4), {}};  // two pages to match
+  for (int round = 0; round < 2; ++round) {
+    auto outcome = stage.Prefill({prompt}, absl::InfiniteFuture());
+    ASSERT_TRUE(outcome.ok()) << outcome.status();
+    EXPECT_EQ(cache_->Stats().lookups, 0) << round;
+    EXPECT_EQ(outcome->prompts[0].cached_tokens, 0) << round;
+    EXPECT_EQ(outcome->prompts[0].stored_tokens, 2 * kPageSize) << round;
+    EXPECT_EQ(outcome->computed_tokens, 2 * kPageSize + 1) << round;
+    EXPECT_EQ(outcome->prompts[0].first_token, FirstToken(prompt.tokens)) << round;
+    stage.Abandon(*outcome);
+  }
+  EXPECT_NE(metrics.Render().find("nanoserve_prefill_store_matches_skipped_total 2"),
+            std::string::npos)
+      << metrics.Render();
+  EXPECT_NE(metrics.Render().find("nanoserve_prefill_store_match_min_tokens 24"),
+            std::string::npos);
+  // Two of them: four pages to reuse, so the store is asked, and has them.
+  auto outcome = stage.Prefill({prompt, prompt}, absl::InfiniteFuture());
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_GT(cache_->Stats().lookups, 0);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(outcome->prompts[i].cached_tokens, 2 * kPageSize) << i;
+    EXPECT_EQ(outcome->prompts[i].first_token, FirstToken(prompt.tokens)) << i;
+  }
+  EXPECT_EQ(outcome->computed_tokens, 2);
+  stage.Abandon(*outcome);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// -1 (measured) stays 0 on the CPU: every batch with a page to reuse asks.
+TEST_F(PrefillStageTest, AMeasuredMatchCostIsZeroOnTheCpu) {
+  PrefillStageOptions options;
+  options.max_prompts = 2;
+  options.store_match_min_tokens = -1;
+  PrefillStage stage(model_.get(), store_.get(), options, nullptr);
+  EXPECT_EQ(stage.store_match_min_tokens(), 0);
+  ASSERT_TRUE(stage.WarmUp().ok());
+  EXPECT_EQ(stage.store_match_min_tokens(), 0);
+}
+
+// What MeasureMatchCost measures: real times, a threshold within the
+// model's positions, and its probes leave the store as it was.
+TEST_F(PrefillStageTest, MeasuringAMatchLeavesTheStoreAsItWas) {
+  absl::StatusOr<MatchCost> cost = MeasureMatchCost(*model_, *store_, 0, nullptr);
+  ASSERT_TRUE(cost.ok()) << cost.status();
+  EXPECT_GT(cost->match_ms, 0);
+  EXPECT_GE(cost->min_tokens, 0);
+  EXPECT_LE(cost->min_tokens, model_->config().n_positions);
+  if (cost->token_us > 0) {
+    EXPECT_EQ(
+        cost->min_tokens,
+        std::min<int64_t>(model_->config().n_positions,
+                          static_cast<int64_t>(std::ceil(cost->match_ms * 1000 / cost->token_us))));
+  }
+  EXPECT_EQ(cache_->Stats().lookups, 7);
+  EXPECT_EQ(cache_->Stats().pages_cached, 0);
+  EXPECT_EQ(cache_->Stats().active_leases, 0);
+  EXPECT_TRUE(cache_->CheckInvariants().ok());
 }
 
 TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {

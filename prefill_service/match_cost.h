@@ -1,0 +1,46 @@
+// What asking the KV store for a match costs a prefill, against what a
+// match can save: PrefillStageOptions::store_match_min_tokens = -1 (auto).
+//
+// A match is a round trip to the store before the forward pass, on the way
+// to the first token; what it can save is the compute of the tokens it
+// finds. On a GPU a short prompt computes faster than the round trip takes
+// (GPT-2 124M on an H100: 128 tokens 0.2 ms beyond 16 tokens' launch-bound
+// pass, a match over gRPC 0.5-0.8 ms), so a batch that could reuse fewer
+// tokens than a round trip's worth is computed without asking.
+//
+// Thread safety: not thread safe (runs the engine; call before the stage
+// takes calls).
+#ifndef NANOSERVE_PREFILL_SERVICE_MATCH_COST_H_
+#define NANOSERVE_PREFILL_SERVICE_MATCH_COST_H_
+
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "engine/model.h"
+#include "engine/prefill.h"
+#include "kv_cache/prefix_store.h"
+
+namespace nanoserve {
+
+struct MatchCost {
+  double match_ms = 0;  // median round trip of a one-page match
+  // A prompt token's prefill time at batch 1, beyond a one-page prompt's:
+  // the time a matched token saves.
+  double token_us = 0;
+  // match_ms over token_us, rounded up, within [0, n_positions]: the
+  // tokens a batch must be able to reuse for a match to pay.
+  int64_t min_tokens = 0;
+};
+
+// Times 7 one-page matches against `store` (a namespace of their own, so
+// nothing is found; their leases are released) and single prompts of one
+// page and of 256 tokens more, each run 5 times after a warm-up run, as
+// batches run (PrefillAndSample without a store, through `kept` if set;
+// `chunk` as the stage's). Errors: the store's (its layout or a match),
+// the engine's.
+absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& store,
+                                           int64_t chunk, KeptPrefillRows* kept);
+
+}  // namespace nanoserve
+
+#endif  // NANOSERVE_PREFILL_SERVICE_MATCH_COST_H_
