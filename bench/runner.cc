@@ -116,9 +116,10 @@ absl::StatusOr<PointRunner> MakeRunner(const Gpt2Model& model, const BenchPoint&
 // `capacity`: the rows' tokens (the timed runs', for the warm-ups too).
 absl::StatusOr<GenerateResult> RunOnce(PointRunner& runner, const BenchPoint& point,
                                        const std::vector<std::vector<int>>& prompts,
-                                       int64_t capacity) {
+                                       int64_t capacity, DecodeKind decode) {
   if (runner.cache != nullptr) runner.cache->EvictAll();
   GenerateOptions options;
+  options.decode = decode;
   options.min_capacity = capacity;
   options.max_new_tokens = point.output_len;
   options.kv_cache = point.mode;
@@ -148,13 +149,13 @@ absl::StatusOr<Measured> MeasurePoint(const Gpt2Model& model, const BenchPoint& 
   for (const auto& p : prompts) longest = std::max<int64_t>(longest, p.size());
   const int64_t capacity = longest + point.output_len;
   for (int64_t i = 0; i < options.warmup; ++i) {
-    auto stats = RunOnce(*runner, warm, prompts, capacity);
+    auto stats = RunOnce(*runner, warm, prompts, capacity, options.decode);
     if (!stats.ok()) return stats.status();
   }
   std::vector<GenerateStats> runs;
   Measured measured;
   for (int64_t i = 0; i < options.repeats; ++i) {
-    auto result = RunOnce(*runner, point, prompts, capacity);
+    auto result = RunOnce(*runner, point, prompts, capacity, options.decode);
     if (!result.ok()) return result.status();
     runs.push_back(result->stats);
     measured.outputs.clear();
@@ -206,7 +207,7 @@ absl::Status WarmUpModel(const Gpt2Model& model, const BenchOptions& options) {
     auto prompts = MakePrompts(point, model.config().vocab_size, options.seed + 1);
     absl::StatusOr<PointRunner> runner = MakeRunner(model, point, options.page_size);
     if (!runner.ok()) return runner.status();
-    auto stats = RunOnce(*runner, point, prompts, 0);
+    auto stats = RunOnce(*runner, point, prompts, 0, options.decode);
     if (!stats.ok()) return stats.status();
   }
   return absl::OkStatus();

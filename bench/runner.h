@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "bench/results.h"
 #include "bench/sweep.h"
+#include "engine/decode_step.h"
 
 #include <torch/types.h>
 
@@ -43,6 +44,9 @@ struct BenchOptions {
   // The machine's name in the CSV's card column; empty: found from /proc
   // (the NVIDIA driver's GPU model, or the CPU's model name and threads).
   std::string card;
+  // The Generator's decode step (GenerateOptions::decode): also how its
+  // prefill passes run (cuda-graph-eager-prefill keeps them eager).
+  DecodeKind decode = DecodeKind::kAuto;
 };
 
 // One measured point.

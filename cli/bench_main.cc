@@ -6,6 +6,7 @@
 #include "cli/bench_command.h"
 #include "cli/cli_flags.h"
 #include "cli/command_table.h"
+#include "engine/decode_step.h"
 
 ABSL_FLAG(std::string, sweeps, "prompt,output,prefix", "bench: sweeps to run");
 ABSL_FLAG(std::string, prompt_lens, "8..1000*2", "bench: prompt lengths of the prompt sweep");
@@ -46,6 +47,9 @@ int BenchMain(const CommandContext&) {
   o.bench.max_seconds = absl::GetFlag(FLAGS_max_seconds);
   o.bench.progress = absl::GetFlag(FLAGS_progress);
   o.bench.card = absl::GetFlag(FLAGS_card);
+  absl::StatusOr<DecodeKind> decode = ParseDecodeKind(absl::GetFlag(FLAGS_decode_step));
+  if (!decode.ok()) return Fail(decode.status());
+  o.bench.decode = *decode;
   return RunBenchCommand(o);
 }
 

@@ -3,7 +3,7 @@
 # scripts/gpu/build.sh), in steps, each skipped once the call's time
 # (LIMIT_S, default 570 s from the start) is short:
 #   tests    the attention, model, prefix, decode-step, warm-up and kernel tests on
-#            CUDA in fp32, and the kernel tests again in bf16
+#            CUDA in fp32, and the kernel, decode-step and prefix tests again in bf16
 #   services ttft.sh without bench-services: the data-plane and services tests on
 #            CUDA, then 256 x (128 + 128) at 64 in flight: decode alone, the
 #            services over CUDA IPC, and again under MPS
@@ -12,7 +12,8 @@
 #            the 64-in-flight loads (decode alone, services over gRPC and HTTP),
 #            and the same under MPS; LOAD_RUNS (default 1) repeats the loads
 #   curve    curve.sh: the services swept over request rates, bytes and CUDA IPC
-#   prefix   Part C's sweep, 32 x (900 shared + 50), 64 new, naive and fused
+#   prefix   Part C's sweep, 32 x (900 shared + 50), 64 new, naive and fused (and with
+#            PREFIX_EAGER=1 fused again with prefill's eager passes)
 #   profile  the step's profile at batch 1 and 64 (decode attention before/after)
 #   decode   bench-decode, the cuBLAS and the split-K graph steps (and the latter
 #            with the LayerNorms folded in), batch 1/8/64
@@ -21,7 +22,8 @@
 #   chunk    decode alone at 64 in flight, prefill token budgets 0 and 256
 #   shapes   shapes.sh: decode alone at 64 in flight with prefill's eager passes and
 #            with its CUDA graphs (VARIANTS picks decode steps and CUDA_MODULE_LOADING)
-#   kernels  the kernel workbench (QUICK)
+#   kernels  the kernel workbench (QUICK; FILTER=name picks kernels, and then runs
+#            every case of them, not QUICK's)
 #   suite    the whole suite in fp32 for what time is left
 # STEPS (default all, in that order) picks some. A step that fails does not
 # stop the others. Logs under $OUT, packed at the end into $OUT/logs.tgz (a
@@ -42,8 +44,10 @@ step_tests() {
     --gtest_filter='Attention*:Model*:Prefix*:Generate*:DecodeStep*:BatchScheduler*:WarmUp*' >"$OUT/quick-engine.log" 2>&1 &&
     NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
     && NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/cuda_kernels_test" >>"$OUT/quick-engine.log" 2>&1 \
+    && NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/engine_test" \
+      --gtest_filter='DecodeStep*:Prefix*' >>"$OUT/quick-engine.log" 2>&1 \
     && "$BIN/kv_cache_test" --gtest_filter='PageLayout*:BlockTables*' >>"$OUT/quick-engine.log" 2>&1 \
-    && echo "engine + kernel tests fp32, kernel tests bf16, page copies: ok" \
+    && echo "engine + kernel tests fp32, kernel + decode-step + prefix tests bf16, page copies: ok" \
     || { echo "engine + kernel tests fp32: FAILED"; grep -E "FAILED|Failure|Expected|Which is" "$OUT/quick-engine.log" | head -20; }
 }
 step_services() {
@@ -57,6 +61,13 @@ step_prefix() {
   timeout 120 "$BIN/nanoserve" bench --model random:gpt2 --device cuda --dtype bf16 --attention naive,fused \
     --sweeps prefix --shared_lens 900 --batch_sizes 32 --suffix_len 50 --prefix_output 64 \
     --repeats 3 --warmup 1 --progress=false --out "$OUT/prefix.csv" 2>"$OUT/prefix.log" | tee "$OUT/prefix.md"
+  # PREFIX_EAGER=1: fused again with prefill's eager passes, to set beside its graphs.
+  [ "${PREFIX_EAGER:-0}" = 1 ] || return 0
+  echo "fused, prefill's eager passes (--decode_step cuda-graph-eager-prefill):"
+  timeout 120 "$BIN/nanoserve" bench --model random:gpt2 --device cuda --dtype bf16 --attention fused \
+    --sweeps prefix --shared_lens 900 --batch_sizes 32 --suffix_len 50 --prefix_output 64 \
+    --repeats 3 --warmup 1 --progress=false --decode_step cuda-graph-eager-prefill \
+    --out "$OUT/prefix-eager.csv" 2>>"$OUT/prefix.log" | tee "$OUT/prefix-eager.md"
 }
 step_profile() {
   timeout 90 "$BIN/nanoserve" bench-decode --model random:gpt2 --device cuda --dtype bf16 --attention naive \
@@ -83,7 +94,10 @@ step_chunk() {
     | grep -E "^###|requests ok|output token throughput|\| TTFT|\| TPOT"
 }
 step_shapes() { timeout 150 "$ROOT/scripts/gpu/shapes.sh"; }
-step_kernels() { QUICK=1 timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 | tail -40; }
+step_kernels() {
+  QUICK=$([ -n "${FILTER:-}" ] && echo 0 || echo 1) timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 |
+    tail -40
+}
 step_suite() {
   NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 timeout "$(left)" \
     ctest --test-dir "$BUILD" -j4 --output-on-failure >"$OUT/test-fp32.log" 2>&1
