@@ -195,7 +195,9 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
     queries.push_back(
         {absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1), batch.salt(r)});
   }
+  const absl::Time asked = absl::Now();
   auto matches = StoreCall(result, [&] { return store_.MatchPrefixes(queries); });
+  result.match_ms = absl::ToDoubleMilliseconds(absl::Now() - asked);
   if (!matches.ok()) return false;
   for (size_t r = 0; r < prompts.size(); ++r) {
     PrefixStore::Match& match = (*matches)[r];

@@ -61,8 +61,10 @@ struct PrefixPrefillResult {
   absl::Status store_status;
   double store_ms = 0;  // time spent in store calls
   // Whether the store was asked for matches (the batch had enough to reuse:
-  // PrefixPrefill's min_match_tokens).
+  // PrefixPrefill's min_match_tokens), and how long the suffixes' match
+  // call took (in store_ms too).
   bool store_asked = false;
+  double match_ms = 0;
 };
 
 // Prefills a batch with prefix reuse (Part C) from a PrefixStore (in this

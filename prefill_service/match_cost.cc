@@ -44,14 +44,24 @@ absl::StatusOr<double> PrefillMs(const Gpt2Model& model, int64_t tokens, int64_t
 
 }  // namespace
 
-absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& store,
-                                           int64_t chunk, KeptPrefillRows* kept) {
+absl::StatusOr<double> MeasurePromptTokenUs(const Gpt2Model& model, int64_t chunk,
+                                            KeptPrefillRows* kept) {
+  const int64_t n_positions = model.config().n_positions;
+  const int64_t base = std::min<int64_t>(16, n_positions);
+  const int64_t longer = std::min<int64_t>(base + 256, n_positions);
+  if (longer <= base) return 0.0;
+  absl::StatusOr<double> short_ms = PrefillMs(model, base, chunk, kept);
+  if (!short_ms.ok()) return short_ms.status();
+  absl::StatusOr<double> long_ms = PrefillMs(model, longer, chunk, kept);
+  if (!long_ms.ok()) return long_ms.status();
+  return (*long_ms - *short_ms) * 1000 / static_cast<double>(longer - base);
+}
+
+absl::StatusOr<double> MeasureMatchMs(const Gpt2Model& model, PrefixStore& store) {
   absl::StatusOr<PageLayout> layout = store.Layout();
   if (!layout.ok()) return layout.status();
-  const int64_t n_positions = model.config().n_positions;
-  const int64_t page = std::min<int64_t>(layout->page_size, n_positions);
   std::vector<int32_t> probe;
-  for (int64_t i = 0; i < page; ++i) {
+  for (int64_t i = 0; i < layout->page_size; ++i) {
     probe.push_back(static_cast<int32_t>((i * 104729 + 7) % model.config().vocab_size));
   }
   const PrefixStore::MatchQuery query{absl::MakeConstSpan(probe), kProbeSalt};
@@ -63,19 +73,25 @@ absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& 
     if (!matches.ok()) return matches.status();
     for (const PrefixStore::Match& m : *matches) store.Release(m.lease_id).IgnoreError();
   }
+  return Median(match_ms);
+}
+
+int64_t MatchMinTokens(double match_ms, double token_us, int64_t n_positions) {
+  if (token_us <= 0) return n_positions;
+  return std::clamp<int64_t>(static_cast<int64_t>(std::ceil(match_ms * 1000 / token_us)), 0,
+                             n_positions);
+}
+
+absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& store,
+                                           int64_t chunk, KeptPrefillRows* kept) {
   MatchCost cost;
-  cost.match_ms = Median(match_ms);
-  const int64_t longer = std::min<int64_t>(page + 256, n_positions);
-  absl::StatusOr<double> short_ms = PrefillMs(model, page, chunk, kept);
-  if (!short_ms.ok()) return short_ms.status();
-  absl::StatusOr<double> long_ms = PrefillMs(model, longer, chunk, kept);
-  if (!long_ms.ok()) return long_ms.status();
-  cost.token_us = longer > page ? (*long_ms - *short_ms) * 1000 / (longer - page) : 0;
-  cost.min_tokens =
-      cost.token_us > 0
-          ? std::min<int64_t>(n_positions,
-                              static_cast<int64_t>(std::ceil(cost.match_ms * 1000 / cost.token_us)))
-          : n_positions;
+  absl::StatusOr<double> match_ms = MeasureMatchMs(model, store);
+  if (!match_ms.ok()) return match_ms.status();
+  absl::StatusOr<double> token_us = MeasurePromptTokenUs(model, chunk, kept);
+  if (!token_us.ok()) return token_us.status();
+  cost.match_ms = *match_ms;
+  cost.token_us = *token_us;
+  cost.min_tokens = MatchMinTokens(cost.match_ms, cost.token_us, model.config().n_positions);
   return cost;
 }
 

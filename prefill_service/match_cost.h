@@ -8,8 +8,8 @@
 // pass, a match over gRPC 0.5-0.8 ms), so a batch that could reuse fewer
 // tokens than a round trip's worth is computed without asking.
 //
-// Thread safety: not thread safe (runs the engine; call before the stage
-// takes calls).
+// Thread safety: not thread safe (the measures run the engine; call them
+// before the stage takes calls).
 #ifndef NANOSERVE_PREFILL_SERVICE_MATCH_COST_H_
 #define NANOSERVE_PREFILL_SERVICE_MATCH_COST_H_
 
@@ -24,20 +24,31 @@ namespace nanoserve {
 
 struct MatchCost {
   double match_ms = 0;  // median round trip of a one-page match
-  // A prompt token's prefill time at batch 1, beyond a one-page prompt's:
+  // A prompt token's prefill time at batch 1, beyond a 16-token prompt's:
   // the time a matched token saves.
   double token_us = 0;
-  // match_ms over token_us, rounded up, within [0, n_positions]: the
-  // tokens a batch must be able to reuse for a match to pay.
+  // MatchMinTokens(match_ms, token_us): the tokens a batch must be able to
+  // reuse for a match to pay.
   int64_t min_tokens = 0;
 };
 
-// Times 7 one-page matches against `store` (a namespace of their own, so
-// nothing is found; their leases are released) and single prompts of one
-// page and of 256 tokens more, each run 5 times after a warm-up run, as
-// batches run (PrefillAndSample without a store, through `kept` if set;
-// `chunk` as the stage's). Errors: the store's (its layout or a match),
-// the engine's.
+// Microseconds a prompt token adds to a single prompt's prefill: prompts of
+// 16 and 272 tokens (within n_positions), each run 5 times after a warm-up
+// run, as batches run (PrefillAndSample without a store, through `kept` if
+// set; `chunk` as the stage's). Errors: the engine's.
+absl::StatusOr<double> MeasurePromptTokenUs(const Gpt2Model& model, int64_t chunk,
+                                            KeptPrefillRows* kept);
+
+// The median of 7 one-page matches against `store`, in milliseconds (a
+// namespace of their own, so nothing is found; their leases are released).
+// Errors: the store's (its layout or a match).
+absl::StatusOr<double> MeasureMatchMs(const Gpt2Model& model, PrefixStore& store);
+
+// match_ms over token_us, rounded up, within [0, n_positions]; n_positions
+// where a token costs nothing measurable.
+int64_t MatchMinTokens(double match_ms, double token_us, int64_t n_positions);
+
+// Both, and the threshold.
 absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& store,
                                            int64_t chunk, KeptPrefillRows* kept);
 

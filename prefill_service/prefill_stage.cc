@@ -34,8 +34,8 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
     : model_(model),
       store_(store),
       options_(options),
-      match_min_tokens_(std::max<int64_t>(0, options.store_match_min_tokens)),
       calls_(metrics, "nanoserve_prefill_requests_total", "Prefill calls by outcome.") {
+  match_min_tokens_ = std::max<int64_t>(0, options.store_match_min_tokens);
   PrefillBatcherOptions batching;
   batching.window = options.batch_window;
   batching.max_prompts = options.max_prompts;
@@ -85,7 +85,7 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
   metrics->AddGauge(
       "nanoserve_prefill_store_match_min_tokens",
       "Tokens a batch must be able to reuse for the KV store to be asked for a match.",
-      [this] { return static_cast<double>(match_min_tokens_); });
+      [this] { return static_cast<double>(match_min_tokens_.load()); });
 }
 
 PrefillStage::~PrefillStage() = default;
@@ -144,12 +144,16 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   run.lease_holder = lease_holder;
   run.on_first = on_first;
   run.kept = kept_.get();
-  run.min_match_tokens = match_min_tokens_;
+  run.min_match_tokens = match_min_tokens_.load();
   absl::StatusOr<SampledPrefill> result = PrefillAndSample(*model_, store_, tokens, sampling, run);
   if (!result.ok()) return result.status();
   const PrefixPrefillResult& prefill = result->prefill;
   if (store_ != nullptr && !prefill.store_asked && metrics_.matches_skipped != nullptr) {
     metrics_.matches_skipped->Increment();
+  }
+  if (await_match_ && prefill.store_asked && prefill.store_status.ok()) {
+    await_match_ = false;
+    SetMatchMinTokens(prefill.match_ms, "the first batch's match");
   }
   for (int64_t r = 0; r < n; ++r) {
     outcome.prompts[r].first_token = result->first_tokens[r];
@@ -218,23 +222,31 @@ absl::StatusOr<double> PrefillStage::WarmUp() {
   }
   if (options_.store_match_min_tokens < 0 && store_ != nullptr &&
       model_->options().device.is_cuda()) {
-    absl::StatusOr<MatchCost> cost =
-        MeasureMatchCost(*model_, *store_, options_.prefill_chunk, kept_.get());
-    if (cost.ok()) {
-      match_min_tokens_ = cost->min_tokens;
-      std::fprintf(stderr,
-                   "nanoserve-prefill: a match at the kv store costs %.3f ms, a prompt token "
-                   "%.2f us: batches that could reuse fewer than %lld tokens are computed without "
-                   "asking it (--store_match_min_tokens)\n",
-                   cost->match_ms, cost->token_us, static_cast<long long>(match_min_tokens_));
+    absl::StatusOr<double> token_us =
+        MeasurePromptTokenUs(*model_, options_.prefill_chunk, kept_.get());
+    if (!token_us.ok()) return token_us.status();
+    token_us_ = *token_us;
+    absl::StatusOr<double> match_ms = MeasureMatchMs(*model_, *store_);
+    if (match_ms.ok()) {
+      SetMatchMinTokens(*match_ms, "at the warm-up");
     } else {
+      await_match_ = true;
       std::fprintf(stderr,
-                   "nanoserve-prefill: what a match costs was not measured (%s): every batch "
-                   "with a whole page to reuse asks the kv store\n",
-                   cost.status().ToString().c_str());
+                   "nanoserve-prefill: the kv store did not answer at the warm-up (%s): every "
+                   "batch asks it for a match until the first one is timed\n",
+                   match_ms.status().ToString().c_str());
     }
   }
   return MsSince(start);
+}
+
+void PrefillStage::SetMatchMinTokens(double match_ms, const char* when) {
+  match_min_tokens_ = MatchMinTokens(match_ms, token_us_, model_->config().n_positions);
+  std::fprintf(stderr,
+               "nanoserve-prefill: a match at the kv store costs %.3f ms (%s), a prompt token "
+               "%.2f us: batches that could reuse fewer than %lld tokens are computed without "
+               "asking it (--store_match_min_tokens)\n",
+               match_ms, when, token_us_, static_cast<long long>(match_min_tokens_.load()));
 }
 
 void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {

@@ -26,6 +26,7 @@
 #ifndef NANOSERVE_PREFILL_SERVICE_PREFILL_STAGE_H_
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_STAGE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -143,10 +144,11 @@ struct PrefillStageOptions {
   // (each prompt's whole pages of its first len - 1 tokens, all told) is
   // computed without asking the store for a match, which is a round trip
   // before the first token (its pages are still stored). 0: always ask.
-  // -1: measured at WarmUp (match_cost.h: the round trip over a token's
-  // prefill time) on a GPU with a store; 0 on the CPU, where a token of a
-  // real model costs more than a round trip, and until WarmUp. The
-  // service's flag defaults to -1.
+  // -1: measured on a GPU with a store (match_cost.h: the round trip over
+  // a token's prefill time), at WarmUp, or where the store did not answer
+  // then, at the first batch's match; 0 on the CPU, where a token of a real
+  // model costs more than a round trip, and until WarmUp. The service's
+  // flag defaults to -1.
   int64_t store_match_min_tokens = 0;
 };
 
@@ -187,13 +189,14 @@ class PrefillStage : public Prefiller {
   // max_prompts prompts, max_batch_tokens rows) through the engine, without
   // the store, before the service takes calls, and measures what a match
   // costs where store_match_min_tokens is -1 (logged to stderr; a store
-  // that cannot be reached then leaves it at 0). Returns the milliseconds
-  // it took, or the engine's error. REQUIRES: no call has started.
+  // not answering yet, as when the three services start side by side, is
+  // timed by the first batch's match instead). Returns the milliseconds it
+  // took, or the engine's error. REQUIRES: no call has started.
   absl::StatusOr<double> WarmUp();
 
   // The tokens a batch must be able to reuse for the store to be asked for
   // a match (PrefillStageOptions::store_match_min_tokens, resolved).
-  int64_t store_match_min_tokens() const { return match_min_tokens_; }
+  int64_t store_match_min_tokens() const { return match_min_tokens_.load(); }
 
   // Refuses new calls and ends those waiting for a batch with UNAVAILABLE;
   // returns once the batch running (if any) is done. Idempotent.
@@ -214,6 +217,9 @@ class PrefillStage : public Prefiller {
   void NoteBatch(absl::Span<PrefillCall* const> calls, absl::Time began, double first_ms,
                  const absl::StatusOr<PrefillOutcome>& outcome);
   void Count(const absl::StatusOr<PrefillOutcome>& outcome);
+  // match_min_tokens_ from a match's round trip and token_us_, logged with
+  // `when` it was timed.
+  void SetMatchMinTokens(double match_ms, const char* when);
 
   const Gpt2Model* model_;
   PrefixStore* store_;
@@ -232,9 +238,14 @@ class PrefillStage : public Prefiller {
     Counter* batch_retries = nullptr;
     Counter* matches_skipped = nullptr;
   } metrics_;
-  // Resolved from options_.store_match_min_tokens (by WarmUp where -1);
-  // written before calls start, read by the batcher's thread.
-  int64_t match_min_tokens_ = 0;
+  // Resolved from options_.store_match_min_tokens (where -1: by WarmUp, or
+  // by the first batch that matched, on the batcher's thread).
+  std::atomic<int64_t> match_min_tokens_{0};
+  // Where -1 and the store did not answer at WarmUp: a prompt token's time
+  // (µs), to set the threshold by the first match a batch makes. WarmUp's,
+  // then the batcher's thread.
+  double token_us_ = 0;
+  bool await_match_ = false;
   // Null when none are kept (options_.kept_rows_tokens), the store's pool is
   // here, or they could not be made (the stage then logged why). The
   // batcher's thread only (and WarmUp's, before).

@@ -199,24 +199,25 @@ TEST_F(PrefillStageTest, AMeasuredMatchCostIsZeroOnTheCpu) {
   EXPECT_EQ(stage.store_match_min_tokens(), 0);
 }
 
-// What MeasureMatchCost measures: real times, a threshold within the
-// model's positions, and its probes leave the store as it was.
+// What MeasureMatchCost measures: real times, the threshold their ratio
+// within the model's positions, and its probes leave the store as it was.
 TEST_F(PrefillStageTest, MeasuringAMatchLeavesTheStoreAsItWas) {
   absl::StatusOr<MatchCost> cost = MeasureMatchCost(*model_, *store_, 0, nullptr);
   ASSERT_TRUE(cost.ok()) << cost.status();
   EXPECT_GT(cost->match_ms, 0);
-  EXPECT_GE(cost->min_tokens, 0);
-  EXPECT_LE(cost->min_tokens, model_->config().n_positions);
-  if (cost->token_us > 0) {
-    EXPECT_EQ(
-        cost->min_tokens,
-        std::min<int64_t>(model_->config().n_positions,
-                          static_cast<int64_t>(std::ceil(cost->match_ms * 1000 / cost->token_us))));
-  }
+  EXPECT_EQ(cost->min_tokens,
+            MatchMinTokens(cost->match_ms, cost->token_us, model_->config().n_positions));
   EXPECT_EQ(cache_->Stats().lookups, 7);
   EXPECT_EQ(cache_->Stats().pages_cached, 0);
   EXPECT_EQ(cache_->Stats().active_leases, 0);
   EXPECT_TRUE(cache_->CheckInvariants().ok());
+  // The threshold: round trip over a token's time, rounded up, within the
+  // model's positions.
+  EXPECT_EQ(MatchMinTokens(0.5, 2.0, 1024), 250);
+  EXPECT_EQ(MatchMinTokens(0.5, 3.0, 1024), 167);
+  EXPECT_EQ(MatchMinTokens(5.0, 1.0, 1024), 1024);
+  EXPECT_EQ(MatchMinTokens(0.5, 0.0, 1024), 1024);
+  EXPECT_EQ(MatchMinTokens(0.0, 2.0, 1024), 0);
 }
 
 TEST_F(PrefillStageTest, WithoutAStoreEverythingIsComputed) {
