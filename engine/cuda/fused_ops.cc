@@ -232,7 +232,7 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
 torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                const torch::Tensor& table_rows, const torch::Tensor& positions,
-                               const torch::Tensor& tiles) {
+                               const torch::Tensor& tiles, bool fma) {
   const PagedShape shape = CheckPaged(qkv, k_pages, v_pages, block_table,
                                       {{&table_rows, "table_rows"}, {&positions, "positions"}});
   TORCH_CHECK(PrefillAttentionTakes(static_cast<int>(shape.head_dim)),
@@ -258,8 +258,13 @@ torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_
   p.page_size = static_cast<int>(shape.page_size);
   p.max_pages = static_cast<int>(block_table.stride(0));
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
+  p.fma = fma;
   CheckLaunch(LaunchPrefillAttention(p, at::cuda::getCurrentCUDAStream()), "PrefillAttention");
   return out;
+}
+
+bool PrefillAttentionOnTensorCores(torch::ScalarType dtype, int64_t head_dim) {
+  return PrefillAttentionOnTensorCores(ElementType(dtype), static_cast<int>(head_dim));
 }
 
 MatvecScratch MakeMatvecScratch(int64_t rows,

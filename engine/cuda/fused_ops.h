@@ -70,11 +70,15 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
 // table_rows[i]; tiles: (T, 2) int32, each tile's first query and count
 // (<= kPrefillQueryTile, 0: none). Returns (N, C); rows of queries in no
 // tile are left as torch::empty made them. The head size must be one
-// PrefillAttentionTakes; the rest as PagedAttention.
+// PrefillAttentionTakes; the rest as PagedAttention. On tensor cores where
+// they take the shape (PrefillAttentionOnTensorCores), unless `fma`.
 torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                const torch::Tensor& table_rows, const torch::Tensor& positions,
-                               const torch::Tensor& tiles);
+                               const torch::Tensor& tiles, bool fma = false);
+// Whether PrefillAttention runs on tensor cores for this element type and
+// head size (PrefillAttentionOnTensorCores).
+bool PrefillAttentionOnTensorCores(torch::ScalarType dtype, int64_t head_dim);
 
 // Scratch of the split-K matrix-vector kernel (LaunchMatvec): an fp32
 // workspace and int32 counters (zero between launches) on one device,

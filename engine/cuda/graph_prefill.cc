@@ -17,10 +17,12 @@ GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_p
                            int64_t eager_above_pairs)
     : model_(model),
       cache_(cache),
-      eager_above_pairs_(eager_above_pairs != kDefaultEagerAbove ? eager_above_pairs
-                         : model->options().attention == AttentionKind::kFused
-                             ? kFusedEagerAbovePairs
-                             : 0),
+      eager_above_pairs_(
+          eager_above_pairs != kDefaultEagerAbove               ? eager_above_pairs
+          : model->options().attention != AttentionKind::kFused ? 0
+          : PrefillAttentionOnTensorCores(model->options().dtype, model->config().head_dim())
+              ? kTensorCoreEagerAbovePairs
+              : kFusedEagerAbovePairs),
       side_(c10::cuda::getStreamFromPool(/*isHighPriority=*/false,
                                          model->options().device.index() < 0
                                              ? c10::cuda::current_device()

@@ -47,19 +47,25 @@ class GraphPrefill {
   static constexpr int64_t kMaxPassTokens = 8192;
   // With fused attention, a batch whose attention has more (query, key)
   // pairs than this, over all heads and layers, runs as PrefillBatch's
-  // eager passes: their scaled_dot_product_attention (FlashAttention, on
-  // tensor cores) then outweighs the launches a graph saves, where
-  // PrefillAttention multiplies in fp32 FMA. Measured on an H100 in bf16
-  // (docs/decode.md): 32 prompts of 950 tokens (2.1e9 pairs) took 61 ms to
-  // their first tokens as graphs, 23 eagerly; one of 900 (5.8e7) 2.9 ms as a
-  // graph, 5.5 eagerly; 64 of 128 (7.6e7) 6-7 ms, 12-13 eagerly.
+  // eager passes: their scaled_dot_product_attention (FlashAttention) then
+  // outweighs the launches a graph saves. Where PrefillAttention multiplies
+  // in fp32 FMA (fp32, head sizes other than 64), measured on an H100 in
+  // bf16 with that kernel (docs/decode.md): 32 prompts of 950 tokens (2.1e9
+  // pairs) took 61 ms to their first tokens as graphs, 23 eagerly; one of
+  // 900 (5.8e7) 2.9 ms as a graph, 5.5 eagerly; 64 of 128 (7.6e7) 6-7 ms,
+  // 12-13 eagerly. On tensor cores (bf16, fp16 at head size 64), in one
+  // call on an H100: 32 x 950 35.9 ms as graphs, 21.4 eagerly; 32 suffixes
+  // of 54 after 896 cached tokens (2.3e8) 7.2 as graphs, 8.4 eagerly: the
+  // line through them crosses at about 3.8e8.
   static constexpr int64_t kFusedEagerAbovePairs = int64_t{1} << 28;
+  static constexpr int64_t kTensorCoreEagerAbovePairs = int64_t{3} << 27;
 
   // REQUIRES: GraphDecodeStep::CanRun(*model, *cache).ok(); max_pass_tokens
   // >= 16. Neither is owned; both outlive this. eager_above_pairs: batches
   // whose attention has more (query, key) pairs over all heads and layers
-  // run eagerly (0: none do); by default kFusedEagerAbovePairs with the
-  // model's attention fused, else 0.
+  // run eagerly (0: none do); by default, with the model's attention fused,
+  // kTensorCoreEagerAbovePairs where PrefillAttention runs on tensor cores
+  // and kFusedEagerAbovePairs where on fp32 FMA; else 0.
   static constexpr int64_t kDefaultEagerAbove = -1;
   GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens = kMaxPassTokens,
                int64_t eager_above_pairs = kDefaultEagerAbove);

@@ -131,8 +131,14 @@ struct PrefillAttentionParams {
   int page_size = 0;
   int max_pages = 0;
   float scale = 1.0f;
+  // Multiply in fp32 FMA even where tensor cores take the shape
+  // (PrefillAttentionOnTensorCores): the reference of the tensor-core kernel.
+  bool fma = false;
 };
 bool PrefillAttentionTakes(int head_dim);  // 16, 32, 64 or 128
+// Whether the launch runs on tensor cores (16-bit products, fp32 sums): bf16
+// and fp16 at head size 64; else fp32 FMA.
+bool PrefillAttentionOnTensorCores(DType dtype, int head_dim);
 cudaError_t LaunchPrefillAttention(const PrefillAttentionParams& p, cudaStream_t stream);
 
 // Row-wise LayerNorm with the residual add in front:

@@ -1,16 +1,27 @@
 // Prefill attention over paged K/V, tiled in the manner of FlashAttention:
 // one thread block per (head, query tile), a tile being up to
 // kPrefillQueryTile consecutive tokens of one row. The block walks the
-// row's keys 0..(its last query's position) in tiles of kKeys, loading
-// each key tile once from the pages into shared memory (fp32) for all its
-// queries, and keeps a running max and sum per query (online softmax).
+// row's keys 0..(its last query's position) in tiles, loading each key tile
+// once from the pages into shared memory for all its queries, and keeps a
+// running max and sum per query (online softmax). Two kernels:
 //
-// Threads: 4 warps of 8 queries, 4 lanes a query. Lane `sub` of a query
+// Tensor cores (bf16 and fp16, head size 64: every GPT-2): 2 warps of 16
+// queries; a tile of 64 keys and values in shared memory as 16-bit; each
+// warp's S = Q K^T and O += P V by nvcuda::wmma 16x16x16 products with fp32
+// sums; the online softmax on S in shared memory (two lanes a query row),
+// P rounded to the element type for its product (FlashAttention 2's order
+// of work; its running output lives in shared memory between tiles, not in
+// registers).
+//
+// FMA (fp32, other head sizes, and the tensor cores' reference): 4 warps
+// of 8 queries, 4 lanes a query, in fp32. Lane `sub` of a query
 // scores keys sub, sub + 4, ... of a tile (the query's q in registers) and
 // accumulates the 16-byte column chunks sub, sub + 4, ... of its output;
 // the 4 lanes share their scores by shuffles. Rows of the key tile are
 // kD + 4 floats apart, so that the 4 keys lanes read at once, and the 4
 // chunks, fall in distinct banks.
+#include <mma.h>
+
 #include "engine/cuda/common.cuh"
 
 namespace nanoserve::cuda {
@@ -146,7 +157,172 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
   }
 }
 
+// --- tensor cores ---------------------------------------------------------------
+
+constexpr int kTcHeadDim = 64;
+constexpr int kTcWarps = kPrefillQueryTile / 16;  // 16 query rows a warp
+constexpr int kTcThreads = 32 * kTcWarps;
+constexpr int kTcKeys = 64;                  // keys per shared-memory tile
+constexpr int kHalfStride = kTcHeadDim + 8;  // 16-bit elements from a row to the next
+constexpr int kFloatStride = kTcKeys + 4;    // floats from a row of S or O to the next
+static_assert(kTcKeys == kTcHeadDim, "S and O rows share kFloatStride");
+// Shared memory, each part 32-byte aligned (wmma's pointers): Q, K, V
+// (rows of 16-bit), then per warp S and O (16 rows of fp32) and P (16 rows
+// of 16-bit).
+constexpr int kQBytes = kPrefillQueryTile * kHalfStride * 2;
+constexpr int kKvBytes = kTcKeys * kHalfStride * 2;
+constexpr int kSBytes = 16 * kFloatStride * 4;
+constexpr int kPBytes = 16 * kHalfStride * 2;
+constexpr int kWarpBytes = 2 * kSBytes + kPBytes;
+constexpr int kTcSmem = kQBytes + 2 * kKvBytes + kTcWarps * kWarpBytes;
+static_assert(kQBytes % 32 == 0 && kKvBytes % 32 == 0 && kSBytes % 32 == 0 && kPBytes % 32 == 0,
+              "wmma pointers are 32-byte aligned");
+static_assert(kTcSmem <= 48 * 1024, "static shared memory");
+
+template <typename T>
+__global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAttentionParams p) {
+  namespace wmma = nvcuda::wmma;
+  constexpr int kD = kTcHeadDim;
+  __shared__ __align__(32) unsigned char smem[kTcSmem];
+  T* q_s = reinterpret_cast<T*>(smem);
+  T* k_s = reinterpret_cast<T*>(smem + kQBytes);
+  T* v_s = reinterpret_cast<T*>(smem + kQBytes + kKvBytes);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  unsigned char* mine = smem + kQBytes + 2 * kKvBytes + warp * kWarpBytes;
+  float* s_w = reinterpret_cast<float*>(mine);
+  float* o_w = reinterpret_cast<float*>(mine + kSBytes);
+  T* p_w = reinterpret_cast<T*>(mine + 2 * kSBytes);
+
+  const int h = blockIdx.x, tile = blockIdx.y;
+  const int first = p.tiles[2 * tile], count = p.tiles[2 * tile + 1];
+  if (count <= 0) return;
+  const int C = p.heads * kD;
+  const int keys = p.positions[first + count - 1] + 1;  // the tile's queries see keys 0..keys-1
+  const int32_t* table = p.block_table + static_cast<int64_t>(p.table_rows[first]) * p.max_pages;
+  const T* qkv = static_cast<const T*>(p.qkv);
+  const T* k_pages = static_cast<const T*>(p.k_pages);
+  const T* v_pages = static_cast<const T*>(p.v_pages);
+
+  // Q, 16 bytes a thread a step; rows past the tile are zeros (their
+  // outputs are not written).
+  for (int c = threadIdx.x; c < kPrefillQueryTile * kD / 8; c += kTcThreads) {
+    const int r = c / (kD / 8), d = (c % (kD / 8)) * 8;
+    int4 bits = make_int4(0, 0, 0, 0);
+    if (r < count) {
+      bits = *reinterpret_cast<const int4*>(qkv + static_cast<int64_t>(first + r) * 3 * C + h * kD +
+                                            d);
+    }
+    *reinterpret_cast<int4*>(q_s + r * kHalfStride + d) = bits;
+  }
+  for (int i = lane; i < 16 * kFloatStride; i += 32) o_w[i] = 0.0f;
+  // Each lane keeps half a row's softmax state: row lane / 2 of its warp's.
+  const int row = lane / 2, half = lane % 2;
+  const int r = warp * 16 + row;  // the row's query in the tile
+  // Tokens of a tile are consecutive positions of one row; rows past the
+  // tile mirror its last query.
+  const int position = p.positions[first + min(r, count - 1)];
+  float m = -INFINITY, l = 0.0f;
+
+  for (int k0 = 0; k0 < keys; k0 += kTcKeys) {
+    __syncthreads();  // the last tile's K and V have been read
+    for (int c = threadIdx.x; c < kTcKeys * kD / 8; c += kTcThreads) {
+      const int j = c / (kD / 8), d = (c % (kD / 8)) * 8;
+      const int key = k0 + j;
+      int4 kb = make_int4(0, 0, 0, 0), vb = make_int4(0, 0, 0, 0);
+      if (key < keys) {
+        const int64_t at = table[key / p.page_size] * p.page_stride +
+                           (static_cast<int64_t>(h) * p.page_size + key % p.page_size) * kD + d;
+        kb = *reinterpret_cast<const int4*>(k_pages + at);
+        vb = *reinterpret_cast<const int4*>(v_pages + at);
+      }
+      *reinterpret_cast<int4*>(k_s + j * kHalfStride + d) = kb;
+      *reinterpret_cast<int4*>(v_s + j * kHalfStride + d) = vb;
+    }
+    __syncthreads();
+
+    // S (16 x 64 keys) = Q_w (16 x 64) K^T.
+#pragma unroll
+    for (int n = 0; n < kTcKeys / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int k = 0; k < kD / 16; ++k) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(a, q_s + warp * 16 * kHalfStride + k * 16, kHalfStride);
+        wmma::load_matrix_sync(b, k_s + n * 16 * kHalfStride + k * 16, kHalfStride);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(s_w + n * 16, acc, kFloatStride, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // The online softmax over the lane's half row (32 keys) and its
+    // partner's.
+    float* s_row = s_w + row * kFloatStride + half * 32;
+    float tile_max = -INFINITY;
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) {
+      const int key = k0 + half * 32 + j;
+      const float s = key <= position ? s_row[j] * p.scale : -INFINITY;
+      s_row[j] = s;
+      tile_max = fmaxf(tile_max, s);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    // Key 0 is in the first tile and every query sees it: m_new is finite.
+    const float m_new = fmaxf(m, tile_max);
+    const float rescale = __expf(m - m_new);  // 0 on the first tile
+    float sum = 0.0f;
+    T* p_row = p_w + row * kHalfStride + half * 32;
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) {
+      const T w = FromFloat<T>(__expf(s_row[j] - m_new));
+      p_row[j] = w;
+      sum += ToFloat(w);  // the weights as the product sees them
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l = l * rescale + sum;
+    m = m_new;
+    float* o_row = o_w + row * kFloatStride + half * 32;
+#pragma unroll 8
+    for (int j = 0; j < 32; ++j) o_row[j] *= rescale;
+    __syncwarp();
+
+    // O_w (16 x 64) += P_w (16 x 64 keys) V (64 keys x 64).
+#pragma unroll
+    for (int n = 0; n < kD / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, o_w + n * 16, kFloatStride, wmma::mem_row_major);
+#pragma unroll
+      for (int k = 0; k < kTcKeys / 16; ++k) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+        wmma::load_matrix_sync(a, p_w + k * 16, kHalfStride);
+        wmma::load_matrix_sync(b, v_s + k * 16 * kHalfStride + n * 16, kHalfStride);
+        wmma::mma_sync(acc, a, b, acc);
+      }
+      wmma::store_matrix_sync(o_w + n * 16, acc, kFloatStride, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  if (r >= count) return;
+  T* out = static_cast<T*>(p.out) + static_cast<int64_t>(first + r) * C + h * kD + half * 32;
+  const float inv = 1.0f / l;
+  const float* o_row = o_w + row * kFloatStride + half * 32;
+#pragma unroll
+  for (int j = 0; j < 32; j += Packed16<T>::kSize) {
+    Packed16<T> v;
+#pragma unroll
+    for (int i = 0; i < Packed16<T>::kSize; ++i) v.v[i] = FromFloat<T>(o_row[j + i] * inv);
+    Store16(out + j, v);
+  }
+}
+
 }  // namespace
+
+bool PrefillAttentionOnTensorCores(DType dtype, int head_dim) {
+  return dtype != DType::kFloat && head_dim == kTcHeadDim;
+}
 
 bool PrefillAttentionTakes(int head_dim) {
   return head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128;
@@ -158,9 +334,17 @@ cudaError_t LaunchPrefillAttention(const PrefillAttentionParams& p, cudaStream_t
       p.page_stride <= 0) {
     return cudaErrorInvalidValue;
   }
+  const dim3 grid(p.heads, p.num_tiles);
+  if (!p.fma && PrefillAttentionOnTensorCores(p.dtype, p.head_dim)) {
+    if (p.dtype == DType::kBFloat16) {
+      PrefillAttentionTcKernel<__nv_bfloat16><<<grid, kTcThreads, 0, stream>>>(p);
+    } else {
+      PrefillAttentionTcKernel<__half><<<grid, kTcThreads, 0, stream>>>(p);
+    }
+    return cudaGetLastError();
+  }
   return DispatchDType(p.dtype, [&](auto zero) {
     using T = decltype(zero);
-    const dim3 grid(p.heads, p.num_tiles);
     switch (p.head_dim) {
       case 16:
         PrefillAttentionKernel<T, 16><<<grid, kThreads, 0, stream>>>(p);

@@ -293,10 +293,15 @@ TEST_P(CudaKernelsTest, PrefillAttentionMatchesLibTorch) {
       return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
     };
     const torch::Tensor before = pool.clone();
-    torch::Tensor out = PrefillAttention(qkv, k_pages, v_pages, table, ints(table_rows),
-                                         ints(positions), ints(tiles).view({-1, 2}));
-    EXPECT_LT(MaxDiff(out.narrow(0, 0, total), expected), Tol());
-    EXPECT_TRUE(torch::equal(pool, before));
+    // The tensor cores' kernel (bf16 and fp16 at head size 64) and the fp32
+    // FMA one, each against LibTorch.
+    for (bool fma : {false, true}) {
+      SCOPED_TRACE(fma ? "fp32 FMA" : "where tensor cores take it");
+      torch::Tensor out = PrefillAttention(qkv, k_pages, v_pages, table, ints(table_rows),
+                                           ints(positions), ints(tiles).view({-1, 2}), fma);
+      EXPECT_LT(MaxDiff(out.narrow(0, 0, total), expected), Tol());
+      EXPECT_TRUE(torch::equal(pool, before));
+    }
   }
 }
 
