@@ -252,8 +252,10 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   // A match covers whole pages of at most len - 1 tokens: asked only where
   // what it could save is worth its round trip.
   int64_t matchable = 0;
-  for (const std::vector<int>& p : prompts) {
-    if (page_size > 0) matchable += (static_cast<int64_t>(p.size()) - 1) / page_size * page_size;
+  if (page_size > 0) {
+    for (const std::vector<int>& p : prompts) {
+      matchable += (static_cast<int64_t>(p.size()) - 1) / page_size * page_size;
+    }
   }
   result.store_asked = matchable > 0 && matchable >= min_match_tokens_;
   bool use_store = page_size > 0 &&

@@ -82,17 +82,4 @@ int64_t MatchMinTokens(double match_ms, double token_us, int64_t n_positions) {
                              n_positions);
 }
 
-absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& store,
-                                           int64_t chunk, KeptPrefillRows* kept) {
-  MatchCost cost;
-  absl::StatusOr<double> match_ms = MeasureMatchMs(model, store);
-  if (!match_ms.ok()) return match_ms.status();
-  absl::StatusOr<double> token_us = MeasurePromptTokenUs(model, chunk, kept);
-  if (!token_us.ok()) return token_us.status();
-  cost.match_ms = *match_ms;
-  cost.token_us = *token_us;
-  cost.min_tokens = MatchMinTokens(cost.match_ms, cost.token_us, model.config().n_positions);
-  return cost;
-}
-
 }  // namespace nanoserve

@@ -4,9 +4,9 @@
 // A match is a round trip to the store before the forward pass, on the way
 // to the first token; what it can save is the compute of the tokens it
 // finds. On a GPU a short prompt computes faster than the round trip takes
-// (GPT-2 124M on an H100: 128 tokens 0.2 ms beyond 16 tokens' launch-bound
-// pass, a match over gRPC 0.5-0.8 ms), so a batch that could reuse fewer
-// tokens than a round trip's worth is computed without asking.
+// (GPT-2 124M on an H100: a prompt token 1-2 µs beyond a 16-token pass, a
+// match over gRPC 0.18-0.23 ms, so 100-250 tokens), so a batch that could
+// reuse fewer tokens than a round trip's worth is computed without asking.
 //
 // Thread safety: not thread safe (the measures run the engine; call them
 // before the stage takes calls).
@@ -21,16 +21,6 @@
 #include "kv_cache/prefix_store.h"
 
 namespace nanoserve {
-
-struct MatchCost {
-  double match_ms = 0;  // median round trip of a one-page match
-  // A prompt token's prefill time at batch 1, beyond a 16-token prompt's:
-  // the time a matched token saves.
-  double token_us = 0;
-  // MatchMinTokens(match_ms, token_us): the tokens a batch must be able to
-  // reuse for a match to pay.
-  int64_t min_tokens = 0;
-};
 
 // Microseconds a prompt token adds to a single prompt's prefill: prompts of
 // 16 and 272 tokens (within n_positions), each run 5 times after a warm-up
@@ -47,10 +37,6 @@ absl::StatusOr<double> MeasureMatchMs(const Gpt2Model& model, PrefixStore& store
 // match_ms over token_us, rounded up, within [0, n_positions]; n_positions
 // where a token costs nothing measurable.
 int64_t MatchMinTokens(double match_ms, double token_us, int64_t n_positions);
-
-// Both, and the threshold.
-absl::StatusOr<MatchCost> MeasureMatchCost(const Gpt2Model& model, PrefixStore& store,
-                                           int64_t chunk, KeptPrefillRows* kept);
 
 }  // namespace nanoserve
 

@@ -199,20 +199,23 @@ TEST_F(PrefillStageTest, AMeasuredMatchCostIsZeroOnTheCpu) {
   EXPECT_EQ(stage.store_match_min_tokens(), 0);
 }
 
-// What MeasureMatchCost measures: real times, the threshold their ratio
-// within the model's positions, and its probes leave the store as it was.
+// What the measures take: real times, and the match's probes leave the
+// store as it was; the threshold is their ratio within the model's
+// positions.
 TEST_F(PrefillStageTest, MeasuringAMatchLeavesTheStoreAsItWas) {
-  absl::StatusOr<MatchCost> cost = MeasureMatchCost(*model_, *store_, 0, nullptr);
-  ASSERT_TRUE(cost.ok()) << cost.status();
-  EXPECT_GT(cost->match_ms, 0);
-  EXPECT_EQ(cost->min_tokens,
-            MatchMinTokens(cost->match_ms, cost->token_us, model_->config().n_positions));
+  absl::StatusOr<double> match_ms = MeasureMatchMs(*model_, *store_);
+  ASSERT_TRUE(match_ms.ok()) << match_ms.status();
+  EXPECT_GT(*match_ms, 0);
   EXPECT_EQ(cache_->Stats().lookups, 7);
   EXPECT_EQ(cache_->Stats().pages_cached, 0);
   EXPECT_EQ(cache_->Stats().active_leases, 0);
   EXPECT_TRUE(cache_->CheckInvariants().ok());
-  // The threshold: round trip over a token's time, rounded up, within the
-  // model's positions.
+  absl::StatusOr<double> token_us = MeasurePromptTokenUs(*model_, 0, nullptr);
+  ASSERT_TRUE(token_us.ok()) << token_us.status();
+  EXPECT_TRUE(std::isfinite(*token_us));
+  EXPECT_EQ(cache_->Stats().lookups, 7) << "the engine alone";
+  // Round trip over a token's time, rounded up, within the model's
+  // positions.
   EXPECT_EQ(MatchMinTokens(0.5, 2.0, 1024), 250);
   EXPECT_EQ(MatchMinTokens(0.5, 3.0, 1024), 167);
   EXPECT_EQ(MatchMinTokens(5.0, 1.0, 1024), 1024);
