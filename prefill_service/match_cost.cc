@@ -57,7 +57,8 @@ absl::StatusOr<double> MeasurePromptTokenUs(const Gpt2Model& model, int64_t chun
   return (*long_ms - *short_ms) * 1000 / static_cast<double>(longer - base);
 }
 
-absl::StatusOr<double> MeasureMatchMs(const Gpt2Model& model, PrefixStore& store) {
+absl::StatusOr<double> MeasureMatchMs(const Gpt2Model& model, PrefixStore& store,
+                                      absl::Duration idle) {
   absl::StatusOr<PageLayout> layout = store.Layout();
   if (!layout.ok()) return layout.status();
   std::vector<int32_t> probe;
@@ -67,6 +68,7 @@ absl::StatusOr<double> MeasureMatchMs(const Gpt2Model& model, PrefixStore& store
   const PrefixStore::MatchQuery query{absl::MakeConstSpan(probe), kProbeSalt};
   std::vector<double> match_ms;
   for (int k = 0; k < 7; ++k) {
+    absl::SleepFor(idle);
     const absl::Time start = absl::Now();
     absl::StatusOr<std::vector<PrefixStore::Match>> matches = store.MatchPrefixes({query});
     match_ms.push_back(absl::ToDoubleMilliseconds(absl::Now() - start));

@@ -144,11 +144,10 @@ struct PrefillStageOptions {
   // (each prompt's whole pages of its first len - 1 tokens, all told) is
   // computed without asking the store for a match, which is a round trip
   // before the first token (its pages are still stored). 0: always ask.
-  // -1: measured on a GPU with a store (match_cost.h: the round trip over
-  // a token's prefill time), at WarmUp, or where the store did not answer
-  // then, at the first batch's match; 0 on the CPU, where a token of a real
-  // model costs more than a round trip, and until WarmUp. The service's
-  // flag defaults to -1.
+  // -1: measured on a GPU with a store (match_cost.h: the round trip as a
+  // lone request pays it, over a token's prefill time), at WarmUp, or where the store did not
+  // answer then, at the first batch's match; 0 on the CPU, where a token of a real model costs more
+  // than a round trip, and until WarmUp. The service's flag defaults to -1.
   int64_t store_match_min_tokens = 0;
 };
 
@@ -219,7 +218,7 @@ class PrefillStage : public Prefiller {
   void Count(const absl::StatusOr<PrefillOutcome>& outcome);
   // match_min_tokens_ from a match's round trip and token_us_, logged with
   // `when` it was timed.
-  void SetMatchMinTokens(double match_ms, const char* when);
+  void SetMatchMinTokens(double match_ms, absl::string_view when);
 
   const Gpt2Model* model_;
   PrefixStore* store_;

@@ -203,7 +203,10 @@ TEST_F(PrefillStageTest, AMeasuredMatchCostIsZeroOnTheCpu) {
 // store as it was; the threshold is their ratio within the model's
 // positions.
 TEST_F(PrefillStageTest, MeasuringAMatchLeavesTheStoreAsItWas) {
-  absl::StatusOr<double> match_ms = MeasureMatchMs(*model_, *store_);
+  // Each probe after the idle time asked (a lone request's round trip).
+  const absl::Time began = absl::Now();
+  absl::StatusOr<double> match_ms = MeasureMatchMs(*model_, *store_, absl::Milliseconds(30));
+  EXPECT_GE(absl::Now() - began, absl::Milliseconds(7 * 30));
   ASSERT_TRUE(match_ms.ok()) << match_ms.status();
   EXPECT_GT(*match_ms, 0);
   EXPECT_EQ(cache_->Stats().lookups, 7);
