@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "base/stable_hash.h"
 
 namespace nanoserve {
 namespace {
@@ -134,14 +135,6 @@ absl::StatusOr<Gpt2Config> InferConfig(const TensorMap& weights) {
       absl::StrCat("no config.json, and n_head cannot be inferred: no GPT-2 preset has "
                    "n_embd ",
                    config.n_embd, " and n_layer ", config.n_layer));
-}
-
-// SplitMix64's finaliser: spreads nearby integers over all 64 bits.
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
 }
 
 absl::Status WriteConfigJson(const std::string& path, const Gpt2Config& config) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -111,6 +112,41 @@ int64_t PrefixPrefill::UsablePageSize(PrefixPrefillResult& result) {
     return 0;
   }
   return layout->page_size;
+}
+
+int64_t PrefixPrefill::ReusableTokens(const Batch& batch, int64_t page_size) {
+  const std::vector<std::vector<int>>& prompts = batch.prompts;
+  // A match covers whole pages of at most len - 1 tokens.
+  auto whole = [&](size_t r) {
+    return (static_cast<int64_t>(prompts[r].size()) - 1) / page_size * page_size;
+  };
+  int64_t matchable = 0;
+  for (size_t r = 0; r < prompts.size(); ++r) matchable += whole(r);
+  if (matchable == 0) return 0;
+  // Prompts sharing a page compute it once through the store's branch
+  // points, whatever the store holds now: all of it counts.
+  std::vector<size_t> order(prompts.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (batch.salt(a) != batch.salt(b)) return batch.salt(a) < batch.salt(b);
+    return prompts[a] < prompts[b];
+  });
+  for (size_t i = 1; i < order.size(); ++i) {
+    const size_t a = order[i - 1], b = order[i];
+    const int64_t page = std::min({page_size, whole(a), whole(b)});
+    if (page == page_size && batch.salt(a) == batch.salt(b) &&
+        std::equal(prompts[a].begin(), prompts[a].begin() + page_size, prompts[b].begin())) {
+      return matchable;
+    }
+  }
+  int64_t held = 0;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    if (whole(r) == 0) continue;
+    const std::optional<int64_t> hint =
+        store_.CachedTokensHint(absl::MakeConstSpan(prompts[r].data(), whole(r)), batch.salt(r));
+    held += hint.has_value() ? std::min(*hint, whole(r)) : whole(r);
+  }
+  return held;
 }
 
 bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, KvCache& cache,
@@ -249,15 +285,9 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
   result.reused_tokens.assign(n, 0);
   result.stored.assign(n, {});
   const int64_t page_size = UsablePageSize(result);
-  // A match covers whole pages of at most len - 1 tokens: asked only where
-  // what it could save is worth its round trip.
-  int64_t matchable = 0;
-  if (page_size > 0) {
-    for (const std::vector<int>& p : prompts) {
-      matchable += (static_cast<int64_t>(p.size()) - 1) / page_size * page_size;
-    }
-  }
-  result.store_asked = matchable > 0 && matchable >= min_match_tokens_;
+  // Asked only where what a match could save is worth its round trip.
+  const int64_t reusable = page_size > 0 ? ReusableTokens(batch, page_size) : 0;
+  result.store_asked = reusable > 0 && reusable >= min_match_tokens_;
   bool use_store = page_size > 0 &&
                    (!result.store_asked || ComputeBranchPoints(batch, page_size, cache, result));
   for (size_t r = 0; r < n; ++r) cache.Reset(r);

@@ -93,11 +93,14 @@ class PrefixPrefill {
   // points and the suffixes run through it (PrefillWith: on a GPU, one CUDA
   // graph a pass).
   // A batch whose prompts could reuse fewer than `min_match_tokens` tokens
-  // all told (each prompt's whole pages of its first len - 1 tokens) asks
-  // the store for no match: computing them costs less than the round trip
-  // (PrefillStageOptions::store_match_min_tokens measures it). Its pages are
-  // still stored. A batch with nothing to match (no prompt longer than a
-  // page) never asks.
+  // all told asks the store for no match: computing them costs less than
+  // the round trip (PrefillStageOptions::store_match_min_tokens measures
+  // it). What a prompt could reuse: its whole pages of its first len - 1
+  // tokens, or where the store's page index tells (CachedTokensHint) and
+  // no two prompts of the batch share a page, the part of them the store
+  // holds; so with an index a batch of prompts the store has nothing of
+  // goes straight to the forward pass. Its pages are still stored. A
+  // batch with nothing to match (no prompt longer than a page) never asks.
   PrefixPrefill(const Gpt2Model& model, PrefixStore& store, int64_t chunk,
                 DecodeStep* step = nullptr, int64_t min_match_tokens = 0)
       : model_(model),
@@ -166,6 +169,9 @@ class PrefixPrefill {
   int64_t chunk_;
   DecodeStep* step_;
   int64_t min_match_tokens_;
+
+  // What a match could reuse for `batch` (the constructor's comment).
+  int64_t ReusableTokens(const Batch& batch, int64_t page_size);
 };
 
 // A batch prefilled and its first tokens sampled (PrefillAndSample).

@@ -57,18 +57,55 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(
   }
   absl::StatusOr<std::unique_ptr<PagePool>> pool = PagePool::Create(options.pool);
   if (!pool.ok()) return pool.status();
-  return std::unique_ptr<PrefixCache>(new PrefixCache(options, *std::move(pool)));
+  // Beside an exported pool, the index of its cached pages, in host shared
+  // memory whatever the pool's device (peers read it on the CPU).
+  ExportedTensor index;
+  if ((*pool)->segment().transport != KvTransport::kBytes) {
+    absl::StatusOr<ExportedTensor> exported =
+        AllocateExported({PageIndex::WordsFor((*pool)->num_pages())}, torch::kInt64,
+                         torch::Device(torch::kCPU), options.pool.epoch);
+    if (exported.ok()) {
+      index = *std::move(exported);
+    } else {
+      std::fprintf(stderr, "PrefixCache: no page index for peers (%s)\n",
+                   exported.status().ToString().c_str());
+    }
+  }
+  return std::unique_ptr<PrefixCache>(new PrefixCache(options, *std::move(pool), index));
 }
 
-PrefixCache::PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool)
+PrefixCache::PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool,
+                         const ExportedTensor& index)
     : options_(options),
       page_size_(pool->page_size()),
       num_pages_(pool->num_pages()),
       storage_(pool->storage()),
       segment_(pool->segment()),
+      index_storage_(index.tensor),
+      index_segment_(index.segment),
       pool_(std::move(pool)),
       tree_(page_size_),
-      cached_(static_cast<size_t>(num_pages_), 0) {}
+      cached_(static_cast<size_t>(num_pages_), 0) {
+  if (index_storage_.defined()) {
+    index_ = std::make_unique<PageIndex>(IndexWords(), index_storage_.numel());
+    page_keys_.assign(static_cast<size_t>(num_pages_), 0);
+  }
+}
+
+uint64_t* PrefixCache::IndexWords() const {
+  return reinterpret_cast<uint64_t*>(index_storage_.data_ptr<int64_t>());
+}
+
+int64_t PrefixCache::index_words() const {
+  return index_storage_.defined() ? index_storage_.numel() : 0;
+}
+
+int64_t PrefixCache::IndexedPages(absl::Span<const int32_t> tokens,
+                                  absl::string_view cache_salt) const {
+  if (!index_storage_.defined()) return -1;
+  return PageIndex::LeadingPresent(IndexWords(), index_storage_.numel(),
+                                   PageKeys(cache_salt, tokens, page_size_));
+}
 
 PrefixCache::MatchResult PrefixCache::Match(absl::Span<const int32_t> tokens,
                                             absl::string_view cache_salt,
@@ -165,12 +202,19 @@ absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const i
   InsertResult result;
   Tree::InsertResult inserted = tree_.Insert(cache_salt, tokens, pages, &result.pages);
   const int64_t existing_pages = inserted.existing_length / page_size_;
+  const std::vector<uint64_t> keys = index_ != nullptr && existing_pages < n_pages
+                                         ? PageKeys(cache_salt, tokens, page_size_)
+                                         : std::vector<uint64_t>();
   std::vector<int32_t> duplicates;
   for (int64_t i = 0; i < n_pages; ++i) {
     if (i < existing_pages) {
       if (pages[i] != result.pages[i]) duplicates.push_back(pages[i]);
     } else {
       cached_[pages[i]] = 1;
+      if (index_ != nullptr) {
+        page_keys_[pages[i]] = keys[i];
+        index_->Add(keys[i]);
+      }
     }
   }
   CheckOk(pool_->Free(duplicates), "freeing duplicate pages");
@@ -269,6 +313,10 @@ int64_t PrefixCache::EvictLocked(int64_t n_pages) {
   std::vector<int32_t> evicted;
   tree_.Evict(n_pages, [&](int32_t page) {
     cached_[page] = 0;
+    if (index_ != nullptr) {
+      index_->Remove(page_keys_[page]);
+      page_keys_[page] = 0;
+    }
     evicted.push_back(page);
   });
   CheckOk(pool_->Free(evicted), "freeing evicted pages");

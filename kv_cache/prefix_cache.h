@@ -72,6 +72,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kv_cache/page_index.h"
 #include "kv_cache/page_pool.h"
 #include "kv_cache/radix_tree.h"
 
@@ -145,6 +146,15 @@ class PrefixCache {
   const torch::Tensor& storage() const { return storage_; }
   // How another process maps storage() (page_pool.h).
   const SharedSegment& segment() const { return segment_; }
+  // The index of the cached pages (kv_cache/page_index.h) that peers map
+  // beside an exported pool: a shared-memory segment of index_words()
+  // 64-bit words, of the pool's epoch. transport kBytes (and 0 words) when
+  // the pool is not exported or the index could not be had.
+  const SharedSegment& index_segment() const { return index_segment_; }
+  int64_t index_words() const;
+  // The leading whole pages of `tokens` cached in namespace `cache_salt`, as
+  // the index tells a peer (a hint: Match decides); -1 without an index.
+  int64_t IndexedPages(absl::Span<const int32_t> tokens, absl::string_view cache_salt = "") const;
 
   // The longest prefix of `tokens` cached in namespace `cache_salt`, in
   // whole pages (a trailing partial page is never matched), pinned by a new
@@ -238,7 +248,10 @@ class PrefixCache {
     std::string holder;  // who it was taken for (may equal caller)
   };
 
-  PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool);
+  // `index`: the page index's memory (an undefined tensor: none).
+  PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<PagePool> pool,
+              const ExportedTensor& index);
+  uint64_t* IndexWords() const;
 
   // Creates a lease pinning `node` for `caller` and `holder` (empty: the
   // caller), or returns kNoLease for a null node (nothing to pin).
@@ -257,11 +270,16 @@ class PrefixCache {
   const int64_t num_pages_;
   const torch::Tensor storage_;  // the pool's storage, shared
   const SharedSegment segment_;
+  const torch::Tensor index_storage_;  // int64 words of the page index, or undefined
+  const SharedSegment index_segment_;
 
   mutable absl::Mutex mu_;
   const std::unique_ptr<PagePool> pool_ ABSL_PT_GUARDED_BY(mu_);
   Tree tree_ ABSL_GUARDED_BY(mu_);
   std::vector<uint8_t> cached_ ABSL_GUARDED_BY(mu_);  // per page: in tree
+  // The index's writer, and per page the key it was added under (0: none).
+  std::unique_ptr<PageIndex> index_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> page_keys_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
   PrefixCacheStats counters_ ABSL_GUARDED_BY(mu_);  // the cumulative fields
 };

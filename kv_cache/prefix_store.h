@@ -31,6 +31,7 @@
 #define NANOSERVE_KV_CACHE_PREFIX_STORE_H_
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <torch/types.h>
@@ -111,6 +112,16 @@ class PrefixStore {
   // leases it loaded rows from until it stores them; otherwise it releases
   // them after loading, so that those pages stay evictable meanwhile.
   virtual bool UsesBaseLeases() const = 0;
+
+  // How many leading tokens of `tokens` (whole pages) the store holds under
+  // `cache_salt`, as far as this process can tell without a round trip: a
+  // remote store's page index mapped here (kv_cache/page_index.h). A hint
+  // for whether a MatchPrefix is worth its round trip, which then decides
+  // and pins; nullopt where only a MatchPrefix can tell.
+  virtual std::optional<int64_t> CachedTokensHint(absl::Span<const int32_t> tokens,
+                                                  absl::string_view cache_salt) {
+    return std::nullopt;
+  }
 
   // The longest prefix of `tokens` cached under `cache_salt`, in whole
   // pages, pinned by a lease (kNoLease when nothing matched).

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -46,7 +47,11 @@ absl::StatusOr<ExportedTensor> AllocateShm(std::vector<int64_t> sizes, torch::Sc
                                            uint64_t epoch) {
   const int64_t bytes = NumBytes(sizes, dtype);
   const int64_t total = kHeaderBytes + bytes;
-  const std::string name = absl::StrFormat("/nanoserve-kv-%d-%016x", getpid(), epoch);
+  // One object per allocation: a store exports its pool and its page
+  // index under one epoch.
+  static std::atomic<int> allocations{0};
+  const std::string name =
+      absl::StrFormat("/nanoserve-kv-%d-%016x-%d", getpid(), epoch, allocations.fetch_add(1));
   const int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0) return absl::UnavailableError(Errno(absl::StrCat("shm_open ", name)));
   auto fail = [&](absl::string_view what) {

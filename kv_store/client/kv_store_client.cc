@@ -405,11 +405,28 @@ absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> KvStoreClient::
   pool->epoch = response.epoch();
   pool->layout = *layout;
   pool->storage = *std::move(storage);
+  std::string index_note = "no page index";
+  if (!exported.index_shm_name().empty() && exported.index_words() > 0) {
+    SharedSegment index;
+    index.transport = KvTransport::kShm;
+    index.shm_name = exported.index_shm_name();
+    index.offset_bytes = exported.index_offset_bytes();
+    index.bytes = exported.index_words() * static_cast<int64_t>(sizeof(uint64_t));
+    absl::StatusOr<torch::Tensor> words =
+        MapExported(index, {exported.index_words()}, torch::kInt64, torch::Device(torch::kCPU),
+                    response.epoch());
+    if (words.ok()) {
+      pool->page_index = *std::move(words);
+      index_note = "its page index mapped";
+    } else {
+      index_note = absl::StrCat("no page index (", words.status().message(), ")");
+    }
+  }
   no_pool_reason_.clear();
-  std::fprintf(stderr, "kv store %s: %s, %lld pages mapped (epoch %llx)\n", options_.target.c_str(),
-               std::string(KvTransportName(pool->transport)).c_str(),
+  std::fprintf(stderr, "kv store %s: %s, %lld pages mapped (epoch %llx), %s\n",
+               options_.target.c_str(), std::string(KvTransportName(pool->transport)).c_str(),
                static_cast<long long>(exported.num_pages()),
-               static_cast<unsigned long long>(pool->epoch));
+               static_cast<unsigned long long>(pool->epoch), index_note.c_str());
   return std::shared_ptr<const MappedPool>(std::move(pool));
 }
 

@@ -146,6 +146,9 @@ class KvStoreClient {
     uint64_t epoch = 0;
     PageLayout layout;
     torch::Tensor storage;  // (num_pages, n_layer, 2, n_head, page_size, head_dim)
+    // The store's page index (kv_cache/page_index.h), int64 words on the
+    // CPU; undefined when the store offers none or it could not be mapped.
+    torch::Tensor page_index;
   };
   // The mapped pool to move pages through, or null for bytes. Connects on
   // first use, and again after the mapping was dropped (the store's epoch

@@ -5,6 +5,7 @@
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "base/torch_status.h"
+#include "kv_cache/page_index.h"
 #include "kv_store/client/kv_wire.h"
 
 namespace nanoserve {
@@ -29,6 +30,19 @@ absl::StatusOr<PrefixStore::Match> RemotePrefixStore::MatchPrefix(absl::Span<con
   absl::StatusOr<std::vector<Match>> matches = MatchPrefixes({{tokens, cache_salt}});
   if (!matches.ok()) return matches.status();
   return std::move(matches->front());
+}
+
+std::optional<int64_t> RemotePrefixStore::CachedTokensHint(absl::Span<const int32_t> tokens,
+                                                           absl::string_view cache_salt) {
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined()) return std::nullopt;
+  const KvStoreClient::MappedPool& mapped = **pool;
+  const int64_t page_size = mapped.layout.page_size;
+  const int64_t pages = PageIndex::LeadingPresent(
+      reinterpret_cast<const uint64_t*>(mapped.page_index.data_ptr<int64_t>()),
+      mapped.page_index.numel(), PageKeys(cache_salt, tokens, page_size));
+  if (pages < 0) return std::nullopt;
+  return pages * page_size;
 }
 
 absl::StatusOr<std::vector<PrefixStore::Match>> RemotePrefixStore::MatchPrefixes(

@@ -33,6 +33,9 @@ class RemotePrefixStore : public PrefixStore {
   absl::StatusOr<PageLayout> Layout() override ABSL_LOCKS_EXCLUDED(mu_);
   // A base lease saves a Match per stored row.
   bool UsesBaseLeases() const override { return true; }
+  // From the store's page index where the pool and the index are mapped.
+  std::optional<int64_t> CachedTokensHint(absl::Span<const int32_t> tokens,
+                                          absl::string_view cache_salt) override;
   // FAILED_PRECONDITION (and no lease held) if the store's layout is no
   // longer the one Layout() returned (it restarted with another).
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,

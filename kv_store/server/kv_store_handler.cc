@@ -344,6 +344,12 @@ grpc::Status KvStoreHandler::Connect(const v1::ConnectRequest& request, const Pe
   pool->set_offset_bytes(segment.offset_bytes);
   pool->set_pool_bytes(segment.bytes);
   pool->set_num_pages(cache_->num_pages());
+  const SharedSegment& index = cache_->index_segment();
+  if (index.transport == KvTransport::kShm) {
+    pool->set_index_shm_name(index.shm_name);
+    pool->set_index_offset_bytes(index.offset_bytes);
+    pool->set_index_words(cache_->index_words());
+  }
   return grpc::Status::OK;
 }
 

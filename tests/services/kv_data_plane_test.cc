@@ -8,15 +8,19 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "engine/kv_cache.h"
+#include "engine/prefill.h"
 #include "kv_cache/shared_memory.h"
 #include "kv_store/client/kv_store_client.h"
 #include "kv_store/client/remote_prefix_store.h"
 #include "kv_store/server/kv_store_handler.h"
 #include "kv_store/server/kv_store_service.h"
+#include "tests/test_util/model.h"
 
 namespace nanoserve {
 namespace kv_data_plane_test {
@@ -391,9 +395,15 @@ TEST_F(DataPlaneHandlerTest, BadCommitsAndOverlargeReservationsChangeNothing) {
 class StoreServer {
  public:
   // `model`: the store's model fingerprint (empty: not said).
+  // `layout`: the pool's (null: PoolOptions').
   explicit StoreServer(bool exported, int port = 0, const std::string& model = "",
-                       const CallerQuotaOptions& quotas = CallerQuotaOptions()) {
+                       const CallerQuotaOptions& quotas = CallerQuotaOptions(),
+                       const PageLayout* layout = nullptr) {
     PrefixCacheOptions o = PoolOptions(exported, 32);
+    if (layout != nullptr) {
+      o.pool.layout = *layout;
+      o.pool.byte_budget = 32 * layout->bytes_per_page();
+    }
     cache_ = PrefixCache::Create(o).value();
     KvStoreHandlerOptions h = HandlerOptions(o.pool.epoch);
     h.model_fingerprint = model;
@@ -915,6 +925,87 @@ TEST(RemoteDataPlaneTest, AnOlderStoreIsMatchedAndReleasedOneCallAtATime) {
   EXPECT_TRUE(client.Release(leases).ok());
   EXPECT_EQ(server.Stats().active_leases(), 0);
   old_server->Shutdown();
+}
+
+// The store's page index, mapped with its pool: what the store holds is
+// read without a call (each namespace apart), and a client over bytes
+// cannot tell.
+TEST(RemoteDataPlaneTest, ThePageIndexTellsWhatTheStoreHoldsWithoutACall) {
+  StoreServer server(/*exported=*/true);
+  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
+  RemotePrefixStore store(&client);
+  const std::vector<int32_t> cold = Tokens(16, 30);
+  ASSERT_EQ(store.CachedTokensHint(cold, ""), std::optional<int64_t>(0));
+  Rows writer(1);
+  std::vector<std::vector<int32_t>> tokens;
+  auto stored = StoreRows(store, writer, 1, 16, &tokens);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  const int64_t matches = server.Stats().match_calls();
+  EXPECT_EQ(store.CachedTokensHint(tokens[0], ""), std::optional<int64_t>(16));
+  std::vector<int32_t> longer = tokens[0];
+  longer.insert(longer.end(), {7, 8, 9, 10, 11});
+  EXPECT_EQ(store.CachedTokensHint(longer, ""), std::optional<int64_t>(16));
+  std::vector<int32_t> branch = tokens[0];
+  branch[9] = (branch[9] + 1) % 50;  // inside page 2
+  EXPECT_EQ(store.CachedTokensHint(branch, ""), std::optional<int64_t>(8));
+  EXPECT_EQ(store.CachedTokensHint(tokens[0], "tenant"), std::optional<int64_t>(0));
+  EXPECT_EQ(server.Stats().match_calls(), matches) << "a hint asked the store";
+  KvStoreClient bytes_client(
+      ClientOptions(server.target(), KvStoreClientOptions::Transport::kBytes));
+  RemotePrefixStore bytes_store(&bytes_client);
+  EXPECT_EQ(bytes_store.CachedTokensHint(tokens[0], ""), std::nullopt);
+  ASSERT_TRUE(store.Release((*stored)[0].lease_id).ok());
+}
+
+// A prefill over a store whose index it maps asks for a match only where
+// the index shows pages to reuse, or where prompts of the batch share a
+// page; over bytes (no index) every batch with a page to match asks.
+TEST(RemoteDataPlaneTest, APrefillAsksTheStoreOnlyForPagesItsIndexShows) {
+  std::unique_ptr<Gpt2Model> model = testing::TinyModel();
+  const PageLayout layout = KvPageLayout(model->config(), model->options().dtype, kPageSize);
+  StoreServer server(/*exported=*/true, 0, "", CallerQuotaOptions(), &layout);
+  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
+  RemotePrefixStore store(&client);
+  PrefixPrefill prefill(*model, store, /*chunk=*/0);
+  auto run = [&](const std::vector<std::vector<int>>& prompts) {
+    std::unique_ptr<KvCache> rows =
+        KvCache::Create(model->config(), static_cast<int64_t>(prompts.size()), 64,
+                        model->options().dtype, model->options().device, kPageSize)
+            .value();
+    absl::StatusOr<PrefixPrefillResult> result =
+        prefill.Run(prompts, *rows, /*keep_leases=*/false, {}, "", nullptr);
+    EXPECT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->store_status.ok()) << result->store_status;
+    return *std::move(result);
+  };
+  std::vector<int> a(19);
+  for (int i = 0; i < 19; ++i) a[i] = (i * 7 + 3) % 50;
+  const PrefixPrefillResult cold = run({a});
+  EXPECT_FALSE(cold.store_asked);
+  EXPECT_EQ(server.Stats().match_calls(), 0);
+  EXPECT_EQ(cold.stored[0].stored_tokens, 16);  // stored all the same
+  const PrefixPrefillResult warm = run({a});
+  EXPECT_TRUE(warm.store_asked);
+  EXPECT_EQ(server.Stats().match_calls(), 1);
+  EXPECT_EQ(warm.reused_tokens[0], 16);
+  // Two new prompts sharing a page: the branch point is computed once
+  // through the store, so they ask.
+  std::vector<int> b1(10, 41), b2(10, 41);
+  b2[8] = 42;
+  const PrefixPrefillResult shared = run({b1, b2});
+  EXPECT_TRUE(shared.store_asked);
+  // Over bytes no index: a new prompt asks.
+  KvStoreClient bytes_client(
+      ClientOptions(server.target(), KvStoreClientOptions::Transport::kBytes));
+  RemotePrefixStore bytes_store(&bytes_client);
+  PrefixPrefill over_bytes(*model, bytes_store, /*chunk=*/0);
+  std::unique_ptr<KvCache> rows = KvCache::Create(model->config(), 1, 64, model->options().dtype,
+                                                  model->options().device, kPageSize)
+                                      .value();
+  std::vector<int> c(13, 17);
+  absl::StatusOr<PrefixPrefillResult> asked = over_bytes.Run({c}, *rows, false, {}, "", nullptr);
+  ASSERT_TRUE(asked.ok()) << asked.status();
+  EXPECT_TRUE(asked->store_asked);
 }
 
 }  // namespace kv_data_plane_test
