@@ -24,6 +24,19 @@ std::vector<int32_t> Tokens(int n, int start = 0) {
   return t;
 }
 
+// A cache of `pages` pages of 4 tokens, the smallest geometry.
+PrefixCacheOptions CacheOptions(int64_t pages, bool exported) {
+  PrefixCacheOptions options;
+  options.pool.layout.page_size = 4;
+  options.pool.layout.n_layer = 1;
+  options.pool.layout.n_head = 1;
+  options.pool.layout.head_dim = 1;
+  options.pool.byte_budget = pages * options.pool.layout.bytes_per_page();
+  options.pool.exported = exported;
+  options.pool.epoch = NewEpoch();
+  return options;
+}
+
 TEST(PageKeysTest, NameTheNamespaceAndEveryTokenUpToThePagesEnd) {
   const std::vector<int32_t> tokens = Tokens(40);
   const std::vector<uint64_t> keys = PageKeys("", tokens, 16);
@@ -104,14 +117,7 @@ TEST(PageIndexTest, CountsLeadingKeysAndSaysUnknownDuringARebuild) {
 // A cache with an exported pool keeps the index beside it: a peer's mapping
 // of it sees inserts, evictions and namespaces as Match would answer.
 TEST(PageIndexTest, AnExportedCacheKeepsItsIndexInStepWithTheTree) {
-  PrefixCacheOptions options;
-  options.pool.layout.page_size = 4;
-  options.pool.layout.n_layer = 1;
-  options.pool.layout.n_head = 1;
-  options.pool.layout.head_dim = 1;
-  options.pool.byte_budget = 6 * options.pool.layout.bytes_per_page();
-  options.pool.exported = true;
-  options.pool.epoch = NewEpoch();
+  const PrefixCacheOptions options = CacheOptions(6, /*exported=*/true);
   auto created = PrefixCache::Create(options);
   ASSERT_TRUE(created.ok()) << created.status();
   PrefixCache& cache = **created;
@@ -154,13 +160,7 @@ TEST(PageIndexTest, AnExportedCacheKeepsItsIndexInStepWithTheTree) {
 }
 
 TEST(PageIndexTest, ACacheWhosePoolIsNotExportedHasNone) {
-  PrefixCacheOptions options;
-  options.pool.layout.page_size = 4;
-  options.pool.layout.n_layer = 1;
-  options.pool.layout.n_head = 1;
-  options.pool.layout.head_dim = 1;
-  options.pool.byte_budget = 2 * options.pool.layout.bytes_per_page();
-  auto cache = PrefixCache::Create(options).value();
+  auto cache = PrefixCache::Create(CacheOptions(2, /*exported=*/false)).value();
   EXPECT_EQ(cache->index_segment().transport, KvTransport::kBytes);
   EXPECT_EQ(cache->index_words(), 0);
   EXPECT_EQ(cache->IndexedPages(Tokens(8)), -1);
