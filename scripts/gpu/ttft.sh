@@ -126,6 +126,9 @@ else
 fi
 
 [ -s "$OUT/services-plain.md" ] && { echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"; }
+# What prefill measured of a match (after idleness, and back to back) and
+# whether it mapped the store's page index (cold prompts then ask nothing).
+grep -rh "a match at the kv store costs\|pages mapped" "$OUT"/svc-plain "$OUT"/serve 2>/dev/null | sort -u | head -6
 if [ "$MPS" = yes ] && [ -s "$OUT/services-mps.md" ]; then echo; echo "== bench-services, CUDA IPC, under MPS ($CARD)"; cat "$OUT/services-mps.md"; fi
 # Decode's turns over SLOW_TURN_MS (default 5 ms) and where their time went.
 for f in "$OUT"/decode-alone*.log "$OUT"/serve*/nanoserve-decode.log; do
