@@ -7,11 +7,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <numeric>
 #include <random>
+#include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "kv_cache/prefix_cache.h"
 #include "kv_cache/shared_memory.h"
 
@@ -112,6 +115,47 @@ TEST(PageIndexTest, CountsLeadingKeysAndSaysUnknownDuringARebuild) {
   std::vector<uint64_t> garbage(words.size(), 0);
   garbage[1] = 12345;
   EXPECT_EQ(PageIndex::LeadingPresent(garbage.data(), n, keys), -1);
+}
+
+// A reader racing the writer never misses a key that stays in the set:
+// while other keys come and go (and the table is rebuilt), a lookup of the
+// staying keys answers all of them or "unknown", never fewer.
+TEST(PageIndexTest, AReaderNeverMissesAKeyThatStaysWhileOthersChurn) {
+  std::vector<uint64_t> words(static_cast<size_t>(PageIndex::WordsFor(64)), 0);
+  const int64_t n = static_cast<int64_t>(words.size());
+  PageIndex index(words.data(), n);
+  const std::vector<uint64_t> staying = PageKeys("", Tokens(32), 4);  // 8 keys
+  for (uint64_t key : staying) index.Add(key);
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> lookups{0}, unknown{0}, missed{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const int64_t present = PageIndex::LeadingPresent(words.data(), n, staying);
+      ++lookups;
+      if (present < 0) ++unknown;
+      if (present >= 0 && present != 8) ++missed;
+    }
+  });
+  std::mt19937_64 random(11);
+  std::vector<uint64_t> churn;
+  // Until the reader has looked many times (bounded: a slow machine's
+  // reader may start late).
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  for (int64_t step = 0; step < 200000 || (lookups.load() < 20000 && absl::Now() < give_up);
+       ++step) {
+    if (churn.size() < 48 && random() % 2 == 0) {
+      churn.push_back(random() | 2);
+      index.Add(churn.back());
+    } else if (!churn.empty()) {
+      index.Remove(churn.back());
+      churn.pop_back();
+    }
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(missed.load(), 0) << "of " << lookups.load() << " lookups";
+  EXPECT_GT(lookups.load(), unknown.load()) << "every lookup overlapped a rebuild";
+  EXPECT_EQ(PageIndex::LeadingPresent(words.data(), n, staying), 8);
 }
 
 // A cache with an exported pool keeps the index beside it: a peer's mapping
