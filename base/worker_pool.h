@@ -34,6 +34,8 @@ class WorkerPool {
   WorkerPool(const WorkerPool&) = delete;
   WorkerPool& operator=(const WorkerPool&) = delete;
 
+  int threads() const { return static_cast<int>(threads_.size()); }
+
   void Schedule(std::function<void()> work) {
     {
       std::lock_guard<std::mutex> lock(mu_);

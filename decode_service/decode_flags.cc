@@ -45,8 +45,9 @@ NANOSERVE_FLAG_IN_RANGE(prefill_timeout_ms, nanoserve::DecodeOptions().prefill_t
                         "deadline of the Prefill call (then decode computes the prompt itself; "
                         "3 in a row open a breaker: prefill is skipped for 5 s, then probed)");
 NANOSERVE_FLAG_IN_RANGE(workers, nanoserve::DecodeOptions().workers, 1, 1024,
-                        "threads for the calls' blocking steps (the Prefill call, the page read): "
-                        "at most this many prompts are in prefill at once");
+                        "threads for the calls' blocking steps (waiting for the Prefill call, the "
+                        "page read): each waits for one call's, and at most this many more calls "
+                        "start theirs before a worker takes them");
 ABSL_FLAG(std::string, http_listen, nanoserve::DecodeOptions().http_listen,
           "OpenAI-compatible HTTP API (/v1/completions, /v1/models, /health), host:port "
           "(port 0 = any; host as --listen's: $NANOSERVE_LISTEN_HOST where set); empty = off; "

@@ -47,6 +47,13 @@ class DecodeStage::Call {
   // Prefill's first token went to the caller as soon as the Prefill call
   // returned: the scheduler's emission of it is not streamed again.
   bool first_token_streamed = false;
+  // The Prefill call under way (StartPrefill), until RunPrefill waits for
+  // it; when it started; the first token it sent (-1: none yet); whether it
+  // was started by Start (counted in early_prefills_).
+  std::unique_ptr<PendingPrefill> prefill;
+  absl::Time prefill_started;
+  int prefill_first_token = -1;
+  bool started_early = false;
 };
 
 namespace {
@@ -177,7 +184,24 @@ std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, abs
     EndEarly(call, refused);
     return call;
   }
-  workers_->Schedule([this, call] { Prepare(call); });
+  // With a prefill service and fewer early starts than workers, the prompt
+  // is tokenized and its Prefill call started here: the request travels
+  // while a worker takes the call, and the first token streams from the
+  // call's callback, one thread hand-off fewer before it. Otherwise the
+  // worker does both.
+  if (prefill_ != nullptr && early_prefills_.fetch_add(1) < workers_->threads()) {
+    auto batch = std::make_shared<BatchRequest>();
+    if (!Tokenize(call, *batch)) {
+      early_prefills_.fetch_sub(1);
+      return call;
+    }
+    call->started_early = true;
+    StartPrefill(call, *batch);
+    workers_->Schedule([this, call, batch] { Prepare(call, batch.get()); });
+    return call;
+  }
+  if (prefill_ != nullptr) early_prefills_.fetch_sub(1);
+  workers_->Schedule([this, call] { Prepare(call, nullptr); });
   return call;
 }
 
@@ -274,34 +298,50 @@ void DecodeStage::EndEarly(const std::shared_ptr<Call>& call, const absl::Status
   call->events->OnFinish(status, GenerateSummary());
 }
 
-void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
+bool DecodeStage::Tokenize(const std::shared_ptr<Call>& call, BatchRequest& batch) {
+  const GenerateParams& params = call->params;
+  absl::Status bad = ValidateCacheSalt(params.cache_salt);
+  if (bad.ok()) bad = ValidateStopStrings(params.stop);
+  // A text too long for any slot is refused before it is tokenized.
+  const int64_t max_bytes = scheduler_->capacity() * tokenizer_->max_token_bytes();
+  if (bad.ok() && params.prompt_ids.empty() &&
+      static_cast<int64_t>(params.prompt.size()) > max_bytes) {
+    bad = absl::InvalidArgumentError(
+        absl::StrCat("prompt of ", params.prompt.size(), " bytes is more than the ",
+                     scheduler_->capacity(), "-token context can hold"));
+  }
+  if (bad.ok()) {
+    batch.prompt =
+        params.prompt_ids.empty() ? tokenizer_->Encode(params.prompt) : params.prompt_ids;
+    batch.max_new_tokens = params.max_new_tokens;
+    batch.sampling = params.sampling;
+    batch.stop_at_end_of_text = params.stop_at_end_of_text;
+    batch.caller = params.caller;
+    bad = scheduler_->Validate(batch);
+  }
+  if (!bad.ok()) {
+    EndEarly(call, bad);
+    return false;
+  }
+  call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
+  return true;
+}
+
+void DecodeStage::Prepare(const std::shared_ptr<Call>& call, BatchRequest* tokenized) {
   auto cancelled = [&] {
     std::lock_guard<std::mutex> lock(call->mu);
     return call->cancelled;
   };
-  if (cancelled()) return EndEarly(call, CancelledStatus(*call));
-
-  // 1. Validate and tokenize.
-  const GenerateParams& params = call->params;
+  // 1. Validate and tokenize (done by Start where it started the Prefill
+  // call).
   BatchRequest batch;
-  if (absl::Status bad = ValidateCacheSalt(params.cache_salt); !bad.ok()) {
-    return EndEarly(call, bad);
+  if (tokenized != nullptr) {
+    batch = std::move(*tokenized);
+  } else {
+    if (cancelled()) return EndEarly(call, CancelledStatus(*call));
+    if (!Tokenize(call, batch)) return;
+    StartPrefill(call, batch);
   }
-  if (absl::Status bad = ValidateStopStrings(params.stop); !bad.ok()) return EndEarly(call, bad);
-  // A text too long for any slot is refused before it is tokenized.
-  const int64_t max_bytes = scheduler_->capacity() * tokenizer_->max_token_bytes();
-  if (params.prompt_ids.empty() && static_cast<int64_t>(params.prompt.size()) > max_bytes) {
-    return EndEarly(call, absl::InvalidArgumentError(absl::StrCat(
-                              "prompt of ", params.prompt.size(), " bytes is more than the ",
-                              scheduler_->capacity(), "-token context can hold")));
-  }
-  batch.prompt = params.prompt_ids.empty() ? tokenizer_->Encode(params.prompt) : params.prompt_ids;
-  batch.max_new_tokens = params.max_new_tokens;
-  batch.sampling = params.sampling;
-  batch.stop_at_end_of_text = params.stop_at_end_of_text;
-  batch.caller = params.caller;
-  if (absl::Status bad = scheduler_->Validate(batch); !bad.ok()) return EndEarly(call, bad);
-  call->summary.prompt_tokens = static_cast<int64_t>(batch.prompt.size());
 
   // 2, 3. Prefill chose the first token: it streams as soon as prefill has
   // it (before prefill stores the pages), then the pages are read while the
@@ -321,24 +361,34 @@ void DecodeStage::Prepare(const std::shared_ptr<Call>& call) {
   Submit(call, std::move(batch));
 }
 
-bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch) {
-  if (prefill_ == nullptr) return true;
-  GenerateSummary& summary = call->summary;
-  const PrefillPrompt prompt{batch.prompt, batch.sampling, call->params.cache_salt};
-  const absl::Time t = absl::Now();
-  // The first token streams as soon as prefill chose it; the scheduler then
-  // continues from it, even if the rest of the call fails and decode
-  // computes the prompt itself.
+void DecodeStage::StartPrefill(const std::shared_ptr<Call>& call, const BatchRequest& batch) {
+  if (prefill_ == nullptr) return;
+  call->prefill_started = absl::Now();
+  // The first token streams as soon as prefill chose it (on the call's
+  // callback thread); the scheduler then continues from it, even if the
+  // rest of the call fails and decode computes the prompt itself. The call
+  // outlives the prefill: its Prepare, queued or running, waits for it.
   Call* raw = call.get();
-  auto on_first = [this, raw, &batch, t](absl::Span<const int> first) {
+  auto on_first = [this, raw](absl::Span<const int> first) {
     if (first.size() != 1 || first[0] < 0 || raw->first_token_streamed) return;
-    raw->summary.prefill_first_token_ms = MsBetween(t, absl::Now());
-    batch.first_token = first[0];
+    raw->summary.prefill_first_token_ms = MsBetween(raw->prefill_started, absl::Now());
+    raw->prefill_first_token = first[0];
     OnToken(*raw, first[0]);
     raw->first_token_streamed = true;
   };
-  absl::StatusOr<PrefillOutcome> outcome = prefill_->Prefill({prompt}, call->deadline, on_first);
-  summary.prefill_ms = MsBetween(t, absl::Now());
+  call->prefill =
+      prefill_->Start({PrefillPrompt{batch.prompt, batch.sampling, call->params.cache_salt}},
+                      call->deadline, std::move(on_first));
+}
+
+bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch) {
+  if (call->prefill == nullptr) return true;
+  GenerateSummary& summary = call->summary;
+  absl::StatusOr<PrefillOutcome> outcome = call->prefill->Wait();
+  call->prefill.reset();
+  if (call->started_early) early_prefills_.fetch_sub(1);
+  summary.prefill_ms = MsBetween(call->prefill_started, absl::Now());
+  if (call->prefill_first_token >= 0) batch.first_token = call->prefill_first_token;
   if (outcome.ok()) {
     const PrefilledPrompt& p = outcome->prompts[0];
     if (!call->first_token_streamed) batch.first_token = p.first_token;

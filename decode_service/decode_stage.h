@@ -192,8 +192,15 @@ class DecodeStage {
   absl::Status Admit(Call& call, int64_t calls_before);
   // Gives back what Start and Admit counted; once per call, when it ends.
   void EndAdmission(Call& call);
-  void Prepare(const std::shared_ptr<Call>& call);
-  // Step 2; false if the call ended.
+  // Steps 1-4 on a worker; `tokenized`: step 1's batch where Start did it
+  // (and started the Prefill call), else null.
+  void Prepare(const std::shared_ptr<Call>& call, BatchRequest* tokenized);
+  // Step 1: validates and tokenizes into `batch`; false if the call ended.
+  bool Tokenize(const std::shared_ptr<Call>& call, BatchRequest& batch);
+  // Starts step 2, the Prefill call (Prefiller::Start), when there is a
+  // prefill service.
+  void StartPrefill(const std::shared_ptr<Call>& call, const BatchRequest& batch);
+  // Step 2: waits for the Prefill call; false if the call ended.
   bool RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch);
   // Step 3.
   void ReadPages(Call& call, BatchRequest& batch);
@@ -216,6 +223,9 @@ class DecodeStage {
   const DecodeStageOptions options_;
 
   std::atomic<int64_t> calls_in_flight_{0};
+  // Prefill calls Start began that no worker has waited for yet: at most
+  // the workers' count, as many as the workers could have had in flight.
+  std::atomic<int> early_prefills_{0};
   std::mutex live_mu_;
   absl::flat_hash_map<Call*, std::weak_ptr<Call>> live_;  // guarded by live_mu_
   absl::Status ending_;                                   // guarded by live_mu_; EndAll's

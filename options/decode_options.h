@@ -46,8 +46,9 @@ struct DecodeOptions {
   // --prefill_timeout_ms: deadline of the Prefill call (then decode computes
   // the prompt itself; 3 in a row open a breaker).
   int64_t prefill_timeout_ms = 10000;
-  // --workers: threads for the calls' blocking steps (the Prefill call, the
-  // page read): at most this many prompts are in prefill at once.
+  // --workers: threads for the calls' blocking steps (waiting for the
+  // Prefill call, the page read): each waits for one call's, and at most
+  // this many more calls start theirs before a worker takes them.
   int64_t workers = 64;
   // --http_listen: the OpenAI-compatible HTTP API, host:port (port 0 = any);
   // empty = off; plaintext even with TLS.

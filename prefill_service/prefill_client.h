@@ -7,8 +7,10 @@
 #define NANOSERVE_PREFILL_SERVICE_PREFILL_CLIENT_H_
 
 #include <atomic>
+#include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "kv_cache/prefix_store.h"
@@ -40,18 +42,25 @@ class PrefillClient : public Prefiller {
 
   // The call's gRPC status as an absl::Status on failure; UNAVAILABLE at
   // once while the breaker is open. With `on_first`, over PrefillStream
-  // (the first tokens come before the pages are stored); else Prefill.
+  // (Start, then Wait: the first tokens come before the pages are stored);
+  // else Prefill.
   using Prefiller::Prefill;
   absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
                                          absl::Time deadline, const FirstTokens& on_first) override;
+  // PrefillStream on gRPC's callback API: the request is sent before Start
+  // returns, and on_first runs on gRPC's thread as the first tokens arrive.
+  // UNAVAILABLE (from Wait) at once while the breaker is open.
+  std::unique_ptr<PendingPrefill> Start(std::vector<PrefillPrompt> prompts, absl::Time deadline,
+                                        FirstTokens on_first) override;
   void Abandon(const PrefillOutcome& outcome) override;
 
- private:
-  // The PrefillStream call: its response, after the first tokens went to
-  // on_first.
-  grpc::Status Stream(grpc::ClientContext& context, const v1::PrefillRequest& request,
-                      const FirstTokens& on_first, v1::PrefillResponse& response);
+  // A finished call's outcome for `prompts` prompts: the breaker told, a
+  // refusal logged once, a response that does not answer every prompt
+  // abandoned (INTERNAL).
+  absl::StatusOr<PrefillOutcome> Finish(const grpc::Status& status,
+                                        const v1::PrefillResponse& response, size_t prompts);
 
+ private:
   v1::Prefill::StubInterface* stub_;
   PrefixStore* store_;
   const absl::Duration timeout_;

@@ -28,7 +28,33 @@ std::vector<double> BatchSizeBuckets() {
   return bounds;
 }
 
+// Prefiller::Start's default: Prefill, run by Wait.
+class DeferredPrefill final : public PendingPrefill {
+ public:
+  DeferredPrefill(Prefiller* prefiller, std::vector<PrefillPrompt> prompts, absl::Time deadline,
+                  FirstTokens on_first)
+      : prefiller_(prefiller),
+        prompts_(std::move(prompts)),
+        deadline_(deadline),
+        on_first_(std::move(on_first)) {}
+  // Unwaited, nothing ran: nothing to abandon.
+  absl::StatusOr<PrefillOutcome> Wait() override {
+    return prefiller_->Prefill(prompts_, deadline_, on_first_);
+  }
+
+ private:
+  Prefiller* prefiller_;
+  const std::vector<PrefillPrompt> prompts_;
+  const absl::Time deadline_;
+  const FirstTokens on_first_;
+};
+
 }  // namespace
+
+std::unique_ptr<PendingPrefill> Prefiller::Start(std::vector<PrefillPrompt> prompts,
+                                                 absl::Time deadline, FirstTokens on_first) {
+  return std::make_unique<DeferredPrefill>(this, std::move(prompts), deadline, std::move(on_first));
+}
 
 PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
                            const PrefillStageOptions& options, MetricsRegistry* metrics)

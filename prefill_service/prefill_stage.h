@@ -91,6 +91,14 @@ struct PrefillOutcome {
 // engine/prefill.h).
 using FirstTokens = FirstTokensReady;
 
+// A prefill under way (Prefiller::Start).
+class PendingPrefill {
+ public:
+  virtual ~PendingPrefill() = default;
+  // Blocks until the prefill has ended; its outcome, as Prefill's. Once.
+  virtual absl::StatusOr<PrefillOutcome> Wait() = 0;
+};
+
 class Prefiller {
  public:
   virtual ~Prefiller() = default;
@@ -111,6 +119,15 @@ class Prefiller {
                                          absl::Time deadline) {
     return Prefill(prompts, deadline, nullptr);
   }
+  // Prefill without waiting for it: Wait ends it. A remote prefill's
+  // request is on its way when Start returns, so the caller's hand-off to
+  // the thread that waits happens while it travels; `on_first` may then run
+  // on another thread, before Start returns or before Wait is called, and
+  // must not block. The default runs Prefill in Wait, on the waiting
+  // thread. A pending prefill destroyed unwaited is waited for and its
+  // leases abandoned.
+  virtual std::unique_ptr<PendingPrefill> Start(std::vector<PrefillPrompt> prompts,
+                                                absl::Time deadline, FirstTokens on_first);
   // Releases the leases of an outcome its caller will not use.
   virtual void Abandon(const PrefillOutcome& outcome) = 0;
 };

@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/barrier.h"
+#include "absl/synchronization/notification.h"
 #include "base/server_runner.h"
 #include "client/service_client.h"
 #include "client/subprocess.h"
@@ -35,6 +36,7 @@
 #include "engine/generate.h"
 #include "engine/model_loader.h"
 #include "kv_store/client/kv_store_client.h"
+#include "kv_store/client/remote_prefix_store.h"
 #include "nanoserve/v1/prefill.grpc.pb.h"
 #include "prefill_service/prefill_client.h"
 #include "tests/test_util/model.h"
@@ -573,6 +575,29 @@ TEST_F(ServicesTest, PrefillStreamSendsTheFirstTokensFirst) {
   ASSERT_TRUE(outcome.ok()) << outcome.status();
   EXPECT_EQ(first, std::vector<int>{outcome->prompts[0].first_token});
   EXPECT_TRUE(store_->Release(outcome->prompts[0].lease_id).ok());
+
+  // Start: the call is under way without anyone waiting, so the first
+  // token arrives (on gRPC's thread) before Wait is called.
+  std::atomic<int> streamed{-1};
+  absl::Notification arrived;
+  std::unique_ptr<PendingPrefill> pending = client.Start(
+      {PrefillPrompt{Prompt(13, 24), {}}}, absl::InfiniteFuture(), [&](absl::Span<const int> t) {
+        streamed = t[0];
+        arrived.Notify();
+      });
+  ASSERT_TRUE(arrived.WaitForNotificationWithTimeout(absl::Seconds(60)))
+      << "the first token waited for Wait";
+  auto started = pending->Wait();
+  ASSERT_TRUE(started.ok()) << started.status();
+  EXPECT_EQ(streamed.load(), started->prompts[0].first_token);
+  EXPECT_TRUE(store_->Release(started->prompts[0].lease_id).ok());
+  // A pending call dropped unwaited leaves no lease behind (a client that
+  // knows the store releases them).
+  RemotePrefixStore leases_at(store_.get());
+  PrefillClient releasing(prefill.get(), &leases_at, absl::Seconds(60));
+  const int64_t leases = store_->Stats().value().active_leases();
+  releasing.Start({PrefillPrompt{Prompt(13, 25), {}}}, absl::InfiniteFuture(), nullptr).reset();
+  EXPECT_EQ(store_->Stats().value().active_leases(), leases);
 }
 
 // Prefill with a window long enough for a burst of calls to meet.
