@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -120,6 +122,76 @@ TEST_F(DecodeStageTest, PrefillAndPagesFromTheStoreGiveTheOfflineTokens) {
   EXPECT_EQ(second->summary_.fetched_prompt_tokens, 24);
   ExpectNothingPinned();
   EXPECT_TRUE(cache_->CheckInvariants().ok());
+}
+
+// Prefill through `inner`, noting the thread each call's Prefill call was
+// started on; the first call's prefill waits at a gate.
+class StartRecordingPrefiller final : public Prefiller {
+ public:
+  explicit StartRecordingPrefiller(Prefiller* inner) : inner_(inner) {}
+  absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt> prompts,
+                                         absl::Time deadline,
+                                         const FirstTokens& on_first) override {
+    if (first_.exchange(false)) {
+      entered_.Notify();
+      open_.WaitForNotification();
+    }
+    return inner_->Prefill(prompts, deadline, on_first);
+  }
+  std::unique_ptr<PendingPrefill> Start(std::vector<PrefillPrompt> prompts, absl::Time deadline,
+                                        FirstTokens on_first) override {
+    {
+      absl::MutexLock lock(&mu_);
+      started_on_.push_back(std::this_thread::get_id());
+    }
+    return Prefiller::Start(std::move(prompts), deadline, std::move(on_first));
+  }
+  void Abandon(const PrefillOutcome& outcome) override { inner_->Abandon(outcome); }
+
+  absl::Notification entered_, open_;
+  absl::Mutex mu_;
+  std::vector<std::thread::id> started_on_;
+
+ private:
+  Prefiller* inner_;
+  std::atomic<bool> first_{true};
+};
+
+// A call's Prefill call starts on the thread that starts the call while
+// fewer than --workers wait for a worker; past them, on the worker.
+TEST_F(DecodeStageTest, AtMostWorkersCallsStartTheirPrefillBeforeAWorkerTakesThem) {
+  StartRecordingPrefiller prefill(prefill_.get());
+  WorkerPool one(1);
+  DecodeStage stage(tokenizer_.get(), scheduler_.get(), &prefill, store_.get(), &one,
+                    DecodeStageOptions(), nullptr);
+  std::vector<int> prompt;
+  for (int i = 0; i < 19; ++i) prompt.push_back((i * 13 + 2) % 512);
+  auto start = [&] {
+    GenerateParams params;
+    params.prompt_ids = prompt;
+    params.max_new_tokens = 4;
+    params.stop_at_end_of_text = false;
+    auto events = std::make_shared<RecordingEvents>();
+    stage.Start(params, absl::InfiniteFuture(), events);
+    return events;
+  };
+  auto a = start();
+  prefill.entered_.WaitForNotification();  // the worker waits in a's prefill
+  auto b = start();
+  prefill.open_.Notify();
+  for (const auto& events : {a, b}) {
+    ASSERT_TRUE(events->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+    ASSERT_TRUE(events->status_.ok()) << events->status_;
+    testing::ExpectSameGreedy(*model_, prompt, Offline(prompt, 4), events->ids_);
+  }
+  auto c = start();  // nothing waits now: early again
+  ASSERT_TRUE(c->done_.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  absl::MutexLock lock(&prefill.mu_);
+  ASSERT_EQ(prefill.started_on_.size(), 3u);
+  EXPECT_EQ(prefill.started_on_[0], std::this_thread::get_id());
+  EXPECT_NE(prefill.started_on_[1], std::this_thread::get_id()) << "b started before a worker";
+  EXPECT_EQ(prefill.started_on_[2], std::this_thread::get_id());
+  ExpectNothingPinned();
 }
 
 // Calls beyond the slots and the queue are refused at once, not parked in
