@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "base/first_token_trace.h"
 #include "decode_service/stop_matcher.h"
 #include "kv_cache/page_layout.h"
 
@@ -171,6 +172,7 @@ DecodeStage::~DecodeStage() {
 
 std::shared_ptr<DecodeStage::Call> DecodeStage::Start(GenerateParams params, absl::Time deadline,
                                                       std::shared_ptr<GenerateEvents> events) {
+  TraceFirstToken("decode_arrived");
   auto call = std::make_shared<Call>(std::move(params), deadline, std::move(events), *tokenizer_);
   absl::Status ending;
   {
@@ -370,12 +372,15 @@ void DecodeStage::StartPrefill(const std::shared_ptr<Call>& call, const BatchReq
   // outlives the prefill: its Prepare, queued or running, waits for it.
   Call* raw = call.get();
   auto on_first = [this, raw](absl::Span<const int> first) {
+    TraceFirstToken("decode_first_token_in");
     if (first.size() != 1 || first[0] < 0 || raw->first_token_streamed) return;
     raw->summary.prefill_first_token_ms = MsBetween(raw->prefill_started, absl::Now());
     raw->prefill_first_token = first[0];
     OnToken(*raw, first[0]);
     raw->first_token_streamed = true;
+    TraceFirstToken("decode_first_token_out");
   };
+  TraceFirstToken("decode_prefill_started");
   call->prefill =
       prefill_->Start({PrefillPrompt{batch.prompt, batch.sampling, call->params.cache_salt}},
                       call->deadline, std::move(on_first));

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/types/span.h"
+#include "base/first_token_trace.h"
 #include "base/torch_status.h"
 
 namespace nanoserve {
@@ -232,7 +233,9 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
         {absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1), batch.salt(r)});
   }
   const absl::Time asked = absl::Now();
+  TraceFirstToken("prefill_match_asked");
   auto matches = StoreCall(result, [&] { return store_.MatchPrefixes(queries); });
+  TraceFirstToken("prefill_match_answered");
   result.match_ms = absl::ToDoubleMilliseconds(absl::Now() - asked);
   if (!matches.ok()) return false;
   for (size_t r = 0; r < prompts.size(); ++r) {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "base/first_token_trace.h"
 #include "base/stream_sink.h"
 
 namespace nanoserve {
@@ -49,6 +50,7 @@ class PrefillStreamReactor final : public grpc::ServerWriteReactor<v1::PrefillEv
 
 grpc::ServerWriteReactor<v1::PrefillEvent>* PrefillService::PrefillStream(
     grpc::CallbackServerContext* context, const v1::PrefillRequest* request) {
+  TraceFirstToken("prefill_arrived");
   auto* reactor = new PrefillStreamReactor();
   std::shared_ptr<StreamSink<v1::PrefillEvent>> sink = reactor->sink();
   const absl::Time deadline = absl::FromChrono(context->deadline());
@@ -56,10 +58,12 @@ grpc::ServerWriteReactor<v1::PrefillEvent>* PrefillService::PrefillStream(
   // The worker keeps its own copy of the request: a broken stream may end
   // the call (and free `request` and `context`) while the worker runs.
   workers_->Schedule([this, request = *request, sink, deadline, caller = std::move(caller)] {
+    TraceFirstToken("prefill_worker");
     auto on_first = [&sink](absl::Span<const int> first) {
       v1::PrefillEvent event;
       event.mutable_first_tokens()->mutable_tokens()->Add(first.begin(), first.end());
       sink->Send(std::move(event));
+      TraceFirstToken("prefill_first_token_sent");
     };
     v1::PrefillEvent last;
     grpc::Status status =

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "base/first_token_trace.h"
 #include "engine/prefill.h"
 #include "engine/warm_up.h"
 #include "kv_cache/prompt_check.h"
@@ -285,6 +286,7 @@ void PrefillStage::SetMatchMinTokens(double match_ms, absl::string_view when) {
 }
 
 void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
+  TraceFirstToken("prefill_batch");
   CountBatch(calls);
   const absl::Time began = absl::Now();
   double first_ms = -1;  // when the batch's first tokens went out
@@ -294,6 +296,7 @@ void PrefillStage::RunCalls(absl::Span<PrefillCall* const> calls) {
     absl::StatusOr<PrefillOutcome> outcome =
         Run(call->prompts, lease_holder, [&](absl::Span<const int> first) {
           first_ms = MsSince(began);
+          TraceFirstToken("prefill_first_token");
           call->SendFirstTokens(first);
         });
     NoteBatch(calls, began, first_ms, outcome);

@@ -15,8 +15,9 @@
 #      loads again with prefill's MPS client priority below decode's
 #      (--mps_prefill_priority below_normal; MPS_LOW=0 leaves them out), and
 #      with prefill held to a share of the SMs (MPS_SM="50 75": one stack each).
-# TESTS=0, BENCH=0 (the first bench-services), BENCH_MPS=0, HTTP=0, AGAIN=0 (the second
-# gRPC load on each stack) and MPS_RUNS=0 leave parts out; LOAD_RUNS=N repeats the loads N
+# TESTS=0, BENCH=0 (the first bench-services and its traced run; TRACE=0 the traced run
+# alone), BENCH_MPS=0, HTTP=0, AGAIN=0 (the second gRPC load on each stack) and MPS_RUNS=0
+# leave parts out; LOAD_RUNS=N repeats the loads N
 # times, without MPS and with it; REQUESTS=N (default 256) sets each load's requests: 256 take
 # 0.5-0.7 s on an H100, where ramp-up and tail weigh and runs spread by +-10%. Logs under $OUT;
 # the tables print last.
@@ -88,6 +89,12 @@ loads() {
 
 : >"$OUT/load.md"
 [ "${BENCH:-1}" = 1 ] && bench plain
+# The same with the first-token trace on (base/first_token_trace.h; TRACE=0
+# leaves it out): where a lone request's time goes, step by step.
+if [ "${BENCH:-1}" = 1 ] && [ "${TRACE:-1}" = 1 ]; then
+  NANOSERVE_TRACE_FIRST_TOKEN=1 bench trace
+  python3 "$ROOT/scripts/first_token_split.py" "$OUT"/svc-trace/nanoserve-*.log >"$OUT/first-token-split.md" 2>&1
+fi
 for ((run = 1; run <= ${LOAD_RUNS:-1}; run++)); do
   suffix=""; [ "$run" -gt 1 ] && suffix="-$run"
   loads "$suffix" off alone
@@ -126,6 +133,7 @@ else
 fi
 
 [ -s "$OUT/services-plain.md" ] && { echo; echo "== bench-services, CUDA IPC ($CARD)"; cat "$OUT/services-plain.md"; }
+[ -s "$OUT/first-token-split.md" ] && { echo; echo "== the first token's way, traced ($CARD)"; cat "$OUT/first-token-split.md"; }
 # What prefill measured of a match (after idleness, and back to back) and
 # whether it mapped the store's page index (cold prompts then ask nothing).
 grep -rh "a match at the kv store costs\|pages mapped" "$OUT"/svc-plain "$OUT"/serve 2>/dev/null | sort -u | head -6
