@@ -145,6 +145,24 @@ TEST_F(SnapshotTest, RoundTripKeepsPathsPagesAndLruOrderButNoLeases) {
   EXPECT_TRUE(saved_->Release(pinned.lease_id).ok());
 }
 
+// A store restarted warm into an exported pool indexes what it restored,
+// so peers see those pages as cached (kv_cache/page_index.h) and ask for
+// them.
+TEST_F(SnapshotTest, ARestoredExportedCacheIndexesWhatItLoaded) {
+  ASSERT_TRUE(SaveSnapshot(*saved_, path_, kModel).ok());
+  PrefixCacheOptions options = saved_->options();
+  options.pool.exported = true;
+  options.pool.epoch = NewEpoch();
+  auto exported = PrefixCache::Create(options);
+  ASSERT_TRUE(exported.ok()) << exported.status();
+  ASSERT_EQ((*exported)->index_segment().transport, KvTransport::kShm);
+  ASSERT_TRUE(LoadSnapshot(exported->get(), path_, kModel).ok());
+  EXPECT_EQ((*exported)->IndexedPages({1, 2, 3, 4, 5, 6, 9}), 3);
+  EXPECT_EQ((*exported)->IndexedPages({1, 2, 7, 8}), 2);
+  EXPECT_EQ((*exported)->IndexedPages({1, 2, 3, 4}, "tenant"), 2);
+  EXPECT_EQ((*exported)->IndexedPages({9, 9, 9, 9}), 0);
+}
+
 TEST_F(SnapshotTest, AnEmptyCacheRoundTripsToAnEmptyCache) {
   auto empty = MakeCache(kPageSize, 4);
   ASSERT_TRUE(SaveSnapshot(*empty, path_, kModel).ok());
