@@ -48,10 +48,11 @@ class DecodeStage::Call {
   // Prefill's first token went to the caller as soon as the Prefill call
   // returned: the scheduler's emission of it is not streamed again.
   bool first_token_streamed = false;
-  // The Prefill call under way (StartPrefill), until RunPrefill waits for
-  // it; when it started; the first token it sent (-1: none yet); whether it
-  // was started by Start (counted in early_prefills_).
-  std::unique_ptr<PendingPrefill> prefill;
+  // The Prefill call under way (StartPrefill), until RunPrefill has waited
+  // for it (guarded by mu: Cancel cancels it); when it started; the first
+  // token it sent (-1: none yet); whether Start started it (counted in
+  // early_prefills_).
+  std::shared_ptr<PendingPrefill> prefill;
   absl::Time prefill_started;
   int prefill_first_token = -1;
   bool started_early = false;
@@ -253,10 +254,16 @@ std::shared_ptr<DecodeStage::Call> DecodeStage::Refuse(const absl::Status& statu
 }
 
 void DecodeStage::Cancel(const std::shared_ptr<Call>& call) {
-  std::lock_guard<std::mutex> lock(call->mu);
-  if (call->finished || call->cancelled) return;
-  call->cancelled = true;
-  if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
+  std::shared_ptr<PendingPrefill> prefill;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    if (call->finished || call->cancelled) return;
+    call->cancelled = true;
+    prefill = call->prefill;
+    if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
+  }
+  // Outside the lock: gRPC may run the call's callbacks on this thread.
+  if (prefill != nullptr) prefill->Cancel();
 }
 
 void DecodeStage::EndAll(const absl::Status& status) {
@@ -269,11 +276,16 @@ void DecodeStage::EndAll(const absl::Status& status) {
     }
   }
   for (const std::shared_ptr<Call>& call : calls) {
-    std::lock_guard<std::mutex> lock(call->mu);
-    if (call->finished || call->cancelled) continue;
-    call->cancelled = true;
-    call->ended_by = status;
-    if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
+    std::shared_ptr<PendingPrefill> prefill;
+    {
+      std::lock_guard<std::mutex> lock(call->mu);
+      if (call->finished || call->cancelled) continue;
+      call->cancelled = true;
+      call->ended_by = status;
+      prefill = call->prefill;
+      if (call->scheduler_id != 0) scheduler_->Cancel(call->scheduler_id);
+    }
+    if (prefill != nullptr) prefill->Cancel();
   }
 }
 
@@ -381,16 +393,31 @@ void DecodeStage::StartPrefill(const std::shared_ptr<Call>& call, const BatchReq
     TraceFirstToken("decode_first_token_out");
   };
   TraceFirstToken("decode_prefill_started");
-  call->prefill =
+  std::shared_ptr<PendingPrefill> pending =
       prefill_->Start({PrefillPrompt{batch.prompt, batch.sampling, call->params.cache_salt}},
                       call->deadline, std::move(on_first));
+  bool cancelled = false;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->prefill = pending;
+    cancelled = call->cancelled;
+  }
+  if (cancelled) pending->Cancel();  // outside the lock, as in Cancel
 }
 
 bool DecodeStage::RunPrefill(const std::shared_ptr<Call>& call, BatchRequest& batch) {
-  if (call->prefill == nullptr) return true;
+  std::shared_ptr<PendingPrefill> pending;
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    pending = call->prefill;
+  }
+  if (pending == nullptr) return true;
   GenerateSummary& summary = call->summary;
-  absl::StatusOr<PrefillOutcome> outcome = call->prefill->Wait();
-  call->prefill.reset();
+  absl::StatusOr<PrefillOutcome> outcome = pending->Wait();
+  {
+    std::lock_guard<std::mutex> lock(call->mu);
+    call->prefill.reset();
+  }
   if (call->started_early) early_prefills_.fetch_sub(1);
   summary.prefill_ms = MsBetween(call->prefill_started, absl::Now());
   if (call->prefill_first_token >= 0) batch.first_token = call->prefill_first_token;

@@ -86,6 +86,9 @@ class PendingStream final : public PendingPrefill {
     absl::StatusOr<PrefillOutcome> unread = Wait();
     if (unread.ok()) client_->Abandon(*unread);
   }
+  void Cancel() override {
+    if (call_ != nullptr) call_->context.TryCancel();
+  }
   absl::StatusOr<PrefillOutcome> Wait() override {
     waited_ = true;
     if (!refused_.ok()) return refused_;
@@ -137,7 +140,10 @@ absl::StatusOr<PrefillOutcome> PrefillClient::Prefill(absl::Span<const PrefillPr
 absl::StatusOr<PrefillOutcome> PrefillClient::Finish(const grpc::Status& status,
                                                      const v1::PrefillResponse& response,
                                                      size_t prompts) {
-  breaker_.Record(FromGrpcStatus(status, "prefill"));
+  // A call its caller cancelled says nothing of prefill's health.
+  if (status.error_code() != grpc::StatusCode::CANCELLED) {
+    breaker_.Record(FromGrpcStatus(status, "prefill"));
+  }
   if (status.error_code() == grpc::StatusCode::FAILED_PRECONDITION &&
       !refusal_logged_.exchange(true)) {
     std::fprintf(stderr, "prefill refuses this service's calls (%s); prompts are computed here\n",

@@ -97,6 +97,10 @@ class PendingPrefill {
   virtual ~PendingPrefill() = default;
   // Blocks until the prefill has ended; its outcome, as Prefill's. Once.
   virtual absl::StatusOr<PrefillOutcome> Wait() = 0;
+  // The caller went away: a remote call is cancelled (Wait then says
+  // CANCELLED, unless it had ended). Any thread, any time before the
+  // handle goes; the default does nothing.
+  virtual void Cancel() {}
 };
 
 class Prefiller {

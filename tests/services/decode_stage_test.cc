@@ -194,6 +194,56 @@ TEST_F(DecodeStageTest, AtMostWorkersCallsStartTheirPrefillBeforeAWorkerTakesThe
   ExpectNothingPinned();
 }
 
+// A prefill that ends only when cancelled.
+class CancelOnlyPrefiller final : public Prefiller {
+ public:
+  class Pending final : public PendingPrefill {
+   public:
+    explicit Pending(CancelOnlyPrefiller* owner) : owner_(owner) {}
+    absl::StatusOr<PrefillOutcome> Wait() override {
+      owner_->cancelled_.WaitForNotification();
+      return absl::CancelledError("the prefill call was cancelled");
+    }
+    void Cancel() override {
+      if (!owner_->cancelled_.HasBeenNotified()) owner_->cancelled_.Notify();
+    }
+
+   private:
+    CancelOnlyPrefiller* owner_;
+  };
+  absl::StatusOr<PrefillOutcome> Prefill(absl::Span<const PrefillPrompt>, absl::Time,
+                                         const FirstTokens&) override {
+    return absl::UnavailableError("not this way");
+  }
+  std::unique_ptr<PendingPrefill> Start(std::vector<PrefillPrompt>, absl::Time,
+                                        FirstTokens) override {
+    started_.Notify();
+    return std::make_unique<Pending>(this);
+  }
+  void Abandon(const PrefillOutcome&) override {}
+
+  absl::Notification started_, cancelled_;
+};
+
+// Cancelling a call cancels the Prefill call it started: the call ends
+// CANCELLED without waiting for prefill.
+TEST_F(DecodeStageTest, CancellingACallCancelsItsPrefillCall) {
+  CancelOnlyPrefiller prefill;
+  DecodeStage stage(tokenizer_.get(), scheduler_.get(), &prefill, store_.get(), &workers_,
+                    DecodeStageOptions(), nullptr);
+  GenerateParams params;
+  params.prompt_ids = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  params.max_new_tokens = 4;
+  auto events = std::make_shared<RecordingEvents>();
+  auto call = stage.Start(params, absl::InfiniteFuture(), events);
+  prefill.started_.WaitForNotification();
+  stage.Cancel(call);
+  ASSERT_TRUE(events->done_.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "the call waited for its prefill";
+  EXPECT_TRUE(prefill.cancelled_.HasBeenNotified());
+  EXPECT_EQ(events->status_.code(), absl::StatusCode::kCancelled) << events->status_;
+}
+
 // Calls beyond the slots and the queue are refused at once, not parked in
 // the worker pool; a text prompt longer than any slot is refused before it
 // is tokenized.
