@@ -51,42 +51,18 @@ absl::StatusOr<PrefillOutcome> PrefillBatcher::Submit(absl::Span<const PrefillPr
   for (const PrefillPrompt& p : prompts) {
     w.longest = std::max<int64_t>(w.longest, static_cast<int64_t>(p.tokens.size()));
   }
-  {
-    absl::MutexLock lock(&mu_);
-    if (stopping_) return absl::UnavailableError("prefill is shutting down");
-    if (!runner_.joinable()) runner_ = std::thread([this] { Loop(); });
-    ++callers_;
-    if (!RunsHereLocked()) {
-      queue_.push_back(&w);
-      queued_prompts_ += static_cast<int64_t>(prompts.size());
-      if (!mu_.AwaitWithDeadline(absl::Condition(&w.taken), deadline)) {
-        EndLocked(&w, absl::DeadlineExceededError("deadline passed while queued for prefill"));
-      }
-      mu_.Await(absl::Condition(&w.done));
-      --callers_;
-      return std::move(w.call.outcome);
-    }
-    if (w.call.arrival >= deadline) {
-      --callers_;
-      return absl::DeadlineExceededError("deadline passed while queued for prefill");
-    }
-    running_ = true;
-    w.taken = true;
-    w.call.taken = w.call.arrival;
-  }
-  // The batch the runner would take (this call alone), run on this thread.
-  Call* alone = &w.call;
-  run_(absl::MakeConstSpan(&alone, 1));
   absl::MutexLock lock(&mu_);
-  running_ = false;
-  idle_since_ = absl::Now();
-  w.done = true;
+  if (stopping_) return absl::UnavailableError("prefill is shutting down");
+  if (!runner_.joinable()) runner_ = std::thread([this] { Loop(); });
+  ++callers_;
+  queue_.push_back(&w);
+  queued_prompts_ += static_cast<int64_t>(prompts.size());
+  if (!mu_.AwaitWithDeadline(absl::Condition(&w.taken), deadline)) {
+    EndLocked(&w, absl::DeadlineExceededError("deadline passed while queued for prefill"));
+  }
+  mu_.Await(absl::Condition(&w.done));
   --callers_;
   return std::move(w.call.outcome);
-}
-
-bool PrefillBatcher::RunsHereLocked() const {
-  return options_.window <= absl::ZeroDuration() && !running_ && queue_.empty() && !stopping_;
 }
 
 void PrefillBatcher::Shutdown() {
@@ -121,7 +97,7 @@ void PrefillBatcher::Loop() {
 std::vector<PrefillBatcher::Waiter*> PrefillBatcher::NextBatch() {
   absl::MutexLock lock(&mu_);
   for (;;) {
-    mu_.Await(absl::Condition(this, &PrefillBatcher::CanStartOrStopping));
+    mu_.Await(absl::Condition(this, &PrefillBatcher::HasWorkOrStopping));
     if (stopping_) return {};
     const absl::Time arrival = queue_.front()->call.arrival;
     const absl::Time close = arrival < idle_since_ ? arrival : arrival + options_.window;
@@ -176,9 +152,7 @@ void PrefillBatcher::EndLocked(Waiter* w, absl::Status status) {
   w->done = true;
 }
 
-bool PrefillBatcher::CanStartOrStopping() const {
-  return stopping_ || (!queue_.empty() && !running_);
-}
+bool PrefillBatcher::HasWorkOrStopping() const { return stopping_ || !queue_.empty(); }
 
 bool PrefillBatcher::IsFullOrStopping() const {
   return stopping_ || queued_prompts_ >= options_.max_prompts;

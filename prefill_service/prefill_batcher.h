@@ -2,13 +2,9 @@
 // sharing a system prompt runs as one batch through the engine's plan, which
 // computes a prefix shared within a batch once (issue 13).
 //
-// Without a window, a call that reaches an idle batcher (no batch running,
-// none waiting) runs at once as a batch of its own on its caller's thread:
-// no hand-off to another thread, whose wake-up costs an idle machine
-// 0.1-0.2 ms of the first token's time. Otherwise a call waits in a queue,
-// in order of arrival. One thread (the runner, started by the first call)
-// takes batches off the queue and runs them one at a time through
-// `RunBatch`. A batch starts
+// A call waits in a queue, in order of arrival. One thread (the runner,
+// started by the first call) takes batches off the queue and runs them one
+// at a time through `RunBatch`. A batch starts
 //   * at once when the calls in it arrived while the batch before ran, or
 //   * `window` after the first waiting call arrived at an idle batcher, or
 //     as soon as max_prompts prompts wait, whichever comes first.
@@ -24,7 +20,7 @@
 //     passed while it waited; it never ran), or UNAVAILABLE (shut down
 //     while it waited);
 //   * at most one batch runs at a time; `RunBatch` is called on the runner
-//     thread, or on the caller's for a call that reached an idle batcher;
+//     thread only;
 //   * a call that leaves the queue without running holds nothing.
 //
 // Thread safety: thread-safe. Submit blocks its caller; RunBatch must not
@@ -127,11 +123,7 @@ class PrefillBatcher {
   std::vector<Waiter*> TakeBatchLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes `w` from the queue and ends it with `status`.
   void EndLocked(Waiter* w, absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether a call arriving now runs on its caller's thread: no window,
-  // no batch running, none waiting.
-  bool RunsHereLocked() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  // The runner may take a batch: calls wait and none runs (or stopping).
-  bool CanStartOrStopping() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  bool HasWorkOrStopping() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool IsFullOrStopping() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   bool IsIdle() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !running_; }
   bool HasNoCallers() const ABSL_SHARED_LOCKS_REQUIRED(mu_) { return callers_ == 0; }

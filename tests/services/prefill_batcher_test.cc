@@ -137,47 +137,6 @@ TEST(PrefillBatcherTest, CallsArrivingWhileABatchRunsShareTheNext) {
   EXPECT_EQ(runner.batches(), (std::vector<std::vector<int>>{{1}, {2, 3, 4}}));
 }
 
-// Without a window, a call reaching an idle batcher runs on its caller's
-// thread (no hand-off); one arriving while a batch runs waits for the
-// runner, which takes it once that batch is done.
-TEST(PrefillBatcherTest, ACallReachingAnIdleBatcherRunsOnItsCallersThread) {
-  absl::Mutex mu;
-  std::vector<std::thread::id> ran_on;
-  absl::Notification entered, open;
-  PrefillBatcher batcher({}, [&](absl::Span<PrefillCall* const> calls) {
-    bool first = false;
-    {
-      absl::MutexLock lock(&mu);
-      ran_on.push_back(std::this_thread::get_id());
-      first = ran_on.size() == 1;
-    }
-    for (PrefillCall* call : calls) call->outcome = PrefillOutcome();
-    if (first) {
-      entered.Notify();
-      open.WaitForNotification();
-    }
-  });
-  std::thread::id first_caller;
-  std::thread first([&] {
-    first_caller = std::this_thread::get_id();
-    EXPECT_TRUE(batcher.Submit(CallPrompts(1), "", absl::InfiniteFuture()).ok());
-  });
-  entered.WaitForNotification();
-  AsyncCall second(&batcher, CallPrompts(2));
-  WaitUntilWaiting(batcher, 1);  // queued behind the batch running
-  open.Notify();
-  first.join();
-  ASSERT_TRUE(second.Join().ok());
-  ASSERT_TRUE(batcher.Submit(CallPrompts(3), "", absl::InfiniteFuture()).ok());  // idle again
-  absl::MutexLock lock(&mu);
-  ASSERT_EQ(ran_on.size(), 3u);
-  EXPECT_EQ(ran_on[0], first_caller);
-  EXPECT_NE(ran_on[1], first_caller);  // the runner's
-  EXPECT_NE(ran_on[1], std::this_thread::get_id());
-  EXPECT_EQ(ran_on[2], std::this_thread::get_id());
-  EXPECT_EQ(batcher.waiting_calls(), 0);
-}
-
 // A call reaching an idle batcher past its deadline does not run.
 TEST(PrefillBatcherTest, ACallPastItsDeadlineDoesNotRunEvenOnAnIdleBatcher) {
   RecordingRunner runner(/*gate_first=*/false);
