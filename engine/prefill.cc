@@ -115,6 +115,18 @@ int64_t PrefixPrefill::UsablePageSize(PrefixPrefillResult& result) {
   return layout->page_size;
 }
 
+std::vector<size_t> PrefixPrefill::LexicographicOrder(const Batch& batch) {
+  const std::vector<std::vector<int>>& prompts = batch.prompts;
+  std::vector<size_t> order(prompts.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Grouped by namespace: prompts of two namespaces share no branch point.
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    if (batch.salt(a) != batch.salt(b)) return batch.salt(a) < batch.salt(b);
+    return prompts[a] < prompts[b];
+  });
+  return order;
+}
+
 int64_t PrefixPrefill::ReusableTokens(const Batch& batch, int64_t page_size) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
   // A match covers whole pages of at most len - 1 tokens.
@@ -126,12 +138,7 @@ int64_t PrefixPrefill::ReusableTokens(const Batch& batch, int64_t page_size) {
   if (matchable == 0) return 0;
   // Prompts sharing a page compute it once through the store's branch
   // points, whatever the store holds now: all of it counts.
-  std::vector<size_t> order(prompts.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (batch.salt(a) != batch.salt(b)) return batch.salt(a) < batch.salt(b);
-    return prompts[a] < prompts[b];
-  });
+  const std::vector<size_t> order = LexicographicOrder(batch);
   for (size_t i = 1; i < order.size(); ++i) {
     const size_t a = order[i - 1], b = order[i];
     const int64_t page = std::min({page_size, whole(a), whole(b)});
@@ -154,13 +161,7 @@ bool PrefixPrefill::ComputeBranchPoints(const Batch& batch, int64_t page_size, K
                                         PrefixPrefillResult& result) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
   const size_t n = prompts.size();
-  std::vector<size_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  // Grouped by namespace: prompts of two namespaces share no branch point.
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    if (batch.salt(a) != batch.salt(b)) return batch.salt(a) < batch.salt(b);
-    return prompts[a] < prompts[b];
-  });
+  const std::vector<size_t> order = LexicographicOrder(batch);
   auto common = [&](size_t a, size_t b) -> int64_t {
     if (batch.salt(a) != batch.salt(b)) return 0;
     const auto& x = prompts[a];

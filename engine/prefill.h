@@ -170,6 +170,9 @@ class PrefixPrefill {
   DecodeStep* step_;
   int64_t min_match_tokens_;
 
+  // The batch's prompts in order of (namespace, tokens): a depth-first walk
+  // of its radix tree, where neighbours share the longest prefixes.
+  static std::vector<size_t> LexicographicOrder(const Batch& batch);
   // What a match could reuse for `batch` (the constructor's comment).
   int64_t ReusableTokens(const Batch& batch, int64_t page_size);
 };
