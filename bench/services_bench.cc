@@ -92,6 +92,40 @@ absl::Status MeasurePrompt(Generator& generator, const GenerateOptions& offline,
   return absl::OkStatus();
 }
 
+// A cached prefix with new tokens after it (DESIGN's target: within 1 ms of
+// the offline TTFT of the new tokens alone), per prefix length.
+struct PrefixPlusNewTimes {
+  std::vector<double> offline_new_ttft, offline_whole_ttft, services_ttft;
+  std::vector<int64_t> cached_tokens;
+  bool same_tokens = true;
+};
+
+// `prefix` through the services (so that the store holds its pages), then
+// `prefix` + `fresh` through them; the offline engine's TTFT of `fresh`
+// alone and of the whole prompt beside it.
+absl::Status MeasurePrefixPlusNew(Generator& generator, const GenerateOptions& offline,
+                                  v1::Decode::Stub& decode, const std::vector<int>& prefix,
+                                  const std::vector<int>& fresh, PrefixPlusNewTimes& times) {
+  std::vector<int> whole = prefix;
+  whole.insert(whole.end(), fresh.begin(), fresh.end());
+  auto alone = generator.Generate({fresh}, offline);
+  if (!alone.ok()) return alone.status();
+  auto off = generator.Generate({whole}, offline);
+  if (!off.ok()) return off.status();
+  auto seeded =
+      StreamGenerate(decode, GreedyRequest(prefix, offline.max_new_tokens), absl::Minutes(5));
+  if (!seeded.ok()) return seeded.status();
+  auto served =
+      StreamGenerate(decode, GreedyRequest(whole, offline.max_new_tokens), absl::Minutes(5));
+  if (!served.ok()) return served.status();
+  times.offline_new_ttft.push_back(alone->stats.ttft_ms);
+  times.offline_whole_ttft.push_back(off->stats.ttft_ms);
+  times.services_ttft.push_back(served->finished.timings().ttft_ms());
+  times.cached_tokens.push_back(served->finished.usage().cached_prompt_tokens());
+  times.same_tokens = times.same_tokens && served->output_ids == off->sequences[0].output_ids;
+  return absl::OkStatus();
+}
+
 // The same handoff through the store's pool mapped in place (when this
 // process can map it): the Fetch of page ids plus one gather onto `device`,
 // and the gather alone.
@@ -239,6 +273,33 @@ int RunBenchServices(const BenchServicesOptions& o) {
         MedianOrZero(t.prefill_compute_ms), prefill - server, ttft - first, fetch, queue);
   }
   std::printf("%s", breakdown.c_str());
+  const int64_t fresh_tokens = 50;
+  std::printf(
+      "\nA cached prefix and %lld new tokens: the prefix sent first (the store then holds its "
+      "whole pages), then the prefix and the new tokens; beside it the offline engine's TTFT of "
+      "the new tokens alone and of the whole prompt (medians):\n\n"
+      "| prefix tokens | cached tokens | offline TTFT ms, new alone | offline TTFT ms, whole "
+      "| services TTFT ms | less offline (new alone) | same tokens |\n"
+      "|---|---|---|---|---|---|---|\n",
+      static_cast<long long>(fresh_tokens));
+  for (int64_t length : o.prompt_lengths) {
+    if (length + fresh_tokens + o.max_new_tokens > model.config().n_positions) continue;
+    PrefixPlusNewTimes t;
+    for (int64_t r = 0; r < o.repeats; ++r) {
+      const std::vector<int> prefix = SyntheticPrompt(length, ++salt, vocab),
+                             fresh = SyntheticPrompt(fresh_tokens, ++salt, vocab);
+      const absl::Status s = MeasurePrefixPlusNew(generator, offline, *decode, prefix, fresh, t);
+      if (!s.ok()) return Fail(s);
+    }
+    std::vector<double> cached(t.cached_tokens.begin(), t.cached_tokens.end());
+    std::printf("| %lld | %.0f | %.2f | %.2f | %.2f | %.2f | %s |\n",
+                static_cast<long long>(length), MedianOrZero(cached),
+                MedianOrZero(t.offline_new_ttft), MedianOrZero(t.offline_whole_ttft),
+                MedianOrZero(t.services_ttft),
+                MedianOrZero(t.services_ttft) - MedianOrZero(t.offline_new_ttft),
+                t.same_tokens ? "yes" : "no");
+    std::fflush(stdout);
+  }
   if (!o.prompt_lengths.empty()) {  // the longest prompt above, cached by now
     const int64_t longest = *std::max_element(o.prompt_lengths.begin(), o.prompt_lengths.end());
     const std::vector<int> cached = SyntheticPrompt(

@@ -265,6 +265,7 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
     }
   }
   absl::Status loaded = StoreCall(result, [&] { return store_.Load(fetch, cache.tables()); });
+  TraceFirstToken("prefill_loaded");
   for (size_t i = 0; loaded.ok() && i < copies.size(); ++i) {
     const auto [row, from] = copies[i];
     absl::StatusOr<torch::Tensor> kv = cache.tables().ReadTokens(from, 0, cache.length(from));
@@ -309,6 +310,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     result.computed_tokens += static_cast<int64_t>(prompts[r].size()) - cache.length(r);
   }
   result.logits = PrefillWith(step_, model_, cache, prompts, chunk_);
+  TraceFirstToken("prefill_forward_queued");
   if (on_logits) on_logits(result.logits);
   if (!use_store) return result;
   std::vector<PrefixStore::RowTokens> stores;

@@ -23,6 +23,8 @@ ORDER = [
     "prefill_batch",             # prefill: its batch began
     "prefill_match_asked",       # prefill: the store's match (where asked)
     "prefill_match_answered",
+    "prefill_loaded",            # prefill: the matched prefixes copied into the rows
+    "prefill_forward_queued",    # prefill: the forward pass launched (the host's part done)
     "prefill_first_token",       # prefill: the forward pass and sampling done
     "prefill_first_token_sent",  # prefill: the first-token message handed to gRPC
     "decode_first_token_in",     # decode: the message arrived
@@ -94,6 +96,7 @@ def self_test():
                ("prefill_first_token", 2500), ("prefill_first_token_sent", 2800),
                ("prefill_arrived", 10300), ("prefill_worker", 10400), ("prefill_batch", 10500),
                ("prefill_match_asked", 10600), ("prefill_match_answered", 11200),
+               ("prefill_loaded", 11300), ("prefill_forward_queued", 11500),
                ("prefill_first_token", 13500), ("prefill_first_token_sent", 13800),
                ("unknown_point", 5000)]
     with tempfile.TemporaryDirectory() as d:
@@ -111,6 +114,8 @@ def self_test():
     assert found[("prefill_batch", "prefill_first_token")] == [1.0], found
     assert found[("prefill_match_asked", "prefill_match_answered")] == [0.6], found
     assert ("prefill_batch", "prefill_match_asked") in found
+    assert found[("prefill_loaded", "prefill_forward_queued")] == [0.2], found
+    assert found[("prefill_forward_queued", "prefill_first_token")] == [2.0], found
     assert found[("decode_first_token_in", "decode_first_token_out")] == [0.1, 0.12], found
     print("first_token_split self-test: ok")
     return 0
