@@ -232,7 +232,7 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
 torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                const torch::Tensor& table_rows, const torch::Tensor& positions,
-                               const torch::Tensor& tiles, bool fma) {
+                               const torch::Tensor& tiles, int splits, bool fma) {
   const PagedShape shape = CheckPaged(qkv, k_pages, v_pages, block_table,
                                       {{&table_rows, "table_rows"}, {&positions, "positions"}});
   TORCH_CHECK(PrefillAttentionTakes(static_cast<int>(shape.head_dim)),
@@ -240,7 +240,15 @@ torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_
   TORCH_CHECK(tiles.scalar_type() == torch::kInt && tiles.is_contiguous() && tiles.dim() == 2 &&
                   tiles.size(1) == 2 && tiles.device() == qkv.device(),
               "tiles must be (T, 2) contiguous int32 on qkv's device");
+  TORCH_CHECK(splits >= 1 && splits <= kMaxPrefillAttentionSplits, "prefill attention: ", splits,
+              " key splits, not 1..", kMaxPrefillAttentionSplits);
   torch::Tensor out = torch::empty({qkv.size(0), shape.heads * shape.head_dim}, qkv.options());
+  torch::Tensor workspace;  // the ranges' partial results
+  if (splits > 1) {
+    workspace =
+        torch::empty({qkv.size(0) * shape.heads * splits * (shape.head_dim + kPrefillPartialHead)},
+                     qkv.options().dtype(torch::kFloat));
+  }
   PrefillAttentionParams p;
   p.dtype = ElementType(qkv);
   p.qkv = qkv.data_ptr();
@@ -259,6 +267,8 @@ torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_
   p.max_pages = static_cast<int>(block_table.stride(0));
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
   p.fma = fma;
+  p.splits = splits;
+  p.workspace = splits > 1 ? workspace.data_ptr<float>() : nullptr;
   CheckLaunch(LaunchPrefillAttention(p, at::cuda::getCurrentCUDAStream()), "PrefillAttention");
   return out;
 }

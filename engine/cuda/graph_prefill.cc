@@ -131,6 +131,12 @@ torch::Tensor GraphPrefill::Forward(int64_t bucket) {
   // row's keys are then read in tiles by one block); ranges as decode's
   // where they do not.
   const int sms = MultiprocessorCount();
+  // The tiled kernel's key splits for a pass of up to `bucket` queries: a
+  // short suffix over a long cached row spreads its keys over the GPU (a
+  // replay's rows are not known at capture).
+  const int tile_splits = PrefillAttentionSplits(
+      static_cast<int>(bucket), static_cast<int>(config.n_head),
+      static_cast<int>(std::min(cache_->capacity(), config.n_positions)), sms);
   const int64_t splits =
       bucket * config.n_head >= 4 * sms
           ? 1
@@ -146,9 +152,10 @@ torch::Tensor GraphPrefill::Forward(int64_t bucket) {
     torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
     AppendKv(qkv, k_pages, v_pages, tables_, rows, positions);
     torch::Tensor y =
-        tiled_ ? PrefillAttention(qkv, k_pages, v_pages, tables_, rows, positions,
-                                  tiles_.narrow(0, 0, 2 * TilesFor(bucket)).view({-1, 2}))
-               : PagedAttention(qkv, k_pages, v_pages, tables_, rows, positions, splits);
+        tiled_
+            ? PrefillAttention(qkv, k_pages, v_pages, tables_, rows, positions,
+                               tiles_.narrow(0, 0, 2 * TilesFor(bucket)).view({-1, 2}), tile_splits)
+            : PagedAttention(qkv, k_pages, v_pages, tables_, rows, positions, splits);
     h = AddLayerNorm(x, torch::addmm(b.c_proj_b, y, b.c_proj_w), b.ln_2_w, b.ln_2_b, eps);
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, /*use_gelu=*/true);
     h = AddLayerNorm(x, torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w), next_w, next_b, eps);

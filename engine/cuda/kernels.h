@@ -134,7 +134,26 @@ struct PrefillAttentionParams {
   // Multiply in fp32 FMA even where tensor cores take the shape
   // (PrefillAttentionOnTensorCores): the reference of the tensor-core kernel.
   bool fma = false;
+  // Split over the keys (flash-decoding's split-KV): each tile's keys
+  // 0..keys-1 cut into `splits` ranges of whole 64-key tiles, a block per
+  // (head, tile, range) writing its queries' partial results (max score,
+  // sum of weights, unnormalised output) to `workspace`, then a second
+  // kernel merging a tile's ranges into `out`. A few tiles over many keys
+  // (a short suffix after a long cached prefix) then spread over the GPU,
+  // not down one block's key loop. 1: a block a tile, no workspace.
+  int splits = 1;
+  // (tokens, heads, splits, head_dim + kPrefillPartialHead) floats,
+  // 16-byte aligned.
+  float* workspace = nullptr;
 };
+inline constexpr int kPrefillPartialHead = 4;
+// The splits for a prefill pass of up to `tokens` queries (of `heads`
+// heads) over at most `max_keys` keys a tile, on `num_sms`
+// multiprocessors: enough (head, tile, range) blocks for every
+// multiprocessor to take several, each range at least 64 keys, at most
+// kMaxPrefillAttentionSplits for a pass of a few queries and 4 for more.
+inline constexpr int kMaxPrefillAttentionSplits = 16;
+int PrefillAttentionSplits(int tokens, int heads, int max_keys, int num_sms);
 bool PrefillAttentionTakes(int head_dim);  // 16, 32, 64 or 128
 // Whether the launch runs on tensor cores (16-bit products, fp32 sums): bf16
 // and fp16 at head size 64; else fp32 FMA.

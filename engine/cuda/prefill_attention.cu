@@ -20,7 +20,18 @@
 // the 4 lanes share their scores by shuffles. Rows of the key tile are
 // kD + 4 floats apart, so that the 4 keys lanes read at once, and the 4
 // chunks, fall in distinct banks.
+//
+// Split over the keys (PrefillAttentionParams::splits > 1): block (head,
+// tile, s) takes range s of the tile's keys (KeyRange: whole 64-key tiles)
+// and, where more than one range holds keys, writes its queries' max score,
+// sum of weights and unnormalised output to the workspace;
+// PrefillAttentionCombineKernel merges a tile's ranges. A tile of fewer
+// keys than a range is computed whole by its first block, as unsplit.
+// A range may hold no key a query sees (its position is before the range):
+// that query's max stays -inf and its sum 0, and the merge skips it.
 #include <mma.h>
+
+#include <algorithm>
 
 #include "engine/cuda/common.cuh"
 
@@ -30,6 +41,40 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kKeys = 32;  // keys per shared-memory tile
 constexpr int kLanesPerQuery = 4;
+constexpr int kRangeKeys = 64;  // a split range is whole tiles of this many keys
+// PrefillAttentionSplits' aim: blocks a multiprocessor (5 of the
+// tensor-core kernel's fit one at once).
+constexpr int kPrefillSplitBlocksPerSm = 4;
+constexpr int kManySplitsQueries = 16;  // PrefillAttentionSplits' caps
+constexpr int kFewSplits = 4;
+constexpr int kPartialHead = 4;  // floats before a partial result's acc
+static_assert(kPartialHead == kPrefillPartialHead, "kernels.h's workspace size");
+
+// A tile's keys 0..keys-1 cut into `splits` ranges of whole kRangeKeys:
+// range s is [begin, end), empty past the keys. `merged`: more than one
+// range holds keys, so the ranges write partial results for the merge; else
+// range 0 holds them all and writes the output itself.
+struct KeyRange {
+  int begin, end;
+  bool merged;
+  __device__ __forceinline__ KeyRange(int keys, int splits, int s) {
+    const int chunk = ((keys + splits - 1) / splits + kRangeKeys - 1) / kRangeKeys * kRangeKeys;
+    begin = min(s * chunk, keys);
+    end = min(begin + chunk, keys);
+    merged = chunk < keys;
+  }
+};
+
+// Token `token`'s partial result for head h and range s: m, l, two floats
+// of padding (so that acc is 16-byte aligned), acc[0..head_dim).
+__device__ __forceinline__ float* PartialOf(const PrefillAttentionParams& p, int token, int h,
+                                            int s) {
+  return p.workspace +
+         ((static_cast<int64_t>(token) * p.heads + h) * p.splits + s) * (p.head_dim + kPartialHead);
+}
+
+// exp(x - m) where m may be -inf (a query that has seen no key yet): 0.
+__device__ __forceinline__ float Finite(float m) { return m == -INFINITY ? 0.0f : m; }
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttentionParams p) {
@@ -39,7 +84,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
   constexpr int kChunks = kD / 4 / kLanesPerQuery;  // float4 output chunks per lane
   constexpr int kScores = kKeys / kLanesPerQuery;   // keys scored per lane per tile
   constexpr int kVec = 16 / sizeof(T);              // elements per 16-byte load
-  const int h = blockIdx.x, tile = blockIdx.y;
+  const int h = blockIdx.x, tile = blockIdx.y, split = blockIdx.z;
   const int first = p.tiles[2 * tile], count = p.tiles[2 * tile + 1];
   if (count <= 0) return;
   const int C = p.heads * kD;
@@ -47,7 +92,17 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
   const int qi = threadIdx.x / kLanesPerQuery;   // the lane's query in the tile
   const int query = first + min(qi, count - 1);  // lanes past the tile mirror its last
   const int position = p.positions[query];
-  const int keys = p.positions[first + count - 1] + 1;  // the tile's queries see keys 0..keys-1
+  // The tile's queries see keys 0..keys-1; this block takes [begin, end).
+  const KeyRange range(p.positions[first + count - 1] + 1, p.splits, split);
+  const int begin = range.begin, end = range.end;
+  if (begin == end) {  // past the tile's keys: an empty range, for the merge to skip
+    if (range.merged && sub == 0 && qi < count) {
+      float* part = PartialOf(p, query, h, split);
+      part[0] = -INFINITY;
+      part[1] = 0.0f;
+    }
+    return;
+  }
   const int32_t* table = p.block_table + static_cast<int64_t>(p.table_rows[first]) * p.max_pages;
   const T* k_pages = static_cast<const T*>(p.k_pages);
   const T* v_pages = static_cast<const T*>(p.v_pages);
@@ -68,14 +123,14 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) acc[c] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 
-  for (int k0 = 0; k0 < keys; k0 += kKeys) {
+  for (int k0 = begin; k0 < end; k0 += kKeys) {
     __syncthreads();  // the last tile has been read
     for (int c = threadIdx.x; c < kKeys * (kD / kVec); c += kThreads) {
       const int j = c / (kD / kVec), d0 = (c % (kD / kVec)) * kVec;
       const int key = k0 + j;
       float* k_row = k_s + j * kStride + d0;
       float* v_row = v_s + j * kStride + d0;
-      if (key < keys) {
+      if (key < end) {
         const int64_t at = table[key / p.page_size] * p.page_stride +
                            (static_cast<int64_t>(h) * p.page_size + key % p.page_size) * kD + d0;
         const Packed16<T> kr = Load16(k_pages + at), vr = Load16(v_pages + at);
@@ -108,13 +163,13 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
     }
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
-    // Key 0 is in the first tile and every query sees it: m_new is finite.
+    // -inf while the query has seen no key (a range after its position).
     const float m_new = fmaxf(m, tile_max);
-    const float rescale = __expf(m - m_new);  // 0 on the first tile
+    const float rescale = __expf(m - Finite(m_new));  // 0 on the query's first keys
     float sum = 0.0f;
 #pragma unroll
     for (int jj = 0; jj < kScores; ++jj) {
-      s[jj] = __expf(s[jj] - m_new);
+      s[jj] = __expf(s[jj] - Finite(m_new));
       sum += s[jj];
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -145,6 +200,18 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttent
     m = m_new;
   }
   if (qi >= count) return;
+  if (range.merged) {
+    float* part = PartialOf(p, query, h, split);
+    if (sub == 0) {
+      part[0] = m;
+      part[1] = l;
+    }
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      *reinterpret_cast<float4*>(part + kPartialHead + 4 * (sub + c * kLanesPerQuery)) = acc[c];
+    }
+    return;
+  }
   T* out = static_cast<T*>(p.out) + static_cast<int64_t>(query) * C + h * kD;
   const float inv = 1.0f / l;
 #pragma unroll
@@ -193,11 +260,21 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
   float* o_w = reinterpret_cast<float*>(mine + kSBytes);
   T* p_w = reinterpret_cast<T*>(mine + 2 * kSBytes);
 
-  const int h = blockIdx.x, tile = blockIdx.y;
+  const int h = blockIdx.x, tile = blockIdx.y, split = blockIdx.z;
   const int first = p.tiles[2 * tile], count = p.tiles[2 * tile + 1];
   if (count <= 0) return;
   const int C = p.heads * kD;
-  const int keys = p.positions[first + count - 1] + 1;  // the tile's queries see keys 0..keys-1
+  // The tile's queries see keys 0..keys-1; this block takes [begin, end).
+  const KeyRange range(p.positions[first + count - 1] + 1, p.splits, split);
+  const int begin = range.begin, end = range.end;
+  if (begin == end) {  // past the tile's keys: an empty range, for the merge to skip
+    for (int r = threadIdx.x; range.merged && r < count; r += kTcThreads) {
+      float* part = PartialOf(p, first + r, h, split);
+      part[0] = -INFINITY;
+      part[1] = 0.0f;
+    }
+    return;
+  }
   const int32_t* table = p.block_table + static_cast<int64_t>(p.table_rows[first]) * p.max_pages;
   const T* qkv = static_cast<const T*>(p.qkv);
   const T* k_pages = static_cast<const T*>(p.k_pages);
@@ -223,24 +300,42 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
   const int position = p.positions[first + min(r, count - 1)];
   float m = -INFINITY, l = 0.0f;
 
-  for (int k0 = 0; k0 < keys; k0 += kTcKeys) {
-    __syncthreads();  // the last tile's K and V have been read
-    for (int c = threadIdx.x; c < kTcKeys * kD / 8; c += kTcThreads) {
+  // A key tile's K and V, 16 bytes a thread a load, all loads in flight at
+  // once in registers: the next tile's are issued before this tile's
+  // products, so that their latency hides behind them.
+  constexpr int kLoads = kTcKeys * kD / 8 / kTcThreads;
+  static_assert(kLoads * kTcThreads * 8 == kTcKeys * kD, "whole loads");
+  int4 k_next[kLoads], v_next[kLoads];
+  auto load_tile = [&](int k0) {
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int c = threadIdx.x + i * kTcThreads;
       const int j = c / (kD / 8), d = (c % (kD / 8)) * 8;
       const int key = k0 + j;
-      int4 kb = make_int4(0, 0, 0, 0), vb = make_int4(0, 0, 0, 0);
-      if (key < keys) {
+      k_next[i] = v_next[i] = make_int4(0, 0, 0, 0);
+      if (key < end) {
         const int64_t at = table[key / p.page_size] * p.page_stride +
                            (static_cast<int64_t>(h) * p.page_size + key % p.page_size) * kD + d;
-        kb = *reinterpret_cast<const int4*>(k_pages + at);
-        vb = *reinterpret_cast<const int4*>(v_pages + at);
+        k_next[i] = *reinterpret_cast<const int4*>(k_pages + at);
+        v_next[i] = *reinterpret_cast<const int4*>(v_pages + at);
       }
-      *reinterpret_cast<int4*>(k_s + j * kHalfStride + d) = kb;
-      *reinterpret_cast<int4*>(v_s + j * kHalfStride + d) = vb;
+    }
+  };
+  load_tile(begin);
+
+  for (int k0 = begin; k0 < end; k0 += kTcKeys) {
+    __syncthreads();  // the last tile's K and V have been read
+#pragma unroll
+    for (int i = 0; i < kLoads; ++i) {
+      const int c = threadIdx.x + i * kTcThreads;
+      const int j = c / (kD / 8), d = (c % (kD / 8)) * 8;
+      *reinterpret_cast<int4*>(k_s + j * kHalfStride + d) = k_next[i];
+      *reinterpret_cast<int4*>(v_s + j * kHalfStride + d) = v_next[i];
     }
     __syncthreads();
+    if (k0 + kTcKeys < end) load_tile(k0 + kTcKeys);
 
-    // S (16 x 64 keys) = Q_w (16 x 64) K^T.
+      // S (16 x 64 keys) = Q_w (16 x 64) K^T.
 #pragma unroll
     for (int n = 0; n < kTcKeys / 16; ++n) {
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
@@ -269,14 +364,14 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
       tile_max = fmaxf(tile_max, s);
     }
     tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    // Key 0 is in the first tile and every query sees it: m_new is finite.
+    // -inf while the query has seen no key (a range after its position).
     const float m_new = fmaxf(m, tile_max);
-    const float rescale = __expf(m - m_new);  // 0 on the first tile
+    const float rescale = __expf(m - Finite(m_new));  // 0 on the query's first keys
     float sum = 0.0f;
     T* p_row = p_w + row * kHalfStride + half * 32;
 #pragma unroll 8
     for (int j = 0; j < 32; ++j) {
-      const T w = FromFloat<T>(__expf(s_row[j] - m_new));
+      const T w = FromFloat<T>(__expf(s_row[j] - Finite(m_new)));
       p_row[j] = w;
       sum += ToFloat(w);  // the weights as the product sees them
     }
@@ -306,9 +401,22 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
     __syncwarp();
   }
   if (r >= count) return;
+  const float* o_row = o_w + row * kFloatStride + half * 32;
+  if (range.merged) {
+    float* part = PartialOf(p, first + r, h, split);
+    if (half == 0) {
+      part[0] = m;
+      part[1] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < 32; j += 4) {
+      *reinterpret_cast<float4*>(part + kPartialHead + half * 32 + j) =
+          *reinterpret_cast<const float4*>(o_row + j);
+    }
+    return;
+  }
   T* out = static_cast<T*>(p.out) + static_cast<int64_t>(first + r) * C + h * kD + half * 32;
   const float inv = 1.0f / l;
-  const float* o_row = o_w + row * kFloatStride + half * 32;
 #pragma unroll
   for (int j = 0; j < 32; j += Packed16<T>::kSize) {
     Packed16<T> v;
@@ -318,7 +426,59 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
   }
 }
 
+// Block (head, tile): each of the tile's queries' outputs from its ranges'
+// partial results, where they were split (KeyRange::merged): first each
+// query's weight for each range, exp(m_s - M) / L (the first range holds
+// key 0, which every query sees, so M is finite and L positive), then the
+// outputs, their ranges' loads independent.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    PrefillAttentionCombineKernel(PrefillAttentionParams p) {
+  static_assert(kThreads >= kPrefillQueryTile, "a thread per query for the weights");
+  __shared__ float weight[kPrefillQueryTile][kMaxPrefillAttentionSplits];
+  const int h = blockIdx.x, tile = blockIdx.y;
+  const int first = p.tiles[2 * tile], count = p.tiles[2 * tile + 1];
+  if (count <= 0 || !KeyRange(p.positions[first + count - 1] + 1, p.splits, 0).merged) return;
+  const int D = p.head_dim, C = p.heads * D;
+  if (threadIdx.x < count) {
+    const int token = first + threadIdx.x;
+    float m = -INFINITY;
+    for (int s = 0; s < p.splits; ++s) m = fmaxf(m, PartialOf(p, token, h, s)[0]);
+    float l = 0.0f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float* part = PartialOf(p, token, h, s);
+      const float w = part[1] == 0.0f ? 0.0f : __expf(part[0] - m);  // 0: no key of its
+      weight[threadIdx.x][s] = w;
+      l += part[1] * w;
+    }
+    for (int s = 0; s < p.splits; ++s) weight[threadIdx.x][s] /= l;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < count * D; i += kThreads) {
+    const int r = i / D, d = i % D, token = first + r;
+    float acc = 0.0f;
+    for (int s = 0; s < p.splits; ++s) {
+      const float w = weight[r][s];
+      if (w != 0.0f) acc += PartialOf(p, token, h, s)[kPartialHead + d] * w;
+    }
+    static_cast<T*>(p.out)[static_cast<int64_t>(token) * C + h * D + d] = FromFloat<T>(acc);
+  }
+}
+
 }  // namespace
+
+int PrefillAttentionSplits(int tokens, int heads, int max_keys, int num_sms) {
+  const int tiles = std::max(1, (tokens + kPrefillQueryTile - 1) / kPrefillQueryTile);
+  const int blocks = tiles * std::max(1, heads);
+  const int wanted = (kPrefillSplitBlocksPerSm * num_sms + blocks - 1) / blocks;
+  // A range writes, and the merge reads, a partial result per query: for
+  // tiles of more queries than kManySplitsQueries, few ranges pay (an
+  // H100, 896 cached keys: 4 queries 87 -> 19 us a layer at 16 ranges; 50
+  // queries 88 -> 47 at 4, 73 at 16).
+  const int cap = tokens <= kManySplitsQueries ? kMaxPrefillAttentionSplits : kFewSplits;
+  const int most = std::max(1, (max_keys + kRangeKeys - 1) / kRangeKeys);
+  return std::max(1, std::min({wanted, most, cap}));
+}
 
 bool PrefillAttentionOnTensorCores(DType dtype, int head_dim) {
   return dtype != DType::kFloat && head_dim == kTcHeadDim;
@@ -334,16 +494,29 @@ cudaError_t LaunchPrefillAttention(const PrefillAttentionParams& p, cudaStream_t
       p.page_stride <= 0) {
     return cudaErrorInvalidValue;
   }
-  const dim3 grid(p.heads, p.num_tiles);
+  if (p.splits < 1 || p.splits > kMaxPrefillAttentionSplits ||
+      (p.splits > 1 && p.workspace == nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(p.heads, p.num_tiles, p.splits);
+  // The ranges' partial results merged into out (splits > 1).
+  auto combine = [&]() -> cudaError_t {
+    if (const cudaError_t e = cudaGetLastError(); e != cudaSuccess || p.splits == 1) return e;
+    return DispatchDType(p.dtype, [&](auto zero) {
+      using T = decltype(zero);
+      PrefillAttentionCombineKernel<T><<<dim3(p.heads, p.num_tiles), kThreads, 0, stream>>>(p);
+      return cudaGetLastError();
+    });
+  };
   if (!p.fma && PrefillAttentionOnTensorCores(p.dtype, p.head_dim)) {
     if (p.dtype == DType::kBFloat16) {
       PrefillAttentionTcKernel<__nv_bfloat16><<<grid, kTcThreads, 0, stream>>>(p);
     } else {
       PrefillAttentionTcKernel<__half><<<grid, kTcThreads, 0, stream>>>(p);
     }
-    return cudaGetLastError();
+    return combine();
   }
-  return DispatchDType(p.dtype, [&](auto zero) {
+  const cudaError_t launched = DispatchDType(p.dtype, [&](auto zero) {
     using T = decltype(zero);
     switch (p.head_dim) {
       case 16:
@@ -360,6 +533,7 @@ cudaError_t LaunchPrefillAttention(const PrefillAttentionParams& p, cudaStream_t
     }
     return cudaGetLastError();
   });
+  return launched != cudaSuccess ? launched : combine();
 }
 
 }  // namespace nanoserve::cuda

@@ -239,7 +239,8 @@ TEST_P(CudaKernelsTest, PagedAttentionOfManyQueriesMatchesLibTorch) {
 // query whose own key and value are the row's at its position: rows with
 // cached prefixes of 0, 17 and 40 tokens and 45, 3 and 70 queries (several
 // query tiles, a partial one, several key tiles), pages of 16 and of 1, the
-// head sizes it takes; queries in no tile are not written.
+// head sizes it takes, the keys whole and split; queries in no tile are not
+// written.
 TEST_P(CudaKernelsTest, PrefillAttentionMatchesLibTorch) {
   struct Case {
     int64_t heads, head_dim, page_size, max_pages;
@@ -295,12 +296,19 @@ TEST_P(CudaKernelsTest, PrefillAttentionMatchesLibTorch) {
     const torch::Tensor before = pool.clone();
     // The tensor cores' kernel (bf16 and fp16 at head size 64) and the fp32
     // FMA one, each against LibTorch.
+    // Each with the keys whole (1 split) and split into ranges of 64 keys:
+    // 2 (row 2's first queries see none of the second range's), 5 (some
+    // ranges past every key).
     for (bool fma : {false, true}) {
-      SCOPED_TRACE(fma ? "fp32 FMA" : "where tensor cores take it");
-      torch::Tensor out = PrefillAttention(qkv, k_pages, v_pages, table, ints(table_rows),
-                                           ints(positions), ints(tiles).view({-1, 2}), fma);
-      EXPECT_LT(MaxDiff(out.narrow(0, 0, total), expected), Tol());
-      EXPECT_TRUE(torch::equal(pool, before));
+      for (int splits : {1, 2, 5}) {
+        SCOPED_TRACE(::testing::Message() << (fma ? "fp32 FMA" : "where tensor cores take it")
+                                          << ", " << splits << " key splits");
+        torch::Tensor out =
+            PrefillAttention(qkv, k_pages, v_pages, table, ints(table_rows), ints(positions),
+                             ints(tiles).view({-1, 2}), splits, fma);
+        EXPECT_LT(MaxDiff(out.narrow(0, 0, total), expected), Tol());
+        EXPECT_TRUE(torch::equal(pool, before));
+      }
     }
   }
 }

@@ -13,10 +13,16 @@
 //                 and values in shared memory as bf16, S = Q K^T and
 //                 O += P V by nvcuda::wmma products with fp32 sums
 //                 (FlashAttention 2's order of work).
+//   tc-splitN     the tensor cores' kernel with each tile's keys split into N
+//                 ranges (PrefillAttentionParams::splits) and merged by a
+//                 second kernel; tc-auto and fma-auto with the splits the
+//                 engine's graphs choose (PrefillAttentionSplits) for the
+//                 case's tiles.
 //
 // Cases: one prompt of 900 tokens (a batch-1 TTFT), 64 prompts of 128 (a
 // wave of admissions), 32 suffixes of 54 after 896 cached tokens (Part C's
-// reuse), 32 prompts of 950 (Part C's recompute).
+// reuse), 32 prompts of 950 (Part C's recompute), and a lone request's
+// suffix after 896 cached tokens: 4 (its prompt again) and 50 new tokens.
 #include "engine/cuda/prefill_attention.cu"  // the engine's kernels
 
 #include "engine/cuda/workbench/workbench.cuh"
@@ -133,10 +139,16 @@ void RunCase(const Device& d, const Args& args, DType t, const Case& c) {
   DeviceBuffer tiles_d = upload_ints(tiles);
   p.tiles = tiles_d.as<int32_t>();
   p.num_tiles = static_cast<int>(tiles.size() / 2);
-  auto run = [&](const char* version, bool fma) {
-    if (!args.Wants(std::string("prefill_attention ") + version + " " + c.name)) return;
+  DeviceBuffer workspace_d(static_cast<size_t>(tokens) * kHeads * cuda::kMaxPrefillAttentionSplits *
+                           (kHeadDim + cuda::kPrefillPartialHead) * sizeof(float));
+  const int auto_splits =
+      cuda::PrefillAttentionSplits(tokens, kHeads, len, d.props.multiProcessorCount);
+  auto run = [&](const std::string& version, bool fma, int splits) {
+    if (!args.Wants("prefill_attention " + version + " " + c.name)) return;
     PrefillAttentionParams q = p;
     q.fma = fma;
+    q.splits = splits;
+    q.workspace = workspace_d.as<float>();
     auto launch = cuda::LaunchPrefillAttention;
     Row row{"prefill_attention", version, c.name, c.rows, t};
     row.bytes = bytes;
@@ -147,8 +159,13 @@ void RunCase(const Device& d, const Args& args, DType t, const Case& c) {
     row.us = TimeGraph([&](cudaStream_t s, int) { WB_CHECK_CUDA(launch(q, s)); }, 10);
     PrintRow(d, row);
   };
-  run("fma", true);
-  if (cuda::PrefillAttentionOnTensorCores(t, kHeadDim)) run("tensor-cores", false);
+  run("fma", true, 1);
+  run("fma-auto" + std::to_string(auto_splits), true, auto_splits);
+  if (cuda::PrefillAttentionOnTensorCores(t, kHeadDim)) {
+    run("tensor-cores", false, 1);
+    for (int splits : {2, 4, 8, 16}) run("tc-split" + std::to_string(splits), false, splits);
+    run("tc-auto" + std::to_string(auto_splits), false, auto_splits);
+  }
 }
 
 }  // namespace
@@ -158,10 +175,9 @@ int main(int argc, char** argv) {
   using namespace nanoserve::workbench;
   const Args args = ParseArgs(argc, argv);
   const Device d = OpenDevice();
-  const std::vector<Case> cases = {{"1x900", 1, 0, 900},
-                                   {"64x128", 64, 0, 128},
-                                   {"32x(896+54)", 32, 896, 54},
-                                   {"32x950", 32, 0, 950}};
+  const std::vector<Case> cases = {{"1x900", 1, 0, 900},         {"64x128", 64, 0, 128},
+                                   {"32x(896+54)", 32, 896, 54}, {"32x950", 32, 0, 950},
+                                   {"1x(896+4)", 1, 896, 4},     {"1x(896+50)", 1, 896, 50}};
   for (const Case& c : cases) {
     if (args.quick && c.rows * (c.cached + c.queries) > 20000) continue;
     for (DType t : {DType::kBFloat16, DType::kFloat}) RunCase(d, args, t, c);
