@@ -224,25 +224,43 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
                                  PrefixPrefillResult& result,
                                  std::vector<PrefixStore::LeasedRow>& loads) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
-  if (!ask) {
-    for (size_t r = 0; r < prompts.size(); ++r) loads.push_back({static_cast<int64_t>(r)});
-    return true;
-  }
-  std::vector<PrefixStore::MatchQuery> queries;  // every row's in one call
+  // Rows the store's page index serves take their prefixes without a
+  // lease or a round trip (PrefixStore::LoadUnleased), asked or not; the
+  // rest are matched where asked, every row's in one call.
+  std::vector<PrefixStore::MatchQuery> queries;
+  std::vector<size_t> asked_rows;
+  loads.resize(prompts.size());
   for (size_t r = 0; r < prompts.size(); ++r) {
-    queries.push_back(
-        {absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1), batch.salt(r)});
+    const absl::Span<const int32_t> tokens(prompts[r].data(), prompts[r].size() - 1);
+    loads[r].row = static_cast<int64_t>(r);
+    loads[r].tokens = store_.LoadUnleased(loads[r].row, tokens, batch.salt(r), cache.tables());
+    if (loads[r].tokens > 0) {
+      result.reused_tokens[r] = loads[r].tokens;
+      ++result.unleased_rows;
+      continue;
+    }
+    if (!ask) continue;
+    queries.push_back({tokens, batch.salt(r)});
+    asked_rows.push_back(r);
   }
+  TraceFirstToken("prefill_unleased_loaded");
+  if (queries.empty()) return true;
   const absl::Time asked = absl::Now();
   TraceFirstToken("prefill_match_asked");
   auto matches = StoreCall(result, [&] { return store_.MatchPrefixes(queries); });
   TraceFirstToken("prefill_match_answered");
   result.match_ms = absl::ToDoubleMilliseconds(absl::Now() - asked);
-  if (!matches.ok()) return false;
-  for (size_t r = 0; r < prompts.size(); ++r) {
-    PrefixStore::Match& match = (*matches)[r];
-    loads.push_back({static_cast<int64_t>(r), match.lease_id, match.matched_tokens,
-                     std::move(match.pool_pages)});
+  if (!matches.ok()) {
+    for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);  // computed in full instead
+    result.reused_tokens.assign(prompts.size(), 0);
+    result.unleased_rows = 0;
+    loads.clear();
+    return false;
+  }
+  for (size_t k = 0; k < asked_rows.size(); ++k) {
+    PrefixStore::Match& match = (*matches)[k];
+    loads[asked_rows[k]] = {static_cast<int64_t>(asked_rows[k]), match.lease_id,
+                            match.matched_tokens, std::move(match.pool_pages)};
   }
   // Unless the rows read the store's pages in place, a prefix that an
   // earlier row of the batch loads too (same namespace, same tokens) is
@@ -250,7 +268,8 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
   const bool in_place = store_.SharedPool() == &cache.pool();
   std::vector<PrefixStore::LeasedRow> fetch;
   std::vector<std::pair<int64_t, int64_t>> copies;  // (row, the row it copies)
-  for (const PrefixStore::LeasedRow& load : loads) {
+  for (size_t k : asked_rows) {
+    const PrefixStore::LeasedRow& load = loads[k];
     const std::vector<int>& prompt = prompts[load.row];
     auto same = [&](const PrefixStore::LeasedRow& other) {
       return other.tokens == load.tokens && batch.salt(other.row) == batch.salt(load.row) &&
@@ -274,9 +293,11 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
   }
   if (!loaded.ok()) {
     for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);  // computed in full instead
+    result.reused_tokens.assign(prompts.size(), 0);
+    result.unleased_rows = 0;
     return false;
   }
-  for (const auto& load : loads) result.reused_tokens[load.row] = load.tokens;
+  for (size_t k : asked_rows) result.reused_tokens[k] = loads[k].tokens;
   return true;
 }
 
@@ -319,7 +340,10 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     PrefixStore::RowTokens store{static_cast<int64_t>(r),
                                  absl::MakeConstSpan(prompts[r].data(), whole)};
     store.cache_salt = batch.salt(r);
-    if (store_.UsesBaseLeases()) {
+    // A row loaded without a lease (LoadUnleased) leaves the store to match
+    // it (base_matched false).
+    if (store_.UsesBaseLeases() &&
+        !(loads[r].lease_id == PrefixStore::kNoLease && loads[r].tokens > 0)) {
       store.base_lease_id = loads[r].lease_id;
       store.base_tokens = loads[r].tokens;
       store.base_matched = true;

@@ -65,6 +65,9 @@ struct PrefixPrefillResult {
   // call took (in store_ms too).
   bool store_asked = false;
   double match_ms = 0;
+  // Rows whose prefix came out of a remote store's pool by its page index,
+  // without a match (PrefixStore::LoadUnleased).
+  int64_t unleased_rows = 0;
 };
 
 // Prefills a batch with prefix reuse (Part C) from a PrefixStore (in this

@@ -9,18 +9,47 @@ namespace {
 
 constexpr uint64_t kEmpty = 0;
 constexpr uint64_t kTombstone = 1;
+// A record: generation, slot value, parent + 1, namespace hash, tokens.
+constexpr int64_t kRecordHead = 4;
 
 uint64_t Load(const uint64_t* word) { return __atomic_load_n(word, __ATOMIC_RELAXED); }
+uint64_t Acquire(const uint64_t* word) { return __atomic_load_n(word, __ATOMIC_ACQUIRE); }
 void Store(uint64_t* word, uint64_t value) { __atomic_store_n(word, value, __ATOMIC_RELAXED); }
 
-// Keys never collide with the empty and tombstone markers.
-uint64_t AsKey(uint64_t hash) { return hash < 2 ? hash + 2 : hash; }
+int64_t RecordWords(int64_t page_size) { return kRecordHead + (page_size + 1) / 2; }
+
+// The namespace's hash under `seed`, never 0.
+uint64_t NamespaceHash(uint64_t seed, absl::string_view cache_salt) {
+  uint64_t h = SplitMix64(cache_salt.size() ^ seed);
+  for (unsigned char c : cache_salt) h = SplitMix64(h ^ c);
+  return h == 0 ? 1 : h;
+}
+
+// A slot's value: the key's top 32 bits (never 0, so never a marker) over
+// the page id.
+uint64_t SlotValue(uint64_t key, int32_t page) {
+  uint64_t top = key >> 32;
+  if (top == 0) top = 1;
+  return (top << 32) | static_cast<uint32_t>(page);
+}
+uint64_t SlotStart(uint64_t value, int64_t slots) {
+  return SplitMix64(value >> 32) & (static_cast<uint64_t>(slots) - 1);
+}
+
+// Tokens [0, n) packed two to a word.
+uint64_t TokenWord(absl::Span<const int32_t> tokens, int64_t w) {
+  const uint64_t lo = static_cast<uint32_t>(tokens[2 * w]);
+  const uint64_t hi = 2 * w + 1 < static_cast<int64_t>(tokens.size())
+                          ? static_cast<uint32_t>(tokens[2 * w + 1])
+                          : 0;
+  return lo | (hi << 32);
+}
 
 }  // namespace
 
-std::vector<uint64_t> PageKeys(absl::string_view cache_salt, absl::Span<const int32_t> tokens,
-                               int64_t page_size) {
-  uint64_t h = SplitMix64(cache_salt.size());
+std::vector<uint64_t> PageKeys(uint64_t seed, absl::string_view cache_salt,
+                               absl::Span<const int32_t> tokens, int64_t page_size) {
+  uint64_t h = SplitMix64(cache_salt.size() ^ seed);
   for (unsigned char c : cache_salt) h = SplitMix64(h ^ c);
   std::vector<uint64_t> keys;
   const int64_t pages = static_cast<int64_t>(tokens.size()) / page_size;
@@ -29,23 +58,35 @@ std::vector<uint64_t> PageKeys(absl::string_view cache_salt, absl::Span<const in
     for (int64_t i = p * page_size; i < (p + 1) * page_size; ++i) {
       h = SplitMix64(h ^ static_cast<uint32_t>(tokens[i]));
     }
-    keys.push_back(AsKey(h));
+    keys.push_back(h);
   }
   return keys;
 }
 
-int64_t PageIndex::WordsFor(int64_t pages) {
+int64_t PageIndex::WordsFor(int64_t pages, int64_t page_size) {
   int64_t slots = 64;
   while (slots < 4 * pages) slots *= 2;
-  return kHeaderWords + slots;
+  return kHeaderWords + slots + pages * RecordWords(page_size);
 }
 
-PageIndex::PageIndex(uint64_t* words, int64_t n_words) : words_(words) {
+PageIndex::PageIndex(uint64_t* words, int64_t n_words, int64_t pages, int64_t page_size,
+                     uint64_t seed)
+    : words_(words), pages_(pages), page_size_(page_size), record_words_(RecordWords(page_size)) {
   int64_t slots = 1;
-  while (slots * 2 <= n_words - kHeaderWords) slots *= 2;
+  while (kHeaderWords + slots * 2 + pages * record_words_ <= n_words) slots *= 2;
   slots_ = slots;
   slots_base_ = words + kHeaderWords;
+  records_ = slots_base_ + slots_;
+  const bool restored = Load(&words_[2]) == kFormat &&
+                        Load(&words_[3]) == static_cast<uint64_t>(pages) &&
+                        Load(&words_[4]) == static_cast<uint64_t>(page_size) &&
+                        Load(&words_[1]) == static_cast<uint64_t>(slots_);
+  seed_ = restored ? Load(&words_[5]) : seed;
   Store(&words_[1], static_cast<uint64_t>(slots_));
+  Store(&words_[3], static_cast<uint64_t>(pages));
+  Store(&words_[4], static_cast<uint64_t>(page_size));
+  Store(&words_[5], seed_);
+  __atomic_store_n(&words_[2], kFormat, __ATOMIC_RELEASE);
   for (int64_t i = 0; i < slots_; ++i) {  // counts what a restored table holds
     const uint64_t v = Load(&slots_base_[i]);
     if (v == kTombstone) ++tombstones_;
@@ -53,14 +94,16 @@ PageIndex::PageIndex(uint64_t* words, int64_t n_words) : words_(words) {
   }
 }
 
-bool PageIndex::Place(uint64_t key) {
+bool PageIndex::Place(uint64_t value) {
   const uint64_t mask = static_cast<uint64_t>(slots_) - 1;
+  const uint64_t start = SlotStart(value, slots_);
   for (int64_t probe = 0; probe < slots_; ++probe) {
-    uint64_t* slot = &slots_base_[(key + static_cast<uint64_t>(probe)) & mask];
+    uint64_t* slot = &slots_base_[(start + static_cast<uint64_t>(probe)) & mask];
     const uint64_t v = Load(slot);
     if (v == kEmpty || v == kTombstone) {
       if (v == kTombstone) --tombstones_;
-      __atomic_store_n(slot, key, __ATOMIC_RELEASE);
+      // The page's record, written before, is published with it.
+      __atomic_store_n(slot, value, __ATOMIC_RELEASE);
       ++live_;
       return true;
     }
@@ -68,34 +111,59 @@ bool PageIndex::Place(uint64_t key) {
   return false;
 }
 
-void PageIndex::Add(uint64_t key) {
-  key = AsKey(key);
-  if (Crowded()) Rebuild();
-  Place(key);
-}
-
-void PageIndex::Remove(uint64_t key) {
-  key = AsKey(key);
-  const uint64_t mask = static_cast<uint64_t>(slots_) - 1;
-  for (int64_t probe = 0; probe < slots_; ++probe) {
-    uint64_t* slot = &slots_base_[(key + static_cast<uint64_t>(probe)) & mask];
-    const uint64_t v = Load(slot);
-    if (v == kEmpty) return;
-    if (v == key) {
-      Store(slot, kTombstone);
-      --live_;
-      ++tombstones_;
-      return;
+void PageIndex::Add(absl::string_view cache_salt, absl::Span<const int32_t> tokens,
+                    absl::Span<const int32_t> pages, int64_t from) {
+  const std::vector<uint64_t> keys = PageKeys(seed_, cache_salt, tokens, page_size_);
+  const uint64_t ns = NamespaceHash(seed_, cache_salt);
+  const int64_t n = std::min<int64_t>(static_cast<int64_t>(keys.size()), pages.size());
+  for (int64_t i = std::max<int64_t>(from, 0); i < n; ++i) {
+    const int32_t page = pages[i];
+    if (page < 0 || page >= pages_) continue;
+    uint64_t* record = Record(page);
+    if (Load(&record[1]) != kEmpty) Remove(page);  // indexed under another prompt before
+    const uint64_t value = SlotValue(keys[i], page);
+    Store(&record[1], value);
+    Store(&record[2], i > 0 ? static_cast<uint64_t>(pages[i - 1]) + 1 : 0);
+    Store(&record[3], ns);
+    const absl::Span<const int32_t> own = tokens.subspan(i * page_size_, page_size_);
+    for (int64_t w = 0; w < (page_size_ + 1) / 2; ++w) {
+      Store(&record[kRecordHead + w], TokenWord(own, w));
     }
+    if (Crowded()) Rebuild();
+    if (!Place(value)) Store(&record[1], kEmpty);  // no slot: a lookup misses it
   }
 }
 
+void PageIndex::Remove(int32_t page) {
+  if (page < 0 || page >= pages_) return;
+  uint64_t* record = Record(page);
+  const uint64_t value = Load(&record[1]);
+  if (value == kEmpty) return;
+  const uint64_t mask = static_cast<uint64_t>(slots_) - 1;
+  const uint64_t start = SlotStart(value, slots_);
+  for (int64_t probe = 0; probe < slots_; ++probe) {
+    uint64_t* slot = &slots_base_[(start + static_cast<uint64_t>(probe)) & mask];
+    const uint64_t v = Load(slot);
+    if (v == kEmpty) break;
+    if (v == value) {
+      __atomic_store_n(slot, kTombstone, __ATOMIC_SEQ_CST);
+      --live_;
+      ++tombstones_;
+      break;
+    }
+  }
+  Store(&record[1], kEmpty);
+  // After the tombstone: a reader that sees the new generation sees the
+  // page gone; one that read the old one fails Unchanged.
+  __atomic_store_n(&record[0], Load(&record[0]) + 1, __ATOMIC_SEQ_CST);
+}
+
 void PageIndex::Rebuild() {
-  std::vector<uint64_t> keys;
-  keys.reserve(static_cast<size_t>(live_));
+  std::vector<uint64_t> values;
+  values.reserve(static_cast<size_t>(live_));
   for (int64_t i = 0; i < slots_; ++i) {
     const uint64_t v = Load(&slots_base_[i]);
-    if (v > kTombstone) keys.push_back(v);
+    if (v > kTombstone) values.push_back(v);
   }
   const uint64_t version = Load(&words_[0]);
   Store(&words_[0], version + 1);  // odd: readers answer "unknown"
@@ -103,39 +171,80 @@ void PageIndex::Rebuild() {
   for (int64_t i = 0; i < slots_; ++i) Store(&slots_base_[i], kEmpty);
   live_ = 0;
   tombstones_ = 0;
-  for (uint64_t key : keys) Place(key);
+  for (uint64_t value : values) Place(value);
   __atomic_store_n(&words_[0], version + 2, __ATOMIC_RELEASE);
 }
 
-int64_t PageIndex::LeadingPresent(const uint64_t* words, int64_t n_words,
-                                  absl::Span<const uint64_t> keys) {
-  if (n_words <= kHeaderWords) return -1;
-  const uint64_t before = __atomic_load_n(&words[0], __ATOMIC_ACQUIRE);
-  if (before % 2 == 1) return -1;
+std::optional<std::vector<PageIndex::Found>> PageIndex::Find(const uint64_t* words, int64_t n_words,
+                                                             absl::string_view cache_salt,
+                                                             absl::Span<const int32_t> tokens) {
+  if (n_words <= kHeaderWords || Acquire(&words[2]) != kFormat) return std::nullopt;
+  const uint64_t before = Acquire(&words[0]);
+  if (before % 2 == 1) return std::nullopt;
   const int64_t slots = static_cast<int64_t>(Load(&words[1]));
-  // A slot count that is not a power of two within the words: not a table.
-  if (slots < 1 || (slots & (slots - 1)) != 0 || slots > n_words - kHeaderWords) return -1;
+  const int64_t pages = static_cast<int64_t>(Load(&words[3]));
+  const int64_t page_size = static_cast<int64_t>(Load(&words[4]));
+  const uint64_t seed = Load(&words[5]);
+  // A geometry that does not fit the words: not an index.
+  if (slots < 1 || (slots & (slots - 1)) != 0 || pages < 0 || page_size < 1 ||
+      page_size > (int64_t{1} << 20) || slots > n_words ||
+      pages > (n_words - kHeaderWords - slots) / RecordWords(page_size)) {
+    return std::nullopt;
+  }
+  const int64_t record_words = RecordWords(page_size);
   const uint64_t* base = words + kHeaderWords;
+  const uint64_t* records = base + slots;
   const uint64_t mask = static_cast<uint64_t>(slots) - 1;
-  int64_t present = 0;
-  for (uint64_t key : keys) {
-    key = AsKey(key);
-    bool found = false;
-    for (int64_t probe = 0; probe < slots; ++probe) {
-      const uint64_t v =
-          __atomic_load_n(&base[(key + static_cast<uint64_t>(probe)) & mask], __ATOMIC_ACQUIRE);
+  const std::vector<uint64_t> keys = PageKeys(seed, cache_salt, tokens, page_size);
+  const uint64_t ns = NamespaceHash(seed, cache_salt);
+  std::vector<Found> found;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const uint64_t top = SlotValue(keys[i], 0) >> 32;
+    const uint64_t parent = i > 0 ? static_cast<uint64_t>(found.back().page) + 1 : 0;
+    const absl::Span<const int32_t> own = tokens.subspan(i * page_size, page_size);
+    const uint64_t start = SlotStart(top << 32, slots);
+    bool accepted = false;
+    for (int64_t probe = 0; probe < slots && !accepted; ++probe) {
+      const uint64_t* slot = &base[(start + static_cast<uint64_t>(probe)) & mask];
+      const uint64_t v = Acquire(slot);
       if (v == kEmpty) break;
-      if (v == key) {
-        found = true;
-        break;
+      if (v == kTombstone || v >> 32 != top) continue;
+      const int64_t page = static_cast<int64_t>(v & 0xffffffffu);
+      if (page >= pages) continue;
+      const uint64_t* record = records + page * record_words;
+      const uint64_t generation = Acquire(&record[0]);
+      bool same = Load(&record[1]) == v && Load(&record[2]) == parent && Load(&record[3]) == ns;
+      for (int64_t w = 0; same && w < (page_size + 1) / 2; ++w) {
+        same = Load(&record[kRecordHead + w]) == TokenWord(own, w);
+      }
+      // What was read is the page's record of that generation, still indexed.
+      __atomic_thread_fence(__ATOMIC_ACQUIRE);
+      if (same && Load(&record[0]) == generation && Load(slot) == v) {
+        found.push_back({static_cast<int32_t>(page), generation});
+        accepted = true;
       }
     }
-    if (!found) break;
-    ++present;
+    if (!accepted) break;
   }
   __atomic_thread_fence(__ATOMIC_ACQUIRE);
-  if (Load(&words[0]) != before) return -1;
-  return present;
+  if (Load(&words[0]) != before) return std::nullopt;
+  return found;
+}
+
+bool PageIndex::Unchanged(const uint64_t* words, int64_t n_words, absl::Span<const Found> found) {
+  if (n_words <= kHeaderWords || Acquire(&words[2]) != kFormat) return false;
+  const int64_t slots = static_cast<int64_t>(Load(&words[1]));
+  const int64_t pages = static_cast<int64_t>(Load(&words[3]));
+  const int64_t record_words = RecordWords(static_cast<int64_t>(Load(&words[4])));
+  const uint64_t* records = words + kHeaderWords + slots;
+  for (const Found& f : found) {
+    if (f.page < 0 || f.page >= pages ||
+        kHeaderWords + slots + (f.page + 1) * record_words > n_words) {
+      return false;
+    }
+    if (Acquire(&records[f.page * record_words]) != f.generation) return false;
+  }
+  return true;
 }
 
 }  // namespace nanoserve

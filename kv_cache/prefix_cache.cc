@@ -62,8 +62,8 @@ absl::StatusOr<std::unique_ptr<PrefixCache>> PrefixCache::Create(
   ExportedTensor index;
   if ((*pool)->segment().transport != KvTransport::kBytes) {
     absl::StatusOr<ExportedTensor> exported =
-        AllocateExported({PageIndex::WordsFor((*pool)->num_pages())}, torch::kInt64,
-                         torch::Device(torch::kCPU), options.pool.epoch);
+        AllocateExported({PageIndex::WordsFor((*pool)->num_pages(), (*pool)->page_size())},
+                         torch::kInt64, torch::Device(torch::kCPU), options.pool.epoch);
     if (exported.ok()) {
       index = *std::move(exported);
     } else {
@@ -87,8 +87,9 @@ PrefixCache::PrefixCache(const PrefixCacheOptions& options, std::unique_ptr<Page
       tree_(page_size_),
       cached_(static_cast<size_t>(num_pages_), 0) {
   if (index_storage_.defined()) {
-    index_ = std::make_unique<PageIndex>(IndexWords(), index_storage_.numel());
-    page_keys_.assign(static_cast<size_t>(num_pages_), 0);
+    // A random seed: callers cannot craft keys that collide in it.
+    index_ = std::make_unique<PageIndex>(IndexWords(), index_storage_.numel(), num_pages_,
+                                         page_size_, RandomId());
   }
 }
 
@@ -103,8 +104,9 @@ int64_t PrefixCache::index_words() const {
 int64_t PrefixCache::IndexedPages(absl::Span<const int32_t> tokens,
                                   absl::string_view cache_salt) const {
   if (!index_storage_.defined()) return -1;
-  return PageIndex::LeadingPresent(IndexWords(), index_storage_.numel(),
-                                   PageKeys(cache_salt, tokens, page_size_));
+  const std::optional<std::vector<PageIndex::Found>> found =
+      PageIndex::Find(IndexWords(), index_storage_.numel(), cache_salt, tokens);
+  return found.has_value() ? static_cast<int64_t>(found->size()) : -1;
 }
 
 PrefixCache::MatchResult PrefixCache::Match(absl::Span<const int32_t> tokens,
@@ -202,20 +204,16 @@ absl::StatusOr<PrefixCache::InsertResult> PrefixCache::Insert(absl::Span<const i
   InsertResult result;
   Tree::InsertResult inserted = tree_.Insert(cache_salt, tokens, pages, &result.pages);
   const int64_t existing_pages = inserted.existing_length / page_size_;
-  const std::vector<uint64_t> keys = index_ != nullptr && existing_pages < n_pages
-                                         ? PageKeys(cache_salt, tokens, page_size_)
-                                         : std::vector<uint64_t>();
   std::vector<int32_t> duplicates;
   for (int64_t i = 0; i < n_pages; ++i) {
     if (i < existing_pages) {
       if (pages[i] != result.pages[i]) duplicates.push_back(pages[i]);
     } else {
       cached_[pages[i]] = 1;
-      if (index_ != nullptr) {
-        page_keys_[pages[i]] = keys[i];
-        index_->Add(keys[i]);
-      }
     }
+  }
+  if (index_ != nullptr && existing_pages < n_pages) {
+    index_->Add(cache_salt, tokens, result.pages, existing_pages);
   }
   CheckOk(pool_->Free(duplicates), "freeing duplicate pages");
   result.inserted_tokens = static_cast<int64_t>(tokens.size()) - inserted.existing_length;
@@ -313,10 +311,9 @@ int64_t PrefixCache::EvictLocked(int64_t n_pages) {
   std::vector<int32_t> evicted;
   tree_.Evict(n_pages, [&](int32_t page) {
     cached_[page] = 0;
-    if (index_ != nullptr) {
-      index_->Remove(page_keys_[page]);
-      page_keys_[page] = 0;
-    }
+    // Out of the index (its generation moved on) before the pool may hand
+    // the page to a writer.
+    if (index_ != nullptr) index_->Remove(page);
     evicted.push_back(page);
   });
   CheckOk(pool_->Free(evicted), "freeing evicted pages");

@@ -153,7 +153,7 @@ class PrefixCache {
   const SharedSegment& index_segment() const { return index_segment_; }
   int64_t index_words() const;
   // The leading whole pages of `tokens` cached in namespace `cache_salt`, as
-  // the index tells a peer (a hint: Match decides); -1 without an index.
+  // the index tells a peer (PageIndex::Find); -1 without an index.
   int64_t IndexedPages(absl::Span<const int32_t> tokens, absl::string_view cache_salt = "") const;
 
   // The longest prefix of `tokens` cached in namespace `cache_salt`, in
@@ -277,9 +277,8 @@ class PrefixCache {
   const std::unique_ptr<PagePool> pool_ ABSL_PT_GUARDED_BY(mu_);
   Tree tree_ ABSL_GUARDED_BY(mu_);
   std::vector<uint8_t> cached_ ABSL_GUARDED_BY(mu_);  // per page: in tree
-  // The index's writer, and per page the key it was added under (0: none).
+  // The index's writer.
   std::unique_ptr<PageIndex> index_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> page_keys_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Lease> leases_ ABSL_GUARDED_BY(mu_);
   PrefixCacheStats counters_ ABSL_GUARDED_BY(mu_);  // the cumulative fields
 };

@@ -115,12 +115,24 @@ class PrefixStore {
 
   // How many leading tokens of `tokens` (whole pages) the store holds under
   // `cache_salt`, as far as this process can tell without a round trip: a
-  // remote store's page index mapped here (kv_cache/page_index.h). A hint
-  // for whether a MatchPrefix is worth its round trip, which then decides
-  // and pins; nullopt where only a MatchPrefix can tell.
+  // remote store's page index mapped here (kv_cache/page_index.h). What a
+  // MatchPrefix would find now, but pinning nothing (it may be evicted
+  // next); nullopt where only a MatchPrefix can tell.
   virtual std::optional<int64_t> CachedTokensHint(absl::Span<const int32_t> tokens,
                                                   absl::string_view cache_salt) {
     return std::nullopt;
+  }
+
+  // Row `row` (empty) takes the leading whole pages of `tokens` cached
+  // under `cache_salt` without a lease or a round trip, where this process
+  // maps a remote store's pool and its page index (kv_cache/page_index.h):
+  // found in the index, copied out of the pool, then checked not evicted
+  // meanwhile. Returns the tokens the row now holds; 0 where none could be
+  // had that way (the row is left empty: MatchPrefix then). The store
+  // learns nothing of it: a later Store of the row matches it itself.
+  virtual int64_t LoadUnleased(int64_t row, absl::Span<const int32_t> tokens,
+                               absl::string_view cache_salt, BlockTables& rows) {
+    return 0;
   }
 
   // The longest prefix of `tokens` cached under `cache_salt`, in whole

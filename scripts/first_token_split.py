@@ -21,6 +21,7 @@ ORDER = [
     "prefill_arrived",           # prefill: the call's reactor
     "prefill_worker",            # prefill: a worker took it
     "prefill_batch",             # prefill: its batch began
+    "prefill_unleased_loaded",   # prefill: prefixes loaded by the store's page index, no match
     "prefill_match_asked",       # prefill: the store's match (where asked)
     "prefill_match_answered",
     "prefill_loaded",            # prefill: the matched prefixes copied into the rows

@@ -37,12 +37,39 @@ std::optional<int64_t> RemotePrefixStore::CachedTokensHint(absl::Span<const int3
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
   if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined()) return std::nullopt;
   const KvStoreClient::MappedPool& mapped = **pool;
-  const int64_t page_size = mapped.layout.page_size;
-  const int64_t pages = PageIndex::LeadingPresent(
-      reinterpret_cast<const uint64_t*>(mapped.page_index.data_ptr<int64_t>()),
-      mapped.page_index.numel(), PageKeys(cache_salt, tokens, page_size));
-  if (pages < 0) return std::nullopt;
-  return pages * page_size;
+  const std::optional<std::vector<PageIndex::Found>> found =
+      PageIndex::Find(reinterpret_cast<const uint64_t*>(mapped.page_index.data_ptr<int64_t>()),
+                      mapped.page_index.numel(), cache_salt, tokens);
+  if (!found.has_value()) return std::nullopt;
+  return static_cast<int64_t>(found->size()) * mapped.layout.page_size;
+}
+
+int64_t RemotePrefixStore::LoadUnleased(int64_t row, absl::Span<const int32_t> tokens,
+                                        absl::string_view cache_salt, BlockTables& rows) {
+  absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
+  if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined() ||
+      (*pool)->layout.page_size != rows.page_size() || rows.length(row) != 0) {
+    return 0;
+  }
+  const KvStoreClient::MappedPool& mapped = **pool;
+  const uint64_t* words = reinterpret_cast<const uint64_t*>(mapped.page_index.data_ptr<int64_t>());
+  const int64_t n_words = mapped.page_index.numel();
+  const std::optional<std::vector<PageIndex::Found>> found =
+      PageIndex::Find(words, n_words, cache_salt, tokens);
+  if (!found.has_value() || found->empty()) return 0;
+  std::vector<int32_t> pages;
+  for (const PageIndex::Found& f : *found) pages.push_back(f.page);
+  if (!rows.CopyPagesIn(row, mapped.storage, pages).ok()) {
+    rows.Reset(row);
+    return 0;
+  }
+  // The copy has read the pages; were they still the ones found?
+  WaitForDevice(mapped.storage.device());
+  if (!PageIndex::Unchanged(words, n_words, *found)) {
+    rows.Reset(row);
+    return 0;
+  }
+  return rows.length(row);
 }
 
 absl::StatusOr<std::vector<PrefixStore::Match>> RemotePrefixStore::MatchPrefixes(

@@ -24,6 +24,8 @@
 #            with its CUDA graphs (VARIANTS picks decode steps and CUDA_MODULE_LOADING)
 #   kernels  the kernel workbench (QUICK; FILTER=name picks kernels, and then runs
 #            every case of them, not QUICK's)
+#   fp32     bench-services in fp32 at 128 and 900 tokens: whether the services' greedy
+#            tokens equal the offline engine's where rounding cannot tell them apart
 #   suite    the whole suite in fp32 for what time is left
 # STEPS (default all, in that order) picks some. A step that fails does not
 # stop the others. Logs under $OUT, packed at the end into $OUT/logs.tgz (a
@@ -97,6 +99,13 @@ step_shapes() { timeout 150 "$ROOT/scripts/gpu/shapes.sh"; }
 step_kernels() {
   QUICK=$([ -n "${FILTER:-}" ] && echo 0 || echo 1) timeout 150 "$ROOT/scripts/gpu/kernels.sh" 2>&1 |
     tail -40
+}
+step_fp32() {
+  timeout 150 "$BIN/nanoserve" bench-services --model random:gpt2 --device cuda --dtype fp32 \
+    --kv_transport auto --prompt_lengths 128,900 --max_new_tokens 32 --repeats 3 \
+    --work_dir "$OUT/svc-fp32" --pool_mb 4096 >"$OUT/services-fp32.md" 2>"$OUT/services-fp32.err" \
+    || { echo "bench-services fp32 failed"; tail -5 "$OUT/services-fp32.err"; }
+  grep -E "^\| (prompt|prefix|128|900) " "$OUT/services-fp32.md"
 }
 step_suite() {
   NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 timeout "$(left)" \

@@ -420,6 +420,7 @@ class StoreServer {
   std::string target() const { return absl::StrCat("127.0.0.1:", port_); }
   int port() const { return port_; }
   KvStoreHandler* handler() { return handler_.get(); }
+  PrefixCache* cache() { return cache_.get(); }
   v1::StatsResponse Stats() {
     v1::StatsResponse stats;
     handler_->Stats(v1::StatsRequest(), &stats);
@@ -957,9 +958,54 @@ TEST(RemoteDataPlaneTest, ThePageIndexTellsWhatTheStoreHoldsWithoutACall) {
   ASSERT_TRUE(store.Release((*stored)[0].lease_id).ok());
 }
 
-// A prefill over a store whose index it maps asks for a match only where
-// the index shows pages to reuse, or where prompts of the batch share a
-// page; over bytes (no index) every batch with a page to match asks.
+// A row takes what the store caches through its page index, with no call
+// and no lease: the pages the writer wrote, each namespace apart; once the
+// store evicted them the index offers nothing and the row stays empty.
+TEST(RemoteDataPlaneTest, ARowTakesCachedPagesByTheIndexWithoutACallOrALease) {
+  StoreServer server(/*exported=*/true);
+  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
+  RemotePrefixStore store(&client);
+  Rows writer(1);
+  std::vector<std::vector<int32_t>> tokens;
+  auto stored = StoreRows(store, writer, 1, 16, &tokens);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_TRUE(store.Release((*stored)[0].lease_id).ok());
+  const v1::StatsResponse before = server.Stats();
+  Rows reader(3);
+  std::vector<int32_t> longer = tokens[0];
+  longer.insert(longer.end(), {7, 8, 9});
+  EXPECT_EQ(store.LoadUnleased(0, longer, "", *reader.tables), 16);
+  EXPECT_EQ(reader.tables->length(0), 16);
+  EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(0, 0, 16).value(),
+                           writer.tables->ReadTokens(0, 0, 16).value()));
+  std::vector<int32_t> branch = tokens[0];
+  branch[9] = (branch[9] + 1) % 50;  // inside page 3: pages 1 and 2 alone
+  EXPECT_EQ(store.LoadUnleased(1, branch, "", *reader.tables), 8);
+  EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(1, 0, 8).value(),
+                           writer.tables->ReadTokens(0, 0, 8).value()));
+  EXPECT_EQ(store.LoadUnleased(2, tokens[0], "tenant", *reader.tables), 0);
+  EXPECT_EQ(reader.tables->length(2), 0);
+  EXPECT_EQ(store.LoadUnleased(0, tokens[0], "", *reader.tables), 0) << "a row not empty";
+  const v1::StatsResponse after = server.Stats();
+  EXPECT_EQ(after.match_calls(), before.match_calls());
+  EXPECT_EQ(after.fetch_calls(), before.fetch_calls());
+  EXPECT_EQ(after.active_leases(), 0);
+  // Evicted: nothing to take.
+  EXPECT_EQ(server.cache()->EvictAll(), 4);  // its pages of 4 tokens
+  reader.tables->Reset(0);
+  EXPECT_EQ(store.LoadUnleased(0, tokens[0], "", *reader.tables), 0);
+  EXPECT_EQ(reader.tables->length(0), 0);
+  KvStoreClient bytes_client(
+      ClientOptions(server.target(), KvStoreClientOptions::Transport::kBytes));
+  RemotePrefixStore bytes_store(&bytes_client);
+  EXPECT_EQ(bytes_store.LoadUnleased(2, tokens[0], "", *reader.tables), 0);
+}
+
+// A prefill over a store whose index it maps asks for no match where the
+// index serves its rows (LoadUnleased: the same logits as computing them),
+// asks where prompts of the batch share a page, and over bytes (no index)
+// every batch with a page to match asks. The store of a row loaded without
+// a lease matches it itself, after the first token.
 TEST(RemoteDataPlaneTest, APrefillAsksTheStoreOnlyForPagesItsIndexShows) {
   std::unique_ptr<Gpt2Model> model = testing::TinyModel();
   const PageLayout layout = KvPageLayout(model->config(), model->options().dtype, kPageSize);
@@ -967,13 +1013,16 @@ TEST(RemoteDataPlaneTest, APrefillAsksTheStoreOnlyForPagesItsIndexShows) {
   KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
   RemotePrefixStore store(&client);
   PrefixPrefill prefill(*model, store, /*chunk=*/0);
+  int64_t matches_at_logits = -1;  // the store's match calls when the logits were made
   auto run = [&](const std::vector<std::vector<int>>& prompts) {
     std::unique_ptr<KvCache> rows =
         KvCache::Create(model->config(), static_cast<int64_t>(prompts.size()), 64,
                         model->options().dtype, model->options().device, kPageSize)
             .value();
-    absl::StatusOr<PrefixPrefillResult> result =
-        prefill.Run(prompts, *rows, /*keep_leases=*/false, {}, "", nullptr);
+    absl::StatusOr<PrefixPrefillResult> result = prefill.Run(
+        prompts, *rows, /*keep_leases=*/false, {}, "", [&](const std::vector<torch::Tensor>&) {
+          matches_at_logits = server.Stats().match_calls();
+        });
     EXPECT_TRUE(result.ok()) << result.status();
     EXPECT_TRUE(result->store_status.ok()) << result->store_status;
     return *std::move(result);
@@ -986,8 +1035,11 @@ TEST(RemoteDataPlaneTest, APrefillAsksTheStoreOnlyForPagesItsIndexShows) {
   EXPECT_EQ(cold.stored[0].stored_tokens, 16);  // stored all the same
   const PrefixPrefillResult warm = run({a});
   EXPECT_TRUE(warm.store_asked);
-  EXPECT_EQ(server.Stats().match_calls(), 1);
   EXPECT_EQ(warm.reused_tokens[0], 16);
+  EXPECT_EQ(warm.unleased_rows, 1);
+  EXPECT_EQ(matches_at_logits, 0) << "a match before the first token";
+  EXPECT_EQ(server.Stats().active_leases(), 0);
+  EXPECT_TRUE(torch::allclose(warm.logits[0], cold.logits[0], 1e-4, 1e-4));
   // Two new prompts sharing a page: the branch point is computed once
   // through the store, so they ask.
   std::vector<int> b1(10, 41), b2(10, 41);
