@@ -251,11 +251,15 @@ TEST(PageIndexTest, ALeaseFreeReadThatFindsItsPagesUnchangedCopiedThem) {
   });
   std::mt19937_64 random(11);
   const absl::Time give_up = absl::Now() + absl::Seconds(20);
-  for (int64_t step = 0; step < 100000 || (reads.load() < 20000 && absl::Now() < give_up); ++step) {
-    // The victim cached, then evicted and its pages given to a prompt of
-    // other tokens (random, so that its keys differ), and back.
+  for (int64_t step = 0; step < 20000 || (reads.load() < 20000 && absl::Now() < give_up); ++step) {
+    // The victim cached (for at least two of the reader's reads, so that
+    // some find it whole however the threads are scheduled), then evicted
+    // and its pages given to a prompt of other tokens (random, so that its
+    // keys differ), and back.
     write(victim, victim_pages);
     index.index.Add("", victim, victim_pages, 0);
+    const int64_t seen = reads.load();
+    while (reads.load() < seen + 2 && absl::Now() < give_up) std::this_thread::yield();
     for (int i = 3; i >= 0; --i) index.index.Remove(victim_pages[static_cast<size_t>(i)]);
     std::vector<int32_t> other(16);
     for (int32_t& t : other) t = static_cast<int32_t>(random() % 50);
