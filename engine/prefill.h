@@ -78,11 +78,13 @@ struct PrefixPrefillResult {
 //     tokens, is a branch point of the tree. Branch points are computed in
 //     order of length, each once, starting from what the store already
 //     holds, and stored.
-//  2. Suffixes. Every prompt matches its longest cached prefix P (at most
-//     len - 1 tokens, so the last token always runs and yields logits),
-//     loads those P tokens' K/V into its row, and the suffixes run batched
-//     (PrefillBatch) at positions P..len-1 with rectangular causal masks.
-//     Each prompt's whole pages go into the store.
+//  2. Suffixes. Every prompt takes its longest cached prefix P (at most
+//     len - 1 tokens, so the last token always runs and yields logits)
+//     into its row: without a lease where the store's page index serves it
+//     (PrefixStore::LoadUnleased), else matched (one call for the batch)
+//     and loaded; the suffixes run batched (PrefillBatch) at positions
+//     P..len-1 with rectangular causal masks. Each prompt's whole pages go
+//     into the store.
 // So a prefix shared by several prompts of a batch is computed once. Each
 // prompt may name a cache namespace (cache salt, kv_store/prefix_cache.h):
 // its prefixes are matched and stored under that salt only, and prompts of
