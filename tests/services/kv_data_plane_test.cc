@@ -751,13 +751,19 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> StoreRows(
   return store.Store(stores, *writer.tables, /*pin=*/true, "");
 }
 
+// A store that exports its pool, a client that maps it, and the prefix
+// store over that client.
+class MappedStoreTest : public ::testing::Test {
+ protected:
+  StoreServer server{/*exported=*/true};
+  KvStoreClient client{ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto)};
+  RemotePrefixStore store{&client};
+};
+
 // A Store of four rows takes one Reserve and one Commit call, no Put; each
 // row's lease comes with its page ids, which a reader of the mapped pool
 // gathers with no Fetch: the same pages ReadLeased (a Fetch) reads.
-TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
-  StoreServer server(/*exported=*/true);
-  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
-  RemotePrefixStore store(&client);
+TEST_F(MappedStoreTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
   Rows writer(4);
   std::vector<std::vector<int32_t>> tokens;
   auto stored = StoreRows(store, writer, 4, 8, &tokens);
@@ -813,10 +819,7 @@ TEST(RemoteDataPlaneTest, ABatchOfRowsTakesOneReserveAndOneCommit) {
 // With the pool mapped, a Match names its pages (those the Store returned),
 // and a Load given them copies them page to page with no Fetch: the row
 // reads what the writer wrote. A bytes client gets no ids.
-TEST(RemoteDataPlaneTest, AMatchNamesItsPagesAndALoadNeedsNoFetch) {
-  StoreServer server(/*exported=*/true);
-  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
-  RemotePrefixStore store(&client);
+TEST_F(MappedStoreTest, AMatchNamesItsPagesAndALoadNeedsNoFetch) {
   Rows writer(1);
   std::vector<std::vector<int32_t>> tokens;
   auto stored = StoreRows(store, writer, 1, 16, &tokens);
@@ -931,10 +934,7 @@ TEST(RemoteDataPlaneTest, AnOlderStoreIsMatchedAndReleasedOneCallAtATime) {
 // The store's page index, mapped with its pool: what the store holds is
 // read without a call (each namespace apart), and a client over bytes
 // cannot tell.
-TEST(RemoteDataPlaneTest, ThePageIndexTellsWhatTheStoreHoldsWithoutACall) {
-  StoreServer server(/*exported=*/true);
-  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
-  RemotePrefixStore store(&client);
+TEST_F(MappedStoreTest, ThePageIndexTellsWhatTheStoreHoldsWithoutACall) {
   const std::vector<int32_t> cold = Tokens(16, 30);
   ASSERT_EQ(store.CachedTokensHint(cold, ""), std::optional<int64_t>(0));
   Rows writer(1);
@@ -961,10 +961,7 @@ TEST(RemoteDataPlaneTest, ThePageIndexTellsWhatTheStoreHoldsWithoutACall) {
 // A row takes what the store caches through its page index, with no call
 // and no lease: the pages the writer wrote, each namespace apart; once the
 // store evicted them the index offers nothing and the row stays empty.
-TEST(RemoteDataPlaneTest, ARowTakesCachedPagesByTheIndexWithoutACallOrALease) {
-  StoreServer server(/*exported=*/true);
-  KvStoreClient client(ClientOptions(server.target(), KvStoreClientOptions::Transport::kAuto));
-  RemotePrefixStore store(&client);
+TEST_F(MappedStoreTest, ARowTakesCachedPagesByTheIndexWithoutACallOrALease) {
   Rows writer(1);
   std::vector<std::vector<int32_t>> tokens;
   auto stored = StoreRows(store, writer, 1, 16, &tokens);
