@@ -246,6 +246,7 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
   TraceFirstToken("prefill_unleased_loaded");
   if (queries.empty()) return true;
   const absl::Time asked = absl::Now();
+  result.match_called = true;
   TraceFirstToken("prefill_match_asked");
   auto matches = StoreCall(result, [&] { return store_.MatchPrefixes(queries); });
   TraceFirstToken("prefill_match_answered");

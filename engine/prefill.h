@@ -68,6 +68,9 @@ struct PrefixPrefillResult {
   // Rows whose prefix came out of a remote store's pool by its page index,
   // without a match (PrefixStore::LoadUnleased).
   int64_t unleased_rows = 0;
+  // Whether the suffixes' match was called (asked, and some row the index
+  // did not serve): match_ms then times it.
+  bool match_called = false;
 };
 
 // Prefills a batch with prefix reuse (Part C) from a PrefixStore (in this

@@ -129,7 +129,8 @@ class PrefixStore {
   // found in the index, copied out of the pool, then checked not evicted
   // meanwhile. Returns the tokens the row now holds; 0 where none could be
   // had that way (the row is left empty: MatchPrefix then). The store
-  // learns nothing of it: a later Store of the row matches it itself.
+  // learns nothing of it: a later Store of the row matches it (a remote
+  // store: all such rows of the call in one MatchBatch).
   virtual int64_t LoadUnleased(int64_t row, absl::Span<const int32_t> tokens,
                                absl::string_view cache_salt, BlockTables& rows) {
     return 0;

@@ -106,6 +106,10 @@ PrefillStage::PrefillStage(const Gpt2Model* model, PrefixStore* store,
   metrics_.batch_retries = metrics->AddCounter(
       "nanoserve_prefill_batch_retries_total",
       "Batches of several calls that failed as a whole, whose calls then ran alone.");
+  metrics_.unleased_prompts = metrics->AddCounter(
+      "nanoserve_prefill_unleased_prompts_total",
+      "Prompts whose cached prefix came out of the KV store's pool by its page index, with no "
+      "match.");
   metrics_.matches_skipped = metrics->AddCounter(
       "nanoserve_prefill_store_matches_skipped_total",
       "Batches computed without asking the KV store for a match: they could reuse fewer tokens "
@@ -179,7 +183,11 @@ absl::StatusOr<PrefillOutcome> PrefillStage::Run(absl::Span<const PrefillPrompt>
   if (store_ != nullptr && !prefill.store_asked && metrics_.matches_skipped != nullptr) {
     metrics_.matches_skipped->Increment();
   }
-  if (await_match_ && prefill.store_asked && prefill.store_status.ok()) {
+  if (metrics_.unleased_prompts != nullptr)
+    metrics_.unleased_prompts->Increment(prefill.unleased_rows);
+  // Timed by a batch that called the match (one its rows' lease-free loads
+  // served whole made none).
+  if (await_match_ && prefill.match_called && prefill.store_status.ok()) {
     await_match_ = false;
     SetMatchMinTokens(prefill.match_ms, "the first batch's match");
   }

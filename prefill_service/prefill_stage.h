@@ -257,6 +257,7 @@ class PrefillStage : public Prefiller {
     Histogram* batch_prompts = nullptr;
     Counter* batch_retries = nullptr;
     Counter* matches_skipped = nullptr;
+    Counter* unleased_prompts = nullptr;
   } metrics_;
   // Resolved from options_.store_match_min_tokens (where -1: by WarmUp, or
   // by the first batch that matched, on the batcher's thread).

@@ -47,8 +47,7 @@ std::optional<int64_t> RemotePrefixStore::CachedTokensHint(absl::Span<const int3
 int64_t RemotePrefixStore::LoadUnleased(int64_t row, absl::Span<const int32_t> tokens,
                                         absl::string_view cache_salt, BlockTables& rows) {
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
-  if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined() ||
-      (*pool)->layout.page_size != rows.page_size() || rows.length(row) != 0) {
+  if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined() || rows.length(row) != 0) {
     return 0;
   }
   const KvStoreClient::MappedPool& mapped = **pool;
@@ -59,7 +58,20 @@ int64_t RemotePrefixStore::LoadUnleased(int64_t row, absl::Span<const int32_t> t
   if (!found.has_value() || found->empty()) return 0;
   std::vector<int32_t> pages;
   for (const PageIndex::Found& f : *found) pages.push_back(f.page);
-  if (!rows.CopyPagesIn(row, mapped.storage, pages).ok()) {
+  // Page to page where the page sizes agree, else by position (as Load).
+  absl::Status copied = absl::OkStatus();
+  if (mapped.layout.page_size == rows.page_size()) {
+    copied = rows.CopyPagesIn(row, mapped.storage, pages);
+  } else {
+    absl::StatusOr<torch::Tensor> run = ReadPages(mapped.storage, pages, rows.storage().device());
+    absl::StatusOr<torch::Tensor> kv =
+        run.ok() ? TorchResult("reading indexed pages", [&] { return PagesAsTokens(*run); })
+                 : run.status();
+    copied = kv.ok() ? rows.WriteTokens(row, 0, *kv) : kv.status();
+    if (copied.ok())
+      rows.set_length(row, static_cast<int64_t>(pages.size()) * mapped.layout.page_size);
+  }
+  if (!copied.ok()) {
     rows.Reset(row);
     return 0;
   }
@@ -226,14 +238,15 @@ absl::Status RemotePrefixStore::PrepareRow(size_t index, const RowTokens& store,
                                            bool pin, absl::string_view lease_holder,
                                            const KvStoreClient::MappedPool* pool,
                                            std::vector<Stored>& out,
-                                           std::vector<PendingRow>* in_place) {
+                                           std::vector<PendingRow>* in_place,
+                                           const KvStoreClient::Match* base_match) {
   const int64_t n = static_cast<int64_t>(store.tokens.size());
   absl::StatusOr<PageLayout> known = Layout();
   if (!known.ok()) return known.status();
   PendingRow row{index, &store, {store.base_tokens, store.base_lease_id, *known}, false, {}};
   if (store.base_lease_id == kNoLease && !store.base_matched) {
     absl::StatusOr<KvStoreClient::Match> match =
-        client_->MatchPrefix(store.tokens, store.cache_salt);
+        base_match != nullptr ? *base_match : client_->MatchPrefix(store.tokens, store.cache_salt);
     if (!match.ok()) return match.status();
     row.base = *match;
     row.own_lease = true;
@@ -391,10 +404,38 @@ absl::StatusOr<std::vector<PrefixStore::Stored>> RemotePrefixStore::Store(
     for (const Stored& s : out) leases.push_back(s.lease_id);
     client_->Release(leases).IgnoreError();
   };
+  // Rows whose caller matched no base (loaded without a lease) are matched
+  // here, all in one call; each row owns its match's lease once prepared.
+  std::vector<KvStoreClient::MatchQuery> queries;
+  std::vector<size_t> unmatched;
   for (size_t i = 0; i < stores.size(); ++i) {
+    if (!stores[i].tokens.empty() && stores[i].base_lease_id == kNoLease &&
+        !stores[i].base_matched) {
+      queries.push_back({stores[i].tokens, stores[i].cache_salt});
+      unmatched.push_back(i);
+    }
+  }
+  std::vector<KvStoreClient::Match> matches;
+  if (!queries.empty()) {
+    absl::StatusOr<std::vector<KvStoreClient::Match>> matched = client_->MatchPrefixes(queries);
+    if (!matched.ok()) return matched.status();
+    matches = *std::move(matched);
+  }
+  std::vector<const KvStoreClient::Match*> match_of(stores.size(), nullptr);
+  for (size_t k = 0; k < unmatched.size(); ++k) match_of[unmatched[k]] = &matches[k];
+  size_t handed = 0;  // rows before it own their matches' leases
+  absl::Cleanup release_unhanded = [&] {
+    std::vector<uint64_t> leases;
+    for (size_t k = 0; k < unmatched.size(); ++k) {
+      if (unmatched[k] >= handed) leases.push_back(matches[k].lease_id);
+    }
+    client_->Release(leases).IgnoreError();
+  };
+  for (size_t i = 0; i < stores.size(); ++i) {
+    handed = i + 1;
     if (stores[i].tokens.empty()) continue;
     absl::Status prepared =
-        PrepareRow(i, stores[i], rows, pin, lease_holder, pool->get(), out, &in_place);
+        PrepareRow(i, stores[i], rows, pin, lease_holder, pool->get(), out, &in_place, match_of[i]);
     if (!prepared.ok()) return prepared;
   }
   if (*pool != nullptr) {

@@ -87,10 +87,12 @@ class RemotePrefixStore : public PrefixStore {
   };
   // Stores row `index` at once (over bytes, or nothing to write) into
   // out[index], or, when it is to be written into `pool` (not null), adds
-  // it to *in_place.
+  // it to *in_place. A row whose caller matched no base uses `base_match`
+  // (Store's match of it, whose lease it then owns), or matches itself.
   absl::Status PrepareRow(size_t index, const RowTokens& store, BlockTables& rows, bool pin,
                           absl::string_view lease_holder, const KvStoreClient::MappedPool* pool,
-                          std::vector<Stored>& out, std::vector<PendingRow>* in_place);
+                          std::vector<Stored>& out, std::vector<PendingRow>* in_place,
+                          const KvStoreClient::Match* base_match);
   // One Reserve for `in_place`, the writes, one wait, one Commit; each
   // row's outcome into out[row.index].
   absl::Status StoreInPlace(const KvStoreClient::MappedPool& pool,

@@ -510,8 +510,9 @@ TEST_F(ServicesTest, OnePrefillCallComputesASharedPrefixOnce) {
   ASSERT_TRUE(response.store_used()) << response.store_error();
   EXPECT_EQ(response.computed_tokens(), 3 * kPageSize + 4 * 5);  // not 4 x 29
   // The store calls do not grow with the batch: one Match for the shared
-  // prefix and one MatchBatch for the four prompts (not five Matches), and
-  // a Release for each (not five).
+  // prefix and one MatchBatch for the four prompts (not five Matches; where
+  // the page index serves them, the Store's after the first tokens), and a
+  // Release for each (not five).
   const v1::StatsResponse after = store_->Stats().value();
   EXPECT_EQ(after.match_calls() - before.match_calls(), 2);
   EXPECT_LE(after.release_calls() - before.release_calls(), 2);
@@ -741,6 +742,10 @@ TEST_F(BatchingServicesTest, ConcurrentPrefillCallsShareOneBatch) {
   const std::string metrics = Metrics(ServiceStack::kPrefill);
   EXPECT_NE(metrics.find("nanoserve_prefill_batch_calls_sum 4\n"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("nanoserve_prefill_batch_calls_count 1\n"), std::string::npos);
+  // The shared prefix computed and stored once, each prompt then took it
+  // out of the store's pool by its page index, with no match.
+  EXPECT_NE(metrics.find("nanoserve_prefill_unleased_prompts_total 4\n"), std::string::npos)
+      << metrics;
 }
 
 }  // namespace services_test

@@ -980,6 +980,15 @@ TEST_F(MappedStoreTest, ARowTakesCachedPagesByTheIndexWithoutACallOrALease) {
   EXPECT_EQ(store.LoadUnleased(1, branch, "", *reader.tables), 8);
   EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(1, 0, 8).value(),
                            writer.tables->ReadTokens(0, 0, 8).value()));
+  // Rows of another page size take the same tokens by position.
+  PrefixCacheOptions wide = PoolOptions(false, 32);
+  wide.pool.layout.page_size = 2 * kPageSize;
+  wide.pool.byte_budget = 32 * wide.pool.layout.bytes_per_page();
+  std::unique_ptr<PrefixCache> wide_pool = PrefixCache::Create(wide).value();
+  std::unique_ptr<BlockTables> wide_rows = BlockTables::Create(wide_pool.get(), 1, 32).value();
+  EXPECT_EQ(store.LoadUnleased(0, tokens[0], "", *wide_rows), 16);
+  EXPECT_TRUE(torch::equal(wide_rows->ReadTokens(0, 0, 16).value(),
+                           writer.tables->ReadTokens(0, 0, 16).value()));
   EXPECT_EQ(store.LoadUnleased(2, tokens[0], "tenant", *reader.tables), 0);
   EXPECT_EQ(reader.tables->length(2), 0);
   EXPECT_EQ(store.LoadUnleased(0, tokens[0], "", *reader.tables), 0) << "a row not empty";
