@@ -229,6 +229,12 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
   // rest are matched where asked, every row's in one call.
   std::vector<PrefixStore::MatchQuery> queries;
   std::vector<size_t> asked_rows;
+  // On a store's failure every row is computed in full instead.
+  auto reuse_nothing = [&] {
+    for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);
+    result.reused_tokens.assign(prompts.size(), 0);
+    result.unleased_rows = 0;
+  };
   loads.resize(prompts.size());
   for (size_t r = 0; r < prompts.size(); ++r) {
     const absl::Span<const int32_t> tokens(prompts[r].data(), prompts[r].size() - 1);
@@ -252,9 +258,7 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
   TraceFirstToken("prefill_match_answered");
   result.match_ms = absl::ToDoubleMilliseconds(absl::Now() - asked);
   if (!matches.ok()) {
-    for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);  // computed in full instead
-    result.reused_tokens.assign(prompts.size(), 0);
-    result.unleased_rows = 0;
+    reuse_nothing();
     loads.clear();
     return false;
   }
@@ -293,9 +297,7 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
     if (loaded.ok()) cache.set_length(row, cache.length(from));
   }
   if (!loaded.ok()) {
-    for (size_t r = 0; r < prompts.size(); ++r) cache.Reset(r);  // computed in full instead
-    result.reused_tokens.assign(prompts.size(), 0);
-    result.unleased_rows = 0;
+    reuse_nothing();
     return false;
   }
   for (size_t k : asked_rows) result.reused_tokens[k] = loads[k].tokens;

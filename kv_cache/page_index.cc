@@ -18,11 +18,44 @@ void Store(uint64_t* word, uint64_t value) { __atomic_store_n(word, value, __ATO
 
 int64_t RecordWords(int64_t page_size) { return kRecordHead + (page_size + 1) / 2; }
 
-// The namespace's hash under `seed`, never 0.
-uint64_t NamespaceHash(uint64_t seed, absl::string_view cache_salt) {
+// The chain over the namespace under `seed`: PageKeys' start.
+uint64_t SaltChain(uint64_t seed, absl::string_view cache_salt) {
   uint64_t h = SplitMix64(cache_salt.size() ^ seed);
   for (unsigned char c : cache_salt) h = SplitMix64(h ^ c);
+  return h;
+}
+
+// The namespace's hash under `seed`, never 0.
+uint64_t NamespaceHash(uint64_t seed, absl::string_view cache_salt) {
+  const uint64_t h = SaltChain(seed, cache_salt);
   return h == 0 ? 1 : h;
+}
+
+// The geometry a header describes, where it fits `n_words` words.
+struct Geometry {
+  int64_t slots, pages, page_size, record_words;
+  uint64_t seed;
+  const uint64_t* slot_base(const uint64_t* words) const { return words + PageIndex::kHeaderWords; }
+  const uint64_t* record(const uint64_t* words, int64_t page) const {
+    return slot_base(words) + slots + page * record_words;
+  }
+};
+std::optional<Geometry> ReadGeometry(const uint64_t* words, int64_t n_words) {
+  if (n_words <= PageIndex::kHeaderWords || Acquire(&words[2]) != PageIndex::kFormat) {
+    return std::nullopt;
+  }
+  Geometry g;
+  g.slots = static_cast<int64_t>(Load(&words[1]));
+  g.pages = static_cast<int64_t>(Load(&words[3]));
+  g.page_size = static_cast<int64_t>(Load(&words[4]));
+  g.seed = Load(&words[5]);
+  if (g.slots < 1 || (g.slots & (g.slots - 1)) != 0 || g.pages < 0 || g.page_size < 1 ||
+      g.page_size > (int64_t{1} << 20) || g.slots > n_words) {
+    return std::nullopt;
+  }
+  g.record_words = RecordWords(g.page_size);
+  if (g.pages > (n_words - PageIndex::kHeaderWords - g.slots) / g.record_words) return std::nullopt;
+  return g;
 }
 
 // A slot's value: the key's top 32 bits (never 0, so never a marker) over
@@ -49,8 +82,7 @@ uint64_t TokenWord(absl::Span<const int32_t> tokens, int64_t w) {
 
 std::vector<uint64_t> PageKeys(uint64_t seed, absl::string_view cache_salt,
                                absl::Span<const int32_t> tokens, int64_t page_size) {
-  uint64_t h = SplitMix64(cache_salt.size() ^ seed);
-  for (unsigned char c : cache_salt) h = SplitMix64(h ^ c);
+  uint64_t h = SaltChain(seed, cache_salt);
   std::vector<uint64_t> keys;
   const int64_t pages = static_cast<int64_t>(tokens.size()) / page_size;
   keys.reserve(static_cast<size_t>(pages));
@@ -178,25 +210,16 @@ void PageIndex::Rebuild() {
 std::optional<std::vector<PageIndex::Found>> PageIndex::Find(const uint64_t* words, int64_t n_words,
                                                              absl::string_view cache_salt,
                                                              absl::Span<const int32_t> tokens) {
-  if (n_words <= kHeaderWords || Acquire(&words[2]) != kFormat) return std::nullopt;
+  // A geometry that does not fit the words: not an index.
+  const std::optional<Geometry> g = ReadGeometry(words, n_words);
+  if (!g.has_value()) return std::nullopt;
   const uint64_t before = Acquire(&words[0]);
   if (before % 2 == 1) return std::nullopt;
-  const int64_t slots = static_cast<int64_t>(Load(&words[1]));
-  const int64_t pages = static_cast<int64_t>(Load(&words[3]));
-  const int64_t page_size = static_cast<int64_t>(Load(&words[4]));
-  const uint64_t seed = Load(&words[5]);
-  // A geometry that does not fit the words: not an index.
-  if (slots < 1 || (slots & (slots - 1)) != 0 || pages < 0 || page_size < 1 ||
-      page_size > (int64_t{1} << 20) || slots > n_words ||
-      pages > (n_words - kHeaderWords - slots) / RecordWords(page_size)) {
-    return std::nullopt;
-  }
-  const int64_t record_words = RecordWords(page_size);
-  const uint64_t* base = words + kHeaderWords;
-  const uint64_t* records = base + slots;
+  const int64_t slots = g->slots, pages = g->pages, page_size = g->page_size;
+  const uint64_t* base = g->slot_base(words);
   const uint64_t mask = static_cast<uint64_t>(slots) - 1;
-  const std::vector<uint64_t> keys = PageKeys(seed, cache_salt, tokens, page_size);
-  const uint64_t ns = NamespaceHash(seed, cache_salt);
+  const std::vector<uint64_t> keys = PageKeys(g->seed, cache_salt, tokens, page_size);
+  const uint64_t ns = NamespaceHash(g->seed, cache_salt);
   std::vector<Found> found;
   for (size_t i = 0; i < keys.size(); ++i) {
     const uint64_t top = SlotValue(keys[i], 0) >> 32;
@@ -211,7 +234,7 @@ std::optional<std::vector<PageIndex::Found>> PageIndex::Find(const uint64_t* wor
       if (v == kTombstone || v >> 32 != top) continue;
       const int64_t page = static_cast<int64_t>(v & 0xffffffffu);
       if (page >= pages) continue;
-      const uint64_t* record = records + page * record_words;
+      const uint64_t* record = g->record(words, page);
       const uint64_t generation = Acquire(&record[0]);
       bool same = Load(&record[1]) == v && Load(&record[2]) == parent && Load(&record[3]) == ns;
       for (int64_t w = 0; same && w < (page_size + 1) / 2; ++w) {
@@ -232,17 +255,11 @@ std::optional<std::vector<PageIndex::Found>> PageIndex::Find(const uint64_t* wor
 }
 
 bool PageIndex::Unchanged(const uint64_t* words, int64_t n_words, absl::Span<const Found> found) {
-  if (n_words <= kHeaderWords || Acquire(&words[2]) != kFormat) return false;
-  const int64_t slots = static_cast<int64_t>(Load(&words[1]));
-  const int64_t pages = static_cast<int64_t>(Load(&words[3]));
-  const int64_t record_words = RecordWords(static_cast<int64_t>(Load(&words[4])));
-  const uint64_t* records = words + kHeaderWords + slots;
+  const std::optional<Geometry> g = ReadGeometry(words, n_words);
+  if (!g.has_value()) return false;
   for (const Found& f : found) {
-    if (f.page < 0 || f.page >= pages ||
-        kHeaderWords + slots + (f.page + 1) * record_words > n_words) {
-      return false;
-    }
-    if (Acquire(&records[f.page * record_words]) != f.generation) return false;
+    if (f.page < 0 || f.page >= g->pages) return false;
+    if (Acquire(g->record(words, f.page)) != f.generation) return false;
   }
   return true;
 }

@@ -9,6 +9,32 @@
 #include "kv_store/client/kv_wire.h"
 
 namespace nanoserve {
+namespace {
+
+// Row `row` (empty) takes the first `tokens` tokens of `run` (pages as
+// ReadPages gives them) by position, whatever the rows' page size.
+absl::Status WriteRunIntoRow(const torch::Tensor& run, int64_t tokens, int64_t row,
+                             BlockTables& rows) {
+  absl::StatusOr<torch::Tensor> kv =
+      TorchResult("reading fetched pages", [&] { return PagesAsTokens(run).narrow(3, 0, tokens); });
+  if (!kv.ok()) return kv.status();
+  if (absl::Status s = rows.WriteTokens(row, 0, *kv); !s.ok()) return s;
+  rows.set_length(row, tokens);
+  return absl::OkStatus();
+}
+
+// Pages `pages` of a mapped pool (`storage`, pages of `page_size` tokens)
+// into (empty) row `row`: page to page where the page sizes agree, else by
+// position.
+absl::Status CopyPoolPagesIntoRow(const torch::Tensor& storage, int64_t page_size,
+                                  absl::Span<const int32_t> pages, int64_t row, BlockTables& rows) {
+  if (page_size == rows.page_size()) return rows.CopyPagesIn(row, storage, pages);
+  absl::StatusOr<torch::Tensor> run = ReadPages(storage, pages, rows.storage().device());
+  if (!run.ok()) return run.status();
+  return WriteRunIntoRow(*run, static_cast<int64_t>(pages.size()) * page_size, row, rows);
+}
+
+}  // namespace
 
 absl::StatusOr<PageLayout> RemotePrefixStore::Layout() {
   {
@@ -58,20 +84,7 @@ int64_t RemotePrefixStore::LoadUnleased(int64_t row, absl::Span<const int32_t> t
   if (!found.has_value() || found->empty()) return 0;
   std::vector<int32_t> pages;
   for (const PageIndex::Found& f : *found) pages.push_back(f.page);
-  // Page to page where the page sizes agree, else by position (as Load).
-  absl::Status copied = absl::OkStatus();
-  if (mapped.layout.page_size == rows.page_size()) {
-    copied = rows.CopyPagesIn(row, mapped.storage, pages);
-  } else {
-    absl::StatusOr<torch::Tensor> run = ReadPages(mapped.storage, pages, rows.storage().device());
-    absl::StatusOr<torch::Tensor> kv =
-        run.ok() ? TorchResult("reading indexed pages", [&] { return PagesAsTokens(*run); })
-                 : run.status();
-    copied = kv.ok() ? rows.WriteTokens(row, 0, *kv) : kv.status();
-    if (copied.ok())
-      rows.set_length(row, static_cast<int64_t>(pages.size()) * mapped.layout.page_size);
-  }
-  if (!copied.ok()) {
+  if (!CopyPoolPagesIntoRow(mapped.storage, mapped.layout.page_size, pages, row, rows).ok()) {
     rows.Reset(row);
     return 0;
   }
@@ -132,11 +145,9 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTab
   for (const LeasedRow& load : loads) {
     if (load.tokens == 0) continue;
     int64_t tokens = 0;
-    absl::StatusOr<torch::Tensor> run;
     if (*pool != nullptr) {
       // Out of the mapping, by the ids the Match gave for this pool, else
-      // by ids asked for; page to page into the row's own pages where the
-      // page sizes agree.
+      // by ids asked for.
       const KvStoreClient::MappedPool& mapped = **pool;
       absl::StatusOr<std::vector<int32_t>> pages = load.pool_pages.pages;
       tokens = static_cast<int64_t>(load.pool_pages.pages.size()) * mapped.layout.page_size;
@@ -150,26 +161,20 @@ absl::Status RemotePrefixStore::Load(absl::Span<const LeasedRow> loads, BlockTab
       }
       const absl::Span<const int32_t> wanted =
           absl::MakeConstSpan(*pages).first(load.tokens / mapped.layout.page_size);
-      if (mapped.layout.page_size == rows.page_size()) {
-        if (absl::Status s = rows.CopyPagesIn(load.row, mapped.storage, wanted); !s.ok()) return s;
-        continue;
-      }
-      run = ReadPages(mapped.storage, wanted, rows.storage().device());
-    } else {
-      run = ReadRun(nullptr, load.lease_id, rows.storage().device(), &tokens);
+      absl::Status copied =
+          CopyPoolPagesIntoRow(mapped.storage, mapped.layout.page_size, wanted, load.row, rows);
+      if (!copied.ok()) return copied;
+      continue;
     }
+    absl::StatusOr<torch::Tensor> run =
+        ReadRun(nullptr, load.lease_id, rows.storage().device(), &tokens);
     if (!run.ok()) return run.status();
     const int64_t page_size = run->size(4);  // (n, n_layer, 2, n_head, P, head_dim)
     if (load.tokens % page_size != 0 || load.tokens > tokens) {
       return absl::InternalError(absl::StrCat("kv store Fetch: lease ", load.lease_id, " gave ",
                                               tokens, " tokens, not ", load.tokens));
     }
-    // By position, whatever the rows' page size.
-    absl::StatusOr<torch::Tensor> kv = TorchResult(
-        "reading fetched pages", [&] { return PagesAsTokens(*run).narrow(3, 0, load.tokens); });
-    if (!kv.ok()) return kv.status();
-    if (absl::Status s = rows.WriteTokens(load.row, 0, *kv); !s.ok()) return s;
-    rows.set_length(load.row, load.tokens);
+    if (absl::Status s = WriteRunIntoRow(*run, load.tokens, load.row, rows); !s.ok()) return s;
   }
   // The caller releases the leases next: copies out of a mapped pool must
   // have read them.
@@ -244,11 +249,8 @@ absl::Status RemotePrefixStore::PrepareRow(size_t index, const RowTokens& store,
   absl::StatusOr<PageLayout> known = Layout();
   if (!known.ok()) return known.status();
   PendingRow row{index, &store, {store.base_tokens, store.base_lease_id, *known}, false, {}};
-  if (store.base_lease_id == kNoLease && !store.base_matched) {
-    absl::StatusOr<KvStoreClient::Match> match =
-        base_match != nullptr ? *base_match : client_->MatchPrefix(store.tokens, store.cache_salt);
-    if (!match.ok()) return match.status();
-    row.base = *match;
+  if (base_match != nullptr) {  // Store matched the row for its caller
+    row.base = *base_match;
     row.own_lease = true;
   }
   absl::Cleanup release = [&] {

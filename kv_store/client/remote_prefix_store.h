@@ -87,8 +87,8 @@ class RemotePrefixStore : public PrefixStore {
   };
   // Stores row `index` at once (over bytes, or nothing to write) into
   // out[index], or, when it is to be written into `pool` (not null), adds
-  // it to *in_place. A row whose caller matched no base uses `base_match`
-  // (Store's match of it, whose lease it then owns), or matches itself.
+  // it to *in_place. `base_match`: Store's match of a row whose caller
+  // matched no base (its lease the row's own from then on), else null.
   absl::Status PrepareRow(size_t index, const RowTokens& store, BlockTables& rows, bool pin,
                           absl::string_view lease_holder, const KvStoreClient::MappedPool* pool,
                           std::vector<Stored>& out, std::vector<PendingRow>* in_place,
