@@ -232,7 +232,8 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
 torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                const torch::Tensor& table_rows, const torch::Tensor& positions,
-                               const torch::Tensor& tiles, int splits, bool fma) {
+                               const torch::Tensor& tiles, int splits,
+                               PrefillAttentionVersion version) {
   const PagedShape shape = CheckPaged(qkv, k_pages, v_pages, block_table,
                                       {{&table_rows, "table_rows"}, {&positions, "positions"}});
   TORCH_CHECK(PrefillAttentionTakes(static_cast<int>(shape.head_dim)),
@@ -266,7 +267,7 @@ torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_
   p.page_size = static_cast<int>(shape.page_size);
   p.max_pages = static_cast<int>(block_table.stride(0));
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(shape.head_dim)));
-  p.fma = fma;
+  p.version = version;
   p.splits = splits;
   p.workspace = splits > 1 ? workspace.data_ptr<float>() : nullptr;
   CheckLaunch(LaunchPrefillAttention(p, at::cuda::getCurrentCUDAStream()), "PrefillAttention");

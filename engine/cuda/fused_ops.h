@@ -11,6 +11,8 @@
 
 #include <torch/types.h>
 
+#include "engine/cuda/kernels.h"
+
 namespace nanoserve::cuda {
 
 // x: (N, C) updated in place to x + delta (delta undefined: unchanged);
@@ -71,13 +73,15 @@ void AppendKv(const torch::Tensor& qkv, torch::Tensor& k_pages, torch::Tensor& v
 // (<= kPrefillQueryTile, 0: none). Returns (N, C); rows of queries in no
 // tile are left as torch::empty made them. The head size must be one
 // PrefillAttentionTakes; the rest as PagedAttention. On tensor cores where
-// they take the shape (PrefillAttentionOnTensorCores), unless `fma`. Each
+// they take the shape (PrefillAttentionOnTensorCores), as `version` says
+// (PrefillAttentionParams::version). Each
 // tile's keys split into `splits` ranges (PrefillAttentionParams::splits,
 // 1..kMaxPrefillAttentionSplits; PrefillAttentionSplits chooses).
 torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                const torch::Tensor& table_rows, const torch::Tensor& positions,
-                               const torch::Tensor& tiles, int splits = 1, bool fma = false);
+                               const torch::Tensor& tiles, int splits = 1,
+                               PrefillAttentionVersion version = PrefillAttentionVersion::kAuto);
 // Whether PrefillAttention runs on tensor cores for this element type and
 // head size (PrefillAttentionOnTensorCores).
 bool PrefillAttentionOnTensorCores(torch::ScalarType dtype, int64_t head_dim);

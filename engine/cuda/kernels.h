@@ -114,6 +114,16 @@ cudaError_t LaunchAppendKv(const AppendKvParams& p, cudaStream_t stream);
 // tile t's first token and count (0: no tile, the block exits). Pages laid
 // out as DecodeAttentionParams says. head_dim: PrefillAttentionTakes.
 inline constexpr int kPrefillQueryTile = 32;
+// The prefill attention kernels (PrefillAttentionParams::version):
+//   kWmma: 2 warps of 16 queries, S = Q K^T and O += P V by nvcuda::wmma
+//     16x16x16 products, the softmax and the running output in shared
+//     memory between them.
+//   kRegisters: FlashAttention 2's register form: the same 2 warps, Q, S, P
+//     and the running output in registers as mma.sync m16n8k16 fragments
+//     (P passed from S's accumulators to the next product as they lie),
+//     K and V loaded by ldmatrix from two shared-memory stages that
+//     cp.async fills a tile ahead.
+enum class PrefillAttentionVersion { kAuto, kFma, kWmma, kRegisters };
 struct PrefillAttentionParams {
   DType dtype = DType::kFloat;
   const void* qkv = nullptr;  // (tokens, 3 * C): the queries' q parts are read
@@ -131,9 +141,12 @@ struct PrefillAttentionParams {
   int page_size = 0;
   int max_pages = 0;
   float scale = 1.0f;
-  // Multiply in fp32 FMA even where tensor cores take the shape
-  // (PrefillAttentionOnTensorCores): the reference of the tensor-core kernel.
-  bool fma = false;
+  // Which kernel: kAuto takes the tensor cores where they take the shape
+  // (PrefillAttentionOnTensorCores: the nvcuda::wmma kernel) and fp32 FMA
+  // elsewhere; kFma multiplies in fp32 FMA everywhere (the tensor cores'
+  // reference); kWmma and kRegisters name a tensor-core kernel, FMA where
+  // the tensor cores do not take the shape.
+  PrefillAttentionVersion version = PrefillAttentionVersion::kAuto;
   // Split over the keys (flash-decoding's split-KV): each tile's keys
   // 0..keys-1 cut into `splits` ranges of whole 64-key tiles, a block per
   // (head, tile, range) writing its queries' partial results (max score,

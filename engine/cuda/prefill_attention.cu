@@ -3,7 +3,9 @@
 // kPrefillQueryTile consecutive tokens of one row. The block walks the
 // row's keys 0..(its last query's position) in tiles, loading each key tile
 // once from the pages into shared memory for all its queries, and keeps a
-// running max and sum per query (online softmax). Two kernels:
+// running max and sum per query (online softmax). Three kernels
+// (PrefillAttentionParams::version); the register form is in
+// prefill_attention_mma.cu, the other two here:
 //
 // Tensor cores (bf16 and fp16, head size 64: every GPT-2): 2 warps of 16
 // queries; a tile of 64 keys and values in shared memory as 16-bit; each
@@ -34,47 +36,25 @@
 #include <algorithm>
 
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/prefill_attention.cuh"
 
 namespace nanoserve::cuda {
 namespace {
 
+using prefill::Finite;
+using prefill::KeyRange;
+using prefill::kPartialHead;
+using prefill::kRangeKeys;
+using prefill::PartialOf;
+
 constexpr int kThreads = 128;
 constexpr int kKeys = 32;  // keys per shared-memory tile
 constexpr int kLanesPerQuery = 4;
-constexpr int kRangeKeys = 64;  // a split range is whole tiles of this many keys
 // PrefillAttentionSplits' aim: blocks a multiprocessor (5 of the
 // tensor-core kernel's fit one at once).
 constexpr int kPrefillSplitBlocksPerSm = 4;
 constexpr int kManySplitsQueries = 16;  // PrefillAttentionSplits' caps
 constexpr int kFewSplits = 4;
-constexpr int kPartialHead = 4;  // floats before a partial result's acc
-static_assert(kPartialHead == kPrefillPartialHead, "kernels.h's workspace size");
-
-// A tile's keys 0..keys-1 cut into `splits` ranges of whole kRangeKeys:
-// range s is [begin, end), empty past the keys. `merged`: more than one
-// range holds keys, so the ranges write partial results for the merge; else
-// range 0 holds them all and writes the output itself.
-struct KeyRange {
-  int begin, end;
-  bool merged;
-  __device__ __forceinline__ KeyRange(int keys, int splits, int s) {
-    const int chunk = ((keys + splits - 1) / splits + kRangeKeys - 1) / kRangeKeys * kRangeKeys;
-    begin = min(s * chunk, keys);
-    end = min(begin + chunk, keys);
-    merged = chunk < keys;
-  }
-};
-
-// Token `token`'s partial result for head h and range s: m, l, two floats
-// of padding (so that acc is 16-byte aligned), acc[0..head_dim).
-__device__ __forceinline__ float* PartialOf(const PrefillAttentionParams& p, int token, int h,
-                                            int s) {
-  return p.workspace +
-         ((static_cast<int64_t>(token) * p.heads + h) * p.splits + s) * (p.head_dim + kPartialHead);
-}
-
-// exp(x - m) where m may be -inf (a query that has seen no key yet): 0.
-__device__ __forceinline__ float Finite(float m) { return m == -INFINITY ? 0.0f : m; }
 
 template <typename T, int kD>
 __global__ void __launch_bounds__(kThreads) PrefillAttentionKernel(PrefillAttentionParams p) {
@@ -508,8 +488,13 @@ cudaError_t LaunchPrefillAttention(const PrefillAttentionParams& p, cudaStream_t
       return cudaGetLastError();
     });
   };
-  if (!p.fma && PrefillAttentionOnTensorCores(p.dtype, p.head_dim)) {
-    if (p.dtype == DType::kBFloat16) {
+  if (p.version != PrefillAttentionVersion::kFma &&
+      PrefillAttentionOnTensorCores(p.dtype, p.head_dim)) {
+    if (p.version == PrefillAttentionVersion::kRegisters) {
+      if (const cudaError_t e = prefill::LaunchPrefillAttentionMma(p, stream); e != cudaSuccess) {
+        return e;
+      }
+    } else if (p.dtype == DType::kBFloat16) {
       PrefillAttentionTcKernel<__nv_bfloat16><<<grid, kTcThreads, 0, stream>>>(p);
     } else {
       PrefillAttentionTcKernel<__half><<<grid, kTcThreads, 0, stream>>>(p);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -237,20 +238,25 @@ TEST_P(CudaKernelsTest, PagedAttentionOfManyQueriesMatchesLibTorch) {
 // else changes.
 // The tiled prefill kernel against the reference, per query as a decode
 // query whose own key and value are the row's at its position: rows with
-// cached prefixes of 0, 17 and 40 tokens and 45, 3 and 70 queries (several
-// query tiles, a partial one, several key tiles), pages of 16 and of 1, the
+// cached prefixes of 0, 17 and 40 (or 300) tokens and 45, 3 and 70 queries
+// (several query tiles, a partial one, a tile of fewer than 16, 2 and 6 key
+// tiles of 64: the register kernel's stages refilled), pages of 16 and 1, the
 // head sizes it takes, the keys whole and split; queries in no tile are not
 // written.
 TEST_P(CudaKernelsTest, PrefillAttentionMatchesLibTorch) {
   struct Case {
     int64_t heads, head_dim, page_size, max_pages;
+    int last_cached;  // row 2's cached prefix
   };
-  for (const Case& t :
-       std::vector<Case>{{4, 64, 16, 8}, {3, 16, 1, 120}, {2, 128, 16, 8}, {2, 32, 16, 8}}) {
-    SCOPED_TRACE(::testing::Message()
-                 << "head size " << t.head_dim << ", pages of " << t.page_size);
+  for (const Case& t : std::vector<Case>{{4, 64, 16, 8, 40},
+                                         {4, 64, 16, 24, 300},
+                                         {3, 16, 1, 120, 40},
+                                         {2, 128, 16, 8, 40},
+                                         {2, 32, 16, 8, 40}}) {
+    SCOPED_TRACE(::testing::Message() << "head size " << t.head_dim << ", pages of " << t.page_size
+                                      << ", row 2 after " << t.last_cached);
     const int64_t c = t.heads * t.head_dim;
-    const std::vector<int> cached = {0, 17, 40}, queries = {45, 3, 70};
+    const std::vector<int> cached = {0, 17, t.last_cached}, queries = {45, 3, 70};
     const int64_t rows = static_cast<int64_t>(cached.size());
     const int64_t num_pages = rows * t.max_pages + 2;
     torch::Tensor pool = torch::randn({num_pages, 1, 2, t.heads, t.page_size, t.head_dim}, Opts());
@@ -294,18 +300,20 @@ TEST_P(CudaKernelsTest, PrefillAttentionMatchesLibTorch) {
       return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
     };
     const torch::Tensor before = pool.clone();
-    // The tensor cores' kernel (bf16 and fp16 at head size 64) and the fp32
-    // FMA one, each against LibTorch.
-    // Each with the keys whole (1 split) and split into ranges of 64 keys:
-    // 2 (row 2's first queries see none of the second range's), 5 (some
-    // ranges past every key).
-    for (bool fma : {false, true}) {
+    // Each version (the tensor cores' kernels where they take the shape,
+    // bf16 and fp16 at head size 64, else fp32 FMA; and FMA everywhere)
+    // against LibTorch, with the keys whole (1 split) and split into
+    // ranges of 64 keys: 2 (row 2's first queries see none of the second
+    // range's), 5 (some ranges past every key).
+    for (const auto& [version, name] : std::vector<std::pair<PrefillAttentionVersion, const char*>>{
+             {PrefillAttentionVersion::kWmma, "wmma"},
+             {PrefillAttentionVersion::kRegisters, "registers"},
+             {PrefillAttentionVersion::kFma, "fp32 FMA"}}) {
       for (int splits : {1, 2, 5}) {
-        SCOPED_TRACE(::testing::Message() << (fma ? "fp32 FMA" : "where tensor cores take it")
-                                          << ", " << splits << " key splits");
+        SCOPED_TRACE(::testing::Message() << name << ", " << splits << " key splits");
         torch::Tensor out =
             PrefillAttention(qkv, k_pages, v_pages, table, ints(table_rows), ints(positions),
-                             ints(tiles).view({-1, 2}), splits, fma);
+                             ints(tiles).view({-1, 2}), splits, version);
         EXPECT_LT(MaxDiff(out.narrow(0, 0, total), expected), Tol());
         EXPECT_TRUE(torch::equal(pool, before));
       }

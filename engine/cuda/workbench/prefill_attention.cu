@@ -23,7 +23,8 @@
 // wave of admissions), 32 suffixes of 54 after 896 cached tokens (Part C's
 // reuse), 32 prompts of 950 (Part C's recompute), and a lone request's
 // suffix after 896 cached tokens: 4 (its prompt again) and 50 new tokens.
-#include "engine/cuda/prefill_attention.cu"  // the engine's kernels
+#include "engine/cuda/prefill_attention.cu"      // the engine's kernels
+#include "engine/cuda/prefill_attention_mma.cu"  // (the register form)
 
 #include "engine/cuda/workbench/workbench.cuh"
 
@@ -143,10 +144,11 @@ void RunCase(const Device& d, const Args& args, DType t, const Case& c) {
                            (kHeadDim + cuda::kPrefillPartialHead) * sizeof(float));
   const int auto_splits =
       cuda::PrefillAttentionSplits(tokens, kHeads, len, d.props.multiProcessorCount);
-  auto run = [&](const std::string& version, bool fma, int splits) {
+  using cuda::PrefillAttentionVersion;
+  auto run = [&](const std::string& version, PrefillAttentionVersion kernel, int splits) {
     if (!args.Wants("prefill_attention " + version + " " + c.name)) return;
     PrefillAttentionParams q = p;
-    q.fma = fma;
+    q.version = kernel;
     q.splits = splits;
     q.workspace = workspace_d.as<float>();
     auto launch = cuda::LaunchPrefillAttention;
@@ -159,12 +161,17 @@ void RunCase(const Device& d, const Args& args, DType t, const Case& c) {
     row.us = TimeGraph([&](cudaStream_t s, int) { WB_CHECK_CUDA(launch(q, s)); }, 10);
     PrintRow(d, row);
   };
-  run("fma", true, 1);
-  run("fma-auto" + std::to_string(auto_splits), true, auto_splits);
+  run("fma", PrefillAttentionVersion::kFma, 1);
+  run("fma-auto" + std::to_string(auto_splits), PrefillAttentionVersion::kFma, auto_splits);
   if (cuda::PrefillAttentionOnTensorCores(t, kHeadDim)) {
-    run("tensor-cores", false, 1);
-    for (int splits : {2, 4, 8, 16}) run("tc-split" + std::to_string(splits), false, splits);
-    run("tc-auto" + std::to_string(auto_splits), false, auto_splits);
+    for (const auto& [name, kernel] :
+         {std::pair{"tc", PrefillAttentionVersion::kWmma},
+          std::pair{"registers", PrefillAttentionVersion::kRegisters}}) {
+      const std::string v = name;
+      run(v == "tc" ? "tensor-cores" : v, kernel, 1);
+      for (int splits : {2, 4, 8, 16}) run(v + "-split" + std::to_string(splits), kernel, splits);
+      run(v + "-auto" + std::to_string(auto_splits), kernel, auto_splits);
+    }
   }
 }
 
