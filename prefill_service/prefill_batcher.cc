@@ -53,6 +53,24 @@ absl::StatusOr<PrefillOutcome> PrefillBatcher::Submit(absl::Span<const PrefillPr
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("prefill is shutting down");
+  // Alone at an idle batcher with no window to wait: the batch is this call
+  // alone, so it runs here, without handing it to the runner and back.
+  if (options_.window == absl::ZeroDuration() && !running_ && queue_.empty()) {
+    if (w.call.arrival >= deadline) {
+      return absl::DeadlineExceededError("deadline passed while queued for prefill");
+    }
+    running_ = true;
+    ++callers_;
+    w.call.taken = absl::Now();
+    Call* const calls[] = {&w.call};
+    mu_.Unlock();
+    run_(calls);
+    mu_.Lock();
+    running_ = false;
+    idle_since_ = absl::Now();
+    --callers_;
+    return std::move(w.call.outcome);
+  }
   if (!runner_.joinable()) runner_ = std::thread([this] { Loop(); });
   ++callers_;
   queue_.push_back(&w);
@@ -152,7 +170,9 @@ void PrefillBatcher::EndLocked(Waiter* w, absl::Status status) {
   w->done = true;
 }
 
-bool PrefillBatcher::HasWorkOrStopping() const { return stopping_ || !queue_.empty(); }
+bool PrefillBatcher::HasWorkOrStopping() const {
+  return stopping_ || (!queue_.empty() && !running_);
+}
 
 bool PrefillBatcher::IsFullOrStopping() const {
   return stopping_ || queued_prompts_ >= options_.max_prompts;

@@ -3,8 +3,11 @@
 // computes a prefix shared within a batch once (issue 13).
 //
 // A call waits in a queue, in order of arrival. One thread (the runner,
-// started by the first call) takes batches off the queue and runs them one
-// at a time through `RunBatch`. A batch starts
+// started by the first call that waits) takes batches off the queue and
+// runs them one at a time through `RunBatch`. A batch starts
+//   * at once on the caller's own thread when a call reaches an idle
+//     batcher with nothing waiting and no window (a batch of that call
+//     alone: one thread handoff and its wake-up fewer), or
 //   * at once when the calls in it arrived while the batch before ran, or
 //   * `window` after the first waiting call arrived at an idle batcher, or
 //     as soon as max_prompts prompts wait, whichever comes first.
@@ -19,8 +22,8 @@
 //     once: with its batch's outcome, or DEADLINE_EXCEEDED (its deadline
 //     passed while it waited; it never ran), or UNAVAILABLE (shut down
 //     while it waited);
-//   * at most one batch runs at a time; `RunBatch` is called on the runner
-//     thread only;
+//   * at most one batch runs at a time, on the runner thread or on the
+//     thread of the one call it holds (see above);
 //   * a call that leaves the queue without running holds nothing.
 //
 // Thread safety: thread-safe. Submit blocks its caller; RunBatch must not
@@ -134,13 +137,14 @@ class PrefillBatcher {
   mutable absl::Mutex mu_;
   std::deque<Waiter*> queue_ ABSL_GUARDED_BY(mu_);  // waiting, in order of arrival
   int64_t queued_prompts_ ABSL_GUARDED_BY(mu_) = 0;
-  bool running_ ABSL_GUARDED_BY(mu_) = false;  // a batch is taken and not yet done
+  // A batch is taken and not yet done (on the runner or a caller's thread).
+  bool running_ ABSL_GUARDED_BY(mu_) = false;
   // When the last batch ended: calls that arrived before waited for it, not
   // for the window.
   absl::Time idle_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // Shutdown was called
   int64_t callers_ ABSL_GUARDED_BY(mu_) = 0;    // threads inside Submit
-  std::thread runner_ ABSL_GUARDED_BY(mu_);     // started by the first Submit
+  std::thread runner_ ABSL_GUARDED_BY(mu_);     // started by the first call that waits
 };
 
 }  // namespace nanoserve

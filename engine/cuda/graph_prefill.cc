@@ -1,6 +1,9 @@
 #include "engine/cuda/graph_prefill.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -12,6 +15,26 @@
 #include "engine/prefill.h"
 
 namespace nanoserve::cuda {
+namespace {
+
+// $NANOSERVE_PREFILL_ATTENTION picks the tensor-core prefill attention
+// kernel for timing them against each other in one build: "wmma",
+// "registers", "fma"; unset, empty or "auto": PrefillAttentionVersion::kAuto.
+PrefillAttentionVersion PrefillAttentionVersionFromEnv() {
+  const char* env = std::getenv("NANOSERVE_PREFILL_ATTENTION");
+  const std::string value = env == nullptr ? "" : env;
+  if (value == "wmma") return PrefillAttentionVersion::kWmma;
+  if (value == "registers") return PrefillAttentionVersion::kRegisters;
+  if (value == "fma") return PrefillAttentionVersion::kFma;
+  if (!value.empty() && value != "auto") {
+    std::fprintf(stderr,
+                 "NANOSERVE_PREFILL_ATTENTION=%s is not auto, wmma, registers or fma: auto\n",
+                 value.c_str());
+  }
+  return PrefillAttentionVersion::kAuto;
+}
+
+}  // namespace
 
 GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_pass_tokens,
                            int64_t eager_above_pairs)
@@ -40,6 +63,7 @@ GraphPrefill::GraphPrefill(const Gpt2Model* model, KvCache* cache, int64_t max_p
   const int64_t n = buckets_.back(), tiles = TilesFor(n);
   const int64_t size = 3 * n + max_rows_ + 2 * tiles + (max_rows_ + 1) * width_;
   tiled_ = PrefillAttentionTakes(static_cast<int>(model->config().head_dim()));
+  attention_version_ = PrefillAttentionVersionFromEnv();
   auto int_opts = torch::TensorOptions().dtype(torch::kInt);
   host_inputs_ = torch::zeros({size}, int_opts.pinned_memory(true));
   inputs_ = torch::zeros({size}, int_opts.device(model->options().device));
@@ -152,10 +176,10 @@ torch::Tensor GraphPrefill::Forward(int64_t bucket) {
     torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
     AppendKv(qkv, k_pages, v_pages, tables_, rows, positions);
     torch::Tensor y =
-        tiled_
-            ? PrefillAttention(qkv, k_pages, v_pages, tables_, rows, positions,
-                               tiles_.narrow(0, 0, 2 * TilesFor(bucket)).view({-1, 2}), tile_splits)
-            : PagedAttention(qkv, k_pages, v_pages, tables_, rows, positions, splits);
+        tiled_ ? PrefillAttention(qkv, k_pages, v_pages, tables_, rows, positions,
+                                  tiles_.narrow(0, 0, 2 * TilesFor(bucket)).view({-1, 2}),
+                                  tile_splits, attention_version_)
+               : PagedAttention(qkv, k_pages, v_pages, tables_, rows, positions, splits);
     h = AddLayerNorm(x, torch::addmm(b.c_proj_b, y, b.c_proj_w), b.ln_2_w, b.ln_2_b, eps);
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, /*use_gelu=*/true);
     h = AddLayerNorm(x, torch::addmm(b.mlp_proj_b, f, b.mlp_proj_w), next_w, next_b, eps);

@@ -36,6 +36,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/types.h>
 
+#include "engine/cuda/kernels.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 
@@ -126,7 +127,10 @@ class GraphPrefill {
   torch::Tensor host_inputs_;  // pinned
   torch::Tensor inputs_;       // on the device
   torch::Tensor ids_, positions_, table_rows_, last_, tiles_, tables_;
-  bool tiled_ = false;                 // PrefillAttention takes the head size
+  bool tiled_ = false;  // PrefillAttention takes the head size
+  // Which kernel (PrefillAttentionParams::version): kAuto unless
+  // $NANOSERVE_PREFILL_ATTENTION names one.
+  PrefillAttentionVersion attention_version_ = PrefillAttentionVersion::kAuto;
   at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
   c10::cuda::CUDAStream side_;         // eager runs and captures
   at::cuda::MempoolId_t pool_;         // shared by all buckets' graphs

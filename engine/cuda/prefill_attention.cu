@@ -41,6 +41,7 @@
 namespace nanoserve::cuda {
 namespace {
 
+using prefill::BlockTile;
 using prefill::Finite;
 using prefill::KeyRange;
 using prefill::kPartialHead;
@@ -240,22 +241,12 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
   float* o_w = reinterpret_cast<float*>(mine + kSBytes);
   T* p_w = reinterpret_cast<T*>(mine + 2 * kSBytes);
 
-  const int h = blockIdx.x, tile = blockIdx.y, split = blockIdx.z;
-  const int first = p.tiles[2 * tile], count = p.tiles[2 * tile + 1];
-  if (count <= 0) return;
+  BlockTile bt;
+  if (!bt.Take(p, kTcThreads)) return;
+  const int h = bt.h, split = bt.split, first = bt.first, count = bt.count;
+  const int begin = bt.begin, end = bt.end;
+  const int32_t* table = bt.table;
   const int C = p.heads * kD;
-  // The tile's queries see keys 0..keys-1; this block takes [begin, end).
-  const KeyRange range(p.positions[first + count - 1] + 1, p.splits, split);
-  const int begin = range.begin, end = range.end;
-  if (begin == end) {  // past the tile's keys: an empty range, for the merge to skip
-    for (int r = threadIdx.x; range.merged && r < count; r += kTcThreads) {
-      float* part = PartialOf(p, first + r, h, split);
-      part[0] = -INFINITY;
-      part[1] = 0.0f;
-    }
-    return;
-  }
-  const int32_t* table = p.block_table + static_cast<int64_t>(p.table_rows[first]) * p.max_pages;
   const T* qkv = static_cast<const T*>(p.qkv);
   const T* k_pages = static_cast<const T*>(p.k_pages);
   const T* v_pages = static_cast<const T*>(p.v_pages);
@@ -382,7 +373,7 @@ __global__ void __launch_bounds__(kTcThreads) PrefillAttentionTcKernel(PrefillAt
   }
   if (r >= count) return;
   const float* o_row = o_w + row * kFloatStride + half * 32;
-  if (range.merged) {
+  if (bt.merged) {
     float* part = PartialOf(p, first + r, h, split);
     if (half == 0) {
       part[0] = m;

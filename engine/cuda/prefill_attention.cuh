@@ -43,6 +43,36 @@ __device__ __forceinline__ float* PartialOf(const PrefillAttentionParams& p, int
 // exp(x - m) where m may be -inf (a query that has seen no key yet): 0.
 __device__ __forceinline__ float Finite(float m) { return m == -INFINITY ? 0.0f : m; }
 
+// What block (head, tile, split) of a tensor-core kernel takes: its tile's
+// queries (consecutive tokens of one row) and its range of the keys they
+// see, 0..keys-1. Take: false if the block has nothing to do (no tile, or a
+// range past its keys, for which it has written its queries' empty partial
+// results for the merge to skip), threads `threads` a block.
+struct BlockTile {
+  int h, split, first, count;
+  int begin, end;        // the keys [begin, end)
+  bool merged;           // KeyRange::merged
+  const int32_t* table;  // the row's block table
+
+  __device__ __forceinline__ bool Take(const PrefillAttentionParams& p, int threads) {
+    h = blockIdx.x, split = blockIdx.z;
+    first = p.tiles[2 * blockIdx.y], count = p.tiles[2 * blockIdx.y + 1];
+    if (count <= 0) return false;
+    const KeyRange range(p.positions[first + count - 1] + 1, p.splits, split);
+    begin = range.begin, end = range.end, merged = range.merged;
+    if (begin == end) {
+      for (int r = threadIdx.x; merged && r < count; r += threads) {
+        float* part = PartialOf(p, first + r, h, split);
+        part[0] = -INFINITY;
+        part[1] = 0.0f;
+      }
+      return false;
+    }
+    table = p.block_table + static_cast<int64_t>(p.table_rows[first]) * p.max_pages;
+    return true;
+  }
+};
+
 // The register-form tensor-core kernel's launch (prefill_attention_mma.cu):
 // bf16 or fp16, head size 64, the split's merge left to the caller.
 cudaError_t LaunchPrefillAttentionMma(const PrefillAttentionParams& p, cudaStream_t stream);

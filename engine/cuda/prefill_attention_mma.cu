@@ -126,22 +126,12 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;  // a fragment's row, and column pair
 
-  const int h = blockIdx.x, tile = blockIdx.y, split = blockIdx.z;
-  const int first = p.tiles[2 * tile], count = p.tiles[2 * tile + 1];
-  if (count <= 0) return;
+  BlockTile bt;
+  if (!bt.Take(p, kThreads)) return;
+  const int h = bt.h, split = bt.split, first = bt.first, count = bt.count;
+  const int begin = bt.begin, end = bt.end;
+  const int32_t* table = bt.table;
   const int C = p.heads * kD;
-  // The tile's queries see keys 0..keys-1; this block takes [begin, end).
-  const KeyRange range(p.positions[first + count - 1] + 1, p.splits, split);
-  const int begin = range.begin, end = range.end;
-  if (begin == end) {  // past the tile's keys: an empty range, for the merge to skip
-    for (int r = threadIdx.x; range.merged && r < count; r += kThreads) {
-      float* part = PartialOf(p, first + r, h, split);
-      part[0] = -INFINITY;
-      part[1] = 0.0f;
-    }
-    return;
-  }
-  const int32_t* table = p.block_table + static_cast<int64_t>(p.table_rows[first]) * p.max_pages;
   const T* qkv = static_cast<const T*>(p.qkv);
   const T* k_pages = static_cast<const T*>(p.k_pages);
   const T* v_pages = static_cast<const T*>(p.v_pages);
@@ -300,7 +290,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
   // Row r's output: o[f][2 hi], o[f][2 hi + 1] at dims 8f + 2t, + 1.
   auto write = [&](int r, float m, float l, int hi) {
     if (r >= count) return;
-    if (range.merged) {
+    if (bt.merged) {
       float* part = PartialOf(p, first + r, h, split);
       if (t == 0) {
         part[0] = m;

@@ -26,6 +26,11 @@
 #            every case of them, not QUICK's)
 #   fp32     bench-services in fp32 at 128 and 900 tokens: whether the services' greedy
 #            tokens equal the offline engine's where rounding cannot tell them apart
+#   registers the register-form prefill attention (NANOSERVE_PREFILL_ATTENTION=registers,
+#            engine/cuda/prefill_attention_mma.cu) against the default (wmma): its
+#            kernel test in bf16, the decode-step and prefix tests in bf16 with it,
+#            then with each in turn bench-services at batch 1 (128/512/900 tokens and
+#            the cached prefix + 50 new) and Part C's fused sweep
 #   suite    the whole suite in fp32 for what time is left
 # STEPS (default all, in that order) picks some. A step that fails does not
 # stop the others. Logs under $OUT, packed at the end into $OUT/logs.tgz (a
@@ -106,6 +111,34 @@ step_fp32() {
     --work_dir "$OUT/svc-fp32" --pool_mb 4096 >"$OUT/services-fp32.md" 2>"$OUT/services-fp32.err" \
     || { echo "bench-services fp32 failed"; tail -5 "$OUT/services-fp32.err"; }
   grep -E "^\| (prompt|prefix|128|900) " "$OUT/services-fp32.md"
+}
+step_registers() {
+  local log="$OUT/registers-tests.log"
+  if NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/cuda_kernels_test" \
+      --gtest_filter='*PrefillAttention*' >"$log" 2>&1 &&
+    NANOSERVE_PREFILL_ATTENTION=registers NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 \
+      "$BIN/engine_test" --gtest_filter='DecodeStep*:Prefix*' >>"$log" 2>&1; then
+    echo "registers: kernel test and decode-step + prefix tests in bf16: ok"
+  else
+    echo "registers: tests FAILED"; grep -E "FAILED|Failure|Expected|Which is" "$log" | head -20
+    return 1
+  fi
+  local v
+  for v in wmma registers; do
+    NANOSERVE_PREFILL_ATTENTION=$v timeout 150 "$BIN/nanoserve" bench-services --model random:gpt2 \
+      --device cuda --dtype bf16 --kv_transport auto --prompt_lengths 128,512,900 \
+      --max_new_tokens 16 --repeats 5 --work_dir "$OUT/svc-$v" --pool_mb 4096 \
+      >"$OUT/services-$v.md" 2>"$OUT/services-$v.err" || { echo "bench-services $v failed"; continue; }
+    echo "bench-services, prefill attention $v:"
+    grep -E "^\| (prompt|prefix|128|512|896|900) " "$OUT/services-$v.md"
+  done
+  for v in wmma registers; do
+    echo "Part C, fused, prefill attention $v:"
+    NANOSERVE_PREFILL_ATTENTION=$v timeout 120 "$BIN/nanoserve" bench --model random:gpt2 --device cuda \
+      --dtype bf16 --attention fused --sweeps prefix --shared_lens 900 --batch_sizes 32 \
+      --suffix_len 50 --prefix_output 64 --repeats 3 --warmup 1 --progress=false \
+      --out "$OUT/prefix-$v.csv" 2>"$OUT/prefix-$v.log" | tee "$OUT/prefix-$v.md" | tail -6
+  done
 }
 step_suite() {
   NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 timeout "$(left)" \

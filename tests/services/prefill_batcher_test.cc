@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -135,6 +136,53 @@ TEST(PrefillBatcherTest, CallsArrivingWhileABatchRunsShareTheNext) {
     EXPECT_EQ(call->Join()->batch_calls, 3);
   }
   EXPECT_EQ(runner.batches(), (std::vector<std::vector<int>>{{1}, {2, 3, 4}}));
+}
+
+// Without a window, a call alone at an idle batcher runs on its caller's
+// thread (no handoff to the runner and back); calls that arrive while it
+// runs wait for it and go to the runner; never two batches at once.
+TEST(PrefillBatcherTest, ACallAloneAtAnIdleBatcherRunsOnItsCallersThread) {
+  absl::Mutex mu;
+  std::vector<std::pair<int, std::thread::id>> ran;  // call id, thread
+  std::atomic<int> running{0}, most{0};
+  absl::Notification entered, open;
+  PrefillBatcher batcher({}, [&](absl::Span<PrefillCall* const> calls) {
+    const int now = ++running;
+    most = std::max(most.load(), now);
+    const int id = calls[0]->prompts[0].tokens[0];
+    {
+      absl::MutexLock lock(&mu);
+      for (PrefillCall* call : calls) {
+        ran.emplace_back(call->prompts[0].tokens[0], std::this_thread::get_id());
+        call->outcome = PrefillOutcome{};
+      }
+    }
+    if (id == 2) {
+      entered.Notify();
+      open.WaitForNotification();
+    }
+    --running;
+  });
+  ASSERT_TRUE(batcher.Submit(CallPrompts(1), "", absl::InfiniteFuture()).ok());
+  std::thread::id second_caller;
+  std::thread second([&] {
+    second_caller = std::this_thread::get_id();
+    EXPECT_TRUE(batcher.Submit(CallPrompts(2), "", absl::InfiniteFuture()).ok());
+  });
+  entered.WaitForNotification();
+  AsyncCall third(&batcher, CallPrompts(3));
+  WaitUntilWaiting(batcher, 1);
+  open.Notify();
+  second.join();
+  ASSERT_TRUE(third.Join().ok());
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(ran.size(), 3u);
+  EXPECT_EQ(ran[0], std::make_pair(1, std::this_thread::get_id()));
+  EXPECT_EQ(ran[1], std::make_pair(2, second_caller));
+  EXPECT_EQ(ran[2].first, 3);
+  EXPECT_NE(ran[2].second, second_caller);  // the runner's
+  EXPECT_NE(ran[2].second, std::this_thread::get_id());
+  EXPECT_EQ(most.load(), 1);
 }
 
 // A call reaching an idle batcher past its deadline does not run.
