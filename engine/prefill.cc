@@ -225,7 +225,7 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
                                  std::vector<PrefixStore::LeasedRow>& loads) {
   const std::vector<std::vector<int>>& prompts = batch.prompts;
   // Rows the store's page index serves take their prefixes without a
-  // lease or a round trip (PrefixStore::LoadUnleased), asked or not; the
+  // lease or a round trip (PrefixStore::LoadUnleasedRows), asked or not; the
   // rest are matched where asked, every row's in one call.
   std::vector<PrefixStore::MatchQuery> queries;
   std::vector<size_t> asked_rows;
@@ -236,10 +236,16 @@ bool PrefixPrefill::LoadPrefixes(const Batch& batch, int64_t page_size, bool ask
     result.unleased_rows = 0;
   };
   loads.resize(prompts.size());
+  std::vector<PrefixStore::UnleasedLoad> unleased(prompts.size());
   for (size_t r = 0; r < prompts.size(); ++r) {
-    const absl::Span<const int32_t> tokens(prompts[r].data(), prompts[r].size() - 1);
     loads[r].row = static_cast<int64_t>(r);
-    loads[r].tokens = store_.LoadUnleased(loads[r].row, tokens, batch.salt(r), cache.tables());
+    unleased[r] = {loads[r].row, absl::MakeConstSpan(prompts[r].data(), prompts[r].size() - 1),
+                   batch.salt(r)};
+  }
+  const std::vector<int64_t> taken = store_.LoadUnleasedRows(unleased, cache.tables());
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    const absl::Span<const int32_t> tokens = unleased[r].tokens;
+    loads[r].tokens = taken[r];
     if (loads[r].tokens > 0) {
       result.reused_tokens[r] = loads[r].tokens;
       ++result.unleased_rows;
@@ -343,7 +349,7 @@ absl::StatusOr<PrefixPrefillResult> PrefixPrefill::RunBatch(const Batch& batch, 
     PrefixStore::RowTokens store{static_cast<int64_t>(r),
                                  absl::MakeConstSpan(prompts[r].data(), whole)};
     store.cache_salt = batch.salt(r);
-    // A row loaded without a lease (LoadUnleased) leaves the store to match
+    // A row loaded without a lease (LoadUnleasedRows) leaves the store to match
     // it (base_matched false).
     if (store_.UsesBaseLeases() &&
         !(loads[r].lease_id == PrefixStore::kNoLease && loads[r].tokens > 0)) {

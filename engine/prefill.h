@@ -66,7 +66,7 @@ struct PrefixPrefillResult {
   bool store_asked = false;
   double match_ms = 0;
   // Rows whose prefix came out of a remote store's pool by its page index,
-  // without a match (PrefixStore::LoadUnleased).
+  // without a match (PrefixStore::LoadUnleasedRows).
   int64_t unleased_rows = 0;
   // Whether the suffixes' match was called (asked, and some row the index
   // did not serve): match_ms then times it.
@@ -84,7 +84,7 @@ struct PrefixPrefillResult {
 //  2. Suffixes. Every prompt takes its longest cached prefix P (at most
 //     len - 1 tokens, so the last token always runs and yields logits)
 //     into its row: without a lease where the store's page index serves it
-//     (PrefixStore::LoadUnleased), else matched (one call for the batch)
+//     (PrefixStore::LoadUnleasedRows), else matched (one call for the batch)
 //     and loaded; the suffixes run batched (PrefillBatch) at positions
 //     P..len-1 with rectangular causal masks. Each prompt's whole pages go
 //     into the store.

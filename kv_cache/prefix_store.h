@@ -123,17 +123,30 @@ class PrefixStore {
     return std::nullopt;
   }
 
-  // Row `row` (empty) takes the leading whole pages of `tokens` cached
-  // under `cache_salt` without a lease or a round trip, where this process
-  // maps a remote store's pool and its page index (kv_cache/page_index.h):
-  // found in the index, copied out of the pool, then checked not evicted
-  // meanwhile. Returns the tokens the row now holds; 0 where none could be
-  // had that way (the row is left empty: MatchPrefix then). The store
-  // learns nothing of it: a later Store of the row matches it (a remote
-  // store: all such rows of the call in one MatchBatch).
-  virtual int64_t LoadUnleased(int64_t row, absl::Span<const int32_t> tokens,
-                               absl::string_view cache_salt, BlockTables& rows) {
-    return 0;
+  // Each load's row (empty) takes the leading whole pages of its `tokens`
+  // cached under its `cache_salt` without a lease or a round trip, where
+  // this process maps a remote store's pool and its page index
+  // (kv_cache/page_index.h): found in the index, copied out of the pool
+  // (every row's copies issued, then one wait for them all), then checked
+  // not evicted meanwhile. Returns the tokens each row now holds, in order;
+  // 0 where none could be had that way (the row is left empty: MatchPrefix
+  // then). The store learns nothing of it: a later Store of the rows
+  // matches them (a remote store: all such rows of the call in one
+  // MatchBatch).
+  struct UnleasedLoad {
+    int64_t row = 0;
+    absl::Span<const int32_t> tokens;
+    absl::string_view cache_salt;
+  };
+  virtual std::vector<int64_t> LoadUnleasedRows(absl::Span<const UnleasedLoad> loads,
+                                                BlockTables& rows) {
+    return std::vector<int64_t>(loads.size(), 0);
+  }
+  // LoadUnleasedRows of one row.
+  int64_t LoadUnleased(int64_t row, absl::Span<const int32_t> tokens, absl::string_view cache_salt,
+                       BlockTables& rows) {
+    const UnleasedLoad load{row, tokens, cache_salt};
+    return LoadUnleasedRows({load}, rows).front();
   }
 
   // The longest prefix of `tokens` cached under `cache_salt`, in whole

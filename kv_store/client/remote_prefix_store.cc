@@ -1,6 +1,8 @@
 #include "kv_store/client/remote_prefix_store.h"
 
+#include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -70,31 +72,48 @@ std::optional<int64_t> RemotePrefixStore::CachedTokensHint(absl::Span<const int3
   return static_cast<int64_t>(found->size()) * mapped.layout.page_size;
 }
 
-int64_t RemotePrefixStore::LoadUnleased(int64_t row, absl::Span<const int32_t> tokens,
-                                        absl::string_view cache_salt, BlockTables& rows) {
+std::vector<int64_t> RemotePrefixStore::LoadUnleasedRows(absl::Span<const UnleasedLoad> loads,
+                                                         BlockTables& rows) {
+  std::vector<int64_t> taken(loads.size(), 0);
   absl::StatusOr<std::shared_ptr<const KvStoreClient::MappedPool>> pool = client_->Pool();
-  if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined() || rows.length(row) != 0) {
-    return 0;
-  }
+  if (!pool.ok() || *pool == nullptr || !(*pool)->page_index.defined()) return taken;
   const KvStoreClient::MappedPool& mapped = **pool;
   const uint64_t* words = reinterpret_cast<const uint64_t*>(mapped.page_index.data_ptr<int64_t>());
   const int64_t n_words = mapped.page_index.numel();
-  const std::optional<std::vector<PageIndex::Found>> found =
-      PageIndex::Find(words, n_words, cache_salt, tokens);
-  if (!found.has_value() || found->empty()) return 0;
-  std::vector<int32_t> pages;
-  for (const PageIndex::Found& f : *found) pages.push_back(f.page);
-  if (!CopyPoolPagesIntoRow(mapped.storage, mapped.layout.page_size, pages, row, rows).ok()) {
-    rows.Reset(row);
-    return 0;
+  // Each row's pages found and their copies issued; the found pages of the
+  // rows copied, to check once the copies are done.
+  std::vector<std::optional<std::vector<PageIndex::Found>>> found(loads.size());
+  bool copied = false;
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const UnleasedLoad& load = loads[i];
+    if (rows.length(load.row) != 0) continue;
+    found[i] = PageIndex::Find(words, n_words, load.cache_salt, load.tokens);
+    if (!found[i].has_value() || found[i]->empty()) {
+      found[i].reset();
+      continue;
+    }
+    std::vector<int32_t> pages;
+    for (const PageIndex::Found& f : *found[i]) pages.push_back(f.page);
+    if (!CopyPoolPagesIntoRow(mapped.storage, mapped.layout.page_size, pages, load.row, rows)
+             .ok()) {
+      rows.Reset(load.row);
+      found[i].reset();
+      continue;
+    }
+    copied = true;
   }
-  // The copy has read the pages; were they still the ones found?
+  if (!copied) return taken;
+  // The copies have read the pages; were they still the ones found?
   WaitForDevice(mapped.storage.device());
-  if (!PageIndex::Unchanged(words, n_words, *found)) {
-    rows.Reset(row);
-    return 0;
+  for (size_t i = 0; i < loads.size(); ++i) {
+    if (!found[i].has_value()) continue;
+    if (PageIndex::Unchanged(words, n_words, *found[i])) {
+      taken[i] = rows.length(loads[i].row);
+    } else {
+      rows.Reset(loads[i].row);
+    }
   }
-  return rows.length(row);
+  return taken;
 }
 
 absl::StatusOr<std::vector<PrefixStore::Match>> RemotePrefixStore::MatchPrefixes(

@@ -36,8 +36,8 @@ class RemotePrefixStore : public PrefixStore {
   // From the store's page index where the pool and the index are mapped.
   std::optional<int64_t> CachedTokensHint(absl::Span<const int32_t> tokens,
                                           absl::string_view cache_salt) override;
-  int64_t LoadUnleased(int64_t row, absl::Span<const int32_t> tokens, absl::string_view cache_salt,
-                       BlockTables& rows) override;
+  std::vector<int64_t> LoadUnleasedRows(absl::Span<const UnleasedLoad> loads,
+                                        BlockTables& rows) override;
   // FAILED_PRECONDITION (and no lease held) if the store's layout is no
   // longer the one Layout() returned (it restarted with another).
   absl::StatusOr<Match> MatchPrefix(absl::Span<const int32_t> tokens,

@@ -1007,6 +1007,43 @@ TEST_F(MappedStoreTest, ARowTakesCachedPagesByTheIndexWithoutACallOrALease) {
   EXPECT_EQ(bytes_store.LoadUnleased(2, tokens[0], "", *reader.tables), 0);
 }
 
+// Several rows in one LoadUnleasedRows: each takes what the index offers
+// it (a longer prompt its cached pages, a branch the pages before it,
+// another namespace and a row not empty nothing), in order, with no call.
+TEST_F(MappedStoreTest, RowsLoadedTogetherEachTakeTheirOwnCachedPages) {
+  Rows writer(2);
+  std::vector<std::vector<int32_t>> tokens;
+  auto stored = StoreRows(store, writer, 2, 16, &tokens);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  for (const PrefixStore::Stored& row : *stored) ASSERT_TRUE(store.Release(row.lease_id).ok());
+  const v1::StatsResponse before = server.Stats();
+  Rows reader(5);
+  ASSERT_TRUE(reader.tables->WriteTokens(4, 0, writer.tables->ReadTokens(0, 0, 4).value()).ok());
+  reader.tables->set_length(4, 4);
+  std::vector<int32_t> longer = tokens[1];
+  longer.insert(longer.end(), {7, 8, 9});
+  std::vector<int32_t> branch = tokens[0];
+  branch[9] = (branch[9] + 1) % 50;  // inside page 3: pages 1 and 2 alone
+  const std::vector<PrefixStore::UnleasedLoad> loads = {{0, tokens[0], ""},
+                                                        {1, tokens[0], "tenant"},
+                                                        {2, longer, ""},
+                                                        {3, branch, ""},
+                                                        {4, tokens[1], ""}};
+  EXPECT_EQ(store.LoadUnleasedRows(loads, *reader.tables), (std::vector<int64_t>{16, 0, 16, 8, 0}));
+  EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(0, 0, 16).value(),
+                           writer.tables->ReadTokens(0, 0, 16).value()));
+  EXPECT_EQ(reader.tables->length(1), 0);
+  EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(2, 0, 16).value(),
+                           writer.tables->ReadTokens(1, 0, 16).value()));
+  EXPECT_TRUE(torch::equal(reader.tables->ReadTokens(3, 0, 8).value(),
+                           writer.tables->ReadTokens(0, 0, 8).value()));
+  EXPECT_EQ(reader.tables->length(4), 4) << "a row not empty is left as it was";
+  const v1::StatsResponse after = server.Stats();
+  EXPECT_EQ(after.match_calls(), before.match_calls());
+  EXPECT_EQ(after.fetch_calls(), before.fetch_calls());
+  EXPECT_EQ(after.active_leases(), 0);
+}
+
 // A prefill over a store whose index it maps asks for no match where the
 // index serves its rows (LoadUnleased: the same logits as computing them),
 // asks where prompts of the batch share a page, and over bytes (no index)
