@@ -50,42 +50,51 @@ std::vector<absl::StatusOr<int64_t>> SampleRows(const torch::Tensor& logits,
   TORCH_CHECK(static_cast<int64_t>(samplers.size()) == n, "SampleRows: ", samplers.size(),
               " samplers for ", n, " rows");
   const torch::Device device = logits.device();
-  auto on_device = [&](const std::vector<double>& values) {  // (n, 1) fp32
-    return torch::tensor(values, torch::kDouble).to(device, torch::kFloat).view({n, 1});
-  };
   // Per row: the divisor (a nonzero float: a tiny valid temperature acts
-  // as its limit, greedy, rather than give inf / NaN), k, p, the uniform.
-  std::vector<double> temperature(n), top_p(n), uniform(n), is_greedy(n);
-  std::vector<int64_t> top_k(n);
+  // as its limit, greedy, rather than give inf / NaN), p, the uniform,
+  // whether greedy, k; as the rows of one (5, n) fp32 tensor, so that a
+  // sampled batch copies its parameters to the device once (k exact: below
+  // 2^24).
+  enum Param : int64_t { kTemperature, kTopP, kUniform, kGreedy, kTopK, kParams };
+  std::vector<float> params(kParams * n);
+  auto param = [&](Param which, int64_t r) -> float& { return params[which * n + r]; };
   bool any_sampled = false, any_top_k = false, any_top_p = false;
   int64_t max_k = 0;
   for (int64_t r = 0; r < n; ++r) {
     const SamplingOptions& o = samplers[r]->options();
     const bool greedy = o.temperature == 0.0;
-    is_greedy[r] = greedy ? 1.0 : 0.0;
+    param(kGreedy, r) = greedy ? 1.0f : 0.0f;
     any_sampled = any_sampled || !greedy;
-    temperature[r] =
-        greedy ? 1.0 : std::max<float>(o.temperature, std::numeric_limits<float>::min());
-    top_k[r] = !greedy && o.top_k > 0 && o.top_k < vocab ? o.top_k : 0;
-    top_p[r] = !greedy && o.top_p < 1.0 ? o.top_p : std::numeric_limits<double>::infinity();
+    param(kTemperature, r) =
+        greedy ? 1.0f : std::max<float>(o.temperature, std::numeric_limits<float>::min());
+    const int64_t k = !greedy && o.top_k > 0 && o.top_k < vocab ? o.top_k : 0;
+    param(kTopK, r) = static_cast<float>(k);
+    param(kTopP, r) = !greedy && o.top_p < 1.0 ? static_cast<float>(o.top_p)
+                                               : std::numeric_limits<float>::infinity();
     // Below 1 also as a float, so that the draw never lands past the CDF.
-    uniform[r] = greedy ? 0.0 : std::min(samplers[r]->NextUniform(), 0.99999994);
-    any_top_k = any_top_k || top_k[r] > 0;
-    any_top_p = any_top_p || top_p[r] < 1.0;
-    max_k = std::max(max_k, top_k[r]);
+    param(kUniform, r) =
+        greedy ? 0.0f : static_cast<float>(std::min(samplers[r]->NextUniform(), 0.99999994));
+    any_top_k = any_top_k || k > 0;
+    any_top_p = any_top_p || (!greedy && o.top_p < 1.0);
+    max_k = std::max(max_k, k);
   }
-  torch::Tensor l = logits.to(torch::kFloat);         // (n, V)
-  torch::Tensor finite = torch::isfinite(l).all(-1);  // (n,)
-  torch::Tensor best = l.argmax(-1);                  // (n,) greedy choice
+  torch::Tensor on_device;  // (kParams, n)
+  if (any_sampled) {
+    on_device = torch::from_blob(params.data(), {kParams, n}, torch::kFloat).to(device);
+  }
+  auto column = [&](Param which) { return on_device[which].view({n, 1}); };  // (n, 1)
+  torch::Tensor l = logits.to(torch::kFloat);                                // (n, V)
+  torch::Tensor finite = torch::isfinite(l).all(-1);                         // (n,)
+  torch::Tensor best = l.argmax(-1);                                         // (n,) greedy choice
   torch::Tensor chosen = best;
   if (any_sampled) {
     const float kMinusInf = -std::numeric_limits<float>::infinity();
     // Non-finite rows are answered with an error below; zeroed here so that
     // they do not disturb the arithmetic of the batch.
     l = torch::where(finite.unsqueeze(1), l, torch::zeros_like(l));
-    l = (l - std::get<0>(l.max(-1, /*keepdim=*/true))) / on_device(temperature);
+    l = (l - std::get<0>(l.max(-1, /*keepdim=*/true))) / column(kTemperature);
     if (any_top_k) {
-      torch::Tensor k = torch::tensor(top_k, torch::kLong).to(device).view({n, 1});
+      torch::Tensor k = column(kTopK).to(torch::kLong);
       torch::Tensor kth = std::get<0>(l.topk(max_k, -1))                 // (n, max_k)
                               .gather(1, (k - 1).clamp_min(0));          // (n, 1)
       kth = torch::where(k > 0, kth, torch::full_like(kth, kMinusInf));  // k = 0 keeps all
@@ -96,15 +105,15 @@ std::vector<absl::StatusOr<int64_t>> SampleRows(const torch::Tensor& logits,
       torch::Tensor probs = sorted.softmax(-1);
       // Drop a token once the tokens before it already reach top_p; the
       // best always stays (a top_p that rounds to 0 as a float would drop it).
-      torch::Tensor drop_sorted = (probs.cumsum(-1) - probs) >= on_device(top_p);
+      torch::Tensor drop_sorted = (probs.cumsum(-1) - probs) >= column(kTopP);
       drop_sorted.narrow(-1, 0, 1).fill_(false);
       l = l.masked_fill(torch::zeros_like(drop_sorted).scatter(-1, order, drop_sorted), kMinusInf);
     }
     torch::Tensor cdf = l.softmax(-1).cumsum(-1);  // (n, V)
-    torch::Tensor target = on_device(uniform) * cdf.narrow(-1, vocab - 1, 1);
+    torch::Tensor target = column(kUniform) * cdf.narrow(-1, vocab - 1, 1);
     torch::Tensor drawn =
         torch::searchsorted(cdf, target, /*out_int32=*/false, /*right=*/true).clamp_max(vocab - 1);
-    chosen = torch::where(on_device(is_greedy).view({n}) > 0, best, drawn.view({n}));
+    chosen = torch::where(column(kGreedy).view({n}) > 0, best, drawn.view({n}));
   }
   torch::Tensor host = torch::stack({chosen, finite.to(torch::kLong)}).cpu();  // (2, n)
   auto a = host.accessor<int64_t, 2>();
