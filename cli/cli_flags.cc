@@ -22,7 +22,8 @@ ABSL_FLAG(std::string, decode_step, "auto",
           "the decode step: auto (cuda-graph on a GPU, else reference), reference, cuda-graph "
           "cuda-graph-matvec (products of batches <= 8 in the split-K kernel) or "
           "cuda-graph-matvec-ln (and the LayerNorms folded into them) or "
-          "cuda-graph-eager-prefill (prefill's eager passes, not its CUDA graphs); "
+          "cuda-graph-eager-prefill (prefill's eager passes, not its CUDA graphs) or "
+          "cuda-graph-cascade (rows sharing leading pages attend them once, as a group); "
           "bench-decode: a comma list");
 ABSL_FLAG(int64_t, repeats, 3, "bench, bench-services: timed runs per point (the median is kept)");
 ABSL_FLAG(std::string, card, "", "bench: the machine's name in the CSV (default: from /proc)");

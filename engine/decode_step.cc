@@ -54,10 +54,11 @@ absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name) {
   if (name == "cuda-graph-matvec") return DecodeKind::kCudaGraphMatvec;
   if (name == "cuda-graph-matvec-ln") return DecodeKind::kCudaGraphMatvecLn;
   if (name == "cuda-graph-eager-prefill") return DecodeKind::kCudaGraphEagerPrefill;
+  if (name == "cuda-graph-cascade") return DecodeKind::kCudaGraphCascade;
   return absl::InvalidArgumentError(
       absl::StrCat("unknown decode step '", name,
                    "' (expected auto, reference, cuda-graph, cuda-graph-matvec, "
-                   "cuda-graph-matvec-ln or cuda-graph-eager-prefill)"));
+                   "cuda-graph-matvec-ln, cuda-graph-eager-prefill or cuda-graph-cascade)"));
 }
 
 std::string DecodeKindName(DecodeKind kind) {
@@ -74,6 +75,8 @@ std::string DecodeKindName(DecodeKind kind) {
       return "cuda-graph-matvec-ln";
     case DecodeKind::kCudaGraphEagerPrefill:
       return "cuda-graph-eager-prefill";
+    case DecodeKind::kCudaGraphCascade:
+      return "cuda-graph-cascade";
   }
   return "?";
 }
@@ -89,6 +92,7 @@ absl::StatusOr<std::unique_ptr<DecodeStep>> MakeDecodeStep(const Gpt2Model* mode
           kind == DecodeKind::kCudaGraphMatvec || kind == DecodeKind::kCudaGraphMatvecLn;
       options.fused_layer_norm = kind == DecodeKind::kCudaGraphMatvecLn;
       options.graph_prefill = kind != DecodeKind::kCudaGraphEagerPrefill;
+      options.shared_prefix_attention = kind == DecodeKind::kCudaGraphCascade;
       return std::unique_ptr<DecodeStep>(new cuda::GraphDecodeStep(model, cache, options));
     }
     if (kind != DecodeKind::kAuto) return usable;

@@ -44,10 +44,15 @@ enum class DecodeKind {
   // cuda-graph with prefill as PrefillBatch's eager passes (what every
   // cuda-graph step did before prefill had graphs), for comparing them.
   kCudaGraphEagerPrefill,
+  // cuda-graph with shared-prefix (cascade) attention: rows holding the same
+  // leading pages attend them once as a group
+  // (GraphDecodeStepOptions::shared_prefix_attention). Not chosen by kAuto
+  // until measured.
+  kCudaGraphCascade,
 };
 
 // "auto", "reference", "cuda-graph", "cuda-graph-matvec",
-// "cuda-graph-matvec-ln" or "cuda-graph-eager-prefill".
+// "cuda-graph-matvec-ln", "cuda-graph-eager-prefill" or "cuda-graph-cascade".
 absl::StatusOr<DecodeKind> ParseDecodeKind(absl::string_view name);
 std::string DecodeKindName(DecodeKind kind);
 
@@ -84,6 +89,11 @@ class DecodeStep {
 
   // The kind's name (DecodeKindName), "auto" aside.
   virtual std::string name() const = 0;
+
+  // Row-steps so far whose shared leading pages were attended once for
+  // their group (the cuda-graph-cascade step's shared-prefix attention);
+  // 0 for the other steps.
+  virtual int64_t shared_prefix_row_steps() const { return 0; }
 };
 
 // A step over `cache` for `model` (neither owned; both outlive the step).

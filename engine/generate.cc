@@ -224,6 +224,10 @@ absl::StatusOr<GenerateResult> Generator::Run(const std::vector<std::vector<int>
     };
     for (int64_t r = 0; r < B; ++r) cache.Reset(r);
     stats.decode_step = decode_->name();
+    const int64_t shared_before = decode_->shared_prefix_row_steps();
+    absl::Cleanup count_shared = [&] {
+      stats.shared_prefix_row_steps = decode_->shared_prefix_row_steps() - shared_before;
+    };
     std::vector<torch::Tensor> first_logits;
     if (options.kv_cache == KvCacheMode::kPrefix) {
       LocalPrefixStore store(prefix_cache_);

@@ -77,6 +77,9 @@ struct GenerateStats {
   double decode_ms_per_step = 0;   // (total - ttft) / (steps - 1)
   double tokens_per_second = 0;    // all sequences' output tokens / total
   std::string decode_step;         // "reference" or "cuda-graph"; empty for kOff
+  // Decode row-steps whose shared leading pages were attended once for
+  // their group (DecodeStep::shared_prefix_row_steps: cuda-graph-cascade).
+  int64_t shared_prefix_row_steps = 0;
   MemoryStats memory;
 };
 

@@ -43,9 +43,11 @@ __device__ __forceinline__ float Dot(const float* q, const T* k, int head_dim) {
   }
 }
 
-// Partial results, per (row, head, split): [m, l, acc[0..head_dim)].
+// Partial results, per (row, head, slot): [m, l, acc[0..head_dim)]; slots
+// 0..splits-1 this kernel's, then the shared-prefix pass's.
 __device__ __forceinline__ float* Partial(const DecodeAttentionParams& p, int b, int h, int s) {
-  return p.workspace + ((static_cast<int64_t>(b) * p.heads + h) * p.splits + s) * (p.head_dim + 2);
+  return p.workspace + ((static_cast<int64_t>(b) * p.heads + h) * (p.splits + p.shared_slots) + s) *
+                           (p.head_dim + 2);
 }
 
 template <typename T, int kD, bool kWideValues>
@@ -54,8 +56,10 @@ __global__ void __launch_bounds__(kThreads) DecodeAttentionSplitKernel(DecodeAtt
   const int D = kD > 0 ? kD : p.head_dim, C = p.heads * D;
   const int L = p.lengths[b];  // keys 0..L-1 cached, key L is the new token's
   const int total = L + 1;
-  const int chunk = max((total + p.splits - 1) / p.splits, p.min_chunk);
-  const int begin = min(s * chunk, total), end = min(begin + chunk, total);
+  // Keys before key_begin[b] are the shared-prefix pass's.
+  const int first = p.key_begin != nullptr ? min(p.key_begin[b], L) : 0;
+  const int chunk = max((total - first + p.splits - 1) / p.splits, p.min_chunk);
+  const int begin = min(first + s * chunk, total), end = min(begin + chunk, total);
   if (begin == end) {  // past the row's keys: an empty range, for the combine to skip
     if (threadIdx.x == 0) {
       float* out = Partial(p, b, h, s);
@@ -206,10 +210,12 @@ template <typename T>
 __global__ void DecodeAttentionCombineKernel(DecodeAttentionParams p) {
   const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
   if (d >= p.head_dim) return;
+  // The shared-prefix pass's slots too, for a row it took keys of.
+  const int slots = p.splits + (p.key_begin != nullptr && p.key_begin[b] > 0 ? p.shared_slots : 0);
   float m = -INFINITY;
-  for (int s = 0; s < p.splits; ++s) m = fmaxf(m, Partial(p, b, h, s)[0]);
+  for (int s = 0; s < slots; ++s) m = fmaxf(m, Partial(p, b, h, s)[0]);
   float l = 0.0f, acc = 0.0f;
-  for (int s = 0; s < p.splits; ++s) {
+  for (int s = 0; s < slots; ++s) {
     const float* part = Partial(p, b, h, s);
     if (part[0] == -INFINITY) continue;  // an empty range
     const float w = __expf(part[0] - m);
@@ -242,7 +248,8 @@ size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head
 cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t stream) {
   if (p.batch <= 0) return cudaSuccess;
   if (p.heads <= 0 || p.head_dim <= 0 || p.head_dim > kMaxHeadDim || p.splits <= 0 ||
-      p.page_size <= 0 || p.max_pages <= 0 || p.page_stride <= 0 || p.min_chunk <= 0) {
+      p.page_size <= 0 || p.max_pages <= 0 || p.page_stride <= 0 || p.min_chunk <= 0 ||
+      p.shared_slots < 0) {
     return cudaErrorInvalidValue;
   }
   return DispatchDType(p.dtype, [&](auto zero) {

@@ -141,8 +141,8 @@ PagedShape CheckPaged(
 torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& k_pages,
                                  const torch::Tensor& v_pages, const torch::Tensor& block_table,
                                  const torch::Tensor& table_rows, const torch::Tensor& lengths,
-                                 int64_t splits, bool append, bool vector_values,
-                                 int64_t min_chunk) {
+                                 int64_t splits, bool append, bool vector_values, int64_t min_chunk,
+                                 const SharedPrefix& shared = {}) {
   const int64_t n = qkv.size(0);
   const PagedShape shape =
       table_rows.defined()
@@ -155,11 +155,27 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
   }
   TORCH_CHECK(splits >= 1, "splits must be >= 1");
   TORCH_CHECK(min_chunk >= 1 || min_chunk == kAutoMinChunk, "min_chunk must be >= 1 or auto");
+  const bool cascade = shared.groups.defined();
+  if (cascade) {
+    TORCH_CHECK(append && !table_rows.defined(), "shared-prefix attention is decode's");
+    TORCH_CHECK(SharedPrefixAttentionTakes(ElementType(qkv), static_cast<int>(head_dim)),
+                "shared-prefix attention takes bf16 and fp16 at head size 64");
+    TORCH_CHECK(shared.groups.scalar_type() == torch::kInt && shared.groups.dim() == 2 &&
+                    shared.groups.size(1) == kSharedPrefixGroupInts &&
+                    shared.groups.is_contiguous() && shared.groups.device() == qkv.device(),
+                "shared-prefix groups must be (G, kSharedPrefixGroupInts) int32 on qkv's device");
+    TORCH_CHECK(shared.key_begin.defined() && shared.key_begin.scalar_type() == torch::kInt &&
+                    shared.key_begin.is_contiguous() && shared.key_begin.numel() == n &&
+                    shared.key_begin.device() == qkv.device(),
+                "key_begin must be (N,) contiguous int32 on qkv's device");
+    TORCH_CHECK(shared.splits >= 1, "shared-prefix splits must be >= 1");
+  }
+  const int64_t shared_slots = cascade ? shared.splits : 0;
   torch::Tensor out = torch::empty({n, heads * head_dim}, qkv.options());
   torch::Tensor workspace =
       torch::empty({static_cast<int64_t>(DecodeAttentionWorkspaceFloats(
-                       static_cast<int>(n), static_cast<int>(heads), static_cast<int>(splits),
-                       static_cast<int>(head_dim)))},
+                       static_cast<int>(n), static_cast<int>(heads),
+                       static_cast<int>(splits + shared_slots), static_cast<int>(head_dim)))},
                    qkv.options().dtype(torch::kFloat));
   DecodeAttentionParams p;
   p.dtype = ElementType(qkv);
@@ -185,6 +201,30 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
   p.max_pages = static_cast<int>(block_table.stride(0));
   p.splits = static_cast<int>(splits);
   p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim)));
+  if (cascade) {
+    p.key_begin = shared.key_begin.data_ptr<int32_t>();
+    p.shared_slots = static_cast<int>(shared_slots);
+    SharedPrefixAttentionParams sp;
+    sp.dtype = p.dtype;
+    sp.qkv = p.qkv;
+    sp.k_pages = p.k_pages;
+    sp.v_pages = p.v_pages;
+    sp.page_stride = p.page_stride;
+    sp.block_table = p.block_table;
+    sp.groups = shared.groups.data_ptr<int32_t>();
+    sp.workspace = p.workspace;
+    sp.max_groups = static_cast<int>(shared.groups.size(0));
+    sp.heads = p.heads;
+    sp.head_dim = p.head_dim;
+    sp.page_size = p.page_size;
+    sp.max_pages = p.max_pages;
+    sp.slots = static_cast<int>(splits + shared_slots);
+    sp.shared_first = static_cast<int>(splits);
+    sp.splits = static_cast<int>(shared.splits);
+    sp.scale = p.scale;
+    CheckLaunch(LaunchSharedPrefixAttention(sp, at::cuda::getCurrentCUDAStream()),
+                "SharedPrefixAttention");
+  }
   CheckLaunch(LaunchDecodeAttention(p, at::cuda::getCurrentCUDAStream()), "DecodeAttention");
   return out;
 }
@@ -194,9 +234,9 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
                               torch::Tensor& v_pages, const torch::Tensor& block_table,
                               const torch::Tensor& lengths, int64_t splits, bool vector_values,
-                              int64_t min_chunk) {
+                              int64_t min_chunk, const SharedPrefix& shared) {
   return PagedAttentionImpl(qkv, k_pages, v_pages, block_table, torch::Tensor(), lengths, splits,
-                            /*append=*/true, vector_values, min_chunk);
+                            /*append=*/true, vector_values, min_chunk, shared);
 }
 
 torch::Tensor PagedAttention(const torch::Tensor& qkv, const torch::Tensor& k_pages,
@@ -276,6 +316,10 @@ torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_
 
 bool PrefillAttentionOnTensorCores(torch::ScalarType dtype, int64_t head_dim) {
   return PrefillAttentionOnTensorCores(ElementType(dtype), static_cast<int>(head_dim));
+}
+
+bool SharedPrefixAttentionTakes(torch::ScalarType dtype, int64_t head_dim) {
+  return SharedPrefixAttentionTakes(ElementType(dtype), static_cast<int>(head_dim));
 }
 
 MatvecScratch MakeMatvecScratch(int64_t rows,

@@ -40,11 +40,24 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
 // and the tests to compare. `min_chunk`: the shortest key range
 // (DecodeAttentionParams::min_chunk); kAutoMinChunk: DecodeAttentionMinChunk
 // of the shape; any value >= 1 gives the same result.
+// `shared`: shared-prefix (cascade) attention (LaunchSharedPrefixAttention)
+// where its groups are defined: `groups` (G, kSharedPrefixGroupInts) int32
+// on the device, each [keys, count, rows...] (rows holding the same pages
+// for keys 0..keys-1, keys whole pages at most each row's length);
+// `key_begin` (N,) int32, each row's group's keys or 0; the shared keys
+// split into `splits` ranges. bf16 and fp16 at head size 64 only
+// (SharedPrefixAttentionTakes). Same result as without, within rounding.
+struct SharedPrefix {
+  torch::Tensor groups;
+  torch::Tensor key_begin;
+  int64_t splits = 1;
+};
 inline constexpr int64_t kAutoMinChunk = -1;
 torch::Tensor DecodeAttention(const torch::Tensor& qkv, torch::Tensor& k_pages,
                               torch::Tensor& v_pages, const torch::Tensor& block_table,
                               const torch::Tensor& lengths, int64_t splits,
-                              bool vector_values = true, int64_t min_chunk = kAutoMinChunk);
+                              bool vector_values = true, int64_t min_chunk = kAutoMinChunk,
+                              const SharedPrefix& shared = {});
 
 // Paged attention of many queries per row (prefill of a suffix after a
 // cached prefix), without gathering the prefix: qkv (N, 3C) holds N queries
@@ -85,6 +98,9 @@ torch::Tensor PrefillAttention(const torch::Tensor& qkv, const torch::Tensor& k_
 // Whether PrefillAttention runs on tensor cores for this element type and
 // head size (PrefillAttentionOnTensorCores).
 bool PrefillAttentionOnTensorCores(torch::ScalarType dtype, int64_t head_dim);
+// Whether DecodeAttention takes a SharedPrefix for this element type and
+// head size (SharedPrefixAttentionTakes).
+bool SharedPrefixAttentionTakes(torch::ScalarType dtype, int64_t head_dim);
 
 // Scratch of the split-K matrix-vector kernel (LaunchMatvec): an fp32
 // workspace and int32 counters (zero between launches) on one device,

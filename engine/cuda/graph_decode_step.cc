@@ -1,6 +1,7 @@
 #include "engine/cuda/graph_decode_step.h"
 
 #include <algorithm>
+#include <map>
 #include <utility>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -55,13 +56,32 @@ GraphDecodeStep::GraphDecodeStep(const Gpt2Model* model, KvCache* cache,
         DecodeAttentionSplits(static_cast<int>(b), static_cast<int>(model->config().n_head),
                               static_cast<int>(cache->capacity()), sms);
   }
-  // Tokens, lengths, then the block tables: one buffer, one copy a step.
+  // Tokens, lengths, the block tables, then (shared-prefix attention) each
+  // row's shared keys and the groups: one buffer, one copy a step.
   const int64_t width = cache->tables().max_pages();
+  if (options_.shared_prefix_attention &&
+      !SharedPrefixAttentionTakes(model->options().dtype, model->config().head_dim())) {
+    options_.shared_prefix_attention = false;
+  }
+  // Groups of two rows at least; the shared pass's grid has a block row per
+  // group, most of them idle (they exit at once): at most 8, and the rows of
+  // groups past them attend all their keys themselves.
+  const int64_t max_groups = std::min<int64_t>((rows + 1) / 2, 8);
+  const int64_t size =
+      rows * (2 + width) +
+      (options_.shared_prefix_attention ? rows + max_groups * kSharedPrefixGroupInts : 0);
   auto int_opts = torch::TensorOptions().dtype(torch::kInt);
-  host_inputs_ = torch::zeros({rows * (2 + width)}, int_opts.pinned_memory(true));
-  inputs_ = torch::zeros({rows * (2 + width)}, int_opts.device(model->options().device));
+  host_inputs_ = torch::zeros({size}, int_opts.pinned_memory(true));
+  inputs_ = torch::zeros({size}, int_opts.device(model->options().device));
   steps_ = inputs_.narrow(0, 0, 2 * rows).view({2, rows});
   tables_ = inputs_.narrow(0, 2 * rows, rows * width).view({rows, width});
+  if (options_.shared_prefix_attention) {
+    key_begin_ = inputs_.narrow(0, rows * (2 + width), rows);
+    groups_ = inputs_.narrow(0, rows * (3 + width), max_groups * kSharedPrefixGroupInts)
+                  .view({max_groups, kSharedPrefixGroupInts});
+    // Ranges of about 256 shared keys at full capacity, at most 16.
+    shared_splits_ = std::clamp<int64_t>((cache->capacity() + 255) / 256, 1, 16);
+  }
   host_tokens_ =
       torch::zeros({rows}, torch::TensorOptions().dtype(torch::kLong).pinned_memory(true));
   if (options_.graph_prefill) prefill_ = std::make_unique<GraphPrefill>(model, cache);
@@ -108,8 +128,60 @@ void GraphDecodeStep::StageInputs(const std::vector<int64_t>& tokens, int64_t bu
     std::fill(table, table + width, tables.scratch_page());
     std::copy(pages.begin(), pages.end(), table);
   }
+  if (options_.shared_prefix_attention) {
+    shared_row_steps_ += StageGroups(std::min<int64_t>(n, bucket), host + rows * (2 + width),
+                                     host + rows * (3 + width));
+  }
   inputs_.copy_(host_inputs_, /*non_blocking=*/true);
   inputs_copied_.record();
+}
+
+// The fewest shared keys worth a group: one of the shared pass's 64-key
+// tiles.
+constexpr int64_t kMinSharedKeys = 64;
+
+int64_t GraphDecodeStep::StageGroups(int64_t n, int32_t* key_begin, int32_t* groups) const {
+  const int64_t rows = cache_->batch();
+  const BlockTables& tables = cache_->tables();
+  const int64_t page_size = tables.page_size();
+  const int64_t max_groups = groups_.size(0);
+  std::fill(key_begin, key_begin + rows, 0);
+  std::fill(groups, groups + max_groups * kSharedPrefixGroupInts, 0);
+  // Rows by their first page: rows holding the same first page share it
+  // (the pool's pages in place), and then as many pages as all of them
+  // hold alike, short of the page each writes its new token into.
+  std::map<int32_t, std::vector<int64_t>> by_first;
+  for (int64_t r = 0; r < n; ++r) {
+    if (!tables.pages(r).empty()) by_first[tables.pages(r)[0]].push_back(r);
+  }
+  int64_t g = 0, grouped = 0;
+  for (const auto& [page, members] : by_first) {
+    if (members.size() < 2) continue;
+    const std::vector<int32_t>& lead = tables.pages(members[0]);
+    int64_t common = static_cast<int64_t>(lead.size());
+    for (int64_t r : members) {
+      const std::vector<int32_t>& own = tables.pages(r);
+      const int64_t most = std::min<int64_t>(common, static_cast<int64_t>(own.size()));
+      common = std::mismatch(lead.begin(), lead.begin() + most, own.begin()).first - lead.begin();
+      common = std::min(common, cache_->length(r) / page_size);  // before the new token's page
+    }
+    const int64_t keys = common * page_size;
+    if (keys < kMinSharedKeys) continue;
+    for (size_t i = 0; i < members.size() && g < max_groups;) {
+      int32_t* group = groups + g * kSharedPrefixGroupInts;
+      const size_t take = std::min<size_t>(kSharedPrefixGroupRows, members.size() - i);
+      if (take < 2) break;
+      group[0] = static_cast<int32_t>(keys);
+      group[1] = static_cast<int32_t>(take);
+      for (size_t k = 0; k < take; ++k, ++i) {
+        group[2 + k] = static_cast<int32_t>(members[i]);
+        key_begin[members[i]] = static_cast<int32_t>(keys);
+      }
+      grouped += static_cast<int64_t>(take);
+      ++g;
+    }
+  }
+  return grouped;
 }
 
 GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
@@ -122,6 +194,12 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
   torch::Tensor h = EmbedLayerNorm(model_->wte(), model_->wpe(), ids, lengths, blocks[0].ln_1_w,
                                    blocks[0].ln_1_b, eps, x);  // (bucket, C)
   const int64_t splits = splits_.at(bucket);
+  SharedPrefix shared;
+  if (options_.shared_prefix_attention) {
+    shared.groups = groups_;
+    shared.key_begin = key_begin_.narrow(0, 0, bucket);
+    shared.splits = shared_splits_;
+  }
   const bool matvec = options_.fused_matvec && bucket <= kMatvecMaxBucket && config.n_embd % 8 == 0;
   for (size_t l = 0; l < blocks.size(); ++l) {
     const Gpt2Model::Block& b = blocks[l];
@@ -136,7 +214,8 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
       const torch::Tensor none;
       torch::Tensor qkv = Matvec(x, b.c_attn_w, b.c_attn_b, false, none, matvec_scratch_,
                                  torch::Tensor(), {b.ln_1_w, b.ln_1_b, eps});
-      torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
+      torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits, true,
+                                        kAutoMinChunk, shared);
       Matvec(y, b.c_proj_w, b.c_proj_b, false, x, matvec_scratch_, x);
       torch::Tensor f = Matvec(x, b.fc_w, b.fc_b, /*gelu=*/true, none, matvec_scratch_,
                                torch::Tensor(), {b.ln_2_w, b.ln_2_b, eps});
@@ -148,7 +227,8 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
       // The residual adds land in x itself; the LayerNorms then add nothing.
       const torch::Tensor none;
       torch::Tensor qkv = Matvec(h, b.c_attn_w, b.c_attn_b, false, none, matvec_scratch_);
-      torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
+      torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits, true,
+                                        kAutoMinChunk, shared);
       Matvec(y, b.c_proj_w, b.c_proj_b, false, x, matvec_scratch_, x);
       h = AddLayerNorm(x, none, b.ln_2_w, b.ln_2_b, eps);
       torch::Tensor f = Matvec(h, b.fc_w, b.fc_b, /*gelu=*/true, none, matvec_scratch_);
@@ -157,7 +237,8 @@ GraphDecodeStep::Outputs GraphDecodeStep::Forward(int64_t bucket) {
       continue;
     }
     torch::Tensor qkv = torch::addmm(b.c_attn_b, h, b.c_attn_w);  // (bucket, 3C)
-    torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits);
+    torch::Tensor y = DecodeAttention(qkv, k_pages, v_pages, tables_, lengths, splits, true,
+                                      kAutoMinChunk, shared);
     h = AddLayerNorm(x, torch::addmm(b.c_proj_b, y, b.c_proj_w), b.ln_2_w, b.ln_2_b, eps);
     // Bias + GELU (tanh) in cuBLASLt's epilogue where it applies.
     torch::Tensor f = at::_addmm_activation(b.fc_b, h, b.fc_w, 1, 1, /*use_gelu=*/true);

@@ -57,6 +57,14 @@ struct GraphDecodeStepOptions {
   // Prefill as CUDA graphs (GraphPrefill); false: PrefillBatch's eager
   // passes (`--decode_step cuda-graph-eager-prefill`, to compare).
   bool graph_prefill = true;
+  // Shared-prefix (cascade) attention (fused_ops.h's SharedPrefix): each
+  // step, rows whose block tables begin with the same pages (prefix reuse
+  // over a shared pool: Part C's rows) are grouped, and a group's queries
+  // attend those pages once, as one tensor-core tile
+  // (LaunchSharedPrefixAttention), each row its own keys after them. bf16
+  // and fp16 at head size 64 (else ignored). Off until measured;
+  // `--decode_step cuda-graph-cascade`.
+  bool shared_prefix_attention = false;
 };
 
 class GraphDecodeStep final : public DecodeStep {
@@ -76,9 +84,12 @@ class GraphDecodeStep final : public DecodeStep {
   void Prepare() override;
   std::string name() const override {
     if (!options_.graph_prefill) return "cuda-graph-eager-prefill";
+    if (options_.shared_prefix_attention) return "cuda-graph-cascade";
     if (!options_.fused_matvec) return "cuda-graph";
     return options_.fused_layer_norm ? "cuda-graph-matvec-ln" : "cuda-graph-matvec";
   }
+
+  int64_t shared_prefix_row_steps() const override { return shared_row_steps_; }
 
   // The batch-size buckets: 1, 2, 4, ... below the cache's rows, and its rows.
   const std::vector<int64_t>& buckets() const { return buckets_; }
@@ -101,6 +112,11 @@ class GraphDecodeStep final : public DecodeStep {
   // Fills the inputs of rows [0, bucket) from `tokens` (missing rows: token
   // 0) and the cache's lengths, and copies them to the device.
   void StageInputs(const std::vector<int64_t>& tokens, int64_t bucket);
+  // With shared_prefix_attention: the groups of rows [0, n) whose block
+  // tables begin with the same pages, into the staged inputs (each row's
+  // key_begin, the groups' [keys, count, rows...]). After the rows' pages
+  // for this step are prepared. Returns the rows grouped.
+  int64_t StageGroups(int64_t n, int32_t* key_begin, int32_t* groups) const;
   // The step over rows [0, bucket) on the current stream.
   Outputs Forward(int64_t bucket);
   // Runs the step eagerly on the side stream, then captures it. Returns the
@@ -114,10 +130,15 @@ class GraphDecodeStep final : public DecodeStep {
   MatvecScratch matvec_scratch_;  // fused_matvec only
   std::vector<int64_t> buckets_;
   std::map<int64_t, int64_t> splits_;  // bucket -> key ranges of DecodeAttention
-  torch::Tensor host_inputs_;          // (rows * (2 + max_pages)) int32, pinned
+  torch::Tensor host_inputs_;          // int32, pinned
   torch::Tensor inputs_;               // the same on the device:
   torch::Tensor steps_;                //   (2, rows): tokens, lengths
   torch::Tensor tables_;               //   (rows, max_pages): block tables
+  // shared_prefix_attention only (else undefined), after the tables:
+  torch::Tensor key_begin_;            //   (rows,): each row's shared keys, or 0
+  torch::Tensor groups_;               //   (max groups, kSharedPrefixGroupInts)
+  int64_t shared_splits_ = 1;          // key ranges of the shared keys
+  int64_t shared_row_steps_ = 0;       // rows grouped, summed over the steps
   torch::Tensor host_tokens_;          // (rows,) int64, pinned
   at::cuda::CUDAEvent inputs_copied_;  // host_inputs_ may be rewritten once it passed
   c10::cuda::CUDAStream side_;         // eager runs and captures

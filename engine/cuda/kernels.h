@@ -66,6 +66,14 @@ struct DecodeAttentionParams {
   // graph (chosen for the cache's capacity) then do not spread a short row
   // over many nearly idle blocks. 1: every split takes a share.
   int min_chunk = 1;
+  // Shared-prefix (cascade) attention, off where null: row b's keys
+  // 0..key_begin[b]-1 are left to LaunchSharedPrefixAttention, which writes
+  // their partial results into this workspace's slots splits ..
+  // splits + shared_slots - 1 of the row (the slots of a (row, head) are
+  // splits + shared_slots); the splits here cover keys key_begin[b]..L, and
+  // the merge takes the shared slots too where key_begin[b] > 0.
+  const int32_t* key_begin = nullptr;  // (batch,) or null
+  int shared_slots = 0;
 };
 inline constexpr int kMaxHeadDim = 128;
 
@@ -80,6 +88,43 @@ int DecodeAttentionSplits(int batch, int heads, int capacity, int num_sms);
 int DecodeAttentionMinChunk(int batch, int heads, int num_sms);
 size_t DecodeAttentionWorkspaceFloats(int batch, int heads, int splits, int head_dim);
 cudaError_t LaunchDecodeAttention(const DecodeAttentionParams& p, cudaStream_t stream);
+
+// Decode attention over the leading pages a group of rows shares, once for
+// the group (cascade attention: FlashInfer's cascade inference, Hydragen):
+// the group's rows' new-token queries (up to kSharedPrefixGroupRows) as one
+// tile against the shared keys 0..keys-1, on tensor cores (bf16 and fp16 at
+// head size 64: SharedPrefixAttentionTakes), split into `splits` ranges of
+// whole 64-key tiles; each (row, head, range) writes its partial result
+// (max score, sum of weights, unnormalised output: DecodeAttentionParams'
+// layout) into slot shared_first + range of the decode workspace, for
+// LaunchDecodeAttention's merge (its key_begin and shared_slots). Groups:
+// (max_groups, kSharedPrefixGroupInts) int32, each [keys, count, row...];
+// keys 0 or count 0: no group. Every row of a group must hold the same pages
+// for keys 0..keys-1 (the first row's block table is read), and its own
+// position must be past them.
+inline constexpr int kSharedPrefixGroupRows = 32;
+inline constexpr int kSharedPrefixGroupInts = 2 + kSharedPrefixGroupRows;
+struct SharedPrefixAttentionParams {
+  DType dtype = DType::kBFloat16;
+  const void* qkv = nullptr;  // (batch, 3C)
+  const void* k_pages = nullptr;
+  const void* v_pages = nullptr;
+  int64_t page_stride = 0;
+  const int32_t* block_table = nullptr;  // (batch, max_pages)
+  const int32_t* groups = nullptr;       // (max_groups, kSharedPrefixGroupInts)
+  float* workspace = nullptr;            // the decode attention's
+  int max_groups = 0;
+  int heads = 0;
+  int head_dim = 0;
+  int page_size = 0;
+  int max_pages = 0;
+  int slots = 0;         // partial slots of a (row, head) in the workspace
+  int shared_first = 0;  // the first of this pass's slots
+  int splits = 1;        // key ranges: slots shared_first .. shared_first + splits - 1
+  float scale = 1.0f;
+};
+bool SharedPrefixAttentionTakes(DType dtype, int head_dim);
+cudaError_t LaunchSharedPrefixAttention(const SharedPrefixAttentionParams& p, cudaStream_t stream);
 
 // The keys and values of `tokens` new tokens into their rows' pages (a
 // prefill pass writes them all before PagedAttention reads them): token i's

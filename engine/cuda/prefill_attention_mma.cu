@@ -117,8 +117,14 @@ __device__ __forceinline__ unsigned Pack<__half>(float lo, float hi, float* sum)
   return bits;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAttentionParams p) {
+// Both passes on one body: kShared false, prefill's (PrefillAttentionParams
+// p: a tile of consecutive tokens of a row, causal); true, the decode step's
+// shared-prefix pass (SharedPrefixAttentionParams sp: a group's rows' new
+// tokens against the keys they share, every key visible, partial results in
+// the decode attention's slots).
+template <typename T, bool kShared>
+__global__ void __launch_bounds__(kThreads)
+    MmaAttentionKernel(PrefillAttentionParams p, SharedPrefixAttentionParams sp) {
   __shared__ __align__(128) T smem[kSmemBytes / 2];
   T* const q_s = smem;
   T* const k_s = smem + kQElems;                   // stage s at k_s + s * kTileElems
@@ -126,23 +132,58 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;  // a fragment's row, and column pair
 
-  BlockTile bt;
-  if (!bt.Take(p, kThreads)) return;
-  const int h = bt.h, split = bt.split, first = bt.first, count = bt.count;
-  const int begin = bt.begin, end = bt.end;
-  const int32_t* table = bt.table;
-  const int C = p.heads * kD;
-  const T* qkv = static_cast<const T*>(p.qkv);
-  const T* k_pages = static_cast<const T*>(p.k_pages);
-  const T* v_pages = static_cast<const T*>(p.v_pages);
+  // The block's queries (`count` of them: query r is token `token(r)` of
+  // qkv), its keys [begin, end) and the block table they are read through.
+  int h, split, count, begin, end;
+  const int32_t* table;
+  const int32_t* group_rows = nullptr;  // kShared: the group's rows
+  int first = 0;                        // !kShared: the tile's first token
+  bool merged = false;                  // !kShared: KeyRange::merged
+  if constexpr (kShared) {
+    h = blockIdx.x, split = blockIdx.z;
+    const int32_t* group = sp.groups + static_cast<int64_t>(blockIdx.y) * kSharedPrefixGroupInts;
+    const int keys = group[0];
+    count = min(group[1], kSharedPrefixGroupRows);
+    group_rows = group + 2;
+    if (keys <= 0 || count <= 0) return;
+    const KeyRange range(keys, sp.splits, split);
+    begin = range.begin, end = range.end;
+    if (begin == end) {  // past the shared keys: an empty range, for the merge to skip
+      for (int r = threadIdx.x; r < count; r += kThreads) {
+        float* part =
+            sp.workspace + ((static_cast<int64_t>(group_rows[r]) * sp.heads + h) * sp.slots +
+                            sp.shared_first + split) *
+                               (kD + 2);
+        part[0] = -INFINITY;
+        part[1] = 0.0f;
+      }
+      return;
+    }
+    table = sp.block_table + static_cast<int64_t>(group_rows[0]) * sp.max_pages;
+  } else {
+    BlockTile bt;
+    if (!bt.Take(p, kThreads)) return;
+    h = bt.h, split = bt.split, first = bt.first, count = bt.count;
+    begin = bt.begin, end = bt.end, merged = bt.merged;
+    table = bt.table;
+  }
+  auto token = [&](int r) { return kShared ? group_rows[r] : first + r; };
+  const int heads = kShared ? sp.heads : p.heads;
+  const int page_size = kShared ? sp.page_size : p.page_size;
+  const int64_t page_stride = kShared ? sp.page_stride : p.page_stride;
+  const float scale = kShared ? sp.scale : p.scale;
+  const int C = heads * kD;
+  const T* qkv = static_cast<const T*>(kShared ? sp.qkv : p.qkv);
+  const T* k_pages = static_cast<const T*>(kShared ? sp.k_pages : p.k_pages);
+  const T* v_pages = static_cast<const T*>(kShared ? sp.v_pages : p.v_pages);
 
-  // Q (rows past the tile zeros: their outputs are not written), in the
+  // Q (rows past the queries zeros: their outputs are not written), in the
   // first tile's group.
   for (int c = threadIdx.x; c < kPrefillQueryTile * kD / 8; c += kThreads) {
     const int r = c / (kD / 8), d = (c % (kD / 8)) * 8;
     const bool valid = r < count;
     CopyAsync16(q_s + r * kRow + d,
-                qkv + static_cast<int64_t>(first + (valid ? r : 0)) * 3 * C + h * kD + d, valid);
+                qkv + static_cast<int64_t>(token(valid ? r : 0)) * 3 * C + h * kD + d, valid);
   }
   auto load_tile = [&](int k0, int stage) {
     T* k_to = k_s + stage * kTileElems;
@@ -153,10 +194,10 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
       const int j = c / (kD / 8), d = (c % (kD / 8)) * 8;
       const int key = k0 + j;
       const bool valid = key < end;
-      const int64_t at =
-          valid ? table[key / p.page_size] * p.page_stride +
-                      (static_cast<int64_t>(h) * p.page_size + key % p.page_size) * kD + d
-                : 0;
+      const int64_t at = valid
+                             ? table[key / page_size] * page_stride +
+                                   (static_cast<int64_t>(h) * page_size + key % page_size) * kD + d
+                             : 0;
       CopyAsync16(k_to + j * kRow + d, k_pages + at, valid);
       CopyAsync16(v_to + j * kRow + d, v_pages + at, valid);
     }
@@ -166,11 +207,12 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
 
   // A warp past the tile's queries only loads.
   const bool idle = warp * 16 >= count;
-  // Rows g and g + 8 of the warp's 16: their queries' positions (rows past
-  // the tile mirror its last query).
+  // Rows g and g + 8 of the warp's 16: the last key each sees (prefill:
+  // its position, rows past the tile mirroring its last query; the shared
+  // pass: every key of the range).
   const int r_lo = warp * 16 + g, r_hi = r_lo + 8;
-  const int pos_lo = p.positions[first + min(r_lo, count - 1)];
-  const int pos_hi = p.positions[first + min(r_hi, count - 1)];
+  const int pos_lo = kShared ? end - 1 : p.positions[first + min(r_lo, count - 1)];
+  const int pos_hi = kShared ? end - 1 : p.positions[first + min(r_hi, count - 1)];
   float m_lo = -INFINITY, m_hi = -INFINITY, l_lo = 0.0f, l_hi = 0.0f;
   float o[kFrags][4];
 #pragma unroll
@@ -211,7 +253,8 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
         }
       }
 
-      // Scale, mask (causal: keys up to the query's own), the tile's max.
+      // Scale, mask (keys up to the query's own, and none past the range),
+      // the tile's max.
       float max_lo = -INFINITY, max_hi = -INFINITY;
 #pragma unroll
       for (int f = 0; f < kFrags; ++f) {
@@ -219,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
         for (int e = 0; e < 4; ++e) {
           const int key = k0 + 8 * f + 2 * t + (e & 1);
           const bool lo = e < 2;
-          const float v = key <= (lo ? pos_lo : pos_hi) ? s[f][e] * p.scale : -INFINITY;
+          const float v = key <= (lo ? pos_lo : pos_hi) ? s[f][e] * scale : -INFINITY;
           s[f][e] = v;
           if (lo) {
             max_lo = fmaxf(max_lo, v);
@@ -290,15 +333,22 @@ __global__ void __launch_bounds__(kThreads) PrefillAttentionMmaKernel(PrefillAtt
   // Row r's output: o[f][2 hi], o[f][2 hi + 1] at dims 8f + 2t, + 1.
   auto write = [&](int r, float m, float l, int hi) {
     if (r >= count) return;
-    if (bt.merged) {
-      float* part = PartialOf(p, first + r, h, split);
+    if (kShared || merged) {
+      // The shared pass: [m, l, acc] in the decode workspace's slot;
+      // prefill's split: [m, l, 2 floats, acc] (PartialOf).
+      float* part =
+          kShared ? sp.workspace + ((static_cast<int64_t>(group_rows[r]) * heads + h) * sp.slots +
+                                    sp.shared_first + split) *
+                                       (kD + 2)
+                  : PartialOf(p, first + r, h, split);
+      float* acc = part + (kShared ? 2 : kPartialHead);
       if (t == 0) {
         part[0] = m;
         part[1] = l;
       }
 #pragma unroll
       for (int f = 0; f < kFrags; ++f) {
-        *reinterpret_cast<float2*>(part + kPartialHead + 8 * f + 2 * t) =
+        *reinterpret_cast<float2*>(acc + 8 * f + 2 * t) =
             make_float2(o[f][2 * hi], o[f][2 * hi + 1]);
       }
       return;
@@ -323,12 +373,39 @@ cudaError_t LaunchPrefillAttentionMma(const PrefillAttentionParams& p, cudaStrea
     return cudaErrorInvalidValue;
   }
   const dim3 grid(p.heads, p.num_tiles, p.splits);
+  const SharedPrefixAttentionParams none;
   if (p.dtype == DType::kBFloat16) {
-    PrefillAttentionMmaKernel<__nv_bfloat16><<<grid, kThreads, 0, stream>>>(p);
+    MmaAttentionKernel<__nv_bfloat16, false><<<grid, kThreads, 0, stream>>>(p, none);
   } else {
-    PrefillAttentionMmaKernel<__half><<<grid, kThreads, 0, stream>>>(p);
+    MmaAttentionKernel<__half, false><<<grid, kThreads, 0, stream>>>(p, none);
   }
   return cudaGetLastError();
 }
 
 }  // namespace nanoserve::cuda::prefill
+
+namespace nanoserve::cuda {
+
+bool SharedPrefixAttentionTakes(DType dtype, int head_dim) {
+  return (dtype == DType::kBFloat16 || dtype == DType::kHalf) && head_dim == prefill::kD;
+}
+
+cudaError_t LaunchSharedPrefixAttention(const SharedPrefixAttentionParams& p, cudaStream_t stream) {
+  if (p.max_groups <= 0) return cudaSuccess;
+  if (!SharedPrefixAttentionTakes(p.dtype, p.head_dim) || p.heads <= 0 || p.page_size <= 0 ||
+      p.max_pages <= 0 || p.page_stride <= 0 || p.splits < 1 || p.shared_first < 0 ||
+      p.shared_first + p.splits > p.slots || p.groups == nullptr || p.workspace == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  const dim3 grid(p.heads, p.max_groups, p.splits);
+  const PrefillAttentionParams none;
+  if (p.dtype == DType::kBFloat16) {
+    prefill::MmaAttentionKernel<__nv_bfloat16, true>
+        <<<grid, prefill::kThreads, 0, stream>>>(none, p);
+  } else {
+    prefill::MmaAttentionKernel<__half, true><<<grid, prefill::kThreads, 0, stream>>>(none, p);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace nanoserve::cuda

@@ -31,6 +31,10 @@
 #            kernel test in bf16, the decode-step and prefix tests in bf16 with it,
 #            then with each in turn bench-services at batch 1 (128/512/900 tokens and
 #            the cached prefix + 50 new) and Part C's fused sweep
+#   cascade  shared-prefix (cascade) attention in the decode step (--decode_step
+#            cuda-graph-cascade): its kernel test and decode-step test in bf16 (and the
+#            step test in fp32, where it runs the plain step), then Part C's sweep,
+#            fused, with the cuda-graph step and with it
 #   suite    the whole suite in fp32 for what time is left
 # STEPS (default all, in that order) picks some. A step that fails does not
 # stop the others. Logs under $OUT, packed at the end into $OUT/logs.tgz (a
@@ -138,6 +142,28 @@ step_registers() {
       --dtype bf16 --attention fused --sweeps prefix --shared_lens 900 --batch_sizes 32 \
       --suffix_len 50 --prefix_output 64 --repeats 3 --warmup 1 --progress=false \
       --out "$OUT/prefix-$v.csv" 2>"$OUT/prefix-$v.log" | tee "$OUT/prefix-$v.md" | tail -6
+  done
+}
+step_cascade() {
+  local log="$OUT/cascade-tests.log"
+  if NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/cuda_kernels_test" \
+      --gtest_filter='*SharedPrefix*' >"$log" 2>&1 &&
+    NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=bf16 "$BIN/engine_test" \
+      --gtest_filter='DecodeStepTest.Cascade*' >>"$log" 2>&1 &&
+    NANOSERVE_TEST_DEVICE=cuda NANOSERVE_TEST_DTYPE=fp32 "$BIN/engine_test" \
+      --gtest_filter='DecodeStepTest.Cascade*' >>"$log" 2>&1; then
+    echo "cascade: kernel test bf16, decode-step test bf16 and fp32: ok"
+  else
+    echo "cascade: tests FAILED"; grep -E "FAILED|Failure|Expected|Which is" "$log" | head -20
+    return 1
+  fi
+  local kind
+  for kind in cuda-graph cuda-graph-cascade; do
+    echo "Part C, fused, decode step $kind:"
+    timeout 120 "$BIN/nanoserve" bench --model random:gpt2 --device cuda --dtype bf16 \
+      --attention fused --decode_step "$kind" --sweeps prefix --shared_lens 900 --batch_sizes 32 \
+      --suffix_len 50 --prefix_output 64 --repeats 3 --warmup 1 --progress=false \
+      --out "$OUT/prefix-$kind.csv" 2>"$OUT/prefix-$kind.log" | tee "$OUT/prefix-$kind.md" | tail -3
   done
 }
 step_suite() {

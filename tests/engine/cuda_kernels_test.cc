@@ -98,6 +98,13 @@ torch::Tensor GatherRow(const torch::Tensor& pages, const torch::Tensor& table, 
   return run.permute({1, 0, 2, 3}).reshape({pages.size(1), -1, pages.size(3)});
 }
 
+// Rows 0..n-1 of GatherRow, stacked: (n, H, max_pages * page_size, D).
+torch::Tensor GatherRows(const torch::Tensor& pages, const torch::Tensor& table, int64_t n) {
+  std::vector<torch::Tensor> rows;
+  for (int64_t b = 0; b < n; ++b) rows.push_back(GatherRow(pages, table, b));
+  return torch::stack(rows);
+}
+
 TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
   struct Case {
     int64_t heads, head_dim, page_size, max_pages;
@@ -129,16 +136,8 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
                                 .view({n, t.max_pages})
                                 .to(torch::kInt)
                                 .to(torch::kCUDA);
-      torch::Tensor k_cache = torch::stack([&] {
-        std::vector<torch::Tensor> rows;
-        for (int64_t b = 0; b < n; ++b) rows.push_back(GatherRow(k_pages, table, b));
-        return rows;
-      }());
-      torch::Tensor v_cache = torch::stack([&] {
-        std::vector<torch::Tensor> rows;
-        for (int64_t b = 0; b < n; ++b) rows.push_back(GatherRow(v_pages, table, b));
-        return rows;
-      }());
+      torch::Tensor k_cache = GatherRows(k_pages, table, n);
+      torch::Tensor v_cache = GatherRows(v_pages, table, n);
       torch::Tensor qkv = torch::randn({n, 3 * c}, Opts());
       torch::Tensor before = pool.clone();
       torch::Tensor lengths =
@@ -181,6 +180,66 @@ TEST_P(CudaKernelsTest, DecodeAttentionMatchesLibTorch) {
         before[page][1].select(2, at).copy_(pool[page][1].select(2, at));
       }
       EXPECT_TRUE(torch::equal(pool, before));
+    }
+  }
+}
+
+// Shared-prefix (cascade) attention: rows whose block tables begin with the
+// same pages attend those keys as a group (LaunchSharedPrefixAttention) and
+// their own after them; the output equals LibTorch's over each row's whole
+// keys, and the new K/V are written as without. Two groups (64 shared keys
+// over rows 0-2, one row's new token right after them; 80 over rows 3-4,
+// two key ranges of 64), a row in none; the shared keys split into 1 range
+// and 3 (some empty). bf16 and fp16 at head size 64 only.
+TEST_P(CudaKernelsTest, SharedPrefixDecodeAttentionMatchesLibTorch) {
+  if (!SharedPrefixAttentionTakes(GetParam(), 64)) {
+    GTEST_SKIP() << "shared-prefix attention takes bf16 and fp16 at head size 64";
+  }
+  const int64_t heads = 4, head_dim = 64, page_size = 16, max_pages = 8, c = heads * head_dim;
+  const std::vector<int> lengths = {70, 100, 64, 90, 81, 40};
+  const int64_t n = static_cast<int64_t>(lengths.size());
+  const int64_t num_pages = n * max_pages + 3;
+  torch::Tensor pool = torch::randn({num_pages, 2, 2, heads, page_size, head_dim}, Opts());
+  torch::Tensor k_pages = pool.select(1, 1).select(1, 0);
+  torch::Tensor v_pages = pool.select(1, 1).select(1, 1);
+  torch::Tensor table_cpu = torch::randperm(num_pages, torch::TensorOptions().dtype(torch::kLong))
+                                .narrow(0, 0, n * max_pages)
+                                .view({n, max_pages})
+                                .to(torch::kInt);
+  // Rows 1 and 2 hold row 0's first 4 pages, row 4 row 3's first 5.
+  for (int64_t b : {1, 2}) table_cpu[b].narrow(0, 0, 4).copy_(table_cpu[0].narrow(0, 0, 4));
+  table_cpu[4].narrow(0, 0, 5).copy_(table_cpu[3].narrow(0, 0, 5));
+  torch::Tensor table = table_cpu.to(torch::kCUDA);
+  auto ints = [](const std::vector<int>& v) {
+    return torch::tensor(v, torch::TensorOptions().dtype(torch::kInt)).to(torch::kCUDA);
+  };
+  std::vector<int> groups(2 * kSharedPrefixGroupInts, 0);
+  const std::vector<std::vector<int>> members = {{64, 3, 0, 1, 2}, {80, 2, 3, 4}};
+  for (size_t g = 0; g < members.size(); ++g) {
+    std::copy(members[g].begin(), members[g].end(), groups.begin() + g * kSharedPrefixGroupInts);
+  }
+  SharedPrefix shared;
+  shared.groups = ints(groups).view({2, kSharedPrefixGroupInts});
+  shared.key_begin = ints({64, 64, 64, 80, 80, 0});
+  torch::Tensor qkv = torch::randn({n, 3 * c}, Opts());
+  torch::Tensor lengths_d = ints(lengths);
+  for (int64_t shared_splits : {1, 3}) {
+    for (int64_t splits : {1, 4}) {
+      SCOPED_TRACE(::testing::Message() << shared_splits << " shared ranges, " << splits
+                                        << " ranges of the rows' own keys");
+      torch::Tensor k_cache = GatherRows(k_pages, table, n);
+      torch::Tensor v_cache = GatherRows(v_pages, table, n);
+      torch::Tensor expected = ReferenceDecodeAttention(qkv, k_cache, v_cache, lengths);
+      torch::Tensor before = pool.clone();
+      torch::Tensor plain = DecodeAttention(qkv, k_pages, v_pages, table, lengths_d, splits);
+      torch::Tensor after_plain = pool.clone();
+      pool.copy_(before);
+      shared.splits = shared_splits;
+      torch::Tensor cascade = DecodeAttention(qkv, k_pages, v_pages, table, lengths_d, splits,
+                                              /*vector_values=*/true, kAutoMinChunk, shared);
+      EXPECT_LT(MaxDiff(plain, expected), Tol());
+      EXPECT_LT(MaxDiff(cascade, expected), Tol());
+      EXPECT_TRUE(torch::equal(pool, after_plain)) << "the same new K/V written";
     }
   }
 }

@@ -12,6 +12,7 @@
 #include "engine/kv_cache.h"
 #include "engine/prefill.h"
 #include "tests/test_util/model.h"
+#include "tests/test_util/prefix_cache.h"
 
 #ifdef NANOSERVE_WITH_CUDA
 #include "engine/cuda/fused_ops.h"
@@ -43,6 +44,8 @@ TEST(DecodeStepTest, ParsesKindNames) {
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphMatvecLn), "cuda-graph-matvec-ln");
   EXPECT_EQ(*ParseDecodeKind("cuda-graph-eager-prefill"), DecodeKind::kCudaGraphEagerPrefill);
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphEagerPrefill), "cuda-graph-eager-prefill");
+  EXPECT_EQ(*ParseDecodeKind("cuda-graph-cascade"), DecodeKind::kCudaGraphCascade);
+  EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraphCascade), "cuda-graph-cascade");
   EXPECT_FALSE(ParseDecodeKind("graph").ok());
   EXPECT_EQ(DecodeKindName(DecodeKind::kCudaGraph), "cuda-graph");
 }
@@ -217,6 +220,56 @@ TEST(DecodeStepTest, GraphPrefillOfHeadSize64MatchesWholeSequenceForward) {
   // logits, and 16-bit rounding errors grow with them (on an H100 in bf16
   // one logit of 15 rows was 0.33 off; a wrong attention is off by units).
   ExpectStepPrefillMatchesWholeSequenceForward(*model, 2 * LogitTolerance());
+}
+
+// Shared-prefix (cascade) attention in the step: prompts that share a
+// 100-token prefix (96 tokens in whole pages of 16) through the prefix
+// cache, so that their rows hold the same leading pages of the pool, in
+// batches that group some rows and not others; the greedy tokens equal the
+// reference step's (by margin, ExpectSameGreedy), cold and warm. Head size
+// 64, where bf16 and fp16 take the shared pass (fp32 runs the plain step).
+TEST(DecodeStepTest, CascadeStepTokensEqualReferenceOverSharedPrefixes) {
+  if (!TestDevice().is_cuda()) GTEST_SKIP() << "cuda-graph-cascade needs a CUDA test device";
+  Gpt2Config config = testing::TinyConfig();
+  config.n_head = 2;
+  config.n_embd = 128;
+  auto model = TinyModel(AttentionKind::kFused, testing::TinyCheckpoint(config));
+  auto pool = testing::ModelCache(*model, 16, 256);
+  Generator reference(model.get()), cascade(model.get(), pool.get());
+  const std::vector<int> shared = Prompt(100, 7);
+  auto with = [&](int suffix, int seed) {
+    std::vector<int> p = shared;
+    const std::vector<int> own = Prompt(suffix, seed);
+    p.insert(p.end(), own.begin(), own.end());
+    return p;
+  };
+  const std::vector<std::vector<std::vector<int>>> batches = {
+      {with(3, 1), with(20, 2), with(9, 3), with(1, 4)},  // one group of four
+      {with(5, 5), Prompt(40, 9), with(33, 6)},           // a group of two and a row alone
+      {with(7, 8)},                                       // a row alone
+  };
+  for (const auto& prompts : batches) {
+    GenerateOptions options = testing::GreedyOptions(KvCacheMode::kOn, 24);
+    options.decode = DecodeKind::kReference;
+    auto want = reference.Generate(prompts, options);
+    ASSERT_TRUE(want.ok()) << want.status();
+    options = testing::GreedyOptions(KvCacheMode::kPrefix, 24);
+    options.decode = DecodeKind::kCudaGraphCascade;
+    for (int call = 0; call < 2; ++call) {  // cold, then the prefix cached
+      auto got = cascade.Generate(prompts, options);
+      ASSERT_TRUE(got.ok()) << got.status();
+      const bool takes = model->options().dtype != torch::kFloat;
+      EXPECT_EQ(got->stats.decode_step, takes ? "cuda-graph-cascade" : "cuda-graph");
+      // Every step groups the rows that share the prefix (none alone):
+      // 4, 2 and 0 rows of the batches, 23 steps after the first token.
+      const int64_t grouped = prompts.size() == 4 ? 4 : prompts.size() == 3 ? 2 : 0;
+      EXPECT_EQ(got->stats.shared_prefix_row_steps, takes ? 23 * grouped : 0);
+      for (size_t r = 0; r < prompts.size(); ++r) {
+        ExpectSameGreedy(*model, prompts[r], want->sequences[r].output_ids,
+                         got->sequences[r].output_ids);
+      }
+    }
+  }
 }
 
 // With fused attention a batch whose attention is large runs as
