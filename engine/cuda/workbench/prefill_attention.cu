@@ -4,20 +4,24 @@
 // its row, read through the row's block table (the cached prefix and the
 // pass's own tokens, which AppendKv wrote before).
 //
-// Versions, both the engine's LaunchPrefillAttention
-// (engine/cuda/prefill_attention.cu), a block per (head, 32 consecutive
-// queries of a row):
+// Versions, all the engine's LaunchPrefillAttention
+// (engine/cuda/prefill_attention.cu, PrefillAttentionParams::version), a
+// block per (head, 32 consecutive queries of a row):
 //   fma           each key tile of 32 read once into shared memory as fp32,
-//                 scores and values by fp32 FMA (PrefillAttentionParams::fma).
+//                 scores and values by fp32 FMA (kFma).
 //   tensor-cores  bf16 (and fp16): 2 warps of 16 queries, a tile of 64 keys
 //                 and values in shared memory as bf16, S = Q K^T and
 //                 O += P V by nvcuda::wmma products with fp32 sums
 //                 (FlashAttention 2's order of work).
+//   registers     bf16: FlashAttention 2's register form (kRegisters,
+//                 engine/cuda/prefill_attention_mma.cu): Q, S, P and the
+//                 running output as mma.sync fragments, K and V by ldmatrix
+//                 from two cp.async stages.
 //   tc-splitN     the tensor cores' kernel with each tile's keys split into N
 //                 ranges (PrefillAttentionParams::splits) and merged by a
-//                 second kernel; tc-auto and fma-auto with the splits the
-//                 engine's graphs choose (PrefillAttentionSplits) for the
-//                 case's tiles.
+//                 second kernel (registers-splitN likewise); the -auto ones
+//                 with the splits the engine's graphs choose
+//                 (PrefillAttentionSplits) for the case's tiles.
 //
 // Cases: one prompt of 900 tokens (a batch-1 TTFT), 64 prompts of 128 (a
 // wave of admissions), 32 suffixes of 54 after 896 cached tokens (Part C's
