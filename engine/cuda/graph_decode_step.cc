@@ -1,7 +1,6 @@
 #include "engine/cuda/graph_decode_step.h"
 
 #include <algorithm>
-#include <map>
 #include <utility>
 
 #include <ATen/cuda/CUDAContext.h>
@@ -12,6 +11,7 @@
 #include "engine/cuda/fused_ops.h"
 #include "engine/cuda/kernels.h"
 #include "engine/prefill.h"
+#include "kv_cache/shared_prefix_groups.h"
 
 namespace nanoserve::cuda {
 
@@ -136,50 +136,33 @@ void GraphDecodeStep::StageInputs(const std::vector<int64_t>& tokens, int64_t bu
   inputs_copied_.record();
 }
 
-// The fewest shared keys worth a group: one of the shared pass's 64-key
-// tiles.
-constexpr int64_t kMinSharedKeys = 64;
-
 int64_t GraphDecodeStep::StageGroups(int64_t n, int32_t* key_begin, int32_t* groups) const {
-  const int64_t rows = cache_->batch();
   const BlockTables& tables = cache_->tables();
-  const int64_t page_size = tables.page_size();
   const int64_t max_groups = groups_.size(0);
-  std::fill(key_begin, key_begin + rows, 0);
+  std::fill(key_begin, key_begin + cache_->batch(), 0);
   std::fill(groups, groups + max_groups * kSharedPrefixGroupInts, 0);
-  // Rows by their first page: rows holding the same first page share it
-  // (the pool's pages in place), and then as many pages as all of them
-  // hold alike, short of the page each writes its new token into.
-  std::map<int32_t, std::vector<int64_t>> by_first;
+  std::vector<const std::vector<int32_t>*> pages;
+  std::vector<int64_t> lengths;
   for (int64_t r = 0; r < n; ++r) {
-    if (!tables.pages(r).empty()) by_first[tables.pages(r)[0]].push_back(r);
+    pages.push_back(&tables.pages(r));
+    lengths.push_back(cache_->length(r));
   }
-  int64_t g = 0, grouped = 0;
-  for (const auto& [page, members] : by_first) {
-    if (members.size() < 2) continue;
-    const std::vector<int32_t>& lead = tables.pages(members[0]);
-    int64_t common = static_cast<int64_t>(lead.size());
-    for (int64_t r : members) {
-      const std::vector<int32_t>& own = tables.pages(r);
-      const int64_t most = std::min<int64_t>(common, static_cast<int64_t>(own.size()));
-      common = std::mismatch(lead.begin(), lead.begin() + most, own.begin()).first - lead.begin();
-      common = std::min(common, cache_->length(r) / page_size);  // before the new token's page
+  SharedPrefixGroupLimits limits;
+  limits.page_size = tables.page_size();
+  limits.max_rows = kSharedPrefixGroupRows;
+  limits.max_groups = max_groups;
+  limits.min_keys = 64;  // one of the shared pass's key tiles
+  int64_t grouped = 0;
+  int32_t* group = groups;
+  for (const SharedPrefixGroup& g : SharedPrefixGroups(pages, lengths, limits)) {
+    group[0] = static_cast<int32_t>(g.keys);
+    group[1] = static_cast<int32_t>(g.rows.size());
+    for (size_t k = 0; k < g.rows.size(); ++k) {
+      group[2 + k] = static_cast<int32_t>(g.rows[k]);
+      key_begin[g.rows[k]] = static_cast<int32_t>(g.keys);
     }
-    const int64_t keys = common * page_size;
-    if (keys < kMinSharedKeys) continue;
-    for (size_t i = 0; i < members.size() && g < max_groups;) {
-      int32_t* group = groups + g * kSharedPrefixGroupInts;
-      const size_t take = std::min<size_t>(kSharedPrefixGroupRows, members.size() - i);
-      if (take < 2) break;
-      group[0] = static_cast<int32_t>(keys);
-      group[1] = static_cast<int32_t>(take);
-      for (size_t k = 0; k < take; ++k, ++i) {
-        group[2 + k] = static_cast<int32_t>(members[i]);
-        key_begin[members[i]] = static_cast<int32_t>(keys);
-      }
-      grouped += static_cast<int64_t>(take);
-      ++g;
-    }
+    grouped += static_cast<int64_t>(g.rows.size());
+    group += kSharedPrefixGroupInts;
   }
   return grouped;
 }
