@@ -16,7 +16,11 @@ namespace {
 
 // One PrefillStream call on gRPC's callback API: the first tokens go to
 // on_first from gRPC's thread as they arrive; the response waits for Wait.
-// It keeps itself alive until gRPC is done with it.
+// Its owner (PendingStream) always waits for OnDone before it lets it go,
+// so that it, its ClientContext and the context's hold on the channel end
+// on the owner's thread, never on one of gRPC's (where the last reference
+// to a channel must not be dropped, and which may run past the owner's
+// teardown).
 class StreamCall final : public grpc::ClientReadReactor<v1::PrefillEvent> {
  public:
   StreamCall(FirstTokens on_first, int prompts)
@@ -25,8 +29,7 @@ class StreamCall final : public grpc::ClientReadReactor<v1::PrefillEvent> {
   grpc::ClientContext context;
   v1::PrefillRequest request;
 
-  void Begin(v1::Prefill::StubInterface* stub, std::shared_ptr<StreamCall> self) {
-    self_ = std::move(self);
+  void Begin(v1::Prefill::StubInterface* stub) {
     stub->async()->PrefillStream(&context, &request, this);
     StartRead(&event_);
     StartCall();
@@ -44,8 +47,9 @@ class StreamCall final : public grpc::ClientReadReactor<v1::PrefillEvent> {
     }
     StartRead(&event_);
   }
+  // The last touch of this object on gRPC's thread: the owner may destroy
+  // it as soon as the lock is released.
   void OnDone(const grpc::Status& status) override {
-    const std::shared_ptr<StreamCall> keep = std::move(self_);  // goes after the lock
     absl::MutexLock lock(&mu_);
     status_ = status.ok() && !answered_
                   ? grpc::Status(grpc::StatusCode::INTERNAL,
@@ -64,7 +68,6 @@ class StreamCall final : public grpc::ClientReadReactor<v1::PrefillEvent> {
  private:
   const FirstTokens on_first_;
   const int prompts_;
-  std::shared_ptr<StreamCall> self_;  // until OnDone
   v1::PrefillEvent event_;
   // gRPC's thread only until done_, then Wait's.
   bool first_seen_ = false;
@@ -116,7 +119,7 @@ std::unique_ptr<PendingPrefill> PrefillClient::Start(std::vector<PrefillPrompt> 
   call->context.set_deadline(absl::ToChronoTime(std::min(deadline, absl::Now() + timeout_)));
   call->request = PrefillRequestToProto(prompts);
   call->request.set_model_fingerprint(model_fingerprint_);
-  call->Begin(stub_, call);
+  call->Begin(stub_);
   return std::make_unique<PendingStream>(this, std::move(call), prompts.size(), absl::OkStatus());
 }
 
