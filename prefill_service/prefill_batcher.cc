@@ -8,6 +8,14 @@
 #include "absl/time/clock.h"
 
 namespace nanoserve {
+namespace {
+
+// A call whose deadline passed before its batch started (it never ran).
+absl::Status QueuedPastDeadline() {
+  return absl::DeadlineExceededError("deadline passed while queued for prefill");
+}
+
+}  // namespace
 
 PrefillBatcher::PrefillBatcher(const PrefillBatcherOptions& options, RunBatch run)
     : options_(options), run_(std::move(run)) {}
@@ -57,7 +65,7 @@ absl::StatusOr<PrefillOutcome> PrefillBatcher::Submit(absl::Span<const PrefillPr
   // alone, so it runs here, without handing it to the runner and back.
   if (options_.window == absl::ZeroDuration() && !running_ && queue_.empty()) {
     if (w.call.arrival >= deadline) {
-      return absl::DeadlineExceededError("deadline passed while queued for prefill");
+      return QueuedPastDeadline();
     }
     running_ = true;
     ++callers_;
@@ -76,7 +84,7 @@ absl::StatusOr<PrefillOutcome> PrefillBatcher::Submit(absl::Span<const PrefillPr
   queue_.push_back(&w);
   queued_prompts_ += static_cast<int64_t>(prompts.size());
   if (!mu_.AwaitWithDeadline(absl::Condition(&w.taken), deadline)) {
-    EndLocked(&w, absl::DeadlineExceededError("deadline passed while queued for prefill"));
+    EndLocked(&w, QueuedPastDeadline());
   }
   mu_.Await(absl::Condition(&w.done));
   --callers_;
@@ -136,7 +144,7 @@ std::vector<PrefillBatcher::Waiter*> PrefillBatcher::TakeBatchLocked(absl::Time 
   for (size_t i = 0; i < queue_.size();) {
     Waiter* w = queue_[i];
     if (now >= w->call.deadline) {
-      EndLocked(w, absl::DeadlineExceededError("deadline passed while queued for prefill"));
+      EndLocked(w, QueuedPastDeadline());
       continue;
     }
     const int64_t n = prompts + static_cast<int64_t>(w->call.prompts.size());

@@ -101,6 +101,14 @@ torch::Tensor EmbedLayerNorm(const torch::Tensor& wte, const torch::Tensor& wpe,
 
 namespace {
 
+// A per-token input of a paged-attention call: (N,) contiguous int32 on
+// qkv's device.
+void CheckPerToken(const torch::Tensor& t, const torch::Tensor& qkv, const char* name) {
+  TORCH_CHECK(t.scalar_type() == torch::kInt && t.is_contiguous() && t.numel() == qkv.size(0) &&
+                  t.device() == qkv.device(),
+              name, " must be (N,) contiguous int32 on qkv's device");
+}
+
 // The checks DecodeAttention, PagedAttention and AppendKv share: qkv
 // (N, 3C), one layer's pages alike and dense within a page on its device in
 // its dtype, an int32 block table with dense rows, and (N,) int32 per-token
@@ -128,11 +136,7 @@ PagedShape CheckPaged(
   TORCH_CHECK(block_table.scalar_type() == torch::kInt && block_table.dim() == 2 &&
                   block_table.stride(1) == 1 && block_table.device() == qkv.device(),
               "block_table must be (rows, max_pages) int32 on qkv's device, rows dense");
-  for (const auto& [t, name] : per_token) {
-    TORCH_CHECK(t->scalar_type() == torch::kInt && t->is_contiguous() && t->numel() == n &&
-                    t->device() == qkv.device(),
-                name, " must be (N,) contiguous int32 on qkv's device");
-  }
+  for (const auto& [t, name] : per_token) CheckPerToken(*t, qkv, name);
   return {heads, page_size, head_dim};
 }
 
@@ -164,10 +168,8 @@ torch::Tensor PagedAttentionImpl(const torch::Tensor& qkv, const torch::Tensor& 
                     shared.groups.size(1) == kSharedPrefixGroupInts &&
                     shared.groups.is_contiguous() && shared.groups.device() == qkv.device(),
                 "shared-prefix groups must be (G, kSharedPrefixGroupInts) int32 on qkv's device");
-    TORCH_CHECK(shared.key_begin.defined() && shared.key_begin.scalar_type() == torch::kInt &&
-                    shared.key_begin.is_contiguous() && shared.key_begin.numel() == n &&
-                    shared.key_begin.device() == qkv.device(),
-                "key_begin must be (N,) contiguous int32 on qkv's device");
+    TORCH_CHECK(shared.key_begin.defined(), "shared-prefix attention needs key_begin");
+    CheckPerToken(shared.key_begin, qkv, "key_begin");
     TORCH_CHECK(shared.splits >= 1, "shared-prefix splits must be >= 1");
   }
   const int64_t shared_slots = cascade ? shared.splits : 0;

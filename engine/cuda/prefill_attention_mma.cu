@@ -117,6 +117,14 @@ __device__ __forceinline__ unsigned Pack<__half>(float lo, float hi, float* sum)
   return bits;
 }
 
+// Row `row`'s partial result for head h over shared-key range s, in the
+// decode attention's workspace: [m, l, acc[0..kD)].
+__device__ __forceinline__ float* SharedPartialOf(const SharedPrefixAttentionParams& sp, int row,
+                                                  int h, int s) {
+  return sp.workspace +
+         ((static_cast<int64_t>(row) * sp.heads + h) * sp.slots + sp.shared_first + s) * (kD + 2);
+}
+
 // Both passes on one body: kShared false, prefill's (PrefillAttentionParams
 // p: a tile of consecutive tokens of a row, causal); true, the decode step's
 // shared-prefix pass (SharedPrefixAttentionParams sp: a group's rows' new
@@ -150,10 +158,7 @@ __global__ void __launch_bounds__(kThreads)
     begin = range.begin, end = range.end;
     if (begin == end) {  // past the shared keys: an empty range, for the merge to skip
       for (int r = threadIdx.x; r < count; r += kThreads) {
-        float* part =
-            sp.workspace + ((static_cast<int64_t>(group_rows[r]) * sp.heads + h) * sp.slots +
-                            sp.shared_first + split) *
-                               (kD + 2);
+        float* part = SharedPartialOf(sp, group_rows[r], h, split);
         part[0] = -INFINITY;
         part[1] = 0.0f;
       }
@@ -336,11 +341,8 @@ __global__ void __launch_bounds__(kThreads)
     if (kShared || merged) {
       // The shared pass: [m, l, acc] in the decode workspace's slot;
       // prefill's split: [m, l, 2 floats, acc] (PartialOf).
-      float* part =
-          kShared ? sp.workspace + ((static_cast<int64_t>(group_rows[r]) * heads + h) * sp.slots +
-                                    sp.shared_first + split) *
-                                       (kD + 2)
-                  : PartialOf(p, first + r, h, split);
+      float* part = kShared ? SharedPartialOf(sp, group_rows[r], h, split)
+                            : PartialOf(p, first + r, h, split);
       float* acc = part + (kShared ? 2 : kPartialHead);
       if (t == 0) {
         part[0] = m;
